@@ -1,0 +1,410 @@
+//! The room broker: one process, one mio event loop, all room state.
+//!
+//! It owns the Unix listener `broker.sock`, one [`Channel`] per session child, and the
+//! [`Rooms`]. It reads [`Request`]s, applies them to the rooms, and writes [`Event`]s: each
+//! event is encoded once and the same bytes are queued for every recipient; queued bytes are
+//! written once per recipient per loop turn.
+//!
+//! It must never block on one peer. Every socket is non-blocking and every peer's output queue
+//! is bounded ([`MAX_QUEUED_PER_PEER`]); a peer whose queue would overflow is dropped (its room
+//! sees "too slow") and everyone else carries on. A peer that sends a frame that is oversize or
+//! does not decode is dropped and logged once. It never renders text for a terminal: that is the
+//! session's job.
+
+pub mod room;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::net::UnixListener as StdUnixListener;
+
+use log::{debug, error, info, warn};
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+
+use crate::channel::{Channel, ReadOutcome};
+use crate::proto::codec;
+use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
+use crate::signals::ChildSignals;
+use crate::sys;
+use room::{Audience, Delivery, MemberId, Rooms};
+
+/// Most bytes the broker queues for one session before it gives up on it.
+pub const MAX_QUEUED_PER_PEER: usize = 4 << 20;
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_PEER: usize = 2;
+
+/// One connected session child.
+struct Peer {
+    channel: Channel,
+    /// The session's pid, from SO_PEERCRED, for logs.
+    pid: i32,
+    /// The client address the session reported in `Hello`.
+    client: String,
+    /// Whether `Hello` arrived (every other request must come after it).
+    greeted: bool,
+    /// Already queued for flushing this turn.
+    dirty: bool,
+}
+
+struct Broker {
+    poll: Poll,
+    listener: UnixListener,
+    signals: ChildSignals,
+    peers: HashMap<MemberId, Peer>,
+    rooms: Rooms,
+    next_id: MemberId,
+    /// Peers with bytes queued this turn.
+    dirty: Vec<MemberId>,
+    /// Peers to remove after the current event, with what their room is told.
+    doomed: Vec<(MemberId, LeaveReason)>,
+    /// Reused buffer for encoding one event.
+    scratch: Vec<u8>,
+    uid: u32,
+}
+
+/// Runs the broker on an already-listening socket until SIGTERM or SIGINT.
+pub fn run(listener: StdUnixListener) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let poll = Poll::new()?;
+    let mut listener = UnixListener::from_std(listener);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])?;
+    signals.register(poll.registry(), SIGNALS)?;
+    let mut broker = Broker {
+        poll,
+        listener,
+        signals,
+        peers: HashMap::new(),
+        rooms: Rooms::new(),
+        next_id: FIRST_PEER as MemberId,
+        dirty: Vec::new(),
+        doomed: Vec::new(),
+        scratch: Vec::new(),
+        uid: nix::unistd::geteuid().as_raw(),
+    };
+    info!("broker ready (protocol version {PROTOCOL_VERSION})");
+    broker.event_loop()
+}
+
+impl Broker {
+    fn event_loop(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if let Err(err) = self.poll.poll(&mut events, None) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            // Signals first: once shutdown is pending, departures caused by the shutdown itself
+            // are not announced to anyone.
+            if self.stop_requested()? {
+                info!("broker stopping");
+                return Ok(());
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    SIGNALS => {}
+                    Token(token) => {
+                        let id = token as MemberId;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_from(id);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(id);
+                        }
+                    }
+                }
+                self.remove_doomed();
+            }
+            self.flush_dirty();
+            self.remove_doomed();
+        }
+    }
+
+    fn stop_requested(&mut self) -> io::Result<bool> {
+        let mut stop = false;
+        while let Some(signal) = self.signals.take_pending()? {
+            match signal {
+                Signal::SIGTERM | Signal::SIGINT => stop = true,
+                other => debug!("broker ignores {other}"),
+            }
+        }
+        Ok(stop)
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    // EMFILE and friends: the connection stays in the backlog; the next
+                    // readiness event retries.
+                    error!("broker cannot accept a session: {err}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: UnixStream) {
+        let uid = sys::peer_uid(&stream);
+        if uid.as_ref().ok() != Some(&self.uid) {
+            warn!(
+                "refused a broker connection from uid {uid:?}: only uid {} may connect",
+                self.uid
+            );
+            return;
+        }
+        let pid = sys::peer_pid(&stream).unwrap_or(0);
+        let id = self.next_id;
+        self.next_id += 1;
+        let token = Token(id as usize);
+        if let Err(err) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            error!("cannot watch session pid {pid}: {err}");
+            return;
+        }
+        let peer = Peer {
+            channel: Channel::new(stream, MAX_QUEUED_PER_PEER),
+            pid,
+            client: String::new(),
+            greeted: false,
+            dirty: false,
+        };
+        self.peers.insert(id, peer);
+    }
+
+    fn read_from(&mut self, id: MemberId) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            let outcome = match peer.channel.read_some() {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    info!(
+                        "session pid {} ({}) read error: {err}",
+                        peer.pid, peer.client
+                    );
+                    self.doom(id, LeaveReason::ConnectionLost);
+                    return;
+                }
+            };
+            match outcome {
+                ReadOutcome::WouldBlock => return,
+                ReadOutcome::Closed { mid_frame } => {
+                    if mid_frame {
+                        warn!(
+                            "session pid {} ({}) vanished mid-frame",
+                            peer.pid, peer.client
+                        );
+                    } else {
+                        debug!("session pid {} ({}) closed", peer.pid, peer.client);
+                    }
+                    self.doom(id, LeaveReason::ConnectionLost);
+                    return;
+                }
+                ReadOutcome::Data => {
+                    if !self.handle_frames(id) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every whole frame read from `id`. Returns false if the peer is gone.
+    fn handle_frames(&mut self, id: MemberId) -> bool {
+        loop {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return false;
+            };
+            let request = match peer.channel.next_message::<Request>() {
+                Ok(Some(request)) => request,
+                Ok(None) => return true,
+                Err(err) => {
+                    warn!("dropping session pid {} ({}): {err}", peer.pid, peer.client);
+                    self.doom(id, LeaveReason::ConnectionLost);
+                    return false;
+                }
+            };
+            if !self.handle(id, request) {
+                return false;
+            }
+        }
+    }
+
+    /// Applies one request. Returns false if the peer is gone afterwards.
+    fn handle(&mut self, id: MemberId, request: Request) -> bool {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        if !peer.greeted {
+            let Request::Hello {
+                version,
+                pid: _,
+                peer: client,
+            } = request
+            else {
+                warn!(
+                    "dropping session pid {}: first frame was not Hello",
+                    peer.pid
+                );
+                self.doom(id, LeaveReason::ConnectionLost);
+                return false;
+            };
+            peer.client = client.chars().take(64).collect();
+            if version != PROTOCOL_VERSION {
+                warn!(
+                    "dropping session pid {} ({}): protocol version {version}, broker speaks {PROTOCOL_VERSION}",
+                    peer.pid, peer.client
+                );
+                let refusal = Failure::VersionMismatch {
+                    broker: PROTOCOL_VERSION,
+                    session: version,
+                };
+                self.deliver(vec![Delivery {
+                    to: Audience::One(id),
+                    event: Event::Failed(refusal),
+                }]);
+                self.flush_dirty();
+                self.doom(id, LeaveReason::ConnectionLost);
+                return false;
+            }
+            peer.greeted = true;
+            let welcome = Event::Welcome {
+                version: PROTOCOL_VERSION,
+            };
+            self.deliver(vec![Delivery {
+                to: Audience::One(id),
+                event: welcome,
+            }]);
+            return true;
+        }
+        let deliveries = match request {
+            Request::Hello { .. } => {
+                warn!(
+                    "dropping session pid {} ({}): second Hello",
+                    peer.pid, peer.client
+                );
+                self.doom(id, LeaveReason::ConnectionLost);
+                return false;
+            }
+            Request::Login { nick } => self.rooms.login(id, &nick),
+            Request::Say { seq, text } => self.rooms.say(id, seq, &text),
+            Request::Act { seq, text } => self.rooms.act(id, seq, &text),
+            Request::ChangeNick { nick } => self.rooms.change_nick(id, &nick),
+            Request::Join { room } => self.rooms.join(id, &room),
+            Request::Who => self.rooms.who(id),
+            Request::Rooms => self.rooms.list_rooms(id),
+            Request::Topic { text } => self.rooms.topic(id, text.as_deref()),
+            Request::Private { to, text } => self.rooms.private(id, &to, &text),
+            Request::Quit { reason } => {
+                self.doom(id, LeaveReason::Quit(reason));
+                return false;
+            }
+        };
+        self.deliver(deliveries);
+        self.peers.contains_key(&id)
+    }
+
+    /// Encodes each event once and queues the same bytes for every recipient.
+    fn deliver(&mut self, deliveries: Vec<Delivery>) {
+        for delivery in deliveries {
+            self.scratch.clear();
+            if let Err(err) = codec::encode_frame(&delivery.event, &mut self.scratch) {
+                error!("cannot encode an event: {err}");
+                continue;
+            }
+            match &delivery.to {
+                Audience::One(id) => self.queue(*id),
+                Audience::Room(key) => {
+                    let members: Vec<MemberId> = self.rooms.members_of(key).collect();
+                    for id in members {
+                        self.queue(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `scratch` for one peer; a peer whose queue is full is dropped as too slow.
+    fn queue(&mut self, id: MemberId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match peer.channel.send_encoded(&self.scratch) {
+            Ok(()) => self.mark_dirty(id),
+            Err(overflow) => {
+                warn!(
+                    "dropping session pid {} ({}): too slow, {overflow}",
+                    peer.pid, peer.client
+                );
+                self.doom(id, LeaveReason::TooSlow);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, id: MemberId) {
+        if let Some(peer) = self.peers.get_mut(&id)
+            && !peer.dirty
+        {
+            peer.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// One write per peer with queued bytes. A peer that would block keeps its bytes; its next
+    /// writable event brings it back here.
+    fn flush_dirty(&mut self) {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            peer.dirty = false;
+            if let Err(err) = peer.channel.flush() {
+                debug!(
+                    "session pid {} ({}) write error: {err}",
+                    peer.pid, peer.client
+                );
+                self.doom(id, LeaveReason::ConnectionLost);
+            }
+        }
+    }
+
+    fn doom(&mut self, id: MemberId, reason: LeaveReason) {
+        if !self.doomed.iter().any(|(doomed, _)| *doomed == id) {
+            self.doomed.push((id, reason));
+        }
+    }
+
+    /// Removes doomed peers and tells their rooms. Telling a room can doom more peers (a full
+    /// queue), so this runs until nothing is left.
+    fn remove_doomed(&mut self) {
+        while let Some((id, reason)) = self.doomed.pop() {
+            let Some(mut peer) = self.peers.remove(&id) else {
+                continue;
+            };
+            // Best effort, never blocking: a quitting session waits for what it was owed.
+            let _ = peer.channel.flush();
+            let _ = self.poll.registry().deregister(peer.channel.stream_mut());
+            let nick = self.rooms.nick(id).map(str::to_string);
+            let deliveries = self.rooms.leave(id, reason.clone());
+            if let Some(nick) = nick {
+                debug!("{nick} (session pid {}) left: {reason:?}", peer.pid);
+            }
+            self.deliver(deliveries);
+        }
+    }
+}

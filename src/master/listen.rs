@@ -1,0 +1,101 @@
+//! Creating the master's sockets: TCP listeners for clients and the broker's Unix listener.
+//!
+//! Owns socket options and the runtime directory. IPv6 listeners are IPV6_V6ONLY so that
+//! `0.0.0.0:2323` and `[::]:2323` can both be bound, as the defaults ask. It does not accept
+//! connections; that is the master loop's job.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use log::warn;
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
+    sockopt,
+};
+
+use super::MasterError;
+
+/// Name of the broker's socket inside the runtime directory.
+pub const BROKER_SOCKET: &str = "broker.sock";
+
+/// Pending connections the kernel holds for each TCP listener.
+const TCP_BACKLOG: i32 = 1024;
+
+/// Binds one TCP listener (non-blocking, close-on-exec, SO_REUSEADDR).
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::new(TCP_BACKLOG).map_err(io::Error::from)?)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// Binds every listen address. With the default addresses, a family the host does not have
+/// (no IPv6, say) is skipped with a warning; addresses the operator named must all bind.
+pub fn bind_all(addrs: &[SocketAddr], defaults: bool) -> Result<Vec<TcpListener>, MasterError> {
+    let mut listeners = Vec::new();
+    for &addr in addrs {
+        match bind_tcp(addr) {
+            Ok(listener) => listeners.push(listener),
+            Err(err)
+                if defaults
+                    && matches!(
+                        err.raw_os_error(),
+                        Some(libc_errno) if libc_errno == nix::libc::EAFNOSUPPORT
+                            || libc_errno == nix::libc::EADDRNOTAVAIL
+                    ) =>
+            {
+                warn!("not listening on {addr}: {err}");
+            }
+            Err(source) => return Err(MasterError::Bind { addr, source }),
+        }
+    }
+    if listeners.is_empty() {
+        return Err(MasterError::NoListener);
+    }
+    Ok(listeners)
+}
+
+/// Creates the runtime directory (mode 0700 when chatd creates it) and binds `broker.sock`
+/// (mode 0600) in it. A socket left by a crashed daemon is replaced; one that still answers
+/// means another chatd uses this directory, and that is an error.
+pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(UnixListener, PathBuf), MasterError> {
+    let dir_error = |source| MasterError::RuntimeDir {
+        path: runtime_dir.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(runtime_dir)
+        .map_err(dir_error)?;
+    let path = runtime_dir.join(BROKER_SOCKET);
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            return Err(MasterError::AlreadyRunning(path));
+        }
+        fs::remove_file(&path).map_err(dir_error)?;
+    }
+    let listener = UnixListener::bind(&path).map_err(dir_error)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(dir_error)?;
+    listener.set_nonblocking(true).map_err(dir_error)?;
+    Ok((listener, path))
+}

@@ -1,0 +1,407 @@
+//! The master process: listeners, the accept loop, one forked session child per connection,
+//! the broker's life, signals and reaping.
+//!
+//! It owns every child's pid and nothing of what children do: it never reads or writes a
+//! client's bytes after handing the connection to a child, and never sees chat. It runs one
+//! mio poller over the TCP listeners and signal-hook's signal source, and it never starts a
+//! thread, so that `fork` copies a single-threaded process.
+//!
+//! Lifecycle:
+//! - start: bind listeners and `broker.sock`, fork the broker, then accept;
+//! - each connection: fork; the child closes every inherited descriptor but the connection and
+//!   the log socket and runs `session::run`; the master closes its copy of the connection;
+//! - SIGCHLD: reap every child; a broker that dies is restarted with back-off;
+//! - SIGTERM/SIGINT: stop accepting, SIGTERM the broker then every session (sessions tell their
+//!   clients), wait up to [`SHUTDOWN_GRACE`], SIGKILL what is left, remove `broker.sock`,
+//!   exit 0. A second SIGTERM/SIGINT, or SIGQUIT, kills everything at once.
+
+pub mod listen;
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixListener;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::session::{self, SessionSettings};
+use crate::sys::{self, Forked};
+use crate::{broker, logging};
+
+/// How long children get to finish after SIGTERM before they are killed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long to stop accepting after `accept` or `fork` fails for lack of resources.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Back-off between broker restarts: doubles from the first to the last value.
+const BROKER_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BROKER_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A broker that lived this long resets the back-off.
+const BROKER_STABLE: Duration = Duration::from_secs(60);
+
+const SIGNALS: Token = Token(usize::MAX);
+
+/// Why the master could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("no address to listen on could be bound")]
+    NoListener,
+    #[error("runtime directory {path}: {source}")]
+    RuntimeDir { path: PathBuf, source: io::Error },
+    #[error("another chatd is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot start the broker: {0}")]
+    Broker(io::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the master remembers about a session child.
+struct SessionChild {
+    peer: SocketAddr,
+    started: Instant,
+}
+
+/// The broker child and its restart policy.
+struct BrokerChild {
+    pid: Option<Pid>,
+    started: Instant,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+}
+
+struct Shutdown {
+    /// When the remaining children get SIGKILL.
+    kill_at: Instant,
+    killed: bool,
+}
+
+struct Master {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    signals: Signals,
+    broker_listener: UnixListener,
+    broker_socket: PathBuf,
+    broker: BrokerChild,
+    sessions: HashMap<Pid, SessionChild>,
+    settings: SessionSettings,
+    accept_paused_until: Option<Instant>,
+    shutdown: Option<Shutdown>,
+}
+
+/// Runs the daemon in the foreground until it is told to stop.
+pub fn run(config: &Config) -> Result<(), MasterError> {
+    let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
+    let (broker_listener, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
+    let poll = Poll::new()?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut mio_listeners = Vec::new();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, Token(index), Interest::READABLE)?;
+        mio_listeners.push(listener);
+    }
+    let mut master = Master {
+        poll,
+        listeners: mio_listeners,
+        signals,
+        broker_listener,
+        broker_socket: broker_socket.clone(),
+        broker: BrokerChild {
+            pid: None,
+            started: Instant::now(),
+            backoff: BROKER_BACKOFF_FIRST,
+            restart_at: None,
+        },
+        sessions: HashMap::new(),
+        settings: SessionSettings {
+            broker_socket,
+            login_grace: config.login_grace,
+        },
+        accept_paused_until: None,
+        shutdown: None,
+    };
+    master.start_broker().map_err(MasterError::Broker)?;
+    for listener in &master.listeners {
+        info!("listening on {}", listener.local_addr()?);
+    }
+    let result = master.event_loop();
+    let _ = std::fs::remove_file(&master.broker_socket);
+    result
+}
+
+impl Master {
+    fn event_loop(&mut self) -> Result<(), MasterError> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err.into());
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => self.handle_signals(),
+                    Token(index) => self.accept_from(index),
+                }
+            }
+            self.reap();
+            self.run_timers();
+            if let Some(shutdown) = &self.shutdown {
+                if self.sessions.is_empty() && self.broker.pid.is_none() {
+                    info!("all children gone; exiting");
+                    return Ok(());
+                }
+                if shutdown.killed && Instant::now() >= shutdown.kill_at + SHUTDOWN_GRACE {
+                    error!("children survived SIGKILL; exiting anyway");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let shutdown = self.shutdown.as_ref().map(|s| {
+            if s.killed {
+                s.kill_at + SHUTDOWN_GRACE
+            } else {
+                s.kill_at
+            }
+        });
+        [shutdown, self.accept_paused_until, self.broker.restart_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn handle_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGTERM | SIGINT if self.shutdown.is_none() => self.begin_shutdown(signal),
+                SIGTERM | SIGINT | SIGQUIT => self.kill_everything("told again to stop"),
+                SIGHUP => {
+                    info!("SIGHUP: configuration reload is not supported yet; nothing changed")
+                }
+                _ => {} // SIGCHLD: reaping happens after every wake-up.
+            }
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        if self.accept_paused_until.is_some_and(|until| now >= until) {
+            self.accept_paused_until = None;
+            // Edge-triggered listeners do not report connections that waited during the pause.
+            for index in 0..self.listeners.len() {
+                self.accept_from(index);
+            }
+        }
+        if self.broker.restart_at.is_some_and(|at| now >= at) && self.shutdown.is_none() {
+            self.broker.restart_at = None;
+            if let Err(err) = self.start_broker() {
+                error!("cannot restart the broker: {err}");
+                self.schedule_broker_restart();
+            }
+        }
+        if let Some(shutdown) = &self.shutdown
+            && !shutdown.killed
+            && now >= shutdown.kill_at
+        {
+            self.kill_everything("shutdown grace time is over");
+        }
+    }
+
+    fn accept_from(&mut self, index: usize) {
+        while self.shutdown.is_none() && self.accept_paused_until.is_none() {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.spawn_session(stream, peer),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(err) => {
+                    error!(
+                        "accept failed: {err}; pausing for {} ms",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                }
+            }
+        }
+    }
+
+    fn spawn_session(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        match sys::fork_with_signals_blocked() {
+            Ok(Forked::Child) => {
+                let settings = self.settings.clone();
+                let keep = vec![sys::raw(&stream)];
+                become_child(keep, move || session::run(stream, peer, settings))
+            }
+            Ok(Forked::Parent(pid)) => {
+                debug!("session pid {pid} serves {peer}");
+                self.sessions.insert(
+                    pid,
+                    SessionChild {
+                        peer,
+                        started: Instant::now(),
+                    },
+                );
+                // Dropping `stream` closes the master's copy; the child has its own.
+            }
+            Err(err) => {
+                error!(
+                    "cannot fork a session for {peer}: {err}; pausing for {} ms",
+                    ACCEPT_PAUSE.as_millis()
+                );
+                let _ = stream.write(b"*** The server is busy; please try again later.\r\n");
+                self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+            }
+        }
+    }
+
+    fn start_broker(&mut self) -> io::Result<()> {
+        let listener = self.broker_listener.try_clone()?;
+        match sys::fork_with_signals_blocked()? {
+            Forked::Child => {
+                let keep = vec![sys::raw(&listener)];
+                become_child(keep, move || match broker::run(listener) {
+                    Ok(()) => 0,
+                    Err(err) => {
+                        error!("broker failed: {err}");
+                        1
+                    }
+                })
+            }
+            Forked::Parent(pid) => {
+                info!("broker started, pid {pid}");
+                self.broker.pid = Some(pid);
+                self.broker.started = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    fn schedule_broker_restart(&mut self) {
+        if self.broker.started.elapsed() >= BROKER_STABLE {
+            self.broker.backoff = BROKER_BACKOFF_FIRST;
+        }
+        let delay = self.broker.backoff;
+        self.broker.backoff = (delay * 2).min(BROKER_BACKOFF_MAX);
+        info!("restarting the broker in {} ms", delay.as_millis());
+        self.broker.restart_at = Some(Instant::now() + delay);
+    }
+
+    /// Collects every child that has exited.
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => {
+                    error!("waitpid failed: {errno}");
+                    return;
+                }
+                Ok(status) => status,
+            };
+            let (pid, how) = match status {
+                WaitStatus::Exited(pid, 0) => (pid, None),
+                WaitStatus::Exited(pid, code) => (pid, Some(format!("exit status {code}"))),
+                WaitStatus::Signaled(pid, signal, _) => (pid, Some(format!("killed by {signal}"))),
+                _ => continue,
+            };
+            if Some(pid) == self.broker.pid {
+                self.broker.pid = None;
+                if self.shutdown.is_none() {
+                    error!(
+                        "broker pid {pid} died ({})",
+                        how.as_deref().unwrap_or("exit status 0")
+                    );
+                    self.schedule_broker_restart();
+                }
+            } else if let Some(child) = self.sessions.remove(&pid) {
+                let lived = child.started.elapsed().as_secs();
+                match how {
+                    Some(how) if self.shutdown.is_none() => {
+                        error!(
+                            "session pid {pid} for {} ended after {lived}s: {how}",
+                            child.peer
+                        )
+                    }
+                    _ => debug!("session pid {pid} for {} ended after {lived}s", child.peer),
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, signal: i32) {
+        let name = Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string());
+        info!("received {name}; shutting down");
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // The broker first, so that it does not announce the departures the shutdown causes.
+        self.signal_children(Signal::SIGTERM);
+        self.shutdown = Some(Shutdown {
+            kill_at: Instant::now() + SHUTDOWN_GRACE,
+            killed: false,
+        });
+    }
+
+    fn kill_everything(&mut self, why: &str) {
+        warn!(
+            "{why}: killing {} remaining children",
+            self.sessions.len() + usize::from(self.broker.pid.is_some())
+        );
+        for listener in self.listeners.drain(..) {
+            drop(listener);
+        }
+        self.signal_children(Signal::SIGKILL);
+        self.shutdown = Some(Shutdown {
+            kill_at: Instant::now(),
+            killed: true,
+        });
+    }
+
+    fn signal_children(&self, signal: Signal) {
+        if let Some(pid) = self.broker.pid {
+            let _ = kill(pid, signal);
+        }
+        for &pid in self.sessions.keys() {
+            let _ = kill(pid, signal);
+        }
+    }
+}
+
+/// Turns a freshly forked child into a role: reopens the log with the child's pid, closes
+/// every inherited descriptor except `keep` and the log's, runs `role`, and exits with its
+/// status. A panic in the role ends the child; it never unwinds into the master's frames.
+fn become_child(mut keep: Vec<i32>, role: impl FnOnce() -> i32) -> ! {
+    logging::reopen_after_fork();
+    keep.extend(logging::descriptor());
+    if let Err(err) = sys::close_all_except(&keep) {
+        error!("cannot close inherited descriptors: {err}");
+    }
+    let status = panic::catch_unwind(AssertUnwindSafe(role)).unwrap_or(101);
+    std::process::exit(status)
+}

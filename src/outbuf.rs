@@ -1,0 +1,160 @@
+//! A bounded queue of bytes waiting for a non-blocking writer.
+//!
+//! Used for every outgoing stream in chatd: broker → session, session → broker, session →
+//! client. It owns the policy "never grow past the limit": [`OutBuf::push`] refuses bytes that
+//! would exceed it and leaves the decision (drop the peer, stop reading) to the caller. It does
+//! no I/O of its own beyond the one `write_to` call it is handed a writer for.
+
+use std::io::{self, Write};
+
+/// The queue would grow past its limit; nothing was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("output queue full: {queued} bytes queued, limit {limit}")]
+pub struct Overflow {
+    pub queued: usize,
+    pub limit: usize,
+}
+
+/// Bytes queued for a writer, sent from the front.
+#[derive(Debug)]
+pub struct OutBuf {
+    bytes: Vec<u8>,
+    /// How much of `bytes` has already been written; compacted away when all is sent.
+    sent: usize,
+    /// Most unsent bytes the queue may hold.
+    limit: usize,
+}
+
+impl OutBuf {
+    pub fn new(limit: usize) -> Self {
+        OutBuf {
+            bytes: Vec::new(),
+            sent: 0,
+            limit,
+        }
+    }
+
+    /// Unsent bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.sent
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `data` whole, or nothing if that would exceed the limit.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), Overflow> {
+        if self.len() + data.len() > self.limit {
+            return Err(Overflow {
+                queued: self.len(),
+                limit: self.limit,
+            });
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Lets an encoder append directly; the caller checks the limit afterwards with
+    /// [`OutBuf::check_limit`], which rolls the append back.
+    pub fn tail(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Undoes whatever was appended past `mark` (a length of [`OutBuf::tail`]) if the queue is
+    /// now over its limit.
+    pub fn check_limit(&mut self, mark: usize) -> Result<(), Overflow> {
+        if self.len() > self.limit {
+            self.bytes.truncate(mark);
+            return Err(Overflow {
+                queued: self.len(),
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes as much as the writer takes without blocking. Returns `Ok(true)` when the queue
+    /// is empty afterwards, `Ok(false)` when the writer would block.
+    pub fn write_to(&mut self, writer: &mut impl Write) -> io::Result<bool> {
+        while self.sent < self.bytes.len() {
+            match writer.write(&self.bytes[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        self.bytes.clear();
+        self.sent = 0;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `room` bytes, then would block.
+    struct Trickle {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room).min(3);
+            self.taken.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn refuses_bytes_past_the_limit_and_keeps_what_it_had() {
+        let mut out = OutBuf::new(8);
+        out.push(b"12345").expect("fits");
+        assert_eq!(
+            out.push(b"6789"),
+            Err(Overflow {
+                queued: 5,
+                limit: 8
+            })
+        );
+        assert_eq!(out.len(), 5);
+        out.push(b"678").expect("fits exactly");
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut out = OutBuf::new(64);
+        out.push(b"hello world").expect("fits");
+        let mut writer = Trickle {
+            taken: Vec::new(),
+            room: 4,
+        };
+        assert!(!out.write_to(&mut writer).expect("no error"));
+        assert_eq!(out.len(), 7);
+        writer.room = 100;
+        assert!(out.write_to(&mut writer).expect("no error"));
+        assert_eq!(writer.taken, b"hello world");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn check_limit_rolls_back_an_oversized_append() {
+        let mut out = OutBuf::new(4);
+        out.push(b"ab").expect("fits");
+        let mark = out.tail().len();
+        out.tail().extend_from_slice(b"cdef");
+        assert!(out.check_limit(mark).is_err());
+        assert_eq!(out.len(), 2);
+    }
+}

@@ -1,0 +1,147 @@
+//! The session ⇄ broker protocol: one message enum per direction.
+//!
+//! Sessions send [`Request`]s; the broker answers and broadcasts [`Event`]s. Events are
+//! *structured* (who said what, who left and why), never pre-rendered text: each session renders
+//! them for its own terminal. The first frame on every connection is [`Request::Hello`] carrying
+//! [`PROTOCOL_VERSION`]; a change to any type here that alters the wire bytes bumps that version
+//! (the fixed-bytes test in `codec` makes such a change deliberate).
+//!
+//! This module owns the message shapes only. Framing and bincode live in [`codec`]; what the
+//! messages *do* lives in `broker::room`.
+
+pub mod codec;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the frame set below. A broker refuses sessions that speak another version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Session → broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// First frame on a connection: who is calling and for which client.
+    Hello {
+        version: u32,
+        /// The session child's pid, for logs and (later) for operators.
+        pid: u32,
+        /// The client's address as the session sees it, for logs.
+        peer: String,
+    },
+    /// Claim a nickname and enter the default room.
+    Login { nick: String },
+    /// A line of chat to the current room. `seq` counts the sender's lines so that receivers can
+    /// detect loss and duplicates.
+    Say { seq: u64, text: String },
+    /// `/me`: an action line to the current room.
+    Act { seq: u64, text: String },
+    /// `/nick`
+    ChangeNick { nick: String },
+    /// `/join`
+    Join { room: String },
+    /// `/who`: members of the current room.
+    Who,
+    /// `/rooms`: every room with its member count.
+    Rooms,
+    /// `/topic`: show (`None`) or set the current room's topic.
+    Topic { text: Option<String> },
+    /// `/msg`: a private line to one user.
+    Private { to: String, text: String },
+    /// `/quit`: leave with an optional reason; the connection closes after this frame.
+    Quit { reason: Option<String> },
+}
+
+/// Broker → session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Answer to `Hello`: the broker accepted this session.
+    Welcome { version: u32 },
+    /// The login succeeded; `nick` is the name as registered.
+    LoggedIn { nick: String },
+    /// A line of chat from `from`.
+    Chat {
+        from: String,
+        seq: u64,
+        text: String,
+    },
+    /// An action (`/me`) from `from`.
+    Action {
+        from: String,
+        seq: u64,
+        text: String,
+    },
+    /// `nick` entered `room`.
+    Joined { nick: String, room: String },
+    /// `nick` left `room`.
+    Left {
+        nick: String,
+        room: String,
+        reason: LeaveReason,
+    },
+    /// `old` is now known as `new`.
+    NickChanged { old: String, new: String },
+    /// `by` set the topic of `room`.
+    TopicChanged {
+        room: String,
+        by: String,
+        text: String,
+    },
+    /// The current topic of `room` (on join and on `/topic`).
+    Topic { room: String, text: Option<String> },
+    /// A private line to this session.
+    Private { from: String, text: String },
+    /// Confirmation to the sender of a private line.
+    PrivateSent { to: String, text: String },
+    /// Members of a room, sorted.
+    Members { room: String, nicks: Vec<String> },
+    /// Every room with its member count, sorted by name.
+    RoomList { rooms: Vec<RoomInfo> },
+    /// A request failed; only the requester receives this.
+    Failed(Failure),
+}
+
+/// One row of [`Event::RoomList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub members: u32,
+}
+
+/// Why somebody left a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaveReason {
+    /// `/quit` with an optional reason.
+    Quit(Option<String>),
+    /// The session vanished without saying goodbye (client gone, child killed).
+    ConnectionLost,
+    /// Moved to another room with `/join`.
+    JoinedOther(String),
+    /// The broker dropped the session because it could not keep up with its output.
+    TooSlow,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    NickInUse(String),
+    InvalidNick {
+        nick: String,
+        why: String,
+    },
+    InvalidRoom {
+        room: String,
+        why: String,
+    },
+    AlreadyInRoom(String),
+    NoSuchNick(String),
+    /// A request that needs a nickname came before `Login`.
+    NotLoggedIn,
+    /// `Login` on a session that already has a nickname.
+    AlreadyLoggedIn,
+    /// The session spoke another protocol version.
+    VersionMismatch {
+        broker: u32,
+        session: u32,
+    },
+    /// The text was empty after cleaning, or otherwise unusable.
+    InvalidText(String),
+}

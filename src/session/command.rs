@@ -1,0 +1,166 @@
+//! Turns one line of user text into a [`Command`].
+//!
+//! Owns the command syntax: a line starting with `/` is a command, `//` escapes a literal `/`,
+//! anything else is chat. Command words are case-insensitive; a known command with the wrong
+//! arguments (missing or extra) becomes [`Command::Usage`] naming its correct form. It does not
+//! decide whether a command is allowed now (that is the session's state) or what it does.
+
+/// A parsed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Chat text for the room (a plain line, or a `//` line with one `/` removed).
+    Say(String),
+    Nick(String),
+    Quit(Option<String>),
+    Join(String),
+    Who,
+    Rooms,
+    Topic(Option<String>),
+    Me(String),
+    Msg {
+        to: String,
+        text: String,
+    },
+    Help,
+    /// A `/word` that is no command; carries the word as typed.
+    Unknown(String),
+    /// A known command used wrongly; carries its usage line.
+    Usage(&'static str),
+}
+
+/// Every command with its usage and a one-line description, in `/help` order.
+pub const HELP: &[(&str, &str)] = &[
+    ("/nick NAME", "change your nickname"),
+    (
+        "/join ROOM",
+        "leave this room and enter ROOM (created if needed)",
+    ),
+    ("/who", "list the people in this room"),
+    ("/rooms", "list the rooms and how many are in each"),
+    ("/topic [TEXT]", "show this room's topic, or set it to TEXT"),
+    ("/me ACTION", "tell the room what you are doing"),
+    ("/msg NICK TEXT", "send TEXT to NICK only"),
+    ("/quit [REASON]", "leave the chat"),
+    ("/help", "show this list"),
+    ("//TEXT", "send TEXT that starts with a /"),
+];
+
+fn usage(command: &str) -> &'static str {
+    HELP.iter()
+        .find(|(line, _)| line.split(' ').next() == Some(command))
+        .map_or("/help", |(line, _)| line)
+}
+
+/// Splits off the first whitespace-separated word; the rest is trimmed.
+fn first_word(text: &str) -> (&str, &str) {
+    let text = text.trim_start();
+    match text.find(char::is_whitespace) {
+        Some(at) => (&text[..at], text[at..].trim()),
+        None => (text, ""),
+    }
+}
+
+fn optional(rest: &str) -> Option<String> {
+    (!rest.is_empty()).then(|| rest.to_string())
+}
+
+/// Parses one line (already decoded and stripped of its line end).
+pub fn parse(line: &str) -> Command {
+    let Some(body) = line.strip_prefix('/') else {
+        return Command::Say(line.to_string());
+    };
+    if body.starts_with('/') {
+        return Command::Say(body.to_string());
+    }
+    let (word, rest) = first_word(body);
+    let name = format!("/{}", word.to_ascii_lowercase());
+    let one_word = |make: fn(String) -> Command| {
+        let (arg, extra) = first_word(rest);
+        if arg.is_empty() || !extra.is_empty() {
+            Command::Usage(usage(&name))
+        } else {
+            make(arg.to_string())
+        }
+    };
+    let no_args = |command: Command| {
+        if rest.is_empty() {
+            command
+        } else {
+            Command::Usage(usage(&name))
+        }
+    };
+    match name.as_str() {
+        "/nick" => one_word(Command::Nick),
+        "/join" => one_word(Command::Join),
+        "/quit" => Command::Quit(optional(rest)),
+        "/who" => no_args(Command::Who),
+        "/rooms" => no_args(Command::Rooms),
+        "/help" => no_args(Command::Help),
+        "/topic" => Command::Topic(optional(rest)),
+        "/me" if !rest.is_empty() => Command::Me(rest.to_string()),
+        "/msg" => match first_word(rest) {
+            (to, text) if !to.is_empty() && !text.is_empty() => Command::Msg {
+                to: to.to_string(),
+                text: text.to_string(),
+            },
+            _ => Command::Usage(usage(&name)),
+        },
+        "/me" => Command::Usage(usage(&name)),
+        _ => Command::Unknown(format!("/{word}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines_and_escaped_slashes_are_chat() {
+        assert_eq!(parse("hello /all"), Command::Say("hello /all".into()));
+        assert_eq!(parse("//etc/passwd"), Command::Say("/etc/passwd".into()));
+    }
+
+    #[test]
+    fn commands_with_arguments() {
+        assert_eq!(parse("/nick bob"), Command::Nick("bob".into()));
+        assert_eq!(parse("/NICK  bob "), Command::Nick("bob".into()));
+        assert_eq!(parse("/join #rust"), Command::Join("#rust".into()));
+        assert_eq!(parse("/quit"), Command::Quit(None));
+        assert_eq!(
+            parse("/quit gone fishing"),
+            Command::Quit(Some("gone fishing".into()))
+        );
+        assert_eq!(parse("/topic"), Command::Topic(None));
+        assert_eq!(
+            parse("/topic Rust  only"),
+            Command::Topic(Some("Rust  only".into()))
+        );
+        assert_eq!(parse("/me waves"), Command::Me("waves".into()));
+        assert_eq!(
+            parse("/msg bob hi  there"),
+            Command::Msg {
+                to: "bob".into(),
+                text: "hi  there".into()
+            }
+        );
+        assert_eq!(parse("/who"), Command::Who);
+        assert_eq!(parse("/rooms"), Command::Rooms);
+        assert_eq!(parse("/help"), Command::Help);
+    }
+
+    #[test]
+    fn wrong_arguments_give_the_usage() {
+        assert_eq!(parse("/nick"), Command::Usage("/nick NAME"));
+        assert_eq!(parse("/nick a b"), Command::Usage("/nick NAME"));
+        assert_eq!(parse("/join"), Command::Usage("/join ROOM"));
+        assert_eq!(parse("/who extra"), Command::Usage("/who"));
+        assert_eq!(parse("/msg bob"), Command::Usage("/msg NICK TEXT"));
+        assert_eq!(parse("/me"), Command::Usage("/me ACTION"));
+    }
+
+    #[test]
+    fn unknown_commands_keep_their_word() {
+        assert_eq!(parse("/foo bar"), Command::Unknown("/foo".into()));
+        assert_eq!(parse("/"), Command::Unknown("/".into()));
+    }
+}

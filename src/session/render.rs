@@ -1,0 +1,311 @@
+//! Turns broker events and session notices into the text lines a client sees.
+//!
+//! Owns the look of chatd: user lines are `<nick> text`, actions `* nick text`, private lines
+//! `*nick* text` and `-> *nick* text`, and everything the server says starts with `*** `.
+//! Every field that came from a user is cleaned with `text::sanitize` here too, so no path can
+//! put a control character on a client's screen. Lines are returned without line ends; the
+//! session adds them. No I/O, no state.
+
+use crate::proto::{Event, Failure, LeaveReason};
+use crate::session::command::HELP;
+use crate::text::sanitize;
+
+/// Prefix of every line the server itself says.
+pub const SYSTEM_PREFIX: &str = "*** ";
+
+/// A system line.
+pub fn system(text: &str) -> String {
+    format!("{SYSTEM_PREFIX}{text}")
+}
+
+/// The lines shown for one event.
+pub fn event(event: &Event) -> Vec<String> {
+    let line = match event {
+        Event::Welcome { .. } => return Vec::new(),
+        Event::LoggedIn { nick } => system(&format!(
+            "You are now known as {}. Type /help for commands.",
+            sanitize(nick)
+        )),
+        Event::Chat { from, text, .. } => format!("<{}> {}", sanitize(from), sanitize(text)),
+        Event::Action { from, text, .. } => format!("* {} {}", sanitize(from), sanitize(text)),
+        Event::Joined { nick, room } => {
+            system(&format!("{} has joined {}", sanitize(nick), sanitize(room)))
+        }
+        Event::Left { nick, room, reason } => {
+            let nick = sanitize(nick);
+            match reason {
+                LeaveReason::JoinedOther(to) => system(&format!(
+                    "{nick} has left {} (joined {})",
+                    sanitize(room),
+                    sanitize(to)
+                )),
+                LeaveReason::Quit(Some(why)) => {
+                    system(&format!("{nick} has left ({})", sanitize(why)))
+                }
+                LeaveReason::Quit(None) => system(&format!("{nick} has left (quit)")),
+                LeaveReason::ConnectionLost => {
+                    system(&format!("{nick} has left (connection lost)"))
+                }
+                LeaveReason::TooSlow => system(&format!("{nick} has left (too slow)")),
+            }
+        }
+        Event::NickChanged { old, new } => system(&format!(
+            "{} is now known as {}",
+            sanitize(old),
+            sanitize(new)
+        )),
+        Event::TopicChanged { room, by, text } => system(&format!(
+            "{} set the topic of {} to: {}",
+            sanitize(by),
+            sanitize(room),
+            sanitize(text)
+        )),
+        Event::Topic {
+            room,
+            text: Some(text),
+        } => system(&format!("Topic for {}: {}", sanitize(room), sanitize(text))),
+        Event::Topic { room, text: None } => {
+            system(&format!("No topic is set for {}", sanitize(room)))
+        }
+        Event::Private { from, text } => format!("*{}* {}", sanitize(from), sanitize(text)),
+        Event::PrivateSent { to, text } => format!("-> *{}* {}", sanitize(to), sanitize(text)),
+        Event::Members { room, nicks } => {
+            let names: Vec<String> = nicks.iter().map(|n| sanitize(n)).collect();
+            system(&format!(
+                "In {} ({}): {}",
+                sanitize(room),
+                names.len(),
+                names.join(", ")
+            ))
+        }
+        Event::RoomList { rooms } => {
+            let rows: Vec<String> = rooms
+                .iter()
+                .map(|r| format!("{} ({})", sanitize(&r.name), r.members))
+                .collect();
+            system(&format!("Rooms: {}", rows.join(", ")))
+        }
+        Event::Failed(failure) => system(&self::failure(failure)),
+    };
+    vec![line]
+}
+
+/// What a failed request tells its user.
+pub fn failure(failure: &Failure) -> String {
+    match failure {
+        Failure::NickInUse(nick) => format!("The nickname {} is already in use", sanitize(nick)),
+        Failure::InvalidNick { nick, why } => {
+            format!("Invalid nickname {:?}: {}", sanitize(nick), sanitize(why))
+        }
+        Failure::InvalidRoom { room, why } => {
+            format!("Invalid room {:?}: {}", sanitize(room), sanitize(why))
+        }
+        Failure::AlreadyInRoom(room) => format!("You are already in {}", sanitize(room)),
+        Failure::NoSuchNick(nick) => format!("No such nick: {}", sanitize(nick)),
+        Failure::NotLoggedIn => "Choose a nickname first".to_string(),
+        Failure::AlreadyLoggedIn => {
+            "You already have a nickname; use /nick to change it".to_string()
+        }
+        Failure::VersionMismatch { .. } => {
+            "The chat service is being upgraded; please try again later".to_string()
+        }
+        Failure::InvalidText(why) => format!("Not sent: {}", sanitize(why)),
+    }
+}
+
+/// The `/help` listing.
+pub fn help() -> Vec<String> {
+    let mut lines = vec![system("Commands:")];
+    lines.extend(
+        HELP.iter()
+            .map(|(usage, what)| system(&format!("  {usage:<16} {what}"))),
+    );
+    lines.push(system(
+        "Anything else you type is sent to everyone in your room.",
+    ));
+    lines
+}
+
+/// Notices the session itself produces.
+pub mod notice {
+    use super::system;
+    use crate::text::MAX_LINE_BYTES;
+
+    pub fn greeting(version: &str) -> Vec<String> {
+        vec![system(&format!("Welcome to chatd {version}.")), prompt()]
+    }
+
+    pub fn prompt() -> String {
+        system("Please choose a nickname (1-24 letters, digits or _-[]{}|^`\\):")
+    }
+
+    pub fn too_long() -> String {
+        system(&format!(
+            "Line too long (more than {MAX_LINE_BYTES} bytes); it was not sent."
+        ))
+    }
+
+    pub fn not_utf8() -> String {
+        system("Your line was not valid UTF-8 and was not sent.")
+    }
+
+    pub fn unknown(word: &str) -> String {
+        system(&format!(
+            "Unknown command {}; try /help",
+            super::sanitize(word)
+        ))
+    }
+
+    pub fn usage(usage: &str) -> String {
+        system(&format!("Usage: {usage}"))
+    }
+
+    pub fn nick_first() -> String {
+        system("Choose a nickname first.")
+    }
+
+    pub fn goodbye() -> String {
+        system("Goodbye.")
+    }
+
+    pub fn login_timeout(seconds: u64) -> String {
+        system(&format!(
+            "No nickname chosen within {seconds} seconds; goodbye."
+        ))
+    }
+
+    pub fn shutting_down() -> String {
+        system("The server is shutting down. Goodbye.")
+    }
+
+    pub fn service_unavailable() -> String {
+        system("The chat service is unavailable; please try again later.")
+    }
+
+    pub fn service_lost() -> String {
+        system("Lost contact with the chat service; please reconnect.")
+    }
+
+    pub fn output_full() -> String {
+        system("You are not reading fast enough; disconnecting.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::RoomInfo;
+
+    fn one(e: Event) -> String {
+        let mut lines = event(&e);
+        assert_eq!(lines.len(), 1);
+        lines.remove(0)
+    }
+
+    #[test]
+    fn user_lines_and_system_lines_look_different() {
+        assert_eq!(
+            one(Event::Chat {
+                from: "alice".into(),
+                seq: 1,
+                text: "Hello,all".into()
+            }),
+            "<alice> Hello,all"
+        );
+        assert_eq!(
+            one(Event::Joined {
+                nick: "alice".into(),
+                room: "lobby".into()
+            }),
+            "*** alice has joined lobby"
+        );
+        assert_eq!(
+            one(Event::Action {
+                from: "alice".into(),
+                seq: 1,
+                text: "waves".into()
+            }),
+            "* alice waves"
+        );
+    }
+
+    #[test]
+    fn departures_say_why() {
+        let left = |reason| {
+            one(Event::Left {
+                nick: "alice".into(),
+                room: "lobby".into(),
+                reason,
+            })
+        };
+        assert_eq!(
+            left(LeaveReason::Quit(Some("bye".into()))),
+            "*** alice has left (bye)"
+        );
+        assert_eq!(
+            left(LeaveReason::ConnectionLost),
+            "*** alice has left (connection lost)"
+        );
+        assert_eq!(
+            left(LeaveReason::JoinedOther("rust".into())),
+            "*** alice has left lobby (joined rust)"
+        );
+    }
+
+    #[test]
+    fn private_lines_and_lists() {
+        assert_eq!(
+            one(Event::Private {
+                from: "alice".into(),
+                text: "psst".into()
+            }),
+            "*alice* psst"
+        );
+        assert_eq!(
+            one(Event::PrivateSent {
+                to: "bob".into(),
+                text: "psst".into()
+            }),
+            "-> *bob* psst"
+        );
+        assert_eq!(
+            one(Event::Members {
+                room: "lobby".into(),
+                nicks: vec!["a".into(), "b".into()]
+            }),
+            "*** In lobby (2): a, b"
+        );
+        assert_eq!(
+            one(Event::RoomList {
+                rooms: vec![RoomInfo {
+                    name: "lobby".into(),
+                    members: 3
+                }]
+            }),
+            "*** Rooms: lobby (3)"
+        );
+    }
+
+    #[test]
+    fn controls_from_a_misbehaving_broker_are_still_removed() {
+        let line = one(Event::Chat {
+            from: "x\r*** y".into(),
+            seq: 1,
+            text: "\x1b]0;pwned\x07".into(),
+        });
+        assert!(
+            !line.contains('\x1b') && !line.contains('\r') && !line.contains('\x07'),
+            "{line:?}"
+        );
+    }
+
+    #[test]
+    fn help_names_every_command() {
+        let help = help().join("\n");
+        for command in [
+            "/nick", "/join", "/who", "/rooms", "/topic", "/me", "/msg", "/quit", "/help",
+        ] {
+            assert!(help.contains(command), "{command} missing from help");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Process-level system calls: `fork`, signal dispositions, peer credentials.
+//!
+//! This is the only module with `unsafe`. Everything here is a thin, documented wrapper; policy
+//! (when to fork, what a child does) lives in `master`. Nothing here logs or allocates after a
+//! fork on the child's side beyond what the caller asks for.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::{ForkResult, Pid};
+
+/// Which side of a [`fork_with_signals_blocked`] we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// We are the parent; the value is the child's pid.
+    Parent(Pid),
+    /// We are the new child process.
+    Child,
+}
+
+/// Signals whose dispositions a child must not inherit from the master: the master's handlers
+/// write to the master's own self-pipe, which a child shares after `fork`.
+const HANDLED_BY_MASTER: [Signal; 5] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGCHLD,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Forks the calling process with every signal blocked across the `fork`.
+///
+/// Blocking first closes the window in which a signal could reach the child while it still runs
+/// the master's handlers. In the child, the master's handlers are reset to their defaults before
+/// the mask is restored; the parent just restores its mask.
+///
+/// The caller must be single-threaded (the master and broker are: they never start threads).
+pub fn fork_with_signals_blocked() -> io::Result<Forked> {
+    let mut previous = SigSet::empty();
+    nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut previous),
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: chatd's master and broker never start threads, so the child is a copy of a
+    // single-threaded process: no lock can be held by a thread that does not exist in the child.
+    let result = unsafe { nix::unistd::fork() };
+    let forked = match result {
+        Ok(ForkResult::Parent { child }) => Forked::Parent(child),
+        Ok(ForkResult::Child) => {
+            reset_master_signal_handlers();
+            Forked::Child
+        }
+        Err(errno) => {
+            restore_mask(&previous);
+            return Err(errno.into());
+        }
+    };
+    restore_mask(&previous);
+    Ok(forked)
+}
+
+fn restore_mask(mask: &SigSet) {
+    // sigprocmask can only fail for an invalid `how`, which is a constant here.
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
+}
+
+fn reset_master_signal_handlers() {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in HANDLED_BY_MASTER {
+        // SAFETY: installing SIG_DFL runs no Rust code in signal context.
+        let _ = unsafe { sigaction(signal, &default) };
+    }
+}
+
+/// Blocks `signals` for this (single-threaded) process so that they can be read from a
+/// `signalfd` instead of interrupting the program.
+pub fn block_signals(signals: &SigSet) -> io::Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(signals), None)
+        .map_err(io::Error::from)
+}
+
+/// The uid of the process at the other end of a connected Unix socket.
+pub fn peer_uid(socket: &impl AsFd) -> io::Result<u32> {
+    let creds = getsockopt(socket, PeerCredentials).map_err(io::Error::from)?;
+    Ok(creds.uid())
+}
+
+/// The pid of the process at the other end of a connected Unix socket.
+pub fn peer_pid(socket: &impl AsFd) -> io::Result<i32> {
+    let creds = getsockopt(socket, PeerCredentials).map_err(io::Error::from)?;
+    Ok(creds.pid())
+}
+
+/// Closes every descriptor of this process except standard input, output, error and `keep`.
+///
+/// A forked child calls this first thing: it inherited the master's listeners, poller and
+/// signal pipe, and must hold none of them (a child holding a listener would keep the port
+/// open after the master is gone). The objects that owned those descriptors in the parent are
+/// never used or dropped in the child, which leaves through `std::process::exit`.
+pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // EBADF here is the descriptor read_dir itself used, already closed: fine.
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// The raw descriptor of anything that has one, for [`close_all_except`] lists.
+pub fn raw(fd: &impl AsRawFd) -> RawFd {
+    fd.as_raw_fd()
+}
