@@ -169,8 +169,9 @@ pub mod notice {
     }
 
     pub fn login_timeout(seconds: u64) -> String {
+        let unit = if seconds == 1 { "second" } else { "seconds" };
         system(&format!(
-            "No nickname chosen within {seconds} seconds; goodbye."
+            "No nickname chosen within {seconds} {unit}; goodbye."
         ))
     }
 

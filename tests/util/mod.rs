@@ -1,0 +1,368 @@
+//! Shared helpers for the behaviour tests: start the real `chatd` binary on an ephemeral
+//! loopback port in its own runtime directory and process group, talk to it over real TCP,
+//! and kill every process it started when the test ends.
+//!
+//! Nothing here sleeps for a fixed time: every wait is for something to happen (a log line, a
+//! line from the server, a process to disappear), bounded by a timeout that fails the test
+//! with what was seen instead.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// How long any single wait may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Log lines the daemon wrote to stderr, shared with the thread that reads them.
+#[derive(Default)]
+struct LogLines {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// A running chatd, killed with its whole process group when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub port: u16,
+    pub runtime: tempfile::TempDir,
+    log: Arc<LogLines>,
+}
+
+impl Daemon {
+    /// Starts chatd with the embedded defaults (plus loopback, stderr logging, a temp runtime).
+    pub fn start() -> Daemon {
+        Self::start_with_config("")
+    }
+
+    /// Starts chatd with a TOML settings file holding `config`.
+    pub fn start_with_config(config: &str) -> Daemon {
+        let runtime = tempfile::tempdir().expect("temp runtime dir");
+        let config_path = runtime.path().join("chatd.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--runtime-dir")
+            .arg(runtime.path().join("run"))
+            .arg("--log")
+            .arg("stderr")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn chatd");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let log = Arc::new(LogLines::default());
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut lines = sink.lines.lock().expect("log lock");
+                lines.push(line);
+                sink.grew.notify_all();
+            }
+        });
+        let mut daemon = Daemon {
+            child: Some(child),
+            port: 0,
+            runtime,
+            log,
+        };
+        let line = daemon.wait_for_log("listening on 127.0.0.1:");
+        daemon.port = line
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        daemon
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |child| child.id() as i32)
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.runtime.path().join("run")
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lines.lock().expect("log lock").clone()
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = self.log.lines.lock().expect("log lock");
+        loop {
+            if let Some(line) = lines.iter().find(|line| line.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "no log line containing {needle:?}; the log was:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = self.log.grew.wait_timeout(lines, left).expect("log lock").0;
+        }
+    }
+
+    /// A raw TCP connection to the daemon.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// Connects, reads the greeting, logs in as `nick` and waits for the join notice.
+    pub fn login(&self, nick: &str) -> Client {
+        let mut client = self.connect();
+        client.expect_prefix("*** Please choose a nickname");
+        client.send(nick);
+        client.expect(&format!(
+            "*** You are now known as {nick}. Type /help for commands."
+        ));
+        client.expect(&format!("*** {nick} has joined lobby"));
+        client
+    }
+
+    /// Pids of every process in the daemon's process group (the master included).
+    pub fn processes(&self) -> Vec<i32> {
+        processes_in_group(self.pid())
+    }
+
+    /// The pid of the process that holds the server side of `client`'s connection.
+    pub fn holders_of(&self, client: &Client) -> Vec<i32> {
+        let local_port = client.stream.local_addr().expect("local addr").port();
+        let inode = server_socket_inode(self.port, local_port)
+            .unwrap_or_else(|| panic!("no server socket for client port {local_port}"));
+        self.processes()
+            .into_iter()
+            .filter(|&pid| holds_socket(pid, inode))
+            .collect()
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).expect("signal the master");
+    }
+
+    /// Waits for the master to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("daemon still owned");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chatd did not exit within {PATIENCE:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let group = self.pid();
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        // Orphaned children are reaped by init; wait until none is left in the group.
+        let deadline = Instant::now() + PATIENCE;
+        while !processes_in_group(group).is_empty() && Instant::now() < deadline {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Polls `condition` until it holds, failing with `what` after [`PATIENCE`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One field of /proc/PID/stat after the command name (which may contain spaces).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// The process state letter (R, S, Z, ...), or None if the process is gone.
+pub fn process_state(pid: i32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// The parent pid of a process.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+pub fn processes_in_group(group: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            stat_fields(pid).and_then(|f| f.get(2).and_then(|g| g.parse::<i32>().ok()))
+                == Some(group)
+        })
+        .collect()
+}
+
+/// The inode of the server-side socket of a loopback TCP connection.
+fn server_socket_inode(server_port: u16, client_port: u16) -> Option<u64> {
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for row in text.lines().skip(1) {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+            if fields.len() > 9
+                && port(fields[1]) == Some(server_port)
+                && port(fields[2]) == Some(client_port)
+            {
+                return fields[9].parse().ok();
+            }
+        }
+    }
+    None
+}
+
+fn holds_socket(pid: i32, inode: u64) -> bool {
+    let wanted = format!("socket:[{inode}]");
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| target.to_str() == Some(wanted.as_str()))
+}
+
+/// A TCP client that reads the server's output line by line.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// Every line received, for failure messages.
+    pub seen: Vec<String>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to chatd");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone stream"));
+        Client {
+            stream,
+            reader,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Sends one line with a CR LF line end.
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to chatd");
+    }
+
+    /// The next line, without its line end; None at end of stream.
+    pub fn next_line(&mut self) -> Option<String> {
+        let mut raw = Vec::new();
+        match self.reader.read_until(b'\n', &mut raw) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert!(raw.ends_with(b"\r\n"), "line without CR LF: {raw:?}");
+                raw.truncate(raw.len() - 2);
+                let line = String::from_utf8(raw).expect("server sent UTF-8");
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!(
+                    "no line from chatd within {PATIENCE:?}; seen so far:\n{}",
+                    self.seen.join("\n")
+                )
+            }
+            Err(err) if err.kind() == ErrorKind::ConnectionReset => None,
+            Err(err) => panic!("read from chatd: {err}"),
+        }
+    }
+
+    /// Reads lines until one equals `expected`; returns the lines before it.
+    pub fn expect(&mut self, expected: &str) -> Vec<String> {
+        self.read_until(|line| line == expected, expected)
+    }
+
+    /// Reads lines until one starts with `prefix`; returns that line.
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        self.read_until(|line| line.starts_with(prefix), prefix);
+        self.seen.last().cloned().unwrap_or_default()
+    }
+
+    fn read_until(&mut self, matches: impl Fn(&str) -> bool, what: &str) -> Vec<String> {
+        let mut before = Vec::new();
+        loop {
+            match self.next_line() {
+                Some(line) if matches(&line) => return before,
+                Some(line) => before.push(line),
+                None => panic!(
+                    "connection closed before {what:?}; seen:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; returns the remaining lines.
+    pub fn expect_closed(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Some(line) = self.next_line() {
+            rest.push(line);
+        }
+        rest
+    }
+
+    /// True if the server closed the connection (reads what is left first).
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+}
+
+/// A path inside a temp dir, for tests that need their own files.
+pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Distinct values, for asserting that pids differ.
+pub fn distinct(values: &[i32]) -> usize {
+    values.iter().collect::<HashSet<_>>().len()
+}
