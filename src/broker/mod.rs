@@ -16,6 +16,7 @@ pub mod room;
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::net::UnixListener as StdUnixListener;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::net::{UnixListener, UnixStream};
@@ -31,6 +32,9 @@ use room::{Audience, Delivery, MemberId, Rooms};
 
 /// Most bytes the broker queues for one session before it gives up on it.
 pub const MAX_QUEUED_PER_PEER: usize = 4 << 20;
+
+/// How long a stopping broker spends telling sessions so.
+const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -104,6 +108,7 @@ impl Broker {
             // are not announced to anyone.
             if self.stop_requested()? {
                 info!("broker stopping");
+                self.say_goodbye();
                 return Ok(());
             }
             for event in events.iter() {
@@ -136,6 +141,39 @@ impl Broker {
             }
         }
         Ok(stop)
+    }
+
+    /// Tells every session that the daemon is stopping and gives the news up to
+    /// [`GOODBYE_GRACE`] to leave. Departures are not announced from here on: everyone is
+    /// leaving for the same reason, and each session says so to its own client.
+    fn say_goodbye(&mut self) {
+        self.doomed.clear();
+        self.scratch.clear();
+        if codec::encode_frame(&Event::Shutdown, &mut self.scratch).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + GOODBYE_GRACE;
+        let mut pending: Vec<MemberId> = Vec::new();
+        for (&id, peer) in &mut self.peers {
+            if peer.channel.send_encoded(&self.scratch).is_ok() {
+                pending.push(id);
+            }
+        }
+        let mut events = Events::with_capacity(256);
+        while !pending.is_empty() && Instant::now() < deadline {
+            pending.retain(|id| {
+                self.peers
+                    .get_mut(id)
+                    .is_some_and(|peer| matches!(peer.channel.flush(), Ok(false)))
+            });
+            if pending.is_empty() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.poll.poll(&mut events, Some(left)).is_err() {
+                break;
+            }
+        }
     }
 
     fn accept_all(&mut self) {

@@ -270,6 +270,17 @@ mod tests {
                 Failure::VersionMismatch { broker, session }
             )),
             any_text().prop_map(|nick| Event::Failed(Failure::NickInUse(nick))),
+            (any_text(), any_text(), any_text()).prop_map(|(room, by, text)| Event::TopicChanged {
+                room,
+                by,
+                text
+            }),
+            (any_text(), any_text()).prop_map(|(from, text)| Event::Private { from, text }),
+            (any_text(), any_text()).prop_map(|(to, text)| Event::PrivateSent { to, text }),
+            (any_text(), any_text())
+                .prop_map(|(nick, why)| Event::Failed(Failure::InvalidNick { nick, why })),
+            Just(Event::Failed(Failure::NotLoggedIn)),
+            Just(Event::Shutdown),
         ]
     }
 

@@ -97,6 +97,8 @@ pub enum Event {
     RoomList { rooms: Vec<RoomInfo> },
     /// A request failed; only the requester receives this.
     Failed(Failure),
+    /// The daemon is stopping; the broker closes every connection after this.
+    Shutdown,
 }
 
 /// One row of [`Event::RoomList`].

@@ -483,6 +483,10 @@ impl Session {
                 info!("{} ({old}) is now known as {new}", self.peer);
                 self.phase = Phase::Chatting { nick: new.clone() };
             }
+            (_, Event::Shutdown) => {
+                self.close(Some(notice::shutting_down()), "server shutting down");
+                return;
+            }
             (_, Event::Failed(Failure::VersionMismatch { broker, session })) => {
                 error!("broker speaks protocol {broker}, this session {session}");
                 self.close(

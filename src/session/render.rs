@@ -86,6 +86,7 @@ pub fn event(event: &Event) -> Vec<String> {
             system(&format!("Rooms: {}", rows.join(", ")))
         }
         Event::Failed(failure) => system(&self::failure(failure)),
+        Event::Shutdown => notice::shutting_down(),
     };
     vec![line]
 }

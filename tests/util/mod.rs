@@ -179,13 +179,20 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stops the daemon the way an operator would (SIGTERM: the master reaps its children),
+    /// then SIGKILLs whatever is left of its process group as a backstop.
     fn drop(&mut self) {
         let group = self.pid();
-        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
         if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(group), Signal::SIGTERM);
+            let deadline = Instant::now() + PATIENCE;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
             let _ = child.wait();
         }
-        // Orphaned children are reaped by init; wait until none is left in the group.
+        // Orphans (only after a failed graceful stop) are reaped by init; wait until none is left.
         let deadline = Instant::now() + PATIENCE;
         while !processes_in_group(group).is_empty() && Instant::now() < deadline {
             let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
