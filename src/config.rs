@@ -166,6 +166,33 @@ mod tests {
         assert!(!config.listen_is_default);
     }
 
+    /// The shipped example lists every key commented out; uncommented, it must still parse and
+    /// equal the defaults.
+    #[test]
+    fn the_shipped_example_documents_every_key_with_its_default() {
+        let example = include_str!("../packaging/chatd.toml");
+        let uncommented: String = example
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix('#')
+                    .filter(|rest| !rest.starts_with(' ') && !rest.is_empty())
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let f = file(&uncommented);
+        let config = Config::load(Some(f.path()), Overrides::default()).expect("example parses");
+        let defaults = Config::load(None, Overrides::default()).expect("defaults");
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.log, defaults.log);
+        assert_eq!(config.login_grace, defaults.login_grace);
+        for key in ["listen", "runtime_dir", "log", "login_grace_seconds"] {
+            assert!(
+                uncommented.contains(&format!("{key} =")),
+                "{key} missing from packaging/chatd.toml"
+            );
+        }
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let f = file("login_grace = 5\n");

@@ -543,3 +543,36 @@ fn stale_broker_socket_from_a_crash_is_replaced() {
     });
     assert!(ready, "chatd did not start over a stale socket");
 }
+
+#[test]
+fn the_broker_refuses_peers_of_another_uid() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to connect as another uid (CI runs as root)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    // Open the directory and socket to everyone, as a careless admin might; SO_PEERCRED is
+    // what still keeps other users out.
+    let socket = daemon.runtime_dir().join("broker.sock");
+    for (path, mode) in [
+        (daemon.runtime.path().to_path_buf(), 0o755),
+        (daemon.runtime_dir(), 0o755),
+        (socket.clone(), 0o666),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let status = std::process::Command::new("socat")
+        .arg("-u")
+        .arg("OPEN:/dev/null")
+        .arg(format!("UNIX-CONNECT:{}", socket.display()))
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .expect("run socat (apt-get install socat)");
+    assert!(status.success(), "socat could not connect at all: {status}");
+    daemon.wait_for_log("refused a broker connection from uid 65534: only uid 0 may connect");
+    alice.send("still here");
+    alice.expect("<alice> still here");
+}

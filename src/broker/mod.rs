@@ -193,13 +193,19 @@ impl Broker {
     }
 
     fn admit(&mut self, mut stream: UnixStream) {
-        let uid = sys::peer_uid(&stream);
-        if uid.as_ref().ok() != Some(&self.uid) {
-            warn!(
-                "refused a broker connection from uid {uid:?}: only uid {} may connect",
-                self.uid
-            );
-            return;
+        match sys::peer_uid(&stream) {
+            Ok(uid) if uid == self.uid => {}
+            Ok(uid) => {
+                warn!(
+                    "refused a broker connection from uid {uid}: only uid {} may connect",
+                    self.uid
+                );
+                return;
+            }
+            Err(err) => {
+                warn!("refused a broker connection: cannot read its credentials: {err}");
+                return;
+            }
         }
         let pid = sys::peer_pid(&stream).unwrap_or(0);
         let id = self.next_id;

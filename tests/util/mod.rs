@@ -71,7 +71,10 @@ impl Daemon {
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let mut lines = sink.lines.lock().expect("log lock");
+                let mut lines = sink
+                    .lines
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 lines.push(line);
                 sink.grew.notify_all();
             }
