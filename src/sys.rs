@@ -118,3 +118,19 @@ pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
 pub fn raw(fd: &impl AsRawFd) -> RawFd {
     fd.as_raw_fd()
 }
+
+/// Waits for events; an interrupted wait (EINTR) counts as a wake-up with no events, which
+/// every loop in chatd tolerates (mio's "spurious events" rule).
+pub fn wait(
+    poll: &mut mio::Poll,
+    events: &mut mio::Events,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<()> {
+    match poll.poll(events, timeout) {
+        Err(err) if err.kind() == io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        other => other,
+    }
+}

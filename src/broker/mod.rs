@@ -98,12 +98,7 @@ impl Broker {
     fn event_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            if let Err(err) = self.poll.poll(&mut events, None) {
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
-            }
+            sys::wait(&mut self.poll, &mut events, None)?;
             // Signals first: once shutdown is pending, departures caused by the shutdown itself
             // are not announced to anyone.
             if self.stop_requested()? {

@@ -152,11 +152,7 @@ impl Master {
             let timeout = self
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(err) = self.poll.poll(&mut events, timeout) {
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err.into());
-                }
-            }
+            sys::wait(&mut self.poll, &mut events, timeout)?;
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.handle_signals(),

@@ -36,7 +36,7 @@ use crate::names;
 use crate::outbuf::OutBuf;
 use crate::proto::{Event, Failure, PROTOCOL_VERSION, Request};
 use crate::signals::ChildSignals;
-use crate::text;
+use crate::{sys, text};
 use command::Command;
 use line::{Line, LineSplitter};
 use render::notice;
@@ -200,11 +200,7 @@ impl Session {
             let timeout = self
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(err) = self.poll.poll(&mut events, timeout) {
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
+            sys::wait(&mut self.poll, &mut events, timeout)?;
             while let Some(signal) = self.signals.take_pending()? {
                 if matches!(signal, Signal::SIGTERM | Signal::SIGINT) && self.closing.is_none() {
                     self.close(Some(notice::shutting_down()), "server shutting down");
@@ -563,14 +559,14 @@ impl Session {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if let Err(err) = self.broker.flush() {
-            if self.closing.is_none() {
-                warn!(
-                    "session for {}: cannot write to the broker: {err}",
-                    self.peer
-                );
-                self.close(Some(notice::service_lost()), "lost the broker");
-            }
+        if let Err(err) = self.broker.flush()
+            && self.closing.is_none()
+        {
+            warn!(
+                "session for {}: cannot write to the broker: {err}",
+                self.peer
+            );
+            self.close(Some(notice::service_lost()), "lost the broker");
         }
         match self.client_out.write_to(&mut self.client) {
             Ok(_) => Ok(()),
