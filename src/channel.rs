@@ -52,12 +52,7 @@ pub struct Channel {
 impl Channel {
     /// Wraps a non-blocking stream; at most `max_queued` unsent bytes may wait in it.
     pub fn new(stream: UnixStream, max_queued: usize) -> Self {
-        Channel {
-            stream,
-            inbuf: Vec::new(),
-            consumed: 0,
-            out: OutBuf::new(max_queued),
-        }
+        Channel { stream, inbuf: Vec::new(), consumed: 0, out: OutBuf::new(max_queued) }
     }
 
     /// The stream, for registering with a poller.
@@ -86,9 +81,7 @@ impl Channel {
         match result {
             Ok(0) => {
                 self.inbuf.truncate(start);
-                Ok(ReadOutcome::Closed {
-                    mid_frame: start > 0,
-                })
+                Ok(ReadOutcome::Closed { mid_frame: start > 0 })
             }
             Ok(n) => {
                 self.inbuf.truncate(start + n);

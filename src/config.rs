@@ -18,10 +18,7 @@ pub const DEFAULT_PORT: u16 = 2323;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid listen address {0:?}: expected ADDR:PORT, like 0.0.0.0:2323 or [::]:2323")]
@@ -69,11 +66,8 @@ impl Config {
             Some(path) => parse_file(path)?,
             None => FileConfig::default(),
         };
-        let listen_strings = if !overrides.listen.is_empty() {
-            Some(overrides.listen)
-        } else {
-            from_file.listen
-        };
+        let listen_strings =
+            if !overrides.listen.is_empty() { Some(overrides.listen) } else { from_file.listen };
         let listen_is_default = listen_strings.is_none();
         let listen = match listen_strings {
             Some(list) => list
@@ -84,9 +78,7 @@ impl Config {
         };
         let login_grace_seconds = from_file.login_grace_seconds.unwrap_or(60);
         if login_grace_seconds == 0 {
-            return Err(ConfigError::Zero {
-                key: "login_grace_seconds",
-            });
+            return Err(ConfigError::Zero { key: "login_grace_seconds" });
         }
         Ok(Config {
             listen,
@@ -102,14 +94,10 @@ impl Config {
 }
 
 fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|err| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: err.to_string(),
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text)
+        .map_err(|err| ConfigError::Parse { path: path.to_path_buf(), message: err.to_string() })
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -157,10 +145,7 @@ mod tests {
         let config = Config::load(Some(f.path()), Overrides::default()).expect("valid");
         assert_eq!(config.listen, vec!["127.0.0.1:9".parse().expect("addr")]);
         assert_eq!(config.login_grace, Duration::from_secs(5));
-        let overrides = Overrides {
-            listen: vec!["[::1]:7".into()],
-            ..Overrides::default()
-        };
+        let overrides = Overrides { listen: vec!["[::1]:7".into()], ..Overrides::default() };
         let config = Config::load(Some(f.path()), overrides).expect("valid");
         assert_eq!(config.listen, vec!["[::1]:7".parse().expect("addr")]);
         assert!(!config.listen_is_default);
@@ -174,8 +159,7 @@ mod tests {
         let uncommented: String = example
             .lines()
             .filter_map(|line| {
-                line.strip_prefix('#')
-                    .filter(|rest| !rest.starts_with(' ') && !rest.is_empty())
+                line.strip_prefix('#').filter(|rest| !rest.starts_with(' ') && !rest.is_empty())
             })
             .map(|line| format!("{line}\n"))
             .collect();
@@ -200,13 +184,7 @@ mod tests {
         assert!(err.to_string().contains("login_grace"), "{err}");
         let f = file("login_grace_seconds = 0\n");
         assert!(Config::load(Some(f.path()), Overrides::default()).is_err());
-        let overrides = Overrides {
-            listen: vec!["nonsense".into()],
-            ..Overrides::default()
-        };
-        assert!(matches!(
-            Config::load(None, overrides),
-            Err(ConfigError::Listen(_))
-        ));
+        let overrides = Overrides { listen: vec!["nonsense".into()], ..Overrides::default() };
+        assert!(matches!(Config::load(None, overrides), Err(ConfigError::Listen(_))));
     }
 }

@@ -101,10 +101,7 @@ fn install_sink(target: LogTarget) -> Option<String> {
 
 fn stderr_sink(pid: u32) -> Sink {
     // Under systemd, stderr goes to the journal, which reads sd-daemon(3) priority prefixes.
-    Sink::Stderr {
-        pid,
-        journal: std::env::var_os("JOURNAL_STREAM").is_some(),
-    }
+    Sink::Stderr { pid, journal: std::env::var_os("JOURNAL_STREAM").is_some() }
 }
 
 /// sd-daemon(3) / syslog priority of a level.

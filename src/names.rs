@@ -19,13 +19,10 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
         return Err("a nickname cannot be empty".into());
     }
     if nick.chars().count() > MAX_NICK_CHARS {
-        return Err(format!(
-            "a nickname has at most {MAX_NICK_CHARS} characters"
-        ));
+        return Err(format!("a nickname has at most {MAX_NICK_CHARS} characters"));
     }
-    if let Some(bad) = nick
-        .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || NICK_SPECIALS.contains(c)))
+    if let Some(bad) =
+        nick.chars().find(|&c| !(c.is_ascii_alphanumeric() || NICK_SPECIALS.contains(c)))
     {
         return Err(format!(
             "{:?} is not allowed in a nickname (use letters, digits and {NICK_SPECIALS})",
@@ -44,13 +41,9 @@ pub fn check_room(room: &str) -> Result<(), String> {
         return Err("a room name cannot be empty".into());
     }
     if room.chars().count() > MAX_ROOM_CHARS {
-        return Err(format!(
-            "a room name has at most {MAX_ROOM_CHARS} characters"
-        ));
+        return Err(format!("a room name has at most {MAX_ROOM_CHARS} characters"));
     }
-    if let Some(bad) = room
-        .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    if let Some(bad) = room.chars().find(|&c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
     {
         return Err(format!(
             "{bad:?} is not allowed in a room name (use letters, digits, _ and -)"
@@ -75,31 +68,18 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_and_irc_style_nicks() {
-        for nick in [
-            "alice",
-            "Bob_2",
-            "[away]",
-            "x",
-            "a-b",
-            "{curly}|^`\\",
-            "abcdefghijklmnopqrstuvwx",
-        ] {
+        for nick in
+            ["alice", "Bob_2", "[away]", "x", "a-b", "{curly}|^`\\", "abcdefghijklmnopqrstuvwx"]
+        {
             assert_eq!(check_nick(nick), Ok(()), "{nick}");
         }
     }
 
     #[test]
     fn refuses_bad_nicks_with_a_reason() {
-        for nick in [
-            "",
-            "1abc",
-            "-abc",
-            "has space",
-            "abcdefghijklmnopqrstuvwxy",
-            "a*b",
-            "<x>",
-            "é",
-        ] {
+        for nick in
+            ["", "1abc", "-abc", "has space", "abcdefghijklmnopqrstuvwxy", "a*b", "<x>", "é"]
+        {
             assert!(check_nick(nick).is_err(), "{nick}");
         }
     }

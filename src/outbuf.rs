@@ -27,11 +27,7 @@ pub struct OutBuf {
 
 impl OutBuf {
     pub fn new(limit: usize) -> Self {
-        OutBuf {
-            bytes: Vec::new(),
-            sent: 0,
-            limit,
-        }
+        OutBuf { bytes: Vec::new(), sent: 0, limit }
     }
 
     /// Unsent bytes.
@@ -46,10 +42,7 @@ impl OutBuf {
     /// Queues `data` whole, or nothing if that would exceed the limit.
     pub fn push(&mut self, data: &[u8]) -> Result<(), Overflow> {
         if self.len() + data.len() > self.limit {
-            return Err(Overflow {
-                queued: self.len(),
-                limit: self.limit,
-            });
+            return Err(Overflow { queued: self.len(), limit: self.limit });
         }
         self.bytes.extend_from_slice(data);
         Ok(())
@@ -66,10 +59,7 @@ impl OutBuf {
     pub fn check_limit(&mut self, mark: usize) -> Result<(), Overflow> {
         if self.len() > self.limit {
             self.bytes.truncate(mark);
-            return Err(Overflow {
-                queued: self.len(),
-                limit: self.limit,
-            });
+            return Err(Overflow { queued: self.len(), limit: self.limit });
         }
         Ok(())
     }
@@ -121,13 +111,7 @@ mod tests {
     fn refuses_bytes_past_the_limit_and_keeps_what_it_had() {
         let mut out = OutBuf::new(8);
         out.push(b"12345").expect("fits");
-        assert_eq!(
-            out.push(b"6789"),
-            Err(Overflow {
-                queued: 5,
-                limit: 8
-            })
-        );
+        assert_eq!(out.push(b"6789"), Err(Overflow { queued: 5, limit: 8 }));
         assert_eq!(out.len(), 5);
         out.push(b"678").expect("fits exactly");
     }
@@ -136,10 +120,7 @@ mod tests {
     fn partial_writes_resume_where_they_stopped() {
         let mut out = OutBuf::new(64);
         out.push(b"hello world").expect("fits");
-        let mut writer = Trickle {
-            taken: Vec::new(),
-            room: 4,
-        };
+        let mut writer = Trickle { taken: Vec::new(), room: 4 };
         assert!(!out.write_to(&mut writer).expect("no error"));
         assert_eq!(out.len(), 7);
         writer.room = 100;

@@ -35,11 +35,7 @@ impl ChildSignals {
     }
 
     pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
-        registry.register(
-            &mut SourceFd(&self.fd.as_raw_fd()),
-            token,
-            Interest::READABLE,
-        )
+        registry.register(&mut SourceFd(&self.fd.as_raw_fd()), token, Interest::READABLE)
     }
 
     /// The next pending signal, if any.

@@ -22,13 +22,8 @@ pub enum Forked {
 
 /// Signals whose dispositions a child must not inherit from the master: the master's handlers
 /// write to the master's own self-pipe, which a child shares after `fork`.
-const HANDLED_BY_MASTER: [Signal; 5] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGCHLD,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
+const HANDLED_BY_MASTER: [Signal; 5] =
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGQUIT];
 
 /// Forks the calling process with every signal blocked across the `fork`.
 ///

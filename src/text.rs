@@ -42,10 +42,7 @@ mod tests {
     #[test]
     fn removes_escape_carriage_return_and_bidi() {
         assert_eq!(sanitize("a\x1b[31mred\x1b[0m"), "a[31mred[0m");
-        assert_eq!(
-            sanitize("fake\r*** alice has left"),
-            "fake*** alice has left"
-        );
+        assert_eq!(sanitize("fake\r*** alice has left"), "fake*** alice has left");
         assert_eq!(sanitize("x\u{202E}txet"), "xtxet");
         assert_eq!(sanitize("tab\there"), "tab here");
         assert_eq!(sanitize("c1\u{9b}31m"), "c131m");

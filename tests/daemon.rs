@@ -64,11 +64,7 @@ fn quit_tells_the_room_says_goodbye_and_closes() {
     let mut bob = daemon.login("bob");
     bob.send("/quit gone fishing");
     let rest = bob.expect_closed();
-    assert_eq!(
-        rest.last().map(String::as_str),
-        Some("*** Goodbye."),
-        "{rest:?}"
-    );
+    assert_eq!(rest.last().map(String::as_str), Some("*** Goodbye."), "{rest:?}");
     alice.expect("*** bob has left (gone fishing)");
     let mut carol = daemon.login("carol");
     carol.send("/quit");
@@ -111,10 +107,7 @@ fn rooms_are_isolated_and_moves_are_announced() {
     carol.send("marker");
     bob.send("marker from lobby");
     let seen = bob.expect("<bob> marker from lobby");
-    assert!(
-        !seen.iter().any(|l| l.contains("rust only")),
-        "rust line leaked into lobby: {seen:?}"
-    );
+    assert!(!seen.iter().any(|l| l.contains("rust only")), "rust line leaked into lobby: {seen:?}");
     alice.expect("<carol> marker");
 
     bob.send("/rooms");
@@ -137,10 +130,7 @@ fn a_private_message_is_seen_by_its_target_only() {
     bob.expect("*alice* the secret");
     bob.send("marker");
     let seen = carol.expect("<bob> marker");
-    assert!(
-        !seen.iter().any(|l| l.contains("secret")),
-        "carol saw the private line: {seen:?}"
-    );
+    assert!(!seen.iter().any(|l| l.contains("secret")), "carol saw the private line: {seen:?}");
     alice.send("/msg nobody hi");
     alice.expect("*** No such nick: nobody");
 }
@@ -165,14 +155,7 @@ fn invalid_nicknames_get_the_reason_and_the_prompt_again() {
     let daemon = Daemon::start();
     let mut client = daemon.connect();
     client.expect_prefix("*** Please choose a nickname");
-    for bad in [
-        "9lives",
-        "-dash",
-        "has space",
-        "abcdefghijklmnopqrstuvwxy",
-        "<alice>",
-        "***",
-    ] {
+    for bad in ["9lives", "-dash", "has space", "abcdefghijklmnopqrstuvwxy", "<alice>", "***"] {
         client.send(bad);
         let reason = client.expect_prefix("*** Invalid nickname");
         assert!(reason.contains(':'), "no reason in {reason:?}");
@@ -194,10 +177,7 @@ fn lines_over_512_bytes_are_refused_not_cut() {
     let exact = "y".repeat(512);
     alice.send(&exact);
     let seen = bob.expect(&format!("<alice> {exact}"));
-    assert!(
-        !seen.iter().any(|l| l.contains("xxx")),
-        "part of the long line was sent: {seen:?}"
-    );
+    assert!(!seen.iter().any(|l| l.contains("xxx")), "part of the long line was sent: {seen:?}");
     // A megabyte without a newline costs the session bounded memory and is refused once.
     alice.send(&"z".repeat(1 << 20));
     alice.expect("*** Line too long (more than 512 bytes); it was not sent.");
@@ -214,10 +194,7 @@ fn invalid_utf8_is_refused_with_a_message() {
     alice.expect("*** Your line was not valid UTF-8 and was not sent.");
     alice.send("café ok");
     let seen = bob.expect("<alice> café ok");
-    assert!(
-        !seen.iter().any(|l| l.starts_with("<alice> caf")),
-        "{seen:?}"
-    );
+    assert!(!seen.iter().any(|l| l.starts_with("<alice> caf")), "{seen:?}");
 }
 
 #[test]
@@ -238,9 +215,7 @@ fn nobody_can_forge_a_system_line_or_another_nick() {
     }
     for line in &bob.seen {
         assert!(
-            !line
-                .chars()
-                .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            !line.chars().any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
             "control character reached bob: {line:?}"
         );
     }
@@ -268,13 +243,8 @@ fn commands_topic_who_me_help_and_escapes() {
     bob.expect("*** Usage: /who");
     bob.send("/help");
     let help = bob.expect("*** Anything else you type is sent to everyone in your room.");
-    for command in [
-        "/nick", "/join", "/who", "/rooms", "/topic", "/me", "/msg", "/quit", "/help",
-    ] {
-        assert!(
-            help.iter().any(|l| l.contains(command)),
-            "{command} missing from /help: {help:?}"
-        );
+    for command in ["/nick", "/join", "/who", "/rooms", "/topic", "/me", "/msg", "/quit", "/help"] {
+        assert!(help.iter().any(|l| l.contains(command)), "{command} missing from /help: {help:?}");
     }
 }
 
@@ -295,33 +265,19 @@ fn a_client_without_a_nickname_is_closed_after_the_login_grace() {
     client.expect_prefix("*** Please choose a nickname");
     client.expect("*** No nickname chosen within 1 second; goodbye.");
     assert!(client.is_closed());
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "closed too early"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed too early");
     daemon.wait_for_log("no nickname within the login grace time");
 }
 
 #[test]
 fn every_connection_is_served_by_its_own_child_process() {
     let daemon = Daemon::start();
-    let clients: Vec<Client> = ["a1", "a2", "a3"]
-        .iter()
-        .map(|nick| daemon.login(nick))
-        .collect();
+    let clients: Vec<Client> = ["a1", "a2", "a3"].iter().map(|nick| daemon.login(nick)).collect();
     let mut holders = Vec::new();
     for client in &clients {
         let pids = daemon.holders_of(client);
-        assert_eq!(
-            pids.len(),
-            1,
-            "server socket held by {pids:?}, expected exactly one process"
-        );
-        assert_ne!(
-            pids[0],
-            daemon.pid(),
-            "the master holds a client connection"
-        );
+        assert_eq!(pids.len(), 1, "server socket held by {pids:?}, expected exactly one process");
+        assert_ne!(pids[0], daemon.pid(), "the master holds a client connection");
         assert_eq!(
             util::parent_of(pids[0]),
             Some(daemon.pid()),
@@ -329,11 +285,7 @@ fn every_connection_is_served_by_its_own_child_process() {
         );
         holders.push(pids[0]);
     }
-    assert_eq!(
-        util::distinct(&holders),
-        3,
-        "sessions share a process: {holders:?}"
-    );
+    assert_eq!(util::distinct(&holders), 3, "sessions share a process: {holders:?}");
 }
 
 #[test]
@@ -347,13 +299,8 @@ fn a_killed_session_is_announced_within_a_second_and_reaped() {
     kill(Pid::from_raw(bob_pid), Signal::SIGKILL).expect("kill bob's session");
     alice.expect("*** bob has left (connection lost)");
     let took = killed.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "the room heard after {took:?}"
-    );
-    wait_until("the killed session is reaped (no zombie)", || {
-        process_state(bob_pid).is_none()
-    });
+    assert!(took < Duration::from_secs(1), "the room heard after {took:?}");
+    wait_until("the killed session is reaped (no zombie)", || process_state(bob_pid).is_none());
     daemon.wait_for_log(&format!("session pid {bob_pid} for 127.0.0.1:"));
     alice.send("still works");
     alice.expect("<alice> still works");
@@ -367,10 +314,7 @@ fn sigterm_tells_clients_and_everything_exits_cleanly() {
     let mut waiting = daemon.connect();
     waiting.expect_prefix("*** Please choose a nickname");
     let group = daemon.pid();
-    assert!(
-        util::processes_in_group(group).len() >= 5,
-        "master, broker and three sessions"
-    );
+    assert!(util::processes_in_group(group).len() >= 5, "master, broker and three sessions");
     daemon.signal(Signal::SIGTERM);
     for client in [&mut alice, &mut bob, &mut waiting] {
         let rest = client.expect_closed();
@@ -386,31 +330,20 @@ fn sigterm_tells_clients_and_everything_exits_cleanly() {
     }
     let status = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "master exit status");
-    wait_until("every chatd process is gone", || {
-        util::processes_in_group(group).is_empty()
-    });
-    assert!(
-        !daemon.runtime_dir().join("broker.sock").exists(),
-        "broker.sock left behind"
-    );
+    wait_until("every chatd process is gone", || util::processes_in_group(group).is_empty());
+    assert!(!daemon.runtime_dir().join("broker.sock").exists(), "broker.sock left behind");
 }
 
 #[test]
 fn one_broadcast_reaches_two_hundred_clients() {
     let daemon = Daemon::start();
-    let mut clients: Vec<Client> = (0..200)
-        .map(|i| daemon.login(&format!("user{i}")))
-        .collect();
+    let mut clients: Vec<Client> = (0..200).map(|i| daemon.login(&format!("user{i}"))).collect();
     clients[0].send("hello two hundred");
     for (i, client) in clients.iter_mut().enumerate() {
         client.expect("<user0> hello two hundred");
         assert!(!client.seen.is_empty(), "client {i}");
     }
-    assert_eq!(
-        util::processes_in_group(daemon.pid()).len(),
-        202,
-        "master + broker + 200 sessions"
-    );
+    assert_eq!(util::processes_in_group(daemon.pid()).len(), 202, "master + broker + 200 sessions");
 }
 
 /// Writes raw bytes to broker.sock as a misbehaving peer would.
@@ -443,39 +376,21 @@ fn malformed_frames_on_broker_sock_do_not_harm_the_broker() {
     let mut bob = daemon.login("bob");
     alice.send("broker still fine");
     bob.expect("<alice> broker still fine");
-    let drops = daemon
-        .log()
-        .iter()
-        .filter(|l| l.contains("dropping session"))
-        .count();
-    assert_eq!(
-        drops,
-        4,
-        "each bad peer is logged once:\n{}",
-        daemon.log().join("\n")
-    );
+    let drops = daemon.log().iter().filter(|l| l.contains("dropping session")).count();
+    assert_eq!(drops, 4, "each bad peer is logged once:\n{}", daemon.log().join("\n"));
 }
 
 #[test]
 fn a_second_daemon_on_the_same_runtime_dir_refuses_to_start() {
     let daemon = Daemon::start();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "stderr",
-            "--runtime-dir",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
         .arg(daemon.runtime_dir())
         .output()
         .expect("run a second chatd");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("another chatd is already serving"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("another chatd is already serving"), "{stderr}");
 }
 
 #[test]
@@ -490,16 +405,10 @@ fn help_version_and_bad_arguments() {
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     for option in ["--listen", "--runtime-dir", "--log", "--config"] {
-        assert!(
-            text.contains(option),
-            "{option} missing from --help:\n{text}"
-        );
+        assert!(text.contains(option), "{option} missing from --help:\n{text}");
     }
     let version = run(&["--version"]);
-    assert_eq!(
-        String::from_utf8_lossy(&version.stdout).trim(),
-        "chatd 0.1.0"
-    );
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "chatd 0.1.0");
     let bad = run(&["--listen", "not-an-address"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid listen address"));
@@ -511,13 +420,7 @@ fn stale_broker_socket_from_a_crash_is_replaced() {
     let stale = runtime.path().join("broker.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind a socket nobody serves"));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "stderr",
-            "--runtime-dir",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
         .arg(runtime.path())
         .stderr(std::process::Stdio::piped())
         .process_group(0)

@@ -11,11 +11,7 @@ use chatd::logging::{self, LogTarget};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let overrides = Overrides {
-        listen: cli.listen,
-        runtime_dir: cli.runtime_dir,
-        log: cli.log,
-    };
+    let overrides = Overrides { listen: cli.listen, runtime_dir: cli.runtime_dir, log: cli.log };
     let config = match Config::load(cli.config.as_deref(), overrides) {
         Ok(config) => config,
         Err(err) => {

@@ -74,8 +74,7 @@ pub fn run(listener: StdUnixListener) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let poll = Poll::new()?;
     let mut listener = UnixListener::from_std(listener);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])?;
     signals.register(poll.registry(), SIGNALS)?;
     let mut broker = Broker {
@@ -157,9 +156,7 @@ impl Broker {
         let mut events = Events::with_capacity(256);
         while !pending.is_empty() && Instant::now() < deadline {
             pending.retain(|id| {
-                self.peers
-                    .get_mut(id)
-                    .is_some_and(|peer| matches!(peer.channel.flush(), Ok(false)))
+                self.peers.get_mut(id).is_some_and(|peer| matches!(peer.channel.flush(), Ok(false)))
             });
             if pending.is_empty() {
                 break;
@@ -232,10 +229,7 @@ impl Broker {
             let outcome = match peer.channel.read_some() {
                 Ok(outcome) => outcome,
                 Err(err) => {
-                    info!(
-                        "session pid {} ({}) read error: {err}",
-                        peer.pid, peer.client
-                    );
+                    info!("session pid {} ({}) read error: {err}", peer.pid, peer.client);
                     self.doom(id, LeaveReason::ConnectionLost);
                     return;
                 }
@@ -244,10 +238,7 @@ impl Broker {
                 ReadOutcome::WouldBlock => return,
                 ReadOutcome::Closed { mid_frame } => {
                     if mid_frame {
-                        warn!(
-                            "session pid {} ({}) vanished mid-frame",
-                            peer.pid, peer.client
-                        );
+                        warn!("session pid {} ({}) vanished mid-frame", peer.pid, peer.client);
                     } else {
                         debug!("session pid {} ({}) closed", peer.pid, peer.client);
                     }
@@ -290,16 +281,8 @@ impl Broker {
             return false;
         };
         if !peer.greeted {
-            let Request::Hello {
-                version,
-                pid: _,
-                peer: client,
-            } = request
-            else {
-                warn!(
-                    "dropping session pid {}: first frame was not Hello",
-                    peer.pid
-                );
+            let Request::Hello { version, pid: _, peer: client } = request else {
+                warn!("dropping session pid {}: first frame was not Hello", peer.pid);
                 self.doom(id, LeaveReason::ConnectionLost);
                 return false;
             };
@@ -309,10 +292,8 @@ impl Broker {
                     "dropping session pid {} ({}): protocol version {version}, broker speaks {PROTOCOL_VERSION}",
                     peer.pid, peer.client
                 );
-                let refusal = Failure::VersionMismatch {
-                    broker: PROTOCOL_VERSION,
-                    session: version,
-                };
+                let refusal =
+                    Failure::VersionMismatch { broker: PROTOCOL_VERSION, session: version };
                 self.deliver(vec![Delivery {
                     to: Audience::One(id),
                     event: Event::Failed(refusal),
@@ -322,21 +303,13 @@ impl Broker {
                 return false;
             }
             peer.greeted = true;
-            let welcome = Event::Welcome {
-                version: PROTOCOL_VERSION,
-            };
-            self.deliver(vec![Delivery {
-                to: Audience::One(id),
-                event: welcome,
-            }]);
+            let welcome = Event::Welcome { version: PROTOCOL_VERSION };
+            self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
             return true;
         }
         let deliveries = match request {
             Request::Hello { .. } => {
-                warn!(
-                    "dropping session pid {} ({}): second Hello",
-                    peer.pid, peer.client
-                );
+                warn!("dropping session pid {} ({}): second Hello", peer.pid, peer.client);
                 self.doom(id, LeaveReason::ConnectionLost);
                 return false;
             }
@@ -386,10 +359,7 @@ impl Broker {
         match peer.channel.send_encoded(&self.scratch) {
             Ok(()) => self.mark_dirty(id),
             Err(overflow) => {
-                warn!(
-                    "dropping session pid {} ({}): too slow, {overflow}",
-                    peer.pid, peer.client
-                );
+                warn!("dropping session pid {} ({}): too slow, {overflow}", peer.pid, peer.client);
                 self.doom(id, LeaveReason::TooSlow);
             }
         }
@@ -413,10 +383,7 @@ impl Broker {
             };
             peer.dirty = false;
             if let Err(err) = peer.channel.flush() {
-                debug!(
-                    "session pid {} ({}) write error: {err}",
-                    peer.pid, peer.client
-                );
+                debug!("session pid {} ({}) write error: {err}", peer.pid, peer.client);
                 self.doom(id, LeaveReason::ConnectionLost);
             }
         }

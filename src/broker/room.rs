@@ -62,17 +62,11 @@ impl Default for Rooms {
 }
 
 fn one(id: MemberId, event: Event) -> Delivery {
-    Delivery {
-        to: Audience::One(id),
-        event,
-    }
+    Delivery { to: Audience::One(id), event }
 }
 
 fn room(key: &str, event: Event) -> Delivery {
-    Delivery {
-        to: Audience::Room(key.to_string()),
-        event,
-    }
+    Delivery { to: Audience::Room(key.to_string()), event }
 }
 
 fn failed(id: MemberId, failure: Failure) -> Vec<Delivery> {
@@ -99,25 +93,14 @@ impl Rooms {
         let mut rooms = BTreeMap::new();
         rooms.insert(
             DEFAULT_ROOM.to_string(),
-            Room {
-                name: DEFAULT_ROOM.to_string(),
-                topic: None,
-                members: BTreeSet::new(),
-            },
+            Room { name: DEFAULT_ROOM.to_string(), topic: None, members: BTreeSet::new() },
         );
-        Rooms {
-            rooms,
-            members: HashMap::new(),
-            by_nick: HashMap::new(),
-        }
+        Rooms { rooms, members: HashMap::new(), by_nick: HashMap::new() }
     }
 
     /// Members of the room with key `key`, for resolving [`Audience::Room`].
     pub fn members_of(&self, key: &str) -> impl Iterator<Item = MemberId> + '_ {
-        self.rooms
-            .get(key)
-            .into_iter()
-            .flat_map(|room| room.members.iter().copied())
+        self.rooms.get(key).into_iter().flat_map(|room| room.members.iter().copied())
     }
 
     /// The nickname of a logged-in member.
@@ -139,28 +122,15 @@ impl Rooms {
             return failed(id, failure);
         }
         self.by_nick.insert(names::fold(nick), id);
-        self.members.insert(
-            id,
-            Member {
-                nick: nick.to_string(),
-                room: String::new(),
-            },
-        );
-        let mut out = vec![one(
-            id,
-            Event::LoggedIn {
-                nick: nick.to_string(),
-            },
-        )];
+        self.members.insert(id, Member { nick: nick.to_string(), room: String::new() });
+        let mut out = vec![one(id, Event::LoggedIn { nick: nick.to_string() })];
         out.extend(self.enter(id, DEFAULT_ROOM));
         out
     }
 
     fn check_free_nick(&self, nick: &str, current: Option<MemberId>) -> Result<(), Failure> {
-        names::check_nick(nick).map_err(|why| Failure::InvalidNick {
-            nick: text::sanitize(nick),
-            why,
-        })?;
+        names::check_nick(nick)
+            .map_err(|why| Failure::InvalidNick { nick: text::sanitize(nick), why })?;
         match self.by_nick.get(&names::fold(nick)) {
             Some(&owner) if Some(owner) != current => Err(Failure::NickInUse(nick.to_string())),
             _ => Ok(()),
@@ -183,20 +153,8 @@ impl Rooms {
         };
         member.room = key.clone();
         vec![
-            self::room(
-                &key,
-                Event::Joined {
-                    nick: member.nick.clone(),
-                    room: room_name.clone(),
-                },
-            ),
-            one(
-                id,
-                Event::Topic {
-                    room: room_name,
-                    text: topic,
-                },
-            ),
+            self::room(&key, Event::Joined { nick: member.nick.clone(), room: room_name.clone() }),
+            one(id, Event::Topic { room: room_name, text: topic }),
         ]
     }
 
@@ -253,13 +211,7 @@ impl Rooms {
         let room_key = member.room.clone();
         self.by_nick.remove(&names::fold(&old));
         self.by_nick.insert(names::fold(new), id);
-        vec![room(
-            &room_key,
-            Event::NickChanged {
-                old,
-                new: new.to_string(),
-            },
-        )]
+        vec![room(&room_key, Event::NickChanged { old, new: new.to_string() })]
     }
 
     /// `/join ROOM`: leave the current room and enter another.
@@ -269,13 +221,7 @@ impl Rooms {
         };
         let name = names::bare_room(requested);
         if let Err(why) = names::check_room(name) {
-            return failed(
-                id,
-                Failure::InvalidRoom {
-                    room: text::sanitize(requested),
-                    why,
-                },
-            );
+            return failed(id, Failure::InvalidRoom { room: text::sanitize(requested), why });
         }
         if names::fold(name) == member.room {
             return failed(id, Failure::AlreadyInRoom(name.to_string()));
@@ -283,18 +229,10 @@ impl Rooms {
         let nick = member.nick.clone();
         let mut out = Vec::new();
         if let Some((old_key, old_name)) = self.exit(id) {
-            let new_name = self
-                .rooms
-                .get(&names::fold(name))
-                .map_or(name, |r| &r.name)
-                .to_string();
+            let new_name = self.rooms.get(&names::fold(name)).map_or(name, |r| &r.name).to_string();
             out.push(room(
                 &old_key,
-                Event::Left {
-                    nick,
-                    room: old_name,
-                    reason: LeaveReason::JoinedOther(new_name),
-                },
+                Event::Left { nick, room: old_name, reason: LeaveReason::JoinedOther(new_name) },
             ));
         }
         out.extend(self.enter(id, name));
@@ -309,19 +247,10 @@ impl Rooms {
         let Some(room) = self.rooms.get(&member.room) else {
             return Vec::new();
         };
-        let mut nicks: Vec<String> = room
-            .members
-            .iter()
-            .filter_map(|m| self.nick(*m).map(str::to_string))
-            .collect();
+        let mut nicks: Vec<String> =
+            room.members.iter().filter_map(|m| self.nick(*m).map(str::to_string)).collect();
         nicks.sort_by_key(|nick| names::fold(nick));
-        vec![one(
-            id,
-            Event::Members {
-                room: room.name.clone(),
-                nicks,
-            },
-        )]
+        vec![one(id, Event::Members { room: room.name.clone(), nicks })]
     }
 
     /// `/rooms`: every room with its member count.
@@ -348,23 +277,15 @@ impl Rooms {
             return Vec::new();
         };
         match new {
-            None => vec![one(
-                id,
-                Event::Topic {
-                    room: room.name.clone(),
-                    text: room.topic.clone(),
-                },
-            )],
+            None => {
+                vec![one(id, Event::Topic { room: room.name.clone(), text: room.topic.clone() })]
+            }
             Some(raw) => match clean_text(raw) {
                 Ok(text) => {
                     room.topic = Some(text.clone());
                     vec![self::room(
                         &key,
-                        Event::TopicChanged {
-                            room: room.name.clone(),
-                            by,
-                            text,
-                        },
+                        Event::TopicChanged { room: room.name.clone(), by, text },
                     )]
                 }
                 Err(failure) => failed(id, failure),
@@ -386,20 +307,8 @@ impl Rooms {
         };
         let target_nick = self.nick(target).unwrap_or(to).to_string();
         vec![
-            one(
-                target,
-                Event::Private {
-                    from: member.nick.clone(),
-                    text: text.clone(),
-                },
-            ),
-            one(
-                id,
-                Event::PrivateSent {
-                    to: target_nick,
-                    text,
-                },
-            ),
+            one(target, Event::Private { from: member.nick.clone(), text: text.clone() }),
+            one(id, Event::PrivateSent { to: target_nick, text }),
         ]
     }
 
@@ -422,14 +331,7 @@ impl Rooms {
             return Vec::new();
         };
         self.by_nick.remove(&names::fold(&member.nick));
-        vec![room(
-            &key,
-            Event::Left {
-                nick: member.nick,
-                room: room_name,
-                reason,
-            },
-        )]
+        vec![room(&key, Event::Left { nick: member.nick, room: room_name, reason })]
     }
 }
 
@@ -457,26 +359,9 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                one(
-                    7,
-                    Event::LoggedIn {
-                        nick: "alice".into()
-                    }
-                ),
-                room(
-                    "lobby",
-                    Event::Joined {
-                        nick: "alice".into(),
-                        room: "lobby".into()
-                    }
-                ),
-                one(
-                    7,
-                    Event::Topic {
-                        room: "lobby".into(),
-                        text: None
-                    }
-                ),
+                one(7, Event::LoggedIn { nick: "alice".into() }),
+                room("lobby", Event::Joined { nick: "alice".into(), room: "lobby".into() }),
+                one(7, Event::Topic { room: "lobby".into(), text: None }),
             ]
         );
         assert_eq!(members(&rooms, "lobby"), vec![7]);
@@ -494,10 +379,7 @@ mod tests {
     fn invalid_nick_is_refused_by_the_broker_too() {
         let mut rooms = Rooms::new();
         let out = rooms.login(1, "9lives");
-        assert!(
-            matches!(&out[0].event, Event::Failed(Failure::InvalidNick { .. })),
-            "{out:?}"
-        );
+        assert!(matches!(&out[0].event, Event::Failed(Failure::InvalidNick { .. })), "{out:?}");
     }
 
     #[test]
@@ -508,11 +390,7 @@ mod tests {
             out,
             vec![room(
                 "lobby",
-                Event::Chat {
-                    from: "alice".into(),
-                    seq: 1,
-                    text: "hi[2J there".into()
-                }
+                Event::Chat { from: "alice".into(), seq: 1, text: "hi[2J there".into() }
             )]
         );
     }
@@ -540,13 +418,7 @@ mod tests {
         );
         assert_eq!(
             out[1],
-            room(
-                "rust",
-                Event::Joined {
-                    nick: "alice".into(),
-                    room: "Rust".into()
-                }
-            )
+            room("rust", Event::Joined { nick: "alice".into(), room: "Rust".into() })
         );
         assert_eq!(members(&rooms, "rust"), vec![0]);
         assert_eq!(members(&rooms, "lobby"), vec![1]);
@@ -555,13 +427,7 @@ mod tests {
         let Event::RoomList { rooms: list } = &rooms.list_rooms(0)[0].event else {
             panic!("not a room list");
         };
-        assert_eq!(
-            list,
-            &vec![RoomInfo {
-                name: "lobby".into(),
-                members: 2
-            }]
-        );
+        assert_eq!(list, &vec![RoomInfo { name: "lobby".into(), members: 2 }]);
     }
 
     #[test]
@@ -577,34 +443,19 @@ mod tests {
     #[test]
     fn joining_the_same_room_is_an_error() {
         let mut rooms = logged_in(&["alice"]);
-        assert_eq!(
-            rooms.join(0, "LOBBY"),
-            failed(0, Failure::AlreadyInRoom("LOBBY".into()))
-        );
+        assert_eq!(rooms.join(0, "LOBBY"), failed(0, Failure::AlreadyInRoom("LOBBY".into())));
     }
 
     #[test]
     fn nick_change_frees_the_old_name_and_allows_a_case_change() {
         let mut rooms = logged_in(&["alice", "bob"]);
-        assert_eq!(
-            rooms.change_nick(1, "Alice"),
-            failed(1, Failure::NickInUse("Alice".into()))
-        );
+        assert_eq!(rooms.change_nick(1, "Alice"), failed(1, Failure::NickInUse("Alice".into())));
         assert_eq!(
             rooms.change_nick(0, "ALICE"),
-            vec![room(
-                "lobby",
-                Event::NickChanged {
-                    old: "alice".into(),
-                    new: "ALICE".into()
-                }
-            )]
+            vec![room("lobby", Event::NickChanged { old: "alice".into(), new: "ALICE".into() })]
         );
         rooms.change_nick(0, "carol");
-        assert_eq!(
-            rooms.change_nick(1, "alice")[0].to,
-            Audience::Room("lobby".into())
-        );
+        assert_eq!(rooms.change_nick(1, "alice")[0].to, Audience::Room("lobby".into()));
     }
 
     #[test]
@@ -613,20 +464,8 @@ mod tests {
         assert_eq!(
             rooms.private(0, "BOB", "psst"),
             vec![
-                one(
-                    1,
-                    Event::Private {
-                        from: "alice".into(),
-                        text: "psst".into()
-                    }
-                ),
-                one(
-                    0,
-                    Event::PrivateSent {
-                        to: "bob".into(),
-                        text: "psst".into()
-                    }
-                ),
+                one(1, Event::Private { from: "alice".into(), text: "psst".into() }),
+                one(0, Event::PrivateSent { to: "bob".into(), text: "psst".into() }),
             ]
         );
         assert_eq!(
@@ -653,13 +492,7 @@ mod tests {
         let out = rooms.login(1, "bob");
         assert_eq!(
             out[2],
-            one(
-                1,
-                Event::Topic {
-                    room: "lobby".into(),
-                    text: Some("Rust only".into())
-                }
-            )
+            one(1, Event::Topic { room: "lobby".into(), text: Some("Rust only".into()) })
         );
     }
 
@@ -693,15 +526,7 @@ mod tests {
                 }
             )]
         );
-        assert_eq!(
-            rooms.login(5, "alice")[0],
-            one(
-                5,
-                Event::LoggedIn {
-                    nick: "alice".into()
-                }
-            )
-        );
+        assert_eq!(rooms.login(5, "alice")[0], one(5, Event::LoggedIn { nick: "alice".into() }));
         assert_eq!(rooms.leave(42, LeaveReason::ConnectionLost), vec![]);
     }
 

@@ -28,17 +28,9 @@ const TCP_BACKLOG: i32 = 1024;
 
 /// Binds one TCP listener (non-blocking, close-on-exec, SO_REUSEADDR).
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let family = if addr.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
-    let fd = socket(
-        family,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )?;
+    let family = if addr.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let fd =
+        socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
@@ -78,15 +70,8 @@ pub fn bind_all(addrs: &[SocketAddr], defaults: bool) -> Result<Vec<TcpListener>
 /// (mode 0600) in it. A socket left by a crashed daemon is replaced; one that still answers
 /// means another chatd uses this directory, and that is an error.
 pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(UnixListener, PathBuf), MasterError> {
-    let dir_error = |source| MasterError::RuntimeDir {
-        path: runtime_dir.to_path_buf(),
-        source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(runtime_dir)
-        .map_err(dir_error)?;
+    let dir_error = |source| MasterError::RuntimeDir { path: runtime_dir.to_path_buf(), source };
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(runtime_dir).map_err(dir_error)?;
     let path = runtime_dir.join(BROKER_SOCKET);
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {

@@ -107,13 +107,11 @@ pub fn run(config: &Config) -> Result<(), MasterError> {
     let (broker_listener, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
     let poll = Poll::new()?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     let mut mio_listeners = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
         let mut listener = TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, Token(index), Interest::READABLE)?;
+        poll.registry().register(&mut listener, Token(index), Interest::READABLE)?;
         mio_listeners.push(listener);
     }
     let mut master = Master {
@@ -129,10 +127,7 @@ pub fn run(config: &Config) -> Result<(), MasterError> {
             restart_at: None,
         },
         sessions: HashMap::new(),
-        settings: SessionSettings {
-            broker_socket,
-            login_grace: config.login_grace,
-        },
+        settings: SessionSettings { broker_socket, login_grace: config.login_grace },
         accept_paused_until: None,
         shutdown: None,
     };
@@ -149,9 +144,8 @@ impl Master {
     fn event_loop(&mut self) -> Result<(), MasterError> {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout =
+                self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
             sys::wait(&mut self.poll, &mut events, timeout)?;
             for event in events.iter() {
                 match event.token() {
@@ -175,17 +169,11 @@ impl Master {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let shutdown = self.shutdown.as_ref().map(|s| {
-            if s.killed {
-                s.kill_at + SHUTDOWN_GRACE
-            } else {
-                s.kill_at
-            }
-        });
-        [shutdown, self.accept_paused_until, self.broker.restart_at]
-            .into_iter()
-            .flatten()
-            .min()
+        let shutdown = self
+            .shutdown
+            .as_ref()
+            .map(|s| if s.killed { s.kill_at + SHUTDOWN_GRACE } else { s.kill_at });
+        [shutdown, self.accept_paused_until, self.broker.restart_at].into_iter().flatten().min()
     }
 
     fn handle_signals(&mut self) {
@@ -237,10 +225,7 @@ impl Master {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(err) => {
-                    error!(
-                        "accept failed: {err}; pausing for {} ms",
-                        ACCEPT_PAUSE.as_millis()
-                    );
+                    error!("accept failed: {err}; pausing for {} ms", ACCEPT_PAUSE.as_millis());
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                 }
             }
@@ -256,13 +241,7 @@ impl Master {
             }
             Ok(Forked::Parent(pid)) => {
                 debug!("session pid {pid} serves {peer}");
-                self.sessions.insert(
-                    pid,
-                    SessionChild {
-                        peer,
-                        started: Instant::now(),
-                    },
-                );
+                self.sessions.insert(pid, SessionChild { peer, started: Instant::now() });
                 // Dropping `stream` closes the master's copy; the child has its own.
             }
             Err(err) => {
@@ -329,20 +308,14 @@ impl Master {
             if Some(pid) == self.broker.pid {
                 self.broker.pid = None;
                 if self.shutdown.is_none() {
-                    error!(
-                        "broker pid {pid} died ({})",
-                        how.as_deref().unwrap_or("exit status 0")
-                    );
+                    error!("broker pid {pid} died ({})", how.as_deref().unwrap_or("exit status 0"));
                     self.schedule_broker_restart();
                 }
             } else if let Some(child) = self.sessions.remove(&pid) {
                 let lived = child.started.elapsed().as_secs();
                 match how {
                     Some(how) if self.shutdown.is_none() => {
-                        error!(
-                            "session pid {pid} for {} ended after {lived}s: {how}",
-                            child.peer
-                        )
+                        error!("session pid {pid} for {} ended after {lived}s: {how}", child.peer)
                     }
                     _ => debug!("session pid {pid} for {} ended after {lived}s", child.peer),
                 }
@@ -358,10 +331,7 @@ impl Master {
         }
         // The broker first, so that it does not announce the departures the shutdown causes.
         self.signal_children(Signal::SIGTERM);
-        self.shutdown = Some(Shutdown {
-            kill_at: Instant::now() + SHUTDOWN_GRACE,
-            killed: false,
-        });
+        self.shutdown = Some(Shutdown { kill_at: Instant::now() + SHUTDOWN_GRACE, killed: false });
     }
 
     fn kill_everything(&mut self, why: &str) {
@@ -373,10 +343,7 @@ impl Master {
             drop(listener);
         }
         self.signal_children(Signal::SIGKILL);
-        self.shutdown = Some(Shutdown {
-            kill_at: Instant::now(),
-            killed: true,
-        });
+        self.shutdown = Some(Shutdown { kill_at: Instant::now(), killed: true });
     }
 
     fn signal_children(&self, signal: Signal) {

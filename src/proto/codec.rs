@@ -114,17 +114,11 @@ mod tests {
 
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(message: &T) {
         let bytes = frame(message).expect("encodes");
-        let (back, used) = decode_frame::<T>(&bytes)
-            .expect("decodes")
-            .expect("whole frame");
+        let (back, used) = decode_frame::<T>(&bytes).expect("decodes").expect("whole frame");
         assert_eq!(&back, message);
         assert_eq!(used, bytes.len());
         for cut in 0..bytes.len() {
-            assert_eq!(
-                decode_frame::<T>(&bytes[..cut]),
-                Ok(None),
-                "prefix of {cut} bytes"
-            );
+            assert_eq!(decode_frame::<T>(&bytes[..cut]), Ok(None), "prefix of {cut} bytes");
         }
     }
 
@@ -132,11 +126,7 @@ mod tests {
     /// `PROTOCOL_VERSION` must change with it.
     #[test]
     fn hello_frame_has_fixed_bytes() {
-        let hello = Request::Hello {
-            version: 1,
-            pid: 300,
-            peer: "[::1]:2".to_string(),
-        };
+        let hello = Request::Hello { version: 1, pid: 300, peer: "[::1]:2".to_string() };
         let bytes = frame(&hello).expect("encodes");
         let expected: Vec<u8> = vec![
             0, 0, 0, 13, // payload length, big-endian
@@ -145,10 +135,7 @@ mod tests {
             251, 44, 1, // pid 300: varint marker 251 then u16 little-endian
             7, b'[', b':', b':', b'1', b']', b':', b'2', // peer: length 7, bytes
         ];
-        assert_eq!(
-            bytes, expected,
-            "\nexpected: {expected:?}\n     got: {bytes:?}"
-        );
+        assert_eq!(bytes, expected, "\nexpected: {expected:?}\n     got: {bytes:?}");
     }
 
     #[test]
@@ -156,27 +143,19 @@ mod tests {
         let header = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
         assert_eq!(
             decode_frame::<Request>(&header),
-            Err(CodecError::TooLarge {
-                declared: MAX_FRAME_LEN + 1
-            })
+            Err(CodecError::TooLarge { declared: MAX_FRAME_LEN + 1 })
         );
     }
 
     #[test]
     fn empty_payload_is_refused() {
-        assert_eq!(
-            decode_frame::<Request>(&[0, 0, 0, 0]),
-            Err(CodecError::Empty)
-        );
+        assert_eq!(decode_frame::<Request>(&[0, 0, 0, 0]), Err(CodecError::Empty));
     }
 
     #[test]
     fn garbage_payload_is_undecodable() {
         let bytes = [0, 0, 0, 3, 200, 200, 200];
-        assert!(matches!(
-            decode_frame::<Request>(&bytes),
-            Err(CodecError::Undecodable(_))
-        ));
+        assert!(matches!(decode_frame::<Request>(&bytes), Err(CodecError::Undecodable(_))));
     }
 
     #[test]
@@ -184,10 +163,7 @@ mod tests {
         let mut bytes = frame(&Request::Who).expect("encodes");
         bytes.push(0);
         bytes[3] += 1;
-        assert_eq!(
-            decode_frame::<Request>(&bytes),
-            Err(CodecError::TrailingBytes(1))
-        );
+        assert_eq!(decode_frame::<Request>(&bytes), Err(CodecError::TrailingBytes(1)));
     }
 
     #[test]
@@ -197,9 +173,7 @@ mod tests {
         encode_frame(&Request::Rooms, &mut buf).expect("encodes");
         let (first, used) = decode_frame::<Request>(&buf).expect("ok").expect("whole");
         assert_eq!(first, Request::Who);
-        let (second, _) = decode_frame::<Request>(&buf[used..])
-            .expect("ok")
-            .expect("whole");
+        let (second, _) = decode_frame::<Request>(&buf[used..]).expect("ok").expect("whole");
         assert_eq!(second, Request::Rooms);
     }
 

@@ -31,10 +31,7 @@ pub enum Command {
 /// Every command with its usage and a one-line description, in `/help` order.
 pub const HELP: &[(&str, &str)] = &[
     ("/nick NAME", "change your nickname"),
-    (
-        "/join ROOM",
-        "leave this room and enter ROOM (created if needed)",
-    ),
+    ("/join ROOM", "leave this room and enter ROOM (created if needed)"),
     ("/who", "list the people in this room"),
     ("/rooms", "list the rooms and how many are in each"),
     ("/topic [TEXT]", "show this room's topic, or set it to TEXT"),
@@ -83,11 +80,7 @@ pub fn parse(line: &str) -> Command {
         }
     };
     let no_args = |command: Command| {
-        if rest.is_empty() {
-            command
-        } else {
-            Command::Usage(usage(&name))
-        }
+        if rest.is_empty() { command } else { Command::Usage(usage(&name)) }
     };
     match name.as_str() {
         "/nick" => one_word(Command::Nick),
@@ -99,10 +92,9 @@ pub fn parse(line: &str) -> Command {
         "/topic" => Command::Topic(optional(rest)),
         "/me" if !rest.is_empty() => Command::Me(rest.to_string()),
         "/msg" => match first_word(rest) {
-            (to, text) if !to.is_empty() && !text.is_empty() => Command::Msg {
-                to: to.to_string(),
-                text: text.to_string(),
-            },
+            (to, text) if !to.is_empty() && !text.is_empty() => {
+                Command::Msg { to: to.to_string(), text: text.to_string() }
+            }
             _ => Command::Usage(usage(&name)),
         },
         "/me" => Command::Usage(usage(&name)),
@@ -126,22 +118,13 @@ mod tests {
         assert_eq!(parse("/NICK  bob "), Command::Nick("bob".into()));
         assert_eq!(parse("/join #rust"), Command::Join("#rust".into()));
         assert_eq!(parse("/quit"), Command::Quit(None));
-        assert_eq!(
-            parse("/quit gone fishing"),
-            Command::Quit(Some("gone fishing".into()))
-        );
+        assert_eq!(parse("/quit gone fishing"), Command::Quit(Some("gone fishing".into())));
         assert_eq!(parse("/topic"), Command::Topic(None));
-        assert_eq!(
-            parse("/topic Rust  only"),
-            Command::Topic(Some("Rust  only".into()))
-        );
+        assert_eq!(parse("/topic Rust  only"), Command::Topic(Some("Rust  only".into())));
         assert_eq!(parse("/me waves"), Command::Me("waves".into()));
         assert_eq!(
             parse("/msg bob hi  there"),
-            Command::Msg {
-                to: "bob".into(),
-                text: "hi  there".into()
-            }
+            Command::Msg { to: "bob".into(), text: "hi  there".into() }
         );
         assert_eq!(parse("/who"), Command::Who);
         assert_eq!(parse("/rooms"), Command::Rooms);

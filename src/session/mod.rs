@@ -176,11 +176,7 @@ impl Session {
             closing: None,
         };
         let registry = session.poll.registry();
-        registry.register(
-            &mut session.client,
-            CLIENT,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        registry.register(&mut session.client, CLIENT, Interest::READABLE | Interest::WRITABLE)?;
         registry.register(
             session.broker.stream_mut(),
             BROKER,
@@ -197,9 +193,8 @@ impl Session {
     fn event_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(16);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout =
+                self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
             sys::wait(&mut self.poll, &mut events, timeout)?;
             while let Some(signal) = self.signals.take_pending()? {
                 if matches!(signal, Signal::SIGTERM | Signal::SIGINT) && self.closing.is_none() {
@@ -336,32 +331,19 @@ impl Session {
 
     fn try_login(&mut self, nick: &str) {
         if let Err(why) = names::check_nick(nick) {
-            let failure = Failure::InvalidNick {
-                nick: nick.to_string(),
-                why,
-            };
+            let failure = Failure::InvalidNick { nick: nick.to_string(), why };
             self.show(&render::system(&render::failure(&failure)));
             self.show(&notice::prompt());
             return;
         }
-        self.phase = Phase::ChoosingNick {
-            asked: Some(nick.to_string()),
-        };
-        self.send(Request::Login {
-            nick: nick.to_string(),
-        });
+        self.phase = Phase::ChoosingNick { asked: Some(nick.to_string()) };
+        self.send(Request::Login { nick: nick.to_string() });
     }
 
     fn handle_chatting(&mut self, command: Command) {
         let request = match command {
-            Command::Say(text) => Request::Say {
-                seq: self.take_seq(),
-                text,
-            },
-            Command::Me(text) => Request::Act {
-                seq: self.take_seq(),
-                text,
-            },
+            Command::Say(text) => Request::Say { seq: self.take_seq(), text },
+            Command::Me(text) => Request::Act { seq: self.take_seq(), text },
             Command::Nick(nick) => {
                 if let Err(why) = names::check_nick(&nick) {
                     self.show(&render::system(&render::failure(&Failure::InvalidNick {
@@ -402,10 +384,7 @@ impl Session {
 
     fn send(&mut self, request: Request) {
         if let Err(err) = self.broker.send(&request) {
-            warn!(
-                "session for {}: cannot queue a request for the broker: {err}",
-                self.peer
-            );
+            warn!("session for {}: cannot queue a request for the broker: {err}", self.peer);
             self.close(Some(notice::service_lost()), "broker queue full");
         }
     }
@@ -421,10 +400,7 @@ impl Session {
                     if self.quit_sent.is_some() {
                         self.close(Some(notice::goodbye()), "quit");
                     } else if self.closing.is_none() {
-                        warn!(
-                            "session for {}: the broker closed the connection",
-                            self.peer
-                        );
+                        warn!("session for {}: the broker closed the connection", self.peer);
                         self.close(Some(notice::service_lost()), "lost the broker");
                     }
                     return;
@@ -448,10 +424,7 @@ impl Session {
                 Ok(Some(event)) => self.handle_event(event),
                 Ok(None) => return true,
                 Err(err) => {
-                    error!(
-                        "session for {}: bad frame from the broker: {err}",
-                        self.peer
-                    );
+                    error!("session for {}: bad frame from the broker: {err}", self.peer);
                     self.close(Some(notice::service_lost()), "bad frame from the broker");
                     return false;
                 }
@@ -486,12 +459,10 @@ impl Session {
             (_, Event::Failed(Failure::VersionMismatch { broker, session })) => {
                 error!("broker speaks protocol {broker}, this session {session}");
                 self.close(
-                    Some(render::system(&render::failure(
-                        &Failure::VersionMismatch {
-                            broker: *broker,
-                            session: *session,
-                        },
-                    ))),
+                    Some(render::system(&render::failure(&Failure::VersionMismatch {
+                        broker: *broker,
+                        session: *session,
+                    }))),
                     "protocol version mismatch",
                 );
                 return;
@@ -505,9 +476,7 @@ impl Session {
 
     fn check_timers(&mut self) {
         if self.closing.is_none()
-            && self
-                .quit_sent
-                .is_some_and(|sent| sent.elapsed() >= CLOSE_GRACE)
+            && self.quit_sent.is_some_and(|sent| sent.elapsed() >= CLOSE_GRACE)
         {
             self.close(Some(notice::goodbye()), "quit (the broker did not confirm)");
         }
@@ -541,9 +510,7 @@ impl Session {
         if let Some(line) = last_words {
             self.show(&line);
         }
-        self.closing = Some(Closing {
-            deadline: Instant::now() + CLOSE_GRACE,
-        });
+        self.closing = Some(Closing { deadline: Instant::now() + CLOSE_GRACE });
         self.log_end(why);
     }
 
@@ -552,20 +519,14 @@ impl Session {
             Phase::Chatting { nick } => format!("{nick} ({})", self.peer),
             Phase::ChoosingNick { .. } => self.peer.to_string(),
         };
-        info!(
-            "{who} disconnected after {}s: {why}",
-            self.started.elapsed().as_secs()
-        );
+        info!("{who} disconnected after {}s: {why}", self.started.elapsed().as_secs());
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if let Err(err) = self.broker.flush()
             && self.closing.is_none()
         {
-            warn!(
-                "session for {}: cannot write to the broker: {err}",
-                self.peer
-            );
+            warn!("session for {}: cannot write to the broker: {err}", self.peer);
             self.close(Some(notice::service_lost()), "lost the broker");
         }
         match self.client_out.write_to(&mut self.client) {
@@ -575,9 +536,7 @@ impl Session {
                 if self.closing.is_none() {
                     self.log_end(&format!("write error: {err}"));
                 }
-                self.closing = Some(Closing {
-                    deadline: Instant::now(),
-                });
+                self.closing = Some(Closing { deadline: Instant::now() });
                 self.client_out = OutBuf::new(0);
                 Ok(())
             }

@@ -22,10 +22,9 @@ pub fn system(text: &str) -> String {
 pub fn event(event: &Event) -> Vec<String> {
     let line = match event {
         Event::Welcome { .. } => return Vec::new(),
-        Event::LoggedIn { nick } => system(&format!(
-            "You are now known as {}. Type /help for commands.",
-            sanitize(nick)
-        )),
+        Event::LoggedIn { nick } => {
+            system(&format!("You are now known as {}. Type /help for commands.", sanitize(nick)))
+        }
         Event::Chat { from, text, .. } => format!("<{}> {}", sanitize(from), sanitize(text)),
         Event::Action { from, text, .. } => format!("* {} {}", sanitize(from), sanitize(text)),
         Event::Joined { nick, room } => {
@@ -34,11 +33,9 @@ pub fn event(event: &Event) -> Vec<String> {
         Event::Left { nick, room, reason } => {
             let nick = sanitize(nick);
             match reason {
-                LeaveReason::JoinedOther(to) => system(&format!(
-                    "{nick} has left {} (joined {})",
-                    sanitize(room),
-                    sanitize(to)
-                )),
+                LeaveReason::JoinedOther(to) => {
+                    system(&format!("{nick} has left {} (joined {})", sanitize(room), sanitize(to)))
+                }
                 LeaveReason::Quit(Some(why)) => {
                     system(&format!("{nick} has left ({})", sanitize(why)))
                 }
@@ -49,21 +46,18 @@ pub fn event(event: &Event) -> Vec<String> {
                 LeaveReason::TooSlow => system(&format!("{nick} has left (too slow)")),
             }
         }
-        Event::NickChanged { old, new } => system(&format!(
-            "{} is now known as {}",
-            sanitize(old),
-            sanitize(new)
-        )),
+        Event::NickChanged { old, new } => {
+            system(&format!("{} is now known as {}", sanitize(old), sanitize(new)))
+        }
         Event::TopicChanged { room, by, text } => system(&format!(
             "{} set the topic of {} to: {}",
             sanitize(by),
             sanitize(room),
             sanitize(text)
         )),
-        Event::Topic {
-            room,
-            text: Some(text),
-        } => system(&format!("Topic for {}: {}", sanitize(room), sanitize(text))),
+        Event::Topic { room, text: Some(text) } => {
+            system(&format!("Topic for {}: {}", sanitize(room), sanitize(text)))
+        }
         Event::Topic { room, text: None } => {
             system(&format!("No topic is set for {}", sanitize(room)))
         }
@@ -71,18 +65,11 @@ pub fn event(event: &Event) -> Vec<String> {
         Event::PrivateSent { to, text } => format!("-> *{}* {}", sanitize(to), sanitize(text)),
         Event::Members { room, nicks } => {
             let names: Vec<String> = nicks.iter().map(|n| sanitize(n)).collect();
-            system(&format!(
-                "In {} ({}): {}",
-                sanitize(room),
-                names.len(),
-                names.join(", ")
-            ))
+            system(&format!("In {} ({}): {}", sanitize(room), names.len(), names.join(", ")))
         }
         Event::RoomList { rooms } => {
-            let rows: Vec<String> = rooms
-                .iter()
-                .map(|r| format!("{} ({})", sanitize(&r.name), r.members))
-                .collect();
+            let rows: Vec<String> =
+                rooms.iter().map(|r| format!("{} ({})", sanitize(&r.name), r.members)).collect();
             system(&format!("Rooms: {}", rows.join(", ")))
         }
         Event::Failed(failure) => system(&self::failure(failure)),
@@ -117,13 +104,8 @@ pub fn failure(failure: &Failure) -> String {
 /// The `/help` listing.
 pub fn help() -> Vec<String> {
     let mut lines = vec![system("Commands:")];
-    lines.extend(
-        HELP.iter()
-            .map(|(usage, what)| system(&format!("  {usage:<16} {what}"))),
-    );
-    lines.push(system(
-        "Anything else you type is sent to everyone in your room.",
-    ));
+    lines.extend(HELP.iter().map(|(usage, what)| system(&format!("  {usage:<16} {what}"))));
+    lines.push(system("Anything else you type is sent to everyone in your room."));
     lines
 }
 
@@ -141,9 +123,7 @@ pub mod notice {
     }
 
     pub fn too_long() -> String {
-        system(&format!(
-            "Line too long (more than {MAX_LINE_BYTES} bytes); it was not sent."
-        ))
+        system(&format!("Line too long (more than {MAX_LINE_BYTES} bytes); it was not sent."))
     }
 
     pub fn not_utf8() -> String {
@@ -151,10 +131,7 @@ pub mod notice {
     }
 
     pub fn unknown(word: &str) -> String {
-        system(&format!(
-            "Unknown command {}; try /help",
-            super::sanitize(word)
-        ))
+        system(&format!("Unknown command {}; try /help", super::sanitize(word)))
     }
 
     pub fn usage(usage: &str) -> String {
@@ -171,9 +148,7 @@ pub mod notice {
 
     pub fn login_timeout(seconds: u64) -> String {
         let unit = if seconds == 1 { "second" } else { "seconds" };
-        system(&format!(
-            "No nickname chosen within {seconds} {unit}; goodbye."
-        ))
+        system(&format!("No nickname chosen within {seconds} {unit}; goodbye."))
     }
 
     pub fn shutting_down() -> String {
@@ -207,47 +182,24 @@ mod tests {
     #[test]
     fn user_lines_and_system_lines_look_different() {
         assert_eq!(
-            one(Event::Chat {
-                from: "alice".into(),
-                seq: 1,
-                text: "Hello,all".into()
-            }),
+            one(Event::Chat { from: "alice".into(), seq: 1, text: "Hello,all".into() }),
             "<alice> Hello,all"
         );
         assert_eq!(
-            one(Event::Joined {
-                nick: "alice".into(),
-                room: "lobby".into()
-            }),
+            one(Event::Joined { nick: "alice".into(), room: "lobby".into() }),
             "*** alice has joined lobby"
         );
         assert_eq!(
-            one(Event::Action {
-                from: "alice".into(),
-                seq: 1,
-                text: "waves".into()
-            }),
+            one(Event::Action { from: "alice".into(), seq: 1, text: "waves".into() }),
             "* alice waves"
         );
     }
 
     #[test]
     fn departures_say_why() {
-        let left = |reason| {
-            one(Event::Left {
-                nick: "alice".into(),
-                room: "lobby".into(),
-                reason,
-            })
-        };
-        assert_eq!(
-            left(LeaveReason::Quit(Some("bye".into()))),
-            "*** alice has left (bye)"
-        );
-        assert_eq!(
-            left(LeaveReason::ConnectionLost),
-            "*** alice has left (connection lost)"
-        );
+        let left = |reason| one(Event::Left { nick: "alice".into(), room: "lobby".into(), reason });
+        assert_eq!(left(LeaveReason::Quit(Some("bye".into()))), "*** alice has left (bye)");
+        assert_eq!(left(LeaveReason::ConnectionLost), "*** alice has left (connection lost)");
         assert_eq!(
             left(LeaveReason::JoinedOther("rust".into())),
             "*** alice has left lobby (joined rust)"
@@ -257,44 +209,27 @@ mod tests {
     #[test]
     fn private_lines_and_lists() {
         assert_eq!(
-            one(Event::Private {
-                from: "alice".into(),
-                text: "psst".into()
-            }),
+            one(Event::Private { from: "alice".into(), text: "psst".into() }),
             "*alice* psst"
         );
         assert_eq!(
-            one(Event::PrivateSent {
-                to: "bob".into(),
-                text: "psst".into()
-            }),
+            one(Event::PrivateSent { to: "bob".into(), text: "psst".into() }),
             "-> *bob* psst"
         );
         assert_eq!(
-            one(Event::Members {
-                room: "lobby".into(),
-                nicks: vec!["a".into(), "b".into()]
-            }),
+            one(Event::Members { room: "lobby".into(), nicks: vec!["a".into(), "b".into()] }),
             "*** In lobby (2): a, b"
         );
         assert_eq!(
-            one(Event::RoomList {
-                rooms: vec![RoomInfo {
-                    name: "lobby".into(),
-                    members: 3
-                }]
-            }),
+            one(Event::RoomList { rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }] }),
             "*** Rooms: lobby (3)"
         );
     }
 
     #[test]
     fn controls_from_a_misbehaving_broker_are_still_removed() {
-        let line = one(Event::Chat {
-            from: "x\r*** y".into(),
-            seq: 1,
-            text: "\x1b]0;pwned\x07".into(),
-        });
+        let line =
+            one(Event::Chat { from: "x\r*** y".into(), seq: 1, text: "\x1b]0;pwned\x07".into() });
         assert!(
             !line.contains('\x1b') && !line.contains('\r') && !line.contains('\x07'),
             "{line:?}"
@@ -304,9 +239,9 @@ mod tests {
     #[test]
     fn help_names_every_command() {
         let help = help().join("\n");
-        for command in [
-            "/nick", "/join", "/who", "/rooms", "/topic", "/me", "/msg", "/quit", "/help",
-        ] {
+        for command in
+            ["/nick", "/join", "/who", "/rooms", "/topic", "/me", "/msg", "/quit", "/help"]
+        {
             assert!(help.contains(command), "{command} missing from help");
         }
     }

@@ -45,11 +45,7 @@ impl Default for Telnet {
 
 impl Telnet {
     pub fn new() -> Self {
-        Telnet {
-            state: State::Data,
-            refused_will: [false; 256],
-            refused_do: [false; 256],
-        }
+        Telnet { state: State::Data, refused_will: [false; 256], refused_do: [false; 256] }
     }
 
     /// Decodes `input`: data bytes are appended to `data`, negotiation answers to `reply`.

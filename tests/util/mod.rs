@@ -71,20 +71,12 @@ impl Daemon {
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let mut lines = sink
-                    .lines
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut lines = sink.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 lines.push(line);
                 sink.grew.notify_all();
             }
         });
-        let mut daemon = Daemon {
-            child: Some(child),
-            port: 0,
-            runtime,
-            log,
-        };
+        let mut daemon = Daemon { child: Some(child), port: 0, runtime, log };
         let line = daemon.wait_for_log("listening on 127.0.0.1:");
         daemon.port = line
             .rsplit(':')
@@ -117,10 +109,7 @@ impl Daemon {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!(
-                    "no log line containing {needle:?}; the log was:\n{}",
-                    lines.join("\n")
-                );
+                panic!("no log line containing {needle:?}; the log was:\n{}", lines.join("\n"));
             }
             lines = self.log.grew.wait_timeout(lines, left).expect("log lock").0;
         }
@@ -136,9 +125,7 @@ impl Daemon {
         let mut client = self.connect();
         client.expect_prefix("*** Please choose a nickname");
         client.send(nick);
-        client.expect(&format!(
-            "*** You are now known as {nick}. Type /help for commands."
-        ));
+        client.expect(&format!("*** You are now known as {nick}. Type /help for commands."));
         client.expect(&format!("*** {nick} has joined lobby"));
         client
     }
@@ -153,10 +140,7 @@ impl Daemon {
         let local_port = client.stream.local_addr().expect("local addr").port();
         let inode = server_socket_inode(self.port, local_port)
             .unwrap_or_else(|| panic!("no server socket for client port {local_port}"));
-        self.processes()
-            .into_iter()
-            .filter(|&pid| holds_socket(pid, inode))
-            .collect()
+        self.processes().into_iter().filter(|&pid| holds_socket(pid, inode)).collect()
     }
 
     /// Sends a signal to the master.
@@ -172,10 +156,7 @@ impl Daemon {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "chatd did not exit within {PATIENCE:?}"
-            );
+            assert!(Instant::now() < deadline, "chatd did not exit within {PATIENCE:?}");
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -283,15 +264,9 @@ pub struct Client {
 impl Client {
     pub fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to chatd");
-        stream
-            .set_read_timeout(Some(PATIENCE))
-            .expect("read timeout");
+        stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone stream"));
-        Client {
-            stream,
-            reader,
-            seen: Vec::new(),
-        }
+        Client { stream, reader, seen: Vec::new() }
     }
 
     /// Sends one line with a CR LF line end.
@@ -343,10 +318,9 @@ impl Client {
             match self.next_line() {
                 Some(line) if matches(&line) => return before,
                 Some(line) => before.push(line),
-                None => panic!(
-                    "connection closed before {what:?}; seen:\n{}",
-                    self.seen.join("\n")
-                ),
+                None => {
+                    panic!("connection closed before {what:?}; seen:\n{}", self.seen.join("\n"))
+                }
             }
         }
     }
