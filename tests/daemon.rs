@@ -1,5 +1,6 @@
 //! Behaviour tests: the real `chatd` binary on a loopback port, driven by real TCP clients.
 
+mod reliability;
 mod util;
 
 use std::io::Write;

@@ -47,8 +47,9 @@ struct Peer {
     pid: i32,
     /// The client address the session reported in `Hello`.
     client: String,
-    /// Whether `Hello` arrived (every other request must come after it).
-    greeted: bool,
+    /// The sender id from `Hello`; `None` until `Hello` arrived (every other request must
+    /// come after it).
+    session: Option<u64>,
     /// Already queued for flushing this turn.
     dirty: bool,
 }
@@ -215,7 +216,7 @@ impl Broker {
             channel: Channel::new(stream, MAX_QUEUED_PER_PEER),
             pid,
             client: String::new(),
-            greeted: false,
+            session: None,
             dirty: false,
         };
         self.peers.insert(id, peer);
@@ -280,8 +281,8 @@ impl Broker {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
-        if !peer.greeted {
-            let Request::Hello { version, pid: _, peer: client } = request else {
+        let Some(session) = peer.session else {
+            let Request::Hello { version, pid: _, peer: client, session } = request else {
                 warn!("dropping session pid {}: first frame was not Hello", peer.pid);
                 self.doom(id, LeaveReason::ConnectionLost);
                 return false;
@@ -302,18 +303,25 @@ impl Broker {
                 self.doom(id, LeaveReason::ConnectionLost);
                 return false;
             }
-            peer.greeted = true;
+            peer.session = Some(session);
             let welcome = Event::Welcome { version: PROTOCOL_VERSION };
             self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
             return true;
-        }
+        };
         let deliveries = match request {
             Request::Hello { .. } => {
                 warn!("dropping session pid {} ({}): second Hello", peer.pid, peer.client);
                 self.doom(id, LeaveReason::ConnectionLost);
                 return false;
             }
-            Request::Login { nick } => self.rooms.login(id, &nick),
+            Request::Login { nick } => self.rooms.login(id, session, &nick),
+            Request::Resume { nick, room, topic } => {
+                let deliveries = self.rooms.resume(id, session, &nick, &room, topic.as_deref());
+                if let Some(Event::Resumed { nick, room }) = deliveries.first().map(|d| &d.event) {
+                    info!("session pid {} ({}) resumed as {nick} in {room}", peer.pid, peer.client);
+                }
+                deliveries
+            }
             Request::Say { seq, text } => self.rooms.say(id, seq, &text),
             Request::Act { seq, text } => self.rooms.act(id, seq, &text),
             Request::ChangeNick { nick } => self.rooms.change_nick(id, &nick),
@@ -321,7 +329,7 @@ impl Broker {
             Request::Who => self.rooms.who(id),
             Request::Rooms => self.rooms.list_rooms(id),
             Request::Topic { text } => self.rooms.topic(id, text.as_deref()),
-            Request::Private { to, text } => self.rooms.private(id, &to, &text),
+            Request::Private { seq, to, text } => self.rooms.private(id, seq, &to, &text),
             Request::Quit { reason } => {
                 self.doom(id, LeaveReason::Quit(reason));
                 return false;

@@ -5,8 +5,13 @@
 //! A [`Audience::Room`] is resolved by the broker *after* the change, so a delivery to a room
 //! reaches whoever is in it once the operation is done (a user who moved out is not told of
 //! their own departure; a newcomer is told of their own arrival).
+//!
+//! Each room also keeps its most recent chat lines ([`RECENT_LINES`]). A session that re-registers
+//! after a broker restart ([`Rooms::resume`]) gets them replayed: lines that were re-sent by
+//! sessions that came back before it would otherwise never reach it. The session drops the
+//! ones it already showed (by sender and sequence number).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::names::{self, DEFAULT_ROOM};
 use crate::proto::{Event, Failure, LeaveReason, RoomInfo};
@@ -14,6 +19,9 @@ use crate::text;
 
 /// The broker's handle for one logged-in session.
 pub type MemberId = u64;
+
+/// Chat lines a room keeps for replay to sessions that re-register.
+pub const RECENT_LINES: usize = 256;
 
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +45,19 @@ struct Room {
     name: String,
     topic: Option<String>,
     members: BTreeSet<MemberId>,
+    /// The latest chat and action lines, oldest first.
+    recent: VecDeque<Event>,
+}
+
+impl Room {
+    fn new(name: &str) -> Room {
+        Room {
+            name: name.to_string(),
+            topic: None,
+            members: BTreeSet::new(),
+            recent: VecDeque::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,6 +65,8 @@ struct Member {
     nick: String,
     /// Key of the member's room.
     room: String,
+    /// The session's sender id (from its `Hello`), stamped on its lines.
+    session: u64,
 }
 
 /// All rooms and members.
@@ -73,6 +96,11 @@ fn failed(id: MemberId, failure: Failure) -> Vec<Delivery> {
     vec![one(id, Event::Failed(failure))]
 }
 
+/// A failure of a numbered request, which also acknowledges it.
+fn rejected(id: MemberId, seq: u64, failure: Failure) -> Vec<Delivery> {
+    vec![one(id, Event::Rejected { seq, failure })]
+}
+
 /// Cleans user text and refuses what is left empty or over the line limit.
 fn clean_text(raw: &str) -> Result<String, Failure> {
     let clean = text::sanitize(raw);
@@ -91,10 +119,7 @@ fn clean_text(raw: &str) -> Result<String, Failure> {
 impl Rooms {
     pub fn new() -> Self {
         let mut rooms = BTreeMap::new();
-        rooms.insert(
-            DEFAULT_ROOM.to_string(),
-            Room { name: DEFAULT_ROOM.to_string(), topic: None, members: BTreeSet::new() },
-        );
+        rooms.insert(DEFAULT_ROOM.to_string(), Room::new(DEFAULT_ROOM));
         Rooms { rooms, members: HashMap::new(), by_nick: HashMap::new() }
     }
 
@@ -113,19 +138,77 @@ impl Rooms {
         self.members.len()
     }
 
-    /// Registers `id` as `nick` and puts it in the default room.
-    pub fn login(&mut self, id: MemberId, nick: &str) -> Vec<Delivery> {
+    /// Registers `id` (whose sender id is `session`) as `nick` and puts it in the default room.
+    pub fn login(&mut self, id: MemberId, session: u64, nick: &str) -> Vec<Delivery> {
         if self.members.contains_key(&id) {
             return failed(id, Failure::AlreadyLoggedIn);
         }
         if let Err(failure) = self.check_free_nick(nick, None) {
             return failed(id, failure);
         }
-        self.by_nick.insert(names::fold(nick), id);
-        self.members.insert(id, Member { nick: nick.to_string(), room: String::new() });
+        self.register(id, session, nick);
         let mut out = vec![one(id, Event::LoggedIn { nick: nick.to_string() })];
         out.extend(self.enter(id, DEFAULT_ROOM));
         out
+    }
+
+    fn register(&mut self, id: MemberId, session: u64, nick: &str) {
+        self.by_nick.insert(names::fold(nick), id);
+        self.members.insert(id, Member { nick: nick.to_string(), room: String::new(), session });
+    }
+
+    /// Re-registers a session that was logged in with a broker that died: it takes back `nick`
+    /// — or, if somebody registered that nick first, the first free `nick_2`, `nick_3`, ... —
+    /// and enters `room` silently (the room already believed it was there). A room without a
+    /// topic gets back the one this session had set. The session is then sent the room's recent
+    /// lines.
+    pub fn resume(
+        &mut self,
+        id: MemberId,
+        session: u64,
+        nick: &str,
+        room_name: &str,
+        topic: Option<&str>,
+    ) -> Vec<Delivery> {
+        if self.members.contains_key(&id) {
+            return failed(id, Failure::AlreadyLoggedIn);
+        }
+        if let Err(why) = names::check_nick(nick) {
+            return failed(id, Failure::InvalidNick { nick: text::sanitize(nick), why });
+        }
+        let Some(nick) = self.free_variant(nick) else {
+            return failed(id, Failure::NickInUse(nick.to_string()));
+        };
+        let room_name = match names::check_room(room_name) {
+            Ok(()) => room_name,
+            Err(_) => DEFAULT_ROOM,
+        };
+        self.register(id, session, &nick);
+        let key = names::fold(room_name);
+        let room = self.rooms.entry(key.clone()).or_insert_with(|| Room::new(room_name));
+        room.members.insert(id);
+        if room.topic.is_none() {
+            room.topic = topic.and_then(|raw| clean_text(raw).ok());
+        }
+        let mut out = vec![one(id, Event::Resumed { nick, room: room.name.clone() })];
+        out.extend(room.recent.iter().map(|event| one(id, event.clone())));
+        if let Some(member) = self.members.get_mut(&id) {
+            member.room = key;
+        }
+        out
+    }
+
+    /// `nick` if it is free, else the first free `nick_N` that is still a valid nickname.
+    fn free_variant(&self, nick: &str) -> Option<String> {
+        if !self.by_nick.contains_key(&names::fold(nick)) {
+            return Some(nick.to_string());
+        }
+        (2..1000).find_map(|n| {
+            let suffix = format!("_{n}");
+            let keep = names::MAX_NICK_CHARS.saturating_sub(suffix.len());
+            let candidate: String = nick.chars().take(keep).chain(suffix.chars()).collect();
+            (!self.by_nick.contains_key(&names::fold(&candidate))).then_some(candidate)
+        })
     }
 
     fn check_free_nick(&self, nick: &str, current: Option<MemberId>) -> Result<(), Failure> {
@@ -140,11 +223,7 @@ impl Rooms {
     /// Puts a member (who is in no room) into room `name`, creating it if needed.
     fn enter(&mut self, id: MemberId, name: &str) -> Vec<Delivery> {
         let key = names::fold(name);
-        let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
-            name: name.to_string(),
-            topic: None,
-            members: BTreeSet::new(),
-        });
+        let room = self.rooms.entry(key.clone()).or_insert_with(|| Room::new(name));
         room.members.insert(id);
         let room_name = room.name.clone();
         let topic = room.topic.clone();
@@ -173,27 +252,47 @@ impl Rooms {
 
     /// A line of chat from `id` to its room.
     pub fn say(&mut self, id: MemberId, seq: u64, raw: &str) -> Vec<Delivery> {
-        self.to_own_room(id, raw, |from, text| Event::Chat { from, seq, text })
+        self.broadcast_line(id, seq, raw, |from, sender, text| Event::Chat {
+            from,
+            sender,
+            seq,
+            text,
+        })
     }
 
     /// An action (`/me`) from `id` to its room.
     pub fn act(&mut self, id: MemberId, seq: u64, raw: &str) -> Vec<Delivery> {
-        self.to_own_room(id, raw, |from, text| Event::Action { from, seq, text })
+        self.broadcast_line(id, seq, raw, |from, sender, text| Event::Action {
+            from,
+            sender,
+            seq,
+            text,
+        })
     }
 
-    fn to_own_room(
-        &self,
+    fn broadcast_line(
+        &mut self,
         id: MemberId,
+        seq: u64,
         raw: &str,
-        make: impl FnOnce(String, String) -> Event,
+        make: impl FnOnce(String, u64, String) -> Event,
     ) -> Vec<Delivery> {
         let Some(member) = self.members.get(&id) else {
-            return failed(id, Failure::NotLoggedIn);
+            return rejected(id, seq, Failure::NotLoggedIn);
         };
-        match clean_text(raw) {
-            Ok(text) => vec![room(&member.room, make(member.nick.clone(), text))],
-            Err(failure) => failed(id, failure),
+        let text = match clean_text(raw) {
+            Ok(text) => text,
+            Err(failure) => return rejected(id, seq, failure),
+        };
+        let event = make(member.nick.clone(), member.session, text);
+        let key = member.room.clone();
+        if let Some(room) = self.rooms.get_mut(&key) {
+            if room.recent.len() == RECENT_LINES {
+                room.recent.pop_front();
+            }
+            room.recent.push_back(event.clone());
         }
+        vec![room(&key, event)]
     }
 
     /// `/nick NEW`.
@@ -294,21 +393,23 @@ impl Rooms {
     }
 
     /// `/msg NICK text`.
-    pub fn private(&self, id: MemberId, to: &str, raw: &str) -> Vec<Delivery> {
+    pub fn private(&self, id: MemberId, seq: u64, to: &str, raw: &str) -> Vec<Delivery> {
         let Some(member) = self.members.get(&id) else {
-            return failed(id, Failure::NotLoggedIn);
+            return rejected(id, seq, Failure::NotLoggedIn);
         };
         let Some(&target) = self.by_nick.get(&names::fold(to)) else {
-            return failed(id, Failure::NoSuchNick(text::sanitize(to)));
+            return rejected(id, seq, Failure::NoSuchNick(text::sanitize(to)));
         };
         let text = match clean_text(raw) {
             Ok(text) => text,
-            Err(failure) => return failed(id, failure),
+            Err(failure) => return rejected(id, seq, failure),
         };
         let target_nick = self.nick(target).unwrap_or(to).to_string();
+        let from = member.nick.clone();
+        let sender = member.session;
         vec![
-            one(target, Event::Private { from: member.nick.clone(), text: text.clone() }),
-            one(id, Event::PrivateSent { to: target_nick, text }),
+            one(target, Event::Private { from, sender, seq, text: text.clone() }),
+            one(id, Event::PrivateSent { seq, to: target_nick, text }),
         ]
     }
 
@@ -342,7 +443,7 @@ mod tests {
     fn logged_in(nicks: &[&str]) -> Rooms {
         let mut rooms = Rooms::new();
         for (id, nick) in nicks.iter().enumerate() {
-            let out = rooms.login(id as MemberId, nick);
+            let out = rooms.login(id as MemberId, 1000 + id as u64, nick);
             assert!(matches!(out[0].event, Event::LoggedIn { .. }), "{out:?}");
         }
         rooms
@@ -355,7 +456,7 @@ mod tests {
     #[test]
     fn login_joins_lobby_and_tells_the_room_and_the_topic() {
         let mut rooms = Rooms::new();
-        let out = rooms.login(7, "alice");
+        let out = rooms.login(7, 1007, "alice");
         assert_eq!(
             out,
             vec![
@@ -370,7 +471,7 @@ mod tests {
     #[test]
     fn nicknames_are_unique_regardless_of_case() {
         let mut rooms = logged_in(&["alice"]);
-        let out = rooms.login(9, "ALICE");
+        let out = rooms.login(9, 1009, "ALICE");
         assert_eq!(out, failed(9, Failure::NickInUse("ALICE".into())));
         assert_eq!(rooms.member_count(), 1);
     }
@@ -378,7 +479,7 @@ mod tests {
     #[test]
     fn invalid_nick_is_refused_by_the_broker_too() {
         let mut rooms = Rooms::new();
-        let out = rooms.login(1, "9lives");
+        let out = rooms.login(1, 1001, "9lives");
         assert!(matches!(&out[0].event, Event::Failed(Failure::InvalidNick { .. })), "{out:?}");
     }
 
@@ -390,7 +491,12 @@ mod tests {
             out,
             vec![room(
                 "lobby",
-                Event::Chat { from: "alice".into(), seq: 1, text: "hi[2J there".into() }
+                Event::Chat {
+                    from: "alice".into(),
+                    sender: 1000,
+                    seq: 1,
+                    text: "hi[2J there".into()
+                }
             )]
         );
     }
@@ -398,7 +504,7 @@ mod tests {
     #[test]
     fn say_before_login_fails() {
         let mut rooms = Rooms::new();
-        assert_eq!(rooms.say(3, 1, "x"), failed(3, Failure::NotLoggedIn));
+        assert_eq!(rooms.say(3, 1, "x"), rejected(3, 1, Failure::NotLoggedIn));
     }
 
     #[test]
@@ -462,15 +568,23 @@ mod tests {
     fn private_messages_reach_only_the_target_and_confirm_to_the_sender() {
         let rooms = logged_in(&["alice", "bob"]);
         assert_eq!(
-            rooms.private(0, "BOB", "psst"),
+            rooms.private(0, 4, "BOB", "psst"),
             vec![
-                one(1, Event::Private { from: "alice".into(), text: "psst".into() }),
-                one(0, Event::PrivateSent { to: "bob".into(), text: "psst".into() }),
+                one(
+                    1,
+                    Event::Private {
+                        from: "alice".into(),
+                        sender: 1000,
+                        seq: 4,
+                        text: "psst".into()
+                    }
+                ),
+                one(0, Event::PrivateSent { seq: 4, to: "bob".into(), text: "psst".into() }),
             ]
         );
         assert_eq!(
-            rooms.private(0, "nobody", "x"),
-            failed(0, Failure::NoSuchNick("nobody".into()))
+            rooms.private(0, 5, "nobody", "x"),
+            rejected(0, 5, Failure::NoSuchNick("nobody".into()))
         );
     }
 
@@ -489,7 +603,7 @@ mod tests {
                 }
             )]
         );
-        let out = rooms.login(1, "bob");
+        let out = rooms.login(1, 1001, "bob");
         assert_eq!(
             out[2],
             one(1, Event::Topic { room: "lobby".into(), text: Some("Rust only".into()) })
@@ -526,7 +640,10 @@ mod tests {
                 }
             )]
         );
-        assert_eq!(rooms.login(5, "alice")[0], one(5, Event::LoggedIn { nick: "alice".into() }));
+        assert_eq!(
+            rooms.login(5, 1005, "alice")[0],
+            one(5, Event::LoggedIn { nick: "alice".into() })
+        );
         assert_eq!(rooms.leave(42, LeaveReason::ConnectionLost), vec![]);
     }
 
@@ -535,11 +652,84 @@ mod tests {
         let mut rooms = logged_in(&["alice"]);
         assert!(matches!(
             rooms.say(0, 1, &"x".repeat(513))[0].event,
-            Event::Failed(Failure::InvalidText(_))
+            Event::Rejected { failure: Failure::InvalidText(_), .. }
         ));
         assert!(matches!(
             rooms.say(0, 1, "\x1b\x07")[0].event,
-            Event::Failed(Failure::InvalidText(_))
+            Event::Rejected { failure: Failure::InvalidText(_), .. }
         ));
+    }
+
+    #[test]
+    fn resume_takes_back_nick_and_room_silently() {
+        let mut rooms = Rooms::new();
+        let out = rooms.resume(4, 1004, "alice", "rust", Some("restored topic"));
+        assert_eq!(out, vec![one(4, Event::Resumed { nick: "alice".into(), room: "rust".into() })]);
+        assert_eq!(members(&rooms, "rust"), vec![4]);
+        assert_eq!(
+            rooms.topic(4, None),
+            vec![one(4, Event::Topic { room: "rust".into(), text: Some("restored topic".into()) })]
+        );
+        // A second resumer does not overwrite a topic the room already has.
+        rooms.resume(5, 1005, "bob", "RUST", Some("other"));
+        assert_eq!(members(&rooms, "rust"), vec![4, 5]);
+        assert_eq!(
+            rooms.topic(5, None)[0].event,
+            Event::Topic { room: "rust".into(), text: Some("restored topic".into()) }
+        );
+    }
+
+    #[test]
+    fn resume_of_a_taken_nick_gets_the_first_free_variant() {
+        let mut rooms = logged_in(&["alice", "alice_2"]);
+        let out = rooms.resume(7, 1007, "ALICE", "lobby", None);
+        assert_eq!(out[0], one(7, Event::Resumed { nick: "ALICE_3".into(), room: "lobby".into() }));
+        let long = "abcdefghijklmnopqrstuvwx";
+        rooms.login(8, 1008, long);
+        let out = rooms.resume(9, 1009, long, "lobby", None);
+        assert_eq!(
+            out[0],
+            one(
+                9,
+                Event::Resumed { nick: "abcdefghijklmnopqrstuv_2".into(), room: "lobby".into() }
+            )
+        );
+    }
+
+    #[test]
+    fn resume_replays_the_rooms_recent_lines() {
+        let mut rooms = Rooms::new();
+        rooms.resume(1, 1001, "alice", "lobby", None);
+        rooms.say(1, 7, "said while bob was away");
+        let out = rooms.resume(2, 1002, "bob", "lobby", None);
+        assert_eq!(
+            out[1],
+            one(
+                2,
+                Event::Chat {
+                    from: "alice".into(),
+                    sender: 1001,
+                    seq: 7,
+                    text: "said while bob was away".into()
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn recent_lines_are_bounded() {
+        let mut rooms = logged_in(&["alice"]);
+        for seq in 0..(RECENT_LINES as u64 + 10) {
+            rooms.say(0, seq, "x");
+        }
+        let out = rooms.resume(1, 1001, "bob", "lobby", None);
+        assert_eq!(out.len(), 1 + RECENT_LINES);
+    }
+
+    #[test]
+    fn resume_into_an_invalid_room_lands_in_the_lobby() {
+        let mut rooms = Rooms::new();
+        let out = rooms.resume(1, 1001, "alice", "no spaces", None);
+        assert_eq!(out[0], one(1, Event::Resumed { nick: "alice".into(), room: "lobby".into() }));
     }
 }

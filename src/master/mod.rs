@@ -43,7 +43,8 @@ use crate::{broker, logging};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long to stop accepting after `accept` or `fork` fails for lack of resources.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Back-off between broker restarts: doubles from the first to the last value.
+/// Back-off between broker restarts: the first restart is immediate (sessions are waiting to
+/// re-register), later ones wait from the first to the last value, doubling.
 const BROKER_BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BROKER_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A broker that lived this long resets the back-off.
@@ -123,7 +124,7 @@ pub fn run(config: &Config) -> Result<(), MasterError> {
         broker: BrokerChild {
             pid: None,
             started: Instant::now(),
-            backoff: BROKER_BACKOFF_FIRST,
+            backoff: Duration::ZERO,
             restart_at: None,
         },
         sessions: HashMap::new(),
@@ -279,10 +280,10 @@ impl Master {
 
     fn schedule_broker_restart(&mut self) {
         if self.broker.started.elapsed() >= BROKER_STABLE {
-            self.broker.backoff = BROKER_BACKOFF_FIRST;
+            self.broker.backoff = Duration::ZERO;
         }
         let delay = self.broker.backoff;
-        self.broker.backoff = (delay * 2).min(BROKER_BACKOFF_MAX);
+        self.broker.backoff = (delay * 2).clamp(BROKER_BACKOFF_FIRST, BROKER_BACKOFF_MAX);
         info!("restarting the broker in {} ms", delay.as_millis());
         self.broker.restart_at = Some(Instant::now() + delay);
     }

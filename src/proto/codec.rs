@@ -126,14 +126,16 @@ mod tests {
     /// `PROTOCOL_VERSION` must change with it.
     #[test]
     fn hello_frame_has_fixed_bytes() {
-        let hello = Request::Hello { version: 1, pid: 300, peer: "[::1]:2".to_string() };
+        let hello =
+            Request::Hello { version: 2, pid: 300, peer: "[::1]:2".to_string(), session: 5 };
         let bytes = frame(&hello).expect("encodes");
         let expected: Vec<u8> = vec![
-            0, 0, 0, 13, // payload length, big-endian
+            0, 0, 0, 14, // payload length, big-endian
             0,  // variant 0: Hello
-            1,  // version 1 (varint)
+            2,  // version 2 (varint)
             251, 44, 1, // pid 300: varint marker 251 then u16 little-endian
             7, b'[', b':', b':', b'1', b']', b':', b'2', // peer: length 7, bytes
+            5,    // session 5 (varint)
         ];
         assert_eq!(bytes, expected, "\nexpected: {expected:?}\n     got: {bytes:?}");
     }
@@ -183,8 +185,9 @@ mod tests {
 
     fn any_request() -> impl Strategy<Value = Request> {
         prop_oneof![
-            (any::<u32>(), any::<u32>(), any_text())
-                .prop_map(|(version, pid, peer)| Request::Hello { version, pid, peer }),
+            (any::<u32>(), any::<u32>(), any_text()).prop_map(|(version, pid, peer)| {
+                Request::Hello { version, pid, peer, session: u64::from(pid) << 7 }
+            }),
             any_text().prop_map(|nick| Request::Login { nick }),
             (any::<u64>(), any_text()).prop_map(|(seq, text)| Request::Say { seq, text }),
             (any::<u64>(), any_text()).prop_map(|(seq, text)| Request::Act { seq, text }),
@@ -193,7 +196,13 @@ mod tests {
             Just(Request::Who),
             Just(Request::Rooms),
             proptest::option::of(any_text()).prop_map(|text| Request::Topic { text }),
-            (any_text(), any_text()).prop_map(|(to, text)| Request::Private { to, text }),
+            (any::<u64>(), any_text(), any_text()).prop_map(|(seq, to, text)| Request::Private {
+                seq,
+                to,
+                text
+            }),
+            (any_text(), any_text(), proptest::option::of(any_text()))
+                .prop_map(|(nick, room, topic)| Request::Resume { nick, room, topic }),
             proptest::option::of(any_text()).prop_map(|reason| Request::Quit { reason }),
         ]
     }
@@ -211,16 +220,10 @@ mod tests {
         prop_oneof![
             any::<u32>().prop_map(|version| Event::Welcome { version }),
             any_text().prop_map(|nick| Event::LoggedIn { nick }),
-            (any_text(), any::<u64>(), any_text()).prop_map(|(from, seq, text)| Event::Chat {
-                from,
-                seq,
-                text
-            }),
-            (any_text(), any::<u64>(), any_text()).prop_map(|(from, seq, text)| Event::Action {
-                from,
-                seq,
-                text
-            }),
+            (any_text(), any::<u64>(), any::<u64>(), any_text())
+                .prop_map(|(from, sender, seq, text)| Event::Chat { from, sender, seq, text }),
+            (any_text(), any::<u64>(), any::<u64>(), any_text())
+                .prop_map(|(from, sender, seq, text)| Event::Action { from, sender, seq, text }),
             (any_text(), any_text()).prop_map(|(nick, room)| Event::Joined { nick, room }),
             (any_text(), any_text(), any_reason()).prop_map(|(nick, room, reason)| Event::Left {
                 nick,
@@ -249,8 +252,16 @@ mod tests {
                 by,
                 text
             }),
-            (any_text(), any_text()).prop_map(|(from, text)| Event::Private { from, text }),
-            (any_text(), any_text()).prop_map(|(to, text)| Event::PrivateSent { to, text }),
+            (any_text(), any::<u64>(), any::<u64>(), any_text())
+                .prop_map(|(from, sender, seq, text)| Event::Private { from, sender, seq, text }),
+            (any::<u64>(), any_text(), any_text()).prop_map(|(seq, to, text)| Event::PrivateSent {
+                seq,
+                to,
+                text
+            }),
+            (any_text(), any_text()).prop_map(|(nick, room)| Event::Resumed { nick, room }),
+            (any::<u64>(), any_text())
+                .prop_map(|(seq, why)| Event::Rejected { seq, failure: Failure::InvalidText(why) }),
             (any_text(), any_text())
                 .prop_map(|(nick, why)| Event::Failed(Failure::InvalidNick { nick, why })),
             Just(Event::Failed(Failure::NotLoggedIn)),

@@ -14,7 +14,7 @@ pub mod codec;
 use serde::{Deserialize, Serialize};
 
 /// Version of the frame set below. A broker refuses sessions that speak another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Session → broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,9 +26,16 @@ pub enum Request {
         pid: u32,
         /// The client's address as the session sees it, for logs.
         peer: String,
+        /// A random id, fixed for the session's life, that names it as a sender in events so
+        /// that receivers can drop lines they already showed (pids are reused; this is not).
+        session: u64,
     },
     /// Claim a nickname and enter the default room.
     Login { nick: String },
+    /// Re-register with a restarted broker: take back `nick` (or the nearest free variant),
+    /// enter `room` without announcing it, and restore `topic` if the room has none. The broker
+    /// answers [`Event::Resumed`] and then replays the room's recent lines.
+    Resume { nick: String, room: String, topic: Option<String> },
     /// A line of chat to the current room. `seq` counts the sender's lines so that receivers can
     /// detect loss and duplicates.
     Say { seq: u64, text: String },
@@ -44,8 +51,8 @@ pub enum Request {
     Rooms,
     /// `/topic`: show (`None`) or set the current room's topic.
     Topic { text: Option<String> },
-    /// `/msg`: a private line to one user.
-    Private { to: String, text: String },
+    /// `/msg`: a private line to one user; `seq` shares the counter of `Say`.
+    Private { seq: u64, to: String, text: String },
     /// `/quit`: leave with an optional reason; the connection closes after this frame.
     Quit { reason: Option<String> },
 }
@@ -57,40 +64,30 @@ pub enum Event {
     Welcome { version: u32 },
     /// The login succeeded; `nick` is the name as registered.
     LoggedIn { nick: String },
-    /// A line of chat from `from`.
-    Chat {
-        from: String,
-        seq: u64,
-        text: String,
-    },
+    /// A line of chat from `from`; `sender` and `seq` identify it for acknowledgement and
+    /// duplicate detection.
+    Chat { from: String, sender: u64, seq: u64, text: String },
     /// An action (`/me`) from `from`.
-    Action {
-        from: String,
-        seq: u64,
-        text: String,
-    },
+    Action { from: String, sender: u64, seq: u64, text: String },
     /// `nick` entered `room`.
     Joined { nick: String, room: String },
     /// `nick` left `room`.
-    Left {
-        nick: String,
-        room: String,
-        reason: LeaveReason,
-    },
+    Left { nick: String, room: String, reason: LeaveReason },
     /// `old` is now known as `new`.
     NickChanged { old: String, new: String },
     /// `by` set the topic of `room`.
-    TopicChanged {
-        room: String,
-        by: String,
-        text: String,
-    },
+    TopicChanged { room: String, by: String, text: String },
     /// The current topic of `room` (on join and on `/topic`).
     Topic { room: String, text: Option<String> },
     /// A private line to this session.
-    Private { from: String, text: String },
-    /// Confirmation to the sender of a private line.
-    PrivateSent { to: String, text: String },
+    Private { from: String, sender: u64, seq: u64, text: String },
+    /// Confirmation to the sender of a private line (and its acknowledgement).
+    PrivateSent { seq: u64, to: String, text: String },
+    /// Answer to `Resume`: registered as `nick` (which differs from the one asked for if that
+    /// was taken meanwhile) in `room`.
+    Resumed { nick: String, room: String },
+    /// A numbered request (`Say`, `Act`, `Private`) failed; this also acknowledges it.
+    Rejected { seq: u64, failure: Failure },
     /// Members of a room, sorted.
     Members { room: String, nicks: Vec<String> },
     /// Every room with its member count, sorted by name.

@@ -2,43 +2,47 @@
 //!
 //! The session owns everything about one connection: the telnet layer, line framing, the
 //! nickname prompt and login grace, command parsing, rendering events for this terminal, and
-//! the two bounded output queues (to the client, to the broker). It keeps no room state: the
-//! broker decides, the session asks and shows.
+//! the bounded output queue to the client. It keeps no room state beyond its own nick and room:
+//! the broker decides, the session asks and shows. Its [`link`] to the broker survives a broker
+//! restart: the session reconnects, re-registers (nick, room, the topic it set) and re-sends the
+//! lines the old broker had not acknowledged; the client sees one `*** ` line.
 //!
 //! Data flows one way on each side: client bytes → [`telnet`] → [`line`] → [`command`] →
 //! [`Request`] → broker; broker [`Event`] → [`render`] → client. The loop is a mio poller over
 //! the client socket, the broker channel and a signalfd; it never blocks on either peer.
 //!
-//! Backpressure: the session stops reading from the client while lines wait for a login answer
-//! or while its queue to the broker is above [`BROKER_HIGH_WATER`], so a fast typist is slowed
-//! by TCP rather than by unbounded memory. A client that does not read its output is
-//! disconnected once [`MAX_CLIENT_QUEUE`] bytes wait for it.
+//! Backpressure: the session stops reading from the client while lines wait for a login answer,
+//! while the broker is away, while its queue to the broker is above [`BROKER_HIGH_WATER`] or
+//! while [`link::MAX_UNACKED`] lines wait for acknowledgement, so a fast typist is slowed by
+//! TCP rather than by unbounded memory. A client that does not read its output is disconnected
+//! once [`MAX_CLIENT_QUEUE`] bytes wait for it.
 
 pub mod command;
 pub mod line;
+pub mod link;
 pub mod render;
 pub mod telnet;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
-use mio::net::{TcpStream, UnixStream};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
-use crate::channel::{Channel, ReadOutcome};
-use crate::names;
+use crate::channel::{ReadOutcome, SendError};
+use crate::names::{self, DEFAULT_ROOM};
 use crate::outbuf::OutBuf;
-use crate::proto::{Event, Failure, PROTOCOL_VERSION, Request};
+use crate::proto::{Event, Failure, Request};
 use crate::signals::ChildSignals;
 use crate::{sys, text};
 use command::Command;
 use line::{Line, LineSplitter};
+use link::BrokerLink;
 use render::notice;
 use telnet::Telnet;
 
@@ -46,8 +50,6 @@ use telnet::Telnet;
 pub const MAX_CLIENT_QUEUE: usize = 64 * 1024;
 /// Stop reading the client while this much waits for the broker.
 const BROKER_HIGH_WATER: usize = 64 * 1024;
-/// Most bytes queued towards the broker.
-const MAX_BROKER_QUEUE: usize = 1 << 20;
 /// Stop reading the client while this many lines wait to be handled.
 const MAX_PENDING_LINES: usize = 64;
 /// How long a closing session may spend delivering its last lines.
@@ -71,8 +73,10 @@ pub struct SessionSettings {
 enum Phase {
     /// No nickname yet. `asked` is the nickname sent to the broker and not yet answered.
     ChoosingNick { asked: Option<String> },
-    /// Logged in as `nick`.
-    Chatting { nick: String },
+    /// Re-registering as `nick` with a restarted broker; lines wait until it answers.
+    Resuming { nick: String },
+    /// Logged in as `nick`, in the room called `room`.
+    Chatting { nick: String, room: String },
 }
 
 /// The session is on its way out: deliver what is queued, then exit.
@@ -87,17 +91,17 @@ struct Session {
     client_out: OutBuf,
     /// The client socket had data last time we looked and has not reported WouldBlock since.
     client_readable: bool,
-    broker: Channel,
+    broker: BrokerLink,
     signals: ChildSignals,
     telnet: Telnet,
     splitter: LineSplitter,
     lines: VecDeque<Line>,
     phase: Phase,
+    /// The topic this user set in its current room, restored after a broker restart.
+    topic_set: Option<String>,
     peer: SocketAddr,
     started: Instant,
     settings: SessionSettings,
-    /// Sequence number of this session's next chat line.
-    next_seq: u64,
     /// When `/quit` was sent. The broker answers a quit by closing the connection after
     /// everything it owed this session, so the goodbye waits for that close.
     quit_sent: Option<Instant>,
@@ -121,20 +125,6 @@ pub fn run(client: TcpStream, peer: SocketAddr, settings: SessionSettings) -> i3
     }
 }
 
-/// Connects to the broker and says hello.
-fn connect_broker(settings: &SessionSettings, peer: SocketAddr) -> io::Result<Channel> {
-    let stream = StdUnixStream::connect(&settings.broker_socket)?;
-    stream.set_nonblocking(true)?;
-    let mut channel = Channel::new(UnixStream::from_std(stream), MAX_BROKER_QUEUE);
-    let hello = Request::Hello {
-        version: PROTOCOL_VERSION,
-        pid: std::process::id(),
-        peer: peer.to_string(),
-    };
-    channel.send(&hello).map_err(io::Error::other)?;
-    Ok(channel)
-}
-
 impl Session {
     fn start(
         mut client: TcpStream,
@@ -143,7 +133,13 @@ impl Session {
     ) -> io::Result<Session> {
         // Small lines must leave at once; batching is done here, per loop turn.
         let _ = client.set_nodelay(true);
-        let broker = match connect_broker(&settings, peer) {
+        let poll = Poll::new()?;
+        let broker = match BrokerLink::connect(
+            settings.broker_socket.clone(),
+            peer,
+            poll.registry(),
+            BROKER,
+        ) {
             Ok(broker) => broker,
             Err(err) => {
                 error!(
@@ -155,7 +151,6 @@ impl Session {
                 return Err(err);
             }
         };
-        let poll = Poll::new()?;
         let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT])?;
         let mut session = Session {
             poll,
@@ -168,18 +163,16 @@ impl Session {
             splitter: LineSplitter::new(),
             lines: VecDeque::new(),
             phase: Phase::ChoosingNick { asked: None },
+            topic_set: None,
             peer,
             started: Instant::now(),
             settings,
-            next_seq: 1,
             quit_sent: None,
             closing: None,
         };
-        let registry = session.poll.registry();
-        registry.register(&mut session.client, CLIENT, Interest::READABLE | Interest::WRITABLE)?;
-        registry.register(
-            session.broker.stream_mut(),
-            BROKER,
+        session.poll.registry().register(
+            &mut session.client,
+            CLIENT,
             Interest::READABLE | Interest::WRITABLE,
         )?;
         session.signals.register(session.poll.registry(), SIGNALS)?;
@@ -212,12 +205,13 @@ impl Session {
                     _ => {}
                 }
             }
-            if self.client_gone()? {
+            self.reconnect_if_due();
+            if self.client_gone() {
                 return Ok(());
             }
             self.handle_lines();
             self.check_timers();
-            self.flush()?;
+            self.flush();
             if let Some(closing) = &self.closing {
                 let drained = self.client_out.is_empty() && self.broker.queued() == 0;
                 if drained || Instant::now() >= closing.deadline {
@@ -228,30 +222,29 @@ impl Session {
         }
     }
 
-    /// The next moment the loop must wake without I/O: the end of the close grace, or of the
-    /// login grace.
+    /// The next moment the loop must wake without I/O: the end of the close grace or of the
+    /// login grace, or the next attempt to reach a restarted broker.
     fn next_deadline(&self) -> Option<Instant> {
         if let Some(closing) = &self.closing {
             return Some(closing.deadline);
         }
-        if let Some(sent) = self.quit_sent {
-            return Some(sent + CLOSE_GRACE);
-        }
-        match self.phase {
+        let login = match self.phase {
             Phase::ChoosingNick { .. } => Some(self.started + self.settings.login_grace),
-            Phase::Chatting { .. } => None,
-        }
+            Phase::Resuming { .. } | Phase::Chatting { .. } => None,
+        };
+        let quit = self.quit_sent.map(|sent| sent + CLOSE_GRACE);
+        [login, quit, self.broker.retry_at()].into_iter().flatten().min()
     }
 
     /// Reads what the client sent, as far as the queues allow. Returns true when the client
     /// has gone (EOF or error): there is nobody left to talk to.
-    fn client_gone(&mut self) -> io::Result<bool> {
+    fn client_gone(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
         while self.client_readable && self.closing.is_none() && self.has_room_for_input() {
             let n = match self.client.read(&mut chunk) {
                 Ok(0) => {
                     self.log_end("connection closed by client");
-                    return Ok(true);
+                    return true;
                 }
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -261,7 +254,7 @@ impl Session {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     self.log_end(&format!("connection error: {err}"));
-                    return Ok(true);
+                    return true;
                 }
             };
             let mut data = Vec::with_capacity(n);
@@ -274,23 +267,23 @@ impl Session {
             self.splitter.feed(&data, &mut lines);
             self.lines.extend(lines);
         }
-        Ok(false)
+        false
     }
 
     fn has_room_for_input(&self) -> bool {
         self.lines.len() < MAX_PENDING_LINES && self.broker.queued() < BROKER_HIGH_WATER
     }
 
-    /// Handles waiting lines, unless a login answer is outstanding (lines typed after a
-    /// nickname must not be taken as another nickname).
+    /// Handles waiting lines, unless an answer they depend on is outstanding: a login answer
+    /// (lines typed after a nickname must not be taken as another nickname), a re-registration,
+    /// or the broker itself.
     fn handle_lines(&mut self) {
-        while self.closing.is_none() && self.quit_sent.is_none() {
-            if matches!(self.phase, Phase::ChoosingNick { asked: Some(_) }) {
-                return;
+        while self.closing.is_none() && self.quit_sent.is_none() && self.broker.has_room() {
+            match self.phase {
+                Phase::ChoosingNick { asked: Some(_) } | Phase::Resuming { .. } => return,
+                Phase::ChoosingNick { asked: None } | Phase::Chatting { .. } => {}
             }
-            let Some(line) = self.lines.pop_front() else {
-                return;
-            };
+            let Some(line) = self.lines.pop_front() else { return };
             match line {
                 Line::TooLong => self.show(&notice::too_long()),
                 Line::Bytes(bytes) => match String::from_utf8(bytes) {
@@ -307,8 +300,10 @@ impl Session {
         }
         let command = command::parse(line);
         match &self.phase {
-            Phase::ChoosingNick { .. } => self.handle_before_login(command),
             Phase::Chatting { .. } => self.handle_chatting(command),
+            Phase::ChoosingNick { .. } | Phase::Resuming { .. } => {
+                self.handle_before_login(command)
+            }
         }
     }
 
@@ -337,20 +332,29 @@ impl Session {
             return;
         }
         self.phase = Phase::ChoosingNick { asked: Some(nick.to_string()) };
-        self.send(Request::Login { nick: nick.to_string() });
+        let login = Request::Login { nick: nick.to_string() };
+        let sent = self.broker.send(&login);
+        self.check_sent(sent);
     }
 
     fn handle_chatting(&mut self, command: Command) {
         let request = match command {
-            Command::Say(text) => Request::Say { seq: self.take_seq(), text },
-            Command::Me(text) => Request::Act { seq: self.take_seq(), text },
+            Command::Say(text) => {
+                let sent = self.broker.send_numbered(|seq| Request::Say { seq, text });
+                return self.check_sent(sent);
+            }
+            Command::Me(text) => {
+                let sent = self.broker.send_numbered(|seq| Request::Act { seq, text });
+                return self.check_sent(sent);
+            }
+            Command::Msg { to, text } => {
+                let sent = self.broker.send_numbered(|seq| Request::Private { seq, to, text });
+                return self.check_sent(sent);
+            }
             Command::Nick(nick) => {
                 if let Err(why) = names::check_nick(&nick) {
-                    self.show(&render::system(&render::failure(&Failure::InvalidNick {
-                        nick,
-                        why,
-                    })));
-                    return;
+                    let failure = Failure::InvalidNick { nick, why };
+                    return self.show(&render::system(&render::failure(&failure)));
                 }
                 Request::ChangeNick { nick }
             }
@@ -358,11 +362,9 @@ impl Session {
             Command::Who => Request::Who,
             Command::Rooms => Request::Rooms,
             Command::Topic(text) => Request::Topic { text },
-            Command::Msg { to, text } => Request::Private { to, text },
             Command::Quit(reason) => {
-                self.send(Request::Quit { reason });
                 self.quit_sent = Some(Instant::now());
-                return;
+                Request::Quit { reason }
             }
             Command::Help => {
                 for line in render::help() {
@@ -373,17 +375,12 @@ impl Session {
             Command::Unknown(word) => return self.show(&notice::unknown(&word)),
             Command::Usage(usage) => return self.show(&notice::usage(usage)),
         };
-        self.send(request);
+        let sent = self.broker.send(&request);
+        self.check_sent(sent);
     }
 
-    fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
-    }
-
-    fn send(&mut self, request: Request) {
-        if let Err(err) = self.broker.send(&request) {
+    fn check_sent(&mut self, sent: Result<(), SendError>) {
+        if let Err(err) = sent {
             warn!("session for {}: cannot queue a request for the broker: {err}", self.peer);
             self.close(Some(notice::service_lost()), "broker queue full");
         }
@@ -391,24 +388,18 @@ impl Session {
 
     fn read_broker(&mut self) {
         loop {
-            match self.broker.read_some() {
+            let Some(channel) = self.broker.channel() else { return };
+            match channel.read_some() {
                 Ok(ReadOutcome::Data) => {}
                 Ok(ReadOutcome::WouldBlock) => return,
                 Ok(ReadOutcome::Closed { .. }) => {
                     // Events that arrived with the close are still shown.
                     self.handle_events();
-                    if self.quit_sent.is_some() {
-                        self.close(Some(notice::goodbye()), "quit");
-                    } else if self.closing.is_none() {
-                        warn!("session for {}: the broker closed the connection", self.peer);
-                        self.close(Some(notice::service_lost()), "lost the broker");
-                    }
-                    return;
+                    return self.broker_closed();
                 }
                 Err(err) => {
                     warn!("session for {}: broker connection failed: {err}", self.peer);
-                    self.close(Some(notice::service_lost()), "lost the broker");
-                    return;
+                    return self.broker_closed();
                 }
             }
             if !self.handle_events() {
@@ -417,10 +408,50 @@ impl Session {
         }
     }
 
+    /// The broker closed the connection: the answer to `/quit`, or a broker that died.
+    fn broker_closed(&mut self) {
+        if self.quit_sent.is_some() {
+            self.close(Some(notice::goodbye()), "quit");
+        } else if self.closing.is_none() {
+            warn!("session for {}: lost the broker; reconnecting", self.peer);
+            self.broker.lost();
+        }
+    }
+
+    /// Reconnects to a restarted broker and re-registers: the nickname asked for (before
+    /// login), or nick, room and topic (after), then re-sends unacknowledged lines.
+    fn reconnect_if_due(&mut self) {
+        if self.closing.is_some() {
+            return;
+        }
+        if self.broker.gave_up() {
+            return self.close(Some(notice::service_lost()), "the broker did not come back");
+        }
+        if !self.broker.try_reconnect(self.poll.registry()) {
+            return;
+        }
+        let request = match &self.phase {
+            Phase::ChoosingNick { asked: None } => return,
+            Phase::ChoosingNick { asked: Some(nick) } => Request::Login { nick: nick.clone() },
+            Phase::Resuming { nick } | Phase::Chatting { nick, .. } => {
+                let room = match &self.phase {
+                    Phase::Chatting { room, .. } => room.clone(),
+                    _ => DEFAULT_ROOM.to_string(),
+                };
+                let nick = nick.clone();
+                self.phase = Phase::Resuming { nick: nick.clone() };
+                Request::Resume { nick, room, topic: self.topic_set.clone() }
+            }
+        };
+        let sent = self.broker.send(&request).and_then(|()| self.broker.resend_unacked());
+        self.check_sent(sent);
+    }
+
     /// Handles every whole event read from the broker; false if the broker sent garbage.
     fn handle_events(&mut self) -> bool {
         loop {
-            match self.broker.next_message::<Event>() {
+            let Some(channel) = self.broker.channel() else { return false };
+            match channel.next_message::<Event>() {
                 Ok(Some(event)) => self.handle_event(event),
                 Ok(None) => return true,
                 Err(err) => {
@@ -433,45 +464,99 @@ impl Session {
     }
 
     fn handle_event(&mut self, event: Event) {
-        match (&self.phase, &event) {
-            (Phase::ChoosingNick { .. }, Event::LoggedIn { nick }) => {
-                info!("{} logged in as {nick}", self.peer);
-                self.phase = Phase::Chatting { nick: nick.clone() };
-            }
-            (Phase::ChoosingNick { asked: Some(_) }, Event::Failed(_)) => {
-                self.phase = Phase::ChoosingNick { asked: None };
-                for line in render::event(&event) {
-                    self.show(&line);
-                }
-                self.show(&notice::prompt());
-                return;
-            }
-            (Phase::Chatting { nick }, Event::NickChanged { old, new })
-                if names::fold(nick) == names::fold(old) =>
-            {
-                info!("{} ({old}) is now known as {new}", self.peer);
-                self.phase = Phase::Chatting { nick: new.clone() };
-            }
-            (_, Event::Shutdown) => {
-                self.close(Some(notice::shutting_down()), "server shutting down");
-                return;
-            }
-            (_, Event::Failed(Failure::VersionMismatch { broker, session })) => {
-                error!("broker speaks protocol {broker}, this session {session}");
-                self.close(
-                    Some(render::system(&render::failure(&Failure::VersionMismatch {
-                        broker: *broker,
-                        session: *session,
-                    }))),
-                    "protocol version mismatch",
-                );
-                return;
-            }
-            _ => {}
+        if !self.track(&event) {
+            return;
         }
         for line in render::event(&event) {
             self.show(&line);
         }
+    }
+
+    /// Updates the session's own state from an event; false if the event must not be shown
+    /// (a duplicate, or one the session answers in its own words).
+    fn track(&mut self, event: &Event) -> bool {
+        let me = self.broker.session();
+        match event {
+            Event::Chat { sender, seq, .. } | Event::Action { sender, seq, .. } => {
+                if *sender == me {
+                    self.broker.acknowledge(*seq);
+                }
+                return self.broker.first_sight(*sender, *seq);
+            }
+            Event::Private { sender, seq, .. } => return self.broker.first_sight(*sender, *seq),
+            Event::PrivateSent { seq, .. } | Event::Rejected { seq, .. } => {
+                self.broker.acknowledge(*seq)
+            }
+            Event::LoggedIn { nick } => {
+                info!("{} logged in as {nick}", self.peer);
+                self.phase = Phase::Chatting { nick: nick.clone(), room: DEFAULT_ROOM.to_string() };
+            }
+            Event::Failed(_) if matches!(self.phase, Phase::ChoosingNick { asked: Some(_) }) => {
+                self.phase = Phase::ChoosingNick { asked: None };
+                for line in render::event(event) {
+                    self.show(&line);
+                }
+                self.show(&notice::prompt());
+                return false;
+            }
+            Event::Failed(failure) if matches!(self.phase, Phase::Resuming { .. }) => {
+                warn!("{}: could not re-register after a broker restart: {failure:?}", self.peer);
+                self.phase = Phase::ChoosingNick { asked: None };
+                self.started = Instant::now();
+                self.show(&render::system(&render::failure(failure)));
+                self.show(&notice::prompt());
+                return false;
+            }
+            Event::Resumed { nick, room } => {
+                let asked = match &self.phase {
+                    Phase::Resuming { nick } => nick.clone(),
+                    _ => nick.clone(),
+                };
+                info!("{} re-registered as {nick} in {room} after a broker restart", self.peer);
+                let line = if names::fold(&asked) == names::fold(nick) {
+                    notice::resumed(room)
+                } else {
+                    notice::resumed_renamed(&asked, nick)
+                };
+                self.phase = Phase::Chatting { nick: nick.clone(), room: room.clone() };
+                self.show(&line);
+            }
+            Event::Joined { nick, room } => {
+                if let Phase::Chatting { nick: mine, room: current } = &mut self.phase
+                    && names::fold(mine) == names::fold(nick)
+                {
+                    *current = room.clone();
+                    self.topic_set = None;
+                }
+            }
+            Event::TopicChanged { by, text, .. } => {
+                let mine = matches!(&self.phase, Phase::Chatting { nick, .. } if names::fold(nick) == names::fold(by));
+                self.topic_set = mine.then(|| text.clone());
+            }
+            Event::NickChanged { old, new } => {
+                if let Phase::Chatting { nick, .. } = &mut self.phase
+                    && names::fold(nick) == names::fold(old)
+                {
+                    info!("{} ({old}) is now known as {new}", self.peer);
+                    *nick = new.clone();
+                }
+            }
+            Event::Shutdown => {
+                self.close(Some(notice::shutting_down()), "server shutting down");
+                return false;
+            }
+            Event::Failed(Failure::VersionMismatch { broker, session }) => {
+                error!("broker speaks protocol {broker}, this session {session}");
+                let failure = Failure::VersionMismatch { broker: *broker, session: *session };
+                self.close(
+                    Some(render::system(&render::failure(&failure))),
+                    "protocol version mismatch",
+                );
+                return false;
+            }
+            _ => {}
+        }
+        true
     }
 
     fn check_timers(&mut self) {
@@ -516,30 +601,28 @@ impl Session {
 
     fn log_end(&self, why: &str) {
         let who = match &self.phase {
-            Phase::Chatting { nick } => format!("{nick} ({})", self.peer),
+            Phase::Chatting { nick, .. } | Phase::Resuming { nick } => {
+                format!("{nick} ({})", self.peer)
+            }
             Phase::ChoosingNick { .. } => self.peer.to_string(),
         };
         info!("{who} disconnected after {}s: {why}", self.started.elapsed().as_secs());
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if let Err(err) = self.broker.flush()
-            && self.closing.is_none()
+    fn flush(&mut self) {
+        if let Some(channel) = self.broker.channel()
+            && let Err(err) = channel.flush()
         {
             warn!("session for {}: cannot write to the broker: {err}", self.peer);
-            self.close(Some(notice::service_lost()), "lost the broker");
+            self.broker_closed();
         }
-        match self.client_out.write_to(&mut self.client) {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                // The client is gone; nothing more can be delivered.
-                if self.closing.is_none() {
-                    self.log_end(&format!("write error: {err}"));
-                }
-                self.closing = Some(Closing { deadline: Instant::now() });
-                self.client_out = OutBuf::new(0);
-                Ok(())
+        if let Err(err) = self.client_out.write_to(&mut self.client) {
+            // The client is gone; nothing more can be delivered.
+            if self.closing.is_none() {
+                self.log_end(&format!("write error: {err}"));
             }
+            self.closing = Some(Closing { deadline: Instant::now() });
+            self.client_out = OutBuf::new(0);
         }
     }
 }

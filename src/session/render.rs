@@ -61,8 +61,8 @@ pub fn event(event: &Event) -> Vec<String> {
         Event::Topic { room, text: None } => {
             system(&format!("No topic is set for {}", sanitize(room)))
         }
-        Event::Private { from, text } => format!("*{}* {}", sanitize(from), sanitize(text)),
-        Event::PrivateSent { to, text } => format!("-> *{}* {}", sanitize(to), sanitize(text)),
+        Event::Private { from, text, .. } => format!("*{}* {}", sanitize(from), sanitize(text)),
+        Event::PrivateSent { to, text, .. } => format!("-> *{}* {}", sanitize(to), sanitize(text)),
         Event::Members { room, nicks } => {
             let names: Vec<String> = nicks.iter().map(|n| sanitize(n)).collect();
             system(&format!("In {} ({}): {}", sanitize(room), names.len(), names.join(", ")))
@@ -72,7 +72,9 @@ pub fn event(event: &Event) -> Vec<String> {
                 rooms.iter().map(|r| format!("{} ({})", sanitize(&r.name), r.members)).collect();
             system(&format!("Rooms: {}", rows.join(", ")))
         }
-        Event::Failed(failure) => system(&self::failure(failure)),
+        Event::Failed(failure) | Event::Rejected { failure, .. } => system(&self::failure(failure)),
+        // The session words this itself: it knows what it asked for.
+        Event::Resumed { .. } => return Vec::new(),
         Event::Shutdown => notice::shutting_down(),
     };
     vec![line]
@@ -159,6 +161,18 @@ pub mod notice {
         system("The chat service is unavailable; please try again later.")
     }
 
+    pub fn resumed(room: &str) -> String {
+        system(&format!("The chat service restarted; you are still in {}.", super::sanitize(room)))
+    }
+
+    pub fn resumed_renamed(asked: &str, got: &str) -> String {
+        system(&format!(
+            "The chat service restarted and {} was taken meanwhile; you are now {}.",
+            super::sanitize(asked),
+            super::sanitize(got)
+        ))
+    }
+
     pub fn service_lost() -> String {
         system("Lost contact with the chat service; please reconnect.")
     }
@@ -182,7 +196,7 @@ mod tests {
     #[test]
     fn user_lines_and_system_lines_look_different() {
         assert_eq!(
-            one(Event::Chat { from: "alice".into(), seq: 1, text: "Hello,all".into() }),
+            one(Event::Chat { from: "alice".into(), sender: 9, seq: 1, text: "Hello,all".into() }),
             "<alice> Hello,all"
         );
         assert_eq!(
@@ -190,7 +204,7 @@ mod tests {
             "*** alice has joined lobby"
         );
         assert_eq!(
-            one(Event::Action { from: "alice".into(), seq: 1, text: "waves".into() }),
+            one(Event::Action { from: "alice".into(), sender: 9, seq: 1, text: "waves".into() }),
             "* alice waves"
         );
     }
@@ -209,11 +223,11 @@ mod tests {
     #[test]
     fn private_lines_and_lists() {
         assert_eq!(
-            one(Event::Private { from: "alice".into(), text: "psst".into() }),
+            one(Event::Private { from: "alice".into(), sender: 9, seq: 1, text: "psst".into() }),
             "*alice* psst"
         );
         assert_eq!(
-            one(Event::PrivateSent { to: "bob".into(), text: "psst".into() }),
+            one(Event::PrivateSent { seq: 1, to: "bob".into(), text: "psst".into() }),
             "-> *bob* psst"
         );
         assert_eq!(
@@ -228,8 +242,12 @@ mod tests {
 
     #[test]
     fn controls_from_a_misbehaving_broker_are_still_removed() {
-        let line =
-            one(Event::Chat { from: "x\r*** y".into(), seq: 1, text: "\x1b]0;pwned\x07".into() });
+        let line = one(Event::Chat {
+            from: "x\r*** y".into(),
+            sender: 9,
+            seq: 1,
+            text: "\x1b]0;pwned\x07".into(),
+        });
         assert!(
             !line.contains('\x1b') && !line.contains('\r') && !line.contains('\x07'),
             "{line:?}"

@@ -115,6 +115,35 @@ impl Daemon {
         }
     }
 
+    /// Waits until `count` log lines contain `needle`; returns the last of them.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = self.log.lines.lock().expect("log lock");
+        loop {
+            let found: Vec<&String> = lines.iter().filter(|line| line.contains(needle)).collect();
+            if found.len() >= count {
+                return found[count - 1].clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "fewer than {count} log lines containing {needle:?}; the log was:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = self.log.grew.wait_timeout(lines, left).expect("log lock").0;
+        }
+    }
+
+    /// The pid of the broker started `nth` (1 for the first).
+    pub fn broker_pid(&self, nth: usize) -> i32 {
+        let line = self.wait_for_log_count("broker started, pid ", nth);
+        line.rsplit(' ')
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"))
+    }
+
     /// A raw TCP connection to the daemon.
     pub fn connect(&self) -> Client {
         Client::connect(self.port)

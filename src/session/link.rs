@@ -1,0 +1,272 @@
+//! A session's link to the broker, and what keeps it whole across a broker restart.
+//!
+//! Owns the broker [`Channel`] and three pieces of state that outlive any one connection:
+//! - the numbering of this session's lines (`Say`, `Act`, `Private` share one counter) and the
+//!   lines not yet acknowledged, which are re-sent in order after reconnecting;
+//! - the duplicate filter: the highest sequence number shown per sender, so a line that the old
+//!   broker delivered and a sender re-sent is shown once;
+//! - the reconnection schedule when the broker is gone.
+//!
+//! An acknowledgement is whatever proves the broker processed a numbered request: the echo of
+//! this session's own `Chat`/`Action` (a sender is always in its room), `PrivateSent`, or
+//! `Rejected`. It does not decide what to re-register (nick, room): that is the session's.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::net::UnixStream;
+use mio::{Interest, Registry, Token};
+
+use crate::channel::{Channel, SendError};
+use crate::proto::{PROTOCOL_VERSION, Request};
+
+/// Most bytes queued towards the broker.
+const MAX_BROKER_QUEUE: usize = 1 << 20;
+/// Most numbered requests waiting for acknowledgement; input pauses beyond this.
+pub const MAX_UNACKED: usize = 256;
+/// Senders remembered by the duplicate filter before it starts afresh.
+const MAX_SENDERS_REMEMBERED: usize = 16_384;
+/// First and longest wait between reconnection attempts.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long a session waits for a broker to come back before it gives up on its client.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+
+/// The broker connection and the state that survives its loss.
+pub struct BrokerLink {
+    socket: PathBuf,
+    token: Token,
+    /// `Hello` as sent on every connection.
+    hello: Request,
+    /// This session's sender id.
+    session: u64,
+    channel: Option<Channel>,
+    /// When the connection was lost, and when to try again.
+    lost_at: Option<Instant>,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    next_seq: u64,
+    unacked: VecDeque<(u64, Request)>,
+    /// Highest sequence number shown, per sender.
+    shown: HashMap<u64, u64>,
+}
+
+/// A random sender id; pids are reused, these practically never are.
+fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok() {
+        return u64::from_ne_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+impl BrokerLink {
+    /// Connects to the broker and queues `Hello`.
+    pub fn connect(
+        socket: PathBuf,
+        peer: SocketAddr,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<BrokerLink> {
+        let session = random_id();
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            peer: peer.to_string(),
+            session,
+        };
+        let mut link = BrokerLink {
+            socket,
+            token,
+            hello,
+            session,
+            channel: None,
+            lost_at: None,
+            retry_at: None,
+            retry_delay: RETRY_FIRST,
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            shown: HashMap::new(),
+        };
+        link.open(registry)?;
+        Ok(link)
+    }
+
+    fn open(&mut self, registry: &Registry) -> io::Result<()> {
+        let stream = StdUnixStream::connect(&self.socket)?;
+        stream.set_nonblocking(true)?;
+        let mut channel = Channel::new(UnixStream::from_std(stream), MAX_BROKER_QUEUE);
+        registry.register(
+            channel.stream_mut(),
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        channel.send(&self.hello).map_err(io::Error::other)?;
+        self.channel = Some(channel);
+        self.lost_at = None;
+        self.retry_at = None;
+        self.retry_delay = RETRY_FIRST;
+        Ok(())
+    }
+
+    pub fn channel(&mut self) -> Option<&mut Channel> {
+        self.channel.as_mut()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    /// Bytes waiting to be written to the broker.
+    pub fn queued(&self) -> usize {
+        self.channel.as_ref().map_or(0, Channel::queued)
+    }
+
+    /// Whether more input may be turned into numbered requests now.
+    pub fn has_room(&self) -> bool {
+        self.is_connected() && self.unacked.len() < MAX_UNACKED
+    }
+
+    /// Sends a request that needs no acknowledgement (it is not re-sent after a restart).
+    pub fn send(&mut self, request: &Request) -> Result<(), SendError> {
+        match self.channel.as_mut() {
+            Some(channel) => channel.send(request),
+            None => Ok(()),
+        }
+    }
+
+    /// Numbers a request, keeps it until acknowledged, and sends it if connected.
+    pub fn send_numbered(&mut self, make: impl FnOnce(u64) -> Request) -> Result<(), SendError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let request = make(seq);
+        let result = self.send(&request);
+        self.unacked.push_back((seq, request));
+        result
+    }
+
+    /// Re-sends every unacknowledged request, oldest first (after re-registering).
+    pub fn resend_unacked(&mut self) -> Result<(), SendError> {
+        let Some(channel) = self.channel.as_mut() else { return Ok(()) };
+        for (_, request) in &self.unacked {
+            channel.send(request)?;
+        }
+        Ok(())
+    }
+
+    /// Everything up to and including `seq` reached the broker.
+    pub fn acknowledge(&mut self, seq: u64) {
+        while self.unacked.front().is_some_and(|(oldest, _)| *oldest <= seq) {
+            self.unacked.pop_front();
+        }
+    }
+
+    /// This session's sender id.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// True the first time a (sender, seq) line is seen; false for a duplicate.
+    pub fn first_sight(&mut self, sender: u64, seq: u64) -> bool {
+        if self.shown.len() >= MAX_SENDERS_REMEMBERED && !self.shown.contains_key(&sender) {
+            self.shown.clear();
+        }
+        let highest = self.shown.entry(sender).or_insert(0);
+        if seq <= *highest {
+            return false;
+        }
+        *highest = seq;
+        true
+    }
+
+    /// The connection is gone: forget it and try again at once.
+    pub fn lost(&mut self) {
+        self.channel = None;
+        let now = Instant::now();
+        self.lost_at.get_or_insert(now);
+        self.retry_at = Some(now);
+    }
+
+    /// When the next reconnection attempt is due, if the link is down.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// True once the broker has been gone for longer than [`GIVE_UP_AFTER`].
+    pub fn gave_up(&self) -> bool {
+        self.lost_at.is_some_and(|at| at.elapsed() >= GIVE_UP_AFTER)
+    }
+
+    /// Tries to reconnect if an attempt is due. `Ok(true)`: connected again and `Hello` queued;
+    /// the caller re-registers and then calls [`BrokerLink::resend_unacked`].
+    pub fn try_reconnect(&mut self, registry: &Registry) -> bool {
+        if self.channel.is_some() || self.retry_at.is_none_or(|at| Instant::now() < at) {
+            return false;
+        }
+        match self.open(registry) {
+            Ok(()) => true,
+            Err(_) => {
+                self.retry_at = Some(Instant::now() + self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link() -> BrokerLink {
+        BrokerLink {
+            socket: PathBuf::new(),
+            token: Token(0),
+            hello: Request::Who,
+            session: 1,
+            channel: None,
+            lost_at: None,
+            retry_at: None,
+            retry_delay: RETRY_FIRST,
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            shown: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn numbered_requests_wait_for_their_acknowledgement() {
+        let mut link = link();
+        for text in ["a", "b", "c"] {
+            link.send_numbered(|seq| Request::Say { seq, text: text.into() }).expect("queued");
+        }
+        link.acknowledge(2);
+        let left: Vec<u64> = link.unacked.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(left, vec![3]);
+    }
+
+    #[test]
+    fn duplicates_are_seen_once_per_sender() {
+        let mut link = link();
+        assert!(link.first_sight(7, 1));
+        assert!(link.first_sight(7, 2));
+        assert!(!link.first_sight(7, 2));
+        assert!(!link.first_sight(7, 1));
+        assert!(link.first_sight(8, 1));
+    }
+
+    #[test]
+    fn a_lost_link_retries_at_once_and_then_backs_off() {
+        let mut link = link();
+        link.lost();
+        assert!(link.retry_at().is_some_and(|at| at <= Instant::now()));
+        assert!(!link.gave_up());
+    }
+}

@@ -1,0 +1,122 @@
+//! Reliability behaviour: what happens when processes die and peers misbehave.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::util::{Client, Daemon, process_state, wait_until};
+
+/// Each client says a marker and waits for every client's marker, so that everything sent
+/// before is consumed and what comes after can be counted.
+fn sync_markers(clients: &mut [(Client, String, &str)], tag: &str) {
+    for (client, nick, _) in clients.iter_mut() {
+        client.send(&format!("{tag} from {nick}"));
+    }
+    let everyone: Vec<(String, String)> =
+        clients.iter().map(|(_, nick, room)| (nick.clone(), room.to_string())).collect();
+    for (client, _, room) in clients.iter_mut() {
+        let mut missing: HashSet<String> = everyone
+            .iter()
+            .filter(|(_, other_room)| other_room == room)
+            .map(|(other, _)| format!("<{other}> {tag} from {other}"))
+            .collect();
+        while !missing.is_empty() {
+            let line = client.next_line().expect("connection open");
+            missing.remove(&line);
+        }
+    }
+}
+
+/// How many of `total` clients, dealt round-robin over `rooms`, land in room number `index`.
+fn clients_per_room(total: usize, rooms: usize, index: usize) -> usize {
+    total / rooms + usize::from(index < total % rooms)
+}
+
+#[test]
+fn killing_the_broker_disconnects_nobody() {
+    let daemon = Daemon::start();
+    let rooms = ["lobby", "rust", "tea"];
+    let mut clients: Vec<(Client, String, &str)> = Vec::new();
+    for i in 0..50 {
+        let nick = format!("u{i}");
+        let room = rooms[i % 3];
+        let mut client = daemon.login(&nick);
+        if room != "lobby" {
+            client.send(&format!("/join {room}"));
+            client.expect(&format!("*** {nick} has joined {room}"));
+        }
+        clients.push((client, nick, room));
+    }
+    sync_markers(&mut clients, "before");
+    let seen_before: Vec<usize> = clients.iter().map(|(client, _, _)| client.seen.len()).collect();
+
+    let broker = daemon.broker_pid(1);
+    let killed = Instant::now();
+    kill(Pid::from_raw(broker), Signal::SIGKILL).expect("kill the broker");
+    let restarted = daemon.broker_pid(2);
+    assert_ne!(restarted, broker);
+    wait_until("the old broker is reaped", || process_state(broker).is_none());
+
+    for (client, _, room) in clients.iter_mut() {
+        client.expect(&format!("*** The chat service restarted; you are still in {room}."));
+    }
+    sync_markers(&mut clients, "after");
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(2), "chatting again took {took:?}");
+
+    for ((client, _, room), before) in clients.iter_mut().zip(seen_before) {
+        let lines_since_kill = &client.seen[before..];
+        let system: Vec<&String> =
+            lines_since_kill.iter().filter(|l| l.starts_with("*** ")).collect();
+        assert_eq!(system.len(), 1, "in {room}, expected one *** line, saw {system:?}");
+    }
+    for room in rooms {
+        let (client, _, _) = clients.iter_mut().find(|(_, _, r)| *r == room).expect("a member");
+        client.send("/who");
+        let listing = client.expect_prefix(&format!("*** In {room} ("));
+        let count = listing.split(": ").nth(1).map_or(0, |names| names.split(", ").count());
+        let expected =
+            clients_per_room(50, rooms.len(), rooms.iter().position(|r| *r == room).unwrap_or(0));
+        assert_eq!(count, expected, "{listing}");
+    }
+    assert_eq!(daemon.processes().len(), 52, "master, broker and 50 sessions");
+}
+
+#[test]
+fn no_line_is_lost_or_duplicated_when_the_broker_dies() {
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    let first: String = (1..=100).map(|n| format!("line {n}\r\n")).collect();
+    alice.send_raw(first.as_bytes());
+    kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
+    let second: String = (101..=200).map(|n| format!("line {n}\r\n")).collect();
+    alice.send_raw(second.as_bytes());
+    daemon.broker_pid(2);
+    for (who, client) in [("bob", &mut bob), ("alice", &mut alice)] {
+        client.expect("<alice> line 200");
+        let got: Vec<&str> =
+            client.seen.iter().filter_map(|l| l.strip_prefix("<alice> line ")).collect();
+        let want: Vec<String> = (1..=200).map(|n| n.to_string()).collect();
+        assert_eq!(got, want, "{who} did not see every line exactly once, in order");
+    }
+}
+
+#[test]
+fn a_login_in_progress_survives_a_broker_restart() {
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let mut waiting = daemon.connect();
+    waiting.expect_prefix("*** Please choose a nickname");
+    kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
+    daemon.broker_pid(2);
+    alice.expect("*** The chat service restarted; you are still in lobby.");
+    waiting.send("carol");
+    waiting.expect("*** carol has joined lobby");
+    alice.expect("*** carol has joined lobby");
+    waiting.send("hi");
+    alice.expect("<carol> hi");
+}
