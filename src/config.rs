@@ -1,10 +1,13 @@
 //! Settings: embedded defaults, an optional TOML file, and command-line overrides, in that order.
 //!
 //! Owns parsing and validation of settings; it never opens sockets or touches the runtime
-//! directory. Every key has a default, so chatd runs with no file at all.
+//! directory. Every key has a default, so chatd runs with no file at all; the defaults follow
+//! sshd, Postfix and ngircd where those have an equivalent. `packaging/chatd.toml` lists every key
+//! with its default (a unit test keeps the two in step).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,10 +24,97 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid listen address {0:?}: expected ADDR:PORT, like 0.0.0.0:2323 or [::]:2323")]
-    Listen(String),
-    #[error("{key} must be at least 1")]
-    Zero { key: &'static str },
+    #[error("{where_}{key}: {message}")]
+    Invalid { where_: String, key: &'static str, message: String },
+}
+
+/// sshd's `MaxStartups start:rate:full`: with `start` clients not yet admitted, new ones are
+/// refused with probability `rate`%, rising linearly to 100% at `full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxStartups {
+    pub start: usize,
+    pub rate: u32,
+    pub full: usize,
+}
+
+impl FromStr for MaxStartups {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let number =
+            |s: &str| s.trim().parse::<usize>().map_err(|_| format!("{s:?} is not a number"));
+        let parsed = match parts.as_slice() {
+            [full] => MaxStartups { start: number(full)?, rate: 100, full: number(full)? },
+            [start, rate, full] => MaxStartups {
+                start: number(start)?,
+                rate: u32::try_from(number(rate)?).map_err(|_| "rate too large".to_string())?,
+                full: number(full)?,
+            },
+            _ => return Err("expected \"start:rate:full\", like \"10:30:100\"".into()),
+        };
+        if parsed.start == 0 || parsed.start > parsed.full || parsed.rate > 100 {
+            return Err("need 1 <= start <= full and rate <= 100".into());
+        }
+        Ok(parsed)
+    }
+}
+
+/// Limits the master applies before it forks a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionLimits {
+    /// Connected clients at most, admitted or not.
+    pub max_clients: usize,
+    /// Connected clients per source address (IPv6: per /64).
+    pub max_clients_per_ip: usize,
+    /// Cap on clients that have not chosen a nickname yet.
+    pub max_startups: MaxStartups,
+    /// Trips (refusals, or leaving before choosing a nickname) that put a source in the penalty box.
+    pub penalty_trips: u32,
+    /// First penalty; each further one doubles, up to `penalty_max`.
+    pub penalty: Duration,
+    pub penalty_max: Duration,
+}
+
+/// What each session child enforces on its client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionLimits {
+    /// How long a client may take to choose a nickname.
+    pub login_grace: Duration,
+    /// Disconnect a client that sent nothing for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive idle time (and the telnet NOP interval for telnet clients).
+    pub keepalive: Duration,
+    /// Lines a client may send at once before the rate applies.
+    pub flood_burst: u32,
+    /// Lines per second after the burst.
+    pub flood_lines_per_second: f64,
+    /// Lines held back (delayed) before further lines are refused.
+    pub flood_queue: usize,
+    /// Invalid commands in a row before the client is disconnected.
+    pub error_budget: u32,
+    /// Bytes waiting for a client that does not read before it is disconnected.
+    pub send_queue_bytes: usize,
+    /// Bytes without a line end before the client is disconnected.
+    pub max_unterminated_bytes: usize,
+}
+
+/// Effective settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Addresses to listen on; the defaults are "IPv4 and IPv6 on every interface".
+    pub listen: Vec<SocketAddr>,
+    /// Whether `listen` came from the defaults (an address family the host lacks is skipped).
+    pub listen_is_default: bool,
+    /// Where broker.sock lives.
+    pub runtime_dir: PathBuf,
+    pub log: LogTarget,
+    /// The user to run as after binding, when started as root (`None`: stay as is).
+    pub user: Option<String>,
+    pub admission: AdmissionLimits,
+    pub session: SessionLimits,
+    /// Bytes the broker queues for one session before dropping it as too slow.
+    pub broker_queue_bytes: usize,
 }
 
 /// The settings file as written; every key optional.
@@ -34,21 +124,23 @@ struct FileConfig {
     listen: Option<Vec<String>>,
     runtime_dir: Option<PathBuf>,
     log: Option<LogTarget>,
+    user: Option<String>,
     login_grace_seconds: Option<u64>,
-}
-
-/// Effective settings.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Addresses to listen on; the defaults are "IPv4 and IPv6 on every interface".
-    pub listen: Vec<SocketAddr>,
-    /// Whether `listen` came from the defaults (an address family the host lacks is skipped).
-    pub listen_is_default: bool,
-    /// Where broker.sock lives.
-    pub runtime_dir: PathBuf,
-    pub log: LogTarget,
-    /// How long a client may take to choose a nickname.
-    pub login_grace: Duration,
+    max_clients: Option<usize>,
+    max_clients_per_ip: Option<usize>,
+    max_startups: Option<String>,
+    penalty_trips: Option<u32>,
+    penalty_seconds: Option<u64>,
+    penalty_max_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    keepalive_seconds: Option<u64>,
+    flood_burst: Option<u32>,
+    flood_lines_per_second: Option<f64>,
+    flood_queue: Option<usize>,
+    error_budget: Option<u32>,
+    send_queue_bytes: Option<usize>,
+    broker_queue_bytes: Option<usize>,
+    max_unterminated_bytes: Option<usize>,
 }
 
 /// Command-line values that override the file.
@@ -59,45 +151,140 @@ pub struct Overrides {
     pub log: Option<LogTarget>,
 }
 
+/// Where a key is set in the file, for error messages ("FILE line N: ").
+fn place(path: Option<&Path>, text: &str, key: &str) -> String {
+    let Some(path) = path else { return String::new() };
+    let line = text.lines().position(|line| {
+        line.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    match line {
+        Some(index) => format!("{} line {}: ", path.display(), index + 1),
+        None => format!("{}: ", path.display()),
+    }
+}
+
 impl Config {
     /// Builds the effective settings from an optional file and the command line.
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
-        let from_file = match file {
-            Some(path) => parse_file(path)?,
-            None => FileConfig::default(),
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
+            None => String::new(),
         };
+        let parsed: FileConfig = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: file.map(Path::to_path_buf).unwrap_or_default(),
+            message: err.to_string(),
+        })?;
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            where_: place(file, &text, key),
+            key,
+            message,
+        };
+        let positive = |key: &'static str, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(invalid(key, "must be at least 1".into())),
+            Some(value) => Ok(value),
+            None => Ok(default),
+        };
+        let positive_size = |key: &'static str, value: Option<usize>, default: usize| {
+            positive(key, value.map(|v| v as u64), default as u64).map(|v| v as usize)
+        };
+
         let listen_strings =
-            if !overrides.listen.is_empty() { Some(overrides.listen) } else { from_file.listen };
+            if overrides.listen.is_empty() { parsed.listen } else { Some(overrides.listen) };
         let listen_is_default = listen_strings.is_none();
         let listen = match listen_strings {
             Some(list) => list
                 .iter()
-                .map(|s| s.parse().map_err(|_| ConfigError::Listen(s.clone())))
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        invalid(
+                            "listen",
+                            format!("invalid address {s:?}: expected ADDR:PORT, like 0.0.0.0:2323 or [::]:2323"),
+                        )
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?,
             None => default_listen(),
         };
-        let login_grace_seconds = from_file.login_grace_seconds.unwrap_or(60);
-        if login_grace_seconds == 0 {
-            return Err(ConfigError::Zero { key: "login_grace_seconds" });
+        let max_startups = match parsed.max_startups {
+            Some(text) => text.parse().map_err(|message| invalid("max_startups", message))?,
+            None => MaxStartups { start: 10, rate: 30, full: 100 },
+        };
+        let flood_lines_per_second = parsed.flood_lines_per_second.unwrap_or(2.0);
+        if !(flood_lines_per_second > 0.0 && flood_lines_per_second.is_finite()) {
+            return Err(invalid("flood_lines_per_second", "must be a positive number".into()));
         }
+        let penalty = Duration::from_secs(positive("penalty_seconds", parsed.penalty_seconds, 15)?);
+        let penalty_max =
+            Duration::from_secs(positive("penalty_max_seconds", parsed.penalty_max_seconds, 600)?);
+        if penalty_max < penalty {
+            return Err(invalid("penalty_max_seconds", "must be at least penalty_seconds".into()));
+        }
+        let user = match parsed.user {
+            Some(user) if user.is_empty() => None,
+            Some(user) => Some(user),
+            None => Some("chatd".to_string()),
+        };
         Ok(Config {
             listen,
             listen_is_default,
             runtime_dir: overrides
                 .runtime_dir
-                .or(from_file.runtime_dir)
+                .or(parsed.runtime_dir)
                 .unwrap_or_else(default_runtime_dir),
-            log: overrides.log.or(from_file.log).unwrap_or(LogTarget::Syslog),
-            login_grace: Duration::from_secs(login_grace_seconds),
+            log: overrides.log.or(parsed.log).unwrap_or(LogTarget::Syslog),
+            user,
+            admission: AdmissionLimits {
+                max_clients: positive_size("max_clients", parsed.max_clients, 1024)?,
+                max_clients_per_ip: positive_size(
+                    "max_clients_per_ip",
+                    parsed.max_clients_per_ip,
+                    8,
+                )?,
+                max_startups,
+                penalty_trips: positive("penalty_trips", parsed.penalty_trips.map(u64::from), 10)?
+                    as u32,
+                penalty,
+                penalty_max,
+            },
+            session: SessionLimits {
+                login_grace: Duration::from_secs(positive(
+                    "login_grace_seconds",
+                    parsed.login_grace_seconds,
+                    60,
+                )?),
+                idle_timeout: parsed
+                    .idle_timeout_seconds
+                    .filter(|&s| s > 0)
+                    .map(Duration::from_secs),
+                keepalive: Duration::from_secs(positive(
+                    "keepalive_seconds",
+                    parsed.keepalive_seconds,
+                    60,
+                )?),
+                flood_burst: positive("flood_burst", parsed.flood_burst.map(u64::from), 10)? as u32,
+                flood_lines_per_second,
+                flood_queue: parsed.flood_queue.unwrap_or(50),
+                error_budget: positive("error_budget", parsed.error_budget.map(u64::from), 20)?
+                    as u32,
+                send_queue_bytes: positive_size(
+                    "send_queue_bytes",
+                    parsed.send_queue_bytes,
+                    64 * 1024,
+                )?,
+                max_unterminated_bytes: positive_size(
+                    "max_unterminated_bytes",
+                    parsed.max_unterminated_bytes,
+                    10 * 1024 * 1024,
+                )?,
+            },
+            broker_queue_bytes: positive_size(
+                "broker_queue_bytes",
+                parsed.broker_queue_bytes,
+                4 << 20,
+            )?,
         })
     }
-}
-
-fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    toml::from_str(&text)
-        .map_err(|err| ConfigError::Parse { path: path.to_path_buf(), message: err.to_string() })
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -135,16 +322,26 @@ mod tests {
         let config = Config::load(None, Overrides::default()).expect("defaults");
         assert_eq!(config.listen.len(), 2);
         assert!(config.listen_is_default);
-        assert_eq!(config.login_grace, Duration::from_secs(60));
+        assert_eq!(config.session.login_grace, Duration::from_secs(60));
         assert_eq!(config.log, LogTarget::Syslog);
+        assert_eq!(config.user.as_deref(), Some("chatd"));
+        assert_eq!(config.admission.max_clients, 1024);
+        assert_eq!(config.admission.max_clients_per_ip, 8);
+        assert_eq!(config.admission.max_startups, MaxStartups { start: 10, rate: 30, full: 100 });
+        assert_eq!(config.session.idle_timeout, None);
+        assert_eq!(config.session.flood_burst, 10);
+        assert_eq!(config.session.send_queue_bytes, 64 * 1024);
     }
 
     #[test]
     fn file_values_apply_and_the_command_line_wins() {
-        let f = file("listen = [\"127.0.0.1:9\"]\nlogin_grace_seconds = 5\nlog = \"stderr\"\n");
+        let f = file(
+            "listen = [\"127.0.0.1:9\"]\nlogin_grace_seconds = 5\nlog = \"stderr\"\nuser = \"\"\n",
+        );
         let config = Config::load(Some(f.path()), Overrides::default()).expect("valid");
         assert_eq!(config.listen, vec!["127.0.0.1:9".parse().expect("addr")]);
-        assert_eq!(config.login_grace, Duration::from_secs(5));
+        assert_eq!(config.session.login_grace, Duration::from_secs(5));
+        assert_eq!(config.user, None);
         let overrides = Overrides { listen: vec!["[::1]:7".into()], ..Overrides::default() };
         let config = Config::load(Some(f.path()), overrides).expect("valid");
         assert_eq!(config.listen, vec!["[::1]:7".parse().expect("addr")]);
@@ -166,25 +363,37 @@ mod tests {
         let f = file(&uncommented);
         let config = Config::load(Some(f.path()), Overrides::default()).expect("example parses");
         let defaults = Config::load(None, Overrides::default()).expect("defaults");
-        assert_eq!(config.listen, defaults.listen);
-        assert_eq!(config.log, defaults.log);
-        assert_eq!(config.login_grace, defaults.login_grace);
-        for key in ["listen", "runtime_dir", "log", "login_grace_seconds"] {
-            assert!(
-                uncommented.contains(&format!("{key} =")),
-                "{key} missing from packaging/chatd.toml"
-            );
-        }
+        assert_eq!(
+            Config { listen_is_default: true, runtime_dir: defaults.runtime_dir.clone(), ..config },
+            defaults
+        );
+        let keys =
+            example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
+        assert_eq!(keys, 20, "packaging/chatd.toml should list all 20 keys");
     }
 
     #[test]
-    fn unknown_keys_and_bad_values_are_named() {
-        let f = file("login_grace = 5\n");
+    fn errors_name_the_key_and_the_line() {
+        let f = file("log = \"stderr\"\nlogin_grace = 5\n");
         let err = Config::load(Some(f.path()), Overrides::default()).expect_err("unknown key");
-        assert!(err.to_string().contains("login_grace"), "{err}");
-        let f = file("login_grace_seconds = 0\n");
+        assert!(
+            err.to_string().contains("login_grace") && err.to_string().contains("line 2"),
+            "{err}"
+        );
+        let f = file("\n\nmax_clients = 0\n");
+        let err = Config::load(Some(f.path()), Overrides::default()).expect_err("zero");
+        assert!(err.to_string().contains("line 3: max_clients: must be at least 1"), "{err}");
+        let f = file("max_startups = \"30:10:5\"\n");
         assert!(Config::load(Some(f.path()), Overrides::default()).is_err());
         let overrides = Overrides { listen: vec!["nonsense".into()], ..Overrides::default() };
-        assert!(matches!(Config::load(None, overrides), Err(ConfigError::Listen(_))));
+        assert!(Config::load(None, overrides).is_err());
+    }
+
+    #[test]
+    fn max_startups_forms() {
+        assert_eq!("10:30:100".parse(), Ok(MaxStartups { start: 10, rate: 30, full: 100 }));
+        assert_eq!("5".parse(), Ok(MaxStartups { start: 5, rate: 100, full: 5 }));
+        assert!("0:10:5".parse::<MaxStartups>().is_err());
+        assert!("1:200:5".parse::<MaxStartups>().is_err());
     }
 }

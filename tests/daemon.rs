@@ -1,5 +1,6 @@
 //! Behaviour tests: the real `chatd` binary on a loopback port, driven by real TCP clients.
 
+mod limits;
 mod reliability;
 mod util;
 
@@ -412,7 +413,9 @@ fn help_version_and_bad_arguments() {
     assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "chatd 0.1.0");
     let bad = run(&["--listen", "not-an-address"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid listen address"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("listen: invalid address \"not-an-address\"")
+    );
 }
 
 #[test]

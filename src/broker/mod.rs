@@ -6,7 +6,7 @@
 //! written once per recipient per loop turn.
 //!
 //! It must never block on one peer. Every socket is non-blocking and every peer's output queue
-//! is bounded ([`MAX_QUEUED_PER_PEER`]); a peer whose queue would overflow is dropped (its room
+//! is bounded (`broker_queue_bytes`, 4 MiB by default); a peer whose queue would overflow is dropped (its room
 //! sees "too slow") and everyone else carries on. A peer that sends a frame that is oversize or
 //! does not decode is dropped and logged once. It never renders text for a terminal: that is the
 //! session's job.
@@ -29,9 +29,6 @@ use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
 use crate::signals::ChildSignals;
 use crate::sys;
 use room::{Audience, Delivery, MemberId, Rooms};
-
-/// Most bytes the broker queues for one session before it gives up on it.
-pub const MAX_QUEUED_PER_PEER: usize = 4 << 20;
 
 /// How long a stopping broker spends telling sessions so.
 const GOODBYE_GRACE: Duration = Duration::from_secs(1);
@@ -67,11 +64,13 @@ struct Broker {
     doomed: Vec<(MemberId, LeaveReason)>,
     /// Reused buffer for encoding one event.
     scratch: Vec<u8>,
+    /// Most bytes queued for one session before it is dropped as too slow.
+    queue_bytes: usize,
     uid: u32,
 }
 
 /// Runs the broker on an already-listening socket until SIGTERM or SIGINT.
-pub fn run(listener: StdUnixListener) -> io::Result<()> {
+pub fn run(listener: StdUnixListener, queue_bytes: usize) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let poll = Poll::new()?;
     let mut listener = UnixListener::from_std(listener);
@@ -88,6 +87,7 @@ pub fn run(listener: StdUnixListener) -> io::Result<()> {
         dirty: Vec::new(),
         doomed: Vec::new(),
         scratch: Vec::new(),
+        queue_bytes,
         uid: nix::unistd::geteuid().as_raw(),
     };
     info!("broker ready (protocol version {PROTOCOL_VERSION})");
@@ -213,7 +213,7 @@ impl Broker {
             return;
         }
         let peer = Peer {
-            channel: Channel::new(stream, MAX_QUEUED_PER_PEER),
+            channel: Channel::new(stream, self.queue_bytes),
             pid,
             client: String::new(),
             session: None,

@@ -98,6 +98,7 @@ struct Master {
     broker: BrokerChild,
     sessions: HashMap<Pid, SessionChild>,
     settings: SessionSettings,
+    broker_queue_bytes: usize,
     accept_paused_until: Option<Instant>,
     shutdown: Option<Shutdown>,
 }
@@ -128,7 +129,8 @@ pub fn run(config: &Config) -> Result<(), MasterError> {
             restart_at: None,
         },
         sessions: HashMap::new(),
-        settings: SessionSettings { broker_socket, login_grace: config.login_grace },
+        settings: SessionSettings { broker_socket, limits: config.session.clone() },
+        broker_queue_bytes: config.broker_queue_bytes,
         accept_paused_until: None,
         shutdown: None,
     };
@@ -258,10 +260,11 @@ impl Master {
 
     fn start_broker(&mut self) -> io::Result<()> {
         let listener = self.broker_listener.try_clone()?;
+        let queue_bytes = self.broker_queue_bytes;
         match sys::fork_with_signals_blocked()? {
             Forked::Child => {
                 let keep = vec![sys::raw(&listener)];
-                become_child(keep, move || match broker::run(listener) {
+                become_child(keep, move || match broker::run(listener, queue_bytes) {
                     Ok(()) => 0,
                     Err(err) => {
                         error!("broker failed: {err}");

@@ -21,6 +21,8 @@ pub struct LineSplitter {
     current: Vec<u8>,
     /// The current line went over the limit; discard until its end.
     overflowed: bool,
+    /// Bytes of the current line discarded so far.
+    discarded: usize,
     /// The previous byte was CR: a following LF or NUL belongs to the same line end.
     after_cr: bool,
 }
@@ -45,9 +47,10 @@ impl LineSplitter {
                     lines.push(self.finish());
                 }
                 b'\n' => lines.push(self.finish()),
-                _ if self.overflowed => {}
+                _ if self.overflowed => self.discarded += 1,
                 _ if self.current.len() >= MAX_LINE_BYTES => {
                     self.overflowed = true;
+                    self.discarded = self.current.len() + 1;
                     self.current = Vec::new();
                 }
                 _ => self.current.push(byte),
@@ -56,6 +59,7 @@ impl LineSplitter {
     }
 
     fn finish(&mut self) -> Line {
+        self.discarded = 0;
         if std::mem::take(&mut self.overflowed) {
             Line::TooLong
         } else {
@@ -66,6 +70,11 @@ impl LineSplitter {
     /// Bytes held for the unfinished line.
     pub fn pending(&self) -> usize {
         self.current.len()
+    }
+
+    /// Bytes received since the last line end, kept or discarded.
+    pub fn unterminated(&self) -> usize {
+        self.current.len() + self.discarded
     }
 }
 
@@ -123,5 +132,8 @@ mod tests {
             assert!(splitter.pending() <= MAX_LINE_BYTES);
         }
         assert!(lines.is_empty());
+        assert_eq!(splitter.unterminated(), 1000 * 4096);
+        splitter.feed(b"\n", &mut lines);
+        assert_eq!((lines, splitter.unterminated()), (vec![Line::TooLong], 0));
     }
 }

@@ -15,9 +15,16 @@
 //! while the broker is away, while its queue to the broker is above [`BROKER_HIGH_WATER`] or
 //! while [`link::MAX_UNACKED`] lines wait for acknowledgement, so a fast typist is slowed by
 //! TCP rather than by unbounded memory. A client that does not read its output is disconnected
-//! once [`MAX_CLIENT_QUEUE`] bytes wait for it.
+//! once `send_queue_bytes` wait for it.
+//!
+//! Flood control ([`flood`]) is paste-friendly: lines beyond the burst wait and leave at the
+//! configured rate; only when `flood_queue` lines wait are further lines refused (and the client
+//! told once). Nobody is banned for typing fast. A client is disconnected after `error_budget`
+//! invalid commands in a row, after `max_unterminated_bytes` without a line end, or after
+//! `idle_timeout_seconds` without a line (warned first; the room is told why it left).
 
 pub mod command;
+pub mod flood;
 pub mod line;
 pub mod link;
 pub mod render;
@@ -35,23 +42,21 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
 use crate::channel::{ReadOutcome, SendError};
+use crate::config::SessionLimits;
 use crate::names::{self, DEFAULT_ROOM};
 use crate::outbuf::OutBuf;
 use crate::proto::{Event, Failure, Request};
 use crate::signals::ChildSignals;
 use crate::{sys, text};
 use command::Command;
+use flood::TokenBucket;
 use line::{Line, LineSplitter};
 use link::BrokerLink;
 use render::notice;
 use telnet::Telnet;
 
-/// Most bytes waiting for a client that does not read before it is disconnected.
-pub const MAX_CLIENT_QUEUE: usize = 64 * 1024;
 /// Stop reading the client while this much waits for the broker.
 const BROKER_HIGH_WATER: usize = 64 * 1024;
-/// Stop reading the client while this many lines wait to be handled.
-const MAX_PENDING_LINES: usize = 64;
 /// How long a closing session may spend delivering its last lines.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -64,8 +69,8 @@ const SIGNALS: Token = Token(2);
 pub struct SessionSettings {
     /// The broker's Unix socket.
     pub broker_socket: PathBuf,
-    /// How long the client has to choose a nickname.
-    pub login_grace: Duration,
+    /// Login grace, flood control, timeouts and queue sizes.
+    pub limits: SessionLimits,
 }
 
 /// Where the conversation with the client stands.
@@ -97,6 +102,19 @@ struct Session {
     splitter: LineSplitter,
     lines: VecDeque<Line>,
     phase: Phase,
+    /// Flood control over every line the client sends.
+    flood: TokenBucket,
+    /// When flood control will let the next waiting line go.
+    flood_wait_until: Option<Instant>,
+    /// The client was told its lines are being refused; reset when the queue drains.
+    told_flooding: bool,
+    /// Invalid commands in a row.
+    errors_in_a_row: u32,
+    /// When the client last sent a line, and whether it was warned about idling since.
+    last_line_at: Instant,
+    idle_warned: bool,
+    /// When to send the next telnet NOP (to clients that speak telnet).
+    next_nop_at: Instant,
     /// The topic this user set in its current room, restored after a broker restart.
     topic_set: Option<String>,
     peer: SocketAddr,
@@ -152,10 +170,13 @@ impl Session {
             }
         };
         let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT])?;
+        set_keepalive(&client, settings.limits.keepalive);
+        cap_send_buffer(&client, settings.limits.send_queue_bytes);
+        let now = Instant::now();
         let mut session = Session {
             poll,
             client,
-            client_out: OutBuf::new(MAX_CLIENT_QUEUE),
+            client_out: OutBuf::new(settings.limits.send_queue_bytes),
             client_readable: false,
             broker,
             signals,
@@ -163,9 +184,20 @@ impl Session {
             splitter: LineSplitter::new(),
             lines: VecDeque::new(),
             phase: Phase::ChoosingNick { asked: None },
+            flood: TokenBucket::new(
+                settings.limits.flood_burst,
+                settings.limits.flood_lines_per_second,
+                now,
+            ),
+            flood_wait_until: None,
+            told_flooding: false,
+            errors_in_a_row: 0,
+            last_line_at: now,
+            idle_warned: false,
+            next_nop_at: now + settings.limits.keepalive,
             topic_set: None,
             peer,
-            started: Instant::now(),
+            started: now,
             settings,
             quit_sent: None,
             closing: None,
@@ -228,12 +260,29 @@ impl Session {
         if let Some(closing) = &self.closing {
             return Some(closing.deadline);
         }
-        let login = match self.phase {
-            Phase::ChoosingNick { .. } => Some(self.started + self.settings.login_grace),
-            Phase::Resuming { .. } | Phase::Chatting { .. } => None,
+        let limits = &self.settings.limits;
+        let (login, idle) = match self.phase {
+            Phase::ChoosingNick { .. } => (Some(self.started + limits.login_grace), None),
+            Phase::Resuming { .. } => (None, None),
+            Phase::Chatting { .. } => (None, self.idle_deadline()),
         };
         let quit = self.quit_sent.map(|sent| sent + CLOSE_GRACE);
-        [login, quit, self.broker.retry_at()].into_iter().flatten().min()
+        let nop = self.telnet.spoke_telnet().then_some(self.next_nop_at);
+        [login, idle, quit, nop, self.flood_wait_until, self.broker.retry_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the idle client is next due a warning or its disconnection.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.settings.limits.idle_timeout?;
+        let disconnect_at = self.last_line_at + timeout;
+        if self.idle_warned {
+            Some(disconnect_at)
+        } else {
+            Some(disconnect_at - idle_warning(timeout))
+        }
     }
 
     /// Reads what the client sent, as far as the queues allow. Returns true when the client
@@ -265,13 +314,57 @@ impl Session {
             }
             let mut lines = Vec::new();
             self.splitter.feed(&data, &mut lines);
-            self.lines.extend(lines);
+            for line in lines {
+                self.queue_line(line);
+                // Let the burst go at once, so that only what really waits counts against
+                // the flood queue.
+                self.handle_lines();
+            }
+            if self.splitter.unterminated() > self.settings.limits.max_unterminated_bytes {
+                let limit = self.settings.limits.max_unterminated_bytes;
+                self.close(Some(notice::endless_line(limit)), "too many bytes without a line end");
+            }
         }
         false
     }
 
+    /// Queues a line from the client, or refuses it if flood control already holds a full
+    /// queue. The client is told once each time the queue fills.
+    fn queue_line(&mut self, line: Line) {
+        if matches!(&line, Line::Bytes(bytes) if bytes.iter().all(u8::is_ascii_whitespace)) {
+            return;
+        }
+        // Lines that wait for anything but flood control are held back by TCP instead (reading
+        // pauses), so the queue is bounded by one read's worth past `flood_queue` here.
+        if self.lines.len() < self.settings.limits.flood_queue.max(1)
+            || !self.waiting_only_for_flood_control()
+        {
+            self.lines.push_back(line);
+            return;
+        }
+        if !self.told_flooding {
+            self.told_flooding = true;
+            self.show(&notice::flooding());
+            info!("{}: flood control refuses lines", self.peer);
+        }
+    }
+
+    /// Whether to read more from the client now. While lines wait only for flood control, the
+    /// session keeps reading (to refuse what overflows the queue); while they wait for anything
+    /// else (a login answer, the broker), TCP holds the client back instead.
     fn has_room_for_input(&self) -> bool {
-        self.lines.len() < MAX_PENDING_LINES && self.broker.queued() < BROKER_HIGH_WATER
+        if self.broker.queued() >= BROKER_HIGH_WATER {
+            return false;
+        }
+        self.lines.len() < self.settings.limits.flood_queue.max(1)
+            || self.waiting_only_for_flood_control()
+    }
+
+    /// True when nothing but flood control keeps waiting lines from being handled.
+    fn waiting_only_for_flood_control(&self) -> bool {
+        self.broker.has_room()
+            && self.quit_sent.is_none()
+            && matches!(self.phase, Phase::ChoosingNick { asked: None } | Phase::Chatting { .. })
     }
 
     /// Handles waiting lines, unless an answer they depend on is outstanding: a login answer
@@ -283,7 +376,19 @@ impl Session {
                 Phase::ChoosingNick { asked: Some(_) } | Phase::Resuming { .. } => return,
                 Phase::ChoosingNick { asked: None } | Phase::Chatting { .. } => {}
             }
+            if self.lines.is_empty() {
+                self.told_flooding = false;
+                return;
+            }
+            let now = Instant::now();
+            if !self.flood.try_take(now) {
+                self.flood_wait_until = Some(self.flood.next_token_at(now));
+                return;
+            }
+            self.flood_wait_until = None;
             let Some(line) = self.lines.pop_front() else { return };
+            self.last_line_at = now;
+            self.idle_warned = false;
             match line {
                 Line::TooLong => self.show(&notice::too_long()),
                 Line::Bytes(bytes) => match String::from_utf8(bytes) {
@@ -299,6 +404,18 @@ impl Session {
             return;
         }
         let command = command::parse(line);
+        let invalid = matches!(command, Command::Unknown(_) | Command::Usage(_))
+            || matches!(&command, Command::Nick(nick) if names::check_nick(nick).is_err());
+        if invalid {
+            self.errors_in_a_row += 1;
+            if self.errors_in_a_row >= self.settings.limits.error_budget {
+                let budget = self.settings.limits.error_budget;
+                return self
+                    .close(Some(notice::too_many_errors(budget)), "too many invalid commands");
+            }
+        } else {
+            self.errors_in_a_row = 0;
+        }
         match &self.phase {
             Phase::Chatting { .. } => self.handle_chatting(command),
             Phase::ChoosingNick { .. } | Phase::Resuming { .. } => {
@@ -565,15 +682,40 @@ impl Session {
         {
             self.close(Some(notice::goodbye()), "quit (the broker did not confirm)");
         }
+        let limits = &self.settings.limits;
         if self.closing.is_none()
             && matches!(self.phase, Phase::ChoosingNick { .. })
-            && self.started.elapsed() >= self.settings.login_grace
+            && self.started.elapsed() >= limits.login_grace
         {
-            let seconds = self.settings.login_grace.as_secs();
+            let seconds = limits.login_grace.as_secs();
             self.close(
                 Some(notice::login_timeout(seconds)),
                 "no nickname within the login grace time",
             );
+        }
+        let now = Instant::now();
+        if let (Some(timeout), Phase::Chatting { .. }) =
+            (self.settings.limits.idle_timeout, &self.phase)
+            && self.closing.is_none()
+            && self.quit_sent.is_none()
+        {
+            let idle = now.saturating_duration_since(self.last_line_at);
+            if idle >= timeout {
+                let reason = format!("idle for {} s", timeout.as_secs());
+                let sent = self.broker.send(&Request::Quit { reason: Some(reason.clone()) });
+                self.check_sent(sent);
+                self.close(Some(notice::idle_disconnect(timeout.as_secs())), &reason);
+            } else if !self.idle_warned && idle >= timeout - idle_warning(timeout) {
+                self.idle_warned = true;
+                self.show(&notice::idle_warning((timeout - idle).as_secs().max(1)));
+            }
+        }
+        if self.telnet.spoke_telnet() && now >= self.next_nop_at {
+            // A dead peer turns this write into an error, which ends the session.
+            self.next_nop_at = now + self.settings.limits.keepalive;
+            if self.client_out.push(&[telnet::IAC, telnet::NOP]).is_err() {
+                self.close(None, "client does not read its output");
+            }
         }
     }
 
@@ -625,4 +767,30 @@ impl Session {
             self.client_out = OutBuf::new(0);
         }
     }
+}
+
+/// How long before an idle disconnection the client is warned: a quarter of the timeout, at
+/// most a minute.
+fn idle_warning(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_secs(60))
+}
+
+/// Turns on TCP keepalive so that a peer that vanished without a FIN (a crashed machine, a cut
+/// cable) is noticed and its nickname freed: probes start after `idle` and give up after three.
+fn set_keepalive(client: &TcpStream, idle: Duration) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let idle_secs = u32::try_from(idle.as_secs()).unwrap_or(u32::MAX).max(1);
+    let _ = setsockopt(client, sockopt::KeepAlive, &true);
+    let _ = setsockopt(client, sockopt::TcpKeepIdle, &idle_secs);
+    let _ = setsockopt(client, sockopt::TcpKeepInterval, &(idle_secs / 6).max(1));
+    let _ = setsockopt(client, sockopt::TcpKeepCount, &3);
+}
+
+/// Caps the kernel's send buffer for a client at the session's own queue size. Without it, a
+/// client that stops reading can pin megabytes of kernel memory (loopback and fast links grow
+/// the buffer to 4 MiB) before the session notices; with it, `send_queue_bytes` means what it
+/// says.
+fn cap_send_buffer(client: &TcpStream, bytes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(client, sockopt::SndBuf, &bytes);
 }

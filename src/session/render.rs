@@ -173,12 +173,30 @@ pub mod notice {
         ))
     }
 
-    pub fn service_lost() -> String {
-        system("Lost contact with the chat service; please reconnect.")
+    pub fn flooding() -> String {
+        system("You are sending too fast; lines are being dropped until you slow down.")
     }
 
-    pub fn output_full() -> String {
-        system("You are not reading fast enough; disconnecting.")
+    pub fn too_many_errors(budget: u32) -> String {
+        system(&format!("{budget} invalid commands in a row; goodbye."))
+    }
+
+    pub fn endless_line(limit: usize) -> String {
+        system(&format!("More than {limit} bytes without a line end; goodbye."))
+    }
+
+    pub fn idle_warning(seconds_left: u64) -> String {
+        system(&format!(
+            "You have been idle; you will be disconnected in {seconds_left} s unless you type something."
+        ))
+    }
+
+    pub fn idle_disconnect(seconds: u64) -> String {
+        system(&format!("Disconnected after {seconds} s of inactivity."))
+    }
+
+    pub fn service_lost() -> String {
+        system("Lost contact with the chat service; please reconnect.")
     }
 }
 

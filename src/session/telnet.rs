@@ -14,6 +14,8 @@ const WONT: u8 = 252;
 const WILL: u8 = 251;
 const SB: u8 = 250;
 const SE: u8 = 240;
+/// No operation: sent to telnet clients as a keepalive.
+pub const NOP: u8 = 241;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -35,6 +37,8 @@ pub struct Telnet {
     /// Options already refused, per direction, so each is answered at most once.
     refused_will: [bool; 256],
     refused_do: [bool; 256],
+    /// The client sent at least one IAC: it speaks telnet, so telnet bytes may be sent to it.
+    spoke_telnet: bool,
 }
 
 impl Default for Telnet {
@@ -45,14 +49,27 @@ impl Default for Telnet {
 
 impl Telnet {
     pub fn new() -> Self {
-        Telnet { state: State::Data, refused_will: [false; 256], refused_do: [false; 256] }
+        Telnet {
+            state: State::Data,
+            refused_will: [false; 256],
+            refused_do: [false; 256],
+            spoke_telnet: false,
+        }
+    }
+
+    /// Whether the client has shown that it speaks telnet.
+    pub fn spoke_telnet(&self) -> bool {
+        self.spoke_telnet
     }
 
     /// Decodes `input`: data bytes are appended to `data`, negotiation answers to `reply`.
     pub fn decode(&mut self, input: &[u8], data: &mut Vec<u8>, reply: &mut Vec<u8>) {
         for &byte in input {
             self.state = match (self.state, byte) {
-                (State::Data, IAC) => State::Command,
+                (State::Data, IAC) => {
+                    self.spoke_telnet = true;
+                    State::Command
+                }
                 (State::Data, _) => {
                     data.push(byte);
                     State::Data

@@ -8,6 +8,9 @@ use nix::unistd::Pid;
 
 use crate::util::{Client, Daemon, process_state, wait_until};
 
+/// Settings that let a test client send as fast as it can.
+pub const NO_FLOOD_CONTROL: &str = "flood_burst = 100000\nflood_lines_per_second = 100000.0\n";
+
 /// Each client says a marker and waits for every client's marker, so that everything sent
 /// before is consumed and what comes after can be counted.
 fn sync_markers(clients: &mut [(Client, String, &str)], tag: &str) {
@@ -86,7 +89,7 @@ fn killing_the_broker_disconnects_nobody() {
 
 #[test]
 fn no_line_is_lost_or_duplicated_when_the_broker_dies() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start_with_config(NO_FLOOD_CONTROL);
     let mut alice = daemon.login("alice");
     let mut bob = daemon.login("bob");
     alice.expect("*** bob has joined lobby");

@@ -298,6 +298,23 @@ impl Client {
         Client { stream, reader, seen: Vec::new() }
     }
 
+    /// Connects with a tiny receive buffer, so that a client that stops reading fills the
+    /// server's queue after kilobytes rather than megabytes.
+    pub fn connect_small_window(port: u16) -> Client {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+        };
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+            .expect("socket");
+        setsockopt(&fd, sockopt::RcvBuf, &2048).expect("SO_RCVBUF");
+        let addr = SockaddrIn::new(127, 0, 0, 1, port);
+        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).expect("connect to chatd");
+        let stream = TcpStream::from(fd);
+        stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone stream"));
+        Client { stream, reader, seen: Vec::new() }
+    }
+
     /// Sends one line with a CR LF line end.
     pub fn send(&mut self, line: &str) {
         self.send_raw(format!("{line}\r\n").as_bytes());
@@ -378,4 +395,14 @@ pub fn path_in(dir: &Path, name: &str) -> PathBuf {
 /// Distinct values, for asserting that pids differ.
 pub fn distinct(values: &[i32]) -> usize {
     values.iter().collect::<HashSet<_>>().len()
+}
+
+/// Resident memory of a process in KiB (VmRSS), 0 if it is gone.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
