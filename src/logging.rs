@@ -104,13 +104,51 @@ fn stderr_sink(pid: u32) -> Sink {
     Sink::Stderr { pid, journal: std::env::var_os("JOURNAL_STREAM").is_some() }
 }
 
-/// sd-daemon(3) / syslog priority of a level.
-fn priority(level: Level) -> u8 {
-    match level {
-        Level::Error => 3,
-        Level::Warn => 4,
-        Level::Info => 6,
-        Level::Debug | Level::Trace => 7,
+/// The `log` target that marks a record as syslog *notice* (normal but significant: refusals,
+/// limits), between info and warning. `log` has no such level: use
+/// `log::info!(target: logging::NOTICE, ...)`.
+pub const NOTICE: &str = "notice";
+
+/// Syslog severities chatd uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Severity {
+    Err,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl Severity {
+    fn of(record: &Record) -> Severity {
+        match record.level() {
+            Level::Error => Severity::Err,
+            Level::Warn => Severity::Warning,
+            Level::Info if record.target() == NOTICE => Severity::Notice,
+            Level::Info => Severity::Info,
+            Level::Debug | Level::Trace => Severity::Debug,
+        }
+    }
+
+    /// sd-daemon(3) / syslog priority number.
+    fn priority(self) -> u8 {
+        match self {
+            Severity::Err => 3,
+            Severity::Warning => 4,
+            Severity::Notice => 5,
+            Severity::Info => 6,
+            Severity::Debug => 7,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Severity::Err => "error",
+            Severity::Warning => "warn",
+            Severity::Notice => "notice",
+            Severity::Info => "info",
+            Severity::Debug => "debug",
+        }
     }
 }
 
@@ -127,23 +165,22 @@ impl Log for ChatdLogger {
             return;
         };
         let message = record.args().to_string();
+        let severity = Severity::of(record);
         match slot.as_mut() {
             Some(Sink::Syslog(logger)) => {
-                let _ = match record.level() {
-                    Level::Error => logger.err(&message),
-                    Level::Warn => logger.warning(&message),
-                    Level::Info => logger.info(&message),
-                    Level::Debug | Level::Trace => logger.debug(&message),
+                let _ = match severity {
+                    Severity::Err => logger.err(&message),
+                    Severity::Warning => logger.warning(&message),
+                    Severity::Notice => logger.notice(&message),
+                    Severity::Info => logger.info(&message),
+                    Severity::Debug => logger.debug(&message),
                 };
             }
             Some(Sink::Stderr { pid, journal }) => {
                 let line = if *journal {
-                    format!("<{}>{message}\n", priority(record.level()))
+                    format!("<{}>{message}\n", severity.priority())
                 } else {
-                    format!(
-                        "{IDENT}[{pid}]: {}: {message}\n",
-                        record.level().as_str().to_lowercase()
-                    )
+                    format!("{IDENT}[{pid}]: {}: {message}\n", severity.name())
                 };
                 // One write per line keeps lines from different processes whole.
                 let _ = std::io::stderr().write_all(line.as_bytes());
@@ -153,4 +190,90 @@ impl Log for ChatdLogger {
     }
 
     fn flush(&self) {}
+}
+
+/// Rate limiting for log lines that an attacker can trigger at will (refusals, resource errors):
+/// the first event of a kind in a window is logged, the rest are counted and summarised once
+/// when the window ends. Pure bookkeeping; the caller logs.
+#[derive(Debug)]
+pub struct LogThrottle {
+    window: std::time::Duration,
+    kinds: std::collections::HashMap<&'static str, ThrottleState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ThrottleState {
+    window_started: std::time::Instant,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    pub fn new(window: std::time::Duration) -> Self {
+        LogThrottle { window, kinds: std::collections::HashMap::new() }
+    }
+
+    /// Whether to log this event of `kind` now (`false`: counted for the summary instead).
+    pub fn allow(&mut self, kind: &'static str, now: std::time::Instant) -> bool {
+        match self.kinds.get_mut(kind) {
+            Some(state) if now.saturating_duration_since(state.window_started) < self.window => {
+                state.suppressed += 1;
+                false
+            }
+            _ => {
+                self.kinds.insert(kind, ThrottleState { window_started: now, suppressed: 0 });
+                true
+            }
+        }
+    }
+
+    /// Kinds whose window ended with suppressed events, with their counts; they are reset.
+    pub fn summaries(&mut self, now: std::time::Instant) -> Vec<(&'static str, u64)> {
+        let window = self.window;
+        let mut due = Vec::new();
+        self.kinds.retain(|kind, state| {
+            let over = now.saturating_duration_since(state.window_started) >= window;
+            if over && state.suppressed > 0 {
+                due.push((*kind, state.suppressed));
+            }
+            !over
+        });
+        due.sort_unstable();
+        due
+    }
+
+    /// When the next summary may be due.
+    pub fn next_due(&self) -> Option<std::time::Instant> {
+        self.kinds
+            .values()
+            .filter(|s| s.suppressed > 0)
+            .map(|s| s.window_started + self.window)
+            .min()
+    }
+
+    /// The window length, for wording summaries.
+    pub fn window(&self) -> std::time::Duration {
+        self.window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_first_event_is_logged_the_rest_summarised_once() {
+        let mut throttle = LogThrottle::new(Duration::from_secs(5));
+        let start = Instant::now();
+        assert!(throttle.allow("full", start));
+        for n in 1..=9 {
+            assert!(!throttle.allow("full", start + Duration::from_millis(n * 100)));
+        }
+        assert!(throttle.allow("other", start), "kinds are throttled separately");
+        assert_eq!(throttle.next_due(), Some(start + Duration::from_secs(5)));
+        assert_eq!(throttle.summaries(start + Duration::from_secs(1)), vec![]);
+        assert_eq!(throttle.summaries(start + Duration::from_secs(5)), vec![("full", 9)]);
+        assert_eq!(throttle.summaries(start + Duration::from_secs(6)), vec![]);
+        assert!(throttle.allow("full", start + Duration::from_secs(6)));
+    }
 }

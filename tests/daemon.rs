@@ -1,5 +1,6 @@
 //! Behaviour tests: the real `chatd` binary on a loopback port, driven by real TCP clients.
 
+mod admission;
 mod limits;
 mod reliability;
 mod util;
@@ -338,7 +339,8 @@ fn sigterm_tells_clients_and_everything_exits_cleanly() {
 
 #[test]
 fn one_broadcast_reaches_two_hundred_clients() {
-    let daemon = Daemon::start();
+    // All 200 come from 127.0.0.1, and log in one after another.
+    let daemon = Daemon::start_with_config("max_clients_per_ip = 200\n");
     let mut clients: Vec<Client> = (0..200).map(|i| daemon.login(&format!("user{i}"))).collect();
     clients[0].send("hello two hundred");
     for (i, client) in clients.iter_mut().enumerate() {

@@ -15,18 +15,19 @@
 //!   clients), wait up to [`SHUTDOWN_GRACE`], SIGKILL what is left, remove `broker.sock`,
 //!   exit 0. A second SIGTERM/SIGINT, or SIGQUIT, kills everything at once.
 
+pub mod admission;
 pub mod listen;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixListener};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -35,9 +36,11 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
+use crate::logging::LogThrottle;
 use crate::session::{self, SessionSettings};
 use crate::sys::{self, Forked};
 use crate::{broker, logging};
+use admission::Admission;
 
 /// How long children get to finish after SIGTERM before they are killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -50,7 +53,11 @@ const BROKER_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A broker that lived this long resets the back-off.
 const BROKER_STABLE: Duration = Duration::from_secs(60);
 
+/// How often a refusal or resource error of one kind is logged; the rest are summarised.
+const LOG_WINDOW: Duration = Duration::from_secs(5);
+
 const SIGNALS: Token = Token(usize::MAX);
+const ADMISSIONS: Token = Token(usize::MAX - 1);
 
 /// Why the master could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +106,14 @@ struct Master {
     sessions: HashMap<Pid, SessionChild>,
     settings: SessionSettings,
     broker_queue_bytes: usize,
+    admission: Admission,
+    /// Sessions report here (their pid, once) when their client has chosen a nickname.
+    admissions: UnixDatagram,
+    /// The end the sessions write to; each child keeps it open.
+    admission_reporter: StdUnixDatagram,
+    throttle: LogThrottle,
+    /// Consecutive `accept`/`fork` failures for lack of resources (logged once).
+    resource_failures: u64,
     accept_paused_until: Option<Instant>,
     shutdown: Option<Shutdown>,
 }
@@ -116,6 +131,11 @@ pub fn run(config: &Config) -> Result<(), MasterError> {
         poll.registry().register(&mut listener, Token(index), Interest::READABLE)?;
         mio_listeners.push(listener);
     }
+    let (reporter, admissions) = StdUnixDatagram::pair()?;
+    admissions.set_nonblocking(true)?;
+    reporter.set_nonblocking(true)?;
+    let mut admissions = UnixDatagram::from_std(admissions);
+    poll.registry().register(&mut admissions, ADMISSIONS, Interest::READABLE)?;
     let mut master = Master {
         poll,
         listeners: mio_listeners,
@@ -131,6 +151,11 @@ pub fn run(config: &Config) -> Result<(), MasterError> {
         sessions: HashMap::new(),
         settings: SessionSettings { broker_socket, limits: config.session.clone() },
         broker_queue_bytes: config.broker_queue_bytes,
+        admission: Admission::new(config.admission.clone()),
+        admissions,
+        admission_reporter: reporter,
+        throttle: LogThrottle::new(LOG_WINDOW),
+        resource_failures: 0,
         accept_paused_until: None,
         shutdown: None,
     };
@@ -153,6 +178,7 @@ impl Master {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
+                    ADMISSIONS => self.read_admissions(),
                     Token(index) => self.accept_from(index),
                 }
             }
@@ -176,7 +202,10 @@ impl Master {
             .shutdown
             .as_ref()
             .map(|s| if s.killed { s.kill_at + SHUTDOWN_GRACE } else { s.kill_at });
-        [shutdown, self.accept_paused_until, self.broker.restart_at].into_iter().flatten().min()
+        [shutdown, self.accept_paused_until, self.broker.restart_at, self.throttle.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn handle_signals(&mut self) {
@@ -195,6 +224,13 @@ impl Master {
 
     fn run_timers(&mut self) {
         let now = Instant::now();
+        for (kind, count) in self.throttle.summaries(now) {
+            info!(
+                target: logging::NOTICE,
+                "{count} more refused connections ({kind}) in the last {} s",
+                self.throttle.window().as_secs()
+            );
+        }
         if self.accept_paused_until.is_some_and(|until| now >= until) {
             self.accept_paused_until = None;
             // Edge-triggered listeners do not report connections that waited during the pause.
@@ -223,14 +259,73 @@ impl Master {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.spawn_session(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
-                Err(err) => {
-                    error!("accept failed: {err}; pausing for {} ms", ACCEPT_PAUSE.as_millis());
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                Err(err) => self.resource_trouble(&format!("accept failed: {err}")),
+            }
+        }
+    }
+
+    /// Out of descriptors or processes: log the first failure only, and stop accepting for a
+    /// moment so that established sessions keep the machine's attention.
+    fn resource_trouble(&mut self, what: &str) {
+        self.resource_failures += 1;
+        if self.resource_failures == 1 {
+            error!(
+                "{what}; pausing accept for {} ms at a time until it recovers",
+                ACCEPT_PAUSE.as_millis()
+            );
+        }
+        self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+    }
+
+    fn resource_recovered(&mut self) {
+        if self.resource_failures > 0 {
+            info!("accepting again after {} failed attempts", self.resource_failures);
+            self.resource_failures = 0;
+        }
+    }
+
+    /// Applies the admission limits to a new connection: a refused client gets one line and
+    /// the connection closes, before any fork.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        // Admissions reported before this connection arrived must count.
+        self.read_admissions();
+        let now = Instant::now();
+        match self.admission.check(peer.ip(), now) {
+            Ok(()) => self.spawn_session(stream, peer),
+            Err(refusal) => {
+                let _ = stream.write(format!("{}\r\n", refusal.message()).as_bytes());
+                if self.throttle.allow(refusal.reason(), now) {
+                    info!(target: logging::NOTICE, "refused {peer}: {}", refusal.reason());
                 }
+                self.log_sentence(peer, now);
+            }
+        }
+    }
+
+    fn log_sentence(&self, peer: SocketAddr, now: Instant) {
+        if let Some(sentence) = self.admission.sentence(peer.ip(), now) {
+            info!(
+                target: logging::NOTICE,
+                "source {} refused for {} s after repeated trips",
+                admission::Source::of(peer.ip()),
+                sentence.as_secs()
+            );
+        }
+    }
+
+    /// Reads the pids of sessions whose clients chose a nickname.
+    fn read_admissions(&mut self) {
+        let mut message = [0u8; 4];
+        loop {
+            match self.admissions.recv(&mut message) {
+                Ok(4) => self.admission.admitted(Pid::from_raw(i32::from_le_bytes(message))),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
     }
@@ -239,21 +334,21 @@ impl Master {
         match sys::fork_with_signals_blocked() {
             Ok(Forked::Child) => {
                 let settings = self.settings.clone();
-                let keep = vec![sys::raw(&stream)];
-                become_child(keep, move || session::run(stream, peer, settings))
+                let reporter = self.admission_reporter.try_clone().ok();
+                let mut keep = vec![sys::raw(&stream)];
+                keep.extend(reporter.as_ref().map(sys::raw));
+                become_child(keep, move || session::run(stream, peer, settings, reporter))
             }
             Ok(Forked::Parent(pid)) => {
                 debug!("session pid {pid} serves {peer}");
+                self.resource_recovered();
+                self.admission.accepted(pid, peer.ip());
                 self.sessions.insert(pid, SessionChild { peer, started: Instant::now() });
                 // Dropping `stream` closes the master's copy; the child has its own.
             }
             Err(err) => {
-                error!(
-                    "cannot fork a session for {peer}: {err}; pausing for {} ms",
-                    ACCEPT_PAUSE.as_millis()
-                );
                 let _ = stream.write(b"*** The server is busy; please try again later.\r\n");
-                self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                self.resource_trouble(&format!("cannot fork a session for {peer}: {err}"));
             }
         }
     }
@@ -316,6 +411,9 @@ impl Master {
                     self.schedule_broker_restart();
                 }
             } else if let Some(child) = self.sessions.remove(&pid) {
+                let now = Instant::now();
+                self.admission.exited(pid, now);
+                self.log_sentence(child.peer, now);
                 let lived = child.started.elapsed().as_secs();
                 match how {
                     Some(how) if self.shutdown.is_none() => {

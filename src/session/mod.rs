@@ -33,6 +33,7 @@ pub mod telnet;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram as StdUnixDatagram;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -124,11 +125,22 @@ struct Session {
     /// everything it owed this session, so the goodbye waits for that close.
     quit_sent: Option<Instant>,
     closing: Option<Closing>,
+    /// Where to report admission to the master; taken when used (it is reported once).
+    reporter: Option<StdUnixDatagram>,
 }
 
 /// Serves one client until it leaves; returns the process exit status.
-pub fn run(client: TcpStream, peer: SocketAddr, settings: SessionSettings) -> i32 {
-    match Session::start(client, peer, settings) {
+///
+/// `reporter`, when given, is told this process's pid once the client has chosen a nickname:
+/// the master counts clients that have not (sshd's MaxStartups) and sources whose clients
+/// leave before doing so.
+pub fn run(
+    client: TcpStream,
+    peer: SocketAddr,
+    settings: SessionSettings,
+    reporter: Option<StdUnixDatagram>,
+) -> i32 {
+    match Session::start(client, peer, settings, reporter) {
         Ok(mut session) => match session.event_loop() {
             Ok(()) => 0,
             Err(err) => {
@@ -148,6 +160,7 @@ impl Session {
         mut client: TcpStream,
         peer: SocketAddr,
         settings: SessionSettings,
+        reporter: Option<StdUnixDatagram>,
     ) -> io::Result<Session> {
         // Small lines must leave at once; batching is done here, per loop turn.
         let _ = client.set_nodelay(true);
@@ -201,6 +214,7 @@ impl Session {
             settings,
             quit_sent: None,
             closing: None,
+            reporter,
         };
         session.poll.registry().register(
             &mut session.client,
@@ -606,6 +620,7 @@ impl Session {
             }
             Event::LoggedIn { nick } => {
                 info!("{} logged in as {nick}", self.peer);
+                self.report_admission();
                 self.phase = Phase::Chatting { nick: nick.clone(), room: DEFAULT_ROOM.to_string() };
             }
             Event::Failed(_) if matches!(self.phase, Phase::ChoosingNick { asked: Some(_) }) => {
@@ -630,6 +645,7 @@ impl Session {
                     _ => nick.clone(),
                 };
                 info!("{} re-registered as {nick} in {room} after a broker restart", self.peer);
+                self.report_admission();
                 let line = if names::fold(&asked) == names::fold(nick) {
                     notice::resumed(room)
                 } else {
@@ -674,6 +690,14 @@ impl Session {
             _ => {}
         }
         true
+    }
+
+    /// Tells the master, once, that this client has a nickname. Best effort: a full or closed
+    /// report socket only costs the master's count accuracy, never the client.
+    fn report_admission(&mut self) {
+        if let Some(reporter) = self.reporter.take() {
+            let _ = reporter.send(&(std::process::id() as i32).to_le_bytes());
+        }
     }
 
     fn check_timers(&mut self) {

@@ -39,7 +39,7 @@ fn clients_per_room(total: usize, rooms: usize, index: usize) -> usize {
 
 #[test]
 fn killing_the_broker_disconnects_nobody() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start_with_config("max_clients_per_ip = 50\n");
     let rooms = ["lobby", "rust", "tea"];
     let mut clients: Vec<(Client, String, &str)> = Vec::new();
     for i in 0..50 {

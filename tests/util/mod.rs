@@ -301,14 +301,28 @@ impl Client {
     /// Connects with a tiny receive buffer, so that a client that stops reading fills the
     /// server's queue after kilobytes rather than megabytes.
     pub fn connect_small_window(port: u16) -> Client {
+        Self::connect_with(port, [127, 0, 0, 1], Some(2048))
+    }
+
+    /// Connects from another loopback address (127.0.0.2, ...), a second "source" for limits.
+    pub fn connect_from(port: u16, source: [u8; 4]) -> Client {
+        Self::connect_with(port, source, None)
+    }
+
+    fn connect_with(port: u16, source: [u8; 4], receive_buffer: Option<usize>) -> Client {
         use nix::sys::socket::{
-            AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+            AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket,
+            sockopt,
         };
+        use std::os::fd::AsRawFd;
         let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
             .expect("socket");
-        setsockopt(&fd, sockopt::RcvBuf, &2048).expect("SO_RCVBUF");
-        let addr = SockaddrIn::new(127, 0, 0, 1, port);
-        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).expect("connect to chatd");
+        if let Some(bytes) = receive_buffer {
+            setsockopt(&fd, sockopt::RcvBuf, &bytes).expect("SO_RCVBUF");
+        }
+        let [a, b, c, d] = source;
+        bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).expect("bind the source address");
+        connect(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).expect("connect to chatd");
         let stream = TcpStream::from(fd);
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone stream"));

@@ -1,0 +1,392 @@
+//! Who may connect: the master's bookkeeping of live sessions per source, and the limits it
+//! checks before forking (no fork is spent on a refused client).
+//!
+//! Owns the counts (all clients, per source, not yet admitted), sshd-style `MaxStartups` random
+//! early drop, and per-source penalties. Pure logic with the clock passed in: no sockets, no
+//! logging. A *source* is an IPv4 address or an IPv6 /64 (one customer's network).
+//!
+//! Penalties: a source *trips* when it is refused or when one of its clients leaves before
+//! choosing a nickname. `penalty_trips` trips in a row (an admitted client resets the count)
+//! put it in the penalty box for `penalty`, doubling with each further sentence up to
+//! `penalty_max`; sentences expire by themselves, and so does the doubling once a source has
+//! behaved for `penalty_max`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+use crate::config::AdmissionLimits;
+
+/// An IPv4 address, or the /64 of an IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    pub fn of(addr: IpAddr) -> Source {
+        match addr {
+            IpAddr::V4(v4) => Source(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(IpAddr::V4(v4)),
+                None => {
+                    let mut octets = v6.octets();
+                    octets[8..].fill(0);
+                    Source(IpAddr::V6(octets.into()))
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+/// Why a connection is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// `max_clients` clients are connected.
+    Full,
+    /// `max_clients_per_ip` clients from this source are connected.
+    PerSource,
+    /// Too many clients are still choosing a nickname (MaxStartups).
+    Startups,
+    /// The source is in the penalty box.
+    Penalty { seconds_left: u64 },
+}
+
+impl Refusal {
+    /// The one line the refused client gets before the connection closes.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Full => "*** The server is full; please try again later.".to_string(),
+            Refusal::PerSource => {
+                "*** Too many connections from your address; please try again later.".to_string()
+            }
+            Refusal::Startups => {
+                "*** Too many people are logging in right now; please try again in a moment."
+                    .to_string()
+            }
+            Refusal::Penalty { seconds_left } => format!(
+                "*** Your address is refused for {seconds_left} s after repeated failed connections."
+            ),
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Full => "server full",
+            Refusal::PerSource => "too many connections from this source",
+            Refusal::Startups => "too many clients logging in",
+            Refusal::Penalty { .. } => "source penalised",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Client {
+    source: Source,
+    admitted: bool,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    /// Trips since the last admission.
+    trips: u32,
+    /// The last sentence; the next is twice as long.
+    last_penalty: Duration,
+    /// When the current sentence ends.
+    until: Option<Instant>,
+    /// When the source last tripped, to forget old sentences.
+    last_trip: Option<Instant>,
+}
+
+/// The master's view of its sessions, for admission decisions.
+#[derive(Debug)]
+pub struct Admission {
+    limits: AdmissionLimits,
+    clients: HashMap<Pid, Client>,
+    per_source: HashMap<Source, usize>,
+    unadmitted: usize,
+    records: HashMap<Source, Record>,
+    rng: fastrand::Rng,
+}
+
+impl Admission {
+    pub fn new(limits: AdmissionLimits) -> Self {
+        Admission {
+            limits,
+            clients: HashMap::new(),
+            per_source: HashMap::new(),
+            unadmitted: 0,
+            records: HashMap::new(),
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// New limits (reload); counts and penalties are kept.
+    pub fn set_limits(&mut self, limits: AdmissionLimits) {
+        self.limits = limits;
+    }
+
+    /// Clients connected now.
+    pub fn connected(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Decides on a new connection from `addr`. A refusal counts as a trip for its source.
+    pub fn check(&mut self, addr: IpAddr, now: Instant) -> Result<(), Refusal> {
+        let source = Source::of(addr);
+        let refusal = self.refusal(source, now);
+        if let Some(refusal) = refusal {
+            if !matches!(refusal, Refusal::Penalty { .. }) {
+                self.trip(source, now);
+            }
+            return Err(refusal);
+        }
+        Ok(())
+    }
+
+    fn refusal(&mut self, source: Source, now: Instant) -> Option<Refusal> {
+        if let Some(until) = self.records.get(&source).and_then(|r| r.until)
+            && until > now
+        {
+            let seconds_left = until.saturating_duration_since(now).as_secs_f64().ceil() as u64;
+            return Some(Refusal::Penalty { seconds_left });
+        }
+        if self.clients.len() >= self.limits.max_clients {
+            return Some(Refusal::Full);
+        }
+        if self.per_source.get(&source).copied().unwrap_or(0) >= self.limits.max_clients_per_ip {
+            return Some(Refusal::PerSource);
+        }
+        let startups = self.limits.max_startups;
+        if self.unadmitted >= startups.full {
+            return Some(Refusal::Startups);
+        }
+        if self.unadmitted >= startups.start {
+            // Linear from `rate`% at `start` to 100% at `full`.
+            let span = (startups.full - startups.start).max(1) as u64;
+            let over = (self.unadmitted - startups.start) as u64;
+            let rate = u64::from(startups.rate);
+            let probability = rate + (100 - rate) * over / span;
+            if self.rng.u64(0..100) < probability {
+                return Some(Refusal::Startups);
+            }
+        }
+        None
+    }
+
+    fn trip(&mut self, source: Source, now: Instant) {
+        let limits = &self.limits;
+        let record = self.records.entry(source).or_default();
+        if record.last_trip.is_some_and(|at| now.saturating_duration_since(at) > limits.penalty_max)
+        {
+            record.last_penalty = Duration::ZERO;
+        }
+        record.last_trip = Some(now);
+        record.trips += 1;
+        if record.trips >= limits.penalty_trips {
+            let sentence = if record.last_penalty.is_zero() {
+                limits.penalty
+            } else {
+                (record.last_penalty * 2).min(limits.penalty_max)
+            };
+            record.last_penalty = sentence;
+            record.until = Some(now + sentence);
+            record.trips = 0;
+        }
+    }
+
+    /// The penalty a source got at `now`, if its last trip started one (for logging).
+    pub fn sentence(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
+        let record = self.records.get(&Source::of(addr))?;
+        let until = record.until?;
+        (until > now && record.last_trip == Some(now)).then_some(record.last_penalty)
+    }
+
+    /// A session was forked for `addr`.
+    pub fn accepted(&mut self, pid: Pid, addr: IpAddr) {
+        let source = Source::of(addr);
+        *self.per_source.entry(source).or_default() += 1;
+        self.unadmitted += 1;
+        self.clients.insert(pid, Client { source, admitted: false });
+    }
+
+    /// The session `pid` chose a nickname.
+    pub fn admitted(&mut self, pid: Pid) {
+        if let Some(client) = self.clients.get_mut(&pid)
+            && !client.admitted
+        {
+            client.admitted = true;
+            self.unadmitted -= 1;
+            if let Some(record) = self.records.get_mut(&client.source) {
+                record.trips = 0;
+            }
+        }
+    }
+
+    /// The session `pid` is gone. Leaving before admission is a trip for its source.
+    pub fn exited(&mut self, pid: Pid, now: Instant) {
+        let Some(client) = self.clients.remove(&pid) else { return };
+        if let Some(count) = self.per_source.get_mut(&client.source) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_source.remove(&client.source);
+            }
+        }
+        if !client.admitted {
+            self.unadmitted -= 1;
+            self.trip(client.source, now);
+        }
+        self.forget_old_records(now);
+    }
+
+    /// Drops records of sources that behaved for longer than the longest sentence.
+    fn forget_old_records(&mut self, now: Instant) {
+        let horizon = self.limits.penalty_max;
+        self.records.retain(|_, record| {
+            record.until.is_some_and(|until| until > now)
+                || record.last_trip.is_some_and(|at| now.saturating_duration_since(at) <= horizon)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MaxStartups;
+
+    fn limits() -> AdmissionLimits {
+        AdmissionLimits {
+            max_clients: 4,
+            max_clients_per_ip: 2,
+            max_startups: MaxStartups { start: 3, rate: 100, full: 3 },
+            penalty_trips: 3,
+            penalty: Duration::from_secs(10),
+            penalty_max: Duration::from_secs(25),
+        }
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(Source::of(ip("2001:db8::1")), Source::of(ip("2001:db8::ffff:1")));
+        assert_ne!(Source::of(ip("2001:db8::1")), Source::of(ip("2001:db8:0:1::1")));
+        assert_eq!(Source::of(ip("::ffff:10.0.0.1")), Source::of(ip("10.0.0.1")));
+        assert_eq!(Source::of(ip("2001:db8::1")).to_string(), "2001:db8::/64");
+    }
+
+    #[test]
+    fn per_source_and_total_limits() {
+        let mut admission = Admission::new(limits());
+        let now = Instant::now();
+        for (pid, addr) in [(1, "10.0.0.1"), (2, "10.0.0.1")] {
+            assert_eq!(admission.check(ip(addr), now), Ok(()));
+            admission.accepted(Pid::from_raw(pid), ip(addr));
+            admission.admitted(Pid::from_raw(pid));
+        }
+        assert_eq!(admission.check(ip("10.0.0.1"), now), Err(Refusal::PerSource));
+        for pid in [3, 4] {
+            admission.accepted(Pid::from_raw(pid), ip(&format!("10.0.1.{pid}")));
+            admission.admitted(Pid::from_raw(pid));
+        }
+        assert_eq!(admission.check(ip("10.0.2.1"), now), Err(Refusal::Full));
+        admission.exited(Pid::from_raw(1), now);
+        assert_eq!(admission.check(ip("10.0.0.1"), now), Ok(()));
+    }
+
+    #[test]
+    fn max_startups_counts_only_clients_without_a_nickname() {
+        let mut limits = limits();
+        limits.max_clients_per_ip = 10;
+        limits.max_clients = 10;
+        let mut admission = Admission::new(limits);
+        let now = Instant::now();
+        for pid in 1..=3 {
+            assert_eq!(admission.check(ip("10.0.0.1"), now), Ok(()));
+            admission.accepted(Pid::from_raw(pid), ip("10.0.0.1"));
+        }
+        assert_eq!(admission.check(ip("10.0.0.1"), now), Err(Refusal::Startups));
+        admission.admitted(Pid::from_raw(2));
+        assert_eq!(admission.check(ip("10.0.0.1"), now), Ok(()));
+    }
+
+    #[test]
+    fn random_early_drop_between_start_and_full() {
+        let mut limits = limits();
+        limits.max_clients = 1000;
+        limits.max_clients_per_ip = 1000;
+        limits.max_startups = MaxStartups { start: 10, rate: 30, full: 100 };
+        let mut admission = Admission::new(limits);
+        for pid in 0..10 {
+            admission.accepted(Pid::from_raw(pid), ip(&format!("10.0.{pid}.1")));
+        }
+        let now = Instant::now();
+        let refused = (0..2000)
+            .filter(|n| admission.check(ip(&format!("10.1.{}.{}", n / 200, n % 200)), now).is_err())
+            .count();
+        assert!((450..750).contains(&refused), "about 30% of 2000 refused, got {refused}");
+    }
+
+    #[test]
+    fn repeated_trips_earn_a_doubling_penalty_that_expires() {
+        let mut admission = Admission::new(limits());
+        let start = Instant::now();
+        let bad = ip("192.0.2.7");
+        for pid in 1..=3 {
+            admission.accepted(Pid::from_raw(pid), bad);
+            admission.exited(Pid::from_raw(pid), start);
+        }
+        assert_eq!(admission.sentence(bad, start), Some(Duration::from_secs(10)));
+        assert_eq!(admission.check(bad, start), Err(Refusal::Penalty { seconds_left: 10 }));
+        assert_eq!(
+            admission.check(ip("192.0.2.8"), start),
+            Ok(()),
+            "other sources are not punished"
+        );
+        let later = start + Duration::from_secs(10);
+        assert_eq!(admission.check(bad, later), Ok(()));
+        for pid in 4..=6 {
+            admission.accepted(Pid::from_raw(pid), bad);
+            admission.exited(Pid::from_raw(pid), later);
+        }
+        assert_eq!(admission.check(bad, later), Err(Refusal::Penalty { seconds_left: 20 }));
+        let again = later + Duration::from_secs(20);
+        for pid in 7..=9 {
+            admission.accepted(Pid::from_raw(pid), bad);
+            admission.exited(Pid::from_raw(pid), again);
+        }
+        assert_eq!(
+            admission.check(bad, again),
+            Err(Refusal::Penalty { seconds_left: 25 }),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn an_admitted_client_resets_the_trip_count() {
+        let mut admission = Admission::new(limits());
+        let now = Instant::now();
+        let addr = ip("192.0.2.9");
+        for pid in 1..=2 {
+            admission.accepted(Pid::from_raw(pid), addr);
+            admission.exited(Pid::from_raw(pid), now);
+        }
+        admission.accepted(Pid::from_raw(3), addr);
+        admission.admitted(Pid::from_raw(3));
+        admission.accepted(Pid::from_raw(4), addr);
+        admission.exited(Pid::from_raw(4), now);
+        assert_eq!(admission.check(addr, now), Ok(()));
+    }
+}
