@@ -25,4 +25,9 @@ pub struct Cli {
     /// TOML settings file. Optional: chatd runs with built-in defaults.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Check a settings file (default: the --config file) and exit: 0 if it is valid, 1 with
+    /// the bad key and line if not. For ExecReload and packaging scripts.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub check_config: Option<Option<PathBuf>>,
 }

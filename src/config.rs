@@ -22,7 +22,7 @@ pub const DEFAULT_PORT: u16 = 2323;
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
+    #[error("{} {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("{where_}{key}: {message}")]
     Invalid { where_: String, key: &'static str, message: String },
@@ -144,11 +144,44 @@ struct FileConfig {
 }
 
 /// Command-line values that override the file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Vec<String>,
     pub runtime_dir: Option<PathBuf>,
     pub log: Option<LogTarget>,
+}
+
+/// Where settings come from, kept so that they can be read again on SIGHUP.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.file.as_deref(), self.overrides.clone())
+    }
+}
+
+impl Config {
+    /// Settings that only take effect at start; a reload that changes them says so.
+    pub fn needs_restart_to_change(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen != new.listen {
+            keys.push("listen");
+        }
+        if self.runtime_dir != new.runtime_dir {
+            keys.push("runtime_dir");
+        }
+        if self.log != new.log {
+            keys.push("log");
+        }
+        if self.user != new.user {
+            keys.push("user");
+        }
+        keys
+    }
 }
 
 /// Where a key is set in the file, for error messages ("FILE line N: ").
@@ -173,7 +206,7 @@ impl Config {
         };
         let parsed: FileConfig = toml::from_str(&text).map_err(|err| ConfigError::Parse {
             path: file.map(Path::to_path_buf).unwrap_or_default(),
-            message: err.to_string(),
+            message: one_line_error(&text, &err),
         })?;
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
             where_: place(file, &text, key),
@@ -284,6 +317,20 @@ impl Config {
                 4 << 20,
             )?,
         })
+    }
+}
+
+/// A TOML error as one log-friendly line: "line N: what is wrong (in `the line`)".
+fn one_line_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let number = text[..start].matches('\n').count() + 1;
+            let line = text.lines().nth(number - 1).unwrap_or("").trim();
+            format!("line {number}: {message} (in `{line}`)")
+        }
+        None => message,
     }
 }
 

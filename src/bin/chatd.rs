@@ -6,13 +6,30 @@ use clap::Parser;
 use log::LevelFilter;
 
 use chatd::cli::Cli;
-use chatd::config::{Config, Overrides};
+use chatd::config::{ConfigSource, Overrides};
 use chatd::logging::{self, LogTarget};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = Overrides { listen: cli.listen, runtime_dir: cli.runtime_dir, log: cli.log };
-    let config = match Config::load(cli.config.as_deref(), overrides) {
+    if let Some(file) = cli.check_config {
+        let file = file.or(cli.config);
+        let shown = file
+            .as_ref()
+            .map_or_else(|| "built-in defaults".to_string(), |f| f.display().to_string());
+        return match (ConfigSource { file, overrides }).load() {
+            Ok(_) => {
+                println!("{shown}: ok");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("chatd: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let source = ConfigSource { file: cli.config, overrides };
+    let config = match source.load() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("chatd: {err}");
@@ -20,7 +37,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log, LevelFilter::Info);
-    match chatd::master::run(&config) {
+    match chatd::master::run(&config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");

@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
 use crate::channel::{Channel, ReadOutcome};
+use crate::config::ConfigSource;
 use crate::proto::codec;
 use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
 use crate::signals::ChildSignals;
@@ -66,11 +67,17 @@ struct Broker {
     scratch: Vec<u8>,
     /// Most bytes queued for one session before it is dropped as too slow.
     queue_bytes: usize,
+    /// Where to read the settings again on SIGHUP.
+    source: ConfigSource,
     uid: u32,
 }
 
 /// Runs the broker on an already-listening socket until SIGTERM or SIGINT.
-pub fn run(listener: StdUnixListener, queue_bytes: usize) -> io::Result<()> {
+///
+/// `source` is where the settings came from: on SIGHUP (which the master forwards after it
+/// validated the file) the broker reads them again and applies `broker_queue_bytes` to new
+/// sessions.
+pub fn run(listener: StdUnixListener, queue_bytes: usize, source: ConfigSource) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let poll = Poll::new()?;
     let mut listener = UnixListener::from_std(listener);
@@ -88,6 +95,7 @@ pub fn run(listener: StdUnixListener, queue_bytes: usize) -> io::Result<()> {
         doomed: Vec::new(),
         scratch: Vec::new(),
         queue_bytes,
+        source,
         uid: nix::unistd::geteuid().as_raw(),
     };
     info!("broker ready (protocol version {PROTOCOL_VERSION})");
@@ -132,6 +140,15 @@ impl Broker {
         while let Some(signal) = self.signals.take_pending()? {
             match signal {
                 Signal::SIGTERM | Signal::SIGINT => stop = true,
+                Signal::SIGHUP => match self.source.load() {
+                    Ok(config) => {
+                        self.queue_bytes = config.broker_queue_bytes;
+                        info!("broker reloaded its configuration");
+                    }
+                    Err(err) => {
+                        error!("broker reload failed, keeping the old configuration: {err}")
+                    }
+                },
                 other => debug!("broker ignores {other}"),
             }
         }

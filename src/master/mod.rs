@@ -35,7 +35,7 @@ use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigSource};
 use crate::logging::LogThrottle;
 use crate::session::{self, SessionSettings};
 use crate::sys::{self, Forked};
@@ -107,6 +107,9 @@ struct Master {
     settings: SessionSettings,
     broker_queue_bytes: usize,
     admission: Admission,
+    /// The settings in force, and where to read them again on SIGHUP.
+    config: Config,
+    source: ConfigSource,
     /// Sessions report here (their pid, once) when their client has chosen a nickname.
     admissions: UnixDatagram,
     /// The end the sessions write to; each child keeps it open.
@@ -119,7 +122,7 @@ struct Master {
 }
 
 /// Runs the daemon in the foreground until it is told to stop.
-pub fn run(config: &Config) -> Result<(), MasterError> {
+pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
     let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
     let (broker_listener, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
     let poll = Poll::new()?;
@@ -152,6 +155,8 @@ pub fn run(config: &Config) -> Result<(), MasterError> {
         settings: SessionSettings { broker_socket, limits: config.session.clone() },
         broker_queue_bytes: config.broker_queue_bytes,
         admission: Admission::new(config.admission.clone()),
+        config: config.clone(),
+        source,
         admissions,
         admission_reporter: reporter,
         throttle: LogThrottle::new(LOG_WINDOW),
@@ -214,12 +219,38 @@ impl Master {
             match signal {
                 SIGTERM | SIGINT if self.shutdown.is_none() => self.begin_shutdown(signal),
                 SIGTERM | SIGINT | SIGQUIT => self.kill_everything("told again to stop"),
-                SIGHUP => {
-                    info!("SIGHUP: configuration reload is not supported yet; nothing changed")
-                }
+                SIGHUP => self.reload(),
                 _ => {} // SIGCHLD: reaping happens after every wake-up.
             }
         }
+    }
+
+    /// Reads the settings again. Limits apply to new connections at once (the master's
+    /// admission limits, and each new session's); the broker reloads its own. A broken file is
+    /// refused and the old settings stay. Nobody is disconnected.
+    fn reload(&mut self) {
+        let mut new = match self.source.load() {
+            Ok(new) => new,
+            Err(err) => {
+                error!("reload failed, keeping the old configuration: {err}");
+                return;
+            }
+        };
+        for key in self.config.needs_restart_to_change(&new) {
+            warn!("reload: {key} changed, which takes effect only after a restart");
+        }
+        new.listen.clone_from(&self.config.listen);
+        new.runtime_dir.clone_from(&self.config.runtime_dir);
+        new.log = self.config.log;
+        new.user.clone_from(&self.config.user);
+        self.admission.set_limits(new.admission.clone());
+        self.settings.limits = new.session.clone();
+        self.broker_queue_bytes = new.broker_queue_bytes;
+        if let Some(pid) = self.broker.pid {
+            let _ = kill(pid, Signal::SIGHUP);
+        }
+        self.config = new;
+        info!("configuration reloaded");
     }
 
     fn run_timers(&mut self) {
@@ -359,7 +390,8 @@ impl Master {
         match sys::fork_with_signals_blocked()? {
             Forked::Child => {
                 let keep = vec![sys::raw(&listener)];
-                become_child(keep, move || match broker::run(listener, queue_bytes) {
+                let source = self.source.clone();
+                become_child(keep, move || match broker::run(listener, queue_bytes, source) {
                     Ok(()) => 0,
                     Err(err) => {
                         error!("broker failed: {err}");

@@ -98,3 +98,58 @@ fn refusals_are_logged_once_per_window_with_a_summary() {
     let logged = daemon.log().iter().filter(|l| l.contains("refused 127.0.0.1")).count();
     assert_eq!(logged, 1, "one line for the first refusal:\n{}", daemon.log().join("\n"));
 }
+
+#[test]
+fn sighup_reloads_limits_without_dropping_anyone_and_refuses_a_broken_file() {
+    let daemon = Daemon::start_with_config("max_clients = 1\n");
+    let config = daemon.runtime.path().join("chatd.toml");
+    let mut alice = daemon.login("alice");
+    let mut refused = daemon.connect();
+    assert_eq!(first_line(&mut refused), "*** The server is full; please try again later.");
+
+    std::fs::write(&config, "max_clients = 5\n").expect("rewrite config");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("configuration reloaded");
+    daemon.wait_for_log("broker reloaded its configuration");
+    let mut bob = daemon.login("bob");
+    alice.send("nobody was dropped");
+    bob.expect("<alice> nobody was dropped");
+
+    std::fs::write(&config, "max_clients = \"many\"\n").expect("break config");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = daemon.wait_for_log("reload failed, keeping the old configuration");
+    assert!(line.contains("error") && line.contains("max_clients"), "{line}");
+    let _carol = daemon.login("carol");
+    alice.send("still fine");
+    bob.expect("<alice> still fine");
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let check = |text: &str| {
+        let path = dir.path().join("chatd.toml");
+        std::fs::write(&path, text).expect("write");
+        std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .expect("run chatd --check-config")
+    };
+    let good = check("max_clients = 10\nlog = \"stderr\"\n");
+    assert!(good.status.success());
+    assert!(String::from_utf8_lossy(&good.stdout).ends_with("chatd.toml: ok\n"));
+    let bad = check("log = \"stderr\"\n\nmax_client = 10\n");
+    assert_eq!(bad.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(message.contains("max_client") && message.contains("line 3"), "{message}");
+    let zero = check("flood_burst = 0\n");
+    let message = String::from_utf8_lossy(&zero.stderr);
+    assert!(message.contains("line 1: flood_burst: must be at least 1"), "{message}");
+    let shipped = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .arg("--check-config")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/chatd.toml"))
+        .output()
+        .expect("check the shipped config");
+    assert!(shipped.status.success(), "{}", String::from_utf8_lossy(&shipped.stderr));
+}
