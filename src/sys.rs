@@ -96,15 +96,54 @@ pub fn peer_pid(socket: &impl AsFd) -> io::Result<i32> {
 /// signal pipe, and must hold none of them (a child holding a listener would keep the port
 /// open after the master is gone). The objects that owned those descriptors in the parent are
 /// never used or dropped in the child, which leaves through `std::process::exit`.
+///
+/// Uses `close_range(2)`, which needs no `/proc` (a process that switched users from root is
+/// not dumpable and cannot read its own `/proc/self/fd`).
 pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
-        if fd > 2 && !keep.contains(&fd) {
-            // EBADF here is the descriptor read_dir itself used, already closed: fine.
-            let _ = nix::unistd::close(fd);
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: RawFd = 3;
+    for &fd in keep.iter().chain(std::iter::once(&RawFd::MAX)) {
+        if fd > first {
+            let last = if fd == RawFd::MAX { u32::MAX } else { (fd - 1) as u32 };
+            // SAFETY: close_range only closes descriptors; the caller guarantees that nothing
+            // in this process uses the ones in the range again (see above).
+            let result = unsafe { nix::libc::close_range(first as u32, last, 0) };
+            if result != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// Switches this process to `uid`/`gid` for good: supplementary groups, then the group ids,
+/// then the user ids (real, effective and saved), then `no_new_privs`. Fails if getting root
+/// back is still possible afterwards.
+pub fn drop_privileges(uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> io::Result<()> {
+    nix::unistd::setgroups(&[gid]).map_err(io::Error::from)?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(io::Error::from)?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(io::Error::from)?;
+    nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
+    if !uid.is_root() && nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
+        return Err(io::Error::other("could still become root after dropping privileges"));
+    }
+    Ok(())
+}
+
+/// Resource limits for a child: no core dumps (they would hold other users' messages), at
+/// most `open_files` descriptors (never above the hard limit), and `address_space` bytes.
+pub fn limit_resources(open_files: u64, address_space: Option<u64>) -> io::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(io::Error::from)?;
+    let (_, hard_files) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    setrlimit(Resource::RLIMIT_NOFILE, open_files.min(hard_files), hard_files)
+        .map_err(io::Error::from)?;
+    if let Some(bytes) = address_space {
+        let (_, hard) = getrlimit(Resource::RLIMIT_AS).map_err(io::Error::from)?;
+        setrlimit(Resource::RLIMIT_AS, bytes.min(hard), hard).map_err(io::Error::from)?;
     }
     Ok(())
 }

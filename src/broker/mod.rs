@@ -204,10 +204,11 @@ impl Broker {
 
     fn admit(&mut self, mut stream: UnixStream) {
         match sys::peer_uid(&stream) {
-            Ok(uid) if uid == self.uid => {}
+            // Root may always connect: it can do everything the daemon can anyway.
+            Ok(uid) if uid == self.uid || uid == 0 => {}
             Ok(uid) => {
                 warn!(
-                    "refused a broker connection from uid {uid}: only uid {} may connect",
+                    "refused a broker connection from uid {uid}: only uid {} (and root) may connect",
                     self.uid
                 );
                 return;

@@ -17,6 +17,7 @@
 
 pub mod admission;
 pub mod listen;
+pub mod privileges;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -70,6 +71,8 @@ pub enum MasterError {
     RuntimeDir { path: PathBuf, source: io::Error },
     #[error("another chatd is already serving {0}")]
     AlreadyRunning(PathBuf),
+    #[error("{0}")]
+    Privileges(String),
     #[error("cannot start the broker: {0}")]
     Broker(io::Error),
     #[error("{0}")]
@@ -125,6 +128,9 @@ struct Master {
 pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
     let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
     let (broker_listener, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
+    if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
+        privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
+    }
     let poll = Poll::new()?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -368,7 +374,9 @@ impl Master {
                 let reporter = self.admission_reporter.try_clone().ok();
                 let mut keep = vec![sys::raw(&stream)];
                 keep.extend(reporter.as_ref().map(sys::raw));
-                become_child(keep, move || session::run(stream, peer, settings, reporter))
+                become_child(keep, SESSION_LIMITS, move || {
+                    session::run(stream, peer, settings, reporter)
+                })
             }
             Ok(Forked::Parent(pid)) => {
                 debug!("session pid {pid} serves {peer}");
@@ -391,11 +399,18 @@ impl Master {
             Forked::Child => {
                 let keep = vec![sys::raw(&listener)];
                 let source = self.source.clone();
-                become_child(keep, move || match broker::run(listener, queue_bytes, source) {
-                    Ok(()) => 0,
-                    Err(err) => {
-                        error!("broker failed: {err}");
-                        1
+                // One descriptor per session, and room to spare.
+                let limits = ChildLimits {
+                    open_files: self.config.admission.max_clients as u64 + 256,
+                    address_space: None,
+                };
+                become_child(keep, limits, move || {
+                    match broker::run(listener, queue_bytes, source) {
+                        Ok(()) => 0,
+                        Err(err) => {
+                            error!("broker failed: {err}");
+                            1
+                        }
                     }
                 })
             }
@@ -490,14 +505,28 @@ impl Master {
     }
 }
 
+/// Resource limits of a child process (core dumps are always off).
+struct ChildLimits {
+    open_files: u64,
+    address_space: Option<u64>,
+}
+
+/// A session needs a handful of descriptors (client, broker, poller, signals, log, report) and
+/// little memory; the limits contain a session gone wrong.
+const SESSION_LIMITS: ChildLimits = ChildLimits { open_files: 64, address_space: Some(1 << 30) };
+
 /// Turns a freshly forked child into a role: reopens the log with the child's pid, closes
-/// every inherited descriptor except `keep` and the log's, runs `role`, and exits with its
-/// status. A panic in the role ends the child; it never unwinds into the master's frames.
-fn become_child(mut keep: Vec<i32>, role: impl FnOnce() -> i32) -> ! {
+/// every inherited descriptor except `keep` and the log's, applies `limits`, runs `role`, and
+/// exits with its status. A panic in the role ends the child; it never unwinds into the
+/// master's frames.
+fn become_child(mut keep: Vec<i32>, limits: ChildLimits, role: impl FnOnce() -> i32) -> ! {
     logging::reopen_after_fork();
     keep.extend(logging::descriptor());
     if let Err(err) = sys::close_all_except(&keep) {
         error!("cannot close inherited descriptors: {err}");
+    }
+    if let Err(err) = sys::limit_resources(limits.open_files, limits.address_space) {
+        error!("cannot set resource limits: {err}");
     }
     let status = panic::catch_unwind(AssertUnwindSafe(role)).unwrap_or(101);
     std::process::exit(status)

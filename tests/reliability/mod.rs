@@ -123,3 +123,111 @@ fn a_login_in_progress_survives_a_broker_restart() {
     waiting.send("hi");
     alice.expect("<carol> hi");
 }
+
+/// A line of /proc/PID/status, without its label.
+fn status_field(pid: i32, label: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(label))
+        .map(|rest| rest.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A soft limit from /proc/PID/limits.
+fn soft_limit(pid: i32, name: &str) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    limits
+        .lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line[name.len()..].split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn started_as_root_no_process_keeps_root_or_capabilities() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: chatd drops privileges only when started as root (CI runs as root)");
+        return;
+    }
+    let daemon = Daemon::start();
+    let alice = daemon.login("alice");
+    daemon.wait_for_log("running as user nobody (uid 65534");
+    let session = daemon.holders_of(&alice)[0];
+    let broker = daemon.broker_pid(1);
+    for pid in daemon.processes() {
+        assert_eq!(status_field(pid, "Uid:"), "65534\t65534\t65534\t65534", "uids of {pid}");
+        assert_eq!(status_field(pid, "Gid:"), "65534\t65534\t65534\t65534", "gids of {pid}");
+        assert_eq!(status_field(pid, "Groups:"), "65534", "groups of {pid}");
+        assert_eq!(
+            status_field(pid, "CapEff:"),
+            "0000000000000000",
+            "effective capabilities of {pid}"
+        );
+        assert_eq!(
+            status_field(pid, "CapPrm:"),
+            "0000000000000000",
+            "permitted capabilities of {pid}"
+        );
+        assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "no_new_privs of {pid}");
+    }
+    for pid in [session, broker] {
+        assert_eq!(soft_limit(pid, "Max core file size"), "0", "core dumps of {pid}");
+    }
+    assert_eq!(soft_limit(session, "Max open files"), "64");
+    assert_eq!(soft_limit(session, "Max address space"), (1u64 << 30).to_string());
+}
+
+#[test]
+fn root_without_a_user_to_switch_to_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: the refusal applies only to root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (setting, expected) in [
+        ("user = \"\"\n", "refusing to run as root without a user to switch to"),
+        ("user = \"no_such_user_here\"\n", "user no_such_user_here does not exist"),
+        ("user = \"root\"\n", "user root is root"),
+    ] {
+        let config = dir.path().join("chatd.toml");
+        std::fs::write(&config, setting).expect("write config");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
+            .arg(dir.path().join("run"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run chatd");
+        assert_eq!(output.status.code(), Some(1), "{setting}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{setting}: {stderr}");
+    }
+}
+
+#[test]
+fn sigquit_ends_everything_at_once() {
+    let mut daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let group = daemon.pid();
+    let started = Instant::now();
+    daemon.signal(Signal::SIGQUIT);
+    assert!(daemon.wait_exit().success(), "master exit status");
+    wait_until("every process is gone", || crate::util::processes_in_group(group).is_empty());
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(alice.is_closed());
+}
+
+#[test]
+fn a_second_sigterm_does_not_wait_for_the_grace_time() {
+    let mut daemon = Daemon::start();
+    let _alice = daemon.login("alice");
+    let group = daemon.pid();
+    let started = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit().success(), "master exit status");
+    wait_until("every process is gone", || crate::util::processes_in_group(group).is_empty());
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}

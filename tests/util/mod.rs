@@ -48,6 +48,13 @@ impl Daemon {
     /// Starts chatd with a TOML settings file holding `config`.
     pub fn start_with_config(config: &str) -> Daemon {
         let runtime = tempfile::tempdir().expect("temp runtime dir");
+        // Started as root, chatd runs as an unprivileged user, which must reach broker.sock
+        // (in run/, which chatd creates and hands over) and read the settings file.
+        std::fs::set_permissions(
+            runtime.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod the temp dir");
         let config_path = runtime.path().join("chatd.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
@@ -396,8 +403,14 @@ impl Client {
 
     /// True if the server closed the connection (reads what is left first).
     pub fn is_closed(&mut self) -> bool {
-        let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(err) => return err.kind() == ErrorKind::ConnectionReset,
+            }
+        }
     }
 }
 
