@@ -66,21 +66,63 @@ pub fn bind_all(addrs: &[SocketAddr], defaults: bool) -> Result<Vec<TcpListener>
     Ok(listeners)
 }
 
+/// What `broker.sock` held when the master started.
+pub enum BrokerSocket {
+    /// A fresh listener this master bound.
+    Bound(UnixListener),
+    /// A broker whose master died still serves the socket: adopt it. `watch` is a connection to
+    /// it that reports its end; `pid` is its process.
+    Orphaned { watch: UnixStream, pid: i32 },
+}
+
 /// Creates the runtime directory (mode 0700 when chatd creates it) and binds `broker.sock`
-/// (mode 0600) in it. A socket left by a crashed daemon is replaced; one that still answers
-/// means another chatd uses this directory, and that is an error.
-pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(UnixListener, PathBuf), MasterError> {
+/// (mode 0600) in it. A socket left by a crashed daemon is replaced. One that still answers is
+/// a running broker: if its master is alive, another chatd uses this directory, which is an
+/// error; if its master died, the broker is adopted (its sessions keep chatting).
+pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(BrokerSocket, PathBuf), MasterError> {
     let dir_error = |source| MasterError::RuntimeDir { path: runtime_dir.to_path_buf(), source };
     fs::DirBuilder::new().recursive(true).mode(0o700).create(runtime_dir).map_err(dir_error)?;
     let path = runtime_dir.join(BROKER_SOCKET);
     if path.exists() {
-        if UnixStream::connect(&path).is_ok() {
-            return Err(MasterError::AlreadyRunning(path));
+        if let Ok(watch) = UnixStream::connect(&path) {
+            // The credentials of a listening socket are those of the process that bound it:
+            // the master that started this broker.
+            let master = crate::sys::peer_pid(&watch).map_err(dir_error)?;
+            if is_chatd(master) {
+                return Err(MasterError::AlreadyRunning(path));
+            }
+            let pid = read_broker_pid(runtime_dir)
+                .filter(|&pid| is_chatd(pid))
+                .ok_or_else(|| MasterError::AlreadyRunning(path.clone()))?;
+            return Ok((BrokerSocket::Orphaned { watch, pid }, path));
         }
         fs::remove_file(&path).map_err(dir_error)?;
     }
     let listener = UnixListener::bind(&path).map_err(dir_error)?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(dir_error)?;
     listener.set_nonblocking(true).map_err(dir_error)?;
-    Ok((listener, path))
+    Ok((BrokerSocket::Bound(listener), path))
+}
+
+/// Whether `pid` is a live chatd process (not a zombie).
+fn is_chatd(pid: i32) -> bool {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    comm.trim() == "chatd" && !matches!(state, Some("Z" | "X"))
+}
+
+/// Name of the file in the runtime directory that holds the broker's pid.
+const BROKER_PID: &str = "broker.pid";
+
+fn read_broker_pid(runtime_dir: &Path) -> Option<i32> {
+    fs::read_to_string(runtime_dir.join(BROKER_PID)).ok()?.trim().parse().ok()
+}
+
+/// Records the broker's pid for a master that may have to adopt it (written whole, then
+/// renamed into place, so a reader never sees half a number).
+pub fn write_broker_pid(runtime_dir: &Path, pid: i32) -> std::io::Result<()> {
+    let temporary = runtime_dir.join(format!("{BROKER_PID}.tmp"));
+    fs::write(&temporary, format!("{pid}\n"))?;
+    fs::rename(temporary, runtime_dir.join(BROKER_PID))
 }

@@ -20,7 +20,7 @@ pub mod listen;
 pub mod privileges;
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixListener};
 use std::panic::{self, AssertUnwindSafe};
@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::net::{TcpListener, TcpStream, UnixDatagram};
+use mio::net::{TcpListener, TcpStream, UnixDatagram, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -42,6 +42,7 @@ use crate::session::{self, SessionSettings};
 use crate::sys::{self, Forked};
 use crate::{broker, logging};
 use admission::Admission;
+use listen::BrokerSocket;
 
 /// How long children get to finish after SIGTERM before they are killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -59,6 +60,7 @@ const LOG_WINDOW: Duration = Duration::from_secs(5);
 
 const SIGNALS: Token = Token(usize::MAX);
 const ADMISSIONS: Token = Token(usize::MAX - 1);
+const BROKER_WATCH: Token = Token(usize::MAX - 2);
 
 /// Why the master could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,9 @@ struct SessionChild {
 /// The broker child and its restart policy.
 struct BrokerChild {
     pid: Option<Pid>,
+    /// Set when the broker is not our child but one adopted from a master that died: a
+    /// connection to it whose end tells that it is gone (it cannot be reaped by us).
+    adopted: Option<UnixStream>,
     started: Instant,
     backoff: Duration,
     restart_at: Option<Instant>,
@@ -103,7 +108,9 @@ struct Master {
     poll: Poll,
     listeners: Vec<TcpListener>,
     signals: Signals,
-    broker_listener: UnixListener,
+    /// The listening `broker.sock`, kept so that a restarted broker serves the same socket
+    /// (`None` while an adopted broker owns it).
+    broker_listener: Option<UnixListener>,
     broker_socket: PathBuf,
     broker: BrokerChild,
     sessions: HashMap<Pid, SessionChild>,
@@ -127,11 +134,21 @@ struct Master {
 /// Runs the daemon in the foreground until it is told to stop.
 pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
     let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
-    let (broker_listener, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
+    let poll = Poll::new()?;
+    let (broker_socket_state, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
     if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
         privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
     }
-    let poll = Poll::new()?;
+    let (broker_listener, adopted) = match broker_socket_state {
+        BrokerSocket::Bound(listener) => (Some(listener), None),
+        BrokerSocket::Orphaned { watch, pid } => {
+            info!("adopting broker pid {pid}, whose master is gone; its sessions keep chatting");
+            watch.set_nonblocking(true)?;
+            let mut watch = UnixStream::from_std(watch);
+            poll.registry().register(&mut watch, BROKER_WATCH, Interest::READABLE)?;
+            (None, Some((watch, Pid::from_raw(pid))))
+        }
+    };
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     let mut mio_listeners = Vec::new();
@@ -152,7 +169,8 @@ pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
         broker_listener,
         broker_socket: broker_socket.clone(),
         broker: BrokerChild {
-            pid: None,
+            pid: adopted.as_ref().map(|(_, pid)| *pid),
+            adopted: adopted.map(|(watch, _)| watch),
             started: Instant::now(),
             backoff: Duration::ZERO,
             restart_at: None,
@@ -170,12 +188,15 @@ pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
         accept_paused_until: None,
         shutdown: None,
     };
-    master.start_broker().map_err(MasterError::Broker)?;
+    if master.broker.adopted.is_none() {
+        master.start_broker().map_err(MasterError::Broker)?;
+    }
     for listener in &master.listeners {
         info!("listening on {}", listener.local_addr()?);
     }
     let result = master.event_loop();
     let _ = std::fs::remove_file(&master.broker_socket);
+    let _ = std::fs::remove_file(master.config.runtime_dir.join("broker.pid"));
     result
 }
 
@@ -190,6 +211,7 @@ impl Master {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
                     ADMISSIONS => self.read_admissions(),
+                    BROKER_WATCH => self.watch_adopted_broker(),
                     Token(index) => self.accept_from(index),
                 }
             }
@@ -354,6 +376,34 @@ impl Master {
         }
     }
 
+    /// An adopted broker is not our child: its end shows as the end of the watch connection.
+    /// Then the master binds `broker.sock` afresh and starts its own broker, with which the
+    /// orphaned sessions re-register like after any broker restart.
+    fn watch_adopted_broker(&mut self) {
+        let Some(watch) = self.broker.adopted.as_mut() else { return };
+        let mut scratch = [0u8; 4096];
+        loop {
+            match watch.read(&mut scratch) {
+                Ok(0) => break,
+                Ok(_) => {} // A goodbye frame at shutdown: nothing to do.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if let Some(mut watch) = self.broker.adopted.take() {
+            let _ = self.poll.registry().deregister(&mut watch);
+        }
+        let pid = self.broker.pid.take();
+        if self.shutdown.is_none() {
+            error!("adopted broker {pid:?} is gone; starting a broker of our own");
+            if let Err(err) = self.start_broker() {
+                error!("cannot start the broker: {err}");
+                self.schedule_broker_restart();
+            }
+        }
+    }
+
     /// Reads the pids of sessions whose clients chose a nickname.
     fn read_admissions(&mut self) {
         let mut message = [0u8; 4];
@@ -393,7 +443,24 @@ impl Master {
     }
 
     fn start_broker(&mut self) -> io::Result<()> {
-        let listener = self.broker_listener.try_clone()?;
+        let listener = match &self.broker_listener {
+            Some(listener) => listener.try_clone()?,
+            None => {
+                // The adopted broker owned the socket; bind a fresh one at the same path, where
+                // its sessions will look for the new broker.
+                match listen::bind_broker_socket(&self.config.runtime_dir) {
+                    Ok((BrokerSocket::Bound(listener), _)) => {
+                        let copy = listener.try_clone()?;
+                        self.broker_listener = Some(listener);
+                        copy
+                    }
+                    Ok((BrokerSocket::Orphaned { .. }, _)) => {
+                        return Err(io::Error::other("another broker took broker.sock"));
+                    }
+                    Err(err) => return Err(io::Error::other(err.to_string())),
+                }
+            }
+        };
         let queue_bytes = self.broker_queue_bytes;
         match sys::fork_with_signals_blocked()? {
             Forked::Child => {
@@ -416,6 +483,9 @@ impl Master {
             }
             Forked::Parent(pid) => {
                 info!("broker started, pid {pid}");
+                if let Err(err) = listen::write_broker_pid(&self.config.runtime_dir, pid.as_raw()) {
+                    warn!("cannot record the broker's pid: {err}");
+                }
                 self.broker.pid = Some(pid);
                 self.broker.started = Instant::now();
                 Ok(())

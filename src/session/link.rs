@@ -2,14 +2,19 @@
 //!
 //! Owns the broker [`Channel`] and three pieces of state that outlive any one connection:
 //! - the numbering of this session's lines (`Say`, `Act`, `Private` share one counter) and the
-//!   lines not yet acknowledged, which are re-sent in order after reconnecting;
+//!   recent ones, which are re-sent in order after reconnecting;
 //! - the duplicate filter: the highest sequence number shown per sender, so a line that the old
 //!   broker delivered and a sender re-sent is shown once;
 //! - the reconnection schedule when the broker is gone.
 //!
 //! An acknowledgement is whatever proves the broker processed a numbered request: the echo of
 //! this session's own `Chat`/`Action` (a sender is always in its room), `PrivateSent`, or
-//! `Rejected`. It does not decide what to re-register (nick, room): that is the session's.
+//! `Rejected`. It does not prove that every *other* member got the line: a broker that dies
+//! right after writing the sender's echo may not have written everyone else's copy yet. So a
+//! session keeps even acknowledged lines for [`RETAIN`] (at most [`MAX_RETAINED`]) and re-sends
+//! them all after a restart; receivers drop the copies they already showed. Lines still
+//! unacknowledged are always kept (at most [`MAX_UNACKED`]; input pauses beyond that).
+//! It does not decide what to re-register (nick, room): that is the session's.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
@@ -28,6 +33,9 @@ use crate::proto::{PROTOCOL_VERSION, Request};
 const MAX_BROKER_QUEUE: usize = 1 << 20;
 /// Most numbered requests waiting for acknowledgement; input pauses beyond this.
 pub const MAX_UNACKED: usize = 256;
+/// How long an acknowledged line is kept for re-sending after a broker restart, and how many.
+pub const RETAIN: Duration = Duration::from_secs(5);
+pub const MAX_RETAINED: usize = 512;
 /// Senders remembered by the duplicate filter before it starts afresh.
 const MAX_SENDERS_REMEMBERED: usize = 16_384;
 /// First and longest wait between reconnection attempts.
@@ -50,9 +58,20 @@ pub struct BrokerLink {
     retry_at: Option<Instant>,
     retry_delay: Duration,
     next_seq: u64,
-    unacked: VecDeque<(u64, Request)>,
+    /// Numbered requests, oldest first: every unacknowledged one, and recent acknowledged ones.
+    sent: VecDeque<Sent>,
+    /// Highest sequence number acknowledged.
+    acked: u64,
     /// Highest sequence number shown, per sender.
     shown: HashMap<u64, u64>,
+}
+
+/// A numbered request kept for re-sending.
+#[derive(Debug)]
+struct Sent {
+    seq: u64,
+    request: Request,
+    at: Instant,
 }
 
 /// A random sender id; pids are reused, these practically never are.
@@ -92,7 +111,8 @@ impl BrokerLink {
             retry_at: None,
             retry_delay: RETRY_FIRST,
             next_seq: 1,
-            unacked: VecDeque::new(),
+            sent: VecDeque::new(),
+            acked: 0,
             shown: HashMap::new(),
         };
         link.open(registry)?;
@@ -131,7 +151,7 @@ impl BrokerLink {
 
     /// Whether more input may be turned into numbered requests now.
     pub fn has_room(&self) -> bool {
-        self.is_connected() && self.unacked.len() < MAX_UNACKED
+        self.is_connected() && self.unacked() < MAX_UNACKED
     }
 
     /// Sends a request that needs no acknowledgement (it is not re-sent after a restart).
@@ -148,23 +168,42 @@ impl BrokerLink {
         self.next_seq += 1;
         let request = make(seq);
         let result = self.send(&request);
-        self.unacked.push_back((seq, request));
+        self.sent.push_back(Sent { seq, request, at: Instant::now() });
+        self.forget_old();
         result
     }
 
-    /// Re-sends every unacknowledged request, oldest first (after re-registering).
-    pub fn resend_unacked(&mut self) -> Result<(), SendError> {
+    /// Numbered requests not yet acknowledged.
+    fn unacked(&self) -> usize {
+        self.sent.iter().rev().take_while(|sent| sent.seq > self.acked).count()
+    }
+
+    /// Re-sends every kept request, oldest first (after re-registering).
+    pub fn resend_recent(&mut self) -> Result<(), SendError> {
         let Some(channel) = self.channel.as_mut() else { return Ok(()) };
-        for (_, request) in &self.unacked {
-            channel.send(request)?;
+        for sent in &self.sent {
+            channel.send(&sent.request)?;
         }
         Ok(())
     }
 
     /// Everything up to and including `seq` reached the broker.
     pub fn acknowledge(&mut self, seq: u64) {
-        while self.unacked.front().is_some_and(|(oldest, _)| *oldest <= seq) {
-            self.unacked.pop_front();
+        self.acked = self.acked.max(seq);
+        self.forget_old();
+    }
+
+    /// Drops acknowledged requests older than [`RETAIN`] or beyond [`MAX_RETAINED`].
+    fn forget_old(&mut self) {
+        let now = Instant::now();
+        while let Some(oldest) = self.sent.front() {
+            let acked = oldest.seq <= self.acked;
+            let stale =
+                now.saturating_duration_since(oldest.at) > RETAIN || self.sent.len() > MAX_RETAINED;
+            if !(acked && stale) {
+                break;
+            }
+            self.sent.pop_front();
         }
     }
 
@@ -205,7 +244,7 @@ impl BrokerLink {
     }
 
     /// Tries to reconnect if an attempt is due. `Ok(true)`: connected again and `Hello` queued;
-    /// the caller re-registers and then calls [`BrokerLink::resend_unacked`].
+    /// the caller re-registers and then calls [`BrokerLink::resend_recent`].
     pub fn try_reconnect(&mut self, registry: &Registry) -> bool {
         if self.channel.is_some() || self.retry_at.is_none_or(|at| Instant::now() < at) {
             return false;
@@ -236,7 +275,8 @@ mod tests {
             retry_at: None,
             retry_delay: RETRY_FIRST,
             next_seq: 1,
-            unacked: VecDeque::new(),
+            sent: VecDeque::new(),
+            acked: 0,
             shown: HashMap::new(),
         }
     }
@@ -248,8 +288,15 @@ mod tests {
             link.send_numbered(|seq| Request::Say { seq, text: text.into() }).expect("queued");
         }
         link.acknowledge(2);
-        let left: Vec<u64> = link.unacked.iter().map(|(seq, _)| *seq).collect();
-        assert_eq!(left, vec![3]);
+        assert_eq!(link.unacked(), 1);
+        // Acknowledged lines are kept for a while: the broker may have died mid-fan-out.
+        assert_eq!(link.sent.len(), 3);
+        for entry in &mut link.sent {
+            entry.at -= RETAIN + Duration::from_secs(1);
+        }
+        link.acknowledge(2);
+        let left: Vec<u64> = link.sent.iter().map(|sent| sent.seq).collect();
+        assert_eq!(left, vec![3], "old acknowledged lines are dropped, unacknowledged ones kept");
     }
 
     #[test]

@@ -348,11 +348,17 @@ impl Session {
         if matches!(&line, Line::Bytes(bytes) if bytes.iter().all(u8::is_ascii_whitespace)) {
             return;
         }
+        let limit = self.settings.limits.flood_queue.max(1);
+        if self.lines.len() >= limit {
+            // Lines may be waiting for a reason that just ended (a login answer, a restarted
+            // broker): let them go before deciding that flood control is what holds them.
+            self.handle_lines();
+        }
         // Lines that wait for anything but flood control are held back by TCP instead (reading
         // pauses), so the queue is bounded by one read's worth past `flood_queue` here.
-        if self.lines.len() < self.settings.limits.flood_queue.max(1)
-            || !self.waiting_only_for_flood_control()
-        {
+        let held_by_flood_control =
+            self.flood_wait_until.is_some() && self.waiting_only_for_flood_control();
+        if self.lines.len() < limit || !held_by_flood_control {
             self.lines.push_back(line);
             return;
         }
@@ -574,7 +580,7 @@ impl Session {
                 Request::Resume { nick, room, topic: self.topic_set.clone() }
             }
         };
-        let sent = self.broker.send(&request).and_then(|()| self.broker.resend_unacked());
+        let sent = self.broker.send(&request).and_then(|()| self.broker.resend_recent());
         self.check_sent(sent);
     }
 
@@ -616,7 +622,9 @@ impl Session {
             }
             Event::Private { sender, seq, .. } => return self.broker.first_sight(*sender, *seq),
             Event::PrivateSent { seq, .. } | Event::Rejected { seq, .. } => {
-                self.broker.acknowledge(*seq)
+                // Re-sent after a broker restart, these come twice: show them once.
+                self.broker.acknowledge(*seq);
+                return self.broker.first_sight(me, *seq);
             }
             Event::LoggedIn { nick } => {
                 info!("{} logged in as {nick}", self.peer);

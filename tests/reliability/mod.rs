@@ -65,9 +65,18 @@ fn killing_the_broker_disconnects_nobody() {
     for (client, _, room) in clients.iter_mut() {
         client.expect(&format!("*** The chat service restarted; you are still in {room}."));
     }
-    sync_markers(&mut clients, "after");
+    // One member of each room speaks; everyone in the room hears it.
+    for room in rooms {
+        let speaker = clients.iter().position(|(_, _, r)| *r == room).expect("a member");
+        let nick = clients[speaker].1.clone();
+        clients[speaker].0.send("back again");
+        for (client, _, _) in clients.iter_mut().filter(|(_, _, r)| *r == room) {
+            client.expect(&format!("<{nick}> back again"));
+        }
+    }
     let took = killed.elapsed();
     assert!(took < Duration::from_secs(2), "chatting again took {took:?}");
+    sync_markers(&mut clients, "after");
 
     for ((client, _, room), before) in clients.iter_mut().zip(seen_before) {
         let lines_since_kill = &client.seen[before..];
@@ -104,7 +113,13 @@ fn no_line_is_lost_or_duplicated_when_the_broker_dies() {
         let got: Vec<&str> =
             client.seen.iter().filter_map(|l| l.strip_prefix("<alice> line ")).collect();
         let want: Vec<String> = (1..=200).map(|n| n.to_string()).collect();
-        assert_eq!(got, want, "{who} did not see every line exactly once, in order");
+        assert_eq!(
+            got,
+            want,
+            "{who} did not see every line exactly once, in order; all lines:\n{}\nlog:\n{}",
+            client.seen.join("\n"),
+            daemon.log().join("\n")
+        );
     }
 }
 
@@ -230,4 +245,49 @@ fn a_second_sigterm_does_not_wait_for_the_grace_time() {
     assert!(daemon.wait_exit().success(), "master exit status");
     wait_until("every process is gone", || crate::util::processes_in_group(group).is_empty());
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn sessions_outlive_their_master_and_a_replacement_adopts_them() {
+    let mut first = Daemon::start();
+    let mut alice = first.login("alice");
+    let mut bob = first.login("bob");
+    alice.expect("*** bob has joined lobby");
+    let old_broker = first.broker_pid(1);
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    alice.send("the master is gone");
+    bob.expect("<alice> the master is gone");
+
+    let second = first.start_sharing();
+    second.wait_for_log(&format!("adopting broker pid {old_broker}"));
+    let mut carol = second.login("carol");
+    alice.expect("*** carol has joined lobby");
+    carol.send("hello old-timers");
+    bob.expect("<carol> hello old-timers");
+
+    // When the adopted broker dies, the replacement starts its own and everyone re-registers.
+    kill(Pid::from_raw(old_broker), Signal::SIGKILL).expect("kill the adopted broker");
+    second.wait_for_log("starting a broker of our own");
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.expect("*** The chat service restarted; you are still in lobby.");
+    }
+    alice.send("all together again");
+    carol.expect("<alice> all together again");
+    bob.expect("<alice> all together again");
+
+    // Stopping the replacement stops everyone, the first master's orphans included.
+    let mut second = second;
+    second.signal(Signal::SIGTERM);
+    for client in [&mut alice, &mut bob, &mut carol] {
+        let rest = client.expect_closed();
+        assert_eq!(
+            rest.last().map(String::as_str),
+            Some("*** The server is shutting down. Goodbye."),
+            "{rest:?}"
+        );
+    }
+    assert!(second.wait_exit().success());
+    let orphans = first.pid();
+    wait_until("the orphans are gone", || crate::util::processes_in_group(orphans).is_empty());
 }

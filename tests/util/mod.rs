@@ -35,7 +35,8 @@ struct LogLines {
 pub struct Daemon {
     child: Option<Child>,
     pub port: u16,
-    pub runtime: tempfile::TempDir,
+    /// Shared with a replacement daemon started on the same runtime directory.
+    pub runtime: Arc<tempfile::TempDir>,
     log: Arc<LogLines>,
 }
 
@@ -50,11 +51,19 @@ impl Daemon {
         let runtime = tempfile::tempdir().expect("temp runtime dir");
         // Started as root, chatd runs as an unprivileged user, which must reach broker.sock
         // (in run/, which chatd creates and hands over) and read the settings file.
-        std::fs::set_permissions(
-            runtime.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod the temp dir");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(runtime.path(), mode).expect("chmod the temp dir");
+        Self::start_in(Arc::new(runtime), config)
+    }
+
+    /// Starts another daemon (a replacement master) on this one's runtime directory.
+    pub fn start_sharing(&self) -> Daemon {
+        let config =
+            std::fs::read_to_string(self.runtime.path().join("chatd.toml")).unwrap_or_default();
+        Self::start_in(Arc::clone(&self.runtime), &config)
+    }
+
+    fn start_in(runtime: Arc<tempfile::TempDir>, config: &str) -> Daemon {
         let config_path = runtime.path().join("chatd.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
