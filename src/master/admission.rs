@@ -234,8 +234,9 @@ impl Admission {
     }
 
     /// The session `pid` is gone. Leaving before admission is a trip for its source.
-    pub fn exited(&mut self, pid: Pid, now: Instant) {
-        let Some(client) = self.clients.remove(&pid) else { return };
+    /// Returns whether its client had been admitted (`None`: not a session we counted).
+    pub fn exited(&mut self, pid: Pid, now: Instant) -> Option<bool> {
+        let client = self.clients.remove(&pid)?;
         if let Some(count) = self.per_source.get_mut(&client.source) {
             *count -= 1;
             if *count == 0 {
@@ -247,6 +248,7 @@ impl Admission {
             self.trip(client.source, now);
         }
         self.forget_old_records(now);
+        Some(client.admitted)
     }
 
     /// Drops records of sources that behaved for longer than the longest sentence.

@@ -55,6 +55,13 @@ const BROKER_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A broker that lived this long resets the back-off.
 const BROKER_STABLE: Duration = Duration::from_secs(60);
 
+/// A session that dies unadmitted within this time served nobody.
+const EARLY_DEATH: Duration = Duration::from_secs(2);
+/// Sessions in a row dying early before the master backs off.
+const CRASH_LOOP_THRESHOLD: u32 = 5;
+const CRASH_BACKOFF_FIRST: Duration = Duration::from_secs(2);
+const CRASH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 /// How often a refusal or resource error of one kind is logged; the rest are summarised.
 const LOG_WINDOW: Duration = Duration::from_secs(5);
 
@@ -98,6 +105,48 @@ struct BrokerChild {
     restart_at: Option<Instant>,
 }
 
+/// Sessions dying before they serve anyone, and the back-off that answers it.
+#[derive(Debug, Default)]
+struct CrashLoop {
+    /// Early deaths in a row.
+    streak: u32,
+    /// The current pause; zero while not throttling.
+    backoff: Duration,
+}
+
+impl CrashLoop {
+    fn throttling(&self) -> bool {
+        !self.backoff.is_zero()
+    }
+
+    /// Counts an early death; returns how long to pause accepting, once the streak is long
+    /// enough.
+    fn failed(&mut self) -> Option<Duration> {
+        self.streak += 1;
+        if self.streak < CRASH_LOOP_THRESHOLD {
+            return None;
+        }
+        self.backoff = if self.backoff.is_zero() {
+            CRASH_BACKOFF_FIRST
+        } else {
+            (self.backoff * 2).min(CRASH_BACKOFF_MAX)
+        };
+        Some(self.backoff)
+    }
+
+    /// True right after the first pause of a streak (the moment to log).
+    fn first_pause(&self) -> bool {
+        self.backoff == CRASH_BACKOFF_FIRST && self.streak == CRASH_LOOP_THRESHOLD
+    }
+
+    /// A session was served; true if this ends a throttled streak.
+    fn recovered(&mut self) -> bool {
+        let was = self.throttling();
+        *self = CrashLoop::default();
+        was
+    }
+}
+
 struct Shutdown {
     /// When the remaining children get SIGKILL.
     kill_at: Instant,
@@ -127,6 +176,7 @@ struct Master {
     throttle: LogThrottle,
     /// Consecutive `accept`/`fork` failures for lack of resources (logged once).
     resource_failures: u64,
+    crash_loop: CrashLoop,
     accept_paused_until: Option<Instant>,
     shutdown: Option<Shutdown>,
 }
@@ -185,6 +235,7 @@ pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
         admission_reporter: reporter,
         throttle: LogThrottle::new(LOG_WINDOW),
         resource_failures: 0,
+        crash_loop: CrashLoop::default(),
         accept_paused_until: None,
         shutdown: None,
     };
@@ -404,12 +455,60 @@ impl Master {
         }
     }
 
+    /// A session died before serving its client. A few in a row mean something every session
+    /// needs is broken (the broker socket is gone, descriptors are exhausted): say so once,
+    /// stop forking sessions that would die too, and retry after a back-off of 2 s doubling to
+    /// 60 s. A missing or replaced `broker.sock` is re-created on the way.
+    fn session_failed_early(&mut self) {
+        let Some(pause) = self.crash_loop.failed() else { return };
+        if self.crash_loop.first_pause() {
+            error!(
+                "{CRASH_LOOP_THRESHOLD} sessions in a row died before serving anyone; \
+                 pausing new connections, first for {} s",
+                pause.as_secs()
+            );
+        }
+        self.accept_paused_until = Some(Instant::now() + pause);
+        self.check_broker_socket();
+    }
+
+    /// A session served its client: whatever made sessions fail is over.
+    fn sessions_work(&mut self) {
+        if self.crash_loop.recovered() {
+            info!("sessions are being served again; accepting as usual");
+        }
+    }
+
+    /// Re-creates `broker.sock` if it was removed or replaced, and restarts the broker on it
+    /// (sessions re-register with the new broker as after any broker restart).
+    fn check_broker_socket(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(listener) = &self.broker_listener else { return };
+        let ours = nix::sys::stat::fstat(listener).map(|stat| stat.st_ino).ok();
+        let on_disk = std::fs::metadata(&self.broker_socket).map(|meta| meta.ino()).ok();
+        if ours.is_some() && ours == on_disk {
+            return;
+        }
+        error!("{} was removed or replaced; re-creating it", self.broker_socket.display());
+        let _ = std::fs::remove_file(&self.broker_socket);
+        self.broker_listener = None;
+        if let Some(pid) = self.broker.pid {
+            // Reaped as a broker death, which restarts it on the new socket.
+            let _ = kill(pid, Signal::SIGKILL);
+        } else if let Err(err) = self.start_broker() {
+            error!("cannot start the broker: {err}");
+        }
+    }
+
     /// Reads the pids of sessions whose clients chose a nickname.
     fn read_admissions(&mut self) {
         let mut message = [0u8; 4];
         loop {
             match self.admissions.recv(&mut message) {
-                Ok(4) => self.admission.admitted(Pid::from_raw(i32::from_le_bytes(message))),
+                Ok(4) => {
+                    self.admission.admitted(Pid::from_raw(i32::from_le_bytes(message)));
+                    self.sessions_work();
+                }
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
@@ -529,14 +628,28 @@ impl Master {
                 }
             } else if let Some(child) = self.sessions.remove(&pid) {
                 let now = Instant::now();
-                self.admission.exited(pid, now);
+                let admitted = self.admission.exited(pid, now).unwrap_or(false);
                 self.log_sentence(child.peer, now);
-                let lived = child.started.elapsed().as_secs();
+                let lived = child.started.elapsed();
+                let failed_early = !admitted && how.is_some() && lived < EARLY_DEATH;
                 match how {
-                    Some(how) if self.shutdown.is_none() => {
-                        error!("session pid {pid} for {} ended after {lived}s: {how}", child.peer)
+                    Some(how) if self.shutdown.is_none() && !self.crash_loop.throttling() => {
+                        error!(
+                            "session pid {pid} for {} ended after {}s: {how}",
+                            child.peer,
+                            lived.as_secs()
+                        )
                     }
-                    _ => debug!("session pid {pid} for {} ended after {lived}s", child.peer),
+                    _ => debug!(
+                        "session pid {pid} for {} ended after {}s",
+                        child.peer,
+                        lived.as_secs()
+                    ),
+                }
+                if failed_early && self.shutdown.is_none() {
+                    self.session_failed_early();
+                } else if admitted {
+                    self.sessions_work();
                 }
             }
         }

@@ -291,3 +291,68 @@ fn sessions_outlive_their_master_and_a_replacement_adopts_them() {
     let orphans = first.pid();
     wait_until("the orphans are gone", || crate::util::processes_in_group(orphans).is_empty());
 }
+
+#[test]
+fn a_crash_loop_is_throttled_logged_once_and_recovers_by_itself() {
+    let daemon = Daemon::start_with_config("penalty_trips = 1000\n");
+    let mut alice = daemon.login("alice");
+    // Without broker.sock, every new session dies at once.
+    std::fs::remove_file(daemon.runtime_dir().join("broker.sock")).expect("remove broker.sock");
+    for _ in 0..5 {
+        let mut doomed = daemon.connect();
+        doomed.expect("*** The chat service is unavailable; please try again later.");
+        assert!(doomed.is_closed());
+    }
+    daemon.wait_for_log(
+        "5 sessions in a row died before serving anyone; pausing new connections, first for 2 s",
+    );
+    daemon.wait_for_log("broker.sock was removed or replaced; re-creating it");
+    alice.expect("*** The chat service restarted; you are still in lobby.");
+    // The next client waits out the pause in the listen backlog, then is served.
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    bob.send("hi alice");
+    alice.expect("<bob> hi alice");
+    daemon.wait_for_log("sessions are being served again");
+    let loop_lines =
+        daemon.log().iter().filter(|l| l.contains("died before serving anyone")).count();
+    assert_eq!(loop_lines, 1, "the crash loop is logged once:\n{}", daemon.log().join("\n"));
+}
+
+#[test]
+fn process_exhaustion_pauses_accepting_and_established_sessions_keep_chatting() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to run chatd as a user of its own (CI runs as root)");
+        return;
+    }
+    // As user `games`, which nothing else runs as, RLIMIT_NPROC = 4 leaves room for the master,
+    // the broker and two sessions.
+    let daemon = Daemon::start_through(&["prlimit", "--nproc=4:4", "--"], "user = \"games\"\n");
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    let mut turned_away = daemon.connect();
+    turned_away.expect("*** The server is busy; please try again later.");
+    let line = daemon.wait_for_log("cannot fork a session for 127.0.0.1:");
+    assert!(line.contains("Resource temporarily unavailable"), "{line}");
+    alice.send("we are still talking");
+    bob.expect("<alice> we are still talking");
+    // A second refusal while the trouble lasts is not logged again.
+    let mut again = daemon.connect();
+    again.expect("*** The server is busy; please try again later.");
+    // When a session ends, forking works again.
+    bob.send("/quit");
+    alice.expect("*** bob has left (quit)");
+    let mut carol = Client::connect(daemon.port);
+    let mut served = false;
+    wait_until("a session can be forked again", || {
+        served = carol.next_line().is_some_and(|line| line.starts_with("*** Welcome"));
+        if !served {
+            carol = Client::connect(daemon.port);
+        }
+        served
+    });
+    daemon.wait_for_log("accepting again after");
+    let complaints = daemon.log().iter().filter(|l| l.contains("cannot fork a session")).count();
+    assert_eq!(complaints, 1, "logged once:\n{}", daemon.log().join("\n"));
+}

@@ -53,20 +53,36 @@ impl Daemon {
         // (in run/, which chatd creates and hands over) and read the settings file.
         let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
         std::fs::set_permissions(runtime.path(), mode).expect("chmod the temp dir");
-        Self::start_in(Arc::new(runtime), config)
+        Self::start_in(Arc::new(runtime), config, &[])
+    }
+
+    /// Starts chatd through a launcher that execs it (e.g. `prlimit --nproc=4 --`).
+    pub fn start_through(launcher: &[&str], config: &str) -> Daemon {
+        let runtime = tempfile::tempdir().expect("temp runtime dir");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(runtime.path(), mode).expect("chmod the temp dir");
+        Self::start_in(Arc::new(runtime), config, launcher)
     }
 
     /// Starts another daemon (a replacement master) on this one's runtime directory.
     pub fn start_sharing(&self) -> Daemon {
         let config =
             std::fs::read_to_string(self.runtime.path().join("chatd.toml")).unwrap_or_default();
-        Self::start_in(Arc::clone(&self.runtime), &config)
+        Self::start_in(Arc::clone(&self.runtime), &config, &[])
     }
 
-    fn start_in(runtime: Arc<tempfile::TempDir>, config: &str) -> Daemon {
+    fn start_in(runtime: Arc<tempfile::TempDir>, config: &str, launcher: &[&str]) -> Daemon {
         let config_path = runtime.path().join("chatd.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_chatd"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_chatd")),
+        };
+        let mut child = command
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--runtime-dir")
