@@ -3,6 +3,7 @@
 mod admission;
 mod limits;
 mod reliability;
+mod soak;
 mod util;
 
 use std::io::Write;

@@ -114,6 +114,7 @@ impl Broker {
                 self.say_goodbye();
                 return Ok(());
             }
+            self.rooms.set_now(Instant::now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),

@@ -6,12 +6,14 @@
 //! reaches whoever is in it once the operation is done (a user who moved out is not told of
 //! their own departure; a newcomer is told of their own arrival).
 //!
-//! Each room also keeps its most recent chat lines ([`RECENT_LINES`]). A session that re-registers
+//! Each room also keeps its chat lines of the last [`RECENT_AGE`] (at most [`RECENT_LINES`]).
+//! A session that re-registers
 //! after a broker restart ([`Rooms::resume`]) gets them replayed: lines that were re-sent by
 //! sessions that came back before it would otherwise never reach it. The session drops the
 //! ones it already showed (by sender and sequence number).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::names::{self, DEFAULT_ROOM};
 use crate::proto::{Event, Failure, LeaveReason, RoomInfo};
@@ -20,8 +22,11 @@ use crate::text;
 /// The broker's handle for one logged-in session.
 pub type MemberId = u64;
 
-/// Chat lines a room keeps for replay to sessions that re-register.
-pub const RECENT_LINES: usize = 256;
+/// How long, and how many, chat lines a room keeps for replay to sessions that re-register.
+/// After a broker restart every session re-sends its last few seconds of lines; the replay
+/// must cover all of them until the last session has re-registered.
+pub const RECENT_AGE: Duration = Duration::from_secs(30);
+pub const RECENT_LINES: usize = 4096;
 
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +51,7 @@ struct Room {
     topic: Option<String>,
     members: BTreeSet<MemberId>,
     /// The latest chat and action lines, oldest first.
-    recent: VecDeque<Event>,
+    recent: VecDeque<(Instant, Event)>,
 }
 
 impl Room {
@@ -76,6 +81,9 @@ pub struct Rooms {
     members: HashMap<MemberId, Member>,
     /// Folded nickname → member, for uniqueness and `/msg`.
     by_nick: HashMap<String, MemberId>,
+    /// The broker's clock, set once per loop turn ([`Rooms::set_now`]); this module never reads
+    /// a clock itself.
+    now: Instant,
 }
 
 impl Default for Rooms {
@@ -120,7 +128,12 @@ impl Rooms {
     pub fn new() -> Self {
         let mut rooms = BTreeMap::new();
         rooms.insert(DEFAULT_ROOM.to_string(), Room::new(DEFAULT_ROOM));
-        Rooms { rooms, members: HashMap::new(), by_nick: HashMap::new() }
+        Rooms { rooms, members: HashMap::new(), by_nick: HashMap::new(), now: Instant::now() }
+    }
+
+    /// Tells the rooms what time it is (for aging recent lines).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     /// Members of the room with key `key`, for resolving [`Audience::Room`].
@@ -191,7 +204,7 @@ impl Rooms {
             room.topic = topic.and_then(|raw| clean_text(raw).ok());
         }
         let mut out = vec![one(id, Event::Resumed { nick, room: room.name.clone() })];
-        out.extend(room.recent.iter().map(|event| one(id, event.clone())));
+        out.extend(room.recent.iter().map(|(_, event)| one(id, event.clone())));
         if let Some(member) = self.members.get_mut(&id) {
             member.room = key;
         }
@@ -287,10 +300,13 @@ impl Rooms {
         let event = make(member.nick.clone(), member.session, text);
         let key = member.room.clone();
         if let Some(room) = self.rooms.get_mut(&key) {
-            if room.recent.len() == RECENT_LINES {
+            let now = self.now;
+            while room.recent.front().is_some_and(|(at, _)| {
+                room.recent.len() >= RECENT_LINES || now.saturating_duration_since(*at) > RECENT_AGE
+            }) {
                 room.recent.pop_front();
             }
-            room.recent.push_back(event.clone());
+            room.recent.push_back((now, event.clone()));
         }
         vec![room(&key, event)]
     }
@@ -714,6 +730,18 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn recent_lines_age_out() {
+        let mut rooms = logged_in(&["alice"]);
+        let start = Instant::now();
+        rooms.set_now(start);
+        rooms.say(0, 1, "old");
+        rooms.set_now(start + RECENT_AGE + Duration::from_secs(1));
+        rooms.say(0, 2, "new");
+        let out = rooms.resume(1, 1001, "bob", "lobby", None);
+        assert_eq!(out.len(), 2, "only the new line is replayed: {out:?}");
     }
 
     #[test]
