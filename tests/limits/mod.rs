@@ -188,3 +188,88 @@ fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
     );
     drop(sleepy);
 }
+
+#[test]
+fn a_nickname_trickled_byte_by_byte_is_still_cut_off_at_the_grace() {
+    let daemon = Daemon::start_with_config("login_grace_seconds = 1\n");
+    let mut slow = daemon.connect();
+    slow.expect_prefix("*** Please choose a nickname");
+    let started = Instant::now();
+    // One byte every 100 ms, never a line end: the grace counts from connect, not from input.
+    let mut trickle = slow.stream.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for byte in b"slowlorisslowloris".iter().cycle().take(40) {
+            if trickle.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    slow.expect("*** No nickname chosen within 1 second; goodbye.");
+    assert!(slow.is_closed());
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    let _ = writer.join();
+}
+
+#[test]
+fn telnet_clients_get_a_nop_keepalive_and_netcat_clients_never_see_telnet_bytes() {
+    use std::io::Read;
+    let daemon = Daemon::start_with_config("keepalive_seconds = 1\n");
+    let mut telnet = daemon.login("telnetuser");
+    // IAC WONT ECHO: this client speaks telnet.
+    telnet.send_raw(&[255, 252, 1]);
+    telnet.send("hello");
+    telnet.expect("<telnetuser> hello");
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    telnet.stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    while !raw.ends_with(&[255, 241]) {
+        assert_eq!(telnet.stream.read(&mut byte).expect("read"), 1, "closed before a NOP");
+        raw.push(byte[0]);
+    }
+    let mut netcat = daemon.login("ncuser");
+    netcat.send("plain");
+    netcat.expect("<ncuser> plain");
+    // Two keepalive periods later, still no IAC for the netcat user.
+    netcat.stream.set_read_timeout(Some(Duration::from_millis(2500))).expect("timeout");
+    let mut rest = Vec::new();
+    let _ = netcat.stream.read_to_end(&mut rest);
+    assert!(!rest.contains(&255), "netcat user got telnet bytes: {rest:?}");
+}
+
+#[test]
+fn the_broker_drops_a_session_that_does_not_read_and_the_room_carries_on() {
+    use chatd::proto::{PROTOCOL_VERSION, Request, codec};
+    use std::io::Write;
+    let daemon = Daemon::start_with_config(&format!(
+        "broker_queue_bytes = 65536\n{}",
+        crate::reliability::NO_FLOOD_CONTROL
+    ));
+    let mut alice = daemon.login("alice");
+    // A session that registers and then never reads what the broker sends it.
+    let mut stuck =
+        std::os::unix::net::UnixStream::connect(daemon.runtime_dir().join("broker.sock"))
+            .expect("connect to broker.sock");
+    let mut frames = Vec::new();
+    let hello =
+        Request::Hello { version: PROTOCOL_VERSION, pid: 1, peer: "test".into(), session: 7 };
+    codec::encode_frame(&hello, &mut frames).expect("encode");
+    codec::encode_frame(&Request::Login { nick: "stuck".into() }, &mut frames).expect("encode");
+    stuck.write_all(&frames).expect("register");
+    alice.expect("*** stuck has joined lobby");
+    let line = "z".repeat(500);
+    for n in 0..2000 {
+        alice.send(&format!("{n} {line}"));
+        if n % 100 == 99 {
+            alice.expect(&format!("<alice> {n} {line}"));
+            if daemon.log().iter().any(|l| l.contains("too slow")) {
+                break;
+            }
+        }
+    }
+    alice.expect("*** stuck has left (too slow)");
+    alice.send("the room carries on");
+    alice.expect("<alice> the room carries on");
+    daemon.wait_for_log("dropping session pid");
+}
