@@ -356,3 +356,26 @@ fn process_exhaustion_pauses_accepting_and_established_sessions_keep_chatting() 
     let complaints = daemon.log().iter().filter(|l| l.contains("cannot fork a session")).count();
     assert_eq!(complaints, 1, "logged once:\n{}", daemon.log().join("\n"));
 }
+
+#[test]
+fn a_nick_taken_while_the_broker_restarted_goes_to_the_first_and_the_other_is_told() {
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    // Hold alice's session still while the broker restarts, so that someone else can take
+    // her nickname before she re-registers.
+    let alice_session = Pid::from_raw(daemon.holders_of(&alice)[0]);
+    kill(alice_session, Signal::SIGSTOP).expect("stop alice's session");
+    kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
+    daemon.broker_pid(2);
+    bob.expect("*** The chat service restarted; you are still in lobby.");
+    let mut impostor = daemon.login("alice");
+    kill(alice_session, Signal::SIGCONT).expect("continue alice's session");
+    alice.expect(
+        "*** The chat service restarted and alice was taken meanwhile; you are now alice_2.",
+    );
+    alice.send("it is still me");
+    bob.expect("<alice_2> it is still me");
+    impostor.expect("<alice_2> it is still me");
+}
