@@ -1,33 +1,56 @@
-//! The `chatd` command line. Parsing only: `bin/chatd.rs` turns it into settings and a role.
+//! The `chatd` command line. Parsing only: `bin/chatd.rs` turns it into settings and a mode.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::logging::LogTarget;
 
 /// A small, hardened chat daemon: connect with telnet or netcat, pick a nickname, talk in rooms.
+///
+/// Without a subcommand, chatd runs standalone: it listens, and forks a broker and one session
+/// per client. `chatd broker` and `chatd inetd` split that up for inetd-style deployments.
 #[derive(Debug, Parser)]
 #[command(name = "chatd", version, about)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+
     /// Address to listen on, as ADDR:PORT (repeatable). Default: 0.0.0.0:2323 and [::]:2323.
-    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    /// Ignored when systemd passes listening sockets (LISTEN_FDS).
+    #[arg(long = "listen", value_name = "ADDR:PORT", global = true)]
     pub listen: Vec<String>,
 
     /// Directory for broker.sock. Default: /run/chatd as root, else $XDG_RUNTIME_DIR/chatd.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub runtime_dir: Option<PathBuf>,
 
     /// Where to log. Default: syslog (facility daemon).
-    #[arg(long, value_enum, value_name = "TARGET")]
+    #[arg(long, value_enum, value_name = "TARGET", global = true)]
     pub log: Option<LogTarget>,
 
     /// TOML settings file. Optional: chatd runs with built-in defaults.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
     /// Check a settings file (default: the --config file) and exit: 0 if it is valid, 1 with
     /// the bad key and line if not. For ExecReload and packaging scripts.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub check_config: Option<Option<PathBuf>>,
+}
+
+/// What this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Mode {
+    /// Serve only <runtime-dir>/broker.sock, for sessions started by inetd or systemd.
+    Broker,
+    /// Serve one client on standard input and output, as started by inetd, xinetd or a systemd
+    /// socket with Accept=yes; the broker must be running.
+    Inetd,
+    /// One session; `chatd session --inetd` is `chatd inetd`.
+    Session {
+        /// The client is on standard input and output.
+        #[arg(long)]
+        inetd: bool,
+    },
 }

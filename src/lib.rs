@@ -17,6 +17,8 @@
 //! - [`channel`]: a framed non-blocking channel over a Unix stream; [`outbuf`]: a bounded
 //!   output queue;
 //! - [`names`] (valid nicknames and rooms) and [`text`] (cleaning user text);
+//! - [`modes`]: the entry points of the deployment modes (standalone, `chatd broker`,
+//!   `chatd inetd`);
 //! - [`sys`] (fork, signal dispositions, peer credentials: the only `unsafe`), [`signals`]
 //!   (signalfd for children), [`logging`], [`config`] and [`cli`].
 //!
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod master;
+pub mod modes;
 pub mod names;
 pub mod outbuf;
 pub mod proto;

@@ -29,10 +29,22 @@ const IDENT: &str = "chatd";
 
 enum Sink {
     Syslog(syslog::Logger<LoggerBackend, Formatter3164>),
-    Stderr { pid: u32, journal: bool },
+    Stderr {
+        pid: u32,
+        journal: bool,
+    },
+    /// Standard error is the client and syslog is not running.
+    Nowhere,
 }
 
 static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+/// Set when standard error is a socket (the client, under inetd): never log there.
+static STDERR_FORBIDDEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn stderr_is_a_socket() -> bool {
+    nix::sys::stat::fstat(std::io::stderr())
+        .is_ok_and(|stat| stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFSOCK)
+}
 static TARGET: Mutex<Option<LogTarget>> = Mutex::new(None);
 
 struct ChatdLogger;
@@ -41,6 +53,13 @@ static LOGGER: ChatdLogger = ChatdLogger;
 
 /// Installs the logger. If syslog cannot be reached, falls back to standard error and says so.
 pub fn init(target: LogTarget, level: LevelFilter) {
+    let stderr_is_the_client = stderr_is_a_socket();
+    if stderr_is_the_client {
+        // inetd and xinetd hand the client connection over as standard error too: a log line
+        // there would reach the client. Log to syslog only, and nowhere if it is not running.
+        STDERR_FORBIDDEN.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let target = if stderr_is_the_client { LogTarget::Syslog } else { target };
     if let Ok(mut slot) = TARGET.lock() {
         *slot = Some(target);
     }
@@ -71,7 +90,7 @@ pub fn descriptor() -> Option<RawFd> {
             LoggerBackend::Udp(socket, _) => Some(socket.as_raw_fd()),
             LoggerBackend::Tcp(writer) => Some(writer.get_ref().as_raw_fd()),
         },
-        Sink::Stderr { .. } => None,
+        Sink::Stderr { .. } | Sink::Nowhere => None,
     }
 }
 
@@ -88,6 +107,9 @@ fn install_sink(target: LogTarget) -> Option<String> {
             };
             match syslog::unix(formatter) {
                 Ok(logger) => (Sink::Syslog(logger), None),
+                Err(_) if STDERR_FORBIDDEN.load(std::sync::atomic::Ordering::Relaxed) => {
+                    (Sink::Nowhere, None)
+                }
                 Err(err) => (stderr_sink(pid), Some(err.to_string())),
             }
         }
@@ -185,7 +207,7 @@ impl Log for ChatdLogger {
                 // One write per line keeps lines from different processes whole.
                 let _ = std::io::stderr().write_all(line.as_bytes());
             }
-            None => {}
+            Some(Sink::Nowhere) | None => {}
         }
     }
 

@@ -168,3 +168,32 @@ pub fn wait(
         other => other,
     }
 }
+
+/// The TCP connection that inetd, xinetd or systemd (`Accept=yes`) passed as standard input.
+pub fn stdin_tcp_connection() -> io::Result<std::net::TcpStream> {
+    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+    use std::os::fd::FromRawFd;
+    let stat = nix::sys::stat::fstat(std::io::stdin()).map_err(io::Error::from)?;
+    if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK {
+        return Err(io::Error::other("standard input is not a socket (run me from inetd)"));
+    }
+    let local: SockaddrStorage = getsockname(0).map_err(io::Error::from)?;
+    if !matches!(local.family(), Some(AddressFamily::Inet | AddressFamily::Inet6)) {
+        return Err(io::Error::other("standard input is not a TCP connection"));
+    }
+    // SAFETY: descriptor 0 is open (fstat succeeded) and is a socket that nothing else in this
+    // process owns; the TcpStream becomes its only owner.
+    Ok(unsafe { std::net::TcpStream::from_raw_fd(0) })
+}
+
+/// Listening sockets passed by systemd socket activation (`LISTEN_FDS`/`LISTEN_PID`), taken
+/// over by this process; the variables are removed so that children do not see them.
+pub fn systemd_listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: called by the master before it forks or starts anything; it has no threads, so
+    // nothing reads the environment concurrently with the removal.
+    let fds = unsafe { sd_notify::listen_fds_and_unset_env() }?;
+    // SAFETY: systemd passed these descriptors to this process (LISTEN_PID matched) and nothing
+    // else in it owns them.
+    Ok(fds.map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }).collect())
+}

@@ -2,6 +2,7 @@
 
 mod admission;
 mod limits;
+mod modes;
 mod reliability;
 mod soak;
 mod util;

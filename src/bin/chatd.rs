@@ -1,13 +1,14 @@
-//! `chatd`: parse the command line and settings, start logging, run the master.
+//! `chatd`: parse the command line and settings, start logging, run the chosen mode.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use log::LevelFilter;
 
-use chatd::cli::Cli;
+use chatd::cli::{Cli, Mode};
 use chatd::config::{ConfigSource, Overrides};
 use chatd::logging::{self, LogTarget};
+use chatd::modes;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +29,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if cli.mode == Some(Mode::Session { inetd: false }) {
+        eprintln!("chatd: `chatd session` needs --inetd: other sessions are forked by the master");
+        return ExitCode::from(2);
+    }
     let source = ConfigSource { file: cli.config, overrides };
     let config = match source.load() {
         Ok(config) => config,
@@ -37,11 +42,18 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log, LevelFilter::Info);
-    match chatd::master::run(&config, source) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match cli.mode {
+        None => modes::standalone(&config, source).map(|()| 0),
+        Some(Mode::Broker) => modes::broker_alone(&config, source).map(|()| 0),
+        Some(Mode::Inetd | Mode::Session { .. }) => modes::inetd_session(&config),
+    };
+    match result {
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
         Err(err) => {
             log::error!("{err}");
-            if config.log != LogTarget::Stderr {
+            if config.log != LogTarget::Stderr
+                && !matches!(cli.mode, Some(Mode::Inetd | Mode::Session { .. }))
+            {
                 eprintln!("chatd: {err}");
             }
             ExitCode::FAILURE

@@ -40,6 +40,27 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
+/// The listening sockets systemd passed (socket activation), if any. Each must be a listening
+/// TCP socket; they are made non-blocking.
+pub fn from_systemd() -> Result<Option<Vec<TcpListener>>, MasterError> {
+    let fds = crate::sys::systemd_listen_fds().map_err(MasterError::Io)?;
+    if fds.is_empty() {
+        return Ok(None);
+    }
+    let mut listeners = Vec::new();
+    for fd in fds {
+        let listener = TcpListener::from(fd);
+        listener.set_nonblocking(true).map_err(MasterError::Io)?;
+        listener.local_addr().map_err(|err| {
+            MasterError::Io(std::io::Error::other(format!(
+                "a socket from systemd is not a TCP listener: {err}"
+            )))
+        })?;
+        listeners.push(listener);
+    }
+    Ok(Some(listeners))
+}
+
 /// Binds every listen address. With the default addresses, a family the host does not have
 /// (no IPv6, say) is skipped with a warning; addresses the operator named must all bind.
 pub fn bind_all(addrs: &[SocketAddr], defaults: bool) -> Result<Vec<TcpListener>, MasterError> {

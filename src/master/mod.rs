@@ -179,11 +179,25 @@ struct Master {
     crash_loop: CrashLoop,
     accept_paused_until: Option<Instant>,
     shutdown: Option<Shutdown>,
+    /// systemd's watchdog, when `WatchdogSec` is set.
+    watchdog: Option<Watchdog>,
+}
+
+/// When to tell systemd's watchdog that the master is alive: twice per interval.
+struct Watchdog {
+    interval: Duration,
+    next: Instant,
 }
 
 /// Runs the daemon in the foreground until it is told to stop.
 pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
-    let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
+    let listeners = match listen::from_systemd()? {
+        Some(listeners) => {
+            info!("using {} listening socket(s) from systemd", listeners.len());
+            listeners
+        }
+        None => listen::bind_all(&config.listen, config.listen_is_default)?,
+    };
     let poll = Poll::new()?;
     let (broker_socket_state, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
     if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
@@ -238,6 +252,7 @@ pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
         crash_loop: CrashLoop::default(),
         accept_paused_until: None,
         shutdown: None,
+        watchdog: None,
     };
     if master.broker.adopted.is_none() {
         master.start_broker().map_err(MasterError::Broker)?;
@@ -245,6 +260,10 @@ pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
     for listener in &master.listeners {
         info!("listening on {}", listener.local_addr()?);
     }
+    // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    master.watchdog =
+        sd_notify::watchdog_enabled().map(|interval| Watchdog { interval, next: Instant::now() });
     let result = master.event_loop();
     let _ = std::fs::remove_file(&master.broker_socket);
     let _ = std::fs::remove_file(master.config.runtime_dir.join("broker.pid"));
@@ -286,10 +305,17 @@ impl Master {
             .shutdown
             .as_ref()
             .map(|s| if s.killed { s.kill_at + SHUTDOWN_GRACE } else { s.kill_at });
-        [shutdown, self.accept_paused_until, self.broker.restart_at, self.throttle.next_due()]
-            .into_iter()
-            .flatten()
-            .min()
+        let watchdog = self.watchdog.as_ref().map(|w| w.next);
+        [
+            shutdown,
+            self.accept_paused_until,
+            self.broker.restart_at,
+            self.throttle.next_due(),
+            watchdog,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_signals(&mut self) {
@@ -334,6 +360,12 @@ impl Master {
 
     fn run_timers(&mut self) {
         let now = Instant::now();
+        if let Some(watchdog) = &mut self.watchdog
+            && now >= watchdog.next
+        {
+            watchdog.next = now + watchdog.interval / 2;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
         for (kind, count) in self.throttle.summaries(now) {
             info!(
                 target: logging::NOTICE,
@@ -658,6 +690,7 @@ impl Master {
     fn begin_shutdown(&mut self, signal: i32) {
         let name = Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string());
         info!("received {name}; shutting down");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
         }

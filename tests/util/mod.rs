@@ -31,72 +31,23 @@ struct LogLines {
     grew: Condvar,
 }
 
-/// A running chatd, killed with its whole process group when dropped.
-pub struct Daemon {
+/// A process started by a test in its own process group, whose standard error is collected
+/// line by line; stopped with SIGTERM, then its whole group killed, when dropped.
+pub struct Spawned {
     child: Option<Child>,
-    pub port: u16,
-    /// Shared with a replacement daemon started on the same runtime directory.
-    pub runtime: Arc<tempfile::TempDir>,
     log: Arc<LogLines>,
 }
 
-impl Daemon {
-    /// Starts chatd with the embedded defaults (plus loopback, stderr logging, a temp runtime).
-    pub fn start() -> Daemon {
-        Self::start_with_config("")
-    }
-
-    /// Starts chatd with a TOML settings file holding `config`.
-    pub fn start_with_config(config: &str) -> Daemon {
-        let runtime = tempfile::tempdir().expect("temp runtime dir");
-        // Started as root, chatd runs as an unprivileged user, which must reach broker.sock
-        // (in run/, which chatd creates and hands over) and read the settings file.
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-        std::fs::set_permissions(runtime.path(), mode).expect("chmod the temp dir");
-        Self::start_in(Arc::new(runtime), config, &[])
-    }
-
-    /// Starts chatd through a launcher that execs it (e.g. `prlimit --nproc=4 --`).
-    pub fn start_through(launcher: &[&str], config: &str) -> Daemon {
-        let runtime = tempfile::tempdir().expect("temp runtime dir");
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-        std::fs::set_permissions(runtime.path(), mode).expect("chmod the temp dir");
-        Self::start_in(Arc::new(runtime), config, launcher)
-    }
-
-    /// Starts another daemon (a replacement master) on this one's runtime directory.
-    pub fn start_sharing(&self) -> Daemon {
-        let config =
-            std::fs::read_to_string(self.runtime.path().join("chatd.toml")).unwrap_or_default();
-        Self::start_in(Arc::clone(&self.runtime), &config, &[])
-    }
-
-    fn start_in(runtime: Arc<tempfile::TempDir>, config: &str, launcher: &[&str]) -> Daemon {
-        let config_path = runtime.path().join("chatd.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let mut command = match launcher.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(env!("CARGO_BIN_EXE_chatd"));
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_chatd")),
-        };
+impl Spawned {
+    /// Spawns `command` in a new process group with standard error captured.
+    pub fn spawn(command: &mut Command) -> Spawned {
         let mut child = command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--runtime-dir")
-            .arg(runtime.path().join("run"))
-            .arg("--log")
-            .arg("stderr")
-            .arg("--config")
-            .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .expect("spawn chatd");
+            .unwrap_or_else(|err| panic!("spawn {command:?}: {err}"));
         let stderr = child.stderr.take().expect("stderr pipe");
         let log = Arc::new(LogLines::default());
         let sink = Arc::clone(&log);
@@ -108,46 +59,24 @@ impl Daemon {
                 sink.grew.notify_all();
             }
         });
-        let mut daemon = Daemon { child: Some(child), port: 0, runtime, log };
-        let line = daemon.wait_for_log("listening on 127.0.0.1:");
-        daemon.port = line
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        daemon
+        Spawned { child: Some(child), log }
     }
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map_or(0, |child| child.id() as i32)
     }
 
-    pub fn runtime_dir(&self) -> PathBuf {
-        self.runtime.path().join("run")
-    }
-
-    /// Every log line so far.
+    /// Every line of standard error so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lines.lock().expect("log lock").clone()
     }
 
-    /// Waits for a log line containing `needle` and returns it.
+    /// Waits for a line of standard error containing `needle` and returns it.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let mut lines = self.log.lines.lock().expect("log lock");
-        loop {
-            if let Some(line) = lines.iter().find(|line| line.contains(needle)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                panic!("no log line containing {needle:?}; the log was:\n{}", lines.join("\n"));
-            }
-            lines = self.log.grew.wait_timeout(lines, left).expect("log lock").0;
-        }
+        self.wait_for_log_count(needle, 1)
     }
 
-    /// Waits until `count` log lines contain `needle`; returns the last of them.
+    /// Waits until `count` lines of standard error contain `needle`; returns the last of them.
     pub fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
         let deadline = Instant::now() + PATIENCE;
         let mut lines = self.log.lines.lock().expect("log lock");
@@ -159,7 +88,7 @@ impl Daemon {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 panic!(
-                    "fewer than {count} log lines containing {needle:?}; the log was:\n{}",
+                    "fewer than {count} lines containing {needle:?}; standard error was:\n{}",
                     lines.join("\n")
                 );
             }
@@ -167,65 +96,28 @@ impl Daemon {
         }
     }
 
-    /// The pid of the broker started `nth` (1 for the first).
-    pub fn broker_pid(&self, nth: usize) -> i32 {
-        let line = self.wait_for_log_count("broker started, pid ", nth);
-        line.rsplit(' ')
-            .next()
-            .and_then(|pid| pid.parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {line:?}"))
-    }
-
-    /// A raw TCP connection to the daemon.
-    pub fn connect(&self) -> Client {
-        Client::connect(self.port)
-    }
-
-    /// Connects, reads the greeting, logs in as `nick` and waits for the join notice.
-    pub fn login(&self, nick: &str) -> Client {
-        let mut client = self.connect();
-        client.expect_prefix("*** Please choose a nickname");
-        client.send(nick);
-        client.expect(&format!("*** You are now known as {nick}. Type /help for commands."));
-        client.expect(&format!("*** {nick} has joined lobby"));
-        client
-    }
-
-    /// Pids of every process in the daemon's process group (the master included).
-    pub fn processes(&self) -> Vec<i32> {
-        processes_in_group(self.pid())
-    }
-
-    /// The pid of the process that holds the server side of `client`'s connection.
-    pub fn holders_of(&self, client: &Client) -> Vec<i32> {
-        let local_port = client.stream.local_addr().expect("local addr").port();
-        let inode = server_socket_inode(self.port, local_port)
-            .unwrap_or_else(|| panic!("no server socket for client port {local_port}"));
-        self.processes().into_iter().filter(|&pid| holds_socket(pid, inode)).collect()
-    }
-
-    /// Sends a signal to the master.
+    /// Sends a signal to the process.
     pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).expect("signal the master");
+        kill(Pid::from_raw(self.pid()), signal).expect("signal the process");
     }
 
-    /// Waits for the master to exit and returns its status.
+    /// Waits for the process to exit and returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().expect("daemon still owned");
+        let child = self.child.as_mut().expect("process still owned");
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "chatd did not exit within {PATIENCE:?}");
+            assert!(Instant::now() < deadline, "the process did not exit within {PATIENCE:?}");
             thread::sleep(Duration::from_millis(10));
         }
     }
 }
 
-impl Drop for Daemon {
-    /// Stops the daemon the way an operator would (SIGTERM: the master reaps its children),
-    /// then SIGKILLs whatever is left of its process group as a backstop.
+impl Drop for Spawned {
+    /// Stops the process the way an operator would (SIGTERM: chatd's master reaps its
+    /// children), then SIGKILLs whatever is left of its process group as a backstop.
     fn drop(&mut self) {
         let group = self.pid();
         if let Some(mut child) = self.child.take() {
@@ -244,6 +136,163 @@ impl Drop for Daemon {
             thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// A running chatd on a loopback port; derefs to its [`Spawned`] process (the master).
+pub struct Daemon {
+    process: Spawned,
+    pub port: u16,
+    /// Shared with a replacement daemon started on the same runtime directory.
+    pub runtime: Arc<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Spawned;
+    fn deref(&self) -> &Spawned {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Spawned {
+        &mut self.process
+    }
+}
+
+impl Daemon {
+    /// Starts chatd with the embedded defaults (plus loopback, stderr logging, a temp runtime).
+    pub fn start() -> Daemon {
+        Self::start_with_config("")
+    }
+
+    /// Starts chatd with a TOML settings file holding `config`.
+    pub fn start_with_config(config: &str) -> Daemon {
+        let runtime = tempfile::tempdir().expect("temp runtime dir");
+        // Started as root, chatd runs as an unprivileged user, which must reach broker.sock
+        // (in run/, which chatd creates and hands over) and read the settings file.
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(runtime.path(), mode).expect("chmod the temp dir");
+        Self::start_in(Arc::new(runtime), config, &[], &[])
+    }
+
+    /// Starts chatd through a launcher that execs it (e.g. `prlimit --nproc=4 --`).
+    pub fn start_through(launcher: &[&str], config: &str) -> Daemon {
+        let runtime = tempfile::tempdir().expect("temp runtime dir");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(runtime.path(), mode).expect("chmod the temp dir");
+        Self::start_in(Arc::new(runtime), config, launcher, &[])
+    }
+
+    /// Starts chatd with extra environment variables (NOTIFY_SOCKET, ...).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_in(Arc::new(runtime_dir()), config, &[], env)
+    }
+
+    /// Starts another daemon (a replacement master) on this one's runtime directory.
+    pub fn start_sharing(&self) -> Daemon {
+        let config =
+            std::fs::read_to_string(self.runtime.path().join("chatd.toml")).unwrap_or_default();
+        Self::start_in(Arc::clone(&self.runtime), &config, &[], &[])
+    }
+
+    fn start_in(
+        runtime: Arc<tempfile::TempDir>,
+        config: &str,
+        launcher: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let config_path = runtime.path().join("chatd.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_chatd"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_chatd")),
+        };
+        command
+            .envs(env.iter().copied())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--runtime-dir")
+            .arg(runtime.path().join("run"))
+            .arg("--log")
+            .arg("stderr")
+            .arg("--config")
+            .arg(&config_path);
+        let process = Spawned::spawn(&mut command);
+        let line = process.wait_for_log("listening on 127.0.0.1:");
+        let port = line
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        Daemon { process, port, runtime }
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.runtime.path().join("run")
+    }
+
+    /// The pid of the broker started `nth` (1 for the first).
+    pub fn broker_pid(&self, nth: usize) -> i32 {
+        let line = self.wait_for_log_count("broker started, pid ", nth);
+        line.rsplit(' ')
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"))
+    }
+
+    /// A raw TCP connection to the daemon.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// Connects, reads the greeting, logs in as `nick` and waits for the join notice.
+    pub fn login(&self, nick: &str) -> Client {
+        login(self.port, nick)
+    }
+
+    /// Pids of every process in the daemon's process group (the master included).
+    pub fn processes(&self) -> Vec<i32> {
+        processes_in_group(self.pid())
+    }
+
+    /// The pid of the process that holds the server side of `client`'s connection.
+    pub fn holders_of(&self, client: &Client) -> Vec<i32> {
+        let local_port = client.stream.local_addr().expect("local addr").port();
+        let inode = server_socket_inode(self.port, local_port)
+            .unwrap_or_else(|| panic!("no server socket for client port {local_port}"));
+        self.processes().into_iter().filter(|&pid| holds_socket(pid, inode)).collect()
+    }
+}
+
+/// A temporary directory that chatd, dropping root to `nobody`, can traverse.
+pub fn runtime_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), mode).expect("chmod the temp dir");
+    dir
+}
+
+/// Connects to a chat server on `port`, logs in as `nick` and waits for the join notice.
+pub fn login(port: u16, nick: &str) -> Client {
+    let mut client = Client::connect(port);
+    client.expect_prefix("*** Please choose a nickname");
+    client.send(nick);
+    client.expect(&format!("*** You are now known as {nick}. Type /help for commands."));
+    client.expect(&format!("*** {nick} has joined lobby"));
+    client
+}
+
+/// A loopback port that was free a moment ago, for programs that cannot listen on port 0 and
+/// say which port they got (xinetd, systemd-socket-activate).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Polls `condition` until it holds, failing with `what` after [`PATIENCE`].

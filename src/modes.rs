@@ -1,0 +1,65 @@
+//! The deployment modes, each an entry point that puts roles together in one process:
+//! standalone (the master, which forks everything), the broker alone, and one inetd-style
+//! session on standard input. Owns the order of start-up steps for the split modes; the steps
+//! themselves belong to `master::listen`, `master::privileges`, `broker` and `session`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use log::info;
+
+use crate::config::{Config, ConfigSource};
+use crate::master::{self, MasterError, listen, privileges};
+use crate::session::{self, SessionSettings};
+use crate::{broker, sys};
+
+/// `chatd broker`: serves `<runtime-dir>/broker.sock` for sessions started by inetd or systemd,
+/// in the foreground, until SIGTERM.
+pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
+    let (socket, path) = listen::bind_broker_socket(&config.runtime_dir)?;
+    let listener = match socket {
+        listen::BrokerSocket::Bound(listener) => listener,
+        listen::BrokerSocket::Orphaned { .. } => return Err(MasterError::AlreadyRunning(path)),
+    };
+    if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
+        privileges::drop_to(&run_as, &config.runtime_dir, &path)?;
+    }
+    listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)?;
+    info!("serving {} alone", path.display());
+    let result =
+        broker::run(listener, config.broker_queue_bytes, source).map_err(MasterError::from);
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(config.runtime_dir.join("broker.pid"));
+    result
+}
+
+/// `chatd inetd`: serves the one client on standard input with the running broker. Returns the
+/// exit status.
+pub fn inetd_session(config: &Config) -> Result<i32, MasterError> {
+    let connection = sys::stdin_tcp_connection()?;
+    connection.set_nonblocking(true)?;
+    let peer = connection
+        .peer_addr()
+        .ok()
+        .or_else(remote_addr)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
+        sys::drop_privileges(run_as.uid, run_as.gid)?;
+    }
+    let settings = SessionSettings {
+        broker_socket: config.runtime_dir.join(listen::BROKER_SOCKET),
+        limits: config.session.clone(),
+    };
+    Ok(session::run(mio::net::TcpStream::from_std(connection), peer, settings, None))
+}
+
+/// The peer as inetd-style launchers describe it when `getpeername` cannot (`REMOTE_ADDR`).
+fn remote_addr() -> Option<SocketAddr> {
+    let ip: IpAddr = std::env::var("REMOTE_ADDR").ok()?.parse().ok()?;
+    let port = std::env::var("REMOTE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Standalone: the master, which forks the broker and every session.
+pub fn standalone(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
+    master::run(config, source)
+}

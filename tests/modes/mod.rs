@@ -1,0 +1,180 @@
+//! Deployment modes driven by the real programs that run them: `chatd broker` with inetd-style
+//! sessions (systemd-socket-activate --inetd, xinetd), socket activation of the standalone
+//! daemon (LISTEN_FDS), and readiness notification (NOTIFY_SOCKET).
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+
+use crate::util::{self, Client, Daemon, PATIENCE, Spawned, free_port, login, runtime_dir};
+
+const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
+
+/// `chatd broker` on `run` (a directory inside `dir`), ready to serve.
+fn broker(dir: &std::path::Path) -> Spawned {
+    let run = dir.join("run");
+    let broker = Spawned::spawn(
+        Command::new(CHATD).arg("broker").arg("--runtime-dir").arg(&run).args(["--log", "stderr"]),
+    );
+    broker.wait_for_log("broker ready");
+    broker
+}
+
+#[test]
+fn inetd_sessions_from_systemd_socket_activate_chat_through_the_broker() {
+    let dir = runtime_dir();
+    let _broker = broker(dir.path());
+    let port = free_port();
+    let activator = Spawned::spawn(
+        Command::new("systemd-socket-activate")
+            .args([
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "--inetd",
+                "-a",
+                CHATD,
+                "inetd",
+                "--log",
+                "stderr",
+            ])
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run")),
+    );
+    activator.wait_for_log("Listening on");
+    let mut alice = login(port, "alice");
+    let mut bob = login(port, "bob");
+    alice.expect("*** bob has joined lobby");
+    bob.send("hello through inetd");
+    alice.expect("<bob> hello through inetd");
+    activator.wait_for_log("logged in as alice");
+}
+
+#[test]
+fn an_inetd_session_without_a_broker_says_so_and_logs_an_error() {
+    let dir = runtime_dir();
+    let port = free_port();
+    let activator = Spawned::spawn(
+        Command::new("systemd-socket-activate")
+            .args([
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "--inetd",
+                "-a",
+                CHATD,
+                "inetd",
+                "--log",
+                "stderr",
+            ])
+            .arg("--runtime-dir")
+            .arg(dir.path().join("nothing-here")),
+    );
+    activator.wait_for_log("Listening on");
+    let mut client = Client::connect(port);
+    assert_eq!(
+        client.expect_closed(),
+        vec!["*** The chat service is unavailable; please try again later.".to_string()]
+    );
+    let line = activator.wait_for_log("cannot reach the broker");
+    assert!(line.contains("error"), "{line}");
+}
+
+#[test]
+fn xinetd_runs_inetd_sessions_from_the_packaged_entry() {
+    let dir = runtime_dir();
+    let _broker = broker(dir.path());
+    let port = free_port();
+    let entry =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/xinetd.d/chatd"))
+            .expect("packaging/xinetd.d/chatd");
+    let run = dir.path().join("run");
+    let entry: String = entry
+        .lines()
+        .map(|line| {
+            let key = line.split('=').next().unwrap_or("").trim();
+            match key {
+                "port" => format!("\tport = {port}"),
+                "bind" => "\tbind = 127.0.0.1".to_string(),
+                "server" => format!("\tserver = {CHATD}"),
+                "server_args" => format!("\tserver_args = inetd --runtime-dir {}", run.display()),
+                _ => line.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = dir.path().join("xinetd.conf");
+    std::fs::write(&config, format!("defaults\n{{\n}}\n{entry}\n")).expect("write xinetd.conf");
+    let xinetd = Spawned::spawn(
+        Command::new("xinetd")
+            .args(["-dontfork", "-f"])
+            .arg(&config)
+            .arg("-pidfile")
+            .arg(dir.path().join("xinetd.pid"))
+            .arg("-filelog")
+            .arg(dir.path().join("xinetd.log")),
+    );
+    let log = dir.path().join("xinetd.log");
+    util::wait_until("xinetd is listening", || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("Started working"))
+    });
+    assert!(xinetd.pid() > 0);
+    let mut alice = login(port, "alice");
+    let mut bob = login(port, "bob");
+    alice.expect("*** bob has joined lobby");
+    alice.send("hello through xinetd");
+    bob.expect("<alice> hello through xinetd");
+    // Under xinetd standard error is the client's socket too: no log line may reach it.
+    for line in alice.seen.iter().chain(&bob.seen) {
+        assert!(!line.starts_with("chatd["), "a log line reached a client: {line}");
+    }
+}
+
+#[test]
+fn the_standalone_daemon_takes_its_listener_from_systemd() {
+    let dir = runtime_dir();
+    let port = free_port();
+    // systemd-socket-activate starts chatd on the first connection, with LISTEN_FDS=1.
+    let daemon = Spawned::spawn(
+        Command::new("systemd-socket-activate")
+            .args(["-l", &format!("127.0.0.1:{port}"), CHATD, "--log", "stderr"])
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run")),
+    );
+    daemon.wait_for_log("Listening on");
+    let mut alice = login(port, "alice");
+    daemon.wait_for_log("using 1 listening socket(s) from systemd");
+    daemon.wait_for_log(&format!("listening on 127.0.0.1:{port}"));
+    let mut bob = login(port, "bob");
+    alice.expect("*** bob has joined lobby");
+    bob.send("socket activated");
+    alice.expect("<bob> socket activated");
+}
+
+#[test]
+fn readiness_watchdog_and_stopping_are_reported_to_systemd() {
+    let dir = runtime_dir();
+    let path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&path).expect("bind a notify socket");
+    // chatd reports after it dropped root.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .expect("chmod");
+    notify.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let notify_socket = path.display().to_string();
+    let mut daemon = Daemon::start_with_env(
+        "",
+        &[("NOTIFY_SOCKET", &notify_socket), ("WATCHDOG_USEC", "200000")],
+    );
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = notify.recv(&mut buf).expect("a notification from chatd");
+        String::from_utf8_lossy(&buf[..n]).trim().to_string()
+    };
+    assert_eq!(next(), "READY=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1", "the watchdog is fed again within the interval");
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("STOPPING=1") {
+        seen.push(next());
+        assert!(seen.len() < 50, "{seen:?}");
+    }
+    assert!(daemon.wait_exit().success());
+}
