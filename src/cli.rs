@@ -33,6 +33,16 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
+    /// Run in the background (double fork, setsid, chdir /, no terminal) for inits without
+    /// systemd; the command returns once the daemon is ready. Standalone mode only.
+    #[arg(long)]
+    pub daemon: bool,
+
+    /// With --daemon, write the daemon's pid here (removed when it stops). Put it in the
+    /// runtime directory, which the daemon's user owns.
+    #[arg(long, value_name = "FILE", requires = "daemon")]
+    pub pid_file: Option<PathBuf>,
+
     /// Check a settings file (default: the --config file) and exit: 0 if it is valid, 1 with
     /// the bad key and line if not. For ExecReload and packaging scripts.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]

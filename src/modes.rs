@@ -59,7 +59,12 @@ fn remote_addr() -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Standalone: the master, which forks the broker and every session.
-pub fn standalone(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
-    master::run(config, source)
+/// Standalone: the master, which forks the broker and every session; in the background
+/// with `background` (`--daemon`).
+pub fn standalone(
+    config: &Config,
+    source: ConfigSource,
+    background: Option<master::Background>,
+) -> Result<(), MasterError> {
+    master::run(config, source, background)
 }

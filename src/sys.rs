@@ -197,3 +197,36 @@ pub fn systemd_listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
     // else in it owns them.
     Ok(fds.map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }).collect())
 }
+
+/// Turns the process into a classic SysV daemon: fork (the original process waits for the
+/// daemon to say it is ready, then exits 0 — or 1 if the daemon fails first), `setsid`, fork
+/// again (so the daemon can never acquire a controlling terminal), `chdir /`, and standard
+/// input and output to /dev/null. Standard error stays until [`detach_stderr`], so that start-up
+/// errors still reach the terminal. Returns the daemon's end of the readiness channel: write a
+/// byte to it when ready.
+pub fn daemonize() -> io::Result<std::os::unix::net::UnixStream> {
+    use std::io::Read;
+    let (mut waiting, ready) = std::os::unix::net::UnixStream::pair()?;
+    if let Forked::Parent(_) = fork_with_signals_blocked()? {
+        drop(ready);
+        let mut byte = [0u8; 1];
+        let started = matches!(waiting.read(&mut byte), Ok(1));
+        std::process::exit(if started { 0 } else { 1 });
+    }
+    drop(waiting);
+    nix::unistd::setsid().map_err(io::Error::from)?;
+    if let Forked::Parent(_) = fork_with_signals_blocked()? {
+        std::process::exit(0);
+    }
+    nix::unistd::chdir("/").map_err(io::Error::from)?;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null).map_err(io::Error::from)?;
+    nix::unistd::dup2_stdout(&null).map_err(io::Error::from)?;
+    Ok(ready)
+}
+
+/// Points standard error at /dev/null (a daemon that is up has no terminal to write to).
+pub fn detach_stderr() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2_stderr(&null).map_err(io::Error::from)
+}

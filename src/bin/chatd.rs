@@ -29,6 +29,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if cli.daemon && cli.mode.is_some() {
+        eprintln!("chatd: --daemon is for the standalone daemon only");
+        return ExitCode::from(2);
+    }
     if cli.mode == Some(Mode::Session { inetd: false }) {
         eprintln!("chatd: `chatd session` needs --inetd: other sessions are forked by the master");
         return ExitCode::from(2);
@@ -43,7 +47,11 @@ fn main() -> ExitCode {
     };
     logging::init(config.log, LevelFilter::Info);
     let result = match cli.mode {
-        None => modes::standalone(&config, source).map(|()| 0),
+        None => {
+            let background =
+                cli.daemon.then(|| chatd::master::Background { pid_file: cli.pid_file.clone() });
+            modes::standalone(&config, source, background).map(|()| 0)
+        }
         Some(Mode::Broker) => modes::broker_alone(&config, source).map(|()| 0),
         Some(Mode::Inetd | Mode::Session { .. }) => modes::inetd_session(&config),
     };

@@ -88,6 +88,13 @@ pub enum MasterError {
     Io(#[from] io::Error),
 }
 
+/// Running in the background (`--daemon`), for inits without systemd.
+#[derive(Debug, Clone, Default)]
+pub struct Background {
+    /// Where to write the master's pid (removed at exit).
+    pub pid_file: Option<PathBuf>,
+}
+
 /// What the master remembers about a session child.
 struct SessionChild {
     peer: SocketAddr,
@@ -190,7 +197,15 @@ struct Watchdog {
 }
 
 /// Runs the daemon in the foreground until it is told to stop.
-pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
+///
+/// With `background`, the master becomes a SysV daemon once its sockets are bound (so that
+/// binding errors still reach the terminal), writes its pid file, and lets the starting process
+/// exit when it is ready to serve.
+pub fn run(
+    config: &Config,
+    source: ConfigSource,
+    background: Option<Background>,
+) -> Result<(), MasterError> {
     let listeners = match listen::from_systemd()? {
         Some(listeners) => {
             info!("using {} listening socket(s) from systemd", listeners.len());
@@ -198,8 +213,18 @@ pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
         }
         None => listen::bind_all(&config.listen, config.listen_is_default)?,
     };
-    let poll = Poll::new()?;
     let (broker_socket_state, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
+    let mut ready_channel = None;
+    if let Some(background) = &background {
+        ready_channel = Some(sys::daemonize()?);
+        logging::reopen_after_fork();
+        if let Some(pid_file) = &background.pid_file {
+            std::fs::write(pid_file, format!("{}\n", std::process::id())).map_err(|err| {
+                MasterError::Io(io::Error::other(format!("pid file {}: {err}", pid_file.display())))
+            })?;
+        }
+    }
+    let poll = Poll::new()?;
     if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
         privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
     }
@@ -254,6 +279,11 @@ pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
         shutdown: None,
         watchdog: None,
     };
+    if background.is_some() {
+        // Nothing below reports to the terminal any more; children must not hold it either
+        // (the starting process's caller waits for it to close).
+        sys::detach_stderr()?;
+    }
     if master.broker.adopted.is_none() {
         master.start_broker().map_err(MasterError::Broker)?;
     }
@@ -262,9 +292,17 @@ pub fn run(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
     }
     // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    // Started with --daemon: the starting process may exit now.
+    if let Some(mut ready) = ready_channel {
+        use std::io::Write as _;
+        let _ = ready.write_all(b"!");
+    }
     master.watchdog =
         sd_notify::watchdog_enabled().map(|interval| Watchdog { interval, next: Instant::now() });
     let result = master.event_loop();
+    if let Some(pid_file) = background.as_ref().and_then(|b| b.pid_file.as_ref()) {
+        let _ = std::fs::remove_file(pid_file);
+    }
     let _ = std::fs::remove_file(&master.broker_socket);
     let _ = std::fs::remove_file(master.config.runtime_dir.join("broker.pid"));
     result

@@ -178,3 +178,73 @@ fn readiness_watchdog_and_stopping_are_reported_to_systemd() {
     }
     assert!(daemon.wait_exit().success());
 }
+
+/// Kills a daemon that left the test's process group (it called setsid), by its group.
+struct DetachedGuard(i32);
+
+impl Drop for DetachedGuard {
+    fn drop(&mut self) {
+        let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(self.0)));
+        if let Ok(group) = group {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn daemon_mode_detaches_writes_its_pid_and_stops_cleanly() {
+    let dir = runtime_dir();
+    let run = dir.path().join("run");
+    let pid_file = run.join("chatd.pid");
+    let port = free_port();
+    let started = Command::new(CHATD)
+        .args(["--daemon", "--log", "stderr", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--runtime-dir")
+        .arg(&run)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .output()
+        .expect("run chatd --daemon");
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    // The command returned only once the daemon was ready: the pid file is there and clients
+    // are served at once.
+    let pid: i32 =
+        std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("a pid");
+    let _guard = DetachedGuard(pid);
+    let mut alice = login(port, "alice");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split_whitespace().collect();
+    let (group, session) = (fields[2], fields[3]);
+    assert_ne!(session, pid.to_string(), "not a session leader: it can never get a terminal");
+    assert_eq!(session, group, "in a new session of its own");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd"),
+        std::path::PathBuf::from("/")
+    );
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).expect("fd");
+        assert_eq!(target, std::path::PathBuf::from("/dev/null"), "fd {fd}");
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+        .expect("stop");
+    alice.expect("*** The server is shutting down. Goodbye.");
+    util::wait_until("the daemon is gone", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(!pid_file.exists(), "pid file left behind");
+}
+
+#[test]
+fn daemon_mode_reports_a_start_up_failure_to_the_terminal() {
+    let dir = runtime_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let output = Command::new(CHATD)
+        .args(["--daemon", "--log", "stderr", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("run chatd --daemon");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
+}
