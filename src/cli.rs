@@ -45,7 +45,7 @@ pub struct Cli {
 
     /// Check a settings file (default: the --config file) and exit: 0 if it is valid, 1 with
     /// the bad key and line if not. For ExecReload and packaging scripts.
-    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    #[arg(long, value_name = "FILE", num_args = 0..=1, global = true)]
     pub check_config: Option<Option<PathBuf>>,
 }
 

@@ -3,6 +3,7 @@
 mod admission;
 mod limits;
 mod modes;
+mod packaging;
 mod reliability;
 mod soak;
 mod util;

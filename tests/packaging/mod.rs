@@ -1,0 +1,112 @@
+//! The files a distribution ships: systemd units checked by `systemd-analyze` (syntax and the
+//! hardening bounds the project promises) and run-able command lines in them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
+
+/// The units with `/usr/sbin/chatd` pointed at the binary under test (verify checks that
+/// ExecStart is executable), in a temporary directory.
+fn units_for_this_build() -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut units = Vec::new();
+    for entry in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd")).expect("systemd/")
+    {
+        let path = entry.expect("entry").path();
+        let text =
+            std::fs::read_to_string(&path).expect("read unit").replace("/usr/sbin/chatd", CHATD);
+        let copy = dir.path().join(path.file_name().expect("name"));
+        std::fs::write(&copy, text).expect("write unit");
+        units.push(copy);
+    }
+    units.sort();
+    (dir, units)
+}
+
+#[test]
+fn systemd_units_pass_verify() {
+    let (_dir, units) = units_for_this_build();
+    assert_eq!(units.len(), 5, "{units:?}");
+    // The man page comes with the package, not with a build tree.
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .args(&units)
+        .output()
+        .expect("run systemd-analyze (apt-get install systemd)");
+    let complaints = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && complaints.trim().is_empty(),
+        "systemd-analyze verify:\n{complaints}"
+    );
+}
+
+/// The overall exposure `systemd-analyze security --offline=yes` gives a unit.
+fn exposure(unit: &Path) -> f64 {
+    let output = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(unit)
+        .output()
+        .expect("run systemd-analyze security");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("{text}"));
+    line.split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+#[test]
+fn systemd_units_are_hardened_within_the_promised_bounds() {
+    let (dir, _) = units_for_this_build();
+    for (unit, bound) in
+        [("chatd.service", 1.5), ("chatd-broker.service", 1.5), ("chatd-inetd@.service", 1.0)]
+    {
+        let score = exposure(&dir.path().join(unit));
+        assert!(score <= bound, "{unit}: exposure {score}, promised at most {bound}");
+    }
+}
+
+#[test]
+fn every_chatd_command_line_in_the_units_parses_and_the_shipped_config_is_valid() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/chatd.toml");
+    let (_dir, units) = units_for_this_build();
+    let mut checked = 0;
+    for unit in units {
+        let text = std::fs::read_to_string(&unit).expect("read unit");
+        for line in text.lines() {
+            let Some(command) =
+                line.split_once('=').filter(|(key, _)| key.starts_with("Exec")).map(|(_, c)| c)
+            else {
+                continue;
+            };
+            let words: Vec<String> = command
+                .split_whitespace()
+                .map(|w| w.replace("/etc/chatd/chatd.toml", config))
+                .collect();
+            if words.first().map(String::as_str) != Some(CHATD) {
+                continue;
+            }
+            // --check-config stops after parsing the whole command line and the settings.
+            let mut args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+            if !args.contains(&"--check-config") {
+                args.push("--check-config");
+            }
+            let output = Command::new(CHATD).args(&args).output().expect("run chatd");
+            assert!(
+                output.status.success(),
+                "{}: `chatd {}` failed: {}",
+                unit.display(),
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7, "only {checked} command lines found");
+}
