@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::logging::LogTarget;
+use crate::logging::{LogTarget, SyslogFormat, SyslogOptions};
 
 /// The port chatd listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 2323;
@@ -109,6 +109,8 @@ pub struct Config {
     /// Where broker.sock lives.
     pub runtime_dir: PathBuf,
     pub log: LogTarget,
+    /// Which syslog socket and message format (when `log` is syslog).
+    pub syslog: SyslogOptions,
     /// The user to run as after binding, when started as root (`None`: stay as is).
     pub user: Option<String>,
     pub admission: AdmissionLimits,
@@ -124,6 +126,8 @@ struct FileConfig {
     listen: Option<Vec<String>>,
     runtime_dir: Option<PathBuf>,
     log: Option<LogTarget>,
+    syslog_socket: Option<PathBuf>,
+    syslog_format: Option<SyslogFormat>,
     user: Option<String>,
     login_grace_seconds: Option<u64>,
     max_clients: Option<usize>,
@@ -266,6 +270,10 @@ impl Config {
                 .or(parsed.runtime_dir)
                 .unwrap_or_else(default_runtime_dir),
             log: overrides.log.or(parsed.log).unwrap_or(LogTarget::Syslog),
+            syslog: SyslogOptions {
+                socket: parsed.syslog_socket,
+                format: parsed.syslog_format.unwrap_or_default(),
+            },
             user,
             admission: AdmissionLimits {
                 max_clients: positive_size("max_clients", parsed.max_clients, 1024)?,
@@ -408,15 +416,18 @@ mod tests {
             .map(|line| format!("{line}\n"))
             .collect();
         let f = file(&uncommented);
-        let config = Config::load(Some(f.path()), Overrides::default()).expect("example parses");
+        let mut config =
+            Config::load(Some(f.path()), Overrides::default()).expect("example parses");
         let defaults = Config::load(None, Overrides::default()).expect("defaults");
+        // The example names /dev/log, where the default search finds syslog on Linux.
+        assert_eq!(config.syslog.socket.take(), Some(PathBuf::from("/dev/log")));
         assert_eq!(
             Config { listen_is_default: true, runtime_dir: defaults.runtime_dir.clone(), ..config },
             defaults
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 20, "packaging/chatd.toml should list all 20 keys");
+        assert_eq!(keys, 22, "packaging/chatd.toml should list all 22 keys");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use serde::Deserialize;
-use syslog::{Facility, Formatter3164, LoggerBackend};
+use syslog::{Facility, Formatter3164, Formatter5424, LoggerBackend};
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -25,10 +25,30 @@ pub enum LogTarget {
     Stderr,
 }
 
+/// The syslog message format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    /// BSD syslog, what `/dev/log` readers expect by default.
+    #[default]
+    Rfc3164,
+    /// The structured IETF format.
+    Rfc5424,
+}
+
+/// How to reach syslog.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyslogOptions {
+    /// The socket; `None` looks in the usual places (`/dev/log`, ...).
+    pub socket: Option<std::path::PathBuf>,
+    pub format: SyslogFormat,
+}
+
 const IDENT: &str = "chatd";
 
 enum Sink {
     Syslog(syslog::Logger<LoggerBackend, Formatter3164>),
+    Syslog5424(syslog::Logger<LoggerBackend, Formatter5424>),
     Stderr {
         pid: u32,
         journal: bool,
@@ -45,14 +65,14 @@ fn stderr_is_a_socket() -> bool {
     nix::sys::stat::fstat(std::io::stderr())
         .is_ok_and(|stat| stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFSOCK)
 }
-static TARGET: Mutex<Option<LogTarget>> = Mutex::new(None);
+static TARGET: Mutex<Option<(LogTarget, SyslogOptions)>> = Mutex::new(None);
 
 struct ChatdLogger;
 
 static LOGGER: ChatdLogger = ChatdLogger;
 
 /// Installs the logger. If syslog cannot be reached, falls back to standard error and says so.
-pub fn init(target: LogTarget, level: LevelFilter) {
+pub fn init(target: LogTarget, syslog: SyslogOptions, level: LevelFilter) {
     let stderr_is_the_client = stderr_is_a_socket();
     if stderr_is_the_client {
         // inetd and xinetd hand the client connection over as standard error too: a log line
@@ -61,9 +81,9 @@ pub fn init(target: LogTarget, level: LevelFilter) {
     }
     let target = if stderr_is_the_client { LogTarget::Syslog } else { target };
     if let Ok(mut slot) = TARGET.lock() {
-        *slot = Some(target);
+        *slot = Some((target, syslog.clone()));
     }
-    let fallback = install_sink(target);
+    let fallback = install_sink(target, &syslog);
     // set_logger fails only if called twice, which a process never does.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
@@ -74,9 +94,9 @@ pub fn init(target: LogTarget, level: LevelFilter) {
 
 /// Re-opens the sink in a freshly forked child so that its lines carry the child's pid.
 pub fn reopen_after_fork() {
-    let target = TARGET.lock().ok().and_then(|slot| *slot);
-    if let Some(target) = target {
-        install_sink(target);
+    let target = TARGET.lock().ok().and_then(|slot| slot.clone());
+    if let Some((target, syslog)) = target {
+        install_sink(target, &syslog);
     }
 }
 
@@ -84,29 +104,48 @@ pub fn reopen_after_fork() {
 pub fn descriptor() -> Option<RawFd> {
     let slot = SINK.lock().ok()?;
     match slot.as_ref()? {
-        Sink::Syslog(logger) => match &logger.backend {
-            LoggerBackend::Unix(socket) => Some(socket.as_raw_fd()),
-            LoggerBackend::UnixStream(writer) => Some(writer.get_ref().as_raw_fd()),
-            LoggerBackend::Udp(socket, _) => Some(socket.as_raw_fd()),
-            LoggerBackend::Tcp(writer) => Some(writer.get_ref().as_raw_fd()),
-        },
+        Sink::Syslog(logger) => Some(backend_descriptor(&logger.backend)),
+        Sink::Syslog5424(logger) => Some(backend_descriptor(&logger.backend)),
         Sink::Stderr { .. } | Sink::Nowhere => None,
     }
 }
 
+fn backend_descriptor(backend: &LoggerBackend) -> RawFd {
+    match backend {
+        LoggerBackend::Unix(socket) => socket.as_raw_fd(),
+        LoggerBackend::UnixStream(writer) => writer.get_ref().as_raw_fd(),
+        LoggerBackend::Udp(socket, _) => socket.as_raw_fd(),
+        LoggerBackend::Tcp(writer) => writer.get_ref().as_raw_fd(),
+    }
+}
+
 /// Opens the sink for `target`; returns the syslog error if it fell back to stderr.
-fn install_sink(target: LogTarget) -> Option<String> {
+fn install_sink(target: LogTarget, options: &SyslogOptions) -> Option<String> {
     let pid = std::process::id();
     let (sink, error) = match target {
         LogTarget::Syslog => {
-            let formatter = Formatter3164 {
-                facility: Facility::LOG_DAEMON,
-                hostname: None,
-                process: IDENT.to_string(),
-                pid,
+            let process = IDENT.to_string();
+            let facility = Facility::LOG_DAEMON;
+            let connected = match (options.format, &options.socket) {
+                (SyslogFormat::Rfc3164, socket) => {
+                    let formatter = Formatter3164 { facility, hostname: None, process, pid };
+                    match socket {
+                        Some(path) => syslog::unix_custom(formatter, path),
+                        None => syslog::unix(formatter),
+                    }
+                    .map(Sink::Syslog)
+                }
+                (SyslogFormat::Rfc5424, socket) => {
+                    let formatter = Formatter5424 { facility, hostname: None, process, pid };
+                    match socket {
+                        Some(path) => syslog::unix_custom(formatter, path),
+                        None => syslog::unix(formatter),
+                    }
+                    .map(Sink::Syslog5424)
+                }
             };
-            match syslog::unix(formatter) {
-                Ok(logger) => (Sink::Syslog(logger), None),
+            match connected {
+                Ok(sink) => (sink, None),
                 Err(_) if STDERR_FORBIDDEN.load(std::sync::atomic::Ordering::Relaxed) => {
                     (Sink::Nowhere, None)
                 }
@@ -196,6 +235,16 @@ impl Log for ChatdLogger {
                     Severity::Notice => logger.notice(&message),
                     Severity::Info => logger.info(&message),
                     Severity::Debug => logger.debug(&message),
+                };
+            }
+            Some(Sink::Syslog5424(logger)) => {
+                let message = (0, std::collections::BTreeMap::new(), &message);
+                let _ = match severity {
+                    Severity::Err => logger.err(message),
+                    Severity::Warning => logger.warning(message),
+                    Severity::Notice => logger.notice(message),
+                    Severity::Info => logger.info(message),
+                    Severity::Debug => logger.debug(message),
                 };
             }
             Some(Sink::Stderr { pid, journal }) => {

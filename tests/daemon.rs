@@ -6,6 +6,7 @@ mod modes;
 mod packaging;
 mod reliability;
 mod soak;
+mod syslog;
 mod util;
 
 use std::io::Write;

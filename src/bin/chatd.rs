@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log, LevelFilter::Info);
+    logging::init(config.log, config.syslog.clone(), LevelFilter::Info);
     let result = match cli.mode {
         None => {
             let background =
