@@ -110,3 +110,68 @@ fn every_chatd_command_line_in_the_units_parses_and_the_shipped_config_is_valid(
     }
     assert!(checked >= 7, "only {checked} command lines found");
 }
+
+/// Compares a generated file with its committed copy; `CHATD_UPDATE_GENERATED=1` rewrites it.
+fn check_generated(path: &str, generated: &str) {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if std::env::var_os("CHATD_UPDATE_GENERATED").is_some() {
+        std::fs::write(&full, generated).expect("write generated file");
+        return;
+    }
+    let committed = std::fs::read_to_string(&full).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{path} is out of date: run `CHATD_UPDATE_GENERATED=1 cargo test packaging` and commit it"
+    );
+}
+
+#[test]
+fn the_chatd_8_man_page_matches_the_command_line() {
+    use clap::CommandFactory;
+    let command = chatd::cli::Cli::command().name("chatd");
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command).section("8").render(&mut page).expect("render chatd.8");
+    check_generated("packaging/man/chatd.8", &String::from_utf8(page).expect("UTF-8"));
+}
+
+/// chatd.toml(5), made from the commented settings file so that the two cannot disagree.
+fn settings_man_page(example: &str) -> String {
+    let escape = |text: &str| text.replace('\\', "\\\\").replace('-', "\\-");
+    let mut page = String::from(
+        ".TH CHATD.TOML 5 \"\" \"chatd\" \"File Formats\"\n.SH NAME\nchatd.toml \\- settings of the chatd chat daemon\n\
+         .SH DESCRIPTION\n/etc/chatd/chatd.toml is a TOML file; every key is optional and chatd runs with the \
+         defaults below when a key, or the whole file, is missing. Command\\-line options override it; SIGHUP \
+         re\\-reads it; \\fBchatd \\-\\-check\\-config\\fR checks it.\n",
+    );
+    let mut comment: Vec<&str> = Vec::new();
+    for line in example.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            page.push_str(&format!(".SH {}\n", escape(&heading.to_uppercase())));
+            comment.clear();
+        } else if let Some(setting) =
+            line.strip_prefix('#').filter(|rest| rest.contains(" = ") && !rest.starts_with(' '))
+        {
+            let (key, default) = setting.split_once(" = ").unwrap_or((setting, ""));
+            page.push_str(&format!(
+                ".TP\n.B {}\n(default: {}) {}\n",
+                escape(key),
+                escape(default),
+                escape(&comment.join(" "))
+            ));
+        } else if let Some(text) = line.strip_prefix("# ") {
+            comment.push(text);
+        } else if line.trim().is_empty() {
+            comment.clear();
+        }
+    }
+    page.push_str(".SH SEE ALSO\nchatd(8)\n");
+    page
+}
+
+#[test]
+fn the_chatd_toml_5_man_page_matches_the_settings_file() {
+    let example = include_str!("../../packaging/chatd.toml");
+    let page = settings_man_page(example);
+    assert_eq!(page.matches(".TP").count(), 22, "every key is documented");
+    check_generated("packaging/man/chatd.toml.5", &page);
+}
