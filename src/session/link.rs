@@ -101,7 +101,13 @@ impl BrokerLink {
             peer: peer.to_string(),
             session,
         };
-        let mut link = BrokerLink {
+        let mut link = BrokerLink::unconnected(socket, token, hello, session);
+        link.open(registry)?;
+        Ok(link)
+    }
+
+    fn unconnected(socket: PathBuf, token: Token, hello: Request, session: u64) -> BrokerLink {
+        BrokerLink {
             socket,
             token,
             hello,
@@ -114,9 +120,7 @@ impl BrokerLink {
             sent: VecDeque::new(),
             acked: 0,
             shown: HashMap::new(),
-        };
-        link.open(registry)?;
-        Ok(link)
+        }
     }
 
     fn open(&mut self, registry: &Registry) -> io::Result<()> {
@@ -265,20 +269,7 @@ mod tests {
     use super::*;
 
     fn link() -> BrokerLink {
-        BrokerLink {
-            socket: PathBuf::new(),
-            token: Token(0),
-            hello: Request::Who,
-            session: 1,
-            channel: None,
-            lost_at: None,
-            retry_at: None,
-            retry_delay: RETRY_FIRST,
-            next_seq: 1,
-            sent: VecDeque::new(),
-            acked: 0,
-            shown: HashMap::new(),
-        }
+        BrokerLink::unconnected(PathBuf::new(), Token(0), Request::Who, 1)
     }
 
     #[test]

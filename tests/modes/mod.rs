@@ -19,27 +19,25 @@ fn broker(dir: &std::path::Path) -> Spawned {
     broker
 }
 
+/// systemd-socket-activate on `port`, starting `chatd inetd` for each connection (as
+/// `chatd-inetd.socket` does), listening.
+fn inetd_activator(port: u16, run: &std::path::Path) -> Spawned {
+    let activator = Spawned::spawn(
+        Command::new("systemd-socket-activate")
+            .args(["-l", &format!("127.0.0.1:{port}"), "--inetd", "-a", CHATD, "inetd"])
+            .args(["--log", "stderr", "--runtime-dir"])
+            .arg(run),
+    );
+    activator.wait_for_log("Listening on");
+    activator
+}
+
 #[test]
 fn inetd_sessions_from_systemd_socket_activate_chat_through_the_broker() {
     let dir = runtime_dir();
     let _broker = broker(dir.path());
     let port = free_port();
-    let activator = Spawned::spawn(
-        Command::new("systemd-socket-activate")
-            .args([
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "--inetd",
-                "-a",
-                CHATD,
-                "inetd",
-                "--log",
-                "stderr",
-            ])
-            .arg("--runtime-dir")
-            .arg(dir.path().join("run")),
-    );
-    activator.wait_for_log("Listening on");
+    let activator = inetd_activator(port, &dir.path().join("run"));
     let mut alice = login(port, "alice");
     let mut bob = login(port, "bob");
     alice.expect("*** bob has joined lobby");
@@ -52,22 +50,7 @@ fn inetd_sessions_from_systemd_socket_activate_chat_through_the_broker() {
 fn an_inetd_session_without_a_broker_says_so_and_logs_an_error() {
     let dir = runtime_dir();
     let port = free_port();
-    let activator = Spawned::spawn(
-        Command::new("systemd-socket-activate")
-            .args([
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "--inetd",
-                "-a",
-                CHATD,
-                "inetd",
-                "--log",
-                "stderr",
-            ])
-            .arg("--runtime-dir")
-            .arg(dir.path().join("nothing-here")),
-    );
-    activator.wait_for_log("Listening on");
+    let activator = inetd_activator(port, &dir.path().join("nothing-here"));
     let mut client = Client::connect(port);
     assert_eq!(
         client.expect_closed(),
