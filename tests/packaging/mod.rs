@@ -175,3 +175,99 @@ fn the_chatd_toml_5_man_page_matches_the_settings_file() {
     assert_eq!(page.matches(".TP").count(), 22, "every key is documented");
     check_generated("packaging/man/chatd.toml.5", &page);
 }
+
+/// Runs a command and returns its standard output, failing the test with its output if it fails.
+fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|err| panic!("run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_deb_is_lintian_clean_installs_serves_and_purges() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: installing a package needs root (CI runs as root)");
+        return;
+    }
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    // A target directory of its own, so as not to wait for the cargo that runs this test.
+    let target = Path::new(manifest).join("target/deb-test");
+    let out = tempfile::tempdir().expect("temp dir");
+    run(Command::new("cargo")
+        .args(["deb", "--locked", "--output"])
+        .arg(out.path())
+        .current_dir(manifest)
+        .env("CARGO_TARGET_DIR", &target));
+    let deb = std::fs::read_dir(out.path())
+        .expect("output dir")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .expect("a .deb");
+
+    // lintian: no errors and no warnings (overrides carry their reasons).
+    let lintian =
+        Command::new("lintian").arg(&deb).output().expect("run lintian (apt-get install lintian)");
+    let report = String::from_utf8_lossy(&lintian.stdout);
+    let complaints: Vec<&str> =
+        report.lines().filter(|l| l.starts_with("E:") || l.starts_with("W:")).collect();
+    assert!(lintian.status.success() && complaints.is_empty(), "lintian:\n{report}");
+
+    run(Command::new("dpkg").arg("-i").arg(&deb));
+    let installed = scopeguard(|| {
+        let _ = Command::new("dpkg").args(["-P", "chatd"]).output();
+    });
+    assert!(run(Command::new("getent").args(["passwd", "chatd"])).contains("/usr/sbin/nologin"));
+    assert!(
+        Path::new("/etc/chatd/chatd.toml").exists()
+            && Path::new("/lib/systemd/system/chatd.service").exists()
+    );
+    run(Command::new("/usr/sbin/chatd").args(["--check-config", "/etc/chatd/chatd.toml"]));
+
+    // The installed daemon with the packaged settings, started as root, serving on loopback.
+    let port = crate::util::free_port();
+    let daemon = crate::util::Spawned::spawn(Command::new("/usr/sbin/chatd").args([
+        "--config",
+        "/etc/chatd/chatd.toml",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--log",
+        "stderr",
+    ]));
+    daemon.wait_for_log("running as user chatd");
+    daemon.wait_for_log(&format!("listening on 127.0.0.1:{port}"));
+    let mut alice = crate::util::login(port, "alice");
+    let mut bob = crate::util::login(port, "bob");
+    bob.send("installed from the package");
+    alice.expect("<bob> installed from the package");
+    for pid in crate::util::processes_in_group(daemon.pid()) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap_or("").to_string();
+        assert!(!uid.split_whitespace().any(|id| id == "0"), "process {pid} kept root: {uid}");
+    }
+    drop(daemon);
+
+    run(Command::new("dpkg").args(["-r", "chatd"]));
+    assert!(!Path::new("/usr/sbin/chatd").exists(), "binary left after dpkg -r");
+    assert!(Path::new("/etc/chatd/chatd.toml").exists(), "dpkg -r keeps the conffile");
+    run(Command::new("dpkg").args(["-P", "chatd"]));
+    assert!(!Path::new("/etc/chatd").exists(), "dpkg -P removes the conffile");
+    drop(installed);
+}
+
+/// Runs `cleanup` when dropped (also when the test fails half-way).
+fn scopeguard(cleanup: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(cleanup) = self.0.take() {
+                cleanup();
+            }
+        }
+    }
+    Guard(Some(cleanup))
+}

@@ -202,6 +202,13 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let config_path = runtime.path().join("chatd.toml");
+        // Started as root, chatd becomes `chatd` if that user exists (the package creates it)
+        // and `nobody` otherwise: pin it, so that tests do not depend on what is installed.
+        let config = if config.contains("user =") {
+            config.to_string()
+        } else {
+            format!("user = \"nobody\"\n{config}")
+        };
         std::fs::write(&config_path, config).expect("write config");
         let mut command = match launcher.split_first() {
             Some((program, args)) => {
