@@ -271,3 +271,45 @@ fn scopeguard(cleanup: impl FnOnce()) -> impl Drop {
     }
     Guard(Some(cleanup))
 }
+
+#[test]
+fn the_rpm_builds_with_rpmbuild_and_rpmlint_finds_no_errors() {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let top = tempfile::tempdir().expect("temp dir");
+    run(Command::new("rpmbuild")
+        .args(["-bb", "--build-in-place", "--nodeps", "--define"])
+        .arg(format!("_topdir {}", top.path().display()))
+        .arg("packaging/rpm/chatd.spec")
+        .current_dir(manifest)
+        // Shares the release build with the .deb test, not with the cargo running this test.
+        .env("CARGO_TARGET_DIR", Path::new(manifest).join("target/deb-test")));
+    let rpm = std::fs::read_dir(top.path().join("RPMS/x86_64"))
+        .expect("RPMS/x86_64")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|ext| ext == "rpm"))
+        .expect("an .rpm");
+    let files = run(Command::new("rpm").arg("-qlp").arg(&rpm));
+    for expected in [
+        "/usr/sbin/chatd",
+        "/etc/chatd/chatd.toml",
+        "/usr/lib/systemd/system/chatd.service",
+        "/usr/lib/systemd/system/chatd-inetd@.service",
+        "/usr/lib/sysusers.d/chatd.conf",
+        "/usr/share/man/man8/chatd.8.gz",
+        "/usr/share/man/man5/chatd.toml.5.gz",
+    ] {
+        assert!(
+            files.lines().any(|line| line == expected),
+            "{expected} missing from the rpm:\n{files}"
+        );
+    }
+    let lint = Command::new("rpmlint")
+        .arg("-r")
+        .arg(Path::new(manifest).join("packaging/rpm/chatd.rpmlintrc"))
+        .arg(&rpm)
+        .output()
+        .expect("run rpmlint (apt-get install rpmlint)");
+    let report = String::from_utf8_lossy(&lint.stdout);
+    assert!(!report.lines().any(|l| l.contains(": E: ")), "rpmlint errors:\n{report}");
+    assert!(report.contains("0 errors"), "rpmlint:\n{report}");
+}
