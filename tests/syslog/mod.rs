@@ -147,3 +147,23 @@ fn rfc3164_syslog_gets_facility_severity_ident_and_each_process_pid() {
 fn rfc5424_syslog_gets_facility_severity_ident_and_each_process_pid() {
     run_session_against_syslog("rfc5424");
 }
+
+#[test]
+fn under_the_journal_stderr_lines_carry_sd_daemon_priority_prefixes() {
+    // systemd sets JOURNAL_STREAM when standard error is connected to the journal.
+    let daemon =
+        crate::util::Daemon::start_with_env("max_clients = 1\n", &[("JOURNAL_STREAM", "8:12345")]);
+    let _alice = daemon.login("alice");
+    let mut refused = Client::connect(daemon.port);
+    refused.expect_prefix("*** The server is full");
+    let listening = daemon.wait_for_log("listening on 127.0.0.1:");
+    assert!(listening.starts_with("<6>listening on"), "{listening}");
+    let refusal = daemon.wait_for_log("refused 127.0.0.1:");
+    assert!(refusal.starts_with("<5>refused"), "notice is priority 5: {refusal}");
+    for line in daemon.log() {
+        assert!(
+            line.starts_with('<') && line.as_bytes().get(2) == Some(&b'>'),
+            "no prefix: {line}"
+        );
+    }
+}
