@@ -60,10 +60,6 @@ impl Channel {
         &mut self.stream
     }
 
-    pub fn stream(&self) -> &UnixStream {
-        &self.stream
-    }
-
     /// Reads one chunk from the peer.
     pub fn read_some(&mut self) -> io::Result<ReadOutcome> {
         if self.consumed > 0 {

@@ -136,11 +136,6 @@ impl Admission {
         self.limits = limits;
     }
 
-    /// Clients connected now.
-    pub fn connected(&self) -> usize {
-        self.clients.len()
-    }
-
     /// Decides on a new connection from `addr`. A refusal counts as a trip for its source.
     pub fn check(&mut self, addr: IpAddr, now: Instant) -> Result<(), Refusal> {
         let source = Source::of(addr);

@@ -742,9 +742,7 @@ impl Master {
             "{why}: killing {} remaining children",
             self.sessions.len() + usize::from(self.broker.pid.is_some())
         );
-        for listener in self.listeners.drain(..) {
-            drop(listener);
-        }
+        self.listeners.clear();
         self.signal_children(Signal::SIGKILL);
         self.shutdown = Some(Shutdown { kill_at: Instant::now(), killed: true });
     }

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -493,11 +493,6 @@ impl Client {
             }
         }
     }
-}
-
-/// A path inside a temp dir, for tests that need their own files.
-pub fn path_in(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
 
 /// Distinct values, for asserting that pids differ.
