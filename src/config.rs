@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use crate::logging::{LogTarget, SyslogFormat, SyslogOptions};
 
+/// The group whose members may use chatctl, unless `admin_group` says otherwise.
+pub const DEFAULT_ADMIN_GROUP: &str = "chatd-admin";
+
 /// The port chatd listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 2323;
 
@@ -117,6 +120,11 @@ pub struct Config {
     pub session: SessionLimits,
     /// Bytes the broker queues for one session before dropping it as too slow.
     pub broker_queue_bytes: usize,
+    /// Where bans, mutes and the message of the day persist.
+    pub state_dir: PathBuf,
+    /// Members of this group may use `chatctl` (besides root and the daemon's user); `None`:
+    /// nobody else.
+    pub admin_group: Option<String>,
 }
 
 /// The settings file as written; every key optional.
@@ -145,6 +153,8 @@ struct FileConfig {
     send_queue_bytes: Option<usize>,
     broker_queue_bytes: Option<usize>,
     max_unterminated_bytes: Option<usize>,
+    state_dir: Option<PathBuf>,
+    admin_group: Option<String>,
 }
 
 /// Command-line values that override the file.
@@ -183,6 +193,9 @@ impl Config {
         }
         if self.user != new.user {
             keys.push("user");
+        }
+        if self.state_dir != new.state_dir {
+            keys.push("state_dir");
         }
         keys
     }
@@ -324,6 +337,12 @@ impl Config {
                 parsed.broker_queue_bytes,
                 4 << 20,
             )?,
+            state_dir: parsed.state_dir.unwrap_or_else(default_state_dir),
+            admin_group: match parsed.admin_group {
+                Some(group) if group.is_empty() => None,
+                Some(group) => Some(group),
+                None => Some(DEFAULT_ADMIN_GROUP.to_string()),
+            },
         })
     }
 }
@@ -349,8 +368,20 @@ fn default_listen() -> Vec<SocketAddr> {
     ]
 }
 
+/// `/var/lib/chatd` for root; otherwise `$XDG_STATE_HOME/chatd`, or `~/.local/state/chatd`.
+fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/chatd");
+    }
+    match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir).join("chatd"),
+        (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".local/state/chatd"),
+        _ => PathBuf::from(format!("/tmp/chatd-state-{}", nix::unistd::geteuid())),
+    }
+}
+
 /// `/run/chatd` for root; otherwise `$XDG_RUNTIME_DIR/chatd`, or a per-user directory in /tmp.
-fn default_runtime_dir() -> PathBuf {
+pub fn default_runtime_dir() -> PathBuf {
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
         return PathBuf::from("/run/chatd");
@@ -422,12 +453,17 @@ mod tests {
         // The example names /dev/log, where the default search finds syslog on Linux.
         assert_eq!(config.syslog.socket.take(), Some(PathBuf::from("/dev/log")));
         assert_eq!(
-            Config { listen_is_default: true, runtime_dir: defaults.runtime_dir.clone(), ..config },
+            Config {
+                listen_is_default: true,
+                runtime_dir: defaults.runtime_dir.clone(),
+                state_dir: defaults.state_dir.clone(),
+                ..config
+            },
             defaults
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 22, "packaging/chatd.toml should list all 22 keys");
+        assert_eq!(keys, 24, "packaging/chatd.toml should list all 24 keys");
     }
 
     #[test]

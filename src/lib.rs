@@ -19,8 +19,13 @@
 //! - [`names`] (valid nicknames and rooms) and [`text`] (cleaning user text);
 //! - [`modes`]: the entry points of the deployment modes (standalone, `chatd broker`,
 //!   `chatd inetd`);
-//! - [`sys`] (fork, signal dispositions, peer credentials: the only `unsafe`), [`signals`]
-//!   (signalfd for children), [`logging`], [`config`] and [`cli`].
+//! - [`moderation`]: bans, mutes and the message of the day, persisted by the broker and read
+//!   by the master at accept;
+//! - [`sys`] (fork, signal dispositions, peer credentials, process titles: the only
+//!   `unsafe`), [`signals`] (signalfd for children), [`logging`], [`config`] and [`cli`].
+//!
+//! And one program besides the daemon: [`ctl`] is `chatctl`, the operator's command, which
+//! speaks [`proto::control`] over the broker's `control.sock`.
 //!
 //! Data flows one way: client bytes → `session::telnet` → `session::line` →
 //! `session::command` → `proto::codec` → `channel` → `broker` → `broker::room` → encoded once →
@@ -30,8 +35,10 @@ pub mod broker;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod logging;
 pub mod master;
+pub mod moderation;
 pub mod modes;
 pub mod names;
 pub mod outbuf;

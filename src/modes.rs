@@ -20,14 +20,18 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
         listen::BrokerSocket::Bound(listener) => listener,
         listen::BrokerSocket::Orphaned { .. } => return Err(MasterError::AlreadyRunning(path)),
     };
-    if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
+    let control = listen::bind_control_socket(&config.runtime_dir)?;
+    let run_as = privileges::resolve(config.user.as_deref())?;
+    privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
+    if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &path)?;
     }
     listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)?;
     info!("serving {} alone", path.display());
-    let result =
-        broker::run(listener, config.broker_queue_bytes, source).map_err(MasterError::from);
+    let listeners = broker::Listeners { sessions: listener, control };
+    let result = broker::run(listeners, config, source).map_err(MasterError::from);
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(config.runtime_dir.join(listen::CONTROL_SOCKET));
     let _ = std::fs::remove_file(config.runtime_dir.join("broker.pid"));
     result
 }

@@ -84,6 +84,12 @@ pub fn peer_uid(socket: &impl AsFd) -> io::Result<u32> {
     Ok(creds.uid())
 }
 
+/// The primary group of the process at the other end of a connected Unix socket.
+pub fn peer_gid(socket: &impl AsFd) -> io::Result<u32> {
+    let creds = getsockopt(socket, PeerCredentials).map_err(io::Error::from)?;
+    Ok(creds.gid())
+}
+
 /// The pid of the process at the other end of a connected Unix socket.
 pub fn peer_pid(socket: &impl AsFd) -> io::Result<i32> {
     let creds = getsockopt(socket, PeerCredentials).map_err(io::Error::from)?;
@@ -229,4 +235,94 @@ pub fn daemonize() -> io::Result<std::os::unix::net::UnixStream> {
 pub fn detach_stderr() -> io::Result<()> {
     let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
     nix::unistd::dup2_stderr(&null).map_err(io::Error::from)
+}
+
+/// The supplementary groups of the process at the other end of a connected Unix socket
+/// (`SO_PEERGROUPS`, Linux 4.13), as they were when it connected.
+pub fn peer_groups(socket: &impl AsRawFd) -> io::Result<Vec<u32>> {
+    let mut groups: Vec<nix::libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len =
+            (groups.len() * std::mem::size_of::<nix::libc::gid_t>()) as nix::libc::socklen_t;
+        // SAFETY: the buffer is valid for `len` bytes and the kernel writes at most that many,
+        // updating `len` to the size used (or needed, with ERANGE).
+        let result = unsafe {
+            nix::libc::getsockopt(
+                socket.as_raw_fd(),
+                nix::libc::SOL_SOCKET,
+                nix::libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = len as usize / std::mem::size_of::<nix::libc::gid_t>();
+        if result == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(nix::libc::ERANGE) && needed > groups.len() {
+            groups.resize(needed, 0);
+            continue;
+        }
+        return Err(err);
+    }
+}
+
+/// The memory `ps` reads a process's command line from: the argument strings, followed by the
+/// environment strings when they are adjacent (they are, as the kernel lays out a new
+/// process's stack).
+static TITLE_AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+
+/// Finds the title area and moves the environment out of it, once per process.
+fn title_area() -> Option<(usize, usize)> {
+    *TITLE_AREA.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may contain anything.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // arg_start, arg_end, env_start, env_end are fields 48 to 51; `fields` starts at 3.
+        let number = |field: usize| fields.get(field - 3)?.parse::<usize>().ok();
+        let (arg_start, arg_end) = (number(48)?, number(49)?);
+        let (env_start, env_end) = (number(50)?, number(51)?);
+        if arg_start == 0 || arg_end <= arg_start {
+            return None;
+        }
+        if env_start != arg_end || env_end <= env_start {
+            return Some((arg_start, arg_end - arg_start));
+        }
+        // Copy the environment to the heap so that the strings in the area can be reused.
+        let saved: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+        // SAFETY: called only from single-threaded processes (session children), so nothing
+        // reads the environment concurrently; setenv copies each string to the heap.
+        unsafe {
+            if nix::libc::clearenv() != 0 {
+                return Some((arg_start, arg_end - arg_start));
+            }
+            for (key, value) in saved {
+                std::env::set_var(key, value);
+            }
+        }
+        Some((arg_start, env_end - arg_start))
+    })
+}
+
+/// Sets what `ps` and `top` show for this process: the command line (as BSD's
+/// `setproctitle`, overwriting the argument and environment strings in place) and the
+/// 15-character thread name. Only for single-threaded processes; the title is cut to fit.
+pub fn set_process_title(title: &str) {
+    let comm: Vec<u8> = title.bytes().filter(|&b| b != 0).take(15).collect();
+    if let Ok(comm) = std::ffi::CString::new(comm) {
+        let _ = nix::sys::prctl::set_name(&comm);
+    }
+    let Some((start, len)) = title_area() else { return };
+    let bytes = title.as_bytes();
+    let used = bytes.len().min(len - 1);
+    // SAFETY: [start, start + len) is this process's own argument and environment block on
+    // its stack, mapped writable for the life of the process; the environment was moved out
+    // of it by `title_area` and nothing else reads it but the kernel (for /proc/PID/cmdline).
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
+        area[..used].copy_from_slice(&bytes[..used]);
+        area[used..].fill(0);
+    }
 }

@@ -5,17 +5,25 @@
 //! event is encoded once and the same bytes are queued for every recipient; queued bytes are
 //! written once per recipient per loop turn.
 //!
+//! It also serves operators: `control.sock` ([`control`]) for chatctl, the persisted
+//! moderation state ([`crate::moderation`]: bans, mutes, message of the day), and the figures
+//! ([`stats`]). The master links to it over `broker.sock` (a connection that starts with
+//! `MasterHello`): it reports its own figures every second and receives `Reload` and `Stop`.
+//!
 //! It must never block on one peer. Every socket is non-blocking and every peer's output queue
 //! is bounded (`broker_queue_bytes`, 4 MiB by default); a peer whose queue would overflow is dropped (its room
 //! sees "too slow") and everyone else carries on. A peer that sends a frame that is oversize or
 //! does not decode is dropped and logged once. It never renders text for a terminal: that is the
 //! session's job.
 
+mod control;
 pub mod room;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -24,21 +32,26 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
 use crate::channel::{Channel, ReadOutcome};
-use crate::config::ConfigSource;
+use crate::config::{Config, ConfigSource};
+use crate::moderation::{self, Moderation};
 use crate::proto::codec;
+use crate::proto::control::MasterFigures;
 use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
 use crate::signals::ChildSignals;
 use crate::sys;
+use control::{Access, ControlClient};
 use room::{Audience, Delivery, MemberId, Rooms};
+use stats::Stats;
 
 /// How long a stopping broker spends telling sessions so.
 const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
-const FIRST_PEER: usize = 2;
+const CONTROL: Token = Token(2);
+const FIRST_PEER: usize = 3;
 
-/// One connected session child.
+/// One connection on `broker.sock`: a session child, or the master's link.
 struct Peer {
     channel: Channel,
     /// The session's pid, from SO_PEERCRED, for logs.
@@ -46,8 +59,16 @@ struct Peer {
     /// The client address the session reported in `Hello`.
     client: String,
     /// The sender id from `Hello`; `None` until `Hello` arrived (every other request must
-    /// come after it).
+    /// come after it) and for the master's link.
     session: Option<u64>,
+    /// This connection is the master's link (it started with `MasterHello`).
+    is_master: bool,
+    /// When the client connected (Unix seconds, from `Hello`).
+    connected_at: u64,
+    /// When the user last said something, for `chatctl who`.
+    last_active: Instant,
+    /// Removed by an operator: told so, out of its room, and ignored until it closes.
+    kicked: bool,
     /// Already queued for flushing this turn.
     dirty: bool,
 }
@@ -70,20 +91,63 @@ struct Broker {
     /// Where to read the settings again on SIGHUP.
     source: ConfigSource,
     uid: u32,
+    /// `control.sock` and the operators connected to it.
+    control: UnixListener,
+    controls: HashMap<MemberId, ControlClient>,
+    access: Access,
+    /// Bans, mutes and the message of the day, and where they persist.
+    moderation: Moderation,
+    state_path: PathBuf,
+    /// The state file could not be read at start: it is not overwritten until it can be.
+    state_unreadable: Option<String>,
+    /// The master's link, and the figures it sent last.
+    master: Option<MemberId>,
+    master_figures: Option<MasterFigures>,
+    /// Operators waiting for the master's answer to a reload.
+    pending_reloads: Vec<MemberId>,
+    /// When an operator's `shutdown --grace` is due.
+    stop_at: Option<Instant>,
+    stats: Stats,
+    /// When chat lines handled this turn were read, for the fan-out latency.
+    lines_this_turn: Vec<Instant>,
+    started_at: u64,
 }
 
-/// Runs the broker on an already-listening socket until SIGTERM or SIGINT.
+/// The broker's two listening sockets, bound by whoever starts it (so that they exist, and
+/// keep their backlog, across broker restarts).
+pub struct Listeners {
+    /// `broker.sock`: sessions and the master's link.
+    pub sessions: StdUnixListener,
+    /// `control.sock`: operators.
+    pub control: StdUnixListener,
+}
+
+/// Runs the broker on already-listening sockets until SIGTERM or SIGINT.
 ///
 /// `source` is where the settings came from: on SIGHUP (which the master forwards after it
-/// validated the file) the broker reads them again and applies `broker_queue_bytes` to new
-/// sessions.
-pub fn run(listener: StdUnixListener, queue_bytes: usize, source: ConfigSource) -> io::Result<()> {
+/// validated the file) the broker reads them again, applies `broker_queue_bytes` to new
+/// sessions and `admin_group` to new operators, and re-reads the moderation state file.
+pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::Result<()> {
+    let Listeners { sessions: listener, control } = listeners;
     listener.set_nonblocking(true)?;
+    control.set_nonblocking(true)?;
     let poll = Poll::new()?;
     let mut listener = UnixListener::from_std(listener);
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])?;
     signals.register(poll.registry(), SIGNALS)?;
+    let mut control_listener = UnixListener::from_std(control);
+    poll.registry().register(&mut control_listener, CONTROL, Interest::READABLE)?;
+    let state_path = config.state_dir.join(moderation::STATE_FILE);
+    let (state, state_unreadable) = match Moderation::load(&state_path) {
+        Ok(state) => (state, None),
+        Err(err) => {
+            error!("{err}; bans and mutes are not in force until it is fixed");
+            (Moderation::default(), Some(err.to_string()))
+        }
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    let queue_bytes = config.broker_queue_bytes;
     let mut broker = Broker {
         poll,
         listener,
@@ -96,7 +160,20 @@ pub fn run(listener: StdUnixListener, queue_bytes: usize, source: ConfigSource) 
         scratch: Vec::new(),
         queue_bytes,
         source,
-        uid: nix::unistd::geteuid().as_raw(),
+        uid,
+        control: control_listener,
+        controls: HashMap::new(),
+        access: Access::new(uid, config.admin_group.as_deref()),
+        moderation: state,
+        state_path,
+        state_unreadable,
+        master: None,
+        master_figures: None,
+        pending_reloads: Vec::new(),
+        stop_at: None,
+        stats: Stats::new(Instant::now()),
+        lines_this_turn: Vec::new(),
+        started_at: moderation::unix_now(),
     };
     info!("broker ready (protocol version {PROTOCOL_VERSION})");
     broker.event_loop()
@@ -106,10 +183,12 @@ impl Broker {
     fn event_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            sys::wait(&mut self.poll, &mut events, None)?;
+            let timeout =
+                self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
+            sys::wait(&mut self.poll, &mut events, timeout)?;
             // Signals first: once shutdown is pending, departures caused by the shutdown itself
             // are not announced to anyone.
-            if self.stop_requested()? {
+            if self.stop_requested()? || self.stop_is_due() {
                 info!("broker stopping");
                 self.say_goodbye();
                 return Ok(());
@@ -119,6 +198,10 @@ impl Broker {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     SIGNALS => {}
+                    CONTROL => self.accept_controls(),
+                    Token(token) if self.controls.contains_key(&(token as MemberId)) => {
+                        self.serve_control(token as MemberId, event);
+                    }
                     Token(token) => {
                         let id = token as MemberId;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -133,6 +216,41 @@ impl Broker {
             }
             self.flush_dirty();
             self.remove_doomed();
+            let now = Instant::now();
+            for read_at in self.lines_this_turn.drain(..) {
+                self.stats.latency(now.saturating_duration_since(read_at));
+            }
+            self.expire_controls(now);
+        }
+    }
+
+    /// The next moment the loop must wake without I/O: an operator's shutdown, or a control
+    /// connection's time limit.
+    fn next_deadline(&self) -> Option<Instant> {
+        let controls = self.controls.values().map(ControlClient::deadline).min();
+        [self.stop_at, controls].into_iter().flatten().min()
+    }
+
+    /// An operator's `shutdown --grace` is over: the master stops the daemon (the broker
+    /// included). Without a master (`chatd broker`, or the master died), the broker stops.
+    fn stop_is_due(&mut self) -> bool {
+        if self.stop_at.is_none_or(|at| Instant::now() < at) {
+            return false;
+        }
+        self.stop_at = None;
+        match self.master {
+            Some(master) => {
+                info!("shutdown grace time is over; asking the master to stop");
+                self.send_to(master, &Event::Stop);
+                self.flush_dirty();
+                false
+            }
+            None => {
+                warn!(
+                    "shutdown grace time is over and no master is linked; the broker stops alone"
+                );
+                true
+            }
         }
     }
 
@@ -141,15 +259,19 @@ impl Broker {
         while let Some(signal) = self.signals.take_pending()? {
             match signal {
                 Signal::SIGTERM | Signal::SIGINT => stop = true,
-                Signal::SIGHUP => match self.source.load() {
-                    Ok(config) => {
-                        self.queue_bytes = config.broker_queue_bytes;
-                        info!("broker reloaded its configuration");
+                Signal::SIGHUP => {
+                    match self.source.load() {
+                        Ok(config) => {
+                            self.queue_bytes = config.broker_queue_bytes;
+                            self.access = Access::new(self.uid, config.admin_group.as_deref());
+                            info!("broker reloaded its configuration");
+                        }
+                        Err(err) => {
+                            error!("broker reload failed, keeping the old configuration: {err}")
+                        }
                     }
-                    Err(err) => {
-                        error!("broker reload failed, keeping the old configuration: {err}")
-                    }
-                },
+                    self.reload_moderation();
+                }
                 other => debug!("broker ignores {other}"),
             }
         }
@@ -236,6 +358,10 @@ impl Broker {
             pid,
             client: String::new(),
             session: None,
+            is_master: false,
+            connected_at: moderation::unix_now(),
+            last_active: Instant::now(),
+            kicked: false,
             dirty: false,
         };
         self.peers.insert(id, peer);
@@ -285,6 +411,7 @@ impl Broker {
                 Ok(None) => return true,
                 Err(err) => {
                     warn!("dropping session pid {} ({}): {err}", peer.pid, peer.client);
+                    self.stats.drop_for("bad_frame");
                     self.doom(id, LeaveReason::ConnectionLost);
                     return false;
                 }
@@ -300,55 +427,96 @@ impl Broker {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
+        if peer.is_master {
+            return self.handle_master(id, request);
+        }
         let Some(session) = peer.session else {
-            let Request::Hello { version, pid: _, peer: client, session } = request else {
-                warn!("dropping session pid {}: first frame was not Hello", peer.pid);
-                self.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            };
-            peer.client = client.chars().take(64).collect();
-            if version != PROTOCOL_VERSION {
-                warn!(
-                    "dropping session pid {} ({}): protocol version {version}, broker speaks {PROTOCOL_VERSION}",
-                    peer.pid, peer.client
-                );
-                let refusal =
-                    Failure::VersionMismatch { broker: PROTOCOL_VERSION, session: version };
-                self.deliver(vec![Delivery {
-                    to: Audience::One(id),
-                    event: Event::Failed(refusal),
-                }]);
-                self.flush_dirty();
-                self.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-            peer.session = Some(session);
-            let welcome = Event::Welcome { version: PROTOCOL_VERSION };
-            self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
-            return true;
+            return self.greet(id, request);
         };
+        if peer.kicked {
+            // Out of its room already; it closes as soon as it reads why.
+            return true;
+        }
+        let now = moderation::unix_now();
         let deliveries = match request {
-            Request::Hello { .. } => {
+            Request::Hello { .. } | Request::MasterHello { .. } => {
                 warn!("dropping session pid {} ({}): second Hello", peer.pid, peer.client);
                 self.doom(id, LeaveReason::ConnectionLost);
                 return false;
             }
-            Request::Login { nick } => self.rooms.login(id, session, &nick),
+            Request::MasterFigures(_) | Request::Reloaded { .. } => {
+                warn!(
+                    "dropping session pid {} ({}): it sent a master's frame",
+                    peer.pid, peer.client
+                );
+                self.doom(id, LeaveReason::ConnectionLost);
+                return false;
+            }
+            Request::Traffic { received, sent } => {
+                self.stats.bytes_received += received;
+                self.stats.bytes_sent += sent;
+                return true;
+            }
+            Request::Login { nick } => {
+                if self.refuse_banned_nick(id, &nick, now) {
+                    return true;
+                }
+                let mut deliveries = self.rooms.login(id, session, &nick);
+                if matches!(deliveries.first().map(|d| &d.event), Some(Event::LoggedIn { .. }))
+                    && let Some(motd) = &self.moderation.motd
+                {
+                    let lines = motd.lines().map(str::to_string).collect();
+                    deliveries
+                        .push(Delivery { to: Audience::One(id), event: Event::Motd { lines } });
+                }
+                deliveries
+            }
             Request::Resume { nick, room, topic } => {
+                if self.moderation.nick_ban(&nick, now).is_some() {
+                    self.kick(id, Some("banned".to_string()));
+                    return true;
+                }
                 let deliveries = self.rooms.resume(id, session, &nick, &room, topic.as_deref());
                 if let Some(Event::Resumed { nick, room }) = deliveries.first().map(|d| &d.event) {
                     info!("session pid {} ({}) resumed as {nick} in {room}", peer.pid, peer.client);
                 }
                 deliveries
             }
-            Request::Say { seq, text } => self.rooms.say(id, seq, &text),
-            Request::Act { seq, text } => self.rooms.act(id, seq, &text),
-            Request::ChangeNick { nick } => self.rooms.change_nick(id, &nick),
+            Request::Say { seq, text } => {
+                self.sync_mute(id, now);
+                self.chat_line(id, |rooms| rooms.say(id, seq, &text));
+                return self.peers.contains_key(&id);
+            }
+            Request::Act { seq, text } => {
+                self.sync_mute(id, now);
+                self.chat_line(id, |rooms| rooms.act(id, seq, &text));
+                return self.peers.contains_key(&id);
+            }
+            Request::Private { seq, to, text } => {
+                self.sync_mute(id, now);
+                self.chat_line(id, |rooms| rooms.private(id, seq, &to, &text));
+                return self.peers.contains_key(&id);
+            }
+            Request::ChangeNick { nick } => {
+                if self.refuse_banned_nick(id, &nick, now) {
+                    return true;
+                }
+                let deliveries = self.rooms.change_nick(id, &nick);
+                if let Some(Event::NickChanged { old, new }) = deliveries.first().map(|d| &d.event)
+                    && self.moderation.is_muted(old, now)
+                {
+                    // The mute follows the person, not the name.
+                    self.moderation.rename_mute(old, new);
+                    if let Err(err) = self.save_moderation() {
+                        error!("{err}");
+                    }
+                }
+                deliveries
+            }
             Request::Join { room } => self.rooms.join(id, &room),
             Request::Who => self.rooms.who(id),
             Request::Rooms => self.rooms.list_rooms(id),
             Request::Topic { text } => self.rooms.topic(id, text.as_deref()),
-            Request::Private { seq, to, text } => self.rooms.private(id, seq, &to, &text),
             Request::Quit { reason } => {
                 self.doom(id, LeaveReason::Quit(reason));
                 return false;
@@ -358,8 +526,147 @@ impl Broker {
         self.peers.contains_key(&id)
     }
 
-    /// Encodes each event once and queues the same bytes for every recipient.
-    fn deliver(&mut self, deliveries: Vec<Delivery>) {
+    /// The first frame of a connection: a session's `Hello` or the master's `MasterHello`.
+    fn greet(&mut self, id: MemberId, request: Request) -> bool {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        let (version, client, session, connected_at) = match request {
+            Request::Hello { version, pid: _, peer: client, session, connected_at } => {
+                (version, client, session, connected_at)
+            }
+            Request::MasterHello { version, pid, started_at } if version == PROTOCOL_VERSION => {
+                peer.is_master = true;
+                if let Some(old) = self.master.replace(id) {
+                    self.doom(old, LeaveReason::ConnectionLost);
+                }
+                self.master_figures = Some(MasterFigures { pid, started_at, ..Default::default() });
+                info!("master pid {pid} linked");
+                return true;
+            }
+            _ => {
+                warn!("dropping session pid {}: first frame was not Hello", peer.pid);
+                self.doom(id, LeaveReason::ConnectionLost);
+                return false;
+            }
+        };
+        peer.client = client.chars().take(64).collect();
+        peer.connected_at = connected_at;
+        if version != PROTOCOL_VERSION {
+            warn!(
+                "dropping session pid {} ({}): protocol version {version}, broker speaks {PROTOCOL_VERSION}",
+                peer.pid, peer.client
+            );
+            let refusal = Failure::VersionMismatch { broker: PROTOCOL_VERSION, session: version };
+            self.deliver(vec![Delivery { to: Audience::One(id), event: Event::Failed(refusal) }]);
+            self.flush_dirty();
+            self.doom(id, LeaveReason::ConnectionLost);
+            return false;
+        }
+        peer.session = Some(session);
+        let banned = peer
+            .client
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .and_then(|addr| self.moderation.address_ban(addr.ip(), moderation::unix_now()))
+            .map(|ban| ban.reason.clone());
+        let welcome = Event::Welcome { version: PROTOCOL_VERSION };
+        self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
+        if let Some(reason) = banned {
+            // Sessions the master did not vet (inetd-style) meet the address bans here.
+            self.kick(id, Some(ban_reason(reason.as_deref())));
+        }
+        true
+    }
+
+    /// Frames on the master's link.
+    fn handle_master(&mut self, id: MemberId, request: Request) -> bool {
+        match request {
+            Request::MasterFigures(figures) => self.master_figures = Some(figures),
+            Request::Reloaded { error } => self.reloaded(error),
+            other => {
+                warn!("dropping the master's link: unexpected frame {other:?}");
+                self.doom(id, LeaveReason::ConnectionLost);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Applies a chat line (say, act or private message) and counts it for the figures.
+    fn chat_line(&mut self, id: MemberId, apply: impl FnOnce(&mut Rooms) -> Vec<Delivery>) {
+        let read_at = Instant::now();
+        let deliveries = apply(&mut self.rooms);
+        let accepted = matches!(
+            deliveries.first().map(|d| &d.event),
+            Some(
+                Event::Chat { .. }
+                    | Event::Action { .. }
+                    | Event::Private { .. }
+                    | Event::PrivateSent { .. }
+            )
+        );
+        let copies = self.deliver(deliveries);
+        if accepted {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.last_active = read_at;
+            }
+            self.stats.message(copies, read_at);
+            self.lines_this_turn.push(read_at);
+        }
+    }
+
+    /// Refuses a nickname an operator banned; true if it was refused.
+    fn refuse_banned_nick(&mut self, id: MemberId, nick: &str, now: u64) -> bool {
+        if self.moderation.nick_ban(nick, now).is_none() {
+            return false;
+        }
+        let failure = Failure::NickBanned(crate::text::sanitize(nick));
+        self.deliver(vec![Delivery { to: Audience::One(id), event: Event::Failed(failure) }]);
+        true
+    }
+
+    /// Brings a member's mute flag in line with the persisted mutes (which expire by time).
+    fn sync_mute(&mut self, id: MemberId, now: u64) {
+        let muted = self.rooms.nick(id).is_some_and(|nick| self.moderation.is_muted(nick, now));
+        self.rooms.set_muted(id, muted);
+    }
+
+    /// Removes a session for an operator: it is told why (and closes), its room is told.
+    fn kick(&mut self, id: MemberId, reason: Option<String>) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if peer.kicked || peer.is_master {
+            return;
+        }
+        peer.kicked = true;
+        let nick = self.rooms.nick(id).unwrap_or("(no nickname yet)").to_string();
+        info!(
+            target: crate::logging::NOTICE,
+            "operator removed {nick} (session pid {}, {}): {}",
+            peer.pid,
+            peer.client,
+            reason.as_deref().unwrap_or("no reason given")
+        );
+        let mut deliveries = vec![Delivery {
+            to: Audience::One(id),
+            event: Event::Kicked { reason: reason.clone() },
+        }];
+        deliveries.extend(self.rooms.leave(id, LeaveReason::Kicked(reason)));
+        self.deliver(deliveries);
+    }
+
+    /// Queues one event for one peer (the master's link, say).
+    fn send_to(&mut self, id: MemberId, event: &Event) {
+        self.scratch.clear();
+        if codec::encode_frame(event, &mut self.scratch).is_ok() {
+            self.queue(id);
+        }
+    }
+
+    /// Encodes each event once and queues the same bytes for every recipient. Returns how
+    /// many copies were queued.
+    fn deliver(&mut self, deliveries: Vec<Delivery>) -> u64 {
+        let mut copies = 0;
         for delivery in deliveries {
             self.scratch.clear();
             if let Err(err) = codec::encode_frame(&delivery.event, &mut self.scratch) {
@@ -367,15 +674,20 @@ impl Broker {
                 continue;
             }
             match &delivery.to {
-                Audience::One(id) => self.queue(*id),
+                Audience::One(id) => {
+                    self.queue(*id);
+                    copies += 1;
+                }
                 Audience::Room(key) => {
                     let members: Vec<MemberId> = self.rooms.members_of(key).collect();
+                    copies += members.len() as u64;
                     for id in members {
                         self.queue(id);
                     }
                 }
             }
         }
+        copies
     }
 
     /// Queues `scratch` for one peer; a peer whose queue is full is dropped as too slow.
@@ -387,6 +699,7 @@ impl Broker {
             Ok(()) => self.mark_dirty(id),
             Err(overflow) => {
                 warn!("dropping session pid {} ({}): too slow, {overflow}", peer.pid, peer.client);
+                self.stats.drop_for("too_slow");
                 self.doom(id, LeaveReason::TooSlow);
             }
         }
@@ -429,6 +742,12 @@ impl Broker {
             let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
             };
+            if self.master == Some(id) {
+                info!("the master's link closed");
+                self.master = None;
+                self.master_figures = None;
+                self.reloaded(Some("the master went away before answering".into()));
+            }
             // Best effort, never blocking: a quitting session waits for what it was owed.
             let _ = peer.channel.flush();
             let _ = self.poll.registry().deregister(peer.channel.stream_mut());
@@ -439,5 +758,13 @@ impl Broker {
             }
             self.deliver(deliveries);
         }
+    }
+}
+
+/// What a banned session is told.
+fn ban_reason(reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("banned: {reason}"),
+        None => "banned".to_string(),
     }
 }

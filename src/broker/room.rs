@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::names::{self, DEFAULT_ROOM};
+use crate::proto::control::RoomRow;
 use crate::proto::{Event, Failure, LeaveReason, RoomInfo};
 use crate::text;
 
@@ -72,6 +73,8 @@ struct Member {
     room: String,
     /// The session's sender id (from its `Hello`), stamped on its lines.
     session: u64,
+    /// Muted by an operator: its lines and private messages reach only itself.
+    muted: bool,
 }
 
 /// All rooms and members.
@@ -151,6 +154,47 @@ impl Rooms {
         self.members.len()
     }
 
+    /// Number of rooms (the default room always counts).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// The member logged in as `nick` (in any case).
+    pub fn find(&self, nick: &str) -> Option<MemberId> {
+        self.by_nick.get(&names::fold(nick)).copied()
+    }
+
+    /// The name of the room a member is in.
+    pub fn room_of(&self, id: MemberId) -> Option<&str> {
+        let member = self.members.get(&id)?;
+        self.rooms.get(&member.room).map(|room| room.name.as_str())
+    }
+
+    /// The key of the room called `name` (with or without `#`), if it exists.
+    pub fn room_key(&self, name: &str) -> Option<String> {
+        let key = names::fold(names::bare_room(name));
+        self.rooms.contains_key(&key).then_some(key)
+    }
+
+    /// Every room with its members and topic, for operators.
+    pub fn room_rows(&self) -> Vec<RoomRow> {
+        self.rooms
+            .values()
+            .map(|room| RoomRow {
+                name: room.name.clone(),
+                members: u32::try_from(room.members.len()).unwrap_or(u32::MAX),
+                topic: room.topic.clone(),
+            })
+            .collect()
+    }
+
+    /// Mutes or unmutes a member (the broker decides from the persisted mutes).
+    pub fn set_muted(&mut self, id: MemberId, muted: bool) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.muted = muted;
+        }
+    }
+
     /// Registers `id` (whose sender id is `session`) as `nick` and puts it in the default room.
     pub fn login(&mut self, id: MemberId, session: u64, nick: &str) -> Vec<Delivery> {
         if self.members.contains_key(&id) {
@@ -167,7 +211,10 @@ impl Rooms {
 
     fn register(&mut self, id: MemberId, session: u64, nick: &str) {
         self.by_nick.insert(names::fold(nick), id);
-        self.members.insert(id, Member { nick: nick.to_string(), room: String::new(), session });
+        self.members.insert(
+            id,
+            Member { nick: nick.to_string(), room: String::new(), session, muted: false },
+        );
     }
 
     /// Re-registers a session that was logged in with a broker that died: it takes back `nick`
@@ -298,6 +345,10 @@ impl Rooms {
             Err(failure) => return rejected(id, seq, failure),
         };
         let event = make(member.nick.clone(), member.session, text);
+        if member.muted {
+            // Shown to its author as usual, to nobody else, and never replayed.
+            return vec![one(id, event)];
+        }
         let key = member.room.clone();
         if let Some(room) = self.rooms.get_mut(&key) {
             let now = self.now;
@@ -423,6 +474,9 @@ impl Rooms {
         let target_nick = self.nick(target).unwrap_or(to).to_string();
         let from = member.nick.clone();
         let sender = member.session;
+        if member.muted {
+            return vec![one(id, Event::PrivateSent { seq, to: target_nick, text })];
+        }
         vec![
             one(target, Event::Private { from, sender, seq, text: text.clone() }),
             one(id, Event::PrivateSent { seq, to: target_nick, text }),
@@ -759,5 +813,36 @@ mod tests {
         let mut rooms = Rooms::new();
         let out = rooms.resume(1, 1001, "alice", "no spaces", None);
         assert_eq!(out[0], one(1, Event::Resumed { nick: "alice".into(), room: "lobby".into() }));
+    }
+
+    #[test]
+    fn a_muted_member_sees_its_own_lines_and_nobody_else_does() {
+        let mut rooms = logged_in(&["alice", "bob"]);
+        rooms.set_muted(0, true);
+        let said = rooms.say(0, 1, "spam");
+        assert_eq!(said.len(), 1);
+        assert_eq!(said[0].to, Audience::One(0));
+        let private = rooms.private(0, 2, "bob", "spam");
+        assert!(matches!(
+            private.as_slice(),
+            [Delivery { to: Audience::One(0), event: Event::PrivateSent { .. } }]
+        ));
+        rooms.set_muted(0, false);
+        assert_eq!(rooms.say(0, 3, "sorry")[0].to, Audience::Room("lobby".into()));
+    }
+
+    #[test]
+    fn operators_can_find_members_and_list_rooms() {
+        let mut rooms = logged_in(&["alice", "bob"]);
+        rooms.join(1, "#Dev");
+        assert_eq!(rooms.find("ALICE"), Some(0));
+        assert_eq!(rooms.room_of(1), Some("Dev"));
+        assert_eq!(rooms.room_key("#dev"), Some("dev".to_string()));
+        assert_eq!(rooms.room_key("nowhere"), None);
+        let rows = rooms.room_rows();
+        assert_eq!(
+            rows.iter().map(|r| (r.name.as_str(), r.members)).collect::<Vec<_>>(),
+            [("Dev", 1), ("lobby", 1)]
+        );
     }
 }

@@ -80,6 +80,16 @@ impl Refusal {
     }
 
     /// A short name for logs and metrics.
+    /// A short name for figures (`chatctl status`, Prometheus labels).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Refusal::Full => "full",
+            Refusal::PerSource => "per_source",
+            Refusal::Startups => "startups",
+            Refusal::Penalty { .. } => "penalty",
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::Full => "server full",

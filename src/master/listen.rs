@@ -22,6 +22,8 @@ use super::MasterError;
 
 /// Name of the broker's socket inside the runtime directory.
 pub const BROKER_SOCKET: &str = "broker.sock";
+/// Name of the operators' socket (chatctl), served by the broker, inside the runtime directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// Pending connections the kernel holds for each TCP listener.
 const TCP_BACKLOG: i32 = 1024;
@@ -96,13 +98,14 @@ pub enum BrokerSocket {
     Orphaned { watch: UnixStream, pid: i32 },
 }
 
-/// Creates the runtime directory (mode 0700 when chatd creates it) and binds `broker.sock`
+/// Creates the runtime directory (mode 0755 when chatd creates it, so that operators in the
+/// admin group reach `control.sock`; `broker.sock` itself is 0600) and binds `broker.sock`
 /// (mode 0600) in it. A socket left by a crashed daemon is replaced. One that still answers is
 /// a running broker: if its master is alive, another chatd uses this directory, which is an
 /// error; if its master died, the broker is adopted (its sessions keep chatting).
 pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(BrokerSocket, PathBuf), MasterError> {
     let dir_error = |source| MasterError::RuntimeDir { path: runtime_dir.to_path_buf(), source };
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(runtime_dir).map_err(dir_error)?;
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(runtime_dir).map_err(dir_error)?;
     let path = runtime_dir.join(BROKER_SOCKET);
     if path.exists() {
         if let Ok(watch) = UnixStream::connect(&path) {
@@ -146,4 +149,22 @@ pub fn write_broker_pid(runtime_dir: &Path, pid: i32) -> std::io::Result<()> {
     let temporary = runtime_dir.join(format!("{BROKER_PID}.tmp"));
     fs::write(&temporary, format!("{pid}\n"))?;
     fs::rename(temporary, runtime_dir.join(BROKER_PID))
+}
+
+/// Binds `control.sock` in the runtime directory (replacing a stale one), mode 0666: the
+/// broker decides who may use it from the caller's credentials, so that a refused caller gets
+/// an answer and the refusal is logged. Bound next to `broker.sock`, before the broker runs,
+/// so that chatctl can connect as soon as the daemon listens.
+pub fn bind_control_socket(runtime_dir: &Path) -> Result<UnixListener, MasterError> {
+    let path = runtime_dir.join(CONTROL_SOCKET);
+    let error = |source| MasterError::RuntimeDir { path: path.clone(), source };
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(error(err)),
+    }
+    let listener = UnixListener::bind(&path).map_err(error)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
+    Ok(listener)
 }

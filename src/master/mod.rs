@@ -11,15 +11,20 @@
 //! - each connection: fork; the child closes every inherited descriptor but the connection and
 //!   the log socket and runs `session::run`; the master closes its copy of the connection;
 //! - SIGCHLD: reap every child; a broker that dies is restarted with back-off;
-//! - SIGTERM/SIGINT: stop accepting, SIGTERM the broker then every session (sessions tell their
-//!   clients), wait up to [`SHUTDOWN_GRACE`], SIGKILL what is left, remove `broker.sock`,
-//!   exit 0. A second SIGTERM/SIGINT, or SIGQUIT, kills everything at once.
+//! - SIGTERM/SIGINT (or `Stop` from the broker, for `chatctl shutdown`): stop accepting,
+//!   SIGTERM the broker then SIGUSR1 every session (sessions tell their clients; a session's
+//!   SIGTERM means an operator's `kill PID`), wait up to [`SHUTDOWN_GRACE`], SIGKILL what is
+//!   left, remove `broker.sock`, exit 0. A second SIGTERM/SIGINT, or SIGQUIT, kills
+//!   everything at once.
+//! - the link: a connection to `broker.sock` that starts with `MasterHello`; every second the
+//!   master sends its figures over it (for `chatctl status`), and it receives `Reload` and
+//!   `Stop` from operators. Address bans are read from the state file ([`BanFile`]) at accept.
 
 pub mod admission;
 pub mod listen;
 pub mod privileges;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixListener};
@@ -36,8 +41,12 @@ use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::channel::{Channel, ReadOutcome};
 use crate::config::{Config, ConfigSource};
 use crate::logging::LogThrottle;
+use crate::moderation::{BanFile, unix_now};
+use crate::proto::control::{Counted, MasterFigures};
+use crate::proto::{Event, PROTOCOL_VERSION, Request};
 use crate::session::{self, SessionSettings};
 use crate::sys::{self, Forked};
 use crate::{broker, logging};
@@ -68,6 +77,10 @@ const LOG_WINDOW: Duration = Duration::from_secs(5);
 const SIGNALS: Token = Token(usize::MAX);
 const ADMISSIONS: Token = Token(usize::MAX - 1);
 const BROKER_WATCH: Token = Token(usize::MAX - 2);
+const LINK: Token = Token(usize::MAX - 3);
+
+/// How often the master sends its figures to the broker (and retries a lost link).
+const FIGURES_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the master could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -164,15 +177,20 @@ struct Master {
     poll: Poll,
     listeners: Vec<TcpListener>,
     signals: Signals,
-    /// The listening `broker.sock`, kept so that a restarted broker serves the same socket
-    /// (`None` while an adopted broker owns it).
-    broker_listener: Option<UnixListener>,
+    /// The listening `broker.sock` and `control.sock`, kept so that a restarted broker serves
+    /// the same sockets (`None` while an adopted broker owns them).
+    broker_listener: Option<(UnixListener, UnixListener)>,
     broker_socket: PathBuf,
     broker: BrokerChild,
     sessions: HashMap<Pid, SessionChild>,
     settings: SessionSettings,
-    broker_queue_bytes: usize,
     admission: Admission,
+    /// The link to the broker (see the module documentation); `None` while there is none.
+    link: Option<Channel>,
+    next_figures_at: Instant,
+    figures: Figures,
+    /// Address bans, read from the state file the broker writes.
+    bans: BanFile,
     /// The settings in force, and where to read them again on SIGHUP.
     config: Config,
     source: ConfigSource,
@@ -188,6 +206,16 @@ struct Master {
     shutdown: Option<Shutdown>,
     /// systemd's watchdog, when `WatchdogSec` is set.
     watchdog: Option<Watchdog>,
+}
+
+/// What the master counts for operators.
+#[derive(Debug, Default)]
+struct Figures {
+    started_at: u64,
+    accepted: u64,
+    refusals: BTreeMap<&'static str, u64>,
+    child_crashes: u64,
+    broker_restarts: u64,
 }
 
 /// When to tell systemd's watchdog that the master is alive: twice per interval.
@@ -225,11 +253,15 @@ pub fn run(
         }
     }
     let poll = Poll::new()?;
-    if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
+    let run_as = privileges::resolve(config.user.as_deref())?;
+    privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
+    if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
     }
     let (broker_listener, adopted) = match broker_socket_state {
-        BrokerSocket::Bound(listener) => (Some(listener), None),
+        BrokerSocket::Bound(listener) => {
+            (Some((listener, listen::bind_control_socket(&config.runtime_dir)?)), None)
+        }
         BrokerSocket::Orphaned { watch, pid } => {
             info!("adopting broker pid {pid}, whose master is gone; its sessions keep chatting");
             watch.set_nonblocking(true)?;
@@ -266,8 +298,11 @@ pub fn run(
         },
         sessions: HashMap::new(),
         settings: SessionSettings { broker_socket, limits: config.session.clone() },
-        broker_queue_bytes: config.broker_queue_bytes,
         admission: Admission::new(config.admission.clone()),
+        link: None,
+        next_figures_at: Instant::now(),
+        figures: Figures { started_at: unix_now(), ..Figures::default() },
+        bans: BanFile::new(&config.state_dir),
         config: config.clone(),
         source,
         admissions,
@@ -286,6 +321,8 @@ pub fn run(
     }
     if master.broker.adopted.is_none() {
         master.start_broker().map_err(MasterError::Broker)?;
+    } else {
+        master.connect_link();
     }
     for listener in &master.listeners {
         info!("listening on {}", listener.local_addr()?);
@@ -304,6 +341,7 @@ pub fn run(
         let _ = std::fs::remove_file(pid_file);
     }
     let _ = std::fs::remove_file(&master.broker_socket);
+    let _ = std::fs::remove_file(master.config.runtime_dir.join(listen::CONTROL_SOCKET));
     let _ = std::fs::remove_file(master.config.runtime_dir.join("broker.pid"));
     result
 }
@@ -320,6 +358,7 @@ impl Master {
                     SIGNALS => self.handle_signals(),
                     ADMISSIONS => self.read_admissions(),
                     BROKER_WATCH => self.watch_adopted_broker(),
+                    LINK => self.serve_link(),
                     Token(index) => self.accept_from(index),
                 }
             }
@@ -348,6 +387,7 @@ impl Master {
             shutdown,
             self.accept_paused_until,
             self.broker.restart_at,
+            Some(self.next_figures_at),
             self.throttle.next_due(),
             watchdog,
         ]
@@ -362,7 +402,9 @@ impl Master {
             match signal {
                 SIGTERM | SIGINT if self.shutdown.is_none() => self.begin_shutdown(signal),
                 SIGTERM | SIGINT | SIGQUIT => self.kill_everything("told again to stop"),
-                SIGHUP => self.reload(),
+                SIGHUP => {
+                    let _ = self.reload();
+                }
                 _ => {} // SIGCHLD: reaping happens after every wake-up.
             }
         }
@@ -371,12 +413,12 @@ impl Master {
     /// Reads the settings again. Limits apply to new connections at once (the master's
     /// admission limits, and each new session's); the broker reloads its own. A broken file is
     /// refused and the old settings stay. Nobody is disconnected.
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Result<(), String> {
         let mut new = match self.source.load() {
             Ok(new) => new,
             Err(err) => {
                 error!("reload failed, keeping the old configuration: {err}");
-                return;
+                return Err(err.to_string());
             }
         };
         for key in self.config.needs_restart_to_change(&new) {
@@ -388,16 +430,21 @@ impl Master {
         new.user.clone_from(&self.config.user);
         self.admission.set_limits(new.admission.clone());
         self.settings.limits = new.session.clone();
-        self.broker_queue_bytes = new.broker_queue_bytes;
+        new.state_dir.clone_from(&self.config.state_dir);
         if let Some(pid) = self.broker.pid {
             let _ = kill(pid, Signal::SIGHUP);
         }
         self.config = new;
         info!("configuration reloaded");
+        Ok(())
     }
 
     fn run_timers(&mut self) {
         let now = Instant::now();
+        if now >= self.next_figures_at {
+            self.next_figures_at = now + FIGURES_INTERVAL;
+            self.send_figures();
+        }
         if let Some(watchdog) = &mut self.watchdog
             && now >= watchdog.next
         {
@@ -474,10 +521,27 @@ impl Master {
         // Admissions reported before this connection arrived must count.
         self.read_admissions();
         let now = Instant::now();
+        let (ban, trouble) = self.bans.check(peer.ip());
+        if let Some(err) = trouble
+            && self.throttle.allow("state file", now)
+        {
+            error!("{err}; enforcing the bans read before");
+        }
+        if let Some(ban) = ban {
+            let reason = ban.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            let _ = stream
+                .write(format!("*** You are banned from this server{reason}.\r\n").as_bytes());
+            *self.figures.refusals.entry("banned").or_default() += 1;
+            if self.throttle.allow("banned", now) {
+                info!(target: logging::NOTICE, "refused {peer}: banned ({})", ban.target);
+            }
+            return;
+        }
         match self.admission.check(peer.ip(), now) {
             Ok(()) => self.spawn_session(stream, peer),
             Err(refusal) => {
                 let _ = stream.write(format!("{}\r\n", refusal.message()).as_bytes());
+                *self.figures.refusals.entry(refusal.key()).or_default() += 1;
                 if self.throttle.allow(refusal.reason(), now) {
                     info!(target: logging::NOTICE, "refused {peer}: {}", refusal.reason());
                 }
@@ -516,8 +580,10 @@ impl Master {
             let _ = self.poll.registry().deregister(&mut watch);
         }
         let pid = self.broker.pid.take();
+        self.drop_link();
         if self.shutdown.is_none() {
             error!("adopted broker {pid:?} is gone; starting a broker of our own");
+            self.figures.broker_restarts += 1;
             if let Err(err) = self.start_broker() {
                 error!("cannot start the broker: {err}");
                 self.schedule_broker_restart();
@@ -553,7 +619,7 @@ impl Master {
     /// (sessions re-register with the new broker as after any broker restart).
     fn check_broker_socket(&mut self) {
         use std::os::unix::fs::MetadataExt;
-        let Some(listener) = &self.broker_listener else { return };
+        let Some((listener, _)) = &self.broker_listener else { return };
         let ours = nix::sys::stat::fstat(listener).map(|stat| stat.st_ino).ok();
         let on_disk = std::fs::metadata(&self.broker_socket).map(|meta| meta.ino()).ok();
         if ours.is_some() && ours == on_disk {
@@ -600,6 +666,7 @@ impl Master {
             Ok(Forked::Parent(pid)) => {
                 debug!("session pid {pid} serves {peer}");
                 self.resource_recovered();
+                self.figures.accepted += 1;
                 self.admission.accepted(pid, peer.ip());
                 self.sessions.insert(pid, SessionChild { peer, started: Instant::now() });
                 // Dropping `stream` closes the master's copy; the child has its own.
@@ -612,41 +679,43 @@ impl Master {
     }
 
     fn start_broker(&mut self) -> io::Result<()> {
-        let listener = match &self.broker_listener {
-            Some(listener) => listener.try_clone()?,
-            None => {
-                // The adopted broker owned the socket; bind a fresh one at the same path, where
-                // its sessions will look for the new broker.
-                match listen::bind_broker_socket(&self.config.runtime_dir) {
-                    Ok((BrokerSocket::Bound(listener), _)) => {
-                        let copy = listener.try_clone()?;
-                        self.broker_listener = Some(listener);
-                        copy
-                    }
-                    Ok((BrokerSocket::Orphaned { .. }, _)) => {
-                        return Err(io::Error::other("another broker took broker.sock"));
-                    }
-                    Err(err) => return Err(io::Error::other(err.to_string())),
+        if self.broker_listener.is_none() {
+            // The adopted broker owned the sockets (or broker.sock was removed); bind fresh
+            // ones at the same paths, where its sessions will look for the new broker.
+            let runtime_dir = &self.config.runtime_dir;
+            match listen::bind_broker_socket(runtime_dir) {
+                Ok((BrokerSocket::Bound(listener), _)) => {
+                    let control = listen::bind_control_socket(runtime_dir)
+                        .map_err(|err| io::Error::other(err.to_string()))?;
+                    self.broker_listener = Some((listener, control));
                 }
+                Ok((BrokerSocket::Orphaned { .. }, _)) => {
+                    return Err(io::Error::other("another broker took broker.sock"));
+                }
+                Err(err) => return Err(io::Error::other(err.to_string())),
             }
+        }
+        let listeners = match &self.broker_listener {
+            Some((sessions, control)) => {
+                broker::Listeners { sessions: sessions.try_clone()?, control: control.try_clone()? }
+            }
+            None => return Err(io::Error::other("no broker socket")),
         };
-        let queue_bytes = self.broker_queue_bytes;
+        let config = self.config.clone();
         match sys::fork_with_signals_blocked()? {
             Forked::Child => {
-                let keep = vec![sys::raw(&listener)];
+                let keep = vec![sys::raw(&listeners.sessions), sys::raw(&listeners.control)];
                 let source = self.source.clone();
                 // One descriptor per session, and room to spare.
                 let limits = ChildLimits {
                     open_files: self.config.admission.max_clients as u64 + 256,
                     address_space: None,
                 };
-                become_child(keep, limits, move || {
-                    match broker::run(listener, queue_bytes, source) {
-                        Ok(()) => 0,
-                        Err(err) => {
-                            error!("broker failed: {err}");
-                            1
-                        }
+                become_child(keep, limits, move || match broker::run(listeners, &config, source) {
+                    Ok(()) => 0,
+                    Err(err) => {
+                        error!("broker failed: {err}");
+                        1
                     }
                 })
             }
@@ -657,6 +726,7 @@ impl Master {
                 }
                 self.broker.pid = Some(pid);
                 self.broker.started = Instant::now();
+                self.connect_link();
                 Ok(())
             }
         }
@@ -692,8 +762,10 @@ impl Master {
             };
             if Some(pid) == self.broker.pid {
                 self.broker.pid = None;
+                self.drop_link();
                 if self.shutdown.is_none() {
                     error!("broker pid {pid} died ({})", how.as_deref().unwrap_or("exit status 0"));
+                    self.figures.broker_restarts += 1;
                     self.schedule_broker_restart();
                 }
             } else if let Some(child) = self.sessions.remove(&pid) {
@@ -702,6 +774,9 @@ impl Master {
                 self.log_sentence(child.peer, now);
                 let lived = child.started.elapsed();
                 let failed_early = !admitted && how.is_some() && lived < EARLY_DEATH;
+                if how.is_some() && self.shutdown.is_none() {
+                    self.figures.child_crashes += 1;
+                }
                 match how {
                     Some(how) if self.shutdown.is_none() && !self.crash_loop.throttling() => {
                         error!(
@@ -747,12 +822,132 @@ impl Master {
         self.shutdown = Some(Shutdown { kill_at: Instant::now(), killed: true });
     }
 
+    /// Signals the broker, then every session. For a shutdown (SIGTERM), sessions get
+    /// SIGUSR1 instead: their SIGTERM means an operator removed that one client.
     fn signal_children(&self, signal: Signal) {
         if let Some(pid) = self.broker.pid {
             let _ = kill(pid, signal);
         }
+        let for_sessions = if signal == Signal::SIGTERM { Signal::SIGUSR1 } else { signal };
         for &pid in self.sessions.keys() {
-            let _ = kill(pid, signal);
+            let _ = kill(pid, for_sessions);
+        }
+    }
+
+    /// Opens the link to the broker: a connection to `broker.sock` (bound before the broker
+    /// was forked, so it is accepted as soon as the broker runs) that starts with
+    /// `MasterHello`. A failure is retried with the next figures.
+    fn connect_link(&mut self) {
+        self.drop_link();
+        let opened = (|| -> io::Result<Channel> {
+            let stream = std::os::unix::net::UnixStream::connect(&self.broker_socket)?;
+            stream.set_nonblocking(true)?;
+            let mut stream = UnixStream::from_std(stream);
+            self.poll.registry().register(
+                &mut stream,
+                LINK,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            let mut channel = Channel::new(stream, 1 << 20);
+            let hello = Request::MasterHello {
+                version: PROTOCOL_VERSION,
+                pid: std::process::id(),
+                started_at: self.figures.started_at,
+            };
+            channel.send(&hello).map_err(io::Error::other)?;
+            Ok(channel)
+        })();
+        match opened {
+            Ok(channel) => {
+                self.link = Some(channel);
+                self.send_figures();
+            }
+            Err(err) => debug!("cannot link to the broker yet: {err}"),
+        }
+    }
+
+    fn drop_link(&mut self) {
+        if let Some(mut link) = self.link.take() {
+            let _ = self.poll.registry().deregister(link.stream_mut());
+        }
+    }
+
+    /// Sends the master's figures to the broker, linking first if needed.
+    fn send_figures(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        if self.link.is_none() {
+            if self.broker.pid.is_some() {
+                self.connect_link();
+            }
+            return;
+        }
+        let figures = MasterFigures {
+            pid: std::process::id(),
+            started_at: self.figures.started_at,
+            connections: self.sessions.len() as u64,
+            accepted: self.figures.accepted,
+            refusals: self
+                .figures
+                .refusals
+                .iter()
+                .map(|(reason, &count)| Counted { reason: reason.to_string(), count })
+                .collect(),
+            child_crashes: self.figures.child_crashes,
+            broker_restarts: self.figures.broker_restarts,
+        };
+        if let Some(link) = &mut self.link
+            && (link.send(&Request::MasterFigures(figures)).is_err() || link.flush().is_err())
+        {
+            self.drop_link();
+        }
+    }
+
+    /// Reads what the broker sent over the link: operators' `Reload` and `Stop`.
+    fn serve_link(&mut self) {
+        loop {
+            let Some(link) = &mut self.link else { return };
+            match link.read_some() {
+                Ok(ReadOutcome::Data) => {}
+                Ok(ReadOutcome::WouldBlock) => break,
+                Ok(ReadOutcome::Closed { .. }) | Err(_) => {
+                    debug!("the link to the broker closed");
+                    self.drop_link();
+                    return;
+                }
+            }
+            loop {
+                let Some(link) = &mut self.link else { return };
+                match link.next_message::<Event>() {
+                    Ok(Some(Event::Reload)) => {
+                        info!("an operator asked for a reload");
+                        let error = self.reload().err();
+                        if let Some(link) = &mut self.link {
+                            let _ = link.send(&Request::Reloaded { error });
+                        }
+                    }
+                    Ok(Some(Event::Stop)) => {
+                        info!("an operator asked for a shutdown");
+                        if self.shutdown.is_none() {
+                            self.begin_shutdown(SIGTERM);
+                        }
+                        return;
+                    }
+                    Ok(Some(other)) => debug!("ignoring {other:?} on the link"),
+                    Ok(None) => break,
+                    Err(err) => {
+                        warn!("dropping the link to the broker: {err}");
+                        self.drop_link();
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(link) = &mut self.link
+            && link.flush().is_err()
+        {
+            self.drop_link();
         }
     }
 }

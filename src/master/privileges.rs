@@ -80,3 +80,21 @@ pub fn drop_to(
     info!("running as user {} (uid {}, gid {})", run_as.name, run_as.uid, run_as.gid);
     Ok(())
 }
+
+/// Creates the state directory (bans, mutes, message of the day) if it is missing, mode 0750,
+/// owned by `run_as` when chatd switches users. A failure is logged, not fatal: chatd serves
+/// without it, and `chatctl ban` says why it cannot save.
+pub fn prepare_state_dir(state_dir: &Path, run_as: Option<&RunAs>) {
+    use std::os::unix::fs::DirBuilderExt;
+    if state_dir.is_dir() {
+        return;
+    }
+    let created = std::fs::DirBuilder::new().recursive(true).mode(0o750).create(state_dir);
+    let owned = created.and_then(|()| match run_as {
+        Some(run_as) => chown(state_dir, Some(run_as.uid), Some(run_as.gid)).map_err(Into::into),
+        None => Ok(()),
+    });
+    if let Err(err) = owned {
+        warn!("cannot create the state directory {}: {err}", state_dir.display());
+    }
+}

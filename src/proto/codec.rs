@@ -126,16 +126,22 @@ mod tests {
     /// `PROTOCOL_VERSION` must change with it.
     #[test]
     fn hello_frame_has_fixed_bytes() {
-        let hello =
-            Request::Hello { version: 2, pid: 300, peer: "[::1]:2".to_string(), session: 5 };
+        let hello = Request::Hello {
+            version: 3,
+            pid: 300,
+            peer: "[::1]:2".to_string(),
+            session: 5,
+            connected_at: 9,
+        };
         let bytes = frame(&hello).expect("encodes");
         let expected: Vec<u8> = vec![
-            0, 0, 0, 14, // payload length, big-endian
+            0, 0, 0, 15, // payload length, big-endian
             0,  // variant 0: Hello
-            2,  // version 2 (varint)
+            3,  // version 3 (varint)
             251, 44, 1, // pid 300: varint marker 251 then u16 little-endian
             7, b'[', b':', b':', b'1', b']', b':', b'2', // peer: length 7, bytes
             5,    // session 5 (varint)
+            9,    // connected_at 9 (varint)
         ];
         assert_eq!(bytes, expected, "\nexpected: {expected:?}\n     got: {bytes:?}");
     }
@@ -186,7 +192,13 @@ mod tests {
     fn any_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             (any::<u32>(), any::<u32>(), any_text()).prop_map(|(version, pid, peer)| {
-                Request::Hello { version, pid, peer, session: u64::from(pid) << 7 }
+                Request::Hello {
+                    version,
+                    pid,
+                    peer,
+                    session: u64::from(pid) << 7,
+                    connected_at: u64::from(version),
+                }
             }),
             any_text().prop_map(|nick| Request::Login { nick }),
             (any::<u64>(), any_text()).prop_map(|(seq, text)| Request::Say { seq, text }),
@@ -204,6 +216,12 @@ mod tests {
             (any_text(), any_text(), proptest::option::of(any_text()))
                 .prop_map(|(nick, room, topic)| Request::Resume { nick, room, topic }),
             proptest::option::of(any_text()).prop_map(|reason| Request::Quit { reason }),
+            (any::<u32>(), any::<u32>(), any::<u64>()).prop_map(|(version, pid, started_at)| {
+                Request::MasterHello { version, pid, started_at }
+            }),
+            proptest::option::of(any_text()).prop_map(|error| Request::Reloaded { error }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(received, sent)| Request::Traffic { received, sent }),
         ]
     }
 
@@ -213,6 +231,7 @@ mod tests {
             Just(LeaveReason::ConnectionLost),
             any_text().prop_map(LeaveReason::JoinedOther),
             Just(LeaveReason::TooSlow),
+            proptest::option::of(any_text()).prop_map(LeaveReason::Kicked),
         ]
     }
 
@@ -247,6 +266,9 @@ mod tests {
                 Failure::VersionMismatch { broker, session }
             )),
             any_text().prop_map(|nick| Event::Failed(Failure::NickInUse(nick))),
+            proptest::option::of(any_text()).prop_map(|reason| Event::Kicked { reason }),
+            any_text().prop_map(|text| Event::Announcement { text }),
+            proptest::collection::vec(any_text(), 0..4).prop_map(|lines| Event::Motd { lines }),
             (any_text(), any_text(), any_text()).prop_map(|(room, by, text)| Event::TopicChanged {
                 room,
                 by,

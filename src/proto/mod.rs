@@ -10,13 +10,14 @@
 //! messages *do* lives in `broker::room`.
 
 pub mod codec;
+pub mod control;
 
 use serde::{Deserialize, Serialize};
 
 /// Version of the frame set below. A broker refuses sessions that speak another version.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
-/// Session → broker.
+/// Session (or the master's link) → broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// First frame on a connection: who is calling and for which client.
@@ -29,6 +30,8 @@ pub enum Request {
         /// A random id, fixed for the session's life, that names it as a sender in events so
         /// that receivers can drop lines they already showed (pids are reused; this is not).
         session: u64,
+        /// When the client connected (Unix seconds), for operators; it survives broker restarts.
+        connected_at: u64,
     },
     /// Claim a nickname and enter the default room.
     Login { nick: String },
@@ -55,6 +58,15 @@ pub enum Request {
     Private { seq: u64, to: String, text: String },
     /// `/quit`: leave with an optional reason; the connection closes after this frame.
     Quit { reason: Option<String> },
+    /// First frame of the master's link: the master, not a session, is calling. The broker
+    /// sends it [`Event::Reload`] and [`Event::Stop`] when an operator asks for them.
+    MasterHello { version: u32, pid: u32, started_at: u64 },
+    /// The master's figures, sent every second over its link.
+    MasterFigures(control::MasterFigures),
+    /// The master's answer to [`Event::Reload`]: `None` if the settings were reloaded.
+    Reloaded { error: Option<String> },
+    /// Bytes a session received from and sent to its client since its last report.
+    Traffic { received: u64, sent: u64 },
 }
 
 /// Broker → session.
@@ -96,6 +108,17 @@ pub enum Event {
     Failed(Failure),
     /// The daemon is stopping; the broker closes every connection after this.
     Shutdown,
+    /// An operator removed this session (`chatctl kick`, or a ban): show the reason and close;
+    /// do not re-register.
+    Kicked { reason: Option<String> },
+    /// A system message from an operator (`chatctl announce`, shutdown notices).
+    Announcement { text: String },
+    /// The message of the day, sent after login (one entry per line).
+    Motd { lines: Vec<String> },
+    /// To the master: read the settings again and answer [`Request::Reloaded`].
+    Reload,
+    /// To the master: stop the daemon as on SIGTERM.
+    Stop,
 }
 
 /// One row of [`Event::RoomList`].
@@ -116,6 +139,8 @@ pub enum LeaveReason {
     JoinedOther(String),
     /// The broker dropped the session because it could not keep up with its output.
     TooSlow,
+    /// Removed by an operator, with the reason given.
+    Kicked(Option<String>),
 }
 
 /// Why a request failed.
@@ -143,4 +168,6 @@ pub enum Failure {
     },
     /// The text was empty after cleaning, or otherwise unusable.
     InvalidText(String),
+    /// The nickname is banned by an operator.
+    NickBanned(String),
 }

@@ -100,6 +100,7 @@ impl BrokerLink {
             pid: std::process::id(),
             peer: peer.to_string(),
             session,
+            connected_at: crate::moderation::unix_now(),
         };
         let mut link = BrokerLink::unconnected(socket, token, hello, session);
         link.open(registry)?;

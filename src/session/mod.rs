@@ -60,6 +60,8 @@ use telnet::Telnet;
 const BROKER_HIGH_WATER: usize = 64 * 1024;
 /// How long a closing session may spend delivering its last lines.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How often a session tells the broker how many bytes its client sent and received.
+const TRAFFIC_REPORT: Duration = Duration::from_secs(5);
 
 const CLIENT: Token = Token(0);
 const BROKER: Token = Token(1);
@@ -127,6 +129,18 @@ struct Session {
     closing: Option<Closing>,
     /// Where to report admission to the master; taken when used (it is reported once).
     reporter: Option<StdUnixDatagram>,
+    /// What `ps` shows for this process now.
+    title: String,
+    /// Client bytes not yet reported to the broker, and when to report next.
+    traffic: Traffic,
+}
+
+/// Bytes to and from the client, reported to the broker for operators' figures.
+#[derive(Debug, Default)]
+struct Traffic {
+    received: u64,
+    sent: u64,
+    next_report: Option<Instant>,
 }
 
 /// Serves one client until it leaves; returns the process exit status.
@@ -182,7 +196,8 @@ impl Session {
                 return Err(err);
             }
         };
-        let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT])?;
+        // SIGTERM is an operator's `kill PID`; the master says the daemon stops with SIGUSR1.
+        let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1])?;
         set_keepalive(&client, settings.limits.keepalive);
         cap_send_buffer(&client, settings.limits.send_queue_bytes);
         let now = Instant::now();
@@ -215,7 +230,10 @@ impl Session {
             quit_sent: None,
             closing: None,
             reporter,
+            title: String::new(),
+            traffic: Traffic::default(),
         };
+        session.update_title();
         session.poll.registry().register(
             &mut session.client,
             CLIENT,
@@ -236,8 +254,18 @@ impl Session {
                 self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
             sys::wait(&mut self.poll, &mut events, timeout)?;
             while let Some(signal) = self.signals.take_pending()? {
-                if matches!(signal, Signal::SIGTERM | Signal::SIGINT) && self.closing.is_none() {
-                    self.close(Some(notice::shutting_down()), "server shutting down");
+                match signal {
+                    _ if self.closing.is_some() => {}
+                    Signal::SIGUSR1 => {
+                        self.close(Some(notice::shutting_down()), "server shutting down")
+                    }
+                    _ => {
+                        // `kill PID` on a session is a kick: the room is told why.
+                        let reason = "disconnected by an operator".to_string();
+                        let sent = self.broker.send(&Request::Quit { reason: Some(reason) });
+                        self.check_sent(sent);
+                        self.close(Some(notice::killed()), &format!("{signal}"));
+                    }
                 }
             }
             for event in events.iter() {
@@ -253,6 +281,10 @@ impl Session {
             }
             self.reconnect_if_due();
             if self.client_gone() {
+                self.report_traffic();
+                if let Some(channel) = self.broker.channel() {
+                    let _ = channel.flush();
+                }
                 return Ok(());
             }
             self.handle_lines();
@@ -282,10 +314,18 @@ impl Session {
         };
         let quit = self.quit_sent.map(|sent| sent + CLOSE_GRACE);
         let nop = self.telnet.spoke_telnet().then_some(self.next_nop_at);
-        [login, idle, quit, nop, self.flood_wait_until, self.broker.retry_at()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            login,
+            idle,
+            quit,
+            nop,
+            self.flood_wait_until,
+            self.broker.retry_at(),
+            self.traffic.next_report,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When the idle client is next due a warning or its disconnection.
@@ -320,6 +360,8 @@ impl Session {
                     return true;
                 }
             };
+            self.traffic.received += n as u64;
+            self.traffic.next_report.get_or_insert_with(|| Instant::now() + TRAFFIC_REPORT);
             let mut data = Vec::with_capacity(n);
             let mut reply = Vec::new();
             self.telnet.decode(&chunk[..n], &mut data, &mut reply);
@@ -601,7 +643,18 @@ impl Session {
     }
 
     fn handle_event(&mut self, event: Event) {
-        if !self.track(&event) {
+        let shown = self.track(&event);
+        if matches!(
+            event,
+            Event::LoggedIn { .. }
+                | Event::Resumed { .. }
+                | Event::Joined { .. }
+                | Event::NickChanged { .. }
+                | Event::Failed(_)
+        ) {
+            self.update_title();
+        }
+        if !shown {
             return;
         }
         for line in render::event(&event) {
@@ -686,6 +739,15 @@ impl Session {
                 self.close(Some(notice::shutting_down()), "server shutting down");
                 return false;
             }
+            Event::Kicked { reason } => {
+                let lines = render::event(event);
+                let why = format!(
+                    "removed by an operator ({})",
+                    reason.as_deref().unwrap_or("no reason")
+                );
+                self.close(lines.into_iter().next(), &why);
+                return false;
+            }
             Event::Failed(Failure::VersionMismatch { broker, session }) => {
                 error!("broker speaks protocol {broker}, this session {session}");
                 let failure = Failure::VersionMismatch { broker: *broker, session: *session };
@@ -708,7 +770,36 @@ impl Session {
         }
     }
 
+    /// Tells the broker how many bytes went to and from the client since the last report.
+    fn report_traffic(&mut self) {
+        let Traffic { received, sent, .. } = std::mem::take(&mut self.traffic);
+        if received > 0 || sent > 0 {
+            // Best effort: figures for operators never cost the client anything.
+            let _ = self.broker.send(&Request::Traffic { received, sent });
+        }
+    }
+
+    /// Sets the process title to who this session serves: `chatd: alice@lobby [addr]`, so
+    /// that `ps` and `top` name users and `kill PID` works as a kick.
+    fn update_title(&mut self) {
+        let who = match &self.phase {
+            Phase::Chatting { nick, room } => format!("{nick}@{room}"),
+            Phase::Resuming { nick } => format!("{nick}@(resuming)"),
+            Phase::ChoosingNick { .. } => "(login)".to_string(),
+        };
+        let title = format!("chatd: {who} [{}]", self.peer);
+        if title != self.title {
+            sys::set_process_title(&title);
+            self.title = title;
+        }
+    }
+
     fn check_timers(&mut self) {
+        // Closing: the last figures go out before the final flush.
+        if self.traffic.next_report.is_some_and(|at| self.closing.is_some() || Instant::now() >= at)
+        {
+            self.report_traffic();
+        }
         if self.closing.is_none()
             && self.quit_sent.is_some_and(|sent| sent.elapsed() >= CLOSE_GRACE)
         {
@@ -790,7 +881,14 @@ impl Session {
             warn!("session for {}: cannot write to the broker: {err}", self.peer);
             self.broker_closed();
         }
-        if let Err(err) = self.client_out.write_to(&mut self.client) {
+        let queued = self.client_out.len();
+        let written = self.client_out.write_to(&mut self.client);
+        let sent = queued.saturating_sub(self.client_out.len()) as u64;
+        if sent > 0 {
+            self.traffic.sent += sent;
+            self.traffic.next_report.get_or_insert_with(|| Instant::now() + TRAFFIC_REPORT);
+        }
+        if let Err(err) = written {
             // The client is gone; nothing more can be delivered.
             if self.closing.is_none() {
                 self.log_end(&format!("write error: {err}"));

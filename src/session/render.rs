@@ -44,6 +44,10 @@ pub fn event(event: &Event) -> Vec<String> {
                     system(&format!("{nick} has left (connection lost)"))
                 }
                 LeaveReason::TooSlow => system(&format!("{nick} has left (too slow)")),
+                LeaveReason::Kicked(Some(why)) => {
+                    system(&format!("{nick} was removed by an operator ({})", sanitize(why)))
+                }
+                LeaveReason::Kicked(None) => system(&format!("{nick} was removed by an operator")),
             }
         }
         Event::NickChanged { old, new } => {
@@ -76,6 +80,18 @@ pub fn event(event: &Event) -> Vec<String> {
         // The session words this itself: it knows what it asked for.
         Event::Resumed { .. } => return Vec::new(),
         Event::Shutdown => notice::shutting_down(),
+        Event::Kicked { reason: Some(why) } => {
+            system(&format!("You were removed by an operator ({}).", sanitize(why)))
+        }
+        Event::Kicked { reason: None } => system("You were removed by an operator."),
+        Event::Announcement { text } => system(&format!("Announcement: {}", sanitize(text))),
+        Event::Motd { lines } => {
+            let mut out = vec![system("Message of the day:")];
+            out.extend(lines.iter().map(|line| system(&format!("  {}", sanitize(line)))));
+            return out;
+        }
+        // Only for the master; a session never receives them.
+        Event::Reload | Event::Stop => return Vec::new(),
     };
     vec![line]
 }
@@ -100,6 +116,7 @@ pub fn failure(failure: &Failure) -> String {
             "The chat service is being upgraded; please try again later".to_string()
         }
         Failure::InvalidText(why) => format!("Not sent: {}", sanitize(why)),
+        Failure::NickBanned(nick) => format!("The nickname {} is banned here", sanitize(nick)),
     }
 }
 
@@ -155,6 +172,10 @@ pub mod notice {
 
     pub fn shutting_down() -> String {
         system("The server is shutting down. Goodbye.")
+    }
+
+    pub fn killed() -> String {
+        system("You were disconnected by an operator.")
     }
 
     pub fn service_unavailable() -> String {

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
+const CHATCTL: &str = env!("CARGO_BIN_EXE_chatctl");
 
-/// The units with `/usr/sbin/chatd` pointed at the binary under test (verify checks that
-/// ExecStart is executable), in a temporary directory.
+/// The units with `/usr/sbin/chatd` and `/usr/bin/chatctl` pointed at the binaries under test
+/// (verify checks that ExecStart is executable), in a temporary directory.
 fn units_for_this_build() -> (tempfile::TempDir, Vec<PathBuf>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut units = Vec::new();
@@ -15,8 +16,10 @@ fn units_for_this_build() -> (tempfile::TempDir, Vec<PathBuf>) {
         std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd")).expect("systemd/")
     {
         let path = entry.expect("entry").path();
-        let text =
-            std::fs::read_to_string(&path).expect("read unit").replace("/usr/sbin/chatd", CHATD);
+        let text = std::fs::read_to_string(&path)
+            .expect("read unit")
+            .replace("/usr/sbin/chatd", CHATD)
+            .replace("/usr/bin/chatctl", CHATCTL);
         let copy = dir.path().join(path.file_name().expect("name"));
         std::fs::write(&copy, text).expect("write unit");
         units.push(copy);
@@ -28,7 +31,7 @@ fn units_for_this_build() -> (tempfile::TempDir, Vec<PathBuf>) {
 #[test]
 fn systemd_units_pass_verify() {
     let (_dir, units) = units_for_this_build();
-    assert_eq!(units.len(), 5, "{units:?}");
+    assert_eq!(units.len(), 7, "{units:?}");
     // The man page comes with the package, not with a build tree.
     let output = Command::new("systemd-analyze")
         .arg("verify")
@@ -64,9 +67,12 @@ fn exposure(unit: &Path) -> f64 {
 #[test]
 fn systemd_units_are_hardened_within_the_promised_bounds() {
     let (dir, _) = units_for_this_build();
-    for (unit, bound) in
-        [("chatd.service", 1.5), ("chatd-broker.service", 1.5), ("chatd-inetd@.service", 1.0)]
-    {
+    for (unit, bound) in [
+        ("chatd.service", 1.5),
+        ("chatd-broker.service", 1.5),
+        ("chatd-inetd@.service", 1.0),
+        ("chatd-metrics.service", 1.5),
+    ] {
         let score = exposure(&dir.path().join(unit));
         assert!(score <= bound, "{unit}: exposure {score}, promised at most {bound}");
     }
@@ -89,6 +95,13 @@ fn every_chatd_command_line_in_the_units_parses_and_the_shipped_config_is_valid(
                 .split_whitespace()
                 .map(|w| w.replace("/etc/chatd/chatd.toml", config))
                 .collect();
+            if words.first().map(String::as_str) == Some(CHATCTL) {
+                use clap::Parser;
+                let parsed = chatd::ctl::Ctl::try_parse_from(&words);
+                assert!(parsed.is_ok(), "{}: `{command}`: {parsed:?}", unit.display());
+                checked += 1;
+                continue;
+            }
             if words.first().map(String::as_str) != Some(CHATD) {
                 continue;
             }
@@ -108,7 +121,7 @@ fn every_chatd_command_line_in_the_units_parses_and_the_shipped_config_is_valid(
             checked += 1;
         }
     }
-    assert!(checked >= 7, "only {checked} command lines found");
+    assert!(checked >= 8, "only {checked} command lines found");
 }
 
 /// Compares a generated file with its committed copy; `CHATD_UPDATE_GENERATED=1` rewrites it.
@@ -132,6 +145,30 @@ fn the_chatd_8_man_page_matches_the_command_line() {
     let mut page = Vec::new();
     clap_mangen::Man::new(command).section("8").render(&mut page).expect("render chatd.8");
     check_generated("packaging/man/chatd.8", &String::from_utf8(page).expect("UTF-8"));
+}
+
+#[test]
+fn the_chatctl_man_page_and_shell_completions_match_the_command_line() {
+    use clap::CommandFactory;
+    let command = || chatd::ctl::Ctl::command().name("chatctl");
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command()).section("1").render(&mut page).expect("render chatctl.1");
+    let page = String::from_utf8(page).expect("UTF-8");
+    for subcommand in ["status", "who", "kick", "ban", "mute", "announce", "motd", "shutdown"] {
+        assert!(page.contains(&format!("chatctl\\-{subcommand}(1)")), "{subcommand} missing");
+    }
+    check_generated("packaging/man/chatctl.1", &page);
+    for (shell, file) in [
+        (clap_complete::Shell::Bash, "chatctl.bash"),
+        (clap_complete::Shell::Zsh, "_chatctl"),
+        (clap_complete::Shell::Fish, "chatctl.fish"),
+    ] {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command(), "chatctl", &mut script);
+        let script = String::from_utf8(script).expect("UTF-8");
+        assert!(script.contains("prometheus"), "{file} lacks status --prometheus");
+        check_generated(&format!("packaging/completions/{file}"), &script);
+    }
 }
 
 /// chatd.toml(5), made from the commented settings file so that the two cannot disagree.
@@ -164,7 +201,7 @@ fn settings_man_page(example: &str) -> String {
             comment.clear();
         }
     }
-    page.push_str(".SH SEE ALSO\nchatd(8)\n");
+    page.push_str(".SH SEE ALSO\nchatd(8), chatctl(1)\n");
     page
 }
 
@@ -172,7 +209,7 @@ fn settings_man_page(example: &str) -> String {
 fn the_chatd_toml_5_man_page_matches_the_settings_file() {
     let example = include_str!("../../packaging/chatd.toml");
     let page = settings_man_page(example);
-    assert_eq!(page.matches(".TP").count(), 22, "every key is documented");
+    assert_eq!(page.matches(".TP").count(), 24, "every key is documented");
     check_generated("packaging/man/chatd.toml.5", &page);
 }
 
@@ -244,6 +281,10 @@ fn the_deb_is_lintian_clean_installs_serves_and_purges() {
     let mut bob = crate::util::login(port, "bob");
     bob.send("installed from the package");
     alice.expect("<bob> installed from the package");
+    assert!(run(Command::new("getent").args(["group", "chatd-admin"])).starts_with("chatd-admin:"));
+    let who = run(Command::new("/usr/bin/chatctl").arg("who"));
+    assert!(who.lines().any(|l| l.starts_with("alice ")), "chatctl who:\n{who}");
+    assert!(Path::new("/var/lib/chatd").is_dir(), "the state directory is created");
     for pid in crate::util::processes_in_group(daemon.pid()) {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap_or("").to_string();
@@ -256,6 +297,7 @@ fn the_deb_is_lintian_clean_installs_serves_and_purges() {
     assert!(Path::new("/etc/chatd/chatd.toml").exists(), "dpkg -r keeps the conffile");
     run(Command::new("dpkg").args(["-P", "chatd"]));
     assert!(!Path::new("/etc/chatd").exists(), "dpkg -P removes the conffile");
+    assert!(!Path::new("/var/lib/chatd").exists(), "dpkg -P removes the bans and mutes");
     drop(installed);
 }
 
@@ -297,6 +339,10 @@ fn the_rpm_builds_with_rpmbuild_and_rpmlint_finds_no_errors() {
         "/usr/lib/sysusers.d/chatd.conf",
         "/usr/share/man/man8/chatd.8.gz",
         "/usr/share/man/man5/chatd.toml.5.gz",
+        "/usr/bin/chatctl",
+        "/usr/share/man/man1/chatctl.1.gz",
+        "/usr/lib/systemd/system/chatd-metrics.timer",
+        "/usr/share/bash-completion/completions/chatctl",
     ] {
         assert!(
             files.lines().any(|line| line == expected),

@@ -204,11 +204,16 @@ impl Daemon {
         let config_path = runtime.path().join("chatd.toml");
         // Started as root, chatd becomes `chatd` if that user exists (the package creates it)
         // and `nobody` otherwise: pin it, so that tests do not depend on what is installed.
-        let config = if config.contains("user =") {
+        let mut config = if config.contains("user =") {
             config.to_string()
         } else {
             format!("user = \"nobody\"\n{config}")
         };
+        // Bans and mutes persist: keep each daemon's out of /var/lib/chatd.
+        if !config.contains("state_dir =") {
+            let state = runtime.path().join("state");
+            config = format!("state_dir = \"{}\"\n{config}", state.display());
+        }
         std::fs::write(&config_path, config).expect("write config");
         let mut command = match launcher.split_first() {
             Some((program, args)) => {
@@ -240,6 +245,16 @@ impl Daemon {
 
     pub fn runtime_dir(&self) -> PathBuf {
         self.runtime.path().join("run")
+    }
+
+    /// Runs `chatctl --runtime-dir <this daemon's> ARGS` and returns its output.
+    pub fn chatctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_chatctl"))
+            .arg("--runtime-dir")
+            .arg(self.runtime_dir())
+            .args(args)
+            .output()
+            .expect("run chatctl")
     }
 
     /// The pid of the broker started `nth` (1 for the first).

@@ -1,0 +1,433 @@
+//! How chatctl prints answers: aligned tables for people, JSON for scripts, and the
+//! Prometheus text exposition format for monitoring. Pure functions of the reply.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::moderation::Ban;
+use crate::proto::control::{ControlReply, Counted, RoomRow, Status, UserRow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+    Prometheus,
+}
+
+/// The text for one reply, ending in a newline.
+pub fn render(reply: &ControlReply, format: Format) -> String {
+    match format {
+        Format::Json => json(reply),
+        Format::Prometheus => match reply {
+            ControlReply::Status(status) => prometheus(status),
+            other => human(other),
+        },
+        Format::Human => human(reply),
+    }
+}
+
+fn json(reply: &ControlReply) -> String {
+    let value = match reply {
+        ControlReply::Status(status) => serde_json::to_value(status),
+        ControlReply::Users(users) => serde_json::to_value(users),
+        ControlReply::Rooms(rooms) => serde_json::to_value(rooms),
+        ControlReply::Bans(bans) => serde_json::to_value(bans),
+        ControlReply::Motd(motd) => Ok(json!({ "motd": motd })),
+        ControlReply::Done(message) => Ok(json!({ "ok": true, "message": message })),
+        ControlReply::Failed(message) | ControlReply::Denied(message) => {
+            Ok(json!({ "ok": false, "error": message }))
+        }
+        ControlReply::VersionMismatch { broker } => {
+            Ok(json!({ "ok": false, "error": version_mismatch(*broker) }))
+        }
+    };
+    match value.and_then(|value| serde_json::to_string_pretty(&value)) {
+        Ok(text) => format!("{text}\n"),
+        Err(err) => format!("{{\"ok\": false, \"error\": \"cannot encode the answer: {err}\"}}\n"),
+    }
+}
+
+fn version_mismatch(broker: u32) -> String {
+    format!(
+        "chatd speaks control protocol {broker}, this chatctl {}; use the chatctl installed with chatd",
+        crate::proto::control::CONTROL_VERSION
+    )
+}
+
+fn human(reply: &ControlReply) -> String {
+    match reply {
+        ControlReply::Status(status) => human_status(status),
+        ControlReply::Users(users) => users_table(users),
+        ControlReply::Rooms(rooms) => rooms_table(rooms),
+        ControlReply::Bans(bans) => bans_table(bans),
+        ControlReply::Motd(Some(motd)) => format!("{motd}\n"),
+        ControlReply::Motd(None) => "no message of the day is set\n".to_string(),
+        ControlReply::Done(message)
+        | ControlReply::Failed(message)
+        | ControlReply::Denied(message) => {
+            format!("{message}\n")
+        }
+        ControlReply::VersionMismatch { broker } => format!("{}\n", version_mismatch(*broker)),
+    }
+}
+
+/// `1h 2m`-style ages, to the second below a minute.
+fn age(seconds: u64) -> String {
+    let rounded = if seconds >= 3600 { seconds - seconds % 60 } else { seconds };
+    humantime::format_duration(Duration::from_secs(rounded)).to_string()
+}
+
+fn bytes(count: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = count as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{count} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+fn counted(list: &[Counted]) -> String {
+    if list.is_empty() {
+        return "none".to_string();
+    }
+    list.iter().map(|c| format!("{} {}", c.reason, c.count)).collect::<Vec<_>>().join(", ")
+}
+
+fn human_status(s: &Status) -> String {
+    let mut out = String::new();
+    let mut row = |label: &str, value: String| {
+        let _ = writeln!(out, "{label:<12} {value}");
+    };
+    row("chatd", format!("{} (protocol {})", s.version, s.protocol));
+    match &s.master {
+        Some(master) => {
+            row(
+                "master",
+                format!("pid {}, up {}", master.pid, age(s.now.saturating_sub(master.started_at))),
+            );
+        }
+        None => {
+            row("master", "not linked (stopped, starting, or chatd runs as `chatd broker`)".into())
+        }
+    }
+    row(
+        "broker",
+        format!("pid {}, up {}", s.broker_pid, age(s.now.saturating_sub(s.broker_started_at))),
+    );
+    if let Some(master) = &s.master {
+        row(
+            "connections",
+            format!("{} ({} accepted since start)", master.connections, master.accepted),
+        );
+    }
+    row("users", format!("{} in {} room(s), {} session(s) linked", s.users, s.rooms, s.sessions));
+    row(
+        "messages",
+        format!(
+            "{:.1}/s, deliveries {:.1}/s over the last minute; {} and {} in total",
+            s.messages_per_second, s.deliveries_per_second, s.messages, s.deliveries
+        ),
+    );
+    row("traffic", format!("{} in, {} out", bytes(s.bytes_received), bytes(s.bytes_sent)));
+    row("drops", counted(&s.drops));
+    if let Some(master) = &s.master {
+        row("refusals", counted(&master.refusals));
+        row(
+            "failures",
+            format!(
+                "{} session crash(es), {} broker restart(s)",
+                master.child_crashes, master.broker_restarts
+            ),
+        );
+    }
+    row("moderation", format!("{} ban(s), {} mute(s)", s.bans, s.mutes));
+    out
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(cell, &width)| format!("{cell:<width$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+fn users_table(users: &[UserRow]) -> String {
+    let rows = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.nick.clone(),
+                u.room.clone(),
+                u.peer.clone(),
+                u.pid.to_string(),
+                age(u.connected_seconds),
+                age(u.idle_seconds),
+                if u.muted { "muted".into() } else { String::new() },
+            ]
+        })
+        .collect();
+    table(&["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "STATE"], rows)
+}
+
+fn rooms_table(rooms: &[RoomRow]) -> String {
+    let rows = rooms
+        .iter()
+        .map(|r| vec![r.name.clone(), r.members.to_string(), r.topic.clone().unwrap_or_default()])
+        .collect();
+    table(&["ROOM", "USERS", "TOPIC"], rows)
+}
+
+fn bans_table(bans: &[Ban]) -> String {
+    if bans.is_empty() {
+        return "no bans\n".to_string();
+    }
+    let now = crate::moderation::unix_now();
+    let rows = bans
+        .iter()
+        .map(|b| {
+            vec![
+                b.target.to_string(),
+                format!("{} ago", age(now.saturating_sub(b.since))),
+                b.until.map_or("never".into(), |until| {
+                    format!("in {}", age(until.saturating_sub(now)))
+                }),
+                b.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["TARGET", "SET", "EXPIRES", "REASON"], rows)
+}
+
+/// A label value, escaped as the exposition format asks.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// One metric family: name, type, help, and samples (labels, value).
+type Metric = (&'static str, &'static str, &'static str, Vec<(String, f64)>);
+
+fn prometheus(s: &Status) -> String {
+    let one = |value: u64| vec![(String::new(), value as f64)];
+    let by_reason = |list: &[Counted]| -> Vec<(String, f64)> {
+        list.iter()
+            .map(|c| (format!("{{reason=\"{}\"}}", label(&c.reason)), c.count as f64))
+            .collect()
+    };
+    let build = format!("{{version=\"{}\",protocol=\"{}\"}}", label(&s.version), s.protocol);
+    // (name, type, help, samples); the master's figures only while it is linked.
+    let mut metrics: Vec<Metric> = vec![
+        ("chatd_build_info", "gauge", "chatd's version and session protocol.", vec![(build, 1.0)]),
+        (
+            "chatd_broker_start_time_seconds",
+            "gauge",
+            "When the broker started (Unix time).",
+            one(s.broker_started_at),
+        ),
+        ("chatd_sessions", "gauge", "Session processes linked to the broker.", one(s.sessions)),
+        ("chatd_users", "gauge", "Admitted users (sessions with a nickname).", one(s.users)),
+        ("chatd_rooms", "gauge", "Rooms, the default room included.", one(s.rooms)),
+        (
+            "chatd_messages_total",
+            "counter",
+            "Chat lines accepted since the broker started.",
+            one(s.messages),
+        ),
+        (
+            "chatd_deliveries_total",
+            "counter",
+            "Copies of chat lines queued for sessions since the broker started.",
+            one(s.deliveries),
+        ),
+        (
+            "chatd_received_bytes_total",
+            "counter",
+            "Bytes received from clients (reported by sessions).",
+            one(s.bytes_received),
+        ),
+        (
+            "chatd_sent_bytes_total",
+            "counter",
+            "Bytes sent to clients (reported by sessions).",
+            one(s.bytes_sent),
+        ),
+        (
+            "chatd_drops_total",
+            "counter",
+            "Sessions the broker dropped, by reason.",
+            by_reason(&s.drops),
+        ),
+        ("chatd_bans", "gauge", "Bans in force.", one(s.bans)),
+        ("chatd_mutes", "gauge", "Mutes in force.", one(s.mutes)),
+    ];
+    if let Some(master) = &s.master {
+        metrics.extend([
+            (
+                "chatd_start_time_seconds",
+                "gauge",
+                "When the master started (Unix time).",
+                one(master.started_at),
+            ),
+            (
+                "chatd_connections",
+                "gauge",
+                "Connected clients (session processes).",
+                one(master.connections),
+            ),
+            (
+                "chatd_accepted_connections_total",
+                "counter",
+                "Connections given a session since the master started.",
+                one(master.accepted),
+            ),
+            (
+                "chatd_refusals_total",
+                "counter",
+                "Connections refused before fork, by reason.",
+                by_reason(&master.refusals),
+            ),
+            (
+                "chatd_child_crashes_total",
+                "counter",
+                "Session processes that ended by a signal or an error exit.",
+                one(master.child_crashes),
+            ),
+            (
+                "chatd_broker_restarts_total",
+                "counter",
+                "Times the broker died and was restarted.",
+                one(master.broker_restarts),
+            ),
+        ]);
+    }
+    let mut out = String::new();
+    for (name, kind, help, samples) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    }
+    let histogram = &s.fanout_latency;
+    let _ = writeln!(
+        out,
+        "# HELP chatd_fanout_latency_seconds From reading a chat line to writing it for every member of its room."
+    );
+    let _ = writeln!(out, "# TYPE chatd_fanout_latency_seconds histogram");
+    let mut cumulative = 0;
+    for (bound, count) in histogram.bounds.iter().zip(&histogram.counts) {
+        cumulative += count;
+        let _ = writeln!(out, "chatd_fanout_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let total: u64 = histogram.counts.iter().sum();
+    let _ = writeln!(out, "chatd_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "chatd_fanout_latency_seconds_sum {}", histogram.sum_seconds);
+    let _ = writeln!(out, "chatd_fanout_latency_seconds_count {total}");
+    out
+}
+
+/// Writes `text` to `path` so that readers see the old file or the new one, never a part:
+/// a temporary file in the same directory, fsync, rename.
+pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = std::path::PathBuf::from(temporary);
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::control::{Histogram, MasterFigures};
+
+    fn status() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            protocol: 3,
+            master: Some(MasterFigures {
+                pid: 10,
+                started_at: 1000,
+                connections: 2,
+                accepted: 5,
+                refusals: vec![Counted { reason: "banned".into(), count: 1 }],
+                child_crashes: 0,
+                broker_restarts: 1,
+            }),
+            broker_pid: 11,
+            broker_started_at: 1010,
+            now: 4700,
+            users: 2,
+            rooms: 1,
+            messages: 3,
+            deliveries: 6,
+            fanout_latency: Histogram {
+                bounds: vec![0.001, 0.01],
+                counts: vec![2, 1, 0],
+                sum_seconds: 0.004,
+            },
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_inf() {
+        let text = prometheus(&status());
+        assert!(text.contains("chatd_fanout_latency_seconds_bucket{le=\"0.001\"} 2\n"), "{text}");
+        assert!(text.contains("chatd_fanout_latency_seconds_bucket{le=\"0.01\"} 3\n"), "{text}");
+        assert!(text.contains("chatd_fanout_latency_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("chatd_fanout_latency_seconds_count 3\n"), "{text}");
+        assert!(text.contains("chatd_refusals_total{reason=\"banned\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn tables_align_and_status_reads_as_sentences() {
+        let users = vec![UserRow {
+            nick: "alice".into(),
+            room: "lobby".into(),
+            peer: "127.0.0.1:5000".into(),
+            pid: 42,
+            connected_seconds: 3725,
+            idle_seconds: 5,
+            muted: true,
+        }];
+        let text = users_table(&users);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].find("ROOM"), lines[1].find("lobby"));
+        assert!(lines[1].contains("1h 2m") && lines[1].ends_with("muted"), "{text}");
+        let text = human_status(&status());
+        assert!(text.contains("master       pid 10, up 1h 1m"), "{text}");
+        assert!(text.contains("refusals     banned 1"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

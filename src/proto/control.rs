@@ -1,0 +1,168 @@
+//! The operator protocol on `control.sock`: what `chatctl` asks the broker and what it answers,
+//! plus the figures the master reports to the broker for `status`.
+//!
+//! One connection carries one [`ControlFrame`] and its one [`ControlReply`], in the frames of
+//! [`super::codec`]. Every request carries [`CONTROL_VERSION`]; a change here that alters the
+//! wire bytes bumps it. This module owns the shapes only: the broker's `control` module answers
+//! them and `ctl` (chatctl) prints them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::moderation::Ban;
+
+/// Version of the operator protocol.
+pub const CONTROL_VERSION: u32 = 1;
+
+/// chatctl → broker: one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlFrame {
+    pub version: u32,
+    pub request: ControlRequest,
+}
+
+/// What an operator can ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    Status,
+    /// Users, of one room or of all.
+    Who {
+        room: Option<String>,
+    },
+    Rooms,
+    Kick {
+        nick: String,
+        reason: Option<String>,
+    },
+    /// `target` is an address, a network or a nickname; `seconds` limits it.
+    Ban {
+        target: String,
+        seconds: Option<u64>,
+        reason: Option<String>,
+    },
+    Unban {
+        target: String,
+    },
+    Bans,
+    Mute {
+        nick: String,
+        seconds: Option<u64>,
+    },
+    Unmute {
+        nick: String,
+    },
+    Announce {
+        room: Option<String>,
+        text: String,
+    },
+    /// Show (`None`) or set the message of the day (`Some("")` clears it).
+    Motd {
+        text: Option<String>,
+    },
+    Reload,
+    /// Warn everyone, wait `grace_seconds`, then stop the daemon.
+    Shutdown {
+        grace_seconds: u64,
+        message: Option<String>,
+    },
+}
+
+/// broker → chatctl.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlReply {
+    Status(Box<Status>),
+    Users(Vec<UserRow>),
+    Rooms(Vec<RoomRow>),
+    Bans(Vec<Ban>),
+    Motd(Option<String>),
+    /// The request was carried out; a sentence for the operator.
+    Done(String),
+    /// The request was understood but could not be carried out (no such nick, ...).
+    Failed(String),
+    /// The caller may not use the control socket.
+    Denied(String),
+    /// The caller speaks another version of this protocol.
+    VersionMismatch {
+        broker: u32,
+    },
+}
+
+/// One user, for `chatctl who`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRow {
+    pub nick: String,
+    pub room: String,
+    pub peer: String,
+    pub pid: u32,
+    /// Seconds since the client connected.
+    pub connected_seconds: u64,
+    /// Seconds since the user last said something.
+    pub idle_seconds: u64,
+    pub muted: bool,
+}
+
+/// One room, for `chatctl rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRow {
+    pub name: String,
+    pub members: u32,
+    pub topic: Option<String>,
+}
+
+/// A count with a label: refusals or drops by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counted {
+    pub reason: String,
+    pub count: u64,
+}
+
+/// What the master knows and the broker does not: connections and what happened to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterFigures {
+    pub pid: u32,
+    pub started_at: u64,
+    /// Session children alive.
+    pub connections: u64,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    pub refusals: Vec<Counted>,
+    /// Session children that ended by a signal or an error exit.
+    pub child_crashes: u64,
+    pub broker_restarts: u64,
+}
+
+/// The fan-out latency histogram: from reading a line to having written it (or queued it, for a
+/// peer whose socket is full) for every member. `bounds` are the upper bounds in seconds;
+/// `counts` are per bucket (not cumulative), with one more entry for "above the last bound".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+/// Everything `chatctl status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub protocol: u32,
+    /// `None` while the master is not linked to the broker (it died, or is starting).
+    pub master: Option<MasterFigures>,
+    pub broker_pid: u32,
+    pub broker_started_at: u64,
+    pub now: u64,
+    /// Sessions connected to the broker.
+    pub sessions: u64,
+    /// Sessions with a nickname.
+    pub users: u64,
+    pub rooms: u64,
+    pub messages: u64,
+    pub deliveries: u64,
+    pub messages_per_second: f64,
+    pub deliveries_per_second: f64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub drops: Vec<Counted>,
+    pub bans: u64,
+    pub mutes: u64,
+    pub fanout_latency: Histogram,
+}
