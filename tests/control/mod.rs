@@ -396,3 +396,50 @@ fn prometheus_figures_pass_promtool_and_are_written_atomically() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_hand_edited_state_file_is_read_again_on_sighup() {
+    let daemon = Daemon::start();
+    let state = daemon.runtime.path().join("state/state.toml");
+    std::fs::write(
+        &state,
+        "motd = \"Edited by hand.\"\n[[ban]]\ntarget = \"127.0.0.12\"\nsince = 1\nreason = \"by hand\"\n",
+    )
+    .expect("write state");
+    // The master reads bans from the file at every accept; the broker on SIGHUP.
+    let mut refused = Client::connect_from(daemon.port, [127, 0, 0, 12]);
+    assert_eq!(refused.expect_closed(), ["*** You are banned from this server (by hand)."]);
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log("moderation state reloaded");
+    assert_eq!(json(&daemon, &["bans"])[0]["reason"], "by hand");
+    assert_eq!(ok(daemon.chatctl(&["motd"])), "Edited by hand.\n");
+
+    // A damaged file is reported, the bans in force stay, and it is not overwritten.
+    std::fs::write(&state, "[[ban]]\ntarget = \"not an address!\"\n").expect("damage state");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log("is damaged");
+    assert_eq!(json(&daemon, &["bans"])[0]["target"], "127.0.0.12");
+    let said = fails(daemon.chatctl(&["ban", "127.0.0.13"]), 1);
+    assert!(said.contains("not overwriting it"), "{said}");
+    assert!(std::fs::read_to_string(&state).expect("read").contains("not an address!"));
+}
+
+#[test]
+fn garbage_on_the_control_socket_is_logged_and_harms_nobody() {
+    use std::io::{Read, Write};
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let path = daemon.runtime_dir().join("control.sock");
+    let mut garbage = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    garbage.write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]).expect("write");
+    let mut rest = Vec::new();
+    garbage.read_to_end(&mut rest).expect("the broker closes the connection");
+    assert!(rest.is_empty(), "no answer to garbage: {rest:?}");
+    daemon.wait_for_log("operator connection from pid");
+    let mut huge = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    huge.write_all(&[0xff, 0xff, 0xff, 0xff]).expect("write");
+    daemon.wait_for_log("frame declares 4294967295 bytes");
+    alice.send("still here");
+    alice.expect("<alice> still here");
+    ok(daemon.chatctl(&["status"]));
+}
