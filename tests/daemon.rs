@@ -430,9 +430,14 @@ fn stale_broker_socket_from_a_crash_is_replaced() {
     let runtime = tempfile::tempdir().expect("temp dir");
     let stale = runtime.path().join("broker.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind a socket nobody serves"));
+    let config = runtime.path().join("chatd.toml");
+    let state = runtime.path().join("state");
+    std::fs::write(&config, format!("state_dir = \"{}\"\n", state.display())).expect("config");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
         .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
         .arg(runtime.path())
+        .arg("--config")
+        .arg(&config)
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .spawn()

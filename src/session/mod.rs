@@ -262,6 +262,7 @@ impl Session {
                     _ => {
                         // `kill PID` on a session is a kick: the room is told why.
                         let reason = "disconnected by an operator".to_string();
+                        self.report_traffic();
                         let sent = self.broker.send(&Request::Quit { reason: Some(reason) });
                         self.check_sent(sent);
                         self.close(Some(notice::killed()), &format!("{signal}"));
@@ -543,6 +544,8 @@ impl Session {
             Command::Topic(text) => Request::Topic { text },
             Command::Quit(reason) => {
                 self.quit_sent = Some(Instant::now());
+                // The broker closes the connection after a Quit: the last figures go first.
+                self.report_traffic();
                 Request::Quit { reason }
             }
             Command::Help => {
@@ -825,6 +828,7 @@ impl Session {
             let idle = now.saturating_duration_since(self.last_line_at);
             if idle >= timeout {
                 let reason = format!("idle for {} s", timeout.as_secs());
+                self.report_traffic();
                 let sent = self.broker.send(&Request::Quit { reason: Some(reason.clone()) });
                 self.check_sent(sent);
                 self.close(Some(notice::idle_disconnect(timeout.as_secs())), &reason);

@@ -385,10 +385,25 @@ fn prometheus_figures_pass_promtool_and_are_written_atomically() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+    // Bytes are reported by sessions every 5 s and when they close; a broker restart is counted
+    // by the master, which links to the new broker.
+    let mut bob = daemon.login("bob");
+    bob.send("/quit");
+    bob.expect_closed();
+    let status = wait_for_status(&daemon, "bob's bytes reported", |s| {
+        s["bytes_received"].as_u64() >= Some(9) && s["bytes_sent"].as_u64() > Some(100)
+    });
+    assert!(status["bytes_sent"].as_u64() > status["bytes_received"].as_u64(), "{status}");
+    let broker = daemon.broker_pid(1);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(broker), Signal::SIGKILL).expect("kill");
+    let status = wait_for_status(&daemon, "the restart counted", |s| {
+        s["master"]["broker_restarts"] == 1 && s["broker_pid"] != broker
+    });
+    assert_eq!(status["master"]["child_crashes"], 0, "{status}");
     let file = daemon.runtime.path().join("chatd.prom");
     ok(daemon.chatctl(&["status", "--prometheus", "--output", file.to_str().expect("path")]));
     let written = std::fs::read_to_string(&file).expect("written");
-    assert!(written.contains("chatd_messages_total 1\n"), "{written}");
+    assert!(written.contains("chatd_broker_restarts_total 1\n"), "{written}");
     let leftovers: Vec<_> = std::fs::read_dir(daemon.runtime.path())
         .expect("list")
         .filter_map(Result::ok)

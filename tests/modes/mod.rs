@@ -9,11 +9,26 @@ use crate::util::{self, Client, Daemon, PATIENCE, Spawned, free_port, login, run
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 
-/// `chatd broker` on `run` (a directory inside `dir`), ready to serve.
+/// A settings file in `dir` that keeps the moderation state there too, not in /var/lib/chatd.
+fn state_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("state.toml.conf");
+    let state = dir.join("state");
+    std::fs::write(&config, format!("state_dir = \"{}\"\n", state.display())).expect("config");
+    config
+}
+
+/// `chatd broker` on `run` (a directory inside `dir`), ready to serve, its moderation state in
+/// `dir` too.
 fn broker(dir: &std::path::Path) -> Spawned {
     let run = dir.join("run");
+    let config = state_in(dir);
     let broker = Spawned::spawn(
-        Command::new(CHATD).arg("broker").arg("--runtime-dir").arg(&run).args(["--log", "stderr"]),
+        Command::new(CHATD)
+            .arg("broker")
+            .arg("--runtime-dir")
+            .arg(&run)
+            .args(["--log", "stderr", "--config"])
+            .arg(&config),
     );
     broker.wait_for_log("broker ready");
     broker
@@ -44,6 +59,32 @@ fn inetd_sessions_from_systemd_socket_activate_chat_through_the_broker() {
     bob.send("hello through inetd");
     alice.expect("<bob> hello through inetd");
     activator.wait_for_log("logged in as alice");
+}
+
+#[test]
+fn chatctl_reaches_a_broker_that_runs_alone() {
+    let dir = runtime_dir();
+    let mut broker = broker(dir.path());
+    let chatctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_chatctl"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"))
+            .args(args)
+            .output()
+            .expect("run chatctl")
+    };
+    let status = chatctl(&["--json", "status"]);
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["master"], serde_json::Value::Null, "no master: {status}");
+    assert_eq!(status["broker_pid"], broker.pid());
+    let reload = chatctl(&["reload"]);
+    assert_eq!(reload.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&reload.stderr).contains("send SIGHUP"), "{reload:?}");
+    assert!(chatctl(&["shutdown"]).status.success());
+    broker.wait_for_log("no master is linked; the broker stops alone");
+    assert!(broker.wait_exit().success());
+    assert!(!dir.path().join("run/control.sock").exists(), "control.sock is removed");
 }
 
 #[test]
@@ -119,7 +160,9 @@ fn the_standalone_daemon_takes_its_listener_from_systemd() {
         Command::new("systemd-socket-activate")
             .args(["-l", &format!("127.0.0.1:{port}"), CHATD, "--log", "stderr"])
             .arg("--runtime-dir")
-            .arg(dir.path().join("run")),
+            .arg(dir.path().join("run"))
+            .arg("--config")
+            .arg(state_in(dir.path())),
     );
     daemon.wait_for_log("Listening on");
     let mut alice = login(port, "alice");
@@ -186,6 +229,8 @@ fn daemon_mode_detaches_writes_its_pid_and_stops_cleanly() {
         .arg(&run)
         .arg("--pid-file")
         .arg(&pid_file)
+        .arg("--config")
+        .arg(state_in(dir.path()))
         .output()
         .expect("run chatd --daemon");
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));

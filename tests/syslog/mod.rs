@@ -61,7 +61,11 @@ fn run_session_against_syslog(format: &str) {
     let socket = dir.path().join("log.sock");
     std::fs::write(
         &config,
-        format!("log = \"syslog\"\nsyslog_socket = \"{}\"\nsyslog_format = \"{format}\"\nmax_clients = 2\n", socket.display()),
+        format!(
+            "log = \"syslog\"\nsyslog_socket = \"{}\"\nsyslog_format = \"{format}\"\nmax_clients = 2\nstate_dir = \"{}\"\n",
+            socket.display(),
+            dir.path().join("state").display()
+        ),
     )
     .expect("write config");
     let chatd = Spawned::spawn(
