@@ -381,6 +381,7 @@ impl Broker {
                     pid: peer.pid.max(0) as u32,
                     connected_seconds: now.saturating_sub(peer.connected_at),
                     idle_seconds: instant.saturating_duration_since(peer.last_active).as_secs(),
+                    away: self.rooms.away_of(id).map(str::to_string),
                     muted: self.moderation.is_muted(nick, now),
                 })
             })

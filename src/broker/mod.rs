@@ -514,6 +514,8 @@ impl Broker {
                 deliveries
             }
             Request::Join { room } => self.rooms.join(id, &room),
+            Request::Away { reason } => self.rooms.set_away(id, Some(&reason)),
+            Request::Back => self.rooms.set_away(id, None),
             Request::Who => self.rooms.who(id),
             Request::Rooms => self.rooms.list_rooms(id),
             Request::Topic { text } => self.rooms.topic(id, text.as_deref()),

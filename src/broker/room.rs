@@ -75,6 +75,8 @@ struct Member {
     session: u64,
     /// Muted by an operator: its lines and private messages reach only itself.
     muted: bool,
+    /// `/away` reason, while away.
+    away: Option<String>,
 }
 
 /// All rooms and members.
@@ -188,6 +190,25 @@ impl Rooms {
             .collect()
     }
 
+    /// Why a member is away, if it is.
+    pub fn away_of(&self, id: MemberId) -> Option<&str> {
+        self.members.get(&id)?.away.as_deref()
+    }
+
+    /// `/away REASON` (`Some`) and `/back` (`None`).
+    pub fn set_away(&mut self, id: MemberId, reason: Option<&str>) -> Vec<Delivery> {
+        let reason = match reason.map(clean_text) {
+            Some(Err(failure)) => return failed(id, failure),
+            Some(Ok(reason)) => Some(reason.chars().take(text::MAX_REASON_CHARS).collect()),
+            None => None,
+        };
+        let Some(member) = self.members.get_mut(&id) else {
+            return failed(id, Failure::NotLoggedIn);
+        };
+        member.away.clone_from(&reason);
+        vec![one(id, Event::Away { reason })]
+    }
+
     /// Mutes or unmutes a member (the broker decides from the persisted mutes).
     pub fn set_muted(&mut self, id: MemberId, muted: bool) {
         if let Some(member) = self.members.get_mut(&id) {
@@ -213,7 +234,13 @@ impl Rooms {
         self.by_nick.insert(names::fold(nick), id);
         self.members.insert(
             id,
-            Member { nick: nick.to_string(), room: String::new(), session, muted: false },
+            Member {
+                nick: nick.to_string(),
+                room: String::new(),
+                session,
+                muted: false,
+                away: None,
+            },
         );
     }
 
@@ -416,7 +443,14 @@ impl Rooms {
         let mut nicks: Vec<String> =
             room.members.iter().filter_map(|m| self.nick(*m).map(str::to_string)).collect();
         nicks.sort_by_key(|nick| names::fold(nick));
-        vec![one(id, Event::Members { room: room.name.clone(), nicks })]
+        let mut away: Vec<String> = room
+            .members
+            .iter()
+            .filter(|m| self.away_of(**m).is_some())
+            .filter_map(|m| self.nick(*m).map(str::to_string))
+            .collect();
+        away.sort_by_key(|nick| names::fold(nick));
+        vec![one(id, Event::Members { room: room.name.clone(), nicks, away })]
     }
 
     /// `/rooms`: every room with its member count.
@@ -474,13 +508,16 @@ impl Rooms {
         let target_nick = self.nick(target).unwrap_or(to).to_string();
         let from = member.nick.clone();
         let sender = member.session;
-        if member.muted {
-            return vec![one(id, Event::PrivateSent { seq, to: target_nick, text })];
+        let away = self.away_of(target).map(|reason| {
+            one(id, Event::IsAway { nick: target_nick.clone(), reason: reason.to_string() })
+        });
+        let mut out = Vec::new();
+        if !member.muted {
+            out.push(one(target, Event::Private { from, sender, seq, text: text.clone() }));
         }
-        vec![
-            one(target, Event::Private { from, sender, seq, text: text.clone() }),
-            one(id, Event::PrivateSent { seq, to: target_nick, text }),
-        ]
+        out.push(one(id, Event::PrivateSent { seq, to: target_nick, text }));
+        out.extend(away);
+        out
     }
 
     /// Removes a member for good (quit, lost connection, dropped) and tells its room.
@@ -689,7 +726,8 @@ mod tests {
                 2,
                 Event::Members {
                     room: "lobby".into(),
-                    nicks: vec!["Amy".into(), "bob".into(), "zed".into()]
+                    nicks: vec!["Amy".into(), "bob".into(), "zed".into()],
+                    away: vec![]
                 }
             )]
         );
@@ -844,5 +882,25 @@ mod tests {
             rows.iter().map(|r| (r.name.as_str(), r.members)).collect::<Vec<_>>(),
             [("Dev", 1), ("lobby", 1)]
         );
+    }
+
+    #[test]
+    fn away_shows_in_who_and_to_whoever_sends_a_private_line() {
+        let mut rooms = logged_in(&["alice", "bob"]);
+        assert_eq!(
+            rooms.set_away(1, Some("lunch")),
+            vec![one(1, Event::Away { reason: Some("lunch".into()) })]
+        );
+        let who = rooms.who(0);
+        assert!(
+            matches!(&who[0].event, Event::Members { away, .. } if away == &["bob".to_string()]),
+            "{who:?}"
+        );
+        let sent = rooms.private(0, 1, "bob", "hi");
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[2], one(0, Event::IsAway { nick: "bob".into(), reason: "lunch".into() }));
+        rooms.set_away(1, None);
+        assert_eq!(rooms.private(0, 2, "bob", "hi").len(), 2);
+        assert_eq!(rooms.away_of(1), None);
     }
 }

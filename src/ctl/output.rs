@@ -179,11 +179,23 @@ fn users_table(users: &[UserRow]) -> String {
                 u.pid.to_string(),
                 age(u.connected_seconds),
                 age(u.idle_seconds),
-                if u.muted { "muted".into() } else { String::new() },
+                state(u),
             ]
         })
         .collect();
     table(&["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "STATE"], rows)
+}
+
+/// The last column of `who`: away (with the reason) and muted.
+fn state(user: &UserRow) -> String {
+    let mut parts = Vec::new();
+    if let Some(reason) = &user.away {
+        parts.push(format!("away: {reason}"));
+    }
+    if user.muted {
+        parts.push("muted".to_string());
+    }
+    parts.join(", ")
 }
 
 fn rooms_table(rooms: &[RoomRow]) -> String {
@@ -414,6 +426,7 @@ mod tests {
             pid: 42,
             connected_seconds: 3725,
             idle_seconds: 5,
+            away: None,
             muted: true,
         }];
         let text = users_table(&users);

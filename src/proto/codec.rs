@@ -222,6 +222,8 @@ mod tests {
             proptest::option::of(any_text()).prop_map(|error| Request::Reloaded { error }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(received, sent)| Request::Traffic { received, sent }),
+            any_text().prop_map(|reason| Request::Away { reason }),
+            Just(Request::Back),
         ]
     }
 
@@ -253,7 +255,7 @@ mod tests {
             (any_text(), proptest::option::of(any_text()))
                 .prop_map(|(room, text)| Event::Topic { room, text }),
             (any_text(), proptest::collection::vec(any_text(), 0..8))
-                .prop_map(|(room, nicks)| Event::Members { room, nicks }),
+                .prop_map(|(room, nicks)| Event::Members { room, away: nicks.clone(), nicks }),
             proptest::collection::vec((any_text(), any::<u32>()), 0..8).prop_map(|rows| {
                 Event::RoomList {
                     rooms: rows
@@ -268,6 +270,8 @@ mod tests {
             any_text().prop_map(|nick| Event::Failed(Failure::NickInUse(nick))),
             proptest::option::of(any_text()).prop_map(|reason| Event::Kicked { reason }),
             any_text().prop_map(|text| Event::Announcement { text }),
+            proptest::option::of(any_text()).prop_map(|reason| Event::Away { reason }),
+            (any_text(), any_text()).prop_map(|(nick, reason)| Event::IsAway { nick, reason }),
             proptest::collection::vec(any_text(), 0..4).prop_map(|lines| Event::Motd { lines }),
             (any_text(), any_text(), any_text()).prop_map(|(room, by, text)| Event::TopicChanged {
                 room,

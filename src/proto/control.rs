@@ -97,6 +97,8 @@ pub struct UserRow {
     pub connected_seconds: u64,
     /// Seconds since the user last said something.
     pub idle_seconds: u64,
+    /// The `/away` reason, while away.
+    pub away: Option<String>,
     pub muted: bool,
 }
 

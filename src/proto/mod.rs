@@ -67,6 +67,10 @@ pub enum Request {
     Reloaded { error: Option<String> },
     /// Bytes a session received from and sent to its client since its last report.
     Traffic { received: u64, sent: u64 },
+    /// `/away REASON`
+    Away { reason: String },
+    /// `/back`
+    Back,
 }
 
 /// Broker → session.
@@ -100,8 +104,8 @@ pub enum Event {
     Resumed { nick: String, room: String },
     /// A numbered request (`Say`, `Act`, `Private`) failed; this also acknowledges it.
     Rejected { seq: u64, failure: Failure },
-    /// Members of a room, sorted.
-    Members { room: String, nicks: Vec<String> },
+    /// Members of a room, sorted; `away` lists those of them who are away.
+    Members { room: String, nicks: Vec<String>, away: Vec<String> },
     /// Every room with its member count, sorted by name.
     RoomList { rooms: Vec<RoomInfo> },
     /// A request failed; only the requester receives this.
@@ -115,6 +119,10 @@ pub enum Event {
     Announcement { text: String },
     /// The message of the day, sent after login (one entry per line).
     Motd { lines: Vec<String> },
+    /// Answer to `Away` (`Some(reason)`) and `Back` (`None`).
+    Away { reason: Option<String> },
+    /// To the sender of a private line: its target is away.
+    IsAway { nick: String, reason: String },
     /// To the master: read the settings again and answer [`Request::Reloaded`].
     Reload,
     /// To the master: stop the daemon as on SIGTERM.

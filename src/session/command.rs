@@ -22,6 +22,10 @@ pub enum Command {
         text: String,
     },
     Help,
+    /// `/away [reason]`
+    Away(Option<String>),
+    /// `/back`
+    Back,
     /// A `/word` that is no command; carries the word as typed.
     Unknown(String),
     /// A known command used wrongly; carries its usage line.
@@ -37,6 +41,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("/topic [TEXT]", "show this room's topic, or set it to TEXT"),
     ("/me ACTION", "tell the room what you are doing"),
     ("/msg NICK TEXT", "send TEXT to NICK only"),
+    ("/away [REASON]", "mark yourself away (shown in /who and to whoever messages you)"),
+    ("/back", "you are back"),
     ("/quit [REASON]", "leave the chat"),
     ("/help", "show this list"),
     ("//TEXT", "send TEXT that starts with a /"),
@@ -89,6 +95,8 @@ pub fn parse(line: &str) -> Command {
         "/who" => no_args(Command::Who),
         "/rooms" => no_args(Command::Rooms),
         "/help" => no_args(Command::Help),
+        "/away" => Command::Away(optional(rest)),
+        "/back" => no_args(Command::Back),
         "/topic" => Command::Topic(optional(rest)),
         "/me" if !rest.is_empty() => Command::Me(rest.to_string()),
         "/msg" => match first_word(rest) {
@@ -129,6 +137,10 @@ mod tests {
         assert_eq!(parse("/who"), Command::Who);
         assert_eq!(parse("/rooms"), Command::Rooms);
         assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(parse("/away"), Command::Away(None));
+        assert_eq!(parse("/AWAY lunch, back at 2"), Command::Away(Some("lunch, back at 2".into())));
+        assert_eq!(parse("/back"), Command::Back);
+        assert_eq!(parse("/back now"), Command::Usage("/back"));
     }
 
     #[test]

@@ -548,6 +548,10 @@ impl Session {
                 self.report_traffic();
                 Request::Quit { reason }
             }
+            Command::Away(reason) => {
+                Request::Away { reason: reason.unwrap_or_else(|| "away".to_string()) }
+            }
+            Command::Back => Request::Back,
             Command::Help => {
                 for line in render::help() {
                     self.show(&line);
@@ -596,8 +600,10 @@ impl Session {
             self.close(Some(notice::goodbye()), "quit");
         } else if self.closing.is_none() {
             warn!("session for {}: lost the broker; reconnecting", self.peer);
-            self.broker.lost();
         }
+        // What is queued for this connection can never be written now; a closing session must
+        // not wait for it.
+        self.broker.lost();
     }
 
     /// Reconnects to a restarted broker and re-registers: the nickname asked for (before

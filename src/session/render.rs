@@ -67,8 +67,18 @@ pub fn event(event: &Event) -> Vec<String> {
         }
         Event::Private { from, text, .. } => format!("*{}* {}", sanitize(from), sanitize(text)),
         Event::PrivateSent { to, text, .. } => format!("-> *{}* {}", sanitize(to), sanitize(text)),
-        Event::Members { room, nicks } => {
-            let names: Vec<String> = nicks.iter().map(|n| sanitize(n)).collect();
+        Event::Members { room, nicks, away } => {
+            let names: Vec<String> =
+                nicks
+                    .iter()
+                    .map(|n| {
+                        if away.contains(n) {
+                            format!("{} (away)", sanitize(n))
+                        } else {
+                            sanitize(n)
+                        }
+                    })
+                    .collect();
             system(&format!("In {} ({}): {}", sanitize(room), names.len(), names.join(", ")))
         }
         Event::RoomList { rooms } => {
@@ -84,6 +94,14 @@ pub fn event(event: &Event) -> Vec<String> {
             system(&format!("You were removed by an operator ({}).", sanitize(why)))
         }
         Event::Kicked { reason: None } => system("You were removed by an operator."),
+        Event::Away { reason: Some(reason) } => system(&format!(
+            "You are marked as away ({}). /back when you return.",
+            sanitize(reason)
+        )),
+        Event::Away { reason: None } => system("You are back."),
+        Event::IsAway { nick, reason } => {
+            system(&format!("{} is away: {}", sanitize(nick), sanitize(reason)))
+        }
         Event::Announcement { text } => system(&format!("Announcement: {}", sanitize(text))),
         Event::Motd { lines } => {
             let mut out = vec![system("Message of the day:")];
@@ -270,8 +288,12 @@ mod tests {
             "-> *bob* psst"
         );
         assert_eq!(
-            one(Event::Members { room: "lobby".into(), nicks: vec!["a".into(), "b".into()] }),
-            "*** In lobby (2): a, b"
+            one(Event::Members {
+                room: "lobby".into(),
+                nicks: vec!["a".into(), "b".into()],
+                away: vec!["b".into()],
+            }),
+            "*** In lobby (2): a, b (away)"
         );
         assert_eq!(
             one(Event::RoomList { rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }] }),

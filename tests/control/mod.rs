@@ -458,3 +458,25 @@ fn garbage_on_the_control_socket_is_logged_and_harms_nobody() {
     alice.expect("<alice> still here");
     ok(daemon.chatctl(&["status"]));
 }
+
+#[test]
+fn away_users_show_in_who_for_the_room_and_for_operators() {
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    alice.send("/away lunch, back at 2");
+    alice.expect("*** You are marked as away (lunch, back at 2). /back when you return.");
+    bob.send("/who");
+    bob.expect("*** In lobby (2): alice (away), bob");
+    bob.send("/msg alice are you there?");
+    bob.expect("-> *alice* are you there?");
+    bob.expect("*** alice is away: lunch, back at 2");
+    alice.expect("*bob* are you there?");
+    let who = json(&daemon, &["who"]);
+    assert_eq!(who[0]["away"], "lunch, back at 2", "{who}");
+    assert!(ok(daemon.chatctl(&["who"])).contains("away: lunch, back at 2"));
+    alice.send("/back");
+    alice.expect("*** You are back.");
+    assert_eq!(json(&daemon, &["who"])[0]["away"], Value::Null);
+}
