@@ -17,7 +17,7 @@ use crate::outbuf::{OutBuf, Overflow};
 use crate::proto::codec::{self, CodecError};
 
 /// How much one [`Channel::read_some`] call reads at most.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 4 * 1024;
 
 /// What one read did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,10 @@ impl Channel {
     }
 
     /// Reads one chunk from the peer.
+    ///
+    /// The chunk is small and read into the buffer's own spare room: a session child must not
+    /// dirty (and so own, after `fork`) tens of KiB of stack or heap for a connection that
+    /// carries a few hundred bytes a second. Callers read again until `WouldBlock`.
     pub fn read_some(&mut self) -> io::Result<ReadOutcome> {
         if self.consumed > 0 {
             self.inbuf.drain(..self.consumed);
@@ -74,23 +78,12 @@ impl Channel {
                 other => break other,
             }
         };
+        self.inbuf.truncate(start + *result.as_ref().unwrap_or(&0));
         match result {
-            Ok(0) => {
-                self.inbuf.truncate(start);
-                Ok(ReadOutcome::Closed { mid_frame: start > 0 })
-            }
-            Ok(n) => {
-                self.inbuf.truncate(start + n);
-                Ok(ReadOutcome::Data)
-            }
-            Err(err) => {
-                self.inbuf.truncate(start);
-                if err.kind() == io::ErrorKind::WouldBlock {
-                    Ok(ReadOutcome::WouldBlock)
-                } else {
-                    Err(err)
-                }
-            }
+            Ok(0) => Ok(ReadOutcome::Closed { mid_frame: start > 0 }),
+            Ok(_) => Ok(ReadOutcome::Data),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
+            Err(err) => Err(err),
         }
     }
 

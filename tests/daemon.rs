@@ -1,6 +1,7 @@
 //! Behaviour tests: the real `chatd` binary on a loopback port, driven by real TCP clients.
 
 mod admission;
+mod bench;
 mod control;
 mod limits;
 mod modes;

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs chatd and ngircd side by side on loopback, interleaved (chatd, ngircd, chatd, ngircd, ...;
+# three repetitions), and prints each figure's median for both with the ratio chatd/ngircd.
+# Results: target/bench/results.jsonl (one JSON line per run) and target/bench/table.md.
+# Needs root (chatd drops to nobody; ngircd to 65534) and ngircd (apt-get install ngircd).
+#   bash bench/compare.sh            # the full comparison (about 10-15 minutes)
+#   QUICK=1 bash bench/compare.sh    # smaller N, one repetition, for a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v ngircd >/dev/null || { echo "compare.sh: needs ngircd (apt-get install ngircd)" >&2; exit 2; }
+cargo build --release --locked --bin chatd --bin chatd-bench >&2
+bench=target/release/chatd-bench
+out=$(pwd)/target/bench
+rm -rf "$out" && mkdir -p "$out" && chmod 777 "$out"
+results=$out/results.jsonl
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+chatd_port=$((24000 + RANDOM % 1000)); irc_port=$((chatd_port + 1000))
+{ cat bench/chatd.toml; echo "state_dir = \"$out/state\""; } > "$out/chatd.toml"
+sed -e "s/@PORT@/$irc_port/" -e "s|@DIR@|$out|" bench/ngircd.conf > "$out/ngircd.conf"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+target/release/chatd --config "$out/chatd.toml" --listen "127.0.0.1:$chatd_port" \
+  --runtime-dir "$out/run" --log stderr 2>"$out/chatd.log" &
+chatd_pid=$!; pids+=("$chatd_pid")
+ngircd -n -f "$out/ngircd.conf" >"$out/ngircd.log" 2>&1 &
+ngircd_pid=$!; pids+=("$ngircd_pid")
+for port in "$chatd_port" "$irc_port"; do
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+done
+
+chatd() { "$bench" "$@" --addr "127.0.0.1:$chatd_port" --pid "$chatd_pid" --server chatd --json "$results"; }
+ircd() { "$bench" "$@" --addr "127.0.0.1:$irc_port" --pid "$ngircd_pid" --server ngircd \
+  --protocol irc --oper bench:bench --json "$results"; }
+
+if [ -n "${QUICK:-}" ]; then
+  reps=1; big=1000; n=200; seconds=3; scale=2000
+else
+  reps=3; big=5000; n=1000; seconds=10; scale=10000
+fi
+scenarios=(
+  "connect -n $n"
+  "fanout -n $n --senders 1 --window 8 --seconds $seconds"
+  "fanout -n $big --senders 1 --window 8 --seconds $seconds"
+  "fanout -n $n --senders 10 --window 8 --seconds $seconds"
+  "rate -n $n --rate 50 --seconds $seconds"
+)
+for rep in $(seq "$reps"); do
+  for scenario in "${scenarios[@]}"; do
+    echo "repetition $rep: $scenario" >&2
+    # shellcheck disable=SC2086
+    chatd $scenario >/dev/null
+    # shellcheck disable=SC2086
+    ircd $scenario >/dev/null
+  done
+done
+# Scale: every client connected at once, and one broadcast reaching all of them.
+echo "scale: $scale clients" >&2
+chatd fanout -n "$scale" --senders 1 --window 1 --seconds 3 >/dev/null
+ircd fanout -n "$scale" --senders 1 --window 1 --seconds 3 >/dev/null
+
+# Syscalls of chatd's broker per delivery (strace slows everything: figures from this run are
+# for counting, not timing).
+broker=$(cat "$out/run/broker.pid")
+if command -v strace >/dev/null; then
+  strace -c -f -p "$broker" -o "$out/strace-broker.txt" & strace_pid=$!
+  sleep 0.5
+  "$bench" fanout -n "$n" --senders 1 --window 8 --seconds 3 --addr "127.0.0.1:$chatd_port" \
+    --server chatd-strace > "$out/strace-run.json"
+  kill -INT "$strace_pid"; wait "$strace_pid" || true
+fi
+
+{
+  echo "## chatd beside ngircd ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
+  echo
+  "$bench" report "$results"
+} | tee "$out/table.md"

@@ -1,0 +1,670 @@
+//! `chatd-bench`: drives N chat clients from one process (one mio poller, no threads) against
+//! chatd or an IRC server, and measures admissions, fan-out throughput, latency, loss, memory
+//! and CPU. Part of the repository, not of the packages. See docs/PERFORMANCE.md.
+//!
+//! Every message is `m SENDER SEQ NANOS`: receivers compute its latency from the send time and
+//! detect loss (a message not delivered to everyone by the end), duplicates and reordering.
+//! chatd echoes a line to its sender (N receivers per message); IRC does not (N - 1).
+
+mod measure;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde_json::{Map, Value};
+
+use measure::put;
+
+#[derive(Debug, Parser)]
+#[command(name = "chatd-bench", about = "Load generator for chatd and IRC servers")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// N clients connect and get admitted: rate and time to admission.
+    Connect(Common),
+    /// N clients in one room, S senders, W messages in flight each, for T seconds.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// Open loop: S senders send R messages per second in all, for T seconds.
+    Rate {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// Reads JSON lines of earlier runs and prints the comparison table (medians).
+    Report { files: Vec<PathBuf> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    Chatd,
+    Irc,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:2323")]
+    addr: SocketAddr,
+    #[arg(long, value_enum, default_value = "chatd")]
+    protocol: Protocol,
+    /// Clients.
+    #[arg(long, short = 'n', default_value_t = 50)]
+    clients: usize,
+    /// The server's main pid: its whole process tree is measured (PSS, CPU).
+    #[arg(long)]
+    pid: Option<i32>,
+    /// Name of the server in the results ("chatd", "ngircd").
+    #[arg(long, default_value = "chatd")]
+    server: String,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// IRC operator name and password, to set user mode +F (relaxed flood protection).
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    oper: Option<String>,
+}
+
+/// One client connection.
+struct Client {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    nick: String,
+    connected_at: Instant,
+    admitted_at: Option<Instant>,
+    /// Last sequence number seen from each sender (index = sender).
+    last_seen: Vec<u64>,
+    /// False once the server closed or reset the connection.
+    alive: bool,
+}
+
+/// A message on its way: how many receivers still have to get it.
+struct InFlight {
+    remaining: u32,
+}
+
+struct Load {
+    poll: Poll,
+    clients: Vec<Client>,
+    protocol: Protocol,
+    oper: Option<String>,
+    started: Instant,
+    /// Receivers per message.
+    fanout: u32,
+    in_flight: HashMap<(u32, u64), InFlight>,
+    /// Messages in flight per sender.
+    pending: Vec<usize>,
+    next_seq: Vec<u64>,
+    /// Counting only while true (after the warm-up).
+    measuring: bool,
+    latencies_us: Vec<u64>,
+    deliveries: u64,
+    completed: u64,
+    sent: u64,
+    duplicates_or_late: u64,
+    gaps: u64,
+    /// Clients the server disconnected.
+    disconnected: u64,
+}
+
+const ROOM_IRC: &str = "#bench";
+
+impl Load {
+    fn connect(common: &Common, senders: usize) -> io::Result<Load> {
+        raise_open_files(common.clients as u64 + 64);
+        let poll = Poll::new()?;
+        let fanout = match common.protocol {
+            Protocol::Chatd => common.clients as u32,
+            Protocol::Irc => common.clients.saturating_sub(1) as u32,
+        };
+        Ok(Load {
+            poll,
+            clients: Vec::with_capacity(common.clients),
+            protocol: common.protocol,
+            oper: common.oper.clone(),
+            started: Instant::now(),
+            fanout,
+            in_flight: HashMap::new(),
+            pending: vec![0; senders],
+            next_seq: vec![1; senders],
+            measuring: false,
+            latencies_us: Vec::new(),
+            deliveries: 0,
+            completed: 0,
+            sent: 0,
+            duplicates_or_late: 0,
+            gaps: 0,
+            disconnected: 0,
+        })
+    }
+
+    /// Opens one more client and sends its registration.
+    fn open(&mut self, addr: SocketAddr, senders: usize) -> io::Result<()> {
+        let id = self.clients.len();
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        self.poll.registry().register(
+            &mut stream,
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let nick = format!("b{id}");
+        let out = match self.protocol {
+            Protocol::Chatd => format!("{nick}\r\n"),
+            Protocol::Irc => format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n"),
+        };
+        self.clients.push(Client {
+            stream,
+            inbuf: Vec::with_capacity(4096),
+            out: out.into_bytes(),
+            nick,
+            connected_at: Instant::now(),
+            admitted_at: None,
+            last_seen: vec![0; senders],
+            alive: true,
+        });
+        Ok(())
+    }
+
+    fn admitted(&self) -> usize {
+        self.clients.iter().filter(|c| c.admitted_at.is_some()).count()
+    }
+
+    /// Polls once (up to `timeout`) and handles what arrived.
+    fn turn(&mut self, timeout: Duration, events: &mut Events) -> io::Result<()> {
+        match self.poll.poll(events, Some(timeout)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(err) => return Err(err),
+        }
+        let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+        for id in ready {
+            if let Err(err) = self.read(id).and_then(|()| self.flush(id)) {
+                self.lose(id, &err);
+            }
+        }
+        Ok(())
+    }
+
+    /// The server closed or reset client `id`: it is counted and left alone from now on.
+    fn lose(&mut self, id: usize, err: &io::Error) {
+        let client = &mut self.clients[id];
+        if !client.alive {
+            return;
+        }
+        client.alive = false;
+        let _ = self.poll.registry().deregister(&mut client.stream);
+        if self.disconnected == 0 {
+            eprintln!("chatd-bench: client {id} lost: {err}");
+        }
+        self.disconnected += 1;
+    }
+
+    fn read(&mut self, id: usize) -> io::Result<()> {
+        if !self.clients[id].alive {
+            return Ok(());
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let n = match self.clients[id].stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(io::Error::other(format!(
+                        "client {id}: the server closed the connection"
+                    )));
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            self.clients[id].inbuf.extend_from_slice(&chunk[..n]);
+            let buffer = std::mem::take(&mut self.clients[id].inbuf);
+            let mut start = 0;
+            while let Some(end) = buffer[start..].iter().position(|&b| b == b'\n') {
+                let line = &buffer[start..start + end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                self.line(id, line);
+                start += end + 1;
+            }
+            let mut rest = buffer;
+            rest.drain(..start);
+            self.clients[id].inbuf = rest;
+        }
+    }
+
+    fn line(&mut self, id: usize, line: &[u8]) {
+        let Ok(line) = std::str::from_utf8(line) else { return };
+        let message = match self.protocol {
+            Protocol::Chatd => {
+                line.strip_prefix('<').and_then(|rest| rest.split_once("> ")).map(|(_, m)| m)
+            }
+            Protocol::Irc => line
+                .split_once(" PRIVMSG ")
+                .and_then(|(_, rest)| rest.split_once(" :"))
+                .map(|(_, m)| m),
+        };
+        if let Some(message) = message {
+            self.delivered(id, message);
+            return;
+        }
+        if self.clients[id].admitted_at.is_some() {
+            if self.protocol == Protocol::Irc && line.starts_with("PING") {
+                let reply = line.replacen("PING", "PONG", 1);
+                self.clients[id].out.extend_from_slice(format!("{reply}\r\n").as_bytes());
+            }
+            return;
+        }
+        let nick = &self.clients[id].nick;
+        let admitted = match self.protocol {
+            Protocol::Chatd => line == format!("*** {nick} has joined lobby"),
+            Protocol::Irc => {
+                let code = line.split_whitespace().nth(1);
+                if code == Some("001") {
+                    let mut out = String::new();
+                    if let Some((name, password)) =
+                        self.oper.as_ref().and_then(|o| o.split_once(':'))
+                    {
+                        out.push_str(&format!("OPER {name} {password}\r\nMODE {nick} +F\r\n"));
+                    }
+                    out.push_str(&format!("JOIN {ROOM_IRC}\r\n"));
+                    self.clients[id].out.extend_from_slice(out.as_bytes());
+                }
+                code == Some("366")
+            }
+        };
+        if admitted {
+            self.clients[id].admitted_at = Some(Instant::now());
+        }
+    }
+
+    /// A benchmark message reached client `id`.
+    fn delivered(&mut self, id: usize, message: &str) {
+        let mut words = message.split(' ');
+        if words.next() != Some("m") {
+            return;
+        }
+        let number = |w: Option<&str>| w.and_then(|w| w.parse::<u64>().ok());
+        let (Some(sender), Some(seq), Some(sent_ns)) =
+            (number(words.next()), number(words.next()), number(words.next()))
+        else {
+            return;
+        };
+        let now_ns = self.started.elapsed().as_nanos() as u64;
+        let client = &mut self.clients[id];
+        if let Some(last) = client.last_seen.get_mut(sender as usize) {
+            if seq <= *last {
+                self.duplicates_or_late += 1;
+            } else {
+                if seq > *last + 1 {
+                    self.gaps += 1;
+                }
+                *last = seq;
+            }
+        }
+        if self.measuring {
+            self.deliveries += 1;
+            self.latencies_us.push(now_ns.saturating_sub(sent_ns) / 1000);
+        }
+        let key = (sender as u32, seq);
+        if let Some(flight) = self.in_flight.get_mut(&key) {
+            flight.remaining = flight.remaining.saturating_sub(1);
+            if flight.remaining == 0 {
+                self.in_flight.remove(&key);
+                if let Some(pending) = self.pending.get_mut(sender as usize) {
+                    *pending = pending.saturating_sub(1);
+                }
+                if self.measuring {
+                    self.completed += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends one message from sender `s` (client `s`).
+    fn send(&mut self, s: usize) {
+        let seq = self.next_seq[s];
+        self.next_seq[s] += 1;
+        let now_ns = self.started.elapsed().as_nanos() as u64;
+        let text = format!("m {s} {seq} {now_ns}");
+        let line = match self.protocol {
+            Protocol::Chatd => format!("{text}\r\n"),
+            Protocol::Irc => format!("PRIVMSG {ROOM_IRC} :{text}\r\n"),
+        };
+        self.clients[s].out.extend_from_slice(line.as_bytes());
+        self.in_flight.insert((s as u32, seq), InFlight { remaining: self.fanout });
+        self.pending[s] += 1;
+        if self.measuring {
+            self.sent += 1;
+        }
+    }
+
+    fn flush(&mut self, id: usize) -> io::Result<()> {
+        let client = &mut self.clients[id];
+        if !client.alive {
+            return Ok(());
+        }
+        while !client.out.is_empty() {
+            match client.stream.write(&client.out) {
+                Ok(n) => {
+                    client.out.drain(..n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects every client (`batch` at a time) and waits until all are admitted.
+    fn connect_all(
+        &mut self,
+        common: &Common,
+        senders: usize,
+        deadline: Duration,
+    ) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let until = Instant::now() + deadline;
+        while self.admitted() < common.clients {
+            if self.disconnected > 0 {
+                return Err(io::Error::other(
+                    "the server disconnected clients while they registered",
+                ));
+            }
+            // Keep at most 64 clients registering at once, as a crowd would arrive.
+            let registering = self.clients.len() - self.admitted();
+            for _ in registering..64 {
+                if self.clients.len() < common.clients {
+                    self.open(common.addr, senders)?;
+                }
+            }
+            self.turn(Duration::from_millis(5), &mut events)?;
+            if Instant::now() > until {
+                return Err(io::Error::other(format!(
+                    "only {} of {} clients admitted within {deadline:?}",
+                    self.admitted(),
+                    common.clients
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until the in-flight messages are delivered or `limit` passes.
+    fn drain(&mut self, limit: Duration) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let until = Instant::now() + limit;
+        while !self.in_flight.is_empty() && Instant::now() < until {
+            self.turn(Duration::from_millis(10), &mut events)?;
+        }
+        Ok(())
+    }
+}
+
+/// Raises the soft limit on open files as far as needed (and allowed).
+fn raise_open_files(wanted: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < wanted
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard);
+    }
+}
+
+/// A forked child that only blocks in `read`: the smallest process a fork can make, for the
+/// memory floor. Returns its pid and the pipe end that ends it when dropped.
+fn minimal_process() -> Option<(i32, std::os::fd::OwnedFd)> {
+    let (reader, writer) = nix::unistd::pipe().ok()?;
+    // SAFETY: the load generator is single-threaded; the child only calls read and _exit.
+    match unsafe { nix::unistd::fork() }.ok()? {
+        nix::unistd::ForkResult::Child => {
+            drop(writer);
+            let mut byte = [0u8; 1];
+            let _ = nix::unistd::read(&reader, &mut byte);
+            // SAFETY: _exit is async-signal-safe and ends the child without running anything.
+            unsafe { nix::libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => Some((child.as_raw(), writer)),
+    }
+}
+
+fn server_figures(result: &mut Map<String, Value>, pid: Option<i32>, clients: usize) {
+    let Some(pid) = pid else { return };
+    let tree = measure::process_tree(pid);
+    let pss: u64 = tree.iter().map(|&p| measure::pss_kib(p)).sum();
+    put(result, "server_processes", tree.len());
+    put(result, "pss_total_kib", pss);
+    put(result, "pss_per_client_kib", pss as f64 / clients.max(1) as f64);
+}
+
+fn milliseconds(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
+    let floor = minimal_process();
+    let mut result = Map::new();
+    match scenario {
+        Scenario::Report { .. } => return Err(io::Error::other("report is not a load scenario")),
+        Scenario::Connect(common) => {
+            put(&mut result, "scenario", format!("connect n={}", common.clients));
+            let mut load = Load::connect(&common, 0)?;
+            let start = Instant::now();
+            load.connect_all(&common, 0, Duration::from_secs(60))?;
+            let took = start.elapsed().as_secs_f64();
+            let mut times: Vec<u64> = load
+                .clients
+                .iter()
+                .filter_map(|c| {
+                    Some(c.admitted_at?.duration_since(c.connected_at).as_micros() as u64)
+                })
+                .collect();
+            times.sort_unstable();
+            put(&mut result, "admissions_per_second", common.clients as f64 / took);
+            put(&mut result, "admission_p50_ms", milliseconds(measure::quantile(&times, 0.5)));
+            put(&mut result, "admission_p99_ms", milliseconds(measure::quantile(&times, 0.99)));
+            server_figures(&mut result, common.pid, common.clients);
+            finish(&mut result, &common, floor);
+        }
+        Scenario::Fanout { common, senders, window, seconds } => {
+            let senders = senders.min(common.clients);
+            put(
+                &mut result,
+                "scenario",
+                format!("fanout n={} s={senders} w={window}", common.clients),
+            );
+            let mut load = Load::connect(&common, senders)?;
+            load.connect_all(&common, senders, Duration::from_secs(120))?;
+            server_figures(&mut result, common.pid, common.clients);
+            let tree = common.pid.map(measure::process_tree).unwrap_or_default();
+            let mut events = Events::with_capacity(4096);
+            let warm_up = Instant::now() + Duration::from_secs(1);
+            let mut window_start = None;
+            let end = warm_up + Duration::from_secs_f64(seconds);
+            let (mut cpu0, mut own0, mut machine0) = (0.0, 0.0, 0.0);
+            while Instant::now() < end {
+                if window_start.is_none() && Instant::now() >= warm_up {
+                    load.measuring = true;
+                    window_start = Some(Instant::now());
+                    cpu0 = measure::cpu_seconds(&tree);
+                    own0 = measure::own_cpu_seconds();
+                    machine0 = measure::machine_busy_seconds();
+                }
+                for s in 0..senders {
+                    while load.clients[s].alive && load.pending[s] < window {
+                        load.send(s);
+                    }
+                    if let Err(err) = load.flush(s) {
+                        load.lose(s, &err);
+                    }
+                }
+                load.turn(Duration::from_millis(5), &mut events)?;
+            }
+            load.measuring = false;
+            let elapsed = window_start.map_or(0.0, |start| start.elapsed().as_secs_f64());
+            let server_cpu = measure::cpu_seconds(&tree) - cpu0;
+            let own_cpu = measure::own_cpu_seconds() - own0;
+            let machine = measure::machine_busy_seconds() - machine0;
+            load.drain(Duration::from_secs(5))?;
+            rates(&mut result, &mut load, elapsed);
+            if load.deliveries > 0 {
+                let others = (machine - own_cpu).max(0.0);
+                put(
+                    &mut result,
+                    "machine_cpu_per_delivery_us",
+                    others / load.deliveries as f64 * 1e6,
+                );
+                put(&mut result, "machine_cpu_percent", machine / elapsed.max(1e-9) * 100.0);
+            }
+            if load.deliveries > 0 && !tree.is_empty() {
+                put(
+                    &mut result,
+                    "server_cpu_per_delivery_us",
+                    server_cpu / load.deliveries as f64 * 1e6,
+                );
+            }
+            put(&mut result, "server_cpu_percent", server_cpu / elapsed.max(1e-9) * 100.0);
+            put(&mut result, "generator_cpu_percent", own_cpu / elapsed.max(1e-9) * 100.0);
+            finish(&mut result, &common, floor);
+        }
+        Scenario::Rate { common, senders, rate, seconds } => {
+            let senders = senders.min(common.clients).max(1);
+            put(&mut result, "scenario", format!("rate n={} r={rate}", common.clients));
+            let mut load = Load::connect(&common, senders)?;
+            load.connect_all(&common, senders, Duration::from_secs(120))?;
+            let mut events = Events::with_capacity(4096);
+            load.measuring = true;
+            let own0 = measure::own_cpu_seconds();
+            let start = Instant::now();
+            let mut due = 0u64;
+            while start.elapsed().as_secs_f64() < seconds {
+                let should = (start.elapsed().as_secs_f64() * rate) as u64;
+                while due < should {
+                    let s = (due % senders as u64) as usize;
+                    due += 1;
+                    if !load.clients[s].alive {
+                        continue;
+                    }
+                    load.send(s);
+                    if let Err(err) = load.flush(s) {
+                        load.lose(s, &err);
+                    }
+                }
+                load.turn(Duration::from_millis(1), &mut events)?;
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            let own_cpu = measure::own_cpu_seconds() - own0;
+            load.drain(Duration::from_secs(5))?;
+            load.measuring = false;
+            rates(&mut result, &mut load, elapsed);
+            put(&mut result, "generator_cpu_percent", own_cpu / elapsed.max(1e-9) * 100.0);
+            finish(&mut result, &common, floor);
+        }
+    }
+    Ok(result)
+}
+
+fn rates(result: &mut Map<String, Value>, load: &mut Load, elapsed: f64) {
+    load.latencies_us.sort_unstable();
+    let lat = &load.latencies_us;
+    put(result, "seconds", elapsed);
+    put(result, "messages_sent", load.sent);
+    put(result, "messages_per_second", load.completed as f64 / elapsed.max(1e-9));
+    put(result, "deliveries_per_second", load.deliveries as f64 / elapsed.max(1e-9));
+    put(result, "latency_p50_ms", milliseconds(measure::quantile(lat, 0.5)));
+    put(result, "latency_p90_ms", milliseconds(measure::quantile(lat, 0.9)));
+    put(result, "latency_p99_ms", milliseconds(measure::quantile(lat, 0.99)));
+    put(result, "latency_max_ms", milliseconds(lat.last().copied().unwrap_or(0)));
+    let lost: u64 = load.in_flight.values().map(|f| u64::from(f.remaining)).sum();
+    put(result, "lost", lost);
+    put(result, "duplicates_or_late", load.duplicates_or_late);
+    put(result, "gaps", load.gaps);
+    put(result, "disconnected", load.disconnected);
+}
+
+fn finish(
+    result: &mut Map<String, Value>,
+    common: &Common,
+    floor: Option<(i32, std::os::fd::OwnedFd)>,
+) {
+    put(result, "server", common.server.clone());
+    put(result, "clients", common.clients);
+    if let Some((pid, _end)) = &floor {
+        put(result, "floor_pss_kib", measure::pss_kib(*pid));
+    }
+    if let Some((pid, end)) = floor {
+        drop(end);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Scenario::Report { files } = &cli.scenario {
+        let mut lines = Vec::new();
+        for file in files {
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(err) => {
+                    eprintln!("chatd-bench: {}: {err}", file.display());
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            lines.extend(text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()));
+        }
+        print!("{}", measure::report(&lines));
+        return std::process::ExitCode::SUCCESS;
+    }
+    let json_file = match &cli.scenario {
+        Scenario::Connect(c)
+        | Scenario::Fanout { common: c, .. }
+        | Scenario::Rate { common: c, .. } => c.json.clone(),
+        Scenario::Report { .. } => None,
+    };
+    match run(cli.scenario) {
+        Ok(result) => {
+            let line = Value::Object(result).to_string();
+            println!("{line}");
+            if let Some(path) = json_file {
+                let appended = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut f| writeln!(f, "{line}"));
+                if let Err(err) = appended {
+                    eprintln!("chatd-bench: {}: {err}", path.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("chatd-bench: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
