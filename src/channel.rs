@@ -22,8 +22,11 @@ const READ_CHUNK: usize = 4 * 1024;
 /// What one read did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadOutcome {
-    /// Some bytes arrived; decode them and read again.
-    Data,
+    /// Some bytes arrived; decode them. `drained`: the read returned less than it asked for,
+    /// so the socket had nothing more at that moment and (with edge-triggered polling) new
+    /// bytes will be reported again: reading on until `WouldBlock` would only cost a system
+    /// call per wake-up.
+    Data { drained: bool },
     /// Nothing more to read until the poller says so.
     WouldBlock,
     /// The peer closed its end. `mid_frame` is true when it left part of a frame behind.
@@ -81,7 +84,7 @@ impl Channel {
         self.inbuf.truncate(start + *result.as_ref().unwrap_or(&0));
         match result {
             Ok(0) => Ok(ReadOutcome::Closed { mid_frame: start > 0 }),
-            Ok(_) => Ok(ReadOutcome::Data),
+            Ok(n) => Ok(ReadOutcome::Data { drained: n < READ_CHUNK }),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
             Err(err) => Err(err),
         }

@@ -86,6 +86,9 @@ struct Common {
     /// IRC operator name and password, to set user mode +F (relaxed flood protection).
     #[arg(long, value_name = "NAME:PASSWORD")]
     oper: Option<String>,
+    /// Clients registering at once while connecting, as a crowd arrives.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
 }
 
 /// One client connection.
@@ -395,9 +398,8 @@ impl Load {
                     "the server disconnected clients while they registered",
                 ));
             }
-            // Keep at most 64 clients registering at once, as a crowd would arrive.
             let registering = self.clients.len() - self.admitted();
-            for _ in registering..64 {
+            for _ in registering..common.concurrency {
                 if self.clients.len() < common.clients {
                     self.open(common.addr, senders)?;
                 }
@@ -423,6 +425,13 @@ impl Load {
         }
         Ok(())
     }
+}
+
+/// How long connecting may take: every login is announced to everyone already in the room,
+/// so N logins cost about N^2/2 deliveries.
+fn connect_deadline(clients: usize) -> Duration {
+    let clients = clients as u64;
+    Duration::from_secs(60 + clients * clients / 400_000)
 }
 
 /// Raises the soft limit on open files as far as needed (and allowed).
@@ -474,7 +483,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
             put(&mut result, "scenario", format!("connect n={}", common.clients));
             let mut load = Load::connect(&common, 0)?;
             let start = Instant::now();
-            load.connect_all(&common, 0, Duration::from_secs(60))?;
+            load.connect_all(&common, 0, connect_deadline(common.clients))?;
             let took = start.elapsed().as_secs_f64();
             let mut times: Vec<u64> = load
                 .clients
@@ -498,7 +507,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
                 format!("fanout n={} s={senders} w={window}", common.clients),
             );
             let mut load = Load::connect(&common, senders)?;
-            load.connect_all(&common, senders, Duration::from_secs(120))?;
+            load.connect_all(&common, senders, connect_deadline(common.clients))?;
             server_figures(&mut result, common.pid, common.clients);
             let tree = common.pid.map(measure::process_tree).unwrap_or_default();
             let mut events = Events::with_capacity(4096);
@@ -555,7 +564,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
             let senders = senders.min(common.clients).max(1);
             put(&mut result, "scenario", format!("rate n={} r={rate}", common.clients));
             let mut load = Load::connect(&common, senders)?;
-            load.connect_all(&common, senders, Duration::from_secs(120))?;
+            load.connect_all(&common, senders, connect_deadline(common.clients))?;
             let mut events = Events::with_capacity(4096);
             load.measuring = true;
             let own0 = measure::own_cpu_seconds();

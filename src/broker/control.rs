@@ -149,7 +149,7 @@ impl Broker {
                 return;
             }
             match client.channel.read_some() {
-                Ok(ReadOutcome::Data) => {}
+                Ok(ReadOutcome::Data { .. }) => {}
                 Ok(ReadOutcome::WouldBlock) => return,
                 Ok(ReadOutcome::Closed { .. }) | Err(_) => {
                     debug!("operator connection from pid {} closed before a request", client.pid);

@@ -204,8 +204,9 @@ impl Broker {
                     }
                     Token(token) => {
                         let id = token as MemberId;
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_from(id);
+                        let closed = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closed {
+                            self.read_from(id, closed);
                         }
                         if event.is_writable() {
                             self.mark_dirty(id);
@@ -367,7 +368,9 @@ impl Broker {
         self.peers.insert(id, peer);
     }
 
-    fn read_from(&mut self, id: MemberId) {
+    /// Reads what `id` sent. `to_the_end`: the poller saw the peer close or fail, so read until
+    /// the socket says so even after a short read.
+    fn read_from(&mut self, id: MemberId, to_the_end: bool) {
         loop {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return;
@@ -391,8 +394,8 @@ impl Broker {
                     self.doom(id, LeaveReason::ConnectionLost);
                     return;
                 }
-                ReadOutcome::Data => {
-                    if !self.handle_frames(id) {
+                ReadOutcome::Data { drained } => {
+                    if !self.handle_frames(id) || (drained && !to_the_end) {
                         return;
                     }
                 }

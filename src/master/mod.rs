@@ -909,7 +909,7 @@ impl Master {
         loop {
             let Some(link) = &mut self.link else { return };
             match link.read_some() {
-                Ok(ReadOutcome::Data) => {}
+                Ok(ReadOutcome::Data { .. }) => {}
                 Ok(ReadOutcome::WouldBlock) => break,
                 Ok(ReadOutcome::Closed { .. }) | Err(_) => {
                     debug!("the link to the broker closed");

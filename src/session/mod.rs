@@ -275,7 +275,7 @@ impl Session {
                         self.client_readable = true;
                     }
                     BROKER if event.is_readable() || event.is_read_closed() || event.is_error() => {
-                        self.read_broker();
+                        self.read_broker(event.is_read_closed() || event.is_error());
                     }
                     _ => {}
                 }
@@ -572,11 +572,13 @@ impl Session {
         }
     }
 
-    fn read_broker(&mut self) {
+    /// Reads the broker's events. `to_the_end`: the poller saw the connection close or fail,
+    /// so read until the socket says so even after a short read.
+    fn read_broker(&mut self, to_the_end: bool) {
         loop {
             let Some(channel) = self.broker.channel() else { return };
-            match channel.read_some() {
-                Ok(ReadOutcome::Data) => {}
+            let drained = match channel.read_some() {
+                Ok(ReadOutcome::Data { drained }) => drained && !to_the_end,
                 Ok(ReadOutcome::WouldBlock) => return,
                 Ok(ReadOutcome::Closed { .. }) => {
                     // Events that arrived with the close are still shown.
@@ -587,8 +589,8 @@ impl Session {
                     warn!("session for {}: broker connection failed: {err}", self.peer);
                     return self.broker_closed();
                 }
-            }
-            if !self.handle_events() {
+            };
+            if !self.handle_events() || drained {
                 return;
             }
         }
