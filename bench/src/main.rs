@@ -416,6 +416,22 @@ impl Load {
         Ok(())
     }
 
+    /// Reads until nothing has arrived for 300 ms (at most 30 s): the announcements of the
+    /// last logins have reached everyone, and the queues they filled have drained, before
+    /// memory is measured or messages are sent.
+    fn settle(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut quiet_since = Instant::now();
+        while Instant::now() < until && quiet_since.elapsed() < Duration::from_millis(300) {
+            self.turn(Duration::from_millis(50), &mut events)?;
+            if !events.is_empty() {
+                quiet_since = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
     /// Reads until the in-flight messages are delivered or `limit` passes.
     fn drain(&mut self, limit: Duration) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -496,6 +512,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
             put(&mut result, "admissions_per_second", common.clients as f64 / took);
             put(&mut result, "admission_p50_ms", milliseconds(measure::quantile(&times, 0.5)));
             put(&mut result, "admission_p99_ms", milliseconds(measure::quantile(&times, 0.99)));
+            load.settle()?;
             server_figures(&mut result, common.pid, common.clients);
             finish(&mut result, &common, floor);
         }
@@ -508,7 +525,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
             );
             let mut load = Load::connect(&common, senders)?;
             load.connect_all(&common, senders, connect_deadline(common.clients))?;
-            server_figures(&mut result, common.pid, common.clients);
+            load.settle()?;
             let tree = common.pid.map(measure::process_tree).unwrap_or_default();
             let mut events = Events::with_capacity(4096);
             let warm_up = Instant::now() + Duration::from_secs(1);
@@ -539,6 +556,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
             let own_cpu = measure::own_cpu_seconds() - own0;
             let machine = measure::machine_busy_seconds() - machine0;
             load.drain(Duration::from_secs(5))?;
+            server_figures(&mut result, common.pid, common.clients);
             rates(&mut result, &mut load, elapsed);
             if load.deliveries > 0 {
                 let others = (machine - own_cpu).max(0.0);
