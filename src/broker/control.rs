@@ -303,7 +303,7 @@ impl Broker {
             ControlRequest::Reload => match self.master {
                 Some(master) => {
                     self.pending_reloads.push(id);
-                    self.send_to(master, &Event::Reload);
+                    self.send_to([master], &Event::Reload);
                     return None;
                 }
                 None => ControlReply::Failed(
@@ -476,13 +476,7 @@ impl Broker {
             .filter(|(_, peer)| peer.session.is_some() && !peer.kicked)
             .map(|(&id, _)| id)
             .collect();
-        let event = Event::Announcement { text: text.to_string() };
-        self.scratch.clear();
-        if crate::proto::codec::encode_frame(&event, &mut self.scratch).is_ok() {
-            for id in sessions {
-                self.queue(id);
-            }
-        }
+        self.send_to(sessions, &Event::Announcement { text: text.to_string() });
     }
 
     /// Saves the moderation state and turns the outcome into a reply.

@@ -242,7 +242,7 @@ impl Broker {
         match self.master {
             Some(master) => {
                 info!("shutdown grace time is over; asking the master to stop");
-                self.send_to(master, &Event::Stop);
+                self.send_to([master], &Event::Stop);
                 self.flush_dirty();
                 false
             }
@@ -475,8 +475,9 @@ impl Broker {
                 deliveries
             }
             Request::Resume { nick, room, topic } => {
-                if self.moderation.nick_ban(&nick, now).is_some() {
-                    self.kick(id, Some("banned".to_string()));
+                if let Some(ban) = self.moderation.nick_ban(&nick, now) {
+                    let reason = ban_reason(ban.reason.as_deref());
+                    self.kick(id, Some(reason));
                     return true;
                 }
                 let deliveries = self.rooms.resume(id, session, &nick, &room, topic.as_deref());
@@ -486,19 +487,13 @@ impl Broker {
                 deliveries
             }
             Request::Say { seq, text } => {
-                self.sync_mute(id, now);
-                self.chat_line(id, |rooms| rooms.say(id, seq, &text));
-                return self.peers.contains_key(&id);
+                return self.chat_line(id, now, |rooms| rooms.say(id, seq, &text));
             }
             Request::Act { seq, text } => {
-                self.sync_mute(id, now);
-                self.chat_line(id, |rooms| rooms.act(id, seq, &text));
-                return self.peers.contains_key(&id);
+                return self.chat_line(id, now, |rooms| rooms.act(id, seq, &text));
             }
             Request::Private { seq, to, text } => {
-                self.sync_mute(id, now);
-                self.chat_line(id, |rooms| rooms.private(id, seq, &to, &text));
-                return self.peers.contains_key(&id);
+                return self.chat_line(id, now, |rooms| rooms.private(id, seq, &to, &text));
             }
             Request::ChangeNick { nick } => {
                 if self.refuse_banned_nick(id, &nick, now) {
@@ -598,8 +593,17 @@ impl Broker {
         true
     }
 
-    /// Applies a chat line (say, act or private message) and counts it for the figures.
-    fn chat_line(&mut self, id: MemberId, apply: impl FnOnce(&mut Rooms) -> Vec<Delivery>) {
+    /// Applies a chat line (say, act or private message) from `id`, muted or not, and counts
+    /// it for the figures. Returns false if the peer is gone afterwards.
+    fn chat_line(
+        &mut self,
+        id: MemberId,
+        now: u64,
+        apply: impl FnOnce(&mut Rooms) -> Vec<Delivery>,
+    ) -> bool {
+        // The persisted mutes expire by time: bring the member's flag in line first.
+        let muted = self.rooms.nick(id).is_some_and(|nick| self.moderation.is_muted(nick, now));
+        self.rooms.set_muted(id, muted);
         let read_at = Instant::now();
         let deliveries = apply(&mut self.rooms);
         let accepted = matches!(
@@ -619,6 +623,7 @@ impl Broker {
             self.stats.message(copies, read_at);
             self.lines_this_turn.push(read_at);
         }
+        self.peers.contains_key(&id)
     }
 
     /// Refuses a nickname an operator banned; true if it was refused.
@@ -629,12 +634,6 @@ impl Broker {
         let failure = Failure::NickBanned(crate::text::sanitize(nick));
         self.deliver(vec![Delivery { to: Audience::One(id), event: Event::Failed(failure) }]);
         true
-    }
-
-    /// Brings a member's mute flag in line with the persisted mutes (which expire by time).
-    fn sync_mute(&mut self, id: MemberId, now: u64) {
-        let muted = self.rooms.nick(id).is_some_and(|nick| self.moderation.is_muted(nick, now));
-        self.rooms.set_muted(id, muted);
     }
 
     /// Removes a session for an operator: it is told why (and closes), its room is told.
@@ -660,10 +659,15 @@ impl Broker {
         self.deliver(deliveries);
     }
 
-    /// Queues one event for one peer (the master's link, say).
-    fn send_to(&mut self, id: MemberId, event: &Event) {
+    /// Encodes `event` once and queues it for each of `ids` (the master's link, every
+    /// session for an operator's announcement).
+    fn send_to(&mut self, ids: impl IntoIterator<Item = MemberId>, event: &Event) {
         self.scratch.clear();
-        if codec::encode_frame(event, &mut self.scratch).is_ok() {
+        if let Err(err) = codec::encode_frame(event, &mut self.scratch) {
+            error!("cannot encode an event: {err}");
+            return;
+        }
+        for id in ids {
             self.queue(id);
         }
     }

@@ -25,7 +25,7 @@ pub mod listen;
 pub mod privileges;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixListener};
 use std::panic::{self, AssertUnwindSafe};
@@ -76,8 +76,7 @@ const LOG_WINDOW: Duration = Duration::from_secs(5);
 
 const SIGNALS: Token = Token(usize::MAX);
 const ADMISSIONS: Token = Token(usize::MAX - 1);
-const BROKER_WATCH: Token = Token(usize::MAX - 2);
-const LINK: Token = Token(usize::MAX - 3);
+const LINK: Token = Token(usize::MAX - 2);
 
 /// How often the master sends its figures to the broker (and retries a lost link).
 const FIGURES_INTERVAL: Duration = Duration::from_secs(1);
@@ -117,9 +116,9 @@ struct SessionChild {
 /// The broker child and its restart policy.
 struct BrokerChild {
     pid: Option<Pid>,
-    /// Set when the broker is not our child but one adopted from a master that died: a
-    /// connection to it whose end tells that it is gone (it cannot be reaped by us).
-    adopted: Option<UnixStream>,
+    /// The broker is not our child but one adopted from a master that died: it cannot be
+    /// reaped, so the end of the link tells that it is gone.
+    adopted: bool,
     started: Instant,
     backoff: Duration,
     restart_at: Option<Instant>,
@@ -188,7 +187,10 @@ struct Master {
     /// The link to the broker (see the module documentation); `None` while there is none.
     link: Option<Channel>,
     next_figures_at: Instant,
-    figures: Figures,
+    /// What the master counts for operators (`connections` and `refusals` are filled in when
+    /// sent), and the refusals by reason.
+    figures: MasterFigures,
+    refusals: BTreeMap<&'static str, u64>,
     /// Address bans, read from the state file the broker writes.
     bans: BanFile,
     /// The settings in force, and where to read them again on SIGHUP.
@@ -206,16 +208,6 @@ struct Master {
     shutdown: Option<Shutdown>,
     /// systemd's watchdog, when `WatchdogSec` is set.
     watchdog: Option<Watchdog>,
-}
-
-/// What the master counts for operators.
-#[derive(Debug, Default)]
-struct Figures {
-    started_at: u64,
-    accepted: u64,
-    refusals: BTreeMap<&'static str, u64>,
-    child_crashes: u64,
-    broker_restarts: u64,
 }
 
 /// When to tell systemd's watchdog that the master is alive: twice per interval.
@@ -264,9 +256,6 @@ pub fn run(
         }
         BrokerSocket::Orphaned { watch, pid } => {
             info!("adopting broker pid {pid}, whose master is gone; its sessions keep chatting");
-            watch.set_nonblocking(true)?;
-            let mut watch = UnixStream::from_std(watch);
-            poll.registry().register(&mut watch, BROKER_WATCH, Interest::READABLE)?;
             (None, Some((watch, Pid::from_raw(pid))))
         }
     };
@@ -291,7 +280,7 @@ pub fn run(
         broker_socket: broker_socket.clone(),
         broker: BrokerChild {
             pid: adopted.as_ref().map(|(_, pid)| *pid),
-            adopted: adopted.map(|(watch, _)| watch),
+            adopted: adopted.is_some(),
             started: Instant::now(),
             backoff: Duration::ZERO,
             restart_at: None,
@@ -301,7 +290,12 @@ pub fn run(
         admission: Admission::new(config.admission.clone()),
         link: None,
         next_figures_at: Instant::now(),
-        figures: Figures { started_at: unix_now(), ..Figures::default() },
+        figures: MasterFigures {
+            pid: std::process::id(),
+            started_at: unix_now(),
+            ..MasterFigures::default()
+        },
+        refusals: BTreeMap::new(),
         bans: BanFile::new(&config.state_dir),
         config: config.clone(),
         source,
@@ -319,10 +313,10 @@ pub fn run(
         // (the starting process's caller waits for it to close).
         sys::detach_stderr()?;
     }
-    if master.broker.adopted.is_none() {
-        master.start_broker().map_err(MasterError::Broker)?;
-    } else {
-        master.connect_link();
+    match adopted {
+        None => master.start_broker().map_err(MasterError::Broker)?,
+        // The connection that found the orphaned broker becomes the link.
+        Some((watch, _)) => master.open_link(watch),
     }
     for listener in &master.listeners {
         info!("listening on {}", listener.local_addr()?);
@@ -357,7 +351,6 @@ impl Master {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
                     ADMISSIONS => self.read_admissions(),
-                    BROKER_WATCH => self.watch_adopted_broker(),
                     LINK => self.serve_link(),
                     Token(index) => self.accept_from(index),
                 }
@@ -531,7 +524,7 @@ impl Master {
             let reason = ban.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
             let _ = stream
                 .write(format!("*** You are banned from this server{reason}.\r\n").as_bytes());
-            *self.figures.refusals.entry("banned").or_default() += 1;
+            *self.refusals.entry("banned").or_default() += 1;
             if self.throttle.allow("banned", now) {
                 info!(target: logging::NOTICE, "refused {peer}: banned ({})", ban.target);
             }
@@ -541,7 +534,7 @@ impl Master {
             Ok(()) => self.spawn_session(stream, peer),
             Err(refusal) => {
                 let _ = stream.write(format!("{}\r\n", refusal.message()).as_bytes());
-                *self.figures.refusals.entry(refusal.key()).or_default() += 1;
+                *self.refusals.entry(refusal.key()).or_default() += 1;
                 if self.throttle.allow(refusal.reason(), now) {
                     info!(target: logging::NOTICE, "refused {peer}: {}", refusal.reason());
                 }
@@ -561,26 +554,17 @@ impl Master {
         }
     }
 
-    /// An adopted broker is not our child: its end shows as the end of the watch connection.
-    /// Then the master binds `broker.sock` afresh and starts its own broker, with which the
-    /// orphaned sessions re-register like after any broker restart.
-    fn watch_adopted_broker(&mut self) {
-        let Some(watch) = self.broker.adopted.as_mut() else { return };
-        let mut scratch = [0u8; 4096];
-        loop {
-            match watch.read(&mut scratch) {
-                Ok(0) => break,
-                Ok(_) => {} // A goodbye frame at shutdown: nothing to do.
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        if let Some(mut watch) = self.broker.adopted.take() {
-            let _ = self.poll.registry().deregister(&mut watch);
-        }
-        let pid = self.broker.pid.take();
+    /// The link to the broker ended. For our own broker that is all (reaping tells more). An
+    /// adopted broker is not our child: the end of the link is how its death shows. Then the
+    /// master binds `broker.sock` afresh and starts its own broker, with which the orphaned
+    /// sessions re-register like after any broker restart.
+    fn link_lost(&mut self) {
         self.drop_link();
+        if !self.broker.adopted {
+            return;
+        }
+        self.broker.adopted = false;
+        let pid = self.broker.pid.take();
         if self.shutdown.is_none() {
             error!("adopted broker {pid:?} is gone; starting a broker of our own");
             self.figures.broker_restarts += 1;
@@ -838,9 +822,16 @@ impl Master {
     /// was forked, so it is accepted as soon as the broker runs) that starts with
     /// `MasterHello`. A failure is retried with the next figures.
     fn connect_link(&mut self) {
+        match std::os::unix::net::UnixStream::connect(&self.broker_socket) {
+            Ok(stream) => self.open_link(stream),
+            Err(err) => debug!("cannot link to the broker yet: {err}"),
+        }
+    }
+
+    /// Makes `stream`, a connection to `broker.sock`, the link: says `MasterHello` on it.
+    fn open_link(&mut self, stream: std::os::unix::net::UnixStream) {
         self.drop_link();
         let opened = (|| -> io::Result<Channel> {
-            let stream = std::os::unix::net::UnixStream::connect(&self.broker_socket)?;
             stream.set_nonblocking(true)?;
             let mut stream = UnixStream::from_std(stream);
             self.poll.registry().register(
@@ -862,7 +853,10 @@ impl Master {
                 self.link = Some(channel);
                 self.send_figures();
             }
-            Err(err) => debug!("cannot link to the broker yet: {err}"),
+            Err(err) => {
+                warn!("cannot link to the broker: {err}");
+                self.link_lost();
+            }
         }
     }
 
@@ -884,23 +878,18 @@ impl Master {
             return;
         }
         let figures = MasterFigures {
-            pid: std::process::id(),
-            started_at: self.figures.started_at,
             connections: self.sessions.len() as u64,
-            accepted: self.figures.accepted,
             refusals: self
-                .figures
                 .refusals
                 .iter()
                 .map(|(reason, &count)| Counted { reason: reason.to_string(), count })
                 .collect(),
-            child_crashes: self.figures.child_crashes,
-            broker_restarts: self.figures.broker_restarts,
+            ..self.figures.clone()
         };
         if let Some(link) = &mut self.link
             && (link.send(&Request::MasterFigures(figures)).is_err() || link.flush().is_err())
         {
-            self.drop_link();
+            self.link_lost();
         }
     }
 
@@ -913,7 +902,7 @@ impl Master {
                 Ok(ReadOutcome::WouldBlock) => break,
                 Ok(ReadOutcome::Closed { .. }) | Err(_) => {
                     debug!("the link to the broker closed");
-                    self.drop_link();
+                    self.link_lost();
                     return;
                 }
             }
@@ -938,7 +927,7 @@ impl Master {
                     Ok(None) => break,
                     Err(err) => {
                         warn!("dropping the link to the broker: {err}");
-                        self.drop_link();
+                        self.link_lost();
                         return;
                     }
                 }
@@ -947,7 +936,7 @@ impl Master {
         if let Some(link) = &mut self.link
             && link.flush().is_err()
         {
-            self.drop_link();
+            self.link_lost();
         }
     }
 }

@@ -261,10 +261,7 @@ impl Session {
                     }
                     _ => {
                         // `kill PID` on a session is a kick: the room is told why.
-                        let reason = "disconnected by an operator".to_string();
-                        self.report_traffic();
-                        let sent = self.broker.send(&Request::Quit { reason: Some(reason) });
-                        self.check_sent(sent);
+                        self.send_quit(Some("disconnected by an operator".to_string()));
                         self.close(Some(notice::killed()), &format!("{signal}"));
                     }
                 }
@@ -544,9 +541,7 @@ impl Session {
             Command::Topic(text) => Request::Topic { text },
             Command::Quit(reason) => {
                 self.quit_sent = Some(Instant::now());
-                // The broker closes the connection after a Quit: the last figures go first.
-                self.report_traffic();
-                Request::Quit { reason }
+                return self.send_quit(reason);
             }
             Command::Away(reason) => {
                 Request::Away { reason: reason.unwrap_or_else(|| "away".to_string()) }
@@ -781,6 +776,14 @@ impl Session {
         }
     }
 
+    /// Says goodbye to the broker, which then closes the connection: the last figures go
+    /// first.
+    fn send_quit(&mut self, reason: Option<String>) {
+        self.report_traffic();
+        let sent = self.broker.send(&Request::Quit { reason });
+        self.check_sent(sent);
+    }
+
     /// Tells the broker how many bytes went to and from the client since the last report.
     fn report_traffic(&mut self) {
         let Traffic { received, sent, .. } = std::mem::take(&mut self.traffic);
@@ -836,9 +839,7 @@ impl Session {
             let idle = now.saturating_duration_since(self.last_line_at);
             if idle >= timeout {
                 let reason = format!("idle for {} s", timeout.as_secs());
-                self.report_traffic();
-                let sent = self.broker.send(&Request::Quit { reason: Some(reason.clone()) });
-                self.check_sent(sent);
+                self.send_quit(Some(reason.clone()));
                 self.close(Some(notice::idle_disconnect(timeout.as_secs())), &reason);
             } else if !self.idle_warned && idle >= timeout - idle_warning(timeout) {
                 self.idle_warned = true;
