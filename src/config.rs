@@ -100,6 +100,9 @@ pub struct SessionLimits {
     pub send_queue_bytes: usize,
     /// Bytes without a line end before the client is disconnected.
     pub max_unterminated_bytes: usize,
+    /// Offer telnet options as soon as a client connects, not only once it sent a telnet
+    /// command: for telnet clients that wait for the server.
+    pub telnet: bool,
 }
 
 /// Effective settings.
@@ -120,6 +123,8 @@ pub struct Config {
     pub session: SessionLimits,
     /// Bytes the broker queues for one session before dropping it as too slow.
     pub broker_queue_bytes: usize,
+    /// Lines of each room's history shown to whoever enters it (0: none).
+    pub history_lines: usize,
     /// Where bans, mutes and the message of the day persist.
     pub state_dir: PathBuf,
     /// Members of this group may use `chatctl` (besides root and the daemon's user); `None`:
@@ -153,6 +158,8 @@ struct FileConfig {
     send_queue_bytes: Option<usize>,
     broker_queue_bytes: Option<usize>,
     max_unterminated_bytes: Option<usize>,
+    telnet: Option<bool>,
+    history_lines: Option<usize>,
     state_dir: Option<PathBuf>,
     admin_group: Option<String>,
 }
@@ -331,12 +338,23 @@ impl Config {
                     parsed.max_unterminated_bytes,
                     10 * 1024 * 1024,
                 )?,
+                telnet: parsed.telnet.unwrap_or(false),
             },
             broker_queue_bytes: positive_size(
                 "broker_queue_bytes",
                 parsed.broker_queue_bytes,
                 4 << 20,
             )?,
+            history_lines: match parsed.history_lines {
+                Some(lines) if lines > crate::broker::room::RECENT_LINES => {
+                    return Err(invalid(
+                        "history_lines",
+                        format!("at most {}", crate::broker::room::RECENT_LINES),
+                    ));
+                }
+                Some(lines) => lines,
+                None => crate::broker::room::DEFAULT_HISTORY_LINES,
+            },
             state_dir: parsed.state_dir.unwrap_or_else(default_state_dir),
             admin_group: match parsed.admin_group {
                 Some(group) if group.is_empty() => None,
@@ -463,7 +481,7 @@ mod tests {
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 24, "packaging/chatd.toml should list all 24 keys");
+        assert_eq!(keys, 26, "packaging/chatd.toml should list all 26 keys");
     }
 
     #[test]

@@ -22,13 +22,15 @@ pub struct ChildSignals {
 }
 
 impl ChildSignals {
-    /// Blocks `signals` in this process and opens a non-blocking descriptor that reports them.
+    /// Blocks `signals` (and only them) in this process and opens a non-blocking descriptor
+    /// that reports them. A child forked by `sys::fork_with_signals_blocked` calls this once,
+    /// early: until then every signal is blocked.
     pub fn new(signals: &[Signal]) -> io::Result<Self> {
         let mut mask = SigSet::empty();
         for &signal in signals {
             mask.add(signal);
         }
-        sys::block_signals(&mask)?;
+        sys::set_blocked_signals(&mask)?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(io::Error::from)?;
         Ok(ChildSignals { fd })

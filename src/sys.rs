@@ -28,8 +28,9 @@ const HANDLED_BY_MASTER: [Signal; 5] =
 /// Forks the calling process with every signal blocked across the `fork`.
 ///
 /// Blocking first closes the window in which a signal could reach the child while it still runs
-/// the master's handlers. In the child, the master's handlers are reset to their defaults before
-/// the mask is restored; the parent just restores its mask.
+/// the master's handlers. In the child, the master's handlers are reset to their defaults and
+/// every signal stays blocked until the child sets its own mask (`ChildSignals::new`); the
+/// parent just restores its mask.
 ///
 /// The caller must be single-threaded (the master and broker are: they never start threads).
 pub fn fork_with_signals_blocked() -> io::Result<Forked> {
@@ -47,7 +48,10 @@ pub fn fork_with_signals_blocked() -> io::Result<Forked> {
         Ok(ForkResult::Parent { child }) => Forked::Parent(child),
         Ok(ForkResult::Child) => {
             reset_master_signal_handlers();
-            Forked::Child
+            // Every signal stays blocked until the child says which it reads (`ChildSignals`,
+            // which sets the mask): restoring the master's mask here would let a SIGHUP or
+            // SIGTERM sent to a child that is still starting kill it with the default action.
+            return Ok(Forked::Child);
         }
         Err(errno) => {
             restore_mask(&previous);
@@ -71,10 +75,10 @@ fn reset_master_signal_handlers() {
     }
 }
 
-/// Blocks `signals` for this (single-threaded) process so that they can be read from a
-/// `signalfd` instead of interrupting the program.
-pub fn block_signals(signals: &SigSet) -> io::Result<()> {
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(signals), None)
+/// Blocks exactly `signals` (and unblocks every other): a forked child, which starts with all
+/// signals blocked, says which ones it reads from its `signalfd`.
+pub fn set_blocked_signals(signals: &SigSet) -> io::Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(signals), None)
         .map_err(io::Error::from)
 }
 
@@ -324,5 +328,21 @@ pub fn set_process_title(title: &str) {
         let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
         area[..used].copy_from_slice(&bytes[..used]);
         area[used..].fill(0);
+    }
+}
+
+/// The local time of day of a Unix time, as `HH:MM` (the system's time zone, as `TZ` or
+/// /etc/localtime say); `--:--` if the C library cannot tell.
+pub fn local_hh_mm(unix_seconds: u64) -> String {
+    let Ok(time) = nix::libc::time_t::try_from(unix_seconds) else { return "--:--".into() };
+    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
+    // call, and localtime_r (unlike localtime) keeps no shared state across threads.
+    let filled = unsafe {
+        let mut tm: nix::libc::tm = std::mem::zeroed();
+        (!nix::libc::localtime_r(&time, &mut tm).is_null()).then_some(tm)
+    };
+    match filled {
+        Some(tm) => format!("{:02}:{:02}", tm.tm_hour, tm.tm_min),
+        None => "--:--".into(),
     }
 }

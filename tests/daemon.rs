@@ -9,6 +9,7 @@ mod packaging;
 mod reliability;
 mod soak;
 mod syslog;
+mod terminals;
 mod util;
 
 use std::io::Write;
@@ -199,11 +200,20 @@ fn invalid_utf8_is_refused_with_a_message() {
     let daemon = Daemon::start();
     let mut alice = daemon.login("alice");
     let mut bob = daemon.login("bob");
-    alice.send_raw(b"caf\xe9 \xff\xfe\r\n");
-    alice.expect("*** Your line was not valid UTF-8 and was not sent.");
+    alice.send_raw(b"caf\xe9 \xfe\r\n");
+    alice.expect_prefix("*** Your line was not valid utf-8 and was not sent. If your terminal uses another character set, type /charset");
     alice.send("café ok");
     let seen = bob.expect("<alice> café ok");
     assert!(!seen.iter().any(|l| l.starts_with("<alice> caf")), "{seen:?}");
+    // Told once: later lines go as they decode, so nothing typed is lost.
+    alice.send_raw(b"caf\xe9 again\r\n");
+    bob.expect("<alice> caf\u{FFFD} again");
+    alice.expect("<alice> caf\u{FFFD} again");
+    // After /charset latin1 the same bytes are what the user meant.
+    alice.send("/charset latin1");
+    alice.expect("*** Your character set is now latin1.");
+    alice.send_raw(b"caf\xe9 latin\r\n");
+    bob.expect("<alice> café latin");
 }
 
 #[test]
@@ -216,7 +226,7 @@ fn nobody_can_forge_a_system_line_or_another_nick() {
     alice.send("\u{202e}txet desrever");
     let expected = [
         "<alice> *** bob has left (quit)",
-        "<alice> x[2K[1G<bob> I owe alice money",
+        "<alice> x<bob> I owe alice money",
         "<alice> txet desrever",
     ];
     for line in expected {

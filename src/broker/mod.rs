@@ -153,7 +153,11 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         listener,
         signals,
         peers: HashMap::new(),
-        rooms: Rooms::new(),
+        rooms: {
+            let mut rooms = Rooms::new();
+            rooms.set_history_lines(config.history_lines);
+            rooms
+        },
         next_id: FIRST_PEER as MemberId,
         dirty: Vec::new(),
         doomed: Vec::new(),
@@ -193,7 +197,7 @@ impl Broker {
                 self.say_goodbye();
                 return Ok(());
             }
-            self.rooms.set_now(Instant::now());
+            self.rooms.set_now(Instant::now(), moderation::unix_now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -264,6 +268,7 @@ impl Broker {
                     match self.source.load() {
                         Ok(config) => {
                             self.queue_bytes = config.broker_queue_bytes;
+                            self.rooms.set_history_lines(config.history_lines);
                             self.access = Access::new(self.uid, config.admin_group.as_deref());
                             info!("broker reloaded its configuration");
                         }
@@ -515,6 +520,7 @@ impl Broker {
             Request::Away { reason } => self.rooms.set_away(id, Some(&reason)),
             Request::Back => self.rooms.set_away(id, None),
             Request::Who => self.rooms.who(id),
+            Request::Whois { nick } => self.rooms.whois(id, &nick),
             Request::Rooms => self.rooms.list_rooms(id),
             Request::Topic { text } => self.rooms.topic(id, text.as_deref()),
             Request::Quit { reason } => {

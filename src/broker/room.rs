@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::names::{self, DEFAULT_ROOM};
 use crate::proto::control::RoomRow;
-use crate::proto::{Event, Failure, LeaveReason, RoomInfo};
+use crate::proto::{Event, Failure, HistoryLine, LeaveReason, RoomInfo, WhoIs};
 use crate::text;
 
 /// The broker's handle for one logged-in session.
@@ -28,6 +28,9 @@ pub type MemberId = u64;
 /// must cover all of them until the last session has re-registered.
 pub const RECENT_AGE: Duration = Duration::from_secs(30);
 pub const RECENT_LINES: usize = 4096;
+
+/// Lines of history a room shows newcomers unless `history_lines` says otherwise.
+pub const DEFAULT_HISTORY_LINES: usize = 20;
 
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,8 @@ struct Room {
     members: BTreeSet<MemberId>,
     /// The latest chat and action lines, oldest first.
     recent: VecDeque<(Instant, Event)>,
+    /// The last `history_lines` lines, shown to whoever enters.
+    history: VecDeque<HistoryLine>,
 }
 
 impl Room {
@@ -62,6 +67,7 @@ impl Room {
             topic: None,
             members: BTreeSet::new(),
             recent: VecDeque::new(),
+            history: VecDeque::new(),
         }
     }
 }
@@ -77,6 +83,9 @@ struct Member {
     muted: bool,
     /// `/away` reason, while away.
     away: Option<String>,
+    /// When the client connected, and when it last said something (Unix seconds).
+    connected_at: u64,
+    last_spoke: u64,
 }
 
 /// All rooms and members.
@@ -86,9 +95,14 @@ pub struct Rooms {
     members: HashMap<MemberId, Member>,
     /// Folded nickname → member, for uniqueness and `/msg`.
     by_nick: HashMap<String, MemberId>,
-    /// The broker's clock, set once per loop turn ([`Rooms::set_now`]); this module never reads
-    /// a clock itself.
+    /// Lookalike key ([`names::lookalike_key`]) → members, to refuse lookalike nicknames.
+    by_look: HashMap<String, Vec<MemberId>>,
+    /// The broker's clocks, set once per loop turn ([`Rooms::set_now`]); this module never
+    /// reads a clock itself.
     now: Instant,
+    unix_now: u64,
+    /// Lines of history each room keeps for newcomers (0: none).
+    history_lines: usize,
 }
 
 impl Default for Rooms {
@@ -133,11 +147,20 @@ impl Rooms {
     pub fn new() -> Self {
         let mut rooms = BTreeMap::new();
         rooms.insert(DEFAULT_ROOM.to_string(), Room::new(DEFAULT_ROOM));
-        Rooms { rooms, members: HashMap::new(), by_nick: HashMap::new(), now: Instant::now() }
+        Rooms {
+            rooms,
+            members: HashMap::new(),
+            by_nick: HashMap::new(),
+            by_look: HashMap::new(),
+            now: Instant::now(),
+            unix_now: 0,
+            history_lines: DEFAULT_HISTORY_LINES,
+        }
     }
 
     /// Tells the rooms what time it is (for aging recent lines).
-    pub fn set_now(&mut self, now: Instant) {
+    pub fn set_now(&mut self, now: Instant, unix_now: u64) {
+        self.unix_now = unix_now;
         self.now = now;
     }
 
@@ -216,6 +239,16 @@ impl Rooms {
         }
     }
 
+    /// How many lines of history rooms keep for newcomers (0: none); takes effect at once.
+    pub fn set_history_lines(&mut self, lines: usize) {
+        self.history_lines = lines;
+        for room in self.rooms.values_mut() {
+            while room.history.len() > lines {
+                room.history.pop_front();
+            }
+        }
+    }
+
     /// Registers `id` (whose sender id is `session`) as `nick` and puts it in the default room.
     pub fn login(&mut self, id: MemberId, session: u64, nick: &str) -> Vec<Delivery> {
         if self.members.contains_key(&id) {
@@ -231,7 +264,7 @@ impl Rooms {
     }
 
     fn register(&mut self, id: MemberId, session: u64, nick: &str) {
-        self.by_nick.insert(names::fold(nick), id);
+        self.index_nick(id, nick);
         self.members.insert(
             id,
             Member {
@@ -240,6 +273,8 @@ impl Rooms {
                 session,
                 muted: false,
                 away: None,
+                connected_at: self.unix_now,
+                last_spoke: self.unix_now,
             },
         );
     }
@@ -303,7 +338,37 @@ impl Rooms {
             .map_err(|why| Failure::InvalidNick { nick: text::sanitize(nick), why })?;
         match self.by_nick.get(&names::fold(nick)) {
             Some(&owner) if Some(owner) != current => Err(Failure::NickInUse(nick.to_string())),
-            _ => Ok(()),
+            _ => match self.lookalike_of(nick, current) {
+                Some(existing) => Err(Failure::NickLookalike { nick: nick.to_string(), existing }),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// The nickname of another member that `nick` would pass for on screen, if any.
+    fn lookalike_of(&self, nick: &str, current: Option<MemberId>) -> Option<String> {
+        let candidates = self.by_look.get(&names::lookalike_key(nick))?;
+        candidates
+            .iter()
+            .filter(|&&id| Some(id) != current)
+            .filter_map(|id| self.members.get(id))
+            .find(|member| names::is_lookalike(nick, &member.nick))
+            .map(|member| member.nick.clone())
+    }
+
+    fn index_nick(&mut self, id: MemberId, nick: &str) {
+        self.by_nick.insert(names::fold(nick), id);
+        self.by_look.entry(names::lookalike_key(nick)).or_default().push(id);
+    }
+
+    fn unindex_nick(&mut self, id: MemberId, nick: &str) {
+        self.by_nick.remove(&names::fold(nick));
+        let key = names::lookalike_key(nick);
+        if let Some(ids) = self.by_look.get_mut(&key) {
+            ids.retain(|&other| other != id);
+            if ids.is_empty() {
+                self.by_look.remove(&key);
+            }
         }
     }
 
@@ -318,10 +383,15 @@ impl Rooms {
             return Vec::new();
         };
         member.room = key.clone();
-        vec![
+        let mut out = vec![
             self::room(&key, Event::Joined { nick: member.nick.clone(), room: room_name.clone() }),
-            one(id, Event::Topic { room: room_name, text: topic }),
-        ]
+            one(id, Event::Topic { room: room_name.clone(), text: topic }),
+        ];
+        if !room.history.is_empty() {
+            let lines = room.history.iter().cloned().collect();
+            out.push(one(id, Event::History { room: room_name, lines }));
+        }
+        out
     }
 
     /// Takes a member out of its room, dropping the room if it is empty and not the default.
@@ -371,7 +441,14 @@ impl Rooms {
             Ok(text) => text,
             Err(failure) => return rejected(id, seq, failure),
         };
+        let history = HistoryLine {
+            at: self.unix_now,
+            from: member.nick.clone(),
+            action: false,
+            text: text.clone(),
+        };
         let event = make(member.nick.clone(), member.session, text);
+        let history = HistoryLine { action: matches!(event, Event::Action { .. }), ..history };
         if member.muted {
             // Shown to its author as usual, to nobody else, and never replayed.
             return vec![one(id, event)];
@@ -385,6 +462,15 @@ impl Rooms {
                 room.recent.pop_front();
             }
             room.recent.push_back((now, event.clone()));
+            if self.history_lines > 0 {
+                if room.history.len() >= self.history_lines {
+                    room.history.pop_front();
+                }
+                room.history.push_back(history);
+            }
+        }
+        if let Some(member) = self.members.get_mut(&id) {
+            member.last_spoke = self.unix_now;
         }
         vec![room(&key, event)]
     }
@@ -402,8 +488,8 @@ impl Rooms {
         };
         let old = std::mem::replace(&mut member.nick, new.to_string());
         let room_key = member.room.clone();
-        self.by_nick.remove(&names::fold(&old));
-        self.by_nick.insert(names::fold(new), id);
+        self.unindex_nick(id, &old);
+        self.index_nick(id, new);
         vec![room(&room_key, Event::NickChanged { old, new: new.to_string() })]
     }
 
@@ -450,7 +536,36 @@ impl Rooms {
             .filter_map(|m| self.nick(*m).map(str::to_string))
             .collect();
         away.sort_by_key(|nick| names::fold(nick));
-        vec![one(id, Event::Members { room: room.name.clone(), nicks, away })]
+        let idle = nicks
+            .iter()
+            .map(|nick| {
+                let spoke =
+                    self.find(nick).and_then(|m| self.members.get(&m)).map(|m| m.last_spoke);
+                self.unix_now.saturating_sub(spoke.unwrap_or(self.unix_now))
+            })
+            .collect();
+        vec![one(id, Event::Members { room: room.name.clone(), nicks, away, idle })]
+    }
+
+    /// `/whois NICK`.
+    pub fn whois(&self, id: MemberId, nick: &str) -> Vec<Delivery> {
+        if !self.members.contains_key(&id) {
+            return failed(id, Failure::NotLoggedIn);
+        }
+        let Some(member) = self.find(nick).and_then(|target| self.members.get(&target)) else {
+            return failed(id, Failure::NoSuchNick(text::sanitize(nick)));
+        };
+        let room = self.rooms.get(&member.room).map_or_else(String::new, |r| r.name.clone());
+        vec![one(
+            id,
+            Event::WhoIs(WhoIs {
+                nick: member.nick.clone(),
+                room,
+                connected_seconds: self.unix_now.saturating_sub(member.connected_at),
+                idle_seconds: self.unix_now.saturating_sub(member.last_spoke),
+                away: member.away.clone(),
+            }),
+        )]
     }
 
     /// `/rooms`: every room with its member count.
@@ -494,7 +609,7 @@ impl Rooms {
     }
 
     /// `/msg NICK text`.
-    pub fn private(&self, id: MemberId, seq: u64, to: &str, raw: &str) -> Vec<Delivery> {
+    pub fn private(&mut self, id: MemberId, seq: u64, to: &str, raw: &str) -> Vec<Delivery> {
         let Some(member) = self.members.get(&id) else {
             return rejected(id, seq, Failure::NotLoggedIn);
         };
@@ -517,6 +632,9 @@ impl Rooms {
         }
         out.push(one(id, Event::PrivateSent { seq, to: target_nick, text }));
         out.extend(away);
+        if let Some(member) = self.members.get_mut(&id) {
+            member.last_spoke = self.unix_now;
+        }
         out
     }
 
@@ -538,7 +656,7 @@ impl Rooms {
         let Some(member) = self.members.remove(&id) else {
             return Vec::new();
         };
-        self.by_nick.remove(&names::fold(&member.nick));
+        self.unindex_nick(id, &member.nick);
         vec![room(&key, Event::Left { nick: member.nick, room: room_name, reason })]
     }
 }
@@ -598,12 +716,7 @@ mod tests {
             out,
             vec![room(
                 "lobby",
-                Event::Chat {
-                    from: "alice".into(),
-                    sender: 1000,
-                    seq: 1,
-                    text: "hi[2J there".into()
-                }
+                Event::Chat { from: "alice".into(), sender: 1000, seq: 1, text: "hi there".into() }
             )]
         );
     }
@@ -673,7 +786,7 @@ mod tests {
 
     #[test]
     fn private_messages_reach_only_the_target_and_confirm_to_the_sender() {
-        let rooms = logged_in(&["alice", "bob"]);
+        let mut rooms = logged_in(&["alice", "bob"]);
         assert_eq!(
             rooms.private(0, 4, "BOB", "psst"),
             vec![
@@ -727,7 +840,8 @@ mod tests {
                 Event::Members {
                     room: "lobby".into(),
                     nicks: vec!["Amy".into(), "bob".into(), "zed".into()],
-                    away: vec![]
+                    away: vec![],
+                    idle: vec![0, 0, 0],
                 }
             )]
         );
@@ -825,12 +939,108 @@ mod tests {
     }
 
     #[test]
+    fn newcomers_see_the_last_lines_of_the_room() {
+        let mut rooms = logged_in(&["alice"]);
+        rooms.set_history_lines(2);
+        rooms.set_now(Instant::now(), 1000);
+        rooms.say(0, 1, "one");
+        rooms.act(0, 2, "waves");
+        rooms.say(0, 3, "three");
+        let out = rooms.login(1, 1001, "bob");
+        let history = out.iter().find_map(|d| match &d.event {
+            Event::History { room, lines } => Some((d.to.clone(), room.clone(), lines.clone())),
+            _ => None,
+        });
+        let line = |action, text: &str| HistoryLine {
+            at: 1000,
+            from: "alice".into(),
+            action,
+            text: text.into(),
+        };
+        assert_eq!(
+            history,
+            Some((
+                Audience::One(1),
+                "lobby".into(),
+                vec![line(true, "waves"), line(false, "three")]
+            ))
+        );
+        // Switched off: nothing is kept or shown.
+        rooms.set_history_lines(0);
+        rooms.say(0, 4, "four");
+        let out = rooms.login(2, 1002, "carol");
+        assert!(!out.iter().any(|d| matches!(d.event, Event::History { .. })), "{out:?}");
+    }
+
+    #[test]
+    fn an_empty_room_shows_no_history() {
+        let mut rooms = logged_in(&["alice"]);
+        let out = rooms.login(1, 1001, "bob");
+        assert!(!out.iter().any(|d| matches!(d.event, Event::History { .. })), "{out:?}");
+    }
+
+    #[test]
+    fn lookalike_nicks_are_refused_and_case_folding_finds_cjk_and_greek() {
+        let mut rooms = logged_in(&["alice", "小明", "Σοφία"]);
+        assert_eq!(
+            rooms.login(5, 1005, "\u{430}lice"),
+            vec![one(
+                5,
+                Event::Failed(Failure::NickLookalike {
+                    nick: "\u{430}lice".into(),
+                    existing: "alice".into()
+                })
+            )]
+        );
+        assert_eq!(
+            rooms.login(6, 1006, "ΣΟΦΊΑ"),
+            vec![one(6, Event::Failed(Failure::NickInUse("ΣΟΦΊΑ".into())))]
+        );
+        assert_eq!(
+            rooms.login(7, 1007, "小明"),
+            vec![one(7, Event::Failed(Failure::NickInUse("小明".into())))]
+        );
+        // Once alice has gone, the name that looked like hers is free.
+        rooms.leave(0, LeaveReason::Quit(None));
+        assert!(matches!(rooms.login(5, 1005, "\u{430}lice")[0].event, Event::LoggedIn { .. }));
+    }
+
+    #[test]
+    fn whois_tells_room_times_and_away() {
+        let mut rooms = Rooms::new();
+        rooms.set_now(Instant::now(), 100);
+        rooms.login(0, 1000, "alice");
+        rooms.login(1, 1001, "bob");
+        rooms.set_now(Instant::now(), 160);
+        rooms.say(1, 1, "hi");
+        rooms.set_away(1, Some("lunch"));
+        rooms.set_now(Instant::now(), 190);
+        assert_eq!(
+            rooms.whois(0, "BOB"),
+            vec![one(
+                0,
+                Event::WhoIs(WhoIs {
+                    nick: "bob".into(),
+                    room: "lobby".into(),
+                    connected_seconds: 90,
+                    idle_seconds: 30,
+                    away: Some("lunch".into()),
+                })
+            )]
+        );
+        assert_eq!(
+            rooms.whois(0, "nobody"),
+            vec![one(0, Event::Failed(Failure::NoSuchNick("nobody".into())))]
+        );
+    }
+
+    #[test]
     fn recent_lines_age_out() {
         let mut rooms = logged_in(&["alice"]);
         let start = Instant::now();
-        rooms.set_now(start);
+        rooms.set_now(start, 0);
         rooms.say(0, 1, "old");
-        rooms.set_now(start + RECENT_AGE + Duration::from_secs(1));
+        rooms.set_now(start + RECENT_AGE + Duration::from_secs(1), 31);
         rooms.say(0, 2, "new");
         let out = rooms.resume(1, 1001, "bob", "lobby", None);
         assert_eq!(out.len(), 2, "only the new line is replayed: {out:?}");

@@ -254,8 +254,9 @@ mod tests {
             (any_text(), any_text()).prop_map(|(old, new)| Event::NickChanged { old, new }),
             (any_text(), proptest::option::of(any_text()))
                 .prop_map(|(room, text)| Event::Topic { room, text }),
-            (any_text(), proptest::collection::vec(any_text(), 0..8))
-                .prop_map(|(room, nicks)| Event::Members { room, away: nicks.clone(), nicks }),
+            (any_text(), proptest::collection::vec(any_text(), 0..8)).prop_map(|(room, nicks)| {
+                Event::Members { room, away: nicks.clone(), idle: vec![0; nicks.len()], nicks }
+            }),
             proptest::collection::vec((any_text(), any::<u32>()), 0..8).prop_map(|rows| {
                 Event::RoomList {
                     rooms: rows

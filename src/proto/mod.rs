@@ -15,7 +15,7 @@ pub mod control;
 use serde::{Deserialize, Serialize};
 
 /// Version of the frame set below. A broker refuses sessions that speak another version.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Session (or the master's link) → broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +71,8 @@ pub enum Request {
     Away { reason: String },
     /// `/back`
     Back,
+    /// `/whois NICK`
+    Whois { nick: String },
 }
 
 /// Broker → session.
@@ -104,8 +106,9 @@ pub enum Event {
     Resumed { nick: String, room: String },
     /// A numbered request (`Say`, `Act`, `Private`) failed; this also acknowledges it.
     Rejected { seq: u64, failure: Failure },
-    /// Members of a room, sorted; `away` lists those of them who are away.
-    Members { room: String, nicks: Vec<String>, away: Vec<String> },
+    /// Members of a room, sorted; `away` lists those of them who are away, `idle` has each
+    /// member's seconds since its last line (in the order of `nicks`).
+    Members { room: String, nicks: Vec<String>, away: Vec<String>, idle: Vec<u64> },
     /// Every room with its member count, sorted by name.
     RoomList { rooms: Vec<RoomInfo> },
     /// A request failed; only the requester receives this.
@@ -127,6 +130,31 @@ pub enum Event {
     Reload,
     /// To the master: stop the daemon as on SIGTERM.
     Stop,
+    /// The last lines said in `room` before this session entered it, oldest first.
+    History { room: String, lines: Vec<HistoryLine> },
+    /// Answer to `/whois`.
+    WhoIs(WhoIs),
+}
+
+/// A line of a room's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryLine {
+    /// When it was said (Unix seconds).
+    pub at: u64,
+    pub from: String,
+    /// A `/me` action rather than a line.
+    pub action: bool,
+    pub text: String,
+}
+
+/// What `/whois` tells about a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoIs {
+    pub nick: String,
+    pub room: String,
+    pub connected_seconds: u64,
+    pub idle_seconds: u64,
+    pub away: Option<String>,
 }
 
 /// One row of [`Event::RoomList`].
@@ -178,4 +206,9 @@ pub enum Failure {
     InvalidText(String),
     /// The nickname is banned by an operator.
     NickBanned(String),
+    /// The nickname would pass for `existing`'s on screen (mixed or different scripts).
+    NickLookalike {
+        nick: String,
+        existing: String,
+    },
 }

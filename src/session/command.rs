@@ -26,6 +26,22 @@ pub enum Command {
     Away(Option<String>),
     /// `/back`
     Back,
+    /// `/whois NICK`
+    Whois(String),
+    /// `/reply TEXT`: a private line to whoever last sent one to this user.
+    Reply(String),
+    /// `/ignore [NICK]`: hide NICK's lines from this session (no NICK: list who is ignored).
+    Ignore(Option<String>),
+    /// `/unignore NICK`
+    Unignore(String),
+    /// `/charset [NAME]`: switch (or show) the character set this client types and reads in.
+    Charset(Option<String>),
+    /// `/color on|off`
+    Colour(bool),
+    /// `/timestamps on|off`
+    Timestamps(bool),
+    /// `/bell on|off`
+    Bell(bool),
     /// A `/word` that is no command; carries the word as typed.
     Unknown(String),
     /// A known command used wrongly; carries its usage line.
@@ -43,6 +59,14 @@ pub const HELP: &[(&str, &str)] = &[
     ("/msg NICK TEXT", "send TEXT to NICK only"),
     ("/away [REASON]", "mark yourself away (shown in /who and to whoever messages you)"),
     ("/back", "you are back"),
+    ("/whois NICK", "where NICK is, for how long, and whether away"),
+    ("/reply TEXT", "send TEXT to whoever last sent you a private message"),
+    ("/ignore [NICK]", "hide NICK's lines and messages from you (no NICK: list)"),
+    ("/unignore NICK", "show NICK's lines again"),
+    ("/charset [NAME]", "your terminal's character set: utf-8, gbk, big5 or latin1"),
+    ("/color on|off", "colour on or off"),
+    ("/timestamps on|off", "prefix lines with the time"),
+    ("/bell on|off", "ring the bell when you are named or messaged"),
     ("/quit [REASON]", "leave the chat"),
     ("/help", "show this list"),
     ("//TEXT", "send TEXT that starts with a /"),
@@ -88,6 +112,11 @@ pub fn parse(line: &str) -> Command {
     let no_args = |command: Command| {
         if rest.is_empty() { command } else { Command::Usage(usage(&name)) }
     };
+    let switch = |make: fn(bool) -> Command| match rest.to_ascii_lowercase().as_str() {
+        "on" => make(true),
+        "off" => make(false),
+        _ => Command::Usage(usage(&name)),
+    };
     match name.as_str() {
         "/nick" => one_word(Command::Nick),
         "/join" => one_word(Command::Join),
@@ -97,6 +126,17 @@ pub fn parse(line: &str) -> Command {
         "/help" => no_args(Command::Help),
         "/away" => Command::Away(optional(rest)),
         "/back" => no_args(Command::Back),
+        "/whois" => one_word(Command::Whois),
+        "/reply" if !rest.is_empty() => Command::Reply(rest.to_string()),
+        "/reply" => Command::Usage(usage(&name)),
+        "/ignore" if rest.is_empty() => Command::Ignore(None),
+        "/ignore" => one_word(|nick| Command::Ignore(Some(nick))),
+        "/unignore" => one_word(Command::Unignore),
+        "/charset" if rest.is_empty() => Command::Charset(None),
+        "/charset" => one_word(|name| Command::Charset(Some(name))),
+        "/color" | "/colour" => switch(Command::Colour),
+        "/timestamps" => switch(Command::Timestamps),
+        "/bell" => switch(Command::Bell),
         "/topic" => Command::Topic(optional(rest)),
         "/me" if !rest.is_empty() => Command::Me(rest.to_string()),
         "/msg" => match first_word(rest) {
@@ -141,6 +181,20 @@ mod tests {
         assert_eq!(parse("/AWAY lunch, back at 2"), Command::Away(Some("lunch, back at 2".into())));
         assert_eq!(parse("/back"), Command::Back);
         assert_eq!(parse("/back now"), Command::Usage("/back"));
+        assert_eq!(parse("/whois bob"), Command::Whois("bob".into()));
+        assert_eq!(parse("/reply see you"), Command::Reply("see you".into()));
+        assert_eq!(parse("/ignore"), Command::Ignore(None));
+        assert_eq!(parse("/ignore 小明"), Command::Ignore(Some("小明".into())));
+        assert_eq!(parse("/unignore bob"), Command::Unignore("bob".into()));
+        assert_eq!(parse("/charset GBK"), Command::Charset(Some("GBK".into())));
+        assert_eq!(parse("/charset"), Command::Charset(None));
+        assert_eq!(parse("/color off"), Command::Colour(false));
+        assert_eq!(parse("/colour ON"), Command::Colour(true));
+        assert_eq!(parse("/timestamps on"), Command::Timestamps(true));
+        assert_eq!(parse("/bell off"), Command::Bell(false));
+        assert_eq!(parse("/bell"), Command::Usage("/bell on|off"));
+        assert_eq!(parse("/color blue"), Command::Usage("/color on|off"));
+        assert_eq!(parse("/reply"), Command::Usage("/reply TEXT"));
     }
 
     #[test]

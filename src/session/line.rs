@@ -14,6 +14,8 @@ pub enum Line {
     Bytes(Vec<u8>),
     /// A line that exceeded the limit; its content was discarded.
     TooLong,
+    /// What the line editor produced (clients the server echoes for).
+    Typed(crate::session::editor::Typed),
 }
 
 #[derive(Debug, Default)]

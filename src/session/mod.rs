@@ -23,12 +23,15 @@
 //! invalid commands in a row, after `max_unterminated_bytes` without a line end, or after
 //! `idle_timeout_seconds` without a line (warned first; the room is told why it left).
 
+pub mod charset;
 pub mod command;
+pub mod editor;
 pub mod flood;
 pub mod line;
 pub mod link;
 pub mod render;
 pub mod telnet;
+pub mod terminal;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -46,15 +49,17 @@ use crate::channel::{ReadOutcome, SendError};
 use crate::config::SessionLimits;
 use crate::names::{self, DEFAULT_ROOM};
 use crate::outbuf::OutBuf;
-use crate::proto::{Event, Failure, Request};
+use crate::proto::{Event, Failure, HistoryLine, Request};
 use crate::signals::ChildSignals;
 use crate::{sys, text};
 use command::Command;
+use editor::Typed;
 use flood::TokenBucket;
 use line::{Line, LineSplitter};
 use link::BrokerLink;
-use render::notice;
+use render::{Shown, notice};
 use telnet::Telnet;
+use terminal::Terminal;
 
 /// Stop reading the client while this much waits for the broker.
 const BROKER_HIGH_WATER: usize = 64 * 1024;
@@ -133,6 +138,12 @@ struct Session {
     title: String,
     /// Client bytes not yet reported to the broker, and when to report next.
     traffic: Traffic,
+    /// Character set, colour, width and line editing of the client's terminal.
+    terminal: Terminal,
+    /// Who last sent this user a private line, for `/reply`.
+    last_private_from: Option<String>,
+    /// Nicks whose lines this user does not want to see (`/ignore`), as shown.
+    ignored: Vec<String>,
 }
 
 /// Bytes to and from the client, reported to the broker for operators' figures.
@@ -191,8 +202,8 @@ impl Session {
                     "session for {peer}: cannot reach the broker at {}: {err}",
                     settings.broker_socket.display()
                 );
-                let _ =
-                    client.write_all(format!("{}\r\n", notice::service_unavailable()).as_bytes());
+                let _ = client
+                    .write_all(format!("{}\r\n", notice::service_unavailable().plain()).as_bytes());
                 return Err(err);
             }
         };
@@ -232,6 +243,9 @@ impl Session {
             reporter,
             title: String::new(),
             traffic: Traffic::default(),
+            terminal: Terminal::default(),
+            last_private_from: None,
+            ignored: Vec::new(),
         };
         session.update_title();
         session.poll.registry().register(
@@ -241,9 +255,11 @@ impl Session {
         )?;
         session.signals.register(session.poll.registry(), SIGNALS)?;
         info!("connection from {peer}");
-        for line in notice::greeting(env!("CARGO_PKG_VERSION")) {
-            session.show(&line);
+        if session.settings.limits.telnet {
+            let offer = session.telnet.start();
+            session.send_raw(&offer);
         }
+        session.show_all(&notice::greeting(env!("CARGO_PKG_VERSION")));
         Ok(session)
     }
 
@@ -362,12 +378,25 @@ impl Session {
             self.traffic.next_report.get_or_insert_with(|| Instant::now() + TRAFFIC_REPORT);
             let mut data = Vec::with_capacity(n);
             let mut reply = Vec::new();
-            self.telnet.decode(&chunk[..n], &mut data, &mut reply);
-            if !reply.is_empty() && self.client_out.push(&reply).is_err() {
-                self.close(None, "client does not read its output");
-            }
+            let mut signals = Vec::new();
+            self.telnet.decode(&chunk[..n], &mut data, &mut reply, &mut signals);
+            self.send_raw(&reply);
             let mut lines = Vec::new();
-            self.splitter.feed(&data, &mut lines);
+            for signal in signals {
+                self.telnet_signal(signal, &mut lines);
+            }
+            match &mut self.terminal.editor {
+                Some(editor) => {
+                    let mut typed = Vec::new();
+                    let mut echo = String::new();
+                    editor.feed(&data, &mut typed, &mut echo);
+                    lines.extend(typed.into_iter().map(Line::Typed));
+                    let mut bytes = Vec::new();
+                    self.terminal.write_echo(&echo, &mut bytes);
+                    self.send_raw(&bytes);
+                }
+                None => self.splitter.feed(&data, &mut lines),
+            }
             for line in lines {
                 self.queue_line(line);
                 // Let the burst go at once, so that only what really waits counts against
@@ -382,10 +411,48 @@ impl Session {
         false
     }
 
+    /// Acts on what the client said in telnet. Interrupt and erase keys that arrive as telnet
+    /// commands edit the line being typed, or end the session like `/quit`.
+    fn telnet_signal(&mut self, signal: telnet::Signal, lines: &mut Vec<Line>) {
+        use telnet::Signal;
+        match signal {
+            Signal::TerminalType(name) => {
+                info!("{}: terminal type {name}", self.peer);
+                self.terminal.set_type(&name);
+            }
+            Signal::WindowSize { width, .. } => self.terminal.set_width(width),
+            Signal::Charset(name) => match charset::Charset::by_name(&name) {
+                Some(charset) => self.terminal.set_charset(charset),
+                None => info!("{}: telnet CHARSET {name} is not supported", self.peer),
+            },
+            Signal::ServerEcho(on) => self.terminal.set_echo(on),
+            Signal::AreYouThere => self.show(render::system("Yes, chatd is here.")),
+            Signal::Interrupt => lines.push(Line::Typed(Typed::EndOfInput)),
+            Signal::EraseCharacter | Signal::EraseLine => {
+                let mut echo = String::new();
+                if let Some(editor) = &mut self.terminal.editor {
+                    if signal == Signal::EraseLine {
+                        editor.erase_line(&mut echo);
+                    } else {
+                        editor.erase_character(&mut echo);
+                    }
+                }
+                let mut bytes = Vec::new();
+                self.terminal.write_echo(&echo, &mut bytes);
+                self.send_raw(&bytes);
+            }
+        }
+    }
+
     /// Queues a line from the client, or refuses it if flood control already holds a full
     /// queue. The client is told once each time the queue fills.
     fn queue_line(&mut self, line: Line) {
-        if matches!(&line, Line::Bytes(bytes) if bytes.iter().all(u8::is_ascii_whitespace)) {
+        let blank = match &line {
+            Line::Bytes(bytes) => bytes.iter().all(u8::is_ascii_whitespace),
+            Line::Typed(Typed::Line(Ok(text) | Err(text))) => text.trim().is_empty(),
+            Line::TooLong | Line::Typed(Typed::EndOfInput) => false,
+        };
+        if blank {
             return;
         }
         let limit = self.settings.limits.flood_queue.max(1);
@@ -404,7 +471,7 @@ impl Session {
         }
         if !self.told_flooding {
             self.told_flooding = true;
-            self.show(&notice::flooding());
+            self.show(notice::flooding());
             info!("{}: flood control refuses lines", self.peer);
         }
     }
@@ -449,12 +516,30 @@ impl Session {
             let Some(line) = self.lines.pop_front() else { return };
             self.last_line_at = now;
             self.idle_warned = false;
-            match line {
-                Line::TooLong => self.show(&notice::too_long()),
-                Line::Bytes(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => self.handle_text(&text::sanitize(&text)),
-                    Err(_) => self.show(&notice::not_utf8()),
-                },
+            let decoded = match line {
+                Line::TooLong => {
+                    self.show(notice::too_long());
+                    continue;
+                }
+                Line::Typed(Typed::EndOfInput) => {
+                    self.handle_text("/quit");
+                    continue;
+                }
+                Line::Bytes(bytes) => self.terminal.charset.decode(&bytes),
+                Line::Typed(Typed::Line(decoded)) => decoded,
+            };
+            match decoded {
+                Ok(text) => self.handle_text(&text::sanitize(&text)),
+                // Told once; after that the line goes as it decodes, so nothing typed is lost
+                // and the user sees what the others see.
+                Err(lossy) if self.terminal.charset_hinted => {
+                    self.handle_text(&text::sanitize(&lossy))
+                }
+                Err(_) => {
+                    self.terminal.charset_hinted = true;
+                    info!("{}: input is not valid {}", self.peer, self.terminal.charset.name());
+                    self.show(notice::not_in_charset(self.terminal.charset.name()));
+                }
             }
         }
     }
@@ -465,7 +550,7 @@ impl Session {
         }
         let command = command::parse(line);
         let invalid = matches!(command, Command::Unknown(_) | Command::Usage(_))
-            || matches!(&command, Command::Nick(nick) if names::check_nick(nick).is_err());
+            || matches!(&command, Command::Nick(nick) if names::check_nick(&names::normalize_nick(nick)).is_err());
         if invalid {
             self.errors_in_a_row += 1;
             if self.errors_in_a_row >= self.settings.limits.error_budget {
@@ -486,17 +571,21 @@ impl Session {
 
     fn handle_before_login(&mut self, command: Command) {
         match command {
-            Command::Say(nick) | Command::Nick(nick) => self.try_login(nick.trim()),
+            Command::Say(nick) | Command::Nick(nick) => {
+                self.try_login(&names::normalize_nick(&nick))
+            }
             Command::Quit(_) => self.close(Some(notice::goodbye()), "quit before login"),
             Command::Help => {
-                for line in render::help() {
-                    self.show(&line);
-                }
-                self.show(&notice::prompt());
+                self.show_all(&render::help());
+                self.show(notice::prompt());
             }
+            command @ (Command::Charset(_)
+            | Command::Colour(_)
+            | Command::Timestamps(_)
+            | Command::Bell(_)) => self.terminal_command(command),
             _ => {
-                self.show(&notice::nick_first());
-                self.show(&notice::prompt());
+                self.show(notice::nick_first());
+                self.show(notice::prompt());
             }
         }
     }
@@ -504,8 +593,8 @@ impl Session {
     fn try_login(&mut self, nick: &str) {
         if let Err(why) = names::check_nick(nick) {
             let failure = Failure::InvalidNick { nick: nick.to_string(), why };
-            self.show(&render::system(&render::failure(&failure)));
-            self.show(&notice::prompt());
+            self.show(render::system(&render::failure(&failure)));
+            self.show(notice::prompt());
             return;
         }
         self.phase = Phase::ChoosingNick { asked: Some(nick.to_string()) };
@@ -529,9 +618,10 @@ impl Session {
                 return self.check_sent(sent);
             }
             Command::Nick(nick) => {
+                let nick = names::normalize_nick(&nick);
                 if let Err(why) = names::check_nick(&nick) {
                     let failure = Failure::InvalidNick { nick, why };
-                    return self.show(&render::system(&render::failure(&failure)));
+                    return self.show(render::system(&render::failure(&failure)));
                 }
                 Request::ChangeNick { nick }
             }
@@ -547,17 +637,97 @@ impl Session {
                 Request::Away { reason: reason.unwrap_or_else(|| "away".to_string()) }
             }
             Command::Back => Request::Back,
-            Command::Help => {
-                for line in render::help() {
-                    self.show(&line);
-                }
-                return;
+            Command::Whois(nick) => Request::Whois { nick },
+            Command::Reply(text) => {
+                let Some(to) = self.last_private_from.clone() else {
+                    return self.show(render::system("Nobody has sent you a private message yet."));
+                };
+                let sent = self.broker.send_numbered(|seq| Request::Private { seq, to, text });
+                return self.check_sent(sent);
             }
-            Command::Unknown(word) => return self.show(&notice::unknown(&word)),
-            Command::Usage(usage) => return self.show(&notice::usage(usage)),
+            Command::Ignore(None) if self.ignored.is_empty() => {
+                return self.show(render::system("You are ignoring nobody."));
+            }
+            Command::Ignore(None) => {
+                let list = self.ignored.join(", ");
+                return self.show(render::system(&format!("You are ignoring: {list}")));
+            }
+            Command::Ignore(Some(nick)) => {
+                let nick = names::normalize_nick(&nick);
+                if !self.is_ignored(&nick) {
+                    self.ignored.push(nick.clone());
+                }
+                return self.show(render::system(&format!(
+                    "You will not see lines or messages from {nick} in this session. /unignore {nick} to undo."
+                )));
+            }
+            Command::Unignore(nick) => {
+                let before = self.ignored.len();
+                let key = names::fold(&names::normalize_nick(&nick));
+                self.ignored.retain(|ignored| names::fold(ignored) != key);
+                let line = if self.ignored.len() < before {
+                    format!("You see {nick} again.")
+                } else {
+                    format!("You were not ignoring {nick}.")
+                };
+                return self.show(render::system(&text::sanitize(&line)));
+            }
+            command @ (Command::Charset(_)
+            | Command::Colour(_)
+            | Command::Timestamps(_)
+            | Command::Bell(_)) => return self.terminal_command(command),
+            Command::Help => return self.show_all(&render::help()),
+            Command::Unknown(word) => return self.show(notice::unknown(&word)),
+            Command::Usage(usage) => return self.show(notice::usage(usage)),
         };
         let sent = self.broker.send(&request);
         self.check_sent(sent);
+    }
+
+    /// Commands that change only how this client's terminal is served; allowed before login.
+    fn terminal_command(&mut self, command: Command) {
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        let line = match command {
+            Command::Charset(None) => format!(
+                "Your character set is {}. /charset NAME switches ({}).",
+                self.terminal.charset.name(),
+                charset::NAMES
+            ),
+            Command::Charset(Some(name)) => match charset::Charset::by_name(&name) {
+                Some(charset) => {
+                    self.terminal.set_charset(charset);
+                    self.terminal.charset_hinted = false;
+                    info!("{}: charset {}", self.peer, charset.name());
+                    format!("Your character set is now {}.", charset.name())
+                }
+                None => format!(
+                    "Unknown character set {}; choose one of {}.",
+                    text::sanitize(&name),
+                    charset::NAMES
+                ),
+            },
+            Command::Colour(on) => {
+                self.terminal.colour = on;
+                self.terminal.colour_chosen = true;
+                format!("Colour is {}.", on_off(on))
+            }
+            Command::Timestamps(on) => {
+                self.terminal.timestamps = on;
+                format!("Timestamps are {}.", on_off(on))
+            }
+            Command::Bell(on) => {
+                self.terminal.bell = on;
+                format!("The bell is {}.", on_off(on))
+            }
+            _ => return,
+        };
+        self.show(render::system(&line));
+    }
+
+    /// Whether this user asked not to see `nick`'s lines.
+    fn is_ignored(&self, nick: &str) -> bool {
+        let key = names::fold(nick);
+        self.ignored.iter().any(|ignored| names::fold(ignored) == key)
     }
 
     fn check_sent(&mut self, sent: Result<(), SendError>) {
@@ -663,8 +833,41 @@ impl Session {
         if !shown {
             return;
         }
-        for line in render::event(&event) {
-            self.show(&line);
+        let from = match &event {
+            Event::Chat { from, .. } | Event::Action { from, .. } | Event::Private { from, .. } => {
+                Some(from.as_str())
+            }
+            _ => None,
+        };
+        if from.is_some_and(|from| self.is_ignored(from)) {
+            return;
+        }
+        if let Event::Private { from, .. } = &event {
+            self.last_private_from = Some(from.clone());
+        }
+        if let Event::History { room, lines } = &event {
+            let lines: Vec<HistoryLine> =
+                lines.iter().filter(|line| !self.is_ignored(&line.from)).cloned().collect();
+            if !lines.is_empty() {
+                self.show_all(&render::history(room, &lines, sys::local_hh_mm));
+            }
+            return;
+        }
+        let ring = self.rings_the_bell(&event);
+        let lines = render::event(&event);
+        self.write_lines(&lines, ring);
+    }
+
+    /// A private line, or a room line naming this user (by someone else), rings the bell.
+    fn rings_the_bell(&self, event: &Event) -> bool {
+        let Phase::Chatting { nick: mine, .. } = &self.phase else { return false };
+        match event {
+            Event::Private { .. } => true,
+            Event::Chat { from, text, .. } | Event::Action { from, text, .. } => {
+                let mine = names::fold(mine);
+                names::fold(from) != mine && names::fold(text).contains(&mine)
+            }
+            _ => false,
         }
     }
 
@@ -693,17 +896,17 @@ impl Session {
             Event::Failed(_) if matches!(self.phase, Phase::ChoosingNick { asked: Some(_) }) => {
                 self.phase = Phase::ChoosingNick { asked: None };
                 for line in render::event(event) {
-                    self.show(&line);
+                    self.show(line);
                 }
-                self.show(&notice::prompt());
+                self.show(notice::prompt());
                 return false;
             }
             Event::Failed(failure) if matches!(self.phase, Phase::Resuming { .. }) => {
                 warn!("{}: could not re-register after a broker restart: {failure:?}", self.peer);
                 self.phase = Phase::ChoosingNick { asked: None };
                 self.started = Instant::now();
-                self.show(&render::system(&render::failure(failure)));
-                self.show(&notice::prompt());
+                self.show(render::system(&render::failure(failure)));
+                self.show(notice::prompt());
                 return false;
             }
             Event::Resumed { nick, room } => {
@@ -719,7 +922,7 @@ impl Session {
                     notice::resumed_renamed(&asked, nick)
                 };
                 self.phase = Phase::Chatting { nick: nick.clone(), room: room.clone() };
-                self.show(&line);
+                self.show(line);
             }
             Event::Joined { nick, room } => {
                 if let Phase::Chatting { nick: mine, room: current } = &mut self.phase
@@ -739,6 +942,20 @@ impl Session {
                 {
                     info!("{} ({old}) is now known as {new}", self.peer);
                     *nick = new.clone();
+                }
+                // Ignoring and replying follow the person, not the name.
+                let old_key = names::fold(old);
+                for ignored in &mut self.ignored {
+                    if names::fold(ignored) == old_key {
+                        ignored.clone_from(new);
+                    }
+                }
+                if self
+                    .last_private_from
+                    .as_deref()
+                    .is_some_and(|from| names::fold(from) == old_key)
+                {
+                    self.last_private_from = Some(new.clone());
                 }
             }
             Event::Shutdown => {
@@ -843,7 +1060,7 @@ impl Session {
                 self.close(Some(notice::idle_disconnect(timeout.as_secs())), &reason);
             } else if !self.idle_warned && idle >= timeout - idle_warning(timeout) {
                 self.idle_warned = true;
-                self.show(&notice::idle_warning((timeout - idle).as_secs().max(1)));
+                self.show(notice::idle_warning((timeout - idle).as_secs().max(1)));
             }
         }
         if self.telnet.spoke_telnet() && now >= self.next_nop_at {
@@ -856,22 +1073,43 @@ impl Session {
     }
 
     /// Queues one line for the client.
-    fn show(&mut self, line: &str) {
-        let mut bytes = Vec::with_capacity(line.len() + 2);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-        if self.client_out.push(&bytes).is_err() && self.closing.is_none() {
+    fn show(&mut self, line: Shown) {
+        self.write_lines(std::slice::from_ref(&line), false);
+    }
+
+    fn show_all(&mut self, lines: &[Shown]) {
+        self.write_lines(lines, false);
+    }
+
+    /// Queues lines for the client, rendered for its terminal, with the bell if `ring`.
+    fn write_lines(&mut self, lines: &[Shown], ring: bool) {
+        if lines.is_empty() {
+            return;
+        }
+        let hh_mm = if self.terminal.timestamps {
+            sys::local_hh_mm(crate::moderation::unix_now())
+        } else {
+            String::new()
+        };
+        let mut bytes = Vec::new();
+        self.terminal.write_lines(lines, &hh_mm, ring, &mut bytes);
+        self.send_raw(&bytes);
+    }
+
+    /// Queues bytes for the client as they are (telnet answers, echo, rendered lines).
+    fn send_raw(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() && self.client_out.push(bytes).is_err() && self.closing.is_none() {
             self.close(None, "client does not read its output");
         }
     }
 
     /// Starts closing: the client gets `last_words` (if any), queues drain, and the loop ends.
-    fn close(&mut self, last_words: Option<String>, why: &str) {
+    fn close(&mut self, last_words: Option<Shown>, why: &str) {
         if self.closing.is_some() {
             return;
         }
         if let Some(line) = last_words {
-            self.show(&line);
+            self.show(line);
         }
         self.closing = Some(Closing { deadline: Instant::now() + CLOSE_GRACE });
         self.log_end(why);

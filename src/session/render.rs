@@ -3,30 +3,93 @@
 //! Owns the look of chatd: user lines are `<nick> text`, actions `* nick text`, private lines
 //! `*nick* text` and `-> *nick* text`, and everything the server says starts with `*** `.
 //! Every field that came from a user is cleaned with `text::sanitize` here too, so no path can
-//! put a control character on a client's screen. Lines are returned without line ends; the
-//! session adds them. No I/O, no state.
+//! put a control character on a client's screen. A line is a [`Shown`]: its kind and its
+//! parts, so that the session's terminal can colour the nick, indent wrapped text under the
+//! text and add timestamps; [`Shown::plain`] is the line as a monochrome terminal shows it.
+//! No I/O, no state.
 
-use crate::proto::{Event, Failure, LeaveReason};
+use crate::proto::{Event, Failure, HistoryLine, LeaveReason};
 use crate::session::command::HELP;
 use crate::text::sanitize;
 
 /// Prefix of every line the server itself says.
 pub const SYSTEM_PREFIX: &str = "*** ";
 
-/// A system line.
-pub fn system(text: &str) -> String {
-    format!("{SYSTEM_PREFIX}{text}")
+/// What a line is, which decides its colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Said by the server: `*** ...`.
+    System,
+    /// A user's line or action in the room.
+    Chat,
+    /// A private message to this user.
+    Private,
+    /// A private message this user sent.
+    PrivateSent,
+    /// A room line from before this user joined.
+    History,
 }
 
-/// The lines shown for one event.
-pub fn event(event: &Event) -> Vec<String> {
+/// One line for the client: `before`, the speaker's `nick` (empty for the server), `after`,
+/// then `text`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    pub kind: Kind,
+    pub before: String,
+    pub nick: String,
+    pub after: String,
+    pub text: String,
+}
+
+impl Shown {
+    /// The line without colour, wrapping or timestamp.
+    pub fn plain(&self) -> String {
+        format!("{}{}{}{}", self.before, self.nick, self.after, self.text)
+    }
+}
+
+/// A system line.
+pub fn system(text: &str) -> Shown {
+    Shown {
+        kind: Kind::System,
+        before: SYSTEM_PREFIX.to_string(),
+        nick: String::new(),
+        after: String::new(),
+        text: text.to_string(),
+    }
+}
+
+/// A line said by `nick`: `before nick after text`, every user field cleaned.
+fn said(kind: Kind, before: &str, nick: &str, after: &str, text: &str) -> Shown {
+    Shown {
+        kind,
+        before: before.to_string(),
+        nick: sanitize(nick),
+        after: after.to_string(),
+        text: sanitize(text),
+    }
+}
+
+/// A line from a room's history: its time, then the line as it was shown.
+pub fn history_line(line: &HistoryLine, hh_mm: &str) -> Shown {
+    let mut shown = if line.action {
+        said(Kind::History, "* ", &line.from, " ", &line.text)
+    } else {
+        said(Kind::History, "<", &line.from, "> ", &line.text)
+    };
+    shown.before = format!("[{hh_mm}] {}", shown.before);
+    shown
+}
+
+/// The lines shown for one event (history lines need the clock: see [`history_line`]).
+pub fn event(event: &Event) -> Vec<Shown> {
     let line = match event {
         Event::Welcome { .. } => return Vec::new(),
         Event::LoggedIn { nick } => {
             system(&format!("You are now known as {}. Type /help for commands.", sanitize(nick)))
         }
-        Event::Chat { from, text, .. } => format!("<{}> {}", sanitize(from), sanitize(text)),
-        Event::Action { from, text, .. } => format!("* {} {}", sanitize(from), sanitize(text)),
+        Event::Chat { from, text, .. } => said(Kind::Chat, "<", from, "> ", text),
+        Event::Action { from, text, .. } => said(Kind::Chat, "* ", from, " ", text),
         Event::Joined { nick, room } => {
             system(&format!("{} has joined {}", sanitize(nick), sanitize(room)))
         }
@@ -65,22 +128,43 @@ pub fn event(event: &Event) -> Vec<String> {
         Event::Topic { room, text: None } => {
             system(&format!("No topic is set for {}", sanitize(room)))
         }
-        Event::Private { from, text, .. } => format!("*{}* {}", sanitize(from), sanitize(text)),
-        Event::PrivateSent { to, text, .. } => format!("-> *{}* {}", sanitize(to), sanitize(text)),
-        Event::Members { room, nicks, away } => {
-            let names: Vec<String> =
-                nicks
-                    .iter()
-                    .map(|n| {
-                        if away.contains(n) {
-                            format!("{} (away)", sanitize(n))
-                        } else {
-                            sanitize(n)
-                        }
-                    })
-                    .collect();
+        Event::Private { from, text, .. } => said(Kind::Private, "*", from, "* ", text),
+        Event::PrivateSent { to, text, .. } => said(Kind::PrivateSent, "-> *", to, "* ", text),
+        Event::Members { room, nicks, away, idle } => {
+            let names: Vec<String> = nicks
+                .iter()
+                .zip(idle.iter().chain(std::iter::repeat(&0)))
+                .map(|(n, &idle)| {
+                    let mut notes = Vec::new();
+                    if idle >= 60 {
+                        notes.push(format!("idle {}", duration(idle)));
+                    }
+                    if away.contains(n) {
+                        notes.push("away".to_string());
+                    }
+                    match notes.is_empty() {
+                        true => sanitize(n),
+                        false => format!("{} ({})", sanitize(n), notes.join(", ")),
+                    }
+                })
+                .collect();
             system(&format!("In {} ({}): {}", sanitize(room), names.len(), names.join(", ")))
         }
+        Event::WhoIs(who) => {
+            let mut line = format!(
+                "{} is in {}, connected for {}, idle {}",
+                sanitize(&who.nick),
+                sanitize(&who.room),
+                duration(who.connected_seconds),
+                duration(who.idle_seconds)
+            );
+            if let Some(reason) = &who.away {
+                line.push_str(&format!(", away: {}", sanitize(reason)));
+            }
+            system(&line)
+        }
+        // Needs the clock for each line's time: the session renders it with `history`.
+        Event::History { .. } => return Vec::new(),
         Event::RoomList { rooms } => {
             let rows: Vec<String> =
                 rooms.iter().map(|r| format!("{} ({})", sanitize(&r.name), r.members)).collect();
@@ -114,6 +198,30 @@ pub fn event(event: &Event) -> Vec<String> {
     vec![line]
 }
 
+/// A room's history as shown on entering it: marked as history, each line with its time.
+/// `hh_mm` gives a line's local time from its Unix time.
+pub fn history(room: &str, lines: &[HistoryLine], hh_mm: impl Fn(u64) -> String) -> Vec<Shown> {
+    let mut out = vec![system(&format!(
+        "Last {} {} in {} before you came:",
+        lines.len(),
+        if lines.len() == 1 { "line" } else { "lines" },
+        sanitize(room)
+    ))];
+    out.extend(lines.iter().map(|line| history_line(line, &hh_mm(line.at))));
+    out.push(system("End of history."));
+    out
+}
+
+/// A duration in words users read at a glance: `42s`, `5m`, `2h 5m`, `3d 4h`.
+pub fn duration(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// What a failed request tells its user.
 pub fn failure(failure: &Failure) -> String {
     match failure {
@@ -135,11 +243,16 @@ pub fn failure(failure: &Failure) -> String {
         }
         Failure::InvalidText(why) => format!("Not sent: {}", sanitize(why)),
         Failure::NickBanned(nick) => format!("The nickname {} is banned here", sanitize(nick)),
+        Failure::NickLookalike { nick, existing } => format!(
+            "The nickname {} looks too much like {}, who is here; please choose another",
+            sanitize(nick),
+            sanitize(existing)
+        ),
     }
 }
 
 /// The `/help` listing.
-pub fn help() -> Vec<String> {
+pub fn help() -> Vec<Shown> {
     let mut lines = vec![system("Commands:")];
     lines.extend(HELP.iter().map(|(usage, what)| system(&format!("  {usage:<16} {what}"))));
     lines.push(system("Anything else you type is sent to everyone in your room."));
@@ -148,63 +261,68 @@ pub fn help() -> Vec<String> {
 
 /// Notices the session itself produces.
 pub mod notice {
-    use super::system;
+    use super::{Shown, system};
     use crate::text::MAX_LINE_BYTES;
 
-    pub fn greeting(version: &str) -> Vec<String> {
+    pub fn greeting(version: &str) -> Vec<Shown> {
         vec![system(&format!("Welcome to chatd {version}.")), prompt()]
     }
 
-    pub fn prompt() -> String {
+    pub fn prompt() -> Shown {
         system("Please choose a nickname (1-24 letters, digits or _-[]{}|^`\\):")
     }
 
-    pub fn too_long() -> String {
+    pub fn too_long() -> Shown {
         system(&format!("Line too long (more than {MAX_LINE_BYTES} bytes); it was not sent."))
     }
 
-    pub fn not_utf8() -> String {
-        system("Your line was not valid UTF-8 and was not sent.")
+    /// Said once per session: later lines that do not decode are sent as they decode.
+    pub fn not_in_charset(charset: &str) -> Shown {
+        system(&format!(
+            "Your line was not valid {charset} and was not sent. If your terminal uses another \
+             character set, type /charset and its name ({}).",
+            crate::session::charset::NAMES
+        ))
     }
 
-    pub fn unknown(word: &str) -> String {
+    pub fn unknown(word: &str) -> Shown {
         system(&format!("Unknown command {}; try /help", super::sanitize(word)))
     }
 
-    pub fn usage(usage: &str) -> String {
+    pub fn usage(usage: &str) -> Shown {
         system(&format!("Usage: {usage}"))
     }
 
-    pub fn nick_first() -> String {
+    pub fn nick_first() -> Shown {
         system("Choose a nickname first.")
     }
 
-    pub fn goodbye() -> String {
+    pub fn goodbye() -> Shown {
         system("Goodbye.")
     }
 
-    pub fn login_timeout(seconds: u64) -> String {
+    pub fn login_timeout(seconds: u64) -> Shown {
         let unit = if seconds == 1 { "second" } else { "seconds" };
         system(&format!("No nickname chosen within {seconds} {unit}; goodbye."))
     }
 
-    pub fn shutting_down() -> String {
+    pub fn shutting_down() -> Shown {
         system("The server is shutting down. Goodbye.")
     }
 
-    pub fn killed() -> String {
+    pub fn killed() -> Shown {
         system("You were disconnected by an operator.")
     }
 
-    pub fn service_unavailable() -> String {
+    pub fn service_unavailable() -> Shown {
         system("The chat service is unavailable; please try again later.")
     }
 
-    pub fn resumed(room: &str) -> String {
+    pub fn resumed(room: &str) -> Shown {
         system(&format!("The chat service restarted; you are still in {}.", super::sanitize(room)))
     }
 
-    pub fn resumed_renamed(asked: &str, got: &str) -> String {
+    pub fn resumed_renamed(asked: &str, got: &str) -> Shown {
         system(&format!(
             "The chat service restarted and {} was taken meanwhile; you are now {}.",
             super::sanitize(asked),
@@ -212,29 +330,29 @@ pub mod notice {
         ))
     }
 
-    pub fn flooding() -> String {
+    pub fn flooding() -> Shown {
         system("You are sending too fast; lines are being dropped until you slow down.")
     }
 
-    pub fn too_many_errors(budget: u32) -> String {
+    pub fn too_many_errors(budget: u32) -> Shown {
         system(&format!("{budget} invalid commands in a row; goodbye."))
     }
 
-    pub fn endless_line(limit: usize) -> String {
+    pub fn endless_line(limit: usize) -> Shown {
         system(&format!("More than {limit} bytes without a line end; goodbye."))
     }
 
-    pub fn idle_warning(seconds_left: u64) -> String {
+    pub fn idle_warning(seconds_left: u64) -> Shown {
         system(&format!(
             "You have been idle; you will be disconnected in {seconds_left} s unless you type something."
         ))
     }
 
-    pub fn idle_disconnect(seconds: u64) -> String {
+    pub fn idle_disconnect(seconds: u64) -> Shown {
         system(&format!("Disconnected after {seconds} s of inactivity."))
     }
 
-    pub fn service_lost() -> String {
+    pub fn service_lost() -> Shown {
         system("Lost contact with the chat service; please reconnect.")
     }
 }
@@ -247,7 +365,7 @@ mod tests {
     fn one(e: Event) -> String {
         let mut lines = event(&e);
         assert_eq!(lines.len(), 1);
-        lines.remove(0)
+        lines.remove(0).plain()
     }
 
     #[test]
@@ -290,10 +408,11 @@ mod tests {
         assert_eq!(
             one(Event::Members {
                 room: "lobby".into(),
-                nicks: vec!["a".into(), "b".into()],
-                away: vec!["b".into()],
+                nicks: vec!["a".into(), "b".into(), "c".into()],
+                away: vec!["b".into(), "c".into()],
+                idle: vec![5, 0, 3700],
             }),
-            "*** In lobby (2): a, b (away)"
+            "*** In lobby (3): a, b (away), c (idle 1h 1m, away)"
         );
         assert_eq!(
             one(Event::RoomList { rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }] }),
@@ -317,7 +436,8 @@ mod tests {
 
     #[test]
     fn help_names_every_command() {
-        let help = help().join("\n");
+        let help: Vec<String> = help().iter().map(Shown::plain).collect();
+        let help = help.join("\n");
         for command in
             ["/nick", "/join", "/who", "/rooms", "/topic", "/me", "/msg", "/quit", "/help"]
         {

@@ -1,10 +1,19 @@
-//! The telnet layer of a client connection: separates data bytes from telnet commands.
+//! The telnet layer of a client connection: separates data bytes from telnet commands and
+//! negotiates the few options chatd uses.
 //!
-//! Owns the byte-level protocol state (RFC 854/855). chatd asks for no options, so the rule
-//! for negotiation is the simplest one RFC 1143 allows: every option stays off. A `WILL` is
-//! answered `DONT` and a `DO` is answered `WONT`, once per option and direction, so a confused
-//! client cannot start a negotiation loop. Nothing is ever sent to a client that did not send
-//! `IAC` first, so netcat users never see negotiation bytes. Subnegotiations are skipped whole.
+//! Owns the byte-level protocol (RFC 854/855) and option negotiation by the rules of RFC 1143
+//! (the "Q method", without queueing): an option's state changes only in answer to a request
+//! that would change it, so no two peers can loop. chatd wants, from a telnet client:
+//! TTYPE (RFC 1091, terminal type, for colour), NAWS (RFC 1073, window width, for wrapping),
+//! and CHARSET (RFC 2066, to agree on UTF-8); and offers ECHO and SGA, which put character-mode
+//! clients (Windows telnet, Linux telnet once offered) into "the server echoes" mode, where the
+//! session's line editor takes over. Every other option is refused, once per option and
+//! direction.
+//!
+//! Nothing is ever sent to a client that has not shown it speaks telnet (it sent `IAC`), unless
+//! the operator said the listener is for telnet clients (`telnet = true`): netcat users never
+//! see negotiation bytes. `IAC IAC` is a data byte; subnegotiations are parsed for the options
+//! above and skipped whole otherwise. It does not decode characters or handle lines.
 
 /// Interpret As Command.
 pub const IAC: u8 = 255;
@@ -13,9 +22,58 @@ const DO: u8 = 253;
 const WONT: u8 = 252;
 const WILL: u8 = 251;
 const SB: u8 = 250;
+/// Erase Line.
+const EL: u8 = 248;
+/// Erase Character.
+const EC: u8 = 247;
+/// Are You There.
+const AYT: u8 = 246;
+/// Interrupt Process.
+const IP: u8 = 244;
 const SE: u8 = 240;
 /// No operation: sent to telnet clients as a keepalive.
 pub const NOP: u8 = 241;
+
+const ECHO: u8 = 1;
+const SGA: u8 = 3;
+const TTYPE: u8 = 24;
+const NAWS: u8 = 31;
+const CHARSET: u8 = 42;
+
+const TTYPE_IS: u8 = 0;
+const TTYPE_SEND: u8 = 1;
+const CHARSET_REQUEST: u8 = 1;
+const CHARSET_ACCEPTED: u8 = 2;
+const CHARSET_REJECTED: u8 = 3;
+
+/// Longest subnegotiation kept; longer ones are skipped (no option chatd uses needs more).
+const MAX_SUBNEGOTIATION: usize = 256;
+
+/// The character sets chatd offers in a CHARSET request, in order of preference.
+const OFFERED_CHARSETS: &[u8] = b";UTF-8;GBK;BIG5;ISO-8859-1";
+
+/// Something the client said in telnet that the session acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// TTYPE: the client's terminal type, as it named it.
+    TerminalType(String),
+    /// NAWS: the window's width and height in characters (0: unknown).
+    WindowSize {
+        width: u16,
+        height: u16,
+    },
+    /// CHARSET: the client agreed to (or asked for) this character set.
+    Charset(String),
+    /// The client now expects the server to echo what it types (it accepted WILL ECHO).
+    ServerEcho(bool),
+    /// `IAC AYT`.
+    AreYouThere,
+    /// `IAC IP`: the user pressed the interrupt key.
+    Interrupt,
+    /// `IAC EC` / `IAC EL`: erase a character / the line, as the client's own keys would.
+    EraseCharacter,
+    EraseLine,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -24,21 +82,38 @@ enum State {
     Command,
     /// After IAC WILL/WONT/DO/DONT; waiting for the option byte.
     Option(u8),
-    /// Inside IAC SB … ; skipping until IAC SE.
+    /// Inside IAC SB … ; collecting until IAC SE.
     Subnegotiation,
     /// IAC inside a subnegotiation.
     SubnegotiationIac,
 }
 
-/// Telnet decoder for one connection.
+/// One side's view of an option (RFC 1143 without the queue bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Q {
+    #[default]
+    No,
+    Yes,
+    /// We asked to turn it on and wait for the answer. (chatd never asks to turn an option
+    /// off, so RFC 1143's WANTNO state does not arise.)
+    WantYes,
+}
+
+/// Telnet decoder and negotiator for one connection.
 #[derive(Debug)]
 pub struct Telnet {
     state: State,
-    /// Options already refused, per direction, so each is answered at most once.
+    /// Options on our side (WILL/WONT) and on the client's (DO/DONT).
+    us: [Q; 256],
+    him: [Q; 256],
+    /// Options already refused, per direction, so a client repeating a request is answered once.
     refused_will: [bool; 256],
     refused_do: [bool; 256],
-    /// The client sent at least one IAC: it speaks telnet, so telnet bytes may be sent to it.
-    spoke_telnet: bool,
+    /// The client sent at least one IAC, or the listener is for telnet: telnet bytes may be sent.
+    speaks_telnet: bool,
+    /// Whether chatd has made its own requests yet.
+    offered: bool,
+    subnegotiation: Vec<u8>,
 }
 
 impl Default for Telnet {
@@ -51,23 +126,69 @@ impl Telnet {
     pub fn new() -> Self {
         Telnet {
             state: State::Data,
+            us: [Q::No; 256],
+            him: [Q::No; 256],
             refused_will: [false; 256],
             refused_do: [false; 256],
-            spoke_telnet: false,
+            speaks_telnet: false,
+            offered: false,
+            subnegotiation: Vec::new(),
         }
     }
 
-    /// Whether the client has shown that it speaks telnet.
+    /// Whether the client has shown that it speaks telnet (or is assumed to).
     pub fn spoke_telnet(&self) -> bool {
-        self.spoke_telnet
+        self.speaks_telnet
     }
 
-    /// Decodes `input`: data bytes are appended to `data`, negotiation answers to `reply`.
-    pub fn decode(&mut self, input: &[u8], data: &mut Vec<u8>, reply: &mut Vec<u8>) {
+    /// Whether the server echoes what the client types (the client agreed to WILL ECHO).
+    pub fn server_echoes(&self) -> bool {
+        self.us[ECHO as usize] == Q::Yes
+    }
+
+    /// Starts negotiating at once, for a listener whose clients are known to speak telnet:
+    /// returns the bytes to send.
+    pub fn start(&mut self) -> Vec<u8> {
+        self.speaks_telnet = true;
+        let mut reply = Vec::new();
+        self.offer(&mut reply);
+        reply
+    }
+
+    /// chatd's own requests, made once: echo and suppress-go-ahead from us; terminal type,
+    /// window size and character set from the client.
+    fn offer(&mut self, reply: &mut Vec<u8>) {
+        if self.offered {
+            return;
+        }
+        self.offered = true;
+        for option in [ECHO, SGA, CHARSET] {
+            if self.us[option as usize] == Q::No {
+                self.us[option as usize] = Q::WantYes;
+                reply.extend_from_slice(&[IAC, WILL, option]);
+            }
+        }
+        for option in [SGA, TTYPE, NAWS] {
+            if self.him[option as usize] == Q::No {
+                self.him[option as usize] = Q::WantYes;
+                reply.extend_from_slice(&[IAC, DO, option]);
+            }
+        }
+    }
+
+    /// Decodes `input`: data bytes are appended to `data`, bytes to send back to `reply`, and
+    /// what the session must act on to `signals`.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        data: &mut Vec<u8>,
+        reply: &mut Vec<u8>,
+        signals: &mut Vec<Signal>,
+    ) {
         for &byte in input {
             self.state = match (self.state, byte) {
                 (State::Data, IAC) => {
-                    self.spoke_telnet = true;
+                    self.speaks_telnet = true;
                     State::Command
                 }
                 (State::Data, _) => {
@@ -79,35 +200,192 @@ impl Telnet {
                     State::Data
                 }
                 (State::Command, WILL | WONT | DO | DONT) => State::Option(byte),
-                (State::Command, SB) => State::Subnegotiation,
-                // NOP, AYT, IP, GA and the rest: nothing to do for a line-mode chat yet.
-                (State::Command, _) => State::Data,
+                (State::Command, SB) => {
+                    self.subnegotiation.clear();
+                    State::Subnegotiation
+                }
+                (State::Command, command) => {
+                    match command {
+                        AYT => signals.push(Signal::AreYouThere),
+                        IP => signals.push(Signal::Interrupt),
+                        EC => signals.push(Signal::EraseCharacter),
+                        EL => signals.push(Signal::EraseLine),
+                        // NOP, GA, BRK, DM, AO: nothing to do for a chat.
+                        _ => {}
+                    }
+                    State::Data
+                }
                 (State::Option(verb), option) => {
-                    self.answer(verb, option, reply);
+                    self.offer(reply);
+                    self.negotiate(verb, option, reply, signals);
                     State::Data
                 }
                 (State::Subnegotiation, IAC) => State::SubnegotiationIac,
-                (State::Subnegotiation, _) => State::Subnegotiation,
-                (State::SubnegotiationIac, SE) => State::Data,
+                (State::Subnegotiation, _) => {
+                    self.collect(byte);
+                    State::Subnegotiation
+                }
+                (State::SubnegotiationIac, SE) => {
+                    self.subnegotiated(reply, signals);
+                    State::Data
+                }
+                (State::SubnegotiationIac, IAC) => {
+                    self.collect(IAC);
+                    State::Subnegotiation
+                }
+                // RFC 855: anything else after IAC inside SB ends it improperly; skip.
                 (State::SubnegotiationIac, _) => State::Subnegotiation,
             };
         }
     }
 
-    fn answer(&mut self, verb: u8, option: u8, reply: &mut Vec<u8>) {
+    fn collect(&mut self, byte: u8) {
+        if self.subnegotiation.len() < MAX_SUBNEGOTIATION {
+            self.subnegotiation.push(byte);
+        }
+    }
+
+    /// The client offered (WILL/WONT) or asked for (DO/DONT) `option`.
+    fn negotiate(&mut self, verb: u8, option: u8, reply: &mut Vec<u8>, signals: &mut Vec<Signal>) {
         let slot = option as usize;
         match verb {
-            WILL if !self.refused_will[slot] => {
-                self.refused_will[slot] = true;
-                reply.extend_from_slice(&[IAC, DONT, option]);
-            }
-            DO if !self.refused_do[slot] => {
-                self.refused_do[slot] = true;
-                reply.extend_from_slice(&[IAC, WONT, option]);
+            WILL => match self.him[slot] {
+                Q::Yes => {}
+                Q::WantYes => {
+                    self.him[slot] = Q::Yes;
+                    self.enabled_by_him(option, reply);
+                }
+                Q::No if matches!(option, SGA | TTYPE | NAWS | CHARSET) => {
+                    self.him[slot] = Q::Yes;
+                    reply.extend_from_slice(&[IAC, DO, option]);
+                    self.enabled_by_him(option, reply);
+                }
+                Q::No if !self.refused_will[slot] => {
+                    self.refused_will[slot] = true;
+                    reply.extend_from_slice(&[IAC, DONT, option]);
+                }
+                Q::No => {}
+            },
+            WONT => match self.him[slot] {
+                Q::Yes => {
+                    self.him[slot] = Q::No;
+                    reply.extend_from_slice(&[IAC, DONT, option]);
+                }
+                Q::WantYes => self.him[slot] = Q::No,
+                Q::No => {}
+            },
+            DO => match self.us[slot] {
+                Q::Yes => {}
+                Q::WantYes => {
+                    self.us[slot] = Q::Yes;
+                    self.enabled_by_us(option, reply, signals);
+                }
+                Q::No if matches!(option, ECHO | SGA | CHARSET) => {
+                    self.us[slot] = Q::Yes;
+                    reply.extend_from_slice(&[IAC, WILL, option]);
+                    self.enabled_by_us(option, reply, signals);
+                }
+                Q::No if !self.refused_do[slot] => {
+                    self.refused_do[slot] = true;
+                    reply.extend_from_slice(&[IAC, WONT, option]);
+                }
+                Q::No => {}
+            },
+            DONT => {
+                let was = self.us[slot];
+                match was {
+                    Q::Yes => {
+                        self.us[slot] = Q::No;
+                        reply.extend_from_slice(&[IAC, WONT, option]);
+                    }
+                    Q::WantYes => self.us[slot] = Q::No,
+                    Q::No => {}
+                }
+                if option == ECHO && was == Q::Yes {
+                    signals.push(Signal::ServerEcho(false));
+                }
             }
             _ => {}
         }
     }
+
+    /// The client turned on one of its options that chatd wants. (NAWS sends by itself; a
+    /// client's CHARSET comes with a REQUEST of its own.)
+    fn enabled_by_him(&mut self, option: u8, reply: &mut Vec<u8>) {
+        if option == TTYPE {
+            reply.extend_from_slice(&[IAC, SB, TTYPE, TTYPE_SEND, IAC, SE]);
+        }
+    }
+
+    /// The client agreed to one of chatd's options.
+    fn enabled_by_us(&mut self, option: u8, reply: &mut Vec<u8>, signals: &mut Vec<Signal>) {
+        match option {
+            ECHO => signals.push(Signal::ServerEcho(true)),
+            CHARSET => {
+                reply.extend_from_slice(&[IAC, SB, CHARSET, CHARSET_REQUEST]);
+                reply.extend_from_slice(OFFERED_CHARSETS);
+                reply.extend_from_slice(&[IAC, SE]);
+            }
+            _ => {}
+        }
+    }
+
+    /// A whole subnegotiation (without IAC SB and IAC SE) arrived.
+    fn subnegotiated(&mut self, reply: &mut Vec<u8>, signals: &mut Vec<Signal>) {
+        let mut body = std::mem::take(&mut self.subnegotiation);
+        match body.as_slice() {
+            [TTYPE, TTYPE_IS, name @ ..] if self.him[TTYPE as usize] == Q::Yes => {
+                signals.push(Signal::TerminalType(printable(name)));
+            }
+            [NAWS, w1, w0, h1, h0] if self.him[NAWS as usize] == Q::Yes => {
+                signals.push(Signal::WindowSize {
+                    width: u16::from_be_bytes([*w1, *w0]),
+                    height: u16::from_be_bytes([*h1, *h0]),
+                });
+            }
+            [CHARSET, CHARSET_ACCEPTED, name @ ..] => {
+                signals.push(Signal::Charset(printable(name)));
+            }
+            [CHARSET, CHARSET_REJECTED, ..] => {}
+            [CHARSET, CHARSET_REQUEST, list @ ..] => {
+                // The client offers: take the first one chatd knows, preferring UTF-8.
+                let offered = parse_charset_list(list);
+                let pick = offered
+                    .iter()
+                    .find(|name| name.eq_ignore_ascii_case("utf-8"))
+                    .or_else(|| offered.iter().find(|name| crate::session::charset::known(name)));
+                match pick {
+                    Some(name) => {
+                        reply.extend_from_slice(&[IAC, SB, CHARSET, CHARSET_ACCEPTED]);
+                        reply.extend_from_slice(name.as_bytes());
+                        reply.extend_from_slice(&[IAC, SE]);
+                        signals.push(Signal::Charset(name.clone()));
+                    }
+                    None => reply.extend_from_slice(&[IAC, SB, CHARSET, CHARSET_REJECTED, IAC, SE]),
+                }
+            }
+            _ => {}
+        }
+        // Keep the allocation for the next one.
+        body.clear();
+        self.subnegotiation = body;
+    }
+}
+
+/// A name from a subnegotiation, reduced to printable ASCII.
+fn printable(bytes: &[u8]) -> String {
+    bytes.iter().filter(|b| b.is_ascii_graphic()).map(|&b| char::from(b)).take(64).collect()
+}
+
+/// RFC 2066: a REQUEST is a separator byte followed by names separated by it, optionally
+/// preceded by "[TTABLE]" and a version byte (a translation table; not supported).
+fn parse_charset_list(list: &[u8]) -> Vec<String> {
+    let list = match list.strip_prefix(b"[TTABLE]") {
+        Some(rest) => rest.get(1..).unwrap_or_default(),
+        None => list,
+    };
+    let Some((&separator, names)) = list.split_first() else { return Vec::new() };
+    names.split(|&b| b == separator).map(printable).filter(|name| !name.is_empty()).collect()
 }
 
 #[cfg(test)]
@@ -115,57 +393,188 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn decode(input: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let mut telnet = Telnet::new();
-        let (mut data, mut reply) = (Vec::new(), Vec::new());
-        telnet.decode(input, &mut data, &mut reply);
-        (data, reply)
+    struct Decoded {
+        data: Vec<u8>,
+        reply: Vec<u8>,
+        signals: Vec<Signal>,
     }
+
+    fn feed(telnet: &mut Telnet, input: &[u8]) -> Decoded {
+        let mut out = Decoded { data: Vec::new(), reply: Vec::new(), signals: Vec::new() };
+        telnet.decode(input, &mut out.data, &mut out.reply, &mut out.signals);
+        out
+    }
+
+    fn decode(input: &[u8]) -> Decoded {
+        feed(&mut Telnet::new(), input)
+    }
+
+    /// chatd's opening requests, sent once a client has shown it speaks telnet.
+    const OFFER: [u8; 18] = [
+        IAC, WILL, ECHO, IAC, WILL, SGA, IAC, WILL, CHARSET, IAC, DO, SGA, IAC, DO, TTYPE, IAC, DO,
+        NAWS,
+    ];
 
     #[test]
     fn plain_bytes_pass_through_and_nothing_is_sent() {
-        assert_eq!(decode(b"hello\r\n"), (b"hello\r\n".to_vec(), vec![]));
+        let out = decode(b"hello\r\n");
+        assert_eq!((out.data, out.reply), (b"hello\r\n".to_vec(), vec![]));
+        assert!(!Telnet::new().spoke_telnet());
     }
 
     #[test]
     fn doubled_iac_is_a_data_byte() {
-        assert_eq!(decode(&[b'a', IAC, IAC, b'b']).0, vec![b'a', IAC, b'b']);
+        assert_eq!(decode(&[b'a', IAC, IAC, b'b']).data, vec![b'a', IAC, b'b']);
     }
 
     #[test]
-    fn options_are_refused_once() {
-        let (data, reply) = decode(&[IAC, WILL, 24, IAC, DO, 1, IAC, WILL, 24, b'x']);
-        assert_eq!(data, b"x");
-        assert_eq!(reply, vec![IAC, DONT, 24, IAC, WONT, 1]);
+    fn a_telnet_client_gets_chatds_offer_then_answers() {
+        let out = decode(&[IAC, WILL, TTYPE]);
+        let mut expected = OFFER.to_vec();
+        // TTYPE was already asked for (DO), so the client's WILL is the answer: ask for the name.
+        expected.extend_from_slice(&[IAC, SB, TTYPE, TTYPE_SEND, IAC, SE]);
+        assert_eq!(out.reply, expected);
     }
 
     #[test]
-    fn wont_and_dont_need_no_answer() {
-        assert_eq!(decode(&[IAC, WONT, 3, IAC, DONT, 3]).1, Vec::<u8>::new());
+    fn unknown_options_are_refused_once_and_never_loop() {
+        let mut telnet = Telnet::new();
+        telnet.start();
+        let out =
+            feed(&mut telnet, &[IAC, WILL, 99, IAC, DO, 98, IAC, WILL, 99, IAC, DO, 98, b'x']);
+        assert_eq!(out.data, b"x");
+        assert_eq!(out.reply, vec![IAC, DONT, 99, IAC, WONT, 98]);
     }
 
     #[test]
-    fn subnegotiation_is_skipped_whole() {
-        let input = [b'a', IAC, SB, 24, 0, b'x', IAC, IAC, b't', IAC, SE, b'b'];
-        assert_eq!(decode(&input).0, b"ab");
+    fn agreeing_to_what_was_asked_sends_nothing_more() {
+        let mut telnet = Telnet::new();
+        assert_eq!(telnet.start(), OFFER.to_vec());
+        let out =
+            feed(&mut telnet, &[IAC, DO, ECHO, IAC, DO, SGA, IAC, WILL, SGA, IAC, WILL, NAWS]);
+        assert_eq!(out.reply, Vec::<u8>::new());
+        assert_eq!(out.signals, vec![Signal::ServerEcho(true)]);
+        assert!(telnet.server_echoes());
+        // Asking again for what is already on changes nothing and is not answered.
+        let again = feed(&mut telnet, &[IAC, DO, ECHO, IAC, WILL, NAWS]);
+        assert_eq!((again.reply, again.signals), (vec![], vec![]));
+        // Turning echo off is acknowledged once.
+        let off = feed(&mut telnet, &[IAC, DONT, ECHO, IAC, DONT, ECHO]);
+        assert_eq!(off.reply, vec![IAC, WONT, ECHO]);
+        assert_eq!(off.signals, vec![Signal::ServerEcho(false)]);
+        assert!(!telnet.server_echoes());
+    }
+
+    #[test]
+    fn refusals_of_chatds_offer_are_accepted_silently() {
+        let mut telnet = Telnet::new();
+        telnet.start();
+        let out = feed(&mut telnet, &[IAC, DONT, ECHO, IAC, WONT, TTYPE, IAC, WONT, NAWS]);
+        assert_eq!(out.reply, Vec::<u8>::new());
+        assert!(!telnet.server_echoes());
+    }
+
+    #[test]
+    fn terminal_type_window_size_and_charset_are_reported() {
+        let mut telnet = Telnet::new();
+        telnet.start();
+        let mut input = vec![IAC, WILL, TTYPE, IAC, WILL, NAWS, IAC, DO, CHARSET];
+        input.extend_from_slice(&[IAC, SB, TTYPE, TTYPE_IS]);
+        input.extend_from_slice(b"XTERM-256COLOR");
+        input.extend_from_slice(&[IAC, SE, IAC, SB, NAWS, 0, 100, 0, 40, IAC, SE]);
+        input.extend_from_slice(&[IAC, SB, CHARSET, CHARSET_ACCEPTED]);
+        input.extend_from_slice(b"UTF-8");
+        input.extend_from_slice(&[IAC, SE]);
+        let out = feed(&mut telnet, &input);
+        assert_eq!(
+            out.signals,
+            vec![
+                Signal::TerminalType("XTERM-256COLOR".into()),
+                Signal::WindowSize { width: 100, height: 40 },
+                Signal::Charset("UTF-8".into()),
+            ]
+        );
+        // Accepting CHARSET makes chatd send its request.
+        let mut request =
+            vec![IAC, SB, TTYPE, TTYPE_SEND, IAC, SE, IAC, SB, CHARSET, CHARSET_REQUEST];
+        request.extend_from_slice(OFFERED_CHARSETS);
+        request.extend_from_slice(&[IAC, SE]);
+        assert_eq!(out.reply, request);
+    }
+
+    #[test]
+    fn a_window_width_of_255_arrives_doubled() {
+        let mut telnet = Telnet::new();
+        telnet.start();
+        let out = feed(&mut telnet, &[IAC, WILL, NAWS, IAC, SB, NAWS, 0, IAC, IAC, 0, 24, IAC, SE]);
+        assert_eq!(out.signals, vec![Signal::WindowSize { width: 255, height: 24 }]);
+    }
+
+    #[test]
+    fn a_clients_charset_request_is_answered() {
+        let mut telnet = Telnet::new();
+        telnet.start();
+        let mut input = vec![IAC, WILL, CHARSET, IAC, SB, CHARSET, CHARSET_REQUEST];
+        input.extend_from_slice(b" GBK ISO-8859-1");
+        input.extend_from_slice(&[IAC, SE]);
+        let out = feed(&mut telnet, &input);
+        let mut expected = vec![IAC, DO, CHARSET, IAC, SB, CHARSET, CHARSET_ACCEPTED];
+        expected.extend_from_slice(b"GBK");
+        expected.extend_from_slice(&[IAC, SE]);
+        assert_eq!(out.reply, expected);
+        assert_eq!(out.signals, vec![Signal::Charset("GBK".into())]);
+        let mut unknown = vec![IAC, SB, CHARSET, CHARSET_REQUEST];
+        unknown.extend_from_slice(b";KOI8-Q");
+        unknown.extend_from_slice(&[IAC, SE]);
+        assert_eq!(
+            feed(&mut telnet, &unknown).reply,
+            vec![IAC, SB, CHARSET, CHARSET_REJECTED, IAC, SE]
+        );
+    }
+
+    #[test]
+    fn commands_become_signals() {
+        let out = decode(&[IAC, AYT, IAC, IP, IAC, EC, IAC, EL, IAC, NOP]);
+        assert_eq!(
+            out.signals,
+            vec![Signal::AreYouThere, Signal::Interrupt, Signal::EraseCharacter, Signal::EraseLine]
+        );
+    }
+
+    #[test]
+    fn an_unknown_subnegotiation_is_skipped_whole() {
+        let input = [b'a', IAC, SB, 77, 0, b'x', IAC, IAC, b't', IAC, SE, b'b'];
+        assert_eq!(decode(&input).data, b"ab");
     }
 
     #[test]
     fn a_command_split_across_reads_is_decoded() {
         let mut telnet = Telnet::new();
-        let (mut data, mut reply) = (Vec::new(), Vec::new());
-        telnet.decode(&[b'a', IAC], &mut data, &mut reply);
-        telnet.decode(&[WILL], &mut data, &mut reply);
-        telnet.decode(&[31, b'b'], &mut data, &mut reply);
-        assert_eq!((data, reply), (b"ab".to_vec(), vec![IAC, DONT, 31]));
+        telnet.start();
+        let mut data = Vec::new();
+        let mut reply = Vec::new();
+        let mut signals = Vec::new();
+        telnet.decode(&[b'a', IAC], &mut data, &mut reply, &mut signals);
+        telnet.decode(&[WILL], &mut data, &mut reply, &mut signals);
+        telnet.decode(&[77, b'b'], &mut data, &mut reply, &mut signals);
+        assert_eq!((data, reply), (b"ab".to_vec(), vec![IAC, DONT, 77]));
     }
 
     proptest! {
         #[test]
         fn data_never_grows_and_replies_stay_bounded(input in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let (data, reply) = decode(&input);
-            prop_assert!(data.len() <= input.len());
-            prop_assert!(reply.len() <= 2 * 256 * 3);
+            let out = decode(&input);
+            prop_assert!(out.data.len() <= input.len());
+            // Each option is answered at most a few times per direction, plus the offer and
+            // one answer per subnegotiation.
+            prop_assert!(out.reply.len() <= OFFER.len() + 4 * 256 * 3 + input.len() / 4 * 16);
+        }
+
+        #[test]
+        fn data_bytes_without_iac_pass_unchanged(input in proptest::collection::vec(0u8..255, 0..512)) {
+            let out = decode(&input);
+            prop_assert_eq!(out.data, input);
+            prop_assert!(out.reply.is_empty());
         }
     }
 }

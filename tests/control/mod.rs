@@ -237,8 +237,8 @@ fn announcements_and_the_message_of_the_day_are_system_lines() {
     ok(daemon.chatctl(&["announce", "--room", "#dev", "maintenance", "at", "noon"]));
     bob.expect("*** Announcement: maintenance at noon");
     ok(daemon.chatctl(&["announce", "\x1b[31mhello\x1b[0m", "everyone"]));
-    alice.expect("*** Announcement: [31mhello[0m everyone");
-    bob.expect("*** Announcement: [31mhello[0m everyone");
+    alice.expect("*** Announcement: hello everyone");
+    bob.expect("*** Announcement: hello everyone");
     fails(daemon.chatctl(&["announce", "--room", "nowhere", "hi"]), 1);
 
     assert_eq!(ok(daemon.chatctl(&["motd"])), "no message of the day is set\n");

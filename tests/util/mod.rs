@@ -391,6 +391,8 @@ pub struct Client {
     reader: BufReader<TcpStream>,
     /// Every line received, for failure messages.
     pub seen: Vec<String>,
+    /// Bells (BEL at the end of a line) received; the lines are kept without them.
+    pub bells: usize,
 }
 
 impl Client {
@@ -398,7 +400,7 @@ impl Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to chatd");
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone stream"));
-        Client { stream, reader, seen: Vec::new() }
+        Client { stream, reader, seen: Vec::new(), bells: 0 }
     }
 
     /// Connects with a tiny receive buffer, so that a client that stops reading fills the
@@ -429,7 +431,7 @@ impl Client {
         let stream = TcpStream::from(fd);
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone stream"));
-        Client { stream, reader, seen: Vec::new() }
+        Client { stream, reader, seen: Vec::new(), bells: 0 }
     }
 
     /// Sends one line with a CR LF line end.
@@ -449,6 +451,10 @@ impl Client {
             Ok(_) => {
                 assert!(raw.ends_with(b"\r\n"), "line without CR LF: {raw:?}");
                 raw.truncate(raw.len() - 2);
+                if raw.last() == Some(&0x07) {
+                    raw.pop();
+                    self.bells += 1;
+                }
                 let line = String::from_utf8(raw).expect("server sent UTF-8");
                 self.seen.push(line.clone());
                 Some(line)
@@ -462,6 +468,22 @@ impl Client {
             Err(err) if err.kind() == ErrorKind::ConnectionReset => None,
             Err(err) => panic!("read from chatd: {err}"),
         }
+    }
+
+    /// Reads raw bytes (telnet commands included) until they end with `needle`; returns them.
+    pub fn read_raw_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(needle) {
+            match self.reader.read(&mut byte) {
+                Ok(1) => raw.push(byte[0]),
+                Ok(_) => {
+                    panic!("closed before {needle:?}; got {:?}", String::from_utf8_lossy(&raw))
+                }
+                Err(err) => panic!("no {needle:?} within {PATIENCE:?} ({err}); got {raw:?}"),
+            }
+        }
+        raw
     }
 
     /// Reads lines until one equals `expected`; returns the lines before it.

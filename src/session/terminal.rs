@@ -1,0 +1,337 @@
+//! What one client's terminal can do, and turning [`Shown`] lines into bytes for it.
+//!
+//! Owns the client's presentation settings — character set, colour, window width, timestamps,
+//! bell — and, for clients that let the server echo, the [`LineEditor`] with the line being
+//! typed. Colour is off until the terminal type (telnet TTYPE) says the terminal has it, or the
+//! user says `/color on`. With colour, system lines are one colour, private lines another, and
+//! each nick a colour derived from the nick, so the same person always looks the same; the
+//! `*** ` prefix and the `<nick>` brackets stay, so colour is never the only difference. With a
+//! known window width (telnet NAWS), long lines wrap at word boundaries, and continuation
+//! lines are indented under the text, not under the nick. It does no I/O: the session sends
+//! the bytes.
+
+use unicode_width::UnicodeWidthChar;
+
+use crate::names;
+use crate::session::charset::Charset;
+use crate::session::editor::LineEditor;
+use crate::session::render::{Kind, Shown};
+
+const RESET: &str = "\x1b[0m";
+const SYSTEM_COLOUR: &str = "\x1b[33m";
+const PRIVATE_COLOUR: &str = "\x1b[35m";
+const HISTORY_COLOUR: &str = "\x1b[2m";
+/// Nick colours: red, green, blue, cyan and their bright forms (yellow and magenta are taken by
+/// system and private lines).
+const NICK_COLOURS: [&str; 8] = [
+    "\x1b[31m", "\x1b[32m", "\x1b[34m", "\x1b[36m", "\x1b[91m", "\x1b[92m", "\x1b[94m", "\x1b[96m",
+];
+const BELL: char = '\u{07}';
+
+/// Narrower windows than this are not wrapped for (the indentation would eat the line).
+const MIN_WRAP_WIDTH: usize = 20;
+
+/// Whether a terminal type (as telnet TTYPE names it, any case) shows colour: xterm, screen
+/// and tmux and their relatives do; vt100, dumb terminals and types naming bots do not.
+pub fn type_has_colour(terminal_type: &str) -> bool {
+    let name = terminal_type.to_ascii_lowercase();
+    ["xterm", "screen", "tmux", "rxvt", "linux", "ansi", "putty", "konsole", "gnome", "vt220-color"]
+        .iter()
+        .any(|family| name.starts_with(family))
+        || name.ends_with("-color")
+        || name.ends_with("-256color")
+}
+
+/// The colour of a nick: the same for the same nick (in any case), on every terminal.
+pub fn nick_colour(nick: &str) -> &'static str {
+    // FNV-1a: stable across builds and platforms, unlike the standard library's hasher.
+    let hash = names::fold(nick)
+        .bytes()
+        .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    NICK_COLOURS[hash as usize % NICK_COLOURS.len()]
+}
+
+fn columns(text: &str) -> usize {
+    text.chars().map(|c| c.width().unwrap_or(0)).sum()
+}
+
+#[derive(Debug)]
+pub struct Terminal {
+    pub charset: Charset,
+    pub colour: bool,
+    /// The user chose colour with `/color`: the terminal type no longer decides.
+    pub colour_chosen: bool,
+    /// Window width in columns, when the client told it.
+    pub width: Option<usize>,
+    pub timestamps: bool,
+    pub bell: bool,
+    /// Told once that its input is not valid in its character set.
+    pub charset_hinted: bool,
+    /// Present while the server echoes (character-mode clients).
+    pub editor: Option<LineEditor>,
+}
+
+impl Default for Terminal {
+    fn default() -> Self {
+        Terminal {
+            charset: Charset::default(),
+            colour: false,
+            colour_chosen: false,
+            width: None,
+            timestamps: false,
+            bell: true,
+            charset_hinted: false,
+            editor: None,
+        }
+    }
+}
+
+impl Terminal {
+    /// The client named its terminal type.
+    pub fn set_type(&mut self, terminal_type: &str) {
+        if !self.colour_chosen {
+            self.colour = type_has_colour(terminal_type);
+        }
+    }
+
+    pub fn set_width(&mut self, width: u16) {
+        self.width = (usize::from(width) >= MIN_WRAP_WIDTH).then_some(usize::from(width));
+    }
+
+    pub fn set_charset(&mut self, charset: Charset) {
+        self.charset = charset;
+        if let Some(editor) = &mut self.editor {
+            editor.set_charset(charset);
+        }
+    }
+
+    /// Turns server-side echo and line editing on or off.
+    pub fn set_echo(&mut self, on: bool) {
+        match (on, self.editor.is_some()) {
+            (true, false) => self.editor = Some(LineEditor::new(self.charset)),
+            (false, true) => self.editor = None,
+            _ => {}
+        }
+    }
+
+    /// Appends `lines` to `out` as the client's bytes: the line being typed is taken off the
+    /// screen first and put back after. `hh_mm` is the local time, for timestamps; `ring` adds
+    /// the bell.
+    pub fn write_lines(&self, lines: &[Shown], hh_mm: &str, ring: bool, out: &mut Vec<u8>) {
+        let mut text = String::new();
+        if let Some(editor) = &self.editor {
+            editor.hide(&mut text);
+        }
+        for line in lines {
+            self.format(line, hh_mm, &mut text);
+        }
+        if ring && self.bell && text.ends_with("\r\n") {
+            // Inside the last line, before its end: line-reading clients see it on that line.
+            text.insert(text.len() - 2, BELL);
+        }
+        if let Some(editor) = &self.editor {
+            editor.show(&mut text);
+        }
+        self.charset.encode(&text, out);
+    }
+
+    /// Echo from the line editor (already text for this terminal).
+    pub fn write_echo(&self, echo: &str, out: &mut Vec<u8>) {
+        self.charset.encode(echo, out);
+    }
+
+    /// One line, wrapped, with its line ends.
+    fn format(&self, line: &Shown, hh_mm: &str, out: &mut String) {
+        let stamp = if self.timestamps && line.kind != Kind::History {
+            format!("[{hh_mm}] ")
+        } else {
+            String::new()
+        };
+        let lead_columns =
+            columns(&stamp) + columns(&line.before) + columns(&line.nick) + columns(&line.after);
+        let pieces = match self.width {
+            // One column is left free: some terminals wrap early when the last one is written.
+            Some(width) => wrap(&line.text, width - 1, lead_columns),
+            None => vec![line.text.as_str()],
+        };
+        let (line_colour, text_colour) = match line.kind {
+            Kind::System => (SYSTEM_COLOUR, SYSTEM_COLOUR),
+            Kind::Private | Kind::PrivateSent => (PRIVATE_COLOUR, PRIVATE_COLOUR),
+            Kind::History => (HISTORY_COLOUR, ""),
+            Kind::Chat => ("", ""),
+        };
+        for (index, piece) in pieces.iter().enumerate() {
+            if self.colour && !line_colour.is_empty() {
+                out.push_str(line_colour);
+            }
+            if index == 0 {
+                out.push_str(&stamp);
+                out.push_str(&line.before);
+                if self.colour && !line.nick.is_empty() && line.kind != Kind::Private {
+                    out.push_str(nick_colour(&line.nick));
+                    out.push_str(&line.nick);
+                    out.push_str(RESET);
+                    out.push_str(line_colour);
+                } else {
+                    out.push_str(&line.nick);
+                }
+                out.push_str(&line.after);
+            } else {
+                out.extend(std::iter::repeat_n(' ', lead_columns));
+            }
+            if self.colour && line.kind == Kind::History {
+                out.push_str(RESET);
+                out.push_str(text_colour);
+            }
+            out.push_str(piece);
+            if self.colour && !line_colour.is_empty() {
+                out.push_str(RESET);
+            }
+            out.push_str("\r\n");
+        }
+    }
+}
+
+/// Splits `text` into pieces that fit in `width - indent` columns: at spaces where it can, inside
+/// a word (or between CJK characters, which have no spaces) where it must. Every piece is a
+/// slice of `text`; the spaces a break falls on are dropped.
+pub fn wrap(text: &str, width: usize, indent: usize) -> Vec<&str> {
+    let room = width.saturating_sub(indent).max(10);
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while columns(rest) > room {
+        let mut used = 0;
+        let mut cut = 0;
+        let mut last_space = None;
+        for (at, c) in rest.char_indices() {
+            let w = c.width().unwrap_or(0);
+            if used + w > room {
+                break;
+            }
+            if c == ' ' {
+                last_space = Some(at);
+            }
+            used += w;
+            cut = at + c.len_utf8();
+        }
+        let (piece, next) = match last_space {
+            Some(at) if at > 0 => (&rest[..at], rest[at..].trim_start_matches(' ')),
+            _ => (&rest[..cut], rest[cut..].trim_start_matches(' ')),
+        };
+        pieces.push(piece);
+        rest = next;
+    }
+    pieces.push(rest);
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::render::system;
+
+    fn chat(nick: &str, text: &str) -> Shown {
+        Shown {
+            kind: Kind::Chat,
+            before: "<".into(),
+            nick: nick.into(),
+            after: "> ".into(),
+            text: text.into(),
+        }
+    }
+
+    fn written(terminal: &Terminal, line: Shown) -> String {
+        let mut out = Vec::new();
+        terminal.write_lines(&[line], "12:34", false, &mut out);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn colour_follows_the_terminal_type() {
+        for kind in ["XTERM", "xterm-256color", "screen", "tmux-256color", "rxvt-unicode", "linux"]
+        {
+            assert!(type_has_colour(kind), "{kind}");
+        }
+        for kind in ["VT100", "dumb", "bot", "unknown", "network"] {
+            assert!(!type_has_colour(kind), "{kind}");
+        }
+    }
+
+    #[test]
+    fn monochrome_lines_are_the_plain_text() {
+        let terminal = Terminal::default();
+        assert_eq!(written(&terminal, chat("alice", "hi")), "<alice> hi\r\n");
+        assert_eq!(
+            written(&terminal, system("bob has joined lobby")),
+            "*** bob has joined lobby\r\n"
+        );
+    }
+
+    #[test]
+    fn colour_marks_system_lines_and_nicks_but_keeps_the_prefixes() {
+        let terminal = Terminal { colour: true, ..Terminal::default() };
+        let line = written(&terminal, system("bob has joined lobby"));
+        assert_eq!(line, "\x1b[33m*** bob has joined lobby\x1b[0m\r\n");
+        let line = written(&terminal, chat("alice", "hi"));
+        assert_eq!(line, format!("<{}alice\x1b[0m> hi\r\n", nick_colour("alice")));
+        assert_eq!(nick_colour("Alice"), nick_colour("alice"), "same nick, same colour");
+    }
+
+    #[test]
+    fn long_lines_wrap_under_the_text_not_the_nick() {
+        let terminal = Terminal { width: Some(31), ..Terminal::default() };
+        let line = written(&terminal, chat("alice", "the quick brown fox jumps over the lazy dog"));
+        assert_eq!(
+            line,
+            "<alice> the quick brown fox\r\n        jumps over the lazy\r\n        dog\r\n"
+        );
+        for row in line.split("\r\n") {
+            assert!(columns(row) < 31, "{row:?}");
+        }
+    }
+
+    #[test]
+    fn cjk_text_wraps_by_columns() {
+        let pieces = wrap("你好世界你好世界你好世界", 20, 8);
+        assert_eq!(pieces, vec!["你好世界你好", "世界你好世界"]);
+        assert!(pieces.iter().all(|p| columns(p) <= 12));
+    }
+
+    #[test]
+    fn a_word_longer_than_the_line_is_cut() {
+        assert_eq!(wrap("aaaaaaaaaaaaaaa", 12, 0), vec!["aaaaaaaaaaaa", "aaa"]);
+        assert_eq!(wrap("", 30, 5), vec![""]);
+    }
+
+    #[test]
+    fn timestamps_prefix_the_local_time() {
+        let terminal = Terminal { timestamps: true, ..Terminal::default() };
+        assert_eq!(written(&terminal, chat("alice", "hi")), "[12:34] <alice> hi\r\n");
+    }
+
+    #[test]
+    fn the_bell_rings_only_when_asked_and_allowed() {
+        let mut terminal = Terminal::default();
+        let mut out = Vec::new();
+        terminal.write_lines(&[chat("bob", "hi alice")], "12:34", true, &mut out);
+        assert!(out.ends_with(b"\x07\r\n"));
+        terminal.bell = false;
+        out.clear();
+        terminal.write_lines(&[chat("bob", "hi alice")], "12:34", true, &mut out);
+        assert!(!out.contains(&7));
+    }
+
+    #[test]
+    fn output_is_encoded_in_the_clients_charset() {
+        let terminal =
+            Terminal { charset: Charset::by_name("gbk").expect("gbk"), ..Terminal::default() };
+        let mut out = Vec::new();
+        terminal.write_lines(&[chat("小明", "你好")], "12:34", false, &mut out);
+        let mut expected = b"<".to_vec();
+        expected.extend_from_slice(&[0xD0, 0xA1, 0xC3, 0xF7]);
+        expected.extend_from_slice(b"> ");
+        expected.extend_from_slice(&[0xC4, 0xE3, 0xBA, 0xC3]);
+        expected.extend_from_slice(b"\r\n");
+        assert_eq!(out, expected);
+    }
+}
