@@ -451,6 +451,11 @@ impl Client {
             Ok(_) => {
                 assert!(raw.ends_with(b"\r\n"), "line without CR LF: {raw:?}");
                 raw.truncate(raw.len() - 2);
+                // A listener with `telnet = true` opens with negotiation (IAC verb option);
+                // this client, like a line-mode telnet client, just does not answer it.
+                while let Some(at) = raw.windows(2).position(|w| w[0] == 255 && w[1] >= 251) {
+                    raw.drain(at..(at + 3).min(raw.len()));
+                }
                 if raw.last() == Some(&0x07) {
                     raw.pop();
                     self.bells += 1;
