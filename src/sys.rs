@@ -228,6 +228,8 @@ pub fn daemonize() -> io::Result<std::os::unix::net::UnixStream> {
     if let Forked::Parent(_) = fork_with_signals_blocked()? {
         std::process::exit(0);
     }
+    // The daemon goes on as the master, whose signals signal-hook handles: none stays blocked.
+    set_blocked_signals(&SigSet::empty())?;
     nix::unistd::chdir("/").map_err(io::Error::from)?;
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     nix::unistd::dup2_stdin(&null).map_err(io::Error::from)?;
