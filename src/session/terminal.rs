@@ -321,6 +321,64 @@ mod tests {
         assert!(!out.contains(&7));
     }
 
+    /// Removes the server's own colour codes (SGR: `ESC [` digits and `;` `m`).
+    fn without_server_colour(bytes: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(bytes);
+        let mut out = String::new();
+        let mut rest = text.as_ref();
+        while let Some(at) = rest.find("\x1b[") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 2..];
+            let end = after.find(|c: char| !(c.is_ascii_digit() || c == ';')).unwrap_or(0);
+            if after[end..].starts_with('m') {
+                rest = &after[end + 1..];
+            } else {
+                out.push_str("\x1b[");
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        out.into_bytes()
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a user sends, as a line or as a nickname, what another client receives
+        /// holds no ESC and no control character but CR LF — besides the server's own colour
+        /// codes when colour is on.
+        #[test]
+        fn what_reaches_another_client_holds_no_control_but_cr_lf(
+            line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            nick in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            colour in proptest::prelude::any::<bool>(),
+            width in 0u16..200,
+        ) {
+            use crate::proto::Event;
+            use crate::session::line::{Line, LineSplitter};
+            let mut lines = Vec::new();
+            let mut splitter = LineSplitter::new();
+            splitter.feed(&line, &mut lines);
+            splitter.feed(b"\r\n", &mut lines);
+            let mut terminal = Terminal { colour, ..Terminal::default() };
+            terminal.set_width(width);
+            for line in lines {
+                let Line::Bytes(bytes) = line else { continue };
+                let text = match Charset::default().decode(&bytes) {
+                    Ok(text) | Err(text) => crate::text::sanitize(&text),
+                };
+                let from = crate::names::normalize_nick(&String::from_utf8_lossy(&nick));
+                let event = Event::Chat { from, sender: 1, seq: 1, text };
+                let mut out = Vec::new();
+                terminal.write_lines(&crate::session::render::event(&event), "12:34", false, &mut out);
+                let seen = if colour { without_server_colour(&out) } else { out.clone() };
+                let seen = String::from_utf8_lossy(&seen).replace("\r\n", "");
+                proptest::prop_assert!(
+                    !seen.chars().any(char::is_control),
+                    "control character in {:?}", String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
+
     #[test]
     fn output_is_encoded_in_the_clients_charset() {
         let terminal =
