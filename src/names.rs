@@ -93,6 +93,24 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether two nicknames are the same one ([`fold`] equal), without allocating for ASCII names:
+/// sessions ask this for every line they receive.
+pub fn same(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() { a.eq_ignore_ascii_case(b) } else { fold(a) == fold(b) }
+}
+
+/// Whether `text` names `nick` (in any case), for the bell.
+pub fn mentions(text: &str, nick: &str) -> bool {
+    if nick.is_empty() {
+        return false;
+    }
+    if nick.is_ascii() {
+        let nick = nick.as_bytes();
+        return text.as_bytes().windows(nick.len()).any(|w| w.eq_ignore_ascii_case(nick));
+    }
+    fold(text).contains(&fold(nick))
+}
+
 /// What a nickname looks like, for [`is_lookalike`]: the confusable skeleton of its case fold.
 pub fn lookalike_key(nick: &str) -> String {
     unicode_security::skeleton(&fold(nick)).collect()
@@ -187,6 +205,13 @@ mod tests {
         assert_eq!(fold("ΣΊΣΥΦΟΣ"), fold("σίσυφος"));
         assert_eq!(fold("Ｍiku"), fold("ｍIKU"));
         assert_ne!(fold("小明"), fold("小红"));
+    }
+
+    #[test]
+    fn same_nick_and_mentions() {
+        assert!(same("Alice", "aLICE") && same("ΣΟΦΊΑ", "σοφία") && !same("alice", "alicia"));
+        assert!(mentions("hi ALICE!", "alice") && mentions("你好小明", "小明"));
+        assert!(!mentions("hi al", "alice") && !mentions("text", ""));
     }
 
     #[test]

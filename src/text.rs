@@ -11,7 +11,8 @@
 //! never begin a line of its own: it always follows the `<nick> ` the renderer puts first.
 //!
 //! Used on input by the session, by the broker, and again on output by the renderer, so a
-//! misbehaving peer cannot skip it. Pure functions, no I/O.
+//! misbehaving peer cannot skip it. Besides, how wide text is on a terminal ([`columns`]) and
+//! how ages are worded ([`age`]). Pure functions, no I/O.
 
 /// Longest line a user may send, in bytes, not counting the line end.
 pub const MAX_LINE_BYTES: usize = 512;
@@ -117,6 +118,18 @@ fn return_to_text(c: char, clean: &mut String) -> Skipping {
             Skipping::Nothing
         }
     }
+}
+
+/// `1h 2m`-style ages, to the second below an hour: for chatctl's tables and for `/who`.
+pub fn age(seconds: u64) -> String {
+    let rounded = if seconds >= 3600 { seconds - seconds % 60 } else { seconds };
+    humantime::format_duration(std::time::Duration::from_secs(rounded)).to_string()
+}
+
+/// How many terminal columns `text` takes (a CJK character takes two; controls none).
+pub fn columns(text: &str) -> usize {
+    use unicode_width::UnicodeWidthChar;
+    text.chars().map(|c| c.width().unwrap_or(0)).sum()
 }
 
 /// True when `text` has nothing that [`sanitize`] would remove or change.

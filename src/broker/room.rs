@@ -128,6 +128,16 @@ fn rejected(id: MemberId, seq: u64, failure: Failure) -> Vec<Delivery> {
     vec![one(id, Event::Rejected { seq, failure })]
 }
 
+/// A chat or action line as a room's history keeps it.
+fn history_line(event: &Event, at: u64) -> Option<HistoryLine> {
+    let (from, text, action) = match event {
+        Event::Chat { from, text, .. } => (from, text, false),
+        Event::Action { from, text, .. } => (from, text, true),
+        _ => return None,
+    };
+    Some(HistoryLine { at, from: from.clone(), action, text: text.clone() })
+}
+
 /// Cleans user text and refuses what is left empty or over the line limit.
 fn clean_text(raw: &str) -> Result<String, Failure> {
     let clean = text::sanitize(raw);
@@ -434,25 +444,19 @@ impl Rooms {
         raw: &str,
         make: impl FnOnce(String, u64, String) -> Event,
     ) -> Vec<Delivery> {
-        let Some(member) = self.members.get(&id) else {
+        let Some(member) = self.members.get_mut(&id) else {
             return rejected(id, seq, Failure::NotLoggedIn);
         };
         let text = match clean_text(raw) {
             Ok(text) => text,
             Err(failure) => return rejected(id, seq, failure),
         };
-        let history = HistoryLine {
-            at: self.unix_now,
-            from: member.nick.clone(),
-            action: false,
-            text: text.clone(),
-        };
         let event = make(member.nick.clone(), member.session, text);
-        let history = HistoryLine { action: matches!(event, Event::Action { .. }), ..history };
         if member.muted {
             // Shown to its author as usual, to nobody else, and never replayed.
             return vec![one(id, event)];
         }
+        member.last_spoke = self.unix_now;
         let key = member.room.clone();
         if let Some(room) = self.rooms.get_mut(&key) {
             let now = self.now;
@@ -462,15 +466,14 @@ impl Rooms {
                 room.recent.pop_front();
             }
             room.recent.push_back((now, event.clone()));
-            if self.history_lines > 0 {
+            if self.history_lines > 0
+                && let Some(line) = history_line(&event, self.unix_now)
+            {
                 if room.history.len() >= self.history_lines {
                     room.history.pop_front();
                 }
-                room.history.push_back(history);
+                room.history.push_back(line);
             }
-        }
-        if let Some(member) = self.members.get_mut(&id) {
-            member.last_spoke = self.unix_now;
         }
         vec![room(&key, event)]
     }
@@ -526,24 +529,12 @@ impl Rooms {
         let Some(room) = self.rooms.get(&member.room) else {
             return Vec::new();
         };
-        let mut nicks: Vec<String> =
-            room.members.iter().filter_map(|m| self.nick(*m).map(str::to_string)).collect();
-        nicks.sort_by_key(|nick| names::fold(nick));
-        let mut away: Vec<String> = room
-            .members
-            .iter()
-            .filter(|m| self.away_of(**m).is_some())
-            .filter_map(|m| self.nick(*m).map(str::to_string))
-            .collect();
-        away.sort_by_key(|nick| names::fold(nick));
-        let idle = nicks
-            .iter()
-            .map(|nick| {
-                let spoke =
-                    self.find(nick).and_then(|m| self.members.get(&m)).map(|m| m.last_spoke);
-                self.unix_now.saturating_sub(spoke.unwrap_or(self.unix_now))
-            })
-            .collect();
+        let mut present: Vec<&Member> =
+            room.members.iter().filter_map(|m| self.members.get(m)).collect();
+        present.sort_by_cached_key(|m| names::fold(&m.nick));
+        let nicks = present.iter().map(|m| m.nick.clone()).collect();
+        let away = present.iter().filter(|m| m.away.is_some()).map(|m| m.nick.clone()).collect();
+        let idle = present.iter().map(|m| self.unix_now.saturating_sub(m.last_spoke)).collect();
         vec![one(id, Event::Members { room: room.name.clone(), nicks, away, idle })]
     }
 

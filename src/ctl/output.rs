@@ -4,12 +4,12 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::json;
 
 use crate::moderation::Ban;
 use crate::proto::control::{ControlReply, Counted, RoomRow, Status, UserRow};
+use crate::text::age;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -73,12 +73,6 @@ fn human(reply: &ControlReply) -> String {
         }
         ControlReply::VersionMismatch { broker } => format!("{}\n", version_mismatch(*broker)),
     }
-}
-
-/// `1h 2m`-style ages, to the second below a minute.
-fn age(seconds: u64) -> String {
-    let rounded = if seconds >= 3600 { seconds - seconds % 60 } else { seconds };
-    humantime::format_duration(Duration::from_secs(rounded)).to_string()
 }
 
 fn bytes(count: u64) -> String {

@@ -16,7 +16,7 @@ use encoding_rs::{CoderResult, Decoder};
 use unicode_width::UnicodeWidthChar;
 
 use crate::session::charset::Charset;
-use crate::text::MAX_LINE_BYTES;
+use crate::text::{MAX_LINE_BYTES, columns};
 
 /// What the user finished typing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +67,6 @@ fn rub_out(columns: usize, echo: &mut String) {
     for piece in ["\u{08}", " ", "\u{08}"] {
         echo.extend(std::iter::repeat_n(piece, columns));
     }
-}
-
-fn columns(text: &str) -> usize {
-    text.chars().map(|c| c.width().unwrap_or(0)).sum()
 }
 
 impl LineEditor {

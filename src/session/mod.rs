@@ -391,9 +391,7 @@ impl Session {
                     let mut echo = String::new();
                     editor.feed(&data, &mut typed, &mut echo);
                     lines.extend(typed.into_iter().map(Line::Typed));
-                    let mut bytes = Vec::new();
-                    self.terminal.write_echo(&echo, &mut bytes);
-                    self.send_raw(&bytes);
+                    self.send_echo(&echo);
                 }
                 None => self.splitter.feed(&data, &mut lines),
             }
@@ -437,9 +435,7 @@ impl Session {
                         editor.erase_character(&mut echo);
                     }
                 }
-                let mut bytes = Vec::new();
-                self.terminal.write_echo(&echo, &mut bytes);
-                self.send_raw(&bytes);
+                self.send_echo(&echo);
             }
         }
     }
@@ -663,8 +659,8 @@ impl Session {
             }
             Command::Unignore(nick) => {
                 let before = self.ignored.len();
-                let key = names::fold(&names::normalize_nick(&nick));
-                self.ignored.retain(|ignored| names::fold(ignored) != key);
+                let unignored = names::normalize_nick(&nick);
+                self.ignored.retain(|ignored| !names::same(ignored, &unignored));
                 let line = if self.ignored.len() < before {
                     format!("You see {nick} again.")
                 } else {
@@ -726,8 +722,7 @@ impl Session {
 
     /// Whether this user asked not to see `nick`'s lines.
     fn is_ignored(&self, nick: &str) -> bool {
-        let key = names::fold(nick);
-        self.ignored.iter().any(|ignored| names::fold(ignored) == key)
+        self.ignored.iter().any(|ignored| names::same(ignored, nick))
     }
 
     fn check_sent(&mut self, sent: Result<(), SendError>) {
@@ -861,11 +856,13 @@ impl Session {
     /// A private line, or a room line naming this user (by someone else), rings the bell.
     fn rings_the_bell(&self, event: &Event) -> bool {
         let Phase::Chatting { nick: mine, .. } = &self.phase else { return false };
+        if !self.terminal.bell {
+            return false;
+        }
         match event {
             Event::Private { .. } => true,
             Event::Chat { from, text, .. } | Event::Action { from, text, .. } => {
-                let mine = names::fold(mine);
-                names::fold(from) != mine && names::fold(text).contains(&mine)
+                !names::same(from, mine) && names::mentions(text, mine)
             }
             _ => false,
         }
@@ -944,17 +941,12 @@ impl Session {
                     *nick = new.clone();
                 }
                 // Ignoring and replying follow the person, not the name.
-                let old_key = names::fold(old);
                 for ignored in &mut self.ignored {
-                    if names::fold(ignored) == old_key {
+                    if names::same(ignored, old) {
                         ignored.clone_from(new);
                     }
                 }
-                if self
-                    .last_private_from
-                    .as_deref()
-                    .is_some_and(|from| names::fold(from) == old_key)
-                {
+                if self.last_private_from.as_deref().is_some_and(|from| names::same(from, old)) {
                     self.last_private_from = Some(new.clone());
                 }
             }
@@ -1093,6 +1085,13 @@ impl Session {
         };
         let mut bytes = Vec::new();
         self.terminal.write_lines(lines, &hh_mm, ring, &mut bytes);
+        self.send_raw(&bytes);
+    }
+
+    /// Queues what the line editor echoes, in the client's character set.
+    fn send_echo(&mut self, echo: &str) {
+        let mut bytes = Vec::new();
+        self.terminal.charset.encode(echo, &mut bytes);
         self.send_raw(&bytes);
     }
 

@@ -10,7 +10,7 @@
 
 use crate::proto::{Event, Failure, HistoryLine, LeaveReason};
 use crate::session::command::HELP;
-use crate::text::sanitize;
+use crate::text::{age, sanitize};
 
 /// Prefix of every line the server itself says.
 pub const SYSTEM_PREFIX: &str = "*** ";
@@ -137,7 +137,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
                 .map(|(n, &idle)| {
                     let mut notes = Vec::new();
                     if idle >= 60 {
-                        notes.push(format!("idle {}", duration(idle)));
+                        notes.push(format!("idle {}", age(idle)));
                     }
                     if away.contains(n) {
                         notes.push("away".to_string());
@@ -155,8 +155,8 @@ pub fn event(event: &Event) -> Vec<Shown> {
                 "{} is in {}, connected for {}, idle {}",
                 sanitize(&who.nick),
                 sanitize(&who.room),
-                duration(who.connected_seconds),
-                duration(who.idle_seconds)
+                age(who.connected_seconds),
+                age(who.idle_seconds)
             );
             if let Some(reason) = &who.away {
                 line.push_str(&format!(", away: {}", sanitize(reason)));
@@ -210,16 +210,6 @@ pub fn history(room: &str, lines: &[HistoryLine], hh_mm: impl Fn(u64) -> String)
     out.extend(lines.iter().map(|line| history_line(line, &hh_mm(line.at))));
     out.push(system("End of history."));
     out
-}
-
-/// A duration in words users read at a glance: `42s`, `5m`, `2h 5m`, `3d 4h`.
-pub fn duration(seconds: u64) -> String {
-    match seconds {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
 }
 
 /// What a failed request tells its user.

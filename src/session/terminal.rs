@@ -16,6 +16,7 @@ use crate::names;
 use crate::session::charset::Charset;
 use crate::session::editor::LineEditor;
 use crate::session::render::{Kind, Shown};
+use crate::text::columns;
 
 const RESET: &str = "\x1b[0m";
 const SYSTEM_COLOUR: &str = "\x1b[33m";
@@ -49,10 +50,6 @@ pub fn nick_colour(nick: &str) -> &'static str {
         .bytes()
         .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
     NICK_COLOURS[hash as usize % NICK_COLOURS.len()]
-}
-
-fn columns(text: &str) -> usize {
-    text.chars().map(|c| c.width().unwrap_or(0)).sum()
 }
 
 #[derive(Debug)]
@@ -135,11 +132,6 @@ impl Terminal {
         self.charset.encode(&text, out);
     }
 
-    /// Echo from the line editor (already text for this terminal).
-    pub fn write_echo(&self, echo: &str, out: &mut Vec<u8>) {
-        self.charset.encode(echo, out);
-    }
-
     /// One line, wrapped, with its line ends.
     fn format(&self, line: &Shown, hh_mm: &str, out: &mut String) {
         let stamp = if self.timestamps && line.kind != Kind::History {
@@ -154,11 +146,12 @@ impl Terminal {
             Some(width) => wrap(&line.text, width - 1, lead_columns),
             None => vec![line.text.as_str()],
         };
-        let (line_colour, text_colour) = match line.kind {
-            Kind::System => (SYSTEM_COLOUR, SYSTEM_COLOUR),
-            Kind::Private | Kind::PrivateSent => (PRIVATE_COLOUR, PRIVATE_COLOUR),
-            Kind::History => (HISTORY_COLOUR, ""),
-            Kind::Chat => ("", ""),
+        let line_colour = match line.kind {
+            Kind::System => SYSTEM_COLOUR,
+            Kind::Private | Kind::PrivateSent => PRIVATE_COLOUR,
+            // Only the time and nick are dimmed; the text reads as usual.
+            Kind::History => HISTORY_COLOUR,
+            Kind::Chat => "",
         };
         for (index, piece) in pieces.iter().enumerate() {
             if self.colour && !line_colour.is_empty() {
@@ -181,7 +174,6 @@ impl Terminal {
             }
             if self.colour && line.kind == Kind::History {
                 out.push_str(RESET);
-                out.push_str(text_colour);
             }
             out.push_str(piece);
             if self.colour && !line_colour.is_empty() {
