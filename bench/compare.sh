@@ -84,8 +84,35 @@ if command -v strace >/dev/null; then
   kill -INT "$strace_pid"; wait "$strace_pid" || true
 fi
 
+# Context switches and system calls per delivery, machine-wide (both servers and the load
+# generator), counted by `perf stat -a` over 3 s in the middle of a 6 s fan-out.
+if command -v perf >/dev/null && perf stat -a -e context-switches -- true >/dev/null 2>&1; then
+  count_per_delivery() { # server-name bench-args...
+    local name=$1; shift
+    "$bench" fanout -n "$n" --senders 1 --window 8 --seconds 6 "$@" > "$out/perf-$name.json" &
+    local bench_pid=$!
+    sleep 4 # connect and warm up
+    perf stat -a -x, -e context-switches,raw_syscalls:sys_enter -o "$out/perf-$name.csv" -- sleep 3
+    wait "$bench_pid" || true
+    python3 - "$name" "$out/perf-$name.json" "$out/perf-$name.csv" <<'PY'
+import csv, json, sys
+name, result, counts = sys.argv[1:]
+deliveries = json.load(open(result))["deliveries_per_second"] * 3
+rows = {row[2]: float(row[0]) for row in csv.reader(l for l in open(counts) if l[0].isdigit())}
+print(f"| {name} | {rows['context-switches'] / deliveries:.3f} | {rows['raw_syscalls:sys_enter'] / deliveries:.3f} |")
+PY
+  }
+  {
+    echo "| fan-out n=$n s=1 w=8, machine-wide | context switches per delivery | system calls per delivery |"
+    echo "| --- | ---: | ---: |"
+    count_per_delivery chatd --addr "127.0.0.1:$chatd_port" --server chatd-perf
+    count_per_delivery ngircd --addr "127.0.0.1:$irc_port" --server ngircd-perf --protocol irc --oper bench:bench
+  } > "$out/per-delivery.md"
+fi
+
 {
   echo "## chatd beside ngircd ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
   echo
   "$bench" report "$results"
+  if [ -f "$out/per-delivery.md" ]; then echo; cat "$out/per-delivery.md"; fi
 } | tee "$out/table.md"

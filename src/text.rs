@@ -56,6 +56,10 @@ enum Skipping {
 /// Returns `text` without escape sequences, control characters, separators or bidi controls;
 /// tabs become spaces.
 pub fn sanitize(text: &str) -> String {
+    // Most lines are printable ASCII: one quick scan, then a copy.
+    if text.bytes().all(|byte| (b' '..=b'~').contains(&byte)) {
+        return text.to_string();
+    }
     let mut clean = String::with_capacity(text.len());
     let mut state = Skipping::Nothing;
     for c in text.chars() {

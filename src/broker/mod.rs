@@ -192,7 +192,8 @@ impl Broker {
             sys::wait(&mut self.poll, &mut events, timeout)?;
             // Signals first: once shutdown is pending, departures caused by the shutdown itself
             // are not announced to anyone.
-            if self.stop_requested()? || self.stop_is_due() {
+            let signalled = events.iter().any(|event| event.token() == SIGNALS);
+            if (signalled && self.stop_requested()?) || self.stop_is_due() {
                 info!("broker stopping");
                 self.say_goodbye();
                 return Ok(());
