@@ -134,8 +134,9 @@ struct Session {
     closing: Option<Closing>,
     /// Where to report admission to the master; taken when used (it is reported once).
     reporter: Option<StdUnixDatagram>,
-    /// What `ps` shows for this process now.
-    title: String,
+    /// The phase the process title was last set for. Events that could rename the session
+    /// (every join in its room, say) compare against it rather than format a title each time.
+    titled: Option<Phase>,
     /// Client bytes not yet reported to the broker, and when to report next.
     traffic: Traffic,
     /// Character set, colour, width and line editing of the client's terminal.
@@ -241,7 +242,7 @@ impl Session {
             quit_sent: None,
             closing: None,
             reporter,
-            title: String::new(),
+            titled: None,
             traffic: Traffic::default(),
             terminal: Terminal::default(),
             last_private_from: None,
@@ -922,7 +923,7 @@ impl Session {
                 };
                 info!("{} re-registered as {nick} in {room} after a broker restart", self.peer);
                 self.report_admission();
-                let line = if names::fold(&asked) == names::fold(nick) {
+                let line = if names::same(&asked, nick) {
                     notice::resumed(room)
                 } else {
                     notice::resumed_renamed(&asked, nick)
@@ -932,19 +933,20 @@ impl Session {
             }
             Event::Joined { nick, room } => {
                 if let Phase::Chatting { nick: mine, room: current } = &mut self.phase
-                    && names::fold(mine) == names::fold(nick)
+                    && names::same(mine, nick)
                 {
                     *current = room.clone();
                     self.topic_set = None;
                 }
             }
             Event::TopicChanged { by, text, .. } => {
-                let mine = matches!(&self.phase, Phase::Chatting { nick, .. } if names::fold(nick) == names::fold(by));
+                let mine =
+                    matches!(&self.phase, Phase::Chatting { nick, .. } if names::same(nick, by));
                 self.topic_set = mine.then(|| text.clone());
             }
             Event::NickChanged { old, new } => {
                 if let Phase::Chatting { nick, .. } = &mut self.phase
-                    && names::fold(nick) == names::fold(old)
+                    && names::same(nick, old)
                 {
                     info!("{} ({old}) is now known as {new}", self.peer);
                     *nick = new.clone();
@@ -1014,16 +1016,16 @@ impl Session {
     /// Sets the process title to who this session serves: `chatd: alice@lobby [addr]`, so
     /// that `ps` and `top` name users and `kill PID` works as a kick.
     fn update_title(&mut self) {
+        if self.titled.as_ref() == Some(&self.phase) {
+            return;
+        }
         let who = match &self.phase {
             Phase::Chatting { nick, room } => format!("{nick}@{room}"),
             Phase::Resuming { nick } => format!("{nick}@(resuming)"),
             Phase::ChoosingNick { .. } => "(login)".to_string(),
         };
-        let title = format!("chatd: {who} [{}]", self.peer);
-        if title != self.title {
-            sys::set_process_title(&title);
-            self.title = title;
-        }
+        sys::set_process_title(&format!("chatd: {who} [{}]", self.peer));
+        self.titled = Some(self.phase.clone());
     }
 
     fn check_timers(&mut self) {
