@@ -15,6 +15,10 @@ pub struct Overflow {
     pub limit: usize,
 }
 
+/// Capacity an empty queue keeps for the next write; beyond it, a drained queue frees its
+/// buffer. Ordinary traffic (a few lines per write) stays well below it and allocates nothing.
+const KEPT_CAPACITY: usize = 16 * 1024;
+
 /// Bytes queued for a writer, sent from the front.
 #[derive(Debug)]
 pub struct OutBuf {
@@ -76,7 +80,13 @@ impl OutBuf {
                 Err(err) => return Err(err),
             }
         }
-        self.bytes.clear();
+        if self.bytes.capacity() > KEPT_CAPACITY {
+            // A burst (a login storm, a long /who) is over: give its memory back rather than
+            // hold the high-water mark of every queue for the life of the connection.
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.clear();
+        }
         self.sent = 0;
         Ok(true)
     }
@@ -85,6 +95,20 @@ impl OutBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back_and_small_queues_keep_theirs() {
+        let mut queue = OutBuf::new(1 << 20);
+        queue.push(&[b'x'; 100]).expect("room");
+        assert!(queue.write_to(&mut Vec::new()).expect("written"));
+        assert!(queue.bytes.capacity() >= 100, "a small queue keeps its buffer");
+        queue.push(&vec![b'x'; 4 * KEPT_CAPACITY]).expect("room");
+        let mut sink = Vec::new();
+        assert!(queue.write_to(&mut sink).expect("written"));
+        assert_eq!(sink.len(), 4 * KEPT_CAPACITY);
+        assert_eq!(queue.bytes.capacity(), 0, "a burst's buffer is freed once drained");
+        assert!(queue.is_empty());
+    }
 
     /// A writer that takes at most `room` bytes, then would block.
     struct Trickle {
