@@ -64,6 +64,33 @@ for rep in $(seq "$reps"); do
     ircd $scenario >/dev/null
   done
 done
+# Context switches and system calls per delivery, machine-wide (both servers and the load
+# generator), counted by `perf stat -a` over a whole 10 s fan-out run. Connecting is included
+# and its N^2/2 join lines are not in the denominator: that overstates both servers' figures by
+# up to a fifth at N=1000. Run before the scale step: a server still shedding 10,000
+# connections would be counted too.
+if command -v perf >/dev/null && perf stat -a -e context-switches -- true >/dev/null 2>&1; then
+  count_per_delivery() { # server-name bench-args...
+    local name=$1; shift
+    perf stat -a -x, -e context-switches,raw_syscalls:sys_enter -o "$out/perf-$name.csv" -- \
+      "$bench" fanout -n "$n" --senders 1 --window 8 --seconds 10 "$@" > "$out/perf-$name.json" || true
+    python3 - "$name" "$out/perf-$name.json" "$out/perf-$name.csv" <<'PY' || echo "| $name | not counted | |"
+import csv, json, sys
+name, result, counts = sys.argv[1:]
+run = json.load(open(result))
+deliveries = run["deliveries_per_second"] * run["seconds"]
+rows = {row[2]: float(row[0]) for row in csv.reader(l for l in open(counts) if l[0].isdigit())}
+print(f"| {name} | {rows['context-switches'] / deliveries:.3f} | {rows['raw_syscalls:sys_enter'] / deliveries:.3f} |")
+PY
+  }
+  {
+    echo "| fan-out n=$n s=1 w=8, machine-wide | context switches per delivery | system calls per delivery |"
+    echo "| --- | ---: | ---: |"
+    count_per_delivery chatd --addr "127.0.0.1:$chatd_port" --server chatd-perf
+    count_per_delivery ngircd --addr "127.0.0.1:$irc_port" --server ngircd-perf --protocol irc --oper bench:bench
+  } > "$out/per-delivery.md"
+fi
+
 # Scale (SCALE=1, several minutes more): every client connected at once, and broadcasts
 # reaching all of them. Each login is announced to everyone already in the room, so connecting
 # N clients costs N^2/2 deliveries: that, not the broadcast, is what takes the time.
@@ -82,32 +109,6 @@ if command -v strace >/dev/null; then
   "$bench" fanout -n "$n" --senders 1 --window 8 --seconds 3 --addr "127.0.0.1:$chatd_port" \
     --server chatd-strace > "$out/strace-run.json"
   kill -INT "$strace_pid"; wait "$strace_pid" || true
-fi
-
-# Context switches and system calls per delivery, machine-wide (both servers and the load
-# generator), counted by `perf stat -a` over 3 s in the middle of a 6 s fan-out.
-if command -v perf >/dev/null && perf stat -a -e context-switches -- true >/dev/null 2>&1; then
-  count_per_delivery() { # server-name bench-args...
-    local name=$1; shift
-    "$bench" fanout -n "$n" --senders 1 --window 8 --seconds 6 "$@" > "$out/perf-$name.json" &
-    local bench_pid=$!
-    sleep 4 # connect and warm up
-    perf stat -a -x, -e context-switches,raw_syscalls:sys_enter -o "$out/perf-$name.csv" -- sleep 3 || true
-    wait "$bench_pid" || true
-    python3 - "$name" "$out/perf-$name.json" "$out/perf-$name.csv" <<'PY' || echo "| $name | not counted | |"
-import csv, json, sys
-name, result, counts = sys.argv[1:]
-deliveries = json.load(open(result))["deliveries_per_second"] * 3
-rows = {row[2]: float(row[0]) for row in csv.reader(l for l in open(counts) if l[0].isdigit())}
-print(f"| {name} | {rows['context-switches'] / deliveries:.3f} | {rows['raw_syscalls:sys_enter'] / deliveries:.3f} |")
-PY
-  }
-  {
-    echo "| fan-out n=$n s=1 w=8, machine-wide | context switches per delivery | system calls per delivery |"
-    echo "| --- | ---: | ---: |"
-    count_per_delivery chatd --addr "127.0.0.1:$chatd_port" --server chatd-perf
-    count_per_delivery ngircd --addr "127.0.0.1:$irc_port" --server ngircd-perf --protocol irc --oper bench:bench
-  } > "$out/per-delivery.md"
 fi
 
 {
