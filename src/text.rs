@@ -56,8 +56,8 @@ enum Skipping {
 /// Returns `text` without escape sequences, control characters, separators or bidi controls;
 /// tabs become spaces.
 pub fn sanitize(text: &str) -> String {
-    // Most lines are printable ASCII: one quick scan, then a copy.
-    if text.bytes().all(|byte| (b' '..=b'~').contains(&byte)) {
+    // Most lines have nothing to remove: one scan, then a copy.
+    if is_clean(text) {
         return text.to_string();
     }
     let mut clean = String::with_capacity(text.len());
@@ -136,9 +136,9 @@ pub fn columns(text: &str) -> usize {
     text.chars().map(|c| c.width().unwrap_or(0)).sum()
 }
 
-/// True when `text` has nothing that [`sanitize`] would remove or change.
+/// True when `text` has nothing that [`sanitize`] would remove or change (a tab is a control).
 pub fn is_clean(text: &str) -> bool {
-    !text.chars().any(|c| c == '\t' || is_forbidden(c))
+    !text.chars().any(is_forbidden)
 }
 
 #[cfg(test)]

@@ -307,6 +307,7 @@ impl Session {
         }
     }
 
+    /// SIGUSR1 is the daemon stopping; SIGTERM/SIGINT on one session is an operator's kick.
     fn handle_signals(&mut self) -> io::Result<()> {
         while let Some(signal) = self.signals.take_pending()? {
             match signal {
