@@ -43,7 +43,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::channel::{Channel, ReadOutcome};
 use crate::config::{Config, ConfigSource};
-use crate::logging::LogThrottle;
+use crate::logging::{FailureEpisode, LogThrottle};
 use crate::moderation::{BanFile, unix_now};
 use crate::proto::control::{Counted, MasterFigures};
 use crate::proto::{Event, PROTOCOL_VERSION, Request};
@@ -201,8 +201,9 @@ struct Master {
     /// The end the sessions write to; each child keeps it open.
     admission_reporter: StdUnixDatagram,
     throttle: LogThrottle,
-    /// Consecutive `accept`/`fork` failures for lack of resources (logged once).
-    resource_failures: u64,
+    /// `accept`/`fork` failing for lack of resources: logged once per episode, however often
+    /// the listener is ready meanwhile.
+    resource_trouble: FailureEpisode,
     crash_loop: CrashLoop,
     accept_paused_until: Option<Instant>,
     shutdown: Option<Shutdown>,
@@ -302,7 +303,7 @@ pub fn run(
         admissions,
         admission_reporter: reporter,
         throttle: LogThrottle::new(LOG_WINDOW),
-        resource_failures: 0,
+        resource_trouble: FailureEpisode::new(LOG_WINDOW),
         crash_loop: CrashLoop::default(),
         accept_paused_until: None,
         shutdown: None,
@@ -382,6 +383,7 @@ impl Master {
             self.broker.restart_at,
             Some(self.next_figures_at),
             self.throttle.next_due(),
+            self.resource_trouble.due(),
             watchdog,
         ]
         .into_iter()
@@ -451,6 +453,9 @@ impl Master {
                 self.throttle.window().as_secs()
             );
         }
+        if let Some(failures) = self.resource_trouble.ended(now) {
+            info!("accepting again after {failures} failed attempts");
+        }
         if self.accept_paused_until.is_some_and(|until| now >= until) {
             self.accept_paused_until = None;
             // Edge-triggered listeners do not report connections that waited during the pause.
@@ -488,11 +493,10 @@ impl Master {
         }
     }
 
-    /// Out of descriptors or processes: log the first failure only, and stop accepting for a
-    /// moment so that established sessions keep the machine's attention.
+    /// Out of descriptors or processes: log the first failure of the episode only, and stop
+    /// accepting for a moment so that established sessions keep the machine's attention.
     fn resource_trouble(&mut self, what: &str) {
-        self.resource_failures += 1;
-        if self.resource_failures == 1 {
+        if self.resource_trouble.failed(Instant::now()) {
             error!(
                 "{what}; pausing accept for {} ms at a time until it recovers",
                 ACCEPT_PAUSE.as_millis()
@@ -501,10 +505,11 @@ impl Master {
         self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
     }
 
+    /// A session was forked. The trouble is over (and logged so) once none came back for a
+    /// while: a descriptor freed for a moment does not make a line of its own.
     fn resource_recovered(&mut self) {
-        if self.resource_failures > 0 {
-            info!("accepting again after {} failed attempts", self.resource_failures);
-            self.resource_failures = 0;
+        if let Some(failures) = self.resource_trouble.succeeded(Instant::now()) {
+            info!("accepting again after {failures} failed attempts");
         }
     }
 

@@ -379,3 +379,55 @@ fn a_nick_taken_while_the_broker_restarted_goes_to_the_first_and_the_other_is_to
     bob.expect("<alice_2> it is still me");
     impostor.expect("<alice_2> it is still me");
 }
+
+/// Sets the soft descriptor limit of `pid`, a process of user `nobody`, as that user (root
+/// may lack CAP_SYS_RESOURCE in a container; the owner may always move its soft limit).
+fn set_soft_nofile(pid: i32, limit: usize) {
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "prlimit"])
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:"))
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --pid={pid} --nofile={limit}:");
+}
+
+fn open_descriptors(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0)
+}
+
+#[test]
+fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_later() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to raise a lowered descriptor limit again");
+        return;
+    }
+    let daemon =
+        Daemon::start_with_config("max_clients_per_ip = 100\nmax_startups = \"100:30:200\"\n");
+    let broker = daemon.broker_pid(1);
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    // No descriptor to spare: every new session's connection stays in the backlog, and each
+    // arrives as a readiness event of its own.
+    set_soft_nofile(broker, open_descriptors(broker));
+    let mut waiting: Vec<Client> = (0..10).map(|_| daemon.connect()).collect();
+    for client in &mut waiting {
+        client.expect_prefix("*** Please choose a nickname");
+    }
+    daemon.wait_for_log("broker cannot accept a session");
+    alice.send("we are still talking");
+    bob.expect("<alice> we are still talking");
+    set_soft_nofile(broker, 1024);
+    // The next connection is the readiness event that lets the broker take the whole backlog.
+    let mut carol = daemon.login("carol");
+    for (n, client) in waiting.iter_mut().enumerate() {
+        client.send(&format!("waiting{n}"));
+        client.expect(&format!("*** waiting{n} has joined lobby"));
+    }
+    carol.send("all here");
+    alice.expect("<carol> all here");
+    let complaints: Vec<String> =
+        daemon.log().into_iter().filter(|l| l.contains("cannot accept")).collect();
+    assert_eq!(complaints.len(), 1, "one event, one line:\n{}", complaints.join("\n"));
+}
