@@ -205,6 +205,10 @@ struct Master {
     /// the listener is ready meanwhile.
     resource_trouble: FailureEpisode,
     crash_loop: CrashLoop,
+    /// Why `broker.sock` is gone and cannot be bound again (a removed runtime directory the
+    /// master, no longer root, may not re-create); `None` while it is in place. Logged once
+    /// per reason; new clients are refused before fork meanwhile.
+    runtime_lost: Option<String>,
     accept_paused_until: Option<Instant>,
     shutdown: Option<Shutdown>,
     /// systemd's watchdog, when `WatchdogSec` is set.
@@ -305,6 +309,7 @@ pub fn run(
         throttle: LogThrottle::new(LOG_WINDOW),
         resource_trouble: FailureEpisode::new(LOG_WINDOW),
         crash_loop: CrashLoop::default(),
+        runtime_lost: None,
         accept_paused_until: None,
         shutdown: None,
         watchdog: None,
@@ -439,6 +444,11 @@ impl Master {
         if now >= self.next_figures_at {
             self.next_figures_at = now + FIGURES_INTERVAL;
             self.send_figures();
+            // A runtime directory that could not be repaired is tried again at this pace
+            // (noticing one is the crash loop's job: sessions fail on it first).
+            if self.shutdown.is_none() && self.runtime_lost.is_some() {
+                self.check_broker_socket();
+            }
         }
         if let Some(watchdog) = &mut self.watchdog
             && now >= watchdog.next
@@ -535,6 +545,16 @@ impl Master {
             }
             return;
         }
+        if self.runtime_lost.is_some() {
+            // A session could not reach the broker: say so now rather than fork one to fail.
+            let _ =
+                stream.write(b"*** The chat service is unavailable; please try again later.\r\n");
+            *self.refusals.entry("unavailable").or_default() += 1;
+            if self.throttle.allow("unavailable", now) {
+                info!(target: logging::NOTICE, "refused {peer}: broker.sock is missing");
+            }
+            return;
+        }
         match self.admission.check(peer.ip(), now) {
             Ok(()) => self.spawn_session(stream, peer),
             Err(refusal) => {
@@ -604,8 +624,13 @@ impl Master {
         }
     }
 
-    /// Re-creates `broker.sock` if it was removed or replaced, and restarts the broker on it
-    /// (sessions re-register with the new broker as after any broker restart).
+    /// Re-creates `broker.sock` and `control.sock` if they were removed or replaced (an
+    /// operator's `rm -rf` of the runtime directory, a tmpfiles cleaner), then restarts the
+    /// broker on them: sessions re-register as after any broker restart, nobody is
+    /// disconnected. The running broker is never killed before new sockets are bound: until
+    /// then its established sessions keep chatting on the connections they have, new clients
+    /// are told the service is unavailable, what is wrong is logged once, and the repair is
+    /// retried every second (it succeeds once the operator re-creates the directory).
     fn check_broker_socket(&mut self) {
         use std::os::unix::fs::MetadataExt;
         let Some((listener, _)) = &self.broker_listener else { return };
@@ -614,15 +639,84 @@ impl Master {
         if ours.is_some() && ours == on_disk {
             return;
         }
-        error!("{} was removed or replaced; re-creating it", self.broker_socket.display());
-        let _ = std::fs::remove_file(&self.broker_socket);
-        self.broker_listener = None;
-        if let Some(pid) = self.broker.pid {
-            // Reaped as a broker death, which restarts it on the new socket.
-            let _ = kill(pid, Signal::SIGKILL);
-        } else if let Err(err) = self.start_broker() {
-            error!("cannot start the broker: {err}");
+        if self.runtime_lost.is_none() {
+            error!("{} was removed or replaced; re-creating it", self.broker_socket.display());
         }
+        match self.bind_runtime_sockets() {
+            Ok(sockets) => {
+                self.broker_listener = Some(sockets);
+                if self.runtime_lost.take().is_some() {
+                    info!(
+                        "{} is back: serving new clients again",
+                        self.config.runtime_dir.display()
+                    );
+                    // New clients were refused before fork meanwhile: end any pause at once
+                    // (its end takes what waited in the backlog).
+                    self.accept_paused_until = Some(Instant::now());
+                }
+                match self.broker.pid {
+                    Some(pid) => {
+                        info!(
+                            "restarting the broker on the new {} (its sessions re-register)",
+                            self.broker_socket.display()
+                        );
+                        // Reaped as a broker death, which restarts it on the new sockets.
+                        let _ = kill(pid, Signal::SIGKILL);
+                    }
+                    None => {
+                        if let Err(err) = self.start_broker() {
+                            error!("cannot start the broker: {err}");
+                        }
+                    }
+                }
+            }
+            Err(why) => {
+                if self.runtime_lost.as_deref() != Some(why.as_str()) {
+                    error!("{why}");
+                }
+                self.runtime_lost = Some(why);
+            }
+        }
+    }
+
+    /// Binds `broker.sock` and `control.sock` afresh in the runtime directory, creating it if
+    /// the master may. The error says what is wrong and what to do, in one sentence.
+    fn bind_runtime_sockets(&self) -> Result<(UnixListener, UnixListener), String> {
+        let dir = &self.config.runtime_dir;
+        let user = privileges::current_user_name();
+        let consequence = "established sessions keep chatting; new clients are told the \
+                           service is unavailable until it is repaired";
+        if !dir.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            if let Err(err) = std::fs::DirBuilder::new().mode(0o755).create(dir) {
+                return Err(format!(
+                    "the runtime directory {} is gone and chatd (user {user}) cannot re-create \
+                     it: {err}; {consequence} (e.g. `install -d -o {user} -m 0755 {}`, or \
+                     `systemd-tmpfiles --create` with the package's chatd.conf)",
+                    dir.display(),
+                    dir.display()
+                ));
+            }
+            info!("re-created the runtime directory {}", dir.display());
+        }
+        // A file that replaced ours is not a broker of ours: bind over it.
+        let _ = std::fs::remove_file(&self.broker_socket);
+        let cannot = |err: &dyn std::fmt::Display| {
+            format!(
+                "cannot re-create the sockets in {} as user {user}: {err}; {consequence} (the \
+                 directory must be writable by {user})",
+                dir.display()
+            )
+        };
+        let broker = match listen::bind_broker_socket(dir) {
+            Ok((BrokerSocket::Bound(listener), _)) => listener,
+            Ok((BrokerSocket::Orphaned { .. }, _)) => {
+                return Err(cannot(&"another broker took broker.sock"));
+            }
+            Err(err) => return Err(cannot(&err)),
+        };
+        let control = listen::bind_control_socket(dir).map_err(|err| cannot(&err))?;
+        Ok((broker, control))
     }
 
     /// Reads the pids of sessions whose clients chose a nickname.

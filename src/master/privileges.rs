@@ -62,6 +62,15 @@ pub fn resolve(configured: Option<&str>) -> Result<Option<RunAs>, MasterError> {
     Ok(Some(RunAs { name: user.name, uid: user.uid, gid: user.gid }))
 }
 
+/// The name of the user this process runs as (its uid if it has no name), for messages.
+pub fn current_user_name() -> String {
+    let uid = nix::unistd::geteuid();
+    match User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
 /// Gives the runtime directory and the broker socket to `run_as`, then becomes `run_as`.
 pub fn drop_to(
     run_as: &RunAs,

@@ -431,3 +431,55 @@ fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_late
         daemon.log().into_iter().filter(|l| l.contains("cannot accept")).collect();
     assert_eq!(complaints.len(), 1, "one event, one line:\n{}", complaints.join("\n"));
 }
+
+#[test]
+fn removing_the_runtime_directory_disconnects_nobody_and_it_recovers_when_recreated() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root so that chatd, as nobody, cannot re-create the directory");
+        return;
+    }
+    let daemon = Daemon::start_with_config("penalty_trips = 1000\n");
+    let first_broker = daemon.broker_pid(1);
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    // A careless cleaner. The master runs as nobody and the parent is root's: it cannot
+    // re-create the directory.
+    let run = daemon.runtime_dir();
+    std::fs::remove_dir_all(&run).expect("rm -rf the runtime directory");
+    for _ in 0..8 {
+        let mut newcomer = daemon.connect();
+        let lines = newcomer.expect_closed();
+        assert_eq!(
+            lines,
+            ["*** The chat service is unavailable; please try again later."],
+            "a newcomer is told the truth"
+        );
+    }
+    daemon.wait_for_log("cannot re-create it");
+    alice.send("still here?");
+    bob.expect("<alice> still here?");
+    bob.send("yes");
+    alice.expect("<bob> yes");
+    assert_eq!(process_state(first_broker).map(|s| s != 'Z'), Some(true), "the broker lives");
+    // The operator re-creates it, as tmpfiles.d would.
+    std::fs::create_dir(&run).expect("mkdir");
+    nix::unistd::chown(&run, Some(65534.into()), Some(65534.into())).expect("chown to nobody");
+    daemon.wait_for_log("is back: serving new clients again");
+    // The broker is restarted on the new sockets; the pair re-registers, nobody leaves.
+    alice.expect("*** The chat service restarted; you are still in lobby.");
+    bob.expect("*** The chat service restarted; you are still in lobby.");
+    let mut carol = daemon.login("carol");
+    alice.expect("*** carol has joined lobby");
+    carol.send("hello");
+    alice.expect("<carol> hello");
+    bob.expect("<carol> hello");
+    alice.send("and we never left");
+    bob.expect("<alice> and we never left");
+    let log = daemon.log();
+    let told = log.iter().filter(|l| l.contains("cannot re-create it")).count();
+    assert_eq!(told, 1, "what is wrong is said once:\n{}", log.join("\n"));
+    assert!(!log.iter().any(|l| l.contains("has left")), "{}", log.join("\n"));
+    let ctl = daemon.chatctl(&["who"]);
+    assert!(ctl.status.success(), "chatctl works again: {ctl:?}");
+}
