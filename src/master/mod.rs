@@ -231,6 +231,8 @@ pub fn run(
     source: ConfigSource,
     background: Option<Background>,
 ) -> Result<(), MasterError> {
+    let run_as = privileges::resolve(config.user.as_deref())?;
+    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let listeners = match listen::from_systemd()? {
         Some(listeners) => {
             info!("using {} listening socket(s) from systemd", listeners.len());
@@ -250,7 +252,6 @@ pub fn run(
         }
     }
     let poll = Poll::new()?;
-    let run_as = privileges::resolve(config.user.as_deref())?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
     if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
@@ -327,6 +328,7 @@ pub fn run(
     for listener in &master.listeners {
         info!("listening on {}", listener.local_addr()?);
     }
+    log_control_socket(&master.config.runtime_dir);
     // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     // Started with --daemon: the starting process may exit now.
@@ -1037,6 +1039,20 @@ impl Master {
         {
             self.link_lost();
         }
+    }
+}
+
+/// Says where operators reach the daemon, and how, when it is not the system's default place.
+fn log_control_socket(runtime_dir: &std::path::Path) {
+    let socket = runtime_dir.join(listen::CONTROL_SOCKET);
+    if runtime_dir == std::path::Path::new("/run/chatd") {
+        info!("operators: chatctl, through {}", socket.display());
+    } else {
+        info!(
+            "operators: chatctl --runtime-dir {}, through {}",
+            runtime_dir.display(),
+            socket.display()
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 //! Owns the policy (which user, the fallback, refusing root without a user); the system calls
 //! are in `sys`.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use log::{info, warn};
@@ -60,6 +61,106 @@ pub fn resolve(configured: Option<&str>) -> Result<Option<RunAs>, MasterError> {
         )));
     }
     Ok(Some(RunAs { name: user.name, uid: user.uid, gid: user.gid }))
+}
+
+/// Checks, before anything is created, the directories chatd will trust: the runtime
+/// directory (its sockets) and the state directory (bans, mutes). Either is refused if it
+/// exists and belongs to someone other than the daemon's user (or root, who alone could have
+/// made it), or if others may write to it: whoever could have made or can write it could swap
+/// `broker.sock` for a socket of their own (the checks ssh-agent and tmux make). As root, every
+/// directory above the runtime directory must also let the daemon's user through, or its
+/// sockets would be unreachable once root is dropped.
+pub fn check_directories(
+    runtime_dir: &Path,
+    state_dir: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<(), MasterError> {
+    let (uid, gid, name) = match run_as {
+        Some(run_as) => (run_as.uid, run_as.gid, run_as.name.clone()),
+        None => (nix::unistd::geteuid(), nix::unistd::getegid(), current_user_name()),
+    };
+    check_private_dir("runtime directory", runtime_dir, uid, &name)?;
+    check_private_dir("state directory", state_dir, uid, &name)?;
+    if run_as.is_some() {
+        check_reachable(runtime_dir, uid, gid, &name)?;
+    }
+    Ok(())
+}
+
+/// `dir`, if it exists, is a directory owned by `uid` or root that nobody else can write.
+fn check_private_dir(what: &str, dir: &Path, uid: Uid, name: &str) -> Result<(), MasterError> {
+    let refuse = |why: String| {
+        MasterError::Privileges(format!("refusing the {what} {}: {why}", dir.display()))
+    };
+    let trusted = |owner: u32| owner == uid.as_raw() || owner == 0;
+    let link = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(refuse(err.to_string())),
+    };
+    if link.file_type().is_symlink() && !trusted(link.uid()) {
+        return Err(refuse(format!(
+            "it is a symbolic link made by {}, not by {name}; remove it",
+            user_name(link.uid())
+        )));
+    }
+    let meta = std::fs::metadata(dir).map_err(|err| refuse(err.to_string()))?;
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory".into()));
+    }
+    if !trusted(meta.uid()) {
+        return Err(refuse(format!(
+            "it belongs to {}, not to {name} who runs chatd; someone else may have made it to \
+             take over chatd's files: remove it (or `chown {name} {}` if it is yours)",
+            user_name(meta.uid()),
+            dir.display()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "others may write to it (mode {mode:04o}) and could replace what chatd keeps there; \
+             `chmod go-w {}`",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Every existing directory above `dir` lets `uid` (group `gid`) through.
+fn check_reachable(dir: &Path, uid: Uid, gid: Gid, name: &str) -> Result<(), MasterError> {
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else { continue };
+        let mode = meta.permissions().mode();
+        let search = if meta.uid() == uid.as_raw() {
+            mode & 0o100
+        } else if meta.gid() == gid.as_raw() {
+            mode & 0o010
+        } else {
+            mode & 0o001
+        };
+        if search == 0 {
+            return Err(MasterError::Privileges(format!(
+                "the runtime directory {} is inside {} (owner {}, mode {:04o}), which user {name} \
+                 cannot enter once chatd drops root, so nobody could reach its sockets; nothing \
+                 was created: choose another runtime_dir or let {name} through (e.g. \
+                 `chmod o+x {}`)",
+                dir.display(),
+                ancestor.display(),
+                user_name(meta.uid()),
+                mode & 0o7777,
+                ancestor.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn user_name(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("user {}", user.name),
+        _ => format!("uid {uid}"),
+    }
 }
 
 /// The name of the user this process runs as (its uid if it has no name), for messages.

@@ -483,3 +483,105 @@ fn removing_the_runtime_directory_disconnects_nobody_and_it_recovers_when_recrea
     let ctl = daemon.chatctl(&["who"]);
     assert!(ctl.status.success(), "chatctl works again: {ctl:?}");
 }
+
+/// Runs chatd (as root, dropping to nobody) on `runtime_dir` until it fails or listens; returns
+/// whether it listened, and its standard error.
+fn start_on_runtime_dir(
+    runtime_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> (bool, String) {
+    let config_dir = crate::util::runtime_dir();
+    let config = config_dir.path().join("chatd.toml");
+    std::fs::write(
+        &config,
+        format!("user = \"nobody\"\nstate_dir = \"{}\"\n", state_dir.display()),
+    )
+    .expect("write config");
+    let mut daemon = crate::util::Spawned::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
+            .arg(runtime_dir)
+            .arg("--config")
+            .arg(&config),
+    );
+    let mut listened = false;
+    wait_until("chatd listens or fails", || {
+        listened = daemon.log().iter().any(|l| l.contains("listening on"));
+        listened || daemon.log().iter().any(|l| l.contains("error:"))
+    });
+    if listened {
+        daemon.signal(Signal::SIGTERM);
+        daemon.wait_exit();
+    } else {
+        assert!(!daemon.wait_exit().success(), "a refusal is a failure exit");
+    }
+    (listened, daemon.log().join("\n"))
+}
+
+#[test]
+fn a_runtime_or_state_directory_someone_else_could_have_made_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to make directories as other users");
+        return;
+    }
+    let top = crate::util::runtime_dir();
+    let state = top.path().join("state");
+    // Made first by another local user (games, uid 5), as a squatter in /tmp would.
+    let squatted = top.path().join("squatted");
+    std::fs::create_dir(&squatted).expect("mkdir");
+    nix::unistd::chown(&squatted, Some(5.into()), Some(60.into())).expect("chown to games");
+    let (listened, log) = start_on_runtime_dir(&squatted, &state);
+    assert!(!listened, "{log}");
+    assert!(
+        log.contains(&format!("refusing the runtime directory {}", squatted.display())),
+        "{log}"
+    );
+    assert!(log.contains("belongs to user games, not to nobody"), "{log}");
+    // Anyone may write to it.
+    let open = top.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod 0777");
+    let (listened, log) = start_on_runtime_dir(&open, &state);
+    assert!(!listened, "{log}");
+    assert!(log.contains("others may write to it (mode 0777)"), "{log}");
+    assert!(!open.join("broker.sock").exists() && !open.join("control.sock").exists());
+    // The same for the state directory.
+    let (listened, log) = start_on_runtime_dir(&top.path().join("run"), &open);
+    assert!(!listened, "{log}");
+    assert!(log.contains(&format!("refusing the state directory {}", open.display())), "{log}");
+    // A directory of its own is used, and the log says where operators find control.sock.
+    let run = top.path().join("run");
+    let (listened, log) = start_on_runtime_dir(&run, &state);
+    assert!(listened, "{log}");
+    assert!(
+        log.contains(&format!(
+            "operators: chatctl --runtime-dir {}, through {}",
+            run.display(),
+            run.join("control.sock").display()
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_runtime_directory_the_daemon_user_could_not_reach_is_refused_before_anything_is_made() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root, which can create what nobody could then reach");
+        return;
+    }
+    let top = crate::util::runtime_dir();
+    let private = top.path().join("private");
+    std::fs::create_dir(&private).expect("mkdir");
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod 0700");
+    let run = private.join("deeper/run");
+    let (listened, log) = start_on_runtime_dir(&run, &top.path().join("state"));
+    assert!(!listened, "{log}");
+    assert!(
+        log.contains(&format!("is inside {} (owner user root, mode 0700)", private.display())),
+        "the error names the parent nobody can enter:\n{log}"
+    );
+    assert!(!log.contains("control.sock"), "{log}");
+    assert_eq!(std::fs::read_dir(&private).expect("read").count(), 0, "nothing was created");
+}
