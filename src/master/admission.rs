@@ -19,6 +19,18 @@ use nix::unistd::Pid;
 
 use crate::config::AdmissionLimits;
 
+/// Descriptors the broker needs besides one per session: its two listeners, poller, signals,
+/// log, the master's link, operators' connections and a state file being replaced.
+pub const BROKER_SPARE_FILES: u64 = 24;
+
+/// How many of `wanted` clients a descriptor limit of `limit` leaves room for: the broker holds
+/// one descriptor per session besides [`BROKER_SPARE_FILES`] of its own (the master closes its
+/// copy of each connection, and each session has a limit of its own).
+pub fn clients_within(limit: u64, wanted: usize) -> usize {
+    let room = limit.saturating_sub(BROKER_SPARE_FILES);
+    wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
 /// An IPv4 address, or the /64 of an IPv6 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Source(IpAddr);
@@ -269,6 +281,15 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_clients_fits_the_descriptor_limit() {
+        assert_eq!(clients_within(64, 1024), 40, "prlimit --nofile=64: the broker's own 24 first");
+        assert_eq!(clients_within(u64::MAX, 1024), 1024, "unlimited");
+        assert_eq!(clients_within(1 << 20, 1024), 1024);
+        assert_eq!(clients_within(24, 1024), 0, "room for nobody");
+        assert_eq!(clients_within(10, 1024), 0);
+    }
     use crate::config::MaxStartups;
 
     fn limits() -> AdmissionLimits {

@@ -42,7 +42,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::channel::{Channel, ReadOutcome};
-use crate::config::{Config, ConfigSource};
+use crate::config::{self, Config, ConfigSource};
 use crate::logging::{FailureEpisode, LogThrottle};
 use crate::moderation::{BanFile, unix_now};
 use crate::proto::control::{Counted, MasterFigures};
@@ -96,6 +96,8 @@ pub enum MasterError {
     Privileges(String),
     #[error("cannot start the broker: {0}")]
     Broker(io::Error),
+    #[error("{0}")]
+    Limits(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -233,6 +235,9 @@ pub fn run(
 ) -> Result<(), MasterError> {
     let run_as = privileges::resolve(config.user.as_deref())?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
+    let mut fitted = config.clone();
+    fit_clients_to_descriptors(&mut fitted.admission)?;
+    let config = &fitted;
     let listeners = match listen::from_systemd()? {
         Some(listeners) => {
             info!("using {} listening socket(s) from systemd", listeners.len());
@@ -430,6 +435,10 @@ impl Master {
         new.runtime_dir.clone_from(&self.config.runtime_dir);
         new.log = self.config.log;
         new.user.clone_from(&self.config.user);
+        if let Err(err) = fit_clients_to_descriptors(&mut new.admission) {
+            error!("reload failed, keeping the old configuration: {err}");
+            return Err(err.to_string());
+        }
         self.admission.set_limits(new.admission.clone());
         self.settings.limits = new.session.clone();
         new.state_dir.clone_from(&self.config.state_dir);
@@ -1040,6 +1049,33 @@ impl Master {
             self.link_lost();
         }
     }
+}
+
+/// Lowers `max_clients` to what the descriptor limit (RLIMIT_NOFILE, hard: the broker raises its
+/// soft limit to it) leaves room for, and says so: otherwise clients past the limit would wait
+/// unanswered in the broker's backlog. A limit that leaves room for nobody is refused.
+fn fit_clients_to_descriptors(limits: &mut config::AdmissionLimits) -> Result<(), MasterError> {
+    use nix::sys::resource::{Resource, getrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    let fits = admission::clients_within(hard, limits.max_clients);
+    if fits == 0 {
+        return Err(MasterError::Limits(format!(
+            "the descriptor limit (RLIMIT_NOFILE) is {hard}, too low to serve anyone: the broker \
+             needs {} of its own and one per client; raise it (LimitNOFILE= in the unit, \
+             `ulimit -n`)",
+            admission::BROKER_SPARE_FILES
+        )));
+    }
+    if fits < limits.max_clients {
+        warn!(
+            "the descriptor limit (RLIMIT_NOFILE) is {hard}: room for {fits} clients, not \
+             max_clients = {}; serving at most {fits} (raise LimitNOFILE= in the unit or \
+             `ulimit -n` to serve more)",
+            limits.max_clients
+        );
+        limits.max_clients = fits;
+    }
+    Ok(())
 }
 
 /// Says where operators reach the daemon, and how, when it is not the system's default place.

@@ -392,8 +392,13 @@ fn set_soft_nofile(pid: i32, limit: usize) {
     assert!(status.success(), "prlimit --pid={pid} --nofile={limit}:");
 }
 
-fn open_descriptors(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0)
+/// The lowest descriptor number `pid` does not use: with that as its limit, it has none left.
+pub fn lowest_free_descriptor(pid: i32) -> usize {
+    let used: HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|fd| !used.contains(fd)).unwrap_or(0)
 }
 
 #[test]
@@ -410,7 +415,7 @@ fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_late
     alice.expect("*** bob has joined lobby");
     // No descriptor to spare: every new session's connection stays in the backlog, and each
     // arrives as a readiness event of its own.
-    set_soft_nofile(broker, open_descriptors(broker));
+    set_soft_nofile(broker, lowest_free_descriptor(broker));
     let mut waiting: Vec<Client> = (0..10).map(|_| daemon.connect()).collect();
     for client in &mut waiting {
         client.expect_prefix("*** Please choose a nickname");
