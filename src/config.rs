@@ -72,6 +72,8 @@ pub struct AdmissionLimits {
     pub max_clients_per_ip: usize,
     /// Cap on clients that have not chosen a nickname yet.
     pub max_startups: MaxStartups,
+    /// Cap on clients from one source that have not chosen a nickname yet.
+    pub max_startups_per_ip: usize,
     /// Trips (refusals, or leaving before choosing a nickname) that put a source in the penalty box.
     pub penalty_trips: u32,
     /// First penalty; each further one doubles, up to `penalty_max`.
@@ -146,6 +148,7 @@ struct FileConfig {
     max_clients: Option<usize>,
     max_clients_per_ip: Option<usize>,
     max_startups: Option<String>,
+    max_startups_per_ip: Option<usize>,
     penalty_trips: Option<u32>,
     penalty_seconds: Option<u64>,
     penalty_max_seconds: Option<u64>,
@@ -303,6 +306,11 @@ impl Config {
                     8,
                 )?,
                 max_startups,
+                max_startups_per_ip: positive_size(
+                    "max_startups_per_ip",
+                    parsed.max_startups_per_ip,
+                    3,
+                )?,
                 penalty_trips: positive("penalty_trips", parsed.penalty_trips.map(u64::from), 10)?
                     as u32,
                 penalty,
@@ -481,7 +489,7 @@ mod tests {
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 26, "packaging/chatd.toml should list all 26 keys");
+        assert_eq!(keys, 27, "packaging/chatd.toml should list all 27 keys");
     }
 
     #[test]

@@ -407,8 +407,9 @@ fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_late
         eprintln!("SKIPPED: needs root to raise a lowered descriptor limit again");
         return;
     }
-    let daemon =
-        Daemon::start_with_config("max_clients_per_ip = 100\nmax_startups = \"100:30:200\"\n");
+    let daemon = Daemon::start_with_config(
+        "max_clients_per_ip = 100\nmax_startups = \"100:30:200\"\nmax_startups_per_ip = 100\n",
+    );
     let broker = daemon.broker_pid(1);
     let mut alice = daemon.login("alice");
     let mut bob = daemon.login("bob");
