@@ -121,6 +121,9 @@ pub struct Config {
     pub syslog: SyslogOptions,
     /// The user to run as after binding, when started as root (`None`: stay as is).
     pub user: Option<String>,
+    /// Whether `user` is the default (`chatd`, which may fall back to `nobody`) rather than
+    /// one the file names (which must exist).
+    pub user_is_default: bool,
     pub admission: AdmissionLimits,
     pub session: SessionLimits,
     /// Bytes the broker queues for one session before dropping it as too slow.
@@ -280,6 +283,7 @@ impl Config {
         if penalty_max < penalty {
             return Err(invalid("penalty_max_seconds", "must be at least penalty_seconds".into()));
         }
+        let user_is_default = parsed.user.is_none();
         let user = match parsed.user {
             Some(user) if user.is_empty() => None,
             Some(user) => Some(user),
@@ -298,6 +302,7 @@ impl Config {
                 format: parsed.syslog_format.unwrap_or_default(),
             },
             user,
+            user_is_default,
             admission: AdmissionLimits {
                 max_clients: positive_size("max_clients", parsed.max_clients, 1024)?,
                 max_clients_per_ip: positive_size(
@@ -481,6 +486,8 @@ mod tests {
         assert_eq!(
             Config {
                 listen_is_default: true,
+                // Named in the file, the user must exist; by default it may fall back.
+                user_is_default: true,
                 runtime_dir: defaults.runtime_dir.clone(),
                 state_dir: defaults.state_dir.clone(),
                 ..config

@@ -15,7 +15,7 @@ use crate::{broker, sys};
 /// `chatd broker`: serves `<runtime-dir>/broker.sock` for sessions started by inetd or systemd,
 /// in the foreground, until SIGTERM.
 pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
-    let run_as = privileges::resolve(config.user.as_deref())?;
+    let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let (socket, path) = listen::bind_broker_socket(&config.runtime_dir)?;
     let listener = match socket {
@@ -51,7 +51,7 @@ pub fn inetd_session(config: &Config) -> Result<i32, MasterError> {
         .ok()
         .or_else(remote_addr)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
+    if let Some(run_as) = privileges::resolve(config.user.as_deref(), config.user_is_default)? {
         sys::drop_privileges(run_as.uid, run_as.gid)?;
     }
     let settings = SessionSettings {

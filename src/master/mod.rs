@@ -233,7 +233,7 @@ pub fn run(
     source: ConfigSource,
     background: Option<Background>,
 ) -> Result<(), MasterError> {
-    let run_as = privileges::resolve(config.user.as_deref())?;
+    let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let mut fitted = config.clone();
     fit_clients_to_descriptors(&mut fitted.admission)?;
@@ -435,6 +435,7 @@ impl Master {
         new.runtime_dir.clone_from(&self.config.runtime_dir);
         new.log = self.config.log;
         new.user.clone_from(&self.config.user);
+        new.user_is_default = self.config.user_is_default;
         if let Err(err) = fit_clients_to_descriptors(&mut new.admission) {
             error!("reload failed, keeping the old configuration: {err}");
             return Err(err.to_string());

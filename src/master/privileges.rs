@@ -14,10 +14,24 @@ use nix::unistd::{Gid, Uid, User, chown};
 use super::MasterError;
 use crate::sys;
 
-/// The user the package creates; if it does not exist (chatd run from a source tree), chatd
-/// falls back to `nobody` rather than refusing to start.
+/// The user the package creates. If it does not exist and `user` is not set (chatd run from a
+/// source tree), chatd falls back to `nobody` and says loudly why that is weaker; a `user`
+/// the file names must exist.
 pub const DEFAULT_USER: &str = "chatd";
 const FALLBACK_USER: &str = "nobody";
+
+/// Why running as `nobody` is weaker, and what to do, in one log line.
+fn nobody_is_weaker(why: &str) -> String {
+    format!(
+        "running as {FALLBACK_USER}{why}: weaker than a user of its own, for every other service \
+         that runs as {FALLBACK_USER} could then connect to broker.sock as if it were chatd, pass \
+         for its sessions, and signal or trace its processes (and read what people type); create \
+         the {DEFAULT_USER} user (the package does; or `systemd-sysusers \
+         packaging/sysusers.d/chatd.conf`, or `useradd --system --no-create-home --shell \
+         /usr/sbin/nologin {DEFAULT_USER}`), and set user = \"{DEFAULT_USER}\" to refuse to start \
+         without it"
+    )
+}
 
 /// The account to switch to.
 #[derive(Debug, Clone)]
@@ -25,11 +39,15 @@ pub struct RunAs {
     pub name: String,
     pub uid: Uid,
     pub gid: Gid,
+    /// Why this user is weaker than one of chatd's own (`nobody`), for the start-up log. Each
+    /// long-lived process says it once; inetd sessions, one per connection, do not.
+    pub weaker: Option<String>,
 }
 
 /// Decides whom to run as. Not root: nobody to switch to (`None`). Root: the configured user,
-/// or an error if there is none — chatd does not serve clients as root.
-pub fn resolve(configured: Option<&str>) -> Result<Option<RunAs>, MasterError> {
+/// or an error if there is none — chatd does not serve clients as root. `is_default`: the user
+/// is the built-in default, which falls back to `nobody` (loudly) if it does not exist.
+pub fn resolve(configured: Option<&str>, is_default: bool) -> Result<Option<RunAs>, MasterError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -42,17 +60,34 @@ pub fn resolve(configured: Option<&str>) -> Result<Option<RunAs>, MasterError> {
         User::from_name(name)
             .map_err(|err| MasterError::Privileges(format!("cannot look up user {name}: {err}")))
     };
+    let mut weaker = None;
     let user = match lookup(name)? {
-        Some(user) => user,
-        None if name == DEFAULT_USER => {
-            warn!("user {DEFAULT_USER} does not exist; running as {FALLBACK_USER} instead");
+        Some(user) => {
+            if user.name == FALLBACK_USER {
+                weaker = Some(nobody_is_weaker(" as configured"));
+            }
+            user
+        }
+        None if is_default && name == DEFAULT_USER => {
+            weaker =
+                Some(nobody_is_weaker(&format!(" because user {DEFAULT_USER} does not exist")));
             lookup(FALLBACK_USER)?.ok_or_else(|| {
                 MasterError::Privileges(format!(
                     "neither {DEFAULT_USER} nor {FALLBACK_USER} exists"
                 ))
             })?
         }
-        None => return Err(MasterError::Privileges(format!("user {name} does not exist"))),
+        None => {
+            return Err(MasterError::Privileges(format!(
+                "user {name} does not exist{}",
+                if name == DEFAULT_USER {
+                    " (the package creates it; `systemd-sysusers packaging/sysusers.d/chatd.conf` \
+                     does the same)"
+                } else {
+                    ""
+                }
+            )));
+        }
     };
     if user.uid.is_root() {
         return Err(MasterError::Privileges(format!(
@@ -60,7 +95,7 @@ pub fn resolve(configured: Option<&str>) -> Result<Option<RunAs>, MasterError> {
             user.name
         )));
     }
-    Ok(Some(RunAs { name: user.name, uid: user.uid, gid: user.gid }))
+    Ok(Some(RunAs { name: user.name, uid: user.uid, gid: user.gid, weaker }))
 }
 
 /// Checks, before anything is created, the directories chatd will trust: the runtime
@@ -184,6 +219,9 @@ pub fn drop_to(
         chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|err| {
             privileges(&format!("cannot hand {} to {}", path.display(), run_as.name), &err)
         })?;
+    }
+    if let Some(weaker) = &run_as.weaker {
+        warn!("{weaker}");
     }
     sys::drop_privileges(run_as.uid, run_as.gid)
         .map_err(|err| privileges(&format!("cannot switch to user {}", run_as.name), &err))?;

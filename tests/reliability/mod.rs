@@ -496,13 +496,15 @@ fn start_on_runtime_dir(
     runtime_dir: &std::path::Path,
     state_dir: &std::path::Path,
 ) -> (bool, String) {
+    let settings = format!("user = \"nobody\"\nstate_dir = \"{}\"\n", state_dir.display());
+    start_with_settings(runtime_dir, &settings)
+}
+
+/// Like [`start_on_runtime_dir`], with the whole settings file given.
+fn start_with_settings(runtime_dir: &std::path::Path, settings: &str) -> (bool, String) {
     let config_dir = crate::util::runtime_dir();
     let config = config_dir.path().join("chatd.toml");
-    std::fs::write(
-        &config,
-        format!("user = \"nobody\"\nstate_dir = \"{}\"\n", state_dir.display()),
-    )
-    .expect("write config");
+    std::fs::write(&config, settings).expect("write config");
     let mut daemon = crate::util::Spawned::spawn(
         std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
             .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
@@ -590,4 +592,38 @@ fn a_runtime_directory_the_daemon_user_could_not_reach_is_refused_before_anythin
     );
     assert!(!log.contains("control.sock"), "{log}");
     assert_eq!(std::fs::read_dir(&private).expect("read").count(), 0, "nothing was created");
+}
+
+#[test]
+fn without_its_own_user_chatd_falls_back_to_nobody_only_saying_loudly_why_that_is_weaker() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: only root switches users");
+        return;
+    }
+    if nix::unistd::User::from_name("chatd").ok().flatten().is_some() {
+        eprintln!("SKIPPED: the chatd user exists here (the package was installed)");
+        return;
+    }
+    let top = crate::util::runtime_dir();
+    let state = format!("state_dir = \"{}\"\n", top.path().join("state").display());
+    // No `user` in the file: the default falls back, and says why that is weaker.
+    let (listened, log) = start_with_settings(&top.path().join("run"), &state);
+    assert!(listened, "{log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("running as nobody because user chatd does not exist"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warning.contains(": warn: "), "{warning}");
+    for needed in ["could then connect to broker.sock", "create the chatd user", "user = \"chatd\""]
+    {
+        assert!(warning.contains(needed), "{needed:?} in {warning}");
+    }
+    assert_eq!(log.matches("running as nobody").count(), 1, "said once:\n{log}");
+    // Named in the file, the user must exist: no fallback.
+    let (listened, log) =
+        start_with_settings(&top.path().join("run2"), &format!("user = \"chatd\"\n{state}"));
+    assert!(!listened, "{log}");
+    assert!(log.contains("user chatd does not exist (the package creates it"), "{log}");
+    assert!(!log.contains("running as nobody"), "{log}");
+    assert!(!top.path().join("run2").exists(), "nothing was created");
 }
