@@ -72,6 +72,8 @@ pub struct AdmissionLimits {
     pub max_clients_per_ip: usize,
     /// Cap on clients that have not chosen a nickname yet.
     pub max_startups: MaxStartups,
+    /// Cap on clients from one source that have not chosen a nickname yet.
+    pub max_startups_per_ip: usize,
     /// Trips (refusals, or leaving before choosing a nickname) that put a source in the penalty box.
     pub penalty_trips: u32,
     /// First penalty; each further one doubles, up to `penalty_max`.
@@ -119,6 +121,9 @@ pub struct Config {
     pub syslog: SyslogOptions,
     /// The user to run as after binding, when started as root (`None`: stay as is).
     pub user: Option<String>,
+    /// Whether `user` is the default (`chatd`, which may fall back to `nobody`) rather than
+    /// one the file names (which must exist).
+    pub user_is_default: bool,
     pub admission: AdmissionLimits,
     pub session: SessionLimits,
     /// Bytes the broker queues for one session before dropping it as too slow.
@@ -146,6 +151,7 @@ struct FileConfig {
     max_clients: Option<usize>,
     max_clients_per_ip: Option<usize>,
     max_startups: Option<String>,
+    max_startups_per_ip: Option<usize>,
     penalty_trips: Option<u32>,
     penalty_seconds: Option<u64>,
     penalty_max_seconds: Option<u64>,
@@ -230,7 +236,7 @@ impl Config {
         };
         let parsed: FileConfig = toml::from_str(&text).map_err(|err| ConfigError::Parse {
             path: file.map(Path::to_path_buf).unwrap_or_default(),
-            message: one_line_error(&text, &err),
+            message: plain_error(&text, &err).unwrap_or_else(|| one_line_error(&text, &err)),
         })?;
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
             where_: place(file, &text, key),
@@ -277,6 +283,7 @@ impl Config {
         if penalty_max < penalty {
             return Err(invalid("penalty_max_seconds", "must be at least penalty_seconds".into()));
         }
+        let user_is_default = parsed.user.is_none();
         let user = match parsed.user {
             Some(user) if user.is_empty() => None,
             Some(user) => Some(user),
@@ -295,6 +302,7 @@ impl Config {
                 format: parsed.syslog_format.unwrap_or_default(),
             },
             user,
+            user_is_default,
             admission: AdmissionLimits {
                 max_clients: positive_size("max_clients", parsed.max_clients, 1024)?,
                 max_clients_per_ip: positive_size(
@@ -303,6 +311,11 @@ impl Config {
                     8,
                 )?,
                 max_startups,
+                max_startups_per_ip: positive_size(
+                    "max_startups_per_ip",
+                    parsed.max_startups_per_ip,
+                    3,
+                )?,
                 penalty_trips: positive("penalty_trips", parsed.penalty_trips.map(u64::from), 10)?
                     as u32,
                 penalty,
@@ -362,6 +375,79 @@ impl Config {
                 None => Some(DEFAULT_ADMIN_GROUP.to_string()),
             },
         })
+    }
+}
+
+/// What each key wants, in the words an operator would use (the rest of a wrong-type or empty
+/// value error: TOML's own says "string values must be quoted" for a value left empty, and
+/// "expected u32" for a word).
+fn wants(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "login_grace_seconds"
+        | "idle_timeout_seconds"
+        | "keepalive_seconds"
+        | "penalty_seconds"
+        | "penalty_max_seconds"
+        | "max_clients"
+        | "max_clients_per_ip"
+        | "max_startups_per_ip"
+        | "flood_queue"
+        | "send_queue_bytes"
+        | "broker_queue_bytes"
+        | "max_unterminated_bytes"
+        | "history_lines" => "a whole number, without quotes",
+        "penalty_trips" | "flood_burst" | "error_budget" => {
+            "a whole number from 0 to 4294967295, without quotes"
+        }
+        "flood_lines_per_second" => "a number, without quotes (a decimal point is allowed)",
+        "telnet" => "true or false, without quotes",
+        "listen" => "a list of \"ADDR:PORT\" strings in square brackets",
+        "log" => "\"syslog\" or \"stderr\", in double quotes",
+        "syslog_format" => "\"rfc3164\" or \"rfc5424\", in double quotes",
+        "max_startups" => "\"start:rate:full\" in double quotes",
+        "user" | "admin_group" => "a name in double quotes (\"\" for none)",
+        "runtime_dir" | "state_dir" | "syslog_socket" => "a path in double quotes",
+        _ => return None,
+    })
+}
+
+/// The example line for `key` in the shipped settings file (`key = default`).
+fn example(key: &str) -> Option<&'static str> {
+    include_str!("../packaging/chatd.toml").lines().find_map(|line| {
+        let setting = line.strip_prefix('#')?;
+        let (name, _) = setting.split_once(" = ")?;
+        (name == key).then_some(setting)
+    })
+}
+
+/// A wrong-type or empty value in plain words: "line N: KEY has no value: it wants a whole
+/// number, without quotes, like `max_clients = 1024` (or remove the line for the default)".
+/// `None` for other errors (an unknown key, broken syntax), which TOML words well enough.
+fn plain_error(text: &str, err: &toml::de::Error) -> Option<String> {
+    let span = err.span()?;
+    let start = span.start.min(text.len());
+    let number = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1)?;
+    let (key, value) = line.split_once('=')?;
+    let key = key.trim();
+    let wants = wants(key)?;
+    let message = err.message();
+    let type_error = message.contains("invalid type")
+        || message.contains("invalid value")
+        || message.contains("string values must be quoted")
+        || message.contains("expected");
+    if !type_error || message.contains("unknown field") {
+        return None;
+    }
+    let value = value.split('#').next().unwrap_or("").trim();
+    let like = example(key).map(|line| format!(", like `{line}`")).unwrap_or_default();
+    if value.is_empty() {
+        Some(format!(
+            "line {number}: {key} has no value: it wants {wants}{like} (or remove the line for \
+             the default)"
+        ))
+    } else {
+        Some(format!("line {number}: {key} = {value} is not what it wants: {wants}{like}"))
     }
 }
 
@@ -473,6 +559,8 @@ mod tests {
         assert_eq!(
             Config {
                 listen_is_default: true,
+                // Named in the file, the user must exist; by default it may fall back.
+                user_is_default: true,
                 runtime_dir: defaults.runtime_dir.clone(),
                 state_dir: defaults.state_dir.clone(),
                 ..config
@@ -481,7 +569,7 @@ mod tests {
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 26, "packaging/chatd.toml should list all 26 keys");
+        assert_eq!(keys, 27, "packaging/chatd.toml should list all 27 keys");
     }
 
     #[test]
@@ -507,5 +595,35 @@ mod tests {
         assert_eq!("5".parse(), Ok(MaxStartups { start: 5, rate: 100, full: 5 }));
         assert!("0:10:5".parse::<MaxStartups>().is_err());
         assert!("1:200:5".parse::<MaxStartups>().is_err());
+    }
+
+    #[test]
+    fn an_empty_or_wrong_value_says_what_the_key_wants_in_plain_words() {
+        let message = |text: &str| {
+            let f = file(text);
+            Config::load(Some(f.path()), Overrides::default()).expect_err("invalid").to_string()
+        };
+        let empty = message("log = \"stderr\"\nmax_clients =\n");
+        assert!(
+            empty.ends_with(
+                "line 2: max_clients has no value: it wants a whole number, without quotes, like \
+                 `max_clients = 1024` (or remove the line for the default)"
+            ),
+            "{empty}"
+        );
+        let word = message("penalty_trips = \"many\"\n");
+        assert!(
+            word.ends_with(
+                "line 1: penalty_trips = \"many\" is not what it wants: a whole number from 0 to \
+                 4294967295, without quotes, like `penalty_trips = 10`"
+            ),
+            "{word}"
+        );
+        assert!(!word.contains("u32"), "{word}");
+        assert!(message("user =  # who\n").contains("user has no value: it wants a name"));
+        assert!(message("telnet = \"yes\"\n").contains("is not what it wants: true or false"));
+        assert!(message("user = chatd\n").contains("user = chatd is not what it wants: a name in"));
+        let unknown = message("login_grace = 5\n");
+        assert!(unknown.contains("unknown field `login_grace`"), "left to TOML: {unknown}");
     }
 }

@@ -327,6 +327,72 @@ impl LogThrottle {
     }
 }
 
+/// A failure that repeats while its cause lasts (no descriptor for `accept`, no process for
+/// `fork`): the first failure of an episode is logged and the rest are counted. The episode
+/// ends once a success has come and `quiet` has passed without a failure; then its count is
+/// reported once. A success sooner (a descriptor freed for a moment) does not end it, so a
+/// cause that flaps is still one line, not one per readiness event. Pure bookkeeping; the
+/// caller logs.
+#[derive(Debug)]
+pub struct FailureEpisode {
+    quiet: std::time::Duration,
+    failures: u64,
+    last_failure: Option<std::time::Instant>,
+    succeeded_since: bool,
+}
+
+impl FailureEpisode {
+    pub fn new(quiet: std::time::Duration) -> Self {
+        FailureEpisode { quiet, failures: 0, last_failure: None, succeeded_since: false }
+    }
+
+    /// Counts a failure; `true` if it starts an episode (log it).
+    pub fn failed(&mut self, now: std::time::Instant) -> bool {
+        let long_after =
+            self.last_failure.is_none_or(|last| now.saturating_duration_since(last) >= self.quiet);
+        let starts = self.failures == 0 || long_after;
+        if starts {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        self.last_failure = Some(now);
+        self.succeeded_since = false;
+        starts
+    }
+
+    /// Notes a success; returns the episode's failure count if this ends it.
+    pub fn succeeded(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self.failures > 0 {
+            self.succeeded_since = true;
+        }
+        self.ended(now)
+    }
+
+    /// The episode's failure count, once, if it is over by `now` (for a timer).
+    pub fn ended(&mut self, now: std::time::Instant) -> Option<u64> {
+        let due = self.due()?;
+        if now < due {
+            return None;
+        }
+        let failures = self.failures;
+        *self = FailureEpisode::new(self.quiet);
+        Some(failures)
+    }
+
+    /// When the episode will be over, if a success has been seen since the last failure.
+    pub fn due(&self) -> Option<std::time::Instant> {
+        match self.last_failure {
+            Some(last) if self.failures > 0 && self.succeeded_since => Some(last + self.quiet),
+            _ => None,
+        }
+    }
+
+    /// True while failures are being counted.
+    pub fn ongoing(&self) -> bool {
+        self.failures > 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,5 +412,27 @@ mod tests {
         assert_eq!(throttle.summaries(start + Duration::from_secs(5)), vec![("full", 9)]);
         assert_eq!(throttle.summaries(start + Duration::from_secs(6)), vec![]);
         assert!(throttle.allow("full", start + Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn a_flapping_failure_is_one_episode_logged_once_and_its_end_once() {
+        let quiet = Duration::from_secs(5);
+        let mut episode = FailureEpisode::new(quiet);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert!(episode.failed(at(0)), "the first failure is logged");
+        assert_eq!(episode.succeeded(at(100)), None, "a success at once does not end it");
+        for ms in (200..3000).step_by(100) {
+            assert!(!episode.failed(at(ms)), "nor does a failure after that start another");
+            assert_eq!(episode.succeeded(at(ms + 50)), None);
+        }
+        assert_eq!(episode.due(), Some(at(2900) + quiet));
+        assert_eq!(episode.ended(at(7000)), None);
+        assert_eq!(episode.ended(at(7900)), Some(29), "the end is reported once, with the count");
+        assert_eq!(episode.ended(at(9000)), None);
+        assert!(!episode.ongoing());
+        assert!(episode.failed(at(20_000)), "a later failure is a new episode");
+        assert!(episode.failed(at(40_000)), "and so is one long after, even without a success");
+        assert_eq!(episode.succeeded(at(50_000)), Some(1), "a success long after ends it at once");
     }
 }

@@ -15,19 +15,24 @@ use crate::{broker, sys};
 /// `chatd broker`: serves `<runtime-dir>/broker.sock` for sessions started by inetd or systemd,
 /// in the foreground, until SIGTERM.
 pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
+    let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
+    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let (socket, path) = listen::bind_broker_socket(&config.runtime_dir)?;
     let listener = match socket {
         listen::BrokerSocket::Bound(listener) => listener,
         listen::BrokerSocket::Orphaned { .. } => return Err(MasterError::AlreadyRunning(path)),
     };
     let control = listen::bind_control_socket(&config.runtime_dir)?;
-    let run_as = privileges::resolve(config.user.as_deref())?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
     if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &path)?;
     }
     listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)?;
-    info!("serving {} alone", path.display());
+    info!(
+        "serving {} alone; operators: chatctl --runtime-dir {}",
+        path.display(),
+        config.runtime_dir.display()
+    );
     let listeners = broker::Listeners { sessions: listener, control };
     let result = broker::run(listeners, config, source).map_err(MasterError::from);
     let _ = std::fs::remove_file(&path);
@@ -46,7 +51,7 @@ pub fn inetd_session(config: &Config) -> Result<i32, MasterError> {
         .ok()
         .or_else(remote_addr)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    if let Some(run_as) = privileges::resolve(config.user.as_deref())? {
+    if let Some(run_as) = privileges::resolve(config.user.as_deref(), config.user_is_default)? {
         sys::drop_privileges(run_as.uid, run_as.gid)?;
     }
     let settings = SessionSettings {

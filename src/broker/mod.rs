@@ -33,6 +33,7 @@ use nix::sys::signal::Signal;
 
 use crate::channel::{Channel, ReadOutcome};
 use crate::config::{Config, ConfigSource};
+use crate::logging::FailureEpisode;
 use crate::moderation::{self, Moderation};
 use crate::proto::codec;
 use crate::proto::control::MasterFigures;
@@ -44,6 +45,8 @@ use room::{Audience, Delivery, MemberId, Rooms};
 use stats::Stats;
 
 /// How long a stopping broker spends telling sessions so.
+/// How long `accept` must go without failing before its trouble counts as over.
+const ACCEPT_TROUBLE_QUIET: Duration = Duration::from_secs(5);
 const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 
 const LISTENER: Token = Token(0);
@@ -113,6 +116,8 @@ struct Broker {
     /// When chat lines handled this turn were read, for the fan-out latency.
     lines_this_turn: Vec<Instant>,
     started_at: u64,
+    /// `accept` failing for lack of descriptors: logged once per episode, not per event.
+    accept_trouble: FailureEpisode,
 }
 
 /// The broker's two listening sockets, bound by whoever starts it (so that they exist, and
@@ -181,6 +186,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         stats: Stats::new(Instant::now()),
         lines_this_turn: Vec::new(),
         started_at: moderation::unix_now(),
+        accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
     };
     info!("broker ready (protocol version {PROTOCOL_VERSION})");
     broker.event_loop()
@@ -323,13 +329,23 @@ impl Broker {
     fn accept_all(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
+                Ok((stream, _)) => {
+                    if let Some(failures) = self.accept_trouble.succeeded(Instant::now()) {
+                        info!("broker accepting sessions again after {failures} failed attempts");
+                    }
+                    self.admit(stream)
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     // EMFILE and friends: the connection stays in the backlog; the next
-                    // readiness event retries.
-                    error!("broker cannot accept a session: {err}");
+                    // readiness event retries. Every new session is such an event: say it once.
+                    if self.accept_trouble.failed(Instant::now()) {
+                        error!(
+                            "broker cannot accept a session: {err}; sessions wait until it \
+                             recovers (said once; the recovery is logged)"
+                        );
+                    }
                     return;
                 }
             }

@@ -1,9 +1,13 @@
 //! Who may connect: the master's bookkeeping of live sessions per source, and the limits it
 //! checks before forking (no fork is spent on a refused client).
 //!
-//! Owns the counts (all clients, per source, not yet admitted), sshd-style `MaxStartups` random
-//! early drop, and per-source penalties. Pure logic with the clock passed in: no sockets, no
+//! Owns the counts (all clients, per source, not yet admitted — in total and per source),
+//! sshd-style `MaxStartups` random early drop, and per-source penalties. Pure logic with the clock passed in: no sockets, no
 //! logging. A *source* is an IPv4 address or an IPv6 /64 (one customer's network).
+//!
+//! Clients still choosing a nickname are capped per source too (`max_startups_per_ip`), and
+//! the random early drop prefers the sources that hold the most of them: a few addresses
+//! holding the door with idle connections must not shut out newcomers from elsewhere.
 //!
 //! Penalties: a source *trips* when it is refused or when one of its clients leaves before
 //! choosing a nickname. `penalty_trips` trips in a row (an admitted client resets the count)
@@ -13,11 +17,24 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use crate::config::AdmissionLimits;
+
+/// Descriptors the broker needs besides one per session: its two listeners, poller, signals,
+/// log, the master's link, operators' connections and a state file being replaced.
+pub const BROKER_SPARE_FILES: u64 = 24;
+
+/// How many of `wanted` clients a descriptor limit of `limit` leaves room for: the broker holds
+/// one descriptor per session besides [`BROKER_SPARE_FILES`] of its own (the master closes its
+/// copy of each connection, and each session has a limit of its own).
+pub fn clients_within(limit: u64, wanted: usize) -> usize {
+    let room = limit.saturating_sub(BROKER_SPARE_FILES);
+    wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
 
 /// An IPv4 address, or the /64 of an IPv6 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +74,8 @@ pub enum Refusal {
     PerSource,
     /// Too many clients are still choosing a nickname (MaxStartups).
     Startups,
+    /// Too many clients from this source are still choosing a nickname.
+    StartupsPerSource,
     /// The source is in the penalty box.
     Penalty { seconds_left: u64 },
 }
@@ -73,6 +92,9 @@ impl Refusal {
                 "*** Too many people are logging in right now; please try again in a moment."
                     .to_string()
             }
+            Refusal::StartupsPerSource => "*** Too many connections from your address are still \
+                                           logging in; please try again in a moment."
+                .to_string(),
             Refusal::Penalty { seconds_left } => format!(
                 "*** Your address is refused for {seconds_left} s after repeated failed connections."
             ),
@@ -86,6 +108,7 @@ impl Refusal {
             Refusal::Full => "full",
             Refusal::PerSource => "per_source",
             Refusal::Startups => "startups",
+            Refusal::StartupsPerSource => "startups_per_source",
             Refusal::Penalty { .. } => "penalty",
         }
     }
@@ -95,6 +118,7 @@ impl Refusal {
             Refusal::Full => "server full",
             Refusal::PerSource => "too many connections from this source",
             Refusal::Startups => "too many clients logging in",
+            Refusal::StartupsPerSource => "too many clients logging in from this source",
             Refusal::Penalty { .. } => "source penalised",
         }
     }
@@ -125,6 +149,8 @@ pub struct Admission {
     clients: HashMap<Pid, Client>,
     per_source: HashMap<Source, usize>,
     unadmitted: usize,
+    /// Clients still choosing a nickname, per source (only sources that have some).
+    unadmitted_per_source: HashMap<Source, usize>,
     records: HashMap<Source, Record>,
     rng: fastrand::Rng,
 }
@@ -136,6 +162,7 @@ impl Admission {
             clients: HashMap::new(),
             per_source: HashMap::new(),
             unadmitted: 0,
+            unadmitted_per_source: HashMap::new(),
             records: HashMap::new(),
             rng: fastrand::Rng::new(),
         }
@@ -176,13 +203,25 @@ impl Admission {
         if self.unadmitted >= startups.full {
             return Some(Refusal::Startups);
         }
+        let held = self.unadmitted_per_source.get(&source).copied().unwrap_or(0);
+        if held >= self.limits.max_startups_per_ip {
+            return Some(Refusal::StartupsPerSource);
+        }
         if self.unadmitted >= startups.start {
-            // Linear from `rate`% at `start` to 100% at `full`.
+            // Linear from `rate`% at `start` to 100% at `full` (sshd), for a source holding
+            // its share or more; one holding less than the average per source is refused in
+            // proportion: (held + 1) / average, so that when every source holds one this is
+            // sshd's rule, and a newcomer from an address holding none, while a few addresses
+            // hold three each, is refused a third as often as they are.
             let span = (startups.full - startups.start).max(1) as u64;
             let over = (self.unadmitted - startups.start) as u64;
             let rate = u64::from(startups.rate);
             let probability = rate + (100 - rate) * over / span;
-            if self.rng.u64(0..100) < probability {
+            let sources = self.unadmitted_per_source.len().max(1) as u64;
+            let weighted = (probability * (held as u64 + 1) * sources
+                / self.unadmitted.max(1) as u64)
+                .min(probability);
+            if self.rng.u64(0..100) < weighted {
                 return Some(Refusal::Startups);
             }
         }
@@ -222,6 +261,7 @@ impl Admission {
         let source = Source::of(addr);
         *self.per_source.entry(source).or_default() += 1;
         self.unadmitted += 1;
+        *self.unadmitted_per_source.entry(source).or_default() += 1;
         self.clients.insert(pid, Client { source, admitted: false });
     }
 
@@ -231,8 +271,10 @@ impl Admission {
             && !client.admitted
         {
             client.admitted = true;
+            let source = client.source;
             self.unadmitted -= 1;
-            if let Some(record) = self.records.get_mut(&client.source) {
+            self.no_longer_starting(source);
+            if let Some(record) = self.records.get_mut(&source) {
                 record.trips = 0;
             }
         }
@@ -250,10 +292,20 @@ impl Admission {
         }
         if !client.admitted {
             self.unadmitted -= 1;
+            self.no_longer_starting(client.source);
             self.trip(client.source, now);
         }
         self.forget_old_records(now);
         Some(client.admitted)
+    }
+
+    fn no_longer_starting(&mut self, source: Source) {
+        if let Some(count) = self.unadmitted_per_source.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                self.unadmitted_per_source.remove(&source);
+            }
+        }
     }
 
     /// Drops records of sources that behaved for longer than the longest sentence.
@@ -276,6 +328,7 @@ mod tests {
             max_clients: 4,
             max_clients_per_ip: 2,
             max_startups: MaxStartups { start: 3, rate: 100, full: 3 },
+            max_startups_per_ip: 10,
             penalty_trips: 3,
             penalty: Duration::from_secs(10),
             penalty_max: Duration::from_secs(25),
@@ -395,5 +448,72 @@ mod tests {
         admission.accepted(Pid::from_raw(4), addr);
         admission.exited(Pid::from_raw(4), now);
         assert_eq!(admission.check(addr, now), Ok(()));
+    }
+
+    #[test]
+    fn max_clients_fits_the_descriptor_limit() {
+        assert_eq!(clients_within(64, 1024), 40, "prlimit --nofile=64: the broker's own 24 first");
+        assert_eq!(clients_within(u64::MAX, 1024), 1024, "unlimited");
+        assert_eq!(clients_within(1 << 20, 1024), 1024);
+        assert_eq!(clients_within(24, 1024), 0, "room for nobody");
+        assert_eq!(clients_within(10, 1024), 0);
+    }
+
+    #[test]
+    fn clients_still_choosing_a_nickname_are_capped_per_source() {
+        let mut limits = limits();
+        limits.max_clients = 100;
+        limits.max_clients_per_ip = 100;
+        limits.max_startups = MaxStartups { start: 100, rate: 30, full: 100 };
+        limits.max_startups_per_ip = 3;
+        let mut admission = Admission::new(limits);
+        let now = Instant::now();
+        for pid in 1..=3 {
+            assert_eq!(admission.check(ip("10.0.0.1"), now), Ok(()));
+            admission.accepted(Pid::from_raw(pid), ip("10.0.0.1"));
+        }
+        assert_eq!(admission.check(ip("10.0.0.1"), now), Err(Refusal::StartupsPerSource));
+        assert_eq!(admission.check(ip("10.0.0.2"), now), Ok(()), "other sources come in");
+        admission.admitted(Pid::from_raw(1));
+        assert_eq!(admission.check(ip("10.0.0.1"), now), Ok(()), "one has chosen a nickname");
+        admission.accepted(Pid::from_raw(4), ip("10.0.0.1"));
+        admission.exited(Pid::from_raw(2), now);
+        assert_eq!(admission.check(ip("10.0.0.1"), now), Ok(()), "one has left");
+    }
+
+    /// Issue 13: 13 addresses holding idle connections, newcomers from elsewhere.
+    #[test]
+    fn the_early_drop_prefers_the_sources_that_hold_many() {
+        let mut limits = limits();
+        limits.max_clients = 1000;
+        limits.max_clients_per_ip = 1000;
+        limits.max_startups = MaxStartups { start: 10, rate: 30, full: 100 };
+        limits.max_startups_per_ip = 3;
+        let mut admission = Admission::new(limits);
+        admission.rng = fastrand::Rng::with_seed(13);
+        let now = Instant::now();
+        let mut pid = 0;
+        for n in 0..100 {
+            let attacker = ip(&format!("10.0.0.{}", n % 13));
+            if admission.check(attacker, now).is_ok() {
+                pid += 1;
+                admission.accepted(Pid::from_raw(pid), attacker);
+            }
+        }
+        assert!(admission.unadmitted <= 39, "at most 3 per source: {}", admission.unadmitted);
+        // Each attacker's source holds three; its further connections are refused...
+        let attackers_refused = (0..1000)
+            .filter(|n| admission.check(ip(&format!("10.0.0.{}", n % 13)), now).is_err())
+            .count();
+        assert_eq!(attackers_refused, 1000, "all three of each attacker's are taken");
+        // ...and a newcomer from an address holding none a third as often as the odds at 39
+        // waiting (52%).
+        let newcomers_refused = (0..1000)
+            .filter(|n| admission.check(ip(&format!("10.1.{}.{}", n / 200, n % 200)), now).is_err())
+            .count();
+        assert!(
+            (110..240).contains(&newcomers_refused),
+            "about 17% refused, got {newcomers_refused}"
+        );
     }
 }

@@ -42,8 +42,8 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::channel::{Channel, ReadOutcome};
-use crate::config::{Config, ConfigSource};
-use crate::logging::LogThrottle;
+use crate::config::{self, Config, ConfigSource};
+use crate::logging::{FailureEpisode, LogThrottle};
 use crate::moderation::{BanFile, unix_now};
 use crate::proto::control::{Counted, MasterFigures};
 use crate::proto::{Event, PROTOCOL_VERSION, Request};
@@ -96,6 +96,8 @@ pub enum MasterError {
     Privileges(String),
     #[error("cannot start the broker: {0}")]
     Broker(io::Error),
+    #[error("{0}")]
+    Limits(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -201,9 +203,14 @@ struct Master {
     /// The end the sessions write to; each child keeps it open.
     admission_reporter: StdUnixDatagram,
     throttle: LogThrottle,
-    /// Consecutive `accept`/`fork` failures for lack of resources (logged once).
-    resource_failures: u64,
+    /// `accept`/`fork` failing for lack of resources: logged once per episode, however often
+    /// the listener is ready meanwhile.
+    resource_trouble: FailureEpisode,
     crash_loop: CrashLoop,
+    /// Why `broker.sock` is gone and cannot be bound again (a removed runtime directory the
+    /// master, no longer root, may not re-create); `None` while it is in place. Logged once
+    /// per reason; new clients are refused before fork meanwhile.
+    runtime_lost: Option<String>,
     accept_paused_until: Option<Instant>,
     shutdown: Option<Shutdown>,
     /// systemd's watchdog, when `WatchdogSec` is set.
@@ -226,6 +233,11 @@ pub fn run(
     source: ConfigSource,
     background: Option<Background>,
 ) -> Result<(), MasterError> {
+    let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
+    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
+    let mut fitted = config.clone();
+    fit_clients_to_descriptors(&mut fitted.admission)?;
+    let config = &fitted;
     let listeners = match listen::from_systemd()? {
         Some(listeners) => {
             info!("using {} listening socket(s) from systemd", listeners.len());
@@ -245,7 +257,6 @@ pub fn run(
         }
     }
     let poll = Poll::new()?;
-    let run_as = privileges::resolve(config.user.as_deref())?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
     if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
@@ -302,8 +313,9 @@ pub fn run(
         admissions,
         admission_reporter: reporter,
         throttle: LogThrottle::new(LOG_WINDOW),
-        resource_failures: 0,
+        resource_trouble: FailureEpisode::new(LOG_WINDOW),
         crash_loop: CrashLoop::default(),
+        runtime_lost: None,
         accept_paused_until: None,
         shutdown: None,
         watchdog: None,
@@ -321,6 +333,7 @@ pub fn run(
     for listener in &master.listeners {
         info!("listening on {}", listener.local_addr()?);
     }
+    log_control_socket(&master.config.runtime_dir);
     // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     // Started with --daemon: the starting process may exit now.
@@ -382,6 +395,7 @@ impl Master {
             self.broker.restart_at,
             Some(self.next_figures_at),
             self.throttle.next_due(),
+            self.resource_trouble.due(),
             watchdog,
         ]
         .into_iter()
@@ -421,6 +435,11 @@ impl Master {
         new.runtime_dir.clone_from(&self.config.runtime_dir);
         new.log = self.config.log;
         new.user.clone_from(&self.config.user);
+        new.user_is_default = self.config.user_is_default;
+        if let Err(err) = fit_clients_to_descriptors(&mut new.admission) {
+            error!("reload failed, keeping the old configuration: {err}");
+            return Err(err.to_string());
+        }
         self.admission.set_limits(new.admission.clone());
         self.settings.limits = new.session.clone();
         new.state_dir.clone_from(&self.config.state_dir);
@@ -437,6 +456,11 @@ impl Master {
         if now >= self.next_figures_at {
             self.next_figures_at = now + FIGURES_INTERVAL;
             self.send_figures();
+            // A runtime directory that could not be repaired is tried again at this pace
+            // (noticing one is the crash loop's job: sessions fail on it first).
+            if self.shutdown.is_none() && self.runtime_lost.is_some() {
+                self.check_broker_socket();
+            }
         }
         if let Some(watchdog) = &mut self.watchdog
             && now >= watchdog.next
@@ -450,6 +474,9 @@ impl Master {
                 "{count} more refused connections ({kind}) in the last {} s",
                 self.throttle.window().as_secs()
             );
+        }
+        if let Some(failures) = self.resource_trouble.ended(now) {
+            info!("accepting again after {failures} failed attempts");
         }
         if self.accept_paused_until.is_some_and(|until| now >= until) {
             self.accept_paused_until = None;
@@ -488,11 +515,10 @@ impl Master {
         }
     }
 
-    /// Out of descriptors or processes: log the first failure only, and stop accepting for a
-    /// moment so that established sessions keep the machine's attention.
+    /// Out of descriptors or processes: log the first failure of the episode only, and stop
+    /// accepting for a moment so that established sessions keep the machine's attention.
     fn resource_trouble(&mut self, what: &str) {
-        self.resource_failures += 1;
-        if self.resource_failures == 1 {
+        if self.resource_trouble.failed(Instant::now()) {
             error!(
                 "{what}; pausing accept for {} ms at a time until it recovers",
                 ACCEPT_PAUSE.as_millis()
@@ -501,10 +527,11 @@ impl Master {
         self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
     }
 
+    /// A session was forked. The trouble is over (and logged so) once none came back for a
+    /// while: a descriptor freed for a moment does not make a line of its own.
     fn resource_recovered(&mut self) {
-        if self.resource_failures > 0 {
-            info!("accepting again after {} failed attempts", self.resource_failures);
-            self.resource_failures = 0;
+        if let Some(failures) = self.resource_trouble.succeeded(Instant::now()) {
+            info!("accepting again after {failures} failed attempts");
         }
     }
 
@@ -527,6 +554,16 @@ impl Master {
             *self.refusals.entry("banned").or_default() += 1;
             if self.throttle.allow("banned", now) {
                 info!(target: logging::NOTICE, "refused {peer}: banned ({})", ban.target);
+            }
+            return;
+        }
+        if self.runtime_lost.is_some() {
+            // A session could not reach the broker: say so now rather than fork one to fail.
+            let _ =
+                stream.write(b"*** The chat service is unavailable; please try again later.\r\n");
+            *self.refusals.entry("unavailable").or_default() += 1;
+            if self.throttle.allow("unavailable", now) {
+                info!(target: logging::NOTICE, "refused {peer}: broker.sock is missing");
             }
             return;
         }
@@ -599,8 +636,13 @@ impl Master {
         }
     }
 
-    /// Re-creates `broker.sock` if it was removed or replaced, and restarts the broker on it
-    /// (sessions re-register with the new broker as after any broker restart).
+    /// Re-creates `broker.sock` and `control.sock` if they were removed or replaced (an
+    /// operator's `rm -rf` of the runtime directory, a tmpfiles cleaner), then restarts the
+    /// broker on them: sessions re-register as after any broker restart, nobody is
+    /// disconnected. The running broker is never killed before new sockets are bound: until
+    /// then its established sessions keep chatting on the connections they have, new clients
+    /// are told the service is unavailable, what is wrong is logged once, and the repair is
+    /// retried every second (it succeeds once the operator re-creates the directory).
     fn check_broker_socket(&mut self) {
         use std::os::unix::fs::MetadataExt;
         let Some((listener, _)) = &self.broker_listener else { return };
@@ -609,15 +651,84 @@ impl Master {
         if ours.is_some() && ours == on_disk {
             return;
         }
-        error!("{} was removed or replaced; re-creating it", self.broker_socket.display());
-        let _ = std::fs::remove_file(&self.broker_socket);
-        self.broker_listener = None;
-        if let Some(pid) = self.broker.pid {
-            // Reaped as a broker death, which restarts it on the new socket.
-            let _ = kill(pid, Signal::SIGKILL);
-        } else if let Err(err) = self.start_broker() {
-            error!("cannot start the broker: {err}");
+        if self.runtime_lost.is_none() {
+            error!("{} was removed or replaced; re-creating it", self.broker_socket.display());
         }
+        match self.bind_runtime_sockets() {
+            Ok(sockets) => {
+                self.broker_listener = Some(sockets);
+                if self.runtime_lost.take().is_some() {
+                    info!(
+                        "{} is back: serving new clients again",
+                        self.config.runtime_dir.display()
+                    );
+                    // New clients were refused before fork meanwhile: end any pause at once
+                    // (its end takes what waited in the backlog).
+                    self.accept_paused_until = Some(Instant::now());
+                }
+                match self.broker.pid {
+                    Some(pid) => {
+                        info!(
+                            "restarting the broker on the new {} (its sessions re-register)",
+                            self.broker_socket.display()
+                        );
+                        // Reaped as a broker death, which restarts it on the new sockets.
+                        let _ = kill(pid, Signal::SIGKILL);
+                    }
+                    None => {
+                        if let Err(err) = self.start_broker() {
+                            error!("cannot start the broker: {err}");
+                        }
+                    }
+                }
+            }
+            Err(why) => {
+                if self.runtime_lost.as_deref() != Some(why.as_str()) {
+                    error!("{why}");
+                }
+                self.runtime_lost = Some(why);
+            }
+        }
+    }
+
+    /// Binds `broker.sock` and `control.sock` afresh in the runtime directory, creating it if
+    /// the master may. The error says what is wrong and what to do, in one sentence.
+    fn bind_runtime_sockets(&self) -> Result<(UnixListener, UnixListener), String> {
+        let dir = &self.config.runtime_dir;
+        let user = privileges::current_user_name();
+        let consequence = "established sessions keep chatting; new clients are told the \
+                           service is unavailable until it is repaired";
+        if !dir.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            if let Err(err) = std::fs::DirBuilder::new().mode(0o755).create(dir) {
+                return Err(format!(
+                    "the runtime directory {} is gone and chatd (user {user}) cannot re-create \
+                     it: {err}; {consequence} (e.g. `install -d -o {user} -m 0755 {}`, or \
+                     `systemd-tmpfiles --create` with the package's chatd.conf)",
+                    dir.display(),
+                    dir.display()
+                ));
+            }
+            info!("re-created the runtime directory {}", dir.display());
+        }
+        // A file that replaced ours is not a broker of ours: bind over it.
+        let _ = std::fs::remove_file(&self.broker_socket);
+        let cannot = |err: &dyn std::fmt::Display| {
+            format!(
+                "cannot re-create the sockets in {} as user {user}: {err}; {consequence} (the \
+                 directory must be writable by {user})",
+                dir.display()
+            )
+        };
+        let broker = match listen::bind_broker_socket(dir) {
+            Ok((BrokerSocket::Bound(listener), _)) => listener,
+            Ok((BrokerSocket::Orphaned { .. }, _)) => {
+                return Err(cannot(&"another broker took broker.sock"));
+            }
+            Err(err) => return Err(cannot(&err)),
+        };
+        let control = listen::bind_control_socket(dir).map_err(|err| cannot(&err))?;
+        Ok((broker, control))
     }
 
     /// Reads the pids of sessions whose clients chose a nickname.
@@ -938,6 +1049,47 @@ impl Master {
         {
             self.link_lost();
         }
+    }
+}
+
+/// Lowers `max_clients` to what the descriptor limit (RLIMIT_NOFILE, hard: the broker raises its
+/// soft limit to it) leaves room for, and says so: otherwise clients past the limit would wait
+/// unanswered in the broker's backlog. A limit that leaves room for nobody is refused.
+fn fit_clients_to_descriptors(limits: &mut config::AdmissionLimits) -> Result<(), MasterError> {
+    use nix::sys::resource::{Resource, getrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    let fits = admission::clients_within(hard, limits.max_clients);
+    if fits == 0 {
+        return Err(MasterError::Limits(format!(
+            "the descriptor limit (RLIMIT_NOFILE) is {hard}, too low to serve anyone: the broker \
+             needs {} of its own and one per client; raise it (LimitNOFILE= in the unit, \
+             `ulimit -n`)",
+            admission::BROKER_SPARE_FILES
+        )));
+    }
+    if fits < limits.max_clients {
+        warn!(
+            "the descriptor limit (RLIMIT_NOFILE) is {hard}: room for {fits} clients, not \
+             max_clients = {}; serving at most {fits} (raise LimitNOFILE= in the unit or \
+             `ulimit -n` to serve more)",
+            limits.max_clients
+        );
+        limits.max_clients = fits;
+    }
+    Ok(())
+}
+
+/// Says where operators reach the daemon, and how, when it is not the system's default place.
+fn log_control_socket(runtime_dir: &std::path::Path) {
+    let socket = runtime_dir.join(listen::CONTROL_SOCKET);
+    if runtime_dir == std::path::Path::new("/run/chatd") {
+        info!("operators: chatctl, through {}", socket.display());
+    } else {
+        info!(
+            "operators: chatctl --runtime-dir {}, through {}",
+            runtime_dir.display(),
+            socket.display()
+        );
     }
 }
 

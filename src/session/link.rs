@@ -43,6 +43,10 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// How long a session waits for a broker to come back before it gives up on its client.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+/// How long a connected session waits for the broker to answer a login or re-registration
+/// before it gives up: a broker out of descriptors leaves connections unaccepted in its
+/// backlog, where the connection looks fine and nothing would ever come.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The broker connection and the state that survives its loss.
 pub struct BrokerLink {
@@ -64,6 +68,9 @@ pub struct BrokerLink {
     acked: u64,
     /// Highest sequence number shown, per sender.
     shown: HashMap<u64, u64>,
+    /// When the broker must have said something, since a login or re-registration was sent on
+    /// this connection (see [`ANSWER_TIMEOUT`]).
+    answer_due: Option<Instant>,
 }
 
 /// A numbered request kept for re-sending.
@@ -118,6 +125,7 @@ impl BrokerLink {
             retry_at: None,
             retry_delay: RETRY_FIRST,
             next_seq: 1,
+            answer_due: None,
             sent: VecDeque::new(),
             acked: 0,
             shown: HashMap::new(),
@@ -161,6 +169,11 @@ impl BrokerLink {
 
     /// Sends a request that needs no acknowledgement (it is not re-sent after a restart).
     pub fn send(&mut self, request: &Request) -> Result<(), SendError> {
+        if self.channel.is_some()
+            && matches!(request, Request::Login { .. } | Request::Resume { .. })
+        {
+            self.answer_due.get_or_insert(Instant::now() + ANSWER_TIMEOUT);
+        }
         match self.channel.as_mut() {
             Some(channel) => channel.send(request),
             None => Ok(()),
@@ -230,22 +243,38 @@ impl BrokerLink {
         true
     }
 
+    /// The broker said something: it is there and serving this connection.
+    pub fn heard(&mut self) {
+        self.answer_due = None;
+    }
+
     /// The connection is gone: forget it and try again at once.
     pub fn lost(&mut self) {
         self.channel = None;
+        // While it is gone, GIVE_UP_AFTER applies; the answer is awaited again once resent.
+        self.answer_due = None;
         let now = Instant::now();
         self.lost_at.get_or_insert(now);
         self.retry_at = Some(now);
     }
 
     /// When the next reconnection attempt is due, if the link is down.
+    /// (Or when an awaited answer is due: the session must wake to give up then.)
     pub fn retry_at(&self) -> Option<Instant> {
-        self.retry_at
+        [self.retry_at, self.answer_due].into_iter().flatten().min()
     }
 
-    /// True once the broker has been gone for longer than [`GIVE_UP_AFTER`].
+    /// True once the broker has been gone for longer than [`GIVE_UP_AFTER`], or has left a
+    /// login or re-registration unanswered for [`ANSWER_TIMEOUT`].
     pub fn gave_up(&self) -> bool {
         self.lost_at.is_some_and(|at| at.elapsed() >= GIVE_UP_AFTER)
+            || self.answer_due.is_some_and(|due| Instant::now() >= due)
+    }
+
+    /// True if what [`BrokerLink::gave_up`] on is an answer the connected broker never sent
+    /// (not a broker that went away).
+    pub fn never_answered(&self) -> bool {
+        self.answer_due.is_some() && self.lost_at.is_none()
     }
 
     /// Tries to reconnect if an attempt is due. `Ok(true)`: connected again and `Hello` queued;
@@ -307,5 +336,23 @@ mod tests {
         link.lost();
         assert!(link.retry_at().is_some_and(|at| at <= Instant::now()));
         assert!(!link.gave_up());
+    }
+
+    #[test]
+    fn an_unanswered_login_gives_up_after_the_answer_timeout_and_an_answer_clears_it() {
+        let mut link = link();
+        link.channel = Some(Channel::new(
+            UnixStream::from_std(StdUnixStream::pair().expect("pair").0),
+            MAX_BROKER_QUEUE,
+        ));
+        link.send(&Request::Login { nick: "alice".into() }).expect("queued");
+        let due = link.answer_due.expect("an answer is awaited");
+        assert_eq!(link.retry_at(), Some(due), "the session wakes when it is due");
+        assert!(!link.gave_up());
+        link.answer_due = Some(Instant::now() - Duration::from_millis(1));
+        assert!(link.gave_up() && link.never_answered());
+        link.heard();
+        assert!(!link.gave_up());
+        assert_eq!(link.retry_at(), None);
     }
 }

@@ -786,6 +786,10 @@ impl Session {
             return;
         }
         if self.broker.gave_up() {
+            if self.broker.never_answered() {
+                return self
+                    .close(Some(notice::service_unavailable()), "the broker never answered");
+            }
             return self.close(Some(notice::service_lost()), "the broker did not come back");
         }
         if !self.broker.try_reconnect(self.poll.registry()) {
@@ -825,6 +829,7 @@ impl Session {
     }
 
     fn handle_event(&mut self, event: Event) {
+        self.broker.heard();
         let shown = self.track(&event);
         if matches!(
             event,

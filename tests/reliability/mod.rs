@@ -379,3 +379,251 @@ fn a_nick_taken_while_the_broker_restarted_goes_to_the_first_and_the_other_is_to
     bob.expect("<alice_2> it is still me");
     impostor.expect("<alice_2> it is still me");
 }
+
+/// Sets the soft descriptor limit of `pid`, a process of user `nobody`, as that user (root
+/// may lack CAP_SYS_RESOURCE in a container; the owner may always move its soft limit).
+fn set_soft_nofile(pid: i32, limit: usize) {
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "prlimit"])
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:"))
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --pid={pid} --nofile={limit}:");
+}
+
+/// The lowest descriptor number `pid` does not use: with that as its limit, it has none left.
+pub fn lowest_free_descriptor(pid: i32) -> usize {
+    let used: HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|fd| !used.contains(fd)).unwrap_or(0)
+}
+
+#[test]
+fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_later() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to raise a lowered descriptor limit again");
+        return;
+    }
+    let daemon = Daemon::start_with_config(
+        "max_clients_per_ip = 100\nmax_startups = \"100:30:200\"\nmax_startups_per_ip = 100\n",
+    );
+    let broker = daemon.broker_pid(1);
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    // No descriptor to spare: every new session's connection stays in the backlog, and each
+    // arrives as a readiness event of its own.
+    set_soft_nofile(broker, lowest_free_descriptor(broker));
+    let mut waiting: Vec<Client> = (0..10).map(|_| daemon.connect()).collect();
+    for client in &mut waiting {
+        client.expect_prefix("*** Please choose a nickname");
+    }
+    daemon.wait_for_log("broker cannot accept a session");
+    alice.send("we are still talking");
+    bob.expect("<alice> we are still talking");
+    set_soft_nofile(broker, 1024);
+    // The next connection is the readiness event that lets the broker take the whole backlog.
+    let mut carol = daemon.login("carol");
+    for (n, client) in waiting.iter_mut().enumerate() {
+        client.send(&format!("waiting{n}"));
+        client.expect(&format!("*** waiting{n} has joined lobby"));
+    }
+    carol.send("all here");
+    alice.expect("<carol> all here");
+    let complaints: Vec<String> =
+        daemon.log().into_iter().filter(|l| l.contains("cannot accept")).collect();
+    assert_eq!(complaints.len(), 1, "one event, one line:\n{}", complaints.join("\n"));
+}
+
+#[test]
+fn removing_the_runtime_directory_disconnects_nobody_and_it_recovers_when_recreated() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root so that chatd, as nobody, cannot re-create the directory");
+        return;
+    }
+    let daemon = Daemon::start_with_config("penalty_trips = 1000\n");
+    let first_broker = daemon.broker_pid(1);
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    // A careless cleaner. The master runs as nobody and the parent is root's: it cannot
+    // re-create the directory.
+    let run = daemon.runtime_dir();
+    std::fs::remove_dir_all(&run).expect("rm -rf the runtime directory");
+    for _ in 0..8 {
+        let mut newcomer = daemon.connect();
+        let lines = newcomer.expect_closed();
+        assert_eq!(
+            lines,
+            ["*** The chat service is unavailable; please try again later."],
+            "a newcomer is told the truth"
+        );
+    }
+    daemon.wait_for_log("cannot re-create it");
+    alice.send("still here?");
+    bob.expect("<alice> still here?");
+    bob.send("yes");
+    alice.expect("<bob> yes");
+    assert_eq!(process_state(first_broker).map(|s| s != 'Z'), Some(true), "the broker lives");
+    // The operator re-creates it, as tmpfiles.d would.
+    std::fs::create_dir(&run).expect("mkdir");
+    nix::unistd::chown(&run, Some(65534.into()), Some(65534.into())).expect("chown to nobody");
+    daemon.wait_for_log("is back: serving new clients again");
+    // The broker is restarted on the new sockets; the pair re-registers, nobody leaves.
+    alice.expect("*** The chat service restarted; you are still in lobby.");
+    bob.expect("*** The chat service restarted; you are still in lobby.");
+    let mut carol = daemon.login("carol");
+    alice.expect("*** carol has joined lobby");
+    carol.send("hello");
+    alice.expect("<carol> hello");
+    bob.expect("<carol> hello");
+    alice.send("and we never left");
+    bob.expect("<alice> and we never left");
+    let log = daemon.log();
+    let told = log.iter().filter(|l| l.contains("cannot re-create it")).count();
+    assert_eq!(told, 1, "what is wrong is said once:\n{}", log.join("\n"));
+    assert!(!log.iter().any(|l| l.contains("has left")), "{}", log.join("\n"));
+    let ctl = daemon.chatctl(&["who"]);
+    assert!(ctl.status.success(), "chatctl works again: {ctl:?}");
+}
+
+/// Runs chatd (as root, dropping to nobody) on `runtime_dir` until it fails or listens; returns
+/// whether it listened, and its standard error.
+fn start_on_runtime_dir(
+    runtime_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> (bool, String) {
+    let settings = format!("user = \"nobody\"\nstate_dir = \"{}\"\n", state_dir.display());
+    start_with_settings(runtime_dir, &settings)
+}
+
+/// Like [`start_on_runtime_dir`], with the whole settings file given.
+fn start_with_settings(runtime_dir: &std::path::Path, settings: &str) -> (bool, String) {
+    let config_dir = crate::util::runtime_dir();
+    let config = config_dir.path().join("chatd.toml");
+    std::fs::write(&config, settings).expect("write config");
+    let mut daemon = crate::util::Spawned::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
+            .arg(runtime_dir)
+            .arg("--config")
+            .arg(&config),
+    );
+    let mut listened = false;
+    wait_until("chatd listens or fails", || {
+        listened = daemon.log().iter().any(|l| l.contains("listening on"));
+        listened || daemon.log().iter().any(|l| l.contains("error:"))
+    });
+    if listened {
+        daemon.signal(Signal::SIGTERM);
+        daemon.wait_exit();
+    } else {
+        assert!(!daemon.wait_exit().success(), "a refusal is a failure exit");
+    }
+    (listened, daemon.log().join("\n"))
+}
+
+#[test]
+fn a_runtime_or_state_directory_someone_else_could_have_made_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to make directories as other users");
+        return;
+    }
+    let top = crate::util::runtime_dir();
+    let state = top.path().join("state");
+    // Made first by another local user (games, uid 5), as a squatter in /tmp would.
+    let squatted = top.path().join("squatted");
+    std::fs::create_dir(&squatted).expect("mkdir");
+    nix::unistd::chown(&squatted, Some(5.into()), Some(60.into())).expect("chown to games");
+    let (listened, log) = start_on_runtime_dir(&squatted, &state);
+    assert!(!listened, "{log}");
+    assert!(
+        log.contains(&format!("refusing the runtime directory {}", squatted.display())),
+        "{log}"
+    );
+    assert!(log.contains("belongs to user games, not to nobody"), "{log}");
+    // Anyone may write to it.
+    let open = top.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod 0777");
+    let (listened, log) = start_on_runtime_dir(&open, &state);
+    assert!(!listened, "{log}");
+    assert!(log.contains("others may write to it (mode 0777)"), "{log}");
+    assert!(!open.join("broker.sock").exists() && !open.join("control.sock").exists());
+    // The same for the state directory.
+    let (listened, log) = start_on_runtime_dir(&top.path().join("run"), &open);
+    assert!(!listened, "{log}");
+    assert!(log.contains(&format!("refusing the state directory {}", open.display())), "{log}");
+    // A directory of its own is used, and the log says where operators find control.sock.
+    let run = top.path().join("run");
+    let (listened, log) = start_on_runtime_dir(&run, &state);
+    assert!(listened, "{log}");
+    assert!(
+        log.contains(&format!(
+            "operators: chatctl --runtime-dir {}, through {}",
+            run.display(),
+            run.join("control.sock").display()
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_runtime_directory_the_daemon_user_could_not_reach_is_refused_before_anything_is_made() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root, which can create what nobody could then reach");
+        return;
+    }
+    let top = crate::util::runtime_dir();
+    let private = top.path().join("private");
+    std::fs::create_dir(&private).expect("mkdir");
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod 0700");
+    let run = private.join("deeper/run");
+    let (listened, log) = start_on_runtime_dir(&run, &top.path().join("state"));
+    assert!(!listened, "{log}");
+    assert!(
+        log.contains(&format!("is inside {} (owner user root, mode 0700)", private.display())),
+        "the error names the parent nobody can enter:\n{log}"
+    );
+    assert!(!log.contains("control.sock"), "{log}");
+    assert_eq!(std::fs::read_dir(&private).expect("read").count(), 0, "nothing was created");
+}
+
+#[test]
+fn without_its_own_user_chatd_falls_back_to_nobody_only_saying_loudly_why_that_is_weaker() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: only root switches users");
+        return;
+    }
+    if nix::unistd::User::from_name("chatd").ok().flatten().is_some() {
+        eprintln!("SKIPPED: the chatd user exists here (the package was installed)");
+        return;
+    }
+    let top = crate::util::runtime_dir();
+    let state = format!("state_dir = \"{}\"\n", top.path().join("state").display());
+    // No `user` in the file: the default falls back, and says why that is weaker.
+    let (listened, log) = start_with_settings(&top.path().join("run"), &state);
+    assert!(listened, "{log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("running as nobody because user chatd does not exist"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warning.contains(": warn: "), "{warning}");
+    for needed in ["could then connect to broker.sock", "create the chatd user", "user = \"chatd\""]
+    {
+        assert!(warning.contains(needed), "{needed:?} in {warning}");
+    }
+    assert_eq!(log.matches("running as nobody").count(), 1, "said once:\n{log}");
+    // Named in the file, the user must exist: no fallback.
+    let (listened, log) =
+        start_with_settings(&top.path().join("run2"), &format!("user = \"chatd\"\n{state}"));
+    assert!(!listened, "{log}");
+    assert!(log.contains("user chatd does not exist (the package creates it"), "{log}");
+    assert!(!log.contains("running as nobody"), "{log}");
+    assert!(!top.path().join("run2").exists(), "nothing was created");
+}
