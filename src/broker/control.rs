@@ -1,14 +1,24 @@
 //! The broker's side of `control.sock`: who may use it, and the answer to each operator
 //! request (`chatctl`).
 //!
-//! The socket (bound by `master::listen`) is mode 0666 on purpose: access is decided here, from the caller's credentials
-//! (SO_PEERCRED, SO_PEERGROUPS), so that a refused caller gets a clear answer and the refusal is
-//! logged. Allowed: root, the daemon's own user, and members of the admin group. One
-//! connection carries one request and its reply; a connection that says nothing for
-//! [`CONTROL_TIMEOUT`] is closed. Requests never block the broker: the only one that waits is
-//! `reload`, whose answer comes from the master over its link.
+//! The socket (bound by `master::listen`) is mode 0666 on purpose: access is decided here, from
+//! the caller's credentials (SO_PEERCRED, SO_PEERGROUPS), so that a refused caller gets a clear
+//! answer and the refusal is logged. Allowed: root, the daemon's own user, and members of the
+//! admin group.
+//!
+//! Any local user can connect, so a connection costs the broker nothing until it is known to
+//! be an operator's: access is decided at accept, before a byte is read. A stranger gets its
+//! `Denied` in one non-blocking write and is closed at once, so it never holds a descriptor or
+//! a buffer; refusals are logged once per [`REFUSAL_LOG_WINDOW`] (then counted). Operators'
+//! connections are capped ([`CONNECTIONS_PER_UID`] per uid, [`CONNECTIONS_TOTAL`] in all,
+//! root apart: it has its own [`CONNECTIONS_PER_UID`] beyond the total, so that it keeps a way
+//! in whatever others hold). A request may declare at most [`MAX_REQUEST_LEN`] bytes and must
+//! arrive whole within [`REQUEST_TIMEOUT`]; the answer must be written within
+//! [`CONTROL_TIMEOUT`]. One connection carries one request and its reply. Requests never block
+//! the broker: the only ones that wait are `reload`, whose answer comes from the master over
+//! its link, and changes to the moderation state, whose answer waits for the state file.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -17,22 +27,40 @@ use mio::net::UnixStream;
 use mio::{Interest, Token};
 
 use super::{Broker, ban_reason};
-use crate::channel::{Channel, ReadOutcome};
-use crate::logging;
+use crate::logging::{self, LogThrottle};
 use crate::moderation::{Ban, BanTarget, Moderation, StateError, unix_now};
 use crate::names;
+use crate::outbuf::OutBuf;
+use crate::proto::codec;
 use crate::proto::control::{
-    CONTROL_VERSION, ControlFrame, ControlReply, ControlRequest, Status, UserRow,
+    CONTROL_VERSION, ControlFrame, ControlReply, ControlRequest, MAX_REQUEST_LEN, Status, UserRow,
 };
 use crate::proto::{Event, PROTOCOL_VERSION};
 use crate::sys;
 use crate::text;
 
-/// How long an operator's connection may take to send its request and read the answer.
+/// How long an operator's connection may take to send its whole request: chatctl sends it as
+/// soon as it is connected.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the answer to a request may take to be written (a reload waits for the master).
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Most bytes queued for one operator (a `who` of 10,000 users is well below).
-const CONTROL_QUEUE_BYTES: usize = 16 << 20;
+/// Most bytes queued for one operator: one reply frame (a `who` of 10,000 users is below).
+const CONTROL_QUEUE_BYTES: usize = codec::MAX_FRAME_LEN + codec::HEADER_LEN;
+
+/// Most connections one operator uid may hold at once (chatctl uses one at a time).
+const CONNECTIONS_PER_UID: usize = 8;
+
+/// Most connections all operators but root may hold at once; root has its own
+/// [`CONNECTIONS_PER_UID`] beyond it.
+const CONNECTIONS_TOTAL: usize = 32;
+
+/// Refusals of one kind are logged once per window, then counted in one summary line.
+const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// How much one read of a request takes at most.
+const READ_CHUNK: usize = 4096;
 
 /// Who may use the control socket.
 #[derive(Debug)]
@@ -62,45 +90,108 @@ impl Access {
         Access { uid, user, group }
     }
 
-    /// Whether the process behind `stream` may use the control socket.
-    fn check(&self, stream: &UnixStream) -> Result<(), String> {
-        let uid = sys::peer_uid(stream).map_err(|err| format!("cannot read credentials: {err}"))?;
+    /// Whether the process behind `stream`, running as `uid`, may use the control socket.
+    fn allows(&self, stream: &UnixStream, uid: u32) -> bool {
         if uid == 0 || uid == self.uid {
-            return Ok(());
+            return true;
         }
-        if let Some((_, gid)) = &self.group {
-            let primary = sys::peer_gid(stream).ok();
-            let groups = sys::peer_groups(stream).unwrap_or_default();
-            if primary == Some(*gid) || groups.contains(gid) {
-                return Ok(());
-            }
-        }
+        let Some((_, gid)) = &self.group else { return false };
+        sys::peer_gid(stream).ok() == Some(*gid)
+            || sys::peer_groups(stream).unwrap_or_default().contains(gid)
+    }
+
+    /// What a refused caller is told.
+    fn denial(&self) -> String {
         let group = match &self.group {
             Some((name, _)) => format!(", or members of group {name}"),
             None => String::new(),
         };
-        Err(format!("permission denied: only root, user {}{group} may control chatd", self.user))
+        format!("permission denied: only root, user {}{group} may control chatd", self.user)
+    }
+}
+
+/// The broker's bookkeeping for operators beyond their connections.
+#[derive(Debug)]
+pub struct Operators {
+    /// Refused connections (strangers, too many at once): logged once per window.
+    refusals: LogThrottle,
+}
+
+impl Operators {
+    pub fn new() -> Operators {
+        Operators { refusals: LogThrottle::new(REFUSAL_LOG_WINDOW) }
     }
 }
 
 /// One operator's connection.
 pub struct ControlClient {
-    channel: Channel,
+    stream: UnixStream,
+    /// The request read so far: at most one header and [`MAX_REQUEST_LEN`] bytes.
+    request: Vec<u8>,
+    reply: OutBuf,
     pid: i32,
     uid: u32,
-    opened: Instant,
-    allowed: Result<(), String>,
+    /// When the connection is closed if it is still open: [`REQUEST_TIMEOUT`] after accept,
+    /// then [`CONTROL_TIMEOUT`] after its request arrived.
+    deadline: Instant,
+    /// The request was read; no more bytes are taken from this connection.
+    asked: bool,
     /// The reply is queued; close once it is written.
     answered: bool,
 }
 
+/// Why a connection's request could not be read.
+enum Unreadable {
+    /// It closed or failed before a whole request (not worth a warning).
+    Closed,
+    /// It sent something that is not a request.
+    Garbage(String),
+}
+
 impl ControlClient {
-    pub fn deadline(&self) -> Instant {
-        self.opened + CONTROL_TIMEOUT
+    /// Reads what has arrived; `Ok(Some(frame))` once the whole request is here.
+    fn read_request(&mut self) -> Result<Option<ControlFrame>, Unreadable> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match codec::declared_len(&self.request) {
+                Ok(Some(len)) if len > MAX_REQUEST_LEN => {
+                    return Err(Unreadable::Garbage(format!(
+                        "frame declares {len} bytes, more than the {MAX_REQUEST_LEN} a request may have"
+                    )));
+                }
+                Ok(_) => {}
+                Err(err) => return Err(Unreadable::Garbage(err.to_string())),
+            }
+            match codec::decode_frame::<ControlFrame>(&self.request) {
+                Ok(Some((frame, _))) => return Ok(Some(frame)),
+                Ok(None) => {}
+                Err(err) => return Err(Unreadable::Garbage(err.to_string())),
+            }
+            // Never more than the frame can still need: the buffer stays within the limit.
+            let wanted = match codec::declared_len(&self.request) {
+                Ok(Some(len)) => codec::HEADER_LEN + len - self.request.len(),
+                _ => codec::HEADER_LEN - self.request.len(),
+            };
+            let take = wanted.min(READ_CHUNK);
+            match self.stream.read(&mut chunk[..take]) {
+                Ok(0) => return Err(Unreadable::Closed),
+                Ok(n) => self.request.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Unreadable::Closed),
+            }
+        }
     }
 }
 
 impl Broker {
+    /// The next moment the control side must act without I/O: a connection's deadline, or a
+    /// summary of refusals.
+    pub(super) fn control_deadline(&self) -> Option<Instant> {
+        let connections = self.controls.values().map(|client| client.deadline).min();
+        [connections, self.operators.refusals.next_due()].into_iter().flatten().min()
+    }
+
     pub(super) fn accept_controls(&mut self) {
         loop {
             let mut stream = match self.control.accept() {
@@ -112,6 +203,40 @@ impl Broker {
                     return;
                 }
             };
+            // Decided before anything is read or registered: a refused caller costs one write.
+            let pid = sys::peer_pid(&stream).unwrap_or(0);
+            let uid = match sys::peer_uid(&stream) {
+                Ok(uid) => uid,
+                Err(err) => {
+                    warn!("refused an operator connection: cannot read its credentials: {err}");
+                    continue;
+                }
+            };
+            if !self.access.allows(&stream, uid) {
+                let denial = self.access.denial();
+                refuse(&mut stream, &ControlReply::Denied(denial));
+                if self.operators.refusals.allow("stranger", Instant::now()) {
+                    info!(
+                        target: logging::NOTICE,
+                        "refused an operator connection from uid {uid} (pid {pid}): not root, the daemon's user or in the admin group"
+                    );
+                }
+                continue;
+            }
+            let of_uid = self.controls.values().filter(|client| client.uid == uid).count();
+            let others = self.controls.values().filter(|client| client.uid != 0).count();
+            if of_uid >= CONNECTIONS_PER_UID || (uid != 0 && others >= CONNECTIONS_TOTAL) {
+                let why = format!(
+                    "chatd is busy: too many operator connections are open (at most {CONNECTIONS_PER_UID} per user); try again"
+                );
+                refuse(&mut stream, &ControlReply::Denied(why));
+                if self.operators.refusals.allow("busy", Instant::now()) {
+                    warn!(
+                        "refused an operator connection from uid {uid} (pid {pid}): {of_uid} of its own and {others} in all are open"
+                    );
+                }
+                continue;
+            }
             let id = self.next_id;
             self.next_id += 1;
             if let Err(err) = self.poll.registry().register(
@@ -122,13 +247,14 @@ impl Broker {
                 error!("cannot watch an operator's connection: {err}");
                 continue;
             }
-            let allowed = self.access.check(&stream);
             let client = ControlClient {
-                pid: sys::peer_pid(&stream).unwrap_or(0),
-                uid: sys::peer_uid(&stream).unwrap_or(u32::MAX),
-                channel: Channel::new(stream, CONTROL_QUEUE_BYTES),
-                opened: Instant::now(),
-                allowed,
+                stream,
+                request: Vec::new(),
+                reply: OutBuf::new(CONTROL_QUEUE_BYTES),
+                pid,
+                uid,
+                deadline: Instant::now() + REQUEST_TIMEOUT,
+                asked: false,
                 answered: false,
             };
             self.controls.insert(id, client);
@@ -143,51 +269,36 @@ impl Broker {
     }
 
     fn read_control(&mut self, id: u64) {
-        loop {
-            let Some(client) = self.controls.get_mut(&id) else { return };
-            if client.answered {
+        let Some(client) = self.controls.get_mut(&id) else { return };
+        if client.asked {
+            return;
+        }
+        let frame = match client.read_request() {
+            Ok(None) => return,
+            Ok(Some(frame)) => frame,
+            Err(Unreadable::Closed) => {
+                debug!("operator connection from pid {} closed before a request", client.pid);
+                self.close_control(id);
                 return;
             }
-            match client.channel.read_some() {
-                Ok(ReadOutcome::Data { .. }) => {}
-                Ok(ReadOutcome::WouldBlock) => return,
-                Ok(ReadOutcome::Closed { .. }) | Err(_) => {
-                    debug!("operator connection from pid {} closed before a request", client.pid);
-                    self.close_control(id);
-                    return;
-                }
+            Err(Unreadable::Garbage(why)) => {
+                warn!("operator connection from pid {} (uid {}): {why}", client.pid, client.uid);
+                self.close_control(id);
+                return;
             }
-            match client.channel.next_message::<ControlFrame>() {
-                Ok(None) => continue,
-                Ok(Some(frame)) => {
-                    let (pid, uid) = (client.pid, client.uid);
-                    let reply = match client.allowed.clone() {
-                        Err(why) => {
-                            info!(
-                                target: logging::NOTICE,
-                                "refused an operator request from uid {uid} (pid {pid}): not root, the daemon's user or in the admin group"
-                            );
-                            Some(ControlReply::Denied(why))
-                        }
-                        Ok(()) if frame.version != CONTROL_VERSION => {
-                            Some(ControlReply::VersionMismatch { broker: CONTROL_VERSION })
-                        }
-                        Ok(()) => {
-                            debug!("operator uid {uid} (pid {pid}): {:?}", frame.request);
-                            self.answer(id, frame.request)
-                        }
-                    };
-                    if let Some(reply) = reply {
-                        self.reply(id, &reply);
-                    }
-                    return;
-                }
-                Err(err) => {
-                    warn!("operator connection from pid {}: {err}", client.pid);
-                    self.close_control(id);
-                    return;
-                }
-            }
+        };
+        client.asked = true;
+        client.request = Vec::new();
+        client.deadline = Instant::now() + CONTROL_TIMEOUT;
+        let (pid, uid) = (client.pid, client.uid);
+        let reply = if frame.version != CONTROL_VERSION {
+            Some(ControlReply::VersionMismatch { broker: CONTROL_VERSION })
+        } else {
+            debug!("operator uid {uid} (pid {pid}): {:?}", frame.request);
+            self.answer(id, frame.request)
+        };
+        if let Some(reply) = reply {
+            self.reply(id, &reply);
         }
     }
 
@@ -195,7 +306,10 @@ impl Broker {
     fn reply(&mut self, id: u64, reply: &ControlReply) {
         let Some(client) = self.controls.get_mut(&id) else { return };
         client.answered = true;
-        if let Err(err) = client.channel.send(reply) {
+        let queued = codec::frame(reply)
+            .map_err(|err| err.to_string())
+            .and_then(|frame| client.reply.push(&frame).map_err(|err| err.to_string()));
+        if let Err(err) = queued {
             error!("cannot answer an operator: {err}");
             self.close_control(id);
             return;
@@ -205,7 +319,7 @@ impl Broker {
 
     fn flush_control(&mut self, id: u64) {
         let Some(client) = self.controls.get_mut(&id) else { return };
-        match client.channel.flush() {
+        match client.reply.write_to(&mut client.stream) {
             Ok(true) if client.answered => self.close_control(id),
             Ok(_) => {}
             Err(_) => self.close_control(id),
@@ -214,21 +328,39 @@ impl Broker {
 
     fn close_control(&mut self, id: u64) {
         if let Some(mut client) = self.controls.remove(&id) {
-            let _ = self.poll.registry().deregister(client.channel.stream_mut());
+            let _ = self.poll.registry().deregister(&mut client.stream);
         }
         self.pending_reloads.retain(|&waiting| waiting != id);
     }
 
+    /// Closes connections past their deadline and writes the refusal summaries that are due.
     pub(super) fn expire_controls(&mut self, now: Instant) {
         let expired: Vec<u64> = self
             .controls
             .iter()
-            .filter(|(_, client)| now >= client.deadline())
+            .filter(|(_, client)| now >= client.deadline)
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
-            debug!("closing an operator connection that timed out");
+            if let Some(client) = self.controls.get(&id) {
+                let what = if client.asked {
+                    format!("its answer was not written within {} s", CONTROL_TIMEOUT.as_secs())
+                } else {
+                    format!("no whole request within {} s", REQUEST_TIMEOUT.as_secs())
+                };
+                info!(
+                    "closed an operator connection from pid {} (uid {}): {what}",
+                    client.pid, client.uid
+                );
+            }
             self.close_control(id);
+        }
+        for (kind, count) in self.operators.refusals.summaries(now) {
+            info!(
+                target: logging::NOTICE,
+                "{count} more operator connections refused ({kind}) in the last {} s",
+                REFUSAL_LOG_WINDOW.as_secs()
+            );
         }
     }
 
@@ -525,6 +657,14 @@ impl Broker {
         for id in std::mem::take(&mut self.pending_reloads) {
             self.reply(id, &reply);
         }
+    }
+}
+
+/// Answers a refused connection in one non-blocking write (a fresh socket's buffer takes the
+/// small frame); the caller then drops it, without having read what it sent.
+fn refuse(stream: &mut UnixStream, reply: &ControlReply) {
+    if let Ok(frame) = codec::frame(reply) {
+        let _ = stream.write(&frame);
     }
 }
 

@@ -39,7 +39,7 @@ use crate::proto::control::MasterFigures;
 use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
 use crate::signals::ChildSignals;
 use crate::sys;
-use control::{Access, ControlClient};
+use control::{Access, ControlClient, Operators};
 use room::{Audience, Delivery, MemberId, Rooms};
 use stats::Stats;
 
@@ -97,6 +97,8 @@ struct Broker {
     control: UnixListener,
     controls: HashMap<MemberId, ControlClient>,
     access: Access,
+    /// Operators' bookkeeping beyond their connections (see [`control`]).
+    operators: Operators,
     /// Bans, mutes and the message of the day, and where they persist.
     moderation: Moderation,
     state_path: PathBuf,
@@ -171,6 +173,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         control: control_listener,
         controls: HashMap::new(),
         access: Access::new(uid, config.admin_group.as_deref()),
+        operators: Operators::new(),
         moderation: state,
         state_path,
         state_unreadable,
@@ -237,8 +240,7 @@ impl Broker {
     /// The next moment the loop must wake without I/O: an operator's shutdown, or a control
     /// connection's time limit.
     fn next_deadline(&self) -> Option<Instant> {
-        let controls = self.controls.values().map(ControlClient::deadline).min();
-        [self.stop_at, controls].into_iter().flatten().min()
+        [self.stop_at, self.control_deadline()].into_iter().flatten().min()
     }
 
     /// An operator's `shutdown --grace` is over: the master stops the daemon (the broker
