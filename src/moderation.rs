@@ -29,6 +29,10 @@ use crate::names;
 /// Name of the state file inside the state directory.
 pub const STATE_FILE: &str = "state.toml";
 
+/// Largest state file anyone reads. The broker writes a few hundred bytes per ban; a bigger
+/// file is damage (or an attack on the master, which reads it at accept), not bans.
+pub const MAX_STATE_BYTES: u64 = 1 << 20;
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -160,18 +164,34 @@ pub enum StateError {
     Read { path: PathBuf, source: io::Error },
     #[error("{path} is damaged: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(
+        "{path} has {size} bytes, more than the {MAX_STATE_BYTES} a state file may have: not reading it"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
 
 impl Moderation {
-    /// Reads the state file; a missing file is an empty state.
+    /// Reads the state file; a missing file is an empty state, one over [`MAX_STATE_BYTES`]
+    /// an error (read no further than that).
     pub fn load(path: &Path) -> Result<Moderation, StateError> {
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
+        use std::io::Read;
+        let read_error = |source| StateError::Read { path: path.to_path_buf(), source };
+        let file = match fs::File::open(path) {
+            Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Moderation::default()),
-            Err(source) => return Err(StateError::Read { path: path.to_path_buf(), source }),
+            Err(source) => return Err(read_error(source)),
         };
+        let size = file.metadata().map_err(read_error)?.len();
+        if size > MAX_STATE_BYTES {
+            return Err(StateError::TooLarge { path: path.to_path_buf(), size });
+        }
+        let mut text = String::new();
+        let read = file.take(MAX_STATE_BYTES + 1).read_to_string(&mut text).map_err(read_error)?;
+        if read as u64 > MAX_STATE_BYTES {
+            return Err(StateError::TooLarge { path: path.to_path_buf(), size: read as u64 });
+        }
         toml::from_str(&text).map_err(|err| StateError::Parse {
             path: path.to_path_buf(),
             message: err.message().trim().replace('\n', " "),
@@ -261,38 +281,52 @@ impl Moderation {
 }
 
 /// The master's read-only view of the bans: re-read whenever the file changed on disk (one
-/// `stat` per check), so bans set through the broker apply to the very next connection.
+/// `stat` per check), so bans set through the broker apply to the very next connection. A
+/// version of the file that cannot be used (damaged, too big) is read once and reported once:
+/// the master checks at every accept, and must not parse the same bad file each time.
 #[derive(Debug)]
 pub struct BanFile {
     path: PathBuf,
-    /// Identity of the file last read: inode, modification time, size.
-    seen: Option<(u64, i64, i64, u64)>,
+    /// Identity of the file version last read, whether or not it could be used: device,
+    /// inode, modification time, size.
+    seen: Option<FileIdentity>,
     state: Moderation,
 }
+
+/// What tells one version of a file from another without reading it.
+type FileIdentity = (u64, u64, i64, i64, u64);
 
 impl BanFile {
     pub fn new(state_dir: &Path) -> BanFile {
         BanFile { path: state_dir.join(STATE_FILE), seen: None, state: Moderation::default() }
     }
 
-    /// The ban that refuses `ip` now, if any. A file that cannot be read keeps the bans read
-    /// last (the error is returned so that the caller can log it once).
+    /// The ban that refuses `ip` now, if any. A file that cannot be used keeps the bans read
+    /// last; the error is returned once per version of the file (and each time it cannot even
+    /// be `stat`ed), so that the caller can log it.
     pub fn check(&mut self, ip: IpAddr) -> (Option<Ban>, Option<StateError>) {
         let error = self.refresh().err();
         (self.state.address_ban(ip, unix_now()).cloned(), error)
     }
 
     fn refresh(&mut self) -> Result<(), StateError> {
-        let identity = match fs::metadata(&self.path) {
-            Ok(meta) => Some((meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len())),
+        let meta = match fs::metadata(&self.path) {
+            Ok(meta) => Some(meta),
             Err(err) if err.kind() == io::ErrorKind::NotFound => None,
             Err(source) => return Err(StateError::Read { path: self.path.clone(), source }),
         };
+        let identity = meta
+            .as_ref()
+            .map(|meta| (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len()));
         if identity == self.seen {
             return Ok(());
         }
-        self.state = Moderation::load(&self.path)?;
+        // Remembered before reading: a bad version is not read again until it changes.
         self.seen = identity;
+        if let Some(size) = meta.map(|meta| meta.len()).filter(|&size| size > MAX_STATE_BYTES) {
+            return Err(StateError::TooLarge { path: self.path.clone(), size });
+        }
+        self.state = Moderation::load(&self.path)?;
         Ok(())
     }
 }
@@ -399,6 +433,38 @@ mod tests {
         fs::write(&path, "[[ban]]\ntarget = \"not a target!\"\nsince = 1\n").expect("write");
         let err = Moderation::load(&path).expect_err("damaged");
         assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_state_file_is_read_and_reported_once_per_version_and_the_old_bans_stay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(STATE_FILE);
+        let mut file = BanFile::new(dir.path());
+        let ip: IpAddr = "198.51.100.9".parse().expect("ip");
+        let mut state = Moderation::default();
+        state.ban(ban("198.51.100.0/24", None));
+        state.save(&path, unix_now()).expect("saved");
+        assert!(file.check(ip).0.is_some());
+
+        fs::write(&path, "[[ban]]\ntarget = \"not a target!\"\n").expect("damage");
+        let (banned, error) = file.check(ip);
+        assert!(error.is_some_and(|err| err.to_string().contains("damaged")));
+        assert!(banned.is_some(), "the bans read before stay in force");
+        let (banned, error) = file.check(ip);
+        assert!(error.is_none(), "the same damaged version is not read again: {error:?}");
+        assert!(banned.is_some());
+
+        let huge = "x".repeat(MAX_STATE_BYTES as usize + 1);
+        fs::write(&path, huge).expect("enlarge");
+        let error = file.check(ip).1.map(|err| err.to_string()).unwrap_or_default();
+        assert!(error.contains("more than the 1048576"), "{error}");
+        assert!(file.check(ip).1.is_none());
+        assert!(matches!(Moderation::load(&path), Err(StateError::TooLarge { .. })));
+
+        state.unban(&"198.51.100.0/24".parse().expect("target"));
+        state.save(&path, unix_now()).expect("saved");
+        let (banned, error) = file.check(ip);
+        assert!(banned.is_none() && error.is_none(), "{error:?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Operators: chatctl against a running daemon, over its control socket.
 
 mod hostile;
+mod state;
 
 use std::process::{Command, Output};
 
