@@ -3,7 +3,8 @@
 //!
 //! The broker owns the file: it is the only writer (on `chatctl ban`, `mute`, `motd`, ...), and
 //! writes it atomically (temporary file, fsync, rename, fsync of the directory) so a crash
-//! leaves either the old or the new file, never half of one. The master only reads it: it
+//! leaves either the old or the new file, never half of one. It writes on a thread of its own
+//! ([`StateWriter`]), so that its loop never waits for the disk. The master only reads it: it
 //! enforces address bans before it forks, through [`BanFile`], which re-reads the file when it
 //! changed on disk. So a ban is in force for new connections as soon as the broker has renamed
 //! the file into place, without any message between the two processes.
@@ -19,7 +20,8 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -280,6 +282,202 @@ impl Moderation {
     }
 }
 
+/// One operator change to the moderation state, to be applied once it is saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Ban(Ban),
+    Unban(BanTarget),
+    Mute(Mute),
+    Unmute(String),
+    /// Set (`Some`) or clear the message of the day.
+    Motd(Option<String>),
+}
+
+impl Moderation {
+    /// Applies one operator change.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Ban(ban) => self.ban(ban.clone()),
+            Change::Unban(target) => {
+                self.unban(target);
+            }
+            Change::Mute(mute) => self.mute(&mute.nick, mute.since, mute.until),
+            Change::Unmute(nick) => {
+                self.unmute(nick);
+            }
+            Change::Motd(motd) => self.motd.clone_from(motd),
+        }
+    }
+}
+
+/// Whether the daemon can write the state file into `dir` (it replaces the file by renaming a
+/// new one into the directory, so the directory is what must be writable).
+pub fn check_writable(dir: &Path) -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    if !dir.is_dir() {
+        return Err("it does not exist".into());
+    }
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|errno| errno.desc().to_string())
+}
+
+/// Writes the state file on a thread of its own, so that the broker's loop never waits for the
+/// disk: a muted user renaming in a loop, or a slow or stuck disk, must not hold up anyone's
+/// lines.
+///
+/// The hand-off holds one state: a newer one submitted before the older was written replaces
+/// it (the newer contains every change of the older), so saves coalesce and the memory held is
+/// one copy. Each submission gets a generation number; the outcome of the newest write that
+/// finished is kept for [`StateWriter::take_outcome`], and `notify` (a `mio::Waker` in the
+/// broker) is called after each write. A state whose write finished with generation `g` is on
+/// disk (or not) together with every submission up to `g`.
+///
+/// The thread inherits the signal mask of the thread that starts it: the broker starts it after
+/// blocking the signals it reads from its signalfd. If the thread cannot be started, writes are
+/// done in [`StateWriter::submit`] itself (the old way: correct, but on the loop).
+pub struct StateWriter {
+    shared: Arc<Shared>,
+    saver: Arc<Mutex<Saver>>,
+    /// The thread runs; without it, [`StateWriter::submit`] writes.
+    threaded: bool,
+    notify: Arc<dyn Fn() + Send + Sync>,
+    submitted: u64,
+}
+
+/// Writes one state; the thread's only work.
+pub type Saver = Box<dyn FnMut(&mut Moderation) -> Result<(), String> + Send>;
+
+#[derive(Default)]
+struct Shared {
+    slot: Mutex<Slot>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The newest state not yet taken by the thread.
+    pending: Option<(u64, Moderation)>,
+    /// The thread is writing a state.
+    writing: bool,
+    /// The newest write that finished, and how; taken by the broker.
+    outcome: Option<(u64, Result<(), String>)>,
+    stop: bool,
+}
+
+/// How long dropping a [`StateWriter`] waits for the last state to be written.
+const FINAL_WRITE: Duration = Duration::from_secs(2);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind: still usable.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl StateWriter {
+    /// Starts the thread that writes the state file at `path`.
+    pub fn start(path: PathBuf, notify: impl Fn() + Send + Sync + 'static) -> StateWriter {
+        Self::start_with(
+            Box::new(move |state: &mut Moderation| {
+                state.save(&path, unix_now()).map_err(|err| err.to_string())
+            }),
+            notify,
+        )
+    }
+
+    /// Starts a writer that writes with `saver` (tests give one that can be held up).
+    pub fn start_with(saver: Saver, notify: impl Fn() + Send + Sync + 'static) -> StateWriter {
+        let shared = Arc::new(Shared::default());
+        let saver = Arc::new(Mutex::new(saver));
+        let notify: Arc<dyn Fn() + Send + Sync> = Arc::new(notify);
+        let (thread_shared, thread_saver, thread_notify) =
+            (Arc::clone(&shared), Arc::clone(&saver), Arc::clone(&notify));
+        let spawned = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || write_until_stopped(&thread_shared, &thread_saver, &*thread_notify));
+        let threaded = match spawned {
+            Ok(_) => true,
+            Err(err) => {
+                log::warn!(
+                    "cannot start the thread that writes the state file ({err}); the broker writes it itself"
+                );
+                false
+            }
+        };
+        StateWriter { shared, saver, threaded, notify, submitted: 0 }
+    }
+
+    /// Hands over `state` to be written (replacing one not yet taken); returns its generation.
+    pub fn submit(&mut self, state: Moderation) -> u64 {
+        self.submitted += 1;
+        let generation = self.submitted;
+        if self.threaded {
+            lock(&self.shared.slot).pending = Some((generation, state));
+            self.shared.changed.notify_all();
+        } else {
+            let mut state = state;
+            let result = (*lock(&self.saver))(&mut state);
+            lock(&self.shared.slot).outcome = Some((generation, result));
+            (self.notify)();
+        }
+        generation
+    }
+
+    /// The newest write that finished since the last call: its generation and outcome.
+    pub fn take_outcome(&mut self) -> Option<(u64, Result<(), String>)> {
+        lock(&self.shared.slot).outcome.take()
+    }
+
+    /// Nothing is waiting to be written or being written.
+    pub fn idle(&self) -> bool {
+        let slot = lock(&self.shared.slot);
+        slot.pending.is_none() && !slot.writing
+    }
+}
+
+/// The writer thread: takes the newest state, writes it, reports, until told to stop (after
+/// writing what is pending).
+fn write_until_stopped(shared: &Shared, saver: &Mutex<Saver>, notify: &(dyn Fn() + Send + Sync)) {
+    let mut slot = lock(&shared.slot);
+    loop {
+        if let Some((generation, mut state)) = slot.pending.take() {
+            slot.writing = true;
+            drop(slot);
+            let result = (*lock(saver))(&mut state);
+            slot = lock(&shared.slot);
+            slot.writing = false;
+            slot.outcome = Some((generation, result));
+            shared.changed.notify_all();
+            notify();
+            continue;
+        }
+        if slot.stop {
+            return;
+        }
+        slot = shared.changed.wait(slot).unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+}
+
+impl Drop for StateWriter {
+    /// Lets the thread write what is pending (for at most [`FINAL_WRITE`]: a stuck disk must
+    /// not keep the broker from stopping), then leaves it to end with the process.
+    fn drop(&mut self) {
+        let mut slot = lock(&self.shared.slot);
+        slot.stop = true;
+        self.shared.changed.notify_all();
+        let deadline = std::time::Instant::now() + FINAL_WRITE;
+        while self.threaded && (slot.pending.is_some() || slot.writing) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            slot = self
+                .shared
+                .changed
+                .wait_timeout(slot, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+}
+
 /// The master's read-only view of the bans: re-read whenever the file changed on disk (one
 /// `stat` per check), so bans set through the broker apply to the very next connection. A
 /// version of the file that cannot be used (damaged, too big) is read once and reported once:
@@ -465,6 +663,39 @@ mod tests {
         state.save(&path, unix_now()).expect("saved");
         let (banned, error) = file.check(ip);
         assert!(banned.is_none() && error.is_none(), "{error:?}");
+    }
+
+    #[test]
+    fn the_state_writer_coalesces_what_arrives_while_it_writes_and_reports_the_newest() {
+        use std::sync::mpsc;
+        let (entered, writing) = mpsc::channel::<Option<String>>();
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let saver: Saver = Box::new(move |state: &mut Moderation| {
+            let _ = entered.send(state.motd.clone());
+            let _ = lock(&released).recv();
+            if state.motd.as_deref() == Some("first") { Err("disk stuck".into()) } else { Ok(()) }
+        });
+        let (woken, wakes) = mpsc::channel::<()>();
+        let woken = Mutex::new(woken);
+        let mut writer = StateWriter::start_with(saver, move || {
+            let _ = lock(&woken).send(());
+        });
+        let with = |motd: &str| Moderation { motd: Some(motd.into()), ..Default::default() };
+        assert_eq!(writer.submit(with("first")), 1);
+        assert_eq!(writing.recv().expect("writing"), Some("first".into()));
+        assert!(!writer.idle());
+        // Held up on the first write: the next two coalesce, the newest wins.
+        assert_eq!(writer.submit(with("second")), 2);
+        assert_eq!(writer.submit(with("third")), 3);
+        release.send(()).expect("release");
+        wakes.recv().expect("woken after the first write");
+        assert_eq!(writing.recv().expect("writing"), Some("third".into()), "second is skipped");
+        release.send(()).expect("release");
+        wakes.recv().expect("woken after the second write");
+        assert_eq!(writer.take_outcome(), Some((3, Ok(()))));
+        assert_eq!(writer.take_outcome(), None);
+        assert!(writer.idle());
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! the broker: the only ones that wait are `reload`, whose answer comes from the master over
 //! its link, and changes to the moderation state, whose answer waits for the state file.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -28,7 +30,7 @@ use mio::{Interest, Token};
 
 use super::{Broker, ban_reason};
 use crate::logging::{self, LogThrottle};
-use crate::moderation::{Ban, BanTarget, Moderation, StateError, unix_now};
+use crate::moderation::{self, Ban, BanTarget, Change, Moderation, Mute, StateWriter, unix_now};
 use crate::names;
 use crate::outbuf::OutBuf;
 use crate::proto::codec;
@@ -110,16 +112,65 @@ impl Access {
     }
 }
 
-/// The broker's bookkeeping for operators beyond their connections.
-#[derive(Debug)]
+/// The broker's bookkeeping for operators beyond their connections, and the state writer.
 pub struct Operators {
     /// Refused connections (strangers, too many at once): logged once per window.
     refusals: LogThrottle,
+    /// Writes `state.toml` off the loop; wakes the loop (`STATE_SAVED`) after each write.
+    writer: StateWriter,
+    /// The operator change being saved: not in force until it is on disk.
+    in_flight: Option<InFlight>,
+    /// Operators' changes waiting for the one in flight (at most one per control connection).
+    waiting: VecDeque<(u64, ControlRequest)>,
+    /// The last write failed (logged once, until one succeeds again).
+    save_failing: bool,
+    /// A reload arrived while a save was under way: done once it is over.
+    reload_deferred: bool,
 }
 
+/// An operator's change on its way to disk.
+struct InFlight {
+    /// The control connection waiting for the answer.
+    id: u64,
+    generation: u64,
+    change: Change,
+    /// The state in force with the change applied: in force once saved.
+    staged: Moderation,
+    /// What the operator is told once it is.
+    done: String,
+}
+
+/// The waker token of the state writer: far above any peer's.
+pub const STATE_SAVED: Token = Token(usize::MAX);
+
 impl Operators {
-    pub fn new() -> Operators {
-        Operators { refusals: LogThrottle::new(REFUSAL_LOG_WINDOW) }
+    /// Starts the state writer for `state_path`, waking `registry`'s poller with
+    /// [`STATE_SAVED`], and says at warning level if the state directory is not writable.
+    pub fn new(registry: &mio::Registry, state_path: &Path) -> io::Result<Operators> {
+        let waker = mio::Waker::new(registry, STATE_SAVED)?;
+        check_state_dir(state_path);
+        Ok(Operators {
+            refusals: LogThrottle::new(REFUSAL_LOG_WINDOW),
+            writer: StateWriter::start(state_path.to_path_buf(), move || {
+                let _ = waker.wake();
+            }),
+            in_flight: None,
+            waiting: VecDeque::new(),
+            save_failing: false,
+            reload_deferred: false,
+        })
+    }
+}
+
+/// Warns if the daemon cannot write the state file's directory: every change an operator
+/// asks for would be refused.
+fn check_state_dir(state_path: &Path) {
+    let Some(dir) = state_path.parent() else { return };
+    if let Err(why) = moderation::check_writable(dir) {
+        warn!(
+            "the state directory {} is not writable ({why}): chatctl ban, unban, mute, unmute and motd will be refused until it is",
+            dir.display()
+        );
     }
 }
 
@@ -331,6 +382,7 @@ impl Broker {
             let _ = self.poll.registry().deregister(&mut client.stream);
         }
         self.pending_reloads.retain(|&waiting| waiting != id);
+        self.operators.waiting.retain(|(waiting, _)| *waiting != id);
     }
 
     /// Closes connections past their deadline and writes the refusal summaries that are due.
@@ -379,59 +431,19 @@ impl Broker {
                 }
                 None => ControlReply::Failed(format!("no such nick: {nick}")),
             },
-            ControlRequest::Ban { target, seconds, reason } => {
-                self.ban(&target, seconds, clean(reason), now)
-            }
-            ControlRequest::Unban { target } => match target.parse::<BanTarget>() {
-                Err(why) => ControlReply::Failed(why),
-                Ok(target) if !self.moderation.unban(&target) => {
-                    ControlReply::Failed(format!("{target} is not banned"))
-                }
-                Ok(target) => self.saved(format!("lifted the ban on {target}")),
-            },
             ControlRequest::Bans => {
                 let mut bans: Vec<Ban> =
                     self.moderation.bans.iter().filter(|ban| ban.in_force(now)).cloned().collect();
                 bans.sort_by_key(|ban| ban.since);
                 ControlReply::Bans(bans)
             }
-            ControlRequest::Mute { nick, seconds } => match self.rooms.find(&nick) {
-                None => ControlReply::Failed(format!("no such nick: {nick}")),
-                Some(member) => {
-                    let nick = self.rooms.nick(member).unwrap_or(&nick).to_string();
-                    self.moderation.mute(&nick, now, seconds.map(|s| now.saturating_add(s)));
-                    self.rooms.set_muted(member, true);
-                    info!(target: logging::NOTICE, "operator muted {nick}{}", for_how_long(seconds));
-                    self.saved(format!("muted {nick}{}", for_how_long(seconds)))
-                }
-            },
-            ControlRequest::Unmute { nick } => {
-                if !self.moderation.unmute(&nick) {
-                    ControlReply::Failed(format!("{nick} is not muted"))
-                } else {
-                    if let Some(member) = self.rooms.find(&nick) {
-                        self.rooms.set_muted(member, false);
-                    }
-                    self.saved(format!("unmuted {nick}"))
-                }
-            }
-            ControlRequest::Announce { room, text } => self.announce(room.as_deref(), &text),
             ControlRequest::Motd { text: None } => ControlReply::Motd(self.moderation.motd.clone()),
-            ControlRequest::Motd { text: Some(raw) } => {
-                let lines: Vec<String> = raw
-                    .lines()
-                    .map(|line| text::sanitize(line).trim_end().to_string())
-                    .take(50)
-                    .collect();
-                let motd = lines.join("\n");
-                if motd.trim().is_empty() {
-                    self.moderation.motd = None;
-                    self.saved("cleared the message of the day".into())
-                } else {
-                    self.moderation.motd = Some(motd);
-                    self.saved("set the message of the day".into())
-                }
-            }
+            change @ (ControlRequest::Ban { .. }
+            | ControlRequest::Unban { .. }
+            | ControlRequest::Mute { .. }
+            | ControlRequest::Unmute { .. }
+            | ControlRequest::Motd { text: Some(_) }) => return self.change(id, change, now),
+            ControlRequest::Announce { room, text } => self.announce(room.as_deref(), &text),
             ControlRequest::Reload => match self.master {
                 Some(master) => {
                     self.pending_reloads.push(id);
@@ -525,59 +537,6 @@ impl Broker {
         ControlReply::Users(rows)
     }
 
-    fn ban(
-        &mut self,
-        target: &str,
-        seconds: Option<u64>,
-        reason: Option<String>,
-        now: u64,
-    ) -> ControlReply {
-        let target = match target.parse::<BanTarget>() {
-            Ok(target) => target,
-            Err(why) => return ControlReply::Failed(why),
-        };
-        let ban = Ban {
-            target: target.clone(),
-            since: now,
-            until: seconds.map(|s| now.saturating_add(s)),
-            reason: reason.clone(),
-        };
-        self.moderation.ban(ban);
-        if let Err(err) = self.save_moderation() {
-            self.moderation.unban(&target);
-            return ControlReply::Failed(err.to_string());
-        }
-        let covered: Vec<u64> = self
-            .peers
-            .iter()
-            .filter(|(_, peer)| !peer.is_master && !peer.kicked)
-            .filter(|&(&id, peer)| match &target {
-                BanTarget::Nick(_) => {
-                    self.rooms.nick(id).is_some_and(|nick| target.covers_nick(nick))
-                }
-                BanTarget::Net(_) => peer
-                    .client
-                    .parse::<std::net::SocketAddr>()
-                    .is_ok_and(|addr| target.covers_ip(addr.ip())),
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for &id in &covered {
-            self.kick(id, Some(ban_reason(reason.as_deref())));
-        }
-        info!(
-            target: logging::NOTICE,
-            "operator banned {target}{}{}",
-            for_how_long(seconds),
-            reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-        );
-        ControlReply::Done(format!(
-            "banned {target}{}; {} session(s) disconnected",
-            for_how_long(seconds),
-            covered.len()
-        ))
-    }
-
     fn announce(&mut self, room: Option<&str>, raw: &str) -> ControlReply {
         let Some(text) = clean(Some(raw.to_string())) else {
             return ControlReply::Failed("the announcement is empty".into());
@@ -611,33 +570,229 @@ impl Broker {
         self.send_to(sessions, &Event::Announcement { text: text.to_string() });
     }
 
-    /// Saves the moderation state and turns the outcome into a reply.
-    fn saved(&mut self, done: String) -> ControlReply {
-        match self.save_moderation() {
-            Ok(()) => ControlReply::Done(done),
-            Err(err) => ControlReply::Failed(err.to_string()),
+    /// An operator's change to the moderation state: checked now, saved on the writer thread,
+    /// in force (and answered) once saved. `None`: the answer comes when the save is done.
+    /// One change is saved at a time; others wait their turn, so that each answer says
+    /// whether that change is on disk.
+    fn change(&mut self, id: u64, request: ControlRequest, now: u64) -> Option<ControlReply> {
+        if self.operators.in_flight.is_some() {
+            self.operators.waiting.push_back((id, request));
+            return None;
         }
-    }
-
-    pub(super) fn save_moderation(&mut self) -> Result<(), StateError> {
+        let (change, done) = match self.prepare(request, now) {
+            Ok(prepared) => prepared,
+            Err(why) => return Some(ControlReply::Failed(why)),
+        };
         if let Some(why) = &self.state_unreadable {
-            return Err(StateError::Write {
-                path: self.state_path.clone(),
-                source: io::Error::other(format!(
-                    "not overwriting it: it could not be read at start ({why}); fix it and run chatctl reload"
-                )),
-            });
+            return Some(ControlReply::Failed(format!(
+                "{} could not be read ({why}): not overwriting it; fix it and run chatctl reload",
+                self.state_path.display()
+            )));
         }
-        self.moderation.save(&self.state_path, unix_now())
+        let mut staged = self.moderation.clone();
+        staged.apply(&change);
+        let generation = self.operators.writer.submit(staged.clone());
+        self.operators.in_flight = Some(InFlight { id, generation, change, staged, done });
+        None
     }
 
-    /// Reads the state file again (SIGHUP, `chatctl reload`): hand edits take effect.
+    /// Checks an operator's change against the state in force: what it changes and what the
+    /// operator is told once it is saved, or why it is refused.
+    fn prepare(&self, request: ControlRequest, now: u64) -> Result<(Change, String), String> {
+        Ok(match request {
+            ControlRequest::Ban { target, seconds, reason } => {
+                let target = target.parse::<BanTarget>()?;
+                let until = seconds.map(|s| now.saturating_add(s));
+                let done = format!("banned {target}{}", for_how_long(seconds));
+                (Change::Ban(Ban { target, since: now, until, reason: clean(reason) }), done)
+            }
+            ControlRequest::Unban { target } => {
+                let target = target.parse::<BanTarget>()?;
+                if !self.moderation.bans.iter().any(|ban| ban.target == target) {
+                    return Err(format!("{target} is not banned"));
+                }
+                (Change::Unban(target.clone()), format!("lifted the ban on {target}"))
+            }
+            ControlRequest::Mute { nick, seconds } => {
+                let member = self.rooms.find(&nick).ok_or(format!("no such nick: {nick}"))?;
+                let nick = self.rooms.nick(member).unwrap_or(&nick).to_string();
+                let until = seconds.map(|s| now.saturating_add(s));
+                let done = format!("muted {nick}{}", for_how_long(seconds));
+                (Change::Mute(Mute { nick, since: now, until }), done)
+            }
+            ControlRequest::Unmute { nick } => {
+                if !self
+                    .moderation
+                    .mutes
+                    .iter()
+                    .any(|mute| names::fold(&mute.nick) == names::fold(&nick))
+                {
+                    return Err(format!("{nick} is not muted"));
+                }
+                (Change::Unmute(nick.clone()), format!("unmuted {nick}"))
+            }
+            ControlRequest::Motd { text: Some(raw) } => {
+                let lines: Vec<String> = raw
+                    .lines()
+                    .map(|line| {
+                        text::sanitize(line).trim_end().chars().take(text::MAX_LINE_BYTES).collect()
+                    })
+                    .take(50)
+                    .collect();
+                let motd = lines.join("\n");
+                if motd.trim().is_empty() {
+                    (Change::Motd(None), "cleared the message of the day".into())
+                } else {
+                    (Change::Motd(Some(motd)), "set the message of the day".into())
+                }
+            }
+            other => return Err(format!("not a change: {other:?}")),
+        })
+    }
+
+    /// The writer thread finished a write: the operator change waiting for it takes effect
+    /// (or is refused, changing nothing), the next waiting change goes, and a deferred reload
+    /// happens.
+    pub(super) fn state_saved(&mut self) {
+        let Some((generation, result)) = self.operators.writer.take_outcome() else { return };
+        match (&result, self.operators.save_failing) {
+            (Err(err), false) => {
+                error!("{err}; bans, mutes and the message of the day in force are not all saved");
+                self.operators.save_failing = true;
+            }
+            (Ok(()), true) => {
+                info!("{} saved again", self.state_path.display());
+                self.operators.save_failing = false;
+            }
+            _ => {}
+        }
+        if self.operators.in_flight.as_ref().is_some_and(|flight| flight.generation <= generation)
+            && let Some(flight) = self.operators.in_flight.take()
+        {
+            let reply = match result {
+                Ok(()) => {
+                    self.moderation = flight.staged;
+                    ControlReply::Done(self.changed(&flight.change, flight.done))
+                }
+                Err(err) => {
+                    // Anything submitted since carried the change: write the state in force.
+                    if !self.operators.writer.idle() {
+                        self.operators.writer.submit(self.moderation.clone());
+                    }
+                    ControlReply::Failed(format!("{err}; nothing was changed"))
+                }
+            };
+            self.reply(flight.id, &reply);
+        }
+        while self.operators.in_flight.is_none() {
+            let Some((id, request)) = self.operators.waiting.pop_front() else { break };
+            if let Some(reply) = self.change(id, request, unix_now()) {
+                self.reply(id, &reply);
+            }
+        }
+        if self.operators.reload_deferred
+            && self.operators.in_flight.is_none()
+            && self.operators.writer.idle()
+        {
+            self.operators.reload_deferred = false;
+            self.reload_moderation();
+        }
+    }
+
+    /// What a saved change does beyond the state (flags, kicks, the log); the operator's answer.
+    fn changed(&mut self, change: &Change, done: String) -> String {
+        match change {
+            Change::Ban(ban) => {
+                let covered = self.covered_by(&ban.target);
+                for &id in &covered {
+                    self.kick(id, Some(ban_reason(ban.reason.as_deref())));
+                }
+                info!(
+                    target: logging::NOTICE,
+                    "operator {done}{}",
+                    ban.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                );
+                format!("{done}; {} session(s) disconnected", covered.len())
+            }
+            Change::Mute(mute) => {
+                if let Some(member) = self.rooms.find(&mute.nick) {
+                    self.rooms.set_muted(member, true);
+                }
+                info!(target: logging::NOTICE, "operator {done}");
+                done
+            }
+            Change::Unmute(nick) => {
+                if let Some(member) = self.rooms.find(nick) {
+                    self.rooms.set_muted(member, false);
+                }
+                done
+            }
+            Change::Unban(_) | Change::Motd(_) => done,
+        }
+    }
+
+    /// Sessions a new ban covers.
+    fn covered_by(&self, target: &BanTarget) -> Vec<u64> {
+        self.peers
+            .iter()
+            .filter(|(_, peer)| !peer.is_master && !peer.kicked)
+            .filter(|&(&id, peer)| match target {
+                BanTarget::Nick(_) => {
+                    self.rooms.nick(id).is_some_and(|nick| target.covers_nick(nick))
+                }
+                BanTarget::Net(_) => peer
+                    .client
+                    .parse::<std::net::SocketAddr>()
+                    .is_ok_and(|addr| target.covers_ip(addr.ip())),
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// A muted user changed nick: the mute follows at once, and is saved in the background
+    /// (the newest state wins; a failure is logged once, when saving starts failing).
+    pub(super) fn mute_renamed(&mut self, old: &str, new: &str) {
+        self.moderation.rename_mute(old, new);
+        if let Some(flight) = &mut self.operators.in_flight {
+            flight.staged.rename_mute(old, new);
+        }
+        if self.state_unreadable.is_some() {
+            return;
+        }
+        let state = match &self.operators.in_flight {
+            Some(flight) => flight.staged.clone(),
+            None => self.moderation.clone(),
+        };
+        self.operators.writer.submit(state);
+    }
+
+    /// Reads the state file again (SIGHUP, `chatctl reload`): hand edits take effect. Waits
+    /// for a save under way, which would otherwise overwrite what was just read.
     pub(super) fn reload_moderation(&mut self) {
+        if self.operators.in_flight.is_some() || !self.operators.writer.idle() {
+            self.operators.reload_deferred = true;
+            return;
+        }
+        check_state_dir(&self.state_path);
+        let exists = self.state_path.exists();
         match Moderation::load(&self.state_path) {
-            Ok(state) => {
+            Ok(state) if exists => {
+                info!(
+                    "moderation state reloaded from {} ({} ban(s), {} mute(s))",
+                    self.state_path.display(),
+                    state.bans.len(),
+                    state.mutes.len()
+                );
                 self.moderation = state;
                 self.state_unreadable = None;
-                info!("moderation state reloaded from {}", self.state_path.display());
+            }
+            Ok(state) => {
+                info!(
+                    "moderation state: {} does not exist; no bans, mutes or message of the day",
+                    self.state_path.display()
+                );
+                self.moderation = state;
+                self.state_unreadable = None;
             }
             Err(err) => {
                 error!("{err}; keeping the bans and mutes in force");

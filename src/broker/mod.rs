@@ -152,6 +152,8 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
     };
     let uid = nix::unistd::geteuid().as_raw();
     let queue_bytes = config.broker_queue_bytes;
+    // Starts the state writer: after the signals are blocked (ChildSignals), which it inherits.
+    let operators = Operators::new(poll.registry(), &state_path)?;
     let mut broker = Broker {
         poll,
         listener,
@@ -173,7 +175,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         control: control_listener,
         controls: HashMap::new(),
         access: Access::new(uid, config.admin_group.as_deref()),
-        operators: Operators::new(),
+        operators,
         moderation: state,
         state_path,
         state_unreadable,
@@ -210,6 +212,7 @@ impl Broker {
                     LISTENER => self.accept_all(),
                     SIGNALS => {}
                     CONTROL => self.accept_controls(),
+                    control::STATE_SAVED => self.state_saved(),
                     Token(token) if self.controls.contains_key(&(token as MemberId)) => {
                         self.serve_control(token as MemberId, event);
                     }
@@ -516,11 +519,9 @@ impl Broker {
                 if let Some(Event::NickChanged { old, new }) = deliveries.first().map(|d| &d.event)
                     && self.moderation.is_muted(old, now)
                 {
-                    // The mute follows the person, not the name.
-                    self.moderation.rename_mute(old, new);
-                    if let Err(err) = self.save_moderation() {
-                        error!("{err}");
-                    }
+                    // The mute follows the person, not the name (saved off the loop).
+                    let (old, new) = (old.clone(), new.clone());
+                    self.mute_renamed(&old, &new);
                 }
                 deliveries
             }
