@@ -394,7 +394,9 @@ impl Broker {
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
-            if let Some(client) = self.controls.get(&id) {
+            if let Some(client) = self.controls.get(&id)
+                && self.operators.refusals.allow("silent", now)
+            {
                 let what = if client.asked {
                     format!("its answer was not written within {} s", CONTROL_TIMEOUT.as_secs())
                 } else {
@@ -410,7 +412,7 @@ impl Broker {
         for (kind, count) in self.operators.refusals.summaries(now) {
             info!(
                 target: logging::NOTICE,
-                "{count} more operator connections refused ({kind}) in the last {} s",
+                "{count} more operator connections turned away ({kind}) in the last {} s",
                 REFUSAL_LOG_WINDOW.as_secs()
             );
         }
@@ -749,9 +751,14 @@ impl Broker {
             .collect()
     }
 
-    /// A muted user changed nick: the mute follows at once, and is saved in the background
-    /// (the newest state wins; a failure is logged once, when saving starts failing).
-    pub(super) fn mute_renamed(&mut self, old: &str, new: &str) {
+    /// A user changed nick: a mute (in force, or being saved) follows at once, and is saved in
+    /// the background (the newest state wins; a failure is logged once, when saving starts
+    /// failing).
+    pub(super) fn nick_changed(&mut self, old: &str, new: &str, now: u64) {
+        let staged = self.operators.in_flight.as_ref().map(|flight| &flight.staged);
+        if !self.moderation.is_muted(old, now) && !staged.is_some_and(|s| s.is_muted(old, now)) {
+            return;
+        }
         self.moderation.rename_mute(old, new);
         if let Some(flight) = &mut self.operators.in_flight {
             flight.staged.rename_mute(old, new);

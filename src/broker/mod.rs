@@ -517,11 +517,10 @@ impl Broker {
                 }
                 let deliveries = self.rooms.change_nick(id, &nick);
                 if let Some(Event::NickChanged { old, new }) = deliveries.first().map(|d| &d.event)
-                    && self.moderation.is_muted(old, now)
                 {
-                    // The mute follows the person, not the name (saved off the loop).
+                    // A mute follows the person, not the name (saved off the loop).
                     let (old, new) = (old.clone(), new.clone());
-                    self.mute_renamed(&old, &new);
+                    self.nick_changed(&old, &new, now);
                 }
                 deliveries
             }
