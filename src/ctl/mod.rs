@@ -335,6 +335,13 @@ mod tests {
             ControlRequest::Motd { text: Some(String::new()) }
         );
         assert!(Ctl::try_parse_from(["chatctl", "announce"]).is_err(), "text is required");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let motd = dir.path().join("motd");
+        std::fs::write(&motd, "x".repeat(MAX_MOTD_BYTES + 1)).expect("write");
+        let ctl = Ctl::try_parse_from(["chatctl", "motd", "--file", motd.to_str().expect("path")])
+            .expect("parses");
+        let refused = request(&ctl.command).map(|_| ()).map_err(|err| err.to_string());
+        assert!(refused.is_err_and(|why| why.contains("32 KiB")), "an oversize file is refused");
         assert!(Ctl::try_parse_from(["chatctl", "status", "--prometheus", "--json"]).is_err());
     }
 }
