@@ -331,16 +331,21 @@ pub fn check_writable(dir: &Path) -> Result<(), String> {
 /// broker) is called after each write. A state whose write finished with generation `g` is on
 /// disk (or not) together with every submission up to `g`.
 ///
-/// The thread inherits the signal mask of the thread that starts it: the broker starts it after
-/// blocking the signals it reads from its signalfd. If the thread cannot be started, writes are
-/// done in [`StateWriter::submit`] itself (the old way: correct, but on the loop).
+/// The thread runs only while there is something to write: it starts with a submission and
+/// ends after [`IDLE_EXIT`] without one, so an idle daemon holds no thread (under a tight
+/// `RLIMIT_NPROC` a thread takes the place of a session). It inherits the signal mask of the
+/// thread that starts it: the broker's, which blocks the signals it reads from its signalfd.
+/// If no thread can be started, [`StateWriter::submit`] writes itself (correct, but on the
+/// loop), and says so once.
 pub struct StateWriter {
     shared: Arc<Shared>,
     saver: Arc<Mutex<Saver>>,
-    /// The thread runs; without it, [`StateWriter::submit`] writes.
-    threaded: bool,
     notify: Arc<dyn Fn() + Send + Sync>,
     submitted: u64,
+    /// The last attempt to start the thread failed (logged once until one succeeds).
+    cannot_start: bool,
+    /// How long the thread waits for more work before it ends ([`IDLE_EXIT`]).
+    idle_exit: Duration,
 }
 
 /// Writes one state; the thread's only work.
@@ -360,8 +365,13 @@ struct Slot {
     writing: bool,
     /// The newest write that finished, and how; taken by the broker.
     outcome: Option<(u64, Result<(), String>)>,
+    /// The thread is running (it clears this itself, under the lock, when it ends).
+    running: bool,
     stop: bool,
 }
+
+/// How long the writer thread waits for more work before it ends.
+const IDLE_EXIT: Duration = Duration::from_secs(5);
 
 /// How long dropping a [`StateWriter`] waits for the last state to be written.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
@@ -372,9 +382,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl StateWriter {
-    /// Starts the thread that writes the state file at `path`.
-    pub fn start(path: PathBuf, notify: impl Fn() + Send + Sync + 'static) -> StateWriter {
-        Self::start_with(
+    /// A writer of the state file at `path`.
+    pub fn new(path: PathBuf, notify: impl Fn() + Send + Sync + 'static) -> StateWriter {
+        Self::with_saver(
             Box::new(move |state: &mut Moderation| {
                 state.save(&path, unix_now()).map_err(|err| err.to_string())
             }),
@@ -382,40 +392,53 @@ impl StateWriter {
         )
     }
 
-    /// Starts a writer that writes with `saver` (tests give one that can be held up).
-    pub fn start_with(saver: Saver, notify: impl Fn() + Send + Sync + 'static) -> StateWriter {
-        let shared = Arc::new(Shared::default());
-        let saver = Arc::new(Mutex::new(saver));
-        let notify: Arc<dyn Fn() + Send + Sync> = Arc::new(notify);
-        let (thread_shared, thread_saver, thread_notify) =
-            (Arc::clone(&shared), Arc::clone(&saver), Arc::clone(&notify));
-        let spawned = std::thread::Builder::new()
-            .name("state-writer".into())
-            .spawn(move || write_until_stopped(&thread_shared, &thread_saver, &*thread_notify));
-        let threaded = match spawned {
-            Ok(_) => true,
-            Err(err) => {
-                log::warn!(
-                    "cannot start the thread that writes the state file ({err}); the broker writes it itself"
-                );
-                false
-            }
-        };
-        StateWriter { shared, saver, threaded, notify, submitted: 0 }
+    /// A writer that writes with `saver` (tests give one that can be held up).
+    pub fn with_saver(saver: Saver, notify: impl Fn() + Send + Sync + 'static) -> StateWriter {
+        StateWriter {
+            shared: Arc::new(Shared::default()),
+            saver: Arc::new(Mutex::new(saver)),
+            notify: Arc::new(notify),
+            submitted: 0,
+            cannot_start: false,
+            idle_exit: IDLE_EXIT,
+        }
     }
 
     /// Hands over `state` to be written (replacing one not yet taken); returns its generation.
     pub fn submit(&mut self, state: Moderation) -> u64 {
         self.submitted += 1;
         let generation = self.submitted;
-        if self.threaded {
-            lock(&self.shared.slot).pending = Some((generation, state));
+        let mut slot = lock(&self.shared.slot);
+        slot.pending = Some((generation, state));
+        if slot.running {
             self.shared.changed.notify_all();
-        } else {
-            let mut state = state;
-            let result = (*lock(&self.saver))(&mut state);
-            lock(&self.shared.slot).outcome = Some((generation, result));
-            (self.notify)();
+            return generation;
+        }
+        let (shared, saver, notify) =
+            (Arc::clone(&self.shared), Arc::clone(&self.saver), Arc::clone(&self.notify));
+        let idle_exit = self.idle_exit;
+        let spawned = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || write_until_idle(&shared, &saver, &*notify, idle_exit));
+        match spawned {
+            Ok(_) => {
+                slot.running = true;
+                self.cannot_start = false;
+            }
+            Err(err) => {
+                if !self.cannot_start {
+                    log::warn!(
+                        "cannot start the thread that writes the state file ({err}); the broker writes it itself"
+                    );
+                    self.cannot_start = true;
+                }
+                if let Some((generation, mut state)) = slot.pending.take() {
+                    let result = (*lock(&self.saver))(&mut state);
+                    slot.outcome = Some((generation, result));
+                    drop(slot);
+                    (self.notify)();
+                }
+            }
         }
         generation
     }
@@ -432,9 +455,14 @@ impl StateWriter {
     }
 }
 
-/// The writer thread: takes the newest state, writes it, reports, until told to stop (after
-/// writing what is pending).
-fn write_until_stopped(shared: &Shared, saver: &Mutex<Saver>, notify: &(dyn Fn() + Send + Sync)) {
+/// The writer thread: takes the newest state, writes it, reports; ends when told to stop
+/// (after writing what is pending) or after `idle_exit` with nothing to write.
+fn write_until_idle(
+    shared: &Shared,
+    saver: &Mutex<Saver>,
+    notify: &(dyn Fn() + Send + Sync),
+    idle_exit: Duration,
+) {
     let mut slot = lock(&shared.slot);
     loop {
         if let Some((generation, mut state)) = slot.pending.take() {
@@ -449,9 +477,18 @@ fn write_until_stopped(shared: &Shared, saver: &Mutex<Saver>, notify: &(dyn Fn()
             continue;
         }
         if slot.stop {
+            slot.running = false;
             return;
         }
-        slot = shared.changed.wait(slot).unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (next, waited) = shared
+            .changed
+            .wait_timeout(slot, idle_exit)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slot = next;
+        if waited.timed_out() && slot.pending.is_none() {
+            slot.running = false;
+            return;
+        }
     }
 }
 
@@ -463,7 +500,7 @@ impl Drop for StateWriter {
         slot.stop = true;
         self.shared.changed.notify_all();
         let deadline = std::time::Instant::now() + FINAL_WRITE;
-        while self.threaded && (slot.pending.is_some() || slot.writing) {
+        while slot.running && (slot.pending.is_some() || slot.writing) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return;
@@ -678,7 +715,7 @@ mod tests {
         });
         let (woken, wakes) = mpsc::channel::<()>();
         let woken = Mutex::new(woken);
-        let mut writer = StateWriter::start_with(saver, move || {
+        let mut writer = StateWriter::with_saver(saver, move || {
             let _ = lock(&woken).send(());
         });
         let with = |motd: &str| Moderation { motd: Some(motd.into()), ..Default::default() };
@@ -696,6 +733,30 @@ mod tests {
         assert_eq!(writer.take_outcome(), Some((3, Ok(()))));
         assert_eq!(writer.take_outcome(), None);
         assert!(writer.idle());
+    }
+
+    #[test]
+    fn the_state_writer_runs_a_thread_only_while_there_is_something_to_write() {
+        let saves = Arc::new(Mutex::new(0));
+        let counted = Arc::clone(&saves);
+        let saver: Saver = Box::new(move |_: &mut Moderation| {
+            *lock(&counted) += 1;
+            Ok(())
+        });
+        let mut writer = StateWriter::with_saver(saver, || {});
+        writer.idle_exit = Duration::from_millis(20);
+        let running = |writer: &StateWriter| lock(&writer.shared.slot).running;
+        assert!(!running(&writer), "no thread before the first save");
+        for round in 1..=2 {
+            writer.submit(Moderation::default());
+            assert!(running(&writer) || *lock(&saves) == round);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while running(&writer) {
+                assert!(std::time::Instant::now() < deadline, "the idle thread did not end");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(*lock(&saves), round, "written before the thread ended");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ const HANDLED_BY_MASTER: [Signal; 5] =
 /// parent just restores its mask.
 ///
 /// The caller must be single-threaded (the master is: it never starts threads; the broker,
-/// which runs a thread that writes the state file, never forks).
+/// which may run a thread that writes the state file, never forks).
 pub fn fork_with_signals_blocked() -> io::Result<Forked> {
     let mut previous = SigSet::empty();
     nix::sys::signal::sigprocmask(

@@ -144,14 +144,14 @@ struct InFlight {
 pub const STATE_SAVED: Token = Token(usize::MAX);
 
 impl Operators {
-    /// Starts the state writer for `state_path`, waking `registry`'s poller with
+    /// Sets up the state writer for `state_path`, waking `registry`'s poller with
     /// [`STATE_SAVED`], and says at warning level if the state directory is not writable.
     pub fn new(registry: &mio::Registry, state_path: &Path) -> io::Result<Operators> {
         let waker = mio::Waker::new(registry, STATE_SAVED)?;
         check_state_dir(state_path);
         Ok(Operators {
             refusals: LogThrottle::new(REFUSAL_LOG_WINDOW),
-            writer: StateWriter::start(state_path.to_path_buf(), move || {
+            writer: StateWriter::new(state_path.to_path_buf(), move || {
                 let _ = waker.wake();
             }),
             in_flight: None,

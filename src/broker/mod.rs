@@ -152,7 +152,8 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
     };
     let uid = nix::unistd::geteuid().as_raw();
     let queue_bytes = config.broker_queue_bytes;
-    // Starts the state writer: after the signals are blocked (ChildSignals), which it inherits.
+    // The state writer's thread starts from this thread when there is something to save, so
+    // it inherits the signal mask ChildSignals set above.
     let operators = Operators::new(poll.registry(), &state_path)?;
     let mut broker = Broker {
         poll,
