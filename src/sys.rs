@@ -32,7 +32,8 @@ const HANDLED_BY_MASTER: [Signal; 5] =
 /// every signal stays blocked until the child sets its own mask (`ChildSignals::new`); the
 /// parent just restores its mask.
 ///
-/// The caller must be single-threaded (the master and broker are: they never start threads).
+/// The caller must be single-threaded (the master is: it never starts threads; the broker,
+/// which may run a thread that writes the state file, never forks).
 pub fn fork_with_signals_blocked() -> io::Result<Forked> {
     let mut previous = SigSet::empty();
     nix::sys::signal::sigprocmask(
@@ -41,7 +42,7 @@ pub fn fork_with_signals_blocked() -> io::Result<Forked> {
         Some(&mut previous),
     )
     .map_err(io::Error::from)?;
-    // SAFETY: chatd's master and broker never start threads, so the child is a copy of a
+    // SAFETY: only chatd's master forks, and it never starts threads, so the child is a copy of a
     // single-threaded process: no lock can be held by a thread that does not exist in the child.
     let result = unsafe { nix::unistd::fork() };
     let forked = match result {

@@ -1,14 +1,26 @@
 //! The broker's side of `control.sock`: who may use it, and the answer to each operator
 //! request (`chatctl`).
 //!
-//! The socket (bound by `master::listen`) is mode 0666 on purpose: access is decided here, from the caller's credentials
-//! (SO_PEERCRED, SO_PEERGROUPS), so that a refused caller gets a clear answer and the refusal is
-//! logged. Allowed: root, the daemon's own user, and members of the admin group. One
-//! connection carries one request and its reply; a connection that says nothing for
-//! [`CONTROL_TIMEOUT`] is closed. Requests never block the broker: the only one that waits is
-//! `reload`, whose answer comes from the master over its link.
+//! The socket (bound by `master::listen`) is mode 0666 on purpose: access is decided here, from
+//! the caller's credentials (SO_PEERCRED, SO_PEERGROUPS), so that a refused caller gets a clear
+//! answer and the refusal is logged. Allowed: root, the daemon's own user, and members of the
+//! admin group.
+//!
+//! Any local user can connect, so a connection costs the broker nothing until it is known to
+//! be an operator's: access is decided at accept, before a byte is read. A stranger gets its
+//! `Denied` in one non-blocking write and is closed at once, so it never holds a descriptor or
+//! a buffer; refusals are logged once per [`REFUSAL_LOG_WINDOW`] (then counted). Operators'
+//! connections are capped ([`CONNECTIONS_PER_UID`] per uid, [`CONNECTIONS_TOTAL`] in all,
+//! root apart: it has its own [`CONNECTIONS_PER_UID`] beyond the total, so that it keeps a way
+//! in whatever others hold). A request may declare at most [`MAX_REQUEST_LEN`] bytes and must
+//! arrive whole within [`REQUEST_TIMEOUT`]; the answer must be written within
+//! [`CONTROL_TIMEOUT`]. One connection carries one request and its reply. Requests never block
+//! the broker: the only ones that wait are `reload`, whose answer comes from the master over
+//! its link, and changes to the moderation state, whose answer waits for the state file.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -17,22 +29,40 @@ use mio::net::UnixStream;
 use mio::{Interest, Token};
 
 use super::{Broker, ban_reason};
-use crate::channel::{Channel, ReadOutcome};
-use crate::logging;
-use crate::moderation::{Ban, BanTarget, Moderation, StateError, unix_now};
+use crate::logging::{self, LogThrottle};
+use crate::moderation::{self, Ban, BanTarget, Change, Moderation, Mute, StateWriter, unix_now};
 use crate::names;
+use crate::outbuf::OutBuf;
+use crate::proto::codec;
 use crate::proto::control::{
-    CONTROL_VERSION, ControlFrame, ControlReply, ControlRequest, Status, UserRow,
+    CONTROL_VERSION, ControlFrame, ControlReply, ControlRequest, MAX_REQUEST_LEN, Status, UserRow,
 };
 use crate::proto::{Event, PROTOCOL_VERSION};
 use crate::sys;
 use crate::text;
 
-/// How long an operator's connection may take to send its request and read the answer.
+/// How long an operator's connection may take to send its whole request: chatctl sends it as
+/// soon as it is connected.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the answer to a request may take to be written (a reload waits for the master).
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Most bytes queued for one operator (a `who` of 10,000 users is well below).
-const CONTROL_QUEUE_BYTES: usize = 16 << 20;
+/// Most bytes queued for one operator: one reply frame (a `who` of 10,000 users is below).
+const CONTROL_QUEUE_BYTES: usize = codec::MAX_FRAME_LEN + codec::HEADER_LEN;
+
+/// Most connections one operator uid may hold at once (chatctl uses one at a time).
+const CONNECTIONS_PER_UID: usize = 8;
+
+/// Most connections all operators but root may hold at once; root has its own
+/// [`CONNECTIONS_PER_UID`] beyond it.
+const CONNECTIONS_TOTAL: usize = 32;
+
+/// Refusals of one kind are logged once per window, then counted in one summary line.
+const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// How much one read of a request takes at most.
+const READ_CHUNK: usize = 4096;
 
 /// Who may use the control socket.
 #[derive(Debug)]
@@ -62,45 +92,157 @@ impl Access {
         Access { uid, user, group }
     }
 
-    /// Whether the process behind `stream` may use the control socket.
-    fn check(&self, stream: &UnixStream) -> Result<(), String> {
-        let uid = sys::peer_uid(stream).map_err(|err| format!("cannot read credentials: {err}"))?;
+    /// Whether the process behind `stream`, running as `uid`, may use the control socket.
+    fn allows(&self, stream: &UnixStream, uid: u32) -> bool {
         if uid == 0 || uid == self.uid {
-            return Ok(());
+            return true;
         }
-        if let Some((_, gid)) = &self.group {
-            let primary = sys::peer_gid(stream).ok();
-            let groups = sys::peer_groups(stream).unwrap_or_default();
-            if primary == Some(*gid) || groups.contains(gid) {
-                return Ok(());
-            }
-        }
+        let Some((_, gid)) = &self.group else { return false };
+        sys::peer_gid(stream).ok() == Some(*gid)
+            || sys::peer_groups(stream).unwrap_or_default().contains(gid)
+    }
+
+    /// What a refused caller is told.
+    fn denial(&self) -> String {
         let group = match &self.group {
             Some((name, _)) => format!(", or members of group {name}"),
             None => String::new(),
         };
-        Err(format!("permission denied: only root, user {}{group} may control chatd", self.user))
+        format!("permission denied: only root, user {}{group} may control chatd", self.user)
+    }
+}
+
+/// The broker's bookkeeping for operators beyond their connections, and the state writer.
+pub struct Operators {
+    /// Refused connections (strangers, too many at once): logged once per window.
+    refusals: LogThrottle,
+    /// Writes `state.toml` off the loop; wakes the loop (`STATE_SAVED`) after each write.
+    writer: StateWriter,
+    /// The operator change being saved: not in force until it is on disk.
+    in_flight: Option<InFlight>,
+    /// Operators' changes waiting for the one in flight (at most one per control connection).
+    waiting: VecDeque<(u64, ControlRequest)>,
+    /// The last write failed (logged once, until one succeeds again).
+    save_failing: bool,
+    /// A reload arrived while a save was under way: done once it is over.
+    reload_deferred: bool,
+}
+
+/// An operator's change on its way to disk.
+struct InFlight {
+    /// The control connection waiting for the answer.
+    id: u64,
+    generation: u64,
+    change: Change,
+    /// The state in force with the change applied: in force once saved.
+    staged: Moderation,
+    /// What the operator is told once it is.
+    done: String,
+}
+
+/// The waker token of the state writer: far above any peer's.
+pub const STATE_SAVED: Token = Token(usize::MAX);
+
+impl Operators {
+    /// Sets up the state writer for `state_path`, waking `registry`'s poller with
+    /// [`STATE_SAVED`], and says at warning level if the state directory is not writable.
+    pub fn new(registry: &mio::Registry, state_path: &Path) -> io::Result<Operators> {
+        let waker = mio::Waker::new(registry, STATE_SAVED)?;
+        check_state_dir(state_path);
+        Ok(Operators {
+            refusals: LogThrottle::new(REFUSAL_LOG_WINDOW),
+            writer: StateWriter::new(state_path.to_path_buf(), move || {
+                let _ = waker.wake();
+            }),
+            in_flight: None,
+            waiting: VecDeque::new(),
+            save_failing: false,
+            reload_deferred: false,
+        })
+    }
+}
+
+/// Warns if the daemon cannot write the state file's directory: every change an operator
+/// asks for would be refused.
+fn check_state_dir(state_path: &Path) {
+    let Some(dir) = state_path.parent() else { return };
+    if let Err(why) = moderation::check_writable(dir) {
+        warn!(
+            "the state directory {} is not writable ({why}): chatctl ban, unban, mute, unmute and motd will be refused until it is",
+            dir.display()
+        );
     }
 }
 
 /// One operator's connection.
 pub struct ControlClient {
-    channel: Channel,
+    stream: UnixStream,
+    /// The request read so far: at most one header and [`MAX_REQUEST_LEN`] bytes.
+    request: Vec<u8>,
+    reply: OutBuf,
     pid: i32,
     uid: u32,
-    opened: Instant,
-    allowed: Result<(), String>,
+    /// When the connection is closed if it is still open: [`REQUEST_TIMEOUT`] after accept,
+    /// then [`CONTROL_TIMEOUT`] after its request arrived.
+    deadline: Instant,
+    /// The request was read; no more bytes are taken from this connection.
+    asked: bool,
     /// The reply is queued; close once it is written.
     answered: bool,
 }
 
+/// Why a connection's request could not be read.
+enum Unreadable {
+    /// It closed or failed before a whole request (not worth a warning).
+    Closed,
+    /// It sent something that is not a request.
+    Garbage(String),
+}
+
 impl ControlClient {
-    pub fn deadline(&self) -> Instant {
-        self.opened + CONTROL_TIMEOUT
+    /// Reads what has arrived; `Ok(Some(frame))` once the whole request is here.
+    fn read_request(&mut self) -> Result<Option<ControlFrame>, Unreadable> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match codec::declared_len(&self.request) {
+                Ok(Some(len)) if len > MAX_REQUEST_LEN => {
+                    return Err(Unreadable::Garbage(format!(
+                        "frame declares {len} bytes, more than the {MAX_REQUEST_LEN} a request may have"
+                    )));
+                }
+                Ok(_) => {}
+                Err(err) => return Err(Unreadable::Garbage(err.to_string())),
+            }
+            match codec::decode_frame::<ControlFrame>(&self.request) {
+                Ok(Some((frame, _))) => return Ok(Some(frame)),
+                Ok(None) => {}
+                Err(err) => return Err(Unreadable::Garbage(err.to_string())),
+            }
+            // Never more than the frame can still need: the buffer stays within the limit.
+            let wanted = match codec::declared_len(&self.request) {
+                Ok(Some(len)) => codec::HEADER_LEN + len - self.request.len(),
+                _ => codec::HEADER_LEN - self.request.len(),
+            };
+            let take = wanted.min(READ_CHUNK);
+            match self.stream.read(&mut chunk[..take]) {
+                Ok(0) => return Err(Unreadable::Closed),
+                Ok(n) => self.request.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Unreadable::Closed),
+            }
+        }
     }
 }
 
 impl Broker {
+    /// The next moment the control side must act without I/O: a connection's deadline, or a
+    /// summary of refusals.
+    pub(super) fn control_deadline(&self) -> Option<Instant> {
+        let connections = self.controls.values().map(|client| client.deadline).min();
+        [connections, self.operators.refusals.next_due()].into_iter().flatten().min()
+    }
+
     pub(super) fn accept_controls(&mut self) {
         loop {
             let mut stream = match self.control.accept() {
@@ -112,6 +254,40 @@ impl Broker {
                     return;
                 }
             };
+            // Decided before anything is read or registered: a refused caller costs one write.
+            let pid = sys::peer_pid(&stream).unwrap_or(0);
+            let uid = match sys::peer_uid(&stream) {
+                Ok(uid) => uid,
+                Err(err) => {
+                    warn!("refused an operator connection: cannot read its credentials: {err}");
+                    continue;
+                }
+            };
+            if !self.access.allows(&stream, uid) {
+                let denial = self.access.denial();
+                refuse(&mut stream, &ControlReply::Denied(denial));
+                if self.operators.refusals.allow("stranger", Instant::now()) {
+                    info!(
+                        target: logging::NOTICE,
+                        "refused an operator connection from uid {uid} (pid {pid}): not root, the daemon's user or in the admin group"
+                    );
+                }
+                continue;
+            }
+            let of_uid = self.controls.values().filter(|client| client.uid == uid).count();
+            let others = self.controls.values().filter(|client| client.uid != 0).count();
+            if of_uid >= CONNECTIONS_PER_UID || (uid != 0 && others >= CONNECTIONS_TOTAL) {
+                let why = format!(
+                    "chatd is busy: too many operator connections are open (at most {CONNECTIONS_PER_UID} per user); try again"
+                );
+                refuse(&mut stream, &ControlReply::Denied(why));
+                if self.operators.refusals.allow("busy", Instant::now()) {
+                    warn!(
+                        "refused an operator connection from uid {uid} (pid {pid}): {of_uid} of its own and {others} in all are open"
+                    );
+                }
+                continue;
+            }
             let id = self.next_id;
             self.next_id += 1;
             if let Err(err) = self.poll.registry().register(
@@ -122,13 +298,14 @@ impl Broker {
                 error!("cannot watch an operator's connection: {err}");
                 continue;
             }
-            let allowed = self.access.check(&stream);
             let client = ControlClient {
-                pid: sys::peer_pid(&stream).unwrap_or(0),
-                uid: sys::peer_uid(&stream).unwrap_or(u32::MAX),
-                channel: Channel::new(stream, CONTROL_QUEUE_BYTES),
-                opened: Instant::now(),
-                allowed,
+                stream,
+                request: Vec::new(),
+                reply: OutBuf::new(CONTROL_QUEUE_BYTES),
+                pid,
+                uid,
+                deadline: Instant::now() + REQUEST_TIMEOUT,
+                asked: false,
                 answered: false,
             };
             self.controls.insert(id, client);
@@ -143,51 +320,36 @@ impl Broker {
     }
 
     fn read_control(&mut self, id: u64) {
-        loop {
-            let Some(client) = self.controls.get_mut(&id) else { return };
-            if client.answered {
+        let Some(client) = self.controls.get_mut(&id) else { return };
+        if client.asked {
+            return;
+        }
+        let frame = match client.read_request() {
+            Ok(None) => return,
+            Ok(Some(frame)) => frame,
+            Err(Unreadable::Closed) => {
+                debug!("operator connection from pid {} closed before a request", client.pid);
+                self.close_control(id);
                 return;
             }
-            match client.channel.read_some() {
-                Ok(ReadOutcome::Data { .. }) => {}
-                Ok(ReadOutcome::WouldBlock) => return,
-                Ok(ReadOutcome::Closed { .. }) | Err(_) => {
-                    debug!("operator connection from pid {} closed before a request", client.pid);
-                    self.close_control(id);
-                    return;
-                }
+            Err(Unreadable::Garbage(why)) => {
+                warn!("operator connection from pid {} (uid {}): {why}", client.pid, client.uid);
+                self.close_control(id);
+                return;
             }
-            match client.channel.next_message::<ControlFrame>() {
-                Ok(None) => continue,
-                Ok(Some(frame)) => {
-                    let (pid, uid) = (client.pid, client.uid);
-                    let reply = match client.allowed.clone() {
-                        Err(why) => {
-                            info!(
-                                target: logging::NOTICE,
-                                "refused an operator request from uid {uid} (pid {pid}): not root, the daemon's user or in the admin group"
-                            );
-                            Some(ControlReply::Denied(why))
-                        }
-                        Ok(()) if frame.version != CONTROL_VERSION => {
-                            Some(ControlReply::VersionMismatch { broker: CONTROL_VERSION })
-                        }
-                        Ok(()) => {
-                            debug!("operator uid {uid} (pid {pid}): {:?}", frame.request);
-                            self.answer(id, frame.request)
-                        }
-                    };
-                    if let Some(reply) = reply {
-                        self.reply(id, &reply);
-                    }
-                    return;
-                }
-                Err(err) => {
-                    warn!("operator connection from pid {}: {err}", client.pid);
-                    self.close_control(id);
-                    return;
-                }
-            }
+        };
+        client.asked = true;
+        client.request = Vec::new();
+        client.deadline = Instant::now() + CONTROL_TIMEOUT;
+        let (pid, uid) = (client.pid, client.uid);
+        let reply = if frame.version != CONTROL_VERSION {
+            Some(ControlReply::VersionMismatch { broker: CONTROL_VERSION })
+        } else {
+            debug!("operator uid {uid} (pid {pid}): {:?}", frame.request);
+            self.answer(id, frame.request)
+        };
+        if let Some(reply) = reply {
+            self.reply(id, &reply);
         }
     }
 
@@ -195,7 +357,10 @@ impl Broker {
     fn reply(&mut self, id: u64, reply: &ControlReply) {
         let Some(client) = self.controls.get_mut(&id) else { return };
         client.answered = true;
-        if let Err(err) = client.channel.send(reply) {
+        let queued = codec::frame(reply)
+            .map_err(|err| err.to_string())
+            .and_then(|frame| client.reply.push(&frame).map_err(|err| err.to_string()));
+        if let Err(err) = queued {
             error!("cannot answer an operator: {err}");
             self.close_control(id);
             return;
@@ -205,7 +370,7 @@ impl Broker {
 
     fn flush_control(&mut self, id: u64) {
         let Some(client) = self.controls.get_mut(&id) else { return };
-        match client.channel.flush() {
+        match client.reply.write_to(&mut client.stream) {
             Ok(true) if client.answered => self.close_control(id),
             Ok(_) => {}
             Err(_) => self.close_control(id),
@@ -214,21 +379,42 @@ impl Broker {
 
     fn close_control(&mut self, id: u64) {
         if let Some(mut client) = self.controls.remove(&id) {
-            let _ = self.poll.registry().deregister(client.channel.stream_mut());
+            let _ = self.poll.registry().deregister(&mut client.stream);
         }
         self.pending_reloads.retain(|&waiting| waiting != id);
+        self.operators.waiting.retain(|(waiting, _)| *waiting != id);
     }
 
+    /// Closes connections past their deadline and writes the refusal summaries that are due.
     pub(super) fn expire_controls(&mut self, now: Instant) {
         let expired: Vec<u64> = self
             .controls
             .iter()
-            .filter(|(_, client)| now >= client.deadline())
+            .filter(|(_, client)| now >= client.deadline)
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
-            debug!("closing an operator connection that timed out");
+            if let Some(client) = self.controls.get(&id)
+                && self.operators.refusals.allow("silent", now)
+            {
+                let what = if client.asked {
+                    format!("its answer was not written within {} s", CONTROL_TIMEOUT.as_secs())
+                } else {
+                    format!("no whole request within {} s", REQUEST_TIMEOUT.as_secs())
+                };
+                info!(
+                    "closed an operator connection from pid {} (uid {}): {what}",
+                    client.pid, client.uid
+                );
+            }
             self.close_control(id);
+        }
+        for (kind, count) in self.operators.refusals.summaries(now) {
+            info!(
+                target: logging::NOTICE,
+                "{count} more operator connections turned away ({kind}) in the last {} s",
+                REFUSAL_LOG_WINDOW.as_secs()
+            );
         }
     }
 
@@ -247,59 +433,19 @@ impl Broker {
                 }
                 None => ControlReply::Failed(format!("no such nick: {nick}")),
             },
-            ControlRequest::Ban { target, seconds, reason } => {
-                self.ban(&target, seconds, clean(reason), now)
-            }
-            ControlRequest::Unban { target } => match target.parse::<BanTarget>() {
-                Err(why) => ControlReply::Failed(why),
-                Ok(target) if !self.moderation.unban(&target) => {
-                    ControlReply::Failed(format!("{target} is not banned"))
-                }
-                Ok(target) => self.saved(format!("lifted the ban on {target}")),
-            },
             ControlRequest::Bans => {
                 let mut bans: Vec<Ban> =
                     self.moderation.bans.iter().filter(|ban| ban.in_force(now)).cloned().collect();
                 bans.sort_by_key(|ban| ban.since);
                 ControlReply::Bans(bans)
             }
-            ControlRequest::Mute { nick, seconds } => match self.rooms.find(&nick) {
-                None => ControlReply::Failed(format!("no such nick: {nick}")),
-                Some(member) => {
-                    let nick = self.rooms.nick(member).unwrap_or(&nick).to_string();
-                    self.moderation.mute(&nick, now, seconds.map(|s| now.saturating_add(s)));
-                    self.rooms.set_muted(member, true);
-                    info!(target: logging::NOTICE, "operator muted {nick}{}", for_how_long(seconds));
-                    self.saved(format!("muted {nick}{}", for_how_long(seconds)))
-                }
-            },
-            ControlRequest::Unmute { nick } => {
-                if !self.moderation.unmute(&nick) {
-                    ControlReply::Failed(format!("{nick} is not muted"))
-                } else {
-                    if let Some(member) = self.rooms.find(&nick) {
-                        self.rooms.set_muted(member, false);
-                    }
-                    self.saved(format!("unmuted {nick}"))
-                }
-            }
-            ControlRequest::Announce { room, text } => self.announce(room.as_deref(), &text),
             ControlRequest::Motd { text: None } => ControlReply::Motd(self.moderation.motd.clone()),
-            ControlRequest::Motd { text: Some(raw) } => {
-                let lines: Vec<String> = raw
-                    .lines()
-                    .map(|line| text::sanitize(line).trim_end().to_string())
-                    .take(50)
-                    .collect();
-                let motd = lines.join("\n");
-                if motd.trim().is_empty() {
-                    self.moderation.motd = None;
-                    self.saved("cleared the message of the day".into())
-                } else {
-                    self.moderation.motd = Some(motd);
-                    self.saved("set the message of the day".into())
-                }
-            }
+            change @ (ControlRequest::Ban { .. }
+            | ControlRequest::Unban { .. }
+            | ControlRequest::Mute { .. }
+            | ControlRequest::Unmute { .. }
+            | ControlRequest::Motd { text: Some(_) }) => return self.change(id, change, now),
+            ControlRequest::Announce { room, text } => self.announce(room.as_deref(), &text),
             ControlRequest::Reload => match self.master {
                 Some(master) => {
                     self.pending_reloads.push(id);
@@ -393,59 +539,6 @@ impl Broker {
         ControlReply::Users(rows)
     }
 
-    fn ban(
-        &mut self,
-        target: &str,
-        seconds: Option<u64>,
-        reason: Option<String>,
-        now: u64,
-    ) -> ControlReply {
-        let target = match target.parse::<BanTarget>() {
-            Ok(target) => target,
-            Err(why) => return ControlReply::Failed(why),
-        };
-        let ban = Ban {
-            target: target.clone(),
-            since: now,
-            until: seconds.map(|s| now.saturating_add(s)),
-            reason: reason.clone(),
-        };
-        self.moderation.ban(ban);
-        if let Err(err) = self.save_moderation() {
-            self.moderation.unban(&target);
-            return ControlReply::Failed(err.to_string());
-        }
-        let covered: Vec<u64> = self
-            .peers
-            .iter()
-            .filter(|(_, peer)| !peer.is_master && !peer.kicked)
-            .filter(|&(&id, peer)| match &target {
-                BanTarget::Nick(_) => {
-                    self.rooms.nick(id).is_some_and(|nick| target.covers_nick(nick))
-                }
-                BanTarget::Net(_) => peer
-                    .client
-                    .parse::<std::net::SocketAddr>()
-                    .is_ok_and(|addr| target.covers_ip(addr.ip())),
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for &id in &covered {
-            self.kick(id, Some(ban_reason(reason.as_deref())));
-        }
-        info!(
-            target: logging::NOTICE,
-            "operator banned {target}{}{}",
-            for_how_long(seconds),
-            reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-        );
-        ControlReply::Done(format!(
-            "banned {target}{}; {} session(s) disconnected",
-            for_how_long(seconds),
-            covered.len()
-        ))
-    }
-
     fn announce(&mut self, room: Option<&str>, raw: &str) -> ControlReply {
         let Some(text) = clean(Some(raw.to_string())) else {
             return ControlReply::Failed("the announcement is empty".into());
@@ -479,33 +572,234 @@ impl Broker {
         self.send_to(sessions, &Event::Announcement { text: text.to_string() });
     }
 
-    /// Saves the moderation state and turns the outcome into a reply.
-    fn saved(&mut self, done: String) -> ControlReply {
-        match self.save_moderation() {
-            Ok(()) => ControlReply::Done(done),
-            Err(err) => ControlReply::Failed(err.to_string()),
+    /// An operator's change to the moderation state: checked now, saved on the writer thread,
+    /// in force (and answered) once saved. `None`: the answer comes when the save is done.
+    /// One change is saved at a time; others wait their turn, so that each answer says
+    /// whether that change is on disk.
+    fn change(&mut self, id: u64, request: ControlRequest, now: u64) -> Option<ControlReply> {
+        if self.operators.in_flight.is_some() {
+            self.operators.waiting.push_back((id, request));
+            return None;
         }
-    }
-
-    pub(super) fn save_moderation(&mut self) -> Result<(), StateError> {
+        let (change, done) = match self.prepare(request, now) {
+            Ok(prepared) => prepared,
+            Err(why) => return Some(ControlReply::Failed(why)),
+        };
         if let Some(why) = &self.state_unreadable {
-            return Err(StateError::Write {
-                path: self.state_path.clone(),
-                source: io::Error::other(format!(
-                    "not overwriting it: it could not be read at start ({why}); fix it and run chatctl reload"
-                )),
-            });
+            return Some(ControlReply::Failed(format!(
+                "{} could not be read ({why}): not overwriting it; fix it and run chatctl reload",
+                self.state_path.display()
+            )));
         }
-        self.moderation.save(&self.state_path, unix_now())
+        let mut staged = self.moderation.clone();
+        staged.apply(&change);
+        let generation = self.operators.writer.submit(staged.clone());
+        self.operators.in_flight = Some(InFlight { id, generation, change, staged, done });
+        None
     }
 
-    /// Reads the state file again (SIGHUP, `chatctl reload`): hand edits take effect.
+    /// Checks an operator's change against the state in force: what it changes and what the
+    /// operator is told once it is saved, or why it is refused.
+    fn prepare(&self, request: ControlRequest, now: u64) -> Result<(Change, String), String> {
+        Ok(match request {
+            ControlRequest::Ban { target, seconds, reason } => {
+                let target = target.parse::<BanTarget>()?;
+                let until = seconds.map(|s| now.saturating_add(s));
+                let done = format!("banned {target}{}", for_how_long(seconds));
+                (Change::Ban(Ban { target, since: now, until, reason: clean(reason) }), done)
+            }
+            ControlRequest::Unban { target } => {
+                let target = target.parse::<BanTarget>()?;
+                if !self.moderation.bans.iter().any(|ban| ban.target == target) {
+                    return Err(format!("{target} is not banned"));
+                }
+                (Change::Unban(target.clone()), format!("lifted the ban on {target}"))
+            }
+            ControlRequest::Mute { nick, seconds } => {
+                let member = self.rooms.find(&nick).ok_or(format!("no such nick: {nick}"))?;
+                let nick = self.rooms.nick(member).unwrap_or(&nick).to_string();
+                let until = seconds.map(|s| now.saturating_add(s));
+                let done = format!("muted {nick}{}", for_how_long(seconds));
+                (Change::Mute(Mute { nick, since: now, until }), done)
+            }
+            ControlRequest::Unmute { nick } => {
+                if !self
+                    .moderation
+                    .mutes
+                    .iter()
+                    .any(|mute| names::fold(&mute.nick) == names::fold(&nick))
+                {
+                    return Err(format!("{nick} is not muted"));
+                }
+                (Change::Unmute(nick.clone()), format!("unmuted {nick}"))
+            }
+            ControlRequest::Motd { text: Some(raw) } => {
+                let lines: Vec<String> = raw
+                    .lines()
+                    .map(|line| {
+                        text::sanitize(line).trim_end().chars().take(text::MAX_LINE_BYTES).collect()
+                    })
+                    .take(50)
+                    .collect();
+                let motd = lines.join("\n");
+                if motd.trim().is_empty() {
+                    (Change::Motd(None), "cleared the message of the day".into())
+                } else {
+                    (Change::Motd(Some(motd)), "set the message of the day".into())
+                }
+            }
+            other => return Err(format!("not a change: {other:?}")),
+        })
+    }
+
+    /// The writer thread finished a write: the operator change waiting for it takes effect
+    /// (or is refused, changing nothing), the next waiting change goes, and a deferred reload
+    /// happens.
+    pub(super) fn state_saved(&mut self) {
+        let Some((generation, result)) = self.operators.writer.take_outcome() else { return };
+        match (&result, self.operators.save_failing) {
+            (Err(err), false) => {
+                error!("{err}; bans, mutes and the message of the day in force are not all saved");
+                self.operators.save_failing = true;
+            }
+            (Ok(()), true) => {
+                info!("{} saved again", self.state_path.display());
+                self.operators.save_failing = false;
+            }
+            _ => {}
+        }
+        if self.operators.in_flight.as_ref().is_some_and(|flight| flight.generation <= generation)
+            && let Some(flight) = self.operators.in_flight.take()
+        {
+            let reply = match result {
+                Ok(()) => {
+                    self.moderation = flight.staged;
+                    ControlReply::Done(self.changed(&flight.change, flight.done))
+                }
+                Err(err) => {
+                    // Anything submitted since carried the change: write the state in force.
+                    if !self.operators.writer.idle() {
+                        self.operators.writer.submit(self.moderation.clone());
+                    }
+                    ControlReply::Failed(format!("{err}; nothing was changed"))
+                }
+            };
+            self.reply(flight.id, &reply);
+        }
+        while self.operators.in_flight.is_none() {
+            let Some((id, request)) = self.operators.waiting.pop_front() else { break };
+            if let Some(reply) = self.change(id, request, unix_now()) {
+                self.reply(id, &reply);
+            }
+        }
+        if self.operators.reload_deferred
+            && self.operators.in_flight.is_none()
+            && self.operators.writer.idle()
+        {
+            self.operators.reload_deferred = false;
+            self.reload_moderation();
+        }
+    }
+
+    /// What a saved change does beyond the state (flags, kicks, the log); the operator's answer.
+    fn changed(&mut self, change: &Change, done: String) -> String {
+        match change {
+            Change::Ban(ban) => {
+                let covered = self.covered_by(&ban.target);
+                for &id in &covered {
+                    self.kick(id, Some(ban_reason(ban.reason.as_deref())));
+                }
+                info!(
+                    target: logging::NOTICE,
+                    "operator {done}{}",
+                    ban.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                );
+                format!("{done}; {} session(s) disconnected", covered.len())
+            }
+            Change::Mute(mute) => {
+                if let Some(member) = self.rooms.find(&mute.nick) {
+                    self.rooms.set_muted(member, true);
+                }
+                info!(target: logging::NOTICE, "operator {done}");
+                done
+            }
+            Change::Unmute(nick) => {
+                if let Some(member) = self.rooms.find(nick) {
+                    self.rooms.set_muted(member, false);
+                }
+                done
+            }
+            Change::Unban(_) | Change::Motd(_) => done,
+        }
+    }
+
+    /// Sessions a new ban covers.
+    fn covered_by(&self, target: &BanTarget) -> Vec<u64> {
+        self.peers
+            .iter()
+            .filter(|(_, peer)| !peer.is_master && !peer.kicked)
+            .filter(|&(&id, peer)| match target {
+                BanTarget::Nick(_) => {
+                    self.rooms.nick(id).is_some_and(|nick| target.covers_nick(nick))
+                }
+                BanTarget::Net(_) => peer
+                    .client
+                    .parse::<std::net::SocketAddr>()
+                    .is_ok_and(|addr| target.covers_ip(addr.ip())),
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// A user changed nick: a mute (in force, or being saved) follows at once, and is saved in
+    /// the background (the newest state wins; a failure is logged once, when saving starts
+    /// failing).
+    pub(super) fn nick_changed(&mut self, old: &str, new: &str, now: u64) {
+        let staged = self.operators.in_flight.as_ref().map(|flight| &flight.staged);
+        if !self.moderation.is_muted(old, now) && !staged.is_some_and(|s| s.is_muted(old, now)) {
+            return;
+        }
+        self.moderation.rename_mute(old, new);
+        if let Some(flight) = &mut self.operators.in_flight {
+            flight.staged.rename_mute(old, new);
+        }
+        if self.state_unreadable.is_some() {
+            return;
+        }
+        let state = match &self.operators.in_flight {
+            Some(flight) => flight.staged.clone(),
+            None => self.moderation.clone(),
+        };
+        self.operators.writer.submit(state);
+    }
+
+    /// Reads the state file again (SIGHUP, `chatctl reload`): hand edits take effect. Waits
+    /// for a save under way, which would otherwise overwrite what was just read.
     pub(super) fn reload_moderation(&mut self) {
+        if self.operators.in_flight.is_some() || !self.operators.writer.idle() {
+            self.operators.reload_deferred = true;
+            return;
+        }
+        check_state_dir(&self.state_path);
+        let exists = self.state_path.exists();
         match Moderation::load(&self.state_path) {
-            Ok(state) => {
+            Ok(state) if exists => {
+                info!(
+                    "moderation state reloaded from {} ({} ban(s), {} mute(s))",
+                    self.state_path.display(),
+                    state.bans.len(),
+                    state.mutes.len()
+                );
                 self.moderation = state;
                 self.state_unreadable = None;
-                info!("moderation state reloaded from {}", self.state_path.display());
+            }
+            Ok(state) => {
+                info!(
+                    "moderation state: {} does not exist; no bans, mutes or message of the day",
+                    self.state_path.display()
+                );
+                self.moderation = state;
+                self.state_unreadable = None;
             }
             Err(err) => {
                 error!("{err}; keeping the bans and mutes in force");
@@ -525,6 +819,14 @@ impl Broker {
         for id in std::mem::take(&mut self.pending_reloads) {
             self.reply(id, &reply);
         }
+    }
+}
+
+/// Answers a refused connection in one non-blocking write (a fresh socket's buffer takes the
+/// small frame); the caller then drops it, without having read what it sent.
+fn refuse(stream: &mut UnixStream, reply: &ControlReply) {
+    if let Ok(frame) = codec::frame(reply) {
+        let _ = stream.write(&frame);
     }
 }
 

@@ -40,7 +40,7 @@ use crate::proto::control::MasterFigures;
 use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
 use crate::signals::ChildSignals;
 use crate::sys;
-use control::{Access, ControlClient};
+use control::{Access, ControlClient, Operators};
 use room::{Audience, Delivery, MemberId, Rooms};
 use stats::Stats;
 
@@ -100,6 +100,8 @@ struct Broker {
     control: UnixListener,
     controls: HashMap<MemberId, ControlClient>,
     access: Access,
+    /// Operators' bookkeeping beyond their connections (see [`control`]).
+    operators: Operators,
     /// Bans, mutes and the message of the day, and where they persist.
     moderation: Moderation,
     state_path: PathBuf,
@@ -155,6 +157,9 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
     };
     let uid = nix::unistd::geteuid().as_raw();
     let queue_bytes = config.broker_queue_bytes;
+    // The state writer's thread starts from this thread when there is something to save, so
+    // it inherits the signal mask ChildSignals set above.
+    let operators = Operators::new(poll.registry(), &state_path)?;
     let mut broker = Broker {
         poll,
         listener,
@@ -176,6 +181,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         control: control_listener,
         controls: HashMap::new(),
         access: Access::new(uid, config.admin_group.as_deref()),
+        operators,
         moderation: state,
         state_path,
         state_unreadable,
@@ -213,6 +219,7 @@ impl Broker {
                     LISTENER => self.accept_all(),
                     SIGNALS => {}
                     CONTROL => self.accept_controls(),
+                    control::STATE_SAVED => self.state_saved(),
                     Token(token) if self.controls.contains_key(&(token as MemberId)) => {
                         self.serve_control(token as MemberId, event);
                     }
@@ -243,8 +250,7 @@ impl Broker {
     /// The next moment the loop must wake without I/O: an operator's shutdown, or a control
     /// connection's time limit.
     fn next_deadline(&self) -> Option<Instant> {
-        let controls = self.controls.values().map(ControlClient::deadline).min();
-        [self.stop_at, controls].into_iter().flatten().min()
+        [self.stop_at, self.control_deadline()].into_iter().flatten().min()
     }
 
     /// An operator's `shutdown --grace` is over: the master stops the daemon (the broker
@@ -528,13 +534,10 @@ impl Broker {
                 }
                 let deliveries = self.rooms.change_nick(id, &nick);
                 if let Some(Event::NickChanged { old, new }) = deliveries.first().map(|d| &d.event)
-                    && self.moderation.is_muted(old, now)
                 {
-                    // The mute follows the person, not the name.
-                    self.moderation.rename_mute(old, new);
-                    if let Err(err) = self.save_moderation() {
-                        error!("{err}");
-                    }
+                    // A mute follows the person, not the name (saved off the loop).
+                    let (old, new) = (old.clone(), new.clone());
+                    self.nick_changed(&old, &new, now);
                 }
                 deliveries
             }

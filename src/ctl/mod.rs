@@ -15,7 +15,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::proto::codec;
-use crate::proto::control::{CONTROL_VERSION, ControlFrame, ControlReply, ControlRequest};
+use crate::proto::control::{
+    CONTROL_VERSION, ControlFrame, ControlReply, ControlRequest, MAX_MOTD_BYTES, MAX_REQUEST_LEN,
+};
 
 /// Exit status: the request was carried out.
 pub const EXIT_OK: u8 = 0;
@@ -187,6 +189,14 @@ pub fn request(command: &Command) -> Result<ControlRequest, CtlError> {
                 let text = std::fs::read_to_string(&file).map_err(|err| {
                     CtlError::Usage(format!("cannot read {}: {err}", file.display()))
                 })?;
+                if text.len() > MAX_MOTD_BYTES {
+                    return Err(CtlError::Usage(format!(
+                        "{} has {} bytes; a message of the day may have {} KiB (and 50 lines)",
+                        file.display(),
+                        text.len(),
+                        MAX_MOTD_BYTES >> 10
+                    )));
+                }
                 Some(text)
             } else {
                 joined(&text)
@@ -208,7 +218,16 @@ pub fn exchange(path: &Path, request: ControlRequest) -> Result<ControlReply, Ct
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(exchange_error)?;
     let frame = codec::frame(&ControlFrame { version: CONTROL_VERSION, request })
         .map_err(|err| exchange_error(io::Error::other(err)))?;
-    stream.write_all(&frame).map_err(exchange_error)?;
+    if frame.len() > codec::HEADER_LEN + MAX_REQUEST_LEN {
+        return Err(CtlError::Usage(format!(
+            "the request has {} bytes; chatd takes at most {} KiB",
+            frame.len(),
+            MAX_REQUEST_LEN >> 10
+        )));
+    }
+    // A caller chatd refuses is answered and closed at once, possibly before this write: its
+    // answer is waiting to be read, and says more than the broken pipe.
+    let written = stream.write_all(&frame);
     let mut received = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
     loop {
@@ -220,9 +239,12 @@ pub fn exchange(path: &Path, request: ControlRequest) -> Result<ControlReply, Ct
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(exchange_error(err)),
+            Err(err) => return Err(exchange_error(written.err().unwrap_or(err))),
         };
         if n == 0 {
+            if let Err(err) = written {
+                return Err(exchange_error(err));
+            }
             return Err(exchange_error(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the daemon closed the connection without answering",
@@ -244,6 +266,10 @@ pub fn run(ctl: Ctl) -> u8 {
     let path = control_socket(ctl.runtime_dir.as_deref());
     let reply = match exchange(&path, request) {
         Ok(reply) => reply,
+        Err(err @ CtlError::Usage(_)) => {
+            eprintln!("chatctl: {err}");
+            return EXIT_USAGE;
+        }
         Err(err) => {
             eprintln!("chatctl: {err}");
             return EXIT_UNREACHABLE;
@@ -309,6 +335,13 @@ mod tests {
             ControlRequest::Motd { text: Some(String::new()) }
         );
         assert!(Ctl::try_parse_from(["chatctl", "announce"]).is_err(), "text is required");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let motd = dir.path().join("motd");
+        std::fs::write(&motd, "x".repeat(MAX_MOTD_BYTES + 1)).expect("write");
+        let ctl = Ctl::try_parse_from(["chatctl", "motd", "--file", motd.to_str().expect("path")])
+            .expect("parses");
+        let refused = request(&ctl.command).map(|_| ()).map_err(|err| err.to_string());
+        assert!(refused.is_err_and(|why| why.contains("32 KiB")), "an oversize file is refused");
         assert!(Ctl::try_parse_from(["chatctl", "status", "--prometheus", "--json"]).is_err());
     }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::moderation::Ban;
 use crate::proto::control::{ControlReply, Counted, RoomRow, Status, UserRow};
-use crate::text::age;
+use crate::text::{age, columns};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -144,20 +144,24 @@ fn human_status(s: &Status) -> String {
     out
 }
 
-/// Left-aligned columns, two spaces apart.
+/// Left-aligned columns, two spaces apart, measured in terminal columns (a CJK nick takes two
+/// per character, as the session's renderer counts them), not in characters.
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| columns(h)).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(columns(cell));
         }
     }
     let mut out = String::new();
     let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> =
-            row.iter().zip(&widths).map(|(cell, &width)| format!("{cell:<width$}")).collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        let mut line = String::new();
+        for (cell, &width) in row.iter().zip(&widths) {
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', width.saturating_sub(columns(cell)) + 2));
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
@@ -431,6 +435,30 @@ mod tests {
         let text = human_status(&status());
         assert!(text.contains("master       pid 10, up 1h 1m"), "{text}");
         assert!(text.contains("refusals     banned 1"), "{text}");
+    }
+
+    #[test]
+    fn who_pads_by_display_width_so_cjk_nicks_keep_the_columns_straight() {
+        let row = |nick: &str, room: &str| UserRow {
+            nick: nick.into(),
+            room: room.into(),
+            peer: "127.0.0.1:5000".into(),
+            pid: 42,
+            connected_seconds: 5,
+            idle_seconds: 5,
+            away: None,
+            muted: false,
+        };
+        let text = users_table(&[row("小明", "lobby"), row("alice", "大厅"), row("ｂｏｂ", "dev")]);
+        let lines: Vec<&str> = text.lines().collect();
+        // Where each column starts on screen: the display width of what comes before it.
+        let at = |line: &str, needle: &str| line.find(needle).map(|byte| columns(&line[..byte]));
+        assert_eq!(at(lines[1], "lobby"), at(lines[0], "ROOM"), "{text}");
+        assert_eq!(at(lines[2], "大厅"), at(lines[0], "ROOM"), "{text}");
+        assert_eq!(at(lines[3], "dev"), at(lines[0], "ROOM"), "{text}");
+        for line in &lines[1..] {
+            assert_eq!(at(line, "127.0.0.1"), at(lines[0], "ADDRESS"), "{text}");
+        }
     }
 
     #[test]

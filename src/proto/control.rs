@@ -13,6 +13,16 @@ use crate::moderation::Ban;
 /// Version of the operator protocol.
 pub const CONTROL_VERSION: u32 = 1;
 
+/// Largest request payload the broker reads on `control.sock`. Requests are a verb and a few
+/// words; the largest legitimate one is `motd --file`, which chatctl holds to
+/// [`MAX_MOTD_BYTES`]. The broker's own frames (`MAX_FRAME_LEN`, 1 MiB) are for replies such as
+/// a `who` of ten thousand users: a caller must not make the broker hold that much per
+/// connection.
+pub const MAX_REQUEST_LEN: usize = 64 << 10;
+
+/// Largest message of the day chatctl sends (the broker keeps its first 50 lines).
+pub const MAX_MOTD_BYTES: usize = 32 << 10;
+
 /// chatctl → broker: one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControlFrame {

@@ -1,5 +1,8 @@
 //! Operators: chatctl against a running daemon, over its control socket.
 
+mod hostile;
+mod state;
+
 use std::process::{Command, Output};
 
 use nix::sys::signal::Signal;
@@ -301,7 +304,7 @@ fn chatctl_is_refused_to_strangers_and_allowed_to_the_admin_group() {
         said,
         "chatctl: permission denied: only root, user nobody, or members of group audio may control chatd\n"
     );
-    daemon.wait_for_log("notice: refused an operator request from uid 5");
+    daemon.wait_for_log("notice: refused an operator connection from uid 5");
     ok(chatctl("--groups=audio"));
     // Usage errors and an unreachable daemon have their own exit codes.
     fails(daemon.chatctl(&["ban"]), 2);
