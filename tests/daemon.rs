@@ -8,6 +8,7 @@ mod modes;
 mod packaging;
 mod reliability;
 mod soak;
+mod spoofing;
 mod syslog;
 mod terminals;
 mod util;
