@@ -10,6 +10,17 @@
 //! U+2066–U+2069), which could visually reorder a line. With no line break left, user text can
 //! never begin a line of its own: it always follows the `<nick> ` the renderer puts first.
 //!
+//! It also removes what cannot be seen but changes what is seen: the weak bidi marks (LRM, RLM,
+//! ALM), which reorder the neutral characters around them, and the other invisible format
+//! characters (zero-width space, word joiner, soft hyphen, BOM, invisible operators, Hangul
+//! fillers, ...; Unicode's default-ignorable code points). The few that a script needs are kept
+//! only where they do something ([`is_kept_in_context`]): the zero-width joiner and non-joiner
+//! between two non-ASCII characters (emoji sequences like 👩‍💻, Persian and Indic words),
+//! variation selectors after a non-ASCII character or a keycap digit (❤️, 1️⃣), and tag
+//! characters after a black flag (🏴 of Scotland). A character carries at most
+//! [`MAX_MARKS_PER_CHARACTER`] combining marks: real text needs three or four, and a pile of
+//! hundreds draws over the lines above and below.
+//!
 //! Used on input by the session, by the broker, and again on output by the renderer, so a
 //! misbehaving peer cannot skip it. Besides, how wide text is on a terminal ([`columns`]) and
 //! how ages are worded ([`age`]). Pure functions, no I/O.
@@ -30,9 +41,149 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters no user text may contain: controls, line/paragraph separators, bidi controls.
+/// Combining marks kept on one character; the rest of a longer run is removed. Vietnamese
+/// needs two, Thai and Indic scripts three, pointed Hebrew four; Unicode's stream-safe format
+/// allows thirty, which is already a tower.
+pub const MAX_MARKS_PER_CHARACTER: usize = 4;
+
+/// Characters no user text may contain: controls, line/paragraph separators, bidi controls,
+/// and invisible characters that no script needs.
 fn is_forbidden(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_bidi_control(c)
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        || is_bidi_control(c)
+        || is_invisible_format(c)
+}
+
+/// Default-ignorable code points (Unicode's DerivedCoreProperties), less the ones kept in
+/// context ([`is_kept_in_context`]): they take no room on screen, and the weak bidi marks among
+/// them (LRM U+200E, RLM U+200F, ALM U+061C) reorder the text around them.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{2060}'..='\u{2065}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E001F}'
+            | '\u{E0080}'..='\u{E00FF}'
+            | '\u{E01F0}'..='\u{E0FFF}'
+    )
+}
+
+/// Zero-width joiner and non-joiner: needed inside emoji sequences and Persian or Indic words.
+fn is_joiner(c: char) -> bool {
+    matches!(c, '\u{200C}' | '\u{200D}')
+}
+
+/// Marks that only select a form of the character before them: variation selectors, the
+/// Mongolian free variation selectors, the combining grapheme joiner.
+fn is_selector(c: char) -> bool {
+    matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' | '\u{180B}'..='\u{180D}' | '\u{180F}' | '\u{034F}')
+}
+
+/// Tag characters: they spell out a subdivision flag after U+1F3F4.
+fn is_tag(c: char) -> bool {
+    matches!(c, '\u{E0020}'..='\u{E007F}')
+}
+
+/// Which characters a joiner may stand between.
+fn is_joinable(c: char) -> bool {
+    !c.is_ascii() && !c.is_whitespace() && !is_joiner(c)
+}
+
+/// The first of the two in-context passes: caps combining marks per character and keeps
+/// selectors and tags only after a character they can apply to. Joiners pass untouched and are
+/// invisible to its decisions, so the joiner pass after it cannot change them.
+struct MarksAndSelectors<I> {
+    chars: I,
+    /// The last character kept that is not a joiner.
+    previous: Option<char>,
+    /// Combining marks kept on the current character.
+    marks: usize,
+}
+
+impl<I: Iterator<Item = char>> Iterator for MarksAndSelectors<I> {
+    type Item = char;
+
+    fn next(&mut self) -> Option<char> {
+        loop {
+            let c = self.chars.next()?;
+            if is_joiner(c) {
+                return Some(c);
+            }
+            let keep = if is_tag(c) {
+                self.previous.is_some_and(|p| p == '\u{1F3F4}' || is_tag(p))
+            } else if unicode_normalization::char::is_combining_mark(c) {
+                let applies = !is_selector(c)
+                    || self.previous.is_some_and(|p| {
+                        (!p.is_ascii() && !p.is_whitespace()) || matches!(p, '0'..='9' | '#' | '*')
+                    });
+                let room = self.marks < MAX_MARKS_PER_CHARACTER;
+                if applies && room {
+                    self.marks += 1;
+                }
+                applies && room
+            } else {
+                self.marks = 0;
+                true
+            };
+            if keep {
+                self.previous = Some(c);
+                return Some(c);
+            }
+        }
+    }
+}
+
+/// The second pass: a joiner is kept only between two characters it can join.
+struct Joiners<I: Iterator<Item = char>> {
+    chars: std::iter::Peekable<I>,
+    previous: Option<char>,
+}
+
+impl<I: Iterator<Item = char>> Iterator for Joiners<I> {
+    type Item = char;
+
+    fn next(&mut self) -> Option<char> {
+        loop {
+            let c = self.chars.next()?;
+            if is_joiner(c)
+                && !(self.previous.is_some_and(is_joinable)
+                    && self.chars.peek().is_some_and(|&next| is_joinable(next)))
+            {
+                continue;
+            }
+            self.previous = Some(c);
+            return Some(c);
+        }
+    }
+}
+
+/// `text` (already without forbidden characters) with what [`is_kept_in_context`] keeps.
+fn in_context(text: &str) -> impl Iterator<Item = char> + '_ {
+    let marks = MarksAndSelectors { chars: text.chars(), previous: None, marks: 0 };
+    Joiners { chars: marks.peekable(), previous: None }
+}
+
+/// Whether every joiner, selector, tag and combining mark of `text` is where it does something
+/// (see the module documentation); such characters elsewhere are removed by [`sanitize`].
+pub fn is_kept_in_context(text: &str) -> bool {
+    text.is_ascii() || in_context(text).count() == text.chars().count()
 }
 
 /// What the cleaner is in the middle of.
@@ -53,8 +204,9 @@ enum Skipping {
     SingleShift,
 }
 
-/// Returns `text` without escape sequences, control characters, separators or bidi controls;
-/// tabs become spaces.
+/// Returns `text` without escape sequences, control characters, separators, bidi controls and
+/// marks, invisible characters, or more than [`MAX_MARKS_PER_CHARACTER`] combining marks on a
+/// character; tabs become spaces.
 pub fn sanitize(text: &str) -> String {
     // Most lines have nothing to remove: one scan, then a copy.
     if is_clean(text) {
@@ -102,7 +254,7 @@ pub fn sanitize(text: &str) -> String {
             Skipping::SingleShift => Skipping::Nothing,
         };
     }
-    clean
+    if is_kept_in_context(&clean) { clean } else { in_context(&clean).collect() }
 }
 
 /// Handles `c` as text: it may start a sequence, be dropped, or be kept.
@@ -138,7 +290,7 @@ pub fn columns(text: &str) -> usize {
 
 /// True when `text` has nothing that [`sanitize`] would remove or change (a tab is a control).
 pub fn is_clean(text: &str) -> bool {
-    !text.chars().any(is_forbidden)
+    !text.chars().any(is_forbidden) && is_kept_in_context(text)
 }
 
 #[cfg(test)]
@@ -214,8 +366,78 @@ mod tests {
         }
 
         #[test]
-        fn clean_text_is_kept_as_it_is(text in "[^\\p{Cc}\\u{2028}\\u{2029}\\u{202A}-\\u{202E}\\u{2066}-\\u{2069}]*") {
+        fn clean_text_is_kept_as_it_is(text in "[^\\p{Cc}\\p{Cf}\\p{Cn}\\p{M}\\u{2028}\\u{2029}\\u{115F}\\u{1160}\\u{3164}\\u{FFA0}]*") {
             prop_assert_eq!(sanitize(&text), text);
         }
+
+        /// Joiners, selectors, tags and marks in every order: cleaning is final and its result
+        /// is clean (random strings rarely put these next to each other).
+        #[test]
+        fn cleaning_characters_kept_in_context_is_final(
+            text in "[a1# \u{3000}\u{5C0F}\u{1F469}\u{1F3F4}\u{200C}\u{200D}\u{200B}\u{FE0F}\u{E0067}\u{E007F}\u{301}\u{94D}\u{180B}]{0,24}"
+        ) {
+            let once = sanitize(&text);
+            prop_assert!(is_clean(&once), "{:?} -> {:?}", text, once);
+            prop_assert_eq!(sanitize(&once), once.clone());
+        }
+
+        #[test]
+        fn sanitized_text_has_no_invisible_marks_and_no_pile_of_marks(text in any::<String>()) {
+            let clean = sanitize(&text);
+            let mut marks = 0;
+            let chars: Vec<char> = clean.chars().collect();
+            for (at, &c) in chars.iter().enumerate() {
+                prop_assert!(!is_invisible_format(c), "{:?} kept in {:?}", c, clean);
+                if is_joiner(c) {
+                    let joins = at > 0 && is_joinable(chars[at - 1])
+                        && chars.get(at + 1).is_some_and(|&n| is_joinable(n));
+                    prop_assert!(joins, "a joiner that joins nothing in {:?}", clean);
+                } else if unicode_normalization::char::is_combining_mark(c) {
+                    marks += 1;
+                    prop_assert!(marks <= MAX_MARKS_PER_CHARACTER, "{} marks in {:?}", marks, clean);
+                } else {
+                    marks = 0;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weak_bidi_marks_and_zero_width_characters_are_removed() {
+        let marks =
+            "a\u{200F}b\u{061C}c\u{200E}d\u{200B}e\u{2060}f\u{FEFF}g\u{00AD}h\u{2062}i\u{3164}j";
+        assert_eq!(sanitize(marks), "abcdefghij");
+        // An RLM cannot move the numbers of a Latin line (it reorders only with RTL text).
+        assert_eq!(sanitize("price\u{200F} 10-20"), "price 10-20");
+        // Joiners between ASCII letters, at the ends, or doubled join nothing.
+        assert_eq!(sanitize("\u{200D}al\u{200D}ice\u{200C}"), "alice");
+        assert_eq!(sanitize("\u{5C0F}\u{200D}\u{200D}\u{660E}"), "\u{5C0F}\u{200D}\u{660E}");
+        assert_eq!(sanitize("x\u{FE0F}y\u{E0067}"), "xy");
+    }
+
+    #[test]
+    fn joiners_and_selectors_that_a_script_or_an_emoji_needs_are_kept() {
+        for text in [
+            "\u{1F469}\u{200D}\u{1F4BB}",                                      // 👩‍💻
+            "\u{1F3F3}\u{FE0F}\u{200D}\u{1F308}",                              // 🏳️‍🌈
+            "\u{2764}\u{FE0F} 1\u{FE0F}\u{20E3}",                              // ❤️ 1️⃣
+            "\u{645}\u{6CC}\u{200C}\u{62E}\u{648}\u{627}\u{647}\u{645}",       // می‌خواهم, Persian
+            "\u{915}\u{94D}\u{200D}\u{937}", // क्‍ष, Devanagari half form
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}", // 🏴 of Scotland
+            "Vie\u{323}\u{302}t",            // Việt, decomposed: two marks
+        ] {
+            assert_eq!(sanitize(text), text);
+            assert!(is_clean(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_pile_of_combining_marks_is_cut_to_the_cap() {
+        let zalgo = format!("Z{}ok", "\u{301}".repeat(241));
+        assert_eq!(sanitize(&zalgo), format!("Z{}ok", "\u{301}".repeat(MAX_MARKS_PER_CHARACTER)));
+        // Each character has its own allowance.
+        let two = format!("a{m}b{m}", m = "\u{308}".repeat(6));
+        assert_eq!(sanitize(&two), format!("a{m}b{m}", m = "\u{308}".repeat(4)));
+        assert!(!is_clean(&zalgo));
     }
 }

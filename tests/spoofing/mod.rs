@@ -56,3 +56,25 @@ fn nicknames_that_would_pass_for_someone_online_are_refused_whatever_their_scrip
     bob.send("/nick \u{1D00}lice");
     bob.expect("*** The nickname \u{1D00}lice looks too much like alice, who is here; please choose another");
 }
+
+#[test]
+fn invisible_marks_and_piles_of_combining_marks_reach_nobody() {
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    // RLM, ALM, LRM, ZWSP, WJ, a BOM and a soft hyphen; 241 acute accents on one letter.
+    alice.send(&format!(
+        "1\u{200F}2\u{061C}3\u{200E}4\u{200B}5\u{2060}6\u{FEFF}7\u{00AD}8 Z{}!",
+        "\u{301}".repeat(241)
+    ));
+    bob.expect(&format!("<alice> 12345678 Z{}!", "\u{301}".repeat(4)));
+    // What a script or an emoji needs stays: a ZWJ sequence, a Persian ZWNJ, a variation
+    // selector; a ZWJ between ASCII letters does not.
+    let kept = "\u{1F469}\u{200D}\u{1F4BB} \u{645}\u{6CC}\u{200C}\u{62E}\u{648}\u{627}\u{647}\u{645} \u{2764}\u{FE0F}";
+    alice.send(&format!("{kept} al\u{200D}ice"));
+    bob.expect(&format!("<alice> {kept} alice"));
+    // A topic is cleaned the same way.
+    alice.send("/topic to\u{200F}pic\u{200B}");
+    bob.expect("*** alice set the topic of lobby to: topic");
+}
