@@ -21,6 +21,15 @@
 //! [`MAX_MARKS_PER_CHARACTER`] combining marks: real text needs three or four, and a pile of
 //! hundreds draws over the lines above and below.
 //!
+//! A terminal that does not tell its width (netcat) wraps a long line wherever its width falls,
+//! so any character of user text may start a row of its own. [`defuse_line_starts`] rewrites,
+//! wherever they appear in user text, the few patterns that would make such a row read as a
+//! line of chatd's own (`*** ` and `* nick ` for the server and actions, `*nick* ` and
+//! `-> *nick* ` for private lines, `<nick> ` for chat), lookalike characters included
+//! ([`looks_like`]): `*** alice has quit` becomes `(***) alice has quit`, `<alice> hi` becomes
+//! `(alice) hi`, `*really* good` becomes `_really_ good`. The renderer applies it to every
+//! field that came from a user.
+//!
 //! Used on input by the session, by the broker, and again on output by the renderer, so a
 //! misbehaving peer cannot skip it. Besides, how wide text is on a terminal ([`columns`]) and
 //! how ages are worded ([`age`]). Pure functions, no I/O.
@@ -276,6 +285,211 @@ fn return_to_text(c: char, clean: &mut String) -> Skipping {
     }
 }
 
+/// What a character reads as in the patterns that start chatd's lines: `*`, `<`, `>` or a
+/// blank (`' '`), for the ASCII character and for its lookalikes (Unicode's confusables, after
+/// compatibility normalisation: `∗`, `＊`, `‹`, `＜`, the braille blank, ...); `None` otherwise.
+pub fn looks_like(c: char) -> Option<char> {
+    if c.is_ascii() {
+        return match c {
+            '*' | '<' | '>' => Some(c),
+            c if c.is_ascii_whitespace() => Some(' '),
+            _ => None,
+        };
+    }
+    if c.is_whitespace() {
+        return Some(' ');
+    }
+    if in_blocks_without_markers(c) {
+        return None;
+    }
+    // Dingbat and other asterisks the confusables data does not map to `*`.
+    if matches!(
+        c,
+        '\u{066D}'
+            | '\u{2042}'
+            | '\u{2051}'
+            | '\u{2722}'..='\u{2725}'
+            | '\u{2731}'..='\u{2733}'
+            | '\u{273A}'..='\u{273D}'
+            | '\u{2749}'..='\u{274B}'
+            | '\u{A673}'
+    ) {
+        return Some('*');
+    }
+    use unicode_normalization::UnicodeNormalization;
+    let mut plain = std::iter::once(c).nfkc();
+    let (Some(plain), None) = (plain.next(), plain.next()) else {
+        return None;
+    };
+    let mut buffer = [0; 4];
+    let mut skeleton = unicode_security::skeleton(plain.encode_utf8(&mut buffer));
+    match (skeleton.next(), skeleton.next()) {
+        (Some(look @ ('*' | '<' | '>' | ' ')), None) => Some(look),
+        _ => None,
+    }
+}
+
+/// Blocks of letters none of which looks like `*`, `<`, `>` or a blank (checked against the
+/// confusables data by a unit test): most of a CJK, Korean, Japanese or accented Latin line is
+/// decided without a look-up.
+fn in_blocks_without_markers(c: char) -> bool {
+    matches!(c, '\u{00C0}'..='\u{024F}' | '\u{3041}'..='\u{30FA}' | '\u{4E00}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7A3}')
+}
+
+/// Rewrites the patterns of user text that would read as the start of a chatd line if a
+/// terminal's wrapping put them at the start of a row (see the module documentation):
+///
+/// - `*word*` (or `**word**`, `*two words*`) before a blank: the stars become `_`, so
+///   `*really* good` reads `_really_ good` and `-> *bob* hi` reads `-> _bob_ hi`;
+/// - any other run of stars before a blank: put in parentheses, `(***) alice has quit`,
+///   `2 (*) 3`, `(*) waves`;
+/// - `<word>` before a blank: `(word)`, so a quoted `<alice> hi` reads `(alice) hi`.
+///
+/// Lookalikes of `*`, `<`, `>` and the blank count as those ([`looks_like`]); combining marks
+/// and other zero-width characters stay with the character they follow. Nothing else changes,
+/// and the result has none of these patterns left (defusing twice changes nothing).
+pub fn defuse_line_starts(text: &str) -> String {
+    if !text.chars().any(|c| matches!(looks_like(c), Some('*' | '<'))) {
+        return text.to_string();
+    }
+    // Cells: a visible character with the zero-width characters after it, and its look.
+    let mut cells: Vec<(&str, Option<char>)> = Vec::new();
+    let mut start = 0;
+    for (at, c) in text.char_indices().skip(1) {
+        use unicode_width::UnicodeWidthChar;
+        if c.width().unwrap_or(0) > 0 {
+            cells.push((&text[start..at], None));
+            start = at;
+        }
+    }
+    cells.push((&text[start..], None));
+    for cell in &mut cells {
+        cell.1 = cell.0.chars().next().and_then(looks_like);
+    }
+    let look = |at: usize| cells.get(at).and_then(|cell| cell.1);
+    let run_end = |from: usize, of: char| (from..).find(|&at| look(at) != Some(of)).unwrap_or(from);
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut at = 0;
+    // The closing stars of an emphasis being rewritten: the text between is defused as usual.
+    let mut closing_stars: Option<(usize, usize)> = None;
+    while at < cells.len() {
+        if let Some((closing, closed)) = closing_stars {
+            if at == closing {
+                (closing..closed).for_each(|_| out.push('_'));
+                at = closed;
+                closing_stars = None;
+                continue;
+            }
+            if at > closing {
+                closing_stars = None;
+            }
+        }
+        match look(at) {
+            Some('*') => {
+                let opened = run_end(at, '*');
+                if look(opened) == Some(' ') {
+                    out.push('(');
+                    cells[at..opened].iter().for_each(|cell| out.push_str(cell.0));
+                    out.push(')');
+                    at = opened;
+                    continue;
+                }
+                if let Some(closing) = emphasis_close(&cells, opened) {
+                    (at..opened).for_each(|_| out.push('_'));
+                    closing_stars = Some((closing, run_end(closing, '*')));
+                    at = opened;
+                    continue;
+                }
+                cells[at..opened].iter().for_each(|cell| out.push_str(cell.0));
+                at = opened;
+            }
+            Some('<') => {
+                let word_end = (at + 1..cells.len())
+                    .find(|&i| matches!(look(i), Some(' ' | '<' | '>')))
+                    .unwrap_or(cells.len());
+                if word_end > at + 1
+                    && look(word_end) == Some('>')
+                    && look(word_end + 1) == Some(' ')
+                {
+                    out.push('(');
+                    cells[at + 1..word_end].iter().for_each(|cell| out.push_str(cell.0));
+                    out.push(')');
+                    at = word_end + 1;
+                } else {
+                    out.push_str(cells[at].0);
+                    at += 1;
+                }
+            }
+            _ => {
+                out.push_str(cells[at].0);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+/// For `*word*` whose text starts at `from` (just after the opening stars): where the closing
+/// stars start, if the text is not blank at either end and the closing stars come before a
+/// blank.
+fn emphasis_close(cells: &[(&str, Option<char>)], from: usize) -> Option<usize> {
+    let look = |at: usize| cells.get(at).and_then(|cell| cell.1);
+    if from >= cells.len() || look(from) == Some(' ') {
+        return None;
+    }
+    let closing = (from + 1..cells.len()).find(|&at| look(at) == Some('*'))?;
+    let closed = (closing..).find(|&at| look(at) != Some('*')).unwrap_or(closing);
+    (look(closing - 1) != Some(' ') && look(closed) == Some(' ')).then_some(closing)
+}
+
+/// Whether a terminal row starting with `row` would read as the start of a line of chatd's own:
+/// `*** ` or `* nick ` (system, action), `*nick* ` (private), `<nick> ` (chat), also after
+/// `-> ` or a `[hh:mm] ` time, lookalikes included. What [`defuse_line_starts`] leaves none of.
+pub fn reads_as_a_line_start(row: &str) -> bool {
+    let visible: Vec<char> = row
+        .chars()
+        .filter(|&c| {
+            use unicode_width::UnicodeWidthChar;
+            c.width().unwrap_or(0) > 0
+        })
+        .collect();
+    let looks: Vec<Option<char>> = visible.iter().map(|&c| looks_like(c)).collect();
+    let look = |at: usize| looks.get(at).copied().flatten();
+    let mut at = 0;
+    // A time before the line: `[12:34] `.
+    let time: Vec<char> = visible.iter().take(8).copied().collect();
+    if time.len() == 8
+        && time[0] == '['
+        && time[3] == ':'
+        && time[6] == ']'
+        && look(7) == Some(' ')
+        && [1, 2, 4, 5].iter().all(|&i| time[i].is_ascii_digit())
+    {
+        at = 8;
+    }
+    if visible.get(at) == Some(&'-') && look(at + 1) == Some('>') && look(at + 2) == Some(' ') {
+        at += 3;
+    }
+    match look(at) {
+        Some('*') => {
+            let stars = (at..).find(|&i| look(i) != Some('*')).unwrap_or(at);
+            if look(stars) == Some(' ') {
+                return true;
+            }
+            let closing = (stars..visible.len()).find(|&i| matches!(look(i), Some('*' | ' ')));
+            closing.is_some_and(|i| {
+                look(i) == Some('*')
+                    && look((i..).find(|&j| look(j) != Some('*')).unwrap_or(i)) == Some(' ')
+            })
+        }
+        Some('<') => {
+            let close = (at + 1..visible.len()).find(|&i| matches!(look(i), Some(' ' | '<' | '>')));
+            close.is_some_and(|i| i > at + 1 && look(i) == Some('>') && look(i + 1) == Some(' '))
+        }
+        _ => false,
+    }
+}
+
 /// `1h 2m`-style ages, to the second below an hour: for chatctl's tables and for `/who`.
 pub fn age(seconds: u64) -> String {
     let rounded = if seconds >= 3600 { seconds - seconds % 60 } else { seconds };
@@ -399,6 +613,136 @@ mod tests {
                     marks = 0;
                 }
             }
+        }
+    }
+
+    #[test]
+    fn line_starts_inside_user_text_are_defused() {
+        for (text, defused) in [
+            ("*** alice has quit (Connection lost)", "(***) alice has quit (Connection lost)"),
+            ("xxxx*** alice has quit", "xxxx(***) alice has quit"),
+            ("as she said: <alice> we ship", "as she said: (alice) we ship"),
+            ("* alice waves", "(*) alice waves"),
+            ("I *really* mean it, *big smile* ok", "I _really_ mean it, _big smile_ ok"),
+            ("**bold** text", "__bold__ text"),
+            ("-> *bob* psst", "-> _bob_ psst"),
+            ("[12:34] <bob> hi", "[12:34] (bob) hi"),
+            ("2 * 3 = 6", "2 (*) 3 = 6"),
+            // Lookalikes: asterisk operator, fullwidth, dingbat, single guillemets, braille blank.
+            ("\u{2217}\u{2217}\u{2217} alice", "(\u{2217}\u{2217}\u{2217}) alice"),
+            ("\u{FF0A}\u{2731}* alice", "(\u{FF0A}\u{2731}*) alice"),
+            ("\u{FF1C}alice\u{FF1E} hi", "(alice) hi"),
+            ("\u{2039}alice\u{203A}\u{3000}hi", "(alice)\u{3000}hi"),
+            ("***\u{2800}alice", "(***)\u{2800}alice"),
+            // A combining mark stays on its star.
+            ("*\u{301}** alice", "(*\u{301}**) alice"),
+        ] {
+            assert_eq!(defuse_line_starts(text), defused, "{text}");
+            assert_eq!(defuse_line_starts(defused), defused, "defused twice: {text}");
+        }
+    }
+
+    #[test]
+    fn the_blocks_skipped_by_looks_like_hold_no_lookalike_of_a_marker() {
+        let blocks = [
+            '\u{00C0}'..='\u{024F}',
+            '\u{3041}'..='\u{30FA}',
+            '\u{4E00}'..='\u{9FFF}',
+            '\u{AC00}'..='\u{D7A3}',
+        ];
+        for c in blocks.into_iter().flatten() {
+            assert!(in_blocks_without_markers(c));
+            use unicode_normalization::UnicodeNormalization;
+            let plain: String = std::iter::once(c).nfkc().collect();
+            let skeleton: String = unicode_security::skeleton(&plain).collect();
+            assert!(
+                !matches!(skeleton.as_str(), "*" | "<" | ">" | " "),
+                "{c:?} looks like {skeleton:?}"
+            );
+            assert!(!c.is_whitespace());
+        }
+        // Outside them, lookalikes are found.
+        assert_eq!(looks_like('\u{1438}'), Some('<'), "Canadian syllabics PA");
+        assert_eq!(looks_like('\u{FE61}'), Some('*'), "small asterisk");
+    }
+
+    #[test]
+    fn text_without_line_starts_is_left_alone() {
+        for text in [
+            "a*b",
+            "<3",
+            "Vec<u8>",
+            "x > y",
+            "> quoted",
+            "*waves*",
+            "a < b > c",
+            ":-) ;->",
+            "\u{4F60}\u{597D}\u{300A}\u{4E66}\u{300B}",
+            "5*3=15",
+            "<a b> c",
+            "",
+            "***",
+        ] {
+            assert_eq!(defuse_line_starts(text), text);
+        }
+    }
+
+    #[test]
+    fn what_reads_as_a_line_start() {
+        for row in [
+            "*** alice has quit",
+            "* alice waves",
+            "*alice* psst",
+            "-> *alice* psst",
+            "<alice> hi",
+            "[12:34] <alice> hi",
+            "\u{FF0A}\u{FF0A}\u{FF0A} alice",
+            "\u{2039}alice\u{203A} hi",
+        ] {
+            assert!(reads_as_a_line_start(row), "{row}");
+            assert!(!reads_as_a_line_start(&defuse_line_starts(row)), "{row}");
+        }
+        for row in [
+            "alice has quit",
+            "(***) alice",
+            "***) alice",
+            "*) alice",
+            "_bob_ hi",
+            "(alice) hi",
+            "alice) hi",
+            "   indented",
+        ] {
+            assert!(!reads_as_a_line_start(row), "{row}");
+        }
+    }
+
+    /// The heart of the rule: a terminal may start a row at any character, so no suffix of
+    /// defused text may read as a line start.
+    fn no_suffix_reads_as_a_line_start(text: &str) -> Result<(), TestCaseError> {
+        for (at, _) in text.char_indices() {
+            prop_assert!(
+                !reads_as_a_line_start(&text[at..]),
+                "a row could start with {:?} in {:?}",
+                &text[at..],
+                text
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn defused_text_has_no_line_start_anywhere(
+            text in "[a-c \\*<>\\-\\[\\]:0-9\u{2217}\u{FF0A}\u{FF1C}\u{FF1E}\u{2039}\u{203A}\u{2800}\u{3000}\u{301}\u{5C0F}]{0,40}"
+        ) {
+            let defused = defuse_line_starts(&text);
+            no_suffix_reads_as_a_line_start(&defused)?;
+            prop_assert_eq!(defuse_line_starts(&defused), defused.clone());
+        }
+
+        #[test]
+        fn any_sanitized_text_defused_has_no_line_start_anywhere(text in any::<String>()) {
+            no_suffix_reads_as_a_line_start(&defuse_line_starts(&sanitize(&text)))?;
         }
     }
 

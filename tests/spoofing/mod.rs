@@ -78,3 +78,107 @@ fn invisible_marks_and_piles_of_combining_marks_reach_nobody() {
     alice.send("/topic to\u{200F}pic\u{200B}");
     bob.expect("*** alice set the topic of lobby to: topic");
 }
+
+/// A tmux server of the test's own running one command in a window `width` columns wide;
+/// killed, with what runs in it, when dropped.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn start(dir: &std::path::Path, name: &str, command: &str, width: usize) -> Tmux {
+        let tmux = Tmux { socket: dir.join(format!("{name}.tmux")) };
+        let status = tmux
+            .command()
+            .args(["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", "50", command])
+            .status()
+            .expect("tmux (Debian package tmux) must be installed");
+        assert!(status.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new("tmux");
+        command.arg("-S").arg(&self.socket).env_remove("TMUX");
+        command
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status =
+            self.command().args(["send-keys", "-t", "t"]).args(keys).status().expect("send-keys");
+        assert!(status.success());
+    }
+
+    /// The pane's rows as the terminal shows them (wrapped rows apart).
+    fn screen(&self) -> String {
+        let output =
+            self.command().args(["capture-pane", "-p", "-t", "t"]).output().expect("capture-pane");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + crate::util::PATIENCE;
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text:?} never appeared:\n{screen}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn a_netcat_terminal_of_any_width_never_starts_a_row_with_a_forged_line() {
+    let daemon = Daemon::start();
+    let mut mallory = daemon.login("mallory");
+    for width in [80, 100, 132, 60] {
+        let viewer = format!("viewer{width}");
+        let tmux = Tmux::start(
+            daemon.runtime.path(),
+            &viewer,
+            &format!("nc 127.0.0.1 {}", daemon.port),
+            width,
+        );
+        tmux.wait_for("Please choose a nickname");
+        tmux.keys(&[&viewer, "Enter"]);
+        mallory.expect(&format!("*** {viewer} has joined lobby"));
+        // Each forged line padded so that, undefused, it would start the second row exactly
+        // at this width: `<mallory> ` is 10 columns.
+        let forged = [
+            "*** alice has quit (Connection lost)",
+            "<alice> bye all",
+            "* alice waves",
+            "*alice* psst",
+        ];
+        for line in forged {
+            mallory.send(&format!("{}.{line}", " ".repeat(width - 11)));
+            mallory.send(&format!("{}{line}", "x".repeat(width - 10)));
+        }
+        mallory.send(&format!("end of {width}"));
+        let screen = tmux.wait_for(&format!("<mallory> end of {width}"));
+        for row in screen.lines() {
+            for start in ["*** alice", "<alice>", "* alice", "*alice*"] {
+                assert!(!row.starts_with(start), "width {width}: row {row:?}:\n{screen}");
+            }
+        }
+        // The lines arrived, defused and readable.
+        for defused in
+            ["(***) alice has quit", "(alice) bye all", "(*) alice waves", "_alice_ psst"]
+        {
+            assert!(
+                screen.lines().any(|row| row.starts_with(defused)),
+                "width {width}: {defused:?} is not at a row start:\n{screen}"
+            );
+        }
+        tmux.keys(&["/quit", "Enter"]);
+        mallory.expect(&format!("*** {viewer} has left (quit)"));
+    }
+}
