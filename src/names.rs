@@ -8,13 +8,13 @@
 //! characters (zero-width spaces and joiners, soft hyphens, Hangul fillers) removed by
 //! [`normalize_nick`]; it is at most [`MAX_NICK_CHARS`] characters and [`MAX_NICK_COLUMNS`]
 //! terminal columns wide (a CJK character takes two). Two nicknames are the same when their
-//! Unicode case folds are ([`fold`]), and one is refused as a lookalike of another when both
-//! look the same ([`lookalike_key`], Unicode's confusable skeletons) and one of them mixes
-//! scripts or they are written in different scripts (Cyrillic `аlice` beside Latin `alice`).
+//! Unicode case folds are ([`fold`]), and one would pass for the other when they look the same
+//! on screen ([`lookalike_key`]: Unicode's UTS #39 confusable skeleton of the compatibility-
+//! normalised, case-folded name), whatever their scripts: Cyrillic `аlice`, `𝚊𝚕𝚒𝚌𝚎`, `ａｌｉｃｅ`,
+//! `aIice`, `alıce`, `ᴀlice` all pass for `alice`. The broker refuses both kinds against
+//! everyone online (`broker::room`, which indexes members by both keys).
 
 use unicode_normalization::UnicodeNormalization;
-use unicode_security::MixedScript;
-use unicode_security::mixed_script::AugmentedScriptSet;
 use unicode_width::UnicodeWidthStr;
 
 use crate::text;
@@ -111,21 +111,59 @@ pub fn mentions(text: &str, nick: &str) -> bool {
     fold(text).contains(&fold(nick))
 }
 
-/// What a nickname looks like, for [`is_lookalike`]: the confusable skeleton of its case fold.
+/// What a nickname looks like on screen, for [`is_lookalike`]: equal keys pass for each other.
+///
+/// The UTS #39 skeleton (`unicode_security::skeleton`, Unicode's confusables data) of the name
+/// in compatibility form (NFKC: fullwidth and mathematical letters become plain ones), with Latin
+/// small capitals read as their letters (`ᴀ` is `a`; the confusables data leaves them out). The
+/// skeleton is taken of the name as written (so `I` passes for `l`, and `0` for `O`), then of
+/// its case fold (so `O` and `o` are one), because a name is shown as written but unique in any
+/// case. Consequences, on purpose: `b0b` passes for `bob`, `bum` for `burn` (`rn` looks like
+/// `m`), `al1ce` for `allce`; `alicia`, `bob2`, `小明` and `小李` stay distinct.
 pub fn lookalike_key(nick: &str) -> String {
-    unicode_security::skeleton(&fold(nick)).collect()
+    let plain: String = nick.nfkc().map(small_capital_as_letter).collect();
+    let as_written: String = unicode_security::skeleton(&plain).collect();
+    unicode_security::skeleton(&fold(&as_written)).collect()
 }
 
-/// Whether `new` would pass for `existing` (a different nickname) on screen: they look the
-/// same, and either one mixes scripts or they are written in different scripts. Lookalikes
-/// within one script (`rn` and `m`) are left alone: they are ordinary names.
-pub fn is_lookalike(new: &str, existing: &str) -> bool {
-    if fold(new) == fold(existing) || lookalike_key(new) != lookalike_key(existing) {
-        return false;
+/// The lowercase letter a Latin small capital (`ᴀ`, `ʙ`, `ᴄ`, ...) passes for in a name.
+fn small_capital_as_letter(c: char) -> char {
+    match c {
+        '\u{1D00}' => 'a',
+        '\u{0299}' => 'b',
+        '\u{1D04}' => 'c',
+        '\u{1D05}' => 'd',
+        '\u{1D07}' => 'e',
+        '\u{A730}' => 'f',
+        '\u{0262}' => 'g',
+        '\u{029C}' => 'h',
+        '\u{026A}' => 'i',
+        '\u{1D0A}' => 'j',
+        '\u{1D0B}' => 'k',
+        '\u{029F}' => 'l',
+        '\u{1D0D}' => 'm',
+        '\u{0274}' => 'n',
+        '\u{1D0F}' => 'o',
+        '\u{1D18}' => 'p',
+        '\u{A7AF}' => 'q',
+        '\u{0280}' => 'r',
+        '\u{A731}' => 's',
+        '\u{1D1B}' => 't',
+        '\u{1D1C}' => 'u',
+        '\u{1D20}' => 'v',
+        '\u{1D21}' => 'w',
+        '\u{028F}' => 'y',
+        '\u{1D22}' => 'z',
+        c => c,
     }
-    let mut shared = AugmentedScriptSet::for_str(new);
-    shared.intersect_with(AugmentedScriptSet::for_str(existing));
-    !new.is_single_script() || !existing.is_single_script() || shared.is_empty()
+}
+
+/// Whether `new` would pass for `existing`, a different nickname ([`same`] is false), on
+/// screen: their [`lookalike_key`]s are equal. Whatever the scripts: a name in mathematical or
+/// fullwidth letters, or with `I` for `l`, is refused beside the name it imitates as surely as
+/// a Cyrillic one.
+pub fn is_lookalike(new: &str, existing: &str) -> bool {
+    !same(new, existing) && lookalike_key(new) == lookalike_key(existing)
 }
 
 /// Checks a room name: 1–32 letters, digits, `_` and `-`. A leading `#` is not part of the name.
@@ -236,15 +274,52 @@ mod tests {
         assert!(check_nick("Jose\u{301}").is_err(), "not in normal form C");
     }
 
+    /// The names of issue #13.6, each beside `alice`.
+    const ALICE_LOOKALIKES: [&str; 8] = [
+        "\u{1D68A}\u{1D695}\u{1D692}\u{1D68C}\u{1D68E}", // 𝚊𝚕𝚒𝚌𝚎, mathematical monospace
+        "\u{1D5BA}\u{1D5C5}\u{1D5C2}\u{1D5BC}\u{1D5BE}", // 𝖺𝗅𝗂𝖼𝖾, mathematical sans-serif
+        "\u{FF41}\u{FF4C}\u{FF49}\u{FF43}\u{FF45}",      // ａｌｉｃｅ, fullwidth
+        "aIice",                                         // capital I for l
+        "al\u{131}ce",                                   // dotless ı
+        "\u{1D00}lice",                                  // small capital ᴀ
+        "\u{430}lice",                                   // Cyrillic а
+        "AIice",                                         // both at once
+    ];
+
+    #[test]
+    fn lookalikes_of_alice_pass_for_alice_whatever_their_script() {
+        for nick in ALICE_LOOKALIKES {
+            assert_eq!(check_nick(nick), Ok(()), "{nick} is a valid nickname on its own");
+            assert!(is_lookalike(nick, "alice"), "{nick} passes for alice");
+            assert!(is_lookalike("alice", nick), "and alice for {nick}");
+            assert_eq!(lookalike_key(nick), lookalike_key("alice"), "{nick}");
+        }
+    }
+
     #[test]
     fn mixed_script_lookalikes_are_caught() {
-        // Cyrillic а (U+0430) in an otherwise Latin name.
-        assert!(is_lookalike("\u{430}lice", "alice"));
         // All Cyrillic against all Latin.
         assert!(is_lookalike("\u{440}\u{430}\u{443}", "pay"));
-        // Same script, same look: ordinary names.
-        assert!(!is_lookalike("bum", "burn"));
+        // One script, one look: `rn` passes for `m`, and a zero for an O.
+        assert!(is_lookalike("bum", "burn"));
+        assert!(is_lookalike("b0b", "bob") && is_lookalike("B0B", "bob"));
+    }
+
+    #[test]
+    fn distinct_names_stay_distinct() {
         assert!(!is_lookalike("Alice", "alice"), "the same nickname is not a lookalike");
-        assert!(!is_lookalike("bob", "alice"));
+        assert!(!is_lookalike("ALICE", "alice"), "the same nickname, in capitals");
+        for (a, b) in [
+            ("alice", "alicia"),
+            ("alice", "bob"),
+            ("\u{5C0F}\u{660E}", "\u{5C0F}\u{674E}"), // 小明, 小李
+            ("bob", "bob2"),
+            ("bob", "rob"),
+            ("alice", "al1ce"),
+            ("\u{3A3}\u{3BF}\u{3C6}\u{3AF}\u{3B1}", "\u{414}\u{430}\u{448}\u{430}"), // Σοφία, Даша
+        ] {
+            assert!(!is_lookalike(a, b), "{a} and {b} look different");
+            assert_ne!(lookalike_key(a), lookalike_key(b), "{a} {b}");
+        }
     }
 }

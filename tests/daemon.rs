@@ -8,6 +8,7 @@ mod modes;
 mod packaging;
 mod reliability;
 mod soak;
+mod spoofing;
 mod syslog;
 mod terminals;
 mod util;
@@ -229,8 +230,9 @@ fn nobody_can_forge_a_system_line_or_another_nick() {
     alice.send_raw(b"x\x1b[2K\x1b[1G<bob> I owe alice money\x07\r\n");
     alice.send("\u{202e}txet desrever");
     let expected = [
-        "<alice> *** bob has left (quit)",
-        "<alice> x<bob> I owe alice money",
+        // What starts chatd's own lines is defused wherever it is (issue #13.7).
+        "<alice> (***) bob has left (quit)",
+        "<alice> x(bob) I owe alice money",
         "<alice> txet desrever",
     ];
     for line in expected {

@@ -3,14 +3,16 @@
 //! Owns the look of chatd: user lines are `<nick> text`, actions `* nick text`, private lines
 //! `*nick* text` and `-> *nick* text`, and everything the server says starts with `*** `.
 //! Every field that came from a user is cleaned with `text::sanitize` here too, so no path can
-//! put a control character on a client's screen. A line is a [`Shown`]: its kind and its
+//! put a control character on a client's screen, and defused with `text::defuse_line_starts`,
+//! so that no stretch of it, wherever a terminal's wrapping puts a row break, reads as a line of
+//! chatd's own or another person's ([`user_text`]). A line is a [`Shown`]: its kind and its
 //! parts, so that the session's terminal can colour the nick, indent wrapped text under the
 //! text and add timestamps; [`Shown::plain`] is the line as a monochrome terminal shows it.
 //! No I/O, no state.
 
 use crate::proto::{Event, Failure, HistoryLine, LeaveReason};
 use crate::session::command::HELP;
-use crate::text::{age, sanitize};
+use crate::text::{age, defuse_line_starts, sanitize};
 
 /// Prefix of every line the server itself says.
 pub const SYSTEM_PREFIX: &str = "*** ";
@@ -48,6 +50,13 @@ impl Shown {
     }
 }
 
+/// A field that came from a user, as it may be shown: cleaned ([`sanitize`]) and defused
+/// ([`defuse_line_starts`]). The operator's texts (announcements, the message of the day) are
+/// only cleaned.
+pub fn user_text(text: &str) -> String {
+    defuse_line_starts(&sanitize(text))
+}
+
 /// A system line.
 pub fn system(text: &str) -> Shown {
     Shown {
@@ -64,9 +73,9 @@ fn said(kind: Kind, before: &str, nick: &str, after: &str, text: &str) -> Shown 
     Shown {
         kind,
         before: before.to_string(),
-        nick: sanitize(nick),
+        nick: user_text(nick),
         after: after.to_string(),
-        text: sanitize(text),
+        text: user_text(text),
     }
 }
 
@@ -86,21 +95,23 @@ pub fn event(event: &Event) -> Vec<Shown> {
     let line = match event {
         Event::Welcome { .. } => return Vec::new(),
         Event::LoggedIn { nick } => {
-            system(&format!("You are now known as {}. Type /help for commands.", sanitize(nick)))
+            system(&format!("You are now known as {}. Type /help for commands.", user_text(nick)))
         }
         Event::Chat { from, text, .. } => said(Kind::Chat, "<", from, "> ", text),
         Event::Action { from, text, .. } => said(Kind::Chat, "* ", from, " ", text),
         Event::Joined { nick, room } => {
-            system(&format!("{} has joined {}", sanitize(nick), sanitize(room)))
+            system(&format!("{} has joined {}", user_text(nick), user_text(room)))
         }
         Event::Left { nick, room, reason } => {
-            let nick = sanitize(nick);
+            let nick = user_text(nick);
             match reason {
-                LeaveReason::JoinedOther(to) => {
-                    system(&format!("{nick} has left {} (joined {})", sanitize(room), sanitize(to)))
-                }
+                LeaveReason::JoinedOther(to) => system(&format!(
+                    "{nick} has left {} (joined {})",
+                    user_text(room),
+                    user_text(to)
+                )),
                 LeaveReason::Quit(Some(why)) => {
-                    system(&format!("{nick} has left ({})", sanitize(why)))
+                    system(&format!("{nick} has left ({})", user_text(why)))
                 }
                 LeaveReason::Quit(None) => system(&format!("{nick} has left (quit)")),
                 LeaveReason::ConnectionLost => {
@@ -108,25 +119,25 @@ pub fn event(event: &Event) -> Vec<Shown> {
                 }
                 LeaveReason::TooSlow => system(&format!("{nick} has left (too slow)")),
                 LeaveReason::Kicked(Some(why)) => {
-                    system(&format!("{nick} was removed by an operator ({})", sanitize(why)))
+                    system(&format!("{nick} was removed by an operator ({})", user_text(why)))
                 }
                 LeaveReason::Kicked(None) => system(&format!("{nick} was removed by an operator")),
             }
         }
         Event::NickChanged { old, new } => {
-            system(&format!("{} is now known as {}", sanitize(old), sanitize(new)))
+            system(&format!("{} is now known as {}", user_text(old), user_text(new)))
         }
         Event::TopicChanged { room, by, text } => system(&format!(
             "{} set the topic of {} to: {}",
-            sanitize(by),
-            sanitize(room),
-            sanitize(text)
+            user_text(by),
+            user_text(room),
+            user_text(text)
         )),
         Event::Topic { room, text: Some(text) } => {
-            system(&format!("Topic for {}: {}", sanitize(room), sanitize(text)))
+            system(&format!("Topic for {}: {}", user_text(room), user_text(text)))
         }
         Event::Topic { room, text: None } => {
-            system(&format!("No topic is set for {}", sanitize(room)))
+            system(&format!("No topic is set for {}", user_text(room)))
         }
         Event::Private { from, text, .. } => said(Kind::Private, "*", from, "* ", text),
         Event::PrivateSent { to, text, .. } => said(Kind::PrivateSent, "-> *", to, "* ", text),
@@ -143,23 +154,23 @@ pub fn event(event: &Event) -> Vec<Shown> {
                         notes.push("away".to_string());
                     }
                     match notes.is_empty() {
-                        true => sanitize(n),
-                        false => format!("{} ({})", sanitize(n), notes.join(", ")),
+                        true => user_text(n),
+                        false => format!("{} ({})", user_text(n), notes.join(", ")),
                     }
                 })
                 .collect();
-            system(&format!("In {} ({}): {}", sanitize(room), names.len(), names.join(", ")))
+            system(&format!("In {} ({}): {}", user_text(room), names.len(), names.join(", ")))
         }
         Event::WhoIs(who) => {
             let mut line = format!(
                 "{} is in {}, connected for {}, idle {}",
-                sanitize(&who.nick),
-                sanitize(&who.room),
+                user_text(&who.nick),
+                user_text(&who.room),
                 age(who.connected_seconds),
                 age(who.idle_seconds)
             );
             if let Some(reason) = &who.away {
-                line.push_str(&format!(", away: {}", sanitize(reason)));
+                line.push_str(&format!(", away: {}", user_text(reason)));
             }
             system(&line)
         }
@@ -167,7 +178,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
         Event::History { .. } => return Vec::new(),
         Event::RoomList { rooms } => {
             let rows: Vec<String> =
-                rooms.iter().map(|r| format!("{} ({})", sanitize(&r.name), r.members)).collect();
+                rooms.iter().map(|r| format!("{} ({})", user_text(&r.name), r.members)).collect();
             system(&format!("Rooms: {}", rows.join(", ")))
         }
         Event::Failed(failure) | Event::Rejected { failure, .. } => system(&self::failure(failure)),
@@ -175,16 +186,16 @@ pub fn event(event: &Event) -> Vec<Shown> {
         Event::Resumed { .. } => return Vec::new(),
         Event::Shutdown => notice::shutting_down(),
         Event::Kicked { reason: Some(why) } => {
-            system(&format!("You were removed by an operator ({}).", sanitize(why)))
+            system(&format!("You were removed by an operator ({}).", user_text(why)))
         }
         Event::Kicked { reason: None } => system("You were removed by an operator."),
         Event::Away { reason: Some(reason) } => system(&format!(
             "You are marked as away ({}). /back when you return.",
-            sanitize(reason)
+            user_text(reason)
         )),
         Event::Away { reason: None } => system("You are back."),
         Event::IsAway { nick, reason } => {
-            system(&format!("{} is away: {}", sanitize(nick), sanitize(reason)))
+            system(&format!("{} is away: {}", user_text(nick), user_text(reason)))
         }
         Event::Announcement { text } => system(&format!("Announcement: {}", sanitize(text))),
         Event::Motd { lines } => {
@@ -205,7 +216,7 @@ pub fn history(room: &str, lines: &[HistoryLine], hh_mm: impl Fn(u64) -> String)
         "Last {} {} in {} before you came:",
         lines.len(),
         if lines.len() == 1 { "line" } else { "lines" },
-        sanitize(room)
+        user_text(room)
     ))];
     out.extend(lines.iter().map(|line| history_line(line, &hh_mm(line.at))));
     out.push(system("End of history."));
@@ -215,15 +226,15 @@ pub fn history(room: &str, lines: &[HistoryLine], hh_mm: impl Fn(u64) -> String)
 /// What a failed request tells its user.
 pub fn failure(failure: &Failure) -> String {
     match failure {
-        Failure::NickInUse(nick) => format!("The nickname {} is already in use", sanitize(nick)),
+        Failure::NickInUse(nick) => format!("The nickname {} is already in use", user_text(nick)),
         Failure::InvalidNick { nick, why } => {
-            format!("Invalid nickname {:?}: {}", sanitize(nick), sanitize(why))
+            format!("Invalid nickname {:?}: {}", user_text(nick), user_text(why))
         }
         Failure::InvalidRoom { room, why } => {
-            format!("Invalid room {:?}: {}", sanitize(room), sanitize(why))
+            format!("Invalid room {:?}: {}", user_text(room), user_text(why))
         }
-        Failure::AlreadyInRoom(room) => format!("You are already in {}", sanitize(room)),
-        Failure::NoSuchNick(nick) => format!("No such nick: {}", sanitize(nick)),
+        Failure::AlreadyInRoom(room) => format!("You are already in {}", user_text(room)),
+        Failure::NoSuchNick(nick) => format!("No such nick: {}", user_text(nick)),
         Failure::NotLoggedIn => "Choose a nickname first".to_string(),
         Failure::AlreadyLoggedIn => {
             "You already have a nickname; use /nick to change it".to_string()
@@ -231,12 +242,12 @@ pub fn failure(failure: &Failure) -> String {
         Failure::VersionMismatch { .. } => {
             "The chat service is being upgraded; please try again later".to_string()
         }
-        Failure::InvalidText(why) => format!("Not sent: {}", sanitize(why)),
-        Failure::NickBanned(nick) => format!("The nickname {} is banned here", sanitize(nick)),
+        Failure::InvalidText(why) => format!("Not sent: {}", user_text(why)),
+        Failure::NickBanned(nick) => format!("The nickname {} is banned here", user_text(nick)),
         Failure::NickLookalike { nick, existing } => format!(
             "The nickname {} looks too much like {}, who is here; please choose another",
-            sanitize(nick),
-            sanitize(existing)
+            user_text(nick),
+            user_text(existing)
         ),
     }
 }
@@ -382,6 +393,39 @@ mod tests {
         assert_eq!(
             left(LeaveReason::JoinedOther("rust".into())),
             "*** alice has left lobby (joined rust)"
+        );
+    }
+
+    #[test]
+    fn user_text_is_defused_in_every_line_but_the_operators() {
+        let forged = "*** alice has quit";
+        assert_eq!(
+            one(Event::Chat { from: "bob".into(), sender: 9, seq: 1, text: forged.into() }),
+            "<bob> (***) alice has quit"
+        );
+        assert_eq!(
+            one(Event::Left {
+                nick: "bob".into(),
+                room: "lobby".into(),
+                reason: LeaveReason::Quit(Some("<alice> bye".into()))
+            }),
+            "*** bob has left ((alice) bye)"
+        );
+        assert_eq!(
+            one(Event::TopicChanged {
+                room: "lobby".into(),
+                by: "bob".into(),
+                text: forged.into()
+            }),
+            "*** bob set the topic of lobby to: (***) alice has quit"
+        );
+        assert_eq!(
+            one(Event::IsAway { nick: "bob".into(), reason: "*alice* psst".into() }),
+            "*** bob is away: _alice_ psst"
+        );
+        assert_eq!(
+            one(Event::Announcement { text: "*** maintenance at 9".into() }),
+            "*** Announcement: *** maintenance at 9"
         );
     }
 

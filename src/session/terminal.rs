@@ -371,6 +371,95 @@ mod tests {
         }
     }
 
+    /// The rows a terminal `width` columns wide shows `line` in when it wraps it itself: a
+    /// character that does not fit goes to the next row (a wide one whole), zero-width ones stay
+    /// with the character before them.
+    fn terminal_rows(line: &str, width: usize) -> Vec<String> {
+        let mut rows = vec![String::new()];
+        let mut used = 0;
+        for c in line.chars() {
+            let w = c.width().unwrap_or(0);
+            if w > 0 && used + w > width {
+                rows.push(String::new());
+                used = 0;
+            }
+            if let Some(row) = rows.last_mut() {
+                row.push(c);
+            }
+            used += w;
+        }
+        rows
+    }
+
+    /// Lines that would start a row with someone else's line at some width (issue #13.7), each
+    /// tried behind 0 to 29 characters of padding.
+    const WRAP_SPOOFS: [&str; 10] = [
+        "*** alice has quit (Connection lost)",
+        "<alice> I am leaving, bye",
+        "* alice waves goodbye",
+        "*alice* psst, your password?",
+        "-> *alice* psst",
+        "[12:34] <alice> hello",
+        "\u{2217}\u{2217}\u{2217} alice has quit",
+        "\u{FF0A}\u{FF0A}\u{FF0A}\u{3000}alice has quit",
+        "\u{FF1C}alice\u{FF1E} hi",
+        "***\u{2800}alice has quit",
+    ];
+
+    /// Every spoof, behind every padding, rendered for `terminal` and wrapped by a terminal of
+    /// each of `widths`: no row but the first reads as the start of a line.
+    fn no_row_passes_for_a_line(terminal: &Terminal, widths: std::ops::RangeInclusive<usize>) {
+        use crate::proto::Event;
+        for spoof in WRAP_SPOOFS {
+            for padding in ["", " ", ".", "x", "\u{4E2D}"] {
+                for count in 0..30 {
+                    let text = format!("{}{spoof}", padding.repeat(count));
+                    let event = Event::Chat { from: "mallory".into(), sender: 1, seq: 1, text };
+                    let mut out = Vec::new();
+                    let lines = crate::session::render::event(&event);
+                    terminal.write_lines(&lines, "12:34", false, &mut out);
+                    let shown = String::from_utf8(out).expect("utf-8");
+                    for width in widths.clone() {
+                        for line in shown.split_terminator("\r\n") {
+                            let rows = terminal_rows(line, width);
+                            for row in &rows[1..] {
+                                assert!(
+                                    !crate::text::reads_as_a_line_start(row),
+                                    "width {width}: a row reads {row:?} in {rows:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_terminal_that_wraps_by_itself_never_starts_a_row_with_someone_elses_line() {
+        no_row_passes_for_a_line(&Terminal::default(), 20..=250);
+    }
+
+    #[test]
+    fn server_side_wrapping_is_safe_too_even_when_the_terminal_wraps_again() {
+        // A NAWS client of each width, and its terminal at that width or narrower (resized
+        // since it said, or a nick so long that the indented text cannot fit).
+        for told in [20, 40, 80, 132] {
+            let mut terminal = Terminal::default();
+            terminal.set_width(told);
+            no_row_passes_for_a_line(&terminal, 20..=usize::from(told));
+        }
+    }
+
+    #[test]
+    fn without_defusing_the_spoof_works_at_a_chosen_width() {
+        // The test's own check: the raw line of issue #13.7 does start a row with `*** alice`.
+        let raw = format!("<mallory> {}.*** alice has quit (Connection lost)", " ".repeat(69));
+        let rows = terminal_rows(&raw, 80);
+        assert!(rows[1].starts_with("*** alice has quit"), "{rows:?}");
+        assert!(crate::text::reads_as_a_line_start(&rows[1]));
+    }
+
     #[test]
     fn output_is_encoded_in_the_clients_charset() {
         let terminal =
