@@ -523,7 +523,7 @@ impl Session {
             let Some(line) = self.lines.pop_front() else { return };
             self.last_line_at = now;
             self.idle_warned = false;
-            let decoded = match line {
+            let (decoded, raw) = match line {
                 Line::TooLong => {
                     self.show(notice::too_long());
                     continue;
@@ -532,8 +532,8 @@ impl Session {
                     self.handle_text("/quit");
                     continue;
                 }
-                Line::Bytes(bytes) => self.terminal.charset.decode(&bytes),
-                Line::Typed(Typed::Line(decoded)) => decoded,
+                Line::Bytes(bytes) => (self.terminal.charset.decode(&bytes), Some(bytes)),
+                Line::Typed(Typed::Line(decoded)) => (decoded, None),
             };
             match decoded {
                 Ok(text) => self.handle_text(&text::sanitize(&text)),
@@ -544,11 +544,42 @@ impl Session {
                 }
                 Err(_) => {
                     self.terminal.charset_hinted = true;
-                    info!("{}: input is not valid {}", self.peer, self.terminal.charset.name());
-                    self.show(notice::not_in_charset(self.terminal.charset.name()));
+                    if self.telnet_mangled(raw.as_deref()) {
+                        self.telnet_mangled_line();
+                    } else {
+                        info!("{}: input is not valid {}", self.peer, self.terminal.charset.name());
+                        self.show(notice::not_in_charset(self.terminal.charset.name()));
+                    }
                 }
             }
         }
+    }
+
+    /// Whether a line that is not valid UTF-8 shows a line-mode telnet client's mangling
+    /// rather than another character set: the telnet layer saw it, or the client ends lines
+    /// with CR LF (as Linux telnet does, netcat does not) and its UTF-8 was cut short.
+    fn telnet_mangled(&self, raw: Option<&[u8]>) -> bool {
+        self.terminal.charset.is_utf8()
+            && (self.telnet.mangles_input()
+                || raw
+                    .is_some_and(|raw| self.splitter.sends_crlf() && charset::cut_short_utf8(raw)))
+    }
+
+    /// Tells the user that their telnet client damaged the line, and switches a client that
+    /// has not spoken telnet yet to character mode and 8-bit input (Linux telnet, whose line
+    /// had only bytes it drops, never one it turns into a command).
+    fn telnet_mangled_line(&mut self) {
+        info!("{}: input mangled by a line-mode telnet client", self.peer);
+        if !self.telnet.spoke_telnet() {
+            let offer = self.telnet.start();
+            self.send_raw(&offer);
+        }
+        self.show(render::system(
+            "Your line was not sent: your telnet client changed bytes of its UTF-8 text (it \
+             takes some of them for its own control keys). chatd has asked it to send 8-bit \
+             text; please type the line again. If a character such as 李 ever brings up a \
+             telnet> prompt, reconnect with telnet -E.",
+        ));
     }
 
     fn handle_text(&mut self, line: &str) {
