@@ -27,6 +27,7 @@ pub mod charset;
 pub mod command;
 pub mod editor;
 pub mod flood;
+pub mod http;
 pub mod line;
 pub mod link;
 pub mod render;
@@ -67,6 +68,17 @@ const BROKER_HIGH_WATER: usize = 64 * 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How often a session tells the broker how many bytes its client sent and received.
 const TRAFFIC_REPORT: Duration = Duration::from_secs(5);
+/// How long a new session waits for the client to speak first before greeting it: a browser
+/// or `curl` sends its request at once, and must get an answer in HTTP, not a greeting before
+/// it. Telnet clients that negotiate speak at once too; netcat users never notice 50 ms.
+const HTTP_SNIFF: Duration = Duration::from_millis(50);
+/// The most of an HTTP request's head read before answering it.
+const MAX_HTTP_HEAD: usize = 8 * 1024;
+
+/// The admission report's extra byte (after the pid) for a session that answered an HTTP
+/// request: the client is no longer waiting to log in, but it was not admitted either (its
+/// source's trips are not forgiven), and it did not leave "before choosing a nickname".
+pub const REPORT_HTTP_ANSWERED: u8 = 1;
 
 const CLIENT: Token = Token(0);
 const BROKER: Token = Token(1);
@@ -90,6 +102,15 @@ enum Phase {
     Resuming { nick: String },
     /// Logged in as `nick`, in the room called `room`.
     Chatting { nick: String, room: String },
+}
+
+/// A client that sent an HTTP request: its head is read (so that closing does not reset the
+/// connection under the answer), then it is answered and closed.
+#[derive(Debug, Default)]
+struct HttpRequest {
+    head: Vec<u8>,
+    /// `HEAD`: the answer has no body.
+    head_only: bool,
 }
 
 /// The session is on its way out: deliver what is queued, then exit.
@@ -143,6 +164,10 @@ struct Session {
     terminal: Terminal,
     /// Who last sent this user a private line, for `/reply`.
     last_private_from: Option<String>,
+    /// The client is a web browser or `curl` (it sent an HTTP request).
+    http: Option<HttpRequest>,
+    /// No line has been handled yet: an HTTP request line is recognised only as the first.
+    first_line: bool,
     /// Nicks whose lines this user does not want to see (`/ignore`), as shown.
     ignored: Vec<String>,
 }
@@ -247,6 +272,8 @@ impl Session {
             terminal: Terminal::default(),
             last_private_from: None,
             ignored: Vec::new(),
+            http: None,
+            first_line: true,
         };
         session.update_title();
         session.poll.registry().register(
@@ -256,6 +283,10 @@ impl Session {
         )?;
         session.signals.register(session.poll.registry(), SIGNALS)?;
         info!("connection from {peer}");
+        if let Some(request) = sniff_http(&session.client) {
+            session.http = Some(request);
+            return Ok(session);
+        }
         if session.settings.limits.telnet {
             let offer = session.telnet.start();
             session.send_raw(&offer);
@@ -301,6 +332,11 @@ impl Session {
                 let drained = self.client_out.is_empty() && self.broker.queued() == 0;
                 if drained || Instant::now() >= closing.deadline {
                     let _ = self.client.shutdown(std::net::Shutdown::Write);
+                    if self.http.is_some() {
+                        // Closing with unread bytes would reset the connection under the
+                        // answer: read until the client closes (it does, after the answer).
+                        drain_until_closed(&mut self.client, Instant::now() + CLOSE_GRACE);
+                    }
                     return Ok(());
                 }
             }
@@ -387,6 +423,14 @@ impl Session {
             };
             self.traffic.received += n as u64;
             self.traffic.next_report.get_or_insert_with(|| Instant::now() + TRAFFIC_REPORT);
+            if let Some(request) = &mut self.http {
+                let room = MAX_HTTP_HEAD.saturating_sub(request.head.len());
+                request.head.extend_from_slice(&chunk[..n.min(room)]);
+                if http::head_complete(&request.head) || request.head.len() >= MAX_HTTP_HEAD {
+                    self.answer_http();
+                }
+                continue;
+            }
             let mut data = Vec::with_capacity(n);
             let mut reply = Vec::new();
             let mut signals = Vec::new();
@@ -521,6 +565,15 @@ impl Session {
             }
             self.flood_wait_until = None;
             let Some(line) = self.lines.pop_front() else { return };
+            if std::mem::take(&mut self.first_line)
+                && let Line::Bytes(bytes) = &line
+                && http::is_request_line(bytes)
+            {
+                // A request that came after the greeting (a slow client): answered all the same.
+                let head_only = bytes.starts_with(b"HEAD ");
+                self.http = Some(HttpRequest { head: Vec::new(), head_only });
+                return self.answer_http();
+            }
             self.last_line_at = now;
             self.idle_warned = false;
             let (decoded, raw) = match line {
@@ -1028,6 +1081,20 @@ impl Session {
         }
     }
 
+    /// Answers an HTTP request (a browser or `curl` on the chat port) and closes, telling the
+    /// master it was not a client that gave up logging in.
+    fn answer_http(&mut self) {
+        let head_only = self.http.as_ref().is_some_and(|request| request.head_only);
+        let port = self.client.local_addr().map_or(0, |addr| addr.port());
+        self.send_raw(&http::response(head_only, port));
+        if let Some(reporter) = self.reporter.take() {
+            let mut report = (std::process::id() as i32).to_le_bytes().to_vec();
+            report.push(REPORT_HTTP_ANSWERED);
+            let _ = reporter.send(&report);
+        }
+        self.close(None, "an HTTP request on the chat port, answered");
+    }
+
     /// Says goodbye to the broker, which then closes the connection: the last figures go
     /// first.
     fn send_quit(&mut self, reason: Option<String>) {
@@ -1188,6 +1255,48 @@ impl Session {
             }
             self.closing = Some(Closing { deadline: Instant::now() });
             self.client_out = OutBuf::new(0);
+        }
+    }
+}
+
+/// Waits up to [`HTTP_SNIFF`] for the client to speak first; an HTTP request if it did with
+/// one. Looks without reading (the bytes stay for the session's loop) and uses `poll(2)` on
+/// the socket, which leaves the session's edge-triggered registration as it was.
+fn sniff_http(client: &TcpStream) -> Option<HttpRequest> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(client.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(HTTP_SNIFF).unwrap_or(PollTimeout::ZERO);
+    if !matches!(poll(&mut fds, timeout), Ok(n) if n > 0) {
+        return None;
+    }
+    let mut first = [0u8; 8];
+    let n = client.peek(&mut first).ok()?;
+    http::starts_request(&first[..n])
+        .then(|| HttpRequest { head: Vec::new(), head_only: first[..n].starts_with(b"HEAD ") })
+}
+
+/// Reads and discards what the client still sends until it closes or `deadline` passes.
+fn drain_until_closed(client: &mut TcpStream, deadline: Instant) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match client.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut fds = [PollFd::new(client.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+        if poll(&mut fds, timeout).is_err() {
+            return;
         }
     }
 }
