@@ -1,7 +1,8 @@
 //! Turns one line of user text into a [`Command`].
 //!
 //! Owns the command syntax: a line starting with `/` is a command, `//` escapes a literal `/`,
-//! anything else is chat. Command words are case-insensitive; a known command with the wrong
+//! a line starting with a path (`/usr/bin/env`: a `/` in its first word) is chat, as is
+//! anything else. Command words are case-insensitive; a known command with the wrong
 //! arguments (missing or extra) becomes [`Command::Usage`] naming its correct form. It does not
 //! decide whether a command is allowed now (that is the session's state) or what it does.
 
@@ -100,6 +101,10 @@ pub fn parse(line: &str) -> Command {
         return Command::Say(body.to_string());
     }
     let (word, rest) = first_word(body);
+    if word.contains('/') {
+        // A path (`/usr/bin/env python`, pasted from a shell) is no command: say it.
+        return Command::Say(line.to_string());
+    }
     let name = format!("/{}", word.to_ascii_lowercase());
     let one_word = |make: fn(String) -> Command| {
         let (arg, extra) = first_word(rest);
@@ -205,6 +210,13 @@ mod tests {
         assert_eq!(parse("/who extra"), Command::Usage("/who"));
         assert_eq!(parse("/msg bob"), Command::Usage("/msg NICK TEXT"));
         assert_eq!(parse("/me"), Command::Usage("/me ACTION"));
+    }
+
+    #[test]
+    fn a_line_that_starts_with_a_path_is_chat() {
+        assert_eq!(parse("/usr/bin/env python3"), Command::Say("/usr/bin/env python3".into()));
+        assert_eq!(parse("/etc/"), Command::Say("/etc/".into()));
+        assert_eq!(parse("/usr"), Command::Unknown("/usr".into()));
     }
 
     #[test]

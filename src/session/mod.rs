@@ -18,10 +18,12 @@
 //! once `send_queue_bytes` wait for it.
 //!
 //! Flood control ([`flood`]) is paste-friendly: lines beyond the burst wait and leave at the
-//! configured rate; only when `flood_queue` lines wait are further lines refused (and the client
-//! told once). Nobody is banned for typing fast. A client is disconnected after `error_budget`
-//! invalid commands in a row, after `max_unterminated_bytes` without a line end, or after
-//! `idle_timeout_seconds` without a line (warned first; the room is told why it left).
+//! configured rate; only when `flood_queue` lines wait are further lines refused (the client is
+//! told once when refusing starts, and exactly how many were refused once the queue drains).
+//! Nobody is banned for typing fast. A client is disconnected after `error_budget` invalid
+//! commands in a row (after login, those in a paste do not count), after
+//! `max_unterminated_bytes` without a line end, or after `idle_timeout_seconds` without a line
+//! (warned first; the room is told why it left).
 
 pub mod charset;
 pub mod command;
@@ -137,6 +139,10 @@ struct Session {
     flood_wait_until: Option<Instant>,
     /// The client was told its lines are being refused; reset when the queue drains.
     told_flooding: bool,
+    /// Lines refused since the queue last drained: the client is told how many when it does.
+    refused_lines: usize,
+    /// The lines being handled came in one read with others: a paste.
+    reading_paste: bool,
     /// Invalid commands in a row.
     errors_in_a_row: u32,
     /// When the client last sent a line, and whether it was warned about idling since.
@@ -256,6 +262,8 @@ impl Session {
             ),
             flood_wait_until: None,
             told_flooding: false,
+            refused_lines: 0,
+            reading_paste: false,
             errors_in_a_row: 0,
             last_line_at: now,
             idle_warned: false,
@@ -450,12 +458,15 @@ impl Session {
                 }
                 None => self.splitter.feed(&data, &mut lines),
             }
+            // Several lines in one read are a paste (nobody types that fast).
+            self.reading_paste = lines.len() > 1;
             for line in lines {
                 self.queue_line(line);
                 // Let the burst go at once, so that only what really waits counts against
                 // the flood queue.
                 self.handle_lines();
             }
+            self.reading_paste = false;
             if self.splitter.unterminated() > self.settings.limits.max_unterminated_bytes {
                 let limit = self.settings.limits.max_unterminated_bytes;
                 self.close(Some(notice::endless_line(limit)), "too many bytes without a line end");
@@ -520,11 +531,32 @@ impl Session {
             self.lines.push_back(line);
             return;
         }
+        self.refused_lines += 1;
         if !self.told_flooding {
             self.told_flooding = true;
             self.show(notice::flooding());
             info!("{}: flood control refuses lines", self.peer);
         }
+    }
+
+    /// Once the queue has drained after a flood: exactly how many lines were not sent, and how
+    /// to send them.
+    fn report_refused_lines(&mut self) {
+        let refused = std::mem::take(&mut self.refused_lines);
+        if refused == 0 {
+            return;
+        }
+        let limits = &self.settings.limits;
+        let queue = limits.flood_queue.max(1);
+        let at_once = queue + limits.flood_burst as usize;
+        let lines = if refused == 1 { "line was" } else { "lines were" };
+        let line = format!(
+            "{refused} of your {lines} not sent: you sent faster than {} lines/s and at most \
+             {queue} can wait. Send them again, at most {at_once} at a time.",
+            limits.flood_lines_per_second
+        );
+        info!("{}: flood control refused {refused} lines", self.peer);
+        self.show(render::system(&line));
     }
 
     /// Whether to read more from the client now. While lines wait only for flood control, the
@@ -556,6 +588,7 @@ impl Session {
             }
             if self.lines.is_empty() {
                 self.told_flooding = false;
+                self.report_refused_lines();
                 return;
             }
             let now = Instant::now();
@@ -642,15 +675,20 @@ impl Session {
         let command = command::parse(line);
         let invalid = matches!(command, Command::Unknown(_) | Command::Usage(_))
             || matches!(&command, Command::Nick(nick) if names::check_nick(&names::normalize_nick(nick)).is_err());
-        if invalid {
+        // A logged-in person who pastes is never disconnected for it: an invalid command that
+        // came in one read with other lines, or with lines waiting behind it, is part of a
+        // paste and does not count. Before login every one counts: that budget is for bots.
+        let pasted = matches!(self.phase, Phase::Chatting { .. })
+            && (self.reading_paste || !self.lines.is_empty());
+        if !invalid {
+            self.errors_in_a_row = 0;
+        } else if !pasted {
             self.errors_in_a_row += 1;
             if self.errors_in_a_row >= self.settings.limits.error_budget {
                 let budget = self.settings.limits.error_budget;
                 return self
                     .close(Some(notice::too_many_errors(budget)), "too many invalid commands");
             }
-        } else {
-            self.errors_in_a_row = 0;
         }
         match &self.phase {
             Phase::Chatting { .. } => self.handle_chatting(command),

@@ -49,3 +49,79 @@ fn a_late_http_request_line_is_answered_and_closed() {
     client.expect("HTTP/1.0 400 Bad Request");
     assert!(client.is_closed());
 }
+
+/// Reads `reader`'s lines from `sender` until `<sender> end`, returning the texts before it.
+fn said_until_end(reader: &mut Client, sender: &str) -> Vec<String> {
+    let prefix = format!("<{sender}> ");
+    reader
+        .expect(&format!("<{sender}> end"))
+        .into_iter()
+        .filter_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
+/// A 200-line paste with the default queue: every line is delivered, in order, late rather
+/// than never (the rate is raised only to keep the test short).
+#[test]
+fn a_200_line_paste_is_delivered_whole() {
+    let daemon = Daemon::start_with_config("flood_lines_per_second = 100.0\n");
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    let paste: String = (1..=200).map(|n| format!("paste {n}\r\n")).collect();
+    alice.send_raw(paste.as_bytes());
+    alice.send("end");
+    let expected: Vec<String> = (1..=200).map(|n| format!("paste {n}")).collect();
+    assert_eq!(said_until_end(&mut bob, "alice"), expected);
+    let refusals: Vec<&String> = alice.seen.iter().filter(|l| l.contains("not sent")).collect();
+    assert!(refusals.is_empty(), "{refusals:?}");
+}
+
+/// A paste beyond the queue: the lines refused are counted, and the count the user is told
+/// is exactly what the others did not get.
+#[test]
+fn a_paste_beyond_the_queue_is_told_exactly_how_many_lines_were_not_sent() {
+    let daemon = Daemon::start_with_config("flood_queue = 20\nflood_lines_per_second = 50.0\n");
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    let paste: String = (1..=200).map(|n| format!("paste {n}\r\n")).collect();
+    alice.send_raw(paste.as_bytes());
+    let told = alice.expect_prefix("*** ");
+    let told = if told.contains("too fast") { alice.expect_prefix("*** ") } else { told };
+    let refused: usize = told
+        .strip_prefix("*** ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {told:?}"));
+    assert!(
+        told.ends_with("not sent: you sent faster than 50 lines/s and at most 20 can wait. Send them again, at most 30 at a time."),
+        "{told}"
+    );
+    alice.send("end");
+    let delivered = said_until_end(&mut bob, "alice");
+    assert_eq!(delivered.len() + refused, 200, "delivered {delivered:?}, told {told:?}");
+    let numbers: Vec<u32> =
+        delivered.iter().filter_map(|l| l.strip_prefix("paste ")?.parse().ok()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order: {numbers:?}");
+}
+
+/// 25 pasted lines that start with a path are chat, and 25 pasted unknown commands are
+/// answered: nobody is disconnected for pasting (the budget is 20 invalid commands in a row).
+#[test]
+fn pasting_paths_and_unknown_commands_never_disconnects() {
+    let daemon = Daemon::start_with_config("flood_lines_per_second = 100.0\n");
+    let mut alice = daemon.login("alice");
+    let mut bob = daemon.login("bob");
+    alice.expect("*** bob has joined lobby");
+    let paths: String = (1..=25).map(|n| format!("/usr/bin/tool{n} --version\r\n")).collect();
+    alice.send_raw(paths.as_bytes());
+    alice.send("end");
+    let expected: Vec<String> = (1..=25).map(|n| format!("/usr/bin/tool{n} --version")).collect();
+    assert_eq!(said_until_end(&mut bob, "alice"), expected);
+    let unknown: String = (1..=25).map(|n| format!("/nosuch{n}\r\n")).collect();
+    alice.send_raw(unknown.as_bytes());
+    alice.expect("*** Unknown command /nosuch25; try /help");
+    alice.send("still here");
+    bob.expect("<alice> still here");
+}
