@@ -582,3 +582,28 @@ fn linux_telnet_that_dropped_a_byte_is_told_and_switched() {
     tmux.keys(&["久しぶり", "Enter"]);
     bob.expect("<久美> 久しぶり");
 }
+
+/// The line editor a shell user expects, in Linux telnet (switched to character mode):
+/// Left, Left, X inserts; Up recalls; Home and End; ^C clears; ^D on an empty line leaves.
+#[test]
+fn linux_telnet_edits_at_the_cursor_and_recalls_lines_in_tmux() {
+    let daemon = Daemon::start_with_config("telnet = true\n");
+    let tmux = Tmux::start(
+        daemon.runtime.path(),
+        &format!("TERM=xterm telnet 127.0.0.1 {}", daemon.port),
+        100,
+    );
+    tmux.wait_for("Please choose a nickname");
+    tmux.keys(&["alice", "Enter"]);
+    tmux.wait_for("alice has joined lobby");
+    let mut bob = daemon.login("bob");
+    tmux.wait_for("bob has joined lobby");
+    tmux.keys(&["abc", "Left", "Left", "X", "Enter"]);
+    bob.expect("<alice> aXbc");
+    tmux.keys(&["Up", "Home", "> ", "End", "!", "Enter"]);
+    bob.expect("<alice> > aXbc!");
+    tmux.keys(&["junk", "C-c", "ok", "Enter"]);
+    bob.expect("<alice> ok");
+    tmux.keys(&["C-d"]);
+    bob.expect("*** alice has left (quit)");
+}
