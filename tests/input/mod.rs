@@ -125,3 +125,39 @@ fn pasting_paths_and_unknown_commands_never_disconnects() {
     alice.send("still here");
     bob.expect("<alice> still here");
 }
+
+/// `/nick a b` says why the name is refused (a space), before and after login, as the prompt
+/// would, rather than a bare usage line.
+#[test]
+fn a_nickname_of_two_words_is_refused_with_the_reason() {
+    let daemon = Daemon::start();
+    let why = "*** Invalid nickname \"a b\": \" \" is not allowed in a nickname (use letters";
+    let mut client = Client::connect(daemon.port);
+    client.expect_prefix("*** Please choose a nickname");
+    client.send("/nick a b");
+    client.expect_prefix(why);
+    client.expect_prefix("*** Please choose a nickname");
+    client.send("/nick alice");
+    client.expect("*** alice has joined lobby");
+    client.send("/nick a b");
+    client.expect_prefix(why);
+    client.send("/nick");
+    client.expect("*** Usage: /nick NAME");
+}
+
+/// A netcat user of a `telnet = true` listener sees `*** Welcome`, not `**** Welcome`: the
+/// CHARSET offer (option 42, a `*`) waits until the client has sent telnet itself.
+#[test]
+fn a_telnet_listener_shows_netcat_no_stray_star_and_offers_charset_to_telnet_clients() {
+    const IAC: u8 = 255;
+    let daemon = Daemon::start_with_config("telnet = true\n");
+    let mut netcat = Client::connect(daemon.port);
+    let raw = netcat.read_raw_until(b"*** Welcome");
+    let before = &raw[..raw.len() - b"*** Welcome".len()];
+    assert!(!before.contains(&b'*'), "a stray * before the greeting: {raw:?}");
+    assert!(before.starts_with(&[IAC]), "the offer is still made: {raw:?}");
+    let mut telnet = Client::connect(daemon.port);
+    telnet.read_raw_until(b"Please choose a nickname");
+    telnet.send_raw(&[IAC, 252, 99]);
+    telnet.read_raw_until(&[IAC, 251, 42]);
+}
