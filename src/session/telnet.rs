@@ -138,6 +138,8 @@ pub struct Telnet {
     refused_do: [bool; 256],
     /// The client sent at least one IAC, or the listener is for telnet: telnet bytes may be sent.
     speaks_telnet: bool,
+    /// The client itself sent at least one IAC.
+    heard_iac: bool,
     /// Whether chatd has made its own requests yet.
     offered: bool,
     /// Whether WILL CHARSET went out. It is held back until the client itself sent `IAC`:
@@ -166,6 +168,7 @@ impl Telnet {
             refused_will: [false; 256],
             refused_do: [false; 256],
             speaks_telnet: false,
+            heard_iac: false,
             offered: false,
             charset_offered: false,
             utf8_due: 0,
@@ -189,7 +192,7 @@ impl Telnet {
     /// but has not (yet) agreed to character mode or 8-bit input.
     pub fn mangles_input(&self) -> bool {
         self.repaired
-            || (self.speaks_telnet
+            || (self.heard_iac
                 && self.us[ECHO as usize] != Q::Yes
                 && self.him[BINARY as usize] != Q::Yes)
     }
@@ -257,6 +260,7 @@ impl Telnet {
             self.state = match (self.state, byte) {
                 (State::Data, IAC) => {
                     self.speaks_telnet = true;
+                    self.heard_iac = true;
                     State::Command
                 }
                 (State::Data, _) => {
@@ -734,6 +738,10 @@ mod tests {
         assert_eq!(out.data, "一a".as_bytes());
         assert_eq!(out.signals, vec![Signal::Interrupt, Signal::EraseLine]);
         assert!(!Telnet::new().mangles_input());
+        // A `telnet = true` listener assumes telnet; a netcat user there mangles nothing.
+        let mut assumed = Telnet::new();
+        assumed.start();
+        assert!(!assumed.mangles_input());
     }
 
     #[test]
