@@ -338,7 +338,7 @@ impl Config {
                 )?),
                 flood_burst: positive("flood_burst", parsed.flood_burst.map(u64::from), 10)? as u32,
                 flood_lines_per_second,
-                flood_queue: parsed.flood_queue.unwrap_or(50),
+                flood_queue: parsed.flood_queue.unwrap_or(250),
                 error_budget: positive("error_budget", parsed.error_budget.map(u64::from), 20)?
                     as u32,
                 send_queue_bytes: positive_size(

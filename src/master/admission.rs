@@ -280,6 +280,18 @@ impl Admission {
         }
     }
 
+    /// The session `pid` answered an HTTP request (a browser on the chat port): no longer a
+    /// client choosing a nickname, and its leaving is no trip; but nor does it forgive its
+    /// source's earlier trips as an admitted client does.
+    pub fn answered_http(&mut self, pid: Pid) {
+        if let Some(client) = self.clients.get_mut(&pid)
+            && !client.admitted
+        {
+            client.admitted = true;
+            self.unadmitted -= 1;
+        }
+    }
+
     /// The session `pid` is gone. Leaving before admission is a trip for its source.
     /// Returns whether its client had been admitted (`None`: not a session we counted).
     pub fn exited(&mut self, pid: Pid, now: Instant) -> Option<bool> {
@@ -515,5 +527,29 @@ mod tests {
             (110..240).contains(&newcomers_refused),
             "about 17% refused, got {newcomers_refused}"
         );
+    }
+
+    #[test]
+    fn an_answered_http_request_is_no_trip_and_forgives_none() {
+        let mut admission = Admission::new(limits());
+        let now = Instant::now();
+        let addr = ip("192.0.2.10");
+        for pid in 1..=12 {
+            admission.accepted(Pid::from_raw(pid), addr);
+            admission.answered_http(Pid::from_raw(pid));
+            assert_eq!(admission.exited(Pid::from_raw(pid), now), Some(true));
+        }
+        assert_eq!(admission.check(addr, now), Ok(()), "browsers are no trips");
+        // Two trips, a probe, a third trip: the probe did not reset the count.
+        for pid in 20..=21 {
+            admission.accepted(Pid::from_raw(pid), addr);
+            admission.exited(Pid::from_raw(pid), now);
+        }
+        admission.accepted(Pid::from_raw(22), addr);
+        admission.answered_http(Pid::from_raw(22));
+        admission.exited(Pid::from_raw(22), now);
+        admission.accepted(Pid::from_raw(23), addr);
+        admission.exited(Pid::from_raw(23), now);
+        assert!(admission.check(addr, now).is_err());
     }
 }

@@ -733,12 +733,17 @@ impl Master {
 
     /// Reads the pids of sessions whose clients chose a nickname.
     fn read_admissions(&mut self) {
-        let mut message = [0u8; 4];
+        let mut message = [0u8; 5];
         loop {
             match self.admissions.recv(&mut message) {
                 Ok(4) => {
-                    self.admission.admitted(Pid::from_raw(i32::from_le_bytes(message)));
+                    let pid = [message[0], message[1], message[2], message[3]];
+                    self.admission.admitted(Pid::from_raw(i32::from_le_bytes(pid)));
                     self.sessions_work();
+                }
+                Ok(5) if message[4] == session::REPORT_HTTP_ANSWERED => {
+                    let pid = [message[0], message[1], message[2], message[3]];
+                    self.admission.answered_http(Pid::from_raw(i32::from_le_bytes(pid)));
                 }
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -839,6 +844,8 @@ impl Master {
 
     /// Collects every child that has exited.
     fn reap(&mut self) {
+        // A session's report is sent before it exits: count it before counting the exit.
+        self.read_admissions();
         loop {
             let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,

@@ -95,6 +95,30 @@ impl Charset {
     }
 }
 
+/// Whether the invalid UTF-8 in `bytes` is all multi-byte sequences cut short after at least
+/// one continuation byte: what a line-mode telnet client leaves of UTF-8 text when it drops or
+/// replaces bytes (see `telnet`), and rarely what text in another character set looks like.
+pub fn cut_short_utf8(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    let mut found = false;
+    while let Err(error) = std::str::from_utf8(rest) {
+        let bad = &rest[error.valid_up_to()..];
+        let needed = match bad.first() {
+            Some(0xc2..=0xdf) => 2,
+            Some(0xe0..=0xef) => 3,
+            Some(0xf0..=0xf4) => 4,
+            _ => return false,
+        };
+        let kept = error.error_len().unwrap_or(bad.len());
+        if kept < 2 || kept >= needed {
+            return false;
+        }
+        found = true;
+        rest = &bad[kept..];
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +153,17 @@ mod tests {
         assert_eq!(utf8.decode(b"a\xffb"), Err("a\u{FFFD}b".to_string()));
         // GBK bytes are not UTF-8.
         assert!(utf8.decode(&[0xD0, 0xA1, 0xC3, 0xF7]).is_err());
+    }
+
+    #[test]
+    fn utf8_cut_short_by_a_telnet_client_is_told_from_other_charsets() {
+        // 久美 with 久's last byte (0x85, Linux telnet's echo toggle) dropped.
+        assert!(cut_short_utf8(&[0xe4, 0xb9, 0xe7, 0xbe, 0x8e]));
+        assert!(cut_short_utf8(&[b'a', 0xe4, 0xb9]));
+        assert!(!cut_short_utf8("久美".as_bytes()), "valid");
+        assert!(!cut_short_utf8(b"caf\xe9 ok"), "Latin-1");
+        assert!(!cut_short_utf8(&[0xd0, 0xa1, 0xc3, 0xf7]), "GBK 小明");
+        assert!(!cut_short_utf8(&[0xe4, 0xb9, 0xff]), "an impossible byte");
     }
 
     #[test]

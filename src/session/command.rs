@@ -1,7 +1,8 @@
 //! Turns one line of user text into a [`Command`].
 //!
 //! Owns the command syntax: a line starting with `/` is a command, `//` escapes a literal `/`,
-//! anything else is chat. Command words are case-insensitive; a known command with the wrong
+//! a line starting with a path (`/usr/bin/env`: a `/` in its first word) is chat, as is
+//! anything else. Command words are case-insensitive; a known command with the wrong
 //! arguments (missing or extra) becomes [`Command::Usage`] naming its correct form. It does not
 //! decide whether a command is allowed now (that is the session's state) or what it does.
 
@@ -57,13 +58,13 @@ pub const HELP: &[(&str, &str)] = &[
     ("/topic [TEXT]", "show this room's topic, or set it to TEXT"),
     ("/me ACTION", "tell the room what you are doing"),
     ("/msg NICK TEXT", "send TEXT to NICK only"),
-    ("/away [REASON]", "mark yourself away (shown in /who and to whoever messages you)"),
+    ("/away [REASON]", "mark yourself away (shown in /who and to /msg senders)"),
     ("/back", "you are back"),
     ("/whois NICK", "where NICK is, for how long, and whether away"),
     ("/reply TEXT", "send TEXT to whoever last sent you a private message"),
-    ("/ignore [NICK]", "hide NICK's lines and messages from you (no NICK: list)"),
+    ("/ignore [NICK]", "hide NICK's lines and messages (no NICK: list who)"),
     ("/unignore NICK", "show NICK's lines again"),
-    ("/charset [NAME]", "your terminal's character set: utf-8, gbk, big5 or latin1"),
+    ("/charset [NAME]", "your character set: utf-8, gbk, big5 or latin1"),
     ("/color on|off", "colour on or off"),
     ("/timestamps on|off", "prefix lines with the time"),
     ("/bell on|off", "ring the bell when you are named or messaged"),
@@ -100,6 +101,10 @@ pub fn parse(line: &str) -> Command {
         return Command::Say(body.to_string());
     }
     let (word, rest) = first_word(body);
+    if word.contains('/') {
+        // A path (`/usr/bin/env python`, pasted from a shell) is no command: say it.
+        return Command::Say(line.to_string());
+    }
     let name = format!("/{}", word.to_ascii_lowercase());
     let one_word = |make: fn(String) -> Command| {
         let (arg, extra) = first_word(rest);
@@ -118,7 +123,10 @@ pub fn parse(line: &str) -> Command {
         _ => Command::Usage(usage(&name)),
     };
     match name.as_str() {
-        "/nick" => one_word(Command::Nick),
+        // More than one word is passed on, so that the name rules say why it is refused
+        // (a space is not allowed) instead of a bare usage line.
+        "/nick" if !rest.is_empty() => Command::Nick(rest.to_string()),
+        "/nick" => Command::Usage(usage(&name)),
         "/join" => one_word(Command::Join),
         "/quit" => Command::Quit(optional(rest)),
         "/who" => no_args(Command::Who),
@@ -200,11 +208,26 @@ mod tests {
     #[test]
     fn wrong_arguments_give_the_usage() {
         assert_eq!(parse("/nick"), Command::Usage("/nick NAME"));
-        assert_eq!(parse("/nick a b"), Command::Usage("/nick NAME"));
+        assert_eq!(parse("/nick a b"), Command::Nick("a b".into()), "the name rules say why");
         assert_eq!(parse("/join"), Command::Usage("/join ROOM"));
         assert_eq!(parse("/who extra"), Command::Usage("/who"));
         assert_eq!(parse("/msg bob"), Command::Usage("/msg NICK TEXT"));
         assert_eq!(parse("/me"), Command::Usage("/me ACTION"));
+    }
+
+    #[test]
+    fn help_fits_an_80_column_terminal() {
+        for line in crate::session::render::help() {
+            let line = line.plain();
+            assert!(crate::text::columns(&line) <= 80, "{} columns: {line}", line.len());
+        }
+    }
+
+    #[test]
+    fn a_line_that_starts_with_a_path_is_chat() {
+        assert_eq!(parse("/usr/bin/env python3"), Command::Say("/usr/bin/env python3".into()));
+        assert_eq!(parse("/etc/"), Command::Say("/etc/".into()));
+        assert_eq!(parse("/usr"), Command::Unknown("/usr".into()));
     }
 
     #[test]

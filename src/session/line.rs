@@ -27,6 +27,9 @@ pub struct LineSplitter {
     discarded: usize,
     /// The previous byte was CR: a following LF or NUL belongs to the same line end.
     after_cr: bool,
+    /// A line ended with CR LF: a telnet client (Linux telnet in line mode sends it) or a
+    /// Windows program, never netcat on a Unix terminal (LF).
+    crlf: bool,
 }
 
 impl LineSplitter {
@@ -40,6 +43,7 @@ impl LineSplitter {
             if self.after_cr {
                 self.after_cr = false;
                 if byte == b'\n' || byte == 0 {
+                    self.crlf |= byte == b'\n';
                     continue;
                 }
             }
@@ -67,6 +71,11 @@ impl LineSplitter {
         } else {
             Line::Bytes(std::mem::take(&mut self.current))
         }
+    }
+
+    /// Whether any line so far ended with CR LF.
+    pub fn sends_crlf(&self) -> bool {
+        self.crlf
     }
 
     /// Bytes held for the unfinished line.
@@ -101,6 +110,16 @@ mod tests {
             split(b"a\r\nb\nc\r\0d\re\n"),
             vec![bytes("a"), bytes("b"), bytes("c"), bytes("d"), bytes("e")]
         );
+    }
+
+    #[test]
+    fn crlf_line_ends_are_noticed() {
+        let mut splitter = LineSplitter::new();
+        let mut lines = Vec::new();
+        splitter.feed(b"a\nb\r\0c\r", &mut lines);
+        assert!(!splitter.sends_crlf());
+        splitter.feed(b"\n", &mut lines);
+        assert!(splitter.sends_crlf());
     }
 
     #[test]

@@ -18,15 +18,18 @@
 //! once `send_queue_bytes` wait for it.
 //!
 //! Flood control ([`flood`]) is paste-friendly: lines beyond the burst wait and leave at the
-//! configured rate; only when `flood_queue` lines wait are further lines refused (and the client
-//! told once). Nobody is banned for typing fast. A client is disconnected after `error_budget`
-//! invalid commands in a row, after `max_unterminated_bytes` without a line end, or after
-//! `idle_timeout_seconds` without a line (warned first; the room is told why it left).
+//! configured rate; only when `flood_queue` lines wait are further lines refused (the client is
+//! told once when refusing starts, and exactly how many were refused once the queue drains).
+//! Nobody is banned for typing fast. A client is disconnected after `error_budget` invalid
+//! commands in a row (after login, those in a paste do not count), after
+//! `max_unterminated_bytes` without a line end, or after `idle_timeout_seconds` without a line
+//! (warned first; the room is told why it left).
 
 pub mod charset;
 pub mod command;
 pub mod editor;
 pub mod flood;
+pub mod http;
 pub mod line;
 pub mod link;
 pub mod render;
@@ -67,6 +70,17 @@ const BROKER_HIGH_WATER: usize = 64 * 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How often a session tells the broker how many bytes its client sent and received.
 const TRAFFIC_REPORT: Duration = Duration::from_secs(5);
+/// How long a new session waits for the client to speak first before greeting it: a browser
+/// or `curl` sends its request at once, and must get an answer in HTTP, not a greeting before
+/// it. Telnet clients that negotiate speak at once too; netcat users never notice 50 ms.
+const HTTP_SNIFF: Duration = Duration::from_millis(50);
+/// The most of an HTTP request's head read before answering it.
+const MAX_HTTP_HEAD: usize = 8 * 1024;
+
+/// The admission report's extra byte (after the pid) for a session that answered an HTTP
+/// request: the client is no longer waiting to log in, but it was not admitted either (its
+/// source's trips are not forgiven), and it did not leave "before choosing a nickname".
+pub const REPORT_HTTP_ANSWERED: u8 = 1;
 
 const CLIENT: Token = Token(0);
 const BROKER: Token = Token(1);
@@ -90,6 +104,15 @@ enum Phase {
     Resuming { nick: String },
     /// Logged in as `nick`, in the room called `room`.
     Chatting { nick: String, room: String },
+}
+
+/// A client that sent an HTTP request: its head is read (so that closing does not reset the
+/// connection under the answer), then it is answered and closed.
+#[derive(Debug, Default)]
+struct HttpRequest {
+    head: Vec<u8>,
+    /// `HEAD`: the answer has no body.
+    head_only: bool,
 }
 
 /// The session is on its way out: deliver what is queued, then exit.
@@ -116,6 +139,10 @@ struct Session {
     flood_wait_until: Option<Instant>,
     /// The client was told its lines are being refused; reset when the queue drains.
     told_flooding: bool,
+    /// Lines refused since the queue last drained: the client is told how many when it does.
+    refused_lines: usize,
+    /// The lines being handled came in one read with others: a paste.
+    reading_paste: bool,
     /// Invalid commands in a row.
     errors_in_a_row: u32,
     /// When the client last sent a line, and whether it was warned about idling since.
@@ -143,6 +170,10 @@ struct Session {
     terminal: Terminal,
     /// Who last sent this user a private line, for `/reply`.
     last_private_from: Option<String>,
+    /// The client is a web browser or `curl` (it sent an HTTP request).
+    http: Option<HttpRequest>,
+    /// No line has been handled yet: an HTTP request line is recognised only as the first.
+    first_line: bool,
     /// Nicks whose lines this user does not want to see (`/ignore`), as shown.
     ignored: Vec<String>,
 }
@@ -231,6 +262,8 @@ impl Session {
             ),
             flood_wait_until: None,
             told_flooding: false,
+            refused_lines: 0,
+            reading_paste: false,
             errors_in_a_row: 0,
             last_line_at: now,
             idle_warned: false,
@@ -247,6 +280,8 @@ impl Session {
             terminal: Terminal::default(),
             last_private_from: None,
             ignored: Vec::new(),
+            http: None,
+            first_line: true,
         };
         session.update_title();
         session.poll.registry().register(
@@ -256,6 +291,10 @@ impl Session {
         )?;
         session.signals.register(session.poll.registry(), SIGNALS)?;
         info!("connection from {peer}");
+        if let Some(request) = sniff_http(&session.client) {
+            session.http = Some(request);
+            return Ok(session);
+        }
         if session.settings.limits.telnet {
             let offer = session.telnet.start();
             session.send_raw(&offer);
@@ -301,6 +340,11 @@ impl Session {
                 let drained = self.client_out.is_empty() && self.broker.queued() == 0;
                 if drained || Instant::now() >= closing.deadline {
                     let _ = self.client.shutdown(std::net::Shutdown::Write);
+                    if self.http.is_some() {
+                        // Closing with unread bytes would reset the connection under the
+                        // answer: read until the client closes (it does, after the answer).
+                        drain_until_closed(&mut self.client, Instant::now() + CLOSE_GRACE);
+                    }
                     return Ok(());
                 }
             }
@@ -387,6 +431,14 @@ impl Session {
             };
             self.traffic.received += n as u64;
             self.traffic.next_report.get_or_insert_with(|| Instant::now() + TRAFFIC_REPORT);
+            if let Some(request) = &mut self.http {
+                let room = MAX_HTTP_HEAD.saturating_sub(request.head.len());
+                request.head.extend_from_slice(&chunk[..n.min(room)]);
+                if http::head_complete(&request.head) || request.head.len() >= MAX_HTTP_HEAD {
+                    self.answer_http();
+                }
+                continue;
+            }
             let mut data = Vec::with_capacity(n);
             let mut reply = Vec::new();
             let mut signals = Vec::new();
@@ -406,12 +458,15 @@ impl Session {
                 }
                 None => self.splitter.feed(&data, &mut lines),
             }
+            // Several lines in one read are a paste (nobody types that fast).
+            self.reading_paste = lines.len() > 1;
             for line in lines {
                 self.queue_line(line);
                 // Let the burst go at once, so that only what really waits counts against
                 // the flood queue.
                 self.handle_lines();
             }
+            self.reading_paste = false;
             if self.splitter.unterminated() > self.settings.limits.max_unterminated_bytes {
                 let limit = self.settings.limits.max_unterminated_bytes;
                 self.close(Some(notice::endless_line(limit)), "too many bytes without a line end");
@@ -476,11 +531,32 @@ impl Session {
             self.lines.push_back(line);
             return;
         }
+        self.refused_lines += 1;
         if !self.told_flooding {
             self.told_flooding = true;
             self.show(notice::flooding());
             info!("{}: flood control refuses lines", self.peer);
         }
+    }
+
+    /// Once the queue has drained after a flood: exactly how many lines were not sent, and how
+    /// to send them.
+    fn report_refused_lines(&mut self) {
+        let refused = std::mem::take(&mut self.refused_lines);
+        if refused == 0 {
+            return;
+        }
+        let limits = &self.settings.limits;
+        let queue = limits.flood_queue.max(1);
+        let at_once = queue + limits.flood_burst as usize;
+        let lines = if refused == 1 { "line was" } else { "lines were" };
+        let line = format!(
+            "{refused} of your {lines} not sent: you sent faster than {} lines/s and at most \
+             {queue} can wait. Send them again, at most {at_once} at a time.",
+            limits.flood_lines_per_second
+        );
+        info!("{}: flood control refused {refused} lines", self.peer);
+        self.show(render::system(&line));
     }
 
     /// Whether to read more from the client now. While lines wait only for flood control, the
@@ -512,6 +588,7 @@ impl Session {
             }
             if self.lines.is_empty() {
                 self.told_flooding = false;
+                self.report_refused_lines();
                 return;
             }
             let now = Instant::now();
@@ -521,9 +598,18 @@ impl Session {
             }
             self.flood_wait_until = None;
             let Some(line) = self.lines.pop_front() else { return };
+            if std::mem::take(&mut self.first_line)
+                && let Line::Bytes(bytes) = &line
+                && http::is_request_line(bytes)
+            {
+                // A request that came after the greeting (a slow client): answered all the same.
+                let head_only = bytes.starts_with(b"HEAD ");
+                self.http = Some(HttpRequest { head: Vec::new(), head_only });
+                return self.answer_http();
+            }
             self.last_line_at = now;
             self.idle_warned = false;
-            let decoded = match line {
+            let (decoded, raw) = match line {
                 Line::TooLong => {
                     self.show(notice::too_long());
                     continue;
@@ -532,8 +618,8 @@ impl Session {
                     self.handle_text("/quit");
                     continue;
                 }
-                Line::Bytes(bytes) => self.terminal.charset.decode(&bytes),
-                Line::Typed(Typed::Line(decoded)) => decoded,
+                Line::Bytes(bytes) => (self.terminal.charset.decode(&bytes), Some(bytes)),
+                Line::Typed(Typed::Line(decoded)) => (decoded, None),
             };
             match decoded {
                 Ok(text) => self.handle_text(&text::sanitize(&text)),
@@ -544,11 +630,42 @@ impl Session {
                 }
                 Err(_) => {
                     self.terminal.charset_hinted = true;
-                    info!("{}: input is not valid {}", self.peer, self.terminal.charset.name());
-                    self.show(notice::not_in_charset(self.terminal.charset.name()));
+                    if self.telnet_mangled(raw.as_deref()) {
+                        self.telnet_mangled_line();
+                    } else {
+                        info!("{}: input is not valid {}", self.peer, self.terminal.charset.name());
+                        self.show(notice::not_in_charset(self.terminal.charset.name()));
+                    }
                 }
             }
         }
+    }
+
+    /// Whether a line that is not valid UTF-8 shows a line-mode telnet client's mangling
+    /// rather than another character set: the telnet layer saw it, or the client ends lines
+    /// with CR LF (as Linux telnet does, netcat does not) and its UTF-8 was cut short.
+    fn telnet_mangled(&self, raw: Option<&[u8]>) -> bool {
+        self.terminal.charset.is_utf8()
+            && (self.telnet.mangles_input()
+                || raw
+                    .is_some_and(|raw| self.splitter.sends_crlf() && charset::cut_short_utf8(raw)))
+    }
+
+    /// Tells the user that their telnet client damaged the line, and switches a client that
+    /// has not spoken telnet yet to character mode and 8-bit input (Linux telnet, whose line
+    /// had only bytes it drops, never one it turns into a command).
+    fn telnet_mangled_line(&mut self) {
+        info!("{}: input mangled by a line-mode telnet client", self.peer);
+        if !self.telnet.spoke_telnet() {
+            let offer = self.telnet.start();
+            self.send_raw(&offer);
+        }
+        self.show(render::system(
+            "Your line was not sent: your telnet client changed bytes of its UTF-8 text (it \
+             takes some of them for its own control keys). chatd has asked it to send 8-bit \
+             text; please type the line again. If a character such as 李 ever brings up a \
+             telnet> prompt, reconnect with telnet -E.",
+        ));
     }
 
     fn handle_text(&mut self, line: &str) {
@@ -558,15 +675,20 @@ impl Session {
         let command = command::parse(line);
         let invalid = matches!(command, Command::Unknown(_) | Command::Usage(_))
             || matches!(&command, Command::Nick(nick) if names::check_nick(&names::normalize_nick(nick)).is_err());
-        if invalid {
+        // A logged-in person who pastes is never disconnected for it: an invalid command that
+        // came in one read with other lines, or with lines waiting behind it, is part of a
+        // paste and does not count. Before login every one counts: that budget is for bots.
+        let pasted = matches!(self.phase, Phase::Chatting { .. })
+            && (self.reading_paste || !self.lines.is_empty());
+        if !invalid {
+            self.errors_in_a_row = 0;
+        } else if !pasted {
             self.errors_in_a_row += 1;
             if self.errors_in_a_row >= self.settings.limits.error_budget {
                 let budget = self.settings.limits.error_budget;
                 return self
                     .close(Some(notice::too_many_errors(budget)), "too many invalid commands");
             }
-        } else {
-            self.errors_in_a_row = 0;
         }
         match &self.phase {
             Phase::Chatting { .. } => self.handle_chatting(command),
@@ -1002,6 +1124,20 @@ impl Session {
         }
     }
 
+    /// Answers an HTTP request (a browser or `curl` on the chat port) and closes, telling the
+    /// master it was not a client that gave up logging in.
+    fn answer_http(&mut self) {
+        let head_only = self.http.as_ref().is_some_and(|request| request.head_only);
+        let port = self.client.local_addr().map_or(0, |addr| addr.port());
+        self.send_raw(&http::response(head_only, port));
+        if let Some(reporter) = self.reporter.take() {
+            let mut report = (std::process::id() as i32).to_le_bytes().to_vec();
+            report.push(REPORT_HTTP_ANSWERED);
+            let _ = reporter.send(&report);
+        }
+        self.close(None, "an HTTP request on the chat port, answered");
+    }
+
     /// Says goodbye to the broker, which then closes the connection: the last figures go
     /// first.
     fn send_quit(&mut self, reason: Option<String>) {
@@ -1162,6 +1298,48 @@ impl Session {
             }
             self.closing = Some(Closing { deadline: Instant::now() });
             self.client_out = OutBuf::new(0);
+        }
+    }
+}
+
+/// Waits up to [`HTTP_SNIFF`] for the client to speak first; an HTTP request if it did with
+/// one. Looks without reading (the bytes stay for the session's loop) and uses `poll(2)` on
+/// the socket, which leaves the session's edge-triggered registration as it was.
+fn sniff_http(client: &TcpStream) -> Option<HttpRequest> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(client.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(HTTP_SNIFF).unwrap_or(PollTimeout::ZERO);
+    if !matches!(poll(&mut fds, timeout), Ok(n) if n > 0) {
+        return None;
+    }
+    let mut first = [0u8; 8];
+    let n = client.peek(&mut first).ok()?;
+    http::starts_request(&first[..n])
+        .then(|| HttpRequest { head: Vec::new(), head_only: first[..n].starts_with(b"HEAD ") })
+}
+
+/// Reads and discards what the client still sends until it closes or `deadline` passes.
+fn drain_until_closed(client: &mut TcpStream, deadline: Instant) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match client.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut fds = [PollFd::new(client.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+        if poll(&mut fds, timeout).is_err() {
+            return;
         }
     }
 }

@@ -255,8 +255,14 @@ pub fn failure(failure: &Failure) -> String {
 /// The `/help` listing.
 pub fn help() -> Vec<Shown> {
     let mut lines = vec![system("Commands:")];
-    lines.extend(HELP.iter().map(|(usage, what)| system(&format!("  {usage:<16} {what}"))));
+    lines.extend(HELP.iter().map(|(usage, what)| system(&format!("  {usage:<19} {what}"))));
     lines.push(system("Anything else you type is sent to everyone in your room."));
+    lines.push(system("Keys, where chatd echoes what you type (telnet in character mode):"));
+    lines.extend(
+        crate::session::editor::KEYS
+            .iter()
+            .map(|(keys, what)| system(&format!("  {keys:<19} {what}"))),
+    );
     lines
 }
 

@@ -14,6 +14,20 @@
 //! the operator said the listener is for telnet clients (`telnet = true`): netcat users never
 //! see negotiation bytes. `IAC IAC` is a data byte; subnegotiations are parsed for the options
 //! above and skipped whole otherwise. It does not decode characters or handle lines.
+//!
+//! Linux telnet (inetutils, netkit) on a port other than 23 negotiates nothing and stays in its
+//! old line mode with "local characters": it compares every byte *with its 8th bit stripped*
+//! with the terminal's special keys and sends a telnet command instead of the byte. In UTF-8
+//! text that hits continuation bytes 0x80-0x9f: `小` (e5 b0 8f) arrives as `e5 b0 IAC AO IAC DO
+//! TIMING-MARK`, `ナ` (e3 83 8a) with `IAC IP` in it. A user cannot press a key in the middle of
+//! a character, so a command that arrives while a UTF-8 sequence is incomplete is such a byte:
+//! it is put back (the byte is the key's control character with the 8th bit set — ^C for IP,
+//! ^O for AO, ^\ for BRK and ABORT, ^Z for SUSP, ^T for AYT, ^H for EC, ^U for EL, ^D for EOF)
+//! and never acted on. The first command from a client also makes chatd offer its options at
+//! once, BINARY among them: the client then switches to character mode and 8-bit input and
+//! sends every later byte untouched. Two bytes no server can save in that first line: 0x85
+//! (^E, the client's local echo toggle) is dropped by the client, and 0x9d (^], its escape key)
+//! drops its user to the `telnet>` prompt; `telnet -8` avoids both (see the README).
 
 /// Interpret As Command.
 pub const IAC: u8 = 255;
@@ -28,14 +42,27 @@ const EL: u8 = 248;
 const EC: u8 = 247;
 /// Are You There.
 const AYT: u8 = 246;
+/// Abort Output.
+const AO: u8 = 245;
 /// Interrupt Process.
 const IP: u8 = 244;
+/// Break.
+const BRK: u8 = 243;
+/// Abort (RFC 1184).
+const ABORT: u8 = 238;
+/// Suspend (RFC 1184).
+const SUSP: u8 = 237;
+/// End of file (RFC 1184).
+const EOF: u8 = 236;
 const SE: u8 = 240;
 /// No operation: sent to telnet clients as a keepalive.
 pub const NOP: u8 = 241;
 
+const BINARY: u8 = 0;
 const ECHO: u8 = 1;
 const SGA: u8 = 3;
+/// Timing mark (RFC 860): answered every time it is asked for, as telnetd does.
+const TIMING_MARK: u8 = 6;
 const TTYPE: u8 = 24;
 const NAWS: u8 = 31;
 const CHARSET: u8 = 42;
@@ -111,8 +138,18 @@ pub struct Telnet {
     refused_do: [bool; 256],
     /// The client sent at least one IAC, or the listener is for telnet: telnet bytes may be sent.
     speaks_telnet: bool,
+    /// The client itself sent at least one IAC.
+    heard_iac: bool,
     /// Whether chatd has made its own requests yet.
     offered: bool,
+    /// Whether WILL CHARSET went out. It is held back until the client itself sent `IAC`:
+    /// CHARSET is option 42, a `*` on the screen of a netcat user of a `telnet = true`
+    /// listener (`**** Welcome`), while the other offered options are invisible control bytes.
+    charset_offered: bool,
+    /// Continuation bytes still due for the UTF-8 sequence in the data (0: none open).
+    utf8_due: u8,
+    /// A telnet command inside a UTF-8 sequence was put back as the byte it stood for.
+    repaired: bool,
     subnegotiation: Vec<u8>,
 }
 
@@ -131,7 +168,11 @@ impl Telnet {
             refused_will: [false; 256],
             refused_do: [false; 256],
             speaks_telnet: false,
+            heard_iac: false,
             offered: false,
+            charset_offered: false,
+            utf8_due: 0,
+            repaired: false,
             subnegotiation: Vec::new(),
         }
     }
@@ -146,34 +187,64 @@ impl Telnet {
         self.us[ECHO as usize] == Q::Yes
     }
 
+    /// Whether the client's input showed a line-mode telnet client's mangling: a telnet
+    /// command arrived inside a UTF-8 sequence (and was put back), or the client speaks telnet
+    /// but has not (yet) agreed to character mode or 8-bit input.
+    pub fn mangles_input(&self) -> bool {
+        self.repaired
+            || (self.heard_iac
+                && self.us[ECHO as usize] != Q::Yes
+                && self.him[BINARY as usize] != Q::Yes)
+    }
+
     /// Starts negotiating at once, for a listener whose clients are known to speak telnet:
-    /// returns the bytes to send.
+    /// returns the bytes to send. CHARSET waits for the client's first telnet byte.
     pub fn start(&mut self) -> Vec<u8> {
         self.speaks_telnet = true;
         let mut reply = Vec::new();
-        self.offer(&mut reply);
+        self.offer(&mut reply, false);
         reply
     }
 
-    /// chatd's own requests, made once: echo and suppress-go-ahead from us; terminal type,
-    /// window size and character set from the client.
-    fn offer(&mut self, reply: &mut Vec<u8>) {
-        if self.offered {
-            return;
-        }
-        self.offered = true;
-        for option in [ECHO, SGA, CHARSET] {
-            if self.us[option as usize] == Q::No {
-                self.us[option as usize] = Q::WantYes;
-                reply.extend_from_slice(&[IAC, WILL, option]);
+    /// chatd's own requests, made once: echo and suppress-go-ahead from us (character mode);
+    /// terminal type, window size and 8-bit input (BINARY) from the client; and, once the
+    /// client has sent telnet itself (`heard`), the character set.
+    fn offer(&mut self, reply: &mut Vec<u8>, heard: bool) {
+        if !self.offered {
+            self.offered = true;
+            for option in [ECHO, SGA] {
+                if self.us[option as usize] == Q::No {
+                    self.us[option as usize] = Q::WantYes;
+                    reply.extend_from_slice(&[IAC, WILL, option]);
+                }
+            }
+            for option in [SGA, TTYPE, NAWS, BINARY] {
+                if self.him[option as usize] == Q::No {
+                    self.him[option as usize] = Q::WantYes;
+                    reply.extend_from_slice(&[IAC, DO, option]);
+                }
             }
         }
-        for option in [SGA, TTYPE, NAWS] {
-            if self.him[option as usize] == Q::No {
-                self.him[option as usize] = Q::WantYes;
-                reply.extend_from_slice(&[IAC, DO, option]);
+        if heard && !self.charset_offered {
+            self.charset_offered = true;
+            if self.us[CHARSET as usize] == Q::No {
+                self.us[CHARSET as usize] = Q::WantYes;
+                reply.extend_from_slice(&[IAC, WILL, CHARSET]);
             }
         }
+    }
+
+    /// A data byte: kept, and followed through UTF-8 so that a command arriving inside a
+    /// sequence is known for a mangled byte.
+    fn data_byte(&mut self, byte: u8, data: &mut Vec<u8>) {
+        self.utf8_due = match byte {
+            0x80..=0xbf => self.utf8_due.saturating_sub(1),
+            0xc2..=0xdf => 1,
+            0xe0..=0xef => 2,
+            0xf0..=0xf4 => 3,
+            _ => 0,
+        };
+        data.push(byte);
     }
 
     /// Decodes `input`: data bytes are appended to `data`, bytes to send back to `reply`, and
@@ -189,14 +260,15 @@ impl Telnet {
             self.state = match (self.state, byte) {
                 (State::Data, IAC) => {
                     self.speaks_telnet = true;
+                    self.heard_iac = true;
                     State::Command
                 }
                 (State::Data, _) => {
-                    data.push(byte);
+                    self.data_byte(byte, data);
                     State::Data
                 }
                 (State::Command, IAC) => {
-                    data.push(IAC);
+                    self.data_byte(IAC, data);
                     State::Data
                 }
                 (State::Command, WILL | WONT | DO | DONT) => State::Option(byte),
@@ -205,18 +277,27 @@ impl Telnet {
                     State::Subnegotiation
                 }
                 (State::Command, command) => {
-                    match command {
-                        AYT => signals.push(Signal::AreYouThere),
-                        IP => signals.push(Signal::Interrupt),
-                        EC => signals.push(Signal::EraseCharacter),
-                        EL => signals.push(Signal::EraseLine),
-                        // NOP, GA, BRK, DM, AO: nothing to do for a chat.
-                        _ => {}
+                    // Any command shows a telnet client: offer character mode and 8-bit input
+                    // now, before it mangles more of what its user types.
+                    self.offer(reply, true);
+                    match mangled_byte(command) {
+                        Some(original) if self.utf8_due > 0 => {
+                            self.repaired = true;
+                            self.data_byte(original, data);
+                        }
+                        _ => match command {
+                            AYT => signals.push(Signal::AreYouThere),
+                            IP => signals.push(Signal::Interrupt),
+                            EC => signals.push(Signal::EraseCharacter),
+                            EL => signals.push(Signal::EraseLine),
+                            // NOP, GA, BRK, DM, AO, ABORT, SUSP, EOF: nothing to do for a chat.
+                            _ => {}
+                        },
                     }
                     State::Data
                 }
                 (State::Option(verb), option) => {
-                    self.offer(reply);
+                    self.offer(reply, true);
                     self.negotiate(verb, option, reply, signals);
                     State::Data
                 }
@@ -247,6 +328,12 @@ impl Telnet {
 
     /// The client offered (WILL/WONT) or asked for (DO/DONT) `option`.
     fn negotiate(&mut self, verb: u8, option: u8, reply: &mut Vec<u8>, signals: &mut Vec<Signal>) {
+        if (verb, option) == (DO, TIMING_MARK) {
+            // Line-mode telnet asks after IP or AO and discards what it receives until the
+            // answer: answer every time (telnetd does the same), without turning anything on.
+            reply.extend_from_slice(&[IAC, WILL, TIMING_MARK]);
+            return;
+        }
         let slot = option as usize;
         match verb {
             WILL => match self.him[slot] {
@@ -255,7 +342,7 @@ impl Telnet {
                     self.him[slot] = Q::Yes;
                     self.enabled_by_him(option, reply);
                 }
-                Q::No if matches!(option, SGA | TTYPE | NAWS | CHARSET) => {
+                Q::No if matches!(option, SGA | TTYPE | NAWS | CHARSET | BINARY) => {
                     self.him[slot] = Q::Yes;
                     reply.extend_from_slice(&[IAC, DO, option]);
                     self.enabled_by_him(option, reply);
@@ -280,7 +367,7 @@ impl Telnet {
                     self.us[slot] = Q::Yes;
                     self.enabled_by_us(option, reply, signals);
                 }
-                Q::No if matches!(option, ECHO | SGA | CHARSET) => {
+                Q::No if matches!(option, ECHO | SGA | CHARSET | BINARY) => {
                     self.us[slot] = Q::Yes;
                     reply.extend_from_slice(&[IAC, WILL, option]);
                     self.enabled_by_us(option, reply, signals);
@@ -372,6 +459,24 @@ impl Telnet {
     }
 }
 
+/// The byte a line-mode telnet client replaced by `command`: the control character of the
+/// terminal key it maps to that command, with the 8th bit set that the client stripped before
+/// comparing (inetutils' and netkit's defaults).
+fn mangled_byte(command: u8) -> Option<u8> {
+    let key = match command {
+        IP => 0x03,          // ^C
+        AO => 0x0f,          // ^O
+        BRK | ABORT => 0x1c, // ^\ (BRK in the "kludge" line mode, ABORT otherwise)
+        SUSP => 0x1a,        // ^Z
+        AYT => 0x14,         // ^T
+        EC => 0x08,          // ^H (^?, the usual erase key, is 0xff: never in UTF-8)
+        EL => 0x15,          // ^U
+        EOF => 0x04,         // ^D
+        _ => return None,
+    };
+    Some(key | 0x80)
+}
+
 /// A name from a subnegotiation, reduced to printable ASCII.
 fn printable(bytes: &[u8]) -> String {
     bytes.iter().filter(|b| b.is_ascii_graphic()).map(|&b| char::from(b)).take(64).collect()
@@ -409,11 +514,26 @@ mod tests {
         feed(&mut Telnet::new(), input)
     }
 
-    /// chatd's opening requests, sent once a client has shown it speaks telnet.
-    const OFFER: [u8; 18] = [
-        IAC, WILL, ECHO, IAC, WILL, SGA, IAC, WILL, CHARSET, IAC, DO, SGA, IAC, DO, TTYPE, IAC, DO,
-        NAWS,
+    /// chatd's opening requests on a `telnet = true` listener: CHARSET (a visible `*`) waits.
+    const START: [u8; 18] = [
+        IAC, WILL, ECHO, IAC, WILL, SGA, IAC, DO, SGA, IAC, DO, TTYPE, IAC, DO, NAWS, IAC, DO,
+        BINARY,
     ];
+
+    /// chatd's opening requests, sent once a client has shown it speaks telnet.
+    fn offer() -> Vec<u8> {
+        let mut offer = START.to_vec();
+        offer.extend_from_slice(&[IAC, WILL, CHARSET]);
+        offer
+    }
+
+    /// A negotiator on a `telnet = true` listener whose client has sent its first command.
+    fn started() -> Telnet {
+        let mut telnet = Telnet::new();
+        assert_eq!(telnet.start(), START.to_vec());
+        assert_eq!(feed(&mut telnet, &[IAC, NOP]).reply, vec![IAC, WILL, CHARSET]);
+        telnet
+    }
 
     #[test]
     fn plain_bytes_pass_through_and_nothing_is_sent() {
@@ -430,7 +550,7 @@ mod tests {
     #[test]
     fn a_telnet_client_gets_chatds_offer_then_answers() {
         let out = decode(&[IAC, WILL, TTYPE]);
-        let mut expected = OFFER.to_vec();
+        let mut expected = offer();
         // TTYPE was already asked for (DO), so the client's WILL is the answer: ask for the name.
         expected.extend_from_slice(&[IAC, SB, TTYPE, TTYPE_SEND, IAC, SE]);
         assert_eq!(out.reply, expected);
@@ -438,8 +558,7 @@ mod tests {
 
     #[test]
     fn unknown_options_are_refused_once_and_never_loop() {
-        let mut telnet = Telnet::new();
-        telnet.start();
+        let mut telnet = started();
         let out =
             feed(&mut telnet, &[IAC, WILL, 99, IAC, DO, 98, IAC, WILL, 99, IAC, DO, 98, b'x']);
         assert_eq!(out.data, b"x");
@@ -448,8 +567,7 @@ mod tests {
 
     #[test]
     fn agreeing_to_what_was_asked_sends_nothing_more() {
-        let mut telnet = Telnet::new();
-        assert_eq!(telnet.start(), OFFER.to_vec());
+        let mut telnet = started();
         let out =
             feed(&mut telnet, &[IAC, DO, ECHO, IAC, DO, SGA, IAC, WILL, SGA, IAC, WILL, NAWS]);
         assert_eq!(out.reply, Vec::<u8>::new());
@@ -467,8 +585,7 @@ mod tests {
 
     #[test]
     fn refusals_of_chatds_offer_are_accepted_silently() {
-        let mut telnet = Telnet::new();
-        telnet.start();
+        let mut telnet = started();
         let out = feed(&mut telnet, &[IAC, DONT, ECHO, IAC, WONT, TTYPE, IAC, WONT, NAWS]);
         assert_eq!(out.reply, Vec::<u8>::new());
         assert!(!telnet.server_echoes());
@@ -476,8 +593,7 @@ mod tests {
 
     #[test]
     fn terminal_type_window_size_and_charset_are_reported() {
-        let mut telnet = Telnet::new();
-        telnet.start();
+        let mut telnet = started();
         let mut input = vec![IAC, WILL, TTYPE, IAC, WILL, NAWS, IAC, DO, CHARSET];
         input.extend_from_slice(&[IAC, SB, TTYPE, TTYPE_IS]);
         input.extend_from_slice(b"XTERM-256COLOR");
@@ -504,16 +620,14 @@ mod tests {
 
     #[test]
     fn a_window_width_of_255_arrives_doubled() {
-        let mut telnet = Telnet::new();
-        telnet.start();
+        let mut telnet = started();
         let out = feed(&mut telnet, &[IAC, WILL, NAWS, IAC, SB, NAWS, 0, IAC, IAC, 0, 24, IAC, SE]);
         assert_eq!(out.signals, vec![Signal::WindowSize { width: 255, height: 24 }]);
     }
 
     #[test]
     fn a_clients_charset_request_is_answered() {
-        let mut telnet = Telnet::new();
-        telnet.start();
+        let mut telnet = started();
         let mut input = vec![IAC, WILL, CHARSET, IAC, SB, CHARSET, CHARSET_REQUEST];
         input.extend_from_slice(b" GBK ISO-8859-1");
         input.extend_from_slice(&[IAC, SE]);
@@ -549,8 +663,7 @@ mod tests {
 
     #[test]
     fn a_command_split_across_reads_is_decoded() {
-        let mut telnet = Telnet::new();
-        telnet.start();
+        let mut telnet = started();
         let mut data = Vec::new();
         let mut reply = Vec::new();
         let mut signals = Vec::new();
@@ -560,6 +673,87 @@ mod tests {
         assert_eq!((data, reply), (b"ab".to_vec(), vec![IAC, DONT, 77]));
     }
 
+    /// What Debian 12's telnet (inetutils 2.4, line mode, local characters) really sent for a
+    /// nickname `小明`: `小` is e5 b0 8f, and 0x8f & 0x7f is ^O, its "abort output" key.
+    const XIAOMING_FROM_TELNET: &[u8] =
+        &[0xe5, 0xb0, IAC, AO, IAC, DO, TIMING_MARK, 0xe6, 0x98, 0x8e, b'\r', b'\n'];
+
+    #[test]
+    fn a_command_inside_a_utf8_sequence_is_the_byte_the_client_mangled() {
+        let mut telnet = Telnet::new();
+        let out = feed(&mut telnet, XIAOMING_FROM_TELNET);
+        assert_eq!(String::from_utf8_lossy(&out.data), "小明\r\n");
+        assert_eq!(out.signals, vec![]);
+        // The first command brings chatd's offer (character mode, 8-bit input) at once, and
+        // the timing mark the client waits for (it discards output until then) is answered.
+        let mut expected = offer();
+        expected.extend_from_slice(&[IAC, WILL, TIMING_MARK]);
+        assert_eq!(out.reply, expected);
+        assert!(telnet.mangles_input());
+    }
+
+    #[test]
+    fn an_interrupt_inside_kana_is_text_not_a_quit() {
+        // `こんにちは カタカナ` as the client sent it: ナ (e3 83 8a) carries ^C | 0x80.
+        let mut input = "こんにちは カタカ".as_bytes().to_vec();
+        input.extend_from_slice(&[0xe3, IAC, IP, IAC, DO, TIMING_MARK, 0x8a, b'\r', b'\n']);
+        let out = decode(&input);
+        assert_eq!(String::from_utf8_lossy(&out.data), "こんにちは カタカナ\r\n");
+        assert_eq!(out.signals, vec![], "no Interrupt");
+    }
+
+    #[test]
+    fn every_key_the_client_maps_is_put_back() {
+        // U+4E00 + k is e4 b8 (0x80 + k): one character per continuation byte 0x80-0x9c, as
+        // inetutils telnet sent them (0x85, ^E, its echo toggle, it drops; see the README).
+        let wire: &[(u8, &[u8])] = &[
+            (0x83, &[IAC, IP, IAC, DO, TIMING_MARK]),
+            (0x8f, &[IAC, AO, IAC, DO, TIMING_MARK]),
+            (0x9a, &[IAC, SUSP, IAC, DO, TIMING_MARK]),
+            (0x9c, &[IAC, BRK, IAC, DO, TIMING_MARK]),
+        ];
+        let mut input = Vec::new();
+        let mut text = String::new();
+        for k in (0x80u8..=0x9c).filter(|&k| k != 0x85) {
+            input.extend_from_slice(&[0xe4, 0xb8]);
+            match wire.iter().find(|(byte, _)| *byte == k) {
+                Some((_, sent)) => input.extend_from_slice(sent),
+                None => input.push(k),
+            }
+            text.push(char::from_u32(0x4e00 + u32::from(k - 0x80)).unwrap_or('?'));
+        }
+        let out = decode(&input);
+        assert_eq!(String::from_utf8(out.data), Ok(text));
+        assert_eq!(out.signals, vec![]);
+        // The other mappings, in other clients' modes: ABORT, AYT, EC (^H), EL, EOF.
+        for (command, byte) in [(ABORT, 0x9c), (AYT, 0x94), (EC, 0x88), (EL, 0x95), (EOF, 0x84)] {
+            let out = decode(&[0xc3, IAC, command]);
+            assert_eq!((out.data, out.signals), (vec![0xc3, byte], vec![]), "command {command}");
+        }
+    }
+
+    #[test]
+    fn commands_outside_a_sequence_keep_their_meaning() {
+        let out = decode(&[0xe4, 0xb8, 0x80, IAC, IP, b'a', IAC, EL]);
+        assert_eq!(out.data, "一a".as_bytes());
+        assert_eq!(out.signals, vec![Signal::Interrupt, Signal::EraseLine]);
+        assert!(!Telnet::new().mangles_input());
+        // A `telnet = true` listener assumes telnet; a netcat user there mangles nothing.
+        let mut assumed = Telnet::new();
+        assumed.start();
+        assert!(!assumed.mangles_input());
+    }
+
+    #[test]
+    fn an_eight_bit_client_in_character_mode_does_not_mangle() {
+        let mut telnet = Telnet::new();
+        feed(&mut telnet, &[IAC, WILL, TTYPE]);
+        assert!(telnet.mangles_input(), "line mode until it agrees");
+        let out = feed(&mut telnet, &[IAC, WILL, BINARY, IAC, DO, BINARY]);
+        assert_eq!(out.reply, vec![IAC, WILL, BINARY]);
+        assert!(!telnet.mangles_input());
+    }
+
     proptest! {
         #[test]
         fn data_never_grows_and_replies_stay_bounded(input in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -567,7 +761,7 @@ mod tests {
             prop_assert!(out.data.len() <= input.len());
             // Each option is answered at most a few times per direction, plus the offer and
             // one answer per subnegotiation.
-            prop_assert!(out.reply.len() <= OFFER.len() + 4 * 256 * 3 + input.len() / 4 * 16);
+            prop_assert!(out.reply.len() <= offer().len() + 3 * input.len() + 4 * 256 * 3 + input.len() / 4 * 16);
         }
 
         #[test]

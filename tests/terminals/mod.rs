@@ -532,3 +532,78 @@ fn a_telnet_client_that_refuses_everything_still_chats_in_line_mode() {
     // Line mode: the client echoes for itself, so "dave" is not echoed back.
     assert!(!seen.windows(6).any(|w| w == b"dave\r\n"), "{:?}", String::from_utf8_lossy(&seen));
 }
+
+/// Linux telnet as a new user runs it: `telnet host 2323`, no options. On a port other than 23
+/// it negotiates nothing and stays in line mode with "local characters", turning UTF-8
+/// continuation bytes it takes for its control keys into telnet commands (0x8f in `小` into
+/// Abort Output, 0x83 in `ナ` into Interrupt, 0x9c in `本` into Break). chatd puts the bytes
+/// back and switches the client to character mode and 8-bit input at its first command; after
+/// that even `李` (0x9d, the client's escape key) passes.
+#[test]
+fn linux_telnet_in_line_mode_sends_japanese_and_chinese_exactly() {
+    let daemon = Daemon::start();
+    let tmux = Tmux::start(
+        daemon.runtime.path(),
+        &format!("LANG=C.UTF-8 TERM=xterm telnet 127.0.0.1 {}", daemon.port),
+        80,
+    );
+    tmux.wait_for("Please choose a nickname");
+    tmux.keys(&["小明", "Enter"]);
+    tmux.wait_for("You are now known as 小明.");
+    let mut bob = daemon.login("bob");
+    tmux.wait_for("bob has joined lobby");
+    for line in ["こんにちは カタカナ", "本日は晴天なり、東京タワー", "李さん、久しぶり"]
+    {
+        tmux.keys(&[line, "Enter"]);
+        bob.expect(&format!("<小明> {line}"));
+    }
+    tmux.keys(&["/quit", "Enter"]);
+    bob.expect("*** 小明 has left (quit)");
+}
+
+/// A first line whose only damage is a byte Linux telnet drops without a command (0x85 in
+/// `久`, its local-echo key): chatd tells the user what happened, switches the client, and the
+/// line typed again arrives whole.
+#[test]
+fn linux_telnet_that_dropped_a_byte_is_told_and_switched() {
+    let daemon = Daemon::start();
+    let tmux = Tmux::start(
+        daemon.runtime.path(),
+        &format!("LANG=C.UTF-8 TERM=xterm telnet 127.0.0.1 {}", daemon.port),
+        80,
+    );
+    tmux.wait_for("Please choose a nickname");
+    tmux.keys(&["久美", "Enter"]);
+    tmux.wait_for("please type the line again");
+    tmux.keys(&["久美", "Enter"]);
+    tmux.wait_for("You are now known as 久美.");
+    let mut bob = daemon.login("bob");
+    tmux.wait_for("bob has joined lobby");
+    tmux.keys(&["久しぶり", "Enter"]);
+    bob.expect("<久美> 久しぶり");
+}
+
+/// The line editor a shell user expects, in Linux telnet (switched to character mode):
+/// Left, Left, X inserts; Up recalls; Home and End; ^C clears; ^D on an empty line leaves.
+#[test]
+fn linux_telnet_edits_at_the_cursor_and_recalls_lines_in_tmux() {
+    let daemon = Daemon::start_with_config("telnet = true\n");
+    let tmux = Tmux::start(
+        daemon.runtime.path(),
+        &format!("TERM=xterm telnet 127.0.0.1 {}", daemon.port),
+        100,
+    );
+    tmux.wait_for("Please choose a nickname");
+    tmux.keys(&["alice", "Enter"]);
+    tmux.wait_for("alice has joined lobby");
+    let mut bob = daemon.login("bob");
+    tmux.wait_for("bob has joined lobby");
+    tmux.keys(&["abc", "Left", "Left", "X", "Enter"]);
+    bob.expect("<alice> aXbc");
+    tmux.keys(&["Up", "Home", "> ", "End", "!", "Enter"]);
+    bob.expect("<alice> > aXbc!");
+    tmux.keys(&["junk", "C-c", "ok", "Enter"]);
+    bob.expect("<alice> ok");
+    tmux.keys(&["C-d"]);
+    bob.expect("*** alice has left (quit)");
+}
