@@ -288,7 +288,9 @@ impl Admission {
             && !client.admitted
         {
             client.admitted = true;
+            let source = client.source;
             self.unadmitted -= 1;
+            self.no_longer_starting(source);
         }
     }
 
