@@ -623,7 +623,99 @@ mod tests {
         assert_eq!(out, "hé你");
     }
 
+    /// Keys that move and edit, and characters one and two columns wide.
+    const KEY_ALPHABET: &[&[u8]] = &[
+        b"\x1b[D",
+        b"\x1b[C",
+        b"\x1bOH",
+        b"\x1b[4~",
+        b"\x1b[A",
+        b"\x1b[B",
+        b"\x1b[3~",
+        b"\x7f",
+        b"\x17",
+        b"\x0b",
+        b"\x15",
+        b"\x03",
+        b"\x04",
+        b"\r",
+        b"a",
+        b" ",
+        "\u{4f60}".as_bytes(),
+        "\u{e9}".as_bytes(),
+        "e\u{301}".as_bytes(),
+    ];
+
+    /// A one-row terminal: what the echo leaves on screen, and where its cursor is.
+    #[derive(Default)]
+    struct Row {
+        cells: Vec<char>,
+        column: usize,
+    }
+
+    impl Row {
+        fn apply(&mut self, echo: &str) {
+            for c in echo.chars() {
+                match c {
+                    '\u{08}' => self.column = self.column.saturating_sub(1),
+                    '\r' => self.column = 0,
+                    '\n' => self.cells.clear(),
+                    '\u{07}' => {}
+                    c => {
+                        let width = c.width().unwrap_or(0);
+                        if self.cells.len() < self.column + width {
+                            self.cells.resize(self.column + width, ' ');
+                        }
+                        self.cells[self.column] = c;
+                        if width == 2 {
+                            // The second cell of a wide character.
+                            self.cells[self.column + 1] = '\0';
+                        }
+                        self.column += width;
+                    }
+                }
+            }
+        }
+
+        fn text(&self) -> String {
+            let text: String = self.cells.iter().filter(|&&c| c != '\0').collect();
+            text.trim_end().to_string()
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_screen_shows_the_line_and_the_cursor_where_the_editor_has_them(
+            keys in proptest::collection::vec(0..KEY_ALPHABET.len() - 1, 0..300)
+        ) {
+            // Without the combining mark (the last key): a cell per column keeps this simple.
+            let mut editor = LineEditor::new(Charset::default());
+            let mut row = Row::default();
+            for key in keys {
+                if KEY_ALPHABET[key] == b"\r" {
+                    continue;
+                }
+                let (_, echo) = type_keys(&mut editor, KEY_ALPHABET[key]);
+                row.apply(&echo);
+                prop_assert_eq!(row.text(), editor.line().trim_end().to_string());
+                prop_assert_eq!(row.column, columns(&editor.line()[..editor.cursor]));
+            }
+        }
+
+        #[test]
+        fn editing_anywhere_keeps_the_line_and_cursor_consistent(
+            keys in proptest::collection::vec(0..KEY_ALPHABET.len(), 0..300)
+        ) {
+            let mut editor = LineEditor::new(Charset::default());
+            for key in keys {
+                let (_, echo) = type_keys(&mut editor, KEY_ALPHABET[key]);
+                prop_assert!(editor.line.is_char_boundary(editor.cursor));
+                prop_assert!(editor.cursor <= editor.line.len());
+                prop_assert!(!echo.contains('\x1b'));
+                prop_assert!(editor.history.len() <= HISTORY_LINES);
+            }
+        }
+
         #[test]
         fn echo_and_lines_hold_no_escape_or_stray_control(keys in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut editor = LineEditor::new(Charset::default());
