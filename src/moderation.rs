@@ -61,7 +61,7 @@ impl BanTarget {
     }
 
     pub fn covers_nick(&self, nick: &str) -> bool {
-        matches!(self, BanTarget::Nick(banned) if names::fold(banned) == names::fold(nick))
+        matches!(self, BanTarget::Nick(banned) if names::passes_for(banned, nick))
     }
 }
 
@@ -262,20 +262,18 @@ impl Moderation {
     /// Lifts the mute of `nick`; false if there was none.
     pub fn unmute(&mut self, nick: &str) -> bool {
         let before = self.mutes.len();
-        self.mutes.retain(|mute| names::fold(&mute.nick) != names::fold(nick));
+        self.mutes.retain(|mute| !names::passes_for(&mute.nick, nick));
         self.mutes.len() != before
     }
 
     pub fn is_muted(&self, nick: &str, now: u64) -> bool {
-        self.mutes
-            .iter()
-            .any(|mute| mute.in_force(now) && names::fold(&mute.nick) == names::fold(nick))
+        self.mutes.iter().any(|mute| mute.in_force(now) && names::passes_for(&mute.nick, nick))
     }
 
     /// A muted nick was renamed: the mute follows the person.
     pub fn rename_mute(&mut self, old: &str, new: &str) {
         for mute in &mut self.mutes {
-            if names::fold(&mute.nick) == names::fold(old) {
+            if names::passes_for(&mute.nick, old) {
                 mute.nick = new.to_string();
             }
         }
@@ -623,6 +621,22 @@ mod tests {
         assert_eq!(state.bans.len(), 1);
         assert!(state.unban(&"10.0.0.1".parse().expect("target")));
         assert!(!state.unban(&"10.0.0.1".parse().expect("target")));
+    }
+
+    #[test]
+    fn bans_and_mutes_of_a_nick_hold_for_the_names_that_pass_for_it() {
+        let mut state = Moderation::default();
+        state.ban(ban("alice", None));
+        state.mute("bob", 100, None);
+        for lookalike in ["𝚊𝚕𝚒𝚌𝚎", "ａｌｉｃｅ", "\u{430}lice", "aIice", "ᴀlice"]
+        {
+            assert!(state.nick_ban(lookalike, 200).is_some(), "{lookalike}");
+        }
+        assert!(state.nick_ban("alicia", 200).is_none());
+        assert!(state.is_muted("b0b", 200));
+        assert!(!state.is_muted("bobby", 200));
+        assert!(state.unmute("𝖻𝗈𝖻"));
+        assert!(!state.is_muted("bob", 200));
     }
 
     #[test]

@@ -166,6 +166,13 @@ pub fn is_lookalike(new: &str, existing: &str) -> bool {
     !same(new, existing) && lookalike_key(new) == lookalike_key(existing)
 }
 
+/// Whether `a` and `b` are one name for moderation: the same nickname ([`same`]) or one that
+/// passes for the other ([`is_lookalike`]), so that a ban or mute of `alice` also holds for
+/// `𝚊𝚕𝚒𝚌𝚎` and `аlice` when the person comes back under one of those.
+pub fn passes_for(a: &str, b: &str) -> bool {
+    same(a, b) || lookalike_key(a) == lookalike_key(b)
+}
+
 /// Checks a room name: 1–32 letters, digits, `_` and `-`. A leading `#` is not part of the name.
 pub fn check_room(room: &str) -> Result<(), String> {
     if room.is_empty() {
