@@ -43,10 +43,13 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// How long a session waits for a broker to come back before it gives up on its client.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
-/// How long a connected session waits for the broker to answer a login or re-registration
-/// before it gives up: a broker out of descriptors leaves connections unaccepted in its
-/// backlog, where the connection looks fine and nothing would ever come.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connected session waits for the broker to answer a login before it gives up:
+/// a broker out of descriptors leaves connections unaccepted in its backlog, where the
+/// connection looks fine and nothing would ever come. Longer than the master's broker restart
+/// back-off within a soak-like crash series (up to 8 s), during which a connection waits in
+/// the same backlog; a re-registration (`Resume`) is never timed out this way, so that
+/// established users outlive any broker restart.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The broker connection and the state that survives its loss.
 pub struct BrokerLink {
@@ -68,8 +71,8 @@ pub struct BrokerLink {
     acked: u64,
     /// Highest sequence number shown, per sender.
     shown: HashMap<u64, u64>,
-    /// When the broker must have said something, since a login or re-registration was sent on
-    /// this connection (see [`ANSWER_TIMEOUT`]).
+    /// When the broker must have said something, since a login was sent on this connection
+    /// (see [`ANSWER_TIMEOUT`]).
     answer_due: Option<Instant>,
 }
 
@@ -169,9 +172,7 @@ impl BrokerLink {
 
     /// Sends a request that needs no acknowledgement (it is not re-sent after a restart).
     pub fn send(&mut self, request: &Request) -> Result<(), SendError> {
-        if self.channel.is_some()
-            && matches!(request, Request::Login { .. } | Request::Resume { .. })
-        {
+        if self.channel.is_some() && matches!(request, Request::Login { .. }) {
             self.answer_due.get_or_insert(Instant::now() + ANSWER_TIMEOUT);
         }
         match self.channel.as_mut() {
@@ -265,7 +266,7 @@ impl BrokerLink {
     }
 
     /// True once the broker has been gone for longer than [`GIVE_UP_AFTER`], or has left a
-    /// login or re-registration unanswered for [`ANSWER_TIMEOUT`].
+    /// login unanswered for [`ANSWER_TIMEOUT`].
     pub fn gave_up(&self) -> bool {
         self.lost_at.is_some_and(|at| at.elapsed() >= GIVE_UP_AFTER)
             || self.answer_due.is_some_and(|due| Instant::now() >= due)
@@ -345,6 +346,9 @@ mod tests {
             UnixStream::from_std(StdUnixStream::pair().expect("pair").0),
             MAX_BROKER_QUEUE,
         ));
+        let resume = Request::Resume { nick: "alice".into(), room: "lobby".into(), topic: None };
+        link.send(&resume).expect("queued");
+        assert_eq!(link.answer_due, None, "a re-registration waits as long as the broker takes");
         link.send(&Request::Login { nick: "alice".into() }).expect("queued");
         let due = link.answer_due.expect("an answer is awaited");
         assert_eq!(link.retry_at(), Some(due), "the session wakes when it is due");
