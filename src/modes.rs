@@ -28,7 +28,7 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
     }
     listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)?;
     info!("serving {} alone", path.display());
-    let listeners = broker::Listeners { sessions: listener, control };
+    let listeners = broker::Listeners { sessions: listener, control, master: None };
     let result = broker::run(listeners, config, source).map_err(MasterError::from);
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(config.runtime_dir.join(listen::CONTROL_SOCKET));
