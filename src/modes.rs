@@ -33,7 +33,7 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
         path.display(),
         config.runtime_dir.display()
     );
-    let listeners = broker::Listeners { sessions: listener, control };
+    let listeners = broker::Listeners { sessions: listener, control, master: None };
     let result = broker::run(listeners, config, source).map_err(MasterError::from);
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(config.runtime_dir.join(listen::CONTROL_SOCKET));

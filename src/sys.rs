@@ -101,6 +101,49 @@ pub fn peer_pid(socket: &impl AsFd) -> io::Result<i32> {
     Ok(creds.pid())
 }
 
+/// Bits of a process identity that hold the pid: Linux pids stay below `PID_MAX_LIMIT`, 2^22.
+const PID_BITS: u32 = 22;
+
+/// A number that names process `pid` for as long as the machine runs and no other process can
+/// claim: its pid and its start time (clock ticks after boot, field 22 of `/proc/PID/stat`).
+/// Pids are reused; the pair never is, since a later process with the same pid started later.
+/// With a pid from SO_PEERCRED, it is what the kernel vouches for about the caller.
+pub fn process_identity(pid: i32) -> io::Result<u64> {
+    let pid = u64::try_from(pid)
+        .ok()
+        .filter(|&pid| pid > 0 && pid < 1 << PID_BITS)
+        .ok_or_else(|| io::Error::other(format!("pid {pid} is not a visible process")))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses itself.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let started: u64 = after_name
+        .split_whitespace()
+        .nth(22 - 3)
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat has no start time")))?;
+    Ok(started << PID_BITS | pid)
+}
+
+/// Whether the process named by identity `later` started after the one named by `earlier`
+/// (both from [`process_identity`]; false when either is not one).
+pub fn started_after(later: u64, earlier: u64) -> bool {
+    let kernel_made = |identity: u64| identity >> 63 == 0;
+    kernel_made(later) && kernel_made(earlier) && later >> PID_BITS > earlier >> PID_BITS
+}
+
+/// Eight random bytes from the kernel (the clock and the pid if `/dev/urandom` cannot be read).
+pub fn random_u64() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok() {
+        return u64::from_ne_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
 /// Closes every descriptor of this process except standard input, output, error and `keep`.
 ///
 /// A forked child calls this first thing: it inherited the master's listeners, poller and
@@ -358,5 +401,28 @@ pub fn local_hh_mm(unix_seconds: u64) -> String {
     match filled {
         Some(tm) => format!("{:02}:{:02}", tm.tm_hour, tm.tm_min),
         None => "--:--".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_identity_is_stable_and_names_one_process() {
+        let pid = std::process::id() as i32;
+        let me = process_identity(pid).expect("own identity");
+        assert_eq!(process_identity(pid).ok(), Some(me));
+        assert_eq!(me & ((1 << PID_BITS) - 1), pid as u64);
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().expect("spawn sleep");
+        let theirs = process_identity(child.id() as i32);
+        let _ = child.kill();
+        let _ = child.wait();
+        let theirs = theirs.expect("child identity");
+        assert_ne!(theirs, me);
+        // A parent never starts after its child (they may share a clock tick).
+        assert!(!started_after(me, theirs));
+        assert!(process_identity(0).is_err());
+        assert!(!started_after(theirs | 1 << 63, me), "a random id says nothing about time");
     }
 }

@@ -3,6 +3,7 @@
 mod admission;
 mod bench;
 mod control;
+mod identity;
 mod input;
 mod limits;
 mod modes;

@@ -7,8 +7,16 @@
 //!
 //! It also serves operators: `control.sock` ([`control`]) for chatctl, the persisted
 //! moderation state ([`crate::moderation`]: bans, mutes, message of the day), and the figures
-//! ([`stats`]). The master links to it over `broker.sock` (a connection that starts with
-//! `MasterHello`): it reports its own figures every second and receives `Reload` and `Stop`.
+//! ([`stats`]). The master links to it over a socket pair it created before forking the broker
+//! (a connection nobody else can make); it reports its own figures every second, vouches for
+//! the sessions it forks, and receives `Reload` and `Stop`. Only a broker whose master is gone
+//! takes a `MasterHello` on `broker.sock` (a replacement master adopting it).
+//!
+//! Identity: a session is whoever the kernel says is at the other end of its connection. Its
+//! sender id, stamped on its lines for the receivers' duplicate filter, is the caller's pid and
+//! process start time (SO_PEERCRED, `/proc`): the same after a broker restart, and nobody else's
+//! to claim. Its address is the one the master vouched for; `Hello` claims nothing the broker
+//! believes. Numbered lines must follow each other on a connection.
 //!
 //! It must never block on one peer. Every socket is non-blocking and every peer's output queue
 //! is bounded (`broker_queue_bytes`, 4 MiB by default); a peer whose queue would overflow is dropped (its room
@@ -20,9 +28,9 @@ mod control;
 pub mod room;
 pub mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::unix::net::UnixListener as StdUnixListener;
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,10 +52,33 @@ use control::{Access, ControlClient, Operators};
 use room::{Audience, Delivery, MemberId, Rooms};
 use stats::Stats;
 
-/// How long a stopping broker spends telling sessions so.
 /// How long `accept` must go without failing before its trouble counts as over.
 const ACCEPT_TROUBLE_QUIET: Duration = Duration::from_secs(5);
+/// How long a stopping broker spends telling sessions so.
 const GOODBYE_GRACE: Duration = Duration::from_secs(1);
+
+/// Sessions re-register within seconds of a broker (re)start; a `Resume` later than this is
+/// announced to the room like a login, since the room has no reason to believe it was there.
+const RESUME_WINDOW: Duration = Duration::from_secs(60);
+
+/// The first line number a connection may use: a session re-sends what it kept, so it starts
+/// wherever its counter is, but no session says 2^40 lines in its life.
+const MAX_FIRST_SEQ: u64 = 1 << 40;
+/// Largest step between two line numbers on one connection. A session numbers its lines one
+/// by one; this leaves room for what it keeps for re-sending (`session::link`).
+const MAX_SEQ_STEP: u64 = 1024;
+
+/// Sessions dropped as too slow that are remembered, so that one that reconnects is told why
+/// instead of being taken back (the oldest is forgotten first).
+const DROPPED_REMEMBERED: usize = 4096;
+
+/// What `chatctl who` shows as the address of a session the master did not vouch for.
+const UNVOUCHED: &str = "unvouched";
+
+/// Sender ids with this bit come from the broker's random numbers, for a caller the kernel
+/// cannot name (no pid in its credentials, e.g. from another pid namespace). Kernel-derived
+/// ids never have it (see [`sys::process_identity`]).
+const ANONYMOUS_SENDER: u64 = 1 << 63;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -57,13 +88,21 @@ const FIRST_PEER: usize = 3;
 /// One connection on `broker.sock`: a session child, or the master's link.
 struct Peer {
     channel: Channel,
-    /// The session's pid, from SO_PEERCRED, for logs.
+    /// The caller's pid, from SO_PEERCRED, for logs and operators.
     pid: i32,
-    /// The client address the session reported in `Hello`.
+    /// Who the kernel says the caller is ([`sys::process_identity`]): the session's sender id.
+    identity: u64,
+    /// The client address for logs and operators: the one the master vouched for; without a
+    /// master, the one the session reported; else [`UNVOUCHED`].
     client: String,
-    /// The sender id from `Hello`; `None` until `Hello` arrived (every other request must
-    /// come after it) and for the master's link.
+    /// The sender id, once `Hello` arrived (every other request must come after it); `None`
+    /// before and for the master's link.
     session: Option<u64>,
+    /// The last line number accepted on this connection, and whether a refused one was logged.
+    last_seq: Option<u64>,
+    out_of_sequence_logged: bool,
+    /// Dropped as too slow: nothing more is queued for it (nor logged) until it is removed.
+    too_slow: bool,
     /// This connection is the master's link (it started with `MasterHello`).
     is_master: bool,
     /// When the client connected (Unix seconds, from `Hello`).
@@ -120,6 +159,57 @@ struct Broker {
     started_at: u64,
     /// `accept` failing for lack of descriptors: logged once per episode, not per event.
     accept_trouble: FailureEpisode,
+    started: Instant,
+    /// This broker process, as sessions are told in `Welcome`.
+    instance: u64,
+    /// The master's end of the socket pair this broker inherited, while it is open. Until it
+    /// closes, a `MasterHello` on `broker.sock` is refused.
+    inherited_link: Option<MemberId>,
+    /// A master started this broker: it vouches for its sessions' addresses, so a session it
+    /// did not vouch for shows none.
+    vouching: bool,
+    /// The session greeted with each sender id, to apply a vouch that comes after `Hello`.
+    identities: HashMap<u64, MemberId>,
+    /// Vouches for sessions that have not said `Hello` yet.
+    vouches: Remembered<Vouch>,
+    /// Sessions dropped as too slow, and why, in case they come back.
+    dropped: Remembered<LeaveReason>,
+}
+
+/// What the master vouched for about a session.
+struct Vouch {
+    peer: String,
+    connected_at: u64,
+}
+
+/// At most `limit` entries by sender id; the oldest goes first.
+struct Remembered<V> {
+    entries: HashMap<u64, (u64, V)>,
+    order: VecDeque<(u64, u64)>,
+    next: u64,
+    limit: usize,
+}
+
+impl<V> Remembered<V> {
+    fn new(limit: usize) -> Self {
+        Remembered { entries: HashMap::new(), order: VecDeque::new(), next: 0, limit }
+    }
+
+    fn insert(&mut self, key: u64, value: V) {
+        self.next += 1;
+        self.entries.insert(key, (self.next, value));
+        self.order.push_back((key, self.next));
+        while self.order.len() > self.limit {
+            let Some((old, stamp)) = self.order.pop_front() else { break };
+            if self.entries.get(&old).is_some_and(|(at, _)| *at == stamp) {
+                self.entries.remove(&old);
+            }
+        }
+    }
+
+    fn take(&mut self, key: u64) -> Option<V> {
+        self.entries.remove(&key).map(|(_, value)| value)
+    }
 }
 
 /// The broker's two listening sockets, bound by whoever starts it (so that they exist, and
@@ -129,6 +219,9 @@ pub struct Listeners {
     pub sessions: StdUnixListener,
     /// `control.sock`: operators.
     pub control: StdUnixListener,
+    /// The broker's end of the master's link, a socket pair the master created before forking
+    /// the broker; `None` for a broker without a master (`chatd broker`).
+    pub master: Option<StdUnixStream>,
 }
 
 /// Runs the broker on already-listening sockets until SIGTERM or SIGINT.
@@ -137,7 +230,7 @@ pub struct Listeners {
 /// validated the file) the broker reads them again, applies `broker_queue_bytes` to new
 /// sessions and `admin_group` to new operators, and re-reads the moderation state file.
 pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::Result<()> {
-    let Listeners { sessions: listener, control } = listeners;
+    let Listeners { sessions: listener, control, master: link } = listeners;
     listener.set_nonblocking(true)?;
     control.set_nonblocking(true)?;
     let poll = Poll::new()?;
@@ -193,7 +286,20 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         lines_this_turn: Vec::new(),
         started_at: moderation::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
+        started: Instant::now(),
+        instance: sys::process_identity(std::process::id() as i32)
+            .unwrap_or_else(|_| sys::random_u64() | ANONYMOUS_SENDER),
+        inherited_link: None,
+        vouching: link.is_some(),
+        identities: HashMap::new(),
+        vouches: Remembered::new(config.admission.max_clients + 1024),
+        dropped: Remembered::new(DROPPED_REMEMBERED),
     };
+    if let Some(link) = link {
+        link.set_nonblocking(true)?;
+        let pid = sys::peer_pid(&link).unwrap_or(0);
+        broker.inherited_link = broker.add_peer(UnixStream::from_std(link), pid, 0);
+    }
     info!("broker ready (protocol version {PROTOCOL_VERSION})");
     broker.event_loop()
 }
@@ -358,7 +464,7 @@ impl Broker {
         }
     }
 
-    fn admit(&mut self, mut stream: UnixStream) {
+    fn admit(&mut self, stream: UnixStream) {
         match sys::peer_uid(&stream) {
             // Root may always connect: it can do everything the daemon can anyway.
             Ok(uid) if uid == self.uid || uid == 0 => {}
@@ -375,6 +481,22 @@ impl Broker {
             }
         }
         let pid = sys::peer_pid(&stream).unwrap_or(0);
+        let identity = match sys::process_identity(pid) {
+            Ok(identity) => identity,
+            Err(err) => {
+                // Its lines are still told apart from everyone else's; only a broker restart
+                // may show a few of them twice.
+                info!(
+                    "cannot tell who broker peer pid {pid} is ({err}); it gets a sender id of its own"
+                );
+                sys::random_u64() | ANONYMOUS_SENDER
+            }
+        };
+        self.add_peer(stream, pid, identity);
+    }
+
+    /// Watches a new connection; returns its id, or `None` if it cannot be watched.
+    fn add_peer(&mut self, mut stream: UnixStream, pid: i32, identity: u64) -> Option<MemberId> {
         let id = self.next_id;
         self.next_id += 1;
         let token = Token(id as usize);
@@ -383,14 +505,18 @@ impl Broker {
             token,
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            error!("cannot watch session pid {pid}: {err}");
-            return;
+            error!("cannot watch broker peer pid {pid}: {err}");
+            return None;
         }
         let peer = Peer {
             channel: Channel::new(stream, self.queue_bytes),
             pid,
+            identity,
             client: String::new(),
             session: None,
+            last_seq: None,
+            out_of_sequence_logged: false,
+            too_slow: false,
             is_master: false,
             connected_at: moderation::unix_now(),
             last_active: Instant::now(),
@@ -399,6 +525,7 @@ impl Broker {
         };
         self.peers.insert(id, peer);
         self.peers_high_water = self.peers_high_water.max(self.peers.len());
+        Some(id)
     }
 
     /// Reads what `id` sent. `to_the_end`: the poller saw the peer close or fail, so read until
@@ -480,7 +607,7 @@ impl Broker {
                 self.doom(id, LeaveReason::ConnectionLost);
                 return false;
             }
-            Request::MasterFigures(_) | Request::Reloaded { .. } => {
+            Request::MasterFigures(_) | Request::Reloaded { .. } | Request::Vouch { .. } => {
                 warn!(
                     "dropping session pid {} ({}): it sent a master's frame",
                     peer.pid, peer.client
@@ -513,11 +640,31 @@ impl Broker {
                     self.kick(id, Some(reason));
                     return true;
                 }
-                let deliveries = self.rooms.resume(id, session, &nick, &room, topic.as_deref());
-                if let Some(Event::Resumed { nick, room }) = deliveries.first().map(|d| &d.event) {
-                    info!("session pid {} ({}) resumed as {nick} in {room}", peer.pid, peer.client);
+                let announce = self.started.elapsed() > RESUME_WINDOW
+                    || sys::started_after(peer.identity, self.instance);
+                let deliveries =
+                    self.rooms.resume(id, session, &nick, &room, topic.as_deref(), announce);
+                match deliveries.first().map(|d| &d.event) {
+                    Some(Event::Resumed { nick, room }) => {
+                        info!(
+                            "session pid {} ({}) resumed as {nick} in {room}",
+                            peer.pid, peer.client
+                        );
+                    }
+                    Some(Event::Failed(failure)) => info!(
+                        "session pid {} ({}) may not resume as {:?}: {failure:?}",
+                        peer.pid,
+                        peer.client,
+                        crate::text::sanitize(&nick)
+                    ),
+                    _ => {}
                 }
                 deliveries
+            }
+            Request::Say { seq, .. } | Request::Act { seq, .. } | Request::Private { seq, .. }
+                if !self.in_sequence(id, seq) =>
+            {
+                return self.peers.contains_key(&id);
             }
             Request::Say { seq, text } => {
                 return self.chat_line(id, now, |rooms| rooms.say(id, seq, &text));
@@ -559,20 +706,37 @@ impl Broker {
 
     /// The first frame of a connection: a session's `Hello` or the master's `MasterHello`.
     fn greet(&mut self, id: MemberId, request: Request) -> bool {
+        if matches!(request, Request::MasterHello { .. })
+            && self.inherited_link != Some(id)
+            && self.master_link_alive()
+        {
+            // Only a broker whose master is gone may be adopted through broker.sock.
+            let pid = self.peers.get(&id).map_or(0, |peer| peer.pid);
+            warn!(
+                "refused a MasterHello on broker.sock from pid {pid}: the master's link is alive"
+            );
+            self.doom(id, LeaveReason::ConnectionLost);
+            return false;
+        }
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
-        let (version, client, session, connected_at) = match request {
-            Request::Hello { version, pid: _, peer: client, session, connected_at } => {
-                (version, client, session, connected_at)
+        let (version, reported, connected_at) = match request {
+            Request::Hello { version, peer: reported, connected_at } => {
+                (version, reported, connected_at)
             }
             Request::MasterHello { version, pid, started_at } if version == PROTOCOL_VERSION => {
+                let inherited = self.inherited_link == Some(id);
                 peer.is_master = true;
                 if let Some(old) = self.master.replace(id) {
                     self.doom(old, LeaveReason::ConnectionLost);
                 }
                 self.master_figures = Some(MasterFigures { pid, started_at, ..Default::default() });
-                info!("master pid {pid} linked");
+                if inherited {
+                    info!("master pid {pid} linked");
+                } else {
+                    info!("master pid {pid} linked through broker.sock (adopting this broker)");
+                }
                 return true;
             }
             _ => {
@@ -581,12 +745,11 @@ impl Broker {
                 return false;
             }
         };
-        peer.client = client.chars().take(64).collect();
-        peer.connected_at = connected_at;
+        let identity = peer.identity;
         if version != PROTOCOL_VERSION {
             warn!(
-                "dropping session pid {} ({}): protocol version {version}, broker speaks {PROTOCOL_VERSION}",
-                peer.pid, peer.client
+                "dropping session pid {}: protocol version {version}, broker speaks {PROTOCOL_VERSION}",
+                peer.pid
             );
             let refusal = Failure::VersionMismatch { broker: PROTOCOL_VERSION, session: version };
             self.deliver(vec![Delivery { to: Audience::One(id), event: Event::Failed(refusal) }]);
@@ -594,14 +757,39 @@ impl Broker {
             self.doom(id, LeaveReason::ConnectionLost);
             return false;
         }
-        peer.session = Some(session);
-        let banned = peer
-            .client
-            .parse::<std::net::SocketAddr>()
-            .ok()
-            .and_then(|addr| self.moderation.address_ban(addr.ip(), moderation::unix_now()))
+        if let Some(reason) = self.dropped.take(identity) {
+            // The drop was logged when it happened; its sequel is routine.
+            debug!("session pid {} came back after being dropped; told it is over", peer.pid);
+            let told = Event::Dropped { reason };
+            self.deliver(vec![Delivery { to: Audience::One(id), event: told }]);
+            self.doom(id, LeaveReason::ConnectionLost);
+            return false;
+        }
+        let claimed: String = reported.chars().take(64).collect();
+        match self.vouches.take(identity) {
+            Some(vouch) => {
+                peer.client = vouch.peer;
+                peer.connected_at = vouch.connected_at;
+            }
+            None if self.vouching => {
+                // Either the master's word is on its way, or this is no child of the master.
+                peer.client = UNVOUCHED.to_string();
+                peer.connected_at = connected_at;
+            }
+            None => {
+                peer.client.clone_from(&claimed);
+                peer.connected_at = connected_at;
+            }
+        }
+        peer.session = Some(identity);
+        self.identities.insert(identity, id);
+        let banned = [peer.client.as_str(), claimed.as_str()]
+            .iter()
+            .filter_map(|address| address.parse::<std::net::SocketAddr>().ok())
+            .find_map(|addr| self.moderation.address_ban(addr.ip(), moderation::unix_now()))
             .map(|ban| ban.reason.clone());
-        let welcome = Event::Welcome { version: PROTOCOL_VERSION };
+        let welcome =
+            Event::Welcome { version: PROTOCOL_VERSION, sender: identity, broker: self.instance };
         self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
         if let Some(reason) = banned {
             // Sessions the master did not vet (inetd-style) meet the address bans here.
@@ -610,11 +798,61 @@ impl Broker {
         true
     }
 
+    /// Whether the master's link (the inherited one, even before it said `MasterHello`, or an
+    /// adopting master's) is open. A master that died a moment ago may have closed it without
+    /// the loop having seen it yet: it is read to the end first.
+    fn master_link_alive(&mut self) -> bool {
+        let Some(link) = self.inherited_link.or(self.master) else {
+            return false;
+        };
+        self.read_from(link, true);
+        self.peers.contains_key(&link) && !self.doomed.iter().any(|(doomed, _)| *doomed == link)
+    }
+
+    /// Whether line number `seq` may follow the previous one on `id`'s connection. A refused
+    /// line is answered (which also acknowledges it) and the first refusal per connection is
+    /// logged: only a broken or forged session numbers its lines otherwise.
+    fn in_sequence(&mut self, id: MemberId, seq: u64) -> bool {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        let follows = match peer.last_seq {
+            None => seq <= MAX_FIRST_SEQ,
+            Some(last) => seq > last && seq - last <= MAX_SEQ_STEP,
+        };
+        if follows {
+            peer.last_seq = Some(seq);
+            return true;
+        }
+        if !peer.out_of_sequence_logged {
+            peer.out_of_sequence_logged = true;
+            warn!(
+                "session pid {} ({}): refused line number {seq} after {}; later refusals on this connection are not logged",
+                peer.pid,
+                peer.client,
+                peer.last_seq.map_or_else(|| "none".to_string(), |last| last.to_string())
+            );
+        }
+        let refusal = Event::Rejected { seq, failure: Failure::OutOfSequence { seq } };
+        self.deliver(vec![Delivery { to: Audience::One(id), event: refusal }]);
+        false
+    }
+
     /// Frames on the master's link.
     fn handle_master(&mut self, id: MemberId, request: Request) -> bool {
         match request {
             Request::MasterFigures(figures) => self.master_figures = Some(figures),
             Request::Reloaded { error } => self.reloaded(error),
+            Request::Vouch { identity, peer, connected_at } => {
+                let vouch = Vouch { peer: peer.chars().take(64).collect(), connected_at };
+                match self.identities.get(&identity).and_then(|id| self.peers.get_mut(id)) {
+                    Some(session) => {
+                        session.client = vouch.peer;
+                        session.connected_at = vouch.connected_at;
+                    }
+                    None => self.vouches.insert(identity, vouch),
+                }
+            }
             other => {
                 warn!("dropping the master's link: unexpected frame {other:?}");
                 self.doom(id, LeaveReason::ConnectionLost);
@@ -730,15 +968,24 @@ impl Broker {
         copies
     }
 
-    /// Queues `scratch` for one peer; a peer whose queue is full is dropped as too slow.
+    /// Queues `scratch` for one peer; a peer whose queue is full is dropped as too slow (once:
+    /// what comes for it before it is removed is neither queued nor logged again).
     fn queue(&mut self, id: MemberId) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        if peer.too_slow {
+            return;
+        }
         match peer.channel.send_encoded(&self.scratch) {
             Ok(()) => self.mark_dirty(id),
             Err(overflow) => {
                 warn!("dropping session pid {} ({}): too slow, {overflow}", peer.pid, peer.client);
+                peer.too_slow = true;
+                if peer.session.is_some() {
+                    // If it takes the closed connection for a broker restart, it is told.
+                    self.dropped.insert(peer.identity, LeaveReason::TooSlow);
+                }
                 self.stats.drop_for("too_slow");
                 self.doom(id, LeaveReason::TooSlow);
             }
@@ -796,6 +1043,12 @@ impl Broker {
             let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
             };
+            if self.inherited_link == Some(id) {
+                self.inherited_link = None;
+            }
+            if self.identities.get(&peer.identity) == Some(&id) {
+                self.identities.remove(&peer.identity);
+            }
             if self.master == Some(id) {
                 info!("the master's link closed");
                 self.master = None;

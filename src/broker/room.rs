@@ -294,6 +294,12 @@ impl Rooms {
     /// and enters `room` silently (the room already believed it was there). A room without a
     /// topic gets back the one this session had set. The session is then sent the room's recent
     /// lines.
+    ///
+    /// The nick meets the rules of a login: an invalid one, or one that would pass for someone
+    /// online, is refused (the session asks its user for a nickname again). A resumer that
+    /// could not keep its nick, or that the broker asks to `announce` (it comes long after the
+    /// broker started, when no genuine resume is due), enters the room with a join line: the
+    /// room never knew that name there.
     pub fn resume(
         &mut self,
         id: MemberId,
@@ -301,6 +307,7 @@ impl Rooms {
         nick: &str,
         room_name: &str,
         topic: Option<&str>,
+        announce: bool,
     ) -> Vec<Delivery> {
         if self.members.contains_key(&id) {
             return failed(id, Failure::AlreadyLoggedIn);
@@ -308,21 +315,29 @@ impl Rooms {
         if let Err(why) = names::check_nick(nick) {
             return failed(id, Failure::InvalidNick { nick: text::sanitize(nick), why });
         }
-        let Some(nick) = self.free_variant(nick) else {
+        if let Some(existing) = self.lookalike_of(nick, None) {
+            return failed(id, Failure::NickLookalike { nick: nick.to_string(), existing });
+        }
+        let Some(taken) = self.free_variant(nick) else {
             return failed(id, Failure::NickInUse(nick.to_string()));
         };
         let room_name = match names::check_room(room_name) {
             Ok(()) => room_name,
             Err(_) => DEFAULT_ROOM,
         };
-        self.register(id, session, &nick);
+        self.register(id, session, &taken);
         let key = names::fold(room_name);
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room::new(room_name));
         room.members.insert(id);
         if room.topic.is_none() {
             room.topic = topic.and_then(|raw| clean_text(raw).ok());
         }
-        let mut out = vec![one(id, Event::Resumed { nick, room: room.name.clone() })];
+        let shown_name = room.name.clone();
+        let mut out =
+            vec![one(id, Event::Resumed { nick: taken.clone(), room: shown_name.clone() })];
+        if announce || taken != nick {
+            out.push(self::room(&key, Event::Joined { nick: taken, room: shown_name }));
+        }
         out.extend(room.recent.iter().map(|(_, event)| one(id, event.clone())));
         if let Some(member) = self.members.get_mut(&id) {
             member.room = key;
@@ -330,7 +345,8 @@ impl Rooms {
         out
     }
 
-    /// `nick` if it is free, else the first free `nick_N` that is still a valid nickname.
+    /// `nick` if it is free, else the first free `nick_N` that is still a valid nickname and
+    /// passes for nobody online.
     fn free_variant(&self, nick: &str) -> Option<String> {
         if !self.by_nick.contains_key(&names::fold(nick)) {
             return Some(nick.to_string());
@@ -339,7 +355,7 @@ impl Rooms {
             let suffix = format!("_{n}");
             let keep = names::MAX_NICK_CHARS.saturating_sub(suffix.len());
             let candidate: String = nick.chars().take(keep).chain(suffix.chars()).collect();
-            (!self.by_nick.contains_key(&names::fold(&candidate))).then_some(candidate)
+            self.check_free_nick(&candidate, None).is_ok().then_some(candidate)
         })
     }
 
@@ -876,7 +892,7 @@ mod tests {
     #[test]
     fn resume_takes_back_nick_and_room_silently() {
         let mut rooms = Rooms::new();
-        let out = rooms.resume(4, 1004, "alice", "rust", Some("restored topic"));
+        let out = rooms.resume(4, 1004, "alice", "rust", Some("restored topic"), false);
         assert_eq!(out, vec![one(4, Event::Resumed { nick: "alice".into(), room: "rust".into() })]);
         assert_eq!(members(&rooms, "rust"), vec![4]);
         assert_eq!(
@@ -884,7 +900,7 @@ mod tests {
             vec![one(4, Event::Topic { room: "rust".into(), text: Some("restored topic".into()) })]
         );
         // A second resumer does not overwrite a topic the room already has.
-        rooms.resume(5, 1005, "bob", "RUST", Some("other"));
+        rooms.resume(5, 1005, "bob", "RUST", Some("other"), false);
         assert_eq!(members(&rooms, "rust"), vec![4, 5]);
         assert_eq!(
             rooms.topic(5, None)[0].event,
@@ -895,11 +911,11 @@ mod tests {
     #[test]
     fn resume_of_a_taken_nick_gets_the_first_free_variant() {
         let mut rooms = logged_in(&["alice", "alice_2"]);
-        let out = rooms.resume(7, 1007, "ALICE", "lobby", None);
+        let out = rooms.resume(7, 1007, "ALICE", "lobby", None, false);
         assert_eq!(out[0], one(7, Event::Resumed { nick: "ALICE_3".into(), room: "lobby".into() }));
         let long = "abcdefghijklmnopqrstuvwx";
         rooms.login(8, 1008, long);
-        let out = rooms.resume(9, 1009, long, "lobby", None);
+        let out = rooms.resume(9, 1009, long, "lobby", None, false);
         assert_eq!(
             out[0],
             one(
@@ -910,11 +926,44 @@ mod tests {
     }
 
     #[test]
+    fn resume_meets_the_rules_of_a_login_and_a_renamed_or_late_resumer_is_announced() {
+        let mut rooms = logged_in(&["alice"]);
+        // A lookalike of someone online is refused, as at login.
+        assert_eq!(
+            rooms.resume(5, 1005, "\u{430}lice", "lobby", None, false),
+            failed(
+                5,
+                Failure::NickLookalike { nick: "\u{430}lice".into(), existing: "alice".into() }
+            )
+        );
+        assert!(matches!(
+            rooms.resume(5, 1005, "9lives", "lobby", None, false)[0].event,
+            Event::Failed(Failure::InvalidNick { .. })
+        ));
+        assert_eq!(rooms.member_count(), 1);
+        // Renamed: the room is told who came in.
+        let out = rooms.resume(6, 1006, "Alice", "lobby", None, false);
+        assert_eq!(
+            out[..2],
+            [
+                one(6, Event::Resumed { nick: "Alice_2".into(), room: "lobby".into() }),
+                room("lobby", Event::Joined { nick: "Alice_2".into(), room: "lobby".into() }),
+            ]
+        );
+        // Long after the broker started, a resume is announced like a login.
+        let out = rooms.resume(7, 1007, "carol", "lobby", None, true);
+        assert_eq!(
+            out[1],
+            room("lobby", Event::Joined { nick: "carol".into(), room: "lobby".into() })
+        );
+    }
+
+    #[test]
     fn resume_replays_the_rooms_recent_lines() {
         let mut rooms = Rooms::new();
-        rooms.resume(1, 1001, "alice", "lobby", None);
+        rooms.resume(1, 1001, "alice", "lobby", None, false);
         rooms.say(1, 7, "said while bob was away");
-        let out = rooms.resume(2, 1002, "bob", "lobby", None);
+        let out = rooms.resume(2, 1002, "bob", "lobby", None, false);
         assert_eq!(
             out[1],
             one(
@@ -1033,7 +1082,7 @@ mod tests {
         rooms.say(0, 1, "old");
         rooms.set_now(start + RECENT_AGE + Duration::from_secs(1), 31);
         rooms.say(0, 2, "new");
-        let out = rooms.resume(1, 1001, "bob", "lobby", None);
+        let out = rooms.resume(1, 1001, "bob", "lobby", None, false);
         assert_eq!(out.len(), 2, "only the new line is replayed: {out:?}");
     }
 
@@ -1043,14 +1092,14 @@ mod tests {
         for seq in 0..(RECENT_LINES as u64 + 10) {
             rooms.say(0, seq, "x");
         }
-        let out = rooms.resume(1, 1001, "bob", "lobby", None);
+        let out = rooms.resume(1, 1001, "bob", "lobby", None, false);
         assert_eq!(out.len(), 1 + RECENT_LINES);
     }
 
     #[test]
     fn resume_into_an_invalid_room_lands_in_the_lobby() {
         let mut rooms = Rooms::new();
-        let out = rooms.resume(1, 1001, "alice", "no spaces", None);
+        let out = rooms.resume(1, 1001, "alice", "no spaces", None, false);
         assert_eq!(out[0], one(1, Event::Resumed { nick: "alice".into(), room: "lobby".into() }));
     }
 

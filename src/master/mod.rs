@@ -16,9 +16,13 @@
 //!   SIGTERM means an operator's `kill PID`), wait up to [`SHUTDOWN_GRACE`], SIGKILL what is
 //!   left, remove `broker.sock`, exit 0. A second SIGTERM/SIGINT, or SIGQUIT, kills
 //!   everything at once.
-//! - the link: a connection to `broker.sock` that starts with `MasterHello`; every second the
-//!   master sends its figures over it (for `chatctl status`), and it receives `Reload` and
-//!   `Stop` from operators. Address bans are read from the state file ([`BanFile`]) at accept.
+//! - the link: a socket pair created before forking the broker (so that no other process can
+//!   be the master to it), which starts with `MasterHello`; every second the master sends its
+//!   figures over it (for `chatctl status`), it vouches for each session it forks (the child's
+//!   identity and its client's address, so that the broker believes no session's own word),
+//!   and it receives `Reload` and `Stop` from operators. An adopted broker, or one whose link
+//!   broke, is linked through `broker.sock` instead, which a broker allows only while it has no
+//!   master. Address bans are read from the state file ([`BanFile`]) at accept.
 
 pub mod admission;
 pub mod listen;
@@ -113,6 +117,10 @@ pub struct Background {
 struct SessionChild {
     peer: SocketAddr,
     started: Instant,
+    /// The child as the broker knows it ([`sys::process_identity`]), and when its client
+    /// connected (Unix seconds): what the master vouches for over the link.
+    identity: Option<u64>,
+    connected_at: u64,
 }
 
 /// The broker child and its restart policy.
@@ -768,7 +776,22 @@ impl Master {
                 self.resource_recovered();
                 self.figures.accepted += 1;
                 self.admission.accepted(pid, peer.ip());
-                self.sessions.insert(pid, SessionChild { peer, started: Instant::now() });
+                // The child exists from here on, so its start time can be read.
+                let identity = match sys::process_identity(pid.as_raw()) {
+                    Ok(identity) => Some(identity),
+                    Err(err) => {
+                        warn!("cannot vouch for session pid {pid} ({peer}) to the broker: {err}");
+                        None
+                    }
+                };
+                let child = SessionChild {
+                    peer,
+                    started: Instant::now(),
+                    identity,
+                    connected_at: unix_now(),
+                };
+                self.vouch_for(&child);
+                self.sessions.insert(pid, child);
                 // Dropping `stream` closes the master's copy; the child has its own.
             }
             Err(err) => {
@@ -795,16 +818,22 @@ impl Master {
                 Err(err) => return Err(io::Error::other(err.to_string())),
             }
         }
+        // The link: created before the fork, so that the broker's master is whoever holds
+        // the other end, never a connection to broker.sock.
+        let (link, broker_end) = std::os::unix::net::UnixStream::pair()?;
         let listeners = match &self.broker_listener {
-            Some((sessions, control)) => {
-                broker::Listeners { sessions: sessions.try_clone()?, control: control.try_clone()? }
-            }
+            Some((sessions, control)) => broker::Listeners {
+                sessions: sessions.try_clone()?,
+                control: control.try_clone()?,
+                master: Some(broker_end),
+            },
             None => return Err(io::Error::other("no broker socket")),
         };
         let config = self.config.clone();
         match sys::fork_with_signals_blocked()? {
             Forked::Child => {
-                let keep = vec![sys::raw(&listeners.sessions), sys::raw(&listeners.control)];
+                let mut keep = vec![sys::raw(&listeners.sessions), sys::raw(&listeners.control)];
+                keep.extend(listeners.master.as_ref().map(sys::raw));
                 let source = self.source.clone();
                 // One descriptor per session, and room to spare.
                 let limits = ChildLimits {
@@ -820,13 +849,16 @@ impl Master {
                 })
             }
             Forked::Parent(pid) => {
+                // The broker's end lives in the broker only: its closing tells the broker
+                // that the master is gone.
+                drop(listeners);
                 info!("broker started, pid {pid}");
                 if let Err(err) = listen::write_broker_pid(&self.config.runtime_dir, pid.as_raw()) {
                     warn!("cannot record the broker's pid: {err}");
                 }
                 self.broker.pid = Some(pid);
                 self.broker.started = Instant::now();
-                self.connect_link();
+                self.open_link(link);
                 Ok(())
             }
         }
@@ -936,9 +968,8 @@ impl Master {
         }
     }
 
-    /// Opens the link to the broker: a connection to `broker.sock` (bound before the broker
-    /// was forked, so it is accepted as soon as the broker runs) that starts with
-    /// `MasterHello`. A failure is retried with the next figures.
+    /// Links to a broker that has no master link (an adopted broker whose link broke) through
+    /// `broker.sock`. A failure is retried with the next figures.
     fn connect_link(&mut self) {
         match std::os::unix::net::UnixStream::connect(&self.broker_socket) {
             Ok(stream) => self.open_link(stream),
@@ -946,7 +977,8 @@ impl Master {
         }
     }
 
-    /// Makes `stream`, a connection to `broker.sock`, the link: says `MasterHello` on it.
+    /// Makes `stream` (the socket pair's end, or a connection to `broker.sock`) the link: says
+    /// `MasterHello` on it and vouches for every session alive (a new broker knows none).
     fn open_link(&mut self, stream: std::os::unix::net::UnixStream) {
         self.drop_link();
         let opened = (|| -> io::Result<Channel> {
@@ -957,13 +989,19 @@ impl Master {
                 LINK,
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            let mut channel = Channel::new(stream, 1 << 20);
+            // Room for a vouch per session on top of the usual traffic.
+            let mut channel = Channel::new(stream, (1 << 20) + self.sessions.len() * 128);
             let hello = Request::MasterHello {
                 version: PROTOCOL_VERSION,
                 pid: std::process::id(),
                 started_at: self.figures.started_at,
             };
             channel.send(&hello).map_err(io::Error::other)?;
+            for child in self.sessions.values() {
+                if let Some(vouch) = vouch(child) {
+                    channel.send(&vouch).map_err(io::Error::other)?;
+                }
+            }
             Ok(channel)
         })();
         match opened {
@@ -975,6 +1013,18 @@ impl Master {
                 warn!("cannot link to the broker: {err}");
                 self.link_lost();
             }
+        }
+    }
+
+    /// Tells the broker which client a session child serves, if a link is open (otherwise the
+    /// next link vouches for it).
+    fn vouch_for(&mut self, child: &SessionChild) {
+        let Some(request) = vouch(child) else { return };
+        // Written at once: the child is about to say Hello to the broker.
+        if let Some(link) = &mut self.link
+            && (link.send(&request).is_err() || link.flush().is_err())
+        {
+            self.link_lost();
         }
     }
 
@@ -1098,6 +1148,15 @@ fn log_control_socket(runtime_dir: &std::path::Path) {
             socket.display()
         );
     }
+}
+
+/// What the master vouches for about a session child, if it knows the child's identity.
+fn vouch(child: &SessionChild) -> Option<Request> {
+    Some(Request::Vouch {
+        identity: child.identity?,
+        peer: child.peer.to_string(),
+        connected_at: child.connected_at,
+    })
 }
 
 /// Resource limits of a child process (core dumps are always off).

@@ -126,22 +126,14 @@ mod tests {
     /// `PROTOCOL_VERSION` must change with it.
     #[test]
     fn hello_frame_has_fixed_bytes() {
-        let hello = Request::Hello {
-            version: 3,
-            pid: 300,
-            peer: "[::1]:2".to_string(),
-            session: 5,
-            connected_at: 9,
-        };
+        let hello = Request::Hello { version: 5, peer: "[::1]:2".to_string(), connected_at: 300 };
         let bytes = frame(&hello).expect("encodes");
         let expected: Vec<u8> = vec![
-            0, 0, 0, 15, // payload length, big-endian
+            0, 0, 0, 13, // payload length, big-endian
             0,  // variant 0: Hello
-            3,  // version 3 (varint)
-            251, 44, 1, // pid 300: varint marker 251 then u16 little-endian
+            5,  // version 5 (varint)
             7, b'[', b':', b':', b'1', b']', b':', b'2', // peer: length 7, bytes
-            5,    // session 5 (varint)
-            9,    // connected_at 9 (varint)
+            251, 44, 1, // connected_at 300: varint marker 251 then u16 little-endian
         ];
         assert_eq!(bytes, expected, "\nexpected: {expected:?}\n     got: {bytes:?}");
     }
@@ -191,14 +183,11 @@ mod tests {
 
     fn any_request() -> impl Strategy<Value = Request> {
         prop_oneof![
-            (any::<u32>(), any::<u32>(), any_text()).prop_map(|(version, pid, peer)| {
-                Request::Hello {
-                    version,
-                    pid,
-                    peer,
-                    session: u64::from(pid) << 7,
-                    connected_at: u64::from(version),
-                }
+            (any::<u32>(), any_text(), any::<u64>()).prop_map(|(version, peer, connected_at)| {
+                Request::Hello { version, peer, connected_at }
+            }),
+            (any::<u64>(), any_text(), any::<u64>()).prop_map(|(identity, peer, connected_at)| {
+                Request::Vouch { identity, peer, connected_at }
             }),
             any_text().prop_map(|nick| Request::Login { nick }),
             (any::<u64>(), any_text()).prop_map(|(seq, text)| Request::Say { seq, text }),
@@ -239,7 +228,10 @@ mod tests {
 
     fn any_event() -> impl Strategy<Value = Event> {
         prop_oneof![
-            any::<u32>().prop_map(|version| Event::Welcome { version }),
+            (any::<u32>(), any::<u64>(), any::<u64>())
+                .prop_map(|(version, sender, broker)| Event::Welcome { version, sender, broker }),
+            any_reason().prop_map(|reason| Event::Dropped { reason }),
+            any::<u64>().prop_map(|seq| Event::Failed(Failure::OutOfSequence { seq })),
             any_text().prop_map(|nick| Event::LoggedIn { nick }),
             (any_text(), any::<u64>(), any::<u64>(), any_text())
                 .prop_map(|(from, sender, seq, text)| Event::Chat { from, sender, seq, text }),

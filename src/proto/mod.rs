@@ -15,29 +15,30 @@ pub mod control;
 use serde::{Deserialize, Serialize};
 
 /// Version of the frame set below. A broker refuses sessions that speak another version.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Session (or the master's link) → broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// First frame on a connection: who is calling and for which client.
+    /// First frame on a connection: who is calling and for which client. It claims nothing
+    /// the broker must believe: the broker takes the caller's pid and sender id from the
+    /// kernel (SO_PEERCRED) and the client's address from the master ([`Request::Vouch`]).
     Hello {
         version: u32,
-        /// The session child's pid, for logs and (later) for operators.
-        pid: u32,
-        /// The client's address as the session sees it, for logs.
+        /// The client's address as the session sees it. Shown to operators only when no
+        /// master can vouch for sessions (`chatd broker` serving inetd-style sessions).
         peer: String,
-        /// A random id, fixed for the session's life, that names it as a sender in events so
-        /// that receivers can drop lines they already showed (pids are reused; this is not).
-        session: u64,
-        /// When the client connected (Unix seconds), for operators; it survives broker restarts.
+        /// When the client connected (Unix seconds), as the session says; it survives broker
+        /// restarts.
         connected_at: u64,
     },
     /// Claim a nickname and enter the default room.
     Login { nick: String },
     /// Re-register with a restarted broker: take back `nick` (or the nearest free variant),
     /// enter `room` without announcing it, and restore `topic` if the room has none. The broker
-    /// answers [`Event::Resumed`] and then replays the room's recent lines.
+    /// answers [`Event::Resumed`] and then replays the room's recent lines. The nick meets the
+    /// rules of a login (valid, not banned, not a lookalike of someone online); a resumer that
+    /// could not keep its name, or that comes long after the broker started, is announced.
     Resume { nick: String, room: String, topic: Option<String> },
     /// A line of chat to the current room. `seq` counts the sender's lines so that receivers can
     /// detect loss and duplicates.
@@ -73,13 +74,21 @@ pub enum Request {
     Back,
     /// `/whois NICK`
     Whois { nick: String },
+    /// On the master's link: the master forked the session child with this `identity` (see
+    /// [`Event::Welcome`]) for the client at `peer`, accepted at `connected_at` (Unix seconds).
+    /// Sent at every fork and, for every live session, whenever a link opens.
+    Vouch { identity: u64, peer: String, connected_at: u64 },
 }
 
 /// Broker → session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// Answer to `Hello`: the broker accepted this session.
-    Welcome { version: u32 },
+    /// Answer to `Hello`: the broker accepted this session. `sender` is the id the broker
+    /// stamps on this session's lines (derived from what the kernel says about the caller, so
+    /// the same after a broker restart and nobody else's to claim); `broker` names this broker
+    /// process, so that a session that reconnects can tell a restarted broker from one that
+    /// closed its connection on purpose.
+    Welcome { version: u32, sender: u64, broker: u64 },
     /// The login succeeded; `nick` is the name as registered.
     LoggedIn { nick: String },
     /// A line of chat from `from`; `sender` and `seq` identify it for acknowledgement and
@@ -134,6 +143,9 @@ pub enum Event {
     History { room: String, lines: Vec<HistoryLine> },
     /// Answer to `/whois`.
     WhoIs(WhoIs),
+    /// Answer to `Hello` from a session this broker dropped (its queue overflowed): it must end
+    /// and tell its client why, not re-register.
+    Dropped { reason: LeaveReason },
 }
 
 /// A line of a room's history.
@@ -210,5 +222,10 @@ pub enum Failure {
     NickLookalike {
         nick: String,
         existing: String,
+    },
+    /// A numbered request whose number does not follow the connection's previous one (or
+    /// jumps far beyond anything a session could have kept for re-sending): refused.
+    OutOfSequence {
+        seq: u64,
     },
 }

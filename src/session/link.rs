@@ -5,7 +5,13 @@
 //!   recent ones, which are re-sent in order after reconnecting;
 //! - the duplicate filter: the highest sequence number shown per sender, so a line that the old
 //!   broker delivered and a sender re-sent is shown once;
-//! - the reconnection schedule when the broker is gone.
+//! - the reconnection schedule when the broker is gone;
+//! - which broker process welcomed it: a reconnection that reaches the same broker again was a
+//!   connection the broker closed on purpose, not a restart, and must not be resumed.
+//!
+//! The sender id that names this session's lines is the broker's to give (in `Welcome`; it is
+//! derived from the kernel's word about this process, so it stays the same across broker
+//! restarts). A session claims none.
 //!
 //! An acknowledgement is whatever proves the broker processed a numbered request: the echo of
 //! this session's own `Chat`/`Action` (a sender is always in its room), `PrivateSent`, or
@@ -17,7 +23,7 @@
 //! It does not decide what to re-register (nick, room): that is the session's.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
@@ -57,8 +63,10 @@ pub struct BrokerLink {
     token: Token,
     /// `Hello` as sent on every connection.
     hello: Request,
-    /// This session's sender id.
+    /// This session's sender id, as the broker said in `Welcome` (0 before the first).
     session: u64,
+    /// The broker process that welcomed this session last.
+    broker: Option<u64>,
     channel: Option<Channel>,
     /// When the connection was lost, and when to try again.
     lost_at: Option<Instant>,
@@ -84,16 +92,16 @@ struct Sent {
     at: Instant,
 }
 
-/// A random sender id; pids are reused, these practically never are.
-fn random_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok() {
-        return u64::from_ne_bytes(bytes);
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
+/// What a `Welcome` says about the connection it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Welcomed {
+    /// The first connection of this session.
+    First,
+    /// A new broker process: the old one died, so the session re-registers.
+    Restarted,
+    /// The broker that closed the connection is still the one answering: it closed it on
+    /// purpose, and the session must not come back as if nothing happened.
+    SameBroker,
 }
 
 impl BrokerLink {
@@ -104,25 +112,23 @@ impl BrokerLink {
         registry: &Registry,
         token: Token,
     ) -> io::Result<BrokerLink> {
-        let session = random_id();
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
-            pid: std::process::id(),
             peer: peer.to_string(),
-            session,
             connected_at: crate::moderation::unix_now(),
         };
-        let mut link = BrokerLink::unconnected(socket, token, hello, session);
+        let mut link = BrokerLink::unconnected(socket, token, hello);
         link.open(registry)?;
         Ok(link)
     }
 
-    fn unconnected(socket: PathBuf, token: Token, hello: Request, session: u64) -> BrokerLink {
+    fn unconnected(socket: PathBuf, token: Token, hello: Request) -> BrokerLink {
         BrokerLink {
             socket,
             token,
             hello,
-            session,
+            session: 0,
+            broker: None,
             channel: None,
             lost_at: None,
             retry_at: None,
@@ -231,6 +237,17 @@ impl BrokerLink {
         self.session
     }
 
+    /// The broker answered `Hello`: `sender` is this session's sender id, `broker` the broker
+    /// process. Says whether this connection reached a restarted broker.
+    pub fn welcomed(&mut self, sender: u64, broker: u64) -> Welcomed {
+        self.session = sender;
+        match self.broker.replace(broker) {
+            None => Welcomed::First,
+            Some(before) if before == broker => Welcomed::SameBroker,
+            Some(_) => Welcomed::Restarted,
+        }
+    }
+
     /// True the first time a (sender, seq) line is seen; false for a duplicate.
     pub fn first_sight(&mut self, sender: u64, seq: u64) -> bool {
         if self.shown.len() >= MAX_SENDERS_REMEMBERED && !self.shown.contains_key(&sender) {
@@ -278,8 +295,9 @@ impl BrokerLink {
         self.answer_due.is_some() && self.lost_at.is_none()
     }
 
-    /// Tries to reconnect if an attempt is due. `Ok(true)`: connected again and `Hello` queued;
-    /// the caller re-registers and then calls [`BrokerLink::resend_recent`].
+    /// Tries to reconnect if an attempt is due. True: connected again and `Hello` queued; once
+    /// `Welcome` says the broker restarted ([`BrokerLink::welcomed`]), the caller re-registers
+    /// and then calls [`BrokerLink::resend_recent`].
     pub fn try_reconnect(&mut self, registry: &Registry) -> bool {
         if self.channel.is_some() || self.retry_at.is_none_or(|at| Instant::now() < at) {
             return false;
@@ -300,7 +318,16 @@ mod tests {
     use super::*;
 
     fn link() -> BrokerLink {
-        BrokerLink::unconnected(PathBuf::new(), Token(0), Request::Who, 1)
+        BrokerLink::unconnected(PathBuf::new(), Token(0), Request::Who)
+    }
+
+    #[test]
+    fn a_welcome_from_the_same_broker_is_no_restart() {
+        let mut link = link();
+        assert_eq!(link.welcomed(7, 100), Welcomed::First);
+        assert_eq!(link.session(), 7);
+        assert_eq!(link.welcomed(7, 100), Welcomed::SameBroker);
+        assert_eq!(link.welcomed(7, 200), Welcomed::Restarted);
     }
 
     #[test]

@@ -43,7 +43,7 @@ use std::os::unix::net::UnixDatagram as StdUnixDatagram;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -59,7 +59,7 @@ use command::Command;
 use editor::Typed;
 use flood::TokenBucket;
 use line::{Line, LineSplitter};
-use link::BrokerLink;
+use link::{BrokerLink, Welcomed};
 use render::{Shown, notice};
 use telnet::Telnet;
 use terminal::Terminal;
@@ -152,6 +152,9 @@ struct Session {
     next_nop_at: Instant,
     /// The topic this user set in its current room, restored after a broker restart.
     topic_set: Option<String>,
+    /// How to re-register once the broker that answers a reconnection proves to be a new one;
+    /// kept until the broker answers it.
+    reregistration: Option<Request>,
     peer: SocketAddr,
     started: Instant,
     settings: SessionSettings,
@@ -269,6 +272,7 @@ impl Session {
             idle_warned: false,
             next_nop_at: now + settings.limits.keepalive,
             topic_set: None,
+            reregistration: None,
             peer,
             started: now,
             settings,
@@ -878,6 +882,10 @@ impl Session {
                     self.handle_events();
                     return self.broker_closed();
                 }
+                Err(err) if self.closing.is_some() => {
+                    debug!("session for {}: broker connection failed: {err}", self.peer);
+                    return self.broker_closed();
+                }
                 Err(err) => {
                     warn!("session for {}: broker connection failed: {err}", self.peer);
                     return self.broker_closed();
@@ -901,8 +909,9 @@ impl Session {
         self.broker.lost();
     }
 
-    /// Reconnects to a restarted broker and re-registers: the nickname asked for (before
-    /// login), or nick, room and topic (after), then re-sends unacknowledged lines.
+    /// Reconnects to a restarted broker. Re-registering (the nickname asked for before login,
+    /// or nick, room and topic after) and re-sending unacknowledged lines wait for its
+    /// `Welcome`: only a broker that really restarted takes the session back.
     fn reconnect_if_due(&mut self) {
         if self.closing.is_some() {
             return;
@@ -915,6 +924,11 @@ impl Session {
             return self.close(Some(notice::service_lost()), "the broker did not come back");
         }
         if !self.broker.try_reconnect(self.poll.registry()) {
+            return;
+        }
+        if self.reregistration.is_some() {
+            // The broker went away again before this session was back: the same request (with
+            // the room it was in) goes to the next one.
             return;
         }
         let request = match &self.phase {
@@ -930,8 +944,27 @@ impl Session {
                 Request::Resume { nick, room, topic: self.topic_set.clone() }
             }
         };
-        let sent = self.broker.send(&request).and_then(|()| self.broker.resend_recent());
-        self.check_sent(sent);
+        self.reregistration = Some(request);
+    }
+
+    /// The broker answered `Hello`. A restarted one gets the re-registration; the same broker
+    /// as before closed the connection on purpose, and the session ends.
+    fn welcomed(&mut self, sender: u64, broker: u64) {
+        match self.broker.welcomed(sender, broker) {
+            Welcomed::First => {}
+            Welcomed::Restarted => {
+                if let Some(request) = &self.reregistration {
+                    let sent = self.broker.send(request).and_then(|()| self.broker.resend_recent());
+                    self.check_sent(sent);
+                }
+            }
+            Welcomed::SameBroker => {
+                self.close(
+                    Some(notice::disconnected_by_server()),
+                    "the broker closed the connection without restarting",
+                );
+            }
+        }
     }
 
     /// Handles every whole event read from the broker; false if the broker sent garbage.
@@ -1024,11 +1057,13 @@ impl Session {
                 return self.broker.first_sight(me, *seq);
             }
             Event::LoggedIn { nick } => {
+                self.reregistration = None;
                 info!("{} logged in as {nick}", self.peer);
                 self.report_admission();
                 self.phase = Phase::Chatting { nick: nick.clone(), room: DEFAULT_ROOM.to_string() };
             }
             Event::Failed(_) if matches!(self.phase, Phase::ChoosingNick { asked: Some(_) }) => {
+                self.reregistration = None;
                 self.phase = Phase::ChoosingNick { asked: None };
                 for line in render::event(event) {
                     self.show(line);
@@ -1038,6 +1073,7 @@ impl Session {
             }
             Event::Failed(failure) if matches!(self.phase, Phase::Resuming { .. }) => {
                 warn!("{}: could not re-register after a broker restart: {failure:?}", self.peer);
+                self.reregistration = None;
                 self.phase = Phase::ChoosingNick { asked: None };
                 self.started = Instant::now();
                 self.show(render::system(&render::failure(failure)));
@@ -1045,6 +1081,7 @@ impl Session {
                 return false;
             }
             Event::Resumed { nick, room } => {
+                self.reregistration = None;
                 let asked = match &self.phase {
                     Phase::Resuming { nick } => nick.clone(),
                     _ => nick.clone(),
@@ -1088,6 +1125,15 @@ impl Session {
                 if self.last_private_from.as_deref().is_some_and(|from| names::same(from, old)) {
                     self.last_private_from = Some(new.clone());
                 }
+            }
+            Event::Welcome { sender, broker, .. } => self.welcomed(*sender, *broker),
+            Event::Dropped { reason } => {
+                let lines = render::event(event);
+                self.close(
+                    lines.into_iter().next(),
+                    &format!("dropped by the broker ({reason:?})"),
+                );
+                return false;
             }
             Event::Shutdown => {
                 self.close(Some(notice::shutting_down()), "server shutting down");
@@ -1281,7 +1327,13 @@ impl Session {
         if let Some(channel) = self.broker.channel()
             && let Err(err) = channel.flush()
         {
-            warn!("session for {}: cannot write to the broker: {err}", self.peer);
+            if self.closing.is_some() {
+                // Leaving, most often because the daemon stops: the broker may be gone first,
+                // and what was left to tell it (the last figures) no longer matters.
+                debug!("session for {}: cannot write to the broker: {err}", self.peer);
+            } else {
+                warn!("session for {}: cannot write to the broker: {err}", self.peer);
+            }
             self.broker_closed();
         }
         let queued = self.client_out.len();

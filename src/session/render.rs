@@ -205,6 +205,10 @@ pub fn event(event: &Event) -> Vec<Shown> {
         }
         // Only for the master; a session never receives them.
         Event::Reload | Event::Stop => return Vec::new(),
+        Event::Dropped { reason: LeaveReason::TooSlow } => {
+            system("Disconnected: too slow (this connection fell too far behind the room).")
+        }
+        Event::Dropped { .. } => notice::disconnected_by_server(),
     };
     vec![line]
 }
@@ -249,6 +253,9 @@ pub fn failure(failure: &Failure) -> String {
             user_text(nick),
             user_text(existing)
         ),
+        Failure::OutOfSequence { .. } => {
+            "Not sent: the line was numbered out of sequence".to_string()
+        }
     }
 }
 
@@ -357,6 +364,10 @@ pub mod notice {
 
     pub fn idle_disconnect(seconds: u64) -> Shown {
         system(&format!("Disconnected after {seconds} s of inactivity."))
+    }
+
+    pub fn disconnected_by_server() -> Shown {
+        system("Disconnected by the server.")
     }
 
     pub fn service_lost() -> Shown {

@@ -247,13 +247,7 @@ fn the_broker_drops_a_session_that_does_not_read_and_the_room_carries_on() {
         std::os::unix::net::UnixStream::connect(daemon.runtime_dir().join("broker.sock"))
             .expect("connect to broker.sock");
     let mut frames = Vec::new();
-    let hello = Request::Hello {
-        version: PROTOCOL_VERSION,
-        pid: 1,
-        peer: "test".into(),
-        session: 7,
-        connected_at: 0,
-    };
+    let hello = Request::Hello { version: PROTOCOL_VERSION, peer: "test".into(), connected_at: 0 };
     codec::encode_frame(&hello, &mut frames).expect("encode");
     codec::encode_frame(&Request::Login { nick: "stuck".into() }, &mut frames).expect("encode");
     stuck.write_all(&frames).expect("register");
