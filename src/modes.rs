@@ -24,6 +24,10 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
     };
     let control = listen::bind_control_socket(&config.runtime_dir)?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
+    // Again now that both exist: a directory someone made between the first check and its
+    // creation (which accepts one that exists) is theirs, not ours, and is refused.
+    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
+    let service_user = run_as.is_some();
     if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &path)?;
     }
@@ -33,7 +37,7 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
         path.display(),
         config.runtime_dir.display()
     );
-    let listeners = broker::Listeners { sessions: listener, control, master: None };
+    let listeners = broker::Listeners { sessions: listener, control, master: None, service_user };
     let result = broker::run(listeners, config, source).map_err(MasterError::from);
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(config.runtime_dir.join(listen::CONTROL_SOCKET));

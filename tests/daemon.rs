@@ -411,8 +411,13 @@ fn malformed_frames_on_broker_sock_do_not_harm_the_broker() {
 #[test]
 fn a_second_daemon_on_the_same_runtime_dir_refuses_to_start() {
     let daemon = Daemon::start();
+    // With the first one's settings (its user): as another user, the directory would be
+    // refused as someone else's before the running daemon is found.
+    let settings = daemon.runtime_dir().parent().expect("the test's directory").join("chatd.toml");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
+        .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--config"])
+        .arg(&settings)
+        .arg("--runtime-dir")
         .arg(daemon.runtime_dir())
         .output()
         .expect("run a second chatd");

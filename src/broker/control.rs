@@ -69,11 +69,14 @@ const READ_CHUNK: usize = 4096;
 pub struct Access {
     uid: u32,
     user: String,
+    /// `uid` is a service user chatd switched to from root: its own processes (every session
+    /// child) are no operators, so a compromised session cannot act as one.
+    service_user: bool,
     group: Option<(String, u32)>,
 }
 
 impl Access {
-    pub fn new(uid: u32, group: Option<&str>) -> Access {
+    pub fn new(uid: u32, service_user: bool, group: Option<&str>) -> Access {
         let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
             .flatten()
@@ -81,7 +84,9 @@ impl Access {
         let group = group.and_then(|name| match nix::unistd::Group::from_name(name) {
             Ok(Some(group)) => Some((name.to_string(), group.gid.as_raw())),
             Ok(None) => {
-                info!("admin group {name} does not exist; only root and {user} may use chatctl");
+                let who =
+                    if service_user { "root".to_string() } else { format!("root and {user}") };
+                info!("admin group {name} does not exist; only {who} may use chatctl");
                 None
             }
             Err(err) => {
@@ -89,12 +94,16 @@ impl Access {
                 None
             }
         });
-        Access { uid, user, group }
+        Access { uid, user, service_user, group }
+    }
+
+    pub fn service_user(&self) -> bool {
+        self.service_user
     }
 
     /// Whether the process behind `stream`, running as `uid`, may use the control socket.
     fn allows(&self, stream: &UnixStream, uid: u32) -> bool {
-        if uid == 0 || uid == self.uid {
+        if uid == 0 || (uid == self.uid && !self.service_user) {
             return true;
         }
         let Some((_, gid)) = &self.group else { return false };
@@ -108,6 +117,10 @@ impl Access {
             Some((name, _)) => format!(", or members of group {name}"),
             None => String::new(),
         };
+        if self.service_user {
+            // Not the daemon's own user: that is what every session runs as.
+            return format!("permission denied: only root{group} may control chatd");
+        }
         format!("permission denied: only root, user {}{group} may control chatd", self.user)
     }
 }
@@ -246,11 +259,22 @@ impl Broker {
     pub(super) fn accept_controls(&mut self) {
         loop {
             let mut stream = match self.control.accept() {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    if let Some(failures) = self.control_accept_trouble.succeeded(Instant::now()) {
+                        info!("accepting operators again after {failures} failed attempts");
+                    }
+                    stream
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
-                    error!("cannot accept an operator's connection: {err}");
+                    // EMFILE and friends: every retry is another readiness event; say it once.
+                    if self.control_accept_trouble.failed(Instant::now()) {
+                        error!(
+                            "cannot accept an operator's connection: {err} (said once; the \
+                             recovery is logged)"
+                        );
+                    }
                     return;
                 }
             };

@@ -159,6 +159,8 @@ struct Broker {
     started_at: u64,
     /// `accept` failing for lack of descriptors: logged once per episode, not per event.
     accept_trouble: FailureEpisode,
+    /// The same for `control.sock`'s accept.
+    control_accept_trouble: FailureEpisode,
     started: Instant,
     /// This broker process, as sessions are told in `Welcome`.
     instance: u64,
@@ -222,6 +224,10 @@ pub struct Listeners {
     /// The broker's end of the master's link, a socket pair the master created before forking
     /// the broker; `None` for a broker without a master (`chatd broker`).
     pub master: Option<StdUnixStream>,
+    /// chatd switched from root to a service user (`user`). Then that user is no operator:
+    /// every session child runs as it, and a compromised one must not be able to kick, ban or
+    /// stop. Started by an ordinary user, that user is the operator.
+    pub service_user: bool,
 }
 
 /// Runs the broker on already-listening sockets until SIGTERM or SIGINT.
@@ -230,7 +236,7 @@ pub struct Listeners {
 /// validated the file) the broker reads them again, applies `broker_queue_bytes` to new
 /// sessions and `admin_group` to new operators, and re-reads the moderation state file.
 pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::Result<()> {
-    let Listeners { sessions: listener, control, master: link } = listeners;
+    let Listeners { sessions: listener, control, master: link, service_user } = listeners;
     listener.set_nonblocking(true)?;
     control.set_nonblocking(true)?;
     let poll = Poll::new()?;
@@ -273,7 +279,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         uid,
         control: control_listener,
         controls: HashMap::new(),
-        access: Access::new(uid, config.admin_group.as_deref()),
+        access: Access::new(uid, service_user, config.admin_group.as_deref()),
         operators,
         moderation: state,
         state_path,
@@ -286,6 +292,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         lines_this_turn: Vec::new(),
         started_at: moderation::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
+        control_accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
         started: Instant::now(),
         instance: sys::process_identity(std::process::id() as i32)
             .unwrap_or_else(|_| sys::random_u64() | ANONYMOUS_SENDER),
@@ -392,7 +399,11 @@ impl Broker {
                         Ok(config) => {
                             self.queue_bytes = config.broker_queue_bytes;
                             self.rooms.set_history_lines(config.history_lines);
-                            self.access = Access::new(self.uid, config.admin_group.as_deref());
+                            self.access = Access::new(
+                                self.uid,
+                                self.access.service_user(),
+                                config.admin_group.as_deref(),
+                            );
                             info!("broker reloaded its configuration");
                         }
                         Err(err) => {

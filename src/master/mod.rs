@@ -184,6 +184,8 @@ struct Shutdown {
 
 struct Master {
     poll: Poll,
+    /// chatd switched from root to a service user: the broker makes that user no operator.
+    service_user: bool,
     listeners: Vec<TcpListener>,
     signals: Signals,
     /// The listening `broker.sock` and `control.sock`, kept so that a restarted broker serves
@@ -266,6 +268,10 @@ pub fn run(
     }
     let poll = Poll::new()?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
+    // Again now that both exist: a directory someone made between the first check and its
+    // creation (which accepts one that exists) is theirs, not ours, and is refused.
+    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
+    let service_user = run_as.is_some();
     if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
     }
@@ -293,6 +299,7 @@ pub fn run(
     poll.registry().register(&mut admissions, ADMISSIONS, Interest::READABLE)?;
     let mut master = Master {
         poll,
+        service_user,
         listeners: mio_listeners,
         signals,
         broker_listener,
@@ -826,6 +833,7 @@ impl Master {
                 sessions: sessions.try_clone()?,
                 control: control.try_clone()?,
                 master: Some(broker_end),
+                service_user: self.service_user,
             },
             None => return Err(io::Error::other("no broker socket")),
         };

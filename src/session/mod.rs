@@ -947,12 +947,13 @@ impl Session {
         self.reregistration = Some(request);
     }
 
-    /// The broker answered `Hello`. A restarted one gets the re-registration; the same broker
-    /// as before closed the connection on purpose, and the session ends.
+    /// The broker answered `Hello`. A restarted one gets the re-registration — and so does the
+    /// first broker to welcome this session when an earlier connection was lost before its
+    /// `Welcome` (a nickname typed meanwhile is still asked for); the same broker as before
+    /// closed the connection on purpose, and the session ends.
     fn welcomed(&mut self, sender: u64, broker: u64) {
         match self.broker.welcomed(sender, broker) {
-            Welcomed::First => {}
-            Welcomed::Restarted => {
+            Welcomed::First | Welcomed::Restarted => {
                 if let Some(request) = &self.reregistration {
                     let sent = self.broker.send(request).and_then(|()| self.broker.resend_recent());
                     self.check_sent(sent);

@@ -39,9 +39,11 @@ while (<STDIN>) {
 }
 "#;
 
-/// `games`: neither root, nor the daemon's user, nor in its admin group.
+/// `games` (uid 5, group `games`, gid 60): neither root nor in the test daemons' admin group,
+/// unless a test makes `games` that group.
 const STRANGER: u32 = 5;
-/// `nobody`, whom the test daemons run as.
+const GAMES_GID: u32 = 60;
+/// `nobody`, whom the test daemons run as (a service user chatd switched to from root).
 const DAEMON_UID: u32 = 65534;
 
 /// A process of another uid holding connections to control.sock; killed when dropped.
@@ -52,13 +54,20 @@ struct Holder {
 }
 
 impl Holder {
-    /// Runs [`HOLDER`] as `uid` (with a descriptor limit that lets it hold them all).
-    fn open(daemon: &Daemon, uid: u32, count: usize, declared: usize, body: usize) -> Holder {
+    /// Runs [`HOLDER`] as `uid` and group `gid` (with a descriptor limit that lets it hold
+    /// them all).
+    fn open(
+        daemon: &Daemon,
+        (uid, gid): (u32, u32),
+        count: usize,
+        declared: usize,
+        body: usize,
+    ) -> Holder {
         let path = daemon.runtime_dir().join("control.sock");
         let mut child = Command::new("prlimit")
             .args(["--nofile=4096:4096", "--", "setpriv"])
             .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={uid}"))
+            .arg(format!("--regid={gid}"))
             .args(["--clear-groups", "--", "perl", "-e", HOLDER])
             .arg(&path)
             .args([count.to_string(), declared.to_string(), body.to_string()])
@@ -110,7 +119,7 @@ fn a_stranger_sending_unfinished_one_mib_frames_costs_the_broker_no_memory() {
     let broker = daemon.broker_pid(1);
     let mut alice = daemon.login("alice");
     let before = rss_kib(broker);
-    let holder = Holder::open(&daemon, STRANGER, 256, 1 << 20, (1 << 20) - 16);
+    let holder = Holder::open(&daemon, (STRANGER, GAMES_GID), 256, 1 << 20, (1 << 20) - 16);
     assert!(holder.connected > 0, "the holder connected nowhere");
     // Answered after every connection the holder made was accepted (one backlog, in order).
     ok(daemon.chatctl(&["status"]));
@@ -135,7 +144,7 @@ fn root_keeps_a_way_in_while_a_stranger_holds_1400_idle_connections() {
     let daemon = Daemon::start();
     let broker = daemon.broker_pid(1);
     // More than the broker's descriptor limit (max_clients + 256 = 1280).
-    let mut holder = Holder::open(&daemon, STRANGER, 1400, 0, 0);
+    let mut holder = Holder::open(&daemon, (STRANGER, GAMES_GID), 1400, 0, 0);
     assert_eq!(holder.connected, 1400);
     let status = ok(daemon.chatctl(&["status"]));
     // Each was told why (chatctl shows it) and closed: the broker holds none of them.
@@ -149,10 +158,10 @@ fn root_keeps_a_way_in_while_a_stranger_holds_1400_idle_connections() {
 
 #[test]
 fn operators_connections_are_capped_per_user_and_root_still_gets_in() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start_with_config("admin_group = \"games\"\n");
     let broker = daemon.broker_pid(1);
-    // The daemon's own uid (what a compromised session has) may use chatctl, but not hoard.
-    let mut holder = Holder::open(&daemon, DAEMON_UID, 100, 0, 0);
+    // An operator (a member of the admin group) may use chatctl, but not hoard connections.
+    let mut holder = Holder::open(&daemon, (STRANGER, GAMES_GID), 100, 0, 0);
     assert_eq!(holder.connected, 100);
     // Answered after the broker accepted all of the holder's (one backlog, in order).
     ok(daemon.chatctl(&["status"]));
@@ -160,11 +169,11 @@ fn operators_connections_are_capped_per_user_and_root_still_gets_in() {
     let (answered, closed, open) = holder.states();
     assert_eq!(answered, 92, "refused at once: all but 8 (closed {closed}, open {open})");
     assert_eq!(closed + open, 8);
-    let logged = daemon.wait_for_log("refused an operator connection from uid 65534");
+    let logged = daemon.wait_for_log("refused an operator connection from uid 5");
     assert!(logged.contains("8 of its own and 8 in all are open"), "{logged}");
-    let as_nobody = || {
+    let as_operator = || {
         Command::new("setpriv")
-            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .args(["--reuid=games", "--regid=games", "--clear-groups", "--"])
             .arg(env!("CARGO_BIN_EXE_chatctl"))
             .arg("--runtime-dir")
             .arg(daemon.runtime_dir())
@@ -176,7 +185,36 @@ fn operators_connections_are_capped_per_user_and_root_still_gets_in() {
     // uid may connect again.
     daemon.wait_for_log("no whole request within");
     wait_until("the silent connections are closed", || holder.states().2 == 0);
-    ok(as_nobody());
+    ok(as_operator());
+}
+
+/// Every session child runs as the daemon's user: a compromised one must not be able to kick,
+/// ban or stop. So when chatd switched to that user from root, it is no operator.
+#[test]
+fn the_user_the_sessions_run_as_is_no_operator() {
+    let daemon = Daemon::start();
+    let session = daemon.login("alice");
+    let holders = daemon.holders_of(&session);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", holders[0])).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    assert!(uid_line.contains(&DAEMON_UID.to_string()), "the session runs as nobody: {uid_line}");
+    let output = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_chatctl"))
+        .arg("--runtime-dir")
+        .arg(daemon.runtime_dir())
+        .args(["shutdown", "--grace", "0"])
+        .output()
+        .expect("run setpriv");
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("permission denied: only root"), "{said}");
+    assert!(!said.contains("user nobody"), "nobody is not offered as an operator: {said}");
+    // Nothing happened: the daemon serves on and root still operates it.
+    ok(daemon.chatctl(&["status"]));
+    let mut bob = daemon.login("bob");
+    bob.send("still open");
+    bob.expect("<bob> still open");
 }
 
 #[test]

@@ -302,7 +302,7 @@ fn chatctl_is_refused_to_strangers_and_allowed_to_the_admin_group() {
     let said = fails(chatctl("--clear-groups"), 3);
     assert_eq!(
         said,
-        "chatctl: permission denied: only root, user nobody, or members of group audio may control chatd\n"
+        "chatctl: permission denied: only root, or members of group audio may control chatd\n"
     );
     daemon.wait_for_log("notice: refused an operator connection from uid 5");
     ok(chatctl("--groups=audio"));

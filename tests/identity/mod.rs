@@ -259,7 +259,11 @@ fn a_session_dropped_as_too_slow_ends_and_says_why_instead_of_resuming() {
         alice.expect(&format!("<alice> {n} {line}"));
         n += 1;
     }
-    alice.expect("*** stuck has left (too slow)");
+    // A wait for alice's echo may already have read the departure past.
+    let left = "*** stuck has left (too slow)";
+    if !alice.seen.iter().any(|l| l == left) {
+        alice.expect(left);
+    }
     kill(Pid::from_raw(session), Signal::SIGCONT).expect("continue the session");
     // It shows what it had received, then the truth, and closes; it does not come back (on
     // 18d658b it resumed, was dropped again by the replay, resumed again, ... for ever).

@@ -99,7 +99,8 @@ impl Tmux {
 
     fn command(&self) -> std::process::Command {
         let mut command = std::process::Command::new("tmux");
-        command.arg("-S").arg(&self.socket).env_remove("TMUX");
+        // UTF-8 whatever the caller's locale: the lines hold non-ASCII text.
+        command.arg("-u").arg("-S").arg(&self.socket).env_remove("TMUX").env("LANG", "C.UTF-8");
         command
     }
 

@@ -255,7 +255,8 @@ impl Tmux {
 
     fn command(&self) -> Command {
         let mut command = Command::new("tmux");
-        command.arg("-S").arg(&self.socket).env_remove("TMUX");
+        // UTF-8 whatever the caller's locale: the tests type CJK text.
+        command.arg("-u").arg("-S").arg(&self.socket).env_remove("TMUX").env("LANG", "C.UTF-8");
         command
     }
 
