@@ -315,9 +315,8 @@ impl Rooms {
         if let Err(why) = names::check_nick(nick) {
             return failed(id, Failure::InvalidNick { nick: text::sanitize(nick), why });
         }
-        if let Some(existing) = self.lookalike_of(nick, None) {
-            return failed(id, Failure::NickLookalike { nick: nick.to_string(), existing });
-        }
+        // Taken meanwhile, or passing for someone who came in meanwhile: the first free
+        // variant, announced (a genuine resumer keeps its room; a forger gains no one's name).
         let Some(taken) = self.free_variant(nick) else {
             return failed(id, Failure::NickInUse(nick.to_string()));
         };
@@ -345,10 +344,10 @@ impl Rooms {
         out
     }
 
-    /// `nick` if it is free, else the first free `nick_N` that is still a valid nickname and
-    /// passes for nobody online.
+    /// `nick` if it is free and passes for nobody online, else the first such `nick_N` that
+    /// is still a valid nickname.
     fn free_variant(&self, nick: &str) -> Option<String> {
-        if !self.by_nick.contains_key(&names::fold(nick)) {
+        if self.check_free_nick(nick, None).is_ok() {
             return Some(nick.to_string());
         }
         (2..1000).find_map(|n| {
@@ -928,14 +927,16 @@ mod tests {
     #[test]
     fn resume_meets_the_rules_of_a_login_and_a_renamed_or_late_resumer_is_announced() {
         let mut rooms = logged_in(&["alice"]);
-        // A lookalike of someone online is refused, as at login.
+        // A lookalike of someone online does not get that name: a variant, announced.
+        let out = rooms.resume(5, 1005, "\u{430}lice", "lobby", None, false);
         assert_eq!(
-            rooms.resume(5, 1005, "\u{430}lice", "lobby", None, false),
-            failed(
-                5,
-                Failure::NickLookalike { nick: "\u{430}lice".into(), existing: "alice".into() }
-            )
+            out[..2],
+            [
+                one(5, Event::Resumed { nick: "\u{430}lice_2".into(), room: "lobby".into() }),
+                room("lobby", Event::Joined { nick: "\u{430}lice_2".into(), room: "lobby".into() }),
+            ]
         );
+        rooms.leave(5, LeaveReason::ConnectionLost);
         assert!(matches!(
             rooms.resume(5, 1005, "9lives", "lobby", None, false)[0].event,
             Event::Failed(Failure::InvalidNick { .. })
