@@ -34,6 +34,8 @@
 //! misbehaving peer cannot skip it. Besides, how wide text is on a terminal ([`columns`]) and
 //! how ages are worded ([`age`]). Pure functions, no I/O.
 
+use std::borrow::Cow;
+
 /// Longest line a user may send, in bytes, not counting the line end.
 pub const MAX_LINE_BYTES: usize = 512;
 
@@ -348,9 +350,9 @@ fn in_blocks_without_markers(c: char) -> bool {
 /// Lookalikes of `*`, `<`, `>` and the blank count as those ([`looks_like`]); combining marks
 /// and other zero-width characters stay with the character they follow. Nothing else changes,
 /// and the result has none of these patterns left (defusing twice changes nothing).
-pub fn defuse_line_starts(text: &str) -> String {
+pub fn defuse_line_starts(text: &str) -> Cow<'_, str> {
     if !text.chars().any(|c| matches!(looks_like(c), Some('*' | '<'))) {
-        return text.to_string();
+        return Cow::Borrowed(text);
     }
     // Cells: a visible character with the zero-width characters after it, and its look.
     let mut cells: Vec<(&str, Option<char>)> = Vec::new();
@@ -426,7 +428,7 @@ pub fn defuse_line_starts(text: &str) -> String {
             }
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// For `*word*` whose text starts at `from` (just after the opening stars): where the closing

@@ -10,6 +10,8 @@
 //! text and add timestamps; [`Shown::plain`] is the line as a monochrome terminal shows it.
 //! No I/O, no state.
 
+use std::borrow::Cow;
+
 use crate::proto::{Event, Failure, HistoryLine, LeaveReason};
 use crate::session::command::HELP;
 use crate::text::{age, defuse_line_starts, sanitize};
@@ -54,7 +56,12 @@ impl Shown {
 /// ([`defuse_line_starts`]). The operator's texts (announcements, the message of the day) are
 /// only cleaned.
 pub fn user_text(text: &str) -> String {
-    defuse_line_starts(&sanitize(text))
+    let clean = sanitize(text);
+    // Most lines have nothing to defuse: keep the one allocation `sanitize` made.
+    match defuse_line_starts(&clean) {
+        Cow::Borrowed(_) => clean,
+        Cow::Owned(defused) => defused,
+    }
 }
 
 /// A system line.

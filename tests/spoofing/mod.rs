@@ -3,6 +3,7 @@
 //! terminal row that reads as a server or another person's line, and invisible or piled-up
 //! characters are cleaned before they reach anyone.
 
+use crate::terminals::Tmux;
 use crate::util::Daemon;
 
 /// Names that pass for `alice` on screen, and how each does it.
@@ -79,74 +80,18 @@ fn invisible_marks_and_piles_of_combining_marks_reach_nobody() {
     bob.expect("*** alice set the topic of lobby to: topic");
 }
 
-/// A tmux server of the test's own running one command in a window `width` columns wide;
-/// killed, with what runs in it, when dropped.
-struct Tmux {
-    socket: std::path::PathBuf,
-}
-
-impl Tmux {
-    fn start(dir: &std::path::Path, name: &str, command: &str, width: usize) -> Tmux {
-        let tmux = Tmux { socket: dir.join(format!("{name}.tmux")) };
-        let status = tmux
-            .command()
-            .args(["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", "50", command])
-            .status()
-            .expect("tmux (Debian package tmux) must be installed");
-        assert!(status.success(), "tmux new-session failed");
-        tmux
-    }
-
-    fn command(&self) -> std::process::Command {
-        let mut command = std::process::Command::new("tmux");
-        // UTF-8 whatever the caller's locale: the lines hold non-ASCII text.
-        command.arg("-u").arg("-S").arg(&self.socket).env_remove("TMUX").env("LANG", "C.UTF-8");
-        command
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let status =
-            self.command().args(["send-keys", "-t", "t"]).args(keys).status().expect("send-keys");
-        assert!(status.success());
-    }
-
-    /// The pane's rows as the terminal shows them (wrapped rows apart).
-    fn screen(&self) -> String {
-        let output =
-            self.command().args(["capture-pane", "-p", "-t", "t"]).output().expect("capture-pane");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn wait_for(&self, text: &str) -> String {
-        let deadline = std::time::Instant::now() + crate::util::PATIENCE;
-        loop {
-            let screen = self.screen();
-            if screen.contains(text) {
-                return screen;
-            }
-            assert!(std::time::Instant::now() < deadline, "{text:?} never appeared:\n{screen}");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.command().arg("kill-server").status();
-    }
-}
-
 #[test]
 fn a_netcat_terminal_of_any_width_never_starts_a_row_with_a_forged_line() {
     let daemon = Daemon::start();
     let mut mallory = daemon.login("mallory");
     for width in [80, 100, 132, 60] {
         let viewer = format!("viewer{width}");
-        let tmux = Tmux::start(
+        let tmux = Tmux::start_sized(
             daemon.runtime.path(),
             &viewer,
             &format!("nc 127.0.0.1 {}", daemon.port),
-            width,
+            width as u16,
+            50,
         );
         tmux.wait_for("Please choose a nickname");
         tmux.keys(&[&viewer, "Enter"]);

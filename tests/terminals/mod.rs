@@ -237,16 +237,29 @@ fn long_lines_wrap_to_the_window_width_the_client_reported() {
 }
 
 /// A tmux server of the test's own, killed (with what runs in it) when dropped.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: PathBuf,
 }
 
 impl Tmux {
+    /// `command` in a 40-row window `width` columns wide.
     fn start(dir: &Path, command: &str, width: u16) -> Tmux {
-        let tmux = Tmux { socket: dir.join("tmux.sock") };
+        Tmux::start_sized(dir, "tmux", command, width, 40)
+    }
+
+    /// `command` in a `width` × `height` window, on a server whose socket in `dir` is `name`.
+    pub(crate) fn start_sized(
+        dir: &Path,
+        name: &str,
+        command: &str,
+        width: u16,
+        height: u16,
+    ) -> Tmux {
+        let tmux = Tmux { socket: dir.join(format!("{name}.sock")) };
+        let (width, height) = (width.to_string(), height.to_string());
         let status = tmux
             .command()
-            .args(["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", "40", command])
+            .args(["new-session", "-d", "-s", "t", "-x", &width, "-y", &height, command])
             .status()
             .expect("tmux (Debian package tmux) must be installed");
         assert!(status.success(), "tmux new-session failed");
@@ -260,14 +273,14 @@ impl Tmux {
         command
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let status =
             self.command().args(["send-keys", "-t", "t"]).args(keys).status().expect("send-keys");
         assert!(status.success());
     }
 
     /// The pane's text; with `escapes`, colour sequences included.
-    fn screen(&self, escapes: bool) -> String {
+    pub(crate) fn screen(&self, escapes: bool) -> String {
         let mut command = self.command();
         command.args(["capture-pane", "-p", "-t", "t"]);
         if escapes {
@@ -277,7 +290,7 @@ impl Tmux {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    fn wait_for(&self, text: &str) -> String {
+    pub(crate) fn wait_for(&self, text: &str) -> String {
         let mut screen = String::new();
         let deadline = Instant::now() + PATIENCE;
         while !screen.contains(text) {
