@@ -386,11 +386,6 @@ impl FailureEpisode {
             _ => None,
         }
     }
-
-    /// True while failures are being counted.
-    pub fn ongoing(&self) -> bool {
-        self.failures > 0
-    }
 }
 
 #[cfg(test)]
@@ -430,7 +425,7 @@ mod tests {
         assert_eq!(episode.ended(at(7000)), None);
         assert_eq!(episode.ended(at(7900)), Some(29), "the end is reported once, with the count");
         assert_eq!(episode.ended(at(9000)), None);
-        assert!(!episode.ongoing());
+        assert_eq!(episode.due(), None, "nothing is left of the episode");
         assert!(episode.failed(at(20_000)), "a later failure is a new episode");
         assert!(episode.failed(at(40_000)), "and so is one long after, even without a success");
         assert_eq!(episode.succeeded(at(50_000)), Some(1), "a success long after ends it at once");

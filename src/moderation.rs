@@ -266,8 +266,16 @@ impl Moderation {
         self.mutes.len() != before
     }
 
+    /// Asked for every chat line: nothing to compute while no mute is in force, and the
+    /// speaker's [`names::lookalike_key`] once, not once per mute.
     pub fn is_muted(&self, nick: &str, now: u64) -> bool {
-        self.mutes.iter().any(|mute| mute.in_force(now) && names::passes_for(&mute.nick, nick))
+        let mut in_force = self.mutes.iter().filter(|mute| mute.in_force(now)).peekable();
+        if in_force.peek().is_none() {
+            return false;
+        }
+        let key = names::lookalike_key(nick);
+        in_force
+            .any(|mute| names::same(&mute.nick, nick) || names::lookalike_key(&mute.nick) == key)
     }
 
     /// A muted nick was renamed: the mute follows the person.
@@ -556,9 +564,7 @@ impl BanFile {
         }
         // Remembered before reading: a bad version is not read again until it changes.
         self.seen = identity;
-        if let Some(size) = meta.map(|meta| meta.len()).filter(|&size| size > MAX_STATE_BYTES) {
-            return Err(StateError::TooLarge { path: self.path.clone(), size });
-        }
+        // `load` refuses a file over MAX_STATE_BYTES unread.
         self.state = Moderation::load(&self.path)?;
         Ok(())
     }

@@ -193,8 +193,10 @@ fn in_context(text: &str) -> impl Iterator<Item = char> + '_ {
 
 /// Whether every joiner, selector, tag and combining mark of `text` is where it does something
 /// (see the module documentation); such characters elsewhere are removed by [`sanitize`].
-pub fn is_kept_in_context(text: &str) -> bool {
-    text.is_ascii() || in_context(text).count() == text.chars().count()
+fn is_kept_in_context(text: &str) -> bool {
+    // `in_context` only removes characters: equal sequences, compared in one pass that stops
+    // at the first removed one.
+    text.is_ascii() || in_context(text).eq(text.chars())
 }
 
 /// What the cleaner is in the middle of.
@@ -290,7 +292,7 @@ fn return_to_text(c: char, clean: &mut String) -> Skipping {
 /// What a character reads as in the patterns that start chatd's lines: `*`, `<`, `>` or a
 /// blank (`' '`), for the ASCII character and for its lookalikes (Unicode's confusables, after
 /// compatibility normalisation: `∗`, `＊`, `‹`, `＜`, the braille blank, ...); `None` otherwise.
-pub fn looks_like(c: char) -> Option<char> {
+fn looks_like(c: char) -> Option<char> {
     if c.is_ascii() {
         return match c {
             '*' | '<' | '>' => Some(c),
@@ -446,8 +448,10 @@ fn emphasis_close(cells: &[(&str, Option<char>)], from: usize) -> Option<usize> 
 
 /// Whether a terminal row starting with `row` would read as the start of a line of chatd's own:
 /// `*** ` or `* nick ` (system, action), `*nick* ` (private), `<nick> ` (chat), also after
-/// `-> ` or a `[hh:mm] ` time, lookalikes included. What [`defuse_line_starts`] leaves none of.
-pub fn reads_as_a_line_start(row: &str) -> bool {
+/// `-> ` or a `[hh:mm] ` time, lookalikes included. What [`defuse_line_starts`] leaves none of:
+/// the tests' oracle.
+#[cfg(test)]
+pub(crate) fn reads_as_a_line_start(row: &str) -> bool {
     let visible: Vec<char> = row
         .chars()
         .filter(|&c| {

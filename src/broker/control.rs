@@ -647,12 +647,7 @@ impl Broker {
                 (Change::Mute(Mute { nick, since: now, until }), done)
             }
             ControlRequest::Unmute { nick } => {
-                if !self
-                    .moderation
-                    .mutes
-                    .iter()
-                    .any(|mute| names::fold(&mute.nick) == names::fold(&nick))
-                {
+                if !self.moderation.mutes.iter().any(|mute| names::passes_for(&mute.nick, &nick)) {
                     return Err(format!("{nick} is not muted"));
                 }
                 (Change::Unmute(nick.clone()), format!("unmuted {nick}"))

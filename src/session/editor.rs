@@ -363,10 +363,9 @@ impl LineEditor {
 
     /// Erases from the cursor to the end of the line.
     fn erase_to_end(&mut self, echo: &mut String) {
-        let rest = columns(&self.line[self.cursor..]);
+        let erased = columns(&self.line[self.cursor..]);
         self.line.truncate(self.cursor);
-        echo.extend(std::iter::repeat_n(' ', rest));
-        back(rest, echo);
+        self.redraw_rest(erased, echo);
     }
 
     /// Erases the whole line being typed.

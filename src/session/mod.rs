@@ -137,9 +137,8 @@ struct Session {
     flood: TokenBucket,
     /// When flood control will let the next waiting line go.
     flood_wait_until: Option<Instant>,
-    /// The client was told its lines are being refused; reset when the queue drains.
-    told_flooding: bool,
-    /// Lines refused since the queue last drained: the client is told how many when it does.
+    /// Lines refused since the queue last drained: the client is told when the first is, and
+    /// how many when the queue drains.
     refused_lines: usize,
     /// The lines being handled came in one read with others: a paste.
     reading_paste: bool,
@@ -264,7 +263,6 @@ impl Session {
                 now,
             ),
             flood_wait_until: None,
-            told_flooding: false,
             refused_lines: 0,
             reading_paste: false,
             errors_in_a_row: 0,
@@ -536,8 +534,7 @@ impl Session {
             return;
         }
         self.refused_lines += 1;
-        if !self.told_flooding {
-            self.told_flooding = true;
+        if self.refused_lines == 1 {
             self.show(notice::flooding());
             info!("{}: flood control refuses lines", self.peer);
         }
@@ -591,7 +588,6 @@ impl Session {
                 Phase::ChoosingNick { asked: None } | Phase::Chatting { .. } => {}
             }
             if self.lines.is_empty() {
-                self.told_flooding = false;
                 self.report_refused_lines();
                 return;
             }
@@ -1166,8 +1162,16 @@ impl Session {
     /// Tells the master, once, that this client has a nickname. Best effort: a full or closed
     /// report socket only costs the master's count accuracy, never the client.
     fn report_admission(&mut self) {
+        self.report_to_master(&[]);
+    }
+
+    /// The one report a session makes to the master's admission socket: its pid, then what
+    /// `detail` adds (nothing for an admission).
+    fn report_to_master(&mut self, detail: &[u8]) {
         if let Some(reporter) = self.reporter.take() {
-            let _ = reporter.send(&(std::process::id() as i32).to_le_bytes());
+            let mut report = (std::process::id() as i32).to_le_bytes().to_vec();
+            report.extend_from_slice(detail);
+            let _ = reporter.send(&report);
         }
     }
 
@@ -1177,11 +1181,7 @@ impl Session {
         let head_only = self.http.as_ref().is_some_and(|request| request.head_only);
         let port = self.client.local_addr().map_or(0, |addr| addr.port());
         self.send_raw(&http::response(head_only, port));
-        if let Some(reporter) = self.reporter.take() {
-            let mut report = (std::process::id() as i32).to_le_bytes().to_vec();
-            report.push(REPORT_HTTP_ANSWERED);
-            let _ = reporter.send(&report);
-        }
+        self.report_to_master(&[REPORT_HTTP_ANSWERED]);
         self.close(None, "an HTTP request on the chat port, answered");
     }
 
