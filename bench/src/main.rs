@@ -55,7 +55,15 @@ enum Scenario {
         seconds: f64,
     },
     /// Reads JSON lines of earlier runs and prints the comparison table (medians).
-    Report { files: Vec<PathBuf> },
+    Report {
+        files: Vec<PathBuf>,
+        /// The server in the first column (the one measured).
+        #[arg(long, default_value = "chatd")]
+        ours: String,
+        /// The server it is compared with (the ratio's denominator).
+        #[arg(long, default_value = "ngircd")]
+        theirs: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -651,7 +659,7 @@ fn finish(
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Scenario::Report { files } = &cli.scenario {
+    if let Scenario::Report { files, ours, theirs } = &cli.scenario {
         let mut lines = Vec::new();
         for file in files {
             let text = match std::fs::read_to_string(file) {
@@ -663,7 +671,7 @@ fn main() -> std::process::ExitCode {
             };
             lines.extend(text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()));
         }
-        print!("{}", measure::report(&lines));
+        print!("{}", measure::report(&lines, ours, theirs));
         return std::process::ExitCode::SUCCESS;
     }
     let json_file = match &cli.scenario {

@@ -131,9 +131,10 @@ fn format(value: f64) -> String {
     }
 }
 
-/// A Markdown table: one row per scenario and figure, chatd beside ngircd (medians over the
+/// A Markdown table: one row per scenario and figure, server `ours` beside server `theirs`
+/// (chatd beside ngircd, or chatd beside an earlier build of itself; medians over the
 /// repetitions) and their ratio.
-pub fn report(lines: &[Value]) -> String {
+pub fn report(lines: &[Value], ours: &str, theirs: &str) -> String {
     // scenario -> server -> figure -> values
     let mut runs: BTreeMap<String, BTreeMap<String, BTreeMap<&str, Vec<f64>>>> = BTreeMap::new();
     for line in lines {
@@ -149,24 +150,24 @@ pub fn report(lines: &[Value]) -> String {
             }
         }
     }
-    let mut out = String::from(
-        "| scenario | figure | chatd | ngircd | chatd/ngircd |\n| --- | --- | ---: | ---: | ---: |\n",
+    let mut out = format!(
+        "| scenario | figure | {ours} | {theirs} | {ours}/{theirs} |\n| --- | --- | ---: | ---: | ---: |\n"
     );
     for (scenario, servers) in &mut runs {
         let mut empty = BTreeMap::new();
-        let mut chatd = servers.remove("chatd").unwrap_or_default();
-        let ngircd = servers.get_mut("ngircd").unwrap_or(&mut empty);
+        let mut measured = servers.remove(ours).unwrap_or_default();
+        let compared = servers.get_mut(theirs).unwrap_or(&mut empty);
         for (key, name, _) in FIGURES {
-            let ours = chatd.get_mut(key).map_or(f64::NAN, |v| median(v));
-            let theirs = ngircd.get_mut(key).map_or(f64::NAN, |v| median(v));
-            if ours.is_nan() && theirs.is_nan() {
+            let a = measured.get_mut(key).map_or(f64::NAN, |v| median(v));
+            let b = compared.get_mut(key).map_or(f64::NAN, |v| median(v));
+            if a.is_nan() && b.is_nan() {
                 continue;
             }
-            let ratio = if theirs.is_nan() || theirs == 0.0 { f64::NAN } else { ours / theirs };
+            let ratio = if b.is_nan() || b == 0.0 { f64::NAN } else { a / b };
             out.push_str(&format!(
                 "| {scenario} | {name} | {} | {} | {} |\n",
-                format(ours),
-                format(theirs),
+                format(a),
+                format(b),
                 format(ratio)
             ));
         }
@@ -203,7 +204,9 @@ mod tests {
         .iter()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
-        let table = report(&lines);
+        let table = report(&lines, "chatd", "ngircd");
         assert!(table.contains("| fanout | deliveries/s | 200 | 100 | 2.00 |"), "{table}");
+        let reversed = report(&lines, "ngircd", "chatd");
+        assert!(reversed.contains("| fanout | deliveries/s | 100 | 200 | 0.50 |"), "{reversed}");
     }
 }
