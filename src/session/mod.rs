@@ -7,9 +7,11 @@
 //! restart: the session reconnects, re-registers (nick, room, the topic it set) and re-sends the
 //! lines the old broker had not acknowledged; the client sees one `*** ` line.
 //!
-//! Data flows one way on each side: client bytes → [`telnet`] → [`line`] → [`command`] →
-//! [`Request`] → broker; broker [`Event`] → [`render`] → client. The loop is a mio poller over
-//! the client socket, the broker channel and a signalfd; it never blocks on either peer.
+//! Data flows one way on each side: client bytes → [`transport`] → [`telnet`] → [`line`] →
+//! [`command`] → [`dispatch`] → [`Request`](crate::proto::Request) → broker; broker
+//! [`Event`](crate::proto::Event) → [`state`] → [`render`] → client. The loop is a mio poller
+//! over the client connection, the broker channel and a signalfd; it never blocks on either
+//! peer.
 //!
 //! Backpressure: the session stops reading from the client while lines wait for a login answer,
 //! while the broker is away, while its queue to the broker is above [`BROKER_HIGH_WATER`] or
@@ -24,6 +26,16 @@
 //! commands in a row (after login, those in a paste do not count), after
 //! `max_unterminated_bytes` without a line end, or after `idle_timeout_seconds` without a line
 //! (warned first; the room is told why it left).
+//!
+//! # Layout
+//! This file is the loop: start-up, the poller, the timers (login grace, idle, quit, telnet
+//! NOP, traffic figures) and the process title. Each other step has a file of its own:
+//! - [`transport`]: the client connection ([`transport::ClientTransport`]; plain TCP today);
+//! - `input`: reading it, telnet signals, lines, flood control, the error budget;
+//! - [`dispatch`]: what a command does, as a pure function of the session's state;
+//! - [`state`]: the phase machine and what each broker event does, pure;
+//! - `events`: reading the broker, reconnecting, carrying out the state machine's reactions;
+//! - `output`: rendering for the terminal, queueing, flushing, closing.
 
 pub mod charset;
 pub mod command;

@@ -400,6 +400,16 @@ mod tests {
         Reaction::Show { lines: render::event(event), ring }
     }
 
+    /// A resume answered as asked, back in `room` (the renderer adds nothing to it).
+    fn resumed_in(room: &str) -> Reaction {
+        Reaction::Registered {
+            admitted: true,
+            restart_login_grace: false,
+            notices: vec![notice::resumed(room)],
+            lines: Vec::new(),
+        }
+    }
+
     #[test]
     fn a_login_answered_makes_the_session_chat_in_the_default_room() {
         let mut state = state(Phase::ChoosingNick { asked: Some("alice".into()) });
@@ -491,15 +501,7 @@ mod tests {
         state.reregistration =
             Some(Request::Resume { nick: "alice".into(), room: "rust".into(), topic: None });
         let event = Event::Resumed { nick: "Alice".into(), room: "rust".into() };
-        assert_eq!(
-            state.on_event(&event, &mut link(), true),
-            Reaction::Registered {
-                admitted: true,
-                restart_login_grace: false,
-                notices: vec![notice::resumed("rust")],
-                lines: render::event(&event),
-            }
-        );
+        assert_eq!(state.on_event(&event, &mut link(), true), resumed_in("rust"));
         assert_eq!(state.phase, Phase::Chatting { nick: "Alice".into(), room: "rust".into() });
         assert_eq!(state.reregistration, None);
     }
@@ -698,14 +700,6 @@ mod tests {
         let mut state = chatting();
         let event = Event::Resumed { nick: "alice".into(), room: "rust".into() };
         assert!(render::event(&event).is_empty(), "the notice is the session's own");
-        assert_eq!(
-            state.on_event(&event, &mut link(), true),
-            Reaction::Registered {
-                admitted: true,
-                restart_login_grace: false,
-                notices: vec![notice::resumed("rust")],
-                lines: Vec::new(),
-            }
-        );
+        assert_eq!(state.on_event(&event, &mut link(), true), resumed_in("rust"));
     }
 }

@@ -191,3 +191,88 @@ fn cap_send_buffer(client: &TcpStream, bytes: usize) {
     use nix::sys::socket::{setsockopt, sockopt};
     let _ = setsockopt(client, sockopt::SndBuf, &bytes);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream as StdTcpStream};
+
+    use super::*;
+
+    /// A plain transport on one end of a loopback connection, the client on the other.
+    fn connected(limit: usize) -> (PlainTransport, StdTcpStream, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let client = StdTcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let transport =
+            PlainTransport::new(TcpStream::from_std(server), limit, Duration::from_secs(60), true);
+        (transport, client, port)
+    }
+
+    /// Waits (briefly) until the transport has something to read.
+    fn read_soon(transport: &mut PlainTransport, buf: &mut [u8]) -> io::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match transport.read(buf) {
+                Err(err)
+                    if err.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[test]
+    fn queued_bytes_reach_the_client_when_flushed() {
+        let (mut transport, mut client, port) = connected(64);
+        assert!(transport.is_telnet());
+        assert_eq!(transport.local_port(), port);
+        transport.queue(b"hello ").expect("room");
+        transport.queue(b"world").expect("room");
+        assert_eq!(transport.queued(), 11);
+        assert_eq!(transport.flush().expect("flush"), 11);
+        assert_eq!(transport.queued(), 0);
+        transport.close(None);
+        let mut got = String::new();
+        client.read_to_string(&mut got).expect("read");
+        assert_eq!(got, "hello world", "and the close ends the stream");
+    }
+
+    #[test]
+    fn the_queue_refuses_what_would_pass_its_limit_and_can_be_discarded() {
+        let (mut transport, _client, _) = connected(8);
+        transport.queue(b"12345").expect("room");
+        assert!(transport.queue(b"6789").is_err());
+        assert_eq!(transport.queued(), 5, "nothing of a refused write is queued");
+        transport.discard_output();
+        assert_eq!(transport.queued(), 0);
+        assert!(transport.queue(b"x").is_err(), "a discarded queue takes nothing more");
+    }
+
+    #[test]
+    fn reads_say_would_block_then_bring_what_the_client_sent_then_the_end() {
+        let (mut transport, mut client, _) = connected(64);
+        let mut buf = [0u8; 64];
+        let nothing = transport.read(&mut buf).map_err(|err| err.kind());
+        assert_eq!(nothing, Err(io::ErrorKind::WouldBlock));
+        client.write_all(b"hi\r\n").expect("write");
+        assert_eq!(read_soon(&mut transport, &mut buf).expect("read"), 4);
+        assert_eq!(&buf[..4], b"hi\r\n");
+        drop(client);
+        assert_eq!(read_soon(&mut transport, &mut buf).expect("read"), 0);
+    }
+
+    #[test]
+    fn an_http_request_is_seen_without_being_read() {
+        let (mut transport, mut client, _) = connected(64);
+        assert_eq!(transport.sniff_http(), None, "a silent client is no browser");
+        client.write_all(b"HEAD / HTTP/1.1\r\n").expect("write");
+        assert_eq!(transport.sniff_http(), Some(SniffedHttp { head_only: true }));
+        let mut buf = [0u8; 64];
+        assert_eq!(read_soon(&mut transport, &mut buf).expect("read"), 17, "still there");
+    }
+}
