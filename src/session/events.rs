@@ -5,13 +5,13 @@
 //! ([`state`](super::state)) says about each, noticing the broker's close (the answer to
 //! `/quit`, or a broker that died), re-registering with a restarted broker, and the requests
 //! the session makes without a command (goodbye, traffic figures), and its one report to the
-//! master's admission socket. What an event means is `state`'s; how it looks is `render`'s.
+//! master's admission socket. It decides nothing about what an event means (that is
+//! `state`'s) or how it looks (`render`'s).
 
 use log::{debug, error, warn};
 
 use super::link::Welcomed;
-use super::notice;
-use super::render;
+use super::render::{self, notice};
 use super::state::Reaction;
 use super::{Session, Traffic};
 use crate::channel::{ReadOutcome, SendError};
