@@ -6,6 +6,8 @@
 //! arguments (missing or extra) becomes [`Command::Usage`] naming its correct form. It does not
 //! decide whether a command is allowed now (that is the session's state) or what it does.
 
+use crate::session::help::HELP;
+
 /// A parsed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -48,30 +50,6 @@ pub enum Command {
     /// A known command used wrongly; carries its usage line.
     Usage(&'static str),
 }
-
-/// Every command with its usage and a one-line description, in `/help` order.
-pub const HELP: &[(&str, &str)] = &[
-    ("/nick NAME", "change your nickname"),
-    ("/join ROOM", "leave this room and enter ROOM (created if needed)"),
-    ("/who", "list the people in this room"),
-    ("/rooms", "list the rooms and how many are in each"),
-    ("/topic [TEXT]", "show this room's topic, or set it to TEXT"),
-    ("/me ACTION", "tell the room what you are doing"),
-    ("/msg NICK TEXT", "send TEXT to NICK only"),
-    ("/away [REASON]", "mark yourself away (shown in /who and to /msg senders)"),
-    ("/back", "you are back"),
-    ("/whois NICK", "where NICK is, for how long, and whether away"),
-    ("/reply TEXT", "send TEXT to whoever last sent you a private message"),
-    ("/ignore [NICK]", "hide NICK's lines and messages (no NICK: list who)"),
-    ("/unignore NICK", "show NICK's lines again"),
-    ("/charset [NAME]", "your character set: utf-8, gbk, big5 or latin1"),
-    ("/color on|off", "colour on or off"),
-    ("/timestamps on|off", "prefix lines with the time"),
-    ("/bell on|off", "ring the bell when you are named or messaged"),
-    ("/quit [REASON]", "leave the chat"),
-    ("/help", "show this list"),
-    ("//TEXT", "send TEXT that starts with a /"),
-];
 
 fn usage(command: &str) -> &'static str {
     HELP.iter()

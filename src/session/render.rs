@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use crate::proto::{Event, Failure, HistoryLine, LeaveReason};
-use crate::session::command::HELP;
+use crate::session::help::HELP;
 use crate::text::{age, defuse_line_starts, sanitize};
 
 /// Prefix of every line the server itself says.
