@@ -28,7 +28,9 @@ use mio::event::Event as MioEvent;
 use mio::net::UnixStream;
 use mio::{Interest, Token};
 
-use super::{Broker, ban_reason};
+use super::Broker;
+use super::dispatch::ban_reason;
+use super::room::{Audience, Delivery};
 use crate::logging::{self, LogThrottle};
 use crate::moderation::{self, Ban, BanTarget, Change, Moderation, Mute, StateWriter, unix_now};
 use crate::names;
@@ -575,8 +577,8 @@ impl Broker {
             Some(name) => match self.rooms.room_key(name) {
                 None => ControlReply::Failed(format!("no such room: {name}")),
                 Some(key) => {
-                    self.deliver(vec![super::Delivery {
-                        to: super::Audience::Room(key),
+                    self.deliver(vec![Delivery {
+                        to: Audience::Room(key),
                         event: Event::Announcement { text },
                     }]);
                     ControlReply::Done(format!("announced in {name}"))
