@@ -365,7 +365,9 @@ mod tests {
         }
         let mut events = Vec::new();
         let mut at = 0;
-        while let Some((event, used)) = codec::decode_frame::<Event>(&bytes[at..]).expect("an event") {
+        while let Some((event, used)) =
+            codec::decode_frame::<Event>(&bytes[at..]).expect("an event")
+        {
             events.push(event);
             at += used;
         }
