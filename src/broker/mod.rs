@@ -23,6 +23,12 @@
 //! sees "too slow") and everyone else carries on. A peer that sends a frame that is oversize or
 //! does not decode is dropped and logged once. It never renders text for a terminal: that is the
 //! session's job.
+//!
+//! This file holds the start-up ([`run`]), the event loop and the master's link; each other
+//! step of the data flow has its own file: [`connections`] accepts and reads `broker.sock`,
+//! [`dispatch`] applies each session request to the [`Rooms`] ([`room`], pure), [`peers`] is
+//! the fan-out engine that encodes and queues what the rooms say (the one place that writes to
+//! sessions), and [`control`] serves operators.
 
 mod connections;
 mod control;
