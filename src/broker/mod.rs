@@ -220,6 +220,8 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
     // it inherits the signal mask ChildSignals set above.
     let operators = Operators::new(poll.registry(), &state_path)
         .map_err(|source| BrokerError::StateWriter { path: state_path.clone(), source })?;
+    // Before the clock is read: with LDAP or sssd the names can take a while.
+    let access = Access::new(uid, service_user, config.admin_group.as_deref());
     let now = Instant::now();
     let mut broker = Broker {
         poll,
@@ -237,7 +239,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         uid,
         control: control_listener,
         controls: HashMap::new(),
-        access: Access::new(uid, service_user, config.admin_group.as_deref()),
+        access,
         operators,
         moderation: state,
         state_path,
