@@ -14,10 +14,10 @@
 //! [`access::CONNECTIONS_TOTAL`] in all, root apart: it has its own share beyond the total, so
 //! that it keeps a way in whatever others hold). A request may declare at most
 //! `MAX_REQUEST_LEN` bytes and must arrive whole within [`client::REQUEST_TIMEOUT`]; the answer
-//! must be written within [`client::CONTROL_TIMEOUT`]. One connection carries one request and its reply. Requests never block
-//! the broker: the only ones that wait are `reload`, whose answer comes from the master over
-//! its link, and changes to the moderation state, whose answer waits for the state file.
-
+//! must be written within [`client::CONTROL_TIMEOUT`]. One connection carries one request and
+//! its reply. Requests never block the broker: the only ones that wait are `reload`, whose
+//! answer comes from the master over its link, and changes to the moderation state, whose
+//! answer waits for the state file.
 //!
 //! This file accepts, reads, answers and expires the connections; its parts are
 //! [`access`] (who may connect, how many), [`client`] (one connection: its request, reply and
