@@ -38,7 +38,8 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
         config.runtime_dir.display()
     );
     let listeners = broker::Listeners { sessions: listener, control, master: None, service_user };
-    let result = broker::run(listeners, config, source).map_err(MasterError::from);
+    let result = broker::run(listeners, config, source)
+        .map_err(|err| MasterError::Io(std::io::Error::other(err)));
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(config.runtime_dir.join(listen::CONTROL_SOCKET));
     let _ = std::fs::remove_file(config.runtime_dir.join("broker.pid"));

@@ -23,33 +23,44 @@
 //! sees "too slow") and everyone else carries on. A peer that sends a frame that is oversize or
 //! does not decode is dropped and logged once. It never renders text for a terminal: that is the
 //! session's job.
+//!
+//! This file holds the start-up ([`run`]), the event loop and the master's link; each other
+//! step of the data flow has its own file: [`connections`] accepts and reads `broker.sock`,
+//! [`dispatch`] applies each session request to the [`Rooms`] ([`room`], pure), [`peers`] is
+//! the fan-out engine that encodes and queues what the rooms say (the one place that writes to
+//! sessions), and [`control`] serves operators.
 
+mod connections;
 mod control;
+mod dispatch;
+mod peers;
+mod remembered;
 pub mod room;
 pub mod stats;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::net::{UnixListener, UnixStream};
+use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
-use crate::channel::{Channel, ReadOutcome};
 use crate::config::{Config, ConfigSource};
 use crate::logging::FailureEpisode;
 use crate::moderation::{self, Moderation};
 use crate::proto::codec;
 use crate::proto::control::MasterFigures;
-use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
+use crate::proto::{Event, LeaveReason, PROTOCOL_VERSION, Request};
 use crate::signals::ChildSignals;
 use crate::sys;
 use control::{Access, ControlClient, Operators};
-use room::{Audience, Delivery, MemberId, Rooms};
+use peers::Peers;
+use remembered::Remembered;
+use room::{Delivery, MemberId, Rooms};
 use stats::Stats;
 
 /// How long `accept` must go without failing before its trouble counts as over.
@@ -57,23 +68,9 @@ const ACCEPT_TROUBLE_QUIET: Duration = Duration::from_secs(5);
 /// How long a stopping broker spends telling sessions so.
 const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 
-/// Sessions re-register within seconds of a broker (re)start; a `Resume` later than this is
-/// announced to the room like a login, since the room has no reason to believe it was there.
-const RESUME_WINDOW: Duration = Duration::from_secs(60);
-
-/// The first line number a connection may use: a session re-sends what it kept, so it starts
-/// wherever its counter is, but no session says 2^40 lines in its life.
-const MAX_FIRST_SEQ: u64 = 1 << 40;
-/// Largest step between two line numbers on one connection. A session numbers its lines one
-/// by one; this leaves room for what it keeps for re-sending (`session::link`).
-const MAX_SEQ_STEP: u64 = 1024;
-
 /// Sessions dropped as too slow that are remembered, so that one that reconnects is told why
 /// instead of being taken back (the oldest is forgotten first).
 const DROPPED_REMEMBERED: usize = 4096;
-
-/// What `chatctl who` shows as the address of a session the master did not vouch for.
-const UNVOUCHED: &str = "unvouched";
 
 /// Sender ids with this bit come from the broker's random numbers, for a caller the kernel
 /// cannot name (no pid in its credentials, e.g. from another pid namespace). Kernel-derived
@@ -85,51 +82,39 @@ const SIGNALS: Token = Token(1);
 const CONTROL: Token = Token(2);
 const FIRST_PEER: usize = 3;
 
-/// One connection on `broker.sock`: a session child, or the master's link.
-struct Peer {
-    channel: Channel,
-    /// The caller's pid, from SO_PEERCRED, for logs and operators.
-    pid: i32,
-    /// Who the kernel says the caller is ([`sys::process_identity`]): the session's sender id.
-    identity: u64,
-    /// The client address for logs and operators: the one the master vouched for; without a
-    /// master, the one the session reported; else [`UNVOUCHED`].
-    client: String,
-    /// The sender id, once `Hello` arrived (every other request must come after it); `None`
-    /// before and for the master's link.
-    session: Option<u64>,
-    /// The last line number accepted on this connection, and whether a refused one was logged.
-    last_seq: Option<u64>,
-    out_of_sequence_logged: bool,
-    /// Dropped as too slow: nothing more is queued for it (nor logged) until it is removed.
-    too_slow: bool,
-    /// This connection is the master's link (it started with `MasterHello`).
-    is_master: bool,
-    /// When the client connected (Unix seconds, from `Hello`).
-    connected_at: u64,
-    /// When the user last said something, for `chatctl who`.
-    last_active: Instant,
-    /// Removed by an operator: told so, out of its room, and ignored until it closes.
-    kicked: bool,
-    /// Already queued for flushing this turn.
-    dirty: bool,
+/// Why the broker could not start, or stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// One of the inherited listening sockets (`broker.sock`, `control.sock`) cannot be used.
+    #[error("cannot use {socket}: {source}")]
+    Socket { socket: &'static str, source: io::Error },
+    /// The broker's end of the master's link cannot be made non-blocking.
+    #[error("cannot use the master's link: {0}")]
+    MasterLink(io::Error),
+    #[error("cannot create the broker's poller: {0}")]
+    Poll(io::Error),
+    /// SIGTERM, SIGINT and SIGHUP cannot be watched, or their pipe cannot be read.
+    #[error("cannot watch the broker's signals: {0}")]
+    Signals(io::Error),
+    /// The writer of the moderation state file cannot wake the loop.
+    #[error("cannot start the writer of {path}: {source}")]
+    StateWriter { path: PathBuf, source: io::Error },
+    /// Waiting for events failed (not interrupted: that is retried).
+    #[error("the broker's event loop cannot wait for events: {0}")]
+    Wait(io::Error),
 }
 
+/// The broker: the loop's sockets, the fan-out engine, the rooms, the operators' side and the
+/// master's link.
 struct Broker {
     poll: Poll,
     listener: UnixListener,
     signals: ChildSignals,
-    peers: HashMap<MemberId, Peer>,
+    /// Every connection on `broker.sock` and the fan-out mechanics.
+    peers: Peers,
     rooms: Rooms,
+    /// The next token for a connection (on `broker.sock` or `control.sock`).
     next_id: MemberId,
-    /// Peers with bytes queued this turn.
-    dirty: Vec<MemberId>,
-    /// Most peers connected since the heap was last trimmed (see [`Broker::trim_after_crowd`]).
-    peers_high_water: usize,
-    /// Peers to remove after the current event, with what their room is told.
-    doomed: Vec<(MemberId, LeaveReason)>,
-    /// Reused buffer for encoding one event.
-    scratch: Vec<u8>,
     /// Most bytes queued for one session before it is dropped as too slow.
     queue_bytes: usize,
     /// Where to read the settings again on SIGHUP.
@@ -174,44 +159,12 @@ struct Broker {
     identities: HashMap<u64, MemberId>,
     /// Vouches for sessions that have not said `Hello` yet.
     vouches: Remembered<Vouch>,
-    /// Sessions dropped as too slow, and why, in case they come back.
-    dropped: Remembered<LeaveReason>,
 }
 
 /// What the master vouched for about a session.
 struct Vouch {
     peer: String,
     connected_at: u64,
-}
-
-/// At most `limit` entries by sender id; the oldest goes first.
-struct Remembered<V> {
-    entries: HashMap<u64, (u64, V)>,
-    order: VecDeque<(u64, u64)>,
-    next: u64,
-    limit: usize,
-}
-
-impl<V> Remembered<V> {
-    fn new(limit: usize) -> Self {
-        Remembered { entries: HashMap::new(), order: VecDeque::new(), next: 0, limit }
-    }
-
-    fn insert(&mut self, key: u64, value: V) {
-        self.next += 1;
-        self.entries.insert(key, (self.next, value));
-        self.order.push_back((key, self.next));
-        while self.order.len() > self.limit {
-            let Some((old, stamp)) = self.order.pop_front() else { break };
-            if self.entries.get(&old).is_some_and(|(at, _)| *at == stamp) {
-                self.entries.remove(&old);
-            }
-        }
-    }
-
-    fn take(&mut self, key: u64) -> Option<V> {
-        self.entries.remove(&key).map(|(_, value)| value)
-    }
 }
 
 /// The broker's two listening sockets, bound by whoever starts it (so that they exist, and
@@ -235,17 +188,24 @@ pub struct Listeners {
 /// `source` is where the settings came from: on SIGHUP (which the master forwards after it
 /// validated the file) the broker reads them again, applies `broker_queue_bytes` to new
 /// sessions and `admin_group` to new operators, and re-reads the moderation state file.
-pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::Result<()> {
+pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Result<(), BrokerError> {
     let Listeners { sessions: listener, control, master: link, service_user } = listeners;
-    listener.set_nonblocking(true)?;
-    control.set_nonblocking(true)?;
-    let poll = Poll::new()?;
+    let sessions_socket = |source| BrokerError::Socket { socket: "broker.sock", source };
+    let control_socket = |source| BrokerError::Socket { socket: "control.sock", source };
+    listener.set_nonblocking(true).map_err(sessions_socket)?;
+    control.set_nonblocking(true).map_err(control_socket)?;
+    let poll = Poll::new().map_err(BrokerError::Poll)?;
     let mut listener = UnixListener::from_std(listener);
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])?;
-    signals.register(poll.registry(), SIGNALS)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .map_err(sessions_socket)?;
+    let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])
+        .map_err(BrokerError::Signals)?;
+    signals.register(poll.registry(), SIGNALS).map_err(BrokerError::Signals)?;
     let mut control_listener = UnixListener::from_std(control);
-    poll.registry().register(&mut control_listener, CONTROL, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut control_listener, CONTROL, Interest::READABLE)
+        .map_err(control_socket)?;
     let state_path = config.state_dir.join(moderation::STATE_FILE);
     let (state, state_unreadable) = match Moderation::load(&state_path) {
         Ok(state) => (state, None),
@@ -258,28 +218,28 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
     let queue_bytes = config.broker_queue_bytes;
     // The state writer's thread starts from this thread when there is something to save, so
     // it inherits the signal mask ChildSignals set above.
-    let operators = Operators::new(poll.registry(), &state_path)?;
+    let operators = Operators::new(poll.registry(), &state_path)
+        .map_err(|source| BrokerError::StateWriter { path: state_path.clone(), source })?;
+    // Before the clock is read: with LDAP or sssd the names can take a while.
+    let access = Access::new(uid, service_user, config.admin_group.as_deref());
+    let now = Instant::now();
     let mut broker = Broker {
         poll,
         listener,
         signals,
-        peers: HashMap::new(),
+        peers: Peers::new(DROPPED_REMEMBERED),
         rooms: {
-            let mut rooms = Rooms::new();
+            let mut rooms = Rooms::new(now);
             rooms.set_history_lines(config.history_lines);
             rooms
         },
         next_id: FIRST_PEER as MemberId,
-        dirty: Vec::new(),
-        peers_high_water: 0,
-        doomed: Vec::new(),
-        scratch: Vec::new(),
         queue_bytes,
         source,
         uid,
         control: control_listener,
         controls: HashMap::new(),
-        access: Access::new(uid, service_user, config.admin_group.as_deref()),
+        access,
         operators,
         moderation: state,
         state_path,
@@ -288,40 +248,41 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         master_figures: None,
         pending_reloads: Vec::new(),
         stop_at: None,
-        stats: Stats::new(Instant::now()),
+        stats: Stats::new(now),
         lines_this_turn: Vec::new(),
         started_at: moderation::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
         control_accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
-        started: Instant::now(),
+        started: now,
         instance: sys::process_identity(std::process::id() as i32)
             .unwrap_or_else(|_| sys::random_u64() | ANONYMOUS_SENDER),
         inherited_link: None,
         vouching: link.is_some(),
         identities: HashMap::new(),
         vouches: Remembered::new(config.admission.max_clients + 1024),
-        dropped: Remembered::new(DROPPED_REMEMBERED),
     };
     if let Some(link) = link {
-        link.set_nonblocking(true)?;
+        link.set_nonblocking(true).map_err(BrokerError::MasterLink)?;
         let pid = sys::peer_pid(&link).unwrap_or(0);
-        broker.inherited_link = broker.add_peer(UnixStream::from_std(link), pid, 0);
+        broker.inherited_link = broker.add_peer(mio::net::UnixStream::from_std(link), pid, 0);
     }
     info!("broker ready (protocol version {PROTOCOL_VERSION})");
     broker.event_loop()
 }
 
 impl Broker {
-    fn event_loop(&mut self) -> io::Result<()> {
+    fn event_loop(&mut self) -> Result<(), BrokerError> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout =
                 self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
-            sys::wait(&mut self.poll, &mut events, timeout)?;
+            sys::wait(&mut self.poll, &mut events, timeout).map_err(BrokerError::Wait)?;
             // Signals first: once shutdown is pending, departures caused by the shutdown itself
             // are not announced to anyone.
             let signalled = events.iter().any(|event| event.token() == SIGNALS);
-            if (signalled && self.stop_requested()?) || self.stop_is_due() {
+            if (signalled && self.stop_requested().map_err(BrokerError::Signals)?)
+                || self.stop_is_due()
+            {
                 info!("broker stopping");
                 self.say_goodbye();
                 return Ok(());
@@ -343,15 +304,15 @@ impl Broker {
                             self.read_from(id, closed);
                         }
                         if event.is_writable() {
-                            self.mark_dirty(id);
+                            self.peers.mark_dirty(id);
                         }
                     }
                 }
                 self.remove_doomed();
             }
-            self.flush_dirty();
+            self.peers.flush();
             self.remove_doomed();
-            self.trim_after_crowd();
+            self.peers.trim_after_crowd();
             let now = Instant::now();
             for read_at in self.lines_this_turn.drain(..) {
                 self.stats.latency(now.saturating_duration_since(read_at));
@@ -377,7 +338,7 @@ impl Broker {
             Some(master) => {
                 info!("shutdown grace time is over; asking the master to stop");
                 self.send_to([master], &Event::Stop);
-                self.flush_dirty();
+                self.peers.flush();
                 false
             }
             None => {
@@ -422,22 +383,24 @@ impl Broker {
     /// [`GOODBYE_GRACE`] to leave. Departures are not announced from here on: everyone is
     /// leaving for the same reason, and each session says so to its own client.
     fn say_goodbye(&mut self) {
-        self.doomed.clear();
-        self.scratch.clear();
-        if codec::encode_frame(&Event::Shutdown, &mut self.scratch).is_err() {
+        self.peers.forget_doomed();
+        let mut frame = Vec::new();
+        if codec::encode_frame(&Event::Shutdown, &mut frame).is_err() {
             return;
         }
         let deadline = Instant::now() + GOODBYE_GRACE;
         let mut pending: Vec<MemberId> = Vec::new();
-        for (&id, peer) in &mut self.peers {
-            if peer.channel.send_encoded(&self.scratch).is_ok() {
+        for (&id, peer) in self.peers.iter_mut() {
+            if peer.channel.send_encoded(&frame).is_ok() {
                 pending.push(id);
             }
         }
         let mut events = Events::with_capacity(256);
         while !pending.is_empty() && Instant::now() < deadline {
             pending.retain(|id| {
-                self.peers.get_mut(id).is_some_and(|peer| matches!(peer.channel.flush(), Ok(false)))
+                self.peers
+                    .get_mut(*id)
+                    .is_some_and(|peer| matches!(peer.channel.flush(), Ok(false)))
             });
             if pending.is_empty() {
                 break;
@@ -449,272 +412,6 @@ impl Broker {
         }
     }
 
-    fn accept_all(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if let Some(failures) = self.accept_trouble.succeeded(Instant::now()) {
-                        info!("broker accepting sessions again after {failures} failed attempts");
-                    }
-                    self.admit(stream)
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    // EMFILE and friends: the connection stays in the backlog; the next
-                    // readiness event retries. Every new session is such an event: say it once.
-                    if self.accept_trouble.failed(Instant::now()) {
-                        error!(
-                            "broker cannot accept a session: {err}; sessions wait until it \
-                             recovers (said once; the recovery is logged)"
-                        );
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    fn admit(&mut self, stream: UnixStream) {
-        match sys::peer_uid(&stream) {
-            // Root may always connect: it can do everything the daemon can anyway.
-            Ok(uid) if uid == self.uid || uid == 0 => {}
-            Ok(uid) => {
-                warn!(
-                    "refused a broker connection from uid {uid}: only uid {} (and root) may connect",
-                    self.uid
-                );
-                return;
-            }
-            Err(err) => {
-                warn!("refused a broker connection: cannot read its credentials: {err}");
-                return;
-            }
-        }
-        let pid = sys::peer_pid(&stream).unwrap_or(0);
-        let identity = match sys::process_identity(pid) {
-            Ok(identity) => identity,
-            Err(err) => {
-                // Its lines are still told apart from everyone else's; only a broker restart
-                // may show a few of them twice.
-                info!(
-                    "cannot tell who broker peer pid {pid} is ({err}); it gets a sender id of its own"
-                );
-                sys::random_u64() | ANONYMOUS_SENDER
-            }
-        };
-        self.add_peer(stream, pid, identity);
-    }
-
-    /// Watches a new connection; returns its id, or `None` if it cannot be watched.
-    fn add_peer(&mut self, mut stream: UnixStream, pid: i32, identity: u64) -> Option<MemberId> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let token = Token(id as usize);
-        if let Err(err) = self.poll.registry().register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            error!("cannot watch broker peer pid {pid}: {err}");
-            return None;
-        }
-        let peer = Peer {
-            channel: Channel::new(stream, self.queue_bytes),
-            pid,
-            identity,
-            client: String::new(),
-            session: None,
-            last_seq: None,
-            out_of_sequence_logged: false,
-            too_slow: false,
-            is_master: false,
-            connected_at: moderation::unix_now(),
-            last_active: Instant::now(),
-            kicked: false,
-            dirty: false,
-        };
-        self.peers.insert(id, peer);
-        self.peers_high_water = self.peers_high_water.max(self.peers.len());
-        Some(id)
-    }
-
-    /// Reads what `id` sent. `to_the_end`: the poller saw the peer close or fail, so read until
-    /// the socket says so even after a short read.
-    fn read_from(&mut self, id: MemberId, to_the_end: bool) {
-        loop {
-            let Some(peer) = self.peers.get_mut(&id) else {
-                return;
-            };
-            let outcome = match peer.channel.read_some() {
-                Ok(outcome) => outcome,
-                Err(err) => {
-                    info!("session pid {} ({}) read error: {err}", peer.pid, peer.client);
-                    self.doom(id, LeaveReason::ConnectionLost);
-                    return;
-                }
-            };
-            match outcome {
-                ReadOutcome::WouldBlock => return,
-                ReadOutcome::Closed { mid_frame } => {
-                    if mid_frame {
-                        warn!("session pid {} ({}) vanished mid-frame", peer.pid, peer.client);
-                    } else {
-                        debug!("session pid {} ({}) closed", peer.pid, peer.client);
-                    }
-                    self.doom(id, LeaveReason::ConnectionLost);
-                    return;
-                }
-                ReadOutcome::Data { drained } => {
-                    if !self.handle_frames(id) || (drained && !to_the_end) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Handles every whole frame read from `id`. Returns false if the peer is gone.
-    fn handle_frames(&mut self, id: MemberId) -> bool {
-        loop {
-            let Some(peer) = self.peers.get_mut(&id) else {
-                return false;
-            };
-            let request = match peer.channel.next_message::<Request>() {
-                Ok(Some(request)) => request,
-                Ok(None) => return true,
-                Err(err) => {
-                    warn!("dropping session pid {} ({}): {err}", peer.pid, peer.client);
-                    self.stats.drop_for("bad_frame");
-                    self.doom(id, LeaveReason::ConnectionLost);
-                    return false;
-                }
-            };
-            if !self.handle(id, request) {
-                return false;
-            }
-        }
-    }
-
-    /// Applies one request. Returns false if the peer is gone afterwards.
-    fn handle(&mut self, id: MemberId, request: Request) -> bool {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return false;
-        };
-        if peer.is_master {
-            return self.handle_master(id, request);
-        }
-        let Some(session) = peer.session else {
-            return self.greet(id, request);
-        };
-        if peer.kicked {
-            // Out of its room already; it closes as soon as it reads why.
-            return true;
-        }
-        let now = moderation::unix_now();
-        let deliveries = match request {
-            Request::Hello { .. } | Request::MasterHello { .. } => {
-                warn!("dropping session pid {} ({}): second Hello", peer.pid, peer.client);
-                self.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-            Request::MasterFigures(_) | Request::Reloaded { .. } | Request::Vouch { .. } => {
-                warn!(
-                    "dropping session pid {} ({}): it sent a master's frame",
-                    peer.pid, peer.client
-                );
-                self.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-            Request::Traffic { received, sent } => {
-                self.stats.bytes_received += received;
-                self.stats.bytes_sent += sent;
-                return true;
-            }
-            Request::Login { nick } => {
-                if self.refuse_banned_nick(id, &nick, now) {
-                    return true;
-                }
-                let mut deliveries = self.rooms.login(id, session, &nick);
-                if matches!(deliveries.first().map(|d| &d.event), Some(Event::LoggedIn { .. }))
-                    && let Some(motd) = &self.moderation.motd
-                {
-                    let lines = motd.lines().map(str::to_string).collect();
-                    deliveries
-                        .push(Delivery { to: Audience::One(id), event: Event::Motd { lines } });
-                }
-                deliveries
-            }
-            Request::Resume { nick, room, topic } => {
-                if let Some(ban) = self.moderation.nick_ban(&nick, now) {
-                    let reason = ban_reason(ban.reason.as_deref());
-                    self.kick(id, Some(reason));
-                    return true;
-                }
-                let announce = self.started.elapsed() > RESUME_WINDOW
-                    || sys::started_after(peer.identity, self.instance);
-                let deliveries =
-                    self.rooms.resume(id, session, &nick, &room, topic.as_deref(), announce);
-                match deliveries.first().map(|d| &d.event) {
-                    Some(Event::Resumed { nick, room }) => {
-                        info!(
-                            "session pid {} ({}) resumed as {nick} in {room}",
-                            peer.pid, peer.client
-                        );
-                    }
-                    Some(Event::Failed(failure)) => info!(
-                        "session pid {} ({}) may not resume as {:?}: {failure:?}",
-                        peer.pid,
-                        peer.client,
-                        crate::text::sanitize(&nick)
-                    ),
-                    _ => {}
-                }
-                deliveries
-            }
-            Request::Say { seq, .. } | Request::Act { seq, .. } | Request::Private { seq, .. }
-                if !self.in_sequence(id, seq) =>
-            {
-                return self.peers.contains_key(&id);
-            }
-            Request::Say { seq, text } => {
-                return self.chat_line(id, now, |rooms| rooms.say(id, seq, &text));
-            }
-            Request::Act { seq, text } => {
-                return self.chat_line(id, now, |rooms| rooms.act(id, seq, &text));
-            }
-            Request::Private { seq, to, text } => {
-                return self.chat_line(id, now, |rooms| rooms.private(id, seq, &to, &text));
-            }
-            Request::ChangeNick { nick } => {
-                if self.refuse_banned_nick(id, &nick, now) {
-                    return true;
-                }
-                let deliveries = self.rooms.change_nick(id, &nick);
-                if let Some(Event::NickChanged { old, new }) = deliveries.first().map(|d| &d.event)
-                {
-                    // A mute follows the person, not the name (saved off the loop).
-                    let (old, new) = (old.clone(), new.clone());
-                    self.nick_changed(&old, &new, now);
-                }
-                deliveries
-            }
-            Request::Join { room } => self.rooms.join(id, &room),
-            Request::Away { reason } => self.rooms.set_away(id, Some(&reason)),
-            Request::Back => self.rooms.set_away(id, None),
-            Request::Who => self.rooms.who(id),
-            Request::Whois { nick } => self.rooms.whois(id, &nick),
-            Request::Rooms => self.rooms.list_rooms(id),
-            Request::Topic { text } => self.rooms.topic(id, text.as_deref()),
-            Request::Quit { reason } => {
-                self.doom(id, LeaveReason::Quit(reason));
-                return false;
-            }
-        };
-        self.deliver(deliveries);
-        self.peers.contains_key(&id)
-    }
-
     /// The first frame of a connection: a session's `Hello` or the master's `MasterHello`.
     fn greet(&mut self, id: MemberId, request: Request) -> bool {
         if matches!(request, Request::MasterHello { .. })
@@ -722,14 +419,14 @@ impl Broker {
             && self.master_link_alive()
         {
             // Only a broker whose master is gone may be adopted through broker.sock.
-            let pid = self.peers.get(&id).map_or(0, |peer| peer.pid);
+            let pid = self.peers.get(id).map_or(0, |peer| peer.pid);
             warn!(
                 "refused a MasterHello on broker.sock from pid {pid}: the master's link is alive"
             );
-            self.doom(id, LeaveReason::ConnectionLost);
+            self.peers.doom(id, LeaveReason::ConnectionLost);
             return false;
         }
-        let Some(peer) = self.peers.get_mut(&id) else {
+        let Some(peer) = self.peers.get_mut(id) else {
             return false;
         };
         let (version, reported, connected_at) = match request {
@@ -740,7 +437,7 @@ impl Broker {
                 let inherited = self.inherited_link == Some(id);
                 peer.is_master = true;
                 if let Some(old) = self.master.replace(id) {
-                    self.doom(old, LeaveReason::ConnectionLost);
+                    self.peers.doom(old, LeaveReason::ConnectionLost);
                 }
                 self.master_figures = Some(MasterFigures { pid, started_at, ..Default::default() });
                 if inherited {
@@ -752,61 +449,11 @@ impl Broker {
             }
             _ => {
                 warn!("dropping session pid {}: first frame was not Hello", peer.pid);
-                self.doom(id, LeaveReason::ConnectionLost);
+                self.peers.doom(id, LeaveReason::ConnectionLost);
                 return false;
             }
         };
-        let identity = peer.identity;
-        if version != PROTOCOL_VERSION {
-            warn!(
-                "dropping session pid {}: protocol version {version}, broker speaks {PROTOCOL_VERSION}",
-                peer.pid
-            );
-            let refusal = Failure::VersionMismatch { broker: PROTOCOL_VERSION, session: version };
-            self.deliver(vec![Delivery { to: Audience::One(id), event: Event::Failed(refusal) }]);
-            self.flush_dirty();
-            self.doom(id, LeaveReason::ConnectionLost);
-            return false;
-        }
-        if let Some(reason) = self.dropped.take(identity) {
-            // The drop was logged when it happened; its sequel is routine.
-            debug!("session pid {} came back after being dropped; told it is over", peer.pid);
-            let told = Event::Dropped { reason };
-            self.deliver(vec![Delivery { to: Audience::One(id), event: told }]);
-            self.doom(id, LeaveReason::ConnectionLost);
-            return false;
-        }
-        let claimed: String = reported.chars().take(64).collect();
-        match self.vouches.take(identity) {
-            Some(vouch) => {
-                peer.client = vouch.peer;
-                peer.connected_at = vouch.connected_at;
-            }
-            None if self.vouching => {
-                // Either the master's word is on its way, or this is no child of the master.
-                peer.client = UNVOUCHED.to_string();
-                peer.connected_at = connected_at;
-            }
-            None => {
-                peer.client.clone_from(&claimed);
-                peer.connected_at = connected_at;
-            }
-        }
-        peer.session = Some(identity);
-        self.identities.insert(identity, id);
-        let banned = [peer.client.as_str(), claimed.as_str()]
-            .iter()
-            .filter_map(|address| address.parse::<std::net::SocketAddr>().ok())
-            .find_map(|addr| self.moderation.address_ban(addr.ip(), moderation::unix_now()))
-            .map(|ban| ban.reason.clone());
-        let welcome =
-            Event::Welcome { version: PROTOCOL_VERSION, sender: identity, broker: self.instance };
-        self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
-        if let Some(reason) = banned {
-            // Sessions the master did not vet (inetd-style) meet the address bans here.
-            self.kick(id, Some(ban_reason(reason.as_deref())));
-        }
-        true
+        self.hello(id, version, reported, connected_at)
     }
 
     /// Whether the master's link (the inherited one, even before it said `MasterHello`, or an
@@ -817,36 +464,7 @@ impl Broker {
             return false;
         };
         self.read_from(link, true);
-        self.peers.contains_key(&link) && !self.doomed.iter().any(|(doomed, _)| *doomed == link)
-    }
-
-    /// Whether line number `seq` may follow the previous one on `id`'s connection. A refused
-    /// line is answered (which also acknowledges it) and the first refusal per connection is
-    /// logged: only a broken or forged session numbers its lines otherwise.
-    fn in_sequence(&mut self, id: MemberId, seq: u64) -> bool {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return false;
-        };
-        let follows = match peer.last_seq {
-            None => seq <= MAX_FIRST_SEQ,
-            Some(last) => seq > last && seq - last <= MAX_SEQ_STEP,
-        };
-        if follows {
-            peer.last_seq = Some(seq);
-            return true;
-        }
-        if !peer.out_of_sequence_logged {
-            peer.out_of_sequence_logged = true;
-            warn!(
-                "session pid {} ({}): refused line number {seq} after {}; later refusals on this connection are not logged",
-                peer.pid,
-                peer.client,
-                peer.last_seq.map_or_else(|| "none".to_string(), |last| last.to_string())
-            );
-        }
-        let refusal = Event::Rejected { seq, failure: Failure::OutOfSequence { seq } };
-        self.deliver(vec![Delivery { to: Audience::One(id), event: refusal }]);
-        false
+        self.peers.contains(link) && !self.peers.is_doomed(link)
     }
 
     /// Frames on the master's link.
@@ -856,7 +474,7 @@ impl Broker {
             Request::Reloaded { error } => self.reloaded(error),
             Request::Vouch { identity, peer, connected_at } => {
                 let vouch = Vouch { peer: peer.chars().take(64).collect(), connected_at };
-                match self.identities.get(&identity).and_then(|id| self.peers.get_mut(id)) {
+                match self.identities.get(&identity).and_then(|&id| self.peers.get_mut(id)) {
                     Some(session) => {
                         session.client = vouch.peer;
                         session.connected_at = vouch.connected_at;
@@ -866,194 +484,39 @@ impl Broker {
             }
             other => {
                 warn!("dropping the master's link: unexpected frame {other:?}");
-                self.doom(id, LeaveReason::ConnectionLost);
+                self.peers.doom(id, LeaveReason::ConnectionLost);
                 return false;
             }
         }
         true
     }
 
-    /// Applies a chat line (say, act or private message) from `id`, muted or not, and counts
-    /// it for the figures. Returns false if the peer is gone afterwards.
-    fn chat_line(
-        &mut self,
-        id: MemberId,
-        now: u64,
-        apply: impl FnOnce(&mut Rooms) -> Vec<Delivery>,
-    ) -> bool {
-        // The persisted mutes expire by time: bring the member's flag in line first.
-        let muted = self.rooms.nick(id).is_some_and(|nick| self.moderation.is_muted(nick, now));
-        self.rooms.set_muted(id, muted);
-        let read_at = Instant::now();
-        let deliveries = apply(&mut self.rooms);
-        let accepted = matches!(
-            deliveries.first().map(|d| &d.event),
-            Some(
-                Event::Chat { .. }
-                    | Event::Action { .. }
-                    | Event::Private { .. }
-                    | Event::PrivateSent { .. }
-            )
-        );
-        let copies = self.deliver(deliveries);
-        if accepted {
-            if let Some(peer) = self.peers.get_mut(&id) {
-                peer.last_active = read_at;
-            }
-            self.stats.message(copies, read_at);
-            self.lines_this_turn.push(read_at);
-        }
-        self.peers.contains_key(&id)
-    }
-
-    /// Refuses a nickname an operator banned; true if it was refused.
-    fn refuse_banned_nick(&mut self, id: MemberId, nick: &str, now: u64) -> bool {
-        if self.moderation.nick_ban(nick, now).is_none() {
-            return false;
-        }
-        let failure = Failure::NickBanned(crate::text::sanitize(nick));
-        self.deliver(vec![Delivery { to: Audience::One(id), event: Event::Failed(failure) }]);
-        true
-    }
-
-    /// Removes a session for an operator: it is told why (and closes), its room is told.
-    fn kick(&mut self, id: MemberId, reason: Option<String>) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        if peer.kicked || peer.is_master {
-            return;
-        }
-        peer.kicked = true;
-        let nick = self.rooms.nick(id).unwrap_or("(no nickname yet)").to_string();
-        info!(
-            target: crate::logging::NOTICE,
-            "operator removed {nick} (session pid {}, {}): {}",
-            peer.pid,
-            peer.client,
-            reason.as_deref().unwrap_or("no reason given")
-        );
-        let mut deliveries = vec![Delivery {
-            to: Audience::One(id),
-            event: Event::Kicked { reason: reason.clone() },
-        }];
-        deliveries.extend(self.rooms.leave(id, LeaveReason::Kicked(reason)));
-        self.deliver(deliveries);
+    /// Hands deliveries to the fan-out engine (rooms resolved as they are now) and counts
+    /// what it dropped. Returns how many copies were queued.
+    fn deliver(&mut self, deliveries: Vec<Delivery>) -> u64 {
+        let copies = self.peers.deliver(&self.rooms, deliveries);
+        self.count_too_slow();
+        copies
     }
 
     /// Encodes `event` once and queues it for each of `ids` (the master's link, every
     /// session for an operator's announcement).
     fn send_to(&mut self, ids: impl IntoIterator<Item = MemberId>, event: &Event) {
-        self.scratch.clear();
-        if let Err(err) = codec::encode_frame(event, &mut self.scratch) {
-            error!("cannot encode an event: {err}");
-            return;
-        }
-        for id in ids {
-            self.queue(id);
-        }
+        self.peers.send_to(ids, event);
+        self.count_too_slow();
     }
 
-    /// Encodes each event once and queues the same bytes for every recipient. Returns how
-    /// many copies were queued.
-    fn deliver(&mut self, deliveries: Vec<Delivery>) -> u64 {
-        let mut copies = 0;
-        for delivery in deliveries {
-            self.scratch.clear();
-            if let Err(err) = codec::encode_frame(&delivery.event, &mut self.scratch) {
-                error!("cannot encode an event: {err}");
-                continue;
-            }
-            match &delivery.to {
-                Audience::One(id) => {
-                    self.queue(*id);
-                    copies += 1;
-                }
-                Audience::Room(key) => {
-                    let members: Vec<MemberId> = self.rooms.members_of(key).collect();
-                    copies += members.len() as u64;
-                    for id in members {
-                        self.queue(id);
-                    }
-                }
-            }
-        }
-        copies
-    }
-
-    /// Queues `scratch` for one peer; a peer whose queue is full is dropped as too slow (once:
-    /// what comes for it before it is removed is neither queued nor logged again).
-    fn queue(&mut self, id: MemberId) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        if peer.too_slow {
-            return;
-        }
-        match peer.channel.send_encoded(&self.scratch) {
-            Ok(()) => self.mark_dirty(id),
-            Err(overflow) => {
-                warn!("dropping session pid {} ({}): too slow, {overflow}", peer.pid, peer.client);
-                peer.too_slow = true;
-                if peer.session.is_some() {
-                    // If it takes the closed connection for a broker restart, it is told.
-                    self.dropped.insert(peer.identity, LeaveReason::TooSlow);
-                }
-                self.stats.drop_for("too_slow");
-                self.doom(id, LeaveReason::TooSlow);
-            }
-        }
-    }
-
-    fn mark_dirty(&mut self, id: MemberId) {
-        if let Some(peer) = self.peers.get_mut(&id)
-            && !peer.dirty
-        {
-            peer.dirty = true;
-            self.dirty.push(id);
-        }
-    }
-
-    /// One write per peer with queued bytes. A peer that would block keeps its bytes; its next
-    /// writable event brings it back here.
-    fn flush_dirty(&mut self) {
-        for id in std::mem::take(&mut self.dirty) {
-            let Some(peer) = self.peers.get_mut(&id) else {
-                continue;
-            };
-            peer.dirty = false;
-            if let Err(err) = peer.channel.flush() {
-                debug!("session pid {} ({}) write error: {err}", peer.pid, peer.client);
-                self.doom(id, LeaveReason::ConnectionLost);
-            }
-        }
-    }
-
-    fn doom(&mut self, id: MemberId, reason: LeaveReason) {
-        if !self.doomed.iter().any(|(doomed, _)| *doomed == id) {
-            self.doomed.push((id, reason));
-        }
-    }
-
-    /// Once at least half of a crowd of sessions has left, hands the memory their queues and
-    /// tables used back to the kernel: otherwise the broker keeps the high-water mark of its
-    /// busiest moment (measured: 33 MiB after 5,000 sessions had come and gone, against 9 MiB
-    /// for the 1,000 that followed). Trimming walks the heap, so it is done once per halving,
-    /// never per departure.
-    fn trim_after_crowd(&mut self) {
-        const CROWD: usize = 256;
-        if self.peers_high_water >= CROWD && self.peers.len() <= self.peers_high_water / 2 {
-            sys::release_free_memory();
-            debug!("{} sessions left of {}: heap trimmed", self.peers.len(), self.peers_high_water);
-            self.peers_high_water = self.peers.len();
+    /// Counts the sessions the fan-out engine dropped as too slow in the figures.
+    fn count_too_slow(&mut self) {
+        for _ in 0..self.peers.take_too_slow_drops() {
+            self.stats.drop_for("too_slow");
         }
     }
 
     /// Removes doomed peers and tells their rooms. Telling a room can doom more peers (a full
     /// queue), so this runs until nothing is left.
     fn remove_doomed(&mut self) {
-        while let Some((id, reason)) = self.doomed.pop() {
-            let Some(mut peer) = self.peers.remove(&id) else {
-                continue;
-            };
+        while let Some((id, peer, reason)) = self.peers.remove_next_doomed(self.poll.registry()) {
             if self.inherited_link == Some(id) {
                 self.inherited_link = None;
             }
@@ -1066,9 +529,6 @@ impl Broker {
                 self.master_figures = None;
                 self.reloaded(Some("the master went away before answering".into()));
             }
-            // Best effort, never blocking: a quitting session waits for what it was owed.
-            let _ = peer.channel.flush();
-            let _ = self.poll.registry().deregister(peer.channel.stream_mut());
             let nick = self.rooms.nick(id).map(str::to_string);
             let deliveries = self.rooms.leave(id, reason.clone());
             if let Some(nick) = nick {
@@ -1076,13 +536,5 @@ impl Broker {
             }
             self.deliver(deliveries);
         }
-    }
-}
-
-/// What a banned session is told.
-fn ban_reason(reason: Option<&str>) -> String {
-    match reason {
-        Some(reason) => format!("banned: {reason}"),
-        None => "banned".to_string(),
     }
 }

@@ -105,12 +105,6 @@ pub struct Rooms {
     history_lines: usize,
 }
 
-impl Default for Rooms {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn one(id: MemberId, event: Event) -> Delivery {
     Delivery { to: Audience::One(id), event }
 }
@@ -154,7 +148,9 @@ fn clean_text(raw: &str) -> Result<String, Failure> {
 }
 
 impl Rooms {
-    pub fn new() -> Self {
+    /// Rooms with only the default one, at `now` (the loop's clock, as [`Rooms::set_now`]
+    /// gets it every turn).
+    pub fn new(now: Instant) -> Self {
         let mut rooms = BTreeMap::new();
         rooms.insert(DEFAULT_ROOM.to_string(), Room::new(DEFAULT_ROOM));
         Rooms {
@@ -162,7 +158,7 @@ impl Rooms {
             members: HashMap::new(),
             by_nick: HashMap::new(),
             by_look: HashMap::new(),
-            now: Instant::now(),
+            now,
             unix_now: 0,
             history_lines: DEFAULT_HISTORY_LINES,
         }
@@ -672,7 +668,7 @@ mod tests {
     use super::*;
 
     fn logged_in(nicks: &[&str]) -> Rooms {
-        let mut rooms = Rooms::new();
+        let mut rooms = Rooms::new(Instant::now());
         for (id, nick) in nicks.iter().enumerate() {
             let out = rooms.login(id as MemberId, 1000 + id as u64, nick);
             assert!(matches!(out[0].event, Event::LoggedIn { .. }), "{out:?}");
@@ -686,7 +682,7 @@ mod tests {
 
     #[test]
     fn login_joins_lobby_and_tells_the_room_and_the_topic() {
-        let mut rooms = Rooms::new();
+        let mut rooms = Rooms::new(Instant::now());
         let out = rooms.login(7, 1007, "alice");
         assert_eq!(
             out,
@@ -709,7 +705,7 @@ mod tests {
 
     #[test]
     fn invalid_nick_is_refused_by_the_broker_too() {
-        let mut rooms = Rooms::new();
+        let mut rooms = Rooms::new(Instant::now());
         let out = rooms.login(1, 1001, "9lives");
         assert!(matches!(&out[0].event, Event::Failed(Failure::InvalidNick { .. })), "{out:?}");
     }
@@ -729,7 +725,7 @@ mod tests {
 
     #[test]
     fn say_before_login_fails() {
-        let mut rooms = Rooms::new();
+        let mut rooms = Rooms::new(Instant::now());
         assert_eq!(rooms.say(3, 1, "x"), rejected(3, 1, Failure::NotLoggedIn));
     }
 
@@ -890,7 +886,7 @@ mod tests {
 
     #[test]
     fn resume_takes_back_nick_and_room_silently() {
-        let mut rooms = Rooms::new();
+        let mut rooms = Rooms::new(Instant::now());
         let out = rooms.resume(4, 1004, "alice", "rust", Some("restored topic"), false);
         assert_eq!(out, vec![one(4, Event::Resumed { nick: "alice".into(), room: "rust".into() })]);
         assert_eq!(members(&rooms, "rust"), vec![4]);
@@ -961,7 +957,7 @@ mod tests {
 
     #[test]
     fn resume_replays_the_rooms_recent_lines() {
-        let mut rooms = Rooms::new();
+        let mut rooms = Rooms::new(Instant::now());
         rooms.resume(1, 1001, "alice", "lobby", None, false);
         rooms.say(1, 7, "said while bob was away");
         let out = rooms.resume(2, 1002, "bob", "lobby", None, false);
@@ -1048,7 +1044,7 @@ mod tests {
 
     #[test]
     fn whois_tells_room_times_and_away() {
-        let mut rooms = Rooms::new();
+        let mut rooms = Rooms::new(Instant::now());
         rooms.set_now(Instant::now(), 100);
         rooms.login(0, 1000, "alice");
         rooms.login(1, 1001, "bob");
@@ -1099,7 +1095,7 @@ mod tests {
 
     #[test]
     fn resume_into_an_invalid_room_lands_in_the_lobby() {
-        let mut rooms = Rooms::new();
+        let mut rooms = Rooms::new(Instant::now());
         let out = rooms.resume(1, 1001, "alice", "no spaces", None, false);
         assert_eq!(out[0], one(1, Event::Resumed { nick: "alice".into(), room: "lobby".into() }));
     }
