@@ -37,6 +37,7 @@ use crate::proto::codec;
 use crate::proto::control::{
     CONTROL_VERSION, ControlFrame, ControlReply, ControlRequest, MAX_REQUEST_LEN, Status, UserRow,
 };
+use crate::proto::master::MasterEvent;
 use crate::proto::{Event, PROTOCOL_VERSION};
 use crate::sys;
 use crate::text;
@@ -471,9 +472,9 @@ impl Broker {
             | ControlRequest::Motd { text: Some(_) }) => return self.change(id, change, now),
             ControlRequest::Announce { room, text } => self.announce(room.as_deref(), &text),
             ControlRequest::Reload => match self.master {
-                Some(master) => {
+                Some(_) => {
                     self.pending_reloads.push(id);
-                    self.send_to([master], &Event::Reload);
+                    self.tell_master(&MasterEvent::Reload);
                     return None;
                 }
                 None => ControlReply::Failed(
@@ -756,7 +757,7 @@ impl Broker {
     fn covered_by(&self, target: &BanTarget) -> Vec<u64> {
         self.peers
             .iter()
-            .filter(|(_, peer)| !peer.is_master && !peer.kicked)
+            .filter(|(_, peer)| !peer.channel.is_master() && !peer.kicked)
             .filter(|&(&id, peer)| match target {
                 BanTarget::Nick(_) => {
                     self.rooms.nick(id).is_some_and(|nick| target.covers_nick(nick))

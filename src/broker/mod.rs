@@ -25,6 +25,7 @@
 //! session's job.
 
 mod control;
+mod link;
 pub mod room;
 pub mod stats;
 
@@ -39,16 +40,18 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
-use crate::channel::{Channel, ReadOutcome};
+use crate::channel::{Frames, ReadOutcome};
 use crate::config::{Config, ConfigSource};
 use crate::logging::FailureEpisode;
 use crate::moderation::{self, Moderation};
-use crate::proto::codec;
 use crate::proto::control::MasterFigures;
-use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
+use crate::proto::{
+    Event, Failure, Greeting, LeaveReason, PROTOCOL_VERSION, Request, SessionHello,
+};
 use crate::signals::ChildSignals;
 use crate::sys;
 use control::{Access, ControlClient, Operators};
+use link::{Incoming, PeerChannel};
 use room::{Audience, Delivery, MemberId, Rooms};
 use stats::Stats;
 
@@ -87,7 +90,7 @@ const FIRST_PEER: usize = 3;
 
 /// One connection on `broker.sock`: a session child, or the master's link.
 struct Peer {
-    channel: Channel,
+    channel: PeerChannel,
     /// The caller's pid, from SO_PEERCRED, for logs and operators.
     pid: i32,
     /// Who the kernel says the caller is ([`sys::process_identity`]): the session's sender id.
@@ -103,8 +106,6 @@ struct Peer {
     out_of_sequence_logged: bool,
     /// Dropped as too slow: nothing more is queued for it (nor logged) until it is removed.
     too_slow: bool,
-    /// This connection is the master's link (it started with `MasterHello`).
-    is_master: bool,
     /// When the client connected (Unix seconds, from `Hello`).
     connected_at: u64,
     /// When the user last said something, for `chatctl who`.
@@ -129,7 +130,7 @@ struct Broker {
     /// Peers to remove after the current event, with what their room is told.
     doomed: Vec<(MemberId, LeaveReason)>,
     /// Reused buffer for encoding one event.
-    scratch: Vec<u8>,
+    scratch: Frames<Event>,
     /// Most bytes queued for one session before it is dropped as too slow.
     queue_bytes: usize,
     /// Where to read the settings again on SIGHUP.
@@ -273,7 +274,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         dirty: Vec::new(),
         peers_high_water: 0,
         doomed: Vec::new(),
-        scratch: Vec::new(),
+        scratch: Frames::new(),
         queue_bytes,
         source,
         uid,
@@ -373,20 +374,11 @@ impl Broker {
             return false;
         }
         self.stop_at = None;
-        match self.master {
-            Some(master) => {
-                info!("shutdown grace time is over; asking the master to stop");
-                self.send_to([master], &Event::Stop);
-                self.flush_dirty();
-                false
-            }
-            None => {
-                warn!(
-                    "shutdown grace time is over and no master is linked; the broker stops alone"
-                );
-                true
-            }
+        if self.ask_master_to_stop() {
+            return false;
         }
+        warn!("shutdown grace time is over and no master is linked; the broker stops alone");
+        true
     }
 
     fn stop_requested(&mut self) -> io::Result<bool> {
@@ -424,7 +416,7 @@ impl Broker {
     fn say_goodbye(&mut self) {
         self.doomed.clear();
         self.scratch.clear();
-        if codec::encode_frame(&Event::Shutdown, &mut self.scratch).is_err() {
+        if self.scratch.push(&Event::Shutdown).is_err() {
             return;
         }
         let deadline = Instant::now() + GOODBYE_GRACE;
@@ -520,7 +512,7 @@ impl Broker {
             return None;
         }
         let peer = Peer {
-            channel: Channel::new(stream, self.queue_bytes),
+            channel: PeerChannel::new(stream, self.queue_bytes),
             pid,
             identity,
             client: String::new(),
@@ -528,7 +520,6 @@ impl Broker {
             last_seq: None,
             out_of_sequence_logged: false,
             too_slow: false,
-            is_master: false,
             connected_at: moderation::unix_now(),
             last_active: Instant::now(),
             kicked: false,
@@ -580,8 +571,8 @@ impl Broker {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return false;
             };
-            let request = match peer.channel.next_message::<Request>() {
-                Ok(Some(request)) => request,
+            let incoming = match peer.channel.next_incoming() {
+                Ok(Some(incoming)) => incoming,
                 Ok(None) => return true,
                 Err(err) => {
                     warn!("dropping session pid {} ({}): {err}", peer.pid, peer.client);
@@ -590,7 +581,13 @@ impl Broker {
                     return false;
                 }
             };
-            if !self.handle(id, request) {
+            let alive = match incoming {
+                Incoming::Greeting(greeting) => self.greet(id, greeting),
+                Incoming::RequestBeforeGreeting => self.refuse_first_frame(id),
+                Incoming::Request(request) => self.handle(id, request),
+                Incoming::Master(request) => self.handle_master(request),
+            };
+            if !alive {
                 return false;
             }
         }
@@ -601,11 +598,9 @@ impl Broker {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
-        if peer.is_master {
-            return self.handle_master(id, request);
-        }
+        // Requests come only on a session's channel, which its greeting made (and named).
         let Some(session) = peer.session else {
-            return self.greet(id, request);
+            return false;
         };
         if peer.kicked {
             // Out of its room already; it closes as soon as it reads why.
@@ -613,19 +608,6 @@ impl Broker {
         }
         let now = moderation::unix_now();
         let deliveries = match request {
-            Request::Hello { .. } | Request::MasterHello { .. } => {
-                warn!("dropping session pid {} ({}): second Hello", peer.pid, peer.client);
-                self.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-            Request::MasterFigures(_) | Request::Reloaded { .. } | Request::Vouch { .. } => {
-                warn!(
-                    "dropping session pid {} ({}): it sent a master's frame",
-                    peer.pid, peer.client
-                );
-                self.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
             Request::Traffic { received, sent } => {
                 self.stats.bytes_received += received;
                 self.stats.bytes_sent += sent;
@@ -715,47 +697,19 @@ impl Broker {
         self.peers.contains_key(&id)
     }
 
-    /// The first frame of a connection: a session's `Hello` or the master's `MasterHello`.
-    fn greet(&mut self, id: MemberId, request: Request) -> bool {
-        if matches!(request, Request::MasterHello { .. })
-            && self.inherited_link != Some(id)
-            && self.master_link_alive()
-        {
-            // Only a broker whose master is gone may be adopted through broker.sock.
-            let pid = self.peers.get(&id).map_or(0, |peer| peer.pid);
-            warn!(
-                "refused a MasterHello on broker.sock from pid {pid}: the master's link is alive"
-            );
-            self.doom(id, LeaveReason::ConnectionLost);
-            return false;
+    /// The first frame of a connection: a session's hello or the master's.
+    fn greet(&mut self, id: MemberId, greeting: Greeting) -> bool {
+        match greeting {
+            Greeting::Session(hello) => self.greet_session(id, hello),
+            Greeting::Master(hello) => self.greet_master(id, hello),
         }
+    }
+
+    fn greet_session(&mut self, id: MemberId, hello: SessionHello) -> bool {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
-        let (version, reported, connected_at) = match request {
-            Request::Hello { version, peer: reported, connected_at } => {
-                (version, reported, connected_at)
-            }
-            Request::MasterHello { version, pid, started_at } if version == PROTOCOL_VERSION => {
-                let inherited = self.inherited_link == Some(id);
-                peer.is_master = true;
-                if let Some(old) = self.master.replace(id) {
-                    self.doom(old, LeaveReason::ConnectionLost);
-                }
-                self.master_figures = Some(MasterFigures { pid, started_at, ..Default::default() });
-                if inherited {
-                    info!("master pid {pid} linked");
-                } else {
-                    info!("master pid {pid} linked through broker.sock (adopting this broker)");
-                }
-                return true;
-            }
-            _ => {
-                warn!("dropping session pid {}: first frame was not Hello", peer.pid);
-                self.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-        };
+        let SessionHello { version, peer: reported, connected_at } = hello;
         let identity = peer.identity;
         if version != PROTOCOL_VERSION {
             warn!(
@@ -799,6 +753,7 @@ impl Broker {
             .filter_map(|address| address.parse::<std::net::SocketAddr>().ok())
             .find_map(|addr| self.moderation.address_ban(addr.ip(), moderation::unix_now()))
             .map(|ban| ban.reason.clone());
+        self.greeted_as_session(id);
         let welcome =
             Event::Welcome { version: PROTOCOL_VERSION, sender: identity, broker: self.instance };
         self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
@@ -807,17 +762,6 @@ impl Broker {
             self.kick(id, Some(ban_reason(reason.as_deref())));
         }
         true
-    }
-
-    /// Whether the master's link (the inherited one, even before it said `MasterHello`, or an
-    /// adopting master's) is open. A master that died a moment ago may have closed it without
-    /// the loop having seen it yet: it is read to the end first.
-    fn master_link_alive(&mut self) -> bool {
-        let Some(link) = self.inherited_link.or(self.master) else {
-            return false;
-        };
-        self.read_from(link, true);
-        self.peers.contains_key(&link) && !self.doomed.iter().any(|(doomed, _)| *doomed == link)
     }
 
     /// Whether line number `seq` may follow the previous one on `id`'s connection. A refused
@@ -847,30 +791,6 @@ impl Broker {
         let refusal = Event::Rejected { seq, failure: Failure::OutOfSequence { seq } };
         self.deliver(vec![Delivery { to: Audience::One(id), event: refusal }]);
         false
-    }
-
-    /// Frames on the master's link.
-    fn handle_master(&mut self, id: MemberId, request: Request) -> bool {
-        match request {
-            Request::MasterFigures(figures) => self.master_figures = Some(figures),
-            Request::Reloaded { error } => self.reloaded(error),
-            Request::Vouch { identity, peer, connected_at } => {
-                let vouch = Vouch { peer: peer.chars().take(64).collect(), connected_at };
-                match self.identities.get(&identity).and_then(|id| self.peers.get_mut(id)) {
-                    Some(session) => {
-                        session.client = vouch.peer;
-                        session.connected_at = vouch.connected_at;
-                    }
-                    None => self.vouches.insert(identity, vouch),
-                }
-            }
-            other => {
-                warn!("dropping the master's link: unexpected frame {other:?}");
-                self.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-        }
-        true
     }
 
     /// Applies a chat line (say, act or private message) from `id`, muted or not, and counts
@@ -919,7 +839,7 @@ impl Broker {
     /// Removes a session for an operator: it is told why (and closes), its room is told.
     fn kick(&mut self, id: MemberId, reason: Option<String>) {
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        if peer.kicked || peer.is_master {
+        if peer.kicked || peer.channel.is_master() {
             return;
         }
         peer.kicked = true;
@@ -943,7 +863,7 @@ impl Broker {
     /// session for an operator's announcement).
     fn send_to(&mut self, ids: impl IntoIterator<Item = MemberId>, event: &Event) {
         self.scratch.clear();
-        if let Err(err) = codec::encode_frame(event, &mut self.scratch) {
+        if let Err(err) = self.scratch.push(event) {
             error!("cannot encode an event: {err}");
             return;
         }
@@ -958,7 +878,7 @@ impl Broker {
         let mut copies = 0;
         for delivery in deliveries {
             self.scratch.clear();
-            if let Err(err) = codec::encode_frame(&delivery.event, &mut self.scratch) {
+            if let Err(err) = self.scratch.push(&delivery.event) {
                 error!("cannot encode an event: {err}");
                 continue;
             }
@@ -1054,18 +974,10 @@ impl Broker {
             let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
             };
-            if self.inherited_link == Some(id) {
-                self.inherited_link = None;
-            }
             if self.identities.get(&peer.identity) == Some(&id) {
                 self.identities.remove(&peer.identity);
             }
-            if self.master == Some(id) {
-                info!("the master's link closed");
-                self.master = None;
-                self.master_figures = None;
-                self.reloaded(Some("the master went away before answering".into()));
-            }
+            self.forget_link(id);
             // Best effort, never blocking: a quitting session waits for what it was owed.
             let _ = peer.channel.flush();
             let _ = self.poll.registry().deregister(peer.channel.stream_mut());
