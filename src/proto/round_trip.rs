@@ -4,7 +4,8 @@
 //!
 //! How a new variant is kept from slipping past: every enum has
 //! - a list of samples, one per variant, checked against the variant names serde's derive
-//!   gives for the type (`*_samples_name_every_variant`: fails until the new one is listed);
+//!   gives for the type (`the_samples_name_every_variant_of_every_enum` fails until the new one
+//!   is listed);
 //! - a function from a sample to the strategy for its variant, an exhaustive `match` with no
 //!   `_` arm (does not compile until the new one has a strategy).
 //!
@@ -89,10 +90,11 @@ fn variant_name<T: Serialize>(value: &T) -> String {
 fn assert_samples_name_every_variant<T: Serialize + DeserializeOwned>(samples: &[T]) {
     let named: Vec<String> = samples.iter().map(variant_name).collect();
     let unique: BTreeSet<&str> = named.iter().map(String::as_str).collect();
-    assert_eq!(unique.len(), named.len(), "a variant has two samples: {named:?}");
+    let name = std::any::type_name::<T>();
+    assert_eq!(unique.len(), named.len(), "{name}: a variant has two samples: {named:?}");
     let all = variants_of::<T>();
-    assert!(!all.is_empty(), "no variant names found");
-    assert_eq!(unique, all, "the samples must name every variant");
+    assert!(!all.is_empty(), "{name}: no variant names found");
+    assert_eq!(unique, all, "{name}: the samples must name every variant");
 }
 
 /// One strategy per sample, drawn from evenly.
@@ -659,47 +661,15 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
 // --- The tests ------------------------------------------------------------------------------
 
 #[test]
-fn greeting_samples_name_every_variant() {
+fn the_samples_name_every_variant_of_every_enum() {
     assert_samples_name_every_variant(&greeting_samples());
-}
-
-#[test]
-fn request_samples_name_every_variant() {
     assert_samples_name_every_variant(&request_samples());
-}
-
-#[test]
-fn event_samples_name_every_variant() {
     assert_samples_name_every_variant(&event_samples());
-}
-
-#[test]
-fn leave_reason_samples_name_every_variant() {
     assert_samples_name_every_variant(&reason_samples());
-}
-
-#[test]
-fn failure_samples_name_every_variant() {
     assert_samples_name_every_variant(&failure_samples());
-}
-
-#[test]
-fn master_request_samples_name_every_variant() {
     assert_samples_name_every_variant(&master_request_samples());
-}
-
-#[test]
-fn master_event_samples_name_every_variant() {
     assert_samples_name_every_variant(&master_event_samples());
-}
-
-#[test]
-fn control_request_samples_name_every_variant() {
     assert_samples_name_every_variant(&control_request_samples());
-}
-
-#[test]
-fn control_reply_samples_name_every_variant() {
     assert_samples_name_every_variant(&control_reply_samples());
 }
 
