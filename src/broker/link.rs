@@ -250,3 +250,76 @@ impl Broker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::SessionHello;
+    use crate::proto::codec::frame;
+    use std::io::Write;
+
+    /// A broker's end of a fresh connection, and the peer's.
+    fn connection() -> (PeerChannel, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        (PeerChannel::new(UnixStream::from_std(ours), 1 << 20), theirs)
+    }
+
+    fn receive(channel: &mut PeerChannel) {
+        while let ReadOutcome::Data { .. } = channel.read_some().expect("read") {}
+    }
+
+    #[test]
+    fn frames_after_the_masters_greeting_are_the_masters() {
+        let (mut channel, mut peer) = connection();
+        let hello = MasterHello { version: PROTOCOL_VERSION, pid: 7, started_at: 1 };
+        let mut bytes = frame(&Greeting::Master(hello.clone())).expect("encode");
+        bytes.extend(frame(&MasterRequest::Reloaded { error: None }).expect("encode"));
+        peer.write_all(&bytes).expect("write");
+        receive(&mut channel);
+        assert!(matches!(
+            channel.next_incoming(),
+            Ok(Some(Incoming::Greeting(Greeting::Master(h)))) if h == hello
+        ));
+        assert!(!channel.is_master());
+        let mut channel = channel.into_master();
+        assert!(channel.is_master());
+        assert!(matches!(
+            channel.next_incoming(),
+            Ok(Some(Incoming::Master(MasterRequest::Reloaded { error: None })))
+        ));
+        // Events are not for the master: nothing is queued.
+        let mut frames = Frames::new();
+        frames.push(&Event::Shutdown).expect("encode");
+        channel.send_encoded(&frames).expect("nothing to overflow");
+        assert!(matches!(&channel, PeerChannel::Master(link) if link.queued() == 0));
+    }
+
+    #[test]
+    fn frames_after_a_sessions_greeting_are_requests() {
+        let (mut channel, mut peer) = connection();
+        let hello = SessionHello { version: PROTOCOL_VERSION, peer: "p".into(), connected_at: 0 };
+        let mut bytes = frame(&Greeting::Session(hello)).expect("encode");
+        bytes.extend(frame(&Request::Who).expect("encode"));
+        peer.write_all(&bytes).expect("write");
+        receive(&mut channel);
+        assert!(matches!(channel.next_incoming(), Ok(Some(Incoming::Greeting(_)))));
+        let mut channel = channel.into_session();
+        assert!(matches!(channel.next_incoming(), Ok(Some(Incoming::Request(Request::Who)))));
+        // A greeted channel stays what it became.
+        assert!(!channel.into_master().is_master());
+    }
+
+    #[test]
+    fn a_first_frame_that_is_a_request_is_told_from_garbage() {
+        let (mut channel, mut peer) = connection();
+        peer.write_all(&frame(&Request::Rooms).expect("encode")).expect("write");
+        receive(&mut channel);
+        assert!(matches!(channel.next_incoming(), Ok(Some(Incoming::RequestBeforeGreeting))));
+
+        let (mut channel, mut peer) = connection();
+        peer.write_all(&[0, 0, 0, 3, 200, 200, 200]).expect("write");
+        receive(&mut channel);
+        assert!(matches!(channel.next_incoming(), Err(CodecError::Undecodable(_))));
+    }
+}
