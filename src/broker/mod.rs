@@ -1,16 +1,17 @@
 //! The room broker: one process, one mio event loop, all room state.
 //!
-//! It owns the Unix listener `broker.sock`, one [`Channel`] per session child, and the
-//! [`Rooms`]. It reads [`Request`]s, applies them to the rooms, and writes [`Event`]s: each
-//! event is encoded once and the same bytes are queued for every recipient; queued bytes are
-//! written once per recipient per loop turn.
+//! It owns the Unix listener `broker.sock`, one channel (`link::PeerChannel`) per session child
+//! and for the master's link, and the [`Rooms`]. It reads [`Request`]s, applies them to the
+//! rooms, and writes [`Event`]s: each event is encoded once and the same bytes are queued for
+//! every recipient; queued bytes are written once per recipient per loop turn.
 //!
 //! It also serves operators: `control.sock` ([`control`]) for chatctl, the persisted
 //! moderation state ([`crate::moderation`]: bans, mutes, message of the day), and the figures
 //! ([`stats`]). The master links to it over a socket pair it created before forking the broker
 //! (a connection nobody else can make); it reports its own figures every second, vouches for
-//! the sessions it forks, and receives `Reload` and `Stop`. Only a broker whose master is gone
-//! takes a `MasterHello` on `broker.sock` (a replacement master adopting it).
+//! the sessions it forks, and receives `Reload` and `Stop` (its own frames: `proto::master`; the
+//! broker's side is [`link`]). Only a broker whose master is gone takes a `MasterHello` on
+//! `broker.sock` (a replacement master adopting it).
 //!
 //! Identity: a session is whoever the kernel says is at the other end of its connection. Its
 //! sender id, stamped on its lines for the receivers' duplicate filter, is the caller's pid and
