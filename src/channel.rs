@@ -1,13 +1,23 @@
-//! A framed, non-blocking channel over a Unix stream: the pipe between a session and the broker.
+//! A framed, non-blocking channel over a Unix stream, typed by direction: the pipe between a
+//! session and the broker, and between the master and the broker.
 //!
 //! It owns the buffers on both sides of one `mio::net::UnixStream` — bytes read but not yet a
-//! whole frame, frames queued but not yet written — and nothing else. What the frames mean is
-//! the caller's business; what the bytes look like is `proto::codec`'s.
+//! whole frame, frames queued but not yet written — and nothing else. What the bytes look like
+//! is `proto::codec`'s; what the frames mean is the caller's business. It must not decide
+//! anything about a peer (that is the broker's, the session's or the master's).
+//!
+//! `Channel<Tx, Rx>` sends only `Tx` and receives only `Rx` (as sozu's `Channel<Tx, Rx>`): a
+//! session's end is `Channel<Request, Event>`, so an `Event` sent towards the broker, or a
+//! master's frame sent to a session, does not compile. One alias per end is below. A caller's
+//! channel to the broker is made by [`Channel::open`], which queues the greeting that fits its
+//! message set first (`proto::AfterGreeting`); the broker's end starts as
+//! [`BrokerToUngreeted`] and turns into a session's or the master's end by the greeting it read.
 //!
 //! Reading is done a chunk at a time ([`Channel::read_some`]) so that the caller can decode and
 //! handle frames between reads and a fast peer cannot make one read loop unbounded in memory.
 
 use std::io::{self, Read};
+use std::marker::PhantomData;
 
 use mio::net::UnixStream;
 use serde::Serialize;
@@ -15,6 +25,41 @@ use serde::de::DeserializeOwned;
 
 use crate::outbuf::{OutBuf, Overflow};
 use crate::proto::codec::{self, CodecError};
+use crate::proto::master::{MasterEvent, MasterRequest};
+use crate::proto::{AfterGreeting, Event, Greeting, Request};
+
+/// A session's end of its connection to the broker.
+///
+/// Sending it an event does not compile:
+///
+/// ```compile_fail
+/// # use chatd::channel::SessionToBroker;
+/// # use chatd::proto::Event;
+/// fn wrong_way(channel: &mut SessionToBroker) {
+///     let _ = channel.send(&Event::Shutdown);
+/// }
+/// ```
+///
+/// Nor does sending a master's frame to a session:
+///
+/// ```compile_fail
+/// # use chatd::channel::BrokerToSession;
+/// # use chatd::proto::master::MasterEvent;
+/// fn wrong_peer(channel: &mut BrokerToSession) {
+///     let _ = channel.send(&MasterEvent::Stop);
+/// }
+/// ```
+pub type SessionToBroker = Channel<Request, Event>;
+/// The broker's end of a session's connection.
+pub type BrokerToSession = Channel<Event, Request>;
+/// The master's end of its link to the broker.
+pub type MasterToBroker = Channel<MasterRequest, MasterEvent>;
+/// The broker's end of the master's link.
+pub type BrokerToMaster = Channel<MasterEvent, MasterRequest>;
+/// The broker's end of a connection whose [`Greeting`] has not been read yet. It may already
+/// answer with events: a session's refusal (another protocol version, dropped) comes before
+/// the connection is anyone's.
+pub type BrokerToUngreeted = Channel<Event, Greeting>;
 
 /// How much one [`Channel::read_some`] call reads at most.
 const READ_CHUNK: usize = 4 * 1024;
@@ -36,15 +81,57 @@ pub enum ReadOutcome {
 /// Why a message could not be queued.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error(transparent)]
-    Overflow(#[from] Overflow),
+    #[error("cannot encode a {message}: {source}")]
+    Codec { message: &'static str, source: CodecError },
+    #[error("no room for a {message}: {source}")]
+    Overflow { message: &'static str, source: Overflow },
 }
 
-/// One end of a session ⇄ broker connection.
-#[derive(Debug)]
-pub struct Channel {
+/// Frames of `T` encoded once, to be queued on every channel that sends `T` (a broadcast goes
+/// to many sessions as the same bytes). The type remembers what the bytes are, so that they
+/// can only be queued where a `T` could be sent.
+pub struct Frames<T> {
+    bytes: Vec<u8>,
+    message: PhantomData<fn(&T)>,
+}
+
+impl<T> std::fmt::Debug for Frames<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frames").field("bytes", &self.bytes.len()).finish()
+    }
+}
+
+impl<T> Default for Frames<T> {
+    fn default() -> Self {
+        Frames { bytes: Vec::new(), message: PhantomData }
+    }
+}
+
+impl<T> Frames<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets the frames, keeping the buffer for the next ones.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    /// The frames' bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl<T: Serialize> Frames<T> {
+    /// Appends one frame; on error nothing is appended.
+    pub fn push(&mut self, message: &T) -> Result<(), CodecError> {
+        codec::encode_frame(message, &mut self.bytes)
+    }
+}
+
+/// One end of a connection: sends `Tx`, receives `Rx`.
+pub struct Channel<Tx, Rx> {
     stream: UnixStream,
     /// Bytes read from the peer: `inbuf[consumed..filled]` is not yet decoded. The rest is
     /// room for the next read, zeroed once when it was first allocated and reused after that.
@@ -52,12 +139,43 @@ pub struct Channel {
     consumed: usize,
     filled: usize,
     out: OutBuf,
+    direction: PhantomData<fn(Tx) -> Rx>,
 }
 
-impl Channel {
+impl<Tx, Rx> std::fmt::Debug for Channel<Tx, Rx> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(&format!("Channel<{}, {}>", short_name::<Tx>(), short_name::<Rx>()))
+            .field("stream", &self.stream)
+            .field("undecoded", &(self.filled - self.consumed))
+            .field("queued", &self.out.len())
+            .finish()
+    }
+}
+
+/// A message type's name without its path, for errors.
+fn short_name<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+impl<Tx, Rx> Channel<Tx, Rx> {
     /// Wraps a non-blocking stream; at most `max_queued` unsent bytes may wait in it.
     pub fn new(stream: UnixStream, max_queued: usize) -> Self {
-        Channel { stream, inbuf: Vec::new(), consumed: 0, filled: 0, out: OutBuf::new(max_queued) }
+        Channel {
+            stream,
+            inbuf: Vec::new(),
+            consumed: 0,
+            filled: 0,
+            out: OutBuf::new(max_queued),
+            direction: PhantomData,
+        }
+    }
+
+    /// The same connection, read and written as another pair of message types. Private: only
+    /// the greeting below changes what a connection carries.
+    fn retyped<Tx2, Rx2>(self) -> Channel<Tx2, Rx2> {
+        let Channel { stream, inbuf, consumed, filled, out, direction: _ } = self;
+        Channel { stream, inbuf, consumed, filled, out, direction: PhantomData }
     }
 
     /// The stream, for registering with a poller.
@@ -103,30 +221,6 @@ impl Channel {
         }
     }
 
-    /// The next whole message among the bytes read so far, if there is one.
-    pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
-        match codec::decode_frame(&self.inbuf[self.consumed..self.filled])? {
-            Some((message, used)) => {
-                self.consumed += used;
-                Ok(Some(message))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Encodes and queues one message.
-    pub fn send<T: Serialize>(&mut self, message: &T) -> Result<(), SendError> {
-        let mark = self.out.tail().len();
-        codec::encode_frame(message, self.out.tail())?;
-        self.out.check_limit(mark)?;
-        Ok(())
-    }
-
-    /// Queues frames that were encoded elsewhere (a broadcast encoded once for many channels).
-    pub fn send_encoded(&mut self, frames: &[u8]) -> Result<(), Overflow> {
-        self.out.push(frames)
-    }
-
     /// Writes queued frames until done or the socket would block. `Ok(true)` means all sent.
     pub fn flush(&mut self) -> io::Result<bool> {
         self.out.write_to(&mut self.stream)
@@ -136,6 +230,81 @@ impl Channel {
     pub fn queued(&self) -> usize {
         self.out.len()
     }
+
+    /// Queues frames that were encoded elsewhere (a broadcast encoded once for many channels).
+    pub fn send_encoded(&mut self, frames: &Frames<Tx>) -> Result<(), Overflow> {
+        self.out.push(frames.as_bytes())
+    }
+
+    /// Decodes the next whole frame among the bytes read so far as a `T`, and consumes it
+    /// only if that worked.
+    fn decode_next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+        match codec::decode_frame(&self.inbuf[self.consumed..self.filled])? {
+            Some((message, used)) => {
+                self.consumed += used;
+                Ok(Some(message))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Encodes and queues one frame of any type (the typed door is [`Channel::send`]).
+    fn queue_frame<T: Serialize>(&mut self, message: &T) -> Result<(), SendError> {
+        let mark = self.out.tail().len();
+        let name = short_name::<T>();
+        codec::encode_frame(message, self.out.tail())
+            .map_err(|source| SendError::Codec { message: name, source })?;
+        self.out.check_limit(mark).map_err(|source| SendError::Overflow { message: name, source })
+    }
+}
+
+impl<Tx: Serialize, Rx: DeserializeOwned> Channel<Tx, Rx> {
+    /// The next whole message among the bytes read so far, if there is one.
+    pub fn next_message(&mut self) -> Result<Option<Rx>, CodecError> {
+        self.decode_next()
+    }
+
+    /// Encodes and queues one message.
+    pub fn send(&mut self, message: &Tx) -> Result<(), SendError> {
+        self.queue_frame(message)
+    }
+}
+
+impl<Tx: AfterGreeting, Rx> Channel<Tx, Rx> {
+    /// Wraps a non-blocking stream to the broker and queues the greeting that opens a
+    /// connection carrying `Tx` (a session's hello for requests, the master's for its link).
+    pub fn open(
+        stream: UnixStream,
+        max_queued: usize,
+        hello: &Tx::Hello,
+    ) -> Result<Self, SendError> {
+        let mut channel = Channel::new(stream, max_queued);
+        channel.queue_frame(&Tx::greeting(hello))?;
+        Ok(channel)
+    }
+}
+
+/// The broker's side of the greeting.
+impl BrokerToUngreeted {
+    /// Whether the next whole frame, which did not decode as a [`Greeting`], is a session's
+    /// request: a session that skipped its hello, as opposed to a peer speaking garbage (the
+    /// broker logs the two differently).
+    pub fn next_is_request(&self) -> bool {
+        matches!(
+            codec::decode_frame::<Request>(&self.inbuf[self.consumed..self.filled]),
+            Ok(Some(_))
+        )
+    }
+
+    /// The peer greeted as a session: from now on it sends requests.
+    pub fn into_session(self) -> BrokerToSession {
+        self.retyped()
+    }
+
+    /// The peer greeted as the master: from now on this is the master's link.
+    pub fn into_master(self) -> BrokerToMaster {
+        self.retyped()
+    }
 }
 
 #[cfg(test)]
@@ -144,12 +313,12 @@ mod tests {
     use std::io::Write;
 
     /// Reads until `WouldBlock`, decoding as it goes, and returns the messages seen.
-    fn read_all(channel: &mut Channel) -> Vec<String> {
+    fn read_all(channel: &mut Channel<String, String>) -> Vec<String> {
         let mut seen = Vec::new();
         loop {
             match channel.read_some().expect("read") {
                 ReadOutcome::Data { .. } => {
-                    while let Some(message) = channel.next_message::<String>().expect("decode") {
+                    while let Some(message) = channel.next_message().expect("decode") {
                         seen.push(message);
                     }
                 }
@@ -159,11 +328,82 @@ mod tests {
         }
     }
 
+    fn pair() -> (UnixStream, UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        theirs.set_nonblocking(true).expect("nonblocking");
+        (UnixStream::from_std(ours), UnixStream::from_std(theirs))
+    }
+
+    /// Reads what the peer sent into `channel`'s buffer.
+    fn receive<Tx, Rx>(channel: &mut Channel<Tx, Rx>) {
+        while let ReadOutcome::Data { .. } = channel.read_some().expect("read") {}
+    }
+
+    #[test]
+    fn a_session_channel_opens_with_its_greeting_and_the_broker_reads_requests_after_it() {
+        use crate::proto::{PROTOCOL_VERSION, SessionHello};
+        let (session_end, broker_end) = pair();
+        let hello = SessionHello { version: PROTOCOL_VERSION, peer: "p".into(), connected_at: 1 };
+        let mut session = SessionToBroker::open(session_end, 1 << 20, &hello).expect("open");
+        session.send(&Request::Who).expect("queued");
+        assert!(session.flush().expect("flush"));
+        let mut broker = BrokerToUngreeted::new(broker_end, 1 << 20);
+        receive(&mut broker);
+        assert_eq!(broker.next_message().expect("decodes"), Some(Greeting::Session(hello)));
+        let mut broker = broker.into_session();
+        assert_eq!(broker.next_message().expect("decodes"), Some(Request::Who));
+        assert_eq!(broker.next_message().expect("decodes"), None);
+    }
+
+    #[test]
+    fn a_request_before_the_greeting_is_told_apart_from_garbage() {
+        let (mut peer, broker_end) = pair();
+        let mut broker = BrokerToUngreeted::new(broker_end, 1 << 20);
+        peer.write_all(&codec::frame(&Request::Rooms).expect("encode")).expect("write");
+        receive(&mut broker);
+        assert!(broker.next_message().is_err(), "a request is no greeting");
+        assert!(broker.next_is_request());
+
+        let (mut peer, broker_end) = pair();
+        let mut broker = BrokerToUngreeted::new(broker_end, 1 << 20);
+        peer.write_all(&[0, 0, 0, 3, 200, 200, 200]).expect("write");
+        receive(&mut broker);
+        assert!(broker.next_message().is_err());
+        assert!(!broker.next_is_request());
+    }
+
+    #[test]
+    fn frames_encoded_once_are_queued_as_they_are() {
+        let (ours, mut theirs) = pair();
+        let mut channel: Channel<String, String> = Channel::new(ours, 1 << 20);
+        let mut frames = Frames::new();
+        frames.push(&"one".to_string()).expect("encode");
+        frames.push(&"two".to_string()).expect("encode");
+        channel.send_encoded(&frames).expect("room");
+        channel.send_encoded(&frames).expect("room");
+        assert_eq!(channel.queued(), 2 * frames.as_bytes().len());
+        assert!(channel.flush().expect("flush"));
+        let mut bytes = vec![0; 256];
+        let n = theirs.read(&mut bytes).expect("read");
+        assert_eq!(&bytes[..n], [frames.as_bytes(), frames.as_bytes()].concat());
+    }
+
+    #[test]
+    fn a_send_that_overflows_names_the_message_and_queues_nothing() {
+        let (ours, _theirs) = pair();
+        let mut channel: Channel<String, String> = Channel::new(ours, 8);
+        let err = channel.send(&"far too long for eight bytes".to_string()).expect_err("full");
+        assert!(matches!(err, SendError::Overflow { message: "String", .. }), "{err:?}");
+        assert_eq!(channel.queued(), 0);
+    }
+
     #[test]
     fn frames_split_anywhere_and_longer_than_a_read_come_out_whole() {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
         ours.set_nonblocking(true).expect("nonblocking");
-        let mut channel = Channel::new(UnixStream::from_std(ours), 1 << 20);
+        let mut channel: Channel<String, String> =
+            Channel::new(UnixStream::from_std(ours), 1 << 20);
         let mut writer = theirs;
         // Small frames, then one three read chunks long, then small ones again, written in
         // pieces that cut frames and headers at odd places.
@@ -192,7 +432,8 @@ mod tests {
     fn a_peer_that_vanishes_mid_frame_is_reported() {
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
         ours.set_nonblocking(true).expect("nonblocking");
-        let mut channel = Channel::new(UnixStream::from_std(ours), 1 << 20);
+        let mut channel: Channel<String, String> =
+            Channel::new(UnixStream::from_std(ours), 1 << 20);
         let frame = codec::frame(&"hello".to_string()).expect("encode");
         theirs.write_all(&frame[..frame.len() - 2]).expect("write");
         assert!(read_all(&mut channel).is_empty());

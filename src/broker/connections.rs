@@ -13,12 +13,13 @@ use log::{debug, error, info, warn};
 use mio::net::UnixStream;
 use mio::{Interest, Token};
 
+use super::link::{Incoming, PeerChannel};
 use super::peers::Peer;
 use super::room::MemberId;
 use super::{ANONYMOUS_SENDER, Broker};
-use crate::channel::{Channel, ReadOutcome};
+use crate::channel::ReadOutcome;
 use crate::moderation;
-use crate::proto::{LeaveReason, Request};
+use crate::proto::LeaveReason;
 use crate::sys;
 
 impl Broker {
@@ -97,7 +98,7 @@ impl Broker {
             error!("cannot watch broker peer pid {pid}: {err}");
             return None;
         }
-        let channel = Channel::new(stream, self.queue_bytes);
+        let channel = PeerChannel::new(stream, self.queue_bytes);
         let peer = Peer::new(channel, pid, identity, moderation::unix_now(), Instant::now());
         self.peers.insert(id, peer);
         Some(id)
@@ -144,8 +145,8 @@ impl Broker {
             let Some(peer) = self.peers.get_mut(id) else {
                 return false;
             };
-            let request = match peer.channel.next_message::<Request>() {
-                Ok(Some(request)) => request,
+            let incoming = match peer.channel.next_incoming() {
+                Ok(Some(incoming)) => incoming,
                 Ok(None) => return true,
                 Err(err) => {
                     warn!("dropping session pid {} ({}): {err}", peer.pid, peer.client);
@@ -154,7 +155,13 @@ impl Broker {
                     return false;
                 }
             };
-            if !self.handle(id, request) {
+            let alive = match incoming {
+                Incoming::Greeting(greeting) => self.greet(id, greeting),
+                Incoming::RequestBeforeGreeting => self.refuse_first_frame(id),
+                Incoming::Request(request) => self.handle(id, request),
+                Incoming::Master(request) => self.handle_master(request),
+            };
+            if !alive {
                 return false;
             }
         }

@@ -14,7 +14,7 @@ use log::{debug, info, warn};
 use super::Broker;
 use super::room::{Audience, Delivery, MemberId, Rooms};
 use crate::moderation;
-use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request};
+use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request, SessionHello};
 use crate::sys;
 
 /// Sessions re-register within seconds of a broker (re)start; a `Resume` later than this is
@@ -37,11 +37,9 @@ impl Broker {
         let Some(peer) = self.peers.get_mut(id) else {
             return false;
         };
-        if peer.is_master {
-            return self.handle_master(id, request);
-        }
+        // Requests come only on a session's channel, which its greeting made (and named).
         let Some(session) = peer.session else {
-            return self.greet(id, request);
+            return false;
         };
         if peer.kicked {
             // Out of its room already; it closes as soon as it reads why.
@@ -49,19 +47,6 @@ impl Broker {
         }
         let now = moderation::unix_now();
         let deliveries = match request {
-            Request::Hello { .. } | Request::MasterHello { .. } => {
-                warn!("dropping session pid {} ({}): second Hello", peer.pid, peer.client);
-                self.peers.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-            Request::MasterFigures(_) | Request::Reloaded { .. } | Request::Vouch { .. } => {
-                warn!(
-                    "dropping session pid {} ({}): it sent a master's frame",
-                    peer.pid, peer.client
-                );
-                self.peers.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
             Request::Traffic { received, sent } => {
                 self.stats.bytes_received += received;
                 self.stats.bytes_sent += sent;
@@ -155,13 +140,8 @@ impl Broker {
     /// and whether the session was dropped as too slow before, takes the address the master
     /// vouched for (or the one reported, without a master), welcomes it and applies the
     /// address bans. Returns false if the peer is gone afterwards.
-    pub(super) fn hello(
-        &mut self,
-        id: MemberId,
-        version: u32,
-        reported: String,
-        connected_at: u64,
-    ) -> bool {
+    pub(super) fn hello(&mut self, id: MemberId, hello: SessionHello) -> bool {
+        let SessionHello { version, peer: reported, connected_at } = hello;
         let Some(peer) = self.peers.get(id) else {
             return false;
         };
@@ -210,6 +190,7 @@ impl Broker {
             .filter_map(|address| address.parse::<std::net::SocketAddr>().ok())
             .find_map(|addr| self.moderation.address_ban(addr.ip(), moderation::unix_now()))
             .map(|ban| ban.reason.clone());
+        self.greeted_as_session(id);
         let welcome =
             Event::Welcome { version: PROTOCOL_VERSION, sender: identity, broker: self.instance };
         self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
@@ -291,7 +272,7 @@ impl Broker {
     /// Removes a session for an operator: it is told why (and closes), its room is told.
     pub(super) fn kick(&mut self, id: MemberId, reason: Option<String>) {
         let Some(peer) = self.peers.get_mut(id) else { return };
-        if peer.kicked || peer.is_master {
+        if peer.kicked || peer.channel.is_master() {
             return;
         }
         peer.kicked = true;

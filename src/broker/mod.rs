@@ -1,16 +1,17 @@
 //! The room broker: one process, one mio event loop, all room state.
 //!
-//! It owns the Unix listener `broker.sock`, one [`Channel`] per session child, and the
-//! [`Rooms`]. It reads [`Request`]s, applies them to the rooms, and writes [`Event`]s: each
-//! event is encoded once and the same bytes are queued for every recipient; queued bytes are
-//! written once per recipient per loop turn.
+//! It owns the Unix listener `broker.sock`, one channel (`link::PeerChannel`) per session child
+//! and for the master's link, and the [`Rooms`]. It reads [`Request`]s, applies them to the
+//! rooms, and writes [`Event`]s: each event is encoded once and the same bytes are queued for
+//! every recipient; queued bytes are written once per recipient per loop turn.
 //!
 //! It also serves operators: `control.sock` ([`control`]) for chatctl, the persisted
 //! moderation state ([`crate::moderation`]: bans, mutes, message of the day), and the figures
 //! ([`stats`]). The master links to it over a socket pair it created before forking the broker
 //! (a connection nobody else can make); it reports its own figures every second, vouches for
-//! the sessions it forks, and receives `Reload` and `Stop`. Only a broker whose master is gone
-//! takes a `MasterHello` on `broker.sock` (a replacement master adopting it).
+//! the sessions it forks, and receives `Reload` and `Stop` (its own frames: `proto::master`; the
+//! broker's side is [`link`]). Only a broker whose master is gone takes a `MasterHello` on
+//! `broker.sock` (a replacement master adopting it).
 //!
 //! Identity: a session is whoever the kernel says is at the other end of its connection. Its
 //! sender id, stamped on its lines for the receivers' duplicate filter, is the caller's pid and
@@ -33,6 +34,7 @@
 mod connections;
 mod control;
 mod dispatch;
+mod link;
 mod peers;
 mod remembered;
 pub mod room;
@@ -49,12 +51,12 @@ use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
+use crate::channel::Frames;
 use crate::config::{Config, ConfigSource};
 use crate::logging::FailureEpisode;
 use crate::moderation::{self, Moderation};
-use crate::proto::codec;
 use crate::proto::control::MasterFigures;
-use crate::proto::{Event, LeaveReason, PROTOCOL_VERSION, Request};
+use crate::proto::{Event, Greeting, PROTOCOL_VERSION};
 use crate::signals::ChildSignals;
 use crate::sys;
 use control::{Access, ControlClient, Operators};
@@ -334,20 +336,11 @@ impl Broker {
             return false;
         }
         self.stop_at = None;
-        match self.master {
-            Some(master) => {
-                info!("shutdown grace time is over; asking the master to stop");
-                self.send_to([master], &Event::Stop);
-                self.peers.flush();
-                false
-            }
-            None => {
-                warn!(
-                    "shutdown grace time is over and no master is linked; the broker stops alone"
-                );
-                true
-            }
+        if self.ask_master_to_stop() {
+            return false;
         }
+        warn!("shutdown grace time is over and no master is linked; the broker stops alone");
+        true
     }
 
     fn stop_requested(&mut self) -> io::Result<bool> {
@@ -384,8 +377,8 @@ impl Broker {
     /// leaving for the same reason, and each session says so to its own client.
     fn say_goodbye(&mut self) {
         self.peers.forget_doomed();
-        let mut frame = Vec::new();
-        if codec::encode_frame(&Event::Shutdown, &mut frame).is_err() {
+        let mut frame = Frames::new();
+        if frame.push(&Event::Shutdown).is_err() {
             return;
         }
         let deadline = Instant::now() + GOODBYE_GRACE;
@@ -412,83 +405,12 @@ impl Broker {
         }
     }
 
-    /// The first frame of a connection: a session's `Hello` or the master's `MasterHello`.
-    fn greet(&mut self, id: MemberId, request: Request) -> bool {
-        if matches!(request, Request::MasterHello { .. })
-            && self.inherited_link != Some(id)
-            && self.master_link_alive()
-        {
-            // Only a broker whose master is gone may be adopted through broker.sock.
-            let pid = self.peers.get(id).map_or(0, |peer| peer.pid);
-            warn!(
-                "refused a MasterHello on broker.sock from pid {pid}: the master's link is alive"
-            );
-            self.peers.doom(id, LeaveReason::ConnectionLost);
-            return false;
+    /// The first frame of a connection: a session's hello or the master's.
+    fn greet(&mut self, id: MemberId, greeting: Greeting) -> bool {
+        match greeting {
+            Greeting::Session(hello) => self.hello(id, hello),
+            Greeting::Master(hello) => self.greet_master(id, hello),
         }
-        let Some(peer) = self.peers.get_mut(id) else {
-            return false;
-        };
-        let (version, reported, connected_at) = match request {
-            Request::Hello { version, peer: reported, connected_at } => {
-                (version, reported, connected_at)
-            }
-            Request::MasterHello { version, pid, started_at } if version == PROTOCOL_VERSION => {
-                let inherited = self.inherited_link == Some(id);
-                peer.is_master = true;
-                if let Some(old) = self.master.replace(id) {
-                    self.peers.doom(old, LeaveReason::ConnectionLost);
-                }
-                self.master_figures = Some(MasterFigures { pid, started_at, ..Default::default() });
-                if inherited {
-                    info!("master pid {pid} linked");
-                } else {
-                    info!("master pid {pid} linked through broker.sock (adopting this broker)");
-                }
-                return true;
-            }
-            _ => {
-                warn!("dropping session pid {}: first frame was not Hello", peer.pid);
-                self.peers.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-        };
-        self.hello(id, version, reported, connected_at)
-    }
-
-    /// Whether the master's link (the inherited one, even before it said `MasterHello`, or an
-    /// adopting master's) is open. A master that died a moment ago may have closed it without
-    /// the loop having seen it yet: it is read to the end first.
-    fn master_link_alive(&mut self) -> bool {
-        let Some(link) = self.inherited_link.or(self.master) else {
-            return false;
-        };
-        self.read_from(link, true);
-        self.peers.contains(link) && !self.peers.is_doomed(link)
-    }
-
-    /// Frames on the master's link.
-    fn handle_master(&mut self, id: MemberId, request: Request) -> bool {
-        match request {
-            Request::MasterFigures(figures) => self.master_figures = Some(figures),
-            Request::Reloaded { error } => self.reloaded(error),
-            Request::Vouch { identity, peer, connected_at } => {
-                let vouch = Vouch { peer: peer.chars().take(64).collect(), connected_at };
-                match self.identities.get(&identity).and_then(|&id| self.peers.get_mut(id)) {
-                    Some(session) => {
-                        session.client = vouch.peer;
-                        session.connected_at = vouch.connected_at;
-                    }
-                    None => self.vouches.insert(identity, vouch),
-                }
-            }
-            other => {
-                warn!("dropping the master's link: unexpected frame {other:?}");
-                self.peers.doom(id, LeaveReason::ConnectionLost);
-                return false;
-            }
-        }
-        true
     }
 
     /// Hands deliveries to the fan-out engine (rooms resolved as they are now) and counts
@@ -517,18 +439,10 @@ impl Broker {
     /// queue), so this runs until nothing is left.
     fn remove_doomed(&mut self) {
         while let Some((id, peer, reason)) = self.peers.remove_next_doomed(self.poll.registry()) {
-            if self.inherited_link == Some(id) {
-                self.inherited_link = None;
-            }
             if self.identities.get(&peer.identity) == Some(&id) {
                 self.identities.remove(&peer.identity);
             }
-            if self.master == Some(id) {
-                info!("the master's link closed");
-                self.master = None;
-                self.master_figures = None;
-                self.reloaded(Some("the master went away before answering".into()));
-            }
+            self.forget_link(id);
             let nick = self.rooms.nick(id).map(str::to_string);
             let deliveries = self.rooms.leave(id, reason.clone());
             if let Some(nick) = nick {

@@ -1,7 +1,7 @@
 //! The fan-out engine: the table of connections on `broker.sock` and the mechanics of getting
 //! events to them.
 //!
-//! It owns each peer's [`Channel`], the dirty list (peers with bytes queued this turn), the
+//! It owns each peer's channel ([`PeerChannel`]), the dirty list (peers with bytes queued this turn), the
 //! doomed list (peers to remove once the current event is handled) and the one buffer every
 //! event is encoded into. An event is encoded once; the same bytes are queued for each
 //! recipient ([`Peers::deliver`]) and written once per recipient per loop turn
@@ -18,10 +18,12 @@ use std::time::Instant;
 use log::{debug, error, warn};
 use mio::Registry;
 
+use super::link::PeerChannel;
 use super::remembered::Remembered;
 use super::room::{Audience, Delivery, MemberId, Rooms};
-use crate::channel::Channel;
-use crate::proto::{Event, LeaveReason, codec};
+use crate::channel::Frames;
+use crate::outbuf::Overflow;
+use crate::proto::{Event, LeaveReason};
 use crate::sys;
 
 /// How many peers make a crowd worth trimming the heap after (see [`Peers::trim_after_crowd`]).
@@ -29,7 +31,7 @@ const CROWD: usize = 256;
 
 /// One connection on `broker.sock`: a session child, or the master's link.
 pub(super) struct Peer {
-    pub(super) channel: Channel,
+    pub(super) channel: PeerChannel,
     /// The caller's pid, from SO_PEERCRED, for logs and operators.
     pub(super) pid: i32,
     /// Who the kernel says the caller is ([`sys::process_identity`]): the session's sender id.
@@ -45,8 +47,6 @@ pub(super) struct Peer {
     pub(super) out_of_sequence_logged: bool,
     /// Dropped as too slow: nothing more is queued for it (nor logged) until it is removed.
     too_slow: bool,
-    /// This connection is the master's link (it started with `MasterHello`).
-    pub(super) is_master: bool,
     /// When the client connected (Unix seconds, from `Hello`).
     pub(super) connected_at: u64,
     /// When the user last said something, for `chatctl who`.
@@ -60,7 +60,7 @@ pub(super) struct Peer {
 impl Peer {
     /// A connection that has said nothing yet.
     pub(super) fn new(
-        channel: Channel,
+        channel: PeerChannel,
         pid: i32,
         identity: u64,
         connected_at: u64,
@@ -75,7 +75,6 @@ impl Peer {
             last_seq: None,
             out_of_sequence_logged: false,
             too_slow: false,
-            is_master: false,
             connected_at,
             last_active: now,
             kicked: false,
@@ -92,7 +91,7 @@ pub(super) struct Peers {
     /// Peers to remove after the current event, with what their room is told.
     doomed: Vec<(MemberId, LeaveReason)>,
     /// The one event being delivered, encoded once.
-    frame: Vec<u8>,
+    frame: Frames<Event>,
     /// Most peers connected since the heap was last trimmed.
     high_water: usize,
     /// Sessions dropped as too slow, and why, in case they come back.
@@ -108,7 +107,7 @@ impl Peers {
             table: HashMap::new(),
             dirty: Vec::new(),
             doomed: Vec::new(),
-            frame: Vec::new(),
+            frame: Frames::new(),
             high_water: 0,
             dropped: Remembered::new(dropped_remembered),
             too_slow_drops: 0,
@@ -118,6 +117,21 @@ impl Peers {
     pub(super) fn insert(&mut self, id: MemberId, peer: Peer) {
         self.table.insert(id, peer);
         self.high_water = self.high_water.max(self.table.len());
+    }
+
+    /// Turns `id`'s channel into what its greeting made it (see [`PeerChannel`]). False if
+    /// there is no such peer.
+    pub(super) fn change_channel(
+        &mut self,
+        id: MemberId,
+        change: impl FnOnce(PeerChannel) -> PeerChannel,
+    ) -> bool {
+        let Some(mut peer) = self.table.remove(&id) else {
+            return false;
+        };
+        peer.channel = change(peer.channel);
+        self.table.insert(id, peer);
+        true
     }
 
     pub(super) fn get(&self, id: MemberId) -> Option<&Peer> {
@@ -188,23 +202,35 @@ impl Peers {
     /// Encodes `event` into the frame buffer; false (logged) if it cannot be.
     fn encode(&mut self, event: &Event) -> bool {
         self.frame.clear();
-        if let Err(err) = codec::encode_frame(event, &mut self.frame) {
+        if let Err(err) = self.frame.push(event) {
             error!("cannot encode an event: {err}");
             return false;
         }
         true
     }
 
-    /// Queues the encoded frame for one peer; a peer whose queue is full is dropped as too
-    /// slow (once: what comes for it before it is removed is neither queued nor logged again).
+    /// Queues the encoded frame for one peer.
     fn queue_frame(&mut self, id: MemberId) {
+        let frame = std::mem::take(&mut self.frame);
+        self.queue_with(id, |channel| channel.send_encoded(&frame));
+        self.frame = frame;
+    }
+
+    /// Queues what `send` puts in `id`'s channel (the one way anything is queued for a peer).
+    /// A peer whose queue is full is dropped as too slow, once: what comes for it before it
+    /// is removed is neither queued nor logged again.
+    pub(super) fn queue_with(
+        &mut self,
+        id: MemberId,
+        send: impl FnOnce(&mut PeerChannel) -> Result<(), Overflow>,
+    ) {
         let Some(peer) = self.table.get_mut(&id) else {
             return;
         };
         if peer.too_slow {
             return;
         }
-        match peer.channel.send_encoded(&self.frame) {
+        match send(&mut peer.channel) {
             Ok(()) => {
                 if !peer.dirty {
                     peer.dirty = true;
@@ -324,7 +350,7 @@ mod tests {
         let (ours, theirs) = StdUnixStream::pair().expect("socket pair");
         ours.set_nonblocking(true).expect("non-blocking");
         theirs.set_nonblocking(true).expect("non-blocking");
-        let channel = Channel::new(UnixStream::from_std(ours), queue_bytes);
+        let channel = PeerChannel::new(UnixStream::from_std(ours), queue_bytes);
         (Peer::new(channel, 1, identity, 0, Instant::now()), theirs)
     }
 
@@ -366,7 +392,7 @@ mod tests {
         let mut events = Vec::new();
         let mut at = 0;
         while let Some((event, used)) =
-            codec::decode_frame::<Event>(&bytes[at..]).expect("an event")
+            crate::proto::codec::decode_frame::<Event>(&bytes[at..]).expect("an event")
         {
             events.push(event);
             at += used;

@@ -25,6 +25,7 @@
 //!   master. Address bans are read from the state file ([`BanFile`]) at accept.
 
 pub mod admission;
+mod link;
 pub mod listen;
 pub mod privileges;
 
@@ -37,7 +38,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::net::{TcpListener, TcpStream, UnixDatagram, UnixStream};
+use mio::net::{TcpListener, TcpStream, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -45,12 +46,11 @@ use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::channel::{Channel, ReadOutcome};
+use crate::channel::MasterToBroker;
 use crate::config::{self, Config, ConfigSource};
 use crate::logging::{FailureEpisode, LogThrottle};
 use crate::moderation::{BanFile, unix_now};
-use crate::proto::control::{Counted, MasterFigures};
-use crate::proto::{Event, PROTOCOL_VERSION, Request};
+use crate::proto::control::MasterFigures;
 use crate::session::{self, SessionSettings};
 use crate::sys::{self, Forked};
 use crate::{broker, logging};
@@ -197,7 +197,7 @@ struct Master {
     settings: SessionSettings,
     admission: Admission,
     /// The link to the broker (see the module documentation); `None` while there is none.
-    link: Option<Channel>,
+    link: Option<MasterToBroker>,
     next_figures_at: Instant,
     /// What the master counts for operators (`connections` and `refusals` are filled in when
     /// sent), and the refusals by reason.
@@ -975,146 +975,6 @@ impl Master {
             let _ = kill(pid, for_sessions);
         }
     }
-
-    /// Links to a broker that has no master link (an adopted broker whose link broke) through
-    /// `broker.sock`. A failure is retried with the next figures.
-    fn connect_link(&mut self) {
-        match std::os::unix::net::UnixStream::connect(&self.broker_socket) {
-            Ok(stream) => self.open_link(stream),
-            Err(err) => debug!("cannot link to the broker yet: {err}"),
-        }
-    }
-
-    /// Makes `stream` (the socket pair's end, or a connection to `broker.sock`) the link: says
-    /// `MasterHello` on it and vouches for every session alive (a new broker knows none).
-    fn open_link(&mut self, stream: std::os::unix::net::UnixStream) {
-        self.drop_link();
-        let opened = (|| -> io::Result<Channel> {
-            stream.set_nonblocking(true)?;
-            let mut stream = UnixStream::from_std(stream);
-            self.poll.registry().register(
-                &mut stream,
-                LINK,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            // Room for a vouch per session on top of the usual traffic.
-            let mut channel = Channel::new(stream, (1 << 20) + self.sessions.len() * 128);
-            let hello = Request::MasterHello {
-                version: PROTOCOL_VERSION,
-                pid: std::process::id(),
-                started_at: self.figures.started_at,
-            };
-            channel.send(&hello).map_err(io::Error::other)?;
-            for child in self.sessions.values() {
-                if let Some(vouch) = vouch(child) {
-                    channel.send(&vouch).map_err(io::Error::other)?;
-                }
-            }
-            Ok(channel)
-        })();
-        match opened {
-            Ok(channel) => {
-                self.link = Some(channel);
-                self.send_figures();
-            }
-            Err(err) => {
-                warn!("cannot link to the broker: {err}");
-                self.link_lost();
-            }
-        }
-    }
-
-    /// Tells the broker which client a session child serves, if a link is open (otherwise the
-    /// next link vouches for it).
-    fn vouch_for(&mut self, child: &SessionChild) {
-        let Some(request) = vouch(child) else { return };
-        // Written at once: the child is about to say Hello to the broker.
-        if let Some(link) = &mut self.link
-            && (link.send(&request).is_err() || link.flush().is_err())
-        {
-            self.link_lost();
-        }
-    }
-
-    fn drop_link(&mut self) {
-        if let Some(mut link) = self.link.take() {
-            let _ = self.poll.registry().deregister(link.stream_mut());
-        }
-    }
-
-    /// Sends the master's figures to the broker, linking first if needed.
-    fn send_figures(&mut self) {
-        if self.shutdown.is_some() {
-            return;
-        }
-        if self.link.is_none() {
-            if self.broker.pid.is_some() {
-                self.connect_link();
-            }
-            return;
-        }
-        let figures = MasterFigures {
-            connections: self.sessions.len() as u64,
-            refusals: self
-                .refusals
-                .iter()
-                .map(|(reason, &count)| Counted { reason: reason.to_string(), count })
-                .collect(),
-            ..self.figures.clone()
-        };
-        if let Some(link) = &mut self.link
-            && (link.send(&Request::MasterFigures(figures)).is_err() || link.flush().is_err())
-        {
-            self.link_lost();
-        }
-    }
-
-    /// Reads what the broker sent over the link: operators' `Reload` and `Stop`.
-    fn serve_link(&mut self) {
-        loop {
-            let Some(link) = &mut self.link else { return };
-            match link.read_some() {
-                Ok(ReadOutcome::Data { .. }) => {}
-                Ok(ReadOutcome::WouldBlock) => break,
-                Ok(ReadOutcome::Closed { .. }) | Err(_) => {
-                    debug!("the link to the broker closed");
-                    self.link_lost();
-                    return;
-                }
-            }
-            loop {
-                let Some(link) = &mut self.link else { return };
-                match link.next_message::<Event>() {
-                    Ok(Some(Event::Reload)) => {
-                        info!("an operator asked for a reload");
-                        let error = self.reload().err();
-                        if let Some(link) = &mut self.link {
-                            let _ = link.send(&Request::Reloaded { error });
-                        }
-                    }
-                    Ok(Some(Event::Stop)) => {
-                        info!("an operator asked for a shutdown");
-                        if self.shutdown.is_none() {
-                            self.begin_shutdown(SIGTERM);
-                        }
-                        return;
-                    }
-                    Ok(Some(other)) => debug!("ignoring {other:?} on the link"),
-                    Ok(None) => break,
-                    Err(err) => {
-                        warn!("dropping the link to the broker: {err}");
-                        self.link_lost();
-                        return;
-                    }
-                }
-            }
-        }
-        if let Some(link) = &mut self.link
-            && link.flush().is_err()
-        {
-            self.link_lost();
-        }
-    }
 }
 
 /// Lowers `max_clients` to what the descriptor limit (RLIMIT_NOFILE, hard: the broker raises its
@@ -1156,15 +1016,6 @@ fn log_control_socket(runtime_dir: &std::path::Path) {
             socket.display()
         );
     }
-}
-
-/// What the master vouches for about a session child, if it knows the child's identity.
-fn vouch(child: &SessionChild) -> Option<Request> {
-    Some(Request::Vouch {
-        identity: child.identity?,
-        peer: child.peer.to_string(),
-        connected_at: child.connected_at,
-    })
 }
 
 /// Resource limits of a child process (core dumps are always off).

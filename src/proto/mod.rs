@@ -1,37 +1,63 @@
-//! The session ⇄ broker protocol: one message enum per direction.
+//! The protocol on `broker.sock`: who is calling, then one message enum per direction.
 //!
-//! Sessions send [`Request`]s; the broker answers and broadcasts [`Event`]s. Events are
-//! *structured* (who said what, who left and why), never pre-rendered text: each session renders
-//! them for its own terminal. The first frame on every connection is [`Request::Hello`] carrying
-//! [`PROTOCOL_VERSION`]; a change to any type here that alters the wire bytes bumps that version
-//! (the fixed-bytes test in `codec` makes such a change deliberate).
+//! Every connection opens with one [`Greeting`]: a session's [`SessionHello`] carrying
+//! [`PROTOCOL_VERSION`], or the master's [`master::MasterHello`]. The broker decides by it what
+//! the connection is. After it, sessions send [`Request`]s and the broker answers and broadcasts
+//! [`Event`]s; the master's link speaks its own pair ([`master::MasterRequest`],
+//! [`master::MasterEvent`]), so that neither side can send the other's frames (the channels are
+//! typed by direction: `crate::channel`). Events are *structured* (who said what, who left and
+//! why), never pre-rendered text: each session renders them for its own terminal. A change to
+//! any type here that alters the wire bytes bumps [`PROTOCOL_VERSION`] (the fixed-bytes tests in
+//! `codec` make such a change deliberate).
+//!
+//! Across versions, two things keep their bytes so that a mismatch is told, not garbled: the
+//! session's greeting (variant 0, the fields of [`SessionHello`] in order) and the refusal
+//! (`Event::Failed(Failure::VersionMismatch { .. })`).
 //!
 //! This module owns the message shapes only. Framing and bincode live in [`codec`]; what the
 //! messages *do* lives in `broker::room`.
 
 pub mod codec;
 pub mod control;
+pub mod master;
+#[cfg(test)]
+mod round_trip;
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the frame set below. A broker refuses sessions that speak another version.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// Version of the frame set below and in [`master`]. A broker refuses sessions that speak
+/// another version. 6: the master's frames left `Request`/`Event` and every connection opens
+/// with a [`Greeting`].
+pub const PROTOCOL_VERSION: u32 = 6;
 
-/// Session (or the master's link) → broker.
+/// The first frame on every connection to `broker.sock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Greeting {
+    /// A session is calling. Keep this variant first: its bytes are those of every earlier
+    /// version's hello, so that the broker can tell an older session of the mismatch.
+    Session(SessionHello),
+    /// The master is calling: this connection is its link. The broker takes it only on the
+    /// socket pair it inherited, or on `broker.sock` while no master is linked.
+    Master(master::MasterHello),
+}
+
+/// What a session says first. It claims nothing the broker must believe: the broker takes
+/// the caller's pid and sender id from the kernel (SO_PEERCRED) and the client's address from
+/// the master (`MasterRequest::Vouch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionHello {
+    pub version: u32,
+    /// The client's address as the session sees it. Shown to operators only when no master
+    /// can vouch for sessions (`chatd broker` serving inetd-style sessions).
+    pub peer: String,
+    /// When the client connected (Unix seconds), as the session says; it survives broker
+    /// restarts.
+    pub connected_at: u64,
+}
+
+/// Session → broker, after its [`Greeting`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// First frame on a connection: who is calling and for which client. It claims nothing
-    /// the broker must believe: the broker takes the caller's pid and sender id from the
-    /// kernel (SO_PEERCRED) and the client's address from the master ([`Request::Vouch`]).
-    Hello {
-        version: u32,
-        /// The client's address as the session sees it. Shown to operators only when no
-        /// master can vouch for sessions (`chatd broker` serving inetd-style sessions).
-        peer: String,
-        /// When the client connected (Unix seconds), as the session says; it survives broker
-        /// restarts.
-        connected_at: u64,
-    },
     /// Claim a nickname and enter the default room.
     Login { nick: String },
     /// Re-register with a restarted broker: take back `nick` (or the nearest free variant),
@@ -59,13 +85,6 @@ pub enum Request {
     Private { seq: u64, to: String, text: String },
     /// `/quit`: leave with an optional reason; the connection closes after this frame.
     Quit { reason: Option<String> },
-    /// First frame of the master's link: the master, not a session, is calling. The broker
-    /// sends it [`Event::Reload`] and [`Event::Stop`] when an operator asks for them.
-    MasterHello { version: u32, pid: u32, started_at: u64 },
-    /// The master's figures, sent every second over its link.
-    MasterFigures(control::MasterFigures),
-    /// The master's answer to [`Event::Reload`]: `None` if the settings were reloaded.
-    Reloaded { error: Option<String> },
     /// Bytes a session received from and sent to its client since its last report.
     Traffic { received: u64, sent: u64 },
     /// `/away REASON`
@@ -74,16 +93,12 @@ pub enum Request {
     Back,
     /// `/whois NICK`
     Whois { nick: String },
-    /// On the master's link: the master forked the session child with this `identity` (see
-    /// [`Event::Welcome`]) for the client at `peer`, accepted at `connected_at` (Unix seconds).
-    /// Sent at every fork and, for every live session, whenever a link opens.
-    Vouch { identity: u64, peer: String, connected_at: u64 },
 }
 
 /// Broker → session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// Answer to `Hello`: the broker accepted this session. `sender` is the id the broker
+    /// Answer to a session's [`Greeting`]: the broker accepted this session. `sender` is the id the broker
     /// stamps on this session's lines (derived from what the kernel says about the caller, so
     /// the same after a broker restart and nobody else's to claim); `broker` names this broker
     /// process, so that a session that reconnects can tell a restarted broker from one that
@@ -135,15 +150,11 @@ pub enum Event {
     Away { reason: Option<String> },
     /// To the sender of a private line: its target is away.
     IsAway { nick: String, reason: String },
-    /// To the master: read the settings again and answer [`Request::Reloaded`].
-    Reload,
-    /// To the master: stop the daemon as on SIGTERM.
-    Stop,
     /// The last lines said in `room` before this session entered it, oldest first.
     History { room: String, lines: Vec<HistoryLine> },
     /// Answer to `/whois`.
     WhoIs(WhoIs),
-    /// Answer to `Hello` from a session this broker dropped (its queue overflowed): it must end
+    /// Answer to the greeting of a session this broker dropped (its queue overflowed): it must end
     /// and tell its client why, not re-register.
     Dropped { reason: LeaveReason },
 }
@@ -228,4 +239,26 @@ pub enum Failure {
     OutOfSequence {
         seq: u64,
     },
+}
+
+/// A message set that a caller sends to the broker after its [`Greeting`]: which hello opens
+/// a connection that carries it. `crate::channel` uses it so that a session's channel can
+/// only open with a session's hello, and the master's with the master's.
+pub trait AfterGreeting {
+    type Hello;
+    fn greeting(hello: &Self::Hello) -> Greeting;
+}
+
+impl AfterGreeting for Request {
+    type Hello = SessionHello;
+    fn greeting(hello: &SessionHello) -> Greeting {
+        Greeting::Session(hello.clone())
+    }
+}
+
+impl AfterGreeting for master::MasterRequest {
+    type Hello = master::MasterHello;
+    fn greeting(hello: &master::MasterHello) -> Greeting {
+        Greeting::Master(hello.clone())
+    }
 }

@@ -103,7 +103,7 @@ impl Session {
     fn handle_events(&mut self) -> bool {
         loop {
             let Some(channel) = self.broker.channel() else { return false };
-            match channel.next_message::<Event>() {
+            match channel.next_message() {
                 Ok(Some(event)) => self.handle_event(event),
                 Ok(None) => return true,
                 Err(err) => {

@@ -1,6 +1,6 @@
 //! A session's link to the broker, and what keeps it whole across a broker restart.
 //!
-//! Owns the broker [`Channel`] and three pieces of state that outlive any one connection:
+//! Owns the broker channel ([`SessionToBroker`]: it sends requests, receives events) and three pieces of state that outlive any one connection:
 //! - the numbering of this session's lines (`Say`, `Act`, `Private` share one counter) and the
 //!   recent ones, which are re-sent in order after reconnecting;
 //! - the duplicate filter: the highest sequence number shown per sender, so a line that the old
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
-use crate::channel::{Channel, SendError};
-use crate::proto::{PROTOCOL_VERSION, Request};
+use crate::channel::{Channel, SendError, SessionToBroker};
+use crate::proto::{PROTOCOL_VERSION, Request, SessionHello};
 
 /// Most bytes queued towards the broker.
 const MAX_BROKER_QUEUE: usize = 1 << 20;
@@ -61,13 +61,13 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct BrokerLink {
     socket: PathBuf,
     token: Token,
-    /// `Hello` as sent on every connection.
-    hello: Request,
+    /// The greeting sent first on every connection.
+    hello: SessionHello,
     /// This session's sender id, as the broker said in `Welcome` (0 before the first).
     session: u64,
     /// The broker process that welcomed this session last.
     broker: Option<u64>,
-    channel: Option<Channel>,
+    channel: Option<SessionToBroker>,
     /// When the connection was lost, and when to try again.
     lost_at: Option<Instant>,
     retry_at: Option<Instant>,
@@ -105,14 +105,14 @@ pub enum Welcomed {
 }
 
 impl BrokerLink {
-    /// Connects to the broker and queues `Hello`.
+    /// Connects to the broker and queues the greeting.
     pub fn connect(
         socket: PathBuf,
         peer: SocketAddr,
         registry: &Registry,
         token: Token,
     ) -> io::Result<BrokerLink> {
-        let hello = Request::Hello {
+        let hello = SessionHello {
             version: PROTOCOL_VERSION,
             peer: peer.to_string(),
             connected_at: crate::moderation::unix_now(),
@@ -122,7 +122,7 @@ impl BrokerLink {
         Ok(link)
     }
 
-    fn unconnected(socket: PathBuf, token: Token, hello: Request) -> BrokerLink {
+    fn unconnected(socket: PathBuf, token: Token, hello: SessionHello) -> BrokerLink {
         BrokerLink {
             socket,
             token,
@@ -144,13 +144,14 @@ impl BrokerLink {
     fn open(&mut self, registry: &Registry) -> io::Result<()> {
         let stream = StdUnixStream::connect(&self.socket)?;
         stream.set_nonblocking(true)?;
-        let mut channel = Channel::new(UnixStream::from_std(stream), MAX_BROKER_QUEUE);
+        let mut channel =
+            Channel::open(UnixStream::from_std(stream), MAX_BROKER_QUEUE, &self.hello)
+                .map_err(io::Error::other)?;
         registry.register(
             channel.stream_mut(),
             self.token,
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        channel.send(&self.hello).map_err(io::Error::other)?;
         self.channel = Some(channel);
         self.lost_at = None;
         self.retry_at = None;
@@ -158,7 +159,7 @@ impl BrokerLink {
         Ok(())
     }
 
-    pub fn channel(&mut self) -> Option<&mut Channel> {
+    pub fn channel(&mut self) -> Option<&mut SessionToBroker> {
         self.channel.as_mut()
     }
 
@@ -318,7 +319,11 @@ mod tests {
     use super::*;
 
     fn link() -> BrokerLink {
-        BrokerLink::unconnected(PathBuf::new(), Token(0), Request::Who)
+        BrokerLink::unconnected(
+            PathBuf::new(),
+            Token(0),
+            SessionHello { version: PROTOCOL_VERSION, peer: String::new(), connected_at: 0 },
+        )
     }
 
     #[test]

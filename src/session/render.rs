@@ -210,8 +210,6 @@ pub fn event(event: &Event) -> Vec<Shown> {
             out.extend(lines.iter().map(|line| system(&format!("  {}", sanitize(line)))));
             return out;
         }
-        // Only for the master; a session never receives them.
-        Event::Reload | Event::Stop => return Vec::new(),
         Event::Dropped { reason: LeaveReason::TooSlow } => {
             system("Disconnected: too slow (this connection fell too far behind the room).")
         }

@@ -12,7 +12,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use chatd::proto::{Event, Failure, PROTOCOL_VERSION, Request, codec};
+use chatd::proto::master::MasterHello;
+use chatd::proto::{Event, Failure, Greeting, PROTOCOL_VERSION, Request, SessionHello, codec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -72,18 +73,18 @@ impl Forger {
         Some(Forger { relay, input, events, seen: Vec::new() })
     }
 
-    fn send(&mut self, request: &Request) {
-        let frame = codec::frame(request).expect("encode");
+    fn send(&mut self, frame: &impl serde::Serialize) {
+        let frame = codec::frame(frame).expect("encode");
         self.input.write_all(&frame).expect("write to socat");
         self.input.flush().expect("flush to socat");
     }
 
     fn hello(&mut self, address: &str) -> u64 {
-        self.send(&Request::Hello {
+        self.send(&Greeting::Session(SessionHello {
             version: PROTOCOL_VERSION,
             peer: address.to_string(),
             connected_at: 0,
-        });
+        }));
         match self.expect("Welcome", |event| matches!(event, Event::Welcome { .. })) {
             Event::Welcome { sender, .. } => sender,
             _ => unreachable!(),
@@ -235,7 +236,11 @@ fn a_fake_master_hello_is_refused_while_the_master_lives_and_reload_still_works(
     let daemon = Daemon::start();
     let mut alice = daemon.login("alice");
     let Some(mut forger) = Forger::connect(&daemon) else { return };
-    forger.send(&Request::MasterHello { version: PROTOCOL_VERSION, pid: 1, started_at: 0 });
+    forger.send(&Greeting::Master(MasterHello {
+        version: PROTOCOL_VERSION,
+        pid: 1,
+        started_at: 0,
+    }));
     daemon.wait_for_log("refused a MasterHello on broker.sock from pid");
     let reload = daemon.chatctl(&["reload"]);
     assert!(

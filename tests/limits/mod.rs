@@ -235,7 +235,7 @@ fn telnet_clients_get_a_nop_keepalive_and_netcat_clients_never_see_telnet_bytes(
 
 #[test]
 fn the_broker_drops_a_session_that_does_not_read_and_the_room_carries_on() {
-    use chatd::proto::{PROTOCOL_VERSION, Request, codec};
+    use chatd::proto::{Greeting, PROTOCOL_VERSION, Request, SessionHello, codec};
     use std::io::Write;
     let daemon = Daemon::start_with_config(&format!(
         "broker_queue_bytes = 65536\n{}",
@@ -247,7 +247,11 @@ fn the_broker_drops_a_session_that_does_not_read_and_the_room_carries_on() {
         std::os::unix::net::UnixStream::connect(daemon.runtime_dir().join("broker.sock"))
             .expect("connect to broker.sock");
     let mut frames = Vec::new();
-    let hello = Request::Hello { version: PROTOCOL_VERSION, peer: "test".into(), connected_at: 0 };
+    let hello = Greeting::Session(SessionHello {
+        version: PROTOCOL_VERSION,
+        peer: "test".into(),
+        connected_at: 0,
+    });
     codec::encode_frame(&hello, &mut frames).expect("encode");
     codec::encode_frame(&Request::Login { nick: "stuck".into() }, &mut frames).expect("encode");
     stuck.write_all(&frames).expect("register");

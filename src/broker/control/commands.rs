@@ -15,6 +15,7 @@ use crate::logging;
 use crate::moderation::{Ban, unix_now};
 use crate::names;
 use crate::proto::control::{ControlReply, ControlRequest, Status, UserRow};
+use crate::proto::master::MasterEvent;
 use crate::proto::{Event, PROTOCOL_VERSION};
 use crate::text;
 
@@ -48,9 +49,9 @@ impl Broker {
             | ControlRequest::Motd { text: Some(_) }) => return self.change(id, change, now),
             ControlRequest::Announce { room, text } => self.announce(room.as_deref(), &text),
             ControlRequest::Reload => match self.master {
-                Some(master) => {
+                Some(_) => {
                     self.pending_reloads.push(id);
-                    self.send_to([master], &Event::Reload);
+                    self.tell_master(&MasterEvent::Reload);
                     return None;
                 }
                 None => ControlReply::Failed(

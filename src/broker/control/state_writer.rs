@@ -196,7 +196,7 @@ impl Broker {
     fn covered_by(&self, target: &BanTarget) -> Vec<u64> {
         self.peers
             .iter()
-            .filter(|(_, peer)| !peer.is_master && !peer.kicked)
+            .filter(|(_, peer)| !peer.channel.is_master() && !peer.kicked)
             .filter(|&(&id, peer)| match target {
                 BanTarget::Nick(_) => {
                     self.rooms.nick(id).is_some_and(|nick| target.covers_nick(nick))
