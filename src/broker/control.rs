@@ -29,8 +29,9 @@ use mio::net::UnixStream;
 use mio::{Interest, Token};
 
 use super::{Broker, ban_reason};
+use crate::clock::unix_now;
 use crate::logging::{self, LogThrottle};
-use crate::moderation::{self, Ban, BanTarget, Change, Moderation, Mute, StateWriter, unix_now};
+use crate::moderation::{self, Ban, BanTarget, Change, Moderation, Mute, StateWriter};
 use crate::names;
 use crate::outbuf::OutBuf;
 use crate::proto::codec;

@@ -290,7 +290,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> io::R
         stop_at: None,
         stats: Stats::new(Instant::now()),
         lines_this_turn: Vec::new(),
-        started_at: moderation::unix_now(),
+        started_at: crate::clock::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
         control_accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
         started: Instant::now(),
@@ -326,7 +326,7 @@ impl Broker {
                 self.say_goodbye();
                 return Ok(());
             }
-            self.rooms.set_now(Instant::now(), moderation::unix_now());
+            self.rooms.set_now(Instant::now(), crate::clock::unix_now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -529,7 +529,7 @@ impl Broker {
             out_of_sequence_logged: false,
             too_slow: false,
             is_master: false,
-            connected_at: moderation::unix_now(),
+            connected_at: crate::clock::unix_now(),
             last_active: Instant::now(),
             kicked: false,
             dirty: false,
@@ -611,7 +611,7 @@ impl Broker {
             // Out of its room already; it closes as soon as it reads why.
             return true;
         }
-        let now = moderation::unix_now();
+        let now = crate::clock::unix_now();
         let deliveries = match request {
             Request::Hello { .. } | Request::MasterHello { .. } => {
                 warn!("dropping session pid {} ({}): second Hello", peer.pid, peer.client);
@@ -797,7 +797,7 @@ impl Broker {
         let banned = [peer.client.as_str(), claimed.as_str()]
             .iter()
             .filter_map(|address| address.parse::<std::net::SocketAddr>().ok())
-            .find_map(|addr| self.moderation.address_ban(addr.ip(), moderation::unix_now()))
+            .find_map(|addr| self.moderation.address_ban(addr.ip(), crate::clock::unix_now()))
             .map(|ban| ban.reason.clone());
         let welcome =
             Event::Welcome { version: PROTOCOL_VERSION, sender: identity, broker: self.instance };

@@ -46,9 +46,10 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::channel::{Channel, ReadOutcome};
+use crate::clock::unix_now;
 use crate::config::{self, Config, ConfigSource};
 use crate::logging::{FailureEpisode, LogThrottle};
-use crate::moderation::{BanFile, unix_now};
+use crate::moderation::BanFile;
 use crate::proto::control::{Counted, MasterFigures};
 use crate::proto::{Event, PROTOCOL_VERSION, Request};
 use crate::session::{self, SessionSettings};
