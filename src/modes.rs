@@ -48,7 +48,8 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
 /// `chatd inetd`: serves the one client on standard input with the running broker. Returns the
 /// exit status.
 pub fn inetd_session(config: &Config) -> Result<i32, MasterError> {
-    let connection = sys::stdin_tcp_connection()?;
+    // SAFETY: the inetd mode takes standard input once, here, and nothing else owns it.
+    let connection = unsafe { sys::stdin_tcp_connection() }?;
     connection.set_nonblocking(true)?;
     let peer = connection
         .peer_addr()

@@ -45,7 +45,9 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 /// The listening sockets systemd passed (socket activation), if any. Each must be a listening
 /// TCP socket; they are made non-blocking.
 pub fn from_systemd() -> Result<Option<Vec<TcpListener>>, MasterError> {
-    let fds = crate::sys::systemd_listen_fds().map_err(MasterError::Io)?;
+    // SAFETY: only `master::run` calls this, once, before it forks anything, and the master
+    // never starts a thread: nothing else reads the environment or owns those descriptors.
+    let fds = unsafe { crate::sys::systemd_listen_fds() }.map_err(MasterError::Io)?;
     if fds.is_empty() {
         return Ok(None);
     }

@@ -259,7 +259,9 @@ pub fn run(
     let (broker_socket_state, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
     let mut ready_channel = None;
     if let Some(background) = &background {
-        ready_channel = Some(sys::daemonize()?);
+        // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
+        // and the master never starts one.
+        ready_channel = Some(unsafe { sys::daemonize() }?);
         logging::reopen_after_fork();
         if let Some(pid_file) = &background.pid_file {
             std::fs::write(pid_file, format!("{}\n", std::process::id())).map_err(|err| {
@@ -769,7 +771,9 @@ impl Master {
     }
 
     fn spawn_session(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        match sys::fork_with_signals_blocked() {
+        // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
+        // and the master never starts one.
+        match unsafe { sys::fork_with_signals_blocked() } {
             Ok(Forked::Child) => {
                 let settings = self.settings.clone();
                 let reporter = self.admission_reporter.try_clone().ok();
@@ -839,7 +843,9 @@ impl Master {
             None => return Err(io::Error::other("no broker socket")),
         };
         let config = self.config.clone();
-        match sys::fork_with_signals_blocked()? {
+        // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
+        // and the master never starts one.
+        match unsafe { sys::fork_with_signals_blocked() }? {
             Forked::Child => {
                 let mut keep = vec![sys::raw(&listeners.sessions), sys::raw(&listeners.control)];
                 keep.extend(listeners.master.as_ref().map(sys::raw));
@@ -1185,7 +1191,9 @@ const SESSION_LIMITS: ChildLimits = ChildLimits { open_files: 64, address_space:
 fn become_child(mut keep: Vec<i32>, limits: ChildLimits, role: impl FnOnce() -> i32) -> ! {
     logging::reopen_after_fork();
     keep.extend(logging::descriptor());
-    if let Err(err) = sys::close_all_except(&keep) {
+    // SAFETY: this child never returns into the master's frames (it leaves through
+    // `process::exit` below), so no object owning a closed descriptor is used or dropped.
+    if let Err(err) = unsafe { sys::close_all_except(&keep) } {
         error!("cannot close inherited descriptors: {err}");
     }
     if let Err(err) = sys::limit_resources(limits.open_files, limits.address_space) {

@@ -1213,7 +1213,9 @@ impl Session {
             Phase::Resuming { nick } => format!("{nick}@(resuming)"),
             Phase::ChoosingNick { .. } => "(login)".to_string(),
         };
-        sys::set_process_title(&format!("chatd: {who} [{}]", self.peer));
+        // SAFETY: a session starts no thread, and it began as the copy of the thread-less
+        // master or as a process of its own (inetd): it is single-threaded.
+        unsafe { sys::set_process_title(&format!("chatd: {who} [{}]", self.peer)) };
         self.titled = Some(self.phase.clone());
     }
 
