@@ -5,10 +5,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use log::info;
+use log::{error, info};
 
 use crate::config::{Config, ConfigSource};
-use crate::master::{self, MasterError, listen, privileges};
+use crate::master::{self, BrokerStart, MasterError, Roles, SessionStart, listen, privileges};
 use crate::session::{self, SessionSettings};
 use crate::{broker, sys};
 
@@ -80,5 +80,28 @@ pub fn standalone(
     source: ConfigSource,
     background: Option<master::Background>,
 ) -> Result<(), MasterError> {
-    master::run(config, source, background)
+    master::run(config, source, background, ROLES)
+}
+
+/// What the master's children run: the composition root is the one place that knows both
+/// the master and the roles it forks.
+const ROLES: Roles = Roles { session: forked_session, broker: forked_broker };
+
+/// A session child of the master.
+fn forked_session(start: SessionStart) -> i32 {
+    let SessionStart { client, peer, broker_socket, limits, reporter } = start;
+    session::run(client, peer, SessionSettings { broker_socket, limits }, reporter)
+}
+
+/// The broker child of the master.
+fn forked_broker(start: BrokerStart) -> i32 {
+    let BrokerStart { sessions, control, link, service_user, config, source } = start;
+    let listeners = broker::Listeners { sessions, control, master: Some(link), service_user };
+    match broker::run(listeners, &config, source) {
+        Ok(()) => 0,
+        Err(err) => {
+            error!("broker failed: {err}");
+            1
+        }
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod report;
 
 use serde::{Deserialize, Serialize};
 

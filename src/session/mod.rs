@@ -77,10 +77,8 @@ const HTTP_SNIFF: Duration = Duration::from_millis(50);
 /// The most of an HTTP request's head read before answering it.
 const MAX_HTTP_HEAD: usize = 8 * 1024;
 
-/// The admission report's extra byte (after the pid) for a session that answered an HTTP
-/// request: the client is no longer waiting to log in, but it was not admitted either (its
-/// source's trips are not forgiven), and it did not leave "before choosing a nickname".
-pub const REPORT_HTTP_ANSWERED: u8 = 1;
+/// The admission report's detail byte for a client that was a web request (`proto::report`).
+pub use crate::proto::report::REPORT_HTTP_ANSWERED;
 
 const CLIENT: Token = Token(0);
 const BROKER: Token = Token(1);
