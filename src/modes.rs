@@ -3,24 +3,51 @@
 //! session on standard input. Owns the order of start-up steps for the split modes; the steps
 //! themselves belong to `master::listen`, `master::privileges`, `broker` and `session`.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use log::{error, info};
 
 use crate::config::{Config, ConfigSource};
-use crate::master::{self, BrokerStart, MasterError, Roles, SessionStart, listen, privileges};
+use crate::master::listen::{self, ListenError};
+use crate::master::privileges::{self, PrivilegeError};
+use crate::master::{self, BrokerStart, MasterError, Roles, SessionStart};
 use crate::session::{self, SessionSettings};
 use crate::{broker, sys};
 
+/// Why a deployment mode could not start or ended in failure, by step.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The standalone daemon.
+    #[error(transparent)]
+    Master(#[from] MasterError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("cannot record the broker's pid: {0}")]
+    BrokerPid(io::Error),
+    /// `chatd broker` failed while serving.
+    #[error("{0}")]
+    Broker(io::Error),
+    /// `chatd inetd` was not given a TCP connection it can serve on standard input.
+    #[error("{0}")]
+    Connection(io::Error),
+    #[error("cannot switch users: {0}")]
+    DropPrivileges(io::Error),
+}
+
 /// `chatd broker`: serves `<runtime-dir>/broker.sock` for sessions started by inetd or systemd,
 /// in the foreground, until SIGTERM.
-pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
+pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), StartError> {
     let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let (socket, path) = listen::bind_broker_socket(&config.runtime_dir)?;
     let listener = match socket {
         listen::BrokerSocket::Bound(listener) => listener,
-        listen::BrokerSocket::Orphaned { .. } => return Err(MasterError::AlreadyRunning(path)),
+        listen::BrokerSocket::Orphaned { .. } => {
+            return Err(ListenError::AlreadyRunning(path).into());
+        }
     };
     let control = listen::bind_control_socket(&config.runtime_dir)?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
@@ -31,14 +58,15 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
     if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &path)?;
     }
-    listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)?;
+    listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)
+        .map_err(StartError::BrokerPid)?;
     info!(
         "serving {} alone; operators: chatctl --runtime-dir {}",
         path.display(),
         config.runtime_dir.display()
     );
     let listeners = broker::Listeners { sessions: listener, control, master: None, service_user };
-    let result = broker::run(listeners, config, source).map_err(MasterError::from);
+    let result = broker::run(listeners, config, source).map_err(StartError::Broker);
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(config.runtime_dir.join(listen::CONTROL_SOCKET));
     let _ = std::fs::remove_file(config.runtime_dir.join("broker.pid"));
@@ -47,17 +75,17 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
 
 /// `chatd inetd`: serves the one client on standard input with the running broker. Returns the
 /// exit status.
-pub fn inetd_session(config: &Config) -> Result<i32, MasterError> {
+pub fn inetd_session(config: &Config) -> Result<i32, StartError> {
     // SAFETY: the inetd mode takes standard input once, here, and nothing else owns it.
-    let connection = unsafe { sys::stdin_tcp_connection() }?;
-    connection.set_nonblocking(true)?;
+    let connection = unsafe { sys::stdin_tcp_connection() }.map_err(StartError::Connection)?;
+    connection.set_nonblocking(true).map_err(StartError::Connection)?;
     let peer = connection
         .peer_addr()
         .ok()
         .or_else(remote_addr)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     if let Some(run_as) = privileges::resolve(config.user.as_deref(), config.user_is_default)? {
-        sys::drop_privileges(run_as.uid, run_as.gid)?;
+        sys::drop_privileges(run_as.uid, run_as.gid).map_err(StartError::DropPrivileges)?;
     }
     let settings = SessionSettings {
         broker_socket: config.runtime_dir.join(listen::BROKER_SOCKET),
@@ -79,8 +107,8 @@ pub fn standalone(
     config: &Config,
     source: ConfigSource,
     background: Option<master::Background>,
-) -> Result<(), MasterError> {
-    master::run(config, source, background, ROLES)
+) -> Result<(), StartError> {
+    Ok(master::run(config, source, background, ROLES)?)
 }
 
 /// What the master's children run: the composition root is the one place that knows both

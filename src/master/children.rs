@@ -20,7 +20,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::Master;
-use super::listen::{self, BrokerSocket};
+use super::listen::{self, BrokerSocket, ListenError};
 use super::supervision::{CRASH_LOOP_THRESHOLD, CrashLoop};
 use crate::clock::unix_now;
 use crate::config::{Config, ConfigSource, SessionLimits};
@@ -67,6 +67,23 @@ pub struct BrokerStart {
     pub config: Config,
     /// Where the settings came from, for the broker's own reload.
     pub source: ConfigSource,
+}
+
+/// Why the broker could not be started, by step.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerStartError {
+    #[error(transparent)]
+    Sockets(#[from] ListenError),
+    #[error("another broker took broker.sock")]
+    SocketTaken,
+    #[error("no broker socket")]
+    NoSocket,
+    #[error("cannot make the link: {0}")]
+    Link(io::Error),
+    #[error("cannot hand the listening sockets over: {0}")]
+    HandOver(io::Error),
+    #[error("cannot fork: {0}")]
+    Fork(io::Error),
 }
 
 /// What the master remembers about a session child.
@@ -138,40 +155,39 @@ impl Master {
         }
     }
 
-    pub(super) fn start_broker(&mut self) -> io::Result<()> {
+    pub(super) fn start_broker(&mut self) -> Result<(), BrokerStartError> {
         if self.broker_listener.is_none() {
             // The adopted broker owned the sockets (or broker.sock was removed); bind fresh
             // ones at the same paths, where its sessions will look for the new broker.
             let runtime_dir = &self.config.runtime_dir;
             match listen::bind_broker_socket(runtime_dir) {
                 Ok((BrokerSocket::Bound(listener), _)) => {
-                    let control = listen::bind_control_socket(runtime_dir)
-                        .map_err(|err| io::Error::other(err.to_string()))?;
+                    let control = listen::bind_control_socket(runtime_dir)?;
                     self.broker_listener = Some((listener, control));
                 }
                 Ok((BrokerSocket::Orphaned { .. }, _)) => {
-                    return Err(io::Error::other("another broker took broker.sock"));
+                    return Err(BrokerStartError::SocketTaken);
                 }
-                Err(err) => return Err(io::Error::other(err.to_string())),
+                Err(err) => return Err(err.into()),
             }
         }
         // The link: created before the fork, so that the broker's master is whoever holds
         // the other end, never a connection to broker.sock.
-        let (link, broker_end) = UnixStream::pair()?;
+        let (link, broker_end) = UnixStream::pair().map_err(BrokerStartError::Link)?;
         let start = match &self.broker_listener {
             Some((sessions, control)) => BrokerStart {
-                sessions: sessions.try_clone()?,
-                control: control.try_clone()?,
+                sessions: sessions.try_clone().map_err(BrokerStartError::HandOver)?,
+                control: control.try_clone().map_err(BrokerStartError::HandOver)?,
                 link: broker_end,
                 service_user: self.service_user,
                 config: self.config.clone(),
                 source: self.source.clone(),
             },
-            None => return Err(io::Error::other("no broker socket")),
+            None => return Err(BrokerStartError::NoSocket),
         };
         // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
         // and the master never starts one.
-        match unsafe { sys::fork_with_signals_blocked() }? {
+        match unsafe { sys::fork_with_signals_blocked() }.map_err(BrokerStartError::Fork)? {
             Forked::Child => {
                 let keep = vec![
                     sys::raw(&start.sessions),

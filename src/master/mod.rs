@@ -58,8 +58,9 @@ use crate::proto::{Event, PROTOCOL_VERSION, Request};
 use crate::sys;
 use admission::Admission;
 use children::SessionChild;
-pub use children::{BrokerStart, Roles, SessionStart};
-use listen::BrokerSocket;
+pub use children::{BrokerStart, BrokerStartError, Roles, SessionStart};
+use listen::{BrokerSocket, ListenError};
+use privileges::PrivilegeError;
 use supervision::{BrokerChild, CrashLoop, Watchdog};
 
 /// How long children get to finish after SIGTERM before they are killed.
@@ -76,25 +77,35 @@ const LINK: Token = Token(usize::MAX - 2);
 /// How often the master sends its figures to the broker (and retries a lost link).
 const FIGURES_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Why the master could not start or run.
+/// Why the master could not start or run, by step.
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("no address to listen on could be bound")]
-    NoListener,
-    #[error("runtime directory {path}: {source}")]
-    RuntimeDir { path: PathBuf, source: io::Error },
-    #[error("another chatd is already serving {0}")]
-    AlreadyRunning(PathBuf),
-    #[error("{0}")]
-    Privileges(String),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error("pid file {path}: {source}")]
+    PidFile { path: PathBuf, source: io::Error },
+    #[error("cannot become a daemon: {0}")]
+    Daemonize(io::Error),
+    #[error("cannot set up the event loop: {0}")]
+    EventLoop(io::Error),
+    #[error("cannot detach from the terminal: {0}")]
+    Detach(io::Error),
     #[error("cannot start the broker: {0}")]
-    Broker(io::Error),
-    #[error("{0}")]
-    Limits(String),
-    #[error("{0}")]
-    Io(#[from] io::Error),
+    Broker(BrokerStartError),
+    #[error("cannot read a listener's address: {0}")]
+    ListenerAddress(io::Error),
+    #[error("waiting for events failed: {0}")]
+    Wait(io::Error),
+    #[error("cannot read the descriptor limit (RLIMIT_NOFILE): {0}")]
+    DescriptorLimit(nix::Error),
+    #[error(
+        "the descriptor limit (RLIMIT_NOFILE) is {hard}, too low to serve anyone: the broker \
+         needs {spare} of its own and one per client; raise it (LimitNOFILE= in the unit, \
+         `ulimit -n`)"
+    )]
+    TooFewDescriptors { hard: u64, spare: u64 },
 }
 
 /// Running in the background (`--daemon`), for inits without systemd.
@@ -184,15 +195,14 @@ pub fn run(
     if let Some(background) = &background {
         // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
         // and the master never starts one.
-        ready_channel = Some(unsafe { sys::daemonize() }?);
+        ready_channel = Some(unsafe { sys::daemonize() }.map_err(MasterError::Daemonize)?);
         logging::reopen_after_fork();
         if let Some(pid_file) = &background.pid_file {
-            std::fs::write(pid_file, format!("{}\n", std::process::id())).map_err(|err| {
-                MasterError::Io(io::Error::other(format!("pid file {}: {err}", pid_file.display())))
-            })?;
+            std::fs::write(pid_file, format!("{}\n", std::process::id()))
+                .map_err(|source| MasterError::PidFile { path: pid_file.clone(), source })?;
         }
     }
-    let poll = Poll::new()?;
+    let poll = Poll::new().map_err(MasterError::EventLoop)?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
     // Again now that both exist: a directory someone made between the first check and its
     // creation (which accepts one that exists) is theirs, not ours, and is refused.
@@ -210,19 +220,26 @@ pub fn run(
             (None, Some((watch, Pid::from_raw(pid))))
         }
     };
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])
+        .map_err(MasterError::EventLoop)?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(MasterError::EventLoop)?;
     let mut mio_listeners = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
         let mut listener = TcpListener::from_std(listener);
-        poll.registry().register(&mut listener, Token(index), Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, Token(index), Interest::READABLE)
+            .map_err(MasterError::EventLoop)?;
         mio_listeners.push(listener);
     }
-    let (reporter, admissions) = StdUnixDatagram::pair()?;
-    admissions.set_nonblocking(true)?;
-    reporter.set_nonblocking(true)?;
+    let (reporter, admissions) = StdUnixDatagram::pair().map_err(MasterError::EventLoop)?;
+    admissions.set_nonblocking(true).map_err(MasterError::EventLoop)?;
+    reporter.set_nonblocking(true).map_err(MasterError::EventLoop)?;
     let mut admissions = UnixDatagram::from_std(admissions);
-    poll.registry().register(&mut admissions, ADMISSIONS, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut admissions, ADMISSIONS, Interest::READABLE)
+        .map_err(MasterError::EventLoop)?;
     let mut master = Master {
         poll,
         service_user,
@@ -258,7 +275,7 @@ pub fn run(
     if background.is_some() {
         // Nothing below reports to the terminal any more; children must not hold it either
         // (the starting process's caller waits for it to close).
-        sys::detach_stderr()?;
+        sys::detach_stderr().map_err(MasterError::Detach)?;
     }
     match adopted {
         None => master.start_broker().map_err(MasterError::Broker)?,
@@ -266,7 +283,7 @@ pub fn run(
         Some((watch, _)) => master.open_link(watch),
     }
     for listener in &master.listeners {
-        info!("listening on {}", listener.local_addr()?);
+        info!("listening on {}", listener.local_addr().map_err(MasterError::ListenerAddress)?);
     }
     log_control_socket(&master.config.runtime_dir);
     // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
@@ -294,7 +311,7 @@ impl Master {
         loop {
             let timeout =
                 self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
-            sys::wait(&mut self.poll, &mut events, timeout)?;
+            sys::wait(&mut self.poll, &mut events, timeout).map_err(MasterError::Wait)?;
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
@@ -702,15 +719,10 @@ impl Master {
 /// unanswered in the broker's backlog. A limit that leaves room for nobody is refused.
 fn fit_clients_to_descriptors(limits: &mut config::AdmissionLimits) -> Result<(), MasterError> {
     use nix::sys::resource::{Resource, getrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(MasterError::DescriptorLimit)?;
     let fits = admission::clients_within(hard, limits.max_clients);
     if fits == 0 {
-        return Err(MasterError::Limits(format!(
-            "the descriptor limit (RLIMIT_NOFILE) is {hard}, too low to serve anyone: the broker \
-             needs {} of its own and one per client; raise it (LimitNOFILE= in the unit, \
-             `ulimit -n`)",
-            admission::BROKER_SPARE_FILES
-        )));
+        return Err(MasterError::TooFewDescriptors { hard, spare: admission::BROKER_SPARE_FILES });
     }
     if fits < limits.max_clients {
         warn!(

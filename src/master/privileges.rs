@@ -11,8 +11,13 @@ use std::path::Path;
 use log::{info, warn};
 use nix::unistd::{Gid, Uid, User, chown};
 
-use super::MasterError;
 use crate::sys;
+
+/// Why chatd will not run as the user it would become, or cannot become it: one sentence that
+/// says what is wrong and, where there is one, what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PrivilegeError(String);
 
 /// The user the package creates. If it does not exist and `user` is not set (chatd run from a
 /// source tree), chatd falls back to `nobody` and says loudly why that is weaker; a `user`
@@ -47,18 +52,21 @@ pub struct RunAs {
 /// Decides whom to run as. Not root: nobody to switch to (`None`). Root: the configured user,
 /// or an error if there is none — chatd does not serve clients as root. `is_default`: the user
 /// is the built-in default, which falls back to `nobody` (loudly) if it does not exist.
-pub fn resolve(configured: Option<&str>, is_default: bool) -> Result<Option<RunAs>, MasterError> {
+pub fn resolve(
+    configured: Option<&str>,
+    is_default: bool,
+) -> Result<Option<RunAs>, PrivilegeError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
     let Some(name) = configured else {
-        return Err(MasterError::Privileges(
+        return Err(PrivilegeError(
             "refusing to run as root without a user to switch to (set user = \"chatd\")".into(),
         ));
     };
     let lookup = |name: &str| {
         User::from_name(name)
-            .map_err(|err| MasterError::Privileges(format!("cannot look up user {name}: {err}")))
+            .map_err(|err| PrivilegeError(format!("cannot look up user {name}: {err}")))
     };
     let mut weaker = None;
     let user = match lookup(name)? {
@@ -72,13 +80,11 @@ pub fn resolve(configured: Option<&str>, is_default: bool) -> Result<Option<RunA
             weaker =
                 Some(nobody_is_weaker(&format!(" because user {DEFAULT_USER} does not exist")));
             lookup(FALLBACK_USER)?.ok_or_else(|| {
-                MasterError::Privileges(format!(
-                    "neither {DEFAULT_USER} nor {FALLBACK_USER} exists"
-                ))
+                PrivilegeError(format!("neither {DEFAULT_USER} nor {FALLBACK_USER} exists"))
             })?
         }
         None => {
-            return Err(MasterError::Privileges(format!(
+            return Err(PrivilegeError(format!(
                 "user {name} does not exist{}",
                 if name == DEFAULT_USER {
                     " (the package creates it; `systemd-sysusers packaging/sysusers.d/chatd.conf` \
@@ -90,7 +96,7 @@ pub fn resolve(configured: Option<&str>, is_default: bool) -> Result<Option<RunA
         }
     };
     if user.uid.is_root() {
-        return Err(MasterError::Privileges(format!(
+        return Err(PrivilegeError(format!(
             "user {} is root; choose an unprivileged user",
             user.name
         )));
@@ -109,7 +115,7 @@ pub fn check_directories(
     runtime_dir: &Path,
     state_dir: &Path,
     run_as: Option<&RunAs>,
-) -> Result<(), MasterError> {
+) -> Result<(), PrivilegeError> {
     let (uid, gid, name) = match run_as {
         Some(run_as) => (run_as.uid, run_as.gid, run_as.name.clone()),
         None => (nix::unistd::geteuid(), nix::unistd::getegid(), current_user_name()),
@@ -123,10 +129,9 @@ pub fn check_directories(
 }
 
 /// `dir`, if it exists, is a directory owned by `uid` or root that nobody else can write.
-fn check_private_dir(what: &str, dir: &Path, uid: Uid, name: &str) -> Result<(), MasterError> {
-    let refuse = |why: String| {
-        MasterError::Privileges(format!("refusing the {what} {}: {why}", dir.display()))
-    };
+fn check_private_dir(what: &str, dir: &Path, uid: Uid, name: &str) -> Result<(), PrivilegeError> {
+    let refuse =
+        |why: String| PrivilegeError(format!("refusing the {what} {}: {why}", dir.display()));
     let trusted = |owner: u32| owner == uid.as_raw() || owner == 0;
     let link = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
@@ -163,7 +168,7 @@ fn check_private_dir(what: &str, dir: &Path, uid: Uid, name: &str) -> Result<(),
 }
 
 /// Every existing directory above `dir` lets `uid` (group `gid`) through.
-fn check_reachable(dir: &Path, uid: Uid, gid: Gid, name: &str) -> Result<(), MasterError> {
+fn check_reachable(dir: &Path, uid: Uid, gid: Gid, name: &str) -> Result<(), PrivilegeError> {
     for ancestor in dir.ancestors().skip(1) {
         let Ok(meta) = std::fs::metadata(ancestor) else { continue };
         let mode = meta.permissions().mode();
@@ -175,7 +180,7 @@ fn check_reachable(dir: &Path, uid: Uid, gid: Gid, name: &str) -> Result<(), Mas
             mode & 0o001
         };
         if search == 0 {
-            return Err(MasterError::Privileges(format!(
+            return Err(PrivilegeError(format!(
                 "the runtime directory {} is inside {} (owner {}, mode {:04o}), which user {name} \
                  cannot enter once chatd drops root, so nobody could reach its sockets; nothing \
                  was created: choose another runtime_dir or let {name} through (e.g. \
@@ -212,9 +217,9 @@ pub fn drop_to(
     run_as: &RunAs,
     runtime_dir: &Path,
     broker_socket: &Path,
-) -> Result<(), MasterError> {
+) -> Result<(), PrivilegeError> {
     let privileges =
-        |what: &str, err: &dyn std::fmt::Display| MasterError::Privileges(format!("{what}: {err}"));
+        |what: &str, err: &dyn std::fmt::Display| PrivilegeError(format!("{what}: {err}"));
     for path in [runtime_dir, broker_socket] {
         chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|err| {
             privileges(&format!("cannot hand {} to {}", path.display(), run_as.name), &err)
