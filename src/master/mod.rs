@@ -24,12 +24,20 @@
 //!   and it receives `Reload` and `Stop` from operators. An adopted broker, or one whose link
 //!   broke, is linked through `broker.sock` instead, which a broker allows only while it has no
 //!   master. Address bans are read from the state file ([`BanFile`]) at accept.
+//!
+//! This file holds start-up ([`run`]), the loop and its timers, accept and admission, and
+//! shutdown. The rest has a file each: `children` (fork, a fresh child, reaping, what a
+//! child's death changes), `supervision` (the restart, crash-loop and watchdog arithmetic,
+//! pure), `repair` (re-creating a removed `broker.sock`), `settings` (reload, descriptor
+//! limit), [`listen`], [`privileges`] and [`admission`]. The master names no other role: what
+//! its children run comes from the composition root as [`Roles`] (filled in by `modes`).
 
 pub mod admission;
 mod children;
 pub mod listen;
 pub mod privileges;
 mod repair;
+mod settings;
 mod supervision;
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,7 +57,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::channel::{Channel, ReadOutcome};
 use crate::clock::unix_now;
-use crate::config::{self, Config, ConfigSource};
+use crate::config::{Config, ConfigSource};
 use crate::logging;
 use crate::logging::{FailureEpisode, LogThrottle};
 use crate::moderation::BanFile;
@@ -181,7 +189,7 @@ pub fn run(
     let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let mut fitted = config.clone();
-    fit_clients_to_descriptors(&mut fitted.admission)?;
+    settings::fit_clients_to_descriptors(&mut fitted.admission)?;
     let config = &fitted;
     let listeners = match listen::from_systemd()? {
         Some(listeners) => {
@@ -367,39 +375,6 @@ impl Master {
                 _ => {} // SIGCHLD: reaping happens after every wake-up.
             }
         }
-    }
-
-    /// Reads the settings again. Limits apply to new connections at once (the master's
-    /// admission limits, and each new session's); the broker reloads its own. A broken file is
-    /// refused and the old settings stay. Nobody is disconnected.
-    fn reload(&mut self) -> Result<(), String> {
-        let mut new = match self.source.load() {
-            Ok(new) => new,
-            Err(err) => {
-                error!("reload failed, keeping the old configuration: {err}");
-                return Err(err.to_string());
-            }
-        };
-        for key in self.config.needs_restart_to_change(&new) {
-            warn!("reload: {key} changed, which takes effect only after a restart");
-        }
-        new.listen.clone_from(&self.config.listen);
-        new.runtime_dir.clone_from(&self.config.runtime_dir);
-        new.log = self.config.log;
-        new.user.clone_from(&self.config.user);
-        new.user_is_default = self.config.user_is_default;
-        if let Err(err) = fit_clients_to_descriptors(&mut new.admission) {
-            error!("reload failed, keeping the old configuration: {err}");
-            return Err(err.to_string());
-        }
-        self.admission.set_limits(new.admission.clone());
-        new.state_dir.clone_from(&self.config.state_dir);
-        if let Some(pid) = self.broker.pid {
-            let _ = kill(pid, Signal::SIGHUP);
-        }
-        self.config = new;
-        info!("configuration reloaded");
-        Ok(())
     }
 
     fn run_timers(&mut self) {
@@ -712,28 +687,6 @@ impl Master {
             self.link_lost();
         }
     }
-}
-
-/// Lowers `max_clients` to what the descriptor limit (RLIMIT_NOFILE, hard: the broker raises its
-/// soft limit to it) leaves room for, and says so: otherwise clients past the limit would wait
-/// unanswered in the broker's backlog. A limit that leaves room for nobody is refused.
-fn fit_clients_to_descriptors(limits: &mut config::AdmissionLimits) -> Result<(), MasterError> {
-    use nix::sys::resource::{Resource, getrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(MasterError::DescriptorLimit)?;
-    let fits = admission::clients_within(hard, limits.max_clients);
-    if fits == 0 {
-        return Err(MasterError::TooFewDescriptors { hard, spare: admission::BROKER_SPARE_FILES });
-    }
-    if fits < limits.max_clients {
-        warn!(
-            "the descriptor limit (RLIMIT_NOFILE) is {hard}: room for {fits} clients, not \
-             max_clients = {}; serving at most {fits} (raise LimitNOFILE= in the unit or \
-             `ulimit -n` to serve more)",
-            limits.max_clients
-        );
-        limits.max_clients = fits;
-    }
-    Ok(())
 }
 
 /// Says where operators reach the daemon, and how, when it is not the system's default place.
