@@ -52,6 +52,7 @@ use crate::channel::{ReadOutcome, SendError};
 use crate::config::SessionLimits;
 use crate::names::{self, DEFAULT_ROOM};
 use crate::outbuf::OutBuf;
+use crate::proto::report::REPORT_HTTP_ANSWERED;
 use crate::proto::{Event, Failure, HistoryLine, Request};
 use crate::signals::ChildSignals;
 use crate::{sys, text};
@@ -76,9 +77,6 @@ const TRAFFIC_REPORT: Duration = Duration::from_secs(5);
 const HTTP_SNIFF: Duration = Duration::from_millis(50);
 /// The most of an HTTP request's head read before answering it.
 const MAX_HTTP_HEAD: usize = 8 * 1024;
-
-/// The admission report's detail byte for a client that was a web request (`proto::report`).
-pub use crate::proto::report::REPORT_HTTP_ANSWERED;
 
 const CLIENT: Token = Token(0);
 const BROKER: Token = Token(1);
