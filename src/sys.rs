@@ -264,8 +264,8 @@ pub unsafe fn stdin_tcp_connection() -> io::Result<std::net::TcpStream> {
 /// # Safety
 ///
 /// The calling process must be single-threaded (nothing may read or write the environment
-/// while the variables are removed), and call this at most once, before anything else takes
-/// descriptors from 3 on.
+/// while the variables are removed), and nothing else in it may own the descriptors systemd
+/// passed (3 on): the ones returned become their only owners.
 pub unsafe fn systemd_listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
     use std::os::fd::FromRawFd;
     // SAFETY: the caller promises a single-threaded process (see `# Safety`), so nothing reads
