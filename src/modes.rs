@@ -33,8 +33,6 @@ pub enum StartError {
     /// `chatd inetd` was not given a TCP connection it can serve on standard input.
     #[error("{0}")]
     Connection(io::Error),
-    #[error("cannot switch users: {0}")]
-    DropPrivileges(io::Error),
 }
 
 /// `chatd broker`: serves `<runtime-dir>/broker.sock` for sessions started by inetd or systemd,
@@ -85,7 +83,8 @@ pub fn inetd_session(config: &Config) -> Result<i32, StartError> {
         .or_else(remote_addr)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     if let Some(run_as) = privileges::resolve(config.user.as_deref(), config.user_is_default)? {
-        sys::drop_privileges(run_as.uid, run_as.gid).map_err(StartError::DropPrivileges)?;
+        sys::drop_privileges(run_as.uid, run_as.gid)
+            .map_err(|source| PrivilegeError::Switch { user: run_as.name, source })?;
     }
     let settings = SessionSettings {
         broker_socket: config.runtime_dir.join(listen::BROKER_SOCKET),
