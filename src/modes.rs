@@ -2,6 +2,10 @@
 //! standalone (the master, which forks everything), the broker alone, and one inetd-style
 //! session on standard input. Owns the order of start-up steps for the split modes; the steps
 //! themselves belong to `master::listen`, `master::privileges`, `broker` and `session`.
+//!
+//! It is the composition root: the one module that names the master and the roles it forks
+//! (the roles never import each other). It hands the master their entry points ([`Roles`])
+//! and turns what the master gives a child into the role's own settings.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
