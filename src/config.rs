@@ -20,6 +20,13 @@ pub const DEFAULT_ADMIN_GROUP: &str = "chatd-admin";
 /// The port chatd listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 2323;
 
+/// The most chat lines a room keeps (for replay after a broker restart, and for newcomers'
+/// history): the ceiling of `history_lines`. The broker's rooms take it from here.
+pub const RECENT_LINES: usize = 4096;
+
+/// Lines of history a room shows newcomers unless `history_lines` says otherwise.
+pub const DEFAULT_HISTORY_LINES: usize = 20;
+
 /// What can be wrong with settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -359,14 +366,11 @@ impl Config {
                 4 << 20,
             )?,
             history_lines: match parsed.history_lines {
-                Some(lines) if lines > crate::broker::room::RECENT_LINES => {
-                    return Err(invalid(
-                        "history_lines",
-                        format!("at most {}", crate::broker::room::RECENT_LINES),
-                    ));
+                Some(lines) if lines > RECENT_LINES => {
+                    return Err(invalid("history_lines", format!("at most {}", RECENT_LINES)));
                 }
                 Some(lines) => lines,
-                None => crate::broker::room::DEFAULT_HISTORY_LINES,
+                None => DEFAULT_HISTORY_LINES,
             },
             state_dir: parsed.state_dir.unwrap_or_else(default_state_dir),
             admin_group: match parsed.admin_group {

@@ -34,6 +34,7 @@
 pub mod broker;
 pub mod channel;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod logging;

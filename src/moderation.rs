@@ -21,11 +21,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_now;
 use crate::names;
 
 /// Name of the state file inside the state directory.
@@ -34,11 +35,6 @@ pub const STATE_FILE: &str = "state.toml";
 /// Largest state file anyone reads. The broker writes a few hundred bytes per ban; a bigger
 /// file is damage (or an attack on the master, which reads it at accept), not bans.
 pub const MAX_STATE_BYTES: u64 = 1 << 20;
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 /// Whom a ban is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,25 +2,55 @@
 //! standalone (the master, which forks everything), the broker alone, and one inetd-style
 //! session on standard input. Owns the order of start-up steps for the split modes; the steps
 //! themselves belong to `master::listen`, `master::privileges`, `broker` and `session`.
+//!
+//! It is the composition root: the one module that names the master and the roles it forks
+//! (the roles never import each other). It hands the master their entry points ([`Roles`])
+//! and turns what the master gives a child into the role's own settings.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use log::info;
+use log::{error, info};
 
+use crate::broker::{self, BrokerError};
 use crate::config::{Config, ConfigSource};
-use crate::master::{self, MasterError, listen, privileges};
+use crate::master::listen::{self, ListenError};
+use crate::master::privileges::{self, PrivilegeError};
+use crate::master::{self, BrokerStart, MasterError, Roles, SessionStart};
 use crate::session::{self, SessionSettings};
-use crate::{broker, sys};
+use crate::sys;
+
+/// Why a deployment mode could not start or ended in failure, by step.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The standalone daemon.
+    #[error(transparent)]
+    Master(#[from] MasterError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("cannot record the broker's pid: {0}")]
+    BrokerPid(io::Error),
+    /// `chatd broker` could not start or failed while serving.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// `chatd inetd` was not given a TCP connection it can serve on standard input.
+    #[error("{0}")]
+    Connection(io::Error),
+}
 
 /// `chatd broker`: serves `<runtime-dir>/broker.sock` for sessions started by inetd or systemd,
 /// in the foreground, until SIGTERM.
-pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterError> {
+pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), StartError> {
     let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let (socket, path) = listen::bind_broker_socket(&config.runtime_dir)?;
     let listener = match socket {
         listen::BrokerSocket::Bound(listener) => listener,
-        listen::BrokerSocket::Orphaned { .. } => return Err(MasterError::AlreadyRunning(path)),
+        listen::BrokerSocket::Orphaned { .. } => {
+            return Err(ListenError::AlreadyRunning(path).into());
+        }
     };
     let control = listen::bind_control_socket(&config.runtime_dir)?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
@@ -31,15 +61,15 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
     if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &path)?;
     }
-    listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)?;
+    listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)
+        .map_err(StartError::BrokerPid)?;
     info!(
         "serving {} alone; operators: chatctl --runtime-dir {}",
         path.display(),
         config.runtime_dir.display()
     );
     let listeners = broker::Listeners { sessions: listener, control, master: None, service_user };
-    let result = broker::run(listeners, config, source)
-        .map_err(|err| MasterError::Io(std::io::Error::other(err)));
+    let result = broker::run(listeners, config, source).map_err(StartError::Broker);
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(config.runtime_dir.join(listen::CONTROL_SOCKET));
     let _ = std::fs::remove_file(config.runtime_dir.join("broker.pid"));
@@ -48,16 +78,18 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), MasterE
 
 /// `chatd inetd`: serves the one client on standard input with the running broker. Returns the
 /// exit status.
-pub fn inetd_session(config: &Config) -> Result<i32, MasterError> {
-    let connection = sys::stdin_tcp_connection()?;
-    connection.set_nonblocking(true)?;
+pub fn inetd_session(config: &Config) -> Result<i32, StartError> {
+    // SAFETY: the inetd mode takes standard input once, here, and nothing else owns it.
+    let connection = unsafe { sys::stdin_tcp_connection() }.map_err(StartError::Connection)?;
+    connection.set_nonblocking(true).map_err(StartError::Connection)?;
     let peer = connection
         .peer_addr()
         .ok()
         .or_else(remote_addr)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     if let Some(run_as) = privileges::resolve(config.user.as_deref(), config.user_is_default)? {
-        sys::drop_privileges(run_as.uid, run_as.gid)?;
+        sys::drop_privileges(run_as.uid, run_as.gid)
+            .map_err(|source| PrivilegeError::Switch { user: run_as.name, source })?;
     }
     let settings = SessionSettings {
         broker_socket: config.runtime_dir.join(listen::BROKER_SOCKET),
@@ -79,6 +111,29 @@ pub fn standalone(
     config: &Config,
     source: ConfigSource,
     background: Option<master::Background>,
-) -> Result<(), MasterError> {
-    master::run(config, source, background)
+) -> Result<(), StartError> {
+    Ok(master::run(config, source, background, ROLES)?)
+}
+
+/// What the master's children run: the composition root is the one place that knows both
+/// the master and the roles it forks.
+const ROLES: Roles = Roles { session: forked_session, broker: forked_broker };
+
+/// A session child of the master.
+fn forked_session(start: SessionStart) -> i32 {
+    let SessionStart { client, peer, broker_socket, limits, reporter } = start;
+    session::run(client, peer, SessionSettings { broker_socket, limits }, reporter)
+}
+
+/// The broker child of the master.
+fn forked_broker(start: BrokerStart) -> i32 {
+    let BrokerStart { sessions, control, link, service_user, config, source } = start;
+    let listeners = broker::Listeners { sessions, control, master: Some(link), service_user };
+    match broker::run(listeners, &config, source) {
+        Ok(()) => 0,
+        Err(err) => {
+            error!("broker failed: {err}");
+            1
+        }
+    }
 }

@@ -3,6 +3,10 @@
 //! This is the only module with `unsafe`. Everything here is a thin, documented wrapper; policy
 //! (when to fork, what a child does) lives in `master`. Nothing here logs or allocates after a
 //! fork on the child's side beyond what the caller asks for.
+//!
+//! A wrapper whose soundness rests on its caller (the process is single-threaded, nothing uses
+//! a descriptor again) is an `unsafe fn` with a `# Safety` section, so that every call site
+//! says in its own `// SAFETY:` why the condition holds there.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -32,9 +36,12 @@ const HANDLED_BY_MASTER: [Signal; 5] =
 /// every signal stays blocked until the child sets its own mask (`ChildSignals::new`); the
 /// parent just restores its mask.
 ///
-/// The caller must be single-threaded (the master is: it never starts threads; the broker,
-/// which may run a thread that writes the state file, never forks).
-pub fn fork_with_signals_blocked() -> io::Result<Forked> {
+/// # Safety
+///
+/// The calling process must be single-threaded (the master is: it never starts threads; the
+/// broker, which may run a thread that writes the state file, never forks). In a child of a
+/// multi-threaded process, a lock held by a thread that was not copied stays held for good.
+pub unsafe fn fork_with_signals_blocked() -> io::Result<Forked> {
     let mut previous = SigSet::empty();
     nix::sys::signal::sigprocmask(
         SigmaskHow::SIG_SETMASK,
@@ -42,8 +49,8 @@ pub fn fork_with_signals_blocked() -> io::Result<Forked> {
         Some(&mut previous),
     )
     .map_err(io::Error::from)?;
-    // SAFETY: only chatd's master forks, and it never starts threads, so the child is a copy of a
-    // single-threaded process: no lock can be held by a thread that does not exist in the child.
+    // SAFETY: the caller promises a single-threaded process (see `# Safety`), so the child is a
+    // copy of all of it: no lock can be held by a thread that does not exist in the child.
     let result = unsafe { nix::unistd::fork() };
     let forked = match result {
         Ok(ForkResult::Parent { child }) => Forked::Parent(child),
@@ -153,7 +160,13 @@ pub fn random_u64() -> u64 {
 ///
 /// Uses `close_range(2)`, which needs no `/proc` (a process that switched users from root is
 /// not dumpable and cannot read its own `/proc/self/fd`).
-pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
+///
+/// # Safety
+///
+/// Nothing in the process may use, or drop, an object owning a closed descriptor afterwards
+/// (its number may be reused by the next `open`): a forked child that never returns into its
+/// parent's frames and leaves through `std::process::exit` satisfies this.
+pub unsafe fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
     let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
     keep.sort_unstable();
     keep.dedup();
@@ -161,8 +174,8 @@ pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
     for &fd in keep.iter().chain(std::iter::once(&RawFd::MAX)) {
         if fd > first {
             let last = if fd == RawFd::MAX { u32::MAX } else { (fd - 1) as u32 };
-            // SAFETY: close_range only closes descriptors; the caller guarantees that nothing
-            // in this process uses the ones in the range again (see above).
+            // SAFETY: close_range only closes descriptors; the caller promises that nothing in
+            // this process uses the ones in the range again (see `# Safety`).
             let result = unsafe { nix::libc::close_range(first as u32, last, 0) };
             if result != 0 {
                 return Err(io::Error::last_os_error());
@@ -224,7 +237,12 @@ pub fn wait(
 }
 
 /// The TCP connection that inetd, xinetd or systemd (`Accept=yes`) passed as standard input.
-pub fn stdin_tcp_connection() -> io::Result<std::net::TcpStream> {
+///
+/// # Safety
+///
+/// Call it at most once per process, and own descriptor 0 by no other means: the stream
+/// returned becomes its owner and closes it when dropped.
+pub unsafe fn stdin_tcp_connection() -> io::Result<std::net::TcpStream> {
     use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
     use std::os::fd::FromRawFd;
     let stat = nix::sys::stat::fstat(std::io::stdin()).map_err(io::Error::from)?;
@@ -235,17 +253,23 @@ pub fn stdin_tcp_connection() -> io::Result<std::net::TcpStream> {
     if !matches!(local.family(), Some(AddressFamily::Inet | AddressFamily::Inet6)) {
         return Err(io::Error::other("standard input is not a TCP connection"));
     }
-    // SAFETY: descriptor 0 is open (fstat succeeded) and is a socket that nothing else in this
-    // process owns; the TcpStream becomes its only owner.
+    // SAFETY: descriptor 0 is open (fstat succeeded) and is a socket; the caller promises that
+    // nothing else in this process owns it, so the TcpStream becomes its only owner.
     Ok(unsafe { std::net::TcpStream::from_raw_fd(0) })
 }
 
 /// Listening sockets passed by systemd socket activation (`LISTEN_FDS`/`LISTEN_PID`), taken
 /// over by this process; the variables are removed so that children do not see them.
-pub fn systemd_listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
+///
+/// # Safety
+///
+/// The calling process must be single-threaded (nothing may read or write the environment
+/// while the variables are removed), and nothing else in it may own the descriptors systemd
+/// passed (3 on): the ones returned become their only owners.
+pub unsafe fn systemd_listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
     use std::os::fd::FromRawFd;
-    // SAFETY: called by the master before it forks or starts anything; it has no threads, so
-    // nothing reads the environment concurrently with the removal.
+    // SAFETY: the caller promises a single-threaded process (see `# Safety`), so nothing reads
+    // the environment concurrently with the removal.
     let fds = unsafe { sd_notify::listen_fds_and_unset_env() }?;
     // SAFETY: systemd passed these descriptors to this process (LISTEN_PID matched) and nothing
     // else in it owns them.
@@ -258,10 +282,15 @@ pub fn systemd_listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
 /// input and output to /dev/null. Standard error stays until [`detach_stderr`], so that start-up
 /// errors still reach the terminal. Returns the daemon's end of the readiness channel: write a
 /// byte to it when ready.
-pub fn daemonize() -> io::Result<std::os::unix::net::UnixStream> {
+///
+/// # Safety
+///
+/// The calling process must be single-threaded, as for [`fork_with_signals_blocked`].
+pub unsafe fn daemonize() -> io::Result<std::os::unix::net::UnixStream> {
     use std::io::Read;
     let (mut waiting, ready) = std::os::unix::net::UnixStream::pair()?;
-    if let Forked::Parent(_) = fork_with_signals_blocked()? {
+    // SAFETY: the caller promises a single-threaded process (see `# Safety`).
+    if let Forked::Parent(_) = unsafe { fork_with_signals_blocked() }? {
         drop(ready);
         let mut byte = [0u8; 1];
         let started = matches!(waiting.read(&mut byte), Ok(1));
@@ -269,7 +298,8 @@ pub fn daemonize() -> io::Result<std::os::unix::net::UnixStream> {
     }
     drop(waiting);
     nix::unistd::setsid().map_err(io::Error::from)?;
-    if let Forked::Parent(_) = fork_with_signals_blocked()? {
+    // SAFETY: this child of a single-threaded process is single-threaded too.
+    if let Forked::Parent(_) = unsafe { fork_with_signals_blocked() }? {
         std::process::exit(0);
     }
     // The daemon goes on as the master, whose signals signal-hook handles: none stays blocked.
@@ -325,7 +355,11 @@ pub fn peer_groups(socket: &impl AsRawFd) -> io::Result<Vec<u32>> {
 static TITLE_AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
 
 /// Finds the title area and moves the environment out of it, once per process.
-fn title_area() -> Option<(usize, usize)> {
+///
+/// # Safety
+///
+/// As [`set_process_title`]: the process must be single-threaded.
+unsafe fn title_area() -> Option<(usize, usize)> {
     *TITLE_AREA.get_or_init(|| {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         // Fields after the command name, which is in parentheses and may contain anything.
@@ -342,7 +376,7 @@ fn title_area() -> Option<(usize, usize)> {
         }
         // Copy the environment to the heap so that the strings in the area can be reused.
         let saved: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
-        // SAFETY: called only from single-threaded processes (session children), so nothing
+        // SAFETY: the caller promises a single-threaded process (see `# Safety`), so nothing
         // reads the environment concurrently; setenv copies each string to the heap.
         unsafe {
             if nix::libc::clearenv() != 0 {
@@ -358,13 +392,20 @@ fn title_area() -> Option<(usize, usize)> {
 
 /// Sets what `ps` and `top` show for this process: the command line (as BSD's
 /// `setproctitle`, overwriting the argument and environment strings in place) and the
-/// 15-character thread name. Only for single-threaded processes; the title is cut to fit.
-pub fn set_process_title(title: &str) {
+/// 15-character thread name. The title is cut to fit.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded: the first call replaces the environment
+/// (`clearenv`, then `setenv` for each variable), which another thread could be reading, and
+/// every call rewrites the argument strings in place.
+pub unsafe fn set_process_title(title: &str) {
     let comm: Vec<u8> = title.bytes().filter(|&b| b != 0).take(15).collect();
     if let Ok(comm) = std::ffi::CString::new(comm) {
         let _ = nix::sys::prctl::set_name(&comm);
     }
-    let Some((start, len)) = title_area() else { return };
+    // SAFETY: the caller promises a single-threaded process, which is all `title_area` asks.
+    let Some((start, len)) = (unsafe { title_area() }) else { return };
     let bytes = title.as_bytes();
     let used = bytes.len().min(len - 1);
     // SAFETY: [start, start + len) is this process's own argument and environment block on
@@ -381,8 +422,9 @@ pub fn set_process_title(title: &str) {
 /// left, the freed buffers sit in the middle of the heap, where `free` alone never returns
 /// them, and a process would keep its high-water mark for good.
 pub fn release_free_memory() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists under its lock; it takes
-    // no pointer and is safe to call at any time in a single-threaded process.
+    // SAFETY: malloc_trim only walks the allocator's own free lists under their locks (glibc
+    // documents it MT-Safe); it takes no pointer and is safe to call at any time, from any
+    // thread.
     unsafe {
         nix::libc::malloc_trim(0);
     }

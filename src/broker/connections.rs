@@ -18,7 +18,6 @@ use super::peers::Peer;
 use super::room::MemberId;
 use super::{ANONYMOUS_SENDER, Broker};
 use crate::channel::ReadOutcome;
-use crate::moderation;
 use crate::proto::LeaveReason;
 use crate::sys;
 
@@ -99,7 +98,7 @@ impl Broker {
             return None;
         }
         let channel = PeerChannel::new(stream, self.queue_bytes);
-        let peer = Peer::new(channel, pid, identity, moderation::unix_now(), Instant::now());
+        let peer = Peer::new(channel, pid, identity, crate::clock::unix_now(), Instant::now());
         self.peers.insert(id, peer);
         Some(id)
     }

@@ -13,7 +13,6 @@ use log::{debug, info, warn};
 
 use super::Broker;
 use super::room::{Audience, Delivery, MemberId, Rooms};
-use crate::moderation;
 use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request, SessionHello};
 use crate::sys;
 
@@ -45,7 +44,7 @@ impl Broker {
             // Out of its room already; it closes as soon as it reads why.
             return true;
         }
-        let now = moderation::unix_now();
+        let now = crate::clock::unix_now();
         let deliveries = match request {
             Request::Traffic { received, sent } => {
                 self.stats.bytes_received += received;
@@ -188,7 +187,7 @@ impl Broker {
         let banned = [peer.client.as_str(), claimed.as_str()]
             .iter()
             .filter_map(|address| address.parse::<std::net::SocketAddr>().ok())
-            .find_map(|addr| self.moderation.address_ban(addr.ip(), moderation::unix_now()))
+            .find_map(|addr| self.moderation.address_ban(addr.ip(), crate::clock::unix_now()))
             .map(|ban| ban.reason.clone());
         self.greeted_as_session(id);
         let welcome =

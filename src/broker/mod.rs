@@ -252,7 +252,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         stop_at: None,
         stats: Stats::new(now),
         lines_this_turn: Vec::new(),
-        started_at: moderation::unix_now(),
+        started_at: crate::clock::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
         control_accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
         started: now,
@@ -289,7 +289,7 @@ impl Broker {
                 self.say_goodbye();
                 return Ok(());
             }
-            self.rooms.set_now(Instant::now(), moderation::unix_now());
+            self.rooms.set_now(Instant::now(), crate::clock::unix_now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),

@@ -27,10 +27,7 @@ pub type MemberId = u64;
 /// After a broker restart every session re-sends its last few seconds of lines; the replay
 /// must cover all of them until the last session has re-registered.
 pub const RECENT_AGE: Duration = Duration::from_secs(30);
-pub const RECENT_LINES: usize = 4096;
-
-/// Lines of history a room shows newcomers unless `history_lines` says otherwise.
-pub const DEFAULT_HISTORY_LINES: usize = 20;
+pub use crate::config::{DEFAULT_HISTORY_LINES, RECENT_LINES};
 
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq)]

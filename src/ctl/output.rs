@@ -208,7 +208,7 @@ fn bans_table(bans: &[Ban]) -> String {
     if bans.is_empty() {
         return "no bans\n".to_string();
     }
-    let now = crate::moderation::unix_now();
+    let now = crate::clock::unix_now();
     let rows = bans
         .iter()
         .map(|b| {

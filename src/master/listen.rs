@@ -18,7 +18,23 @@ use nix::sys::socket::{
     sockopt,
 };
 
-use super::MasterError;
+/// Why a listening socket could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("no address to listen on could be bound")]
+    NoListener,
+    #[error("runtime directory {path}: {source}")]
+    RuntimeDir { path: PathBuf, source: io::Error },
+    #[error("another chatd is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    /// Taking over the sockets systemd passed failed.
+    #[error("{0}")]
+    Systemd(io::Error),
+    #[error("a socket from systemd is not a TCP listener: {0}")]
+    NotTcp(io::Error),
+}
 
 /// Name of the broker's socket inside the runtime directory.
 pub const BROKER_SOCKET: &str = "broker.sock";
@@ -44,20 +60,18 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// The listening sockets systemd passed (socket activation), if any. Each must be a listening
 /// TCP socket; they are made non-blocking.
-pub fn from_systemd() -> Result<Option<Vec<TcpListener>>, MasterError> {
-    let fds = crate::sys::systemd_listen_fds().map_err(MasterError::Io)?;
+pub fn from_systemd() -> Result<Option<Vec<TcpListener>>, ListenError> {
+    // SAFETY: only `master::run` calls this, once, before it forks anything, and the master
+    // never starts a thread: nothing else reads the environment or owns those descriptors.
+    let fds = unsafe { crate::sys::systemd_listen_fds() }.map_err(ListenError::Systemd)?;
     if fds.is_empty() {
         return Ok(None);
     }
     let mut listeners = Vec::new();
     for fd in fds {
         let listener = TcpListener::from(fd);
-        listener.set_nonblocking(true).map_err(MasterError::Io)?;
-        listener.local_addr().map_err(|err| {
-            MasterError::Io(std::io::Error::other(format!(
-                "a socket from systemd is not a TCP listener: {err}"
-            )))
-        })?;
+        listener.set_nonblocking(true).map_err(ListenError::Systemd)?;
+        listener.local_addr().map_err(ListenError::NotTcp)?;
         listeners.push(listener);
     }
     Ok(Some(listeners))
@@ -65,7 +79,7 @@ pub fn from_systemd() -> Result<Option<Vec<TcpListener>>, MasterError> {
 
 /// Binds every listen address. With the default addresses, a family the host does not have
 /// (no IPv6, say) is skipped with a warning; addresses the operator named must all bind.
-pub fn bind_all(addrs: &[SocketAddr], defaults: bool) -> Result<Vec<TcpListener>, MasterError> {
+pub fn bind_all(addrs: &[SocketAddr], defaults: bool) -> Result<Vec<TcpListener>, ListenError> {
     let mut listeners = Vec::new();
     for &addr in addrs {
         match bind_tcp(addr) {
@@ -80,11 +94,11 @@ pub fn bind_all(addrs: &[SocketAddr], defaults: bool) -> Result<Vec<TcpListener>
             {
                 warn!("not listening on {addr}: {err}");
             }
-            Err(source) => return Err(MasterError::Bind { addr, source }),
+            Err(source) => return Err(ListenError::Bind { addr, source }),
         }
     }
     if listeners.is_empty() {
-        return Err(MasterError::NoListener);
+        return Err(ListenError::NoListener);
     }
     Ok(listeners)
 }
@@ -103,8 +117,8 @@ pub enum BrokerSocket {
 /// (mode 0600) in it. A socket left by a crashed daemon is replaced. One that still answers is
 /// a running broker: if its master is alive, another chatd uses this directory, which is an
 /// error; if its master died, the broker is adopted (its sessions keep chatting).
-pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(BrokerSocket, PathBuf), MasterError> {
-    let dir_error = |source| MasterError::RuntimeDir { path: runtime_dir.to_path_buf(), source };
+pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(BrokerSocket, PathBuf), ListenError> {
+    let dir_error = |source| ListenError::RuntimeDir { path: runtime_dir.to_path_buf(), source };
     fs::DirBuilder::new().recursive(true).mode(0o755).create(runtime_dir).map_err(dir_error)?;
     let path = runtime_dir.join(BROKER_SOCKET);
     if path.exists() {
@@ -113,11 +127,11 @@ pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(BrokerSocket, PathBuf),
             // the master that started this broker.
             let master = crate::sys::peer_pid(&watch).map_err(dir_error)?;
             if is_chatd(master) {
-                return Err(MasterError::AlreadyRunning(path));
+                return Err(ListenError::AlreadyRunning(path));
             }
             let pid = read_broker_pid(runtime_dir)
                 .filter(|&pid| is_chatd(pid))
-                .ok_or_else(|| MasterError::AlreadyRunning(path.clone()))?;
+                .ok_or_else(|| ListenError::AlreadyRunning(path.clone()))?;
             return Ok((BrokerSocket::Orphaned { watch, pid }, path));
         }
         fs::remove_file(&path).map_err(dir_error)?;
@@ -155,9 +169,9 @@ pub fn write_broker_pid(runtime_dir: &Path, pid: i32) -> std::io::Result<()> {
 /// broker decides who may use it from the caller's credentials, so that a refused caller gets
 /// an answer and the refusal is logged. Bound next to `broker.sock`, before the broker runs,
 /// so that chatctl can connect as soon as the daemon listens.
-pub fn bind_control_socket(runtime_dir: &Path) -> Result<UnixListener, MasterError> {
+pub fn bind_control_socket(runtime_dir: &Path) -> Result<UnixListener, ListenError> {
     let path = runtime_dir.join(CONTROL_SOCKET);
-    let error = |source| MasterError::RuntimeDir { path: path.clone(), source };
+    let error = |source| ListenError::RuntimeDir { path: path.clone(), source };
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

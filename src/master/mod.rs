@@ -9,7 +9,8 @@
 //! Lifecycle:
 //! - start: bind listeners and `broker.sock`, fork the broker, then accept;
 //! - each connection: fork; the child closes every inherited descriptor but the connection and
-//!   the log socket and runs `session::run`; the master closes its copy of the connection;
+//!   the log socket and runs the session role ([`Roles`]); the master closes its copy of the
+//!   connection;
 //! - SIGCHLD: reap every child; a broker that dies is restarted with back-off;
 //! - SIGTERM/SIGINT (or `Stop` from the broker, for `chatctl shutdown`): stop accepting,
 //!   SIGTERM the broker then SIGUSR1 every session (sessions tell their clients; a session's
@@ -23,58 +24,57 @@
 //!   and it receives `Reload` and `Stop` from operators. An adopted broker, or one whose link
 //!   broke, is linked through `broker.sock` instead, which a broker allows only while it has no
 //!   master. Address bans are read from the state file ([`BanFile`]) at accept.
+//!
+//! This file holds start-up ([`run`]), the loop and its timers, accept and admission, and
+//! shutdown. The rest has a file each: `children` (fork, a fresh child, reaping, what a
+//! child's death changes), `supervision` (the restart, crash-loop and watchdog arithmetic,
+//! pure), `repair` (re-creating a removed `broker.sock`), `settings` (reload, descriptor
+//! limit), [`listen`], [`privileges`] and [`admission`]. The master names no other role: what
+//! its children run comes from the composition root as [`Roles`] (filled in by `modes`).
 
 pub mod admission;
+mod children;
 mod link;
 pub mod listen;
 pub mod privileges;
+mod repair;
+mod settings;
+mod supervision;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixListener};
-use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::channel::MasterToBroker;
-use crate::config::{self, Config, ConfigSource};
+use crate::clock::unix_now;
+use crate::config::{Config, ConfigSource};
+use crate::logging;
 use crate::logging::{FailureEpisode, LogThrottle};
-use crate::moderation::{BanFile, unix_now};
+use crate::moderation::BanFile;
 use crate::proto::control::MasterFigures;
-use crate::session::{self, SessionSettings};
-use crate::sys::{self, Forked};
-use crate::{broker, logging};
+use crate::sys;
 use admission::Admission;
-use listen::BrokerSocket;
+use children::SessionChild;
+pub use children::{BrokerStart, BrokerStartError, Roles, SessionStart};
+use listen::{BrokerSocket, ListenError};
+use privileges::PrivilegeError;
+use supervision::{BrokerChild, CrashLoop, Watchdog};
 
 /// How long children get to finish after SIGTERM before they are killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long to stop accepting after `accept` or `fork` fails for lack of resources.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Back-off between broker restarts: the first restart is immediate (sessions are waiting to
-/// re-register), later ones wait from the first to the last value, doubling.
-const BROKER_BACKOFF_FIRST: Duration = Duration::from_millis(250);
-const BROKER_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A broker that lived this long resets the back-off.
-const BROKER_STABLE: Duration = Duration::from_secs(60);
-
-/// A session that dies unadmitted within this time served nobody.
-const EARLY_DEATH: Duration = Duration::from_secs(2);
-/// Sessions in a row dying early before the master backs off.
-const CRASH_LOOP_THRESHOLD: u32 = 5;
-const CRASH_BACKOFF_FIRST: Duration = Duration::from_secs(2);
-const CRASH_BACKOFF_MAX: Duration = Duration::from_secs(60);
-
 /// How often a refusal or resource error of one kind is logged; the rest are summarised.
 const LOG_WINDOW: Duration = Duration::from_secs(5);
 
@@ -85,25 +85,35 @@ const LINK: Token = Token(usize::MAX - 2);
 /// How often the master sends its figures to the broker (and retries a lost link).
 const FIGURES_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Why the master could not start or run.
+/// Why the master could not start or run, by step.
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("no address to listen on could be bound")]
-    NoListener,
-    #[error("runtime directory {path}: {source}")]
-    RuntimeDir { path: PathBuf, source: io::Error },
-    #[error("another chatd is already serving {0}")]
-    AlreadyRunning(PathBuf),
-    #[error("{0}")]
-    Privileges(String),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error("pid file {path}: {source}")]
+    PidFile { path: PathBuf, source: io::Error },
+    #[error("cannot become a daemon: {0}")]
+    Daemonize(io::Error),
+    #[error("cannot set up the event loop: {0}")]
+    EventLoop(io::Error),
+    #[error("cannot detach from the terminal: {0}")]
+    Detach(io::Error),
     #[error("cannot start the broker: {0}")]
-    Broker(io::Error),
-    #[error("{0}")]
-    Limits(String),
-    #[error("{0}")]
-    Io(#[from] io::Error),
+    Broker(BrokerStartError),
+    #[error("cannot read a listener's address: {0}")]
+    ListenerAddress(io::Error),
+    #[error("waiting for events failed: {0}")]
+    Wait(io::Error),
+    #[error("cannot read the descriptor limit (RLIMIT_NOFILE): {0}")]
+    DescriptorLimit(nix::Error),
+    #[error(
+        "the descriptor limit (RLIMIT_NOFILE) is {hard}, too low to serve anyone: the broker \
+         needs {spare} of its own and one per client; raise it (LimitNOFILE= in the unit, \
+         `ulimit -n`)"
+    )]
+    TooFewDescriptors { hard: u64, spare: u64 },
 }
 
 /// Running in the background (`--daemon`), for inits without systemd.
@@ -111,69 +121,6 @@ pub enum MasterError {
 pub struct Background {
     /// Where to write the master's pid (removed at exit).
     pub pid_file: Option<PathBuf>,
-}
-
-/// What the master remembers about a session child.
-struct SessionChild {
-    peer: SocketAddr,
-    started: Instant,
-    /// The child as the broker knows it ([`sys::process_identity`]), and when its client
-    /// connected (Unix seconds): what the master vouches for over the link.
-    identity: Option<u64>,
-    connected_at: u64,
-}
-
-/// The broker child and its restart policy.
-struct BrokerChild {
-    pid: Option<Pid>,
-    /// The broker is not our child but one adopted from a master that died: it cannot be
-    /// reaped, so the end of the link tells that it is gone.
-    adopted: bool,
-    started: Instant,
-    backoff: Duration,
-    restart_at: Option<Instant>,
-}
-
-/// Sessions dying before they serve anyone, and the back-off that answers it.
-#[derive(Debug, Default)]
-struct CrashLoop {
-    /// Early deaths in a row.
-    streak: u32,
-    /// The current pause; zero while not throttling.
-    backoff: Duration,
-}
-
-impl CrashLoop {
-    fn throttling(&self) -> bool {
-        !self.backoff.is_zero()
-    }
-
-    /// Counts an early death; returns how long to pause accepting, once the streak is long
-    /// enough.
-    fn failed(&mut self) -> Option<Duration> {
-        self.streak += 1;
-        if self.streak < CRASH_LOOP_THRESHOLD {
-            return None;
-        }
-        self.backoff = if self.backoff.is_zero() {
-            CRASH_BACKOFF_FIRST
-        } else {
-            (self.backoff * 2).min(CRASH_BACKOFF_MAX)
-        };
-        Some(self.backoff)
-    }
-
-    /// True right after the first pause of a streak (the moment to log).
-    fn first_pause(&self) -> bool {
-        self.backoff == CRASH_BACKOFF_FIRST && self.streak == CRASH_LOOP_THRESHOLD
-    }
-
-    /// A session was served; true if this ends a throttled streak.
-    fn recovered(&mut self) -> bool {
-        let was = self.throttling();
-        *self = CrashLoop::default();
-        was
-    }
 }
 
 struct Shutdown {
@@ -194,7 +141,6 @@ struct Master {
     broker_socket: PathBuf,
     broker: BrokerChild,
     sessions: HashMap<Pid, SessionChild>,
-    settings: SessionSettings,
     admission: Admission,
     /// The link to the broker (see the module documentation); `None` while there is none.
     link: Option<MasterToBroker>,
@@ -225,12 +171,8 @@ struct Master {
     shutdown: Option<Shutdown>,
     /// systemd's watchdog, when `WatchdogSec` is set.
     watchdog: Option<Watchdog>,
-}
-
-/// When to tell systemd's watchdog that the master is alive: twice per interval.
-struct Watchdog {
-    interval: Duration,
-    next: Instant,
+    /// What the children run.
+    roles: Roles,
 }
 
 /// Runs the daemon in the foreground until it is told to stop.
@@ -242,11 +184,12 @@ pub fn run(
     config: &Config,
     source: ConfigSource,
     background: Option<Background>,
+    roles: Roles,
 ) -> Result<(), MasterError> {
     let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let mut fitted = config.clone();
-    fit_clients_to_descriptors(&mut fitted.admission)?;
+    settings::fit_clients_to_descriptors(&mut fitted.admission)?;
     let config = &fitted;
     let listeners = match listen::from_systemd()? {
         Some(listeners) => {
@@ -258,15 +201,16 @@ pub fn run(
     let (broker_socket_state, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
     let mut ready_channel = None;
     if let Some(background) = &background {
-        ready_channel = Some(sys::daemonize()?);
+        // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
+        // and the master never starts one.
+        ready_channel = Some(unsafe { sys::daemonize() }.map_err(MasterError::Daemonize)?);
         logging::reopen_after_fork();
         if let Some(pid_file) = &background.pid_file {
-            std::fs::write(pid_file, format!("{}\n", std::process::id())).map_err(|err| {
-                MasterError::Io(io::Error::other(format!("pid file {}: {err}", pid_file.display())))
-            })?;
+            std::fs::write(pid_file, format!("{}\n", std::process::id()))
+                .map_err(|source| MasterError::PidFile { path: pid_file.clone(), source })?;
         }
     }
-    let poll = Poll::new()?;
+    let poll = Poll::new().map_err(MasterError::EventLoop)?;
     privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
     // Again now that both exist: a directory someone made between the first check and its
     // creation (which accepts one that exists) is theirs, not ours, and is refused.
@@ -284,35 +228,35 @@ pub fn run(
             (None, Some((watch, Pid::from_raw(pid))))
         }
     };
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])
+        .map_err(MasterError::EventLoop)?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(MasterError::EventLoop)?;
     let mut mio_listeners = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
         let mut listener = TcpListener::from_std(listener);
-        poll.registry().register(&mut listener, Token(index), Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, Token(index), Interest::READABLE)
+            .map_err(MasterError::EventLoop)?;
         mio_listeners.push(listener);
     }
-    let (reporter, admissions) = StdUnixDatagram::pair()?;
-    admissions.set_nonblocking(true)?;
-    reporter.set_nonblocking(true)?;
+    let (reporter, admissions) = StdUnixDatagram::pair().map_err(MasterError::EventLoop)?;
+    admissions.set_nonblocking(true).map_err(MasterError::EventLoop)?;
+    reporter.set_nonblocking(true).map_err(MasterError::EventLoop)?;
     let mut admissions = UnixDatagram::from_std(admissions);
-    poll.registry().register(&mut admissions, ADMISSIONS, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut admissions, ADMISSIONS, Interest::READABLE)
+        .map_err(MasterError::EventLoop)?;
     let mut master = Master {
         poll,
         service_user,
         listeners: mio_listeners,
         signals,
         broker_listener,
-        broker_socket: broker_socket.clone(),
-        broker: BrokerChild {
-            pid: adopted.as_ref().map(|(_, pid)| *pid),
-            adopted: adopted.is_some(),
-            started: Instant::now(),
-            backoff: Duration::ZERO,
-            restart_at: None,
-        },
+        broker_socket,
+        broker: BrokerChild::new(adopted.as_ref().map(|(_, pid)| *pid), Instant::now()),
         sessions: HashMap::new(),
-        settings: SessionSettings { broker_socket, limits: config.session.clone() },
         admission: Admission::new(config.admission.clone()),
         link: None,
         next_figures_at: Instant::now(),
@@ -334,11 +278,12 @@ pub fn run(
         accept_paused_until: None,
         shutdown: None,
         watchdog: None,
+        roles,
     };
     if background.is_some() {
         // Nothing below reports to the terminal any more; children must not hold it either
         // (the starting process's caller waits for it to close).
-        sys::detach_stderr()?;
+        sys::detach_stderr().map_err(MasterError::Detach)?;
     }
     match adopted {
         None => master.start_broker().map_err(MasterError::Broker)?,
@@ -346,7 +291,7 @@ pub fn run(
         Some((watch, _)) => master.open_link(watch),
     }
     for listener in &master.listeners {
-        info!("listening on {}", listener.local_addr()?);
+        info!("listening on {}", listener.local_addr().map_err(MasterError::ListenerAddress)?);
     }
     log_control_socket(&master.config.runtime_dir);
     // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
@@ -357,7 +302,7 @@ pub fn run(
         let _ = ready.write_all(b"!");
     }
     master.watchdog =
-        sd_notify::watchdog_enabled().map(|interval| Watchdog { interval, next: Instant::now() });
+        sd_notify::watchdog_enabled().map(|interval| Watchdog::new(interval, Instant::now()));
     let result = master.event_loop();
     if let Some(pid_file) = background.as_ref().and_then(|b| b.pid_file.as_ref()) {
         let _ = std::fs::remove_file(pid_file);
@@ -374,7 +319,7 @@ impl Master {
         loop {
             let timeout =
                 self.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
-            sys::wait(&mut self.poll, &mut events, timeout)?;
+            sys::wait(&mut self.poll, &mut events, timeout).map_err(MasterError::Wait)?;
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
@@ -403,11 +348,11 @@ impl Master {
             .shutdown
             .as_ref()
             .map(|s| if s.killed { s.kill_at + SHUTDOWN_GRACE } else { s.kill_at });
-        let watchdog = self.watchdog.as_ref().map(|w| w.next);
+        let watchdog = self.watchdog.as_ref().map(Watchdog::next);
         [
             shutdown,
             self.accept_paused_until,
-            self.broker.restart_at,
+            self.broker.restart_at(),
             Some(self.next_figures_at),
             self.throttle.next_due(),
             self.resource_trouble.due(),
@@ -432,40 +377,6 @@ impl Master {
         }
     }
 
-    /// Reads the settings again. Limits apply to new connections at once (the master's
-    /// admission limits, and each new session's); the broker reloads its own. A broken file is
-    /// refused and the old settings stay. Nobody is disconnected.
-    fn reload(&mut self) -> Result<(), String> {
-        let mut new = match self.source.load() {
-            Ok(new) => new,
-            Err(err) => {
-                error!("reload failed, keeping the old configuration: {err}");
-                return Err(err.to_string());
-            }
-        };
-        for key in self.config.needs_restart_to_change(&new) {
-            warn!("reload: {key} changed, which takes effect only after a restart");
-        }
-        new.listen.clone_from(&self.config.listen);
-        new.runtime_dir.clone_from(&self.config.runtime_dir);
-        new.log = self.config.log;
-        new.user.clone_from(&self.config.user);
-        new.user_is_default = self.config.user_is_default;
-        if let Err(err) = fit_clients_to_descriptors(&mut new.admission) {
-            error!("reload failed, keeping the old configuration: {err}");
-            return Err(err.to_string());
-        }
-        self.admission.set_limits(new.admission.clone());
-        self.settings.limits = new.session.clone();
-        new.state_dir.clone_from(&self.config.state_dir);
-        if let Some(pid) = self.broker.pid {
-            let _ = kill(pid, Signal::SIGHUP);
-        }
-        self.config = new;
-        info!("configuration reloaded");
-        Ok(())
-    }
-
     fn run_timers(&mut self) {
         let now = Instant::now();
         if now >= self.next_figures_at {
@@ -477,10 +388,7 @@ impl Master {
                 self.check_broker_socket();
             }
         }
-        if let Some(watchdog) = &mut self.watchdog
-            && now >= watchdog.next
-        {
-            watchdog.next = now + watchdog.interval / 2;
+        if self.watchdog.as_mut().is_some_and(|watchdog| watchdog.due(now)) {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
         for (kind, count) in self.throttle.summaries(now) {
@@ -500,12 +408,12 @@ impl Master {
                 self.accept_from(index);
             }
         }
-        if self.broker.restart_at.is_some_and(|at| now >= at) && self.shutdown.is_none() {
-            self.broker.restart_at = None;
-            if let Err(err) = self.start_broker() {
-                error!("cannot restart the broker: {err}");
-                self.schedule_broker_restart();
-            }
+        if self.shutdown.is_none()
+            && self.broker.take_due_restart(now)
+            && let Err(err) = self.start_broker()
+        {
+            error!("cannot restart the broker: {err}");
+            self.schedule_broker_restart();
         }
         if let Some(shutdown) = &self.shutdown
             && !shutdown.killed
@@ -606,342 +514,6 @@ impl Master {
         }
     }
 
-    /// The link to the broker ended. For our own broker that is all (reaping tells more). An
-    /// adopted broker is not our child: the end of the link is how its death shows. Then the
-    /// master binds `broker.sock` afresh and starts its own broker, with which the orphaned
-    /// sessions re-register like after any broker restart.
-    fn link_lost(&mut self) {
-        self.drop_link();
-        if !self.broker.adopted {
-            return;
-        }
-        self.broker.adopted = false;
-        let pid = self.broker.pid.take();
-        if self.shutdown.is_none() {
-            error!("adopted broker {pid:?} is gone; starting a broker of our own");
-            self.figures.broker_restarts += 1;
-            if let Err(err) = self.start_broker() {
-                error!("cannot start the broker: {err}");
-                self.schedule_broker_restart();
-            }
-        }
-    }
-
-    /// A session died before serving its client. A few in a row mean something every session
-    /// needs is broken (the broker socket is gone, descriptors are exhausted): say so once,
-    /// stop forking sessions that would die too, and retry after a back-off of 2 s doubling to
-    /// 60 s. A missing or replaced `broker.sock` is re-created on the way.
-    fn session_failed_early(&mut self) {
-        let Some(pause) = self.crash_loop.failed() else { return };
-        if self.crash_loop.first_pause() {
-            error!(
-                "{CRASH_LOOP_THRESHOLD} sessions in a row died before serving anyone; \
-                 pausing new connections, first for {} s",
-                pause.as_secs()
-            );
-        }
-        self.accept_paused_until = Some(Instant::now() + pause);
-        self.check_broker_socket();
-    }
-
-    /// A session served its client: whatever made sessions fail is over.
-    fn sessions_work(&mut self) {
-        if self.crash_loop.recovered() {
-            info!("sessions are being served again; accepting as usual");
-        }
-    }
-
-    /// Re-creates `broker.sock` and `control.sock` if they were removed or replaced (an
-    /// operator's `rm -rf` of the runtime directory, a tmpfiles cleaner), then restarts the
-    /// broker on them: sessions re-register as after any broker restart, nobody is
-    /// disconnected. The running broker is never killed before new sockets are bound: until
-    /// then its established sessions keep chatting on the connections they have, new clients
-    /// are told the service is unavailable, what is wrong is logged once, and the repair is
-    /// retried every second (it succeeds once the operator re-creates the directory).
-    fn check_broker_socket(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        let Some((listener, _)) = &self.broker_listener else { return };
-        let ours = nix::sys::stat::fstat(listener).map(|stat| stat.st_ino).ok();
-        let on_disk = std::fs::metadata(&self.broker_socket).map(|meta| meta.ino()).ok();
-        if ours.is_some() && ours == on_disk {
-            return;
-        }
-        if self.runtime_lost.is_none() {
-            error!("{} was removed or replaced; re-creating it", self.broker_socket.display());
-        }
-        match self.bind_runtime_sockets() {
-            Ok(sockets) => {
-                self.broker_listener = Some(sockets);
-                if self.runtime_lost.take().is_some() {
-                    info!(
-                        "{} is back: serving new clients again",
-                        self.config.runtime_dir.display()
-                    );
-                    // New clients were refused before fork meanwhile: end any pause at once
-                    // (its end takes what waited in the backlog).
-                    self.accept_paused_until = Some(Instant::now());
-                }
-                match self.broker.pid {
-                    Some(pid) => {
-                        info!(
-                            "restarting the broker on the new {} (its sessions re-register)",
-                            self.broker_socket.display()
-                        );
-                        // Reaped as a broker death, which restarts it on the new sockets.
-                        let _ = kill(pid, Signal::SIGKILL);
-                    }
-                    None => {
-                        if let Err(err) = self.start_broker() {
-                            error!("cannot start the broker: {err}");
-                        }
-                    }
-                }
-            }
-            Err(why) => {
-                if self.runtime_lost.as_deref() != Some(why.as_str()) {
-                    error!("{why}");
-                }
-                self.runtime_lost = Some(why);
-            }
-        }
-    }
-
-    /// Binds `broker.sock` and `control.sock` afresh in the runtime directory, creating it if
-    /// the master may. The error says what is wrong and what to do, in one sentence.
-    fn bind_runtime_sockets(&self) -> Result<(UnixListener, UnixListener), String> {
-        let dir = &self.config.runtime_dir;
-        let user = privileges::current_user_name();
-        let consequence = "established sessions keep chatting; new clients are told the \
-                           service is unavailable until it is repaired";
-        if !dir.is_dir() {
-            use std::os::unix::fs::DirBuilderExt;
-            if let Err(err) = std::fs::DirBuilder::new().mode(0o755).create(dir) {
-                return Err(format!(
-                    "the runtime directory {} is gone and chatd (user {user}) cannot re-create \
-                     it: {err}; {consequence} (e.g. `install -d -o {user} -m 0755 {}`, or \
-                     `systemd-tmpfiles --create` with the package's chatd.conf)",
-                    dir.display(),
-                    dir.display()
-                ));
-            }
-            info!("re-created the runtime directory {}", dir.display());
-        }
-        // A file that replaced ours is not a broker of ours: bind over it.
-        let _ = std::fs::remove_file(&self.broker_socket);
-        let cannot = |err: &dyn std::fmt::Display| {
-            format!(
-                "cannot re-create the sockets in {} as user {user}: {err}; {consequence} (the \
-                 directory must be writable by {user})",
-                dir.display()
-            )
-        };
-        let broker = match listen::bind_broker_socket(dir) {
-            Ok((BrokerSocket::Bound(listener), _)) => listener,
-            Ok((BrokerSocket::Orphaned { .. }, _)) => {
-                return Err(cannot(&"another broker took broker.sock"));
-            }
-            Err(err) => return Err(cannot(&err)),
-        };
-        let control = listen::bind_control_socket(dir).map_err(|err| cannot(&err))?;
-        Ok((broker, control))
-    }
-
-    /// Reads the pids of sessions whose clients chose a nickname.
-    fn read_admissions(&mut self) {
-        let mut message = [0u8; 5];
-        loop {
-            match self.admissions.recv(&mut message) {
-                Ok(4) => {
-                    let pid = [message[0], message[1], message[2], message[3]];
-                    self.admission.admitted(Pid::from_raw(i32::from_le_bytes(pid)));
-                    self.sessions_work();
-                }
-                Ok(5) if message[4] == session::REPORT_HTTP_ANSWERED => {
-                    let pid = [message[0], message[1], message[2], message[3]];
-                    self.admission.answered_http(Pid::from_raw(i32::from_le_bytes(pid)));
-                }
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    }
-
-    fn spawn_session(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        match sys::fork_with_signals_blocked() {
-            Ok(Forked::Child) => {
-                let settings = self.settings.clone();
-                let reporter = self.admission_reporter.try_clone().ok();
-                let mut keep = vec![sys::raw(&stream)];
-                keep.extend(reporter.as_ref().map(sys::raw));
-                become_child(keep, SESSION_LIMITS, move || {
-                    session::run(stream, peer, settings, reporter)
-                })
-            }
-            Ok(Forked::Parent(pid)) => {
-                debug!("session pid {pid} serves {peer}");
-                self.resource_recovered();
-                self.figures.accepted += 1;
-                self.admission.accepted(pid, peer.ip());
-                // The child exists from here on, so its start time can be read.
-                let identity = match sys::process_identity(pid.as_raw()) {
-                    Ok(identity) => Some(identity),
-                    Err(err) => {
-                        warn!("cannot vouch for session pid {pid} ({peer}) to the broker: {err}");
-                        None
-                    }
-                };
-                let child = SessionChild {
-                    peer,
-                    started: Instant::now(),
-                    identity,
-                    connected_at: unix_now(),
-                };
-                self.vouch_for(&child);
-                self.sessions.insert(pid, child);
-                // Dropping `stream` closes the master's copy; the child has its own.
-            }
-            Err(err) => {
-                let _ = stream.write(b"*** The server is busy; please try again later.\r\n");
-                self.resource_trouble(&format!("cannot fork a session for {peer}: {err}"));
-            }
-        }
-    }
-
-    fn start_broker(&mut self) -> io::Result<()> {
-        if self.broker_listener.is_none() {
-            // The adopted broker owned the sockets (or broker.sock was removed); bind fresh
-            // ones at the same paths, where its sessions will look for the new broker.
-            let runtime_dir = &self.config.runtime_dir;
-            match listen::bind_broker_socket(runtime_dir) {
-                Ok((BrokerSocket::Bound(listener), _)) => {
-                    let control = listen::bind_control_socket(runtime_dir)
-                        .map_err(|err| io::Error::other(err.to_string()))?;
-                    self.broker_listener = Some((listener, control));
-                }
-                Ok((BrokerSocket::Orphaned { .. }, _)) => {
-                    return Err(io::Error::other("another broker took broker.sock"));
-                }
-                Err(err) => return Err(io::Error::other(err.to_string())),
-            }
-        }
-        // The link: created before the fork, so that the broker's master is whoever holds
-        // the other end, never a connection to broker.sock.
-        let (link, broker_end) = std::os::unix::net::UnixStream::pair()?;
-        let listeners = match &self.broker_listener {
-            Some((sessions, control)) => broker::Listeners {
-                sessions: sessions.try_clone()?,
-                control: control.try_clone()?,
-                master: Some(broker_end),
-                service_user: self.service_user,
-            },
-            None => return Err(io::Error::other("no broker socket")),
-        };
-        let config = self.config.clone();
-        match sys::fork_with_signals_blocked()? {
-            Forked::Child => {
-                let mut keep = vec![sys::raw(&listeners.sessions), sys::raw(&listeners.control)];
-                keep.extend(listeners.master.as_ref().map(sys::raw));
-                let source = self.source.clone();
-                // One descriptor per session, and room to spare.
-                let limits = ChildLimits {
-                    open_files: self.config.admission.max_clients as u64 + 256,
-                    address_space: None,
-                };
-                become_child(keep, limits, move || match broker::run(listeners, &config, source) {
-                    Ok(()) => 0,
-                    Err(err) => {
-                        error!("broker failed: {err}");
-                        1
-                    }
-                })
-            }
-            Forked::Parent(pid) => {
-                // The broker's end lives in the broker only: its closing tells the broker
-                // that the master is gone.
-                drop(listeners);
-                info!("broker started, pid {pid}");
-                if let Err(err) = listen::write_broker_pid(&self.config.runtime_dir, pid.as_raw()) {
-                    warn!("cannot record the broker's pid: {err}");
-                }
-                self.broker.pid = Some(pid);
-                self.broker.started = Instant::now();
-                self.open_link(link);
-                Ok(())
-            }
-        }
-    }
-
-    fn schedule_broker_restart(&mut self) {
-        if self.broker.started.elapsed() >= BROKER_STABLE {
-            self.broker.backoff = Duration::ZERO;
-        }
-        let delay = self.broker.backoff;
-        self.broker.backoff = (delay * 2).clamp(BROKER_BACKOFF_FIRST, BROKER_BACKOFF_MAX);
-        info!("restarting the broker in {} ms", delay.as_millis());
-        self.broker.restart_at = Some(Instant::now() + delay);
-    }
-
-    /// Collects every child that has exited.
-    fn reap(&mut self) {
-        // A session's report is sent before it exits: count it before counting the exit.
-        self.read_admissions();
-        loop {
-            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(errno) => {
-                    error!("waitpid failed: {errno}");
-                    return;
-                }
-                Ok(status) => status,
-            };
-            let (pid, how) = match status {
-                WaitStatus::Exited(pid, 0) => (pid, None),
-                WaitStatus::Exited(pid, code) => (pid, Some(format!("exit status {code}"))),
-                WaitStatus::Signaled(pid, signal, _) => (pid, Some(format!("killed by {signal}"))),
-                _ => continue,
-            };
-            if Some(pid) == self.broker.pid {
-                self.broker.pid = None;
-                self.drop_link();
-                if self.shutdown.is_none() {
-                    error!("broker pid {pid} died ({})", how.as_deref().unwrap_or("exit status 0"));
-                    self.figures.broker_restarts += 1;
-                    self.schedule_broker_restart();
-                }
-            } else if let Some(child) = self.sessions.remove(&pid) {
-                let now = Instant::now();
-                let admitted = self.admission.exited(pid, now).unwrap_or(false);
-                self.log_sentence(child.peer, now);
-                let lived = child.started.elapsed();
-                let failed_early = !admitted && how.is_some() && lived < EARLY_DEATH;
-                if how.is_some() && self.shutdown.is_none() {
-                    self.figures.child_crashes += 1;
-                }
-                match how {
-                    Some(how) if self.shutdown.is_none() && !self.crash_loop.throttling() => {
-                        error!(
-                            "session pid {pid} for {} ended after {}s: {how}",
-                            child.peer,
-                            lived.as_secs()
-                        )
-                    }
-                    _ => debug!(
-                        "session pid {pid} for {} ended after {}s",
-                        child.peer,
-                        lived.as_secs()
-                    ),
-                }
-                if failed_early && self.shutdown.is_none() {
-                    self.session_failed_early();
-                } else if admitted {
-                    self.sessions_work();
-                }
-            }
-        }
-    }
-
     fn begin_shutdown(&mut self, signal: i32) {
         let name = Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string());
         info!("received {name}; shutting down");
@@ -977,33 +549,6 @@ impl Master {
     }
 }
 
-/// Lowers `max_clients` to what the descriptor limit (RLIMIT_NOFILE, hard: the broker raises its
-/// soft limit to it) leaves room for, and says so: otherwise clients past the limit would wait
-/// unanswered in the broker's backlog. A limit that leaves room for nobody is refused.
-fn fit_clients_to_descriptors(limits: &mut config::AdmissionLimits) -> Result<(), MasterError> {
-    use nix::sys::resource::{Resource, getrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
-    let fits = admission::clients_within(hard, limits.max_clients);
-    if fits == 0 {
-        return Err(MasterError::Limits(format!(
-            "the descriptor limit (RLIMIT_NOFILE) is {hard}, too low to serve anyone: the broker \
-             needs {} of its own and one per client; raise it (LimitNOFILE= in the unit, \
-             `ulimit -n`)",
-            admission::BROKER_SPARE_FILES
-        )));
-    }
-    if fits < limits.max_clients {
-        warn!(
-            "the descriptor limit (RLIMIT_NOFILE) is {hard}: room for {fits} clients, not \
-             max_clients = {}; serving at most {fits} (raise LimitNOFILE= in the unit or \
-             `ulimit -n` to serve more)",
-            limits.max_clients
-        );
-        limits.max_clients = fits;
-    }
-    Ok(())
-}
-
 /// Says where operators reach the daemon, and how, when it is not the system's default place.
 fn log_control_socket(runtime_dir: &std::path::Path) {
     let socket = runtime_dir.join(listen::CONTROL_SOCKET);
@@ -1016,31 +561,4 @@ fn log_control_socket(runtime_dir: &std::path::Path) {
             socket.display()
         );
     }
-}
-
-/// Resource limits of a child process (core dumps are always off).
-struct ChildLimits {
-    open_files: u64,
-    address_space: Option<u64>,
-}
-
-/// A session needs a handful of descriptors (client, broker, poller, signals, log, report) and
-/// little memory; the limits contain a session gone wrong.
-const SESSION_LIMITS: ChildLimits = ChildLimits { open_files: 64, address_space: Some(1 << 30) };
-
-/// Turns a freshly forked child into a role: reopens the log with the child's pid, closes
-/// every inherited descriptor except `keep` and the log's, applies `limits`, runs `role`, and
-/// exits with its status. A panic in the role ends the child; it never unwinds into the
-/// master's frames.
-fn become_child(mut keep: Vec<i32>, limits: ChildLimits, role: impl FnOnce() -> i32) -> ! {
-    logging::reopen_after_fork();
-    keep.extend(logging::descriptor());
-    if let Err(err) = sys::close_all_except(&keep) {
-        error!("cannot close inherited descriptors: {err}");
-    }
-    if let Err(err) = sys::limit_resources(limits.open_files, limits.address_space) {
-        error!("cannot set resource limits: {err}");
-    }
-    let status = panic::catch_unwind(AssertUnwindSafe(role)).unwrap_or(101);
-    std::process::exit(status)
 }

@@ -6,13 +6,45 @@
 //! are in `sys`.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use log::{info, warn};
 use nix::unistd::{Gid, Uid, User, chown};
 
-use super::MasterError;
 use crate::sys;
+
+/// Why chatd will not run as the user it would become, or cannot become it. Each says what
+/// is wrong and, where there is one, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("refusing to run as root without a user to switch to (set user = \"chatd\")")]
+    RootWithoutUser,
+    #[error("cannot look up user {name}: {source}")]
+    Lookup { name: String, source: nix::Error },
+    #[error("neither {DEFAULT_USER} nor {FALLBACK_USER} exists")]
+    NoDefaultUser,
+    /// `hint`: how to create it, for the package's user.
+    #[error("user {name} does not exist{hint}")]
+    UnknownUser { name: String, hint: &'static str },
+    #[error("user {0} is root; choose an unprivileged user")]
+    UserIsRoot(String),
+    /// A directory chatd would trust that someone else could have made or can write.
+    #[error("refusing the {what} {}: {why}", .dir.display())]
+    UntrustedDir { what: &'static str, dir: PathBuf, why: String },
+    #[error(
+        "the runtime directory {} is inside {} (owner {owner}, mode {mode:04o}), which user \
+         {user} cannot enter once chatd drops root, so nobody could reach its sockets; nothing \
+         was created: choose another runtime_dir or let {user} through (e.g. `chmod o+x {}`)",
+        .dir.display(),
+        .ancestor.display(),
+        .ancestor.display()
+    )]
+    Unreachable { dir: PathBuf, ancestor: PathBuf, owner: String, mode: u32, user: String },
+    #[error("cannot hand {} to {user}: {source}", .path.display())]
+    HandOver { path: PathBuf, user: String, source: nix::Error },
+    #[error("cannot switch to user {user}: {source}")]
+    Switch { user: String, source: std::io::Error },
+}
 
 /// The user the package creates. If it does not exist and `user` is not set (chatd run from a
 /// source tree), chatd falls back to `nobody` and says loudly why that is weaker; a `user`
@@ -47,18 +79,19 @@ pub struct RunAs {
 /// Decides whom to run as. Not root: nobody to switch to (`None`). Root: the configured user,
 /// or an error if there is none — chatd does not serve clients as root. `is_default`: the user
 /// is the built-in default, which falls back to `nobody` (loudly) if it does not exist.
-pub fn resolve(configured: Option<&str>, is_default: bool) -> Result<Option<RunAs>, MasterError> {
+pub fn resolve(
+    configured: Option<&str>,
+    is_default: bool,
+) -> Result<Option<RunAs>, PrivilegeError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
     let Some(name) = configured else {
-        return Err(MasterError::Privileges(
-            "refusing to run as root without a user to switch to (set user = \"chatd\")".into(),
-        ));
+        return Err(PrivilegeError::RootWithoutUser);
     };
     let lookup = |name: &str| {
         User::from_name(name)
-            .map_err(|err| MasterError::Privileges(format!("cannot look up user {name}: {err}")))
+            .map_err(|source| PrivilegeError::Lookup { name: name.to_string(), source })
     };
     let mut weaker = None;
     let user = match lookup(name)? {
@@ -71,29 +104,20 @@ pub fn resolve(configured: Option<&str>, is_default: bool) -> Result<Option<RunA
         None if is_default && name == DEFAULT_USER => {
             weaker =
                 Some(nobody_is_weaker(&format!(" because user {DEFAULT_USER} does not exist")));
-            lookup(FALLBACK_USER)?.ok_or_else(|| {
-                MasterError::Privileges(format!(
-                    "neither {DEFAULT_USER} nor {FALLBACK_USER} exists"
-                ))
-            })?
+            lookup(FALLBACK_USER)?.ok_or(PrivilegeError::NoDefaultUser)?
         }
         None => {
-            return Err(MasterError::Privileges(format!(
-                "user {name} does not exist{}",
-                if name == DEFAULT_USER {
-                    " (the package creates it; `systemd-sysusers packaging/sysusers.d/chatd.conf` \
-                     does the same)"
-                } else {
-                    ""
-                }
-            )));
+            let hint = if name == DEFAULT_USER {
+                " (the package creates it; `systemd-sysusers packaging/sysusers.d/chatd.conf` \
+                 does the same)"
+            } else {
+                ""
+            };
+            return Err(PrivilegeError::UnknownUser { name: name.to_string(), hint });
         }
     };
     if user.uid.is_root() {
-        return Err(MasterError::Privileges(format!(
-            "user {} is root; choose an unprivileged user",
-            user.name
-        )));
+        return Err(PrivilegeError::UserIsRoot(user.name));
     }
     Ok(Some(RunAs { name: user.name, uid: user.uid, gid: user.gid, weaker }))
 }
@@ -109,7 +133,7 @@ pub fn check_directories(
     runtime_dir: &Path,
     state_dir: &Path,
     run_as: Option<&RunAs>,
-) -> Result<(), MasterError> {
+) -> Result<(), PrivilegeError> {
     let (uid, gid, name) = match run_as {
         Some(run_as) => (run_as.uid, run_as.gid, run_as.name.clone()),
         None => (nix::unistd::geteuid(), nix::unistd::getegid(), current_user_name()),
@@ -123,10 +147,13 @@ pub fn check_directories(
 }
 
 /// `dir`, if it exists, is a directory owned by `uid` or root that nobody else can write.
-fn check_private_dir(what: &str, dir: &Path, uid: Uid, name: &str) -> Result<(), MasterError> {
-    let refuse = |why: String| {
-        MasterError::Privileges(format!("refusing the {what} {}: {why}", dir.display()))
-    };
+fn check_private_dir(
+    what: &'static str,
+    dir: &Path,
+    uid: Uid,
+    name: &str,
+) -> Result<(), PrivilegeError> {
+    let refuse = |why: String| PrivilegeError::UntrustedDir { what, dir: dir.to_path_buf(), why };
     let trusted = |owner: u32| owner == uid.as_raw() || owner == 0;
     let link = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
@@ -163,7 +190,7 @@ fn check_private_dir(what: &str, dir: &Path, uid: Uid, name: &str) -> Result<(),
 }
 
 /// Every existing directory above `dir` lets `uid` (group `gid`) through.
-fn check_reachable(dir: &Path, uid: Uid, gid: Gid, name: &str) -> Result<(), MasterError> {
+fn check_reachable(dir: &Path, uid: Uid, gid: Gid, name: &str) -> Result<(), PrivilegeError> {
     for ancestor in dir.ancestors().skip(1) {
         let Ok(meta) = std::fs::metadata(ancestor) else { continue };
         let mode = meta.permissions().mode();
@@ -175,17 +202,13 @@ fn check_reachable(dir: &Path, uid: Uid, gid: Gid, name: &str) -> Result<(), Mas
             mode & 0o001
         };
         if search == 0 {
-            return Err(MasterError::Privileges(format!(
-                "the runtime directory {} is inside {} (owner {}, mode {:04o}), which user {name} \
-                 cannot enter once chatd drops root, so nobody could reach its sockets; nothing \
-                 was created: choose another runtime_dir or let {name} through (e.g. \
-                 `chmod o+x {}`)",
-                dir.display(),
-                ancestor.display(),
-                user_name(meta.uid()),
-                mode & 0o7777,
-                ancestor.display()
-            )));
+            return Err(PrivilegeError::Unreachable {
+                dir: dir.to_path_buf(),
+                ancestor: ancestor.to_path_buf(),
+                owner: user_name(meta.uid()),
+                mode: mode & 0o7777,
+                user: name.to_string(),
+            });
         }
     }
     Ok(())
@@ -212,19 +235,17 @@ pub fn drop_to(
     run_as: &RunAs,
     runtime_dir: &Path,
     broker_socket: &Path,
-) -> Result<(), MasterError> {
-    let privileges =
-        |what: &str, err: &dyn std::fmt::Display| MasterError::Privileges(format!("{what}: {err}"));
+) -> Result<(), PrivilegeError> {
     for path in [runtime_dir, broker_socket] {
-        chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|err| {
-            privileges(&format!("cannot hand {} to {}", path.display(), run_as.name), &err)
+        chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|source| {
+            PrivilegeError::HandOver { path: path.to_path_buf(), user: run_as.name.clone(), source }
         })?;
     }
     if let Some(weaker) = &run_as.weaker {
         warn!("{weaker}");
     }
     sys::drop_privileges(run_as.uid, run_as.gid)
-        .map_err(|err| privileges(&format!("cannot switch to user {}", run_as.name), &err))?;
+        .map_err(|source| PrivilegeError::Switch { user: run_as.name.clone(), source })?;
     info!("running as user {} (uid {}, gid {})", run_as.name, run_as.uid, run_as.gid);
     Ok(())
 }
@@ -244,5 +265,40 @@ pub fn prepare_state_dir(state_dir: &Path, run_as: Option<&RunAs>) {
     });
     if let Err(err) = owned {
         warn!("cannot create the state directory {}: {err}", state_dir.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_reads_as_one_sentence_with_what_to_do() {
+        assert_eq!(PrivilegeError::NoDefaultUser.to_string(), "neither chatd nor nobody exists");
+        let unknown = PrivilegeError::UnknownUser { name: "alice".into(), hint: "" };
+        assert_eq!(unknown.to_string(), "user alice does not exist");
+        let untrusted = PrivilegeError::UntrustedDir {
+            what: "state directory",
+            dir: "/var/lib/chatd".into(),
+            why: "it is not a directory".into(),
+        };
+        assert_eq!(
+            untrusted.to_string(),
+            "refusing the state directory /var/lib/chatd: it is not a directory"
+        );
+        let unreachable = PrivilegeError::Unreachable {
+            dir: "/home/a/run".into(),
+            ancestor: "/home/a".into(),
+            owner: "user a".into(),
+            mode: 0o700,
+            user: "chatd".into(),
+        };
+        assert_eq!(
+            unreachable.to_string(),
+            "the runtime directory /home/a/run is inside /home/a (owner user a, mode 0700), which \
+             user chatd cannot enter once chatd drops root, so nobody could reach its sockets; \
+             nothing was created: choose another runtime_dir or let chatd through (e.g. `chmod \
+             o+x /home/a`)"
+        );
     }
 }

@@ -20,6 +20,7 @@
 pub mod codec;
 pub mod control;
 pub mod master;
+pub mod report;
 #[cfg(test)]
 mod round_trip;
 

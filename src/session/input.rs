@@ -17,11 +17,10 @@ use super::editor::Typed;
 use super::line::Line;
 use super::render::{self, notice};
 use super::state::Phase;
-use super::{
-    BROKER_HIGH_WATER, HttpRequest, MAX_HTTP_HEAD, REPORT_HTTP_ANSWERED, Session, TRAFFIC_REPORT,
-};
+use super::{BROKER_HIGH_WATER, HttpRequest, MAX_HTTP_HEAD, Session, TRAFFIC_REPORT};
 use super::{charset, command, http, telnet};
 use crate::proto::Request;
+use crate::proto::report::REPORT_HTTP_ANSWERED;
 use crate::text;
 
 /// How much one read takes from the client.

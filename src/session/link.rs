@@ -115,7 +115,7 @@ impl BrokerLink {
         let hello = SessionHello {
             version: PROTOCOL_VERSION,
             peer: peer.to_string(),
-            connected_at: crate::moderation::unix_now(),
+            connected_at: crate::clock::unix_now(),
         };
         let mut link = BrokerLink::unconnected(socket, token, hello);
         link.open(registry)?;

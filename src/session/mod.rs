@@ -89,11 +89,6 @@ const TRAFFIC_REPORT: Duration = Duration::from_secs(5);
 /// The most of an HTTP request's head read before answering it.
 const MAX_HTTP_HEAD: usize = 8 * 1024;
 
-/// The admission report's extra byte (after the pid) for a session that answered an HTTP
-/// request: the client is no longer waiting to log in, but it was not admitted either (its
-/// source's trips are not forgiven), and it did not leave "before choosing a nickname".
-pub const REPORT_HTTP_ANSWERED: u8 = 1;
-
 const CLIENT: Token = Token(0);
 const BROKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
@@ -420,7 +415,9 @@ impl Session {
             Phase::Resuming { nick } => format!("{nick}@(resuming)"),
             Phase::ChoosingNick { .. } => "(login)".to_string(),
         };
-        sys::set_process_title(&format!("chatd: {who} [{}]", self.peer));
+        // SAFETY: a session starts no thread, and it began as the copy of the thread-less
+        // master or as a process of its own (inetd): it is single-threaded.
+        unsafe { sys::set_process_title(&format!("chatd: {who} [{}]", self.peer)) };
         self.titled = Some(self.state.phase.clone());
     }
 

@@ -31,7 +31,7 @@ impl Session {
             return;
         }
         let hh_mm = if self.terminal.timestamps {
-            sys::local_hh_mm(crate::moderation::unix_now())
+            sys::local_hh_mm(crate::clock::unix_now())
         } else {
             String::new()
         };

@@ -11,8 +11,9 @@ use log::info;
 
 use super::super::Broker;
 use super::super::room::{Audience, Delivery};
+use crate::clock::unix_now;
 use crate::logging;
-use crate::moderation::{Ban, unix_now};
+use crate::moderation::Ban;
 use crate::names;
 use crate::proto::control::{ControlReply, ControlRequest, Status, UserRow};
 use crate::proto::master::MasterEvent;

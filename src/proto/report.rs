@@ -1,0 +1,50 @@
+//! The admission report: the one datagram a session child sends the master, on the socket the
+//! master gave it, when its client stops waiting to log in.
+//!
+//! It owns the report's bytes (the sender's pid, little-endian, then an optional detail
+//! byte), shared by the session that writes it and the master that reads it, so that neither
+//! role names the other. It must not do I/O.
+
+/// The detail byte (after the pid) for a session that answered an HTTP request: the client is
+/// no longer waiting to log in, but it was not admitted either (its source's trips are not
+/// forgiven), and it did not leave "before choosing a nickname". No detail byte: admitted.
+pub const REPORT_HTTP_ANSWERED: u8 = 1;
+
+/// The longest report; a longer datagram is cut to this when read, and then means nothing.
+pub const REPORT_MAX: usize = 5;
+
+/// What a session reported about its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The client chose a nickname (sshd's MaxStartups stops counting it).
+    Admitted(i32),
+    /// The client was a web request, answered and gone.
+    AnsweredHttp(i32),
+}
+
+/// Reads one report; `None` for a datagram that is no report.
+pub fn decode(datagram: &[u8]) -> Option<Report> {
+    match *datagram {
+        [a, b, c, d] => Some(Report::Admitted(i32::from_le_bytes([a, b, c, d]))),
+        [a, b, c, d, REPORT_HTTP_ANSWERED] => {
+            Some(Report::AnsweredHttp(i32::from_le_bytes([a, b, c, d])))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_is_a_pid_and_what_became_of_its_client() {
+        let pid = 123_456_i32.to_le_bytes();
+        assert_eq!(decode(&pid), Some(Report::Admitted(123_456)));
+        let http = [pid[0], pid[1], pid[2], pid[3], REPORT_HTTP_ANSWERED];
+        assert_eq!(decode(&http), Some(Report::AnsweredHttp(123_456)));
+        assert_eq!(decode(&[pid[0], pid[1], pid[2], pid[3], 9]), None, "an unknown detail");
+        assert_eq!(decode(&pid[..3]), None);
+        assert_eq!(decode(&[]), None);
+    }
+}
