@@ -28,9 +28,7 @@ use util::{Client, Daemon, process_state, wait_until};
 #[test]
 fn a_line_is_broadcast_to_everyone_in_the_room_sender_included() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     alice.send("Hello,all");
     alice.expect("<alice> Hello,all");
     bob.expect("<alice> Hello,all");
@@ -57,8 +55,7 @@ fn the_greeting_asks_for_a_nickname_and_the_newcomer_sees_its_own_join() {
 #[test]
 fn nick_changes_are_announced_to_the_room() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     alice.send("/nick alicia");
     alice.expect("*** alice is now known as alicia");
     bob.expect("*** alice is now known as alicia");
@@ -73,13 +70,12 @@ fn nick_changes_are_announced_to_the_room() {
 #[test]
 fn quit_tells_the_room_says_goodbye_and_closes() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     bob.send("/quit gone fishing");
     let rest = bob.expect_closed();
     assert_eq!(rest.last().map(String::as_str), Some("*** Goodbye."), "{rest:?}");
     alice.expect("*** bob has left (gone fishing)");
-    let mut carol = daemon.login("carol");
+    let mut carol = daemon.login_seen_by("carol", &mut [&mut alice]);
     carol.send("/quit");
     alice.expect("*** carol has left (quit)");
 }
@@ -87,8 +83,7 @@ fn quit_tells_the_room_says_goodbye_and_closes() {
 #[test]
 fn a_lost_connection_is_announced() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let bob = daemon.login("bob");
+    let [mut alice, bob] = daemon.room(["alice", "bob"]);
     drop(bob);
     alice.expect("*** bob has left (connection lost)");
 }
@@ -96,9 +91,7 @@ fn a_lost_connection_is_announced() {
 #[test]
 fn rooms_are_isolated_and_moves_are_announced() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     alice.send("/join #rust");
     alice.expect("*** alice has joined rust");
     alice.expect("*** No topic is set for rust");
@@ -128,10 +121,7 @@ fn rooms_are_isolated_and_moves_are_announced() {
     alice.send("/join lobby");
     carol.send("/join lobby");
     // Two sessions, two joins: the broker may take them in either order.
-    let before_carol = bob.expect("*** carol has joined lobby");
-    if !before_carol.iter().any(|line| line == "*** alice has joined lobby") {
-        bob.expect("*** alice has joined lobby");
-    }
+    bob.expect_all(&["*** alice has joined lobby", "*** carol has joined lobby"]);
     bob.send("/rooms");
     bob.expect("*** Rooms: lobby (3)");
 }
@@ -139,9 +129,7 @@ fn rooms_are_isolated_and_moves_are_announced() {
 #[test]
 fn a_private_message_is_seen_by_its_target_only() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    let mut carol = daemon.login("carol");
+    let [mut alice, mut bob, mut carol] = daemon.room(["alice", "bob", "carol"]);
     alice.send("/msg BOB the secret");
     alice.expect("-> *bob* the secret");
     bob.expect("*alice* the secret");
@@ -187,8 +175,7 @@ fn invalid_nicknames_get_the_reason_and_the_prompt_again() {
 #[test]
 fn lines_over_512_bytes_are_refused_not_cut() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     alice.send(&"x".repeat(513));
     alice.expect("*** Line too long (more than 512 bytes); it was not sent.");
     let exact = "y".repeat(512);
@@ -205,8 +192,7 @@ fn lines_over_512_bytes_are_refused_not_cut() {
 #[test]
 fn invalid_utf8_is_refused_with_a_message() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     alice.send_raw(b"caf\xe9 \xfe\r\n");
     alice.expect_prefix("*** Your line was not valid utf-8 and was not sent. If your terminal uses another character set, type /charset");
     alice.send("café ok");
@@ -226,8 +212,7 @@ fn invalid_utf8_is_refused_with_a_message() {
 #[test]
 fn nobody_can_forge_a_system_line_or_another_nick() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     alice.send_raw(b"\r*** bob has left (quit)\n");
     alice.send_raw(b"x\x1b[2K\x1b[1G<bob> I owe alice money\x07\r\n");
     alice.send("\u{202e}txet desrever");
@@ -256,7 +241,7 @@ fn commands_topic_who_me_help_and_escapes() {
     alice.expect("*** alice set the topic of lobby to: Rust and tea");
     alice.send("/topic");
     alice.expect("*** Topic for lobby: Rust and tea");
-    let mut bob = daemon.login("bob");
+    let mut bob = daemon.login_seen_by("bob", &mut [&mut alice]);
     bob.expect("*** Topic for lobby: Rust and tea");
     bob.send("/who");
     bob.expect("*** In lobby (2): alice, bob");
@@ -318,9 +303,7 @@ fn every_connection_is_served_by_its_own_child_process() {
 #[test]
 fn a_killed_session_is_announced_within_a_second_and_reaped() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, bob] = daemon.room(["alice", "bob"]);
     let bob_pid = daemon.holders_of(&bob)[0];
     let killed = Instant::now();
     kill(Pid::from_raw(bob_pid), Signal::SIGKILL).expect("kill bob's session");
@@ -336,8 +319,7 @@ fn a_killed_session_is_announced_within_a_second_and_reaped() {
 #[test]
 fn sigterm_tells_clients_and_everything_exits_cleanly() {
     let mut daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let mut waiting = daemon.connect();
     waiting.expect_prefix("*** Please choose a nickname");
     let group = daemon.pid();
@@ -401,7 +383,7 @@ fn malformed_frames_on_broker_sock_do_not_harm_the_broker() {
     raw_peer(&daemon, &[0, 0, 0, 0]);
     daemon.wait_for_log("empty payload");
 
-    let mut bob = daemon.login("bob");
+    let mut bob = daemon.login_seen_by("bob", &mut [&mut alice]);
     alice.send("broker still fine");
     bob.expect("<alice> broker still fine");
     let drops = daemon.log().iter().filter(|l| l.contains("dropping session")).count();

@@ -62,8 +62,7 @@ fn refusals(status: &Value, reason: &str) -> u64 {
 #[test]
 fn status_who_and_rooms_answer_in_tables_and_in_json() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     bob.send("/join #dev");
     bob.expect("*** bob has joined dev");
     alice.send("hello");
@@ -107,9 +106,7 @@ fn status_who_and_rooms_answer_in_tables_and_in_json() {
 #[test]
 fn kick_removes_a_user_and_tells_the_room() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let said = ok(daemon.chatctl(&["kick", "BOB", "stop", "spamming"]));
     assert_eq!(said, "kicked bob\n");
     bob.expect("*** You were removed by an operator (stop spamming).");
@@ -199,11 +196,7 @@ fn a_nick_ban_removes_the_holder_and_refuses_the_name() {
 #[test]
 fn a_muted_user_sees_its_own_lines_and_nobody_else_does() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    let mut carol = daemon.login("carol");
-    alice.expect("*** carol has joined lobby");
-    bob.expect("*** carol has joined lobby");
+    let [mut alice, mut bob, mut carol] = daemon.room(["alice", "bob", "carol"]);
     fails(daemon.chatctl(&["mute", "nobody-here"]), 1);
     assert_eq!(ok(daemon.chatctl(&["mute", "bob", "--for", "1h"])), "muted bob for 1h\n");
     bob.send("buy cheap watches");
@@ -233,8 +226,7 @@ fn a_muted_user_sees_its_own_lines_and_nobody_else_does() {
 #[test]
 fn announcements_and_the_message_of_the_day_are_system_lines() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     bob.send("/join dev");
     bob.expect("*** bob has joined dev");
     ok(daemon.chatctl(&["announce", "--room", "#dev", "maintenance", "at", "noon"]));
@@ -321,9 +313,7 @@ fn chatctl_is_refused_to_strangers_and_allowed_to_the_admin_group() {
 #[test]
 fn ps_names_each_session_and_kill_works_as_a_kick() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let pid = daemon.holders_of(&bob)[0];
     let port = bob.stream.local_addr().expect("addr").port();
     let title = || {
@@ -465,9 +455,7 @@ fn garbage_on_the_control_socket_is_logged_and_harms_nobody() {
 #[test]
 fn away_users_show_in_who_for_the_room_and_for_operators() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     alice.send("/away lunch, back at 2");
     alice.expect("*** You are marked as away (lunch, back at 2). /back when you return.");
     bob.send("/who");

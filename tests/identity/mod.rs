@@ -133,9 +133,7 @@ fn uptime_ticks() -> u64 {
 #[test]
 fn a_forged_sender_id_and_line_number_cannot_silence_anyone() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let Some(mut forger) = Forger::connect(&daemon) else { return };
     let forged = forger.hello("127.0.0.1:1");
     forger.send(&Request::Login { nick: "mallory".into() });
@@ -258,9 +256,7 @@ fn a_session_dropped_as_too_slow_ends_and_says_why_instead_of_resuming() {
         "broker_queue_bytes = 65536\nsend_queue_bytes = 4194304\n{}",
         crate::reliability::NO_FLOOD_CONTROL
     ));
-    let mut alice = daemon.login("alice");
-    let mut stuck = daemon.login("stuck");
-    alice.expect("*** stuck has joined lobby");
+    let [mut alice, mut stuck] = daemon.room(["alice", "stuck"]);
     // The session child stops reading the broker (as if starved of CPU).
     let session = daemon.holders_of(&stuck)[0];
     kill(Pid::from_raw(session), Signal::SIGSTOP).expect("stop the session");

@@ -277,8 +277,7 @@ fn the_deb_is_lintian_clean_installs_serves_and_purges() {
     ]));
     daemon.wait_for_log("running as user chatd");
     daemon.wait_for_log(&format!("listening on 127.0.0.1:{port}"));
-    let mut alice = crate::util::login(port, "alice");
-    let mut bob = crate::util::login(port, "bob");
+    let [mut alice, mut bob] = crate::util::room(port, ["alice", "bob"]);
     bob.send("installed from the package");
     alice.expect("<bob> installed from the package");
     assert!(run(Command::new("getent").args(["group", "chatd-admin"])).starts_with("chatd-admin:"));

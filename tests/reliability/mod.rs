@@ -99,9 +99,7 @@ fn killing_the_broker_disconnects_nobody() {
 #[test]
 fn no_line_is_lost_or_duplicated_when_the_broker_dies() {
     let daemon = Daemon::start_with_config(NO_FLOOD_CONTROL);
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let first: String = (1..=100).map(|n| format!("line {n}\r\n")).collect();
     alice.send_raw(first.as_bytes());
     kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
@@ -250,9 +248,7 @@ fn a_second_sigterm_does_not_wait_for_the_grace_time() {
 #[test]
 fn sessions_outlive_their_master_and_a_replacement_adopts_them() {
     let mut first = Daemon::start();
-    let mut alice = first.login("alice");
-    let mut bob = first.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = first.room(["alice", "bob"]);
     let old_broker = first.broker_pid(1);
     first.signal(Signal::SIGKILL);
     first.wait_exit();
@@ -261,8 +257,7 @@ fn sessions_outlive_their_master_and_a_replacement_adopts_them() {
 
     let second = first.start_sharing();
     second.wait_for_log(&format!("adopting broker pid {old_broker}"));
-    let mut carol = second.login("carol");
-    alice.expect("*** carol has joined lobby");
+    let mut carol = second.login_seen_by("carol", &mut [&mut alice]);
     carol.send("hello old-timers");
     bob.expect("<carol> hello old-timers");
 
@@ -311,8 +306,7 @@ fn a_crash_loop_is_throttled_logged_once_and_recovers_by_itself() {
     daemon.wait_for_log("broker.sock was removed or replaced; re-creating it");
     alice.expect("*** The chat service restarted; you are still in lobby.");
     // The next client waits out the pause in the listen backlog, then is served.
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let mut bob = daemon.login_seen_by("bob", &mut [&mut alice]);
     bob.send("hi alice");
     alice.expect("<bob> hi alice");
     daemon.wait_for_log("sessions are being served again");
@@ -330,9 +324,7 @@ fn process_exhaustion_pauses_accepting_and_established_sessions_keep_chatting() 
     // As user `games`, which nothing else runs as, RLIMIT_NPROC = 4 leaves room for the master,
     // the broker and two sessions.
     let daemon = Daemon::start_through(&["prlimit", "--nproc=4:4", "--"], "user = \"games\"\n");
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let mut turned_away = daemon.connect();
     turned_away.expect("*** The server is busy; please try again later.");
     let line = daemon.wait_for_log("cannot fork a session for 127.0.0.1:");
@@ -362,9 +354,7 @@ fn process_exhaustion_pauses_accepting_and_established_sessions_keep_chatting() 
 #[test]
 fn a_nick_taken_while_the_broker_restarted_goes_to_the_first_and_the_other_is_told() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     // Hold alice's session still while the broker restarts, so that someone else can take
     // her nickname before she re-registers.
     let alice_session = Pid::from_raw(daemon.holders_of(&alice)[0]);
@@ -413,9 +403,7 @@ fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_late
         "max_clients_per_ip = 100\nmax_startups = \"100:30:200\"\nmax_startups_per_ip = 100\n",
     );
     let broker = daemon.broker_pid(1);
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     // No descriptor to spare: every new session's connection stays in the backlog, and each
     // arrives as a readiness event of its own.
     set_soft_nofile(broker, lowest_free_descriptor(broker));
@@ -448,9 +436,7 @@ fn removing_the_runtime_directory_disconnects_nobody_and_it_recovers_when_recrea
     }
     let daemon = Daemon::start_with_config("penalty_trips = 1000\n");
     let first_broker = daemon.broker_pid(1);
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     // A careless cleaner. The master runs as nobody and the parent is root's: it cannot
     // re-create the directory.
     let run = daemon.runtime_dir();
@@ -477,8 +463,7 @@ fn removing_the_runtime_directory_disconnects_nobody_and_it_recovers_when_recrea
     // The broker is restarted on the new sockets; the pair re-registers, nobody leaves.
     alice.expect("*** The chat service restarted; you are still in lobby.");
     bob.expect("*** The chat service restarted; you are still in lobby.");
-    let mut carol = daemon.login("carol");
-    alice.expect("*** carol has joined lobby");
+    let mut carol = daemon.login_seen_by("carol", &mut [&mut alice]);
     carol.send("hello");
     alice.expect("<carol> hello");
     bob.expect("<carol> hello");

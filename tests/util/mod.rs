@@ -276,6 +276,17 @@ impl Daemon {
         login(self.port, nick)
     }
 
+    /// Logs in each of `nicks` in turn, each seen joining by everyone before it (see [`room`]).
+    pub fn room<const N: usize>(&self, nicks: [&str; N]) -> [Client; N] {
+        room(self.port, nicks)
+    }
+
+    /// Logs in `nick` and waits until each of `members` has seen it join (see
+    /// [`login_seen_by`]).
+    pub fn login_seen_by(&self, nick: &str, members: &mut [&mut Client]) -> Client {
+        login_seen_by(self.port, nick, members)
+    }
+
     /// Pids of every process in the daemon's process group (the master included).
     pub fn processes(&self) -> Vec<i32> {
         processes_in_group(self.pid())
@@ -306,6 +317,39 @@ pub fn login(port: u16, nick: &str) -> Client {
     client.expect(&format!("*** You are now known as {nick}. Type /help for commands."));
     client.expect(&format!("*** {nick} has joined lobby"));
     client
+}
+
+/// Logs in `nick` (as [`login`]) and then waits until each of `members`, already in lobby,
+/// has seen `*** nick has joined lobby`.
+///
+/// When it returns, both sides know the other is in the room: the newcomer's own join notice
+/// comes from the broker after it registered the newcomer, and every member was registered
+/// before (its own login saw its join); each member has read the newcomer's join. Each member
+/// reads up to that one line and no further, so a later wait finds every line after it; the
+/// lines before it (such as the topic notice that follows a member's own join) are consumed.
+pub fn login_seen_by(port: u16, nick: &str, members: &mut [&mut Client]) -> Client {
+    let newcomer = login(port, nick);
+    let joined = format!("*** {nick} has joined lobby");
+    for member in members.iter_mut() {
+        member.expect(&joined);
+    }
+    newcomer
+}
+
+/// Logs in each of `nicks` in turn, in lobby, each one seen joining by everyone before it
+/// ([`login_seen_by`]): when it returns, everyone is in the room and has seen every later
+/// member join. Write `let [mut alice, mut bob] = daemon.room(["alice", "bob"]);`.
+pub fn room<const N: usize>(port: u16, nicks: [&str; N]) -> [Client; N] {
+    let mut members: Vec<Client> = Vec::with_capacity(N);
+    for nick in nicks {
+        let mut earlier: Vec<&mut Client> = members.iter_mut().collect();
+        let newcomer = login_seen_by(port, nick, &mut earlier);
+        members.push(newcomer);
+    }
+    match members.try_into() {
+        Ok(members) => members,
+        Err(_) => unreachable!("one client per nick"),
+    }
 }
 
 /// A loopback port that was free a moment ago, for programs that cannot listen on port 0 and
@@ -494,6 +538,27 @@ impl Client {
     /// Reads lines until one equals `expected`; returns the lines before it.
     pub fn expect(&mut self, expected: &str) -> Vec<String> {
         self.read_until(|line| line == expected, expected)
+    }
+
+    /// Reads lines until every one of `expected` has come, in any order (as two sessions'
+    /// requests reach the broker in either order); returns the other lines read on the way.
+    pub fn expect_all(&mut self, expected: &[&str]) -> Vec<String> {
+        let mut missing: Vec<&str> = expected.to_vec();
+        let mut others = Vec::new();
+        while !missing.is_empty() {
+            match self.next_line() {
+                Some(line) => match missing.iter().position(|wanted| *wanted == line) {
+                    Some(at) => {
+                        missing.swap_remove(at);
+                    }
+                    None => others.push(line),
+                },
+                None => {
+                    panic!("connection closed before {missing:?}; seen:\n{}", self.seen.join("\n"))
+                }
+            }
+        }
+        others
     }
 
     /// Reads lines until one starts with `prefix`; returns that line.
