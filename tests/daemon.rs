@@ -470,11 +470,9 @@ fn stale_broker_socket_from_a_crash_is_replaced() {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: connects to broker.sock as another uid")]
 fn the_broker_refuses_peers_of_another_uid() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to connect as another uid (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     use std::os::unix::fs::PermissionsExt;
     let daemon = Daemon::start();
     let mut alice = daemon.login("alice");

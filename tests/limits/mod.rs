@@ -288,11 +288,12 @@ fn a_low_descriptor_limit_lowers_max_clients_and_says_so() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: the broker runs as nobody only when chatd starts as root"
+)]
 fn a_session_the_broker_never_answers_tells_its_client_the_service_is_unavailable() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the broker runs as nobody only when chatd starts as root");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
     let broker = daemon.broker_pid(1);
     // Once a client is served, the broker has opened all it keeps open (its settings, the

@@ -226,11 +226,9 @@ fn run(command: &mut Command) -> String {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: installs the package")]
 fn the_deb_is_lintian_clean_installs_serves_and_purges() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: installing a package needs root (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let manifest = env!("CARGO_MANIFEST_DIR");
     // A target directory of its own, so as not to wait for the cargo that runs this test.
     let target = Path::new(manifest).join("target/deb-test");

@@ -159,11 +159,12 @@ fn soft_limit(pid: i32, name: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: chatd drops privileges only when started as root"
+)]
 fn started_as_root_no_process_keeps_root_or_capabilities() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: chatd drops privileges only when started as root (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
     let alice = daemon.login("alice");
     daemon.wait_for_log("running as user nobody (uid 65534");
@@ -193,11 +194,9 @@ fn started_as_root_no_process_keeps_root_or_capabilities() {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: the refusal applies only to root")]
 fn root_without_a_user_to_switch_to_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the refusal applies only to root (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let dir = tempfile::tempdir().expect("temp dir");
     for (setting, expected) in [
         ("user = \"\"\n", "refusing to run as root without a user to switch to"),
@@ -316,11 +315,12 @@ fn a_crash_loop_is_throttled_logged_once_and_recovers_by_itself() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: runs chatd as a user of its own (games)"
+)]
 fn process_exhaustion_pauses_accepting_and_established_sessions_keep_chatting() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to run chatd as a user of its own (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     // As user `games`, which nothing else runs as, RLIMIT_NPROC = 4 leaves room for the master,
     // the broker and two sessions.
     let daemon = Daemon::start_through(&["prlimit", "--nproc=4:4", "--"], "user = \"games\"\n");
@@ -394,11 +394,12 @@ pub fn lowest_free_descriptor(pid: i32) -> usize {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: raises a lowered descriptor limit again"
+)]
 fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_later() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to raise a lowered descriptor limit again");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start_with_config(
         "max_clients_per_ip = 100\nmax_startups = \"100:30:200\"\nmax_startups_per_ip = 100\n",
     );
@@ -429,11 +430,12 @@ fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_late
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: so that chatd, as nobody, cannot re-create the directory"
+)]
 fn removing_the_runtime_directory_disconnects_nobody_and_it_recovers_when_recreated() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root so that chatd, as nobody, cannot re-create the directory");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start_with_config("penalty_trips = 1000\n");
     let first_broker = daemon.broker_pid(1);
     let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
@@ -491,11 +493,27 @@ fn start_on_runtime_dir(
 
 /// Like [`start_on_runtime_dir`], with the whole settings file given.
 fn start_with_settings(runtime_dir: &std::path::Path, settings: &str) -> (bool, String) {
+    start_through(&[], runtime_dir, settings)
+}
+
+/// Like [`start_with_settings`], through a launcher that execs chatd (`launcher` + chatd's
+/// path + its arguments).
+fn start_through(
+    launcher: &[&std::ffi::OsStr],
+    runtime_dir: &std::path::Path,
+    settings: &str,
+) -> (bool, String) {
     let config_dir = crate::util::runtime_dir();
     let config = config_dir.path().join("chatd.toml");
     std::fs::write(&config, settings).expect("write config");
+    let chatd = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_chatd"));
+    let (program, args) = launcher.split_first().unwrap_or((&chatd, &[]));
+    let mut command = std::process::Command::new(program);
+    if !launcher.is_empty() {
+        command.args(args).arg(chatd);
+    }
     let mut daemon = crate::util::Spawned::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        command
             .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
             .arg(runtime_dir)
             .arg("--config")
@@ -516,11 +534,9 @@ fn start_with_settings(runtime_dir: &std::path::Path, settings: &str) -> (bool, 
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: makes directories as other users")]
 fn a_runtime_or_state_directory_someone_else_could_have_made_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to make directories as other users");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let top = crate::util::runtime_dir();
     let state = top.path().join("state");
     // Made first by another local user (games, uid 5), as a squatter in /tmp would.
@@ -562,11 +578,12 @@ fn a_runtime_or_state_directory_someone_else_could_have_made_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: creates a directory that nobody could then reach"
+)]
 fn a_runtime_directory_the_daemon_user_could_not_reach_is_refused_before_anything_is_made() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root, which can create what nobody could then reach");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let top = crate::util::runtime_dir();
     let private = top.path().join("private");
     std::fs::create_dir(&private).expect("mkdir");
@@ -584,19 +601,32 @@ fn a_runtime_directory_the_daemon_user_could_not_reach_is_refused_before_anythin
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: only root switches users")]
 fn without_its_own_user_chatd_falls_back_to_nobody_only_saying_loudly_why_that_is_weaker() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: only root switches users");
-        return;
-    }
-    if nix::unistd::User::from_name("chatd").ok().flatten().is_some() {
-        eprintln!("SKIPPED: the chatd user exists here (the package was installed)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let top = crate::util::runtime_dir();
+    // Where the package was installed (here or by the .deb test), the chatd user exists: chatd
+    // runs in a mount namespace of its own that sees a copy of /etc/passwd without it.
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let without_chatd: String =
+        passwd.lines().filter(|l| !l.starts_with("chatd:")).map(|l| format!("{l}\n")).collect();
+    let hidden = top.path().join("passwd");
+    std::fs::write(&hidden, without_chatd).expect("write the copy of /etc/passwd");
+    let launcher = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/passwd && exec \"$@\"",
+    ]
+    .map(std::ffi::OsStr::new);
+    let launcher = [&launcher[..], &[hidden.as_os_str()]].concat();
     let state = format!("state_dir = \"{}\"\n", top.path().join("state").display());
     // No `user` in the file: the default falls back, and says why that is weaker.
-    let (listened, log) = start_with_settings(&top.path().join("run"), &state);
+    let (listened, log) = start_through(&launcher, &top.path().join("run"), &state);
     assert!(listened, "{log}");
     let warning = log
         .lines()
@@ -610,7 +640,7 @@ fn without_its_own_user_chatd_falls_back_to_nobody_only_saying_loudly_why_that_i
     assert_eq!(log.matches("running as nobody").count(), 1, "said once:\n{log}");
     // Named in the file, the user must exist: no fallback.
     let (listened, log) =
-        start_with_settings(&top.path().join("run2"), &format!("user = \"chatd\"\n{state}"));
+        start_through(&launcher, &top.path().join("run2"), &format!("user = \"chatd\"\n{state}"));
     assert!(!listened, "{log}");
     assert!(log.contains("user chatd does not exist (the package creates it"), "{log}");
     assert!(!log.contains("running as nobody"), "{log}");

@@ -301,6 +301,26 @@ impl Daemon {
     }
 }
 
+/// The first line of every test that needs root. Such a test also carries
+/// `#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: <why>")]`: built by another
+/// user (build.rs sets the cfg), it is reported as ignored, with its reason. Built as root and
+/// run as someone else, it was not marked, and would fail for a reason that is not its own (or
+/// pass for one): it stops here, saying so.
+pub fn assert_root_as_built() {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return;
+    }
+    if cfg!(chatd_tests_unprivileged) {
+        panic!("this test needs root: it is marked ignored, and was run anyway as uid {uid}");
+    }
+    panic!(
+        "this test needs root, and this binary was built as root, so it was not marked \
+         ignored; but it runs as uid {uid}. Run it as root, or build as this user (cargo test \
+         does), so that it is reported as ignored"
+    );
+}
+
 /// A temporary directory that chatd, dropping root to `nobody`, can traverse.
 pub fn runtime_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
