@@ -378,6 +378,12 @@ fn prometheus_figures_pass_promtool_and_are_written_atomically() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+    // Written to a file, the figures replace the old file whole: a reader that opened the old
+    // one keeps reading it, complete, and the name then leads to the new one.
+    let file = daemon.runtime.path().join("chatd.prom");
+    let output = ["status", "--prometheus", "--output", file.to_str().expect("path")];
+    ok(daemon.chatctl(&output));
+    let mut old_reader = std::fs::File::open(&file).expect("open the first file");
     // Bytes are reported by sessions every 5 s and when they close; a broker restart is counted
     // by the master, which links to the new broker.
     let mut bob = daemon.login("bob");
@@ -393,10 +399,12 @@ fn prometheus_figures_pass_promtool_and_are_written_atomically() {
         s["master"]["broker_restarts"] == 1 && s["broker_pid"] != broker
     });
     assert_eq!(status["master"]["child_crashes"], 0, "{status}");
-    let file = daemon.runtime.path().join("chatd.prom");
-    ok(daemon.chatctl(&["status", "--prometheus", "--output", file.to_str().expect("path")]));
+    ok(daemon.chatctl(&output));
     let written = std::fs::read_to_string(&file).expect("written");
     assert!(written.contains("chatd_broker_restarts_total 1\n"), "{written}");
+    let mut old_text = String::new();
+    std::io::Read::read_to_string(&mut old_reader, &mut old_text).expect("read the first file");
+    assert!(old_text.contains("chatd_broker_restarts_total 0\n"), "rewritten in place: {old_text}");
     let leftovers: Vec<_> = std::fs::read_dir(daemon.runtime.path())
         .expect("list")
         .filter_map(Result::ok)

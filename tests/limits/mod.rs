@@ -77,8 +77,20 @@ fn too_many_invalid_commands_in_a_row_disconnect() {
 fn megabytes_without_a_line_end_disconnect_with_bounded_memory() {
     let daemon = Daemon::start_with_config("max_unterminated_bytes = 1000000\n");
     let mut alice = daemon.login("alice");
+    let session = daemon.holders_of(&alice)[0];
+    let before = crate::util::peak_rss_kib(session);
     let chunk = vec![b'x'; 64 * 1024];
     let mut sent = 0;
+    // Just under the limit, and read by the session: it keeps one line's worth, not them all.
+    while sent + chunk.len() <= 1_000_000 {
+        alice.send_raw(&chunk);
+        sent += chunk.len();
+    }
+    crate::util::wait_until("the session has read everything", || {
+        crate::util::unread_bytes(daemon.port, &alice) == 0
+    });
+    let grew = crate::util::peak_rss_kib(session).saturating_sub(before);
+    assert!(grew < 256, "the session's peak memory grew {grew} KiB for {sent} bytes unterminated");
     while sent <= 1_000_000 {
         alice.send_raw(&chunk);
         sent += chunk.len();

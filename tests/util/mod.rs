@@ -420,24 +420,53 @@ pub fn processes_in_group(group: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Bytes `client` sent that the process serving it has not read yet: what waits in the
+/// client's send queue plus what waits in the server side's receive queue (/proc/net/tcp).
+pub fn unread_bytes(server_port: u16, client: &Client) -> u64 {
+    let client_port = client.stream.local_addr().expect("local addr").port();
+    let queues = |local, remote| {
+        tcp_queues(local, remote)
+            .unwrap_or_else(|| panic!("no socket {local} -> {remote} in /proc/net/tcp"))
+    };
+    queues(client_port, server_port).0 + queues(server_port, client_port).1
+}
+
+/// The send and receive queues (bytes) of the loopback TCP socket from `local` to `remote`.
+fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
+    tcp_rows().into_iter().find_map(|fields| {
+        let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+        if port(&fields[1]) != Some(local) || port(&fields[2]) != Some(remote) {
+            return None;
+        }
+        let (send, receive) = fields[4].split_once(':')?;
+        Some((u64::from_str_radix(send, 16).ok()?, u64::from_str_radix(receive, 16).ok()?))
+    })
+}
+
+/// The rows of /proc/net/tcp and tcp6, split into fields (at least 10 each).
+fn tcp_rows() -> Vec<Vec<String>> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .map(|row| row.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .filter(|fields| fields.len() > 9)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The inode of the server-side socket of a loopback TCP connection.
 fn server_socket_inode(server_port: u16, client_port: u16) -> Option<u64> {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for row in text.lines().skip(1) {
-            let fields: Vec<&str> = row.split_whitespace().collect();
-            let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-            if fields.len() > 9
-                && port(fields[1]) == Some(server_port)
-                && port(fields[2]) == Some(client_port)
-            {
-                return fields[9].parse().ok();
-            }
-        }
-    }
-    None
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    tcp_rows()
+        .into_iter()
+        .find(|fields| {
+            port(&fields[1]) == Some(server_port) && port(&fields[2]) == Some(client_port)
+        })
+        .and_then(|fields| fields[9].parse().ok())
 }
 
 fn holds_socket(pid: i32, inode: u64) -> bool {
@@ -629,10 +658,19 @@ pub fn distinct(values: &[i32]) -> usize {
 
 /// Resident memory of a process in KiB (VmRSS), 0 if it is gone.
 pub fn rss_kib(pid: i32) -> u64 {
+    memory_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory a process ever had, in KiB (VmHWM), 0 if it is gone.
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    memory_kib(pid, "VmHWM:")
+}
+
+fn memory_kib(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
