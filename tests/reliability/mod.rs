@@ -646,3 +646,71 @@ fn without_its_own_user_chatd_falls_back_to_nobody_only_saying_loudly_why_that_i
     assert!(!log.contains("running as nobody"), "{log}");
     assert!(!top.path().join("run2").exists(), "nothing was created");
 }
+
+/// The times (seconds since the epoch) of the failed connections to broker.sock in an
+/// `strace -ttt -e trace=connect` output.
+fn refused_connects(trace: &str) -> Vec<f64> {
+    trace
+        .lines()
+        .filter(|line| line.contains("broker.sock") && line.contains(") = -1 "))
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Seen from outside, in the times of the session's connect() calls (strace: apt-get install
+/// strace): once its broker is gone and broker.sock cannot be reached, the first attempt is at
+/// once, and each failed one doubles the wait (50 ms, 100 ms, ...) up to 1 s. (The unit test
+/// in session/link.rs sees only the first attempt.)
+#[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: strace attaches to another user's session"
+)]
+fn a_session_that_lost_its_broker_retries_at_once_and_then_backs_off() {
+    crate::util::assert_root_as_built();
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let session = daemon.holders_of(&alice)[0];
+    let broker = daemon.broker_pid(1);
+    let trace = tempfile::NamedTempFile::new().expect("temp file");
+    let strace = crate::util::Spawned::spawn(
+        std::process::Command::new("strace")
+            .args(["-ttt", "-e", "trace=connect", "-e", "signal=none", "-o"])
+            .arg(trace.path())
+            .args(["-p", &session.to_string()]),
+    );
+    strace.wait_for_log("attached");
+    // The master holds broker.sock's listener, where a connection waits for the next broker:
+    // attempts fail only while the name is gone. The master would start a new broker at once:
+    // hold it still meanwhile.
+    let master = Pid::from_raw(daemon.pid());
+    kill(master, Signal::SIGSTOP).expect("stop the master");
+    let socket = daemon.runtime_dir().join("broker.sock");
+    let away = daemon.runtime_dir().join("broker.sock.away");
+    std::fs::rename(&socket, &away).expect("move broker.sock away");
+    let killed = std::time::SystemTime::now();
+    kill(Pid::from_raw(broker), Signal::SIGKILL).expect("kill the broker");
+    let read = || std::fs::read_to_string(trace.path()).expect("read the trace");
+    let mut attempts = Vec::new();
+    // 0, 50, 100, 200, 400, 800, 1000, 1000 ms apart: 3.55 s in all.
+    let deadline = Instant::now() + Duration::from_secs(3) + crate::util::PATIENCE;
+    while attempts.len() < 8 {
+        assert!(Instant::now() < deadline, "fewer than 8 attempts:\n{}", read());
+        std::thread::sleep(Duration::from_millis(20));
+        attempts = refused_connects(&read());
+    }
+    std::fs::rename(&away, &socket).expect("put broker.sock back");
+    kill(master, Signal::SIGCONT).expect("continue the master");
+    drop(strace);
+    alice.expect("*** The chat service restarted; you are still in lobby.");
+
+    let since_epoch = killed.duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    let first = attempts[0] - since_epoch;
+    assert!(first < 0.045, "the first attempt came {first:.3} s after the broker died");
+    let gaps: Vec<f64> = attempts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    let shown = format!("gaps {gaps:.3?} in\n{}", read());
+    for (gap, least) in gaps.iter().zip([0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]) {
+        assert!(*gap >= least * 0.95, "a wait shorter than {least} s: {shown}");
+    }
+    assert!(gaps[5] < 1.5 && gaps[6] < 1.5, "the wait grew beyond 1 s: {shown}");
+}
