@@ -302,10 +302,14 @@ fn a_crash_loop_is_throttled_logged_once_and_recovers_by_itself() {
     daemon.wait_for_log(
         "5 sessions in a row died before serving anyone; pausing new connections, first for 2 s",
     );
+    // The pause began before its log line was seen.
+    let paused = Instant::now();
     daemon.wait_for_log("broker.sock was removed or replaced; re-creating it");
     alice.expect("*** The chat service restarted; you are still in lobby.");
     // The next client waits out the pause in the listen backlog, then is served.
     let mut bob = daemon.login_seen_by("bob", &mut [&mut alice]);
+    let waited = paused.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "served {waited:?} into a 2 s pause");
     bob.send("hi alice");
     alice.expect("<bob> hi alice");
     daemon.wait_for_log("sessions are being served again");
