@@ -433,40 +433,32 @@ pub fn unread_bytes(server_port: u16, client: &Client) -> u64 {
 
 /// The send and receive queues (bytes) of the loopback TCP socket from `local` to `remote`.
 fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
-    tcp_rows().into_iter().find_map(|fields| {
-        let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-        if port(&fields[1]) != Some(local) || port(&fields[2]) != Some(remote) {
-            return None;
-        }
-        let (send, receive) = fields[4].split_once(':')?;
-        Some((u64::from_str_radix(send, 16).ok()?, u64::from_str_radix(receive, 16).ok()?))
-    })
-}
-
-/// The rows of /proc/net/tcp and tcp6, split into fields (at least 10 each).
-fn tcp_rows() -> Vec<Vec<String>> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .map(|row| row.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-                .filter(|fields| fields.len() > 9)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let fields = tcp_row(local, remote)?;
+    let (send, receive) = fields[4].split_once(':')?;
+    Some((u64::from_str_radix(send, 16).ok()?, u64::from_str_radix(receive, 16).ok()?))
 }
 
 /// The inode of the server-side socket of a loopback TCP connection.
 fn server_socket_inode(server_port: u16, client_port: u16) -> Option<u64> {
+    tcp_row(server_port, client_port)?[9].parse().ok()
+}
+
+/// The row of /proc/net/tcp or tcp6 for the socket from `local` to `remote` (port numbers),
+/// split into its fields (at least 10).
+fn tcp_row(local: u16, remote: u16) -> Option<Vec<String>> {
     let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-    tcp_rows()
-        .into_iter()
-        .find(|fields| {
-            port(&fields[1]) == Some(server_port) && port(&fields[2]) == Some(client_port)
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .find_map(|text| {
+            text.lines().skip(1).find_map(|row| {
+                let fields: Vec<String> = row.split_whitespace().map(str::to_string).collect();
+                let wanted = fields.len() > 9
+                    && port(&fields[1]) == Some(local)
+                    && port(&fields[2]) == Some(remote);
+                wanted.then_some(fields)
+            })
         })
-        .and_then(|fields| fields[9].parse().ok())
 }
 
 fn holds_socket(pid: i32, inode: u64) -> bool {
