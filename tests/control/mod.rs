@@ -279,7 +279,9 @@ fn shutdown_warns_everyone_waits_and_stops_the_daemon() {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: runs chatctl as another user (setpriv)")]
 fn chatctl_is_refused_to_strangers_and_allowed_to_the_admin_group() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start_with_config("admin_group = \"audio\"\n");
     let chatctl = |groups: &str| {
         Command::new("setpriv")

@@ -93,7 +93,12 @@ fn a_muted_users_renames_never_make_the_room_wait_for_the_disk() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: a state directory root may write and the daemon's user may not"
+)]
 fn with_a_state_directory_it_cannot_write_every_change_is_refused_and_none_applies() {
+    crate::util::assert_root_as_built();
     // Readable by the daemon's user, writable only by root.
     let state_dir = runtime_dir();
     std::fs::write(

@@ -102,7 +102,12 @@ fn an_inetd_session_without_a_broker_says_so_and_logs_an_error() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: the packaged xinetd entry runs chatd as root"
+)]
 fn xinetd_runs_inetd_sessions_from_the_packaged_entry() {
+    crate::util::assert_root_as_built();
     let dir = runtime_dir();
     let _broker = broker(dir.path());
     let port = free_port();
