@@ -270,6 +270,9 @@ impl Tmux {
         let mut command = Command::new("tmux");
         // UTF-8 whatever the caller's locale: the tests type CJK text.
         command.arg("-u").arg("-S").arg(&self.socket).env_remove("TMUX").env("LANG", "C.UTF-8");
+        // The window's command runs in $SHELL, else in the user's login shell, which for a
+        // service user (a test run as nobody) is nologin.
+        command.env("SHELL", "/bin/sh");
         command
     }
 
