@@ -12,8 +12,7 @@ fn first_line(client: &mut Client) -> String {
 #[test]
 fn a_full_server_refuses_with_one_line_before_any_fork() {
     let daemon = Daemon::start_with_config("max_clients = 2\n");
-    let _a = daemon.login("alice");
-    let _b = daemon.login("bob");
+    let [_a, _b] = daemon.room(["alice", "bob"]);
     let processes = daemon.processes().len();
     let mut third = daemon.connect();
     assert_eq!(first_line(&mut third), "*** The server is full; please try again later.");
@@ -26,8 +25,7 @@ fn a_full_server_refuses_with_one_line_before_any_fork() {
 #[test]
 fn connections_are_limited_per_source_address() {
     let daemon = Daemon::start_with_config("max_clients_per_ip = 2\n");
-    let _a = daemon.login("alice");
-    let _b = daemon.login("bob");
+    let [_a, _b] = daemon.room(["alice", "bob"]);
     let mut third = daemon.connect();
     assert_eq!(
         first_line(&mut third),
@@ -111,7 +109,7 @@ fn sighup_reloads_limits_without_dropping_anyone_and_refuses_a_broken_file() {
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
     daemon.wait_for_log("configuration reloaded");
     daemon.wait_for_log("broker reloaded its configuration");
-    let mut bob = daemon.login("bob");
+    let mut bob = daemon.login_seen_by("bob", &mut [&mut alice]);
     alice.send("nobody was dropped");
     bob.expect("<alice> nobody was dropped");
 

@@ -114,7 +114,12 @@ fn open_files(pid: i32) -> usize {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: connects to control.sock as another user (setpriv)"
+)]
 fn a_stranger_sending_unfinished_one_mib_frames_costs_the_broker_no_memory() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
     let broker = daemon.broker_pid(1);
     let mut alice = daemon.login("alice");
@@ -140,7 +145,12 @@ fn a_stranger_sending_unfinished_one_mib_frames_costs_the_broker_no_memory() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: connects to control.sock as another user (setpriv)"
+)]
 fn root_keeps_a_way_in_while_a_stranger_holds_1400_idle_connections() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
     let broker = daemon.broker_pid(1);
     // More than the broker's descriptor limit (max_clients + 256 = 1280).
@@ -157,7 +167,12 @@ fn root_keeps_a_way_in_while_a_stranger_holds_1400_idle_connections() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: connects to control.sock as another user (setpriv)"
+)]
 fn operators_connections_are_capped_per_user_and_root_still_gets_in() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start_with_config("admin_group = \"games\"\n");
     let broker = daemon.broker_pid(1);
     // An operator (a member of the admin group) may use chatctl, but not hoard connections.
@@ -191,7 +206,12 @@ fn operators_connections_are_capped_per_user_and_root_still_gets_in() {
 /// Every session child runs as the daemon's user: a compromised one must not be able to kick,
 /// ban or stop. So when chatd switched to that user from root, it is no operator.
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: runs chatctl as the daemon's user (setpriv)"
+)]
 fn the_user_the_sessions_run_as_is_no_operator() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
     let session = daemon.login("alice");
     let holders = daemon.holders_of(&session);

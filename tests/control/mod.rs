@@ -62,8 +62,7 @@ fn refusals(status: &Value, reason: &str) -> u64 {
 #[test]
 fn status_who_and_rooms_answer_in_tables_and_in_json() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     bob.send("/join #dev");
     bob.expect("*** bob has joined dev");
     alice.send("hello");
@@ -107,9 +106,7 @@ fn status_who_and_rooms_answer_in_tables_and_in_json() {
 #[test]
 fn kick_removes_a_user_and_tells_the_room() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let said = ok(daemon.chatctl(&["kick", "BOB", "stop", "spamming"]));
     assert_eq!(said, "kicked bob\n");
     bob.expect("*** You were removed by an operator (stop spamming).");
@@ -199,11 +196,7 @@ fn a_nick_ban_removes_the_holder_and_refuses_the_name() {
 #[test]
 fn a_muted_user_sees_its_own_lines_and_nobody_else_does() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    let mut carol = daemon.login("carol");
-    alice.expect("*** carol has joined lobby");
-    bob.expect("*** carol has joined lobby");
+    let [mut alice, mut bob, mut carol] = daemon.room(["alice", "bob", "carol"]);
     fails(daemon.chatctl(&["mute", "nobody-here"]), 1);
     assert_eq!(ok(daemon.chatctl(&["mute", "bob", "--for", "1h"])), "muted bob for 1h\n");
     bob.send("buy cheap watches");
@@ -233,8 +226,7 @@ fn a_muted_user_sees_its_own_lines_and_nobody_else_does() {
 #[test]
 fn announcements_and_the_message_of_the_day_are_system_lines() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     bob.send("/join dev");
     bob.expect("*** bob has joined dev");
     ok(daemon.chatctl(&["announce", "--room", "#dev", "maintenance", "at", "noon"]));
@@ -287,7 +279,9 @@ fn shutdown_warns_everyone_waits_and_stops_the_daemon() {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: runs chatctl as another user (setpriv)")]
 fn chatctl_is_refused_to_strangers_and_allowed_to_the_admin_group() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start_with_config("admin_group = \"audio\"\n");
     let chatctl = |groups: &str| {
         Command::new("setpriv")
@@ -321,9 +315,7 @@ fn chatctl_is_refused_to_strangers_and_allowed_to_the_admin_group() {
 #[test]
 fn ps_names_each_session_and_kill_works_as_a_kick() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let pid = daemon.holders_of(&bob)[0];
     let port = bob.stream.local_addr().expect("addr").port();
     let title = || {
@@ -388,6 +380,12 @@ fn prometheus_figures_pass_promtool_and_are_written_atomically() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+    // Written to a file, the figures replace the old file whole: a reader that opened the old
+    // one keeps reading it, complete, and the name then leads to the new one.
+    let file = daemon.runtime.path().join("chatd.prom");
+    let output = ["status", "--prometheus", "--output", file.to_str().expect("path")];
+    ok(daemon.chatctl(&output));
+    let mut old_reader = std::fs::File::open(&file).expect("open the first file");
     // Bytes are reported by sessions every 5 s and when they close; a broker restart is counted
     // by the master, which links to the new broker.
     let mut bob = daemon.login("bob");
@@ -403,10 +401,12 @@ fn prometheus_figures_pass_promtool_and_are_written_atomically() {
         s["master"]["broker_restarts"] == 1 && s["broker_pid"] != broker
     });
     assert_eq!(status["master"]["child_crashes"], 0, "{status}");
-    let file = daemon.runtime.path().join("chatd.prom");
-    ok(daemon.chatctl(&["status", "--prometheus", "--output", file.to_str().expect("path")]));
+    ok(daemon.chatctl(&output));
     let written = std::fs::read_to_string(&file).expect("written");
     assert!(written.contains("chatd_broker_restarts_total 1\n"), "{written}");
+    let mut old_text = String::new();
+    std::io::Read::read_to_string(&mut old_reader, &mut old_text).expect("read the first file");
+    assert!(old_text.contains("chatd_broker_restarts_total 0\n"), "rewritten in place: {old_text}");
     let leftovers: Vec<_> = std::fs::read_dir(daemon.runtime.path())
         .expect("list")
         .filter_map(Result::ok)
@@ -465,9 +465,7 @@ fn garbage_on_the_control_socket_is_logged_and_harms_nobody() {
 #[test]
 fn away_users_show_in_who_for_the_room_and_for_operators() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     alice.send("/away lunch, back at 2");
     alice.expect("*** You are marked as away (lunch, back at 2). /back when you return.");
     bob.send("/who");

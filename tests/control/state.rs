@@ -43,9 +43,7 @@ fn a_60_mb_damaged_state_file_is_reported_once_and_logins_carry_on() {
 #[test]
 fn a_muted_users_renames_never_make_the_room_wait_for_the_disk() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     ok(daemon.chatctl(&["mute", "bob"]));
     // From now on a save hangs: the temporary file it opens is a FIFO that nobody reads.
     let state_dir = daemon.runtime.path().join("state");
@@ -95,7 +93,12 @@ fn a_muted_users_renames_never_make_the_room_wait_for_the_disk() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: a state directory root may write and the daemon's user may not"
+)]
 fn with_a_state_directory_it_cannot_write_every_change_is_refused_and_none_applies() {
+    crate::util::assert_root_as_built();
     // Readable by the daemon's user, writable only by root.
     let state_dir = runtime_dir();
     std::fs::write(
@@ -107,10 +110,7 @@ fn with_a_state_directory_it_cannot_write_every_change_is_refused_and_none_appli
     let daemon = Daemon::start_with_config(&config);
     let warning = daemon.wait_for_log("warn: the state directory");
     assert!(warning.contains("is not writable (Permission denied)"), "{warning}");
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    let mut carol = daemon.login("carol");
-    alice.expect("*** carol has joined lobby");
+    let [mut alice, mut bob, mut carol] = daemon.room(["alice", "bob", "carol"]);
 
     let said = fails(daemon.chatctl(&["mute", "bob"]), 1);
     assert!(said.contains("Permission denied") && said.contains("nothing was changed"), "{said}");

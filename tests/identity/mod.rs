@@ -31,15 +31,9 @@ struct Forger {
 }
 
 impl Forger {
-    /// Connects through `socat` running as the daemon's user; `None` unless the test runs as
-    /// root (as CI does), which it needs to start a process as another user.
-    fn connect(daemon: &Daemon) -> Option<Forger> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "SKIPPED: needs root to run a process as the daemon's user (CI runs as root)"
-            );
-            return None;
-        }
+    /// Connects through `socat` running as the daemon's user. Only root may start a process
+    /// as another user: a test that uses it is marked to be ignored unless built as root.
+    fn connect(daemon: &Daemon) -> Forger {
         let socket = daemon.runtime_dir().join("broker.sock");
         let mut relay = Command::new("socat")
             .arg("-")
@@ -70,7 +64,7 @@ impl Forger {
                 }
             }
         });
-        Some(Forger { relay, input, events, seen: Vec::new() })
+        Forger { relay, input, events, seen: Vec::new() }
     }
 
     fn send(&mut self, frame: &impl serde::Serialize) {
@@ -132,12 +126,12 @@ fn uptime_ticks() -> u64 {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: forges a session as the daemon's user")]
 fn a_forged_sender_id_and_line_number_cannot_silence_anyone() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
-    let Some(mut forger) = Forger::connect(&daemon) else { return };
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    let mut forger = Forger::connect(&daemon);
     let forged = forger.hello("127.0.0.1:1");
     forger.send(&Request::Login { nick: "mallory".into() });
     forger.expect("LoggedIn", |event| matches!(event, Event::LoggedIn { .. }));
@@ -183,7 +177,9 @@ fn a_forged_sender_id_and_line_number_cannot_silence_anyone() {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: forges a session as the daemon's user")]
 fn a_forged_resume_is_held_to_the_login_rules_and_its_address_is_never_shown() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
     let mut alice = daemon.login("alice");
     // Start times are in clock ticks: let the forger start in a later tick than the broker.
@@ -191,7 +187,7 @@ fn a_forged_resume_is_held_to_the_login_rules_and_its_address_is_never_shown() {
     crate::util::wait_until("a clock tick after the broker started", || {
         uptime_ticks() > broker_started + 1
     });
-    let Some(mut forger) = Forger::connect(&daemon) else { return };
+    let mut forger = Forger::connect(&daemon);
     let forged_address = "203.0.113.66:6666";
     forger.hello(forged_address);
     // An invalid nick is refused, as at login.
@@ -205,7 +201,7 @@ fn a_forged_resume_is_held_to_the_login_rules_and_its_address_is_never_shown() {
     alice.expect("*** \u{430}lice_2 has joined lobby");
     forger.send(&Request::Quit { reason: None });
     alice.expect("*** \u{430}lice_2 has left (quit)");
-    let Some(mut forger) = Forger::connect(&daemon) else { return };
+    let mut forger = Forger::connect(&daemon);
     forger.hello(forged_address);
     // Any other nick enters announced: this process started after the broker, so it cannot
     // have been registered with an earlier one.
@@ -232,10 +228,12 @@ fn a_forged_resume_is_held_to_the_login_rules_and_its_address_is_never_shown() {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: forges a session as the daemon's user")]
 fn a_fake_master_hello_is_refused_while_the_master_lives_and_reload_still_works() {
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
     let mut alice = daemon.login("alice");
-    let Some(mut forger) = Forger::connect(&daemon) else { return };
+    let mut forger = Forger::connect(&daemon);
     forger.send(&Greeting::Master(MasterHello {
         version: PROTOCOL_VERSION,
         pid: 1,
@@ -263,9 +261,7 @@ fn a_session_dropped_as_too_slow_ends_and_says_why_instead_of_resuming() {
         "broker_queue_bytes = 65536\nsend_queue_bytes = 4194304\n{}",
         crate::reliability::NO_FLOOD_CONTROL
     ));
-    let mut alice = daemon.login("alice");
-    let mut stuck = daemon.login("stuck");
-    alice.expect("*** stuck has joined lobby");
+    let [mut alice, mut stuck] = daemon.room(["alice", "stuck"]);
     // The session child stops reading the broker (as if starved of CPU).
     let session = daemon.holders_of(&stuck)[0];
     kill(Pid::from_raw(session), Signal::SIGSTOP).expect("stop the session");

@@ -65,9 +65,7 @@ fn said_until_end(reader: &mut Client, sender: &str) -> Vec<String> {
 #[test]
 fn a_200_line_paste_is_delivered_whole() {
     let daemon = Daemon::start_with_config("flood_lines_per_second = 100.0\n");
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let paste: String = (1..=200).map(|n| format!("paste {n}\r\n")).collect();
     alice.send_raw(paste.as_bytes());
     alice.send("end");
@@ -82,9 +80,7 @@ fn a_200_line_paste_is_delivered_whole() {
 #[test]
 fn a_paste_beyond_the_queue_is_told_exactly_how_many_lines_were_not_sent() {
     let daemon = Daemon::start_with_config("flood_queue = 20\nflood_lines_per_second = 50.0\n");
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let paste: String = (1..=200).map(|n| format!("paste {n}\r\n")).collect();
     alice.send_raw(paste.as_bytes());
     let told = alice.expect_prefix("*** ");
@@ -111,9 +107,7 @@ fn a_paste_beyond_the_queue_is_told_exactly_how_many_lines_were_not_sent() {
 #[test]
 fn pasting_paths_and_unknown_commands_never_disconnects() {
     let daemon = Daemon::start_with_config("flood_lines_per_second = 100.0\n");
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let paths: String = (1..=25).map(|n| format!("/usr/bin/tool{n} --version\r\n")).collect();
     alice.send_raw(paths.as_bytes());
     alice.send("end");

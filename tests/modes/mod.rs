@@ -5,7 +5,9 @@
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 
-use crate::util::{self, Client, Daemon, PATIENCE, Spawned, free_port, login, runtime_dir};
+use crate::util::{
+    self, Client, Daemon, PATIENCE, Spawned, free_port, login, login_seen_by, room, runtime_dir,
+};
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 
@@ -53,9 +55,7 @@ fn inetd_sessions_from_systemd_socket_activate_chat_through_the_broker() {
     let _broker = broker(dir.path());
     let port = free_port();
     let activator = inetd_activator(port, &dir.path().join("run"));
-    let mut alice = login(port, "alice");
-    let mut bob = login(port, "bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = room(port, ["alice", "bob"]);
     bob.send("hello through inetd");
     alice.expect("<bob> hello through inetd");
     activator.wait_for_log("logged in as alice");
@@ -102,7 +102,12 @@ fn an_inetd_session_without_a_broker_says_so_and_logs_an_error() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: the packaged xinetd entry runs chatd as root"
+)]
 fn xinetd_runs_inetd_sessions_from_the_packaged_entry() {
+    crate::util::assert_root_as_built();
     let dir = runtime_dir();
     let _broker = broker(dir.path());
     let port = free_port();
@@ -140,9 +145,7 @@ fn xinetd_runs_inetd_sessions_from_the_packaged_entry() {
         std::fs::read_to_string(&log).is_ok_and(|text| text.contains("Started working"))
     });
     assert!(xinetd.pid() > 0);
-    let mut alice = login(port, "alice");
-    let mut bob = login(port, "bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = room(port, ["alice", "bob"]);
     alice.send("hello through xinetd");
     bob.expect("<alice> hello through xinetd");
     // Under xinetd standard error is the client's socket too: no log line may reach it.
@@ -168,8 +171,7 @@ fn the_standalone_daemon_takes_its_listener_from_systemd() {
     let mut alice = login(port, "alice");
     daemon.wait_for_log("using 1 listening socket(s) from systemd");
     daemon.wait_for_log(&format!("listening on 127.0.0.1:{port}"));
-    let mut bob = login(port, "bob");
-    alice.expect("*** bob has joined lobby");
+    let mut bob = login_seen_by(port, "bob", &mut [&mut alice]);
     bob.send("socket activated");
     alice.expect("<bob> socket activated");
 }

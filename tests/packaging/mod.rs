@@ -226,11 +226,9 @@ fn run(command: &mut Command) -> String {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: installs the package")]
 fn the_deb_is_lintian_clean_installs_serves_and_purges() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: installing a package needs root (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let manifest = env!("CARGO_MANIFEST_DIR");
     // A target directory of its own, so as not to wait for the cargo that runs this test.
     let target = Path::new(manifest).join("target/deb-test");
@@ -277,8 +275,7 @@ fn the_deb_is_lintian_clean_installs_serves_and_purges() {
     ]));
     daemon.wait_for_log("running as user chatd");
     daemon.wait_for_log(&format!("listening on 127.0.0.1:{port}"));
-    let mut alice = crate::util::login(port, "alice");
-    let mut bob = crate::util::login(port, "bob");
+    let [mut alice, mut bob] = crate::util::room(port, ["alice", "bob"]);
     bob.send("installed from the package");
     alice.expect("<bob> installed from the package");
     assert!(run(Command::new("getent").args(["group", "chatd-admin"])).starts_with("chatd-admin:"));

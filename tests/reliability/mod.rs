@@ -99,9 +99,7 @@ fn killing_the_broker_disconnects_nobody() {
 #[test]
 fn no_line_is_lost_or_duplicated_when_the_broker_dies() {
     let daemon = Daemon::start_with_config(NO_FLOOD_CONTROL);
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let first: String = (1..=100).map(|n| format!("line {n}\r\n")).collect();
     alice.send_raw(first.as_bytes());
     kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
@@ -161,11 +159,12 @@ fn soft_limit(pid: i32, name: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: chatd drops privileges only when started as root"
+)]
 fn started_as_root_no_process_keeps_root_or_capabilities() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: chatd drops privileges only when started as root (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start();
     let alice = daemon.login("alice");
     daemon.wait_for_log("running as user nobody (uid 65534");
@@ -195,11 +194,9 @@ fn started_as_root_no_process_keeps_root_or_capabilities() {
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: the refusal applies only to root")]
 fn root_without_a_user_to_switch_to_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the refusal applies only to root (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let dir = tempfile::tempdir().expect("temp dir");
     for (setting, expected) in [
         ("user = \"\"\n", "refusing to run as root without a user to switch to"),
@@ -250,9 +247,7 @@ fn a_second_sigterm_does_not_wait_for_the_grace_time() {
 #[test]
 fn sessions_outlive_their_master_and_a_replacement_adopts_them() {
     let mut first = Daemon::start();
-    let mut alice = first.login("alice");
-    let mut bob = first.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = first.room(["alice", "bob"]);
     let old_broker = first.broker_pid(1);
     first.signal(Signal::SIGKILL);
     first.wait_exit();
@@ -261,8 +256,7 @@ fn sessions_outlive_their_master_and_a_replacement_adopts_them() {
 
     let second = first.start_sharing();
     second.wait_for_log(&format!("adopting broker pid {old_broker}"));
-    let mut carol = second.login("carol");
-    alice.expect("*** carol has joined lobby");
+    let mut carol = second.login_seen_by("carol", &mut [&mut alice]);
     carol.send("hello old-timers");
     bob.expect("<carol> hello old-timers");
 
@@ -308,11 +302,14 @@ fn a_crash_loop_is_throttled_logged_once_and_recovers_by_itself() {
     daemon.wait_for_log(
         "5 sessions in a row died before serving anyone; pausing new connections, first for 2 s",
     );
+    // The pause began before its log line was seen.
+    let paused = Instant::now();
     daemon.wait_for_log("broker.sock was removed or replaced; re-creating it");
     alice.expect("*** The chat service restarted; you are still in lobby.");
     // The next client waits out the pause in the listen backlog, then is served.
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let mut bob = daemon.login_seen_by("bob", &mut [&mut alice]);
+    let waited = paused.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "served {waited:?} into a 2 s pause");
     bob.send("hi alice");
     alice.expect("<bob> hi alice");
     daemon.wait_for_log("sessions are being served again");
@@ -322,17 +319,16 @@ fn a_crash_loop_is_throttled_logged_once_and_recovers_by_itself() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: runs chatd as a user of its own (games)"
+)]
 fn process_exhaustion_pauses_accepting_and_established_sessions_keep_chatting() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to run chatd as a user of its own (CI runs as root)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     // As user `games`, which nothing else runs as, RLIMIT_NPROC = 4 leaves room for the master,
     // the broker and two sessions.
     let daemon = Daemon::start_through(&["prlimit", "--nproc=4:4", "--"], "user = \"games\"\n");
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let mut turned_away = daemon.connect();
     turned_away.expect("*** The server is busy; please try again later.");
     let line = daemon.wait_for_log("cannot fork a session for 127.0.0.1:");
@@ -362,9 +358,7 @@ fn process_exhaustion_pauses_accepting_and_established_sessions_keep_chatting() 
 #[test]
 fn a_nick_taken_while_the_broker_restarted_goes_to_the_first_and_the_other_is_told() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     // Hold alice's session still while the broker restarts, so that someone else can take
     // her nickname before she re-registers.
     let alice_session = Pid::from_raw(daemon.holders_of(&alice)[0]);
@@ -404,18 +398,17 @@ pub fn lowest_free_descriptor(pid: i32) -> usize {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: raises a lowered descriptor limit again"
+)]
 fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_later() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to raise a lowered descriptor limit again");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start_with_config(
         "max_clients_per_ip = 100\nmax_startups = \"100:30:200\"\nmax_startups_per_ip = 100\n",
     );
     let broker = daemon.broker_pid(1);
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     // No descriptor to spare: every new session's connection stays in the backlog, and each
     // arrives as a readiness event of its own.
     set_soft_nofile(broker, lowest_free_descriptor(broker));
@@ -441,16 +434,15 @@ fn a_broker_out_of_descriptors_logs_it_once_and_serves_the_waiting_sessions_late
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: so that chatd, as nobody, cannot re-create the directory"
+)]
 fn removing_the_runtime_directory_disconnects_nobody_and_it_recovers_when_recreated() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root so that chatd, as nobody, cannot re-create the directory");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let daemon = Daemon::start_with_config("penalty_trips = 1000\n");
     let first_broker = daemon.broker_pid(1);
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     // A careless cleaner. The master runs as nobody and the parent is root's: it cannot
     // re-create the directory.
     let run = daemon.runtime_dir();
@@ -477,8 +469,7 @@ fn removing_the_runtime_directory_disconnects_nobody_and_it_recovers_when_recrea
     // The broker is restarted on the new sockets; the pair re-registers, nobody leaves.
     alice.expect("*** The chat service restarted; you are still in lobby.");
     bob.expect("*** The chat service restarted; you are still in lobby.");
-    let mut carol = daemon.login("carol");
-    alice.expect("*** carol has joined lobby");
+    let mut carol = daemon.login_seen_by("carol", &mut [&mut alice]);
     carol.send("hello");
     alice.expect("<carol> hello");
     bob.expect("<carol> hello");
@@ -506,11 +497,27 @@ fn start_on_runtime_dir(
 
 /// Like [`start_on_runtime_dir`], with the whole settings file given.
 fn start_with_settings(runtime_dir: &std::path::Path, settings: &str) -> (bool, String) {
+    start_through(&[], runtime_dir, settings)
+}
+
+/// Like [`start_with_settings`], through a launcher that execs chatd (`launcher` + chatd's
+/// path + its arguments).
+fn start_through(
+    launcher: &[&std::ffi::OsStr],
+    runtime_dir: &std::path::Path,
+    settings: &str,
+) -> (bool, String) {
     let config_dir = crate::util::runtime_dir();
     let config = config_dir.path().join("chatd.toml");
     std::fs::write(&config, settings).expect("write config");
+    let chatd = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_chatd"));
+    let (program, args) = launcher.split_first().unwrap_or((&chatd, &[]));
+    let mut command = std::process::Command::new(program);
+    if !launcher.is_empty() {
+        command.args(args).arg(chatd);
+    }
     let mut daemon = crate::util::Spawned::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        command
             .args(["--listen", "127.0.0.1:0", "--log", "stderr", "--runtime-dir"])
             .arg(runtime_dir)
             .arg("--config")
@@ -531,11 +538,9 @@ fn start_with_settings(runtime_dir: &std::path::Path, settings: &str) -> (bool, 
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: makes directories as other users")]
 fn a_runtime_or_state_directory_someone_else_could_have_made_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to make directories as other users");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let top = crate::util::runtime_dir();
     let state = top.path().join("state");
     // Made first by another local user (games, uid 5), as a squatter in /tmp would.
@@ -577,11 +582,12 @@ fn a_runtime_or_state_directory_someone_else_could_have_made_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: creates a directory that nobody could then reach"
+)]
 fn a_runtime_directory_the_daemon_user_could_not_reach_is_refused_before_anything_is_made() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root, which can create what nobody could then reach");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let top = crate::util::runtime_dir();
     let private = top.path().join("private");
     std::fs::create_dir(&private).expect("mkdir");
@@ -599,19 +605,32 @@ fn a_runtime_directory_the_daemon_user_could_not_reach_is_refused_before_anythin
 }
 
 #[test]
+#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: only root switches users")]
 fn without_its_own_user_chatd_falls_back_to_nobody_only_saying_loudly_why_that_is_weaker() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: only root switches users");
-        return;
-    }
-    if nix::unistd::User::from_name("chatd").ok().flatten().is_some() {
-        eprintln!("SKIPPED: the chatd user exists here (the package was installed)");
-        return;
-    }
+    crate::util::assert_root_as_built();
     let top = crate::util::runtime_dir();
+    // Where the package was installed (here or by the .deb test), the chatd user exists: chatd
+    // runs in a mount namespace of its own that sees a copy of /etc/passwd without it.
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let without_chatd: String =
+        passwd.lines().filter(|l| !l.starts_with("chatd:")).map(|l| format!("{l}\n")).collect();
+    let hidden = top.path().join("passwd");
+    std::fs::write(&hidden, without_chatd).expect("write the copy of /etc/passwd");
+    let launcher = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/passwd && exec \"$@\"",
+    ]
+    .map(std::ffi::OsStr::new);
+    let launcher = [&launcher[..], &[hidden.as_os_str()]].concat();
     let state = format!("state_dir = \"{}\"\n", top.path().join("state").display());
     // No `user` in the file: the default falls back, and says why that is weaker.
-    let (listened, log) = start_with_settings(&top.path().join("run"), &state);
+    let (listened, log) = start_through(&launcher, &top.path().join("run"), &state);
     assert!(listened, "{log}");
     let warning = log
         .lines()
@@ -625,9 +644,77 @@ fn without_its_own_user_chatd_falls_back_to_nobody_only_saying_loudly_why_that_i
     assert_eq!(log.matches("running as nobody").count(), 1, "said once:\n{log}");
     // Named in the file, the user must exist: no fallback.
     let (listened, log) =
-        start_with_settings(&top.path().join("run2"), &format!("user = \"chatd\"\n{state}"));
+        start_through(&launcher, &top.path().join("run2"), &format!("user = \"chatd\"\n{state}"));
     assert!(!listened, "{log}");
     assert!(log.contains("user chatd does not exist (the package creates it"), "{log}");
     assert!(!log.contains("running as nobody"), "{log}");
     assert!(!top.path().join("run2").exists(), "nothing was created");
+}
+
+/// The times (seconds since the epoch) of the failed connections to broker.sock in an
+/// `strace -ttt -e trace=connect` output.
+fn refused_connects(trace: &str) -> Vec<f64> {
+    trace
+        .lines()
+        .filter(|line| line.contains("broker.sock") && line.contains(") = -1 "))
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Seen from outside, in the times of the session's connect() calls (strace: apt-get install
+/// strace): once its broker is gone and broker.sock cannot be reached, the first attempt is at
+/// once, and each failed one doubles the wait (50 ms, 100 ms, ...) up to 1 s. (The unit test
+/// in session/link.rs sees only the first attempt.)
+#[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: strace attaches to another user's session"
+)]
+fn a_session_that_lost_its_broker_retries_at_once_and_then_backs_off() {
+    crate::util::assert_root_as_built();
+    let daemon = Daemon::start();
+    let mut alice = daemon.login("alice");
+    let session = daemon.holders_of(&alice)[0];
+    let broker = daemon.broker_pid(1);
+    let trace = tempfile::NamedTempFile::new().expect("temp file");
+    let strace = crate::util::Spawned::spawn(
+        std::process::Command::new("strace")
+            .args(["-ttt", "-e", "trace=connect", "-e", "signal=none", "-o"])
+            .arg(trace.path())
+            .args(["-p", &session.to_string()]),
+    );
+    strace.wait_for_log("attached");
+    // The master holds broker.sock's listener, where a connection waits for the next broker:
+    // attempts fail only while the name is gone. The master would start a new broker at once:
+    // hold it still meanwhile.
+    let master = Pid::from_raw(daemon.pid());
+    kill(master, Signal::SIGSTOP).expect("stop the master");
+    let socket = daemon.runtime_dir().join("broker.sock");
+    let away = daemon.runtime_dir().join("broker.sock.away");
+    std::fs::rename(&socket, &away).expect("move broker.sock away");
+    let killed = std::time::SystemTime::now();
+    kill(Pid::from_raw(broker), Signal::SIGKILL).expect("kill the broker");
+    let read = || std::fs::read_to_string(trace.path()).expect("read the trace");
+    let mut attempts = Vec::new();
+    // 0, 50, 100, 200, 400, 800, 1000, 1000 ms apart: 3.55 s in all.
+    let deadline = Instant::now() + Duration::from_secs(3) + crate::util::PATIENCE;
+    while attempts.len() < 8 {
+        assert!(Instant::now() < deadline, "fewer than 8 attempts:\n{}", read());
+        std::thread::sleep(Duration::from_millis(20));
+        attempts = refused_connects(&read());
+    }
+    std::fs::rename(&away, &socket).expect("put broker.sock back");
+    kill(master, Signal::SIGCONT).expect("continue the master");
+    drop(strace);
+    alice.expect("*** The chat service restarted; you are still in lobby.");
+
+    let since_epoch = killed.duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    let first = attempts[0] - since_epoch;
+    assert!(first < 0.045, "the first attempt came {first:.3} s after the broker died");
+    let gaps: Vec<f64> = attempts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    let shown = format!("gaps {gaps:.3?} in\n{}", read());
+    for (gap, least) in gaps.iter().zip([0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]) {
+        assert!(*gap >= least * 0.95, "a wait shorter than {least} s: {shown}");
+    }
+    assert!(gaps[5] < 1.5 && gaps[6] < 1.5, "the wait grew beyond 1 s: {shown}");
 }

@@ -21,9 +21,7 @@ const ALICE_LOOKALIKES: [(&str, &str); 8] = [
 #[test]
 fn nicknames_that_would_pass_for_someone_online_are_refused_whatever_their_script() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let mut other = daemon.connect();
     other.expect_prefix("*** Please choose a nickname");
     for (nick, how) in ALICE_LOOKALIKES {
@@ -61,9 +59,7 @@ fn nicknames_that_would_pass_for_someone_online_are_refused_whatever_their_scrip
 #[test]
 fn invisible_marks_and_piles_of_combining_marks_reach_nobody() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     // RLM, ALM, LRM, ZWSP, WJ, a BOM and a soft hyphen; 241 acute accents on one letter.
     alice.send(&format!(
         "1\u{200F}2\u{061C}3\u{200E}4\u{200B}5\u{2060}6\u{FEFF}7\u{00AD}8 Z{}!",

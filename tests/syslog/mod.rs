@@ -7,7 +7,7 @@ use std::process::Command;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::util::{Client, Spawned, free_port, login, runtime_dir, wait_until};
+use crate::util::{Client, Spawned, free_port, room, runtime_dir, wait_until};
 
 /// rsyslogd writing `messages` (facility.severity program[pid] message) and `traditional`
 /// (the classic file format) in `dir`, reading from `dir/log.sock`.
@@ -82,8 +82,7 @@ fn run_session_against_syslog(format: &str) {
         &["daemon.info chatd[", &master, &format!("listening on 127.0.0.1:{port}")],
     );
 
-    let mut alice = login(port, "alice");
-    let mut bob = login(port, "bob");
+    let [mut alice, mut bob] = room(port, ["alice", "bob"]);
     alice.send("a secret nobody may log");
     bob.expect("<alice> a secret nobody may log");
     // A refusal (notice) and a crash (err).

@@ -270,6 +270,9 @@ impl Tmux {
         let mut command = Command::new("tmux");
         // UTF-8 whatever the caller's locale: the tests type CJK text.
         command.arg("-u").arg("-S").arg(&self.socket).env_remove("TMUX").env("LANG", "C.UTF-8");
+        // The window's command runs in $SHELL, else in the user's login shell, which for a
+        // service user (a test run as nobody) is nologin.
+        command.env("SHELL", "/bin/sh");
         command
     }
 
@@ -367,8 +370,7 @@ fn netcat_in_tmux_never_sees_telnet_bytes_or_colour() {
 #[test]
 fn escape_sequences_controls_and_bidi_never_reach_another_terminal() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let attacks: [(&[u8], &str); 7] = [
         (b"a\x1b[31mred\x1b[0m b", "<alice> ared b"),
         (b"t\x1b]0;owned\x07itle", "<alice> title"),
@@ -399,15 +401,14 @@ fn escape_sequences_controls_and_bidi_never_reach_another_terminal() {
 #[test]
 fn chinese_nicknames_case_folding_width_and_lookalikes() {
     let daemon = Daemon::start();
-    let mut xiaoming = daemon.login("小明");
-    let mut sophia = daemon.login("Σοφία");
+    let [mut xiaoming, mut sophia] = daemon.room(["小明", "Σοφία"]);
     let mut other = daemon.connect();
     other.expect_prefix("*** Please choose a nickname");
     other.send("ΣΟΦΊΑ");
     other.expect("*** The nickname ΣΟΦΊΑ is already in use");
     other.send(&"明".repeat(13));
     other.expect_prefix("*** Invalid nickname");
-    let mut alice = daemon.login("alice");
+    let mut alice = daemon.login_seen_by("alice", &mut [&mut xiaoming, &mut sophia]);
     other.send("\u{430}lice");
     other.expect("*** The nickname \u{430}lice looks too much like alice, who is here; please choose another");
     other.send(&"明".repeat(12));
@@ -443,7 +444,7 @@ fn newcomers_see_the_rooms_recent_lines_marked_as_history() {
     let mut alice = none.login("alice");
     alice.send("unseen");
     alice.expect("<alice> unseen");
-    let mut bob = none.login("bob");
+    let mut bob = none.login_seen_by("bob", &mut [&mut alice]);
     bob.send("/who");
     let before = bob.expect("*** In lobby (2): alice, bob");
     assert!(!before.iter().any(|l| l.contains("history")), "{before:?}");
@@ -452,9 +453,7 @@ fn newcomers_see_the_rooms_recent_lines_marked_as_history() {
 #[test]
 fn reply_ignore_bell_whois_timestamps_and_colour() {
     let daemon = Daemon::start();
-    let mut alice = daemon.login("alice");
-    let mut bob = daemon.login("bob");
-    alice.expect("*** bob has joined lobby");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     // /reply goes to whoever last messaged you; a private message rings the bell.
     bob.send("/msg alice psst");
     alice.expect("*bob* psst");

@@ -276,6 +276,17 @@ impl Daemon {
         login(self.port, nick)
     }
 
+    /// Logs in each of `nicks` in turn, each seen joining by everyone before it (see [`room`]).
+    pub fn room<const N: usize>(&self, nicks: [&str; N]) -> [Client; N] {
+        room(self.port, nicks)
+    }
+
+    /// Logs in `nick` and waits until each of `members` has seen it join (see
+    /// [`login_seen_by`]).
+    pub fn login_seen_by(&self, nick: &str, members: &mut [&mut Client]) -> Client {
+        login_seen_by(self.port, nick, members)
+    }
+
     /// Pids of every process in the daemon's process group (the master included).
     pub fn processes(&self) -> Vec<i32> {
         processes_in_group(self.pid())
@@ -288,6 +299,26 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no server socket for client port {local_port}"));
         self.processes().into_iter().filter(|&pid| holds_socket(pid, inode)).collect()
     }
+}
+
+/// The first line of every test that needs root. Such a test also carries
+/// `#[cfg_attr(chatd_tests_unprivileged, ignore = "needs root: <why>")]`: built by another
+/// user (build.rs sets the cfg), it is reported as ignored, with its reason. Built as root and
+/// run as someone else, it was not marked, and would fail for a reason that is not its own (or
+/// pass for one): it stops here, saying so.
+pub fn assert_root_as_built() {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return;
+    }
+    if cfg!(chatd_tests_unprivileged) {
+        panic!("this test needs root: it is marked ignored, and was run anyway as uid {uid}");
+    }
+    panic!(
+        "this test needs root, and this binary was built as root, so it was not marked \
+         ignored; but it runs as uid {uid}. Run it as root, or build as this user (cargo test \
+         does), so that it is reported as ignored"
+    );
 }
 
 /// A temporary directory that chatd, dropping root to `nobody`, can traverse.
@@ -306,6 +337,39 @@ pub fn login(port: u16, nick: &str) -> Client {
     client.expect(&format!("*** You are now known as {nick}. Type /help for commands."));
     client.expect(&format!("*** {nick} has joined lobby"));
     client
+}
+
+/// Logs in `nick` (as [`login`]) and then waits until each of `members`, already in lobby,
+/// has seen `*** nick has joined lobby`.
+///
+/// When it returns, both sides know the other is in the room: the newcomer's own join notice
+/// comes from the broker after it registered the newcomer, and every member was registered
+/// before (its own login saw its join); each member has read the newcomer's join. Each member
+/// reads up to that one line and no further, so a later wait finds every line after it; the
+/// lines before it (such as the topic notice that follows a member's own join) are consumed.
+pub fn login_seen_by(port: u16, nick: &str, members: &mut [&mut Client]) -> Client {
+    let newcomer = login(port, nick);
+    let joined = format!("*** {nick} has joined lobby");
+    for member in members.iter_mut() {
+        member.expect(&joined);
+    }
+    newcomer
+}
+
+/// Logs in each of `nicks` in turn, in lobby, each one seen joining by everyone before it
+/// ([`login_seen_by`]): when it returns, everyone is in the room and has seen every later
+/// member join. Write `let [mut alice, mut bob] = daemon.room(["alice", "bob"]);`.
+pub fn room<const N: usize>(port: u16, nicks: [&str; N]) -> [Client; N] {
+    let mut members: Vec<Client> = Vec::with_capacity(N);
+    for nick in nicks {
+        let mut earlier: Vec<&mut Client> = members.iter_mut().collect();
+        let newcomer = login_seen_by(port, nick, &mut earlier);
+        members.push(newcomer);
+    }
+    match members.try_into() {
+        Ok(members) => members,
+        Err(_) => unreachable!("one client per nick"),
+    }
 }
 
 /// A loopback port that was free a moment ago, for programs that cannot listen on port 0 and
@@ -356,24 +420,45 @@ pub fn processes_in_group(group: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Bytes `client` sent that the process serving it has not read yet: what waits in the
+/// client's send queue plus what waits in the server side's receive queue (/proc/net/tcp).
+pub fn unread_bytes(server_port: u16, client: &Client) -> u64 {
+    let client_port = client.stream.local_addr().expect("local addr").port();
+    let queues = |local, remote| {
+        tcp_queues(local, remote)
+            .unwrap_or_else(|| panic!("no socket {local} -> {remote} in /proc/net/tcp"))
+    };
+    queues(client_port, server_port).0 + queues(server_port, client_port).1
+}
+
+/// The send and receive queues (bytes) of the loopback TCP socket from `local` to `remote`.
+fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
+    let fields = tcp_row(local, remote)?;
+    let (send, receive) = fields[4].split_once(':')?;
+    Some((u64::from_str_radix(send, 16).ok()?, u64::from_str_radix(receive, 16).ok()?))
+}
+
 /// The inode of the server-side socket of a loopback TCP connection.
 fn server_socket_inode(server_port: u16, client_port: u16) -> Option<u64> {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for row in text.lines().skip(1) {
-            let fields: Vec<&str> = row.split_whitespace().collect();
-            let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-            if fields.len() > 9
-                && port(fields[1]) == Some(server_port)
-                && port(fields[2]) == Some(client_port)
-            {
-                return fields[9].parse().ok();
-            }
-        }
-    }
-    None
+    tcp_row(server_port, client_port)?[9].parse().ok()
+}
+
+/// The row of /proc/net/tcp or tcp6 for the socket from `local` to `remote` (port numbers),
+/// split into its fields (at least 10).
+fn tcp_row(local: u16, remote: u16) -> Option<Vec<String>> {
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .find_map(|text| {
+            text.lines().skip(1).find_map(|row| {
+                let fields: Vec<String> = row.split_whitespace().map(str::to_string).collect();
+                let wanted = fields.len() > 9
+                    && port(&fields[1]) == Some(local)
+                    && port(&fields[2]) == Some(remote);
+                wanted.then_some(fields)
+            })
+        })
 }
 
 fn holds_socket(pid: i32, inode: u64) -> bool {
@@ -496,6 +581,27 @@ impl Client {
         self.read_until(|line| line == expected, expected)
     }
 
+    /// Reads lines until every one of `expected` has come, in any order (as two sessions'
+    /// requests reach the broker in either order); returns the other lines read on the way.
+    pub fn expect_all(&mut self, expected: &[&str]) -> Vec<String> {
+        let mut missing: Vec<&str> = expected.to_vec();
+        let mut others = Vec::new();
+        while !missing.is_empty() {
+            match self.next_line() {
+                Some(line) => match missing.iter().position(|wanted| *wanted == line) {
+                    Some(at) => {
+                        missing.swap_remove(at);
+                    }
+                    None => others.push(line),
+                },
+                None => {
+                    panic!("connection closed before {missing:?}; seen:\n{}", self.seen.join("\n"))
+                }
+            }
+        }
+        others
+    }
+
     /// Reads lines until one starts with `prefix`; returns that line.
     pub fn expect_prefix(&mut self, prefix: &str) -> String {
         self.read_until(|line| line.starts_with(prefix), prefix);
@@ -544,10 +650,19 @@ pub fn distinct(values: &[i32]) -> usize {
 
 /// Resident memory of a process in KiB (VmRSS), 0 if it is gone.
 pub fn rss_kib(pid: i32) -> u64 {
+    memory_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory a process ever had, in KiB (VmHWM), 0 if it is gone.
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    memory_kib(pid, "VmHWM:")
+}
+
+fn memory_kib(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
