@@ -2,34 +2,48 @@
 //!
 //! # Layout
 //!
-//! Three process roles, each a module that never imports another role:
+//! Three process roles, each a module that never imports another; [`modes`], the composition
+//! root, is the only module that names all three, and hands the master its children's entry
+//! points ([`master::Roles`]).
 //!
-//! - [`master`]: binds the listeners, forks the [`broker`] and one session child per
-//!   connection, handles signals and reaps children. No threads, ever.
-//! - [`broker`]: one process owning all room state ([`broker::room`] is the pure logic), serving
-//!   `broker.sock`.
-//! - [`session`]: one process per client: telnet bytes, lines, commands, rendering.
+//! - [`master`]: binds the listeners, forks the broker and one session child per connection,
+//!   handles signals and reaps children. No threads, ever. `mod.rs` is the loop, accept and
+//!   shutdown; `children` forks and reaps; `supervision` is the restart and crash-loop
+//!   arithmetic (pure); `link` is its side of the link to the broker; `admission` (pure),
+//!   `listen`, `privileges`, `repair` and `settings` the rest.
+//! - [`broker`]: one process owning all room state, serving `broker.sock` and `control.sock`.
+//!   `mod.rs` is the loop; `connections` accepts and reads; `dispatch` applies requests to
+//!   `room` (pure); `peers` is the fan-out engine (encode once, queue, flush); `link` is what a
+//!   connection is and the master's link; `control` serves operators; `stats` counts.
+//! - [`session`]: one process per client. `mod.rs` is the loop; `transport` is the client's
+//!   stream (`ClientTransport`; plain TCP today); `input` takes bytes through `telnet`,
+//!   `line`/`editor`, `charset` and `command` to `dispatch` (pure: command → action);
+//!   `events` takes the broker's events through `state` (pure: the event state machine) to
+//!   `output`, `render` and `terminal`; `link` is the broker connection.
 //!
 //! What the roles share:
 //!
-//! - [`proto`]: the messages between sessions and the broker, and [`proto::codec`], the frame
-//!   format (the only place bincode is named);
-//! - [`channel`]: a framed non-blocking channel over a Unix stream; [`outbuf`]: a bounded
-//!   output queue;
+//! - [`proto`]: the messages between the processes (`Request`/`Event` for sessions,
+//!   [`proto::master`] for the master's link, [`proto::control`] for operators,
+//!   [`proto::report`] for the admission datagram) and [`proto::codec`], the frame format (the
+//!   only place bincode is named);
+//! - [`channel`]: a framed non-blocking channel over a Unix stream, typed by direction
+//!   (`Channel<Tx, Rx>`); [`outbuf`]: a bounded output queue;
 //! - [`names`] (valid nicknames and rooms) and [`text`] (cleaning user text);
-//! - [`modes`]: the entry points of the deployment modes (standalone, `chatd broker`,
-//!   `chatd inetd`);
 //! - [`moderation`]: bans, mutes and the message of the day, persisted by the broker and read
 //!   by the master at accept;
-//! - [`sys`] (fork, signal dispositions, peer credentials, process titles: the only
-//!   `unsafe`), [`signals`] (signalfd for children), [`logging`], [`config`] and [`cli`].
+//! - [`clock`] (the wall clock), [`sys`] (fork, signal dispositions, peer credentials, process
+//!   titles: the only `unsafe`), [`signals`] (signalfd for children), [`logging`], [`config`]
+//!   and [`cli`].
 //!
 //! And one program besides the daemon: [`ctl`] is `chatctl`, the operator's command, which
 //! speaks [`proto::control`] over the broker's `control.sock`.
 //!
-//! Data flows one way: client bytes → `session::telnet` → `session::line` →
-//! `session::command` → `proto::codec` → `channel` → `broker` → `broker::room` → encoded once →
-//! every member's `channel` → `session::render` → client.
+//! Data flows one way: client bytes → `session::transport` → `session::input` (`telnet`,
+//! `line`, `command`) → `session::dispatch` → `channel` → `broker::connections` →
+//! `broker::dispatch` → `broker::room` → `broker::peers` (encoded once) → every member's
+//! `channel` → `session::events` → `session::state` → `session::output` (`render`,
+//! `terminal`) → the transport → client. docs/ARCHITECTURE.md has the picture.
 
 pub mod broker;
 pub mod channel;

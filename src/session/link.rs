@@ -365,10 +365,26 @@ mod tests {
 
     #[test]
     fn a_lost_link_retries_at_once_and_then_backs_off() {
+        let poll = mio::Poll::new().expect("poll");
+        // Its socket path is empty: every attempt to reconnect fails.
         let mut link = link();
         link.lost();
-        assert!(link.retry_at().is_some_and(|at| at <= Instant::now()));
+        assert!(link.retry_at().is_some_and(|at| at <= Instant::now()), "the first try is due");
         assert!(!link.gave_up());
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            let (tried_at, delay) = (Instant::now(), link.retry_delay);
+            assert!(!link.try_reconnect(poll.registry()), "nothing listens there");
+            let next = link.retry_at.expect("another attempt is scheduled");
+            assert!(next >= tried_at + delay, "the next attempt waits the back-off");
+            assert!(
+                !link.try_reconnect(poll.registry()) && link.retry_at == Some(next),
+                "not early"
+            );
+            delays.push(delay.as_millis());
+            link.retry_at = Some(tried_at); // as if the wait were over
+        }
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000], "doubling up to a second");
     }
 
     #[test]
