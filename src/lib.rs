@@ -14,12 +14,14 @@
 //! - [`broker`]: one process owning all room state, serving `broker.sock` and `control.sock`.
 //!   `mod.rs` is the loop; `connections` accepts and reads; `dispatch` applies requests to
 //!   `room` (pure); `peers` is the fan-out engine (encode once, queue, flush); `link` is what a
-//!   connection is and the master's link; `control` serves operators; `stats` counts.
+//!   connection is and the master's link; `control` serves operators; `stats` counts;
+//!   `remembered` is a bounded memory of sessions by sender id.
 //! - [`session`]: one process per client. `mod.rs` is the loop; `transport` is the client's
 //!   stream (`ClientTransport`; plain TCP today); `input` takes bytes through `telnet`,
 //!   `line`/`editor`, `charset` and `command` to `dispatch` (pure: command → action);
 //!   `events` takes the broker's events through `state` (pure: the event state machine) to
-//!   `output`, `render` and `terminal`; `link` is the broker connection.
+//!   `output`, `render` and `terminal`; `link` is the broker connection; `flood` (the token
+//!   bucket), `http` (a browser on the chat port), `help` and `error` the rest.
 //!
 //! What the roles share:
 //!
@@ -33,7 +35,7 @@
 //! - [`moderation`]: bans, mutes and the message of the day, persisted by the broker and read
 //!   by the master at accept;
 //! - [`clock`] (the wall clock), [`sys`] (fork, signal dispositions, peer credentials, process
-//!   titles: the only `unsafe`), [`signals`] (signalfd for children), [`logging`], [`config`]
+//!   titles: the only unsafe code; its callers write why each call is sound, `// SAFETY:`), [`signals`] (signalfd for children), [`logging`], [`config`]
 //!   and [`cli`].
 //!
 //! And one program besides the daemon: [`ctl`] is `chatctl`, the operator's command, which

@@ -13,10 +13,12 @@ use std::net::{IpAddr, SocketAddr};
 use log::{error, info};
 
 use crate::broker::{self, BrokerError};
+use crate::config::SessionLimits;
 use crate::config::{Config, ConfigSource};
 use crate::master::listen::{self, ListenError};
 use crate::master::privileges::{self, PrivilegeError};
 use crate::master::{self, BrokerStart, MasterError, Roles, SessionStart};
+use crate::session::transport::PlainTransport;
 use crate::session::{self, SessionSettings};
 use crate::sys;
 
@@ -95,7 +97,8 @@ pub fn inetd_session(config: &Config) -> Result<i32, StartError> {
         broker_socket: config.runtime_dir.join(listen::BROKER_SOCKET),
         limits: config.session.clone(),
     };
-    Ok(session::run(mio::net::TcpStream::from_std(connection), peer, settings, None))
+    let client = plain_transport(mio::net::TcpStream::from_std(connection), &settings.limits);
+    Ok(session::run(client, peer, settings, None))
 }
 
 /// The peer as inetd-style launchers describe it when `getpeername` cannot (`REMOTE_ADDR`).
@@ -122,7 +125,14 @@ const ROLES: Roles = Roles { session: forked_session, broker: forked_broker };
 /// A session child of the master.
 fn forked_session(start: SessionStart) -> i32 {
     let SessionStart { client, peer, broker_socket, limits, reporter } = start;
+    let client = plain_transport(client, &limits);
     session::run(client, peer, SessionSettings { broker_socket, limits }, reporter)
+}
+
+/// A client on a plain TCP connection (a listener's, or inetd's standard input). TLS and
+/// WebSocket listeners will choose their own transports here.
+fn plain_transport(stream: mio::net::TcpStream, limits: &SessionLimits) -> Box<PlainTransport> {
+    Box::new(PlainTransport::new(stream, limits.send_queue_bytes, limits.keepalive, limits.telnet))
 }
 
 /// The broker child of the master.

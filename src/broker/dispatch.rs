@@ -36,8 +36,11 @@ impl Broker {
         let Some(peer) = self.peers.get_mut(id) else {
             return false;
         };
-        // Requests come only on a session's channel, which its greeting made (and named).
+        // Requests come only on a session's channel, which its greeting made (and named);
+        // one without a name is a bug here, and the peer goes rather than stay unserved.
         let Some(session) = peer.session else {
+            warn!("dropping session pid {} ({}): a request before its name", peer.pid, peer.client);
+            self.peers.doom(id, LeaveReason::ConnectionLost);
             return false;
         };
         if peer.kicked {

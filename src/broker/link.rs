@@ -8,8 +8,8 @@
 //!   or on `broker.sock` while no master is linked), its frames (figures, vouches, the answer
 //!   to a reload), asking it to reload or stop, and forgetting it when it closes.
 //!
-//! It must not serve sessions (that is `mod.rs` and `room`) nor answer operators (`control`,
-//! which asks through [`Broker::tell_master`]).
+//! It must not serve sessions (that is `dispatch` and `room`) nor answer operators (`control`,
+//! which asks through `Broker::tell_master`).
 
 use std::io;
 
@@ -199,8 +199,8 @@ impl Broker {
 
     /// Queues `event` on the master's link. False if no master is linked. A link whose queue
     /// is full is dropped as too slow, as any peer's would be.
-    pub(super) fn tell_master(&mut self, event: &MasterEvent) -> bool {
-        let Some(id) = self.master else { return false };
+    pub(super) fn tell_master(&mut self, event: &MasterEvent) {
+        let Some(id) = self.master else { return };
         self.peers.queue_with(id, |channel| match channel {
             PeerChannel::Master(link) => match link.send(event) {
                 Ok(()) => Ok(()),
@@ -213,7 +213,6 @@ impl Broker {
             _ => Ok(()),
         });
         self.count_too_slow();
-        true
     }
 
     /// An operator's `shutdown --grace` is over: asks the master to stop the daemon (the

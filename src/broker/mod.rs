@@ -1,16 +1,16 @@
 //! The room broker: one process, one mio event loop, all room state.
 //!
 //! It owns the Unix listener `broker.sock`, one channel (`link::PeerChannel`) per session child
-//! and for the master's link, and the [`Rooms`]. It reads [`Request`]s, applies them to the
+//! and for the master's link, and the [`Rooms`]. It reads `Request`s, applies them to the
 //! rooms, and writes [`Event`]s: each event is encoded once and the same bytes are queued for
 //! every recipient; queued bytes are written once per recipient per loop turn.
 //!
-//! It also serves operators: `control.sock` ([`control`]) for chatctl, the persisted
+//! It also serves operators: `control.sock` (`control`) for chatctl, the persisted
 //! moderation state ([`crate::moderation`]: bans, mutes, message of the day), and the figures
 //! ([`stats`]). The master links to it over a socket pair it created before forking the broker
 //! (a connection nobody else can make); it reports its own figures every second, vouches for
 //! the sessions it forks, and receives `Reload` and `Stop` (its own frames: `proto::master`; the
-//! broker's side is [`link`]). Only a broker whose master is gone takes a `MasterHello` on
+//! broker's side is `link`). Only a broker whose master is gone takes a `MasterHello` on
 //! `broker.sock` (a replacement master adopting it).
 //!
 //! Identity: a session is whoever the kernel says is at the other end of its connection. Its
@@ -25,11 +25,11 @@
 //! does not decode is dropped and logged once. It never renders text for a terminal: that is the
 //! session's job.
 //!
-//! This file holds the start-up ([`run`]), the event loop and the master's link; each other
-//! step of the data flow has its own file: [`connections`] accepts and reads `broker.sock`,
-//! [`dispatch`] applies each session request to the [`Rooms`] ([`room`], pure), [`peers`] is
+//! This file holds the start-up ([`run`]), the event loop, signals and the goodbye; each other
+//! step of the data flow has its own file: `connections` accepts and reads `broker.sock`,
+//! `dispatch` applies each session request to the [`Rooms`] ([`room`], pure), `peers` is
 //! the fan-out engine that encodes and queues what the rooms say (the one place that writes to
-//! sessions), and [`control`] serves operators.
+//! sessions), and `control` serves operators.
 
 mod connections;
 mod control;
@@ -421,8 +421,8 @@ impl Broker {
         copies
     }
 
-    /// Encodes `event` once and queues it for each of `ids` (the master's link, every
-    /// session for an operator's announcement).
+    /// Encodes `event` once and queues it for each of `ids` (every session, for an
+    /// operator's announcement), counting what that dropped as too slow.
     fn send_to(&mut self, ids: impl IntoIterator<Item = MemberId>, event: &Event) {
         self.peers.send_to(ids, event);
         self.count_too_slow();

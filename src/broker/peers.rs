@@ -188,8 +188,9 @@ impl Peers {
         copies
     }
 
-    /// Encodes `event` once and queues it for each of `ids` (the master's link, every
-    /// session for an operator's announcement).
+    /// Encodes `event` once and queues it for each of `ids` (every session, for an
+    /// operator's announcement). The master's link takes no events: its frames are
+    /// [`crate::proto::master::MasterEvent`]s, queued by `Broker::tell_master`.
     pub(super) fn send_to(&mut self, ids: impl IntoIterator<Item = MemberId>, event: &Event) {
         if !self.encode(event) {
             return;

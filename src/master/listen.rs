@@ -60,9 +60,13 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// The listening sockets systemd passed (socket activation), if any. Each must be a listening
 /// TCP socket; they are made non-blocking.
-pub fn from_systemd() -> Result<Option<Vec<TcpListener>>, ListenError> {
-    // SAFETY: only `master::run` calls this, once, before it forks anything, and the master
-    // never starts a thread: nothing else reads the environment or owns those descriptors.
+///
+/// # Safety
+///
+/// As [`crate::sys::systemd_listen_fds`]: the process is single-threaded, this is called at
+/// most once, and nothing else uses the descriptors systemd passed.
+pub unsafe fn from_systemd() -> Result<Option<Vec<TcpListener>>, ListenError> {
+    // SAFETY: this function's own contract is that of `systemd_listen_fds`.
     let fds = unsafe { crate::sys::systemd_listen_fds() }.map_err(ListenError::Systemd)?;
     if fds.is_empty() {
         return Ok(None);

@@ -191,7 +191,9 @@ pub fn run(
     let mut fitted = config.clone();
     settings::fit_clients_to_descriptors(&mut fitted.admission)?;
     let config = &fitted;
-    let listeners = match listen::from_systemd()? {
+    // SAFETY: `run` is the master's start-up, called once, before it forks anything; the
+    // master never starts a thread, and nothing else reads LISTEN_FDS or owns those descriptors.
+    let listeners = match unsafe { listen::from_systemd() }? {
         Some(listeners) => {
             info!("using {} listening socket(s) from systemd", listeners.len());
             listeners

@@ -10,9 +10,9 @@
 
 use log::{debug, error, warn};
 
-use super::link::Welcomed;
+use super::link::{BrokerLink, Welcomed};
 use super::render::{self, notice};
-use super::state::Reaction;
+use super::state::{Deliveries, Reaction};
 use super::{Session, Traffic};
 use crate::channel::{ReadOutcome, SendError};
 use crate::proto::{Event, Request};
@@ -191,5 +191,20 @@ impl Session {
             report.extend_from_slice(detail);
             let _ = reporter.send(&report);
         }
+    }
+}
+
+/// The link keeps the acknowledgements and the duplicate filter the state machine reads.
+impl Deliveries for BrokerLink {
+    fn me(&self) -> u64 {
+        self.session()
+    }
+
+    fn acknowledge(&mut self, seq: u64) {
+        BrokerLink::acknowledge(self, seq);
+    }
+
+    fn first_sight(&mut self, sender: u64, seq: u64) -> bool {
+        BrokerLink::first_sight(self, sender, seq)
     }
 }

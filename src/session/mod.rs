@@ -39,19 +39,19 @@
 
 pub mod charset;
 pub mod command;
-pub mod dispatch;
+pub(crate) mod dispatch;
 pub mod editor;
 mod error;
 mod events;
 pub mod flood;
-pub mod help;
+pub(crate) mod help;
 pub mod http;
 mod input;
 pub mod line;
 pub mod link;
 mod output;
 pub mod render;
-pub mod state;
+pub(crate) mod state;
 pub mod telnet;
 pub mod terminal;
 pub mod transport;
@@ -63,7 +63,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{error, info};
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
@@ -78,7 +77,7 @@ use render::notice;
 use state::{Phase, SessionState};
 use telnet::Telnet;
 use terminal::Terminal;
-use transport::{ClientTransport, PlainTransport};
+use transport::ClientTransport;
 
 /// Stop reading the client while this much waits for the broker.
 const BROKER_HIGH_WATER: usize = 64 * 1024;
@@ -183,21 +182,19 @@ struct Traffic {
 
 /// Serves one client until it leaves; returns the process exit status.
 ///
-/// `client` is a plain TCP connection (a listener's, or inetd's standard input); it is
-/// wrapped in its transport here, and nothing past this function knows its type.
+/// `client` is the client's transport (today a [`transport::PlainTransport`] over a listener's connection
+/// or inetd's standard input, which the composition root, `modes`, wraps); nothing in the
+/// session knows which kind it has.
 /// `reporter`, when given, is told this process's pid once the client has chosen a nickname:
 /// the master counts clients that have not (sshd's MaxStartups) and sources whose clients
 /// leave before doing so.
 pub fn run(
-    client: TcpStream,
+    client: Box<dyn ClientTransport>,
     peer: SocketAddr,
     settings: SessionSettings,
     reporter: Option<StdUnixDatagram>,
 ) -> i32 {
-    let limits = &settings.limits;
-    let transport =
-        PlainTransport::new(client, limits.send_queue_bytes, limits.keepalive, limits.telnet);
-    match Session::start(Box::new(transport), peer, settings, reporter) {
+    match Session::start(client, peer, settings, reporter) {
         Ok(mut session) => match session.event_loop() {
             Ok(()) => 0,
             Err(err) => {
@@ -228,10 +225,7 @@ impl Session {
         ) {
             Ok(broker) => broker,
             Err(err) => {
-                error!(
-                    "session for {peer}: cannot reach the broker at {}: {err}",
-                    settings.broker_socket.display()
-                );
+                // Logged once, by `run`, from the error returned below.
                 let sorry = format!("{}\r\n", notice::service_unavailable().plain());
                 if client.queue(sorry.as_bytes()).is_ok() {
                     let _ = client.flush();
@@ -287,7 +281,7 @@ impl Session {
         session
             .signals
             .register(session.poll.registry(), SIGNALS)
-            .map_err(SessionError::Register)?;
+            .map_err(SessionError::Signals)?;
         info!("connection from {peer}");
         if let Some(sniffed) = session.client.sniff_http() {
             session.http = Some(HttpRequest { head: Vec::new(), head_only: sniffed.head_only });

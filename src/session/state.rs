@@ -5,7 +5,8 @@
 //! ignores and who last wrote to them privately, and the rules that read them: which events are
 //! shown (acknowledgements and the duplicate filter, through [`Deliveries`]; the ignore filter),
 //! and which ring the bell. [`SessionState::on_event`] takes an event and says what to do
-//! ([`Reaction`]); it does no I/O and reads no clock, so every transition is unit-tested here.
+//! ([`Reaction`]); it touches no socket and reads no clock (its one side effect is a log line
+//! when the phase changes), so every transition is unit-tested here.
 //! The session's loop carries the reaction out (writes, admission report, closing).
 
 use std::net::SocketAddr;
@@ -14,7 +15,6 @@ use log::{error, info, warn};
 
 use crate::names::{self, DEFAULT_ROOM};
 use crate::proto::{Event, Failure, HistoryLine, Request};
-use crate::session::link::BrokerLink;
 use crate::session::render::{self, Shown, notice};
 
 /// Where the conversation with the client stands.
@@ -37,20 +37,6 @@ pub trait Deliveries {
     fn acknowledge(&mut self, seq: u64);
     /// True the first time `(sender, seq)` is seen.
     fn first_sight(&mut self, sender: u64, seq: u64) -> bool;
-}
-
-impl Deliveries for BrokerLink {
-    fn me(&self) -> u64 {
-        self.session()
-    }
-
-    fn acknowledge(&mut self, seq: u64) {
-        BrokerLink::acknowledge(self, seq);
-    }
-
-    fn first_sight(&mut self, sender: u64, seq: u64) -> bool {
-        BrokerLink::first_sight(self, sender, seq)
-    }
 }
 
 /// What an event asks of the session.
