@@ -12,22 +12,30 @@
 //! Times are wall-clock Unix seconds, because they must survive restarts. Expired entries
 //! are ignored by every reader and dropped at the next write. This module does no networking
 //! and knows nothing of sessions.
+//!
+//! This file owns the state itself ([`Moderation`], [`Ban`], [`Mute`], [`Change`]), its file
+//! format and its atomic [`Moderation::load`] and [`Moderation::save`]; it starts no thread and
+//! reads no clock (callers pass `now`). The two users of the file live beside it: `writer.rs`
+//! ([`StateWriter`], the broker's thread that saves off the loop) and `ban_file.rs`
+//! ([`BanFile`], the master's read-only view); both are re-exported here.
 
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::unix_now;
 use crate::names;
+
+mod ban_file;
+mod writer;
+
+pub use ban_file::BanFile;
+pub use writer::{Saver, StateWriter};
 
 /// Name of the state file inside the state directory.
 pub const STATE_FILE: &str = "state.toml";
@@ -322,250 +330,6 @@ pub fn check_writable(dir: &Path) -> Result<(), String> {
     access(dir, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|errno| errno.desc().to_string())
 }
 
-/// Writes the state file on a thread of its own, so that the broker's loop never waits for the
-/// disk: a muted user renaming in a loop, or a slow or stuck disk, must not hold up anyone's
-/// lines.
-///
-/// The hand-off holds one state: a newer one submitted before the older was written replaces
-/// it (the newer contains every change of the older), so saves coalesce and the memory held is
-/// one copy. Each submission gets a generation number; the outcome of the newest write that
-/// finished is kept for [`StateWriter::take_outcome`], and `notify` (a `mio::Waker` in the
-/// broker) is called after each write. A state whose write finished with generation `g` is on
-/// disk (or not) together with every submission up to `g`.
-///
-/// The thread runs only while there is something to write: it starts with a submission and
-/// ends after [`IDLE_EXIT`] without one, so an idle daemon holds no thread (under a tight
-/// `RLIMIT_NPROC` a thread takes the place of a session). It inherits the signal mask of the
-/// thread that starts it: the broker's, which blocks the signals it reads from its signalfd.
-/// If no thread can be started, [`StateWriter::submit`] writes itself (correct, but on the
-/// loop), and says so once.
-pub struct StateWriter {
-    shared: Arc<Shared>,
-    saver: Arc<Mutex<Saver>>,
-    notify: Arc<dyn Fn() + Send + Sync>,
-    submitted: u64,
-    /// The last attempt to start the thread failed (logged once until one succeeds).
-    cannot_start: bool,
-    /// How long the thread waits for more work before it ends ([`IDLE_EXIT`]).
-    idle_exit: Duration,
-}
-
-/// Writes one state; the thread's only work.
-pub type Saver = Box<dyn FnMut(&mut Moderation) -> Result<(), String> + Send>;
-
-#[derive(Default)]
-struct Shared {
-    slot: Mutex<Slot>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Slot {
-    /// The newest state not yet taken by the thread.
-    pending: Option<(u64, Moderation)>,
-    /// The thread is writing a state.
-    writing: bool,
-    /// The newest write that finished, and how; taken by the broker.
-    outcome: Option<(u64, Result<(), String>)>,
-    /// The thread is running (it clears this itself, under the lock, when it ends).
-    running: bool,
-    stop: bool,
-}
-
-/// How long the writer thread waits for more work before it ends.
-const IDLE_EXIT: Duration = Duration::from_secs(5);
-
-/// How long dropping a [`StateWriter`] waits for the last state to be written.
-const FINAL_WRITE: Duration = Duration::from_secs(2);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind: still usable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl StateWriter {
-    /// A writer of the state file at `path`.
-    pub fn new(path: PathBuf, notify: impl Fn() + Send + Sync + 'static) -> StateWriter {
-        Self::with_saver(
-            Box::new(move |state: &mut Moderation| {
-                state.save(&path, unix_now()).map_err(|err| err.to_string())
-            }),
-            notify,
-        )
-    }
-
-    /// A writer that writes with `saver` (tests give one that can be held up).
-    pub fn with_saver(saver: Saver, notify: impl Fn() + Send + Sync + 'static) -> StateWriter {
-        StateWriter {
-            shared: Arc::new(Shared::default()),
-            saver: Arc::new(Mutex::new(saver)),
-            notify: Arc::new(notify),
-            submitted: 0,
-            cannot_start: false,
-            idle_exit: IDLE_EXIT,
-        }
-    }
-
-    /// Hands over `state` to be written (replacing one not yet taken); returns its generation.
-    pub fn submit(&mut self, state: Moderation) -> u64 {
-        self.submitted += 1;
-        let generation = self.submitted;
-        let mut slot = lock(&self.shared.slot);
-        slot.pending = Some((generation, state));
-        if slot.running {
-            self.shared.changed.notify_all();
-            return generation;
-        }
-        let (shared, saver, notify) =
-            (Arc::clone(&self.shared), Arc::clone(&self.saver), Arc::clone(&self.notify));
-        let idle_exit = self.idle_exit;
-        let spawned = std::thread::Builder::new()
-            .name("state-writer".into())
-            .spawn(move || write_until_idle(&shared, &saver, &*notify, idle_exit));
-        match spawned {
-            Ok(_) => {
-                slot.running = true;
-                self.cannot_start = false;
-            }
-            Err(err) => {
-                if !self.cannot_start {
-                    log::warn!(
-                        "cannot start the thread that writes the state file ({err}); the broker writes it itself"
-                    );
-                    self.cannot_start = true;
-                }
-                if let Some((generation, mut state)) = slot.pending.take() {
-                    let result = (*lock(&self.saver))(&mut state);
-                    slot.outcome = Some((generation, result));
-                    drop(slot);
-                    (self.notify)();
-                }
-            }
-        }
-        generation
-    }
-
-    /// The newest write that finished since the last call: its generation and outcome.
-    pub fn take_outcome(&mut self) -> Option<(u64, Result<(), String>)> {
-        lock(&self.shared.slot).outcome.take()
-    }
-
-    /// Nothing is waiting to be written or being written.
-    pub fn idle(&self) -> bool {
-        let slot = lock(&self.shared.slot);
-        slot.pending.is_none() && !slot.writing
-    }
-}
-
-/// The writer thread: takes the newest state, writes it, reports; ends when told to stop
-/// (after writing what is pending) or after `idle_exit` with nothing to write.
-fn write_until_idle(
-    shared: &Shared,
-    saver: &Mutex<Saver>,
-    notify: &(dyn Fn() + Send + Sync),
-    idle_exit: Duration,
-) {
-    let mut slot = lock(&shared.slot);
-    loop {
-        if let Some((generation, mut state)) = slot.pending.take() {
-            slot.writing = true;
-            drop(slot);
-            let result = (*lock(saver))(&mut state);
-            slot = lock(&shared.slot);
-            slot.writing = false;
-            slot.outcome = Some((generation, result));
-            shared.changed.notify_all();
-            notify();
-            continue;
-        }
-        if slot.stop {
-            slot.running = false;
-            return;
-        }
-        let (next, waited) = shared
-            .changed
-            .wait_timeout(slot, idle_exit)
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slot = next;
-        if waited.timed_out() && slot.pending.is_none() {
-            slot.running = false;
-            return;
-        }
-    }
-}
-
-impl Drop for StateWriter {
-    /// Lets the thread write what is pending (for at most [`FINAL_WRITE`]: a stuck disk must
-    /// not keep the broker from stopping), then leaves it to end with the process.
-    fn drop(&mut self) {
-        let mut slot = lock(&self.shared.slot);
-        slot.stop = true;
-        self.shared.changed.notify_all();
-        let deadline = std::time::Instant::now() + FINAL_WRITE;
-        while slot.running && (slot.pending.is_some() || slot.writing) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            slot = self
-                .shared
-                .changed
-                .wait_timeout(slot, left)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
-        }
-    }
-}
-
-/// The master's read-only view of the bans: re-read whenever the file changed on disk (one
-/// `stat` per check), so bans set through the broker apply to the very next connection. A
-/// version of the file that cannot be used (damaged, too big) is read once and reported once:
-/// the master checks at every accept, and must not parse the same bad file each time.
-#[derive(Debug)]
-pub struct BanFile {
-    path: PathBuf,
-    /// Identity of the file version last read, whether or not it could be used: device,
-    /// inode, modification time, size.
-    seen: Option<FileIdentity>,
-    state: Moderation,
-}
-
-/// What tells one version of a file from another without reading it.
-type FileIdentity = (u64, u64, i64, i64, u64);
-
-impl BanFile {
-    pub fn new(state_dir: &Path) -> BanFile {
-        BanFile { path: state_dir.join(STATE_FILE), seen: None, state: Moderation::default() }
-    }
-
-    /// The ban that refuses `ip` now, if any. A file that cannot be used keeps the bans read
-    /// last; the error is returned once per version of the file (and each time it cannot even
-    /// be `stat`ed), so that the caller can log it.
-    pub fn check(&mut self, ip: IpAddr) -> (Option<Ban>, Option<StateError>) {
-        let error = self.refresh().err();
-        (self.state.address_ban(ip, unix_now()).cloned(), error)
-    }
-
-    fn refresh(&mut self) -> Result<(), StateError> {
-        let meta = match fs::metadata(&self.path) {
-            Ok(meta) => Some(meta),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => return Err(StateError::Read { path: self.path.clone(), source }),
-        };
-        let identity = meta
-            .as_ref()
-            .map(|meta| (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len()));
-        if identity == self.seen {
-            return Ok(());
-        }
-        // Remembered before reading: a bad version is not read again until it changes.
-        self.seen = identity;
-        // `load` refuses a file over MAX_STATE_BYTES unread.
-        self.state = Moderation::load(&self.path)?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,109 +448,5 @@ mod tests {
         fs::write(&path, "[[ban]]\ntarget = \"not a target!\"\nsince = 1\n").expect("write");
         let err = Moderation::load(&path).expect_err("damaged");
         assert!(err.to_string().contains("damaged"), "{err}");
-    }
-
-    #[test]
-    fn a_bad_state_file_is_read_and_reported_once_per_version_and_the_old_bans_stay() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join(STATE_FILE);
-        let mut file = BanFile::new(dir.path());
-        let ip: IpAddr = "198.51.100.9".parse().expect("ip");
-        let mut state = Moderation::default();
-        state.ban(ban("198.51.100.0/24", None));
-        state.save(&path, unix_now()).expect("saved");
-        assert!(file.check(ip).0.is_some());
-
-        fs::write(&path, "[[ban]]\ntarget = \"not a target!\"\n").expect("damage");
-        let (banned, error) = file.check(ip);
-        assert!(error.is_some_and(|err| err.to_string().contains("damaged")));
-        assert!(banned.is_some(), "the bans read before stay in force");
-        let (banned, error) = file.check(ip);
-        assert!(error.is_none(), "the same damaged version is not read again: {error:?}");
-        assert!(banned.is_some());
-
-        let huge = "x".repeat(MAX_STATE_BYTES as usize + 1);
-        fs::write(&path, huge).expect("enlarge");
-        let error = file.check(ip).1.map(|err| err.to_string()).unwrap_or_default();
-        assert!(error.contains("more than the 1048576"), "{error}");
-        assert!(file.check(ip).1.is_none());
-        assert!(matches!(Moderation::load(&path), Err(StateError::TooLarge { .. })));
-
-        state.unban(&"198.51.100.0/24".parse().expect("target"));
-        state.save(&path, unix_now()).expect("saved");
-        let (banned, error) = file.check(ip);
-        assert!(banned.is_none() && error.is_none(), "{error:?}");
-    }
-
-    #[test]
-    fn the_state_writer_coalesces_what_arrives_while_it_writes_and_reports_the_newest() {
-        use std::sync::mpsc;
-        let (entered, writing) = mpsc::channel::<Option<String>>();
-        let (release, released) = mpsc::channel::<()>();
-        let released = Mutex::new(released);
-        let saver: Saver = Box::new(move |state: &mut Moderation| {
-            let _ = entered.send(state.motd.clone());
-            let _ = lock(&released).recv();
-            if state.motd.as_deref() == Some("first") { Err("disk stuck".into()) } else { Ok(()) }
-        });
-        let (woken, wakes) = mpsc::channel::<()>();
-        let woken = Mutex::new(woken);
-        let mut writer = StateWriter::with_saver(saver, move || {
-            let _ = lock(&woken).send(());
-        });
-        let with = |motd: &str| Moderation { motd: Some(motd.into()), ..Default::default() };
-        assert_eq!(writer.submit(with("first")), 1);
-        assert_eq!(writing.recv().expect("writing"), Some("first".into()));
-        assert!(!writer.idle());
-        // Held up on the first write: the next two coalesce, the newest wins.
-        assert_eq!(writer.submit(with("second")), 2);
-        assert_eq!(writer.submit(with("third")), 3);
-        release.send(()).expect("release");
-        wakes.recv().expect("woken after the first write");
-        assert_eq!(writing.recv().expect("writing"), Some("third".into()), "second is skipped");
-        release.send(()).expect("release");
-        wakes.recv().expect("woken after the second write");
-        assert_eq!(writer.take_outcome(), Some((3, Ok(()))));
-        assert_eq!(writer.take_outcome(), None);
-        assert!(writer.idle());
-    }
-
-    #[test]
-    fn the_state_writer_runs_a_thread_only_while_there_is_something_to_write() {
-        let saves = Arc::new(Mutex::new(0));
-        let counted = Arc::clone(&saves);
-        let saver: Saver = Box::new(move |_: &mut Moderation| {
-            *lock(&counted) += 1;
-            Ok(())
-        });
-        let mut writer = StateWriter::with_saver(saver, || {});
-        writer.idle_exit = Duration::from_millis(20);
-        let running = |writer: &StateWriter| lock(&writer.shared.slot).running;
-        assert!(!running(&writer), "no thread before the first save");
-        for round in 1..=2 {
-            writer.submit(Moderation::default());
-            assert!(running(&writer) || *lock(&saves) == round);
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while running(&writer) {
-                assert!(std::time::Instant::now() < deadline, "the idle thread did not end");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            assert_eq!(*lock(&saves), round, "written before the thread ended");
-        }
-    }
-
-    #[test]
-    fn the_ban_file_follows_changes_on_disk() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut file = BanFile::new(dir.path());
-        let ip: IpAddr = "198.51.100.9".parse().expect("ip");
-        assert!(file.check(ip).0.is_none());
-        let mut state = Moderation::default();
-        state.ban(ban("198.51.100.0/24", None));
-        state.save(&dir.path().join(STATE_FILE), unix_now()).expect("saved");
-        assert!(file.check(ip).0.is_some());
-        state.unban(&"198.51.100.0/24".parse().expect("target"));
-        state.save(&dir.path().join(STATE_FILE), unix_now()).expect("saved");
-        assert!(file.check(ip).0.is_none());
     }
 }
