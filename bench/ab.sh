@@ -6,6 +6,7 @@
 # Needs root (chatd drops to nobody) and git; builds both revisions in release mode.
 #   bash bench/ab.sh f144c95            # fan-out and rate, N=1000, 10 s, 3 repetitions
 #   QUICK=1 bash bench/ab.sh f144c95    # N=200, 3 s, one repetition, for a quick look
+#   REPS=5 bash bench/ab.sh f144c95     # more repetitions, when the ratio is within the noise
 set -euo pipefail
 cd "$(dirname "$0")/.."
 baseline=${1:?usage: bench/ab.sh <baseline revision>}
@@ -49,6 +50,7 @@ measure() { # name port pid scenario...
     || { echo "$name failed: $*" >&2; echo "{\"scenario\":\"$*\",\"server\":\"$name\",\"failed\":true}" >> "$results"; }
 }
 if [ -n "${QUICK:-}" ]; then reps=1; n=200; seconds=3; else reps=3; n=1000; seconds=10; fi
+reps=${REPS:-$reps}
 scenarios=(
   "fanout -n $n --senders 1 --window 8 --seconds $seconds"
   "fanout -n $n --senders 10 --window 8 --seconds $seconds"
