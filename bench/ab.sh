@@ -32,16 +32,19 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 port_new=$((26000 + RANDOM % 1000)); port_old=$((port_new + 1000))
-start() { # name binary port
-  { cat bench/chatd.toml; echo "state_dir = \"$out/state-$1\""; } > "$out/chatd-$1.toml"
+start() { # name binary port settings
+  # Each build runs with its own revision's benchmark settings: an older chatd refuses
+  # settings it does not know.
+  { cat "$4"; echo "state_dir = \"$out/state-$1\""; } > "$out/chatd-$1.toml"
   "$2" --config "$out/chatd-$1.toml" --listen "127.0.0.1:$3" --runtime-dir "$out/run-$1" \
     --log stderr 2>"$out/chatd-$1.log" &
   pids+=("$!")
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null && return; sleep 0.1; done
   echo "ab.sh: chatd ($1) did not listen on port $3; see $out/chatd-$1.log" >&2; exit 1
 }
-start new target/release/chatd "$port_new"; pid_new=${pids[-1]}
-start old "$out/baseline-target/release/chatd" "$port_old"; pid_old=${pids[-1]}
+start new target/release/chatd "$port_new" bench/chatd.toml; pid_new=${pids[-1]}
+start old "$out/baseline-target/release/chatd" "$port_old" "$base_src/bench/chatd.toml"
+pid_old=${pids[-1]}
 
 # A run that fails is reported and recorded, and the comparison goes on.
 measure() { # name port pid scenario...
