@@ -133,6 +133,10 @@ impl Broker {
                 self.peers.doom(id, LeaveReason::Quit(reason));
                 return false;
             }
+            Request::FellBehind => {
+                self.peers.fell_behind(id);
+                return false;
+            }
         };
         self.deliver(deliveries);
         self.peers.contains(id)

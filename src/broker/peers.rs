@@ -251,6 +251,24 @@ impl Peers {
         }
     }
 
+    /// The session said its room's ring lapped it: it leaves as too slow, counted and
+    /// remembered like a session whose queue overflowed.
+    pub(super) fn fell_behind(&mut self, id: MemberId) {
+        let Some(peer) = self.table.get_mut(&id) else {
+            return;
+        };
+        if !peer.too_slow {
+            warn!(
+                "dropping session pid {} ({}): too slow, its room's ring lapped it",
+                peer.pid, peer.client
+            );
+            peer.too_slow = true;
+            self.dropped.insert(peer.identity, LeaveReason::TooSlow);
+            self.too_slow_drops += 1;
+        }
+        self.doom(id, LeaveReason::TooSlow);
+    }
+
     /// Puts `id` on the dirty list (once per turn): its queue is written at the next flush.
     pub(super) fn mark_dirty(&mut self, id: MemberId) {
         if let Some(peer) = self.table.get_mut(&id)

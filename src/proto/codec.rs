@@ -11,8 +11,8 @@
 //! - an incomplete frame is not an error (`Ok(None)`);
 //! - a payload must decode to exactly one message that uses every byte of the frame.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 4;
@@ -85,6 +85,33 @@ pub fn declared_len(buf: &[u8]) -> Result<Option<usize>, CodecError> {
         return Err(CodecError::Empty);
     }
     Ok(Some(declared))
+}
+
+/// Appends `message`'s payload, without a frame header, to `out` (a ring record: the ring
+/// keeps its own lengths). On error `out` is left as it was.
+pub fn encode_payload<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    match bincode::serde::encode_into_std_write(message, out, CONFIG) {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            out.truncate(start);
+            Err(CodecError::Unencodable(err.to_string()))
+        }
+    }
+}
+
+/// Decodes a payload written by [`encode_payload`], borrowing strings from `payload` rather
+/// than copying them. Every byte must belong to the message.
+pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, CodecError> {
+    if payload.len() > MAX_FRAME_LEN {
+        return Err(CodecError::TooLarge { declared: payload.len() });
+    }
+    let (message, used) = bincode::serde::borrow_decode_from_slice(payload, CONFIG)
+        .map_err(|err| CodecError::Undecodable(err.to_string()))?;
+    if used != payload.len() {
+        return Err(CodecError::TrailingBytes(payload.len() - used));
+    }
+    Ok(message)
 }
 
 /// Decodes the first frame in `buf`.

@@ -17,6 +17,7 @@
 //! This module owns the message shapes only. Framing and bincode live in [`codec`]; what the
 //! messages *do* lives in `broker::room`.
 
+pub mod broadcast;
 pub mod codec;
 pub mod control;
 pub mod master;
@@ -28,8 +29,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the frame set below and in [`master`]. A broker refuses sessions that speak
 /// another version. 6: the master's frames left `Request`/`Event` and every connection opens
-/// with a [`Greeting`].
-pub const PROTOCOL_VERSION: u32 = 6;
+/// with a [`Greeting`]. 7: room broadcasts travel in each room's ring ([`broadcast`]); the
+/// socket carries `RingMark` and `RingHandover`, and a session that fell behind says so.
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The first frame on every connection to `broker.sock`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +96,9 @@ pub enum Request {
     Back,
     /// `/whois NICK`
     Whois { nick: String },
+    /// The room's ring lapped this session (its client does not read fast enough): it leaves,
+    /// and its room is told it was too slow. The connection closes after this frame.
+    FellBehind,
 }
 
 /// Broker → session.
@@ -158,6 +163,14 @@ pub enum Event {
     /// Answer to the greeting of a session this broker dropped (its queue overflowed): it must end
     /// and tell its client why, not re-register.
     Dropped { reason: LeaveReason },
+    /// What follows on this socket comes after the records of the session's ring before
+    /// `position`: the session shows those first. Sent before a socket frame whenever the
+    /// ring's head moved since the last mark.
+    RingMark { position: u64 },
+    /// The session now reads the ring of the room it entered, from `start` (a record
+    /// boundary): the frame carries the ring's memfd and its doorbell (an eventfd), in that
+    /// order, as SCM_RIGHTS. Records of the old ring up to the last mark still come first.
+    RingHandover { start: u64 },
 }
 
 /// A line of a room's history.

@@ -161,6 +161,7 @@ fn request_samples() -> Vec<Request> {
         Request::Away { reason: text() },
         Request::Back,
         Request::Whois { nick: text() },
+        Request::FellBehind,
     ]
 }
 
@@ -193,6 +194,7 @@ fn request_like(sample: &Request) -> BoxedStrategy<Request> {
         Request::Away { .. } => any_text().prop_map(|reason| Request::Away { reason }).boxed(),
         Request::Back => Just(Request::Back).boxed(),
         Request::Whois { .. } => any_text().prop_map(|nick| Request::Whois { nick }).boxed(),
+        Request::FellBehind => Just(Request::FellBehind).boxed(),
     }
 }
 
@@ -307,6 +309,8 @@ fn event_samples() -> Vec<Event> {
             away: None,
         }),
         Event::Dropped { reason: LeaveReason::TooSlow },
+        Event::RingMark { position: 0 },
+        Event::RingHandover { start: 0 },
     ]
 }
 
@@ -387,6 +391,12 @@ fn event_like(sample: &Event) -> BoxedStrategy<Event> {
             })
             .boxed(),
         Event::Dropped { .. } => any_reason().prop_map(|reason| Event::Dropped { reason }).boxed(),
+        Event::RingMark { .. } => {
+            any::<u64>().prop_map(|position| Event::RingMark { position }).boxed()
+        }
+        Event::RingHandover { .. } => {
+            any::<u64>().prop_map(|start| Event::RingHandover { start }).boxed()
+        }
     }
 }
 

@@ -214,6 +214,8 @@ pub fn event(event: &Event) -> Vec<Shown> {
             system("Disconnected: too slow (this connection fell too far behind the room).")
         }
         Event::Dropped { .. } => notice::disconnected_by_server(),
+        // The ring's bookkeeping: nothing to show.
+        Event::RingMark { .. } | Event::RingHandover { .. } => return Vec::new(),
     };
     vec![line]
 }
