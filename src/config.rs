@@ -135,6 +135,10 @@ pub struct Config {
     pub session: SessionLimits,
     /// Bytes the broker queues for one session before dropping it as too slow.
     pub broker_queue_bytes: usize,
+    /// Bytes of each room's broadcast ring (a power of two; see `crate::ring`).
+    pub ring_bytes: usize,
+    /// Most rooms at once (each has a ring of `ring_bytes`).
+    pub max_rooms: usize,
     /// Lines of each room's history shown to whoever enters it (0: none).
     pub history_lines: usize,
     /// Where bans, mutes and the message of the day persist.
@@ -143,6 +147,11 @@ pub struct Config {
     /// nobody else.
     pub admin_group: Option<String>,
 }
+
+/// The smallest and largest room ring (`ring_bytes`): a ring must hold a few of the longest
+/// lines, and every room's ring is shared memory that counts against the machine.
+const MIN_RING_BYTES: usize = 64 * 1024;
+const MAX_RING_BYTES: usize = 64 << 20;
 
 /// The settings file as written; every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +179,8 @@ struct FileConfig {
     error_budget: Option<u32>,
     send_queue_bytes: Option<usize>,
     broker_queue_bytes: Option<usize>,
+    ring_bytes: Option<usize>,
+    max_rooms: Option<usize>,
     max_unterminated_bytes: Option<usize>,
     telnet: Option<bool>,
     history_lines: Option<usize>,
@@ -365,6 +376,17 @@ impl Config {
                 parsed.broker_queue_bytes,
                 4 << 20,
             )?,
+            ring_bytes: match parsed.ring_bytes {
+                Some(bytes) if !(MIN_RING_BYTES..=MAX_RING_BYTES).contains(&bytes) => {
+                    return Err(invalid(
+                        "ring_bytes",
+                        format!("from {MIN_RING_BYTES} to {MAX_RING_BYTES}"),
+                    ));
+                }
+                Some(bytes) => bytes.next_power_of_two(),
+                None => crate::ring::DEFAULT_RING_BYTES,
+            },
+            max_rooms: positive_size("max_rooms", parsed.max_rooms, 256)?,
             history_lines: match parsed.history_lines {
                 Some(lines) if lines > RECENT_LINES => {
                     return Err(invalid("history_lines", format!("at most {}", RECENT_LINES)));
@@ -398,6 +420,8 @@ fn wants(key: &str) -> Option<&'static str> {
         | "flood_queue"
         | "send_queue_bytes"
         | "broker_queue_bytes"
+        | "ring_bytes"
+        | "max_rooms"
         | "max_unterminated_bytes"
         | "history_lines" => "a whole number, without quotes",
         "penalty_trips" | "flood_burst" | "error_budget" => {

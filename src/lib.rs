@@ -60,6 +60,7 @@ pub mod modes;
 pub mod names;
 pub mod outbuf;
 pub mod proto;
+pub mod ring;
 pub mod session;
 pub mod signals;
 pub mod sys;

@@ -12,6 +12,7 @@
 //! which asks through `Broker::tell_master`).
 
 use std::io;
+use std::os::fd::BorrowedFd;
 
 use log::{error, info, warn};
 use mio::net::UnixStream;
@@ -59,7 +60,7 @@ impl PeerChannel {
     }
 
     /// The same connection, greeted by a session; a greeted one is left as it is.
-    fn into_session(self) -> Self {
+    pub(super) fn into_session(self) -> Self {
         match self {
             PeerChannel::Ungreeted(channel) => PeerChannel::Session(channel.into_session()),
             greeted => greeted,
@@ -108,6 +109,21 @@ impl PeerChannel {
             },
             PeerChannel::Session(channel) => Ok(channel.next_message()?.map(Incoming::Request)),
             PeerChannel::Master(channel) => Ok(channel.next_message()?.map(Incoming::Master)),
+        }
+    }
+
+    /// Queues one event for a session, with `fds` attached (a ring handover). The master's link
+    /// takes no events.
+    pub(super) fn send_event(
+        &mut self,
+        event: &Event,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError> {
+        match self {
+            PeerChannel::Session(channel) if fds.is_empty() => channel.send(event),
+            PeerChannel::Session(channel) => channel.send_with_fds(event, fds),
+            PeerChannel::Ungreeted(channel) => channel.send(event),
+            PeerChannel::Master(_) => Ok(()),
         }
     }
 

@@ -37,6 +37,7 @@ mod dispatch;
 mod link;
 mod peers;
 mod remembered;
+mod rings;
 pub mod room;
 pub mod stats;
 
@@ -229,10 +230,11 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         poll,
         listener,
         signals,
-        peers: Peers::new(DROPPED_REMEMBERED),
+        peers: Peers::new(DROPPED_REMEMBERED, config.ring_bytes),
         rooms: {
             let mut rooms = Rooms::new(now);
             rooms.set_history_lines(config.history_lines);
+            rooms.set_max_rooms(config.max_rooms);
             rooms
         },
         next_id: FIRST_PEER as MemberId,
@@ -314,6 +316,9 @@ impl Broker {
             }
             self.peers.flush();
             self.remove_doomed();
+            // What the removals told is written before the rings show what came after it.
+            self.peers.flush();
+            self.peers.end_turn(&self.rooms);
             self.peers.trim_after_crowd();
             let now = Instant::now();
             for read_at in self.lines_this_turn.drain(..) {
@@ -353,6 +358,8 @@ impl Broker {
                         Ok(config) => {
                             self.queue_bytes = config.broker_queue_bytes;
                             self.rooms.set_history_lines(config.history_lines);
+                            self.rooms.set_max_rooms(config.max_rooms);
+                            self.peers.set_ring_bytes(config.ring_bytes);
                             self.access = Access::new(
                                 self.uid,
                                 self.access.service_user(),
@@ -416,7 +423,7 @@ impl Broker {
     /// Hands deliveries to the fan-out engine (rooms resolved as they are now) and counts
     /// what it dropped. Returns how many copies were queued.
     fn deliver(&mut self, deliveries: Vec<Delivery>) -> u64 {
-        let copies = self.peers.deliver(&self.rooms, deliveries);
+        let copies = self.peers.deliver(&mut self.rooms, deliveries);
         self.count_too_slow();
         copies
     }

@@ -1,15 +1,22 @@
-//! The fan-out engine: the table of connections on `broker.sock` and the mechanics of getting
-//! events to them.
+//! The fan-out engine: the table of connections on `broker.sock`, the rooms' rings, and the
+//! mechanics of getting events to sessions.
 //!
-//! It owns each peer's channel ([`PeerChannel`]), the dirty list (peers with bytes queued this turn), the
-//! doomed list (peers to remove once the current event is handled) and the one buffer every
-//! event is encoded into. An event is encoded once; the same bytes are queued for each
-//! recipient ([`Peers::deliver`]) and written once per recipient per loop turn
-//! ([`Peers::flush`]). A peer whose queue would overflow is dropped as too slow, once.
+//! It owns each peer's channel ([`PeerChannel`]), the rooms' rings ([`Rings`]), the dirty list
+//! (peers with bytes queued this turn), the doomed list (peers to remove once the current event
+//! is handled) and the buffers events are encoded into. A room broadcast is encoded once and
+//! appended once to its room's ring, whatever the room's size; an event for one session is
+//! queued on its socket, preceded by a `RingMark` when that session's ring moved since the last
+//! one, so that the session shows both in the broker's order. A member that enters a room is
+//! handed the room's ring (`RingHandover`, with the ring's descriptors) before anything that
+//! room is told. Sockets are written once per peer per loop turn ([`Peers::flush`]); rings are
+//! published after that ([`Peers::end_turn`]). A peer whose socket queue would overflow is
+//! dropped as too slow, once; a session that a ring lapped says so itself
+//! ([`Peers::fell_behind`]).
 //!
 //! It must not decide anything about what the events mean: which requests are allowed, who is
-//! in which room ([`Rooms`] is passed in, read-only) or what a departure tells the room is the
-//! broker's. It never blocks: every write is non-blocking and every queue is bounded.
+//! in which room ([`Rooms`] is passed in; only its change list is taken) or what a departure
+//! tells the room is the broker's. It never blocks: every write is non-blocking and every queue
+//! is bounded; a ring is memory, and no reader can hold it back.
 
 use std::collections::HashMap;
 use std::collections::hash_map;
@@ -20,9 +27,12 @@ use mio::Registry;
 
 use super::link::PeerChannel;
 use super::remembered::Remembered;
-use super::room::{Audience, Delivery, MemberId, Rooms};
-use crate::channel::Frames;
+use super::rings::{RingId, Rings};
+use super::room::{Audience, Changes, Delivery, MemberId, Rooms};
+use crate::channel::{Frames, SendError};
 use crate::outbuf::Overflow;
+use crate::proto::broadcast::Broadcast;
+use crate::proto::codec;
 use crate::proto::{Event, LeaveReason};
 use crate::sys;
 
@@ -55,6 +65,17 @@ pub(super) struct Peer {
     pub(super) kicked: bool,
     /// Already on the dirty list this turn.
     dirty: bool,
+    /// The ring this session reads (the one of the room it last entered).
+    ring: Option<HeldRing>,
+}
+
+/// A session's ring, as the broker knows it: which room's, which ring (a room made again has a
+/// new one), and the position of the last `RingMark` queued for it.
+#[derive(Debug)]
+struct HeldRing {
+    room: String,
+    id: RingId,
+    marked: u64,
 }
 
 impl Peer {
@@ -79,6 +100,7 @@ impl Peer {
             last_active: now,
             kicked: false,
             dirty: false,
+            ring: None,
         }
     }
 }
@@ -92,6 +114,12 @@ pub(super) struct Peers {
     doomed: Vec<(MemberId, LeaveReason)>,
     /// The one event being delivered, encoded once.
     frame: Frames<Event>,
+    /// The rooms' rings.
+    rings: Rings,
+    /// The one room broadcast being appended, encoded once.
+    record: Vec<u8>,
+    /// The rooms' latest membership changes, kept for their capacity.
+    changes: Changes,
     /// Most peers connected since the heap was last trimmed.
     high_water: usize,
     /// Sessions dropped as too slow, and why, in case they come back.
@@ -101,17 +129,26 @@ pub(super) struct Peers {
 }
 
 impl Peers {
-    /// An empty table that remembers up to `dropped_remembered` sessions dropped as too slow.
-    pub(super) fn new(dropped_remembered: usize) -> Peers {
+    /// An empty table that remembers up to `dropped_remembered` sessions dropped as too slow;
+    /// rooms' rings get `ring_bytes` each.
+    pub(super) fn new(dropped_remembered: usize, ring_bytes: usize) -> Peers {
         Peers {
             table: HashMap::new(),
             dirty: Vec::new(),
             doomed: Vec::new(),
             frame: Frames::new(),
+            rings: Rings::new(ring_bytes),
+            record: Vec::new(),
+            changes: Changes::default(),
             high_water: 0,
             dropped: Remembered::new(dropped_remembered),
             too_slow_drops: 0,
         }
+    }
+
+    /// Rooms' rings made from now on get `ring_bytes` (a reload; existing rings keep theirs).
+    pub(super) fn set_ring_bytes(&mut self, ring_bytes: usize) {
+        self.rings.set_capacity(ring_bytes);
     }
 
     pub(super) fn insert(&mut self, id: MemberId, peer: Peer) {
@@ -158,34 +195,90 @@ impl Peers {
         self.table.values()
     }
 
-    /// Encodes each event once and queues the same bytes for every recipient, resolving a
-    /// room to whoever is in it now. Returns how many copies were queued.
-    pub(super) fn deliver(&mut self, rooms: &Rooms, deliveries: Vec<Delivery>) -> u64 {
+    /// Delivers what a change of the rooms produced: first every member who entered a room is
+    /// handed its ring, then each event goes to its audience — a room's once to its ring, one
+    /// session's to its socket. Returns how many members each event reached (a room's members
+    /// count one each).
+    pub(super) fn deliver(&mut self, rooms: &mut Rooms, deliveries: Vec<Delivery>) -> u64 {
+        self.apply_changes(rooms);
         let mut copies = 0;
         for delivery in deliveries {
-            if !self.encode(&delivery.event) {
-                continue;
-            }
             match &delivery.to {
                 Audience::One(id) => {
-                    self.queue_frame(*id);
-                    copies += 1;
+                    if self.encode(&delivery.event) {
+                        self.queue_frame(*id);
+                        copies += 1;
+                    }
                 }
-                Audience::Room(key) => copies += self.fan_out_to_members(rooms, key),
+                Audience::Room(key) => {
+                    if self.broadcast(key, &delivery.event) {
+                        copies += rooms.members_in(key) as u64;
+                    }
+                }
             }
         }
         copies
     }
 
-    /// The per-member path of a room broadcast: one copy of the encoded frame in each
-    /// member's queue. (The shared broadcast ring of issue #15 replaces this method.)
-    fn fan_out_to_members(&mut self, rooms: &Rooms, key: &str) -> u64 {
-        let mut copies = 0;
-        for id in rooms.members_of(key) {
-            self.queue_frame(id);
-            copies += 1;
+    /// Hands every member who entered a room since the last call that room's ring, and lets
+    /// vanished rooms' rings go at the end of the turn.
+    fn apply_changes(&mut self, rooms: &mut Rooms) {
+        let mut changes = std::mem::take(&mut self.changes);
+        rooms.take_changes(&mut changes);
+        for &id in &changes.entered {
+            if let Some(room) = rooms.room_of(id) {
+                self.hand_over(id, room);
+            }
         }
-        copies
+        for key in &changes.vanished {
+            self.rings.room_vanished(key);
+        }
+        self.changes = changes;
+    }
+
+    /// Gives `id` the ring of the room with key `room` (made if it has none), from its head:
+    /// what the room is told from now on. Whatever its old ring said before now still comes
+    /// first (the handover is queued after a mark of the old ring).
+    fn hand_over(&mut self, id: MemberId, room: &str) {
+        if self.table.get(&id).is_none_or(|peer| peer.too_slow) {
+            return;
+        }
+        if let Err(err) = self.rings.make_ring(room) {
+            if let Some(peer) = self.table.get(&id) {
+                error!(
+                    "dropping session pid {} ({}): no ring for room {room}: {err}",
+                    peer.pid, peer.client
+                );
+            }
+            self.doom(id, LeaveReason::ConnectionLost);
+            return;
+        }
+        let (Some(peer), Some(ring)) = (self.table.get_mut(&id), self.rings.get(room)) else {
+            return;
+        };
+        let start = ring.writer.head();
+        let held = HeldRing { room: room.to_string(), id: ring.id, marked: start };
+        let (memfd, doorbell) = ring.writer.descriptors();
+        let handover = Event::RingHandover { start };
+        let sent = mark_ring_position(&self.rings, peer)
+            .and_then(|()| queued(peer.channel.send_event(&handover, &[memfd, doorbell])));
+        peer.ring = Some(held);
+        self.after_queueing(id, sent);
+    }
+
+    /// Appends `event` once to the ring of room `key`; false if it is no room broadcast or
+    /// could not be appended (logged).
+    fn broadcast(&mut self, key: &str, event: &Event) -> bool {
+        let Some(broadcast) = Broadcast::of(event) else {
+            error!("not a room broadcast, not sent to room {key}: {event:?}");
+            return false;
+        };
+        self.record.clear();
+        if let Err(err) = codec::encode_payload(&broadcast, &mut self.record) {
+            error!("cannot encode a broadcast: {err}");
+            return false;
+        }
+        self.rings.append(key, &self.record)
     }
 
     /// Encodes `event` once and queues it for each of `ids` (every session, for an
@@ -217,9 +310,10 @@ impl Peers {
         self.frame = frame;
     }
 
-    /// Queues what `send` puts in `id`'s channel (the one way anything is queued for a peer).
-    /// A peer whose queue is full is dropped as too slow, once: what comes for it before it
-    /// is removed is neither queued nor logged again.
+    /// Queues what `send` puts in `id`'s channel (the one way anything is queued for a peer),
+    /// after a mark of its ring's position if that moved since the last one. A peer whose
+    /// queue is full is dropped as too slow, once: what comes for it before it is removed is
+    /// neither queued nor logged again.
     pub(super) fn queue_with(
         &mut self,
         id: MemberId,
@@ -231,7 +325,17 @@ impl Peers {
         if peer.too_slow {
             return;
         }
-        match send(&mut peer.channel) {
+        let sent = mark_ring_position(&self.rings, peer).and_then(|()| send(&mut peer.channel));
+        self.after_queueing(id, sent);
+    }
+
+    /// Puts `id` on the dirty list once something was queued for it, or drops it as too slow
+    /// if its queue was full.
+    fn after_queueing(&mut self, id: MemberId, sent: Result<(), Overflow>) {
+        let Some(peer) = self.table.get_mut(&id) else {
+            return;
+        };
+        match sent {
             Ok(()) => {
                 if !peer.dirty {
                     peer.dirty = true;
@@ -296,6 +400,12 @@ impl Peers {
         }
     }
 
+    /// The end of a loop turn, after the last flush: every ring that got records is published
+    /// and its doorbell rung once, and the rings of rooms that are gone are dropped.
+    pub(super) fn end_turn(&mut self, rooms: &Rooms) {
+        self.rings.end_turn(|key| rooms.exists(key));
+    }
+
     /// Marks `id` for removal after the current event; the first reason given stands.
     pub(super) fn doom(&mut self, id: MemberId, reason: LeaveReason) {
         if !self.is_doomed(id) {
@@ -354,28 +464,62 @@ impl Peers {
     }
 }
 
+/// Queues a `RingMark` for `peer` if its ring's head moved since the last one: what follows on
+/// its socket comes after every record before that position.
+fn mark_ring_position(rings: &Rings, peer: &mut Peer) -> Result<(), Overflow> {
+    let Some(held) = &mut peer.ring else { return Ok(()) };
+    let Some(head) = rings.head_of(&held.room, held.id) else { return Ok(()) };
+    if head == held.marked {
+        return Ok(());
+    }
+    queued(peer.channel.send_event(&Event::RingMark { position: head }, &[]))?;
+    held.marked = head;
+    Ok(())
+}
+
+/// What a send means for the peer: queued, or its queue is full. An event that cannot be
+/// encoded is a bug here, logged; the peer is not blamed.
+fn queued(sent: Result<(), SendError>) -> Result<(), Overflow> {
+    match sent {
+        Ok(()) => Ok(()),
+        Err(SendError::Overflow { source, .. }) => Err(source),
+        Err(err @ SendError::Codec { .. }) => {
+            error!("{err}");
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
     use std::os::unix::net::UnixStream as StdUnixStream;
 
     use mio::net::UnixStream;
 
     use super::*;
+    use crate::channel::{Channel, ReadOutcome};
+    use crate::proto::Request;
+    use crate::ring::RingReader;
 
-    /// A peer with sender id `identity` whose queue holds `queue_bytes`, and the session's
-    /// end of its socket.
-    fn peer(identity: u64, queue_bytes: usize) -> (Peer, StdUnixStream) {
+    /// A session's end of its socket, as a session reads it (descriptors accepted).
+    type SessionEnd = Channel<Request, Event>;
+
+    /// A peer with sender id `identity` whose queue holds `queue_bytes`, greeted as a session,
+    /// and the session's end of its socket.
+    fn peer(identity: u64, queue_bytes: usize) -> (Peer, SessionEnd) {
         let (ours, theirs) = StdUnixStream::pair().expect("socket pair");
         ours.set_nonblocking(true).expect("non-blocking");
         theirs.set_nonblocking(true).expect("non-blocking");
-        let channel = PeerChannel::new(UnixStream::from_std(ours), queue_bytes);
-        (Peer::new(channel, 1, identity, 0, Instant::now()), theirs)
+        let channel = PeerChannel::new(UnixStream::from_std(ours), queue_bytes).into_session();
+        let peer = Peer::new(channel, 1, identity, 0, Instant::now());
+        let mut end = Channel::new(UnixStream::from_std(theirs), 1 << 20);
+        end.accept_fds();
+        (peer, end)
     }
 
     /// Peers 1 and 2 (sender ids 1001 and 1002), with their sessions' ends.
-    fn two_peers(queue_bytes: usize) -> (Peers, StdUnixStream, StdUnixStream) {
-        let mut peers = Peers::new(16);
+    fn two_peers(queue_bytes: usize) -> (Peers, SessionEnd, SessionEnd) {
+        let mut peers = Peers::new(16, 1 << 16);
         let (one, one_end) = peer(1001, queue_bytes);
         let (two, two_end) = peer(1002, queue_bytes);
         peers.insert(1, one);
@@ -398,51 +542,142 @@ mod tests {
         }
     }
 
+    fn to_one(id: MemberId, text: &str) -> Delivery {
+        Delivery { to: Audience::One(id), event: Event::Announcement { text: text.into() } }
+    }
+
     /// Every event the session's end has received so far.
-    fn received(end: &mut StdUnixStream) -> Vec<Event> {
-        let mut bytes = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = end.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&chunk[..n]);
-        }
+    fn received(end: &mut SessionEnd) -> Vec<Event> {
         let mut events = Vec::new();
-        let mut at = 0;
-        while let Some((event, used)) =
-            crate::proto::codec::decode_frame::<Event>(&bytes[at..]).expect("an event")
-        {
-            events.push(event);
-            at += used;
+        loop {
+            while let Some(event) = end.next_message().expect("an event") {
+                events.push(event);
+            }
+            match end.read_some().expect("read") {
+                ReadOutcome::Data { .. } => {}
+                ReadOutcome::WouldBlock | ReadOutcome::Closed { .. } => return events,
+            }
+        }
+    }
+
+    /// The ring a handover gave `end` (the descriptors it carried), read from `start`.
+    fn handed_ring(end: &mut SessionEnd, start: u64) -> RingReader {
+        let memfd = end.take_fd().expect("the ring's memfd");
+        let doorbell = end.take_fd().expect("the ring's doorbell");
+        RingReader::open(memfd, doorbell, start).expect("a ring")
+    }
+
+    /// Every published record of `ring` from where it stands, decoded as events.
+    fn records(ring: &mut RingReader) -> Vec<Event> {
+        let mut record = Vec::new();
+        let mut events = Vec::new();
+        while ring.next(ring.committed(), &mut record).expect("a record") {
+            let broadcast: Broadcast<'_> = codec::decode_payload(&record).expect("decodes");
+            events.push(broadcast.to_event());
         }
         events
     }
 
     #[test]
-    fn a_room_delivery_reaches_every_member_once() {
+    fn members_get_their_room_ring_and_a_room_delivery_is_appended_once() {
         let (mut peers, mut one_end, mut two_end) = two_peers(1 << 16);
-        let copies = peers.deliver(&lobby(), vec![to_room("hello")]);
-        assert_eq!(copies, 2);
+        let mut rooms = lobby();
+        let copies = peers.deliver(&mut rooms, vec![to_room("hello")]);
+        assert_eq!(copies, 2, "a broadcast counts every member it reaches");
         peers.flush();
-        let hello = Event::Announcement { text: "hello".into() };
-        assert_eq!(received(&mut one_end), vec![hello.clone()]);
-        assert_eq!(received(&mut two_end), vec![hello]);
+        let mut rings = Vec::new();
+        for end in [&mut one_end, &mut two_end] {
+            assert_eq!(received(end), vec![Event::RingHandover { start: 0 }]);
+            rings.push(handed_ring(end, 0));
+        }
+        assert!(records(&mut rings[0]).is_empty(), "nothing is visible before the turn ends");
+        peers.end_turn(&rooms);
+        for ring in &mut rings {
+            assert_eq!(records(ring), vec![Event::Announcement { text: "hello".into() }]);
+        }
+        // The ring holds the record once, whatever the room's size.
+        assert!(rings[0].position() < 64, "one record: {}", rings[0].position());
     }
 
     #[test]
-    fn a_peer_is_on_the_dirty_list_once_per_turn() {
+    fn a_socket_frame_after_room_records_is_marked_with_the_ring_position() {
+        let (mut peers, mut one_end, _two_end) = two_peers(1 << 16);
+        let mut rooms = lobby();
+        peers.deliver(&mut rooms, vec![to_room("a"), to_one(1, "only you"), to_one(1, "again")]);
+        peers.flush();
+        let events = received(&mut one_end);
+        let [Event::RingHandover { start: 0 }, Event::RingMark { position }, one, again] =
+            &events[..]
+        else {
+            panic!("{events:?}");
+        };
+        assert!(*position > 0);
+        assert_eq!(one, &Event::Announcement { text: "only you".into() });
+        assert_eq!(again, &Event::Announcement { text: "again".into() }, "no mark: no new record");
+        peers.end_turn(&rooms);
+        let mut ring = handed_ring(&mut one_end, 0);
+        assert_eq!(records(&mut ring).len(), 1);
+        assert_eq!(ring.position(), *position, "the mark is where the record ends");
+    }
+
+    #[test]
+    fn entering_another_room_marks_the_old_ring_then_hands_over_the_new() {
+        let (mut peers, mut one_end, mut two_end) = two_peers(1 << 16);
+        let mut rooms = lobby();
+        peers.deliver(&mut rooms, vec![to_room("before")]);
+        let moved = rooms.join(1, "rust");
+        peers.deliver(&mut rooms, moved);
+        peers.flush();
+        peers.end_turn(&rooms);
+        let events = received(&mut one_end);
+        let [
+            Event::RingHandover { start: 0 },
+            Event::RingMark { position },
+            Event::RingHandover { start: 0 },
+            Event::Topic { .. },
+        ] = &events[..]
+        else {
+            panic!("{events:?}");
+        };
+        let mut lobby_ring = handed_ring(&mut one_end, 0);
+        let mut rust_ring = handed_ring(&mut one_end, 0);
+        let lobby_records = records(&mut lobby_ring);
+        assert_eq!(lobby_records[0], Event::Announcement { text: "before".into() });
+        assert!(
+            matches!(&lobby_records[1..], [Event::Left { nick, .. }] if nick == "alice"),
+            "her departure went to the lobby after her mark: {lobby_records:?}"
+        );
+        assert!(0 < *position && *position < lobby_ring.position());
+        assert!(
+            matches!(&records(&mut rust_ring)[..], [Event::Joined { nick, .. }] if nick == "alice"),
+            "the newcomer's own arrival is in its new ring"
+        );
+        // Bob still reads the lobby, where alice's departure went after her mark.
+        let _ = received(&mut two_end);
+        let mut bob_ring = handed_ring(&mut two_end, 0);
+        let bob_records = records(&mut bob_ring);
+        assert!(matches!(bob_records.last(), Some(Event::Left { nick, .. }) if nick == "alice"));
+    }
+
+    #[test]
+    fn the_ring_of_a_room_that_vanished_goes_at_the_end_of_the_turn() {
         let (mut peers, _one_end, _two_end) = two_peers(1 << 16);
-        let rooms = lobby();
-        peers.deliver(&rooms, vec![to_room("a"), to_room("b")]);
-        peers.mark_dirty(1);
-        assert_eq!(peers.dirty, vec![1, 2]);
+        let mut rooms = lobby();
+        let moved = rooms.join(1, "rust");
+        peers.deliver(&mut rooms, moved);
+        assert!(peers.rings.get("rust").is_some());
+        let back = rooms.join(1, "lobby");
+        peers.deliver(&mut rooms, back);
+        assert!(peers.rings.get("rust").is_some(), "kept until its last records are published");
+        peers.end_turn(&rooms);
+        assert!(peers.rings.get("rust").is_none());
+        assert!(peers.rings.get("lobby").is_some(), "the lobby stays");
     }
 
     #[test]
     fn flushing_empties_the_dirty_list_and_keeps_its_capacity() {
         let (mut peers, mut one_end, _two_end) = two_peers(1 << 16);
-        peers.deliver(&lobby(), vec![to_room("a")]);
+        peers.deliver(&mut lobby(), vec![to_one(1, "a")]);
         let capacity = peers.dirty.capacity();
         peers.flush();
         assert!(peers.dirty.is_empty());
@@ -450,7 +685,7 @@ mod tests {
         // Flushed peers can be marked again next turn.
         peers.mark_dirty(1);
         assert_eq!(peers.dirty, vec![1]);
-        assert_eq!(received(&mut one_end).len(), 1);
+        assert_eq!(received(&mut one_end).len(), 2, "the handover and the event");
     }
 
     #[test]
@@ -497,10 +732,10 @@ mod tests {
     fn a_full_queue_drops_the_peer_as_too_slow_once() {
         let (mut peers, _one_end, mut two_end) = two_peers(64);
         peers.get_mut(1).expect("peer 1").session = Some(1001);
-        let rooms = lobby();
         let long = "x".repeat(100);
-        let copies = peers.deliver(&rooms, vec![to_room(&long), to_room(&long)]);
-        assert_eq!(copies, 4, "copies count the recipients, queued or not");
+        let copies =
+            peers.deliver(&mut lobby(), vec![to_one(1, &long), to_one(2, &long), to_one(1, &long)]);
+        assert_eq!(copies, 3, "copies count the recipients, queued or not");
         assert_eq!(peers.take_too_slow_drops(), 2);
         assert_eq!(peers.take_too_slow_drops(), 0);
         assert_eq!(peers.doomed.len(), 2);
@@ -509,16 +744,27 @@ mod tests {
         assert_eq!(peers.take_dropped(1001), Some(LeaveReason::TooSlow));
         assert_eq!(peers.take_dropped(1002), None);
         peers.flush();
-        assert!(received(&mut two_end).is_empty());
+        let got = received(&mut two_end);
+        assert!(!got.iter().any(|event| matches!(event, Event::Announcement { .. })), "{got:?}");
+    }
+
+    #[test]
+    fn a_session_that_fell_behind_leaves_as_too_slow_and_is_remembered() {
+        let (mut peers, _one_end, _two_end) = two_peers(1 << 16);
+        peers.fell_behind(1);
+        peers.fell_behind(1);
+        assert_eq!(peers.take_too_slow_drops(), 1, "counted once");
+        assert_eq!(peers.doomed, vec![(1, LeaveReason::TooSlow)]);
+        assert_eq!(peers.take_dropped(1001), Some(LeaveReason::TooSlow));
     }
 
     #[test]
     fn a_delivery_to_one_is_queued_for_that_peer_only() {
         let (mut peers, mut one_end, mut two_end) = two_peers(1 << 16);
         let only = Delivery { to: Audience::One(2), event: Event::Shutdown };
-        assert_eq!(peers.deliver(&lobby(), vec![only]), 1);
+        assert_eq!(peers.deliver(&mut lobby(), vec![only]), 1);
         peers.flush();
-        assert!(received(&mut one_end).is_empty());
-        assert_eq!(received(&mut two_end), vec![Event::Shutdown]);
+        assert_eq!(received(&mut one_end), vec![Event::RingHandover { start: 0 }]);
+        assert_eq!(received(&mut two_end), vec![Event::RingHandover { start: 0 }, Event::Shutdown]);
     }
 }

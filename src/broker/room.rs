@@ -100,6 +100,21 @@ pub struct Rooms {
     unix_now: u64,
     /// Lines of history each room keeps for newcomers (0: none).
     history_lines: usize,
+    /// Most rooms at once (`max_rooms`).
+    max_rooms: usize,
+    /// Members who entered a room since [`Rooms::take_changes`] last ran (each reads that
+    /// room's ring from then on), and keys of rooms that vanished meanwhile.
+    entered: Vec<MemberId>,
+    vanished: Vec<String>,
+}
+
+/// What changed in the rooms' membership since it was last asked (see [`Rooms::take_changes`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Members who entered a room, in order (one may appear twice).
+    pub entered: Vec<MemberId>,
+    /// Rooms that vanished (their last member left); one may exist again since.
+    pub vanished: Vec<String>,
 }
 
 fn one(id: MemberId, event: Event) -> Delivery {
@@ -158,7 +173,35 @@ impl Rooms {
             now,
             unix_now: 0,
             history_lines: DEFAULT_HISTORY_LINES,
+            max_rooms: usize::MAX,
+            entered: Vec::new(),
+            vanished: Vec::new(),
         }
+    }
+
+    /// At most `max_rooms` rooms at once from now on (rooms beyond it, if any, stay).
+    pub fn set_max_rooms(&mut self, max_rooms: usize) {
+        self.max_rooms = max_rooms.max(1);
+    }
+
+    /// Who entered a room and which rooms vanished since the last call: the fan-out engine
+    /// hands each newcomer its room's ring before delivering what the change produced.
+    /// `into` is cleared first and keeps its capacity.
+    pub fn take_changes(&mut self, into: &mut Changes) {
+        into.entered.clear();
+        into.vanished.clear();
+        std::mem::swap(&mut self.entered, &mut into.entered);
+        std::mem::swap(&mut self.vanished, &mut into.vanished);
+    }
+
+    /// Whether a room with key `key` exists.
+    pub fn exists(&self, key: &str) -> bool {
+        self.rooms.contains_key(key)
+    }
+
+    /// How many members the room with key `key` has.
+    pub fn members_in(&self, key: &str) -> usize {
+        self.rooms.get(key).map_or(0, |room| room.members.len())
     }
 
     /// Tells the rooms what time it is (for aging recent lines).
@@ -314,13 +357,15 @@ impl Rooms {
             return failed(id, Failure::NickInUse(nick.to_string()));
         };
         let room_name = match names::check_room(room_name) {
-            Ok(()) => room_name,
-            Err(_) => DEFAULT_ROOM,
+            Ok(()) if self.has_room_for(room_name) => room_name,
+            // An invalid room, or one too many: the lobby, which always exists.
+            _ => DEFAULT_ROOM,
         };
         self.register(id, session, &taken);
         let key = names::fold(room_name);
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room::new(room_name));
         room.members.insert(id);
+        self.entered.push(id);
         if room.topic.is_none() {
             room.topic = topic.and_then(|raw| clean_text(raw).ok());
         }
@@ -390,11 +435,17 @@ impl Rooms {
         }
     }
 
+    /// Whether room `name` exists or may be made.
+    fn has_room_for(&self, name: &str) -> bool {
+        self.rooms.len() < self.max_rooms || self.rooms.contains_key(&names::fold(name))
+    }
+
     /// Puts a member (who is in no room) into room `name`, creating it if needed.
     fn enter(&mut self, id: MemberId, name: &str) -> Vec<Delivery> {
         let key = names::fold(name);
         let room = self.rooms.entry(key.clone()).or_insert_with(|| Room::new(name));
         room.members.insert(id);
+        self.entered.push(id);
         let room_name = room.name.clone();
         let topic = room.topic.clone();
         let Some(member) = self.members.get_mut(&id) else {
@@ -421,6 +472,7 @@ impl Rooms {
         let name = room.name.clone();
         if room.members.is_empty() && key != DEFAULT_ROOM {
             self.rooms.remove(&key);
+            self.vanished.push(key.clone());
         }
         Some((key, name))
     }
@@ -515,6 +567,10 @@ impl Rooms {
         }
         if names::fold(name) == member.room {
             return failed(id, Failure::AlreadyInRoom(name.to_string()));
+        }
+        if !self.has_room_for(name) {
+            let why = format!("the server has its maximum of {} rooms", self.max_rooms);
+            return failed(id, Failure::InvalidRoom { room: name.to_string(), why });
         }
         let nick = member.nick.clone();
         let mut out = Vec::new();
@@ -753,6 +809,37 @@ mod tests {
             panic!("not a room list");
         };
         assert_eq!(list, &vec![RoomInfo { name: "lobby".into(), members: 2 }]);
+    }
+
+    #[test]
+    fn changes_name_who_entered_and_which_rooms_vanished() {
+        let mut rooms = logged_in(&["alice", "bob"]);
+        let mut changes = Changes::default();
+        rooms.take_changes(&mut changes);
+        assert_eq!(changes.entered, vec![0, 1], "both logged in to the lobby");
+        rooms.join(0, "rust");
+        rooms.join(0, "go");
+        rooms.take_changes(&mut changes);
+        assert_eq!(changes, Changes { entered: vec![0, 0], vanished: vec!["rust".into()] });
+        rooms.take_changes(&mut changes);
+        assert_eq!(changes, Changes::default(), "each change is told once");
+    }
+
+    #[test]
+    fn rooms_beyond_the_limit_are_refused_and_a_resumer_lands_in_the_lobby() {
+        let mut rooms = logged_in(&["alice", "bob"]);
+        rooms.set_max_rooms(2);
+        assert_eq!(rooms.join(0, "rust")[1].to, Audience::Room("rust".into()));
+        let refused = rooms.join(1, "go");
+        assert!(
+            matches!(&refused[0].event, Event::Failed(Failure::InvalidRoom { room, why })
+                if room == "go" && why.contains("maximum of 2 rooms")),
+            "{refused:?}"
+        );
+        // An existing room may still be joined.
+        assert_eq!(rooms.join(1, "Rust")[1].to, Audience::Room("rust".into()));
+        let out = rooms.resume(2, 12, "carol", "go", None, false);
+        assert_eq!(out[0].event, Event::Resumed { nick: "carol".into(), room: "lobby".into() });
     }
 
     #[test]

@@ -15,36 +15,200 @@ use super::render::{self, notice};
 use super::state::{Deliveries, Reaction};
 use super::{Session, Traffic};
 use crate::channel::{ReadOutcome, SendError};
-use crate::proto::{Event, Request};
+use crate::proto::broadcast::Broadcast;
+use crate::proto::codec;
+use crate::proto::{Event, LeaveReason, Request};
+use crate::ring::{RingError, RingReader};
 use crate::sys;
 
+/// How far a pass over the broker's frames got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Everything available was handled.
+    Done,
+    /// It stopped: the client's queue is backed up, a mark waits for the ring's next records,
+    /// or the session is ending.
+    Paused,
+    /// A handover changed the ring: what was loaded about the old one no longer holds.
+    RingChanged,
+}
+
 impl Session {
-    /// Reads the broker's events. `to_the_end`: the poller saw the connection close or fail,
-    /// so read until the socket says so even after a short read.
-    pub(super) fn read_broker(&mut self, to_the_end: bool) {
+    /// Handles what the broker sent — on its socket and in the room's ring — in the broker's
+    /// order (see `feed`), as far as the client's queue lets it.
+    /// False if it stopped before the end (see [`Flow::Paused`]).
+    pub(super) fn pump_broker(&mut self) -> bool {
         loop {
-            let Some(channel) = self.broker.channel() else { return };
-            let drained = match channel.read_some() {
-                Ok(ReadOutcome::Data { drained }) => drained && !to_the_end,
-                Ok(ReadOutcome::WouldBlock) => return,
-                Ok(ReadOutcome::Closed { .. }) => {
-                    // Events that arrived with the close are still shown.
-                    self.handle_events();
-                    return self.broker_closed();
-                }
-                Err(err) if self.closing.is_some() => {
-                    debug!("session for {}: broker connection failed: {err}", self.peer);
-                    return self.broker_closed();
-                }
-                Err(err) => {
-                    warn!("session for {}: broker connection failed: {err}", self.peer);
-                    return self.broker_closed();
-                }
+            // Loaded before the socket is read: every socket frame that precedes these records
+            // was written to the socket before they were published.
+            let committed = self.feed.committed();
+            match self.drain_socket() {
+                Flow::Paused => return false,
+                Flow::RingChanged => continue,
+                Flow::Done => {}
+            }
+            return match committed {
+                Some(upto) => self.drain_ring(upto) == Flow::Done,
+                None => true,
             };
-            if !self.handle_events() || drained {
-                return;
+        }
+    }
+
+    /// Whether the client's queue is too full to take more of the broker's frames now: they
+    /// wait (in the ring and the socket) until it drains.
+    pub(super) fn client_backed_up(&self) -> bool {
+        self.client.queued() > self.settings.limits.send_queue_bytes / 2
+    }
+
+    /// Handles every whole socket frame available, reading the socket when the poller said it
+    /// has more.
+    fn drain_socket(&mut self) -> Flow {
+        let mut at_end = false;
+        loop {
+            if let Some(mark) = self.feed.pending_mark {
+                if self.drain_ring(mark) == Flow::Paused {
+                    return Flow::Paused;
+                }
+                if !self.feed.reached(mark) && !at_end {
+                    // Published at the end of the broker's turn: the doorbell comes.
+                    return Flow::Paused;
+                }
+                self.feed.pending_mark = None;
+            }
+            if self.closing.is_some() && self.broker.channel().is_none() {
+                return Flow::Done;
+            }
+            if self.client_backed_up() {
+                return Flow::Paused;
+            }
+            let Some(channel) = self.broker.channel() else { return Flow::Done };
+            match channel.next_message() {
+                Ok(Some(Event::RingMark { position })) => {
+                    self.feed.pending_mark = Some(position);
+                    continue;
+                }
+                Ok(Some(Event::RingHandover { start })) => {
+                    self.broker.heard();
+                    self.take_ring(start);
+                    return Flow::RingChanged;
+                }
+                Ok(Some(event)) => {
+                    self.handle_event(event);
+                    continue;
+                }
+                Ok(None) if at_end => {
+                    self.broker_closed();
+                    return Flow::Done;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    error!("session for {}: bad frame from the broker: {err}", self.peer);
+                    self.close(Some(notice::service_lost()), "bad frame from the broker");
+                    return Flow::Paused;
+                }
+            }
+            if !self.broker_readable {
+                return Flow::Done;
+            }
+            match channel.read_some() {
+                Ok(ReadOutcome::Data { drained }) => {
+                    if drained && !self.broker_read_to_the_end {
+                        self.broker_readable = false;
+                    }
+                }
+                Ok(ReadOutcome::WouldBlock) => {
+                    self.broker_readable = false;
+                    return Flow::Done;
+                }
+                // Frames that arrived with the close are still handled; then it is gone.
+                Ok(ReadOutcome::Closed { .. }) => at_end = true,
+                Err(err) => {
+                    if self.closing.is_some() {
+                        debug!("session for {}: broker connection failed: {err}", self.peer);
+                    } else {
+                        warn!("session for {}: broker connection failed: {err}", self.peer);
+                    }
+                    self.broker_closed();
+                    return Flow::Done;
+                }
             }
         }
+    }
+
+    /// Handles the ring's records up to `upto` (and what is published). Paused when the
+    /// client's queue is backed up or the session is ending.
+    fn drain_ring(&mut self, upto: u64) -> Flow {
+        loop {
+            // A closing session delivers what it has; the room goes on without it.
+            if self.client_backed_up() || self.closing.is_some() {
+                return Flow::Paused;
+            }
+            match self.feed.next(upto) {
+                Ok(true) => {
+                    let record = self.feed.take_record();
+                    self.handle_record(&record);
+                    self.feed.give_back(record);
+                }
+                Ok(false) => return Flow::Done,
+                Err(RingError::Lapped { position, committed }) => {
+                    warn!(
+                        "session for {}: the room's ring lapped it (at {position}, published {committed})",
+                        self.peer
+                    );
+                    self.fell_behind();
+                    return Flow::Paused;
+                }
+                Err(err) => {
+                    error!("session for {}: bad ring from the broker: {err}", self.peer);
+                    self.close(Some(notice::service_lost()), "bad ring from the broker");
+                    return Flow::Paused;
+                }
+            }
+        }
+    }
+
+    /// One record of the ring: a line goes the allocation-free way, anything else as an event.
+    fn handle_record(&mut self, record: &[u8]) {
+        match codec::decode_payload::<Broadcast<'_>>(record) {
+            Ok(broadcast) => self.handle_event(broadcast.to_event()),
+            Err(err) => {
+                error!("session for {}: bad record in the room's ring: {err}", self.peer);
+                self.close(Some(notice::service_lost()), "bad record in the room's ring");
+            }
+        }
+    }
+
+    /// The broker handed over the ring of the room this session entered: it is read from
+    /// `start` on.
+    fn take_ring(&mut self, start: u64) {
+        let Some(channel) = self.broker.channel() else { return };
+        let (Some(memfd), Some(doorbell)) = (channel.take_fd(), channel.take_fd()) else {
+            error!("session for {}: a ring handover without its descriptors", self.peer);
+            return self.close(Some(notice::service_lost()), "ring handover without descriptors");
+        };
+        let installed = RingReader::open(memfd, doorbell, start)
+            .map_err(|err| err.to_string())
+            .and_then(|reader| {
+                self.feed.install(reader, self.poll.registry()).map_err(|err| err.to_string())
+            });
+        if let Err(err) = installed {
+            error!("session for {}: cannot read the room's ring: {err}", self.peer);
+            self.close(Some(notice::service_lost()), "cannot read the room's ring");
+        }
+    }
+
+    /// The room's ring lapped this session: its client is told, the broker too (the room
+    /// hears it was too slow), and the session ends.
+    fn fell_behind(&mut self) {
+        if self.closing.is_some() {
+            return;
+        }
+        let sent = self.broker.send(&Request::FellBehind);
+        self.check_sent(sent);
+        let told = render::event(&Event::Dropped { reason: LeaveReason::TooSlow });
+        self.client.discard_output();
+        self.show_all(&told);
+        self.close(None, "too slow: fell behind its room");
     }
 
     /// The broker closed the connection: the answer to `/quit`, or a broker that died.
@@ -55,8 +219,12 @@ impl Session {
             warn!("session for {}: lost the broker; reconnecting", self.peer);
         }
         // What is queued for this connection can never be written now; a closing session must
-        // not wait for it.
+        // not wait for it. A mark of the old connection can no longer be reached: the ring's
+        // records are read as far as they were published.
         self.broker.lost();
+        self.feed.pending_mark = None;
+        self.broker_readable = false;
+        self.broker_read_to_the_end = false;
     }
 
     /// Reconnects to a restarted broker. Re-registering (the nickname asked for before login,
@@ -95,22 +263,6 @@ impl Session {
                     Some(notice::disconnected_by_server()),
                     "the broker closed the connection without restarting",
                 );
-            }
-        }
-    }
-
-    /// Handles every whole event read from the broker; false if the broker sent garbage.
-    fn handle_events(&mut self) -> bool {
-        loop {
-            let Some(channel) = self.broker.channel() else { return false };
-            match channel.next_message() {
-                Ok(Some(event)) => self.handle_event(event),
-                Ok(None) => return true,
-                Err(err) => {
-                    error!("session for {}: bad frame from the broker: {err}", self.peer);
-                    self.close(Some(notice::service_lost()), "bad frame from the broker");
-                    return false;
-                }
             }
         }
     }

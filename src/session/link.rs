@@ -147,6 +147,8 @@ impl BrokerLink {
         let mut channel =
             Channel::open(UnixStream::from_std(stream), MAX_BROKER_QUEUE, &self.hello)
                 .map_err(io::Error::other)?;
+        // Ring handovers carry the ring's descriptors.
+        channel.accept_fds();
         registry.register(
             channel.stream_mut(),
             self.token,

@@ -43,6 +43,7 @@ pub(crate) mod dispatch;
 pub mod editor;
 mod error;
 mod events;
+mod feed;
 pub mod flood;
 pub(crate) mod help;
 pub mod http;
@@ -128,6 +129,12 @@ struct Session {
     /// The client socket had data last time we looked and has not reported WouldBlock since.
     client_readable: bool,
     broker: BrokerLink,
+    /// The broker's socket had data last time we looked and has not reported WouldBlock since;
+    /// `broker_read_to_the_end`: the poller saw it close, so it is read until it says so.
+    broker_readable: bool,
+    broker_read_to_the_end: bool,
+    /// The ring of the session's room.
+    feed: feed::Feed,
     signals: ChildSignals,
     telnet: Telnet,
     splitter: LineSplitter,
@@ -243,6 +250,9 @@ impl Session {
             read_buffer: Vec::new(),
             client_readable: false,
             broker,
+            broker_readable: false,
+            broker_read_to_the_end: false,
+            feed: feed::Feed::default(),
             signals,
             telnet: Telnet::new(),
             splitter: LineSplitter::new(),
@@ -312,11 +322,16 @@ impl Session {
                         self.client_readable = true;
                     }
                     BROKER if event.is_readable() || event.is_read_closed() || event.is_error() => {
-                        self.read_broker(event.is_read_closed() || event.is_error());
+                        self.broker_readable = true;
+                        if event.is_read_closed() || event.is_error() {
+                            self.broker_read_to_the_end = true;
+                        }
                     }
+                    // The ring's doorbell: its records are read below, with the socket's.
                     _ => {}
                 }
             }
+            let pumped = self.pump_broker();
             self.reconnect_if_due();
             if self.read_client() {
                 self.report_traffic();
@@ -328,6 +343,11 @@ impl Session {
             self.handle_lines();
             self.check_timers();
             self.flush();
+            if !pumped && !self.client_backed_up() {
+                // The client took what was queued: what waited for it goes now.
+                self.pump_broker();
+                self.flush();
+            }
             if let Some(closing) = &self.closing {
                 let drained = self.client.queued() == 0 && self.broker.queued() == 0;
                 if drained || Instant::now() >= closing.deadline {

@@ -1,0 +1,125 @@
+//! The rooms' rings: one [`RingWriter`] per room that has members, and the end of each turn.
+//!
+//! It owns creating a room's ring when someone first needs it, appending each room broadcast to
+//! it once, and — at the end of a loop turn, after the sessions' sockets were flushed —
+//! publishing every ring that got records and ringing each one's doorbell once. Publishing after
+//! the flush is what keeps the broker's order for every member: a reply queued for a session
+//! before a room line reached that session's socket before the line became visible (see
+//! `session::feed`). A ring whose room is gone is dropped after its last records were
+//! published; sessions that still map it read them, then close it.
+//!
+//! It knows nothing of who is in a room (that is `Rooms`') or of sockets (that is `Peers`').
+
+use std::collections::HashMap;
+
+use log::{error, warn};
+
+use crate::ring::{RingError, RingWriter};
+
+/// Identifies one ring for the life of the broker: a room that vanishes and is made again gets
+/// a new ring, and a session still holding the old one must not be given the new one's marks.
+pub(super) type RingId = u64;
+
+/// One room's ring.
+pub(super) struct RoomRing {
+    pub(super) id: RingId,
+    pub(super) writer: RingWriter,
+    /// Got records this turn: published and rung at the end of it.
+    dirty: bool,
+}
+
+/// Every room's ring, by room key.
+pub(super) struct Rings {
+    by_room: HashMap<String, RoomRing>,
+    /// Bytes of each new ring's data region (`ring_bytes`).
+    capacity: usize,
+    next_id: RingId,
+    /// Keys of rings with records this turn.
+    dirty: Vec<String>,
+    /// Keys of rooms that vanished: their rings go once published.
+    vanished: Vec<String>,
+}
+
+impl Rings {
+    pub(super) fn new(capacity: usize) -> Rings {
+        Rings {
+            by_room: HashMap::new(),
+            capacity,
+            next_id: 1,
+            dirty: Vec::new(),
+            vanished: Vec::new(),
+        }
+    }
+
+    /// Rings made from now on have `capacity` bytes (a reload; existing rings keep theirs).
+    pub(super) fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
+    /// Makes a ring for the room with key `key` if it has none.
+    pub(super) fn make_ring(&mut self, key: &str) -> Result<(), RingError> {
+        if !self.by_room.contains_key(key) {
+            let writer = RingWriter::create(&format!("chatd room {key}"), self.capacity)?;
+            let id = self.next_id;
+            self.next_id += 1;
+            self.by_room.insert(key.to_string(), RoomRing { id, writer, dirty: false });
+        }
+        Ok(())
+    }
+
+    /// The ring of the room with key `key`.
+    pub(super) fn get(&self, key: &str) -> Option<&RoomRing> {
+        self.by_room.get(key)
+    }
+
+    /// The ring of room `key` if it is ring `id`: its head (where its next record starts).
+    pub(super) fn head_of(&self, key: &str, id: RingId) -> Option<u64> {
+        self.by_room.get(key).filter(|ring| ring.id == id).map(|ring| ring.writer.head())
+    }
+
+    /// Appends one record to room `key`'s ring. A room without a ring has no member who could
+    /// read it: nothing is appended. False if the record could not be (logged).
+    pub(super) fn append(&mut self, key: &str, record: &[u8]) -> bool {
+        let Some(ring) = self.by_room.get_mut(key) else {
+            return true;
+        };
+        match ring.writer.append(record) {
+            Ok(_) => {
+                if !ring.dirty {
+                    ring.dirty = true;
+                    self.dirty.push(key.to_string());
+                }
+                true
+            }
+            Err(err) => {
+                error!("room {key}: cannot append to its ring: {err}");
+                false
+            }
+        }
+    }
+
+    /// The room with key `key` is gone: its ring goes at the end of the turn (unless the room
+    /// is made again before then; `exists` says).
+    pub(super) fn room_vanished(&mut self, key: &str) {
+        self.vanished.push(key.to_string());
+    }
+
+    /// The end of a turn: every ring with new records is published and its doorbell rung
+    /// once; then rings of vanished rooms are dropped. `exists` says whether a room is (again).
+    pub(super) fn end_turn(&mut self, exists: impl Fn(&str) -> bool) {
+        for key in self.dirty.drain(..) {
+            let Some(ring) = self.by_room.get_mut(&key) else { continue };
+            ring.dirty = false;
+            if ring.writer.publish()
+                && let Err(err) = ring.writer.ring_doorbell()
+            {
+                warn!("room {key}: cannot ring its doorbell: {err}");
+            }
+        }
+        for key in self.vanished.drain(..) {
+            if !exists(&key) {
+                self.by_room.remove(&key);
+            }
+        }
+    }
+}
