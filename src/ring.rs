@@ -64,6 +64,9 @@ impl RingReader {
     pub fn position(&self) -> u64 {
         0
     }
+    pub fn capacity(&self) -> usize {
+        0
+    }
     pub fn next(&mut self, upto: u64, into: &mut Vec<u8>) -> Result<bool, RingError> {
         Ok(false)
     }

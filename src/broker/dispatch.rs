@@ -54,6 +54,10 @@ impl Broker {
                 self.stats.bytes_sent += sent;
                 return true;
             }
+            Request::RingRead { position } => {
+                self.peers.ring_read(id, position);
+                return true;
+            }
             Request::Login { nick } => {
                 if self.refuse_banned_nick(id, &nick, now) {
                     return true;

@@ -76,6 +76,8 @@ struct HeldRing {
     room: String,
     id: RingId,
     marked: u64,
+    /// How far the session said it has read (`RingRead`).
+    read: u64,
 }
 
 impl Peer {
@@ -120,6 +122,8 @@ pub(super) struct Peers {
     record: Vec<u8>,
     /// The rooms' latest membership changes, kept for their capacity.
     changes: Changes,
+    /// Rooms whose readers are due for a check, kept for its capacity.
+    to_check: Vec<String>,
     /// Most peers connected since the heap was last trimmed.
     high_water: usize,
     /// Sessions dropped as too slow, and why, in case they come back.
@@ -140,6 +144,7 @@ impl Peers {
             rings: Rings::new(ring_bytes),
             record: Vec::new(),
             changes: Changes::default(),
+            to_check: Vec::new(),
             high_water: 0,
             dropped: Remembered::new(dropped_remembered),
             too_slow_drops: 0,
@@ -217,7 +222,56 @@ impl Peers {
                 }
             }
         }
+        self.check_readers(rooms);
         copies
+    }
+
+    /// A session said it has read its ring up to `position`. A position it cannot have
+    /// reached (beyond the head, or back from its last one) is not believed.
+    pub(super) fn ring_read(&mut self, id: MemberId, position: u64) {
+        let Some(peer) = self.table.get_mut(&id) else { return };
+        let Some(held) = &mut peer.ring else { return };
+        let head = self.rings.head_of(&held.room, held.id);
+        if head.is_some_and(|head| position <= head) && position >= held.read {
+            held.read = position;
+        }
+    }
+
+    /// Every quarter of a ring, its members are checked: one that stayed more than the ring
+    /// (and the quarter it reports by) behind has lost lines it can never read — a session
+    /// that stopped, or one that does not read its ring — and is dropped as too slow. A live
+    /// session that fell behind says so itself, sooner.
+    fn check_readers(&mut self, rooms: &Rooms) {
+        let mut due = std::mem::take(&mut self.to_check);
+        self.rings.take_due_for_check(&mut due);
+        let mut late = Vec::new();
+        for key in &due {
+            let Some(ring) = self.rings.get(key) else { continue };
+            let (ring_id, head) = (ring.id, ring.writer.head());
+            let capacity = ring.writer.capacity() as u64;
+            let limit = capacity + capacity / 4;
+            for id in rooms.members_of(key) {
+                let Some(peer) = self.table.get_mut(&id) else { continue };
+                let behind = match &peer.ring {
+                    Some(held) if held.id == ring_id => head - held.read.min(head),
+                    _ => continue,
+                };
+                if behind > limit && !peer.too_slow {
+                    warn!(
+                        "dropping session pid {} ({}): too slow, {behind} bytes behind in its room's ring",
+                        peer.pid, peer.client
+                    );
+                    peer.too_slow = true;
+                    self.dropped.insert(peer.identity, LeaveReason::TooSlow);
+                    self.too_slow_drops += 1;
+                    late.push(id);
+                }
+            }
+        }
+        for id in late {
+            self.doom(id, LeaveReason::TooSlow);
+        }
+        self.to_check = due;
     }
 
     /// Hands every member who entered a room since the last call that room's ring, and lets
@@ -257,7 +311,7 @@ impl Peers {
             return;
         };
         let start = ring.writer.head();
-        let held = HeldRing { room: room.to_string(), id: ring.id, marked: start };
+        let held = HeldRing { room: room.to_string(), id: ring.id, marked: start, read: start };
         let (memfd, doorbell) = ring.writer.descriptors();
         let handover = Event::RingHandover { start };
         let sent = mark_ring_position(&self.rings, peer)

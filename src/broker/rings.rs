@@ -26,6 +26,8 @@ pub(super) struct RoomRing {
     pub(super) writer: RingWriter,
     /// Got records this turn: published and rung at the end of it.
     dirty: bool,
+    /// The head when its members' reading was last checked (every quarter of the ring).
+    checked_at: u64,
 }
 
 /// Every room's ring, by room key.
@@ -38,6 +40,8 @@ pub(super) struct Rings {
     dirty: Vec<String>,
     /// Keys of rooms that vanished: their rings go once published.
     vanished: Vec<String>,
+    /// Keys of rings that moved a quarter of their size since their members were checked.
+    due_for_check: Vec<String>,
 }
 
 impl Rings {
@@ -48,6 +52,7 @@ impl Rings {
             next_id: 1,
             dirty: Vec::new(),
             vanished: Vec::new(),
+            due_for_check: Vec::new(),
         }
     }
 
@@ -62,7 +67,7 @@ impl Rings {
             let writer = RingWriter::create(&format!("chatd room {key}"), self.capacity)?;
             let id = self.next_id;
             self.next_id += 1;
-            self.by_room.insert(key.to_string(), RoomRing { id, writer, dirty: false });
+            self.by_room.insert(key.to_string(), RoomRing { id, writer, dirty: false, checked_at: 0 });
         }
         Ok(())
     }
@@ -89,6 +94,11 @@ impl Rings {
                     ring.dirty = true;
                     self.dirty.push(key.to_string());
                 }
+                let head = ring.writer.head();
+                if head - ring.checked_at >= ring.writer.capacity() as u64 / 4 {
+                    ring.checked_at = head;
+                    self.due_for_check.push(key.to_string());
+                }
                 true
             }
             Err(err) => {
@@ -96,6 +106,13 @@ impl Rings {
                 false
             }
         }
+    }
+
+    /// Takes the keys of rings whose members' reading is due for a check (see
+    /// `Peers::check_readers`); `into` is cleared first.
+    pub(super) fn take_due_for_check(&mut self, into: &mut Vec<String>) {
+        into.clear();
+        std::mem::swap(&mut self.due_for_check, into);
     }
 
     /// The room with key `key` is gone: its ring goes at the end of the turn (unless the room

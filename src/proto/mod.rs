@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 /// Version of the frame set below and in [`master`]. A broker refuses sessions that speak
 /// another version. 6: the master's frames left `Request`/`Event` and every connection opens
 /// with a [`Greeting`]. 7: room broadcasts travel in each room's ring ([`broadcast`]); the
-/// socket carries `RingMark` and `RingHandover`, and a session that fell behind says so.
+/// socket carries `RingMark` and `RingHandover`; a session says how far it read, or that it
+/// fell behind.
 pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The first frame on every connection to `broker.sock`.
@@ -99,6 +100,10 @@ pub enum Request {
     /// The room's ring lapped this session (its client does not read fast enough): it leaves,
     /// and its room is told it was too slow. The connection closes after this frame.
     FellBehind,
+    /// How far this session has read its room's ring, sent every quarter of the ring: the
+    /// broker drops a member that stays more than a ring behind (a session that stopped, or
+    /// one that does not read its ring at all) as too slow.
+    RingRead { position: u64 },
 }
 
 /// Broker → session.

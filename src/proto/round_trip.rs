@@ -162,6 +162,7 @@ fn request_samples() -> Vec<Request> {
         Request::Back,
         Request::Whois { nick: text() },
         Request::FellBehind,
+        Request::RingRead { position: 0 },
     ]
 }
 
@@ -195,6 +196,9 @@ fn request_like(sample: &Request) -> BoxedStrategy<Request> {
         Request::Back => Just(Request::Back).boxed(),
         Request::Whois { .. } => any_text().prop_map(|nick| Request::Whois { nick }).boxed(),
         Request::FellBehind => Just(Request::FellBehind).boxed(),
+        Request::RingRead { .. } => {
+            any::<u64>().prop_map(|position| Request::RingRead { position }).boxed()
+        }
     }
 }
 

@@ -148,6 +148,10 @@ impl Session {
                     let record = self.feed.take_record();
                     self.handle_record(&record);
                     self.feed.give_back(record);
+                    if let Some(position) = self.feed.progress_to_report() {
+                        // Best effort: a session that cannot tell is dropped, as it would be.
+                        let _ = self.broker.send(&Request::RingRead { position });
+                    }
                 }
                 Ok(false) => return Flow::Done,
                 Err(RingError::Lapped { position, committed }) => {

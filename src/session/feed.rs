@@ -39,6 +39,8 @@ pub(super) struct Feed {
     pub(super) pending_mark: Option<u64>,
     /// The last record copied out of the ring; it keeps its capacity.
     record: Vec<u8>,
+    /// The position last reported to the broker (`RingRead`).
+    reported: u64,
 }
 
 impl Feed {
@@ -57,6 +59,7 @@ impl Feed {
     pub(super) fn install(&mut self, reader: RingReader, registry: &Registry) -> io::Result<()> {
         self.forget(registry);
         registry.register(&mut SourceFd(&reader.doorbell_fd()), RING, Interest::READABLE)?;
+        self.reported = reader.position();
         self.reader = Some(reader);
         self.pending_mark = None;
         Ok(())
@@ -77,6 +80,18 @@ impl Feed {
         let Some(reader) = self.reader.as_mut() else { return Ok(false) };
         let limit = upto.min(reader.committed());
         reader.next(limit, &mut self.record)
+    }
+
+    /// The position to tell the broker, once a quarter of the ring was read since the last
+    /// report: the broker drops a member that stays a ring behind.
+    pub(super) fn progress_to_report(&mut self) -> Option<u64> {
+        let reader = self.reader.as_ref()?;
+        let position = reader.position();
+        if position - self.reported < reader.capacity() as u64 / 4 {
+            return None;
+        }
+        self.reported = position;
+        Some(position)
     }
 
     pub(super) fn take_record(&mut self) -> Vec<u8> {
