@@ -11,6 +11,7 @@ mod limits;
 mod modes;
 mod packaging;
 mod reliability;
+mod ring;
 mod soak;
 mod spoofing;
 mod syslog;

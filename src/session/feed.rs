@@ -87,7 +87,7 @@ impl Feed {
     pub(super) fn progress_to_report(&mut self) -> Option<u64> {
         let reader = self.reader.as_ref()?;
         let position = reader.position();
-        if position - self.reported < reader.capacity() as u64 / 4 {
+        if position.saturating_sub(self.reported) < reader.capacity() as u64 / 4 {
             return None;
         }
         self.reported = position;

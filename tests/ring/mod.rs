@@ -1,0 +1,180 @@
+//! The rooms' broadcast rings, end to end: what a member who falls behind gets, the order of a
+//! room's ring and a session's socket, new rings after a broker restart, and rings nobody but
+//! the broker can write.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::reliability::NO_FLOOD_CONTROL;
+use crate::util::{Client, Daemon};
+
+/// The `/proc/PID/maps` lines of the rooms' rings mapped by `pid`.
+fn ring_mappings(pid: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("memfd:chatd room"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The inode of a maps line (its fifth field).
+fn inode(mapping: &str) -> u64 {
+    mapping.split_whitespace().nth(4).and_then(|field| field.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_client_that_never_reads_in_a_flooding_room_is_dropped_as_too_slow() {
+    let daemon = Daemon::start_with_config(&format!(
+        "ring_bytes = 65536\nsend_queue_bytes = 16384\n{NO_FLOOD_CONTROL}"
+    ));
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    let mut sleepy = Client::connect_small_window(daemon.port);
+    sleepy.expect_prefix("*** Please choose a nickname");
+    sleepy.send("sleepy");
+    sleepy.expect("*** sleepy has joined lobby");
+    alice.expect("*** sleepy has joined lobby");
+    bob.expect("*** sleepy has joined lobby");
+    // From here on, sleepy reads nothing.
+    let broker = daemon.broker_pid(1);
+    let rss_before = crate::util::rss_kib(broker);
+    let line = "y".repeat(400);
+    let left = "*** sleepy has left (too slow)";
+    let mut seen_left = false;
+    for round in 0..2000 {
+        alice.send(&format!("{round} {line}"));
+        let skipped = bob.expect(&format!("<alice> {round} {line}"));
+        seen_left |= skipped.iter().any(|l| l == left);
+        if seen_left || (round % 50 == 0 && daemon.log().iter().any(|l| l.contains("fell behind")))
+        {
+            break;
+        }
+    }
+    if !seen_left {
+        bob.expect(left);
+    }
+    // The broker kept nothing for it: the ring is all the memory a room's backlog takes.
+    let rss_after = crate::util::rss_kib(broker);
+    assert!(
+        rss_after < rss_before + 1024,
+        "broker memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    alice.send("the room carries on");
+    bob.expect("<alice> the room carries on");
+    // Sleepy, reading at last, gets what was on its way and then the truth.
+    sleepy.stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let rest = sleepy.expect_closed();
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("*** Disconnected: too slow (this connection fell too far behind the room)."),
+        "{:?}",
+        &rest[rest.len().saturating_sub(3)..]
+    );
+}
+
+#[test]
+fn a_paste_of_lines_and_commands_is_shown_in_the_brokers_order() {
+    let daemon = Daemon::start_with_config(NO_FLOOD_CONTROL);
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    for round in 0..20 {
+        let (me, next) = if round % 2 == 0 { ("alice", "alice_") } else { ("alice_", "alice") };
+        // One write: room lines (the ring) and replies and private lines (the socket) mixed.
+        let paste = format!(
+            "{round} one\r\n/who\r\n{round} two\r\n/msg bob {round} psst\r\n{round} three\r\n\
+             /nick {next}\r\n{round} four\r\n/rooms\r\n{round} five\r\n"
+        );
+        alice.send_raw(paste.as_bytes());
+        let seen = alice.expect(&format!("<{next}> {round} five"));
+        let mut wanted = vec![
+            format!("<{me}> {round} one"),
+            "*** In lobby (2): ".to_string(),
+            format!("<{me}> {round} two"),
+            format!("-> *bob* {round} psst"),
+            format!("<{me}> {round} three"),
+            format!("*** {me} is now known as {next}"),
+            format!("<{next}> {round} four"),
+            "*** Rooms: lobby (2)".to_string(),
+            format!("<{next}> {round} five"),
+        ];
+        let shown: Vec<&String> = seen
+            .iter()
+            .filter(|line| wanted.iter().any(|w| line.starts_with(w.as_str())))
+            .collect();
+        assert_eq!(shown.len(), wanted.len(), "round {round}: {seen:?}");
+        for (line, want) in shown.iter().zip(wanted.drain(..)) {
+            assert!(line.starts_with(&want), "round {round}: {line:?} where {want:?} was due: {seen:?}");
+        }
+        // Bob's private line sits between alice's lines as the broker sent them.
+        let seen = bob.expect(&format!("<{next}> {round} five"));
+        let order: Vec<&String> = seen
+            .iter()
+            .filter(|l| l.contains(&format!("{round} two")) || l.contains(&format!("{round} psst")) || l.contains(&format!("{round} three")))
+            .collect();
+        assert_eq!(
+            order,
+            [&format!("<{me}> {round} two"), &format!("*{me}* {round} psst"), &format!("<{me}> {round} three")],
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn a_restarted_broker_hands_out_new_rings() {
+    let daemon = Daemon::start_with_config(NO_FLOOD_CONTROL);
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    let session = daemon.holders_of(&alice)[0];
+    let before = ring_mappings(session);
+    assert_eq!(before.len(), 1, "one ring mapped: {before:?}");
+    assert!(before[0].split_whitespace().nth(1) == Some("r--s"), "read-only, shared: {before:?}");
+    kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
+    daemon.broker_pid(2);
+    alice.send("after the restart");
+    bob.expect("<alice> after the restart");
+    crate::util::wait_until("the old ring is unmapped", || {
+        let now = ring_mappings(session);
+        now.len() == 1 && inode(&now[0]) != inode(&before[0])
+    });
+    bob.send("and back");
+    alice.expect("<bob> and back");
+}
+
+#[test]
+#[cfg_attr(
+    chatd_tests_unprivileged,
+    ignore = "needs root: another process's descriptors are root's to open"
+)]
+fn nobody_but_the_broker_can_write_a_rooms_ring() {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    crate::util::assert_root_as_built();
+    let daemon = Daemon::start();
+    let _alice = daemon.login("alice");
+    let broker = daemon.broker_pid(1);
+    let ring = std::fs::read_dir(format!("/proc/{broker}/fd"))
+        .expect("the broker's descriptors")
+        .filter_map(|fd| fd.ok().map(|fd| fd.path()))
+        .find(|fd| {
+            std::fs::read_link(fd)
+                .is_ok_and(|target| target.to_string_lossy().contains("memfd:chatd room lobby"))
+        })
+        .expect("the lobby's ring among the broker's descriptors");
+    // Opened afresh for writing (as root could), the sealed ring takes no write ...
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&ring).expect("open");
+    let err = file.write(b"forged").expect_err("a write to a sealed ring");
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EPERM), "{err}");
+    // ... and no writable shared mapping.
+    let mapped = unsafe {
+        // SAFETY: a fresh mapping of a file we opened, unmapped below if it ever succeeded.
+        nix::sys::mman::mmap(
+            None,
+            std::num::NonZeroUsize::new(4096).expect("non-zero"),
+            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+            nix::sys::mman::MapFlags::MAP_SHARED,
+            file.as_fd(),
+            0,
+        )
+    };
+    assert_eq!(mapped.err(), Some(nix::errno::Errno::EPERM), "a writable mapping of the ring");
+}
