@@ -52,7 +52,6 @@ use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 
-use crate::channel::Frames;
 use crate::config::{Config, ConfigSource};
 use crate::logging::FailureEpisode;
 use crate::moderation::{self, Moderation};
@@ -384,17 +383,12 @@ impl Broker {
     /// leaving for the same reason, and each session says so to its own client.
     fn say_goodbye(&mut self) {
         self.peers.forget_doomed();
-        let mut frame = Frames::new();
-        if frame.push(&Event::Shutdown).is_err() {
-            return;
-        }
         let deadline = Instant::now() + GOODBYE_GRACE;
-        let mut pending: Vec<MemberId> = Vec::new();
-        for (&id, peer) in self.peers.iter_mut() {
-            if peer.channel.send_encoded(&frame).is_ok() {
-                pending.push(id);
-            }
-        }
+        let everyone: Vec<MemberId> = self.peers.iter().map(|(&id, _)| id).collect();
+        // Marked like any socket frame: each session shows its room's last lines first.
+        self.peers.send_to(everyone.iter().copied(), &Event::Shutdown);
+        let mut pending: Vec<MemberId> =
+            everyone.into_iter().filter(|&id| !self.peers.is_doomed(id)).collect();
         let mut events = Events::with_capacity(256);
         while !pending.is_empty() && Instant::now() < deadline {
             pending.retain(|id| {

@@ -192,10 +192,6 @@ impl Peers {
         self.table.iter()
     }
 
-    pub(super) fn iter_mut(&mut self) -> hash_map::IterMut<'_, MemberId, Peer> {
-        self.table.iter_mut()
-    }
-
     pub(super) fn values(&self) -> hash_map::Values<'_, MemberId, Peer> {
         self.table.values()
     }
