@@ -45,7 +45,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before anything is opened: the settings were good, so the new image will start too.
+    let reexec = if cli.mode.is_none() { modes::reexec_with_malloc_tunables() } else { Ok(()) };
     logging::init(config.log, config.syslog.clone(), LevelFilter::Info);
+    if let Err(err) = reexec {
+        log::warn!("cannot re-execute with smaller malloc settings, going on without: {err}");
+    }
     let result = match cli.mode {
         None => {
             let background =

@@ -67,7 +67,8 @@ impl Rings {
             let writer = RingWriter::create(&format!("chatd room {key}"), self.capacity)?;
             let id = self.next_id;
             self.next_id += 1;
-            self.by_room.insert(key.to_string(), RoomRing { id, writer, dirty: false, checked_at: 0 });
+            self.by_room
+                .insert(key.to_string(), RoomRing { id, writer, dirty: false, checked_at: 0 });
         }
         Ok(())
     }

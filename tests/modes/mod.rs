@@ -278,3 +278,32 @@ fn daemon_mode_reports_a_start_up_failure_to_the_terminal() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
 }
+
+/// The value of `GLIBC_TUNABLES` in `pid`'s environment, if any.
+fn malloc_tunables_of(pid: i32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ
+        .split(|&byte| byte == 0)
+        .find_map(|entry| entry.strip_prefix(b"GLIBC_TUNABLES="))
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+#[test]
+fn the_daemon_runs_with_the_smaller_malloc_settings_as_the_same_process() {
+    let daemon = Daemon::start();
+    let alice = daemon.login("alice");
+    let session = daemon.holders_of(&alice)[0];
+    // Re-executed once, in place: the pid the launcher knows is the master's.
+    assert_eq!(util::parent_of(session), Some(daemon.pid()), "the session is the master's child");
+    for (who, pid) in [("master", daemon.pid()), ("session", session)] {
+        assert_eq!(
+            malloc_tunables_of(pid).as_deref(),
+            Some(chatd::modes::MALLOC_TUNABLES),
+            "the {who}'s environment"
+        );
+    }
+    // An operator's own choice stands, and is not appended to.
+    let mine = "glibc.malloc.tcache_count=7";
+    let other = Daemon::start_with_env("", &[("GLIBC_TUNABLES", mine)]);
+    assert_eq!(malloc_tunables_of(other.pid()).as_deref(), Some(mine));
+}

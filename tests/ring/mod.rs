@@ -104,17 +104,28 @@ fn a_paste_of_lines_and_commands_is_shown_in_the_brokers_order() {
             .collect();
         assert_eq!(shown.len(), wanted.len(), "round {round}: {seen:?}");
         for (line, want) in shown.iter().zip(wanted.drain(..)) {
-            assert!(line.starts_with(&want), "round {round}: {line:?} where {want:?} was due: {seen:?}");
+            assert!(
+                line.starts_with(&want),
+                "round {round}: {line:?} where {want:?} was due: {seen:?}"
+            );
         }
         // Bob's private line sits between alice's lines as the broker sent them.
         let seen = bob.expect(&format!("<{next}> {round} five"));
         let order: Vec<&String> = seen
             .iter()
-            .filter(|l| l.contains(&format!("{round} two")) || l.contains(&format!("{round} psst")) || l.contains(&format!("{round} three")))
+            .filter(|l| {
+                l.contains(&format!("{round} two"))
+                    || l.contains(&format!("{round} psst"))
+                    || l.contains(&format!("{round} three"))
+            })
             .collect();
         assert_eq!(
             order,
-            [&format!("<{me}> {round} two"), &format!("*{me}* {round} psst"), &format!("<{me}> {round} three")],
+            [
+                &format!("<{me}> {round} two"),
+                &format!("*{me}* {round} psst"),
+                &format!("<{me}> {round} three")
+            ],
             "round {round}"
         );
     }
