@@ -14,11 +14,12 @@
 //! plain `read(2)` gets no descriptors: the kernel closes them.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::libc;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 /// Most descriptors one message may carry, either way. A received message with more is
 /// truncated by the kernel (which closes the rest) and reported as an error.
@@ -53,6 +54,14 @@ pub fn send_with_fds<F: AsFd>(
     }
 }
 
+/// The control buffer's size in 8-byte words: one message of [`MAX_FDS_PER_MESSAGE`].
+fn control_words() -> usize {
+    let fds = (MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32;
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let bytes = unsafe { libc::CMSG_SPACE(fds) } as usize;
+    bytes.div_ceil(std::mem::size_of::<u64>())
+}
+
 /// What one [`FdReceiver::receive`] read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
@@ -65,8 +74,8 @@ pub struct Received {
 /// The receiving side: reads with `recvmsg` and keeps the descriptors that arrive.
 #[derive(Debug)]
 pub struct FdReceiver {
-    /// Room for one message's control data, allocated once.
-    control: Vec<u8>,
+    /// Room for one message's control data (words: aligned for `cmsghdr`), allocated once.
+    control: Vec<u64>,
     /// Received and not yet taken, oldest first.
     kept: VecDeque<OwnedFd>,
     /// Most descriptors kept untaken; one more is a protocol error.
@@ -76,11 +85,7 @@ pub struct FdReceiver {
 impl FdReceiver {
     /// A receiver that keeps at most `limit` untaken descriptors.
     pub fn new(limit: usize) -> Self {
-        FdReceiver {
-            control: nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]),
-            kept: VecDeque::new(),
-            limit,
-        }
+        FdReceiver { control: vec![0; control_words()], kept: VecDeque::new(), limit }
     }
 
     /// One `recvmsg` into `buf` (`MSG_CMSG_CLOEXEC`: a received descriptor never survives an
@@ -91,28 +96,56 @@ impl FdReceiver {
     /// `limit` untaken descriptors are `InvalidData` (the peer broke the protocol); what
     /// arrived with such a read is closed.
     pub fn receive(&mut self, socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
-        let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-        let mut iov = [IoSliceMut::new(buf)];
-        let message = loop {
-            match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut self.control), flags) {
-                Err(Errno::EINTR) => continue,
-                other => break other.map_err(io::Error::from)?,
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: an all-zero msghdr is a valid header with no address, data or control.
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = self.control.as_mut_ptr().cast();
+        header.msg_controllen = (self.control.len() * std::mem::size_of::<u64>()) as _;
+        let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+        let bytes = loop {
+            // SAFETY: `header` points at `iov`, which describes `buf` (borrowed mutably for
+            // this call), and at the control buffer, valid for `msg_controllen` bytes; the
+            // kernel writes only within those.
+            let result = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, flags) };
+            if let Ok(bytes) = usize::try_from(result) {
+                break bytes;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
             }
         };
-        let bytes = message.bytes;
-        let truncated = message.flags.contains(MsgFlags::MSG_CTRUNC);
         let before = self.kept.len();
-        for control in message.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(fds) = control {
-                for fd in fds {
-                    // SAFETY: the kernel just installed `fd` in this process for this message;
-                    // nothing else in the process knows its number, so this is its only owner.
-                    self.kept.push_back(unsafe { OwnedFd::from_raw_fd(fd) });
+        // Descriptors are taken even from a truncated message (the kernel installed those that
+        // fit, with a control header that says how many): they must be closed, not leaked.
+        // SAFETY: after a successful recvmsg, `header.msg_control` holds `msg_controllen`
+        // bytes of whole control messages written by the kernel (truncation drops whole
+        // descriptors, never part of a header); CMSG_FIRSTHDR/NXTHDR stay within that length
+        // and the descriptors are read unaligned from within each message's stated length.
+        unsafe {
+            let mut control = libc::CMSG_FIRSTHDR(&header);
+            while !control.is_null() {
+                if (*control).cmsg_level == libc::SOL_SOCKET
+                    && (*control).cmsg_type == libc::SCM_RIGHTS
+                {
+                    let data = libc::CMSG_DATA(control);
+                    let header_len = data as usize - control as usize;
+                    let count = ((*control).cmsg_len as usize).saturating_sub(header_len)
+                        / std::mem::size_of::<RawFd>();
+                    for index in 0..count {
+                        let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(index));
+                        // The kernel just installed `fd` in this process for this message;
+                        // nothing else knows its number, so this is its only owner.
+                        self.kept.push_back(OwnedFd::from_raw_fd(fd));
+                    }
                 }
+                control = libc::CMSG_NXTHDR(&header, control);
             }
         }
         let arrived = self.kept.len() - before;
-        if truncated {
+        if header.msg_flags & libc::MSG_CTRUNC != 0 {
             self.kept.truncate(before);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
