@@ -93,8 +93,10 @@ const READ_CHUNK: usize = 4 * 1024;
 
 /// Most received descriptors a receiving end keeps untaken; one more is a protocol error.
 pub const MAX_FDS_KEPT: usize = 16;
-/// Most descriptors waiting in one channel's send queue.
-pub const MAX_FDS_QUEUED: usize = 64;
+/// Most descriptors waiting in one channel's send queue: eight ring handovers (a pasted burst
+/// of `/join`s in one loop turn), and a bound on what a member that stops reading makes the
+/// broker hold for it.
+pub const MAX_FDS_QUEUED: usize = 16;
 
 /// What one read did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -628,7 +630,7 @@ mod tests {
                 sent.push((message, Some(which)));
             }
             // The sender stays ahead by a few frames: writes stop anywhere in them.
-            while sender.queued() > 16 * 1024 {
+            while sender.queued() > 16 * 1024 || sender.out.attached_fds() + 2 > MAX_FDS_QUEUED {
                 partial_flushes += usize::from(!pump(&mut sender, &mut receiver, &mut received));
             }
         }
@@ -698,9 +700,9 @@ mod tests {
         for frame in 0..=MAX_FDS_KEPT / 2 {
             let fds = [read_end.as_fd(), read_end.as_fd()];
             sender.send_with_fds(&format!("fd {frame}"), &fds).expect("queued");
+            assert!(sender.flush().expect("flush"));
         }
         drop(read_end);
-        assert!(sender.flush().expect("flush"));
         let err = loop {
             match receiver.read_some() {
                 Ok(ReadOutcome::Data { .. }) => {}

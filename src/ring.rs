@@ -42,12 +42,20 @@
 //! Readers map the data read-only and use only Relaxed loads there, which Rust's atomics allow
 //! on read-only memory (register-sized, `Relaxed`); the Acquire is a separate fence.
 //!
-//! # Why a session cannot write its ring
+//! # What a session can and cannot do to its ring
 //!
 //! The writer maps the memfd read-write, then seals it with `F_SEAL_SHRINK | F_SEAL_GROW |
 //! F_SEAL_FUTURE_WRITE | F_SEAL_SEAL`: its own mapping stays writable, but from then on nobody
 //! can map it writable, `write(2)` it, resize it or remove the seals. A reader refuses a memfd
 //! without those seals, so a broker bug cannot hand out a writable ring either.
+//!
+//! The doorbell is another matter: an eventfd cannot be handed out write-only or poll-only,
+//! so a member can read it, and a read that empties the counter between the broker's write and
+//! another member's `epoll_wait` makes that member's poller skip the edge (epoll re-checks the
+//! counter before reporting it). A hostile member can therefore delay others' wake-ups, never
+//! forge or hide a record: a reader must not rely on the doorbell alone to learn that the ring
+//! moved (anything else that wakes it, a socket frame with its ring mark above all, is a
+//! reason to look at [`RingReader::committed`]).
 
 use std::io;
 use std::num::NonZeroUsize;
@@ -65,8 +73,9 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 /// The smallest data region (a request for less is rounded up).
 pub const MIN_RING_BYTES: usize = 64 * 1024;
-/// The largest data region.
-pub const MAX_RING_BYTES: usize = 1 << 30;
+/// The largest data region: well inside a session's address-space limit (1 GiB), which has
+/// to hold its mapping beside everything else.
+pub const MAX_RING_BYTES: usize = 1 << 28;
 
 /// The header page in front of the data region.
 const HEADER_BYTES: usize = 4096;
@@ -84,16 +93,23 @@ fn seals_readers_need() -> SealFlag {
     SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_FUTURE_WRITE
 }
 
+/// What went wrong with a ring.
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
+    /// A system call failed (`context` says which step).
     #[error("{context}: {source}")]
     Io { context: &'static str, source: io::Error },
+    /// The writer overwrote (or is overwriting) the record at `position`; `committed` is how
+    /// far it had got. The reader is too slow: nothing it could read there can be trusted.
     #[error("lapped: reading at {position}, the writer is at {committed}")]
     Lapped { position: u64, committed: u64 },
+    /// The record at `position` was copied whole but is not one the writer wrote.
     #[error("corrupt record at {position}: {why}")]
     Corrupt { position: u64, why: &'static str },
-    #[error("a record of {len} bytes is larger than this ring takes ({max})")]
+    /// A payload (or a ring) larger than allowed; nothing was appended (or made).
+    #[error("{len} bytes is more than a ring takes ({max})")]
     TooLarge { len: usize, max: usize },
+    /// The memfd handed over is not a sealed ring: wrong size, magic or seals.
     #[error("not a ring: {0}")]
     NotARing(String),
 }
@@ -179,10 +195,9 @@ impl RingWriter {
     /// Makes a ring of `capacity` data bytes (rounded up to a power of two, at least
     /// [`MIN_RING_BYTES`]) and its doorbell, and seals the memfd.
     pub fn create(name: &str, capacity: usize) -> Result<RingWriter, RingError> {
-        let capacity = capacity.max(MIN_RING_BYTES).checked_next_power_of_two();
-        let capacity = match capacity {
+        let capacity = match capacity.max(MIN_RING_BYTES).checked_next_power_of_two() {
             Some(bytes) if bytes <= MAX_RING_BYTES => bytes,
-            _ => return Err(RingError::TooLarge { len: usize::MAX, max: MAX_RING_BYTES }),
+            _ => return Err(RingError::TooLarge { len: capacity, max: MAX_RING_BYTES }),
         };
         let memfd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
             .map_err(io_error("memfd_create"))?;
@@ -403,12 +418,14 @@ impl RingReader {
             let take = left.min(word.len());
             into.extend_from_slice(&word[..take]);
             left -= take;
-            at += WORD;
+            // Wrapping: `commit` is the writer's word, and a garbage one near 2^64 must not
+            // make this overflow (positions this large are never reached honestly).
+            at = at.wrapping_add(WORD);
         }
         after_copy();
         fence(Ordering::Acquire);
         let reserve = self.map.header(RESERVE_WORD).load(Ordering::Relaxed);
-        if reserve > position + capacity {
+        if reserve > position.saturating_add(capacity) {
             into.clear();
             return Err(RingError::Lapped { position, committed: reserve });
         }
