@@ -15,15 +15,42 @@
 //!
 //! Reading is done a chunk at a time ([`Channel::read_some`]) so that the caller can decode and
 //! handle frames between reads and a fast peer cannot make one read loop unbounded in memory.
+//!
+//! # Descriptors
+//!
+//! A frame may carry descriptors ([`Channel::send_with_fds`]: a room's ring and doorbell). The
+//! order argument, end to end:
+//!
+//! - Sending: the channel duplicates the caller's descriptors and attaches the copies to the
+//!   stream offset of the frame's first byte (`outbuf`). A flush writes plain bytes up to that
+//!   offset, then one `sendmsg` from it that stops before the next attachment point, so each
+//!   batch goes with its own frame's first byte, in stream order, however the writes split.
+//! - In the kernel: descriptors sent with a `sendmsg` travel with that call's first byte, and
+//!   a read that returns that byte returns them and ends at the end of that call's bytes.
+//! - Receiving (only an end that called [`Channel::accept_fds`]: the session's): `recvmsg`
+//!   keeps what arrives in a queue, in order. A frame's descriptors therefore are in the queue
+//!   by the time the frame is decoded (they came with its first byte, read no later than its
+//!   last), behind those of every earlier frame and ahead of every later one: a receiver that
+//!   takes, for each frame that carries descriptors, that many from the front, takes its own.
+//!   A read that brought descriptors may have stopped early (at the end of their `sendmsg`),
+//!   so it never counts as having drained the socket.
+//! - An end that did not call `accept_fds` reads with plain `read(2)`, and the kernel closes
+//!   whatever a peer attached: a session cannot make the broker hold descriptors.
+//!
+//! Both sides are bounded: at most [`MAX_FDS_QUEUED`] descriptors wait in a send queue (a peer
+//! that does not read cannot make the broker run out of descriptors) and at most
+//! [`MAX_FDS_KEPT`] untaken ones on the receiving side (more is a protocol error).
 
 use std::io::{self, Read};
 use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use mio::net::UnixStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::outbuf::{OutBuf, Overflow};
+use crate::fd_passing::{self, FdReceiver, MAX_FDS_PER_MESSAGE};
+use crate::outbuf::{OutBuf, Overflow, WriteFds};
 use crate::proto::codec::{self, CodecError};
 use crate::proto::master::{MasterEvent, MasterRequest};
 use crate::proto::{AfterGreeting, Event, Greeting, Request};
@@ -64,6 +91,13 @@ pub type BrokerToUngreeted = Channel<Event, Greeting>;
 /// How much one [`Channel::read_some`] call reads at most.
 const READ_CHUNK: usize = 4 * 1024;
 
+/// Most received descriptors a receiving end keeps untaken; one more is a protocol error.
+pub const MAX_FDS_KEPT: usize = 16;
+/// Most descriptors waiting in one channel's send queue: eight ring handovers (a pasted burst
+/// of `/join`s in one loop turn), and a bound on what a member that stops reading makes the
+/// broker hold for it.
+pub const MAX_FDS_QUEUED: usize = 16;
+
 /// What one read did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadOutcome {
@@ -85,6 +119,10 @@ pub enum SendError {
     Codec { message: &'static str, source: CodecError },
     #[error("no room for a {message}: {source}")]
     Overflow { message: &'static str, source: Overflow },
+    #[error("cannot attach {adding} descriptors to a {message}: {queued} queued, limit {limit}")]
+    TooManyDescriptors { message: &'static str, adding: usize, queued: usize, limit: usize },
+    #[error("cannot duplicate a descriptor for a {message}: {source}")]
+    Descriptor { message: &'static str, source: io::Error },
 }
 
 /// Frames of `T` encoded once, to be queued on every channel that sends `T` (a broadcast goes
@@ -139,6 +177,9 @@ pub struct Channel<Tx, Rx> {
     consumed: usize,
     filled: usize,
     out: OutBuf,
+    /// Descriptors received and not yet taken, on an end that accepts them (else `None`:
+    /// plain reads, and the kernel closes what a peer attaches).
+    fds: Option<FdReceiver>,
     direction: PhantomData<fn(Tx) -> Rx>,
 }
 
@@ -148,6 +189,7 @@ impl<Tx, Rx> std::fmt::Debug for Channel<Tx, Rx> {
             .field("stream", &self.stream)
             .field("undecoded", &(self.filled - self.consumed))
             .field("queued", &self.out.len())
+            .field("fds_untaken", &self.fds.as_ref().map(FdReceiver::kept))
             .finish()
     }
 }
@@ -167,6 +209,7 @@ impl<Tx, Rx> Channel<Tx, Rx> {
             consumed: 0,
             filled: 0,
             out: OutBuf::new(max_queued),
+            fds: None,
             direction: PhantomData,
         }
     }
@@ -174,8 +217,8 @@ impl<Tx, Rx> Channel<Tx, Rx> {
     /// The same connection, read and written as another pair of message types. Private: only
     /// the greeting below changes what a connection carries.
     fn retyped<Tx2, Rx2>(self) -> Channel<Tx2, Rx2> {
-        let Channel { stream, inbuf, consumed, filled, out, direction: _ } = self;
-        Channel { stream, inbuf, consumed, filled, out, direction: PhantomData }
+        let Channel { stream, inbuf, consumed, filled, out, fds, direction: _ } = self;
+        Channel { stream, inbuf, consumed, filled, out, fds, direction: PhantomData }
     }
 
     /// The stream, for registering with a poller.
@@ -205,16 +248,25 @@ impl<Tx, Rx> Channel<Tx, Rx> {
             self.inbuf.resize(start + READ_CHUNK, 0);
         }
         let result = loop {
-            match self.stream.read(&mut self.inbuf[start..start + READ_CHUNK]) {
+            let room = &mut self.inbuf[start..start + READ_CHUNK];
+            let read = match &mut self.fds {
+                Some(receiver) => receiver
+                    .receive(self.stream.as_fd(), room)
+                    .map(|received| (received.bytes, received.fds)),
+                None => self.stream.read(room).map(|bytes| (bytes, 0)),
+            };
+            match read {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
         };
         match result {
-            Ok(0) => Ok(ReadOutcome::Closed { mid_frame: start > self.consumed }),
-            Ok(n) => {
+            Ok((0, _)) => Ok(ReadOutcome::Closed { mid_frame: start > self.consumed }),
+            Ok((n, fds)) => {
                 self.filled += n;
-                Ok(ReadOutcome::Data { drained: n < READ_CHUNK })
+                // A read that brought descriptors ends with their sendmsg's bytes, short of a
+                // chunk though more may wait: not drained (module docs).
+                Ok(ReadOutcome::Data { drained: n < READ_CHUNK && fds == 0 })
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
             Err(err) => Err(err),
@@ -223,7 +275,20 @@ impl<Tx, Rx> Channel<Tx, Rx> {
 
     /// Writes queued frames until done or the socket would block. `Ok(true)` means all sent.
     pub fn flush(&mut self) -> io::Result<bool> {
-        self.out.write_to(&mut self.stream)
+        self.out.write_to_passing_fds(&mut self.stream)
+    }
+
+    /// Lets this end receive descriptors (the session's end): from now on reads use `recvmsg`
+    /// and keep what arrives, in order, until [`Channel::take_fd`]. More than
+    /// [`MAX_FDS_KEPT`] untaken, or a message with more than a few, is an error from
+    /// [`Channel::read_some`] (`InvalidData`: the peer broke the protocol).
+    pub fn accept_fds(&mut self) {
+        self.fds.get_or_insert_with(|| FdReceiver::new(MAX_FDS_KEPT));
+    }
+
+    /// The oldest received descriptor not yet taken.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fds.as_mut()?.take()
     }
 
     /// Bytes queued and not yet written.
@@ -255,6 +320,41 @@ impl<Tx, Rx> Channel<Tx, Rx> {
         codec::encode_frame(message, self.out.tail())
             .map_err(|source| SendError::Codec { message: name, source })?;
         self.out.check_limit(mark).map_err(|source| SendError::Overflow { message: name, source })
+    }
+}
+
+impl<Tx: Serialize, Rx> Channel<Tx, Rx> {
+    /// Queues `message` with copies of `fds` attached: they reach the peer with the frame's
+    /// first byte. The caller keeps its own descriptors. On error nothing is queued and no
+    /// copy is kept.
+    pub fn send_with_fds(&mut self, message: &Tx, fds: &[BorrowedFd<'_>]) -> Result<(), SendError> {
+        let name = short_name::<Tx>();
+        let queued = self.out.attached_fds();
+        if fds.len() > MAX_FDS_PER_MESSAGE || queued + fds.len() > MAX_FDS_QUEUED {
+            let limit = MAX_FDS_QUEUED.min(queued + MAX_FDS_PER_MESSAGE);
+            return Err(SendError::TooManyDescriptors {
+                message: name,
+                adding: fds.len(),
+                queued,
+                limit,
+            });
+        }
+        let copies = fds
+            .iter()
+            .map(|fd| fd.try_clone_to_owned())
+            .collect::<io::Result<Vec<OwnedFd>>>()
+            .map_err(|source| SendError::Descriptor { message: name, source })?;
+        let first_byte = self.out.end_offset();
+        self.queue_frame(message)?;
+        self.out.attach(first_byte, copies);
+        Ok(())
+    }
+}
+
+/// How a channel's stream passes descriptors: one `sendmsg` with `SCM_RIGHTS`.
+impl WriteFds for UnixStream {
+    fn write_with_fds(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+        fd_passing::send_with_fds(self.as_fd(), bytes, fds)
     }
 }
 
@@ -440,21 +540,202 @@ mod tests {
         drop(theirs);
         assert_eq!(channel.read_some().expect("read"), ReadOutcome::Closed { mid_frame: true });
     }
-}
 
-// TEMPORARY STUB (helper h15-ring writes the real ones): take theirs at merge.
-impl<Tx: Serialize, Rx> Channel<Tx, Rx> {
-    pub fn send_with_fds(
-        &mut self,
-        message: &Tx,
-        _fds: &[std::os::fd::BorrowedFd<'_>],
-    ) -> Result<(), SendError> {
-        self.queue_frame(message)
+    /// A pipe, whose read end is what gets passed: its inode says which pipe a received
+    /// descriptor is, and its writer sees EPIPE once every copy of the read end is closed.
+    struct Pipe {
+        read_end: OwnedFd,
+        write_end: OwnedFd,
     }
-}
-impl<Tx, Rx> Channel<Tx, Rx> {
-    pub fn accept_fds(&mut self) {}
-    pub fn take_fd(&mut self) -> Option<std::os::fd::OwnedFd> {
-        None
+
+    fn pipe() -> Pipe {
+        let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+        Pipe { read_end, write_end }
+    }
+
+    fn inode(fd: &impl AsFd) -> u64 {
+        nix::sys::stat::fstat(fd).expect("fstat").st_ino
+    }
+
+    /// Whether some copy of the pipe's read end is still open anywhere in this process (or in
+    /// flight in a socket).
+    fn read_end_open(write_end: &OwnedFd) -> bool {
+        match nix::unistd::write(write_end, b"?") {
+            Ok(_) => true,
+            Err(nix::errno::Errno::EPIPE) => false,
+            Err(errno) => panic!("write to the pipe: {errno}"),
+        }
+    }
+
+    /// A message received, with the descriptor taken for it (messages saying "fd" carry one).
+    type WithFd = (String, Option<OwnedFd>);
+
+    /// One flush of `sender`, then every read `receiver` can make, decoding into `seen`.
+    /// True if the flush sent everything.
+    fn pump(
+        sender: &mut Channel<String, String>,
+        receiver: &mut Channel<String, String>,
+        seen: &mut Vec<WithFd>,
+    ) -> bool {
+        let sent_all = sender.flush().expect("flush");
+        loop {
+            match receiver.read_some().expect("read") {
+                ReadOutcome::Data { .. } => {}
+                ReadOutcome::WouldBlock => return sent_all,
+                ReadOutcome::Closed { .. } => panic!("closed"),
+            }
+            while let Some(message) = receiver.next_message().expect("decode") {
+                let fd = message.starts_with("fd").then(|| receiver.take_fd().expect("its fd"));
+                seen.push((message, fd));
+            }
+        }
+    }
+
+    /// Pumps until `expected` messages were received.
+    fn deliver_with_fds(
+        sender: &mut Channel<String, String>,
+        receiver: &mut Channel<String, String>,
+        expected: usize,
+    ) -> Vec<WithFd> {
+        let mut seen = Vec::new();
+        while seen.len() < expected {
+            let _sent_all = pump(sender, receiver, &mut seen);
+        }
+        seen
+    }
+
+    #[test]
+    fn descriptors_arrive_with_their_frame_across_partial_writes() {
+        use nix::sys::socket::{setsockopt, sockopt::SndBuf};
+        let (ours, theirs) = pair();
+        // A small send buffer: long frames go out in many pieces.
+        setsockopt(&ours, SndBuf, &4096).expect("SO_SNDBUF");
+        let mut sender: Channel<String, String> = Channel::new(ours, 1 << 22);
+        let mut receiver: Channel<String, String> = Channel::new(theirs, 1 << 20);
+        receiver.accept_fds();
+        let pipes: Vec<Pipe> = (0..20).map(|_| pipe()).collect();
+        let mut sent = Vec::new();
+        let mut received = Vec::new();
+        let mut partial_flushes = 0;
+        for round in 0..200 {
+            // Long plain frames between frames with descriptors, two of those in a row now
+            // and then.
+            let plain = format!("plain {round} {}", "x".repeat(round * 97 % 9000));
+            sender.send(&plain).expect("queued");
+            sent.push((plain, None));
+            for k in 0..(1 + round % 2) {
+                let which = (round + k) % pipes.len();
+                let message = format!("fd {which} {}", "y".repeat(round * 31 % 3000));
+                sender.send_with_fds(&message, &[pipes[which].read_end.as_fd()]).expect("queued");
+                sent.push((message, Some(which)));
+            }
+            // The sender stays ahead by a few frames: writes stop anywhere in them.
+            while sender.queued() > 16 * 1024 || sender.out.attached_fds() + 2 > MAX_FDS_QUEUED {
+                partial_flushes += usize::from(!pump(&mut sender, &mut receiver, &mut received));
+            }
+        }
+        while received.len() < sent.len() {
+            partial_flushes += usize::from(!pump(&mut sender, &mut receiver, &mut received));
+        }
+        assert!(partial_flushes > 100, "only {partial_flushes} flushes were partial");
+        assert_eq!(received.len(), sent.len());
+        for ((message, which), (got, fd)) in sent.iter().zip(&received) {
+            assert_eq!(got, message);
+            match (which, fd) {
+                (Some(which), Some(fd)) => assert_eq!(inode(fd), inode(&pipes[*which].read_end)),
+                (None, None) => {}
+                other => panic!("{message:.20}: {other:?}"),
+            }
+        }
+        assert!(receiver.take_fd().is_none(), "no descriptor left over");
+    }
+
+    #[test]
+    fn a_received_descriptor_works_and_the_senders_copy_is_its_own() {
+        let (ours, theirs) = pair();
+        let mut sender: Channel<String, String> = Channel::new(ours, 1 << 20);
+        let mut receiver: Channel<String, String> = Channel::new(theirs, 1 << 20);
+        receiver.accept_fds();
+        let first = pipe();
+        let second = pipe();
+        sender.send_with_fds(&"fd one".into(), &[first.read_end.as_fd()]).expect("queued");
+        sender.send_with_fds(&"fd two".into(), &[second.read_end.as_fd()]).expect("queued");
+        let received = deliver_with_fds(&mut sender, &mut receiver, 2);
+        let Pipe { read_end, write_end } = first;
+        drop(read_end);
+        assert!(read_end_open(&write_end), "the receiver holds a copy");
+        let [(_, Some(one)), (_, Some(two))] = &received[..] else { panic!("{received:?}") };
+        assert_eq!(inode(two), inode(&second.read_end));
+        let mut reader = std::fs::File::from(one.try_clone().expect("dup"));
+        let mut got = [0u8; 1];
+        reader.read_exact(&mut got).expect("read the pipe");
+        assert_eq!(&got, b"?");
+        drop((reader, received));
+        assert!(!read_end_open(&write_end), "every copy closed");
+    }
+
+    #[test]
+    fn an_end_that_does_not_accept_descriptors_closes_them() {
+        let (ours, theirs) = pair();
+        let mut sender: Channel<String, String> = Channel::new(ours, 1 << 20);
+        let mut broker: Channel<String, String> = Channel::new(theirs, 1 << 20);
+        let Pipe { read_end, write_end } = pipe();
+        sender
+            .send_with_fds(&"fd forged".into(), &[read_end.as_fd(), read_end.as_fd()])
+            .expect("queued");
+        drop(read_end);
+        assert!(sender.flush().expect("flush"));
+        assert_eq!(read_all(&mut broker), vec!["fd forged".to_string()]);
+        assert!(broker.take_fd().is_none());
+        assert!(!read_end_open(&write_end), "the kernel closed what the peer attached");
+    }
+
+    #[test]
+    fn too_many_untaken_descriptors_are_a_read_error() {
+        let (ours, theirs) = pair();
+        let mut sender: Channel<String, String> = Channel::new(ours, 1 << 20);
+        let mut receiver: Channel<String, String> = Channel::new(theirs, 1 << 20);
+        receiver.accept_fds();
+        let Pipe { read_end, write_end } = pipe();
+        for frame in 0..=MAX_FDS_KEPT / 2 {
+            let fds = [read_end.as_fd(), read_end.as_fd()];
+            sender.send_with_fds(&format!("fd {frame}"), &fds).expect("queued");
+            assert!(sender.flush().expect("flush"));
+        }
+        drop(read_end);
+        let err = loop {
+            match receiver.read_some() {
+                Ok(ReadOutcome::Data { .. }) => {}
+                Ok(other) => panic!("{other:?} before the error"),
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        drop(receiver);
+        assert!(!read_end_open(&write_end), "nothing kept after the channel is gone");
+    }
+
+    #[test]
+    fn a_send_with_descriptors_that_fails_queues_nothing_and_keeps_no_copy() {
+        let (ours, _theirs) = pair();
+        let mut small: Channel<String, String> = Channel::new(ours, 8);
+        let Pipe { read_end, write_end } = pipe();
+        let err = small.send_with_fds(&"longer than eight".into(), &[read_end.as_fd()]);
+        assert!(matches!(err, Err(SendError::Overflow { .. })), "{err:?}");
+        assert_eq!((small.queued(), small.out.attached_fds()), (0, 0));
+        let (ours, _theirs) = pair();
+        let mut stuck: Channel<String, String> = Channel::new(ours, 1 << 20);
+        let fds = [read_end.as_fd(); MAX_FDS_PER_MESSAGE];
+        for _ in 0..MAX_FDS_QUEUED / MAX_FDS_PER_MESSAGE {
+            stuck.send_with_fds(&"fd".into(), &fds).expect("queued");
+        }
+        let queued = stuck.queued();
+        let err = stuck.send_with_fds(&"fd".into(), &fds[..1]);
+        assert!(matches!(err, Err(SendError::TooManyDescriptors { .. })), "{err:?}");
+        assert_eq!(stuck.queued(), queued);
+        drop(read_end);
+        assert!(read_end_open(&write_end), "the stuck channel's queue holds copies");
+        drop(stuck);
+        assert!(!read_end_open(&write_end), "a dropped queue closes them");
     }
 }

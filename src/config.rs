@@ -597,7 +597,7 @@ mod tests {
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 27, "packaging/chatd.toml should list all 27 keys");
+        assert_eq!(keys, 29, "packaging/chatd.toml should list all 29 keys");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod ctl;
+pub mod fd_passing;
 pub mod logging;
 pub mod master;
 pub mod moderation;

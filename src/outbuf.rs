@@ -9,8 +9,17 @@
 //! half the buffer (sozu's `Buffer::consume`), or sooner if keeping it would let the buffer grow
 //! past `limit` + [`KEPT_CAPACITY`]. A queue that never quite drains therefore holds at most
 //! that much, however long it lives.
+//!
+//! Descriptors may ride along (`SCM_RIGHTS`, [`OutBuf::attach`]): each batch is attached to
+//! the absolute stream offset of the byte it must travel with (the first byte of its frame),
+//! which compaction does not move. Writing stops short of the next attachment point with plain
+//! writes, and from it makes one [`WriteFds::write_with_fds`] call that ends before the one
+//! after: so descriptors leave in stream order, each with its own byte, however the writes
+//! are split.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 
 /// The queue would grow past its limit; nothing was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +33,19 @@ pub struct Overflow {
 /// buffer. Ordinary traffic (a few lines per write) stays well below it and allocates nothing.
 const KEPT_CAPACITY: usize = 16 * 1024;
 
+/// A writer that can pass descriptors with the first byte of a write (a Unix stream socket).
+pub trait WriteFds: Write {
+    /// Writes some of `bytes` (at least one, or an error) with `fds` attached to the first.
+    fn write_with_fds(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<usize>;
+}
+
+/// Descriptors to pass with the byte at stream offset `at`.
+#[derive(Debug)]
+struct Attachment {
+    at: u64,
+    fds: Vec<OwnedFd>,
+}
+
 /// Bytes queued for a writer, sent from the front.
 #[derive(Debug)]
 pub struct OutBuf {
@@ -33,11 +55,37 @@ pub struct OutBuf {
     sent: usize,
     /// Most unsent bytes the queue may hold.
     limit: usize,
+    /// The stream offset of `bytes[0]` (bytes compacted away so far): attachment points are
+    /// stream offsets so that compaction leaves them alone.
+    base: u64,
+    /// Descriptors waiting to go, in stream order, each at an unsent byte.
+    attachments: VecDeque<Attachment>,
 }
 
 impl OutBuf {
     pub fn new(limit: usize) -> Self {
-        OutBuf { bytes: Vec::new(), sent: 0, limit }
+        OutBuf { bytes: Vec::new(), sent: 0, limit, base: 0, attachments: VecDeque::new() }
+    }
+
+    /// The stream offset just past the last queued byte: where the next byte queued goes.
+    pub fn end_offset(&self) -> u64 {
+        self.base + self.bytes.len() as u64
+    }
+
+    /// Attaches `fds` to the queued byte at stream offset `at` (an [`OutBuf::end_offset`]
+    /// taken before that byte was queued): they are written with it. Attachment points only
+    /// grow; an empty batch is nothing.
+    pub fn attach(&mut self, at: u64, fds: Vec<OwnedFd>) {
+        debug_assert!(at >= self.base + self.sent as u64 && at < self.end_offset());
+        debug_assert!(self.attachments.back().is_none_or(|last| last.at < at));
+        if !fds.is_empty() {
+            self.attachments.push_back(Attachment { at, fds });
+        }
+    }
+
+    /// Descriptors queued and not yet written.
+    pub fn attached_fds(&self) -> usize {
+        self.attachments.iter().map(|attachment| attachment.fds.len()).sum()
     }
 
     /// Unsent bytes.
@@ -85,6 +133,7 @@ impl OutBuf {
         let past_bound = self.bytes.len() + incoming > self.limit + KEPT_CAPACITY;
         if more_than_half_sent || past_bound {
             self.bytes.drain(..self.sent);
+            self.base += self.sent as u64;
             self.sent = 0;
         }
     }
@@ -100,17 +149,58 @@ impl OutBuf {
     }
 
     /// Writes as much as the writer takes without blocking. Returns `Ok(true)` when the queue
-    /// is empty afterwards, `Ok(false)` when the writer would block.
+    /// is empty afterwards, `Ok(false)` when the writer would block. A queue with descriptors
+    /// attached needs [`OutBuf::write_to_passing_fds`]: this stops at the first of them with
+    /// an error.
     pub fn write_to(&mut self, writer: &mut impl Write) -> io::Result<bool> {
+        self.write_out(writer, |_, _, _| {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "descriptors queued for a writer that cannot pass them",
+            ))
+        })
+    }
+
+    /// [`OutBuf::write_to`] for a writer that passes the attached descriptors, each batch with
+    /// its byte.
+    pub fn write_to_passing_fds(&mut self, writer: &mut impl WriteFds) -> io::Result<bool> {
+        self.write_out(writer, |writer, bytes, fds| writer.write_with_fds(bytes, fds))
+    }
+
+    fn write_out<W: Write>(
+        &mut self,
+        writer: &mut W,
+        mut write_with_fds: impl FnMut(&mut W, &[u8], &[OwnedFd]) -> io::Result<usize>,
+    ) -> io::Result<bool> {
         while self.sent < self.bytes.len() {
-            match writer.write(&self.bytes[self.sent..]) {
+            let at = self.base + self.sent as u64;
+            let index = |offset: u64| (offset - self.base) as usize;
+            let attached_here = self.attachments.front().is_some_and(|next| next.at == at);
+            let result = if attached_here {
+                // From this attachment up to the next one: the next batch needs its own call.
+                let end = self.attachments.get(1).map_or(self.bytes.len(), |next| index(next.at));
+                let fds = self.attachments.front().map_or(&[][..], |first| &first.fds[..]);
+                write_with_fds(writer, &self.bytes[self.sent..end], fds)
+            } else {
+                let end = self.attachments.front().map_or(self.bytes.len(), |next| index(next.at));
+                writer.write(&self.bytes[self.sent..end])
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    if attached_here {
+                        // They went with the first byte: the peer has its copies; ours close.
+                        self.attachments.pop_front();
+                    }
+                    self.sent += n;
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
         }
+        debug_assert!(self.attachments.is_empty());
+        self.base += self.bytes.len() as u64;
         if self.bytes.capacity() > KEPT_CAPACITY {
             // A burst (a login storm, a long /who) is over: give its memory back rather than
             // hold the high-water mark of every queue for the life of the connection.
@@ -226,6 +316,81 @@ mod tests {
         writer.room = usize::MAX;
         assert!(out.write_to(&mut writer).expect("no error"));
         assert_eq!(writer.taken.len(), 1);
+    }
+
+    /// A [`Trickle`] that also passes descriptors, and notes at which byte each batch went.
+    struct FdTrickle {
+        inner: Trickle,
+        passed: Vec<(usize, usize)>,
+    }
+
+    impl Write for FdTrickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl WriteFds for FdTrickle {
+        fn write_with_fds(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+            let at = self.inner.taken.len();
+            let n = self.inner.write(bytes)?;
+            self.passed.push((at, fds.len()));
+            Ok(n)
+        }
+    }
+
+    fn some_fds(count: usize) -> Vec<OwnedFd> {
+        (0..count).map(|_| std::fs::File::open("/dev/null").expect("open").into()).collect()
+    }
+
+    #[test]
+    fn descriptors_leave_with_their_byte_across_partial_writes_and_compaction() {
+        let mut out = OutBuf::new(4096);
+        let mut writer =
+            FdTrickle { inner: Trickle { taken: Vec::new(), room: 0 }, passed: Vec::new() };
+        let mut expected = Vec::new();
+        let mut queued_total = 0;
+        for frame in 0..2000usize {
+            let len = 1 + frame * 7 % 50;
+            if out.len() + len > 4096 {
+                writer.inner.room = 100;
+                let _drained = out.write_to_passing_fds(&mut writer).expect("no error");
+            }
+            let at = out.end_offset();
+            assert_eq!(at, queued_total as u64);
+            out.push(&vec![frame as u8; len]).expect("room");
+            if frame % 3 == 0 {
+                let count = 1 + frame % 2;
+                out.attach(at, some_fds(count));
+                expected.push((queued_total, count));
+            }
+            queued_total += len;
+            // Now and then the writer stops anywhere, mid-frame included.
+            writer.inner.room = frame * 13 % 40;
+            let _drained = out.write_to_passing_fds(&mut writer).expect("no error");
+        }
+        writer.inner.room = usize::MAX;
+        assert!(out.write_to_passing_fds(&mut writer).expect("no error"));
+        assert_eq!(writer.inner.taken.len(), queued_total);
+        assert_eq!(writer.passed, expected);
+        assert_eq!(out.attached_fds(), 0);
+    }
+
+    #[test]
+    fn a_plain_writer_stops_at_attached_descriptors() {
+        let mut out = OutBuf::new(64);
+        out.push(b"plain").expect("fits");
+        let at = out.end_offset();
+        out.push(b"with fds").expect("fits");
+        out.attach(at, some_fds(1));
+        let mut sink = Vec::new();
+        let err = out.write_to(&mut sink).expect_err("cannot pass descriptors");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(sink, b"plain");
+        assert_eq!(out.attached_fds(), 1);
     }
 
     #[test]

@@ -225,6 +225,11 @@ impl Broker {
                     error!("cannot encode a frame for the master: {source}");
                     Ok(())
                 }
+                // Descriptors never go to the master.
+                Err(err) => {
+                    error!("cannot queue a frame for the master: {err}");
+                    Ok(())
+                }
             },
             _ => Ok(()),
         });

@@ -533,7 +533,9 @@ fn queued(sent: Result<(), SendError>) -> Result<(), Overflow> {
     match sent {
         Ok(()) => Ok(()),
         Err(SendError::Overflow { source, .. }) => Err(source),
-        Err(err @ SendError::Codec { .. }) => {
+        // Descriptors it has not taken pile up: it is not reading either.
+        Err(SendError::TooManyDescriptors { queued, limit, .. }) => Err(Overflow { queued, limit }),
+        Err(err @ (SendError::Codec { .. } | SendError::Descriptor { .. })) => {
             error!("{err}");
             Ok(())
         }
