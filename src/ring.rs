@@ -124,6 +124,7 @@ fn record_bytes(len: u64) -> u64 {
 }
 
 /// A shared mapping of a ring: the header's words, then the data region's.
+#[derive(Debug)]
 struct Mapping {
     base: NonNull<AtomicU64>,
     /// Bytes mapped: the header page and the data region.
@@ -171,6 +172,7 @@ impl Drop for Mapping {
 }
 
 /// The broker's end of a ring.
+#[derive(Debug)]
 pub struct RingWriter {
     map: Mapping,
     memfd: OwnedFd,
@@ -179,16 +181,6 @@ pub struct RingWriter {
     head: u64,
     /// What `commit` says.
     published: u64,
-}
-
-impl std::fmt::Debug for RingWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingWriter")
-            .field("capacity", &self.map.capacity)
-            .field("head", &self.head)
-            .field("published", &self.published)
-            .finish()
-    }
 }
 
 impl RingWriter {
@@ -304,20 +296,12 @@ impl RingWriter {
 }
 
 /// A session's end of a ring: a read-only mapping, a position, and the doorbell.
+#[derive(Debug)]
 pub struct RingReader {
     map: Mapping,
     doorbell: OwnedFd,
     /// Where the next record starts.
     position: u64,
-}
-
-impl std::fmt::Debug for RingReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingReader")
-            .field("capacity", &self.map.capacity)
-            .field("position", &self.position)
-            .finish()
-    }
 }
 
 impl RingReader {
