@@ -567,6 +567,16 @@ mod tests {
         }
     }
 
+    /// Two ends of a connection; the second accepts descriptors if `accepting` (a session's).
+    fn connected(accepting: bool) -> (Channel<String, String>, Channel<String, String>) {
+        let (ours, theirs) = pair();
+        let mut receiver = Channel::new(theirs, 1 << 20);
+        if accepting {
+            receiver.accept_fds();
+        }
+        (Channel::new(ours, 1 << 20), receiver)
+    }
+
     /// A message received, with the descriptor taken for it (messages saying "fd" carry one).
     type WithFd = (String, Option<OwnedFd>);
 
@@ -652,10 +662,7 @@ mod tests {
 
     #[test]
     fn a_received_descriptor_works_and_the_senders_copy_is_its_own() {
-        let (ours, theirs) = pair();
-        let mut sender: Channel<String, String> = Channel::new(ours, 1 << 20);
-        let mut receiver: Channel<String, String> = Channel::new(theirs, 1 << 20);
-        receiver.accept_fds();
+        let (mut sender, mut receiver) = connected(true);
         let first = pipe();
         let second = pipe();
         sender.send_with_fds(&"fd one".into(), &[first.read_end.as_fd()]).expect("queued");
@@ -676,9 +683,7 @@ mod tests {
 
     #[test]
     fn an_end_that_does_not_accept_descriptors_closes_them() {
-        let (ours, theirs) = pair();
-        let mut sender: Channel<String, String> = Channel::new(ours, 1 << 20);
-        let mut broker: Channel<String, String> = Channel::new(theirs, 1 << 20);
+        let (mut sender, mut broker) = connected(false);
         let Pipe { read_end, write_end } = pipe();
         sender
             .send_with_fds(&"fd forged".into(), &[read_end.as_fd(), read_end.as_fd()])
@@ -692,10 +697,7 @@ mod tests {
 
     #[test]
     fn too_many_untaken_descriptors_are_a_read_error() {
-        let (ours, theirs) = pair();
-        let mut sender: Channel<String, String> = Channel::new(ours, 1 << 20);
-        let mut receiver: Channel<String, String> = Channel::new(theirs, 1 << 20);
-        receiver.accept_fds();
+        let (mut sender, mut receiver) = connected(true);
         let Pipe { read_end, write_end } = pipe();
         for frame in 0..=MAX_FDS_KEPT / 2 {
             let fds = [read_end.as_fd(), read_end.as_fd()];

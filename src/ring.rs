@@ -124,6 +124,7 @@ fn record_bytes(len: u64) -> u64 {
 }
 
 /// A shared mapping of a ring: the header's words, then the data region's.
+#[derive(Debug)]
 struct Mapping {
     base: NonNull<AtomicU64>,
     /// Bytes mapped: the header page and the data region.
@@ -171,6 +172,7 @@ impl Drop for Mapping {
 }
 
 /// The broker's end of a ring.
+#[derive(Debug)]
 pub struct RingWriter {
     map: Mapping,
     memfd: OwnedFd,
@@ -179,16 +181,6 @@ pub struct RingWriter {
     head: u64,
     /// What `commit` says.
     published: u64,
-}
-
-impl std::fmt::Debug for RingWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingWriter")
-            .field("capacity", &self.map.capacity)
-            .field("head", &self.head)
-            .field("published", &self.published)
-            .finish()
-    }
 }
 
 impl RingWriter {
@@ -304,20 +296,12 @@ impl RingWriter {
 }
 
 /// A session's end of a ring: a read-only mapping, a position, and the doorbell.
+#[derive(Debug)]
 pub struct RingReader {
     map: Mapping,
     doorbell: OwnedFd,
     /// Where the next record starts.
     position: u64,
-}
-
-impl std::fmt::Debug for RingReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingReader")
-            .field("capacity", &self.map.capacity)
-            .field("position", &self.position)
-            .finish()
-    }
 }
 
 impl RingReader {
@@ -596,6 +580,77 @@ mod tests {
             })
             .expect("intact");
         assert_eq!(record, payload(0, 8));
+    }
+
+    /// Record `index`'s payload: its index, then bytes that depend on it and their place, so
+    /// that any mix of two records fails [`is_whole`].
+    fn numbered(index: u64) -> Vec<u8> {
+        let len = 8 + (index * 13 % 500) as usize;
+        let mut bytes = index.to_ne_bytes().to_vec();
+        bytes.extend((8..len).map(|at| (index as usize * 7 + at) as u8));
+        bytes
+    }
+
+    /// The index of a payload made by [`numbered`], if it is one whole.
+    fn is_whole(bytes: &[u8]) -> Option<u64> {
+        let index = u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?);
+        (numbered(index) == bytes).then_some(index)
+    }
+
+    #[test]
+    fn a_reader_racing_the_writer_sees_whole_records_in_order_or_is_lapped() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Barrier};
+        let mut writer = RingWriter::create("race", 1).expect("ring");
+        let (memfd, doorbell) = writer.descriptors();
+        let memfd = memfd.try_clone_to_owned().expect("dup");
+        let doorbell = doorbell.try_clone_to_owned().expect("dup");
+        let done = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(Barrier::new(2));
+        let reader = {
+            let (done, started) = (Arc::clone(&done), Arc::clone(&started));
+            std::thread::spawn(move || {
+                let open = || {
+                    let fds = (memfd.try_clone().expect("dup"), doorbell.try_clone().expect("dup"));
+                    RingReader::open(fds.0, fds.1, 0).expect("a ring")
+                };
+                let mut reader = open();
+                let (mut whole, mut lapped, mut last) = (0u64, 0u64, None);
+                let mut record = Vec::new();
+                started.wait();
+                while !done.load(Ordering::Relaxed) || reader.position() < reader.committed() {
+                    match reader.next(u64::MAX, &mut record) {
+                        Ok(true) => {
+                            let index = is_whole(&record).expect("a whole record");
+                            assert!(last.is_none_or(|last| index > last), "{index} after {last:?}");
+                            last = Some(index);
+                            whole += 1;
+                        }
+                        Ok(false) => std::thread::yield_now(),
+                        Err(RingError::Lapped { .. }) => {
+                            // Start again where the writer is (commit is a record boundary).
+                            lapped += 1;
+                            let at = reader.committed();
+                            reader = open();
+                            reader.position = at;
+                        }
+                        Err(err) => panic!("{err}"),
+                    }
+                }
+                (whole, lapped)
+            })
+        };
+        started.wait();
+        for index in 0..30_000 {
+            writer.append(&numbered(index)).expect("fits");
+            if index % 4 == 0 {
+                writer.publish();
+            }
+        }
+        writer.publish();
+        done.store(true, Ordering::Relaxed);
+        let (whole, lapped) = reader.join().expect("the reader");
+        assert!(whole > 0, "read nothing ({lapped} laps)");
     }
 
     #[test]
