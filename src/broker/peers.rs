@@ -682,10 +682,12 @@ mod tests {
         peers.flush();
         peers.end_turn(&rooms);
         let events = received(&mut one_end);
+        // The topic follows her own arrival in the new ring: marked.
         let [
             Event::RingHandover { start: 0 },
             Event::RingMark { position },
             Event::RingHandover { start: 0 },
+            Event::RingMark { .. },
             Event::Topic { .. },
         ] = &events[..]
         else {
