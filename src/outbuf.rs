@@ -88,6 +88,11 @@ impl OutBuf {
         self.attachments.iter().map(|attachment| attachment.fds.len()).sum()
     }
 
+    /// Most unsent bytes the queue may hold.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Unsent bytes.
     pub fn len(&self) -> usize {
         self.bytes.len() - self.sent

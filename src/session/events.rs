@@ -38,6 +38,10 @@ impl Session {
     /// order (see `feed`), as far as the client's queue lets it.
     /// False if it stopped before the end (see [`Flow::Paused`]).
     pub(super) fn pump_broker(&mut self) -> bool {
+        if self.feed.lapped() {
+            self.fell_behind();
+            return false;
+        }
         loop {
             // Loaded before the socket is read: every socket frame that precedes these records
             // was written to the socket before they were published.
@@ -209,8 +213,14 @@ impl Session {
         }
         let sent = self.broker.send(&Request::FellBehind);
         self.check_sent(sent);
+        // What waits for the client goes: it is behind anyway, and the news must fit. A line
+        // the client got part of is ended first.
         let told = render::event(&Event::Dropped { reason: LeaveReason::TooSlow });
-        self.client.discard_output();
+        let cut = self.client.queued() > 0;
+        self.client.drop_backlog();
+        if cut {
+            self.send_raw(b"\r\n");
+        }
         self.show_all(&told);
         self.close(None, "too slow: fell behind its room");
     }

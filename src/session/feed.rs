@@ -49,6 +49,15 @@ impl Feed {
         self.reader.as_ref().map(RingReader::committed)
     }
 
+    /// Whether the ring has lapped this reader: records it has not read were written over.
+    /// Known without reading a record, so that a session whose client stopped reading learns
+    /// it on the doorbell that tells of the lap.
+    pub(super) fn lapped(&self) -> bool {
+        self.reader.as_ref().is_some_and(|reader| {
+            reader.committed().saturating_sub(reader.position()) > reader.capacity() as u64
+        })
+    }
+
     /// Whether the ring has been read up to `position` (or there is no ring to read).
     pub(super) fn reached(&self, position: u64) -> bool {
         self.reader.as_ref().is_none_or(|reader| reader.position() >= position)

@@ -44,6 +44,9 @@ pub trait ClientTransport {
     fn flush(&mut self) -> io::Result<usize>;
     /// Forgets what is queued: the client can no longer be written to.
     fn discard_output(&mut self);
+    /// Forgets what is queued but takes more: a client that fell behind gets the news, not
+    /// the backlog.
+    fn drop_backlog(&mut self);
     /// Ends the connection after what was flushed. With `drain_until`, first reads and drops
     /// what the client still sends, until it closes or the moment passes (closing with unread
     /// bytes would reset the connection under the last answer).
@@ -108,6 +111,10 @@ impl ClientTransport for PlainTransport {
 
     fn discard_output(&mut self) {
         self.out = OutBuf::new(0);
+    }
+
+    fn drop_backlog(&mut self) {
+        self.out = OutBuf::new(self.out.limit());
     }
 
     fn close(&mut self, drain_until: Option<Instant>) {

@@ -295,13 +295,13 @@ fn the_daemon_runs_with_the_smaller_malloc_settings_as_the_same_process() {
     let session = daemon.holders_of(&alice)[0];
     // Re-executed once, in place: the pid the launcher knows is the master's.
     assert_eq!(util::parent_of(session), Some(daemon.pid()), "the session is the master's child");
-    for (who, pid) in [("master", daemon.pid()), ("session", session)] {
-        assert_eq!(
-            malloc_tunables_of(pid).as_deref(),
-            Some(chatd::modes::MALLOC_TUNABLES),
-            "the {who}'s environment"
-        );
-    }
+    // glibc rewrites the variable in place as it parses it (only its start is sure to show),
+    // and a session's title is written over its environment: the master's tells.
+    let tunables = malloc_tunables_of(daemon.pid());
+    assert!(
+        tunables.as_deref().is_some_and(|value| value.starts_with("glibc.malloc.tcache_count=0")),
+        "the master's environment: {tunables:?}"
+    );
     // An operator's own choice stands, and is not appended to.
     let mine = "glibc.malloc.tcache_count=7";
     let other = Daemon::start_with_env("", &[("GLIBC_TUNABLES", mine)]);

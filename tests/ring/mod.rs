@@ -86,6 +86,7 @@ fn a_paste_of_lines_and_commands_is_shown_in_the_brokers_order() {
              /nick {next}\r\n{round} four\r\n/rooms\r\n{round} five\r\n"
         );
         alice.send_raw(paste.as_bytes());
+        // What came before the last line of the paste, which `expect` waits for.
         let seen = alice.expect(&format!("<{next}> {round} five"));
         let mut wanted = vec![
             format!("<{me}> {round} one"),
@@ -96,7 +97,6 @@ fn a_paste_of_lines_and_commands_is_shown_in_the_brokers_order() {
             format!("*** {me} is now known as {next}"),
             format!("<{next}> {round} four"),
             "*** Rooms: lobby (2)".to_string(),
-            format!("<{next}> {round} five"),
         ];
         let shown: Vec<&String> = seen
             .iter()
