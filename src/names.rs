@@ -14,6 +14,7 @@
 //! `aIice`, `alıce`, `ᴀlice` all pass for `alice`. The broker refuses both kinds against
 //! everyone online (`broker::room`, which indexes members by both keys).
 
+use caseless::Caseless;
 use unicode_normalization::UnicodeNormalization;
 use unicode_width::UnicodeWidthStr;
 
@@ -93,13 +94,19 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether two nicknames are the same one ([`fold`] equal), without allocating for ASCII names:
-/// sessions ask this for every line they receive.
+/// Whether two nicknames are the same one ([`fold`] equal), without allocating: sessions ask
+/// this for every line they receive, so the folds are compared as they are produced.
 pub fn same(a: &str, b: &str) -> bool {
-    if a.is_ascii() && b.is_ascii() { a.eq_ignore_ascii_case(b) } else { fold(a) == fold(b) }
+    if a.is_ascii() && b.is_ascii() { a.eq_ignore_ascii_case(b) } else { folded(a).eq(folded(b)) }
 }
 
-/// Whether `text` names `nick` (in any case), for the bell.
+/// Longest case fold of a nickname [`mentions`] looks for without allocating, in characters
+/// (a valid nickname has at most 24 characters, and one folds to at most 3).
+const MAX_FOLDED_NICK: usize = 96;
+
+/// Whether `text` names `nick` (in any case), for the bell: whether [`fold`]`(text)` contains
+/// `fold(nick)`. Asked for every line, so it does not allocate: the text's fold is searched as
+/// it is produced, through a window as long as the nick's fold.
 pub fn mentions(text: &str, nick: &str) -> bool {
     if nick.is_empty() {
         return false;
@@ -108,7 +115,34 @@ pub fn mentions(text: &str, nick: &str) -> bool {
         let nick = nick.as_bytes();
         return text.as_bytes().windows(nick.len()).any(|w| w.eq_ignore_ascii_case(nick));
     }
-    fold(text).contains(&fold(nick))
+    let mut wanted = ['\0'; MAX_FOLDED_NICK];
+    let mut length = 0;
+    for c in folded(nick) {
+        let Some(slot) = wanted.get_mut(length) else {
+            // Longer than any valid nickname: not worth a window on the stack.
+            return fold(text).contains(&fold(nick));
+        };
+        *slot = c;
+        length += 1;
+    }
+    let wanted = &wanted[..length];
+    if wanted.is_empty() {
+        return true;
+    }
+    // The last `length` characters of the folded text, as a ring: `seen % length` is where
+    // the next one goes, so the oldest is there too.
+    let mut window = ['\0'; MAX_FOLDED_NICK];
+    let mut seen = 0;
+    for c in folded(text) {
+        window[seen % length] = c;
+        seen += 1;
+        if seen >= length
+            && wanted.iter().enumerate().all(|(i, &w)| window[(seen + i) % length] == w)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// What a nickname looks like on screen, for [`is_lookalike`]: equal keys pass for each other.
@@ -124,6 +158,60 @@ pub fn lookalike_key(nick: &str) -> String {
     let plain: String = nick.nfkc().map(small_capital_as_letter).collect();
     let as_written: String = unicode_security::skeleton(&plain).collect();
     unicode_security::skeleton(&fold(&as_written)).collect()
+}
+
+/// Whether `nick`'s [`lookalike_key`] is one of `keys`, without allocating for a name of
+/// ordinary length: the session asks this for every line while its user ignores someone.
+pub fn lookalike_key_in(nick: &str, keys: &[String]) -> bool {
+    if keys.is_empty() {
+        return false;
+    }
+    // The steps of `lookalike_key`, each into a buffer on the stack.
+    let mut plain = StackText::new();
+    let mut as_written_folded = StackText::new();
+    let mut key = StackText::new();
+    let fits = plain.extend(nick.nfkc().map(small_capital_as_letter))
+        && as_written_folded
+            .extend(unicode_security::skeleton(plain.as_str()).nfc().default_case_fold().nfc())
+        && key.extend(unicode_security::skeleton(as_written_folded.as_str()));
+    if !fits {
+        let key = lookalike_key(nick);
+        return keys.contains(&key);
+    }
+    keys.iter().any(|k| k == key.as_str())
+}
+
+/// Text of at most [`StackText::CAPACITY`] bytes on the stack.
+struct StackText {
+    bytes: [u8; StackText::CAPACITY],
+    len: usize,
+}
+
+impl StackText {
+    /// Room for the longest nickname after compatibility normalisation, but for names built of
+    /// the few characters that expand tenfold.
+    const CAPACITY: usize = 384;
+
+    fn new() -> StackText {
+        StackText { bytes: [0; StackText::CAPACITY], len: 0 }
+    }
+
+    /// Appends `chars`; false (and the text unusable) if they do not fit.
+    fn extend(&mut self, chars: impl Iterator<Item = char>) -> bool {
+        for c in chars {
+            let Some(room) = self.bytes.get_mut(self.len..self.len + c.len_utf8()) else {
+                return false;
+            };
+            c.encode_utf8(room);
+            self.len += c.len_utf8();
+        }
+        true
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole characters are ever written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
 }
 
 /// The lowercase letter a Latin small capital (`ᴀ`, `ʙ`, `ᴄ`, ...) passes for in a name.
@@ -201,7 +289,14 @@ pub fn fold(name: &str) -> String {
     if name.is_ascii() {
         return name.to_ascii_lowercase();
     }
-    caseless::default_case_fold_str(&name.nfc().collect::<String>()).nfc().collect()
+    folded(name).collect()
+}
+
+/// The characters of [`fold`]`(name)`, as they are produced (for an ASCII name too: its fold
+/// is its lowercase). Allocates nothing for text with at most a few combining marks on a
+/// character (normalisation buffers four on the stack; `text::sanitize` allows fewer).
+pub fn folded(name: &str) -> impl Iterator<Item = char> + '_ {
+    name.chars().nfc().default_case_fold().nfc()
 }
 
 #[cfg(test)]

@@ -219,11 +219,17 @@ enum Skipping {
 
 /// Returns `text` without escape sequences, control characters, separators, bidi controls and
 /// marks, invisible characters, or more than [`MAX_MARKS_PER_CHARACTER`] combining marks on a
-/// character; tabs become spaces.
+/// character; tabs become spaces. See [`sanitized`] for the form that copies nothing when
+/// there is nothing to remove.
 pub fn sanitize(text: &str) -> String {
-    // Most lines have nothing to remove: one scan, then a copy.
+    sanitized(text).into_owned()
+}
+
+/// [`sanitize`], borrowing `text` when it has nothing to remove (most lines: one scan), so
+/// that showing a clean line allocates nothing.
+pub fn sanitized(text: &str) -> Cow<'_, str> {
     if is_clean(text) {
-        return text.to_string();
+        return Cow::Borrowed(text);
     }
     let mut clean = String::with_capacity(text.len());
     let mut state = Skipping::Nothing;
@@ -267,7 +273,7 @@ pub fn sanitize(text: &str) -> String {
             Skipping::SingleShift => Skipping::Nothing,
         };
     }
-    if is_kept_in_context(&clean) { clean } else { in_context(&clean).collect() }
+    Cow::Owned(if is_kept_in_context(&clean) { clean } else { in_context(&clean).collect() })
 }
 
 /// Handles `c` as text: it may start a sequence, be dropped, or be kept.

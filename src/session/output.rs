@@ -13,7 +13,41 @@ use log::{debug, info, warn};
 use super::render::Shown;
 use super::state::Phase;
 use super::{CLOSE_GRACE, Closing, Session, TRAFFIC_REPORT};
+use crate::proto::broadcast::Said;
 use crate::sys;
+
+/// What the session reuses for every write to its client: the bytes of the lines being
+/// queued, and the time of day for their timestamps.
+#[derive(Debug, Default)]
+pub(super) struct OutputScratch {
+    bytes: Vec<u8>,
+    clock: MinuteClock,
+}
+
+/// The local time as `HH:MM`, formatted once a minute rather than once a line.
+#[derive(Debug, Default)]
+struct MinuteClock {
+    /// The Unix minute `text` is for; `None` before the first use.
+    minute: Option<u64>,
+    text: String,
+}
+
+impl MinuteClock {
+    /// The local time now, for timestamps; empty when they are off (nothing is formatted).
+    fn hh_mm(&mut self, timestamps: bool) -> &str {
+        if !timestamps {
+            return "";
+        }
+        let now = crate::clock::unix_now();
+        // Time zones (and their daylight saving changes) move by whole minutes.
+        if self.minute != Some(now / 60) {
+            self.minute = Some(now / 60);
+            self.text.clear();
+            self.text.push_str(&sys::local_hh_mm(now));
+        }
+        &self.text
+    }
+}
 
 impl Session {
     /// Queues one line for the client.
@@ -30,21 +64,46 @@ impl Session {
         if lines.is_empty() {
             return;
         }
-        let hh_mm = if self.terminal.timestamps {
-            sys::local_hh_mm(crate::clock::unix_now())
-        } else {
-            String::new()
+        // Taken for the call (rendering and queueing need the session) and put back: the
+        // buffers keep their capacity from line to line.
+        let mut scratch = std::mem::take(&mut self.terminal.output);
+        let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
+        self.terminal.write_lines(lines, hh_mm, ring, &mut scratch.bytes);
+        self.send_raw(&scratch.bytes);
+        scratch.bytes.clear();
+        self.terminal.output = scratch;
+    }
+
+    /// Shows a line or action said in the room (a ring record's, decoded borrowed) unless the
+    /// state machine hides it: acknowledged if it is this session's, filtered for duplicates
+    /// and ignored speakers, rendered and queued for the client without allocating.
+    #[expect(
+        dead_code,
+        reason = "the ring reader (events.rs, the lead's) calls it once per record"
+    )]
+    pub(super) fn show_said(&mut self, said: &Said<'_>, action: bool) {
+        let Some(ring) = self.state.on_line(said, action, &mut self.broker, self.terminal.bell)
+        else {
+            return;
         };
-        let mut bytes = Vec::new();
-        self.terminal.write_lines(lines, &hh_mm, ring, &mut bytes);
-        self.send_raw(&bytes);
+        let mut scratch = std::mem::take(&mut self.terminal.output);
+        let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
+        self.terminal.write_said(said, action, hh_mm, ring, &mut scratch.bytes);
+        self.send_raw(&scratch.bytes);
+        scratch.bytes.clear();
+        self.terminal.output = scratch;
     }
 
     /// Queues what the line editor echoes, in the client's character set.
     pub(super) fn send_echo(&mut self, echo: &str) {
-        let mut bytes = Vec::new();
-        self.terminal.charset.encode(echo, &mut bytes);
-        self.send_raw(&bytes);
+        if echo.is_empty() {
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.terminal.output);
+        self.terminal.charset.encode(echo, &mut scratch.bytes);
+        self.send_raw(&scratch.bytes);
+        scratch.bytes.clear();
+        self.terminal.output = scratch;
     }
 
     /// Queues bytes for the client as they are (telnet answers, echo, rendered lines).

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use log::{error, info, warn};
 
 use crate::names::{self, DEFAULT_ROOM};
+use crate::proto::broadcast::Said;
 use crate::proto::{Event, Failure, HistoryLine, Request};
 use crate::session::render::{self, Shown, notice};
 
@@ -69,6 +70,9 @@ pub struct SessionState {
     pub reregistration: Option<Request>,
     /// Nicks whose lines this user does not want to see (`/ignore`), as shown.
     pub ignored: Vec<String>,
+    /// The [`names::lookalike_key`] of each of `ignored`, computed when it is ignored, so that
+    /// a confusable nick is ignored too without a key computed on the heap per line.
+    ignored_keys: Vec<String>,
     /// Who last sent this user a private line, for `/reply`.
     pub last_private_from: Option<String>,
     /// The client's address, for log lines.
@@ -82,42 +86,81 @@ impl SessionState {
             topic_set: None,
             reregistration: None,
             ignored: Vec::new(),
+            ignored_keys: Vec::new(),
             last_private_from: None,
             peer,
         }
     }
 
-    /// Whether this user asked not to see `nick`'s lines.
+    /// Whether this user asked not to see `nick`'s lines: `nick` is one of the ignored, in any
+    /// case, or would pass for one on screen (so a lookalike nick does not dodge `/ignore`).
     pub fn is_ignored(&self, nick: &str) -> bool {
         self.ignored.iter().any(|ignored| names::same(ignored, nick))
+            || names::lookalike_key_in(nick, &self.ignored_keys)
     }
 
     /// Hides `nick`'s lines from now on (once, whatever the spelling).
     pub fn ignore(&mut self, nick: String) {
         if !self.is_ignored(&nick) {
+            self.ignored_keys.push(names::lookalike_key(&nick));
             self.ignored.push(nick);
         }
     }
 
-    /// Shows `nick`'s lines again.
+    /// Shows `nick`'s lines again, and those of every ignored nick that passes for it.
     pub fn unignore(&mut self, nick: &str) {
-        self.ignored.retain(|ignored| !names::same(ignored, nick));
+        let mut keys = std::mem::take(&mut self.ignored_keys).into_iter();
+        let key = names::lookalike_key(nick);
+        let mut kept = Vec::new();
+        self.ignored.retain(|ignored| {
+            let ignored_key = keys.next().unwrap_or_default();
+            let keep = !names::same(ignored, nick) && ignored_key != key;
+            if keep {
+                kept.push(ignored_key);
+            }
+            keep
+        });
+        self.ignored_keys = kept;
     }
 
     /// A private line, or a room line naming this user (by someone else), rings the bell
     /// (when the user has it on).
     pub fn rings_the_bell(&self, event: &Event, bell_on: bool) -> bool {
-        let Phase::Chatting { nick: mine, .. } = &self.phase else { return false };
-        if !bell_on {
-            return false;
-        }
         match event {
-            Event::Private { .. } => true,
+            Event::Private { .. } => bell_on && matches!(self.phase, Phase::Chatting { .. }),
             Event::Chat { from, text, .. } | Event::Action { from, text, .. } => {
-                !names::same(from, mine) && names::mentions(text, mine)
+                self.mentioned(from, text, bell_on)
             }
             _ => false,
         }
+    }
+
+    /// Whether a room line `text` by `from` rings the bell: it names this user, and someone
+    /// else said it.
+    fn mentioned(&self, from: &str, text: &str, bell_on: bool) -> bool {
+        let Phase::Chatting { nick: mine, .. } = &self.phase else { return false };
+        bell_on && !names::same(from, mine) && names::mentions(text, mine)
+    }
+
+    /// What a line or action said in the room does (one from the ring, or an `Event::Chat` or
+    /// `Event::Action` from the socket): this session's own is acknowledged; a duplicate (a
+    /// broker restart re-sends lines) or an ignored speaker's is hidden (`None`); otherwise
+    /// `Some(ring)`, whether it rings the bell. Allocates nothing: it runs for every line.
+    /// Lines and actions are treated alike (`_action` says which this is).
+    pub fn on_line(
+        &mut self,
+        said: &Said<'_>,
+        _action: bool,
+        deliveries: &mut impl Deliveries,
+        bell_on: bool,
+    ) -> Option<bool> {
+        if said.sender == deliveries.me() {
+            deliveries.acknowledge(said.seq);
+        }
+        if !deliveries.first_sight(said.sender, said.seq) || self.is_ignored(said.from) {
+            return None;
+        }
+        Some(self.mentioned(said.from, said.text, bell_on))
     }
 
     /// The link reached a broker again: prepares, in [`reregistration`](Self::reregistration),
@@ -156,13 +199,13 @@ impl SessionState {
     ) -> Reaction {
         let me = deliveries.me();
         match event {
-            Event::Chat { sender, seq, .. } | Event::Action { sender, seq, .. } => {
-                if *sender == me {
-                    deliveries.acknowledge(*seq);
-                }
-                if !deliveries.first_sight(*sender, *seq) {
-                    return Reaction::Nothing;
-                }
+            Event::Chat { from, sender, seq, text } | Event::Action { from, sender, seq, text } => {
+                let said = Said { from, sender: *sender, seq: *seq, text };
+                let action = matches!(event, Event::Action { .. });
+                return match self.on_line(&said, action, deliveries, bell_on) {
+                    Some(ring) => Reaction::Show { lines: render::event(event), ring },
+                    None => Reaction::Nothing,
+                };
             }
             // Seen before: a duplicate. (Every private line passes the filter exactly once.)
             Event::Private { sender, seq, .. } if !deliveries.first_sight(*sender, *seq) => {
@@ -250,9 +293,10 @@ impl SessionState {
                     *nick = new.clone();
                 }
                 // Ignoring and replying follow the person, not the name.
-                for ignored in &mut self.ignored {
+                for (ignored, key) in self.ignored.iter_mut().zip(&mut self.ignored_keys) {
                     if names::same(ignored, old) {
                         ignored.clone_from(new);
+                        *key = names::lookalike_key(new);
                     }
                 }
                 if self.last_private_from.as_deref().is_some_and(|from| names::same(from, old)) {
@@ -299,9 +343,7 @@ impl SessionState {
     /// An event that is shown as the renderer has it, unless its speaker is ignored.
     fn shown(&mut self, event: &Event, bell_on: bool) -> Reaction {
         let from = match event {
-            Event::Chat { from, .. } | Event::Action { from, .. } | Event::Private { from, .. } => {
-                Some(from.as_str())
-            }
+            Event::Private { from, .. } => Some(from.as_str()),
             _ => None,
         };
         if from.is_some_and(|from| self.is_ignored(from)) {
