@@ -38,7 +38,11 @@ impl MinuteClock {
         if !timestamps {
             return "";
         }
-        let now = crate::clock::unix_now();
+        self.at(crate::clock::unix_now())
+    }
+
+    /// The local time at the Unix time `now`.
+    fn at(&mut self, now: u64) -> &str {
         // Time zones (and their daylight saving changes) move by whole minutes.
         if self.minute != Some(now / 60) {
             self.minute = Some(now / 60);
@@ -165,5 +169,153 @@ impl Session {
                 self.client.discard_output();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc_count::allocations_in;
+    use crate::proto::broadcast::Broadcast;
+    use crate::proto::codec;
+    use crate::session::charset::Charset;
+    use crate::session::state::{Deliveries, SessionState};
+    use crate::session::terminal::Terminal;
+
+    /// The link's bookkeeping for a few senders, on the stack: the highest line seen of each.
+    struct Seen {
+        me: u64,
+        acknowledged: u64,
+        highest: [u64; 8],
+    }
+
+    impl Deliveries for Seen {
+        fn me(&self) -> u64 {
+            self.me
+        }
+        fn acknowledge(&mut self, seq: u64) {
+            self.acknowledged = self.acknowledged.max(seq);
+        }
+        fn first_sight(&mut self, sender: u64, seq: u64) -> bool {
+            let highest = &mut self.highest[sender as usize % 8];
+            let first = seq > *highest;
+            *highest = (*highest).max(seq);
+            first
+        }
+    }
+
+    const ME: u64 = 1;
+    /// Who says the lines: this user, others, two ignored nicks and lookalikes of them.
+    const SPEAKERS: [(&str, u64); 6] = [
+        ("alice", ME),
+        ("bob", 2),
+        ("\u{5C0F}\u{660E}", 3),
+        ("mallory", 4),
+        ("ma1lory", 5),
+        ("\u{FF25}ve", 6),
+    ];
+    const TEXTS: [&str; 4] = [
+        "hello everyone",
+        "hi Alice, are you there?",
+        "\u{4F60}\u{597D}\u{FF0C}\u{4ECA}\u{5929}\u{5929}\u{6C14}\u{5F88}\u{597D}\u{3002}",
+        "thumbs up \u{1F44D} for a line long enough to be wrapped on a narrow terminal window",
+    ];
+
+    /// The terminals the test delivers to: monochrome UTF-8; colour, timestamps and a width;
+    /// GBK with colour, a width and a line being typed.
+    fn terminals() -> Vec<Terminal> {
+        let mut plain = Terminal::default();
+        plain.bell = false;
+        let mut coloured = Terminal::default();
+        coloured.colour = true;
+        coloured.timestamps = true;
+        coloured.set_width(80);
+        let mut gbk = Terminal::default();
+        gbk.colour = true;
+        gbk.set_width(40);
+        gbk.set_charset(Charset::by_name("gbk").expect("gbk"));
+        gbk.set_echo(true);
+        if let Some(editor) = &mut gbk.editor {
+            editor.feed(b"typing", &mut Vec::new(), &mut String::new());
+        }
+        vec![plain, coloured, gbk]
+    }
+
+    /// The records of lines `first..first + count`: senders, texts and actions in turn.
+    fn records(first: u64, count: u64) -> Vec<Vec<u8>> {
+        (first..first + count)
+            .map(|seq| {
+                let (from, sender) = SPEAKERS[seq as usize % SPEAKERS.len()];
+                let said = Said { from, sender, seq, text: TEXTS[seq as usize % TEXTS.len()] };
+                let broadcast =
+                    if seq % 5 == 0 { Broadcast::Action(said) } else { Broadcast::Chat(said) };
+                let mut record = Vec::new();
+                codec::encode_payload(&broadcast, &mut record).expect("encodes");
+                record
+            })
+            .collect()
+    }
+
+    /// What `show_said` does per record, but for queueing: decode borrowed, decide, render.
+    /// Returns how many lines were shown and how many rang the bell.
+    fn deliver(
+        records: &[Vec<u8>],
+        state: &mut SessionState,
+        seen: &mut Seen,
+        terminal: &mut Terminal,
+        clock: &mut MinuteClock,
+        out: &mut Vec<u8>,
+    ) -> (usize, usize) {
+        let (mut shown, mut rang) = (0, 0);
+        for record in records {
+            let Ok(broadcast) = codec::decode_payload::<Broadcast<'_>>(record) else { continue };
+            let (said, action) = match &broadcast {
+                Broadcast::Chat(said) => (said, false),
+                Broadcast::Action(said) => (said, true),
+                _ => continue,
+            };
+            let Some(ring) = state.on_line(said, action, seen, terminal.bell) else { continue };
+            let hh_mm = if terminal.timestamps { clock.at(1_700_000_000) } else { "" };
+            terminal.write_said(said, action, hh_mm, ring, out);
+            shown += 1;
+            rang += usize::from(ring);
+            out.clear();
+        }
+        (shown, rang)
+    }
+
+    #[test]
+    fn a_line_from_the_ring_reaches_the_queue_without_allocating() {
+        for mut terminal in terminals() {
+            let mut state = SessionState::new(([127, 0, 0, 1], 4000).into());
+            state.phase = Phase::Chatting { nick: "alice".into(), room: "lobby".into() };
+            state.ignore("Mallory".into());
+            state.ignore("eve".into());
+            let mut seen = Seen { me: ME, acknowledged: 0, highest: [0; 8] };
+            let mut clock = MinuteClock::default();
+            let mut out = Vec::new();
+            // Warming up: the buffers grow to the longest line, the clock formats its minute.
+            let warm_up = records(1, 24);
+            deliver(&warm_up, &mut state, &mut seen, &mut terminal, &mut clock, &mut out);
+            let lines = records(25, 1000);
+            let ((shown, rang), allocations) = allocations_in(|| {
+                deliver(&lines, &mut state, &mut seen, &mut terminal, &mut clock, &mut out)
+            });
+            assert_eq!(allocations, 0, "allocations for 1000 lines on {terminal:?}");
+            // Half the speakers are ignored (two by lookalike nicks); the rest are all shown.
+            assert_eq!(shown, 500, "{terminal:?}");
+            assert!(rang > 0 || !terminal.bell, "mentions by others ring: {rang}");
+            assert_eq!(seen.acknowledged, 1020, "this user's own lines are acknowledged");
+        }
+    }
+
+    #[test]
+    fn the_clock_formats_once_a_minute() {
+        let mut clock = MinuteClock::default();
+        let first = clock.at(1_700_000_040).to_string();
+        let (again, allocations) = allocations_in(|| clock.at(1_700_000_059).len());
+        assert_eq!((again, allocations), (first.len(), 0));
+        assert_eq!(clock.at(1_700_000_040 + 60), sys::local_hh_mm(1_700_000_100));
+        assert_eq!(clock.hh_mm(false), "");
     }
 }

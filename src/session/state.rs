@@ -730,4 +730,75 @@ mod tests {
         assert!(render::event(&event).is_empty(), "the notice is the session's own");
         assert_eq!(state.on_event(&event, &mut link(), true), resumed_in("rust"));
     }
+
+    fn said<'a>(from: &'a str, sender: u64, seq: u64, text: &'a str) -> Said<'a> {
+        Said { from, sender, seq, text }
+    }
+
+    #[test]
+    fn a_line_from_the_ring_is_acknowledged_filtered_and_rings_as_its_event_would() {
+        let mut state = chatting();
+        state.ignore("mallory".into());
+        let mut link = link();
+        assert_eq!(state.on_line(&said("alice", ME, 1, "hi"), false, &mut link, true), Some(false));
+        assert_eq!(link.acked, 1, "own line acknowledged");
+        assert_eq!(state.on_line(&said("alice", ME, 1, "hi"), false, &mut link, true), None);
+        assert_eq!(
+            state.on_line(&said("bob", BOB, 1, "hi ALICE"), true, &mut link, true),
+            Some(true)
+        );
+        assert_eq!(
+            state.on_line(&said("bob", BOB, 2, "hi alice"), false, &mut link, false),
+            Some(false)
+        );
+        assert_eq!(
+            state.on_line(&said("bob", BOB, 2, "again"), false, &mut link, true),
+            None,
+            "dup"
+        );
+        assert_eq!(state.on_line(&said("Mallory", 9, 1, "hi alice"), false, &mut link, true), None);
+        assert_eq!(link.acked, 1, "another sender's line acknowledges nothing of ours");
+        // The socket's events take the same path and agree.
+        let mut state = chatting();
+        let mut link = self::link();
+        let event = chat("bob", BOB, 1, "hi alice");
+        assert_eq!(state.on_event(&event, &mut link, true), shown(&event, true));
+        assert_eq!(state.on_line(&said("bob", BOB, 1, "hi alice"), false, &mut link, true), None);
+    }
+
+    #[test]
+    fn a_lookalike_nick_does_not_dodge_ignore() {
+        let mut state = chatting();
+        state.ignore("bob".into());
+        let mut link = link();
+        for (seq, lookalike) in
+            ["b0b", "B0B", "\u{FF42}\u{FF4F}\u{FF42}", "b\u{43E}b"].iter().enumerate()
+        {
+            let seq = seq as u64 + 1;
+            assert!(state.is_ignored(lookalike), "{lookalike}");
+            assert_eq!(
+                state.on_line(&said(lookalike, BOB, seq, "hi"), false, &mut link, true),
+                None
+            );
+            let event = chat(lookalike, BOB, seq + 10, "hi");
+            assert_eq!(state.on_event(&event, &mut link, true), Reaction::Nothing, "{lookalike}");
+        }
+        assert!(!state.is_ignored("bob2") && !state.is_ignored("rob"));
+        // Ignoring a lookalike of someone ignored adds nothing; unignoring any spelling frees
+        // every name that passes for it.
+        state.ignore("B0B".into());
+        assert_eq!(state.ignored, vec!["bob".to_string()]);
+        state.ignore("carol".into());
+        state.unignore("b0b");
+        assert_eq!(state.ignored, vec!["carol".to_string()]);
+        assert!(!state.is_ignored("bob") && !state.is_ignored("b0b") && state.is_ignored("CAROL"));
+        // The key follows a rename.
+        let renamed = Event::NickChanged { old: "carol".into(), new: "dave".into() };
+        state.on_event(&renamed, &mut link, true);
+        assert!(
+            state.is_ignored("dave")
+                && state.is_ignored("d\u{430}ve")
+                && !state.is_ignored("carol")
+        );
+    }
 }

@@ -575,4 +575,151 @@ mod tests {
         expected.extend_from_slice(b"\r\n");
         assert_eq!(out, expected);
     }
+
+    /// Lines and nicks for comparing the two ways of writing a said line: plain, with escapes
+    /// to strip, with line starts to defuse, naming alice (the user), wide CJK, emoji, long
+    /// enough to wrap, and nothing at all.
+    const SAID_TEXTS: [&str; 12] = [
+        "hello there",
+        "\x1b[31mred\x1b[0m and \x1b]0;title\x07 tab\there",
+        "*** alice has quit (Connection lost)",
+        "<alice> I am leaving, *really* now",
+        "hi Alice, how are you?",
+        "\u{4F60}\u{597D}\u{5C0F}\u{660E}\u{FF0C}\u{4ECA}\u{5929}\u{5929}\u{6C14}\u{5F88}\u{597D}\u{3002}\u{6211}\u{4EEC}\u{53BB}\u{516C}\u{56ED}\u{5427}",
+        "thumbs \u{1F44D}\u{1F3FD} and a family \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467} ok",
+        "the quick brown fox jumps over the lazy dog, and then it jumps over the lazy dog again and again",
+        "Gr\u{FC}\u{DF}e aus K\u{F6}ln",
+        "a\u{301}\u{302}\u{303}\u{304}\u{305}\u{306} marks",
+        "2 * 3 < 7 > 5",
+        "",
+    ];
+    const SAID_NICKS: [&str; 5] = ["bob", "alice", "\u{5C0F}\u{660E}", "x\x1b[31my", "*star*"];
+
+    /// Every terminal setting that changes how a said line is written.
+    fn terminals() -> Vec<Terminal> {
+        let mut terminals = Vec::new();
+        for charset in ["utf-8", "gbk", "big5", "latin1"] {
+            for colour in [false, true] {
+                for timestamps in [false, true] {
+                    for width in [None, Some(20), Some(80)] {
+                        for (bell, editing) in [(true, false), (false, false), (true, true)] {
+                            let charset = Charset::by_name(charset).expect("a charset");
+                            let mut terminal =
+                                Terminal { colour, timestamps, width, bell, ..Terminal::default() };
+                            terminal.set_charset(charset);
+                            if editing {
+                                terminal.set_echo(true);
+                                let editor = terminal.editor.as_mut().expect("echo on");
+                                let (mut typed, mut echo) = (Vec::new(), String::new());
+                                editor.feed(
+                                    "half typed \u{4E2D}\x1b[D".as_bytes(),
+                                    &mut typed,
+                                    &mut echo,
+                                );
+                            }
+                            terminals.push(terminal);
+                        }
+                    }
+                }
+            }
+        }
+        terminals
+    }
+
+    #[test]
+    fn a_said_line_is_written_byte_for_byte_as_its_event_is() {
+        use crate::proto::Event;
+        for mut terminal in terminals() {
+            for from in SAID_NICKS {
+                for text in SAID_TEXTS {
+                    for (action, ring) in [(false, false), (false, true), (true, true)] {
+                        let said = Said { from, sender: 3, seq: 9, text };
+                        let (from, text) = (from.to_string(), text.to_string());
+                        let event = if action {
+                            Event::Action { from, sender: 3, seq: 9, text }
+                        } else {
+                            Event::Chat { from, sender: 3, seq: 9, text }
+                        };
+                        let mut before = b"queued ".to_vec();
+                        terminal.write_lines(&render::event(&event), "09:41", ring, &mut before);
+                        let mut now = b"queued ".to_vec();
+                        terminal.write_said(&said, action, "09:41", ring, &mut now);
+                        assert_eq!(
+                            String::from_utf8_lossy(&now),
+                            String::from_utf8_lossy(&before),
+                            "{event:?} on {terminal:?}"
+                        );
+                        assert_eq!(now, before, "{event:?} on {terminal:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nick_colours_are_those_of_the_folded_string() {
+        let before = |nick: &str| {
+            let hash = names::fold(nick).bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+                (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+            });
+            NICK_COLOURS[hash as usize % NICK_COLOURS.len()]
+        };
+        for nick in SAID_NICKS.iter().chain(&[
+            "Alice",
+            "ALICE",
+            "Stra\u{DF}e",
+            "\u{3A3}\u{3BF}\u{3C6}\u{3AF}\u{3B1}",
+            "\u{212A}",
+            "",
+        ]) {
+            assert_eq!(nick_colour(nick), before(nick), "{nick:?}");
+        }
+    }
+
+    /// [`wrap`] as it was before it was an iterator: the oracle for [`Wrap`].
+    fn wrap_before(text: &str, width: usize, indent: usize) -> Vec<&str> {
+        let room = width.saturating_sub(indent).max(10);
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while columns(rest) > room {
+            let mut used = 0;
+            let mut cut = 0;
+            let mut last_space = None;
+            for (at, c) in rest.char_indices() {
+                let w = c.width().unwrap_or(0);
+                if used + w > room {
+                    break;
+                }
+                if c == ' ' {
+                    last_space = Some(at);
+                }
+                used += w;
+                cut = at + c.len_utf8();
+            }
+            let (piece, next) = match last_space {
+                Some(at) if at > 0 => (&rest[..at], rest[at..].trim_start_matches(' ')),
+                _ => (&rest[..cut], rest[cut..].trim_start_matches(' ')),
+            };
+            pieces.push(piece);
+            rest = next;
+        }
+        pieces.push(rest);
+        pieces
+    }
+
+    #[test]
+    fn wrapping_piece_by_piece_is_wrapping() {
+        for text in SAID_TEXTS.iter().chain(&[
+            "   leading",
+            "trailing   ",
+            "a  b  c  d  e  f  g  h  i  j  k",
+        ]) {
+            for width in [0, 10, 19, 30, 79] {
+                for indent in [0, 8, 25] {
+                    assert_eq!(wrap(text, width, indent), wrap_before(text, width, indent));
+                }
+            }
+            assert_eq!(Wrap::new(text, None, 8).collect::<Vec<_>>(), vec![*text]);
+        }
+    }
 }
