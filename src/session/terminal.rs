@@ -626,31 +626,139 @@ mod tests {
         terminals
     }
 
+    /// `Terminal::write_lines` as it was before lines were put together in a reused buffer
+    /// and wrapped piece by piece: the oracle for `write_lines` and `write_said`.
+    fn write_lines_before(
+        terminal: &Terminal,
+        lines: &[Shown],
+        hh_mm: &str,
+        ring: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let mut text = String::new();
+        if let Some(editor) = &terminal.editor {
+            editor.hide(&mut text);
+        }
+        for line in lines {
+            format_before(terminal, line, hh_mm, &mut text);
+        }
+        if ring && terminal.bell && text.ends_with("\r\n") {
+            text.insert(text.len() - 2, BELL);
+        }
+        if let Some(editor) = &terminal.editor {
+            editor.show(&mut text);
+        }
+        terminal.charset.encode(&text, out);
+    }
+
+    fn format_before(terminal: &Terminal, line: &Shown, hh_mm: &str, out: &mut String) {
+        let stamp = if terminal.timestamps && line.kind != Kind::History {
+            format!("[{hh_mm}] ")
+        } else {
+            String::new()
+        };
+        let lead_columns =
+            columns(&stamp) + columns(&line.before) + columns(&line.nick) + columns(&line.after);
+        let pieces = match terminal.width {
+            Some(width) => wrap_before(&line.text, width - 1, lead_columns),
+            None => vec![line.text.as_str()],
+        };
+        let line_colour = match line.kind {
+            Kind::System => SYSTEM_COLOUR,
+            Kind::Private | Kind::PrivateSent => PRIVATE_COLOUR,
+            Kind::History => HISTORY_COLOUR,
+            Kind::Chat => "",
+        };
+        for (index, piece) in pieces.iter().enumerate() {
+            if terminal.colour && !line_colour.is_empty() {
+                out.push_str(line_colour);
+            }
+            if index == 0 {
+                out.push_str(&stamp);
+                out.push_str(&line.before);
+                if terminal.colour && !line.nick.is_empty() && line.kind != Kind::Private {
+                    out.push_str(nick_colour_before(&line.nick));
+                    out.push_str(&line.nick);
+                    out.push_str(RESET);
+                    out.push_str(line_colour);
+                } else {
+                    out.push_str(&line.nick);
+                }
+                out.push_str(&line.after);
+            } else {
+                out.extend(std::iter::repeat_n(' ', lead_columns));
+            }
+            if terminal.colour && line.kind == Kind::History {
+                out.push_str(RESET);
+            }
+            out.push_str(piece);
+            if terminal.colour && !line_colour.is_empty() {
+                out.push_str(RESET);
+            }
+            out.push_str("\r\n");
+        }
+    }
+
+    /// `nick_colour` as it was, over the folded string.
+    fn nick_colour_before(nick: &str) -> &'static str {
+        let hash = names::fold(nick)
+            .bytes()
+            .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+        NICK_COLOURS[hash as usize % NICK_COLOURS.len()]
+    }
+
     #[test]
     fn a_said_line_is_written_byte_for_byte_as_its_event_is() {
-        use crate::proto::Event;
-        for mut terminal in terminals() {
-            for from in SAID_NICKS {
-                for text in SAID_TEXTS {
-                    for (action, ring) in [(false, false), (false, true), (true, true)] {
-                        let said = Said { from, sender: 3, seq: 9, text };
-                        let (from, text) = (from.to_string(), text.to_string());
-                        let event = if action {
-                            Event::Action { from, sender: 3, seq: 9, text }
-                        } else {
-                            Event::Chat { from, sender: 3, seq: 9, text }
-                        };
-                        let mut before = b"queued ".to_vec();
-                        terminal.write_lines(&render::event(&event), "09:41", ring, &mut before);
-                        let mut now = b"queued ".to_vec();
-                        terminal.write_said(&said, action, "09:41", ring, &mut now);
-                        assert_eq!(
-                            String::from_utf8_lossy(&now),
-                            String::from_utf8_lossy(&before),
-                            "{event:?} on {terminal:?}"
-                        );
-                        assert_eq!(now, before, "{event:?} on {terminal:?}");
+        use crate::proto::{Event, HistoryLine};
+        // Every text on every terminal, each time with another of the nicks (all of them,
+        // for every text, across the terminals).
+        for (index, mut terminal) in terminals().into_iter().enumerate() {
+            for (nth, text) in SAID_TEXTS.into_iter().enumerate() {
+                let from = SAID_NICKS[(index + nth) % SAID_NICKS.len()];
+                for (action, ring) in [(false, false), (false, true), (true, true)] {
+                    let said = Said { from, sender: 3, seq: 9, text };
+                    let (from, text) = (from.to_string(), text.to_string());
+                    let event = if action {
+                        Event::Action { from, sender: 3, seq: 9, text }
+                    } else {
+                        Event::Chat { from, sender: 3, seq: 9, text }
+                    };
+                    let lines = render::event(&event);
+                    let mut before = b"queued ".to_vec();
+                    write_lines_before(&terminal, &lines, "09:41", ring, &mut before);
+                    let mut now = b"queued ".to_vec();
+                    terminal.write_said(&said, action, "09:41", ring, &mut now);
+                    assert_eq!(
+                        String::from_utf8_lossy(&now),
+                        String::from_utf8_lossy(&before),
+                        "{event:?} on {terminal:?}"
+                    );
+                    assert_eq!(now, before, "{event:?} on {terminal:?}");
+                    // And the lines of every other kind, through `write_lines` (once per text
+                    // and terminal: the bell is the one thing the combinations add).
+                    if action || !ring {
+                        continue;
                     }
+                    let mut lines = lines;
+                    lines.extend([
+                        render::system(said.text),
+                        render::history_line(
+                            &HistoryLine {
+                                at: 0,
+                                from: said.from.into(),
+                                action,
+                                text: said.text.into(),
+                            },
+                            "08:15",
+                        ),
+                        Shown { kind: Kind::Private, ..lines[0].clone() },
+                        Shown { kind: Kind::PrivateSent, ..lines[0].clone() },
+                    ]);
+                    let mut before = Vec::new();
+                    write_lines_before(&terminal, &lines, "09:41", ring, &mut before);
+                    let mut now = Vec::new();
+                    terminal.write_lines(&lines, "09:41", ring, &mut now);
+                    assert_eq!(now, before, "{lines:?} on {terminal:?}");
                 }
             }
         }
@@ -658,12 +766,6 @@ mod tests {
 
     #[test]
     fn nick_colours_are_those_of_the_folded_string() {
-        let before = |nick: &str| {
-            let hash = names::fold(nick).bytes().fold(0x811c_9dc5_u32, |hash, byte| {
-                (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-            });
-            NICK_COLOURS[hash as usize % NICK_COLOURS.len()]
-        };
         for nick in SAID_NICKS.iter().chain(&[
             "Alice",
             "ALICE",
@@ -672,7 +774,7 @@ mod tests {
             "\u{212A}",
             "",
         ]) {
-            assert_eq!(nick_colour(nick), before(nick), "{nick:?}");
+            assert_eq!(nick_colour(nick), nick_colour_before(nick), "{nick:?}");
         }
     }
 
