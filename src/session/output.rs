@@ -214,8 +214,9 @@ mod tests {
         ("ma1lory", 5),
         ("\u{FF25}ve", 6),
     ];
-    const TEXTS: [&str; 4] = [
+    const TEXTS: [&str; 5] = [
         "hello everyone",
+        "2*3 is 6 <3, see Vec<u8>, *waves*",
         "hi Alice, are you there?",
         "\u{4F60}\u{597D}\u{FF0C}\u{4ECA}\u{5929}\u{5929}\u{6C14}\u{5F88}\u{597D}\u{3002}",
         "thumbs up \u{1F44D} for a line long enough to be wrapped on a narrow terminal window",
