@@ -1,6 +1,6 @@
 //! The client's input, from bytes to actions.
 //!
-//! Owns the session's input pipeline: reading the transport (into one reused buffer), the
+//! Owns the session's input pipeline: reading the transport (into reused buffers), the
 //! telnet layer's signals, the line editor or splitter, flood control's queue (what waits,
 //! what is refused, and when reading pauses), decoding and cleaning a line, the error budget,
 //! and carrying out what [`dispatch`](super::dispatch) decides about a command. It decides

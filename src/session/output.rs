@@ -3,8 +3,10 @@
 //! Owns the way out: lines rendered for the client's terminal (timestamps, the bell, the line
 //! being typed kept out of their way), the editor's echo in the client's character set, raw
 //! bytes (telnet answers) into the transport's bounded queue, flushing both peers each turn,
-//! and starting to close (last words, the grace to deliver them, the log line). A client that
-//! does not read its output is disconnected here. It decides nothing about what to say.
+//! and starting to close (last words, the grace to deliver them, the log line). A line said in
+//! the room reaches the client's queue through [`Session::show_said`] without allocating: the
+//! bytes go through one reused buffer and the timestamp is formatted once a minute. A client
+//! that does not read its output is disconnected here. It decides nothing about what to say.
 
 use std::time::Instant;
 

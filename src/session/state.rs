@@ -4,9 +4,11 @@
 //! broker), the re-registration a reconnection sends, the topic this user set, whom this user
 //! ignores and who last wrote to them privately, and the rules that read them: which events are
 //! shown (acknowledgements and the duplicate filter, through [`Deliveries`]; the ignore filter),
-//! and which ring the bell. [`SessionState::on_event`] takes an event and says what to do
-//! ([`Reaction`]); it touches no socket and reads no clock (its one side effect is a log line
-//! when the phase changes), so every transition is unit-tested here.
+//! and which ring the bell. [`SessionState::on_line`] decides about a line said in the room
+//! (from the ring or the socket) without allocating; [`SessionState::on_event`] takes an
+//! event and says what to do ([`Reaction`]). Neither touches a socket or reads a clock (the
+//! one side effect is a log line when the phase changes), so every transition is unit-tested
+//! here.
 //! The session's loop carries the reaction out (writes, admission report, closing).
 
 use std::net::SocketAddr;

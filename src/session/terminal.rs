@@ -7,8 +7,11 @@
 //! each nick a colour derived from the nick, so the same person always looks the same; the
 //! `*** ` prefix and the `<nick>` brackets stay, so colour is never the only difference. With a
 //! known window width (telnet NAWS), long lines wrap at word boundaries, and continuation
-//! lines are indented under the text, not under the nick. It does no I/O: the session sends
-//! the bytes.
+//! lines are indented under the text, not under the nick. A line said in the room from the
+//! ring is written by [`Terminal::write_said`] straight from the borrowed record, the same
+//! bytes as its event's [`Shown`] would give, without allocating (lines are put together in a
+//! buffer the terminal keeps). It does no I/O: the session sends the bytes; it also holds the
+//! session's reused input and output buffers, as the client's side of the session.
 
 use unicode_width::UnicodeWidthChar;
 
