@@ -36,7 +36,8 @@
 //!   by the master at accept;
 //! - [`clock`] (the wall clock), [`sys`] (fork, signal dispositions, peer credentials, process
 //!   titles: the only unsafe code; its callers write why each call is sound, `// SAFETY:`), [`signals`] (signalfd for children), [`logging`], [`config`]
-//!   and [`cli`].
+//!   and [`cli`]. (In test builds, `alloc_count`, a counting global allocator, is unsafe code
+//!   too: unit tests pin how many allocations a path makes.)
 //!
 //! And one program besides the daemon: [`ctl`] is `chatctl`, the operator's command, which
 //! speaks [`proto::control`] over the broker's `control.sock`.
@@ -47,6 +48,8 @@
 //! `channel` → `session::events` → `session::state` → `session::output` (`render`,
 //! `terminal`) → the transport → client. docs/ARCHITECTURE.md has the picture.
 
+#[cfg(test)]
+mod alloc_count;
 pub mod broker;
 pub mod channel;
 pub mod cli;

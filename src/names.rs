@@ -14,6 +14,7 @@
 //! `aIice`, `alıce`, `ᴀlice` all pass for `alice`. The broker refuses both kinds against
 //! everyone online (`broker::room`, which indexes members by both keys).
 
+use caseless::Caseless;
 use unicode_normalization::UnicodeNormalization;
 use unicode_width::UnicodeWidthStr;
 
@@ -93,13 +94,19 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether two nicknames are the same one ([`fold`] equal), without allocating for ASCII names:
-/// sessions ask this for every line they receive.
+/// Whether two nicknames are the same one ([`fold`] equal), without allocating: sessions ask
+/// this for every line they receive, so the folds are compared as they are produced.
 pub fn same(a: &str, b: &str) -> bool {
-    if a.is_ascii() && b.is_ascii() { a.eq_ignore_ascii_case(b) } else { fold(a) == fold(b) }
+    if a.is_ascii() && b.is_ascii() { a.eq_ignore_ascii_case(b) } else { folded(a).eq(folded(b)) }
 }
 
-/// Whether `text` names `nick` (in any case), for the bell.
+/// Longest case fold of a nickname [`mentions`] looks for without allocating, in characters
+/// (a valid nickname has at most 24 characters, and one folds to at most 3).
+const MAX_FOLDED_NICK: usize = 96;
+
+/// Whether `text` names `nick` (in any case), for the bell: whether [`fold`]`(text)` contains
+/// `fold(nick)`. Asked for every line, so it does not allocate: the text's fold is searched as
+/// it is produced, through a window as long as the nick's fold.
 pub fn mentions(text: &str, nick: &str) -> bool {
     if nick.is_empty() {
         return false;
@@ -108,7 +115,34 @@ pub fn mentions(text: &str, nick: &str) -> bool {
         let nick = nick.as_bytes();
         return text.as_bytes().windows(nick.len()).any(|w| w.eq_ignore_ascii_case(nick));
     }
-    fold(text).contains(&fold(nick))
+    let mut wanted = ['\0'; MAX_FOLDED_NICK];
+    let mut length = 0;
+    for c in folded(nick) {
+        let Some(slot) = wanted.get_mut(length) else {
+            // Longer than any valid nickname: not worth a window on the stack.
+            return fold(text).contains(&fold(nick));
+        };
+        *slot = c;
+        length += 1;
+    }
+    let wanted = &wanted[..length];
+    if wanted.is_empty() {
+        return true;
+    }
+    // The last `length` characters of the folded text, as a ring: `seen % length` is where
+    // the next one goes, so the oldest is there too.
+    let mut window = ['\0'; MAX_FOLDED_NICK];
+    let mut seen = 0;
+    for c in folded(text) {
+        window[seen % length] = c;
+        seen += 1;
+        if seen >= length
+            && wanted.iter().enumerate().all(|(i, &w)| window[(seen + i) % length] == w)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// What a nickname looks like on screen, for [`is_lookalike`]: equal keys pass for each other.
@@ -124,6 +158,60 @@ pub fn lookalike_key(nick: &str) -> String {
     let plain: String = nick.nfkc().map(small_capital_as_letter).collect();
     let as_written: String = unicode_security::skeleton(&plain).collect();
     unicode_security::skeleton(&fold(&as_written)).collect()
+}
+
+/// Whether `nick`'s [`lookalike_key`] is one of `keys`, without allocating for a name of
+/// ordinary length: the session asks this for every line while its user ignores someone.
+pub fn lookalike_key_in(nick: &str, keys: &[String]) -> bool {
+    if keys.is_empty() {
+        return false;
+    }
+    // The steps of `lookalike_key`, each into a buffer on the stack.
+    let mut plain = StackText::new();
+    let mut as_written_folded = StackText::new();
+    let mut key = StackText::new();
+    let fits = plain.extend(nick.nfkc().map(small_capital_as_letter))
+        && as_written_folded
+            .extend(unicode_security::skeleton(plain.as_str()).nfc().default_case_fold().nfc())
+        && key.extend(unicode_security::skeleton(as_written_folded.as_str()));
+    if !fits {
+        let key = lookalike_key(nick);
+        return keys.contains(&key);
+    }
+    keys.iter().any(|k| k == key.as_str())
+}
+
+/// Text of at most [`StackText::CAPACITY`] bytes on the stack.
+struct StackText {
+    bytes: [u8; StackText::CAPACITY],
+    len: usize,
+}
+
+impl StackText {
+    /// Room for the longest nickname after compatibility normalisation, but for names built of
+    /// the few characters that expand tenfold.
+    const CAPACITY: usize = 384;
+
+    fn new() -> StackText {
+        StackText { bytes: [0; StackText::CAPACITY], len: 0 }
+    }
+
+    /// Appends `chars`; false (and the text unusable) if they do not fit.
+    fn extend(&mut self, chars: impl Iterator<Item = char>) -> bool {
+        for c in chars {
+            let Some(room) = self.bytes.get_mut(self.len..self.len + c.len_utf8()) else {
+                return false;
+            };
+            c.encode_utf8(room);
+            self.len += c.len_utf8();
+        }
+        true
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole characters are ever written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
 }
 
 /// The lowercase letter a Latin small capital (`ᴀ`, `ʙ`, `ᴄ`, ...) passes for in a name.
@@ -201,7 +289,14 @@ pub fn fold(name: &str) -> String {
     if name.is_ascii() {
         return name.to_ascii_lowercase();
     }
-    caseless::default_case_fold_str(&name.nfc().collect::<String>()).nfc().collect()
+    folded(name).collect()
+}
+
+/// The characters of [`fold`]`(name)`, as they are produced (for an ASCII name too: its fold
+/// is its lowercase). Allocates nothing for text with at most a few combining marks on a
+/// character (normalisation buffers four on the stack; `text::sanitize` allows fewer).
+pub fn folded(name: &str) -> impl Iterator<Item = char> + '_ {
+    name.chars().nfc().default_case_fold().nfc()
 }
 
 #[cfg(test)]
@@ -328,5 +423,148 @@ mod tests {
             assert!(!is_lookalike(a, b), "{a} and {b} look different");
             assert_ne!(lookalike_key(a), lookalike_key(b), "{a} {b}");
         }
+    }
+
+    /// [`fold`], [`same`] and [`mentions`] as they were before they folded lazily: the oracle
+    /// the allocation-free forms must agree with.
+    mod before {
+        use unicode_normalization::UnicodeNormalization;
+
+        pub fn fold(name: &str) -> String {
+            if name.is_ascii() {
+                return name.to_ascii_lowercase();
+            }
+            caseless::default_case_fold_str(&name.nfc().collect::<String>()).nfc().collect()
+        }
+
+        pub fn same(a: &str, b: &str) -> bool {
+            if a.is_ascii() && b.is_ascii() {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                fold(a) == fold(b)
+            }
+        }
+
+        pub fn mentions(text: &str, nick: &str) -> bool {
+            if nick.is_empty() {
+                return false;
+            }
+            if nick.is_ascii() {
+                let nick = nick.as_bytes();
+                return text.as_bytes().windows(nick.len()).any(|w| w.eq_ignore_ascii_case(nick));
+            }
+            fold(text).contains(&fold(nick))
+        }
+    }
+
+    /// Names whose folds are tricky: case, expansions (`ß`, `ﬁ`, `İ`), final sigma, Kelvin and
+    /// Ångström signs, composed and decomposed accents, CJK, Greek with tonos and iota
+    /// subscript, lookalikes of other scripts, emoji, combining marks.
+    const TRICKY: [&str; 34] = [
+        "alice",
+        "Alice",
+        "ALICE",
+        "\u{430}lice",
+        "\u{1D68A}\u{1D695}\u{1D692}\u{1D68C}\u{1D68E}",
+        "\u{FF41}\u{FF4C}\u{FF49}\u{FF43}\u{FF45}",
+        "aIice",
+        "stra\u{DF}e",
+        "STRASSE",
+        "ss",
+        "\u{DF}",
+        "S",
+        "\u{FB01}le",
+        "FILE",
+        "\u{130}stanbul",
+        "i\u{307}stanbul",
+        "\u{212A}elvin",
+        "kelvin",
+        "\u{212B}",
+        "\u{C5}",
+        "Jos\u{E9}",
+        "Jose\u{301}",
+        "JOS\u{C9}",
+        "\u{3A3}\u{38A}\u{3A3}\u{3A5}\u{3A6}\u{39F}\u{3A3}",
+        "\u{3C3}\u{3AF}\u{3C3}\u{3C5}\u{3C6}\u{3BF}\u{3C2}",
+        "\u{3C2}",
+        "\u{1FBC}",
+        "\u{3B1}\u{3B9}",
+        "\u{5C0F}\u{660E}",
+        "\u{4F60}\u{597D}\u{5C0F}\u{660E}\u{FF01}",
+        "\u{5C0F}\u{674E}",
+        "\u{1F44D}\u{1F3FD}",
+        "a\u{301}\u{302}\u{303}\u{304}\u{305}b",
+        "",
+    ];
+
+    #[test]
+    fn lazy_folding_agrees_with_the_folded_strings() {
+        for a in TRICKY {
+            assert_eq!(fold(a), before::fold(a), "fold {a:?}");
+            assert_eq!(folded(a).collect::<String>(), before::fold(a), "folded {a:?}");
+            for b in TRICKY {
+                assert_eq!(same(a, b), before::same(a, b), "same {a:?} {b:?}");
+                for text in
+                    [a.to_string(), format!("hi {a}!"), format!("{a}{b}"), format!("x{a} y{b}z")]
+                {
+                    assert_eq!(
+                        mentions(&text, b),
+                        before::mentions(&text, b),
+                        "mentions {text:?} {b:?}"
+                    );
+                }
+            }
+        }
+        // What the comparisons hinge on, spelled out.
+        assert!(same("STRASSE", "stra\u{DF}e") && same("Jose\u{301}", "JOS\u{C9}"));
+        // An ASCII nick is looked for byte by byte, as before (so not in `ß`'s fold).
+        assert!(!mentions("ein gro\u{DF}er Stra\u{DF}enname", "STRASSE"));
+        assert!(mentions("hallo STRASSE", "stra\u{DF}e"));
+        assert!(mentions("\u{4F60}\u{597D}\u{5C0F}\u{660E}\u{FF01}", "\u{5C0F}\u{660E}"));
+        assert!(!mentions("\u{4F60}\u{597D}\u{5C0F}\u{674E}", "\u{5C0F}\u{660E}"));
+        assert!(!same("\u{430}lice", "alice"), "a lookalike is not the same nick");
+    }
+
+    proptest::proptest! {
+        /// Over strings of the tricky characters, the lazy forms agree with the old ones.
+        #[test]
+        fn lazy_folding_agrees_on_any_mix_of_tricky_characters(
+            a in proptest::collection::vec(proptest::sample::select(TRICKY_CHARS.to_vec()), 0..8),
+            b in proptest::collection::vec(proptest::sample::select(TRICKY_CHARS.to_vec()), 0..4),
+        ) {
+            let (a, b): (String, String) = (a.into_iter().collect(), b.into_iter().collect());
+            proptest::prop_assert_eq!(fold(&a), before::fold(&a));
+            proptest::prop_assert_eq!(same(&a, &b), before::same(&a, &b));
+            proptest::prop_assert_eq!(mentions(&a, &b), before::mentions(&a, &b));
+            let keys = [lookalike_key(&b)];
+            proptest::prop_assert_eq!(lookalike_key_in(&a, &keys), lookalike_key(&a) == keys[0]);
+        }
+    }
+
+    const TRICKY_CHARS: [char; 24] = [
+        'a', 'A', 's', 'S', 'k', '\u{DF}', '\u{1E9E}', '\u{212A}', '\u{FB01}', 'i', 'I', '\u{130}',
+        '\u{131}', '\u{307}', '\u{301}', 'e', '\u{E9}', '\u{3A3}', '\u{3C3}', '\u{3C2}', '\u{345}',
+        '\u{5C0F}', '\u{FF41}', '\u{430}',
+    ];
+
+    #[test]
+    fn the_lookalike_key_on_the_stack_is_the_lookalike_key() {
+        let keys: Vec<String> = ["alice", "bob", "\u{5C0F}\u{660E}"].map(lookalike_key).into();
+        for nick in
+            ALICE_LOOKALIKES.iter().chain(&TRICKY).chain(&["b0b", "B0B", "bob2", "\u{FDFA}"])
+        {
+            assert_eq!(
+                lookalike_key_in(nick, &keys),
+                keys.contains(&lookalike_key(nick)),
+                "{nick:?}"
+            );
+        }
+        assert!(ALICE_LOOKALIKES.iter().all(|nick| lookalike_key_in(nick, &keys)));
+        assert!(lookalike_key_in("B0B", &keys) && !lookalike_key_in("bob2", &keys));
+        assert!(!lookalike_key_in("alice", &[]));
+        // Too long for the stack (U+FDFA expands to 18 characters): the same answer, computed
+        // on the heap.
+        let long = "\u{FDFA}".repeat(24);
+        assert!(lookalike_key_in(&long, &[lookalike_key(&long)]));
     }
 }

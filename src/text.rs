@@ -219,11 +219,17 @@ enum Skipping {
 
 /// Returns `text` without escape sequences, control characters, separators, bidi controls and
 /// marks, invisible characters, or more than [`MAX_MARKS_PER_CHARACTER`] combining marks on a
-/// character; tabs become spaces.
+/// character; tabs become spaces. See [`sanitized`] for the form that copies nothing when
+/// there is nothing to remove.
 pub fn sanitize(text: &str) -> String {
-    // Most lines have nothing to remove: one scan, then a copy.
+    sanitized(text).into_owned()
+}
+
+/// [`sanitize`], borrowing `text` when it has nothing to remove (most lines: one scan), so
+/// that showing a clean line allocates nothing.
+pub fn sanitized(text: &str) -> Cow<'_, str> {
     if is_clean(text) {
-        return text.to_string();
+        return Cow::Borrowed(text);
     }
     let mut clean = String::with_capacity(text.len());
     let mut state = Skipping::Nothing;
@@ -267,7 +273,7 @@ pub fn sanitize(text: &str) -> String {
             Skipping::SingleShift => Skipping::Nothing,
         };
     }
-    if is_kept_in_context(&clean) { clean } else { in_context(&clean).collect() }
+    Cow::Owned(if is_kept_in_context(&clean) { clean } else { in_context(&clean).collect() })
 }
 
 /// Handles `c` as text: it may start a sequence, be dropped, or be kept.
@@ -356,30 +362,73 @@ pub fn defuse_line_starts(text: &str) -> Cow<'_, str> {
     if !text.chars().any(|c| matches!(looks_like(c), Some('*' | '<'))) {
         return Cow::Borrowed(text);
     }
-    // Cells: a visible character with the zero-width characters after it, and its look.
-    let mut cells: Vec<(&str, Option<char>)> = Vec::new();
-    let mut start = 0;
-    for (at, c) in text.char_indices().skip(1) {
-        use unicode_width::UnicodeWidthChar;
-        if c.width().unwrap_or(0) > 0 {
-            cells.push((&text[start..at], None));
-            start = at;
+    // A line's cells fit on the stack (a line has at most as many as bytes); a longer text's
+    // go on the heap.
+    let mut on_stack = [("", None); MAX_LINE_BYTES];
+    let on_heap: Vec<Cell<'_>>;
+    let cells: &[Cell<'_>] = if text.len() <= MAX_LINE_BYTES {
+        let mut count = 0;
+        for (slot, cell) in on_stack.iter_mut().zip(cells_of(text)) {
+            *slot = cell;
+            count += 1;
         }
+        &on_stack[..count]
+    } else {
+        on_heap = cells_of(text).collect();
+        &on_heap
+    };
+    // Most stars and angle brackets need nothing (`2*3`, `<3`, `*waves*`): a first pass that
+    // writes nothing says whether anything is rewritten, and only then is a copy made.
+    if !defuse_cells(cells, None) {
+        return Cow::Borrowed(text);
     }
-    cells.push((&text[start..], None));
-    for cell in &mut cells {
-        cell.1 = cell.0.chars().next().and_then(looks_like);
-    }
+    let mut out = String::with_capacity(text.len() + 8);
+    defuse_cells(cells, Some(&mut out));
+    Cow::Owned(out)
+}
+
+/// A visible character with the zero-width characters after it, and its look
+/// ([`looks_like`] of the visible one).
+type Cell<'a> = (&'a str, Option<char>);
+
+/// The cells of `text`, in order.
+fn cells_of(text: &str) -> impl Iterator<Item = Cell<'_>> {
+    use unicode_width::UnicodeWidthChar;
+    let mut starts = text
+        .char_indices()
+        .skip(1)
+        .filter(|&(_, c)| c.width().unwrap_or(0) > 0)
+        .map(|(at, _)| at)
+        .chain(std::iter::once(text.len()));
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let end = starts.next()?;
+        let cell = &text[start..end];
+        start = end;
+        Some((cell, cell.chars().next().and_then(looks_like)))
+    })
+}
+
+/// The rewriting of [`defuse_line_starts`] over `cells`: into `out` when given; without it,
+/// nothing is written and the pass stops at the first rewrite. True when something is (or
+/// would be) rewritten.
+fn defuse_cells(cells: &[Cell<'_>], mut out: Option<&mut String>) -> bool {
     let look = |at: usize| cells.get(at).and_then(|cell| cell.1);
     let run_end = |from: usize, of: char| (from..).find(|&at| look(at) != Some(of)).unwrap_or(from);
-    let mut out = String::with_capacity(text.len() + 8);
+    let dry = out.is_none();
+    let mut put = |text: &str| {
+        if let Some(out) = out.as_deref_mut() {
+            out.push_str(text);
+        }
+    };
+    let mut rewritten = false;
     let mut at = 0;
     // The closing stars of an emphasis being rewritten: the text between is defused as usual.
     let mut closing_stars: Option<(usize, usize)> = None;
     while at < cells.len() {
         if let Some((closing, closed)) = closing_stars {
             if at == closing {
-                (closing..closed).for_each(|_| out.push('_'));
+                (closing..closed).for_each(|_| put("_"));
                 at = closed;
                 closing_stars = None;
                 continue;
@@ -392,19 +441,27 @@ pub fn defuse_line_starts(text: &str) -> Cow<'_, str> {
             Some('*') => {
                 let opened = run_end(at, '*');
                 if look(opened) == Some(' ') {
-                    out.push('(');
-                    cells[at..opened].iter().for_each(|cell| out.push_str(cell.0));
-                    out.push(')');
+                    if dry {
+                        return true;
+                    }
+                    rewritten = true;
+                    put("(");
+                    cells[at..opened].iter().for_each(|cell| put(cell.0));
+                    put(")");
                     at = opened;
                     continue;
                 }
-                if let Some(closing) = emphasis_close(&cells, opened) {
-                    (at..opened).for_each(|_| out.push('_'));
+                if let Some(closing) = emphasis_close(cells, opened) {
+                    if dry {
+                        return true;
+                    }
+                    rewritten = true;
+                    (at..opened).for_each(|_| put("_"));
                     closing_stars = Some((closing, run_end(closing, '*')));
                     at = opened;
                     continue;
                 }
-                cells[at..opened].iter().for_each(|cell| out.push_str(cell.0));
+                cells[at..opened].iter().for_each(|cell| put(cell.0));
                 at = opened;
             }
             Some('<') => {
@@ -415,28 +472,32 @@ pub fn defuse_line_starts(text: &str) -> Cow<'_, str> {
                     && look(word_end) == Some('>')
                     && look(word_end + 1) == Some(' ')
                 {
-                    out.push('(');
-                    cells[at + 1..word_end].iter().for_each(|cell| out.push_str(cell.0));
-                    out.push(')');
+                    if dry {
+                        return true;
+                    }
+                    rewritten = true;
+                    put("(");
+                    cells[at + 1..word_end].iter().for_each(|cell| put(cell.0));
+                    put(")");
                     at = word_end + 1;
                 } else {
-                    out.push_str(cells[at].0);
+                    put(cells[at].0);
                     at += 1;
                 }
             }
             _ => {
-                out.push_str(cells[at].0);
+                put(cells[at].0);
                 at += 1;
             }
         }
     }
-    Cow::Owned(out)
+    rewritten
 }
 
 /// For `*word*` whose text starts at `from` (just after the opening stars): where the closing
 /// stars start, if the text is not blank at either end and the closing stars come before a
 /// blank.
-fn emphasis_close(cells: &[(&str, Option<char>)], from: usize) -> Option<usize> {
+fn emphasis_close(cells: &[Cell<'_>], from: usize) -> Option<usize> {
     let look = |at: usize| cells.get(at).and_then(|cell| cell.1);
     if from >= cells.len() || look(from) == Some(' ') {
         return None;
@@ -789,5 +850,138 @@ mod tests {
         let two = format!("a{m}b{m}", m = "\u{308}".repeat(6));
         assert_eq!(sanitize(&two), format!("a{m}b{m}", m = "\u{308}".repeat(4)));
         assert!(!is_clean(&zalgo));
+    }
+
+    /// [`defuse_line_starts`] as it was before it kept its cells on the stack and borrowed
+    /// what it does not rewrite: the oracle for it.
+    mod before {
+        use std::borrow::Cow;
+
+        use super::super::looks_like;
+
+        pub fn defuse_before(text: &str) -> Cow<'_, str> {
+            if !text.chars().any(|c| matches!(looks_like(c), Some('*' | '<'))) {
+                return Cow::Borrowed(text);
+            }
+            // Cells: a visible character with the zero-width characters after it, and its look.
+            let mut cells: Vec<(&str, Option<char>)> = Vec::new();
+            let mut start = 0;
+            for (at, c) in text.char_indices().skip(1) {
+                use unicode_width::UnicodeWidthChar;
+                if c.width().unwrap_or(0) > 0 {
+                    cells.push((&text[start..at], None));
+                    start = at;
+                }
+            }
+            cells.push((&text[start..], None));
+            for cell in &mut cells {
+                cell.1 = cell.0.chars().next().and_then(looks_like);
+            }
+            let look = |at: usize| cells.get(at).and_then(|cell| cell.1);
+            let run_end =
+                |from: usize, of: char| (from..).find(|&at| look(at) != Some(of)).unwrap_or(from);
+            let mut out = String::with_capacity(text.len() + 8);
+            let mut at = 0;
+            // The closing stars of an emphasis being rewritten: the text between is defused as usual.
+            let mut closing_stars: Option<(usize, usize)> = None;
+            while at < cells.len() {
+                if let Some((closing, closed)) = closing_stars {
+                    if at == closing {
+                        (closing..closed).for_each(|_| out.push('_'));
+                        at = closed;
+                        closing_stars = None;
+                        continue;
+                    }
+                    if at > closing {
+                        closing_stars = None;
+                    }
+                }
+                match look(at) {
+                    Some('*') => {
+                        let opened = run_end(at, '*');
+                        if look(opened) == Some(' ') {
+                            out.push('(');
+                            cells[at..opened].iter().for_each(|cell| out.push_str(cell.0));
+                            out.push(')');
+                            at = opened;
+                            continue;
+                        }
+                        if let Some(closing) = emphasis_close_before(&cells, opened) {
+                            (at..opened).for_each(|_| out.push('_'));
+                            closing_stars = Some((closing, run_end(closing, '*')));
+                            at = opened;
+                            continue;
+                        }
+                        cells[at..opened].iter().for_each(|cell| out.push_str(cell.0));
+                        at = opened;
+                    }
+                    Some('<') => {
+                        let word_end = (at + 1..cells.len())
+                            .find(|&i| matches!(look(i), Some(' ' | '<' | '>')))
+                            .unwrap_or(cells.len());
+                        if word_end > at + 1
+                            && look(word_end) == Some('>')
+                            && look(word_end + 1) == Some(' ')
+                        {
+                            out.push('(');
+                            cells[at + 1..word_end].iter().for_each(|cell| out.push_str(cell.0));
+                            out.push(')');
+                            at = word_end + 1;
+                        } else {
+                            out.push_str(cells[at].0);
+                            at += 1;
+                        }
+                    }
+                    _ => {
+                        out.push_str(cells[at].0);
+                        at += 1;
+                    }
+                }
+            }
+            Cow::Owned(out)
+        }
+        fn emphasis_close_before(cells: &[(&str, Option<char>)], from: usize) -> Option<usize> {
+            let look = |at: usize| cells.get(at).and_then(|cell| cell.1);
+            if from >= cells.len() || look(from) == Some(' ') {
+                return None;
+            }
+            let closing = (from + 1..cells.len()).find(|&at| look(at) == Some('*'))?;
+            let closed = (closing..).find(|&at| look(at) != Some('*')).unwrap_or(closing);
+            (look(closing - 1) != Some(' ') && look(closed) == Some(' ')).then_some(closing)
+        }
+    }
+
+    const DEFUSE_CHARS: [char; 16] = [
+        '*', '<', '>', ' ', 'a', 'b', '_', '\u{2217}', '\u{FF0A}', '\u{FF1C}', '\u{203A}',
+        '\u{2800}', '\u{3000}', '\u{301}', '\u{4E2D}', '(',
+    ];
+
+    proptest! {
+        /// Over any mix of markers, their lookalikes, blanks and marks: what the oracle
+        /// writes, borrowed exactly when the oracle changed nothing.
+        #[test]
+        fn defusing_agrees_with_how_it_was(
+            chars in proptest::collection::vec(proptest::sample::select(DEFUSE_CHARS.to_vec()), 0..40),
+        ) {
+            let text: String = chars.into_iter().collect();
+            let now = defuse_line_starts(&text);
+            let before = before::defuse_before(&text);
+            prop_assert_eq!(&now, &before);
+            prop_assert_eq!(matches!(now, Cow::Borrowed(_)), before == text);
+        }
+    }
+
+    #[test]
+    fn defusing_long_text_and_text_with_nothing_to_rewrite() {
+        // Longer than a line: the cells go on the heap, the answer is the same.
+        let long = format!("{} *** alice has quit <bob> hi *really*", "x ".repeat(400));
+        assert_eq!(defuse_line_starts(&long), before::defuse_before(&long));
+        for text in ["a*b", "<3", "Vec<u8>", "*waves*", "5*3=15", "a < b > c"] {
+            let (defused, allocations) = crate::alloc_count::allocations_in(|| {
+                matches!(defuse_line_starts(text), Cow::Borrowed(_))
+            });
+            assert!(defused, "{text} borrowed");
+            assert_eq!(allocations, 0, "{text}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The client's input, from bytes to actions.
 //!
-//! Owns the session's input pipeline: reading the transport (into one reused buffer), the
+//! Owns the session's input pipeline: reading the transport (into reused buffers), the
 //! telnet layer's signals, the line editor or splitter, flood control's queue (what waits,
 //! what is refused, and when reading pauses), decoding and cleaning a line, the error budget,
 //! and carrying out what [`dispatch`](super::dispatch) decides about a command. It decides
@@ -26,19 +26,34 @@ use crate::text;
 /// How much one read takes from the client.
 pub(super) const READ_CHUNK: usize = 4096;
 
+/// What one client read is taken apart into, reused from read to read (each keeps the
+/// capacity it grew to): the bytes after the telnet layer, its answers and signals, the lines
+/// found, and the line editor's lines and echo.
+#[derive(Debug, Default)]
+pub(super) struct InputScratch {
+    data: Vec<u8>,
+    reply: Vec<u8>,
+    signals: Vec<telnet::Signal>,
+    lines: Vec<Line>,
+    typed: Vec<Typed>,
+    echo: String,
+}
+
 impl Session {
     /// Reads what the client sent, as far as the queues allow. Returns true when the client
     /// has gone (EOF or error): there is nobody left to talk to.
     pub(super) fn read_client(&mut self) -> bool {
-        // The buffer is taken for the loop (handling a read needs the session) and put back:
-        // it is allocated and zeroed once per session, not once per wake-up.
+        // The buffers are taken for the loop (handling a read needs the session) and put back:
+        // they are allocated once per session, not once per wake-up or read.
         let mut chunk = std::mem::take(&mut self.read_buffer);
-        let gone = self.read_client_into(&mut chunk);
+        let mut scratch = std::mem::take(&mut self.terminal.input);
+        let gone = self.read_client_into(&mut chunk, &mut scratch);
         self.read_buffer = chunk;
+        self.terminal.input = scratch;
         gone
     }
 
-    fn read_client_into(&mut self, chunk: &mut Vec<u8>) -> bool {
+    fn read_client_into(&mut self, chunk: &mut Vec<u8>, scratch: &mut InputScratch) -> bool {
         chunk.resize(READ_CHUNK, 0);
         while self.client_readable && self.closing.is_none() && self.has_room_for_input() {
             let n = match self.client.read(chunk) {
@@ -67,28 +82,29 @@ impl Session {
                 }
                 continue;
             }
-            let mut data = Vec::with_capacity(n);
-            let mut reply = Vec::new();
-            let mut signals = Vec::new();
-            self.telnet.decode(&chunk[..n], &mut data, &mut reply, &mut signals);
-            self.send_raw(&reply);
-            let mut lines = Vec::new();
-            for signal in signals {
-                self.telnet_signal(signal, &mut lines);
+            let InputScratch { data, reply, signals, lines, typed, echo } = scratch;
+            data.clear();
+            reply.clear();
+            signals.clear();
+            lines.clear();
+            self.telnet.decode(&chunk[..n], data, reply, signals);
+            self.send_raw(reply);
+            for signal in signals.drain(..) {
+                self.telnet_signal(signal, lines);
             }
             match &mut self.terminal.editor {
                 Some(editor) => {
-                    let mut typed = Vec::new();
-                    let mut echo = String::new();
-                    editor.feed(&data, &mut typed, &mut echo);
-                    lines.extend(typed.into_iter().map(Line::Typed));
-                    self.send_echo(&echo);
+                    typed.clear();
+                    echo.clear();
+                    editor.feed(data, typed, echo);
+                    lines.extend(typed.drain(..).map(Line::Typed));
+                    self.send_echo(echo);
                 }
-                None => self.splitter.feed(&data, &mut lines),
+                None => self.splitter.feed(data, lines),
             }
             // Several lines in one read are a paste (nobody types that fast).
             self.reading_paste = lines.len() > 1;
-            for line in lines {
+            for line in lines.drain(..) {
                 self.queue_line(line);
                 // Let the burst go at once, so that only what really waits counts against
                 // the flood queue.

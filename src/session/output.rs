@@ -3,8 +3,10 @@
 //! Owns the way out: lines rendered for the client's terminal (timestamps, the bell, the line
 //! being typed kept out of their way), the editor's echo in the client's character set, raw
 //! bytes (telnet answers) into the transport's bounded queue, flushing both peers each turn,
-//! and starting to close (last words, the grace to deliver them, the log line). A client that
-//! does not read its output is disconnected here. It decides nothing about what to say.
+//! and starting to close (last words, the grace to deliver them, the log line). A line said in
+//! the room reaches the client's queue through [`Session::show_said`] without allocating: the
+//! bytes go through one reused buffer and the timestamp is formatted once a minute. A client
+//! that does not read its output is disconnected here. It decides nothing about what to say.
 
 use std::time::Instant;
 
@@ -13,7 +15,45 @@ use log::{debug, info, warn};
 use super::render::Shown;
 use super::state::Phase;
 use super::{CLOSE_GRACE, Closing, Session, TRAFFIC_REPORT};
+use crate::proto::broadcast::Said;
 use crate::sys;
+
+/// What the session reuses for every write to its client: the bytes of the lines being
+/// queued, and the time of day for their timestamps.
+#[derive(Debug, Default)]
+pub(super) struct OutputScratch {
+    bytes: Vec<u8>,
+    clock: MinuteClock,
+}
+
+/// The local time as `HH:MM`, formatted once a minute rather than once a line.
+#[derive(Debug, Default)]
+struct MinuteClock {
+    /// The Unix minute `text` is for; `None` before the first use.
+    minute: Option<u64>,
+    text: String,
+}
+
+impl MinuteClock {
+    /// The local time now, for timestamps; empty when they are off (nothing is formatted).
+    fn hh_mm(&mut self, timestamps: bool) -> &str {
+        if !timestamps {
+            return "";
+        }
+        self.at(crate::clock::unix_now())
+    }
+
+    /// The local time at the Unix time `now`.
+    fn at(&mut self, now: u64) -> &str {
+        // Time zones (and their daylight saving changes) move by whole minutes.
+        if self.minute != Some(now / 60) {
+            self.minute = Some(now / 60);
+            self.text.clear();
+            self.text.push_str(&sys::local_hh_mm(now));
+        }
+        &self.text
+    }
+}
 
 impl Session {
     /// Queues one line for the client.
@@ -30,21 +70,46 @@ impl Session {
         if lines.is_empty() {
             return;
         }
-        let hh_mm = if self.terminal.timestamps {
-            sys::local_hh_mm(crate::clock::unix_now())
-        } else {
-            String::new()
+        // Taken for the call (rendering and queueing need the session) and put back: the
+        // buffers keep their capacity from line to line.
+        let mut scratch = std::mem::take(&mut self.terminal.output);
+        let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
+        self.terminal.write_lines(lines, hh_mm, ring, &mut scratch.bytes);
+        self.send_raw(&scratch.bytes);
+        scratch.bytes.clear();
+        self.terminal.output = scratch;
+    }
+
+    /// Shows a line or action said in the room (a ring record's, decoded borrowed) unless the
+    /// state machine hides it: acknowledged if it is this session's, filtered for duplicates
+    /// and ignored speakers, rendered and queued for the client without allocating.
+    #[expect(
+        dead_code,
+        reason = "the ring reader (events.rs, the lead's) calls it once per record"
+    )]
+    pub(super) fn show_said(&mut self, said: &Said<'_>, action: bool) {
+        let Some(ring) = self.state.on_line(said, action, &mut self.broker, self.terminal.bell)
+        else {
+            return;
         };
-        let mut bytes = Vec::new();
-        self.terminal.write_lines(lines, &hh_mm, ring, &mut bytes);
-        self.send_raw(&bytes);
+        let mut scratch = std::mem::take(&mut self.terminal.output);
+        let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
+        self.terminal.write_said(said, action, hh_mm, ring, &mut scratch.bytes);
+        self.send_raw(&scratch.bytes);
+        scratch.bytes.clear();
+        self.terminal.output = scratch;
     }
 
     /// Queues what the line editor echoes, in the client's character set.
     pub(super) fn send_echo(&mut self, echo: &str) {
-        let mut bytes = Vec::new();
-        self.terminal.charset.encode(echo, &mut bytes);
-        self.send_raw(&bytes);
+        if echo.is_empty() {
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.terminal.output);
+        self.terminal.charset.encode(echo, &mut scratch.bytes);
+        self.send_raw(&scratch.bytes);
+        scratch.bytes.clear();
+        self.terminal.output = scratch;
     }
 
     /// Queues bytes for the client as they are (telnet answers, echo, rendered lines).
@@ -106,5 +171,154 @@ impl Session {
                 self.client.discard_output();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc_count::allocations_in;
+    use crate::proto::broadcast::Broadcast;
+    use crate::proto::codec;
+    use crate::session::charset::Charset;
+    use crate::session::state::{Deliveries, SessionState};
+    use crate::session::terminal::Terminal;
+
+    /// The link's bookkeeping for a few senders, on the stack: the highest line seen of each.
+    struct Seen {
+        me: u64,
+        acknowledged: u64,
+        highest: [u64; 8],
+    }
+
+    impl Deliveries for Seen {
+        fn me(&self) -> u64 {
+            self.me
+        }
+        fn acknowledge(&mut self, seq: u64) {
+            self.acknowledged = self.acknowledged.max(seq);
+        }
+        fn first_sight(&mut self, sender: u64, seq: u64) -> bool {
+            let highest = &mut self.highest[sender as usize % 8];
+            let first = seq > *highest;
+            *highest = (*highest).max(seq);
+            first
+        }
+    }
+
+    const ME: u64 = 1;
+    /// Who says the lines: this user, others, two ignored nicks and lookalikes of them.
+    const SPEAKERS: [(&str, u64); 6] = [
+        ("alice", ME),
+        ("bob", 2),
+        ("\u{5C0F}\u{660E}", 3),
+        ("mallory", 4),
+        ("ma1lory", 5),
+        ("\u{FF25}ve", 6),
+    ];
+    const TEXTS: [&str; 5] = [
+        "hello everyone",
+        "2*3 is 6 <3, see Vec<u8>, *waves*",
+        "hi Alice, are you there?",
+        "\u{4F60}\u{597D}\u{FF0C}\u{4ECA}\u{5929}\u{5929}\u{6C14}\u{5F88}\u{597D}\u{3002}",
+        "thumbs up \u{1F44D} for a line long enough to be wrapped on a narrow terminal window",
+    ];
+
+    /// The terminals the test delivers to: monochrome UTF-8; colour, timestamps and a width;
+    /// GBK with colour, a width and a line being typed.
+    fn terminals() -> Vec<Terminal> {
+        let mut plain = Terminal::default();
+        plain.bell = false;
+        let mut coloured = Terminal::default();
+        coloured.colour = true;
+        coloured.timestamps = true;
+        coloured.set_width(80);
+        let mut gbk = Terminal::default();
+        gbk.colour = true;
+        gbk.set_width(40);
+        gbk.set_charset(Charset::by_name("gbk").expect("gbk"));
+        gbk.set_echo(true);
+        if let Some(editor) = &mut gbk.editor {
+            editor.feed(b"typing", &mut Vec::new(), &mut String::new());
+        }
+        vec![plain, coloured, gbk]
+    }
+
+    /// The records of lines `first..first + count`: senders, texts and actions in turn.
+    fn records(first: u64, count: u64) -> Vec<Vec<u8>> {
+        (first..first + count)
+            .map(|seq| {
+                let (from, sender) = SPEAKERS[seq as usize % SPEAKERS.len()];
+                let said = Said { from, sender, seq, text: TEXTS[seq as usize % TEXTS.len()] };
+                let broadcast =
+                    if seq % 5 == 0 { Broadcast::Action(said) } else { Broadcast::Chat(said) };
+                let mut record = Vec::new();
+                codec::encode_payload(&broadcast, &mut record).expect("encodes");
+                record
+            })
+            .collect()
+    }
+
+    /// What `show_said` does per record, but for queueing: decode borrowed, decide, render.
+    /// Returns how many lines were shown and how many rang the bell.
+    fn deliver(
+        records: &[Vec<u8>],
+        state: &mut SessionState,
+        seen: &mut Seen,
+        terminal: &mut Terminal,
+        clock: &mut MinuteClock,
+        out: &mut Vec<u8>,
+    ) -> (usize, usize) {
+        let (mut shown, mut rang) = (0, 0);
+        for record in records {
+            let Ok(broadcast) = codec::decode_payload::<Broadcast<'_>>(record) else { continue };
+            let (said, action) = match &broadcast {
+                Broadcast::Chat(said) => (said, false),
+                Broadcast::Action(said) => (said, true),
+                _ => continue,
+            };
+            let Some(ring) = state.on_line(said, action, seen, terminal.bell) else { continue };
+            let hh_mm = if terminal.timestamps { clock.at(1_700_000_000) } else { "" };
+            terminal.write_said(said, action, hh_mm, ring, out);
+            shown += 1;
+            rang += usize::from(ring);
+            out.clear();
+        }
+        (shown, rang)
+    }
+
+    #[test]
+    fn a_line_from_the_ring_reaches_the_queue_without_allocating() {
+        for mut terminal in terminals() {
+            let mut state = SessionState::new(([127, 0, 0, 1], 4000).into());
+            state.phase = Phase::Chatting { nick: "alice".into(), room: "lobby".into() };
+            state.ignore("Mallory".into());
+            state.ignore("eve".into());
+            let mut seen = Seen { me: ME, acknowledged: 0, highest: [0; 8] };
+            let mut clock = MinuteClock::default();
+            let mut out = Vec::new();
+            // Warming up: the buffers grow to the longest line, the clock formats its minute.
+            let warm_up = records(1, 24);
+            deliver(&warm_up, &mut state, &mut seen, &mut terminal, &mut clock, &mut out);
+            let lines = records(25, 1000);
+            let ((shown, rang), allocations) = allocations_in(|| {
+                deliver(&lines, &mut state, &mut seen, &mut terminal, &mut clock, &mut out)
+            });
+            assert_eq!(allocations, 0, "allocations for 1000 lines on {terminal:?}");
+            // Half the speakers are ignored (two by lookalike nicks); the rest are all shown.
+            assert_eq!(shown, 500, "{terminal:?}");
+            assert!(rang > 0 || !terminal.bell, "mentions by others ring: {rang}");
+            assert_eq!(seen.acknowledged, 1020, "this user's own lines are acknowledged");
+        }
+    }
+
+    #[test]
+    fn the_clock_formats_once_a_minute() {
+        let mut clock = MinuteClock::default();
+        let first = clock.at(1_700_000_040).to_string();
+        let (again, allocations) = allocations_in(|| clock.at(1_700_000_059).len());
+        assert_eq!((again, allocations), (first.len(), 0));
+        assert_eq!(clock.at(1_700_000_040 + 60), sys::local_hh_mm(1_700_000_100));
+        assert_eq!(clock.hh_mm(false), "");
     }
 }

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use crate::proto::{Event, Failure, HistoryLine, LeaveReason};
 use crate::session::help::HELP;
-use crate::text::{age, defuse_line_starts, sanitize};
+use crate::text::{age, defuse_line_starts, sanitize, sanitized};
 
 /// Prefix of every line the server itself says.
 pub const SYSTEM_PREFIX: &str = "*** ";
@@ -52,15 +52,18 @@ impl Shown {
     }
 }
 
-/// A field that came from a user, as it may be shown: cleaned ([`sanitize`]) and defused
-/// ([`defuse_line_starts`]). The operator's texts (announcements, the message of the day) are
-/// only cleaned.
-pub fn user_text(text: &str) -> String {
-    let clean = sanitize(text);
-    // Most lines have nothing to defuse: keep the one allocation `sanitize` made.
-    match defuse_line_starts(&clean) {
-        Cow::Borrowed(_) => clean,
-        Cow::Owned(defused) => defused,
+/// A field that came from a user, as it may be shown: cleaned ([`sanitized`]) and defused
+/// ([`defuse_line_starts`]); borrowed when there was nothing to change (most fields), so that
+/// a line rendered from a ring record allocates nothing. The operator's texts (announcements,
+/// the message of the day) are only cleaned.
+pub fn user_text(text: &str) -> Cow<'_, str> {
+    match sanitized(text) {
+        Cow::Borrowed(clean) => defuse_line_starts(clean),
+        // Most lines have nothing to defuse: keep the one allocation cleaning made.
+        Cow::Owned(clean) => match defuse_line_starts(&clean) {
+            Cow::Borrowed(_) => Cow::Owned(clean),
+            Cow::Owned(defused) => Cow::Owned(defused),
+        },
     }
 }
 
@@ -80,19 +83,22 @@ fn said(kind: Kind, before: &str, nick: &str, after: &str, text: &str) -> Shown 
     Shown {
         kind,
         before: before.to_string(),
-        nick: user_text(nick),
+        nick: user_text(nick).into_owned(),
         after: after.to_string(),
-        text: user_text(text),
+        text: user_text(text).into_owned(),
     }
+}
+
+/// What goes before and after the speaker's nick of a line (`<nick> text`) or an action
+/// (`* nick text`) said in the room.
+pub fn said_frame(action: bool) -> (&'static str, &'static str) {
+    if action { ("* ", " ") } else { ("<", "> ") }
 }
 
 /// A line from a room's history: its time, then the line as it was shown.
 pub fn history_line(line: &HistoryLine, hh_mm: &str) -> Shown {
-    let mut shown = if line.action {
-        said(Kind::History, "* ", &line.from, " ", &line.text)
-    } else {
-        said(Kind::History, "<", &line.from, "> ", &line.text)
-    };
+    let (before, after) = said_frame(line.action);
+    let mut shown = said(Kind::History, before, &line.from, after, &line.text);
     shown.before = format!("[{hh_mm}] {}", shown.before);
     shown
 }
@@ -104,8 +110,14 @@ pub fn event(event: &Event) -> Vec<Shown> {
         Event::LoggedIn { nick } => {
             system(&format!("You are now known as {}. Type /help for commands.", user_text(nick)))
         }
-        Event::Chat { from, text, .. } => said(Kind::Chat, "<", from, "> ", text),
-        Event::Action { from, text, .. } => said(Kind::Chat, "* ", from, " ", text),
+        Event::Chat { from, text, .. } => {
+            let (before, after) = said_frame(false);
+            said(Kind::Chat, before, from, after, text)
+        }
+        Event::Action { from, text, .. } => {
+            let (before, after) = said_frame(true);
+            said(Kind::Chat, before, from, after, text)
+        }
         Event::Joined { nick, room } => {
             system(&format!("{} has joined {}", user_text(nick), user_text(room)))
         }
@@ -161,7 +173,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
                         notes.push("away".to_string());
                     }
                     match notes.is_empty() {
-                        true => user_text(n),
+                        true => user_text(n).into_owned(),
                         false => format!("{} ({})", user_text(n), notes.join(", ")),
                     }
                 })

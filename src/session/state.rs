@@ -4,9 +4,11 @@
 //! broker), the re-registration a reconnection sends, the topic this user set, whom this user
 //! ignores and who last wrote to them privately, and the rules that read them: which events are
 //! shown (acknowledgements and the duplicate filter, through [`Deliveries`]; the ignore filter),
-//! and which ring the bell. [`SessionState::on_event`] takes an event and says what to do
-//! ([`Reaction`]); it touches no socket and reads no clock (its one side effect is a log line
-//! when the phase changes), so every transition is unit-tested here.
+//! and which ring the bell. [`SessionState::on_line`] decides about a line said in the room
+//! (from the ring or the socket) without allocating; [`SessionState::on_event`] takes an
+//! event and says what to do ([`Reaction`]). Neither touches a socket or reads a clock (the
+//! one side effect is a log line when the phase changes), so every transition is unit-tested
+//! here.
 //! The session's loop carries the reaction out (writes, admission report, closing).
 
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use std::net::SocketAddr;
 use log::{error, info, warn};
 
 use crate::names::{self, DEFAULT_ROOM};
+use crate::proto::broadcast::Said;
 use crate::proto::{Event, Failure, HistoryLine, Request};
 use crate::session::render::{self, Shown, notice};
 
@@ -69,6 +72,9 @@ pub struct SessionState {
     pub reregistration: Option<Request>,
     /// Nicks whose lines this user does not want to see (`/ignore`), as shown.
     pub ignored: Vec<String>,
+    /// The [`names::lookalike_key`] of each of `ignored`, computed when it is ignored, so that
+    /// a confusable nick is ignored too without a key computed on the heap per line.
+    ignored_keys: Vec<String>,
     /// Who last sent this user a private line, for `/reply`.
     pub last_private_from: Option<String>,
     /// The client's address, for log lines.
@@ -82,42 +88,81 @@ impl SessionState {
             topic_set: None,
             reregistration: None,
             ignored: Vec::new(),
+            ignored_keys: Vec::new(),
             last_private_from: None,
             peer,
         }
     }
 
-    /// Whether this user asked not to see `nick`'s lines.
+    /// Whether this user asked not to see `nick`'s lines: `nick` is one of the ignored, in any
+    /// case, or would pass for one on screen (so a lookalike nick does not dodge `/ignore`).
     pub fn is_ignored(&self, nick: &str) -> bool {
         self.ignored.iter().any(|ignored| names::same(ignored, nick))
+            || names::lookalike_key_in(nick, &self.ignored_keys)
     }
 
     /// Hides `nick`'s lines from now on (once, whatever the spelling).
     pub fn ignore(&mut self, nick: String) {
         if !self.is_ignored(&nick) {
+            self.ignored_keys.push(names::lookalike_key(&nick));
             self.ignored.push(nick);
         }
     }
 
-    /// Shows `nick`'s lines again.
+    /// Shows `nick`'s lines again, and those of every ignored nick that passes for it.
     pub fn unignore(&mut self, nick: &str) {
-        self.ignored.retain(|ignored| !names::same(ignored, nick));
+        let mut keys = std::mem::take(&mut self.ignored_keys).into_iter();
+        let key = names::lookalike_key(nick);
+        let mut kept = Vec::new();
+        self.ignored.retain(|ignored| {
+            let ignored_key = keys.next().unwrap_or_default();
+            let keep = !names::same(ignored, nick) && ignored_key != key;
+            if keep {
+                kept.push(ignored_key);
+            }
+            keep
+        });
+        self.ignored_keys = kept;
     }
 
     /// A private line, or a room line naming this user (by someone else), rings the bell
     /// (when the user has it on).
     pub fn rings_the_bell(&self, event: &Event, bell_on: bool) -> bool {
-        let Phase::Chatting { nick: mine, .. } = &self.phase else { return false };
-        if !bell_on {
-            return false;
-        }
         match event {
-            Event::Private { .. } => true,
+            Event::Private { .. } => bell_on && matches!(self.phase, Phase::Chatting { .. }),
             Event::Chat { from, text, .. } | Event::Action { from, text, .. } => {
-                !names::same(from, mine) && names::mentions(text, mine)
+                self.mentioned(from, text, bell_on)
             }
             _ => false,
         }
+    }
+
+    /// Whether a room line `text` by `from` rings the bell: it names this user, and someone
+    /// else said it.
+    fn mentioned(&self, from: &str, text: &str, bell_on: bool) -> bool {
+        let Phase::Chatting { nick: mine, .. } = &self.phase else { return false };
+        bell_on && !names::same(from, mine) && names::mentions(text, mine)
+    }
+
+    /// What a line or action said in the room does (one from the ring, or an `Event::Chat` or
+    /// `Event::Action` from the socket): this session's own is acknowledged; a duplicate (a
+    /// broker restart re-sends lines) or an ignored speaker's is hidden (`None`); otherwise
+    /// `Some(ring)`, whether it rings the bell. Allocates nothing: it runs for every line.
+    /// Lines and actions are treated alike (`_action` says which this is).
+    pub fn on_line(
+        &mut self,
+        said: &Said<'_>,
+        _action: bool,
+        deliveries: &mut impl Deliveries,
+        bell_on: bool,
+    ) -> Option<bool> {
+        if said.sender == deliveries.me() {
+            deliveries.acknowledge(said.seq);
+        }
+        if !deliveries.first_sight(said.sender, said.seq) || self.is_ignored(said.from) {
+            return None;
+        }
+        Some(self.mentioned(said.from, said.text, bell_on))
     }
 
     /// The link reached a broker again: prepares, in [`reregistration`](Self::reregistration),
@@ -156,13 +201,13 @@ impl SessionState {
     ) -> Reaction {
         let me = deliveries.me();
         match event {
-            Event::Chat { sender, seq, .. } | Event::Action { sender, seq, .. } => {
-                if *sender == me {
-                    deliveries.acknowledge(*seq);
-                }
-                if !deliveries.first_sight(*sender, *seq) {
-                    return Reaction::Nothing;
-                }
+            Event::Chat { from, sender, seq, text } | Event::Action { from, sender, seq, text } => {
+                let said = Said { from, sender: *sender, seq: *seq, text };
+                let action = matches!(event, Event::Action { .. });
+                return match self.on_line(&said, action, deliveries, bell_on) {
+                    Some(ring) => Reaction::Show { lines: render::event(event), ring },
+                    None => Reaction::Nothing,
+                };
             }
             // Seen before: a duplicate. (Every private line passes the filter exactly once.)
             Event::Private { sender, seq, .. } if !deliveries.first_sight(*sender, *seq) => {
@@ -250,9 +295,10 @@ impl SessionState {
                     *nick = new.clone();
                 }
                 // Ignoring and replying follow the person, not the name.
-                for ignored in &mut self.ignored {
+                for (ignored, key) in self.ignored.iter_mut().zip(&mut self.ignored_keys) {
                     if names::same(ignored, old) {
                         ignored.clone_from(new);
+                        *key = names::lookalike_key(new);
                     }
                 }
                 if self.last_private_from.as_deref().is_some_and(|from| names::same(from, old)) {
@@ -299,9 +345,7 @@ impl SessionState {
     /// An event that is shown as the renderer has it, unless its speaker is ignored.
     fn shown(&mut self, event: &Event, bell_on: bool) -> Reaction {
         let from = match event {
-            Event::Chat { from, .. } | Event::Action { from, .. } | Event::Private { from, .. } => {
-                Some(from.as_str())
-            }
+            Event::Private { from, .. } => Some(from.as_str()),
             _ => None,
         };
         if from.is_some_and(|from| self.is_ignored(from)) {
@@ -687,5 +731,76 @@ mod tests {
         let event = Event::Resumed { nick: "alice".into(), room: "rust".into() };
         assert!(render::event(&event).is_empty(), "the notice is the session's own");
         assert_eq!(state.on_event(&event, &mut link(), true), resumed_in("rust"));
+    }
+
+    fn said<'a>(from: &'a str, sender: u64, seq: u64, text: &'a str) -> Said<'a> {
+        Said { from, sender, seq, text }
+    }
+
+    #[test]
+    fn a_line_from_the_ring_is_acknowledged_filtered_and_rings_as_its_event_would() {
+        let mut state = chatting();
+        state.ignore("mallory".into());
+        let mut link = link();
+        assert_eq!(state.on_line(&said("alice", ME, 1, "hi"), false, &mut link, true), Some(false));
+        assert_eq!(link.acked, 1, "own line acknowledged");
+        assert_eq!(state.on_line(&said("alice", ME, 1, "hi"), false, &mut link, true), None);
+        assert_eq!(
+            state.on_line(&said("bob", BOB, 1, "hi ALICE"), true, &mut link, true),
+            Some(true)
+        );
+        assert_eq!(
+            state.on_line(&said("bob", BOB, 2, "hi alice"), false, &mut link, false),
+            Some(false)
+        );
+        assert_eq!(
+            state.on_line(&said("bob", BOB, 2, "again"), false, &mut link, true),
+            None,
+            "dup"
+        );
+        assert_eq!(state.on_line(&said("Mallory", 9, 1, "hi alice"), false, &mut link, true), None);
+        assert_eq!(link.acked, 1, "another sender's line acknowledges nothing of ours");
+        // The socket's events take the same path and agree.
+        let mut state = chatting();
+        let mut link = self::link();
+        let event = chat("bob", BOB, 1, "hi alice");
+        assert_eq!(state.on_event(&event, &mut link, true), shown(&event, true));
+        assert_eq!(state.on_line(&said("bob", BOB, 1, "hi alice"), false, &mut link, true), None);
+    }
+
+    #[test]
+    fn a_lookalike_nick_does_not_dodge_ignore() {
+        let mut state = chatting();
+        state.ignore("bob".into());
+        let mut link = link();
+        for (seq, lookalike) in
+            ["b0b", "B0B", "\u{FF42}\u{FF4F}\u{FF42}", "b\u{43E}b"].iter().enumerate()
+        {
+            let seq = seq as u64 + 1;
+            assert!(state.is_ignored(lookalike), "{lookalike}");
+            assert_eq!(
+                state.on_line(&said(lookalike, BOB, seq, "hi"), false, &mut link, true),
+                None
+            );
+            let event = chat(lookalike, BOB, seq + 10, "hi");
+            assert_eq!(state.on_event(&event, &mut link, true), Reaction::Nothing, "{lookalike}");
+        }
+        assert!(!state.is_ignored("bob2") && !state.is_ignored("rob"));
+        // Ignoring a lookalike of someone ignored adds nothing; unignoring any spelling frees
+        // every name that passes for it.
+        state.ignore("B0B".into());
+        assert_eq!(state.ignored, vec!["bob".to_string()]);
+        state.ignore("carol".into());
+        state.unignore("b0b");
+        assert_eq!(state.ignored, vec!["carol".to_string()]);
+        assert!(!state.is_ignored("bob") && !state.is_ignored("b0b") && state.is_ignored("CAROL"));
+        // The key follows a rename.
+        let renamed = Event::NickChanged { old: "carol".into(), new: "dave".into() };
+        state.on_event(&renamed, &mut link, true);
+        assert!(
+            state.is_ignored("dave")
+                && state.is_ignored("d\u{430}ve")
+                && !state.is_ignored("carol")
+        );
     }
 }
