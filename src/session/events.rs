@@ -178,6 +178,14 @@ impl Session {
     /// One record of the ring: a line goes the allocation-free way, anything else as an event.
     fn handle_record(&mut self, record: &[u8]) {
         match codec::decode_payload::<Broadcast<'_>>(record) {
+            Ok(Broadcast::Chat(said)) => {
+                self.broker.heard();
+                self.show_said(&said, false);
+            }
+            Ok(Broadcast::Action(said)) => {
+                self.broker.heard();
+                self.show_said(&said, true);
+            }
             Ok(broadcast) => self.handle_event(broadcast.to_event()),
             Err(err) => {
                 error!("session for {}: bad record in the room's ring: {err}", self.peer);

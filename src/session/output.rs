@@ -83,10 +83,6 @@ impl Session {
     /// Shows a line or action said in the room (a ring record's, decoded borrowed) unless the
     /// state machine hides it: acknowledged if it is this session's, filtered for duplicates
     /// and ignored speakers, rendered and queued for the client without allocating.
-    #[expect(
-        dead_code,
-        reason = "the ring reader (events.rs, the lead's) calls it once per record"
-    )]
     pub(super) fn show_said(&mut self, said: &Said<'_>, action: bool) {
         let Some(ring) = self.state.on_line(said, action, &mut self.broker, self.terminal.bell)
         else {
