@@ -142,8 +142,11 @@ pub fn reexec_with_malloc_tunables() -> io::Result<()> {
     };
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_else(|| "chatd".into());
+    // The program's own path, not /proc/self/exe: the kernel names a process after the file
+    // it executed, and a replacement master recognises its predecessor's broker by that name.
+    let program = std::env::current_exe()?;
     // `exec` only returns on failure.
-    Err(std::process::Command::new("/proc/self/exe")
+    Err(std::process::Command::new(program)
         .arg0(argv0)
         .args(args)
         .env("GLIBC_TUNABLES", tunables)

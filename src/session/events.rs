@@ -230,7 +230,7 @@ impl Session {
             self.send_raw(b"\r\n");
         }
         self.show_all(&told);
-        self.close(None, "too slow: fell behind its room");
+        self.close(None, "fell behind its room (the ring lapped it)");
     }
 
     /// The broker closed the connection: the answer to `/quit`, or a broker that died.

@@ -248,8 +248,10 @@ fn telnet_clients_get_a_nop_keepalive_and_netcat_clients_never_see_telnet_bytes(
 fn the_broker_drops_a_session_that_does_not_read_and_the_room_carries_on() {
     use chatd::proto::{Greeting, PROTOCOL_VERSION, Request, SessionHello, codec};
     use std::io::Write;
+    // Since #15 a room's lines are in its ring, not in the broker's queues: a session that
+    // reads nothing is dropped once it is a ring (and the quarter it reports by) behind.
     let daemon = Daemon::start_with_config(&format!(
-        "broker_queue_bytes = 65536\n{}",
+        "broker_queue_bytes = 65536\nring_bytes = 65536\n{}",
         crate::reliability::NO_FLOOD_CONTROL
     ));
     let mut alice = daemon.login("alice");
