@@ -310,8 +310,16 @@ impl Peers {
         let held = HeldRing { room: room.to_string(), id: ring.id, marked: start, read: start };
         let (memfd, doorbell) = ring.writer.descriptors();
         let handover = Event::RingHandover { start };
-        let sent = mark_ring_position(&self.rings, peer)
-            .and_then(|()| queued(peer.channel.send_event(&handover, &[memfd, doorbell])));
+        let sent = mark_ring_position(&self.rings, peer).and_then(|()| {
+            let mut sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
+            if matches!(sent, Err(SendError::TooManyDescriptors { .. })) {
+                // Earlier handovers' descriptors still wait (a paste of /joins): they go now,
+                // as far as the socket takes them, rather than the member as too slow.
+                let _ = peer.channel.flush();
+                sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
+            }
+            queued(sent)
+        });
         peer.ring = Some(held);
         self.after_queueing(id, sent);
     }

@@ -189,3 +189,17 @@ fn nobody_but_the_broker_can_write_a_rooms_ring() {
     };
     assert_eq!(mapped.err(), Some(nix::errno::Errno::EPERM), "a writable mapping of the ring");
 }
+
+#[test]
+fn a_paste_of_many_joins_lands_in_the_last_room() {
+    let daemon = Daemon::start_with_config(NO_FLOOD_CONTROL);
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    // Each join hands over a ring with two descriptors: more in one paste than a socket queue
+    // keeps at once.
+    let paste: String = (0..30).map(|n| format!("/join room{n}\r\n")).collect();
+    alice.send_raw(format!("{paste}/join lobby\r\nback home\r\n").as_bytes());
+    bob.expect("<alice> back home");
+    alice.expect("<alice> back home");
+    alice.send("/rooms");
+    alice.expect("*** Rooms: lobby (2)");
+}
