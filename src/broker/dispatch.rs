@@ -80,19 +80,20 @@ impl Broker {
                 }
                 let announce = self.started.elapsed() > RESUME_WINDOW
                     || sys::started_after(peer.identity, self.instance);
+                let (pid, client) = (peer.pid, peer.client.clone());
+                // A room whose ring cannot be made now: the lobby, as for a room too many.
+                let room = match self.peers.prepare_ring(&room) {
+                    Ok(()) => room,
+                    Err(_) => crate::names::DEFAULT_ROOM.to_string(),
+                };
                 let deliveries =
                     self.rooms.resume(id, session, &nick, &room, topic.as_deref(), announce);
                 match deliveries.first().map(|d| &d.event) {
                     Some(Event::Resumed { nick, room }) => {
-                        info!(
-                            "session pid {} ({}) resumed as {nick} in {room}",
-                            peer.pid, peer.client
-                        );
+                        info!("session pid {pid} ({client}) resumed as {nick} in {room}");
                     }
                     Some(Event::Failed(failure)) => info!(
-                        "session pid {} ({}) may not resume as {:?}: {failure:?}",
-                        peer.pid,
-                        peer.client,
+                        "session pid {pid} ({client}) may not resume as {:?}: {failure:?}",
                         crate::text::sanitize(&nick)
                     ),
                     _ => {}
@@ -126,7 +127,14 @@ impl Broker {
                 }
                 deliveries
             }
-            Request::Join { room } => self.rooms.join(id, &room),
+            Request::Join { room } => match self.peers.prepare_ring(crate::names::bare_room(&room))
+            {
+                Ok(()) => self.rooms.join(id, &room),
+                Err(why) => vec![Delivery {
+                    to: Audience::One(id),
+                    event: Event::Failed(Failure::InvalidRoom { room, why }),
+                }],
+            },
             Request::Away { reason } => self.rooms.set_away(id, Some(&reason)),
             Request::Back => self.rooms.set_away(id, None),
             Request::Who => self.rooms.who(id),

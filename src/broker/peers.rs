@@ -324,6 +324,21 @@ impl Peers {
         self.after_queueing(id, sent);
     }
 
+    /// Makes sure room `name` has a ring before anyone is let in: a ring the system cannot
+    /// give (out of descriptors or memory) refuses the room, with why, rather than drop the
+    /// member after it entered. Logged once per episode by the caller's failure reply.
+    pub(super) fn prepare_ring(&mut self, name: &str) -> Result<(), String> {
+        if crate::names::check_room(name).is_err() {
+            // No such room can be made; the rooms say why.
+            return Ok(());
+        }
+        let key = crate::names::fold(name);
+        self.rings.make_ring(&key).map_err(|err| {
+            warn!("cannot make a ring for room {key}: {err}");
+            "the server cannot open another room now".to_string()
+        })
+    }
+
     /// Appends `event` once to the ring of room `key`; false if it is no room broadcast or
     /// could not be appended (logged).
     fn broadcast(&mut self, key: &str, event: &Event) -> bool {

@@ -38,7 +38,8 @@ pub(super) struct Rings {
     next_id: RingId,
     /// Keys of rings with records this turn.
     dirty: Vec<String>,
-    /// Keys of rooms that vanished: their rings go once published.
+    /// Keys of rooms that vanished, and of rings made this turn: each goes at the end of the
+    /// turn, once published, if its room does not exist then.
     vanished: Vec<String>,
     /// Keys of rings that moved a quarter of their size since their members were checked.
     due_for_check: Vec<String>,
@@ -61,14 +62,16 @@ impl Rings {
         self.capacity = capacity;
     }
 
-    /// Makes a ring for the room with key `key` if it has none.
+    /// Makes a ring for the room with key `key` if it has none. One made for a room that is
+    /// not made after all (a refused `/join`) goes at the end of the turn.
     pub(super) fn make_ring(&mut self, key: &str) -> Result<(), RingError> {
         if !self.by_room.contains_key(key) {
             let writer = RingWriter::create(&format!("chatd room {key}"), self.capacity)?;
             let id = self.next_id;
             self.next_id += 1;
-            self.by_room
-                .insert(key.to_string(), RoomRing { id, writer, dirty: false, checked_at: 0 });
+            let ring = RoomRing { id, writer, dirty: false, checked_at: 0 };
+            self.by_room.insert(key.to_string(), ring);
+            self.vanished.push(key.to_string());
         }
         Ok(())
     }
