@@ -29,8 +29,11 @@ use nix::libc;
 const HEADER: usize = 4096;
 /// The data region: records `[u32 length][bytes][padding to 4]` at position % DATA.
 const DATA: usize = 1 << 20;
-/// The longest line a client may send; longer ones are cut.
+/// The longest line a client may send and the longest nick; longer ones are cut.
 const LINE_MAX: usize = 1024;
+const NICK_MAX: usize = 32;
+/// The longest record: a line with its nick and decoration.
+const RECORD_MAX: usize = LINE_MAX + NICK_MAX + 32;
 /// The broker publishes at least this often (in bytes) within a loop turn, so that the bytes it
 /// has written but not published stay below it: what a reader's lap check relies on.
 const PUBLISH_EVERY: u64 = DATA as u64 / 4;
@@ -157,14 +160,14 @@ impl RingReader {
     fn drain_into(&mut self, out: &mut Vec<u8>) -> Result<(), Lapped> {
         let start = self.position;
         let end = self.ring.published().load(Ordering::Acquire);
-        if end - start > MAX_LAG {
+        if end.wrapping_sub(start) > MAX_LAG {
             return Err(Lapped);
         }
         while self.position < end {
             let mut len = [0u8; 4];
             self.ring.copy_out(self.position, &mut len);
             let len = u32::from_le_bytes(len) as usize;
-            if len > LINE_MAX * 2 {
+            if len > RECORD_MAX {
                 return Err(Lapped);
             }
             let at = out.len();
@@ -175,7 +178,7 @@ impl RingReader {
         // What was copied is whole unless the broker wrote past `start + DATA` meanwhile.
         fence(Ordering::Acquire);
         let now = self.ring.published().load(Ordering::Acquire);
-        if now - start > MAX_LAG { Err(Lapped) } else { Ok(()) }
+        if now.wrapping_sub(start) > MAX_LAG { Err(Lapped) } else { Ok(()) }
     }
 }
 
@@ -209,8 +212,9 @@ impl Member {
             match &self.nick {
                 Some(nick) => ring.append(&[b"<", nick, b"> ", line, b"\r\n"]),
                 None => {
-                    ring.append(&[b"*** ", line, b" has joined lobby\r\n"]);
-                    self.nick = Some(line.to_vec());
+                    let nick = &line[..line.len().min(NICK_MAX)];
+                    ring.append(&[b"*** ", nick, b" has joined lobby\r\n"]);
+                    self.nick = Some(nick.to_vec());
                 }
             }
             start += end + 1;
