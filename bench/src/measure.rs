@@ -237,17 +237,19 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
     }
 
+    /// Runs as JSON lines, as `--json` writes them.
+    fn runs(lines: &[&str]) -> Vec<Value> {
+        lines.iter().map(|l| serde_json::from_str(l).expect("json")).collect()
+    }
+
     #[test]
     fn the_report_puts_medians_side_by_side() {
-        let lines: Vec<Value> = [
+        let lines = runs(&[
             r#"{"scenario":"fanout","server":"chatd","deliveries_per_second":100.0}"#,
             r#"{"scenario":"fanout","server":"chatd","deliveries_per_second":300.0}"#,
             r#"{"scenario":"fanout","server":"chatd","deliveries_per_second":200.0}"#,
             r#"{"scenario":"fanout","server":"ngircd","deliveries_per_second":100.0}"#,
-        ]
-        .iter()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+        ]);
         let table = report(&lines, "chatd", &["ngircd"]);
         assert!(table.contains("| fanout | deliveries/s | 200 | 100 | 2.00 |"), "{table}");
         let reversed = report(&lines, "ngircd", &["chatd"]);
@@ -256,15 +258,12 @@ mod tests {
 
     #[test]
     fn the_report_shows_the_floor_between_ours_and_theirs() {
-        let lines: Vec<Value> = [
+        let lines = runs(&[
             r#"{"scenario":"fanout","server":"chatd","deliveries_per_second":200.0}"#,
             r#"{"scenario":"fanout","server":"floor","deliveries_per_second":400.0}"#,
             r#"{"scenario":"fanout","server":"ngircd","deliveries_per_second":100.0}"#,
             r#"{"scenario":"fanout","server":"floor","broker_cpu_per_message_us":3.0}"#,
-        ]
-        .iter()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+        ]);
         let table = report(&lines, "chatd", &["floor", "ngircd"]);
         assert!(table.starts_with("| scenario | figure | chatd | floor | ngircd | chatd/floor | chatd/ngircd |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n"), "{table}");
         assert!(
