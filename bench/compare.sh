@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs chatd and ngircd side by side on loopback, interleaved (chatd, ngircd, chatd, ngircd, ...;
-# three repetitions), and prints each figure's median for both with the ratio chatd/ngircd.
+# Runs chatd, the floor of its shape (chatd-floor, bench/floor/main.rs) and ngircd side by side
+# on loopback, interleaved (chatd, floor, ngircd, chatd, floor, ngircd, ...; three repetitions),
+# and prints each figure's median for the three with the ratios chatd/floor and chatd/ngircd.
 # Results: target/bench/results.jsonl (one JSON line per run) and target/bench/table.md.
 # Needs root (chatd drops to nobody; ngircd to 65534) and ngircd (apt-get install ngircd).
 #   bash bench/compare.sh            # the full comparison (about 10-15 minutes)
@@ -9,14 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v ngircd >/dev/null || { echo "compare.sh: needs ngircd (apt-get install ngircd)" >&2; exit 2; }
-cargo build --release --locked --bin chatd --bin chatd-bench >&2
+cargo build --release --locked --bin chatd --bin chatd-bench --bin chatd-floor >&2
 bench=target/release/chatd-bench
 out=$(pwd)/target/bench
 rm -rf "$out" && mkdir -p "$out" && chmod 777 "$out"
 results=$out/results.jsonl
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-chatd_port=$((24000 + RANDOM % 1000)); irc_port=$((chatd_port + 1000))
+chatd_port=$((24000 + RANDOM % 1000)); irc_port=$((chatd_port + 1000)); floor_port=$((chatd_port + 2000))
 { cat bench/chatd.toml; echo "state_dir = \"$out/state\""; } > "$out/chatd.toml"
 sed -e "s/@PORT@/$irc_port/" -e "s|@DIR@|$out|" bench/ngircd.conf > "$out/ngircd.conf"
 
@@ -28,7 +29,10 @@ target/release/chatd --config "$out/chatd.toml" --listen "127.0.0.1:$chatd_port"
 chatd_pid=$!; pids+=("$chatd_pid")
 ngircd -n -f "$out/ngircd.conf" >"$out/ngircd.log" 2>&1 &
 ngircd_pid=$!; pids+=("$ngircd_pid")
-for port in "$chatd_port" "$irc_port"; do
+# The floor puts itself in a process group of its own and ends it on SIGTERM.
+target/release/chatd-floor --listen "127.0.0.1:$floor_port" 2>"$out/floor.log" &
+floor_pid=$!; pids+=("$floor_pid")
+for port in "$chatd_port" "$irc_port" "$floor_port"; do
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -37,17 +41,21 @@ done
 record_failure() { echo "{\"scenario\":\"$2\",\"server\":\"$1\",\"failed\":true}" >> "$results"; }
 chatd() { "$bench" "$@" --addr "127.0.0.1:$chatd_port" --pid "$chatd_pid" --server chatd --json "$results" \
   || { echo "chatd failed: $*" >&2; record_failure chatd "$*"; }; }
+floor() { "$bench" "$@" --addr "127.0.0.1:$floor_port" --pid "$floor_pid" --server floor --json "$results" \
+  || { echo "floor failed: $*" >&2; record_failure floor "$*"; }; }
 ircd() { "$bench" "$@" --addr "127.0.0.1:$irc_port" --pid "$ngircd_pid" --server ngircd \
   --protocol irc --oper bench:bench --json "$results" \
   || { echo "ngircd failed: $*" >&2; record_failure ngircd "$*"; }; }
 
 if [ -n "${QUICK:-}" ]; then
-  reps=1; big=1000; n=200; seconds=3; scale=2000
+  reps=1; small=100; big=1000; n=200; seconds=3; scale=2000
 else
-  reps=3; big=5000; n=1000; seconds=10; scale=10000
+  reps=3; small=100; big=5000; n=1000; seconds=10; scale=10000
 fi
+# The fan-out S=1 at N=small, n and big: the broker's CPU per broadcast across room sizes.
 scenarios=(
   "connect -n $n"
+  "fanout -n $small --senders 1 --window 8 --seconds $seconds"
   "fanout -n $n --senders 1 --window 8 --seconds $seconds"
   "fanout -n $n --senders 10 --window 8 --seconds $seconds"
   "rate -n $n --rate 50 --seconds $seconds"
@@ -60,6 +68,8 @@ for rep in $(seq "$reps"); do
     echo "repetition $rep: $scenario" >&2
     # shellcheck disable=SC2086
     chatd $scenario >/dev/null
+    # shellcheck disable=SC2086
+    floor $scenario >/dev/null
     # shellcheck disable=SC2086
     ircd $scenario >/dev/null
   done
@@ -87,6 +97,7 @@ PY
     echo "| fan-out n=$n s=1 w=8, machine-wide | context switches per delivery | system calls per delivery |"
     echo "| --- | ---: | ---: |"
     count_per_delivery chatd --addr "127.0.0.1:$chatd_port" --server chatd-perf
+    count_per_delivery floor --addr "127.0.0.1:$floor_port" --server floor-perf
     count_per_delivery ngircd --addr "127.0.0.1:$irc_port" --server ngircd-perf --protocol irc --oper bench:bench
   } > "$out/per-delivery.md"
 fi
@@ -97,6 +108,7 @@ fi
 if [ -n "${SCALE:-}" ]; then
   echo "scale: $scale clients" >&2
   chatd fanout -n "$scale" --senders 1 --window 1 --seconds 3 >/dev/null
+  floor fanout -n "$scale" --senders 1 --window 1 --seconds 3 >/dev/null
   ircd fanout -n "$scale" --senders 1 --window 1 --seconds 3 >/dev/null
 fi
 
@@ -112,8 +124,8 @@ if command -v strace >/dev/null; then
 fi
 
 {
-  echo "## chatd beside ngircd ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
+  echo "## chatd beside its floor and ngircd ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
   echo
-  "$bench" report "$results"
+  "$bench" report --ours chatd --floor floor --theirs ngircd "$results"
   if [ -f "$out/per-delivery.md" ]; then echo; cat "$out/per-delivery.md"; fi
 } | tee "$out/table.md"

@@ -63,6 +63,10 @@ enum Scenario {
         /// The server it is compared with (the ratio's denominator).
         #[arg(long, default_value = "ngircd")]
         theirs: String,
+        /// The floor of ours' shape (`chatd-floor`), shown between ours and theirs, with the
+        /// ratio ours/floor.
+        #[arg(long)]
+        floor: Option<String>,
     },
 }
 
@@ -535,6 +539,8 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
             load.connect_all(&common, senders, connect_deadline(common.clients))?;
             load.settle()?;
             let tree = common.pid.map(measure::process_tree).unwrap_or_default();
+            let broker = common.pid.and_then(|root| measure::broker_of(root, &tree));
+            let mut broker0 = 0.0;
             let mut events = Events::with_capacity(4096);
             let warm_up = Instant::now() + Duration::from_secs(1);
             let mut window_start = None;
@@ -547,6 +553,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
                     cpu0 = measure::cpu_seconds(&tree);
                     own0 = measure::own_cpu_seconds();
                     machine0 = measure::machine_busy_seconds();
+                    broker0 = broker.map_or(0.0, measure::process_cpu_seconds);
                 }
                 for s in 0..senders {
                     while load.clients[s].alive && load.pending[s] < window {
@@ -563,6 +570,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
             let server_cpu = measure::cpu_seconds(&tree) - cpu0;
             let own_cpu = measure::own_cpu_seconds() - own0;
             let machine = measure::machine_busy_seconds() - machine0;
+            let broker_cpu = broker.map(|pid| measure::process_cpu_seconds(pid) - broker0);
             load.drain(Duration::from_secs(5))?;
             server_figures(&mut result, common.pid, common.clients);
             rates(&mut result, &mut load, elapsed);
@@ -581,6 +589,13 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
                     "server_cpu_per_delivery_us",
                     server_cpu / load.deliveries as f64 * 1e6,
                 );
+            }
+            // The broker's work per line, whatever the room's size: flat if each line is
+            // published once, growing with N if the broker writes to every member.
+            if let Some(broker_cpu) = broker_cpu
+                && load.sent > 0
+            {
+                put(&mut result, "broker_cpu_per_message_us", broker_cpu / load.sent as f64 * 1e6);
             }
             put(&mut result, "server_cpu_percent", server_cpu / elapsed.max(1e-9) * 100.0);
             put(&mut result, "generator_cpu_percent", own_cpu / elapsed.max(1e-9) * 100.0);
@@ -659,7 +674,7 @@ fn finish(
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Scenario::Report { files, ours, theirs } = &cli.scenario {
+    if let Scenario::Report { files, ours, theirs, floor } = &cli.scenario {
         let mut lines = Vec::new();
         for file in files {
             let text = match std::fs::read_to_string(file) {
@@ -671,7 +686,8 @@ fn main() -> std::process::ExitCode {
             };
             lines.extend(text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()));
         }
-        print!("{}", measure::report(&lines, ours, theirs));
+        let compared: Vec<&str> = floor.iter().chain([theirs]).map(String::as_str).collect();
+        print!("{}", measure::report(&lines, ours, &compared));
         return std::process::ExitCode::SUCCESS;
     }
     let json_file = match &cli.scenario {

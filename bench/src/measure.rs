@@ -59,6 +59,39 @@ pub fn cpu_seconds(pids: &[i32]) -> f64 {
     total as f64 / ticks as f64
 }
 
+/// The broker in a server's process tree `tree` (rooted at `root`): the process whose name
+/// says broker (the floor's), or else the one child of the root that still has the root's
+/// command line (chatd's broker keeps the master's; its sessions retitle themselves
+/// `chatd: NICK@ROOM`). None for a server of one process, or when it is not clear.
+pub fn broker_of(root: i32, tree: &[i32]) -> Option<i32> {
+    let children = || tree.iter().copied().filter(|&pid| pid != root);
+    let comm = |pid| fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if let Some(pid) = children().find(|&pid| comm(pid).contains("broker")) {
+        return Some(pid);
+    }
+    let cmdline = |pid| fs::read(format!("/proc/{pid}/cmdline")).ok();
+    let root_line = cmdline(root)?;
+    let parent = root.to_string();
+    let mut untitled = children().filter(|&pid| {
+        stat_field(pid, 4).as_deref() == Some(parent.as_str())
+            && cmdline(pid).as_ref() == Some(&root_line)
+    });
+    match (untitled.next(), untitled.next()) {
+        (Some(pid), None) => Some(pid),
+        _ => None,
+    }
+}
+
+/// CPU seconds (user + system) of one single-threaded process, to the nanosecond from the
+/// scheduler (/proc/PID/schedstat); from /proc/PID/stat's clock ticks where that is missing.
+/// A broker's share of a few seconds' run is a few clock ticks: too coarse for those.
+pub fn process_cpu_seconds(pid: i32) -> f64 {
+    fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or_else(|| cpu_seconds(&[pid]), |ns| ns as f64 / 1e9)
+}
+
 /// Busy CPU seconds of the whole machine so far (every CPU, all but idle and iowait), from
 /// /proc/stat. Per-process accounting misses much of the kernel time a thousand briefly
 /// running processes cause; the machine's total does not.
@@ -108,6 +141,7 @@ const FIGURES: &[(&str, &str, bool)] = &[
     ("pss_per_client_kib", "PSS per client (KiB)", false),
     ("floor_pss_kib", "PSS of a minimal forked process (KiB)", false),
     ("server_cpu_per_delivery_us", "server CPU per delivery (µs)", false),
+    ("broker_cpu_per_message_us", "broker CPU per broadcast (µs)", false),
     ("machine_cpu_per_delivery_us", "machine CPU per delivery, generator excluded (µs)", false),
     ("generator_cpu_percent", "load generator CPU (%)", false),
 ];
@@ -131,10 +165,10 @@ fn format(value: f64) -> String {
     }
 }
 
-/// A Markdown table: one row per scenario and figure, server `ours` beside server `theirs`
-/// (chatd beside ngircd, or chatd beside an earlier build of itself; medians over the
-/// repetitions) and their ratio.
-pub fn report(lines: &[Value], ours: &str, theirs: &str) -> String {
+/// A Markdown table: one row per scenario and figure, server `ours` beside the servers it is
+/// compared with (`compared`: the floor and ngircd, or an earlier build of chatd; medians over
+/// the repetitions), and the ratio of ours to each of them.
+pub fn report(lines: &[Value], ours: &str, compared: &[&str]) -> String {
     // scenario -> server -> figure -> values
     let mut runs: BTreeMap<String, BTreeMap<String, BTreeMap<&str, Vec<f64>>>> = BTreeMap::new();
     for line in lines {
@@ -150,26 +184,36 @@ pub fn report(lines: &[Value], ours: &str, theirs: &str) -> String {
             }
         }
     }
-    let mut out = format!(
-        "| scenario | figure | {ours} | {theirs} | {ours}/{theirs} |\n| --- | --- | ---: | ---: | ---: |\n"
-    );
+    let mut out = format!("| scenario | figure | {ours} |");
+    let mut rule = String::from("| --- | --- | ---: |");
+    for other in compared {
+        out.push_str(&format!(" {other} |"));
+        rule.push_str(" ---: |");
+    }
+    for other in compared {
+        out.push_str(&format!(" {ours}/{other} |"));
+        rule.push_str(" ---: |");
+    }
+    out = format!("{out}\n{rule}\n");
     for (scenario, servers) in &mut runs {
-        let mut empty = BTreeMap::new();
-        let mut measured = servers.remove(ours).unwrap_or_default();
-        let compared = servers.get_mut(theirs).unwrap_or(&mut empty);
+        let mut median_of = |server: &str, key: &str| {
+            servers.get_mut(server).and_then(|f| f.get_mut(key)).map_or(f64::NAN, |v| median(v))
+        };
         for (key, name, _) in FIGURES {
-            let a = measured.get_mut(key).map_or(f64::NAN, |v| median(v));
-            let b = compared.get_mut(key).map_or(f64::NAN, |v| median(v));
-            if a.is_nan() && b.is_nan() {
+            let a = median_of(ours, key);
+            let others: Vec<f64> = compared.iter().map(|other| median_of(other, key)).collect();
+            if a.is_nan() && others.iter().all(|b| b.is_nan()) {
                 continue;
             }
-            let ratio = if b.is_nan() || b == 0.0 { f64::NAN } else { a / b };
-            out.push_str(&format!(
-                "| {scenario} | {name} | {} | {} | {} |\n",
-                format(a),
-                format(b),
-                format(ratio)
-            ));
+            out.push_str(&format!("| {scenario} | {name} | {} |", format(a)));
+            for b in &others {
+                out.push_str(&format!(" {} |", format(*b)));
+            }
+            for &b in &others {
+                let ratio = if b.is_nan() || b == 0.0 { f64::NAN } else { a / b };
+                out.push_str(&format!(" {} |", format(ratio)));
+            }
+            out.push('\n');
         }
     }
     out
@@ -193,20 +237,43 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
     }
 
+    /// Runs as JSON lines, as `--json` writes them.
+    fn runs(lines: &[&str]) -> Vec<Value> {
+        lines.iter().map(|l| serde_json::from_str(l).expect("json")).collect()
+    }
+
     #[test]
     fn the_report_puts_medians_side_by_side() {
-        let lines: Vec<Value> = [
+        let lines = runs(&[
             r#"{"scenario":"fanout","server":"chatd","deliveries_per_second":100.0}"#,
             r#"{"scenario":"fanout","server":"chatd","deliveries_per_second":300.0}"#,
             r#"{"scenario":"fanout","server":"chatd","deliveries_per_second":200.0}"#,
             r#"{"scenario":"fanout","server":"ngircd","deliveries_per_second":100.0}"#,
-        ]
-        .iter()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
-        let table = report(&lines, "chatd", "ngircd");
+        ]);
+        let table = report(&lines, "chatd", &["ngircd"]);
         assert!(table.contains("| fanout | deliveries/s | 200 | 100 | 2.00 |"), "{table}");
-        let reversed = report(&lines, "ngircd", "chatd");
+        let reversed = report(&lines, "ngircd", &["chatd"]);
         assert!(reversed.contains("| fanout | deliveries/s | 100 | 200 | 0.50 |"), "{reversed}");
+    }
+
+    #[test]
+    fn the_report_shows_the_floor_between_ours_and_theirs() {
+        let lines = runs(&[
+            r#"{"scenario":"fanout","server":"chatd","deliveries_per_second":200.0}"#,
+            r#"{"scenario":"fanout","server":"floor","deliveries_per_second":400.0}"#,
+            r#"{"scenario":"fanout","server":"ngircd","deliveries_per_second":100.0}"#,
+            r#"{"scenario":"fanout","server":"floor","broker_cpu_per_message_us":3.0}"#,
+        ]);
+        let table = report(&lines, "chatd", &["floor", "ngircd"]);
+        assert!(table.starts_with("| scenario | figure | chatd | floor | ngircd | chatd/floor | chatd/ngircd |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n"), "{table}");
+        assert!(
+            table.contains("| fanout | deliveries/s | 200 | 400 | 100 | 0.50 | 2.00 |"),
+            "{table}"
+        );
+        // A figure only the floor has still gets its row.
+        assert!(
+            table.contains("| fanout | broker CPU per broadcast (µs) | – | 3.00 | – | – | – |"),
+            "{table}"
+        );
     }
 }

@@ -6,13 +6,20 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::Daemon;
+use nix::sys::signal::Signal;
+
+use crate::util::{Daemon, Spawned, process_state, processes_in_group, wait_until};
 
 fn bench(daemon: &Daemon, args: &[&str]) -> Value {
+    bench_against(daemon.port, daemon.pid(), args)
+}
+
+/// Runs `chatd-bench ARGS` against the server on `port` whose master is `pid`.
+fn bench_against(port: u16, pid: i32, args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_chatd-bench"))
         .args(args)
-        .args(["--addr", &format!("127.0.0.1:{}", daemon.port)])
-        .args(["--pid", &daemon.pid().to_string()])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--pid", &pid.to_string()])
         .output()
         .expect("run chatd-bench");
     assert!(output.status.success(), "chatd-bench: {}", String::from_utf8_lossy(&output.stderr));
@@ -32,6 +39,7 @@ fn the_benchmark_runs_against_chatd_and_reports_its_figures() {
     assert!(fanout["pss_per_client_kib"].as_f64() > Some(0.0), "{fanout}");
     assert!(fanout["floor_pss_kib"].as_u64() > Some(0), "{fanout}");
     assert_eq!(fanout["server_processes"], 52, "master, broker and 50 sessions");
+    assert!(fanout["broker_cpu_per_message_us"].as_f64() > Some(0.0), "the broker found: {fanout}");
 
     let rate = bench(&daemon, &["rate", "-n", "50", "--rate", "50", "--seconds", "2"]);
     assert_eq!(rate["lost"], 0, "{rate}");
@@ -50,4 +58,35 @@ fn the_benchmark_runs_against_chatd_and_reports_its_figures() {
         .expect("run chatd-bench report");
     let table = String::from_utf8_lossy(&report.stdout);
     assert!(table.contains("| fanout n=50 s=1 w=4 | deliveries/s |"), "{table}");
+}
+
+/// The floor (`chatd-floor`, bench/floor/main.rs) serves the load generator as chatd does:
+/// it starts, every client is admitted, every line reaches every client once.
+#[test]
+fn the_floor_serves_the_load_generator() {
+    let mut floor = Spawned::spawn(
+        Command::new(env!("CARGO_BIN_EXE_chatd-floor")).args(["--listen", "127.0.0.1:0"]),
+    );
+    let line = floor.wait_for_log("listening on 127.0.0.1:");
+    let port = line.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("a port");
+    let args = ["fanout", "-n", "50", "--seconds", "3", "--window", "4", "--server", "floor"];
+    let fanout = bench_against(port, floor.pid(), &args);
+    assert_eq!(fanout["server"], "floor");
+    assert_eq!(fanout["lost"], 0, "{fanout}");
+    assert_eq!(fanout["duplicates_or_late"], 0, "{fanout}");
+    assert_eq!(fanout["gaps"], 0, "{fanout}");
+    assert_eq!(fanout["disconnected"], 0, "{fanout}");
+    assert!(fanout["deliveries_per_second"].as_f64() > Some(0.0), "{fanout}");
+    assert_eq!(fanout["server_processes"], 52, "master, broker and 50 client processes");
+    assert!(fanout["broker_cpu_per_message_us"].as_f64() > Some(0.0), "the broker found: {fanout}");
+
+    // SIGTERM to the master ends its whole process group, as bench/compare.sh expects.
+    let group = floor.pid();
+    floor.signal(Signal::SIGTERM);
+    floor.wait_exit();
+    wait_until("every process of the floor has ended", || {
+        processes_in_group(group)
+            .into_iter()
+            .all(|pid| matches!(process_state(pid), None | Some('Z')))
+    });
 }
