@@ -1,6 +1,7 @@
 //! Process-level system calls: `fork`, signal dispositions, peer credentials.
 //!
-//! This is the only module with `unsafe`. Everything here is a thin, documented wrapper; policy
+//! This is the one module of process-level `unsafe` (the rooms' rings map memory in `ring`,
+//! descriptors travel in `fd_passing`). Everything here is a thin, documented wrapper; policy
 //! (when to fork, what a child does) lives in `master`. Nothing here logs or allocates after a
 //! fork on the child's side beyond what the caller asks for.
 //!

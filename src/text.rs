@@ -359,7 +359,12 @@ fn in_blocks_without_markers(c: char) -> bool {
 /// and other zero-width characters stay with the character they follow. Nothing else changes,
 /// and the result has none of these patterns left (defusing twice changes nothing).
 pub fn defuse_line_starts(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| matches!(looks_like(c), Some('*' | '<'))) {
+    let nothing_to_defuse = if text.is_ascii() {
+        !text.bytes().any(|byte| byte == b'*' || byte == b'<')
+    } else {
+        !text.chars().any(|c| matches!(looks_like(c), Some('*' | '<')))
+    };
+    if nothing_to_defuse {
         return Cow::Borrowed(text);
     }
     // A line's cells fit on the stack (a line has at most as many as bytes); a longer text's
@@ -571,6 +576,11 @@ pub fn columns(text: &str) -> usize {
 
 /// True when `text` has nothing that [`sanitize`] would remove or change (a tab is a control).
 pub fn is_clean(text: &str) -> bool {
+    if text.is_ascii() {
+        // Every line a session shows passes here: for ASCII, the controls are all there is to
+        // look for, a byte at a time.
+        return !text.bytes().any(|byte| byte < b' ' || byte == 0x7f);
+    }
     !text.chars().any(is_forbidden) && is_kept_in_context(text)
 }
 
