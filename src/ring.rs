@@ -399,16 +399,22 @@ impl RingReader {
         let max_payload = capacity / 4;
         // Not believed yet: only bounds the copy.
         let copied = stated_length.min(max_payload).min(room - RECORD_HEADER_BYTES) as usize;
-        // Sized once, then filled a word at a time (a call per word showed in the profile).
-        into.resize(copied, 0);
+        // Filled a word at a time into the buffer's spare room: neither a call per word nor
+        // zeroing first (both showed in the profile).
+        into.reserve(copied);
         let mut at = position + RECORD_HEADER_BYTES;
-        for chunk in into.chunks_mut(WORD as usize) {
+        for chunk in into.spare_capacity_mut()[..copied].chunks_mut(WORD as usize) {
             let word = self.map.data(at).load(Ordering::Relaxed).to_ne_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
+            for (slot, byte) in chunk.iter_mut().zip(word) {
+                slot.write(byte);
+            }
             // Wrapping: `commit` is the writer's word, and a garbage one near 2^64 must not
             // make this overflow (positions this large are never reached honestly).
             at = at.wrapping_add(WORD);
         }
+        // SAFETY: the loop above wrote each of the first `copied` bytes of the spare room
+        // (`reserve` made at least that much), and `into` was empty.
+        unsafe { into.set_len(copied) };
         after_copy();
         fence(Ordering::Acquire);
         let reserve = self.map.header(RESERVE_WORD).load(Ordering::Relaxed);
