@@ -19,9 +19,10 @@
 //! to claim. Its address is the one the master vouched for; `Hello` claims nothing the broker
 //! believes. Numbered lines must follow each other on a connection.
 //!
-//! It must never block on one peer. Every socket is non-blocking and every peer's output queue
-//! is bounded (`broker_queue_bytes`, 4 MiB by default); a peer whose queue would overflow is dropped (its room
-//! sees "too slow") and everyone else carries on. A peer that sends a frame that is oversize or
+//! It must never block on one peer. A room's broadcasts go once into the room's ring (`rings`),
+//! which no reader holds back; every socket is non-blocking and every peer's output queue is
+//! bounded (`broker_queue_bytes`, 4 MiB by default); a peer whose queue would overflow, or that
+//! stays a ring behind, is dropped (its room sees "too slow") and everyone else carries on. A peer that sends a frame that is oversize or
 //! does not decode is dropped and logged once. It never renders text for a terminal: that is the
 //! session's job.
 //!

@@ -9,15 +9,19 @@
 //!
 //! Data flows one way on each side: client bytes → [`transport`] → [`telnet`] → [`line`] →
 //! [`command`] → [`dispatch`] → [`Request`](crate::proto::Request) → broker; broker
-//! [`Event`](crate::proto::Event) → [`state`] → [`render`] → client. The loop is a mio poller
-//! over the client connection, the broker channel and a signalfd; it never blocks on either
-//! peer.
+//! [`Event`](crate::proto::Event) (on the socket) or room
+//! [`Broadcast`](crate::proto::broadcast::Broadcast) (in the ring) → [`state`] → [`render`] →
+//! client. The loop is a mio poller over the client connection, the broker channel, the
+//! ring's doorbell and a signalfd; it never blocks on either peer.
 //!
 //! Backpressure: the session stops reading from the client while lines wait for a login answer,
 //! while the broker is away, while its queue to the broker is above [`BROKER_HIGH_WATER`] or
 //! while [`link::MAX_UNACKED`] lines wait for acknowledgement, so a fast typist is slowed by
-//! TCP rather than by unbounded memory. A client that does not read its output is disconnected
-//! once `send_queue_bytes` wait for it.
+//! TCP rather than by unbounded memory. Towards the client, the session stops taking the
+//! broker's frames (its room's ring and its socket) while half of `send_queue_bytes` waits for
+//! the client; once the ring has lapped it, the client is told it was too slow and
+//! disconnected (`events`). Output that overflows the queue all the same (echo, telnet
+//! answers) disconnects the client.
 //!
 //! Flood control ([`flood`]) is paste-friendly: lines beyond the burst wait and leave at the
 //! configured rate; only when `flood_queue` lines wait are further lines refused (the client is
@@ -34,7 +38,9 @@
 //! - `input`: reading it, telnet signals, lines, flood control, the error budget;
 //! - [`dispatch`]: what a command does, as a pure function of the session's state;
 //! - [`state`]: the phase machine and what each broker event does, pure;
-//! - `events`: reading the broker, reconnecting, carrying out the state machine's reactions;
+//! - `events`: reading the broker (its socket, and its room's ring in the broker's order),
+//!   reconnecting, carrying out the state machine's reactions, falling behind;
+//! - `feed`: the room's ring, its doorbell and the mark socket frames wait for;
 //! - `output`: rendering for the terminal, queueing, flushing, closing.
 
 pub mod charset;
