@@ -120,15 +120,7 @@ struct LobbyTap {
 
 impl LobbyTap {
     fn open(daemon: &Daemon) -> LobbyTap {
-        let broker = daemon.broker_pid(1);
-        let memfd = std::fs::read_dir(format!("/proc/{broker}/fd"))
-            .expect("the broker's descriptors")
-            .filter_map(|fd| fd.ok().map(|fd| fd.path()))
-            .find(|fd| {
-                std::fs::read_link(fd)
-                    .is_ok_and(|to| to.to_string_lossy().contains("memfd:chatd room lobby"))
-            })
-            .expect("the lobby's ring");
+        let memfd = crate::util::broker_ring(daemon.broker_pid(1), "lobby");
         let memfd = std::fs::File::open(memfd).expect("open the ring").into();
         let doorbell = nix::sys::eventfd::EventFd::new().expect("an eventfd").into();
         let ring = chatd::ring::RingReader::open(memfd, doorbell, 0).expect("a ring");

@@ -163,14 +163,7 @@ fn nobody_but_the_broker_can_write_a_rooms_ring() {
     let daemon = Daemon::start();
     let _alice = daemon.login("alice");
     let broker = daemon.broker_pid(1);
-    let ring = std::fs::read_dir(format!("/proc/{broker}/fd"))
-        .expect("the broker's descriptors")
-        .filter_map(|fd| fd.ok().map(|fd| fd.path()))
-        .find(|fd| {
-            std::fs::read_link(fd)
-                .is_ok_and(|target| target.to_string_lossy().contains("memfd:chatd room lobby"))
-        })
-        .expect("the lobby's ring among the broker's descriptors");
+    let ring = crate::util::broker_ring(broker, "lobby");
     // Opened afresh for writing (as root could), the sealed ring takes no write ...
     let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&ring).expect("open");
     let err = file.write(b"forged").expect_err("a write to a sealed ring");

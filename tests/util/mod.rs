@@ -666,3 +666,14 @@ fn memory_kib(pid: i32, field: &str) -> u64 {
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// The path, under `/proc/PID/fd`, of the descriptor by which the broker `broker` holds the
+/// ring of room `room` (a memfd named `chatd room ROOM`).
+pub fn broker_ring(broker: i32, room: &str) -> PathBuf {
+    let name = format!("memfd:chatd room {room}");
+    std::fs::read_dir(format!("/proc/{broker}/fd"))
+        .expect("the broker's descriptors")
+        .filter_map(|fd| fd.ok().map(|fd| fd.path()))
+        .find(|fd| std::fs::read_link(fd).is_ok_and(|to| to.to_string_lossy().contains(&name)))
+        .unwrap_or_else(|| panic!("no ring of {room} among the broker's descriptors"))
+}
