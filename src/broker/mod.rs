@@ -141,6 +141,8 @@ struct Broker {
     pending_reloads: Vec<MemberId>,
     /// When an operator's `shutdown --grace` is due.
     stop_at: Option<Instant>,
+    /// When a room's ring, waiting out its quiet interval, is to be published.
+    rings_due: Option<Instant>,
     stats: Stats,
     /// When chat lines handled this turn were read, for the fan-out latency.
     lines_this_turn: Vec<Instant>,
@@ -252,6 +254,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         master_figures: None,
         pending_reloads: Vec::new(),
         stop_at: None,
+        rings_due: None,
         stats: Stats::new(now),
         lines_this_turn: Vec::new(),
         started_at: crate::clock::unix_now(),
@@ -318,7 +321,7 @@ impl Broker {
             self.remove_doomed();
             // What the removals told is written before the rings show what came after it.
             self.peers.flush();
-            self.peers.end_turn(&self.rooms);
+            self.rings_due = self.peers.end_turn(&self.rooms, Instant::now());
             self.peers.trim_after_crowd();
             let now = Instant::now();
             for read_at in self.lines_this_turn.drain(..) {
@@ -331,7 +334,7 @@ impl Broker {
     /// The next moment the loop must wake without I/O: an operator's shutdown, or a control
     /// connection's time limit.
     fn next_deadline(&self) -> Option<Instant> {
-        [self.stop_at, self.control_deadline()].into_iter().flatten().min()
+        [self.stop_at, self.control_deadline(), self.rings_due].into_iter().flatten().min()
     }
 
     /// An operator's `shutdown --grace` is over: the master stops the daemon (the broker
@@ -384,6 +387,7 @@ impl Broker {
     /// leaving for the same reason, and each session says so to its own client.
     fn say_goodbye(&mut self) {
         self.peers.forget_doomed();
+        self.peers.publish_all_rings();
         let deadline = Instant::now() + GOODBYE_GRACE;
         let everyone: Vec<MemberId> = self.peers.iter().map(|(&id, _)| id).collect();
         // Marked like any socket frame: each session shows its room's last lines first.

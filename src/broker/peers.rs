@@ -475,8 +475,14 @@ impl Peers {
 
     /// The end of a loop turn, after the last flush: every ring that got records is published
     /// and its doorbell rung once, and the rings of rooms that are gone are dropped.
-    pub(super) fn end_turn(&mut self, rooms: &Rooms) {
-        self.rings.end_turn(|key| rooms.exists(key));
+    /// Returns when a ring that waits out its quiet interval is due (the loop wakes then).
+    pub(super) fn end_turn(&mut self, rooms: &Rooms, now: Instant) -> Option<Instant> {
+        self.rings.end_turn(now, |key| rooms.members_in(key), |key| rooms.exists(key))
+    }
+
+    /// Publishes every ring now, quiet interval or not (the broker is stopping).
+    pub(super) fn publish_all_rings(&mut self) {
+        self.rings.publish_all();
     }
 
     /// Marks `id` for removal after the current event; the first reason given stands.
@@ -568,6 +574,7 @@ fn queued(sent: Result<(), SendError>) -> Result<(), Overflow> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::net::UnixStream as StdUnixStream;
+    use std::time::Duration;
 
     use mio::net::UnixStream;
 
@@ -666,7 +673,7 @@ mod tests {
             rings.push(handed_ring(end, 0));
         }
         assert!(records(&mut rings[0]).is_empty(), "nothing is visible before the turn ends");
-        peers.end_turn(&rooms);
+        peers.end_turn(&rooms, Instant::now());
         for ring in &mut rings {
             assert_eq!(records(ring), vec![Event::Announcement { text: "hello".into() }]);
         }
@@ -689,7 +696,7 @@ mod tests {
         assert!(*position > 0);
         assert_eq!(one, &Event::Announcement { text: "only you".into() });
         assert_eq!(again, &Event::Announcement { text: "again".into() }, "no mark: no new record");
-        peers.end_turn(&rooms);
+        peers.end_turn(&rooms, Instant::now());
         let mut ring = handed_ring(&mut one_end, 0);
         assert_eq!(records(&mut ring).len(), 1);
         assert_eq!(ring.position(), *position, "the mark is where the record ends");
@@ -703,7 +710,7 @@ mod tests {
         let moved = rooms.join(1, "rust");
         peers.deliver(&mut rooms, moved);
         peers.flush();
-        peers.end_turn(&rooms);
+        peers.end_turn(&rooms, Instant::now());
         let events = received(&mut one_end);
         // The topic follows her own arrival in the new ring: marked.
         let [
@@ -737,6 +744,24 @@ mod tests {
     }
 
     #[test]
+    fn a_ring_that_just_rang_waits_out_its_quiet_interval() {
+        let (mut peers, mut one_end, _two_end) = two_peers(1 << 16);
+        let mut rooms = lobby();
+        let start = Instant::now();
+        peers.deliver(&mut rooms, vec![to_room("first")]);
+        assert_eq!(peers.end_turn(&rooms, start), None, "after a quiet spell: at once");
+        peers.deliver(&mut rooms, vec![to_room("second"), to_room("third")]);
+        let due = peers.end_turn(&rooms, start).expect("the next waits");
+        assert_eq!(due - start, Duration::from_micros(20), "10 µs per member");
+        peers.flush();
+        let _ = received(&mut one_end);
+        let mut ring = handed_ring(&mut one_end, 0);
+        assert_eq!(records(&mut ring).len(), 1, "the second and third wait");
+        assert_eq!(peers.end_turn(&rooms, due), None);
+        assert_eq!(records(&mut ring).len(), 2, "published together when it is due");
+    }
+
+    #[test]
     fn the_ring_of_a_room_that_vanished_goes_at_the_end_of_the_turn() {
         let (mut peers, _one_end, _two_end) = two_peers(1 << 16);
         let mut rooms = lobby();
@@ -746,7 +771,7 @@ mod tests {
         let back = rooms.join(1, "lobby");
         peers.deliver(&mut rooms, back);
         assert!(peers.rings.get("rust").is_some(), "kept until its last records are published");
-        peers.end_turn(&rooms);
+        peers.end_turn(&rooms, Instant::now());
         assert!(peers.rings.get("rust").is_none());
         assert!(peers.rings.get("lobby").is_some(), "the lobby stays");
     }

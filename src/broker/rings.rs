@@ -11,6 +11,7 @@
 //! It knows nothing of who is in a room (that is `Rooms`') or of sockets (that is `Peers`').
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use log::{error, warn};
 
@@ -28,6 +29,20 @@ pub(super) struct RoomRing {
     dirty: bool,
     /// The head when its members' reading was last checked (every quarter of the ring).
     checked_at: u64,
+    /// When its doorbell last rang.
+    rung_at: Option<Instant>,
+}
+
+/// How long a room's doorbell stays quiet after it rang, by the room's size: 10 µs per member,
+/// at most 50 ms. Each ring wakes every member that sleeps, and a woken member writes to its
+/// client: a room flooded with lines (or with the join lines of a crowd arriving) would
+/// otherwise wake each member once per line, N² wake-ups for N logins. A line that comes after
+/// a quiet spell is published at once (at 50 lines/s, a room of 1,000 waits for nothing); those
+/// that follow it within the interval are published together when it ends.
+fn quiet_interval(members: usize) -> Duration {
+    const PER_MEMBER: Duration = Duration::from_micros(10);
+    const LONGEST: Duration = Duration::from_millis(50);
+    PER_MEMBER.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX)).min(LONGEST)
 }
 
 /// Every room's ring, by room key.
@@ -69,7 +84,7 @@ impl Rings {
             let writer = RingWriter::create(&format!("chatd room {key}"), self.capacity)?;
             let id = self.next_id;
             self.next_id += 1;
-            let ring = RoomRing { id, writer, dirty: false, checked_at: 0 };
+            let ring = RoomRing { id, writer, dirty: false, checked_at: 0, rung_at: None };
             self.by_room.insert(key.to_string(), ring);
             self.vanished.push(key.to_string());
         }
@@ -126,20 +141,52 @@ impl Rings {
     }
 
     /// The end of a turn: every ring with new records is published and its doorbell rung
-    /// once; then rings of vanished rooms are dropped. `exists` says whether a room is (again).
-    pub(super) fn end_turn(&mut self, exists: impl Fn(&str) -> bool) {
-        for key in self.dirty.drain(..) {
-            let Some(ring) = self.by_room.get_mut(&key) else { continue };
+    /// once, unless it rang less than its quiet interval ago (see [`quiet_interval`]; a ring
+    /// whose room is gone is published at once, for the members reading up to a mark in it);
+    /// then rings of vanished rooms are dropped. `members_in` and `exists` say how many a
+    /// room has and whether it is (again). Returns when the next waiting ring is due.
+    pub(super) fn end_turn(
+        &mut self,
+        now: Instant,
+        members_in: impl Fn(&str) -> usize,
+        exists: impl Fn(&str) -> bool,
+    ) -> Option<Instant> {
+        let mut next_due: Option<Instant> = None;
+        let mut waiting = std::mem::take(&mut self.dirty);
+        waiting.retain(|key| {
+            let Some(ring) = self.by_room.get_mut(key) else { return false };
+            let due = ring.rung_at.map(|at| at + quiet_interval(members_in(key)));
+            if let Some(due) = due.filter(|&due| now < due && exists(key)) {
+                next_due = Some(next_due.map_or(due, |next| next.min(due)));
+                return true;
+            }
             ring.dirty = false;
+            ring.rung_at = Some(now);
             if ring.writer.publish()
                 && let Err(err) = ring.writer.ring_doorbell()
             {
                 warn!("room {key}: cannot ring its doorbell: {err}");
             }
-        }
+            false
+        });
+        self.dirty = waiting;
         for key in self.vanished.drain(..) {
             if !exists(&key) {
                 self.by_room.remove(&key);
+            }
+        }
+        next_due
+    }
+
+    /// Publishes and rings every ring with new records now (the broker is stopping: what it
+    /// appended is shown before its goodbye).
+    pub(super) fn publish_all(&mut self) {
+        for key in self.dirty.drain(..) {
+            if let Some(ring) = self.by_room.get_mut(&key) {
+                ring.dirty = false;
+                if ring.writer.publish() {
+                    let _ = ring.writer.ring_doorbell();
+                }
             }
         }
     }
