@@ -310,7 +310,7 @@ impl Peers {
         let held = HeldRing { room: room.to_string(), id: ring.id, marked: start, read: start };
         let (memfd, doorbell) = ring.writer.descriptors();
         let handover = Event::RingHandover { start };
-        let sent = mark_ring_position(&self.rings, peer).and_then(|()| {
+        let sent = queued_or_overflow(mark_ring_position(&self.rings, peer)).and_then(|()| {
             let mut sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
             if matches!(sent, Err(SendError::TooManyDescriptors { .. })) {
                 // Earlier handovers' descriptors still wait (a paste of /joins): they go now,
@@ -318,10 +318,19 @@ impl Peers {
                 let _ = peer.channel.flush();
                 sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
             }
-            queued(sent)
+            sent
         });
         peer.ring = Some(held);
-        self.after_queueing(id, sent);
+        if let Err(SendError::Descriptor { source, .. }) = &sent {
+            // Without its ring the member would wait for its room for ever: it goes.
+            error!(
+                "dropping session pid {} ({}): cannot hand over the ring of room {room}: {source}",
+                peer.pid, peer.client
+            );
+            self.doom(id, LeaveReason::ConnectionLost);
+            return;
+        }
+        self.after_queueing(id, queued(sent));
     }
 
     /// Makes sure room `name` has a ring before anyone is let in: a ring the system cannot
@@ -333,10 +342,20 @@ impl Peers {
             return Ok(());
         }
         let key = crate::names::fold(name);
-        self.rings.make_ring(&key).map_err(|err| {
+        let refused = |err: String| {
             warn!("cannot make a ring for room {key}: {err}");
             "the server cannot open another room now".to_string()
-        })
+        };
+        self.rings.make_ring(&key).map_err(|err| refused(err.to_string()))?;
+        // Handing it over takes a copy of both descriptors: that there is room for them is
+        // known now, before anyone enters (a ring made for nothing goes at the end of the turn).
+        let ring = self.rings.get(&key).ok_or_else(|| refused("gone".into()))?;
+        let (memfd, doorbell) = ring.writer.descriptors();
+        let copies = (memfd.try_clone_to_owned(), doorbell.try_clone_to_owned());
+        match copies {
+            (Ok(_), Ok(_)) => Ok(()),
+            (Err(err), _) | (_, Err(err)) => Err(refused(format!("no descriptor to spare: {err}"))),
+        }
     }
 
     /// Appends `event` once to the ring of room `key`; false if it is no room broadcast or
@@ -554,6 +573,11 @@ fn mark_ring_position(rings: &Rings, peer: &mut Peer) -> Result<(), Overflow> {
     queued(peer.channel.send_event(&Event::RingMark { position: head }, &[]))?;
     held.marked = head;
     Ok(())
+}
+
+/// A mark's overflow as a send's error, so that a handover can follow it in one chain.
+fn queued_or_overflow(marked: Result<(), Overflow>) -> Result<(), SendError> {
+    marked.map_err(|source| SendError::Overflow { message: "Event", source })
 }
 
 /// What a send means for the peer: queued, or its queue is full. An event that cannot be

@@ -196,3 +196,38 @@ fn a_paste_of_many_joins_lands_in_the_last_room() {
     alice.send("/rooms");
     alice.expect("*** Rooms: lobby (2)");
 }
+
+#[test]
+fn a_room_the_system_cannot_give_a_ring_is_refused_and_nobody_is_dropped() {
+    // Every room with members holds two of the broker's descriptors (its ring and doorbell):
+    // with 64 in all, rooms run out long before the 40 clients the master admits.
+    let daemon = Daemon::start_through(
+        &["prlimit", "--nofile=64:64", "--"],
+        &format!("max_clients_per_ip = 1000\nmax_startups = \"1000:30:1000\"\n{NO_FLOOD_CONTROL}"),
+    );
+    let mut clients: Vec<Client> = (0..30).map(|n| daemon.login(&format!("user{n}"))).collect();
+    let mut refused = None;
+    for (n, client) in clients.iter_mut().enumerate() {
+        client.send(&format!("/join room{n}"));
+        // The answer comes after whatever the lobby said meanwhile (later logins, say).
+        let joined = format!("*** user{n} has joined room{n}");
+        let answer = loop {
+            let line = client.next_line().expect("an answer to /join");
+            if line.contains("the server cannot open another room now") || line == joined {
+                break line;
+            }
+        };
+        if answer != joined {
+            refused = Some(n);
+            break;
+        }
+    }
+    let refused = refused.expect("some room was refused for want of descriptors");
+    daemon.wait_for_log("cannot make a ring for room");
+    // The one refused is still in the lobby, and served; so is everyone else.
+    let last = clients.len() - 1;
+    clients[refused].send("still here");
+    clients[last].expect(&format!("<user{refused}> still here"));
+    clients[0].send("/rooms");
+    clients[0].expect_prefix("*** Rooms: ");
+}
