@@ -14,6 +14,7 @@ use log::{debug, info, warn};
 
 use super::render::Shown;
 use super::state::Phase;
+use super::telnet;
 use super::{CLOSE_GRACE, Closing, Session, TRAFFIC_REPORT};
 use crate::proto::broadcast::Said;
 use crate::sys;
@@ -75,7 +76,7 @@ impl Session {
         let mut scratch = std::mem::take(&mut self.terminal.output);
         let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
         self.terminal.write_lines(lines, hh_mm, ring, &mut scratch.bytes);
-        self.send_raw(&scratch.bytes);
+        self.send_text(&scratch.bytes);
         scratch.bytes.clear();
         self.terminal.output = scratch;
     }
@@ -91,7 +92,7 @@ impl Session {
         let mut scratch = std::mem::take(&mut self.terminal.output);
         let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
         self.terminal.write_said(said, action, hh_mm, ring, &mut scratch.bytes);
-        self.send_raw(&scratch.bytes);
+        self.send_text(&scratch.bytes);
         scratch.bytes.clear();
         self.terminal.output = scratch;
     }
@@ -103,12 +104,30 @@ impl Session {
         }
         let mut scratch = std::mem::take(&mut self.terminal.output);
         self.terminal.charset.encode(echo, &mut scratch.bytes);
-        self.send_raw(&scratch.bytes);
+        self.send_text(&scratch.bytes);
         scratch.bytes.clear();
         self.terminal.output = scratch;
     }
 
-    /// Queues bytes for the client as they are (telnet answers, echo, rendered lines).
+    /// Queues text for the client (rendered lines, echo): to a client that speaks telnet, a
+    /// 0xFF byte (`ÿ` in Latin-1) goes doubled, as telnet's data byte 255, not as the start of
+    /// a command that would eat the character after it. UTF-8, GBK and Big5 never have one.
+    pub(super) fn send_text(&mut self, bytes: &[u8]) {
+        let speaks_telnet = self.client.is_telnet() || self.telnet.spoke_telnet();
+        if !speaks_telnet || !bytes.contains(&telnet::IAC) {
+            return self.send_raw(bytes);
+        }
+        let mut doubled = Vec::with_capacity(bytes.len() + 8);
+        for &byte in bytes {
+            doubled.push(byte);
+            if byte == telnet::IAC {
+                doubled.push(telnet::IAC);
+            }
+        }
+        self.send_raw(&doubled);
+    }
+
+    /// Queues bytes for the client as they are (telnet answers, and text once prepared).
     pub(super) fn send_raw(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() && self.client.queue(bytes).is_err() && self.closing.is_none() {
             self.close(None, "client does not read its output");

@@ -95,6 +95,12 @@ impl CharacterModeClient {
                 at += 1;
                 continue;
             }
+            if bytes.get(at + 1) == Some(&IAC) {
+                // IAC IAC: the data byte 255.
+                self.screen.push(IAC);
+                at += 2;
+                continue;
+            }
             let length = match bytes.get(at + 1) {
                 Some(&SB) => bytes[at..]
                     .windows(2)
@@ -180,6 +186,23 @@ fn a_windows_telnet_user_typing_gbk_chats_with_a_utf8_user() {
     xiaoming.type_keys(&gbk(" bob\r\n"));
     xiaoming.wait_for(&gbk("> 你好 bob"));
     bob.expect("<小明> 你好 bob");
+}
+
+#[test]
+fn a_latin1_telnet_user_gets_the_byte_255_as_telnet_data() {
+    let daemon = Daemon::start();
+    let mut pierre = CharacterModeClient::connect(daemon.port, "VT100", 80);
+    pierre.wait_for(b"Please choose a nickname");
+    pierre.type_keys(b"/charset latin1\r\n");
+    pierre.wait_for(b"Your character set is now latin1.");
+    pierre.type_keys(b"pierre\r\n");
+    pierre.wait_for(b"pierre has joined lobby");
+    let mut bob = daemon.login("bob");
+    pierre.wait_for(b"bob has joined lobby");
+    // In Latin-1, y with diaeresis is 0xFF, telnet's IAC: sent doubled, it is one character
+    // on the screen, and the one after it is not swallowed as a command.
+    bob.send("na\u{ff}ve");
+    pierre.wait_for(b"<bob> na\xffve");
 }
 
 #[test]
