@@ -5,6 +5,7 @@
 //! sshd, Postfix and ngircd where those have an equivalent. `packaging/chatd.toml` lists every key
 //! with its default (a unit test keeps the two in step).
 
+use crate::ring::MIN_RING_BYTES;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -148,9 +149,9 @@ pub struct Config {
     pub admin_group: Option<String>,
 }
 
-/// The smallest and largest room ring (`ring_bytes`): a ring must hold a few of the longest
-/// lines, and every room's ring is shared memory that counts against the machine.
-const MIN_RING_BYTES: usize = 64 * 1024;
+/// The largest room ring an operator may ask for (`ring_bytes`; the smallest is the ring's
+/// own, [`MIN_RING_BYTES`]): well below what a ring can be, for every room's ring is shared
+/// memory that counts against the machine.
 const MAX_RING_BYTES: usize = 64 << 20;
 
 /// The settings file as written; every key optional.

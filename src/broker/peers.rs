@@ -253,19 +253,12 @@ impl Peers {
                     _ => continue,
                 };
                 if behind > limit && !peer.too_slow {
-                    warn!(
-                        "dropping session pid {} ({}): too slow, {behind} bytes behind in its room's ring",
-                        peer.pid, peer.client
-                    );
-                    peer.too_slow = true;
-                    self.dropped.insert(peer.identity, LeaveReason::TooSlow);
-                    self.too_slow_drops += 1;
-                    late.push(id);
+                    late.push((id, behind));
                 }
             }
         }
-        for id in late {
-            self.doom(id, LeaveReason::TooSlow);
+        for (id, behind) in late {
+            self.drop_too_slow(id, format_args!("{behind} bytes behind in its room's ring"));
         }
         self.to_check = due;
     }
@@ -434,35 +427,34 @@ impl Peers {
                     self.dirty.push(id);
                 }
             }
-            Err(overflow) => {
-                warn!("dropping session pid {} ({}): too slow, {overflow}", peer.pid, peer.client);
-                peer.too_slow = true;
-                if peer.session.is_some() {
-                    // If it takes the closed connection for a broker restart, it is told.
-                    self.dropped.insert(peer.identity, LeaveReason::TooSlow);
-                }
-                self.too_slow_drops += 1;
-                self.doom(id, LeaveReason::TooSlow);
-            }
+            Err(overflow) => self.drop_too_slow(id, overflow),
         }
+    }
+
+    /// Drops `id` as too slow (`why` says how), once: logged, counted, remembered in case it
+    /// comes back, and doomed. What comes for it before it is removed is neither queued nor
+    /// logged again.
+    fn drop_too_slow(&mut self, id: MemberId, why: impl std::fmt::Display) {
+        if let Some(peer) = self.table.get_mut(&id)
+            && !peer.too_slow
+        {
+            warn!("dropping session pid {} ({}): too slow, {why}", peer.pid, peer.client);
+            peer.too_slow = true;
+            if peer.session.is_some() {
+                // If it takes the closed connection for a broker restart, it is told.
+                self.dropped.insert(peer.identity, LeaveReason::TooSlow);
+            }
+            self.too_slow_drops += 1;
+        }
+        self.doom(id, LeaveReason::TooSlow);
     }
 
     /// The session said its room's ring lapped it: it leaves as too slow, counted and
     /// remembered like a session whose queue overflowed.
     pub(super) fn fell_behind(&mut self, id: MemberId) {
-        let Some(peer) = self.table.get_mut(&id) else {
-            return;
-        };
-        if !peer.too_slow {
-            warn!(
-                "dropping session pid {} ({}): too slow, its room's ring lapped it",
-                peer.pid, peer.client
-            );
-            peer.too_slow = true;
-            self.dropped.insert(peer.identity, LeaveReason::TooSlow);
-            self.too_slow_drops += 1;
+        if self.contains(id) {
+            self.drop_too_slow(id, "its room's ring lapped it");
         }
-        self.doom(id, LeaveReason::TooSlow);
     }
 
     /// Puts `id` on the dirty list (once per turn): its queue is written at the next flush.
@@ -877,6 +869,7 @@ mod tests {
     #[test]
     fn a_session_that_fell_behind_leaves_as_too_slow_and_is_remembered() {
         let (mut peers, _one_end, _two_end) = two_peers(1 << 16);
+        peers.get_mut(1).expect("peer 1").session = Some(1001);
         peers.fell_behind(1);
         peers.fell_behind(1);
         assert_eq!(peers.take_too_slow_drops(), 1, "counted once");

@@ -86,9 +86,9 @@ impl Feed {
     /// The record is taken with [`Feed::take_record`] and given back with
     /// [`Feed::give_back`], so that handling it can borrow the session freely.
     pub(super) fn next(&mut self, upto: u64) -> Result<bool, RingError> {
+        // The reader stops at what is published itself.
         let Some(reader) = self.reader.as_mut() else { return Ok(false) };
-        let limit = upto.min(reader.committed());
-        reader.next(limit, &mut self.record)
+        reader.next(upto, &mut self.record)
     }
 
     /// The position to tell the broker, once a quarter of the ring was read since the last

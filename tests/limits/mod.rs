@@ -158,13 +158,9 @@ fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
         crate::reliability::NO_FLOOD_CONTROL
     ));
     let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
-    let mut sleepy = Client::connect_small_window(daemon.port);
-    sleepy.expect_prefix("*** Please choose a nickname");
-    sleepy.send("sleepy");
-    sleepy.expect("*** sleepy has joined lobby");
+    let sleepy =
+        crate::util::login_small_window_seen_by(daemon.port, "sleepy", &mut [&mut alice, &mut bob]);
     // From here on, sleepy reads nothing.
-    alice.expect("*** sleepy has joined lobby");
-    bob.expect("*** sleepy has joined lobby");
     let broker = daemon.broker_pid(1);
     let rss_before = crate::util::rss_kib(broker);
     let line = "y".repeat(400);

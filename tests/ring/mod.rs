@@ -31,12 +31,8 @@ fn a_client_that_never_reads_in_a_flooding_room_is_dropped_as_too_slow() {
         "ring_bytes = 65536\nsend_queue_bytes = 16384\n{NO_FLOOD_CONTROL}"
     ));
     let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
-    let mut sleepy = Client::connect_small_window(daemon.port);
-    sleepy.expect_prefix("*** Please choose a nickname");
-    sleepy.send("sleepy");
-    sleepy.expect("*** sleepy has joined lobby");
-    alice.expect("*** sleepy has joined lobby");
-    bob.expect("*** sleepy has joined lobby");
+    let mut sleepy =
+        crate::util::login_small_window_seen_by(daemon.port, "sleepy", &mut [&mut alice, &mut bob]);
     // From here on, sleepy reads nothing.
     let broker = daemon.broker_pid(1);
     let rss_before = crate::util::rss_kib(broker);

@@ -331,7 +331,21 @@ pub fn runtime_dir() -> tempfile::TempDir {
 
 /// Connects to a chat server on `port`, logs in as `nick` and waits for the join notice.
 pub fn login(port: u16, nick: &str) -> Client {
-    let mut client = Client::connect(port);
+    login_on(Client::connect(port), nick)
+}
+
+/// Logs in `nick` on a connection with a tiny receive window ([`Client::connect_small_window`])
+/// and waits until each of `members` has seen it join: a client that will stop reading.
+pub fn login_small_window_seen_by(port: u16, nick: &str, members: &mut [&mut Client]) -> Client {
+    let client = login_on(Client::connect_small_window(port), nick);
+    for member in members {
+        member.expect(&format!("*** {nick} has joined lobby"));
+    }
+    client
+}
+
+/// Logs in `nick` on `client`, as [`login`] does.
+fn login_on(mut client: Client, nick: &str) -> Client {
     client.expect_prefix("*** Please choose a nickname");
     client.send(nick);
     client.expect(&format!("*** You are now known as {nick}. Type /help for commands."));
