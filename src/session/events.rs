@@ -79,7 +79,7 @@ impl Session {
                 }
                 self.feed.pending_mark = None;
             }
-            if self.closing.is_some() && self.broker.channel().is_none() {
+            if !self.broker.is_connected() {
                 return Flow::Done;
             }
             if self.client_backed_up() {
