@@ -72,5 +72,6 @@ pub mod proto;
 pub mod ring;
 pub mod session;
 pub mod signals;
+pub mod store;
 pub mod sys;
 pub mod text;

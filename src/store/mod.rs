@@ -1,0 +1,179 @@
+//! The store: what rooms said, kept on disk so that it survives a restart of the whole daemon
+//! (history for newcomers, `/history`, `/search`, the operators' `chatctl history`,
+//! `backup` and `forget`), and each room's topic.
+//!
+//! One interface ([`Store`]), two implementations: [`sqlite`] (the embedded default,
+//! `<state_dir>/chatd.db`) and [`postgres`] (a server that several hosts share). Both keep the
+//! same schema, run the same migrations by schema version at open, and answer the same way;
+//! [`search`] turns text into the tokens both index, so that a search finds the same lines on
+//! either.
+//!
+//! Who may use it: only the broker, and only from its database thread
+//! (`broker::storage`). The master forks and SQLite is not fork-safe, so the master and the
+//! sessions never open a store; and closing any descriptor of the database file drops all
+//! of a process's POSIX locks, so nothing but SQLite itself opens or closes `chatd.db*`. A
+//! store blocks (disk, network): it must never be called from the broker's loop.
+//!
+//! It owns the schema and the queries; it does not decide what is stored, when, or what
+//! happens when it fails (the broker's storage side does).
+
+pub mod postgres;
+pub mod search;
+pub mod sqlite;
+
+use std::path::{Path, PathBuf};
+
+pub use search::Query;
+
+/// A line on its way to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLine {
+    /// The room's key (its folded name, `names::fold`).
+    pub room: String,
+    /// When it was said (Unix seconds).
+    pub at: u64,
+    /// The speaker's nick as shown, and folded (`names::fold`) for `forget`.
+    pub from: String,
+    pub from_key: String,
+    /// The speaker's sender id and line number: a line already stored under the same pair
+    /// (a session repeating a line a restarted broker had stored but not acknowledged) is
+    /// not stored twice. Stored as the same 64 bits in a signed column.
+    pub sender: u64,
+    pub seq: u64,
+    /// A `/me` action rather than a line.
+    pub action: bool,
+    pub text: String,
+}
+
+/// What one transaction writes: lines, in the order they were said, and topics set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub lines: Vec<NewLine>,
+    /// (room key, topic); the last one for a room wins.
+    pub topics: Vec<(String, String)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.topics.is_empty()
+    }
+}
+
+/// A stored line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLine {
+    /// Its place in the store: larger is later. `/history` pages by it.
+    pub id: i64,
+    pub at: u64,
+    pub from: String,
+    pub action: bool,
+    pub text: String,
+}
+
+/// What a room had when it was last used: its topic and last lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub topic: Option<String>,
+    /// Oldest first.
+    pub lines: Vec<StoredLine>,
+}
+
+/// Why a store cannot do something. Each names the database (file or address, never a
+/// password).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be opened or reached.
+    #[error("cannot open the database {location}: {why}")]
+    Open { location: String, why: String },
+    /// The database's schema is newer than this chatd knows (a downgrade).
+    #[error(
+        "the database {location} has schema version {found}, newer than this chatd's {known}: run the newer chatd, or restore a backup"
+    )]
+    TooNew { location: String, found: i64, known: i64 },
+    /// The file is not a database, or its content is damaged.
+    #[error("the database {location} is unusable: {why}")]
+    Corrupt { location: String, why: String },
+    /// A query or a transaction failed (disk full, connection lost, ...): the store may work
+    /// again later.
+    #[error("the database {location} failed: {why}")]
+    Failed { location: String, why: String },
+    /// The operation does not exist for this store (e.g. `backup` on PostgreSQL).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The database chatd keeps what was said in. Every method blocks; see the module docs for who
+/// may call them. Times are Unix seconds; rooms are room keys.
+pub trait Store: Send {
+    /// Where the database is, for logs and errors (a file, or a server address without its
+    /// password).
+    fn location(&self) -> &str;
+
+    /// Writes a batch in one transaction: all of it or none. A line whose (sender, seq) is
+    /// already stored is left out; a topic replaces the room's.
+    fn write(&mut self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// A room's topic and its last `lines` lines, oldest first.
+    fn load_room(&mut self, room: &str, lines: usize) -> Result<RoomRecord, StoreError>;
+
+    /// Up to `count` lines of `room` said before the line `before` (`None`: the newest
+    /// ones), oldest first.
+    fn page(
+        &mut self,
+        room: &str,
+        before: Option<i64>,
+        count: usize,
+    ) -> Result<Vec<StoredLine>, StoreError>;
+
+    /// Lines of `room` that match `query`, newest first, at most `limit`.
+    fn search(
+        &mut self,
+        room: &str,
+        query: &Query,
+        limit: usize,
+    ) -> Result<Vec<StoredLine>, StoreError>;
+
+    /// Lines of `room` said at or after `since`, oldest first, at most `limit`.
+    fn since(
+        &mut self,
+        room: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredLine>, StoreError>;
+
+    /// Deletes the lines said before `cutoff`; returns how many.
+    fn expire(&mut self, cutoff: u64) -> Result<u64, StoreError>;
+
+    /// Deletes every line said under a nick whose folded form is `nick_key`; returns how many.
+    fn forget(&mut self, nick_key: &str) -> Result<u64, StoreError>;
+
+    /// Writes a consistent copy of the live database to `to`, a file that must not exist.
+    fn backup(&mut self, to: &Path) -> Result<(), StoreError>;
+
+    /// How many bytes the database takes.
+    fn size(&mut self) -> Result<u64, StoreError>;
+}
+
+/// Which store the settings name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The embedded database, at this path.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server: a `postgres://` URL, and the password from a file if the
+    /// settings name one (`database_password_file`).
+    Postgres { url: String, password_file: Option<PathBuf> },
+}
+
+/// Opens the store the settings name and brings its schema up to date.
+pub fn open(target: &Target) -> Result<Box<dyn Store>, StoreError> {
+    match target {
+        Target::Sqlite(path) => {
+            sqlite::SqliteStore::open(path)?;
+            Err(StoreError::Unsupported("being written".into()))
+        }
+        Target::Postgres { url, password_file } => {
+            postgres::PostgresStore::connect(url, password_file.as_deref())?;
+            Err(StoreError::Unsupported("being written".into()))
+        }
+    }
+}
