@@ -20,6 +20,8 @@
 pub mod postgres;
 pub mod search;
 pub mod sqlite;
+#[cfg(test)]
+mod test_cluster;
 
 use std::path::{Path, PathBuf};
 
