@@ -113,6 +113,12 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Where PostgreSQL's programs are (`psql`, ...).
+    #[allow(dead_code, reason = "the behaviour tests' (tests/storage_harness), not the store's")]
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     /// Starts the server after [`stop`](Self::stop) (and at creation).
     pub fn start_again(&mut self) {
         let options = format!(
