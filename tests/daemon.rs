@@ -15,6 +15,7 @@ mod ring;
 mod soak;
 mod spoofing;
 mod storage;
+mod storage_harness;
 mod syslog;
 mod terminals;
 mod util;
