@@ -105,14 +105,10 @@ fn disorder(numbers: &[u32]) -> String {
     format!("{} lines, breaks: {}", numbers.len(), breaks.join(", "))
 }
 
-/// The stopped daemon's SQLite database is sound, and holds each line once, in the order said.
-fn sqlite_is_sound(daemon: &Daemon) {
-    let db = db_path(daemon);
-    assert_eq!(sqlite3(&db, &["-readonly"], "PRAGMA integrity_check"), "ok\n");
-    let texts: Vec<String> = sqlite3(&db, &["-readonly"], "SELECT text FROM lines ORDER BY id")
-        .lines()
-        .map(str::to_string)
-        .collect();
+/// The texts of every stored line, one a line, in the store's own order (by id), as the
+/// database's CLI prints them: each once, in the order said.
+pub fn held_once_in_order(by_id: &str) {
+    let texts: Vec<String> = by_id.lines().map(str::to_string).collect();
     let held = numbers(&texts);
     assert_eq!(held.len(), texts.len(), "only the numbered lines were said");
     assert!(held.windows(2).all(|pair| pair[0] < pair[1]), "by id: {}", disorder(&held));
@@ -122,6 +118,13 @@ fn sqlite_is_sound(daemon: &Daemon) {
 fn sqlite_committed_lines_survive_a_kill_of_the_broker() {
     let daemon = committed_lines_survive_a_kill(&Backend::Sqlite, Kill::Broker);
     sqlite_is_sound(&daemon);
+}
+
+/// The stopped daemon's SQLite database is sound, and holds each line once, in the order said.
+fn sqlite_is_sound(daemon: &Daemon) {
+    let db = db_path(daemon);
+    assert_eq!(sqlite3(&db, &["-readonly"], "PRAGMA integrity_check"), "ok\n");
+    held_once_in_order(&sqlite3(&db, &["-readonly"], "SELECT text FROM lines ORDER BY id"));
 }
 
 #[test]
