@@ -142,8 +142,14 @@ pub struct Config {
     pub max_rooms: usize,
     /// Lines of each room's history shown to whoever enters it (0: none).
     pub history_lines: usize,
-    /// Where bans, mutes and the message of the day persist.
+    /// Where bans, mutes and the message of the day persist (and the embedded database).
     pub state_dir: PathBuf,
+    /// Days a line said in a room stays in the store (0: no store, history in memory only).
+    pub history_days: u32,
+    /// The store `database` names (`None`: the embedded one in `state_dir`), and the file
+    /// with its password.
+    pub database: Option<Database>,
+    pub database_password_file: Option<PathBuf>,
     /// Members of this group may use `chatctl` (besides root and the daemon's user); `None`:
     /// nobody else.
     pub admin_group: Option<String>,
@@ -153,6 +159,38 @@ pub struct Config {
 /// own, [`MIN_RING_BYTES`]): well below what a ring can be, for every room's ring is shared
 /// memory that counts against the machine.
 const MAX_RING_BYTES: usize = 64 << 20;
+
+/// The longest retention an operator may ask for (`history_days`): a century.
+const MAX_HISTORY_DAYS: u32 = 36_500;
+
+/// The exit status of a broker whose settings cannot work (sysexits' `EX_CONFIG`), such as a
+/// database that is not one: the master stops rather than restart it.
+pub const EXIT_UNUSABLE_SETTINGS: i32 = 78;
+
+/// The database file in `state_dir` when `database` names none.
+pub const DATABASE_FILE: &str = "chatd.db";
+
+/// What `database` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file at this absolute path.
+    File(PathBuf),
+    /// A PostgreSQL server (`postgres://` or `postgresql://` URL).
+    Postgres(String),
+}
+
+impl Database {
+    fn parse(text: &str) -> Result<Database, String> {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Database::Postgres(text.to_string()));
+        }
+        let path = PathBuf::from(text);
+        if path.is_absolute() {
+            return Ok(Database::File(path));
+        }
+        Err("a postgres:// URL or the absolute path of an SQLite file".into())
+    }
+}
 
 /// The settings file as written; every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +224,9 @@ struct FileConfig {
     telnet: Option<bool>,
     history_lines: Option<usize>,
     state_dir: Option<PathBuf>,
+    history_days: Option<u32>,
+    database: Option<String>,
+    database_password_file: Option<PathBuf>,
     admin_group: Option<String>,
 }
 
@@ -229,7 +270,33 @@ impl Config {
         if self.state_dir != new.state_dir {
             keys.push("state_dir");
         }
+        if self.database != new.database {
+            keys.push("database");
+        }
+        if self.database_password_file != new.database_password_file {
+            keys.push("database_password_file");
+        }
+        if (self.history_days == 0) != (new.history_days == 0) {
+            keys.push("history_days (between 0 and another value)");
+        }
         keys
+    }
+
+    /// The store these settings name, or `None` when nothing is kept on disk
+    /// (`history_days = 0`).
+    pub fn store_target(&self) -> Option<crate::store::Target> {
+        use crate::store::Target;
+        if self.history_days == 0 {
+            return None;
+        }
+        Some(match &self.database {
+            None => Target::Sqlite(self.state_dir.join(DATABASE_FILE)),
+            Some(Database::File(path)) => Target::Sqlite(path.clone()),
+            Some(Database::Postgres(url)) => Target::Postgres {
+                url: url.clone(),
+                password_file: self.database_password_file.clone(),
+            },
+        })
     }
 }
 
@@ -396,6 +463,24 @@ impl Config {
                 None => DEFAULT_HISTORY_LINES,
             },
             state_dir: parsed.state_dir.unwrap_or_else(default_state_dir),
+            history_days: match parsed.history_days {
+                Some(days) if days > MAX_HISTORY_DAYS => {
+                    return Err(invalid("history_days", format!("at most {MAX_HISTORY_DAYS}")));
+                }
+                Some(days) => days,
+                None => 30,
+            },
+            database: match parsed.database {
+                Some(text) if text.is_empty() => None,
+                Some(text) => Some(Database::parse(&text).map_err(|why| invalid("database", why))?),
+                None => None,
+            },
+            database_password_file: match parsed.database_password_file {
+                Some(path) if !path.is_absolute() => {
+                    return Err(invalid("database_password_file", "an absolute path".into()));
+                }
+                path => path,
+            },
             admin_group: match parsed.admin_group {
                 Some(group) if group.is_empty() => None,
                 Some(group) => Some(group),
@@ -424,7 +509,8 @@ fn wants(key: &str) -> Option<&'static str> {
         | "ring_bytes"
         | "max_rooms"
         | "max_unterminated_bytes"
-        | "history_lines" => "a whole number, without quotes",
+        | "history_lines"
+        | "history_days" => "a whole number, without quotes",
         "penalty_trips" | "flood_burst" | "error_budget" => {
             "a whole number from 0 to 4294967295, without quotes"
         }
@@ -435,7 +521,10 @@ fn wants(key: &str) -> Option<&'static str> {
         "syslog_format" => "\"rfc3164\" or \"rfc5424\", in double quotes",
         "max_startups" => "\"start:rate:full\" in double quotes",
         "user" | "admin_group" => "a name in double quotes (\"\" for none)",
-        "runtime_dir" | "state_dir" | "syslog_socket" => "a path in double quotes",
+        "runtime_dir" | "state_dir" | "syslog_socket" | "database_password_file" => {
+            "a path in double quotes"
+        }
+        "database" => "a postgres:// URL or an absolute file path, in double quotes",
         _ => return None,
     })
 }
@@ -585,6 +674,11 @@ mod tests {
         let defaults = Config::load(None, Overrides::default()).expect("defaults");
         // The example names /dev/log, where the default search finds syslog on Linux.
         assert_eq!(config.syslog.socket.take(), Some(PathBuf::from("/dev/log")));
+        // And the password file an operator would make (none by default).
+        assert_eq!(
+            config.database_password_file.take(),
+            Some(PathBuf::from("/etc/chatd/db-password"))
+        );
         assert_eq!(
             Config {
                 listen_is_default: true,
@@ -598,7 +692,7 @@ mod tests {
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 29, "packaging/chatd.toml should list all 29 keys");
+        assert_eq!(keys, 32, "packaging/chatd.toml should list all 32 keys");
     }
 
     #[test]

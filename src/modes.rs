@@ -178,7 +178,7 @@ fn forked_broker(start: BrokerStart) -> i32 {
         Ok(()) => 0,
         Err(err) => {
             error!("broker failed: {err}");
-            1
+            err.exit_status()
         }
     }
 }

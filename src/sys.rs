@@ -434,16 +434,36 @@ pub fn release_free_memory() {
 /// The local time of day of a Unix time, as `HH:MM` (the system's time zone, as `TZ` or
 /// /etc/localtime say); `--:--` if the C library cannot tell.
 pub fn local_hh_mm(unix_seconds: u64) -> String {
-    let Ok(time) = nix::libc::time_t::try_from(unix_seconds) else { return "--:--".into() };
-    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
-    // call, and localtime_r (unlike localtime) keeps no shared state across threads.
-    let filled = unsafe {
-        let mut tm: nix::libc::tm = std::mem::zeroed();
-        (!nix::libc::localtime_r(&time, &mut tm).is_null()).then_some(tm)
-    };
-    match filled {
+    match local_time(unix_seconds) {
         Some(tm) => format!("{:02}:{:02}", tm.tm_hour, tm.tm_min),
         None => "--:--".into(),
+    }
+}
+
+/// The local date and time of a Unix time, as `YYYY-MM-DD HH:MM`; `---------- --:--` if
+/// the C library cannot tell.
+pub fn local_date_time(unix_seconds: u64) -> String {
+    match local_time(unix_seconds) {
+        Some(tm) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            i64::from(tm.tm_year) + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min
+        ),
+        None => "---------- --:--".into(),
+    }
+}
+
+/// The broken-down local time of a Unix time.
+fn local_time(unix_seconds: u64) -> Option<nix::libc::tm> {
+    let Ok(time) = nix::libc::time_t::try_from(unix_seconds) else { return None };
+    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
+    // call, and localtime_r (unlike localtime) keeps no shared state across threads.
+    unsafe {
+        let mut tm: nix::libc::tm = std::mem::zeroed();
+        (!nix::libc::localtime_r(&time, &mut tm).is_null()).then_some(tm)
     }
 }
 

@@ -141,6 +141,8 @@ impl Broker {
             Request::Whois { nick } => self.rooms.whois(id, &nick),
             Request::Rooms => self.rooms.list_rooms(id),
             Request::Topic { text } => self.rooms.topic(id, text.as_deref()),
+            Request::History { before, count } => self.history_request(id, before, count),
+            Request::Search { words } => self.search_request(id, &words),
             Request::Quit { reason } => {
                 self.peers.doom(id, LeaveReason::Quit(reason));
                 return false;

@@ -35,17 +35,21 @@
 mod connections;
 mod control;
 mod dispatch;
+mod history;
 mod link;
 mod peers;
 mod remembered;
 mod rings;
 pub mod room;
 pub mod stats;
+mod storage;
+mod store_thread;
 
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -65,6 +69,7 @@ use peers::Peers;
 use remembered::Remembered;
 use room::{Delivery, MemberId, Rooms};
 use stats::Stats;
+use storage::Storage;
 
 /// How long `accept` must go without failing before its trouble counts as over.
 const ACCEPT_TROUBLE_QUIET: Duration = Duration::from_secs(5);
@@ -84,6 +89,8 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const CONTROL: Token = Token(2);
 const FIRST_PEER: usize = 3;
+/// The database thread's waker (the state writer's is `control::STATE_SAVED`).
+const STORE: Token = Token(usize::MAX - 1);
 
 /// Why the broker could not start, or stopped without being asked to.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +112,24 @@ pub enum BrokerError {
     /// Waiting for events failed (not interrupted: that is retried).
     #[error("the broker's event loop cannot wait for events: {0}")]
     Wait(io::Error),
+    /// The store the settings name cannot be used (not a database, a newer schema): chatd
+    /// must not run and lose what people say.
+    #[error("{0}; chatd does not start without it (fix or move the file, or set history_days = 0)")]
+    Store(String),
+    /// The database thread's waker cannot be made.
+    #[error("cannot start the database thread: {0}")]
+    StoreWaker(io::Error),
+}
+
+impl BrokerError {
+    /// The exit status of a broker that stopped with this error: the master does not restart
+    /// a broker whose settings cannot work, it stops.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            BrokerError::Store(_) => crate::config::EXIT_UNUSABLE_SETTINGS,
+            _ => 1,
+        }
+    }
 }
 
 /// The broker: the loop's sockets, the fan-out engine, the rooms, the operators' side and the
@@ -144,6 +169,8 @@ struct Broker {
     /// When a room's ring, waiting out its quiet interval, is to be published.
     rings_due: Option<Instant>,
     stats: Stats,
+    /// The store and what waits for it.
+    storage: Storage,
     /// When chat lines handled this turn were read, for the fan-out latency.
     lines_this_turn: Vec<Instant>,
     started_at: u64,
@@ -227,6 +254,15 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         .map_err(|source| BrokerError::StateWriter { path: state_path.clone(), source })?;
     // Before the clock is read: with LDAP or sssd the names can take a while.
     let access = Access::new(uid, service_user, config.admin_group.as_deref());
+    // Its thread starts here, after ChildSignals blocked the signals: it inherits the mask.
+    let storage = match config.store_target() {
+        None => Storage::none(),
+        Some(target) => {
+            let waker = mio::Waker::new(poll.registry(), STORE).map_err(BrokerError::StoreWaker)?;
+            Storage::start(target, config.history_days, Arc::new(waker))
+                .map_err(|unusable| BrokerError::Store(unusable.0))?
+        }
+    };
     let now = Instant::now();
     let mut broker = Broker {
         poll,
@@ -237,6 +273,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
             let mut rooms = Rooms::new(now);
             rooms.set_history_lines(config.history_lines);
             rooms.set_max_rooms(config.max_rooms);
+            rooms.set_store(storage.is_on());
             rooms
         },
         next_id: FIRST_PEER as MemberId,
@@ -256,6 +293,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         stop_at: None,
         rings_due: None,
         stats: Stats::new(now),
+        storage,
         lines_this_turn: Vec::new(),
         started_at: crate::clock::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
@@ -301,6 +339,7 @@ impl Broker {
                     SIGNALS => {}
                     CONTROL => self.accept_controls(),
                     control::STATE_SAVED => self.state_saved(),
+                    STORE => self.store_answers(),
                     Token(token) if self.controls.contains_key(&(token as MemberId)) => {
                         self.serve_control(token as MemberId, event);
                     }
@@ -317,6 +356,8 @@ impl Broker {
                 }
                 self.remove_doomed();
             }
+            // Before the flush: a room's stored history is delivered in the same turn.
+            self.store_turn(Instant::now());
             self.peers.flush();
             self.remove_doomed();
             // What the removals told is written before the rings show what came after it.
@@ -334,7 +375,10 @@ impl Broker {
     /// The next moment the loop must wake without I/O: an operator's shutdown, or a control
     /// connection's time limit.
     fn next_deadline(&self) -> Option<Instant> {
-        [self.stop_at, self.control_deadline(), self.rings_due].into_iter().flatten().min()
+        [self.stop_at, self.control_deadline(), self.rings_due, self.storage.next_wake()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// An operator's `shutdown --grace` is over: the master stops the daemon (the broker
@@ -363,6 +407,7 @@ impl Broker {
                             self.rooms.set_history_lines(config.history_lines);
                             self.rooms.set_max_rooms(config.max_rooms);
                             self.peers.set_ring_bytes(config.ring_bytes);
+                            self.storage.set_history_days(config.history_days);
                             self.access = Access::new(
                                 self.uid,
                                 self.access.service_user(),
@@ -386,6 +431,9 @@ impl Broker {
     /// [`GOODBYE_GRACE`] to leave. Departures are not announced from here on: everyone is
     /// leaving for the same reason, and each session says so to its own client.
     fn say_goodbye(&mut self) {
+        // Everything said until now goes to the store: a restart loses none of it.
+        self.store_turn(Instant::now());
+        self.storage.finish();
         self.peers.forget_doomed();
         self.peers.publish_all_rings();
         let deadline = Instant::now() + GOODBYE_GRACE;

@@ -11,6 +11,12 @@
 //! after a broker restart ([`Rooms::resume`]) gets them replayed: lines that were re-sent by
 //! sessions that came back before it would otherwise never reach it. The session drops the
 //! ones it already showed (by sender and sequence number).
+//!
+//! With a store (`stored`), rooms also say what to keep on disk (the lines and topics, taken
+//! once per loop turn) and take a room's stored topic and history when the store answers, after
+//! the room was made; this module still never waits for it.
+
+mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -55,6 +61,8 @@ struct Room {
     recent: VecDeque<(Instant, Event)>,
     /// The last `history_lines` lines, shown to whoever enters.
     history: VecDeque<HistoryLine>,
+    /// The store has not yet said what this room had (`stored`).
+    loading: Option<stored::Loading>,
 }
 
 impl Room {
@@ -65,6 +73,7 @@ impl Room {
             members: BTreeSet::new(),
             recent: VecDeque::new(),
             history: VecDeque::new(),
+            loading: None,
         }
     }
 }
@@ -106,6 +115,8 @@ pub struct Rooms {
     /// room's ring from then on), and keys of rooms that vanished meanwhile.
     entered: Vec<MemberId>,
     vanished: Vec<String>,
+    /// What the store is to keep, and rooms it is to load (`stored`).
+    store: stored::ToStore,
 }
 
 /// What changed in the rooms' membership since it was last asked (see [`Rooms::take_changes`]).
@@ -176,6 +187,7 @@ impl Rooms {
             max_rooms: usize::MAX,
             entered: Vec::new(),
             vanished: Vec::new(),
+            store: stored::ToStore::default(),
         }
     }
 
@@ -363,7 +375,8 @@ impl Rooms {
         };
         self.register(id, session, &taken);
         let key = names::fold(room_name);
-        let room = self.rooms.entry(key.clone()).or_insert_with(|| Room::new(room_name));
+        self.make_room(&key, room_name);
+        let Some(room) = self.rooms.get_mut(&key) else { return Vec::new() };
         room.members.insert(id);
         self.entered.push(id);
         if room.topic.is_none() {
@@ -443,8 +456,13 @@ impl Rooms {
     /// Puts a member (who is in no room) into room `name`, creating it if needed.
     fn enter(&mut self, id: MemberId, name: &str) -> Vec<Delivery> {
         let key = names::fold(name);
-        let room = self.rooms.entry(key.clone()).or_insert_with(|| Room::new(name));
+        self.make_room(&key, name);
+        let Some(room) = self.rooms.get_mut(&key) else { return Vec::new() };
         room.members.insert(id);
+        if let Some(loading) = &mut room.loading {
+            // Its stored history follows when the store answers.
+            loading.waiting.push(id);
+        }
         self.entered.push(id);
         let room_name = room.name.clone();
         let topic = room.topic.clone();
@@ -526,13 +544,14 @@ impl Rooms {
                 room.recent.pop_front();
             }
             room.recent.push_back((now, event.clone()));
-            if self.history_lines > 0
-                && let Some(line) = history_line(&event, self.unix_now)
-            {
-                if room.history.len() >= self.history_lines {
-                    room.history.pop_front();
+            if let Some(line) = history_line(&event, self.unix_now) {
+                self.store.keep_line(&key, &event, &line);
+                if self.history_lines > 0 {
+                    if room.history.len() >= self.history_lines {
+                        room.history.pop_front();
+                    }
+                    room.history.push_back(line);
                 }
-                room.history.push_back(line);
             }
         }
         vec![room(&key, event)]
@@ -653,6 +672,7 @@ impl Rooms {
             Some(raw) => match clean_text(raw) {
                 Ok(text) => {
                     room.topic = Some(text.clone());
+                    self.store.keep_topic(&key, &text);
                     vec![self::room(
                         &key,
                         Event::TopicChanged { room: room.name.clone(), by, text },

@@ -30,6 +30,8 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// How long chatctl waits for the daemon's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long chatctl waits for a backup (the broker gives it 120 s).
+const BACKUP_ANSWER_TIMEOUT: Duration = Duration::from_secs(125);
 
 /// Control a running chatd: see who is on, remove and ban users, announce, reload, stop.
 ///
@@ -122,6 +124,37 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         message: Option<String>,
     },
+    /// Write a consistent copy of the live database (SQLite) to FILE, which must not exist.
+    Backup { file: PathBuf },
+    /// Stored lines of ROOM, oldest first (at most 10000), with their times in UTC.
+    History {
+        room: String,
+        /// From this time (2026-12-01T10:00:00Z) or this long ago (2h, 3days). Default: all
+        /// that is kept.
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<u64>,
+    },
+    /// Delete every stored line said under NICK (for a person who asks for it).
+    Forget { nick: String },
+}
+
+/// Most lines one `chatctl history` prints.
+pub const HISTORY_LIMIT: u32 = 10_000;
+
+/// `2026-12-01T10:00:00Z` or an age like `2h`: Unix seconds.
+fn parse_since(text: &str) -> Result<u64, String> {
+    let at = match humantime::parse_rfc3339_weak(text) {
+        Ok(at) => at,
+        Err(_) => {
+            let ago = humantime::parse_duration(text).map_err(|_| {
+                format!("{text:?} is neither a time (2026-12-01T10:00:00Z) nor an age (2h, 3days)")
+            })?;
+            std::time::SystemTime::now()
+                .checked_sub(ago)
+                .ok_or_else(|| format!("{text} ago is before the epoch"))?
+        }
+    };
+    Ok(at.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs()))
 }
 
 /// `30`, `90s`, `10m`, `12h`, `7d`, `1h 30m`: seconds.
@@ -207,15 +240,26 @@ pub fn request(command: &Command) -> Result<ControlRequest, CtlError> {
         Command::Shutdown { grace, message } => {
             ControlRequest::Shutdown { grace_seconds: grace, message }
         }
+        Command::Backup { .. } => ControlRequest::Backup,
+        Command::History { room, since } => {
+            ControlRequest::History { room, since: since.unwrap_or(0), limit: HISTORY_LIMIT }
+        }
+        Command::Forget { nick } => ControlRequest::Forget { nick },
     })
 }
 
-/// Sends one request and reads its answer.
-pub fn exchange(path: &Path, request: ControlRequest) -> Result<ControlReply, CtlError> {
+/// Sends one request and reads its answer; `attached` goes with the request's first byte.
+pub fn exchange(
+    path: &Path,
+    request: ControlRequest,
+    attached: Option<&std::fs::File>,
+) -> Result<ControlReply, CtlError> {
     let mut stream = UnixStream::connect(path)
         .map_err(|source| CtlError::Connect { path: path.to_path_buf(), source })?;
     let exchange_error = |source| CtlError::Exchange { path: path.to_path_buf(), source };
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(exchange_error)?;
+    // A backup takes as long as copying the database does.
+    let timeout = if attached.is_some() { BACKUP_ANSWER_TIMEOUT } else { ANSWER_TIMEOUT };
+    stream.set_read_timeout(Some(timeout)).map_err(exchange_error)?;
     let frame = codec::frame(&ControlFrame { version: CONTROL_VERSION, request })
         .map_err(|err| exchange_error(io::Error::other(err)))?;
     if frame.len() > codec::HEADER_LEN + MAX_REQUEST_LEN {
@@ -227,7 +271,10 @@ pub fn exchange(path: &Path, request: ControlRequest) -> Result<ControlReply, Ct
     }
     // A caller chatd refuses is answered and closed at once, possibly before this write: its
     // answer is waiting to be read, and says more than the broken pipe.
-    let written = stream.write_all(&frame);
+    let written = match attached {
+        None => stream.write_all(&frame),
+        Some(file) => send_attached(&mut stream, &frame, file),
+    };
     let mut received = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
     loop {
@@ -254,6 +301,26 @@ pub fn exchange(path: &Path, request: ControlRequest) -> Result<ControlReply, Ct
     }
 }
 
+/// Writes `frame` with `file` attached to its first bytes (the first write carries it).
+fn send_attached(stream: &mut UnixStream, frame: &[u8], file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let sent = crate::fd_passing::send_with_fds(stream.as_fd(), frame, &[file.as_fd()])?;
+    stream.write_all(&frame[sent..])
+}
+
+/// Creates the empty file a backup goes into, readable by its owner only: it holds
+/// everything people said.
+fn create_backup_file(path: &Path) -> Result<std::fs::File, CtlError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| CtlError::Usage(format!("cannot create {}: {err}", path.display())))
+}
+
 /// Runs chatctl; returns the exit status.
 pub fn run(ctl: Ctl) -> u8 {
     let request = match request(&ctl.command) {
@@ -263,8 +330,25 @@ pub fn run(ctl: Ctl) -> u8 {
             return EXIT_USAGE;
         }
     };
+    let backup = match &ctl.command {
+        Command::Backup { file } => match create_backup_file(file) {
+            Ok(created) => Some((file.clone(), created)),
+            Err(err) => {
+                eprintln!("chatctl: {err}");
+                return EXIT_FAILED;
+            }
+        },
+        _ => None,
+    };
     let path = control_socket(ctl.runtime_dir.as_deref());
-    let reply = match exchange(&path, request) {
+    let answer = exchange(&path, request, backup.as_ref().map(|(_, file)| file));
+    if let Some((file, _)) = &backup
+        && !matches!(answer, Ok(ControlReply::BackedUp { .. }))
+    {
+        // Nothing or part of a copy: no file that looks like a backup is left behind.
+        let _ = std::fs::remove_file(file);
+    }
+    let reply = match answer {
         Ok(reply) => reply,
         Err(err @ CtlError::Usage(_)) => {
             eprintln!("chatctl: {err}");
@@ -295,6 +379,11 @@ pub fn run(ctl: Ctl) -> u8 {
             if let Err(err) = output::write_atomically(file, &text) {
                 eprintln!("chatctl: cannot write {}: {err}", file.display());
                 return EXIT_FAILED;
+            }
+        }
+        Command::Backup { file } if !ctl.json => {
+            if let ControlReply::BackedUp { bytes } = reply {
+                println!("backed up to {} ({bytes} bytes)", file.display());
             }
         }
         _ => print!("{text}"),

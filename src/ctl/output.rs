@@ -8,7 +8,9 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::moderation::Ban;
-use crate::proto::control::{ControlReply, Counted, RoomRow, Status, UserRow};
+use crate::proto::control::{
+    ControlReply, Counted, RoomRow, Status, StoreStatus, StoredRow, UserRow,
+};
 use crate::text::{age, columns};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,21 @@ fn json(reply: &ControlReply) -> String {
         ControlReply::VersionMismatch { broker } => {
             Ok(json!({ "ok": false, "error": version_mismatch(*broker) }))
         }
+        ControlReply::Stored(rows) => Ok(serde_json::Value::Array(
+            rows.iter()
+                .map(|row| {
+                    json!({
+                        "id": row.id,
+                        "at": row.at,
+                        "time": utc(row.at),
+                        "from": row.from,
+                        "action": row.action,
+                        "text": row.text,
+                    })
+                })
+                .collect(),
+        )),
+        ControlReply::BackedUp { bytes } => Ok(json!({ "ok": true, "bytes": bytes })),
     };
     match value.and_then(|value| serde_json::to_string_pretty(&value)) {
         Ok(text) => format!("{text}\n"),
@@ -72,7 +89,48 @@ fn human(reply: &ControlReply) -> String {
             format!("{message}\n")
         }
         ControlReply::VersionMismatch { broker } => format!("{}\n", version_mismatch(*broker)),
+        ControlReply::Stored(rows) => stored_lines(rows),
+        ControlReply::BackedUp { bytes } => format!("backed up ({bytes} bytes)\n"),
     }
+}
+
+/// A Unix time as RFC 3339 in UTC, to the second.
+fn utc(at: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+        .to_string()
+}
+
+/// `chatctl history`: a line per stored line, as it was shown, with its time in UTC.
+fn stored_lines(rows: &[StoredRow]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let (before, after) = if row.action { ("* ", " ") } else { ("<", "> ") };
+        let _ = writeln!(out, "{} {before}{}{after}{}", utc(row.at), row.from, row.text);
+    }
+    out
+}
+
+/// The `store` row of `chatctl status`.
+fn store_row(store: Option<&StoreStatus>) -> String {
+    let Some(store) = store else {
+        return "none (history_days = 0: history is kept in memory only)".to_string();
+    };
+    let mut text = format!(
+        "{} {}, {}, {} lines waiting, last write {:.1} ms (longest {:.1} ms)",
+        store.kind,
+        store.location,
+        bytes(store.bytes),
+        store.waiting_lines,
+        store.write_ms_last,
+        store.write_ms_max
+    );
+    if store.dropped_lines > 0 {
+        let _ = write!(text, ", {} lines not stored (too many waited)", store.dropped_lines);
+    }
+    if let Some(why) = &store.failing {
+        text = format!("failing ({why}); {text}");
+    }
+    text
 }
 
 fn bytes(count: u64) -> String {
@@ -141,6 +199,7 @@ fn human_status(s: &Status) -> String {
         );
     }
     row("moderation", format!("{} ban(s), {} mute(s)", s.bans, s.mutes));
+    row("store", store_row(s.store.as_ref()));
     out
 }
 
@@ -326,6 +385,36 @@ fn prometheus(s: &Status) -> String {
             ),
         ]);
     }
+    if let Some(store) = &s.store {
+        let kind = format!("{{kind=\"{}\"}}", label(&store.kind));
+        metrics.extend([
+            (
+                "chatd_store_up",
+                "gauge",
+                "Whether the store works (1) or fails (0).",
+                vec![(kind, if store.failing.is_none() { 1.0 } else { 0.0 })],
+            ),
+            ("chatd_store_bytes", "gauge", "Bytes the database takes.", one(store.bytes)),
+            (
+                "chatd_store_waiting_lines",
+                "gauge",
+                "Lines said and not yet written to the store.",
+                one(store.waiting_lines),
+            ),
+            (
+                "chatd_store_written_lines_total",
+                "counter",
+                "Lines written to the store since the broker started.",
+                one(store.written_lines),
+            ),
+            (
+                "chatd_store_dropped_lines_total",
+                "counter",
+                "Lines not stored because too many waited.",
+                one(store.dropped_lines),
+            ),
+        ]);
+    }
     let mut out = String::new();
     for (name, kind, help, samples) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -348,6 +437,15 @@ fn prometheus(s: &Status) -> String {
     let _ = writeln!(out, "chatd_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {total}");
     let _ = writeln!(out, "chatd_fanout_latency_seconds_sum {}", histogram.sum_seconds);
     let _ = writeln!(out, "chatd_fanout_latency_seconds_count {total}");
+    if let Some(store) = &s.store {
+        let _ = writeln!(
+            out,
+            "# HELP chatd_store_write_seconds How long the store's writes (one transaction each) took."
+        );
+        let _ = writeln!(out, "# TYPE chatd_store_write_seconds summary");
+        let _ = writeln!(out, "chatd_store_write_seconds_sum {}", store.write_seconds);
+        let _ = writeln!(out, "chatd_store_write_seconds_count {}", store.writes);
+    }
     out
 }
 

@@ -23,7 +23,7 @@ use super::Master;
 use super::listen::{self, BrokerSocket, ListenError};
 use super::supervision::{CRASH_LOOP_THRESHOLD, CrashLoop};
 use crate::clock::unix_now;
-use crate::config::{Config, ConfigSource, SessionLimits};
+use crate::config::{Config, ConfigSource, EXIT_UNUSABLE_SETTINGS, SessionLimits};
 use crate::logging;
 use crate::proto::report::{self, REPORT_MAX, Report};
 use crate::sys::{self, Forked};
@@ -287,7 +287,15 @@ impl Master {
             if Some(pid) == self.broker.pid {
                 self.broker.pid = None;
                 self.drop_link();
-                if self.shutdown.is_none() {
+                if self.shutdown.is_none()
+                    && matches!(status, WaitStatus::Exited(_, code) if code == EXIT_UNUSABLE_SETTINGS)
+                {
+                    error!(
+                        "the broker cannot work with these settings (see its error); chatd stops"
+                    );
+                    self.broker_unusable = true;
+                    self.begin_shutdown();
+                } else if self.shutdown.is_none() {
                     error!("broker pid {pid} died ({})", how.as_deref().unwrap_or("exit status 0"));
                     self.figures.broker_restarts += 1;
                     self.schedule_broker_restart();

@@ -156,7 +156,7 @@ impl Master {
                     Ok(Some(MasterEvent::Stop)) => {
                         info!("an operator asked for a shutdown");
                         if self.shutdown.is_none() {
-                            self.begin_shutdown(SIGTERM);
+                            self.shutdown_on_signal(SIGTERM);
                         }
                         return;
                     }

@@ -114,6 +114,10 @@ pub enum MasterError {
          `ulimit -n`)"
     )]
     TooFewDescriptors { hard: u64, spare: u64 },
+    #[error(
+        "the broker cannot work with these settings (its error is logged above); chatd stopped"
+    )]
+    BrokerUnusable,
 }
 
 /// Running in the background (`--daemon`), for inits without systemd.
@@ -169,6 +173,8 @@ struct Master {
     runtime_lost: Option<String>,
     accept_paused_until: Option<Instant>,
     shutdown: Option<Shutdown>,
+    /// The broker exited saying its settings cannot work: the daemon stops, and fails.
+    broker_unusable: bool,
     /// systemd's watchdog, when `WatchdogSec` is set.
     watchdog: Option<Watchdog>,
     /// What the children run.
@@ -279,6 +285,7 @@ pub fn run(
         runtime_lost: None,
         accept_paused_until: None,
         shutdown: None,
+        broker_unusable: false,
         watchdog: None,
         roles,
     };
@@ -335,6 +342,9 @@ impl Master {
             if let Some(shutdown) = &self.shutdown {
                 if self.sessions.is_empty() && self.broker.pid.is_none() {
                     info!("all children gone; exiting");
+                    if self.broker_unusable {
+                        return Err(MasterError::BrokerUnusable);
+                    }
                     return Ok(());
                 }
                 if shutdown.killed && Instant::now() >= shutdown.kill_at + SHUTDOWN_GRACE {
@@ -369,7 +379,7 @@ impl Master {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
             match signal {
-                SIGTERM | SIGINT if self.shutdown.is_none() => self.begin_shutdown(signal),
+                SIGTERM | SIGINT if self.shutdown.is_none() => self.shutdown_on_signal(signal),
                 SIGTERM | SIGINT | SIGQUIT => self.kill_everything("told again to stop"),
                 SIGHUP => {
                     let _ = self.reload();
@@ -516,9 +526,14 @@ impl Master {
         }
     }
 
-    fn begin_shutdown(&mut self, signal: i32) {
+    pub(super) fn shutdown_on_signal(&mut self, signal: i32) {
         let name = Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string());
         info!("received {name}; shutting down");
+        self.begin_shutdown();
+    }
+
+    /// Stops accepting and asks every child to end; the loop ends once they have.
+    pub(super) fn begin_shutdown(&mut self) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::moderation::Ban;
 
-/// Version of the operator protocol.
-pub const CONTROL_VERSION: u32 = 1;
+/// Version of the operator protocol. 2: the store (`Backup`, `History`, `Forget`, the
+/// store's figures in [`Status`]).
+pub const CONTROL_VERSION: u32 = 2;
 
 /// Largest request payload the broker reads on `control.sock`. Requests are a verb and a few
 /// words; the largest legitimate one is `motd --file`, which chatctl holds to
@@ -74,6 +75,19 @@ pub enum ControlRequest {
         grace_seconds: u64,
         message: Option<String>,
     },
+    /// A consistent copy of the live database into the empty file that comes with this
+    /// frame (SCM_RIGHTS): chatctl creates it, so it may be anywhere the operator can write.
+    Backup,
+    /// Stored lines of `room` said at or after `since` (Unix seconds), oldest first.
+    History {
+        room: String,
+        since: u64,
+        limit: u32,
+    },
+    /// Delete every stored line said under `nick`, and those the rooms keep in memory.
+    Forget {
+        nick: String,
+    },
 }
 
 /// broker → chatctl.
@@ -94,6 +108,45 @@ pub enum ControlReply {
     VersionMismatch {
         broker: u32,
     },
+    /// Answer to `History`.
+    Stored(Vec<StoredRow>),
+    /// Answer to `Backup`: the copy is written and this long.
+    BackedUp {
+        bytes: u64,
+    },
+}
+
+/// A stored line, for `chatctl history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRow {
+    pub id: i64,
+    /// Unix seconds.
+    pub at: u64,
+    pub from: String,
+    pub action: bool,
+    pub text: String,
+}
+
+/// The store's figures (`None` in [`Status`] when `history_days` is 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// "sqlite" or "postgres".
+    pub kind: String,
+    /// The file, or the server's address without its password.
+    pub location: String,
+    pub bytes: u64,
+    /// Lines said and not yet written.
+    pub waiting_lines: u64,
+    pub written_lines: u64,
+    /// Lines not stored because too many waited.
+    pub dropped_lines: u64,
+    /// Why the store does not work now, while it does not.
+    pub failing: Option<String>,
+    /// Writes done, and the seconds they took in all.
+    pub writes: u64,
+    pub write_seconds: f64,
+    pub write_ms_last: f64,
+    pub write_ms_max: f64,
 }
 
 /// One user, for `chatctl who`.
@@ -177,4 +230,5 @@ pub struct Status {
     pub bans: u64,
     pub mutes: u64,
     pub fanout_latency: Histogram,
+    pub store: Option<StoreStatus>,
 }

@@ -31,8 +31,9 @@ use serde::{Deserialize, Serialize};
 /// another version. 6: the master's frames left `Request`/`Event` and every connection opens
 /// with a [`Greeting`]. 7: room broadcasts travel in each room's ring ([`broadcast`]); the
 /// socket carries `RingMark` and `RingHandover`; a session says how far it read, or that it
-/// fell behind.
-pub const PROTOCOL_VERSION: u32 = 7;
+/// fell behind. 8: `/history` and `/search` ask the broker's store (`History`, `Search`,
+/// `HistoryPage`, `SearchResults`, `Failure::Unavailable`).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The first frame on every connection to `broker.sock`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +105,11 @@ pub enum Request {
     /// broker drops a member that stays more than a ring behind (a session that stopped, or
     /// one that does not read its ring at all) as too slow.
     RingRead { position: u64 },
+    /// `/history [N]`: `count` lines of the current room said before the line `before` (a
+    /// cursor from the previous [`Event::HistoryPage`]; `None`: the newest).
+    History { before: Option<i64>, count: u16 },
+    /// `/search WORDS`: lines of the current room that have every word.
+    Search { words: String },
 }
 
 /// Broker → session.
@@ -176,6 +182,11 @@ pub enum Event {
     /// boundary): the frame carries the ring's memfd and its doorbell (an eventfd), in that
     /// order, as SCM_RIGHTS. Records of the old ring up to the last mark still come first.
     RingHandover { start: u64 },
+    /// Answer to `History`: lines of `room`, oldest first; `before` is the cursor of the page
+    /// before this one (`None`: there is nothing earlier).
+    HistoryPage { room: String, lines: Vec<HistoryLine>, before: Option<i64> },
+    /// Answer to `Search`: the lines of `room` that match `words`, newest first.
+    SearchResults { room: String, words: String, lines: Vec<HistoryLine> },
 }
 
 /// A line of a room's history.
@@ -258,6 +269,9 @@ pub enum Failure {
     OutOfSequence {
         seq: u64,
     },
+    /// What was asked needs the store, which cannot answer now, or this server keeps none;
+    /// the text says which.
+    Unavailable(String),
 }
 
 /// A message set that a caller sends to the broker after its [`Greeting`]: which hello opens

@@ -23,7 +23,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use super::codec::{decode_frame, frame};
 use super::control::{
     ControlFrame, ControlReply, ControlRequest, Counted, Histogram, MasterFigures, RoomRow, Status,
-    UserRow,
+    StoreStatus, StoredRow, UserRow,
 };
 use super::master::{MasterEvent, MasterHello, MasterRequest};
 use super::{
@@ -163,6 +163,8 @@ fn request_samples() -> Vec<Request> {
         Request::Whois { nick: text() },
         Request::FellBehind,
         Request::RingRead { position: 0 },
+        Request::History { before: None, count: 0 },
+        Request::Search { words: text() },
     ]
 }
 
@@ -199,6 +201,10 @@ fn request_like(sample: &Request) -> BoxedStrategy<Request> {
         Request::RingRead { .. } => {
             any::<u64>().prop_map(|position| Request::RingRead { position }).boxed()
         }
+        Request::History { .. } => (proptest::option::of(any::<i64>()), any::<u16>())
+            .prop_map(|(before, count)| Request::History { before, count })
+            .boxed(),
+        Request::Search { .. } => any_text().prop_map(|words| Request::Search { words }).boxed(),
     }
 }
 
@@ -243,6 +249,7 @@ fn failure_samples() -> Vec<Failure> {
         Failure::NickBanned(text()),
         Failure::NickLookalike { nick: text(), existing: text() },
         Failure::OutOfSequence { seq: 0 },
+        Failure::Unavailable(text()),
     ]
 }
 
@@ -270,6 +277,7 @@ fn failure_like(sample: &Failure) -> BoxedStrategy<Failure> {
         Failure::OutOfSequence { .. } => {
             any::<u64>().prop_map(|seq| Failure::OutOfSequence { seq }).boxed()
         }
+        Failure::Unavailable(_) => any_text().prop_map(Failure::Unavailable).boxed(),
     }
 }
 
@@ -278,6 +286,15 @@ fn any_failure() -> BoxedStrategy<Failure> {
 }
 
 // --- Event ----------------------------------------------------------------------------------
+
+fn history_lines() -> BoxedStrategy<Vec<HistoryLine>> {
+    proptest::collection::vec(
+        (any::<u64>(), any_text(), any::<bool>(), any_text())
+            .prop_map(|(at, from, action, text)| HistoryLine { at, from, action, text }),
+        0..6,
+    )
+    .boxed()
+}
 
 fn event_samples() -> Vec<Event> {
     let text = String::new;
@@ -315,6 +332,8 @@ fn event_samples() -> Vec<Event> {
         Event::Dropped { reason: LeaveReason::TooSlow },
         Event::RingMark { position: 0 },
         Event::RingHandover { start: 0 },
+        Event::HistoryPage { room: text(), lines: vec![], before: None },
+        Event::SearchResults { room: text(), words: text(), lines: vec![] },
     ]
 }
 
@@ -379,15 +398,16 @@ fn event_like(sample: &Event) -> BoxedStrategy<Event> {
         Event::IsAway { .. } => (any_text(), any_text())
             .prop_map(|(nick, reason)| Event::IsAway { nick, reason })
             .boxed(),
-        Event::History { .. } => (
-            any_text(),
-            proptest::collection::vec(
-                (any::<u64>(), any_text(), any::<bool>(), any_text())
-                    .prop_map(|(at, from, action, text)| HistoryLine { at, from, action, text }),
-                0..6,
-            ),
-        )
+        Event::History { .. } => (any_text(), history_lines())
             .prop_map(|(room, lines)| Event::History { room, lines })
+            .boxed(),
+        Event::HistoryPage { .. } => {
+            (any_text(), history_lines(), proptest::option::of(any::<i64>()))
+                .prop_map(|(room, lines, before)| Event::HistoryPage { room, lines, before })
+                .boxed()
+        }
+        Event::SearchResults { .. } => (any_text(), any_text(), history_lines())
+            .prop_map(|(room, words, lines)| Event::SearchResults { room, words, lines })
             .boxed(),
         Event::WhoIs(_) => (any_text(), any_text(), any::<u64>(), any::<u64>(), maybe_text())
             .prop_map(|(nick, room, connected_seconds, idle_seconds, away)| {
@@ -491,6 +511,9 @@ fn control_request_samples() -> Vec<ControlRequest> {
         ControlRequest::Motd { text: None },
         ControlRequest::Reload,
         ControlRequest::Shutdown { grace_seconds: 0, message: None },
+        ControlRequest::Backup,
+        ControlRequest::History { room: text(), since: 0, limit: 0 },
+        ControlRequest::Forget { nick: text() },
     ]
 }
 
@@ -531,6 +554,13 @@ fn control_request_like(sample: &ControlRequest) -> BoxedStrategy<ControlRequest
                 message,
             })
             .boxed(),
+        ControlRequest::Backup => Just(ControlRequest::Backup).boxed(),
+        ControlRequest::History { .. } => (any_text(), any::<u64>(), any::<u32>())
+            .prop_map(|(room, since, limit)| ControlRequest::History { room, since, limit })
+            .boxed(),
+        ControlRequest::Forget { .. } => {
+            any_text().prop_map(|nick| ControlRequest::Forget { nick }).boxed()
+        }
     }
 }
 
@@ -575,31 +605,62 @@ fn any_status() -> impl Strategy<Value = Status> {
         (-1e9..1e9f64, -1e9..1e9f64),
         any_counted(),
         proptest::collection::vec(0.0..10.0f64, 0..4),
+        proptest::option::of(any_store_status()),
     );
-    figures.prop_map(|(version, protocol, master, broker_pid, n, (mps, dps), drops, bounds)| {
-        let counts = vec![n[0]; bounds.len() + 1];
-        Status {
-            version,
-            protocol,
-            master,
-            broker_pid,
-            broker_started_at: n[0],
-            now: n[1],
-            sessions: n[2],
-            users: n[3],
-            rooms: n[4],
-            messages: n[5],
-            deliveries: n[6],
-            messages_per_second: mps,
-            deliveries_per_second: dps,
-            bytes_received: n[7],
-            bytes_sent: n[8],
-            drops,
-            bans: n[9],
-            mutes: n[10],
-            fanout_latency: Histogram { bounds, counts, sum_seconds: mps.abs() },
-        }
-    })
+    figures.prop_map(
+        |(version, protocol, master, broker_pid, n, (mps, dps), drops, bounds, store)| {
+            let counts = vec![n[0]; bounds.len() + 1];
+            Status {
+                version,
+                protocol,
+                master,
+                broker_pid,
+                broker_started_at: n[0],
+                now: n[1],
+                sessions: n[2],
+                users: n[3],
+                rooms: n[4],
+                messages: n[5],
+                deliveries: n[6],
+                messages_per_second: mps,
+                deliveries_per_second: dps,
+                bytes_received: n[7],
+                bytes_sent: n[8],
+                drops,
+                bans: n[9],
+                mutes: n[10],
+                fanout_latency: Histogram { bounds, counts, sum_seconds: mps.abs() },
+                store,
+            }
+        },
+    )
+}
+
+fn any_store_status() -> impl Strategy<Value = StoreStatus> {
+    (
+        any_text(),
+        any_text(),
+        any::<[u64; 5]>(),
+        maybe_text(),
+        (0.0..1e6f64, 0.0..1e6f64, 0.0..1e6f64),
+    )
+        .prop_map(
+            |(kind, location, n, failing, (write_seconds, write_ms_last, write_ms_max))| {
+                StoreStatus {
+                    kind,
+                    location,
+                    bytes: n[0],
+                    waiting_lines: n[1],
+                    written_lines: n[2],
+                    dropped_lines: n[3],
+                    failing,
+                    writes: n[4],
+                    write_seconds,
+                    write_ms_last,
+                    write_ms_max,
+                }
+            },
+        )
 }
 
 fn control_reply_samples() -> Vec<ControlReply> {
@@ -614,6 +675,8 @@ fn control_reply_samples() -> Vec<ControlReply> {
         ControlReply::Failed(text()),
         ControlReply::Denied(text()),
         ControlReply::VersionMismatch { broker: 0 },
+        ControlReply::Stored(vec![]),
+        ControlReply::BackedUp { bytes: 0 },
     ]
 }
 
@@ -668,6 +731,16 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
         ControlReply::Denied(_) => any_text().prop_map(ControlReply::Denied).boxed(),
         ControlReply::VersionMismatch { .. } => {
             any::<u32>().prop_map(|broker| ControlReply::VersionMismatch { broker }).boxed()
+        }
+        ControlReply::Stored(_) => proptest::collection::vec(
+            (any::<i64>(), any::<u64>(), any_text(), any::<bool>(), any_text())
+                .prop_map(|(id, at, from, action, text)| StoredRow { id, at, from, action, text }),
+            0..4,
+        )
+        .prop_map(ControlReply::Stored)
+        .boxed(),
+        ControlReply::BackedUp { .. } => {
+            any::<u64>().prop_map(|bytes| ControlReply::BackedUp { bytes }).boxed()
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum Command {
     Back,
     /// `/whois NICK`
     Whois(String),
+    /// `/history [N]`: how many lines, as typed.
+    History(Option<String>),
+    /// `/search WORDS`
+    Search(String),
     /// `/reply TEXT`: a private line to whoever last sent one to this user.
     Reply(String),
     /// `/ignore [NICK]`: hide NICK's lines from this session (no NICK: list who is ignored).
@@ -113,6 +117,10 @@ pub fn parse(line: &str) -> Command {
         "/away" => Command::Away(optional(rest)),
         "/back" => no_args(Command::Back),
         "/whois" => one_word(Command::Whois),
+        "/history" if rest.is_empty() => Command::History(None),
+        "/history" => one_word(|count| Command::History(Some(count))),
+        "/search" if !rest.is_empty() => Command::Search(rest.to_string()),
+        "/search" => Command::Usage(usage(&name)),
         "/reply" if !rest.is_empty() => Command::Reply(rest.to_string()),
         "/reply" => Command::Usage(usage(&name)),
         "/ignore" if rest.is_empty() => Command::Ignore(None),
@@ -168,6 +176,11 @@ mod tests {
         assert_eq!(parse("/back"), Command::Back);
         assert_eq!(parse("/back now"), Command::Usage("/back"));
         assert_eq!(parse("/whois bob"), Command::Whois("bob".into()));
+        assert_eq!(parse("/history"), Command::History(None));
+        assert_eq!(parse("/HISTORY 50"), Command::History(Some("50".into())));
+        assert_eq!(parse("/history 5 6"), Command::Usage("/history [N]"));
+        assert_eq!(parse("/search  café 世界 "), Command::Search("café 世界".into()));
+        assert_eq!(parse("/search"), Command::Usage("/search WORDS"));
         assert_eq!(parse("/reply see you"), Command::Reply("see you".into()));
         assert_eq!(parse("/ignore"), Command::Ignore(None));
         assert_eq!(parse("/ignore 小明"), Command::Ignore(Some("小明".into())));

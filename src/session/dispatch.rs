@@ -79,6 +79,19 @@ pub enum Action {
     Terminal { setting: Setting, shown: Shown },
 }
 
+/// Most lines one `/history` asks for (the broker holds to it too).
+pub const MAX_HISTORY_PAGE: u16 = 200;
+/// Lines one `/history` shows unless told.
+const HISTORY_PAGE: u16 = 20;
+
+/// The count of a `/history [N]`: 1 to [`MAX_HISTORY_PAGE`]; `None` if it is not one.
+fn history_count(typed: Option<&str>) -> Option<u16> {
+    match typed {
+        None => Some(HISTORY_PAGE),
+        Some(text) => text.parse().ok().filter(|n| (1..=MAX_HISTORY_PAGE).contains(n)),
+    }
+}
+
 /// Whether `command` is an invalid one: it counts against the error budget.
 pub fn counts_as_error(command: &Command) -> bool {
     matches!(command, Command::Unknown(_) | Command::Usage(_))
@@ -143,6 +156,11 @@ fn chatting(command: Command, view: &View) -> Action {
         }
         Command::Back => Request::Back,
         Command::Whois(nick) => Request::Whois { nick },
+        Command::History(count) => match history_count(count.as_deref()) {
+            Some(count) => Request::History { before: state.history_before, count },
+            None => return shown(&format!("Show 1 to {MAX_HISTORY_PAGE} lines: /history [N]")),
+        },
+        Command::Search(words) => Request::Search { words },
         Command::Reply(text) => {
             return match &state.last_private_from {
                 Some(to) => Action::SendNumbered(Numbered::Private { to: to.clone(), text }),
@@ -414,10 +432,26 @@ mod tests {
             (Command::Away(Some("lunch".into())), Request::Away { reason: "lunch".into() }),
             (Command::Back, Request::Back),
             (Command::Whois("bob".into()), Request::Whois { nick: "bob".into() }),
+            (Command::History(None), Request::History { before: None, count: 20 }),
+            (Command::History(Some("200".into())), Request::History { before: None, count: 200 }),
+            (Command::Search("café".into()), Request::Search { words: "café".into() }),
         ];
         for (command, request) in cases {
             assert_eq!(run(command, &state), Action::Send(request));
         }
+        for wrong in ["0", "201", "many", "-1"] {
+            assert_eq!(
+                run(Command::History(Some(wrong.into())), &state),
+                said("Show 1 to 200 lines: /history [N]")
+            );
+        }
+        // A second /history asks for the page before the one shown.
+        let mut paging = chatting();
+        paging.history_before = Some(41);
+        assert_eq!(
+            run(Command::History(Some("5".into())), &paging),
+            Action::Send(Request::History { before: Some(41), count: 5 })
+        );
         assert_eq!(run(Command::Quit(None), &state), Action::Quit(None));
         assert_eq!(
             run(Command::Quit(Some("bye".into())), &state),

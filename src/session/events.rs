@@ -309,6 +309,9 @@ impl Session {
             Reaction::History { room, lines } => {
                 self.show_all(&render::history(&room, &lines, sys::local_hh_mm));
             }
+            Reaction::Stored { heading, lines, footer } => {
+                self.show_all(&render::stored(&heading, &lines, &footer, sys::local_date_time));
+            }
             Reaction::Registered { admitted, restart_login_grace, notices, lines } => {
                 if admitted {
                     self.report_admission();

@@ -16,6 +16,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("/away [REASON]", "mark yourself away (shown in /who and to /msg senders)"),
     ("/back", "you are back"),
     ("/whois NICK", "where NICK is, for how long, and whether away"),
+    ("/history [N]", "show N earlier lines here (again: the page before)"),
+    ("/search WORDS", "find lines said here that have every word"),
     ("/reply TEXT", "send TEXT to whoever last sent you a private message"),
     ("/ignore [NICK]", "hide NICK's lines and messages (no NICK: list who)"),
     ("/unignore NICK", "show NICK's lines again"),

@@ -228,6 +228,8 @@ pub fn event(event: &Event) -> Vec<Shown> {
         Event::Dropped { .. } => notice::disconnected_by_server(),
         // The ring's bookkeeping: nothing to show.
         Event::RingMark { .. } | Event::RingHandover { .. } => return Vec::new(),
+        // Framed by the session's state (they change where the next /history starts).
+        Event::HistoryPage { .. } | Event::SearchResults { .. } => return Vec::new(),
     };
     vec![line]
 }
@@ -243,6 +245,63 @@ pub fn history(room: &str, lines: &[HistoryLine], hh_mm: impl Fn(u64) -> String)
     ))];
     out.extend(lines.iter().map(|line| history_line(line, &hh_mm(line.at))));
     out.push(system("End of history."));
+    out
+}
+
+/// How stored lines are framed: a heading and a footer around them, or one line alone when
+/// there are none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    Around { heading: String, footer: String },
+    Alone(String),
+}
+
+/// The framing of a `/history` page of `count` lines; `more`: there are earlier ones.
+pub fn history_page(room: &str, count: usize, more: bool) -> Framing {
+    let room = user_text(room);
+    if count == 0 {
+        return Framing::Alone(format!("No earlier lines in {room}."));
+    }
+    let footer = if more {
+        "End of history page; /history again for earlier lines."
+    } else {
+        "End of history page; there is nothing earlier."
+    };
+    Framing::Around {
+        heading: format!(
+            "History of {room}, {count} {}:",
+            if count == 1 { "line" } else { "lines" }
+        ),
+        footer: footer.to_string(),
+    }
+}
+
+/// The framing of `/search WORDS` results (`count`, newest first).
+pub fn search_results(room: &str, words: &str, count: usize) -> Framing {
+    let (room, words) = (user_text(room), user_text(words));
+    if count == 0 {
+        return Framing::Alone(format!("Nothing in {room} matches \"{words}\"."));
+    }
+    Framing::Around {
+        heading: format!(
+            "{count} {} in {room} match \"{words}\", newest first:",
+            if count == 1 { "line" } else { "lines" }
+        ),
+        footer: "End of search.".to_string(),
+    }
+}
+
+/// Stored lines as `/history` and `/search` show them: each with its local date and time
+/// (`when` gives `YYYY-MM-DD HH:MM` from a Unix time), marked as history.
+pub fn stored(
+    heading: &str,
+    lines: &[HistoryLine],
+    footer: &str,
+    when: impl Fn(u64) -> String,
+) -> Vec<Shown> {
+    let mut out = vec![system(heading)];
+    out.extend(lines.iter().map(|line| history_line(line, &when(line.at))));
+    out.push(system(footer));
     out
 }
 
@@ -274,6 +333,15 @@ pub fn failure(failure: &Failure) -> String {
         ),
         Failure::OutOfSequence { .. } => {
             "Not sent: the line was numbered out of sequence".to_string()
+        }
+        Failure::Unavailable(why) => {
+            let why = user_text(why);
+            let mut why = why.into_owned();
+            if let Some(first) = why.get(..1) {
+                let upper = first.to_uppercase();
+                why.replace_range(..1, &upper);
+            }
+            why
         }
     }
 }

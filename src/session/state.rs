@@ -51,6 +51,9 @@ pub enum Reaction {
     Show { lines: Vec<Shown>, ring: bool },
     /// A room's recent lines (the ignored already left out), rendered with the local time.
     History { room: String, lines: Vec<HistoryLine> },
+    /// Stored lines asked for (`/history`, `/search`), between a heading and a footer,
+    /// rendered with their dates.
+    Stored { heading: String, lines: Vec<HistoryLine>, footer: String },
     /// The broker answered this session's login or re-registration. `admitted`: the client now
     /// has a nickname (the master is told once); `restart_login_grace`: it must choose one
     /// again, with a fresh grace time. `notices` are written one by one, then `lines` at once.
@@ -77,6 +80,9 @@ pub struct SessionState {
     ignored_keys: Vec<String>,
     /// Who last sent this user a private line, for `/reply`.
     pub last_private_from: Option<String>,
+    /// Where the next `/history` goes on from in this room: the cursor of the page before the
+    /// one shown (`Some(0)` once the oldest was shown; `None`: from the newest).
+    pub history_before: Option<i64>,
     /// The client's address, for log lines.
     peer: SocketAddr,
 }
@@ -90,7 +96,23 @@ impl SessionState {
             ignored: Vec::new(),
             ignored_keys: Vec::new(),
             last_private_from: None,
+            history_before: None,
             peer,
+        }
+    }
+
+    /// Stored lines between the heading and footer `framing` gives, or its one line when there
+    /// are none; the ignored speakers' lines left out.
+    fn stored(&self, framing: render::Framing, lines: &[HistoryLine]) -> Reaction {
+        let lines: Vec<HistoryLine> =
+            lines.iter().filter(|line| !self.is_ignored(&line.from)).cloned().collect();
+        match framing {
+            render::Framing::Alone(line) => {
+                Reaction::Show { lines: vec![render::system(&line)], ring: false }
+            }
+            render::Framing::Around { heading, footer } => {
+                Reaction::Stored { heading, lines, footer }
+            }
         }
     }
 
@@ -224,6 +246,7 @@ impl SessionState {
                 self.reregistration = None;
                 info!("{} logged in as {nick}", self.peer);
                 self.phase = Phase::Chatting { nick: nick.clone(), room: DEFAULT_ROOM.to_string() };
+                self.history_before = None;
                 return Reaction::Registered {
                     admitted: true,
                     restart_login_grace: false,
@@ -267,6 +290,7 @@ impl SessionState {
                     notice::resumed_renamed(&asked, nick)
                 };
                 self.phase = Phase::Chatting { nick: nick.clone(), room: room.clone() };
+                self.history_before = None;
                 return Reaction::Registered {
                     admitted: true,
                     restart_login_grace: false,
@@ -280,6 +304,7 @@ impl SessionState {
                 {
                     *current = room.clone();
                     self.topic_set = None;
+                    self.history_before = None;
                 }
             }
             Event::TopicChanged { by, text, .. } => {
@@ -361,6 +386,21 @@ impl SessionState {
                 return Reaction::Nothing;
             }
             return Reaction::History { room: room.clone(), lines };
+        }
+        match event {
+            Event::HistoryPage { room, lines, before } => {
+                self.history_before = match (lines.is_empty(), before) {
+                    (true, _) => None,
+                    (false, Some(before)) => Some(*before),
+                    (false, None) => Some(0),
+                };
+                return self
+                    .stored(render::history_page(room, lines.len(), before.is_some()), lines);
+            }
+            Event::SearchResults { room, words, lines } => {
+                return self.stored(render::search_results(room, words, lines.len()), lines);
+            }
+            _ => {}
         }
         let ring = self.rings_the_bell(event, bell_on);
         let lines = render::event(event);

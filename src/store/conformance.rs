@@ -15,16 +15,26 @@ use crate::names;
 /// A time in the recent past; every check but `check_expire` says its lines after it.
 const RECENT: u64 = 1_790_000_000;
 
-/// Every check, on one store.
+/// A check of one behaviour; it panics if the store behaves otherwise.
+pub(crate) type Check = fn(&mut dyn Store);
+
+/// Every check, by name. Each passes on an empty store, alone or after the others.
+pub(crate) const CHECKS: [(&str, Check); 8] = [
+    ("write and load_room", check_write_and_load_room),
+    ("duplicates are skipped", check_duplicates_are_skipped),
+    ("paging to the end", check_paging_to_the_end),
+    ("search", check_search),
+    ("since", check_since),
+    ("expire", check_expire),
+    ("forget", check_forget),
+    ("size", check_size),
+];
+
+/// Every check, one after the other on one store.
 pub(crate) fn run_all(store: &mut dyn Store) {
-    check_write_and_load_room(store);
-    check_duplicates_are_skipped(store);
-    check_paging_to_the_end(store);
-    check_search(store);
-    check_since(store);
-    check_expire(store);
-    check_forget(store);
-    check_size(store);
+    for (_, check) in CHECKS {
+        check(store);
+    }
 }
 
 /// Writes the lines of one check: a sender id of its own and line numbers counting up, so
@@ -51,6 +61,11 @@ impl Speaker {
             action: false,
             text: text.into(),
         }
+    }
+
+    /// One line for each (room, at, text), all from `from`.
+    fn says(&mut self, from: &str, said: &[(&str, u64, &str)]) -> Vec<NewLine> {
+        said.iter().map(|(room, at, text)| self.say(room, *at, from, text)).collect()
     }
 }
 
@@ -155,15 +170,18 @@ pub(crate) fn check_search(store: &mut dyn Store) {
     let mut dave = Speaker::new(7_003);
     write_lines(
         store,
-        vec![
-            dave.say(room, RECENT, "dave", "Café au lait"),
-            dave.say(room, RECENT + 1, "dave", "你好世界"),
-            dave.say(room, RECENT + 2, "dave", "a red car"),
-            dave.say(room, RECENT + 3, "dave", "a green apple"),
-            dave.say(room, RECENT + 4, "dave", "the CAFE is closed"),
-            dave.say(room, RECENT + 5, "dave", "red apple pie"),
-            dave.say("conf-search-other", RECENT + 6, "dave", "cafe elsewhere"),
-        ],
+        dave.says(
+            "dave",
+            &[
+                (room, RECENT, "Café au lait"),
+                (room, RECENT + 1, "你好世界"),
+                (room, RECENT + 2, "a red car"),
+                (room, RECENT + 3, "a green apple"),
+                (room, RECENT + 4, "the CAFE is closed"),
+                (room, RECENT + 5, "red apple pie"),
+                ("conf-search-other", RECENT + 6, "cafe elsewhere"),
+            ],
+        ),
     );
 
     let both_cafes = ["the CAFE is closed", "Café au lait"];
@@ -191,12 +209,15 @@ pub(crate) fn check_since(store: &mut dyn Store) {
     let mut erin = Speaker::new(7_004);
     write_lines(
         store,
-        vec![
-            erin.say(room, RECENT + 100, "erin", "at 100"),
-            erin.say(room, RECENT + 200, "erin", "at 200"),
-            erin.say("conf-since-other", RECENT + 250, "erin", "other room"),
-            erin.say(room, RECENT + 300, "erin", "at 300"),
-        ],
+        erin.says(
+            "erin",
+            &[
+                (room, RECENT + 100, "at 100"),
+                (room, RECENT + 200, "at 200"),
+                ("conf-since-other", RECENT + 250, "other room"),
+                (room, RECENT + 300, "at 300"),
+            ],
+        ),
     );
     assert_eq!(texts(&store.since(room, RECENT + 200, 10).unwrap()), ["at 200", "at 300"]);
     assert_eq!(texts(&store.since(room, RECENT + 150, 1).unwrap()), ["at 200"]);
@@ -211,18 +232,23 @@ pub(crate) fn check_expire(store: &mut dyn Store) {
     let mut frank = Speaker::new(7_005);
     write_lines(
         store,
-        vec![
-            frank.say(room, 1_000, "frank", "ancient history"),
-            frank.say("conf-expire-other", 2_000, "frank", "ancient elsewhere"),
-            frank.say(room, 3_000, "frank", "recent enough"),
-        ],
+        frank.says(
+            "frank",
+            &[
+                (room, 1_000, "ancient history"),
+                ("conf-expire-other", 2_000, "ancient elsewhere"),
+                (room, 3_000, "recent enough"),
+                (room, RECENT, "today"),
+            ],
+        ),
     );
     assert_eq!(store.expire(2_500).unwrap(), 2);
-    assert_eq!(texts(&store.page(room, None, 10).unwrap()), ["recent enough"]);
+    assert_eq!(texts(&store.page(room, None, 10).unwrap()), ["recent enough", "today"]);
     assert!(search_texts(store, room, "ancient", 10).is_empty());
     assert!(store.page("conf-expire-other", None, 10).unwrap().is_empty());
     assert_eq!(store.expire(2_500).unwrap(), 0);
-    assert_eq!(store.load_room("conf-load", 10).unwrap().lines.len(), 3, "newer lines stay");
+    assert_eq!(store.expire(3_001).unwrap(), 1);
+    assert_eq!(texts(&store.page(room, None, 10).unwrap()), ["today"]);
 }
 
 /// `forget` deletes a nick's lines under every spelling of it (the nick key), in every

@@ -6,11 +6,13 @@
 //! (that is [`super::commands`]). It never blocks: the stream is non-blocking, and the
 //! request buffer never holds more than one header and [`MAX_REQUEST_LEN`] bytes.
 
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
 
+use crate::fd_passing::FdReceiver;
 use crate::outbuf::OutBuf;
 use crate::proto::codec;
 use crate::proto::control::{ControlFrame, ControlReply, MAX_REQUEST_LEN};
@@ -33,6 +35,8 @@ pub struct ControlClient {
     stream: UnixStream,
     /// The request read so far: at most one header and [`MAX_REQUEST_LEN`] bytes.
     request: Vec<u8>,
+    /// The one descriptor a request may come with (`Backup`'s file); a second is an error.
+    attached: FdReceiver,
     reply: OutBuf,
     pub(super) pid: i32,
     pub(super) uid: u32,
@@ -59,6 +63,7 @@ impl ControlClient {
         ControlClient {
             stream,
             request: Vec::new(),
+            attached: FdReceiver::new(1),
             reply: OutBuf::new(CONTROL_QUEUE_BYTES),
             pid,
             uid,
@@ -97,11 +102,14 @@ impl ControlClient {
                 _ => codec::HEADER_LEN - self.request.len(),
             };
             let take = wanted.min(READ_CHUNK);
-            match self.stream.read(&mut chunk[..take]) {
-                Ok(0) => return Err(Unreadable::Closed),
-                Ok(n) => self.request.extend_from_slice(&chunk[..n]),
+            match self.attached.receive(self.stream.as_fd(), &mut chunk[..take]) {
+                Ok(received) if received.bytes == 0 => return Err(Unreadable::Closed),
+                Ok(received) => self.request.extend_from_slice(&chunk[..received.bytes]),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                    return Err(Unreadable::Garbage(err.to_string()));
+                }
                 Err(_) => return Err(Unreadable::Closed),
             }
         }
@@ -113,6 +121,16 @@ impl ControlClient {
         self.asked = true;
         self.request = Vec::new();
         self.deadline = now + CONTROL_TIMEOUT;
+    }
+
+    /// The descriptor that came with the request, if one did.
+    pub(super) fn take_attached(&mut self) -> Option<OwnedFd> {
+        self.attached.take()
+    }
+
+    /// Gives the answer until `deadline` (a backup takes as long as the database needs).
+    pub(super) fn wait_until(&mut self, deadline: Instant) {
+        self.deadline = self.deadline.max(deadline);
     }
 
     /// Whether the connection is past its deadline at `now`.

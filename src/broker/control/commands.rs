@@ -11,14 +11,18 @@ use log::info;
 
 use super::super::Broker;
 use super::super::room::{Audience, Delivery};
+use super::super::store_thread::Job;
 use crate::clock::unix_now;
 use crate::logging;
 use crate::moderation::Ban;
 use crate::names;
-use crate::proto::control::{ControlReply, ControlRequest, Status, UserRow};
+use crate::proto::control::{ControlReply, ControlRequest, Status, StoreStatus, UserRow};
 use crate::proto::master::MasterEvent;
 use crate::proto::{Event, PROTOCOL_VERSION};
 use crate::text;
+
+/// How long an operator's store request may take (a backup copies the whole database).
+const STORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Broker {
     /// Carries out one request. `None`: the answer comes later (reload).
@@ -59,6 +63,27 @@ impl Broker {
                     "no master is linked to this broker; send SIGHUP to chatd instead".into(),
                 ),
             },
+            ControlRequest::Backup => return self.backup(id),
+            ControlRequest::History { room, since, limit } => {
+                let job = Job::Since {
+                    asker: id,
+                    room: names::fold(names::bare_room(&room)),
+                    since,
+                    limit: limit.min(crate::ctl::HISTORY_LIMIT) as usize,
+                };
+                return self.ask_store(id, job);
+            }
+            ControlRequest::Forget { nick } => {
+                let in_memory = self.rooms.forget_nick(&nick);
+                info!(target: logging::NOTICE, "an operator asked to forget {nick} ({in_memory} lines in memory)");
+                if !self.storage.is_on() {
+                    return Some(ControlReply::Done(format!(
+                        "forgot {nick}: {in_memory} lines in memory deleted (nothing is stored: history_days = 0)"
+                    )));
+                }
+                let nick_key = names::fold(&nick);
+                return self.ask_store(id, Job::Forget { asker: id, nick, nick_key });
+            }
             ControlRequest::Shutdown { grace_seconds, message } => {
                 let mut text = if grace_seconds == 0 {
                     "The server is shutting down now.".to_string()
@@ -75,6 +100,49 @@ impl Broker {
             }
         };
         Some(reply)
+    }
+
+    /// Hands an operator's query to the store; `None`: the answer comes when it is done.
+    fn ask_store(&mut self, id: u64, job: Job) -> Option<ControlReply> {
+        match self.storage.ask(id, job) {
+            Ok(()) => {
+                if let Some(client) = self.controls.get_mut(&id) {
+                    client.wait_until(Instant::now() + STORE_ANSWER_TIMEOUT);
+                }
+                None
+            }
+            Err(why) => Some(ControlReply::Failed(why)),
+        }
+    }
+
+    /// `chatctl backup`: the copy goes into the file that came with the request.
+    fn backup(&mut self, id: u64) -> Option<ControlReply> {
+        let file = self.controls.get_mut(&id).and_then(|client| client.take_attached());
+        let Some(file) = file else {
+            return Some(ControlReply::Failed(
+                "a backup request must come with the file to write (use chatctl backup FILE)"
+                    .into(),
+            ));
+        };
+        let file = std::fs::File::from(file);
+        match file.metadata() {
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {}
+            Ok(_) => {
+                return Some(ControlReply::Failed(
+                    "the backup file must be an empty regular file".into(),
+                ));
+            }
+            Err(err) => {
+                return Some(ControlReply::Failed(format!("cannot use the backup file: {err}")));
+            }
+        }
+        if !self.storage.is_on() {
+            return Some(ControlReply::Failed(
+                "nothing is stored to back up (history_days = 0)".into(),
+            ));
+        }
+        info!(target: logging::NOTICE, "an operator asked for a backup of the database");
+        self.ask_store(id, Job::Backup { asker: id, file })
     }
 
     fn status(&mut self) -> Status {
@@ -100,6 +168,19 @@ impl Broker {
             bans: self.moderation.bans.iter().filter(|ban| ban.in_force(now)).count() as u64,
             mutes: self.moderation.mutes.iter().filter(|mute| mute.in_force(now)).count() as u64,
             fanout_latency: self.stats.histogram(),
+            store: self.storage.figures().map(|f| StoreStatus {
+                kind: f.kind.to_string(),
+                location: f.location,
+                bytes: f.bytes,
+                waiting_lines: f.waiting_lines,
+                written_lines: f.written_lines,
+                dropped_lines: f.dropped_lines,
+                failing: f.failing,
+                writes: f.writes,
+                write_seconds: f.write_seconds,
+                write_ms_last: f.write_ms_last,
+                write_ms_max: f.write_ms_max,
+            }),
         }
     }
 

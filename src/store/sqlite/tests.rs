@@ -54,6 +54,16 @@ fn a_fresh_file_does_what_every_store_does() {
 }
 
 #[test]
+fn each_check_passes_alone_on_a_fresh_file() {
+    for (name, check) in conformance::CHECKS {
+        let dir = temp_dir();
+        let mut store = SqliteStore::open(&dir.path().join("chatd.db")).unwrap();
+        println!("check: {name}");
+        check(&mut store);
+    }
+}
+
+#[test]
 fn a_new_file_is_created_in_wal_mode_at_the_current_version() {
     let dir = temp_dir();
     let path = dir.path().join("chatd.db");
@@ -125,7 +135,10 @@ fn a_database_of_a_newer_schema_is_refused_by_name() {
     }
     let err = SqliteStore::open(&path).err().unwrap();
     let StoreError::TooNew { location, found, known } = &err else { panic!("{err:?}") };
-    assert_eq!((location.as_str(), *found, *known), (path.to_str().unwrap(), 3, 2));
+    assert_eq!(
+        (location.as_str(), *found, *known),
+        (path.to_str().unwrap(), SCHEMA_VERSION + 1, SCHEMA_VERSION)
+    );
     assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
 }
 
@@ -133,13 +146,52 @@ fn a_database_of_a_newer_schema_is_refused_by_name() {
 fn a_file_that_is_not_a_database_is_refused_by_name() {
     let dir = temp_dir();
     let path = dir.path().join("chatd.db");
-    let garbage: Vec<u8> =
-        (0..4096u32).map(|n| b"not a database, just text\n"[n as usize % 26]).collect();
-    std::fs::write(&path, &garbage).unwrap();
-    let err = SqliteStore::open(&path).err().unwrap();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-    assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
-    assert_eq!(std::fs::read(&path).unwrap(), garbage, "left as it was");
+    let text: Vec<u8> = b"not a database, just text\n".iter().copied().cycle().take(4096).collect();
+    let noise: Vec<u8> =
+        (0..4096u32).map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for garbage in [text, noise, b"short".to_vec()] {
+        std::fs::write(&path, &garbage).unwrap();
+        let err = SqliteStore::open(&path).err().unwrap();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), garbage, "left as it was");
+    }
+}
+
+#[test]
+fn damage_is_corrupt_and_anything_else_a_failure() {
+    let sqlite_error = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+    let damaged = failed("x.db", sqlite_error(rusqlite::ffi::SQLITE_CORRUPT));
+    assert!(matches!(damaged, StoreError::Corrupt { .. }), "{damaged:?}");
+    let not_a_database = opening("x.db", sqlite_error(rusqlite::ffi::SQLITE_NOTADB));
+    assert!(matches!(not_a_database, StoreError::Corrupt { .. }), "{not_a_database:?}");
+    for code in
+        [rusqlite::ffi::SQLITE_FULL, rusqlite::ffi::SQLITE_IOERR, rusqlite::ffi::SQLITE_BUSY]
+    {
+        let err = failed("x.db", sqlite_error(code));
+        assert!(matches!(err, StoreError::Failed { .. }), "{err:?}");
+        let err = opening("x.db", sqlite_error(code));
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn a_full_database_fails_a_write_whole_and_works_again_with_room() {
+    let dir = temp_dir();
+    let mut store = SqliteStore::open(&dir.path().join("chatd.db")).unwrap();
+    store.write(&batch(vec![line("lobby", 1, 1, "before")])).unwrap();
+    // As a full disk does: SQLite cannot grow the file.
+    let pages: i64 = store.conn.pragma_query_value(None, "page_count", |row| row.get(0)).unwrap();
+    store.conn.pragma_update(None, "max_page_count", pages).unwrap();
+    let big = || (2..=300).map(|seq| line("lobby", 1, seq, &"full ".repeat(40))).collect();
+    let err = store.write(&batch(big())).err().unwrap();
+    assert!(matches!(err, StoreError::Failed { .. }), "{err:?}");
+    assert!(err.to_string().contains("full"), "{err}");
+    assert_eq!(texts(&store.page("lobby", None, 1000).unwrap()), ["before"]);
+    store.conn.pragma_update(None, "max_page_count", 1_000_000).unwrap();
+    store.write(&batch(big())).unwrap();
+    assert_eq!(store.page("lobby", None, 1000).unwrap().len(), 300);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
 }
 
 #[test]

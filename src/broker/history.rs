@@ -1,0 +1,215 @@
+//! What the store means for the rooms and their members: once per loop turn the rooms' lines
+//! and loads go to `storage`; `/history` and `/search` become queries; the store's answers
+//! become a room's stored history, a member's page or search results, an operator's reply.
+//!
+//! It must not call the store (only `storage` talks to the database thread) and does not
+//! write to sockets itself (answers go through the fan-out engine and `Broker::reply`).
+
+use std::time::Instant;
+
+use log::{debug, warn};
+
+use super::Broker;
+use super::room::{Audience, Delivery, MemberId};
+use super::store_thread::{Job, Outcome};
+use crate::proto::control::{ControlReply, StoredRow};
+use crate::proto::{Event, Failure, HistoryLine};
+use crate::store::{Query, StoredLine};
+
+/// Most lines one `/history` shows.
+pub const MAX_HISTORY_PAGE: u16 = 200;
+/// Most results one `/search` shows.
+pub const SEARCH_RESULTS: usize = 20;
+
+/// What a member is told when the store cannot answer.
+const NOT_AVAILABLE: &str = "the history database is not available now";
+
+fn to_history(lines: Vec<StoredLine>) -> Vec<HistoryLine> {
+    lines
+        .into_iter()
+        .map(|line| HistoryLine {
+            at: line.at,
+            from: line.from,
+            action: line.action,
+            text: line.text,
+        })
+        .collect()
+}
+
+fn to_one(id: MemberId, event: Event) -> Vec<Delivery> {
+    vec![Delivery { to: Audience::One(id), event }]
+}
+
+fn unavailable(id: MemberId, why: impl Into<String>) -> Vec<Delivery> {
+    to_one(id, Event::Failed(Failure::Unavailable(why.into())))
+}
+
+impl Broker {
+    /// End of a loop turn: what the rooms said goes to the store, rooms made are loaded.
+    pub(super) fn store_turn(&mut self, now: Instant) {
+        if !self.storage.is_on() {
+            return;
+        }
+        let said = self.rooms.take_said();
+        if !said.is_empty() {
+            self.storage.keep(said);
+        }
+        let history_lines = self.rooms.history_lines();
+        for (room, generation) in self.rooms.take_loads() {
+            if !self.storage.load(room.clone(), generation, history_lines) {
+                // Not asked: the room goes on without its stored history.
+                let deliveries = self.rooms.loaded(&room, generation, None);
+                self.deliver(deliveries);
+            }
+        }
+        self.storage.end_turn(now, crate::clock::unix_now());
+    }
+
+    /// `/history [N]`: from the store after the lines waiting for it, or (no store) the
+    /// room's history in memory as one page.
+    pub(super) fn history_request(
+        &mut self,
+        id: MemberId,
+        before: Option<i64>,
+        count: u16,
+    ) -> Vec<Delivery> {
+        let Some((key, name, in_memory)) = self.rooms.history_in_memory(id) else {
+            return to_one(id, Event::Failed(Failure::NotLoggedIn));
+        };
+        let count = count.clamp(1, MAX_HISTORY_PAGE);
+        if !self.storage.is_on() {
+            let lines = if before.is_some() { Vec::new() } else { in_memory };
+            let skip = lines.len().saturating_sub(usize::from(count));
+            let lines = lines.into_iter().skip(skip).collect();
+            return to_one(id, Event::HistoryPage { room: name, lines, before: None });
+        }
+        let job = Job::Page { asker: id, room: key, before, count: usize::from(count) };
+        match self.storage.ask(id, job) {
+            Ok(()) => Vec::new(),
+            Err(why) => unavailable(id, why),
+        }
+    }
+
+    /// `/search WORDS`: a query of the store (there is nothing to search without one).
+    pub(super) fn search_request(&mut self, id: MemberId, words: &str) -> Vec<Delivery> {
+        let Some((key, _, _)) = self.rooms.history_in_memory(id) else {
+            return to_one(id, Event::Failed(Failure::NotLoggedIn));
+        };
+        let query = match Query::parse(words) {
+            Ok(query) => query,
+            Err(why) => return to_one(id, Event::Failed(Failure::InvalidText(why))),
+        };
+        if !self.storage.is_on() {
+            return unavailable(
+                id,
+                "this server keeps no history on disk to search (history_days = 0)",
+            );
+        }
+        let words: String = crate::text::sanitize(words).chars().take(200).collect();
+        let job = Job::Search { asker: id, room: key, words, query, limit: SEARCH_RESULTS };
+        match self.storage.ask(id, job) {
+            Ok(()) => Vec::new(),
+            Err(why) => unavailable(id, why),
+        }
+    }
+
+    /// The database thread answered: each answer goes where it belongs.
+    pub(super) fn store_answers(&mut self) {
+        for answer in self.storage.take_answers(Instant::now()) {
+            match answer {
+                Outcome::Loaded { room, generation, result } => {
+                    let record = match result {
+                        Ok(record) => Some(record),
+                        Err(why) => {
+                            debug!("room {room} goes on without its stored history: {why}");
+                            None
+                        }
+                    };
+                    let deliveries = self.rooms.loaded(&room, generation, record);
+                    self.deliver(deliveries);
+                }
+                Outcome::Page { asker, room, count, result } => {
+                    self.storage.answered(asker);
+                    let name = self.rooms.room_name(&room).unwrap_or(&room).to_string();
+                    let deliveries = match result {
+                        Ok(lines) => {
+                            let before = (lines.len() == count)
+                                .then(|| lines.first().map(|l| l.id))
+                                .flatten();
+                            to_one(
+                                asker,
+                                Event::HistoryPage { room: name, lines: to_history(lines), before },
+                            )
+                        }
+                        Err(why) => {
+                            debug!("a /history failed: {why}");
+                            unavailable(asker, NOT_AVAILABLE)
+                        }
+                    };
+                    self.answer_member(asker, deliveries);
+                }
+                Outcome::Search { asker, room, words, result } => {
+                    self.storage.answered(asker);
+                    let name = self.rooms.room_name(&room).unwrap_or(&room).to_string();
+                    let deliveries = match result {
+                        Ok(lines) => to_one(
+                            asker,
+                            Event::SearchResults { room: name, words, lines: to_history(lines) },
+                        ),
+                        Err(why) => {
+                            debug!("a /search failed: {why}");
+                            unavailable(asker, NOT_AVAILABLE)
+                        }
+                    };
+                    self.answer_member(asker, deliveries);
+                }
+                Outcome::Since { asker, result } => {
+                    self.storage.answered(asker);
+                    let reply = match result {
+                        Ok(lines) => {
+                            ControlReply::Stored(lines.into_iter().map(stored_row).collect())
+                        }
+                        Err(why) => ControlReply::Failed(why),
+                    };
+                    self.reply(asker, &reply);
+                }
+                Outcome::Forgot { asker, nick, result } => {
+                    self.storage.answered(asker);
+                    let reply = match result {
+                        Ok(deleted) => ControlReply::Done(format!(
+                            "forgot {nick}: {deleted} stored lines deleted"
+                        )),
+                        Err(why) => ControlReply::Failed(format!(
+                            "{why}; {nick}'s stored lines are not deleted"
+                        )),
+                    };
+                    self.reply(asker, &reply);
+                }
+                Outcome::BackedUp { asker, result } => {
+                    self.storage.answered(asker);
+                    let reply = match result {
+                        Ok(bytes) => ControlReply::BackedUp { bytes },
+                        Err(why) => {
+                            warn!("a backup failed: {why}");
+                            ControlReply::Failed(why)
+                        }
+                    };
+                    self.reply(asker, &reply);
+                }
+                // The rest is storage's own, and never returned.
+                Outcome::Opened(_) | Outcome::Written { .. } | Outcome::Expired(_) => {}
+            }
+        }
+    }
+
+    /// Hands an answer to a member that may have left meanwhile.
+    fn answer_member(&mut self, id: MemberId, deliveries: Vec<Delivery>) {
+        if self.peers.contains(id) {
+            self.deliver(deliveries);
+        }
+    }
+}
+
+fn stored_row(line: StoredLine) -> StoredRow {
+    StoredRow { id: line.id, at: line.at, from: line.from, action: line.action, text: line.text }
+}

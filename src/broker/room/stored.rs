@@ -1,0 +1,368 @@
+//! The rooms' side of the store: what they ask it to keep (lines said and topics set, taken
+//! once per loop turn as a [`Batch`]), which rooms it is to load (each room made while the
+//! store is on), and what a room takes from the store's answer (its topic, if it has none yet,
+//! and its stored lines as history for newcomers).
+//!
+//! Pure, like the rest of `room`: it never calls the store; the broker's `storage` does, off the
+//! loop, and hands the answer back here.
+
+use super::{Delivery, MemberId, Room, Rooms, one};
+use crate::names;
+use crate::proto::{Event, HistoryLine};
+use crate::store::{Batch, NewLine, RoomRecord};
+
+/// A room waiting for the store's answer.
+#[derive(Debug)]
+pub(super) struct Loading {
+    /// Which load this is: a room that vanished and was made again waits for a newer one.
+    generation: u64,
+    /// Members who entered meanwhile: they are shown the stored history when it comes.
+    pub(super) waiting: Vec<MemberId>,
+}
+
+/// What the rooms have for the store since it was last asked.
+#[derive(Debug, Default)]
+pub(super) struct ToStore {
+    /// Whether there is a store at all (`history_days` > 0).
+    on: bool,
+    said: Batch,
+    /// Rooms made, to load: (key, generation).
+    loads: Vec<(String, u64)>,
+    generations: u64,
+}
+
+impl ToStore {
+    /// A chat or action line said in the room with key `room`.
+    pub(super) fn keep_line(&mut self, room: &str, event: &Event, line: &HistoryLine) {
+        let (Event::Chat { sender, seq, .. } | Event::Action { sender, seq, .. }) = event else {
+            return;
+        };
+        if self.on {
+            self.said.lines.push(NewLine {
+                room: room.to_string(),
+                at: line.at,
+                from: line.from.clone(),
+                from_key: names::fold(&line.from),
+                sender: *sender,
+                seq: *seq,
+                action: line.action,
+                text: line.text.clone(),
+            });
+        }
+    }
+
+    /// The topic of the room with key `room` was set.
+    pub(super) fn keep_topic(&mut self, room: &str, topic: &str) {
+        if self.on {
+            self.said.topics.push((room.to_string(), topic.to_string()));
+        }
+    }
+}
+
+impl Rooms {
+    /// Whether rooms keep what is said in a store from now on. Turned on, every room there
+    /// is (the lobby at start) is loaded, as each room made from then on.
+    pub fn set_store(&mut self, on: bool) {
+        self.store.on = on;
+        if !on {
+            self.store.loads.clear();
+            for room in self.rooms.values_mut() {
+                room.loading = None;
+            }
+            return;
+        }
+        let keys: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| room.loading.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.start_loading(&key);
+        }
+    }
+
+    /// Makes the room with key `key` (to be loaded, with a store) if it does not exist.
+    pub(super) fn make_room(&mut self, key: &str, name: &str) {
+        if !self.rooms.contains_key(key) {
+            self.rooms.insert(key.to_string(), Room::new(name));
+            if self.store.on {
+                self.start_loading(key);
+            }
+        }
+    }
+
+    fn start_loading(&mut self, key: &str) {
+        self.store.generations += 1;
+        let generation = self.store.generations;
+        if let Some(room) = self.rooms.get_mut(key) {
+            room.loading = Some(Loading { generation, waiting: Vec::new() });
+            self.store.loads.push((key.to_string(), generation));
+        }
+    }
+
+    /// The lines and topics to store since the last call.
+    pub fn take_said(&mut self) -> Batch {
+        std::mem::take(&mut self.store.said)
+    }
+
+    /// The rooms to load since the last call, as (key, generation).
+    pub fn take_loads(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.store.loads)
+    }
+
+    /// The store's answer for a room it was asked to load (`record`: `None` if it could not
+    /// say). The room takes the stored topic if it has none yet, and the stored lines before
+    /// its own as history; members who entered meanwhile are shown them (and the topic). An
+    /// answer for a room that is gone, or for an older making of it, changes nothing.
+    pub fn loaded(
+        &mut self,
+        key: &str,
+        generation: u64,
+        record: Option<RoomRecord>,
+    ) -> Vec<Delivery> {
+        let history_lines = self.history_lines;
+        let Some(room) = self.rooms.get_mut(key) else { return Vec::new() };
+        if room.loading.as_ref().is_none_or(|loading| loading.generation != generation) {
+            return Vec::new();
+        }
+        let Some(loading) = room.loading.take() else { return Vec::new() };
+        let Some(record) = record else { return Vec::new() };
+        let waiting: Vec<MemberId> =
+            loading.waiting.into_iter().filter(|id| room.members.contains(id)).collect();
+        let mut out = Vec::new();
+        if room.topic.is_none() && record.topic.is_some() {
+            room.topic = record.topic;
+            for &id in &waiting {
+                out.push(one(
+                    id,
+                    Event::Topic { room: room.name.clone(), text: room.topic.clone() },
+                ));
+            }
+        }
+        let stored: Vec<HistoryLine> = record
+            .lines
+            .into_iter()
+            .map(|line| HistoryLine {
+                at: line.at,
+                from: line.from,
+                action: line.action,
+                text: line.text,
+            })
+            .collect();
+        let keep = history_lines.saturating_sub(room.history.len()).min(stored.len());
+        let older = &stored[stored.len() - keep..];
+        for line in older.iter().rev() {
+            room.history.push_front(line.clone());
+        }
+        if !older.is_empty() {
+            for &id in &waiting {
+                out.push(one(
+                    id,
+                    Event::History { room: room.name.clone(), lines: older.to_vec() },
+                ));
+            }
+        }
+        out
+    }
+
+    /// The member's room (key and name) and the history it keeps in memory.
+    pub fn history_in_memory(&self, id: MemberId) -> Option<(String, String, Vec<HistoryLine>)> {
+        let key = &self.members.get(&id)?.room;
+        let room = self.rooms.get(key)?;
+        Some((key.clone(), room.name.clone(), room.history.iter().cloned().collect()))
+    }
+
+    /// Lines of history each room keeps for newcomers.
+    pub fn history_lines(&self) -> usize {
+        self.history_lines
+    }
+
+    /// The display name of the room with key `key`, if it exists.
+    pub fn room_name(&self, key: &str) -> Option<&str> {
+        self.rooms.get(key).map(|room| room.name.as_str())
+    }
+
+    /// Drops every line said under `nick` (any case) from the rooms' memory (history and the
+    /// lines kept for replay), and from what waits for the store: an operator's `forget`.
+    pub fn forget_nick(&mut self, nick: &str) -> usize {
+        let key = names::fold(nick);
+        let mut dropped = 0;
+        for room in self.rooms.values_mut() {
+            let before = room.history.len();
+            room.history.retain(|line| names::fold(&line.from) != key);
+            dropped += before - room.history.len();
+            room.recent.retain(|(_, event)| match event {
+                Event::Chat { from, .. } | Event::Action { from, .. } => names::fold(from) != key,
+                _ => true,
+            });
+        }
+        self.store.said.lines.retain(|line| line.from_key != key);
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::super::Audience;
+    use super::*;
+    use crate::store::StoredLine;
+
+    fn stored(id: i64, from: &str, text: &str) -> StoredLine {
+        StoredLine { id, at: 100 + id as u64, from: from.into(), action: false, text: text.into() }
+    }
+
+    fn with_store() -> Rooms {
+        let mut rooms = Rooms::new(Instant::now());
+        rooms.set_store(true);
+        rooms
+    }
+
+    #[test]
+    fn the_lobby_and_each_room_made_are_loaded_once() {
+        let mut rooms = with_store();
+        assert_eq!(rooms.take_loads(), vec![("lobby".to_string(), 1)]);
+        rooms.login(1, 1001, "alice");
+        rooms.join(1, "rust");
+        rooms.join(1, "go");
+        // rust vanished when alice left it: made again, it is a newer load.
+        rooms.join(1, "rust");
+        assert_eq!(
+            rooms.take_loads(),
+            vec![("rust".to_string(), 2), ("go".to_string(), 3), ("rust".to_string(), 4)]
+        );
+        assert!(rooms.take_loads().is_empty());
+    }
+
+    #[test]
+    fn lines_and_topics_go_to_the_store_in_order_and_muted_lines_do_not() {
+        let mut rooms = with_store();
+        rooms.login(1, 1001, "Alice");
+        rooms.login(2, 1002, "bob");
+        rooms.say(1, 1, "hello");
+        rooms.act(2, 1, "waves");
+        rooms.topic(1, Some("Rust only"));
+        rooms.set_muted(2, true);
+        rooms.say(2, 2, "nobody hears this");
+        let batch = rooms.take_said();
+        let lines: Vec<(&str, &str, u64, u64, bool, &str)> = batch
+            .lines
+            .iter()
+            .map(|l| {
+                (l.from.as_str(), l.from_key.as_str(), l.sender, l.seq, l.action, l.text.as_str())
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("Alice", "alice", 1001, 1, false, "hello"),
+                ("bob", "bob", 1002, 1, true, "waves")
+            ]
+        );
+        assert!(batch.lines.iter().all(|l| l.room == "lobby"));
+        assert_eq!(batch.topics, vec![("lobby".to_string(), "Rust only".to_string())]);
+        assert!(rooms.take_said().is_empty());
+    }
+
+    #[test]
+    fn without_a_store_nothing_is_kept_or_loaded() {
+        let mut rooms = Rooms::new(Instant::now());
+        rooms.login(1, 1001, "alice");
+        rooms.join(1, "rust");
+        rooms.say(1, 1, "hello");
+        assert!(rooms.take_said().is_empty());
+        assert!(rooms.take_loads().is_empty());
+    }
+
+    #[test]
+    fn a_loaded_room_shows_its_stored_lines_to_who_came_meanwhile_and_to_newcomers() {
+        let mut rooms = with_store();
+        rooms.set_history_lines(3);
+        rooms.take_loads();
+        rooms.login(1, 1001, "alice");
+        rooms.join(1, "rust");
+        let (key, generation) = rooms.take_loads()[0].clone();
+        rooms.say(1, 1, "live");
+        let record = RoomRecord {
+            topic: Some("stored topic".into()),
+            lines: vec![stored(1, "x", "one"), stored(2, "y", "two"), stored(3, "z", "three")],
+        };
+        let out = rooms.loaded(&key, generation, Some(record));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].to, Audience::One(1));
+        assert!(matches!(&out[0].event, Event::Topic { text: Some(t), .. } if t == "stored topic"));
+        // Two stored lines fit before the live one: the newest two.
+        match &out[1].event {
+            Event::History { lines, .. } => {
+                let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+                assert_eq!(texts, vec!["two", "three"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A newcomer sees them and the live line, oldest first.
+        rooms.login(2, 1002, "bob");
+        let out = rooms.join(2, "rust");
+        let history = out.iter().find_map(|d| match &d.event {
+            Event::History { lines, .. } => {
+                Some(lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>())
+            }
+            _ => None,
+        });
+        assert_eq!(history, Some(vec!["two".into(), "three".into(), "live".into()]));
+        // A second answer changes nothing.
+        assert!(rooms.loaded(&key, generation, Some(RoomRecord::default())).is_empty());
+    }
+
+    #[test]
+    fn an_answer_for_an_older_making_of_a_room_or_a_gone_room_is_ignored() {
+        let mut rooms = with_store();
+        rooms.take_loads();
+        rooms.login(1, 1001, "alice");
+        rooms.join(1, "rust");
+        rooms.join(1, "lobby");
+        rooms.join(1, "rust");
+        let loads = rooms.take_loads();
+        let record =
+            || Some(RoomRecord { topic: Some("old".into()), lines: vec![stored(1, "x", "a")] });
+        assert!(rooms.loaded(&loads[0].0, loads[0].1, record()).is_empty());
+        assert!(rooms.loaded("nowhere", 99, record()).is_empty());
+        assert_eq!(rooms.loaded(&loads[1].0, loads[1].1, record()).len(), 2);
+    }
+
+    #[test]
+    fn a_topic_set_before_the_answer_is_kept() {
+        let mut rooms = with_store();
+        rooms.take_loads();
+        rooms.login(1, 1001, "alice");
+        rooms.join(1, "rust");
+        rooms.topic(1, Some("fresh"));
+        let (key, generation) = rooms.take_loads()[0].clone();
+        let out = rooms.loaded(
+            &key,
+            generation,
+            Some(RoomRecord { topic: Some("stale".into()), lines: vec![] }),
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert!(
+            matches!(&rooms.topic(1, None)[0].event, Event::Topic { text: Some(t), .. } if t == "fresh")
+        );
+    }
+
+    #[test]
+    fn forget_drops_a_nicks_lines_from_memory_and_from_what_waits_for_the_store() {
+        let mut rooms = with_store();
+        rooms.take_loads();
+        rooms.login(1, 1001, "Alice");
+        rooms.login(2, 1002, "bob");
+        rooms.say(1, 1, "mine");
+        rooms.say(2, 1, "yours");
+        assert_eq!(rooms.forget_nick("ALICE"), 1);
+        let batch = rooms.take_said();
+        assert_eq!(batch.lines.len(), 1);
+        assert_eq!(batch.lines[0].from, "bob");
+        let (_, _, history) = rooms.history_in_memory(2).expect("in a room");
+        assert_eq!(history.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), vec!["yours"]);
+    }
+}

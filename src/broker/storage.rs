@@ -1,0 +1,424 @@
+//! The broker's side of the store: the database thread (`store_thread`) and what the loop
+//! keeps for it — the lines waiting to be written, the writes and queries under way, the
+//! retention schedule, and the figures operators see.
+//!
+//! Writes: once per loop turn, the lines said (and topics set) that turn go to the thread as
+//! one batch, one transaction; while a write is under way, newer lines wait here and go as the
+//! next batch. At most [`MAX_WAITING_LINES`] wait: beyond that the oldest are not stored (they
+//! stay in the rooms' memory), counted, and warned of once per episode. A write that fails
+//! comes back and is tried again every [`RETRY_EVERY`], the failure logged once and its end
+//! once. Queries (a room's history when it is made, `/history`, `/search`, the operators'
+//! commands) go in the same queue, after the lines waiting, so that they see everything said
+//! before them. The queue to the thread is bounded ([`JOBS_QUEUED`]): a query that finds it
+//! full is answered "busy" at once. The loop never waits for the thread, except for the store
+//! opening at start and the last lines at a stop, both bounded.
+//!
+//! It owns no room state and no connections: what an answer means for rooms, members and
+//! operators is the broker's (`mod.rs`, `dispatch`, `control`).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+
+use super::store_thread::{self, Asker, Job, Outcome};
+use crate::store::{Batch, NewLine, Target};
+
+/// Most lines waiting for the store; the oldest beyond it are not stored.
+pub const MAX_WAITING_LINES: usize = 100_000;
+/// Most lines in one write.
+const MAX_BATCH_LINES: usize = 5_000;
+/// Jobs queued for the thread at once.
+const JOBS_QUEUED: usize = 256;
+/// How often a failed write is tried again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// How often old lines are deleted.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+/// How long the broker waits at start for the store to open before it serves without it.
+const OPEN_WAIT: Duration = Duration::from_secs(10);
+/// How long a stopping broker waits for its last lines to be written.
+const LAST_WRITE_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the store cannot be used at all: the broker refuses to start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);
+
+/// The store's figures, for `chatctl status` and the metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreFigures {
+    /// "sqlite" or "postgres".
+    pub kind: &'static str,
+    pub location: String,
+    pub bytes: u64,
+    pub waiting_lines: u64,
+    pub written_lines: u64,
+    pub dropped_lines: u64,
+    /// Why the store does not work now, while it does not.
+    pub failing: Option<String>,
+    pub writes: u64,
+    pub write_seconds: f64,
+    pub write_ms_last: f64,
+    pub write_ms_max: f64,
+}
+
+/// The store and the loop's bookkeeping for it; `None` parts when `history_days` is 0.
+pub struct Storage {
+    link: Option<Link>,
+    history_days: u32,
+}
+
+struct Link {
+    jobs: SyncSender<Job>,
+    outcomes: Receiver<Outcome>,
+    /// Lines said, not yet sent to the thread, oldest first, and topics set.
+    waiting: VecDeque<NewLine>,
+    topics: Vec<(String, String)>,
+    /// Writes sent and not answered; the batches of failed ones, to go first again.
+    writes_in_flight: usize,
+    returned: Batch,
+    /// A write failed: the next is not before this.
+    retry_at: Option<Instant>,
+    next_expire: Instant,
+    /// Members and operators with a query under way (one each).
+    asking: HashSet<Asker>,
+    /// Dropping waiting lines: warned once until the queue is empty again.
+    dropping: bool,
+    figures: StoreFigures,
+}
+
+impl Storage {
+    /// No store: what is said stays in memory only.
+    pub fn none() -> Storage {
+        Storage { link: None, history_days: 0 }
+    }
+
+    /// Starts the database thread on `target` and waits (at most [`OPEN_WAIT`]) for the
+    /// store to open. A store that cannot be used at all (not a database, a newer schema) is
+    /// an error; one that cannot be reached is logged, and the broker serves without it
+    /// while the thread keeps trying. The thread inherits the caller's signal mask: call
+    /// this after the broker's signals are blocked.
+    pub fn start(
+        target: Target,
+        history_days: u32,
+        wake: Arc<mio::Waker>,
+    ) -> Result<Storage, Unusable> {
+        let kind = match target {
+            Target::Sqlite(_) => "sqlite",
+            Target::Postgres { .. } => "postgres",
+        };
+        let (jobs, job_rx) = mpsc::sync_channel(JOBS_QUEUED);
+        let (outcome_tx, outcomes) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("chatd-store".into())
+            .spawn(move || store_thread::run(target, job_rx, outcome_tx, wake))
+            .map_err(|err| Unusable(format!("cannot start the database thread: {err}")))?;
+        let now = Instant::now();
+        let mut link = Link {
+            jobs,
+            outcomes,
+            waiting: VecDeque::new(),
+            topics: Vec::new(),
+            writes_in_flight: 0,
+            returned: Batch::default(),
+            retry_at: None,
+            next_expire: now,
+            asking: HashSet::new(),
+            dropping: false,
+            figures: StoreFigures { kind, ..StoreFigures::default() },
+        };
+        match link.outcomes.recv_timeout(OPEN_WAIT) {
+            Ok(Outcome::Opened(Ok(location))) => {
+                info!("history is stored in {kind} {location}");
+                link.figures.location = location;
+            }
+            Ok(Outcome::Opened(Err((why, true)))) => return Err(Unusable(why)),
+            Ok(Outcome::Opened(Err((why, false)))) => {
+                error!(
+                    "{why}; chat goes on, history is kept in memory and written once the database can be reached (trying every {} s)",
+                    store_thread::REOPEN_EVERY.as_secs()
+                );
+                link.figures.failing = Some(why);
+            }
+            Ok(_) | Err(_) => {
+                let why =
+                    format!("the {kind} database did not open within {} s", OPEN_WAIT.as_secs());
+                warn!("{why}; chat goes on, history is kept in memory until it does");
+                link.figures.failing = Some(why);
+            }
+        }
+        Ok(Storage { link: Some(link), history_days })
+    }
+
+    /// Whether there is a store.
+    pub fn is_on(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Retention from now on (a change between 0 and not needs a restart).
+    pub fn set_history_days(&mut self, days: u32) {
+        if days > 0 {
+            self.history_days = days;
+        }
+    }
+
+    /// Lines and topics the rooms said this turn.
+    pub fn keep(&mut self, batch: Batch) {
+        let Some(link) = &mut self.link else { return };
+        link.waiting.extend(batch.lines);
+        link.topics.extend(batch.topics);
+        link.limit_waiting();
+    }
+
+    /// Asks the store for a room's history (a room was made): answered as [`Outcome::Loaded`].
+    /// `false` if it cannot be asked now.
+    pub fn load(&mut self, room: String, generation: u64, lines: usize) -> bool {
+        self.submit(None, Job::Load { room, generation, lines }).is_ok()
+    }
+
+    /// Sends a query for `asker` (one at a time each) after the lines waiting. `Err`: the
+    /// words to answer with at once.
+    pub fn ask(&mut self, asker: Asker, job: Job) -> Result<(), String> {
+        self.submit(Some(asker), job)
+    }
+
+    fn submit(&mut self, asker: Option<Asker>, job: Job) -> Result<(), String> {
+        let Some(link) = &mut self.link else {
+            return Err("this server keeps no history on disk (history_days = 0)".into());
+        };
+        if let Some(asker) = asker
+            && link.asking.contains(&asker)
+        {
+            return Err("wait for the answer to your last request".into());
+        }
+        // What was said before the question is part of what it asks about.
+        link.write_waiting(true);
+        match link.jobs.try_send(job) {
+            Ok(()) => {
+                link.asking.extend(asker);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err("the history database is busy; try again".into()),
+            Err(TrySendError::Disconnected(_)) => {
+                Err("the history database is not available".into())
+            }
+        }
+    }
+
+    /// End of a loop turn: writes what waits, if no write is under way, and deletes old lines
+    /// when that is due.
+    pub fn end_turn(&mut self, now: Instant, unix_now: u64) {
+        let days = u64::from(self.history_days);
+        let Some(link) = &mut self.link else { return };
+        if link.retry_at.is_some_and(|at| now >= at) {
+            link.retry_at = None;
+        }
+        if link.writes_in_flight == 0 {
+            link.write_waiting(false);
+        }
+        if now >= link.next_expire {
+            let cutoff = unix_now.saturating_sub(days * 86_400);
+            if link.jobs.try_send(Job::Expire { cutoff }).is_ok() {
+                link.next_expire = now + EXPIRE_EVERY;
+            }
+        }
+    }
+
+    /// When the loop must wake for the store: a failed write's retry.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let link = self.link.as_ref()?;
+        link.retry_at.filter(|_| !link.waiting.is_empty() || !link.topics.is_empty())
+    }
+
+    /// The thread's answers since the last call. Writes, retention and the store opening are
+    /// taken care of here; the rest is returned for the broker to act on.
+    pub fn take_answers(&mut self, now: Instant) -> Vec<Outcome> {
+        let Some(link) = &mut self.link else { return Vec::new() };
+        let mut answers = Vec::new();
+        while let Ok(outcome) = link.outcomes.try_recv() {
+            if let Some(answer) = link.handle(outcome, now) {
+                answers.push(answer);
+            }
+        }
+        answers
+    }
+
+    /// A query's answer was handed to `asker`: it may ask again.
+    pub fn answered(&mut self, asker: Asker) {
+        if let Some(link) = &mut self.link {
+            link.asking.remove(&asker);
+        }
+    }
+
+    /// The broker is stopping: writes what waits and waits (at most [`LAST_WRITE_WAIT`]) for
+    /// the writes under way to end.
+    pub fn finish(&mut self) {
+        let Some(link) = &mut self.link else { return };
+        link.retry_at = None;
+        link.write_waiting(true);
+        let deadline = Instant::now() + LAST_WRITE_WAIT;
+        while link.writes_in_flight > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match link.outcomes.recv_timeout(left) {
+                Ok(outcome) => {
+                    link.handle(outcome, Instant::now());
+                }
+                Err(_) => break,
+            }
+            if link.retry_at.is_some() {
+                // The store fails: what waits cannot be written now.
+                break;
+            }
+        }
+        let unwritten = link.waiting.len() + link.returned.lines.len();
+        if unwritten > 0 {
+            error!(
+                "{} lines said before the stop were not stored ({})",
+                unwritten,
+                link.figures.failing.as_deref().unwrap_or("the database did not answer in time")
+            );
+        }
+    }
+
+    /// The store's figures now.
+    pub fn figures(&self) -> Option<StoreFigures> {
+        let link = self.link.as_ref()?;
+        let mut figures = link.figures.clone();
+        figures.waiting_lines = (link.waiting.len() + link.returned.lines.len()) as u64;
+        Some(figures)
+    }
+}
+
+impl Link {
+    /// Sends the waiting lines as one write, unless a failed write is waiting for its retry
+    /// (or, without `now`, another write is under way: the lines gather for the next batch).
+    fn write_waiting(&mut self, even_if_writing: bool) {
+        if self.retry_at.is_some() || (self.writes_in_flight > 0 && !even_if_writing) {
+            return;
+        }
+        while !self.waiting.is_empty() || !self.topics.is_empty() {
+            let take = self.waiting.len().min(MAX_BATCH_LINES);
+            let batch = Batch {
+                lines: self.waiting.drain(..take).collect(),
+                topics: std::mem::take(&mut self.topics),
+            };
+            match self.jobs.try_send(Job::Write(batch)) {
+                Ok(()) => self.writes_in_flight += 1,
+                Err(
+                    TrySendError::Full(Job::Write(batch))
+                    | TrySendError::Disconnected(Job::Write(batch)),
+                ) => {
+                    self.put_back(batch);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Lines that were not written go back before those said since.
+    fn put_back(&mut self, batch: Batch) {
+        for line in batch.lines.into_iter().rev() {
+            self.waiting.push_front(line);
+        }
+        let newer = std::mem::replace(&mut self.topics, batch.topics);
+        self.topics.extend(newer);
+        self.limit_waiting();
+    }
+
+    /// Drops the oldest waiting lines beyond [`MAX_WAITING_LINES`], warning once.
+    fn limit_waiting(&mut self) {
+        let over = self.waiting.len().saturating_sub(MAX_WAITING_LINES);
+        if over == 0 {
+            return;
+        }
+        self.waiting.drain(..over);
+        self.figures.dropped_lines += over as u64;
+        if !self.dropping {
+            self.dropping = true;
+            warn!(
+                "more than {MAX_WAITING_LINES} lines wait for the database {}: the oldest are not stored (they stay in memory history)",
+                self.figures.location
+            );
+        }
+    }
+
+    fn handle(&mut self, outcome: Outcome, now: Instant) -> Option<Outcome> {
+        match outcome {
+            Outcome::Opened(Ok(location)) => {
+                info!("the {} database {location} is open", self.figures.kind);
+                self.figures.location = location;
+                self.recovered();
+                None
+            }
+            Outcome::Opened(Err((why, _))) => {
+                self.failed(why);
+                None
+            }
+            Outcome::Written { result, took, lines, bytes } => {
+                self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
+                let ms = took.as_secs_f64() * 1000.0;
+                self.figures.write_ms_last = ms;
+                self.figures.write_ms_max = self.figures.write_ms_max.max(ms);
+                match result {
+                    Ok(()) => {
+                        self.figures.writes += 1;
+                        self.figures.write_seconds += took.as_secs_f64();
+                        self.figures.written_lines += lines as u64;
+                        if let Some(bytes) = bytes {
+                            self.figures.bytes = bytes;
+                        }
+                        self.recovered();
+                    }
+                    Err((why, batch)) => {
+                        self.returned.lines.extend(batch.lines);
+                        self.returned.topics.extend(batch.topics);
+                        self.failed(why);
+                        self.retry_at = Some(now + RETRY_EVERY);
+                    }
+                }
+                if self.writes_in_flight == 0 && !self.returned.is_empty() {
+                    let returned = std::mem::take(&mut self.returned);
+                    self.put_back(returned);
+                }
+                if self.dropping && self.waiting.is_empty() {
+                    self.dropping = false;
+                    info!(
+                        "the database {} caught up; {} lines were not stored",
+                        self.figures.location, self.figures.dropped_lines
+                    );
+                }
+                None
+            }
+            Outcome::Expired(Ok(deleted)) => {
+                if deleted > 0 {
+                    info!("deleted {deleted} stored lines older than the retention");
+                }
+                None
+            }
+            Outcome::Expired(Err(why)) => {
+                self.failed(why);
+                None
+            }
+            answer => Some(answer),
+        }
+    }
+
+    /// The store failed: logged once, until it works again.
+    fn failed(&mut self, why: String) {
+        if self.figures.failing.is_none() {
+            error!(
+                "{why}; chat goes on, history is kept in memory and written when the database works again"
+            );
+        }
+        self.figures.failing = Some(why);
+    }
+
+    fn recovered(&mut self) {
+        if self.figures.failing.take().is_some() {
+            info!("the database {} works again", self.figures.location);
+        }
+    }
+}

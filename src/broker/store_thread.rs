@@ -1,0 +1,230 @@
+//! The broker's database thread: the one place a [`Store`] lives and is called.
+//!
+//! It opens the store the settings name (again every [`REOPEN_EVERY`] while it cannot), then
+//! serves [`Job`]s in the order the loop sent them, one at a time, and answers each with one
+//! [`Outcome`], waking the loop through a `mio::Waker`. A job that comes while the store is not
+//! open is answered at once with the reason, so that nothing waits on a database that is
+//! down. Jobs run in order, so a query sent after a write sees that write.
+//!
+//! It owns the connection and nothing else: it never touches room state or connections, and
+//! decides nothing about what is stored or what happens when a write fails (`storage` does).
+//! It is started by the broker after its signals are blocked, and so inherits that mask.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::store::{self, Batch, Query, RoomRecord, Store, StoreError, StoredLine, Target};
+
+/// How long the thread waits before trying again to open a store it could not open.
+pub const REOPEN_EVERY: Duration = Duration::from_secs(2);
+
+/// Who asked a query, so that the loop can answer them.
+pub type Asker = u64;
+
+/// What the loop asks of the store.
+pub enum Job {
+    Write(Batch),
+    /// A room was created: its topic and last lines.
+    Load {
+        room: String,
+        generation: u64,
+        lines: usize,
+    },
+    Page {
+        asker: Asker,
+        room: String,
+        before: Option<i64>,
+        count: usize,
+    },
+    Search {
+        asker: Asker,
+        room: String,
+        words: String,
+        query: Query,
+        limit: usize,
+    },
+    Since {
+        asker: Asker,
+        room: String,
+        since: u64,
+        limit: usize,
+    },
+    Forget {
+        asker: Asker,
+        nick: String,
+        nick_key: String,
+    },
+    /// A copy into this file, empty, which an operator created.
+    Backup {
+        asker: Asker,
+        file: File,
+    },
+    Expire {
+        cutoff: u64,
+    },
+}
+
+/// A job's answer. Errors are the store's words (they name the database).
+pub enum Outcome {
+    /// The store opened (its location), or could not (and whether that is for good: a file
+    /// that is not a database, or one from a newer chatd).
+    Opened(Result<String, (String, bool)>),
+    /// A write ended; on failure the batch comes back, to be written again.
+    Written {
+        result: Result<(), (String, Batch)>,
+        took: Duration,
+        lines: usize,
+        bytes: Option<u64>,
+    },
+    Loaded {
+        room: String,
+        generation: u64,
+        result: Result<RoomRecord, String>,
+    },
+    Page {
+        asker: Asker,
+        room: String,
+        count: usize,
+        result: Result<Vec<StoredLine>, String>,
+    },
+    Search {
+        asker: Asker,
+        room: String,
+        words: String,
+        result: Result<Vec<StoredLine>, String>,
+    },
+    Since {
+        asker: Asker,
+        result: Result<Vec<StoredLine>, String>,
+    },
+    Forgot {
+        asker: Asker,
+        nick: String,
+        result: Result<u64, String>,
+    },
+    BackedUp {
+        asker: Asker,
+        result: Result<u64, String>,
+    },
+    Expired(Result<u64, String>),
+}
+
+/// The thread's body: runs until the loop drops its end of `jobs`.
+pub fn run(target: Target, jobs: Receiver<Job>, outcomes: Sender<Outcome>, wake: Arc<mio::Waker>) {
+    let tell = |outcome: Outcome| {
+        // The loop gone means the broker is ending: nobody to tell.
+        if outcomes.send(outcome).is_ok() {
+            let _ = wake.wake();
+        }
+    };
+    let mut store: Option<Box<dyn Store>> = None;
+    let mut closed_why = String::from("the database is not open yet");
+    let mut reopen_at = Instant::now();
+    loop {
+        if store.is_none() && Instant::now() >= reopen_at {
+            match store::open(&target) {
+                Ok(opened) => {
+                    tell(Outcome::Opened(Ok(opened.location().to_string())));
+                    store = Some(opened);
+                }
+                Err(err) => {
+                    let for_good =
+                        matches!(err, StoreError::Corrupt { .. } | StoreError::TooNew { .. });
+                    closed_why = err.to_string();
+                    tell(Outcome::Opened(Err((closed_why.clone(), for_good))));
+                    reopen_at = Instant::now() + REOPEN_EVERY;
+                }
+            }
+        }
+        let job = match &store {
+            Some(_) => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            None => jobs.recv_timeout(reopen_at.saturating_duration_since(Instant::now())),
+        };
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let outcome = match store.as_deref_mut() {
+            Some(open) => serve(open, job),
+            None => refuse(job, &closed_why),
+        };
+        tell(outcome);
+    }
+}
+
+/// Runs one job on an open store.
+fn serve(store: &mut dyn Store, job: Job) -> Outcome {
+    let said = |err: StoreError| err.to_string();
+    match job {
+        Job::Write(batch) => {
+            let started = Instant::now();
+            let result = store.write(&batch);
+            let took = started.elapsed();
+            let lines = batch.lines.len();
+            match result {
+                Ok(()) => {
+                    Outcome::Written { result: Ok(()), took, lines, bytes: store.size().ok() }
+                }
+                Err(err) => {
+                    Outcome::Written { result: Err((said(err), batch)), took, lines, bytes: None }
+                }
+            }
+        }
+        Job::Load { room, generation, lines } => {
+            let result = store.load_room(&room, lines).map_err(said);
+            Outcome::Loaded { room, generation, result }
+        }
+        Job::Page { asker, room, before, count } => {
+            let result = store.page(&room, before, count).map_err(said);
+            Outcome::Page { asker, room, count, result }
+        }
+        Job::Search { asker, room, words, query, limit } => {
+            let result = store.search(&room, &query, limit).map_err(said);
+            Outcome::Search { asker, room, words, result }
+        }
+        Job::Since { asker, room, since, limit } => {
+            Outcome::Since { asker, result: store.since(&room, since, limit).map_err(said) }
+        }
+        Job::Forget { asker, nick, nick_key } => {
+            Outcome::Forgot { asker, nick, result: store.forget(&nick_key).map_err(said) }
+        }
+        Job::Backup { asker, file } => {
+            // SQLite writes the copy through a path: this process's name for the file the
+            // operator created (and sent), which it may not be able to open by its own path.
+            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            let result = store.backup(std::path::Path::new(&path)).map_err(said).and_then(|()| {
+                file.metadata().map(|meta| meta.len()).map_err(|err| err.to_string())
+            });
+            Outcome::BackedUp { asker, result }
+        }
+        Job::Expire { cutoff } => Outcome::Expired(store.expire(cutoff).map_err(said)),
+    }
+}
+
+/// Answers a job at once while the store is not open.
+fn refuse(job: Job, why: &str) -> Outcome {
+    let why = why.to_string();
+    match job {
+        Job::Write(batch) => {
+            let lines = batch.lines.len();
+            Outcome::Written { result: Err((why, batch)), took: Duration::ZERO, lines, bytes: None }
+        }
+        Job::Load { room, generation, .. } => {
+            Outcome::Loaded { room, generation, result: Err(why) }
+        }
+        Job::Page { asker, room, count, .. } => {
+            Outcome::Page { asker, room, count, result: Err(why) }
+        }
+        Job::Search { asker, room, words, .. } => {
+            Outcome::Search { asker, room, words, result: Err(why) }
+        }
+        Job::Since { asker, .. } => Outcome::Since { asker, result: Err(why) },
+        Job::Forget { asker, nick, .. } => Outcome::Forgot { asker, nick, result: Err(why) },
+        Job::Backup { asker, .. } => Outcome::BackedUp { asker, result: Err(why) },
+        Job::Expire { .. } => Outcome::Expired(Err(why)),
+    }
+}
