@@ -102,11 +102,11 @@ pub fn give_to_nobody(dir: &Path) {
     }
 }
 
-/// What the `store:` line of `chatctl status` says (after `store:`).
+/// What the store row of `chatctl status` says (after its label, `store`).
 pub fn store_line(daemon: &Daemon) -> String {
     let status = ok(daemon.chatctl(&["status"]));
-    let line = status.lines().find_map(|line| line.strip_prefix("store:"));
-    line.unwrap_or_else(|| panic!("no store: line in\n{status}")).trim().to_string()
+    let line = status.lines().find_map(|line| line.strip_prefix("store "));
+    line.unwrap_or_else(|| panic!("no store row in\n{status}")).trim().to_string()
 }
 
 /// Says `text` as `client` and waits for its echo (`<nick> text`, or `* nick text` for `/me`).
@@ -215,22 +215,22 @@ pub enum Page {
 pub fn history(client: &mut Client, room: &str, command: &str) -> Page {
     client.send(command);
     let head = system_answer(client);
-    if head == format!("*** No earlier lines in {room}") {
+    if head.starts_with(&format!("*** No earlier lines in {room}")) {
         return Page::NoEarlier;
     }
-    if !head.contains(&format!("History of {room}")) {
+    if !head.starts_with(&format!("*** History of {room}")) {
         return Page::Refused(head);
     }
-    let lines = client.expect("*** End of history page");
+    let lines = lines_before(client, "*** End of history page");
     Page::Lines(lines.iter().map(|line| undated(line)).collect())
 }
 
 /// The answer to a `/search` command.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Found {
-    /// The header (`*** N lines in <room> match "WORDS"`) and the lines, newest first, each
-    /// without its date.
-    Lines(String, Vec<String>),
+    /// The count the header gives (`*** N lines in <room> match "WORDS"...`) and the lines,
+    /// newest first, each without its date.
+    Lines(usize, Vec<String>),
     /// `*** Nothing in <room> matches "WORDS"`.
     Nothing,
     /// Any other system line (an error).
@@ -241,16 +241,19 @@ pub enum Found {
 pub fn search(client: &mut Client, room: &str, words: &str) -> Found {
     client.send(&format!("/search {words}"));
     let head = system_answer(client);
-    if head == format!("*** Nothing in {room} matches \"{words}\"") {
+    if head.starts_with(&format!("*** Nothing in {room} matches \"{words}\"")) {
         return Found::Nothing;
     }
-    let one = format!(" line in {room} match \"{words}\"");
-    let many = format!(" lines in {room} match \"{words}\"");
-    if !head.ends_with(&one) && !head.ends_with(&many) {
+    let count = head.strip_prefix("*** ").and_then(|rest| {
+        let (count, rest) = rest.split_once(' ')?;
+        let noun = if count == "1" { "line" } else { "lines" };
+        rest.starts_with(&format!("{noun} in {room} match \"{words}\"")).then_some(count)
+    });
+    let Some(count) = count.and_then(|count| count.parse().ok()) else {
         return Found::Refused(head);
-    }
-    let lines = client.expect("*** End of search");
-    Found::Lines(head, lines.iter().map(|line| undated(line)).collect())
+    };
+    let lines = lines_before(client, "*** End of search");
+    Found::Lines(count, lines.iter().map(|line| undated(line)).collect())
 }
 
 /// `chatctl --json ARGS`, parsed.
