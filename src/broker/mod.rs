@@ -89,8 +89,9 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const CONTROL: Token = Token(2);
 const FIRST_PEER: usize = 3;
-/// The database thread's waker (the state writer's is `control::STATE_SAVED`).
-const STORE: Token = Token(usize::MAX - 1);
+/// The broker's helper threads (the state writer, the database thread) wake the loop with
+/// this one waker (mio allows one per poller); each then looks at its own answers.
+const HELPERS: Token = Token(usize::MAX);
 
 /// Why the broker could not start, or stopped without being asked to.
 #[derive(Debug, thiserror::Error)]
@@ -106,9 +107,10 @@ pub enum BrokerError {
     /// SIGTERM, SIGINT and SIGHUP cannot be watched, or their pipe cannot be read.
     #[error("cannot watch the broker's signals: {0}")]
     Signals(io::Error),
-    /// The writer of the moderation state file cannot wake the loop.
-    #[error("cannot start the writer of {path}: {source}")]
-    StateWriter { path: PathBuf, source: io::Error },
+    /// The helper threads (the state writer, the database thread) cannot be given a way to
+    /// wake the loop.
+    #[error("cannot make the waker of the broker's helper threads: {0}")]
+    HelperWaker(io::Error),
     /// Waiting for events failed (not interrupted: that is retried).
     #[error("the broker's event loop cannot wait for events: {0}")]
     Wait(io::Error),
@@ -116,9 +118,6 @@ pub enum BrokerError {
     /// must not run and lose what people say.
     #[error("{0}; chatd does not start without it (fix or move the file, or set history_days = 0)")]
     Store(String),
-    /// The database thread's waker cannot be made.
-    #[error("cannot start the database thread: {0}")]
-    StoreWaker(io::Error),
 }
 
 impl BrokerError {
@@ -248,20 +247,18 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
     };
     let uid = nix::unistd::geteuid().as_raw();
     let queue_bytes = config.broker_queue_bytes;
+    let helpers_done =
+        Arc::new(mio::Waker::new(poll.registry(), HELPERS).map_err(BrokerError::HelperWaker)?);
     // The state writer's thread starts from this thread when there is something to save, so
     // it inherits the signal mask ChildSignals set above.
-    let operators = Operators::new(poll.registry(), &state_path)
-        .map_err(|source| BrokerError::StateWriter { path: state_path.clone(), source })?;
+    let operators = Operators::new(helpers_done.clone(), &state_path);
     // Before the clock is read: with LDAP or sssd the names can take a while.
     let access = Access::new(uid, service_user, config.admin_group.as_deref());
     // Its thread starts here, after ChildSignals blocked the signals: it inherits the mask.
     let storage = match config.store_target() {
         None => Storage::none(),
-        Some(target) => {
-            let waker = mio::Waker::new(poll.registry(), STORE).map_err(BrokerError::StoreWaker)?;
-            Storage::start(target, config.history_days, Arc::new(waker))
-                .map_err(|unusable| BrokerError::Store(unusable.0))?
-        }
+        Some(target) => Storage::start(target, config.history_days, helpers_done)
+            .map_err(|unusable| BrokerError::Store(unusable.0))?,
     };
     let now = Instant::now();
     let mut broker = Broker {
@@ -338,8 +335,10 @@ impl Broker {
                     LISTENER => self.accept_all(),
                     SIGNALS => {}
                     CONTROL => self.accept_controls(),
-                    control::STATE_SAVED => self.state_saved(),
-                    STORE => self.store_answers(),
+                    HELPERS => {
+                        self.state_saved();
+                        self.store_answers();
+                    }
                     Token(token) if self.controls.contains_key(&(token as MemberId)) => {
                         self.serve_control(token as MemberId, event);
                     }

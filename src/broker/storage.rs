@@ -109,6 +109,10 @@ impl Storage {
             Target::Sqlite(_) => "sqlite",
             Target::Postgres { .. } => "postgres",
         };
+        // What people said is for the daemon's user only, also without systemd's UMask=0077:
+        // SQLite creates the database and its -wal and -shm files with the process's umask.
+        // (The broker never forks, and everything else it creates is its own too.)
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
         let (jobs, job_rx) = mpsc::sync_channel(JOBS_QUEUED);
         let (outcome_tx, outcomes) = mpsc::channel();
         std::thread::Builder::new()
@@ -130,9 +134,10 @@ impl Storage {
             figures: StoreFigures { kind, ..StoreFigures::default() },
         };
         match link.outcomes.recv_timeout(OPEN_WAIT) {
-            Ok(Outcome::Opened(Ok(location))) => {
+            Ok(Outcome::Opened(Ok((location, bytes)))) => {
                 info!("history is stored in {kind} {location}");
                 link.figures.location = location;
+                link.figures.bytes = bytes;
             }
             Ok(Outcome::Opened(Err((why, true)))) => return Err(Unusable(why)),
             Ok(Outcome::Opened(Err((why, false)))) => {
@@ -347,9 +352,10 @@ impl Link {
 
     fn handle(&mut self, outcome: Outcome, now: Instant) -> Option<Outcome> {
         match outcome {
-            Outcome::Opened(Ok(location)) => {
+            Outcome::Opened(Ok((location, bytes))) => {
                 info!("the {} database {location} is open", self.figures.kind);
                 self.figures.location = location;
+                self.figures.bytes = bytes;
                 self.recovered();
                 None
             }

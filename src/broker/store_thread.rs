@@ -11,7 +11,6 @@
 //! It is started by the broker after its signals are blocked, and so inherits that mask.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -69,9 +68,9 @@ pub enum Job {
 
 /// A job's answer. Errors are the store's words (they name the database).
 pub enum Outcome {
-    /// The store opened (its location), or could not (and whether that is for good: a file
-    /// that is not a database, or one from a newer chatd).
-    Opened(Result<String, (String, bool)>),
+    /// The store opened (its location and size), or could not (and whether that is for
+    /// good: a file that is not a database, or one from a newer chatd).
+    Opened(Result<(String, u64), (String, bool)>),
     /// A write ended; on failure the batch comes back, to be written again.
     Written {
         result: Result<(), (String, Batch)>,
@@ -126,8 +125,9 @@ pub fn run(target: Target, jobs: Receiver<Job>, outcomes: Sender<Outcome>, wake:
     loop {
         if store.is_none() && Instant::now() >= reopen_at {
             match store::open(&target) {
-                Ok(opened) => {
-                    tell(Outcome::Opened(Ok(opened.location().to_string())));
+                Ok(mut opened) => {
+                    let bytes = opened.size().unwrap_or(0);
+                    tell(Outcome::Opened(Ok((opened.location().to_string(), bytes))));
                     store = Some(opened);
                 }
                 Err(err) => {
@@ -192,14 +192,8 @@ fn serve(store: &mut dyn Store, job: Job) -> Outcome {
         Job::Forget { asker, nick, nick_key } => {
             Outcome::Forgot { asker, nick, result: store.forget(&nick_key).map_err(said) }
         }
-        Job::Backup { asker, file } => {
-            // SQLite writes the copy through a path: this process's name for the file the
-            // operator created (and sent), which it may not be able to open by its own path.
-            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-            let result = store.backup(std::path::Path::new(&path)).map_err(said).and_then(|()| {
-                file.metadata().map(|meta| meta.len()).map_err(|err| err.to_string())
-            });
-            Outcome::BackedUp { asker, result }
+        Job::Backup { asker, mut file } => {
+            Outcome::BackedUp { asker, result: store.backup(&mut file).map_err(said) }
         }
         Job::Expire { cutoff } => Outcome::Expired(store.expire(cutoff).map_err(said)),
     }

@@ -284,8 +284,9 @@ pub fn search_results(room: &str, words: &str, count: usize) -> Framing {
     }
     Framing::Around {
         heading: format!(
-            "{count} {} in {room} match \"{words}\", newest first:",
-            if count == 1 { "line" } else { "lines" }
+            "{count} {} in {room} {} \"{words}\", newest first:",
+            if count == 1 { "line" } else { "lines" },
+            if count == 1 { "matches" } else { "match" }
         ),
         footer: "End of search.".to_string(),
     }

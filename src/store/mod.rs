@@ -25,7 +25,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod test_cluster;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use search::Query;
 
@@ -151,8 +151,10 @@ pub trait Store: Send {
     /// Deletes every line said under a nick whose folded form is `nick_key`; returns how many.
     fn forget(&mut self, nick_key: &str) -> Result<u64, StoreError>;
 
-    /// Writes a consistent copy of the live database to `to`, a file that must not exist.
-    fn backup(&mut self, to: &Path) -> Result<(), StoreError>;
+    /// Writes a consistent copy of the live database into `into`, an empty file opened for
+    /// writing (an operator created it: this process may not be able to open it by name);
+    /// returns its length.
+    fn backup(&mut self, into: &mut std::fs::File) -> Result<u64, StoreError>;
 
     /// How many bytes the database takes.
     fn size(&mut self) -> Result<u64, StoreError>;

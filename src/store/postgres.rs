@@ -288,7 +288,7 @@ impl Store for PostgresStore {
         })
     }
 
-    fn backup(&mut self, _to: &Path) -> Result<(), StoreError> {
+    fn backup(&mut self, _into: &mut std::fs::File) -> Result<u64, StoreError> {
         Err(StoreError::Unsupported("the store is PostgreSQL: back it up with pg_dump".into()))
     }
 

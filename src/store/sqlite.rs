@@ -265,6 +265,11 @@ impl SqliteStore {
     }
 
     /// The WAL file's name: the database's with `-wal` added.
+    /// Where a backup's snapshot is made: beside the database, named apart from it.
+    fn snapshot_path(&self) -> PathBuf {
+        self.path.with_file_name(format!(".chatd-backup-{}.tmp", std::process::id()))
+    }
+
     fn wal_path(&self) -> PathBuf {
         let mut name = OsString::from(self.path.as_os_str());
         name.push("-wal");
@@ -349,19 +354,29 @@ impl Store for SqliteStore {
         self.delete_lines("DELETE FROM lines WHERE nick_key = ?1", nick_key)
     }
 
-    fn backup(&mut self, to: &Path) -> Result<(), StoreError> {
+    fn backup(&mut self, into: &mut std::fs::File) -> Result<u64, StoreError> {
+        // VACUUM INTO writes a consistent snapshot (one read transaction) into a new file,
+        // without a journal of its own. SQLite needs a name it can open: a file of ours next
+        // to the database (another file: its descriptors are not the database's, whose locks
+        // closing them would drop), copied into the operator's and removed.
+        let snapshot = self.snapshot_path();
         let failed_to = |why: String| StoreError::Failed {
             location: self.location.clone(),
-            why: format!("cannot back it up to {}: {why}", to.display()),
+            why: format!("cannot back it up (through {}): {why}", snapshot.display()),
         };
-        let target = to.to_str().ok_or_else(|| failed_to("the name is not UTF-8".into()))?;
-        // VACUUM INTO writes a consistent snapshot (one read transaction) into a file that
-        // does not exist or is empty, without a journal of its own.
-        match self.conn.execute("VACUUM INTO ?1", [target]) {
-            Ok(_) => Ok(()),
+        let name = snapshot.to_str().ok_or_else(|| failed_to("the name is not UTF-8".into()))?;
+        // One left by a broker killed during a backup.
+        let _ = std::fs::remove_file(&snapshot);
+        let copied = match self.conn.execute("VACUUM INTO ?1", [name]) {
+            Ok(_) => std::fs::File::open(&snapshot)
+                .and_then(|mut from| std::io::copy(&mut from, into))
+                .and_then(|bytes| into.sync_all().map(|()| bytes))
+                .map_err(|err| failed_to(err.to_string())),
             Err(err) if is_damage(&err) => Err(failed(&self.location, err)),
             Err(err) => Err(failed_to(err.to_string())),
-        }
+        };
+        let _ = std::fs::remove_file(&snapshot);
+        copied
     }
 
     fn size(&mut self) -> Result<u64, StoreError> {

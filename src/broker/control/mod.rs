@@ -31,6 +31,7 @@ mod state_writer;
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -53,9 +54,6 @@ use state_writer::{Saving, check_state_dir};
 /// Refusals of one kind are logged once per window, then counted in one summary line.
 const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
 
-/// The waker token of the state writer: far above any peer's.
-pub const STATE_SAVED: Token = Token(usize::MAX);
-
 /// The broker's bookkeeping for operators beyond their connections, and the state writer.
 pub struct Operators {
     /// Refused connections (strangers, too many at once): logged once per window.
@@ -65,18 +63,14 @@ pub struct Operators {
 }
 
 impl Operators {
-    /// Sets up the state writer for `state_path`, waking `registry`'s poller with
-    /// [`STATE_SAVED`], and says at warning level if the state directory is not writable.
-    pub fn new(registry: &mio::Registry, state_path: &Path) -> io::Result<Operators> {
-        let waker = mio::Waker::new(registry, STATE_SAVED)?;
+    /// Sets up the state writer for `state_path`, waking the loop with `waker` after each
+    /// write, and says at warning level if the state directory is not writable.
+    pub fn new(waker: Arc<mio::Waker>, state_path: &Path) -> Operators {
         check_state_dir(state_path);
         let writer = StateWriter::new(state_path.to_path_buf(), move || {
             let _ = waker.wake();
         });
-        Ok(Operators {
-            refusals: LogThrottle::new(REFUSAL_LOG_WINDOW),
-            saving: Saving::new(writer),
-        })
+        Operators { refusals: LogThrottle::new(REFUSAL_LOG_WINDOW), saving: Saving::new(writer) }
     }
 }
 
