@@ -67,9 +67,9 @@ pub fn committed_lines_survive_a_kill(backend: &Backend, what: Kill) -> Daemon {
         }
         Kill::Everything => {
             killpg(Pid::from_raw(group), Signal::SIGKILL).expect("kill the daemon's group");
+            daemon.wait_exit();
             wait_until("every process is gone", || processes_in_group(group).is_empty());
             writer.join().expect("the writer");
-            daemon.wait_exit();
             daemon = daemon.start_sharing();
         }
     }

@@ -8,7 +8,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Found, Page, chatctl_json, history, say, search, store_line, stored, wait_stored};
+use super::{
+    Found, Page, chatctl_json, history, say, search, store_line, stored, wait_stored,
+    wait_until_it_works_again,
+};
 use crate::util::{Daemon, runtime_dir};
 
 /// A tmpfs mounted by the test, unmounted when dropped (also when the test fails).
@@ -74,14 +77,9 @@ fn a_full_disk_stops_the_store_not_the_chat_and_writes_resume_when_there_is_room
     }
     let failed = daemon.wait_for_log(FAILING);
     assert!(failed.contains("chatd.db"), "the error names the database: {failed}");
-    match search(&mut alice, "lobby", "outage") {
-        Found::Refused(line) => assert!(line.contains("not available"), "{line}"),
-        other => panic!("/search while the disk is full gave {other:?}"),
-    }
-    match history(&mut alice, "lobby", "/history") {
-        Page::Refused(line) => assert!(line.contains("not available"), "{line}"),
-        other => panic!("/history while the disk is full gave {other:?}"),
-    }
+    // Checked at the end, so that a wrong answer here does not hide how the rest goes.
+    let searched = search(&mut alice, "lobby", "outage");
+    let paged = history(&mut alice, "lobby", "/history");
     let store = store_line(&daemon);
     assert!(store.starts_with("failing"), "store: {store}");
     // Retries come every 2 s: the outage lasts long enough for a few, each of which would
@@ -96,7 +94,7 @@ fn a_full_disk_stops_the_store_not_the_chat_and_writes_resume_when_there_is_room
     }
 
     std::fs::remove_file(&filler).expect("remove the filler");
-    daemon.wait_for_log("works again");
+    wait_until_it_works_again(&daemon);
     let held = wait_stored(&daemon, "lobby", "during the outage 20");
     let mut expected = vec!["before the outage".to_string()];
     expected.extend(outage.iter().cloned());
@@ -104,6 +102,14 @@ fn a_full_disk_stops_the_store_not_the_chat_and_writes_resume_when_there_is_room
     assert_eq!(lines, expected);
     assert!(matches!(search(&mut alice, "lobby", "outage"), Found::Lines(..)));
     assert_eq!(count(&daemon, FAILING), 1, "logged once:\n{}", daemon.log().join("\n"));
-    assert_eq!(count(&daemon, "works again"), 1, "{}", daemon.log().join("\n"));
+    assert_eq!(wait_until_it_works_again(&daemon), 1, "{}", daemon.log().join("\n"));
     assert!(stored(&daemon, "lobby").iter().any(|text| text == "still chatting"));
+    match searched {
+        Found::Refused(line) => assert!(line.contains("not available"), "{line}"),
+        other => panic!("/search while the disk was full gave {other:?}"),
+    }
+    match paged {
+        Page::Refused(line) => assert!(line.contains("not available"), "{line}"),
+        other => panic!("/history while the disk was full gave {other:?}"),
+    }
 }

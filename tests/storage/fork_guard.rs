@@ -35,6 +35,7 @@ fn with_suffix(db: &Path, suffix: &str) -> PathBuf {
 fn only_the_broker_has_the_database_open_with_fifty_sessions() {
     let daemon = start(&Backend::Sqlite, "max_clients_per_ip = 50\n");
     let mut clients: Vec<Client> = (0..50).map(|n| daemon.login(&format!("u{n}"))).collect();
+    clients[49].expect("*** No topic is set for lobby");
     say(&mut clients[0], "u0", "the database is in use");
     wait_stored(&daemon, "lobby", "the database is in use");
     assert!(

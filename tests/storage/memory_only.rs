@@ -27,7 +27,8 @@ fn with_history_days_0_nothing_is_stored_and_history_comes_from_memory() {
         other => panic!("/search with history_days = 0 gave {other:?}"),
     }
     assert_eq!(arrive(&daemon, "bob").history, in_memory);
-    assert_eq!(store_line(&daemon), "none (history_days = 0)");
+    let store = store_line(&daemon);
+    assert!(store.starts_with("none (history_days = 0"), "store {store}");
     assert_eq!(database_files(&daemon), Vec::<String>::new());
     drop(alice);
     stop(&mut daemon);

@@ -109,6 +109,19 @@ pub fn store_line(daemon: &Daemon) -> String {
     line.unwrap_or_else(|| panic!("no store row in\n{status}")).trim().to_string()
 }
 
+/// A log line that says the store works again after failing (the failure's own line says
+/// what happens "when the database works again": not that).
+pub fn says_it_works_again(line: &str) -> bool {
+    line.contains("works again") && !line.contains("kept in memory")
+}
+
+/// Waits until the daemon has logged that the store works again; returns how often it has.
+pub fn wait_until_it_works_again(daemon: &Daemon) -> usize {
+    let count = || daemon.log().iter().filter(|line| says_it_works_again(line)).count();
+    wait_until("the log says the store works again", || count() > 0);
+    count()
+}
+
 /// Says `text` as `client` and waits for its echo (`<nick> text`, or `* nick text` for `/me`).
 pub fn say(client: &mut Client, nick: &str, text: &str) {
     match text.strip_prefix("/me ") {
@@ -145,17 +158,33 @@ pub struct Arrival {
     pub client: Client,
 }
 
-/// Logs `nick` in and reads what it is shown on arrival; `/who` afterwards marks the end, so
-/// that a missing history is seen as missing rather than waited for.
+/// Logs `nick` in and reads what it is shown on arrival in lobby.
 pub fn arrive(daemon: &Daemon, nick: &str) -> Arrival {
     let mut client = daemon.login(nick);
+    let (topic, history) = shown_on_entry(&mut client, "lobby");
+    Arrival { topic, history, client }
+}
+
+/// Moves `client` to `room` and reads what it is shown there: its topic notice and history.
+pub fn enter(client: &mut Client, nick: &str, room: &str) -> (String, Vec<String>) {
+    client.send(&format!("/join {room}"));
+    client.expect(&format!("*** {nick} has joined {room}"));
+    shown_on_entry(client, room)
+}
+
+/// The topic notice and the history lines (without their `[HH:MM] ` time) a client that has
+/// just entered `room` is shown; `/who` afterwards marks the end, so that a missing history is
+/// seen as missing rather than waited for.
+fn shown_on_entry(client: &mut Client, room: &str) -> (String, Vec<String>) {
     client.send("/who");
-    let shown = lines_before(&mut client, "*** In lobby (");
+    let shown = lines_before(client, &format!("*** In {room} ("));
     let topic = shown
         .iter()
-        .find(|line| line.starts_with("*** Topic for lobby") || line.starts_with("*** No topic"))
+        .find(|line| {
+            line.starts_with(&format!("*** Topic for {room}")) || line.starts_with("*** No topic")
+        })
         .cloned()
-        .unwrap_or_else(|| panic!("no topic notice on arrival: {shown:?}"));
+        .unwrap_or_else(|| panic!("no topic notice on entering {room}: {shown:?}"));
     let mut history = Vec::new();
     if let Some(head) = shown.iter().position(|line| line.starts_with("*** Last ")) {
         let end = shown
@@ -173,9 +202,9 @@ pub fn arrive(daemon: &Daemon, nick: &str) -> Arrival {
         }
         let count = history.len();
         let noun = if count == 1 { "line" } else { "lines" };
-        assert_eq!(shown[head], format!("*** Last {count} {noun} in lobby before you came:"));
+        assert_eq!(shown[head], format!("*** Last {count} {noun} in {room} before you came:"));
     }
-    Arrival { topic, history, client }
+    (topic, history)
 }
 
 /// The line without its `[YYYY-MM-DD HH:MM] ` date, which it must have.
@@ -246,8 +275,9 @@ pub fn search(client: &mut Client, room: &str, words: &str) -> Found {
     }
     let count = head.strip_prefix("*** ").and_then(|rest| {
         let (count, rest) = rest.split_once(' ')?;
-        let noun = if count == "1" { "line" } else { "lines" };
-        rest.starts_with(&format!("{noun} in {room} match \"{words}\"")).then_some(count)
+        let said = if count == "1" { "line in {room} matches" } else { "lines in {room} match" };
+        let said = said.replace("{room}", room);
+        rest.starts_with(&format!("{said} \"{words}\"")).then_some(count)
     });
     let Some(count) = count.and_then(|count| count.parse().ok()) else {
         return Found::Refused(head);

@@ -123,7 +123,11 @@ fn history_status_and_metrics_show_the_store() {
     let value = |name: &str| {
         metrics
             .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .find_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let labelled = rest.starts_with(' ') || rest.starts_with('{');
+                labelled.then(|| rest.rsplit(' ').next()?.parse::<f64>().ok()).flatten()
+            })
             .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
     };
     assert!(value("chatd_store_bytes") > 0.0);

@@ -9,6 +9,7 @@ use super::operators::forget_deletes_a_persons_lines;
 use super::survival::{history_pages_back_through_the_room, lines_and_topic_survive_restarts};
 use super::{
     Backend, Found, Page, history, say, search, start, store_line, store_status, wait_stored,
+    wait_until_it_works_again,
 };
 use crate::control::{fails, ok};
 use crate::util::postgres::Cluster;
@@ -35,6 +36,13 @@ fn postgres_search_finds_words_in_any_script() {
 fn postgres_forget_deletes_a_persons_lines() {
     let cluster = Cluster::start();
     forget_deletes_a_persons_lines(&Backend::Postgres(cluster.url()));
+}
+
+#[test]
+fn postgres_committed_lines_survive_a_kill_of_the_broker() {
+    let cluster = Cluster::start();
+    committed_lines_survive_a_kill(&Backend::Postgres(cluster.url()), Kill::Broker);
+    held_once_in_order(&cluster.psql("SELECT text FROM lines ORDER BY id"));
 }
 
 #[test]
@@ -66,7 +74,8 @@ fn postgres_password_file_backup_refusal_and_a_server_that_comes_back() {
     let line = store_line(&daemon);
     assert!(line.starts_with("postgres"), "store: {line}");
     let status = ok(daemon.chatctl(&["status"]));
-    let copy = tempfile::tempdir().expect("a directory").path().join("copy.db");
+    let elsewhere = tempfile::tempdir().expect("a directory");
+    let copy = elsewhere.path().join("copy.db");
     let refused = fails(daemon.chatctl(&["backup", copy.to_str().expect("a UTF-8 path")]), 1);
     assert!(refused.contains("pg_dump"), "{refused}");
 
@@ -80,7 +89,7 @@ fn postgres_password_file_backup_refusal_and_a_server_that_comes_back() {
         other => panic!("/search while the server is away gave {other:?}"),
     }
     cluster.start_again();
-    daemon.wait_for_log("works again");
+    wait_until_it_works_again(&daemon);
     let held = wait_stored(&daemon, "lobby", "while the server is away");
     assert_eq!(held, ["stored in postgres", "while the server is away"]);
     assert!(matches!(history(&mut bob, "lobby", "/history"), Page::Lines(..)));

@@ -2,7 +2,7 @@
 //! it. Each scenario takes the store it runs on; the SQLite tests are here, the PostgreSQL
 //! ones in `postgres.rs`.
 
-use super::{Backend, Page, arrive, history, restart, say, start, stored, wait_stored};
+use super::{Backend, Page, arrive, enter, history, restart, say, start, stored, wait_stored};
 use crate::reliability::NO_FLOOD_CONTROL;
 
 /// Lines, an action and a topic; the whole daemon stopped and started again on the same
@@ -17,6 +17,8 @@ pub fn lines_and_topic_survive_restarts(backend: &Backend) {
     say(&mut bob, "bob", "Grüße from bob");
     bob.send("/join dev");
     bob.expect("*** bob has joined dev");
+    bob.send("/topic Dev talk");
+    bob.expect("*** bob set the topic of dev to: Dev talk");
     say(&mut bob, "bob", "only in dev");
     drop((alice, bob));
 
@@ -31,15 +33,9 @@ pub fn lines_and_topic_survive_restarts(backend: &Backend) {
     );
     assert_eq!(carol.history, lobby, "log:\n{}", daemon.log().join("\n"));
     assert_eq!(history(&mut carol.client, "lobby", "/history"), Page::Lines(lines(&lobby)));
-    carol.client.send("/join dev");
-    carol.client.expect("*** carol has joined dev");
-    let dev = history(&mut carol.client, "dev", "/history");
-    assert_eq!(dev, Page::Lines(lines(&["<bob> only in dev"])));
 
     // Lines said after a restart join the ones from before it; a second restart neither loses
     // nor repeats any.
-    carol.client.send("/join lobby");
-    carol.client.expect("*** carol has joined lobby");
     say(&mut carol.client, "carol", "after the restart");
     wait_stored(&daemon, "lobby", "after the restart");
     drop(carol);
@@ -51,6 +47,15 @@ pub fn lines_and_topic_survive_restarts(backend: &Backend) {
     assert_eq!(dave.history, all);
     let texts = ["first line", "pours the tea", "Grüße from bob", "after the restart"];
     assert_eq!(stored(&daemon, "lobby"), lines(&texts));
+
+    // A room first entered after the restart has its topic and lines too, not only lobby.
+    let mut dave = dave.client;
+    assert_eq!(history(&mut dave, "lobby", "/history"), Page::Lines(all));
+    let dev = lines(&["<bob> only in dev"]);
+    assert_eq!(history(&mut dave, "lobby", "/history"), Page::NoEarlier);
+    let shown = enter(&mut dave, "dave", "dev");
+    assert_eq!(shown, ("*** Topic for dev: Dev talk".to_string(), dev.clone()));
+    assert_eq!(history(&mut dave, "dev", "/history"), Page::Lines(dev));
 }
 
 fn lines(texts: &[&str]) -> Vec<String> {
