@@ -14,6 +14,7 @@ mod reliability;
 mod ring;
 mod soak;
 mod spoofing;
+mod storage;
 mod storage_harness;
 mod syslog;
 mod terminals;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::util::{Client, Daemon, wait_until};
 
 /// Asserts chatctl succeeded and returns what it printed.
-fn ok(output: Output) -> String {
+pub fn ok(output: Output) -> String {
     assert!(
         output.status.success(),
         "chatctl failed ({:?}): {}{}",
@@ -23,7 +23,7 @@ fn ok(output: Output) -> String {
 }
 
 /// Asserts chatctl exited with `code` and returns what it said on stderr.
-fn fails(output: Output, code: i32) -> String {
+pub fn fails(output: Output, code: i32) -> String {
     assert_eq!(
         output.status.code(),
         Some(code),

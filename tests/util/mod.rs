@@ -197,45 +197,19 @@ impl Daemon {
         Self::start_in(Arc::clone(&self.runtime), &config, &[], &[])
     }
 
+    /// Starts chatd on a runtime directory the test prepared (files planted in its `state/`,
+    /// a file system mounted there).
+    pub fn start_on(runtime: Arc<tempfile::TempDir>, config: &str) -> Daemon {
+        Self::start_in(runtime, config, &[], &[])
+    }
+
     fn start_in(
         runtime: Arc<tempfile::TempDir>,
         config: &str,
         launcher: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
-        let config_path = runtime.path().join("chatd.toml");
-        // Started as root, chatd becomes `chatd` if that user exists (the package creates it)
-        // and `nobody` otherwise: pin it, so that tests do not depend on what is installed.
-        let mut config = if config.contains("user =") {
-            config.to_string()
-        } else {
-            format!("user = \"nobody\"\n{config}")
-        };
-        // Bans and mutes persist: keep each daemon's out of /var/lib/chatd.
-        if !config.contains("state_dir =") {
-            let state = runtime.path().join("state");
-            config = format!("state_dir = \"{}\"\n{config}", state.display());
-        }
-        std::fs::write(&config_path, config).expect("write config");
-        let mut command = match launcher.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(env!("CARGO_BIN_EXE_chatd"));
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_chatd")),
-        };
-        command
-            .envs(env.iter().copied())
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--runtime-dir")
-            .arg(runtime.path().join("run"))
-            .arg("--log")
-            .arg("stderr")
-            .arg("--config")
-            .arg(&config_path);
-        let process = Spawned::spawn(&mut command);
+        let process = spawn_chatd(runtime.path(), config, launcher, env);
         let line = process.wait_for_log("listening on 127.0.0.1:");
         let port = line
             .rsplit(':')
@@ -321,6 +295,50 @@ pub fn assert_root_as_built() {
          ignored; but it runs as uid {uid}. Run it as root, or build as this user (cargo test \
          does), so that it is reported as ignored"
     );
+}
+
+/// Starts chatd on `runtime` (settings in `chatd.toml` there, sockets in `run/`, state in
+/// `state/` unless `config` says otherwise) without waiting for it to listen: [`Daemon`]
+/// starts it this way, and a test of a start that must fail uses it directly.
+pub fn spawn_chatd(
+    runtime: &std::path::Path,
+    config: &str,
+    launcher: &[&str],
+    env: &[(&str, &str)],
+) -> Spawned {
+    let config_path = runtime.join("chatd.toml");
+    // Started as root, chatd becomes `chatd` if that user exists (the package creates it)
+    // and `nobody` otherwise: pin it, so that tests do not depend on what is installed.
+    let mut config = if config.contains("user =") {
+        config.to_string()
+    } else {
+        format!("user = \"nobody\"\n{config}")
+    };
+    // Bans and mutes persist: keep each daemon's out of /var/lib/chatd.
+    if !config.contains("state_dir =") {
+        let state = runtime.join("state");
+        config = format!("state_dir = \"{}\"\n{config}", state.display());
+    }
+    std::fs::write(&config_path, config).expect("write config");
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(env!("CARGO_BIN_EXE_chatd"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_chatd")),
+    };
+    command
+        .envs(env.iter().copied())
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--runtime-dir")
+        .arg(runtime.join("run"))
+        .arg("--log")
+        .arg("stderr")
+        .arg("--config")
+        .arg(&config_path);
+    Spawned::spawn(&mut command)
 }
 
 /// A temporary directory that chatd, dropping root to `nobody`, can traverse.

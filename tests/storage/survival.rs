@@ -1,0 +1,101 @@
+//! What was said survives a restart of the whole daemon, and `/history` pages back through
+//! it. Each scenario takes the store it runs on; the SQLite tests are here, the PostgreSQL
+//! ones in `postgres.rs`.
+
+use super::{Backend, Page, arrive, enter, history, restart, say, start, stored, wait_stored};
+use crate::reliability::NO_FLOOD_CONTROL;
+
+/// Lines, an action and a topic; the whole daemon stopped and started again on the same
+/// state, twice; each time a newcomer sees the topic and every line once, in order.
+pub fn lines_and_topic_survive_restarts(backend: &Backend) {
+    let daemon = start(backend, "");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    alice.send("/topic Tea at five");
+    alice.expect("*** alice set the topic of lobby to: Tea at five");
+    say(&mut alice, "alice", "first line");
+    say(&mut alice, "alice", "/me pours the tea");
+    say(&mut bob, "bob", "Grüße from bob");
+    bob.send("/join dev");
+    bob.expect("*** bob has joined dev");
+    bob.send("/topic Dev talk");
+    bob.expect("*** bob set the topic of dev to: Dev talk");
+    say(&mut bob, "bob", "only in dev");
+    drop((alice, bob));
+
+    let daemon = restart(daemon);
+    let lobby = ["<alice> first line", "* alice pours the tea", "<bob> Grüße from bob"];
+    let mut carol = arrive(&daemon, "carol");
+    assert_eq!(
+        carol.topic,
+        "*** Topic for lobby: Tea at five",
+        "log:\n{}",
+        daemon.log().join("\n")
+    );
+    assert_eq!(carol.history, lobby, "log:\n{}", daemon.log().join("\n"));
+    assert_eq!(history(&mut carol.client, "lobby", "/history"), Page::Lines(lines(&lobby)));
+
+    // Lines said after a restart join the ones from before it; a second restart neither loses
+    // nor repeats any.
+    say(&mut carol.client, "carol", "after the restart");
+    wait_stored(&daemon, "lobby", "after the restart");
+    drop(carol);
+    let daemon = restart(daemon);
+    let dave = arrive(&daemon, "dave");
+    assert_eq!(dave.topic, "*** Topic for lobby: Tea at five");
+    let mut all = lines(&lobby);
+    all.push("<carol> after the restart".into());
+    assert_eq!(dave.history, all);
+    let texts = ["first line", "pours the tea", "Grüße from bob", "after the restart"];
+    assert_eq!(stored(&daemon, "lobby"), lines(&texts));
+
+    // A room first entered after the restart has its topic and lines too, not only lobby.
+    let mut dave = dave.client;
+    assert_eq!(history(&mut dave, "lobby", "/history"), Page::Lines(all));
+    let dev = lines(&["<bob> only in dev"]);
+    assert_eq!(history(&mut dave, "lobby", "/history"), Page::NoEarlier);
+    let shown = enter(&mut dave, "dave", "dev");
+    assert_eq!(shown, ("*** Topic for dev: Dev talk".to_string(), dev.clone()));
+    assert_eq!(history(&mut dave, "dev", "/history"), Page::Lines(dev));
+}
+
+fn lines(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(|text| text.to_string()).collect()
+}
+
+/// 45 lines; `/history 20` three times gives 20, 20 and 5 ever older lines, each page oldest
+/// first; then `No earlier lines`, after which `/history` starts again from the newest. A
+/// count outside 1..=200 is refused.
+pub fn history_pages_back_through_the_room(backend: &Backend) {
+    let daemon = start(backend, NO_FLOOD_CONTROL);
+    let mut alice = daemon.login("alice");
+    let said: String = (1..=45).map(|n| format!("line {n}\r\n")).collect();
+    alice.send_raw(said.as_bytes());
+    alice.expect("<alice> line 45");
+    wait_stored(&daemon, "lobby", "line 45");
+    for refused in ["/history 0", "/history 201"] {
+        match history(&mut alice, "lobby", refused) {
+            Page::Refused(line) => assert!(line.contains("1 to 200"), "{refused}: {line}"),
+            other => panic!("{refused} gave {other:?}"),
+        }
+    }
+    let page = |numbers: std::ops::RangeInclusive<u32>| {
+        Page::Lines(numbers.map(|n| format!("<alice> line {n}")).collect())
+    };
+    assert_eq!(history(&mut alice, "lobby", "/history 20"), page(26..=45));
+    assert_eq!(history(&mut alice, "lobby", "/history 20"), page(6..=25));
+    assert_eq!(history(&mut alice, "lobby", "/history 20"), page(1..=5));
+    assert_eq!(history(&mut alice, "lobby", "/history 20"), Page::NoEarlier);
+    // The default is 20; after the oldest page, paging starts again from the newest.
+    assert_eq!(history(&mut alice, "lobby", "/history"), page(26..=45));
+    assert_eq!(history(&mut alice, "lobby", "/history 200"), page(1..=25));
+}
+
+#[test]
+fn sqlite_lines_and_topic_survive_restarts() {
+    lines_and_topic_survive_restarts(&Backend::Sqlite);
+}
+
+#[test]
+fn sqlite_history_pages_back_through_the_room() {
+    history_pages_back_through_the_room(&Backend::Sqlite);
+}
