@@ -154,7 +154,10 @@ impl Storage {
                 link.figures.failing = Some(why);
             }
         }
-        Ok(Storage { link: Some(link), history_days })
+        let mut storage = Storage { link: Some(link), history_days };
+        // Old lines go before anything is read: the first rooms loaded show none of them.
+        storage.end_turn(now, crate::clock::unix_now());
+        Ok(storage)
     }
 
     /// Whether there is a store.
@@ -185,7 +188,14 @@ impl Storage {
 
     /// Sends a query for `asker` (one at a time each) after the lines waiting. `Err`: the
     /// words to answer with at once.
+    /// While the store fails, nobody is answered from it: what it has lacks the lines that
+    /// wait for it, and a page or a search without them would mislead.
     pub fn ask(&mut self, asker: Asker, job: Job) -> Result<(), String> {
+        if let Some(link) = &self.link
+            && link.figures.failing.is_some()
+        {
+            return Err("the history database is not available now".into());
+        }
         self.submit(Some(asker), job)
     }
 
