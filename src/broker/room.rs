@@ -16,7 +16,7 @@
 //! once per loop turn) and take a room's stored topic and history when the store answers, after
 //! the room was made; this module still never waits for it.
 
-mod stored;
+pub(super) mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use super::store_thread::{self, Asker, Job, Outcome};
+use crate::proto::control::StoreStatus;
 use crate::store::{Batch, NewLine, Target};
 
 /// Most lines waiting for the store; the oldest beyond it are not stored.
@@ -45,24 +46,6 @@ const LAST_WRITE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unusable(pub String);
-
-/// The store's figures, for `chatctl status` and the metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StoreFigures {
-    /// "sqlite" or "postgres".
-    pub kind: &'static str,
-    pub location: String,
-    pub bytes: u64,
-    pub waiting_lines: u64,
-    pub written_lines: u64,
-    pub dropped_lines: u64,
-    /// Why the store does not work now, while it does not.
-    pub failing: Option<String>,
-    pub writes: u64,
-    pub write_seconds: f64,
-    pub write_ms_last: f64,
-    pub write_ms_max: f64,
-}
 
 /// The store and the loop's bookkeeping for it; `None` parts when `history_days` is 0.
 pub struct Storage {
@@ -86,7 +69,8 @@ struct Link {
     asking: HashSet<Asker>,
     /// Dropping waiting lines: warned once until the queue is empty again.
     dropping: bool,
-    figures: StoreFigures,
+    /// The figures operators see (`waiting_lines` is filled in when asked).
+    figures: StoreStatus,
 }
 
 impl Storage {
@@ -286,7 +270,7 @@ impl Storage {
     }
 
     /// The store's figures now.
-    pub fn figures(&self) -> Option<StoreFigures> {
+    pub fn figures(&self) -> Option<StoreStatus> {
         let link = self.link.as_ref()?;
         let mut figures = link.figures.clone();
         figures.waiting_lines = (link.waiting.len() + link.returned.lines.len()) as u64;
@@ -312,7 +296,7 @@ impl Link {
             next_expire: now,
             asking: HashSet::new(),
             dropping: false,
-            figures: StoreFigures { kind, ..StoreFigures::default() },
+            figures: StoreStatus { kind: kind.to_string(), ..StoreStatus::default() },
         }
     }
 

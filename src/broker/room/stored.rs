@@ -9,7 +9,7 @@
 use super::{Delivery, MemberId, Room, Rooms, one};
 use crate::names;
 use crate::proto::{Event, HistoryLine};
-use crate::store::{Batch, NewLine, RoomRecord};
+use crate::store::{Batch, NewLine, RoomRecord, StoredLine};
 
 /// A room waiting for the store's answer.
 #[derive(Debug)]
@@ -29,6 +29,19 @@ pub(super) struct ToStore {
     /// Rooms made, to load: (key, generation).
     loads: Vec<(String, u64)>,
     generations: u64,
+}
+
+/// Stored lines as the protocol shows history.
+pub(in crate::broker) fn to_history(lines: Vec<StoredLine>) -> Vec<HistoryLine> {
+    lines
+        .into_iter()
+        .map(|line| HistoryLine {
+            at: line.at,
+            from: line.from,
+            action: line.action,
+            text: line.text,
+        })
+        .collect()
 }
 
 impl ToStore {
@@ -133,16 +146,7 @@ impl Rooms {
         if room.topic.is_none() {
             room.topic = record.topic;
         }
-        let stored: Vec<HistoryLine> = record
-            .lines
-            .into_iter()
-            .map(|line| HistoryLine {
-                at: line.at,
-                from: line.from,
-                action: line.action,
-                text: line.text,
-            })
-            .collect();
+        let stored = to_history(record.lines);
         let keep = history_lines.saturating_sub(room.history.len()).min(stored.len());
         let older = &stored[stored.len() - keep..];
         for line in older.iter().rev() {
