@@ -39,9 +39,17 @@ impl Broker {
         if !self.storage.is_on() {
             return;
         }
-        let said = self.rooms.take_said();
-        if !said.is_empty() {
-            self.storage.keep(said);
+        self.hand_to_store();
+        self.storage.end_turn(now, crate::clock::unix_now());
+    }
+
+    /// What the rooms have for the store so far this turn goes to it: the rooms made are
+    /// asked for, then the lines said wait for the next write (a query sent after this sees
+    /// them). Loads first: a room made this turn shows as stored history only what was said
+    /// before it was made, not the lines said in it since.
+    pub(super) fn hand_to_store(&mut self) {
+        if !self.storage.is_on() {
+            return;
         }
         let history_lines = self.rooms.history_lines();
         for (room, generation) in self.rooms.take_loads() {
@@ -51,7 +59,10 @@ impl Broker {
                 self.deliver(deliveries);
             }
         }
-        self.storage.end_turn(now, crate::clock::unix_now());
+        let said = self.rooms.take_said();
+        if !said.is_empty() {
+            self.storage.keep(said);
+        }
     }
 
     /// `/history [N]`: from the store after the lines waiting for it, or (no store) the
@@ -73,6 +84,7 @@ impl Broker {
             return to_one(id, Event::HistoryPage { room: name, lines, before: None });
         }
         let job = Job::Page { asker: id, room: key, before, count: usize::from(count) };
+        self.hand_to_store();
         match self.storage.ask(id, job) {
             Ok(()) => Vec::new(),
             Err(why) => unavailable(id, why),
@@ -96,6 +108,7 @@ impl Broker {
         }
         let words: String = crate::text::sanitize(words).chars().take(200).collect();
         let job = Job::Search { asker: id, room: key, words, query, limit: SEARCH_RESULTS };
+        self.hand_to_store();
         match self.storage.ask(id, job) {
             Ok(()) => Vec::new(),
             Err(why) => unavailable(id, why),

@@ -104,6 +104,7 @@ impl Broker {
 
     /// Hands an operator's query to the store; `None`: the answer comes when it is done.
     fn ask_store(&mut self, id: u64, job: Job) -> Option<ControlReply> {
+        self.hand_to_store();
         match self.storage.ask(id, job) {
             Ok(()) => {
                 if let Some(client) = self.controls.get_mut(&id) {
