@@ -61,7 +61,10 @@ pub fn committed_lines_survive_a_kill(backend: &Backend, what: Kill) -> Daemon {
             kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
             daemon.broker_pid(2);
             // The sessions stayed: the writer's lines go on to the new broker and its store.
-            alice.expect(&format!("<alice> n {LAST}"));
+            let before_last = alice.expect(&format!("<alice> n {LAST}"));
+            let restarted = "*** The chat service restarted; you are still in lobby.";
+            // Else the broker had echoed everything before it died, and this tested nothing.
+            assert!(before_last.iter().any(|line| line == restarted), "killed mid-way");
             writer.join().expect("the writer");
             wait_stored(&daemon, "lobby", &format!("n {LAST}"));
         }
@@ -89,6 +92,8 @@ pub fn committed_lines_survive_a_kill(backend: &Backend, what: Kill) -> Daemon {
         // prefix of what was said.
         let all = held.len() as u32;
         assert_eq!(held.last().copied(), Some(all), "holes in {}", disorder(&held));
+        // Else the kill came after everything was written, and tested nothing.
+        assert!(all < LAST, "the kill came after the last line was stored");
     }
     stop(&mut daemon);
     daemon

@@ -14,41 +14,44 @@ use super::{
 use crate::control::{fails, ok};
 use crate::util::postgres::Cluster;
 
+/// Runs `scenario` against a cluster of its own, and hands the cluster back for a look inside.
+fn on_a_cluster(scenario: impl FnOnce(&Backend)) -> Cluster {
+    let cluster = Cluster::start();
+    scenario(&Backend::Postgres(cluster.url()));
+    cluster
+}
+
 #[test]
 fn postgres_lines_and_topic_survive_restarts() {
-    let cluster = Cluster::start();
-    lines_and_topic_survive_restarts(&Backend::Postgres(cluster.url()));
+    on_a_cluster(lines_and_topic_survive_restarts);
 }
 
 #[test]
 fn postgres_history_pages_back_through_the_room() {
-    let cluster = Cluster::start();
-    history_pages_back_through_the_room(&Backend::Postgres(cluster.url()));
+    on_a_cluster(history_pages_back_through_the_room);
 }
 
 #[test]
 fn postgres_search_finds_words_in_any_script() {
-    let cluster = Cluster::start();
-    search_finds_words_in_any_script(&Backend::Postgres(cluster.url()));
+    on_a_cluster(search_finds_words_in_any_script);
 }
 
 #[test]
 fn postgres_forget_deletes_a_persons_lines() {
-    let cluster = Cluster::start();
-    forget_deletes_a_persons_lines(&Backend::Postgres(cluster.url()));
+    on_a_cluster(forget_deletes_a_persons_lines);
 }
 
 #[test]
 fn postgres_committed_lines_survive_a_kill_of_the_broker() {
-    let cluster = Cluster::start();
-    committed_lines_survive_a_kill(&Backend::Postgres(cluster.url()), Kill::Broker);
+    let cluster =
+        on_a_cluster(|backend| drop(committed_lines_survive_a_kill(backend, Kill::Broker)));
     held_once_in_order(&cluster.psql("SELECT text FROM lines ORDER BY id"));
 }
 
 #[test]
 fn postgres_committed_lines_survive_a_kill_of_everything() {
-    let cluster = Cluster::start();
-    committed_lines_survive_a_kill(&Backend::Postgres(cluster.url()), Kill::Everything);
+    let cluster =
+        on_a_cluster(|backend| drop(committed_lines_survive_a_kill(backend, Kill::Everything)));
     held_once_in_order(&cluster.psql("SELECT text FROM lines ORDER BY id"));
 }
 
