@@ -21,6 +21,7 @@ mod postgres;
 mod refusals;
 mod retention;
 mod survival;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
