@@ -19,14 +19,23 @@ _chatctl() {
             chatctl,announce)
                 cmd="chatctl__subcmd__announce"
                 ;;
+            chatctl,backup)
+                cmd="chatctl__subcmd__backup"
+                ;;
             chatctl,ban)
                 cmd="chatctl__subcmd__ban"
                 ;;
             chatctl,bans)
                 cmd="chatctl__subcmd__bans"
                 ;;
+            chatctl,forget)
+                cmd="chatctl__subcmd__forget"
+                ;;
             chatctl,help)
                 cmd="chatctl__subcmd__help"
+                ;;
+            chatctl,history)
+                cmd="chatctl__subcmd__history"
                 ;;
             chatctl,kick)
                 cmd="chatctl__subcmd__kick"
@@ -61,14 +70,23 @@ _chatctl() {
             chatctl__subcmd__help,announce)
                 cmd="chatctl__subcmd__help__subcmd__announce"
                 ;;
+            chatctl__subcmd__help,backup)
+                cmd="chatctl__subcmd__help__subcmd__backup"
+                ;;
             chatctl__subcmd__help,ban)
                 cmd="chatctl__subcmd__help__subcmd__ban"
                 ;;
             chatctl__subcmd__help,bans)
                 cmd="chatctl__subcmd__help__subcmd__bans"
                 ;;
+            chatctl__subcmd__help,forget)
+                cmd="chatctl__subcmd__help__subcmd__forget"
+                ;;
             chatctl__subcmd__help,help)
                 cmd="chatctl__subcmd__help__subcmd__help"
+                ;;
+            chatctl__subcmd__help,history)
+                cmd="chatctl__subcmd__help__subcmd__history"
                 ;;
             chatctl__subcmd__help,kick)
                 cmd="chatctl__subcmd__help__subcmd__kick"
@@ -107,7 +125,7 @@ _chatctl() {
 
     case "${cmd}" in
         chatctl)
-            opts="-h -V --runtime-dir --json --help --version status who rooms kick ban unban bans mute unmute announce motd reload shutdown help"
+            opts="-h -V --runtime-dir --json --help --version status who rooms kick ban unban bans mute unmute announce motd reload shutdown backup history forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -135,6 +153,24 @@ _chatctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__backup)
+            opts="-h --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --runtime-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -186,8 +222,26 @@ _chatctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chatctl__subcmd__forget)
+            opts="-h --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chatctl__subcmd__help)
-            opts="status who rooms kick ban unban bans mute unmute announce motd reload shutdown help"
+            opts="status who rooms kick ban unban bans mute unmute announce motd reload shutdown backup history forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -201,6 +255,20 @@ _chatctl() {
             return 0
             ;;
         chatctl__subcmd__help__subcmd__announce)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__backup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -242,7 +310,35 @@ _chatctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chatctl__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chatctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__history)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -389,6 +485,28 @@ _chatctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__history)
+            opts="-h --since --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -325,9 +325,9 @@ fn a_crash_loop_is_throttled_logged_once_and_recovers_by_itself() {
 )]
 fn process_exhaustion_pauses_accepting_and_established_sessions_keep_chatting() {
     crate::util::assert_root_as_built();
-    // As user `games`, which nothing else runs as, RLIMIT_NPROC = 4 leaves room for the master,
-    // the broker and two sessions.
-    let daemon = Daemon::start_through(&["prlimit", "--nproc=4:4", "--"], "user = \"games\"\n");
+    // As user `games`, which nothing else runs as, RLIMIT_NPROC = 5 leaves room for the master,
+    // the broker, its database thread (threads count too) and two sessions.
+    let daemon = Daemon::start_through(&["prlimit", "--nproc=5:5", "--"], "user = \"games\"\n");
     let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let mut turned_away = daemon.connect();
     turned_away.expect("*** The server is busy; please try again later.");
