@@ -71,6 +71,13 @@ fn backup_makes_a_sound_copy_of_the_live_database_and_never_overwrites() {
     let refused = fails(daemon.chatctl(&["backup", copy.to_str().expect("a UTF-8 path")]), 1);
     assert!(refused.contains(&copy.display().to_string()), "{refused}");
     assert_eq!(std::fs::metadata(&copy).expect("still there").len(), bytes, "left alone");
+    let state = db_path(&daemon).parent().map(std::fs::read_dir).expect("the state dir");
+    let leftovers: Vec<String> = state
+        .expect("list the state directory")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "left in the state directory: {leftovers:?}");
 }
 
 #[test]
