@@ -6,7 +6,10 @@
 use super::crash::{Kill, committed_lines_survive_a_kill, held_once_in_order};
 use super::full_text::search_finds_words_in_any_script;
 use super::operators::forget_deletes_a_persons_lines;
-use super::survival::{history_pages_back_through_the_room, lines_and_topic_survive_restarts};
+use super::survival::{
+    every_echoed_line_survives_a_stop, history_pages_back_through_the_room,
+    lines_and_topic_survive_restarts,
+};
 use super::{
     Backend, Found, Page, history, say, search, start, store_line, store_status, wait_stored,
     wait_until_it_works_again,
@@ -24,6 +27,11 @@ fn on_a_cluster(scenario: impl FnOnce(&Backend)) -> Cluster {
 #[test]
 fn postgres_lines_and_topic_survive_restarts() {
     on_a_cluster(lines_and_topic_survive_restarts);
+}
+
+#[test]
+fn postgres_every_echoed_line_survives_a_stop() {
+    on_a_cluster(every_echoed_line_survives_a_stop);
 }
 
 #[test]
