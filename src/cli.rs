@@ -10,6 +10,12 @@ use crate::logging::LogTarget;
 ///
 /// Without a subcommand, chatd runs standalone: it listens, and forks a broker and one session
 /// per client. `chatd broker` and `chatd inetd` split that up for inetd-style deployments.
+///
+/// What rooms say is kept for `history_days` (30) in <state-dir>/chatd.db (SQLite), or in the
+/// PostgreSQL server `database` names (chatd.toml(5)): newcomers see a room's last lines after
+/// a restart too, and users type `/history [N]` for earlier pages and `/search WORDS` to find
+/// lines (`/help` lists every command). Operators use chatctl(1): `backup`, `history`,
+/// `forget`, `status`.
 #[derive(Debug, Parser)]
 #[command(name = "chatd", version, about)]
 pub struct Cli {

@@ -16,7 +16,9 @@
 //!   `room` (pure); `peers` is the fan-out engine (a room's broadcast once to its ring, one
 //!   session's events to its socket, in order); `rings` keeps each room's ring; `link` is what
 //!   a connection is and the master's link; `control` serves operators; `stats` counts;
-//!   `remembered` is a bounded memory of sessions by sender id.
+//!   `remembered` is a bounded memory of sessions by sender id; `storage` (the loop's side),
+//!   `store_thread` (the database thread, the one place a [`store`] is called) and `history`
+//!   (what the store's answers mean for rooms, members and operators) keep what rooms said.
 //! - [`session`]: one process per client. `mod.rs` is the loop; `transport` is the client's
 //!   stream (`ClientTransport`; plain TCP today); `input` takes bytes through `telnet`,
 //!   `line`/`editor`, `charset` and `command` to `dispatch` (pure: command → action);
@@ -38,6 +40,8 @@
 //! - [`names`] (valid nicknames and rooms) and [`text`] (cleaning user text);
 //! - [`moderation`]: bans, mutes and the message of the day, persisted by the broker and read
 //!   by the master at accept;
+//! - [`store`]: what rooms said, on disk — the interface, SQLite and PostgreSQL, the search
+//!   tokens; used by the broker's database thread only (never the master or a session);
 //! - [`clock`] (the wall clock), [`sys`] (fork, signal dispositions, peer credentials, process
 //!   titles; with [`ring`]'s mapping and [`fd_passing`]'s control messages, the only unsafe
 //!   code; callers write why each call is sound, `// SAFETY:`), [`signals`] (signalfd for children), [`logging`], [`config`]

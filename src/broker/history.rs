@@ -10,10 +10,11 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::Broker;
+use super::room::stored::to_history;
 use super::room::{Audience, Delivery, MemberId};
 use super::store_thread::{Job, Outcome};
 use crate::proto::control::{ControlReply, StoredRow};
-use crate::proto::{Event, Failure, HistoryLine};
+use crate::proto::{Event, Failure};
 use crate::store::{Query, StoredLine};
 
 /// Most lines one `/history` shows.
@@ -23,18 +24,6 @@ pub const SEARCH_RESULTS: usize = 20;
 
 /// What a member is told when the store cannot answer.
 const NOT_AVAILABLE: &str = "the history database is not available now";
-
-fn to_history(lines: Vec<StoredLine>) -> Vec<HistoryLine> {
-    lines
-        .into_iter()
-        .map(|line| HistoryLine {
-            at: line.at,
-            from: line.from,
-            action: line.action,
-            text: line.text,
-        })
-        .collect()
-}
 
 fn to_one(id: MemberId, event: Event) -> Vec<Delivery> {
     vec![Delivery { to: Audience::One(id), event }]

@@ -16,7 +16,7 @@
 //! once per loop turn) and take a room's stored topic and history when the store answers, after
 //! the room was made; this module still never waits for it.
 
-mod stored;
+pub(super) mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -459,10 +459,6 @@ impl Rooms {
         self.make_room(&key, name);
         let Some(room) = self.rooms.get_mut(&key) else { return Vec::new() };
         room.members.insert(id);
-        if let Some(loading) = &mut room.loading {
-            // Its stored history follows when the store answers.
-            loading.waiting.push(id);
-        }
         self.entered.push(id);
         let room_name = room.name.clone();
         let topic = room.topic.clone();
@@ -470,10 +466,14 @@ impl Rooms {
             return Vec::new();
         };
         member.room = key.clone();
-        let mut out = vec![
-            self::room(&key, Event::Joined { nick: member.nick.clone(), room: room_name.clone() }),
-            one(id, Event::Topic { room: room_name.clone(), text: topic }),
-        ];
+        let joined =
+            self::room(&key, Event::Joined { nick: member.nick.clone(), room: room_name.clone() });
+        if let Some(loading) = &mut room.loading {
+            // The topic and history come when the store says what the room had.
+            loading.waiting.push(id);
+            return vec![joined];
+        }
+        let mut out = vec![joined, one(id, Event::Topic { room: room_name.clone(), text: topic })];
         if !room.history.is_empty() {
             let lines = room.history.iter().cloned().collect();
             out.push(one(id, Event::History { room: room_name, lines }));

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use super::store_thread::{self, Asker, Job, Outcome};
+use crate::proto::control::StoreStatus;
 use crate::store::{Batch, NewLine, Target};
 
 /// Most lines waiting for the store; the oldest beyond it are not stored.
@@ -45,24 +46,6 @@ const LAST_WRITE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unusable(pub String);
-
-/// The store's figures, for `chatctl status` and the metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StoreFigures {
-    /// "sqlite" or "postgres".
-    pub kind: &'static str,
-    pub location: String,
-    pub bytes: u64,
-    pub waiting_lines: u64,
-    pub written_lines: u64,
-    pub dropped_lines: u64,
-    /// Why the store does not work now, while it does not.
-    pub failing: Option<String>,
-    pub writes: u64,
-    pub write_seconds: f64,
-    pub write_ms_last: f64,
-    pub write_ms_max: f64,
-}
 
 /// The store and the loop's bookkeeping for it; `None` parts when `history_days` is 0.
 pub struct Storage {
@@ -86,7 +69,8 @@ struct Link {
     asking: HashSet<Asker>,
     /// Dropping waiting lines: warned once until the queue is empty again.
     dropping: bool,
-    figures: StoreFigures,
+    /// The figures operators see (`waiting_lines` is filled in when asked).
+    figures: StoreStatus,
 }
 
 impl Storage {
@@ -120,19 +104,7 @@ impl Storage {
             .spawn(move || store_thread::run(target, job_rx, outcome_tx, wake))
             .map_err(|err| Unusable(format!("cannot start the database thread: {err}")))?;
         let now = Instant::now();
-        let mut link = Link {
-            jobs,
-            outcomes,
-            waiting: VecDeque::new(),
-            topics: Vec::new(),
-            writes_in_flight: 0,
-            returned: Batch::default(),
-            retry_at: None,
-            next_expire: now,
-            asking: HashSet::new(),
-            dropping: false,
-            figures: StoreFigures { kind, ..StoreFigures::default() },
-        };
+        let mut link = Link::new(jobs, outcomes, kind, now);
         match link.outcomes.recv_timeout(OPEN_WAIT) {
             Ok(Outcome::Opened(Ok((location, bytes)))) => {
                 info!("history is stored in {kind} {location}");
@@ -154,7 +126,10 @@ impl Storage {
                 link.figures.failing = Some(why);
             }
         }
-        Ok(Storage { link: Some(link), history_days })
+        let mut storage = Storage { link: Some(link), history_days };
+        // Old lines go before anything is read: the first rooms loaded show none of them.
+        storage.end_turn(now, crate::clock::unix_now());
+        Ok(storage)
     }
 
     /// Whether there is a store.
@@ -185,7 +160,14 @@ impl Storage {
 
     /// Sends a query for `asker` (one at a time each) after the lines waiting. `Err`: the
     /// words to answer with at once.
+    /// While the store fails, nobody is answered from it: what it has lacks the lines that
+    /// wait for it, and a page or a search without them would mislead.
     pub fn ask(&mut self, asker: Asker, job: Job) -> Result<(), String> {
+        if let Some(link) = &self.link
+            && link.figures.failing.is_some()
+        {
+            return Err("the history database is not available now".into());
+        }
         self.submit(Some(asker), job)
     }
 
@@ -288,7 +270,7 @@ impl Storage {
     }
 
     /// The store's figures now.
-    pub fn figures(&self) -> Option<StoreFigures> {
+    pub fn figures(&self) -> Option<StoreStatus> {
         let link = self.link.as_ref()?;
         let mut figures = link.figures.clone();
         figures.waiting_lines = (link.waiting.len() + link.returned.lines.len()) as u64;
@@ -297,6 +279,27 @@ impl Storage {
 }
 
 impl Link {
+    fn new(
+        jobs: SyncSender<Job>,
+        outcomes: Receiver<Outcome>,
+        kind: &'static str,
+        now: Instant,
+    ) -> Link {
+        Link {
+            jobs,
+            outcomes,
+            waiting: VecDeque::new(),
+            topics: Vec::new(),
+            writes_in_flight: 0,
+            returned: Batch::default(),
+            retry_at: None,
+            next_expire: now,
+            asking: HashSet::new(),
+            dropping: false,
+            figures: StoreStatus { kind: kind.to_string(), ..StoreStatus::default() },
+        }
+    }
+
     /// Sends the waiting lines as one write, unless a failed write is waiting for its retry
     /// (or, without `now`, another write is under way: the lines gather for the next batch).
     fn write_waiting(&mut self, even_if_writing: bool) {
@@ -426,5 +429,175 @@ impl Link {
         if self.figures.failing.take().is_some() {
             info!("the database {} works again", self.figures.location);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A storage whose database thread is the test: it takes the jobs and sends the answers.
+    fn storage(queued: usize) -> (Storage, Receiver<Job>, mpsc::Sender<Outcome>) {
+        let (jobs, job_rx) = mpsc::sync_channel(queued);
+        let (outcome_tx, outcomes) = mpsc::channel();
+        let mut link = Link::new(jobs, outcomes, "sqlite", Instant::now());
+        // Retention is not what these tests are about.
+        link.next_expire = Instant::now() + Duration::from_secs(3600);
+        (Storage { link: Some(link), history_days: 30 }, job_rx, outcome_tx)
+    }
+
+    fn line(seq: u64) -> NewLine {
+        NewLine {
+            room: "lobby".into(),
+            at: 1,
+            from: "alice".into(),
+            from_key: "alice".into(),
+            sender: 7,
+            seq,
+            action: false,
+            text: format!("line {seq}"),
+        }
+    }
+
+    fn said(seqs: std::ops::Range<u64>) -> Batch {
+        Batch { lines: seqs.map(line).collect(), topics: Vec::new() }
+    }
+
+    fn written(job: Job) -> Batch {
+        match job {
+            Job::Write(batch) => batch,
+            _ => panic!("not a write"),
+        }
+    }
+
+    fn seqs(batch: &Batch) -> Vec<u64> {
+        batch.lines.iter().map(|line| line.seq).collect()
+    }
+
+    fn done(batch: &Batch) -> Outcome {
+        Outcome::Written {
+            result: Ok(()),
+            took: Duration::from_millis(1),
+            lines: batch.lines.len(),
+            bytes: Some(4096),
+        }
+    }
+
+    fn failed(batch: Batch) -> Outcome {
+        let lines = batch.lines.len();
+        Outcome::Written {
+            result: Err(("disk full".into(), batch)),
+            took: Duration::ZERO,
+            lines,
+            bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_turns_lines_go_as_one_write_and_later_ones_wait_for_it() {
+        let (mut storage, jobs, answers) = storage(16);
+        let now = Instant::now();
+        storage.keep(said(1..4));
+        storage.end_turn(now, 100);
+        let first = written(jobs.try_recv().expect("a write"));
+        assert_eq!(seqs(&first), [1, 2, 3]);
+        // While it is under way, the next turns' lines gather.
+        storage.keep(said(4..6));
+        storage.end_turn(now, 100);
+        storage.keep(said(6..7));
+        storage.end_turn(now, 100);
+        assert!(jobs.try_recv().is_err(), "one write at a time");
+        assert_eq!(storage.figures().expect("on").waiting_lines, 3);
+        answers.send(done(&first)).expect("sent");
+        assert!(storage.take_answers(now).is_empty());
+        storage.end_turn(now, 100);
+        assert_eq!(seqs(&written(jobs.try_recv().expect("the next write"))), [4, 5, 6]);
+        let figures = storage.figures().expect("on");
+        assert_eq!((figures.written_lines, figures.bytes, figures.waiting_lines), (3, 4096, 0));
+    }
+
+    #[test]
+    fn a_failed_write_comes_back_first_and_is_tried_again_after_the_retry_time() {
+        let (mut storage, jobs, answers) = storage(16);
+        let now = Instant::now();
+        storage.keep(said(1..3));
+        storage.end_turn(now, 100);
+        let first = written(jobs.try_recv().expect("a write"));
+        storage.keep(said(3..4));
+        answers.send(failed(first)).expect("sent");
+        storage.take_answers(now);
+        assert_eq!(storage.figures().expect("on").failing.as_deref(), Some("disk full"));
+        assert_eq!(storage.next_wake(), Some(now + RETRY_EVERY));
+        storage.end_turn(now + RETRY_EVERY / 2, 100);
+        assert!(jobs.try_recv().is_err(), "not before the retry time");
+        storage.end_turn(now + RETRY_EVERY, 100);
+        let again = written(jobs.try_recv().expect("the retry"));
+        assert_eq!(seqs(&again), [1, 2, 3], "the failed lines first, then the newer");
+        answers.send(done(&again)).expect("sent");
+        storage.take_answers(now + RETRY_EVERY);
+        assert_eq!(storage.figures().expect("on").failing, None, "it works again");
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_waiting_lines_are_not_stored_and_counted() {
+        let (mut storage, jobs, answers) = storage(16);
+        let now = Instant::now();
+        storage.keep(said(0..1));
+        storage.end_turn(now, 100);
+        let first = written(jobs.try_recv().expect("a write"));
+        let over = MAX_WAITING_LINES as u64 + 5;
+        storage.keep(said(1..over + 1));
+        let figures = storage.figures().expect("on");
+        assert_eq!((figures.waiting_lines, figures.dropped_lines), (MAX_WAITING_LINES as u64, 5));
+        answers.send(done(&first)).expect("sent");
+        storage.take_answers(now);
+        storage.end_turn(now, 100);
+        let next = written(jobs.try_recv().expect("the next write"));
+        assert_eq!(next.lines.first().map(|line| line.seq), Some(6), "the oldest went");
+        assert_eq!(next.lines.len(), MAX_BATCH_LINES, "at most a batch at once");
+    }
+
+    #[test]
+    fn a_query_follows_the_lines_said_before_it_and_one_at_a_time_per_asker() {
+        let (mut storage, jobs, _answers) = storage(16);
+        let now = Instant::now();
+        storage.keep(said(1..2));
+        storage.end_turn(now, 100);
+        storage.keep(said(2..3));
+        let page = Job::Page { asker: 9, room: "lobby".into(), before: None, count: 20 };
+        assert_eq!(storage.ask(9, page), Ok(()));
+        assert_eq!(seqs(&written(jobs.try_recv().expect("first write"))), [1]);
+        // Sent even though a write is under way: the page must see line 2.
+        assert_eq!(seqs(&written(jobs.try_recv().expect("second write"))), [2]);
+        assert!(matches!(jobs.try_recv(), Ok(Job::Page { asker: 9, .. })));
+        let again = Job::Page { asker: 9, room: "lobby".into(), before: None, count: 20 };
+        assert!(storage.ask(9, again).is_err_and(|why| why.contains("wait")));
+        storage.answered(9);
+        let third = Job::Page { asker: 9, room: "lobby".into(), before: None, count: 20 };
+        assert_eq!(storage.ask(9, third), Ok(()));
+    }
+
+    #[test]
+    fn a_full_queue_is_busy_at_once_and_a_failing_store_is_not_available() {
+        let (mut storage, jobs, answers) = storage(1);
+        let now = Instant::now();
+        storage.keep(said(1..2));
+        storage.end_turn(now, 100);
+        let search = |asker| Job::Forget { asker, nick: "x".into(), nick_key: "x".into() };
+        assert!(storage.ask(1, search(1)).is_err_and(|why| why.contains("busy")));
+        let first = written(jobs.try_recv().expect("a write"));
+        answers.send(failed(first)).expect("sent");
+        storage.take_answers(now);
+        assert!(storage.ask(2, search(2)).is_err_and(|why| why.contains("not available")));
+    }
+
+    #[test]
+    fn without_a_store_nothing_waits_and_queries_say_why() {
+        let mut storage = Storage::none();
+        storage.keep(said(1..3));
+        storage.end_turn(Instant::now(), 100);
+        assert_eq!(storage.figures(), None);
+        let page = Job::Page { asker: 1, room: "lobby".into(), before: None, count: 20 };
+        assert!(storage.ask(1, page).is_err_and(|why| why.contains("history_days")));
     }
 }

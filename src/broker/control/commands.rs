@@ -16,7 +16,7 @@ use crate::clock::unix_now;
 use crate::logging;
 use crate::moderation::Ban;
 use crate::names;
-use crate::proto::control::{ControlReply, ControlRequest, Status, StoreStatus, UserRow};
+use crate::proto::control::{ControlReply, ControlRequest, Status, UserRow};
 use crate::proto::master::MasterEvent;
 use crate::proto::{Event, PROTOCOL_VERSION};
 use crate::text;
@@ -168,19 +168,7 @@ impl Broker {
             bans: self.moderation.bans.iter().filter(|ban| ban.in_force(now)).count() as u64,
             mutes: self.moderation.mutes.iter().filter(|mute| mute.in_force(now)).count() as u64,
             fanout_latency: self.stats.histogram(),
-            store: self.storage.figures().map(|f| StoreStatus {
-                kind: f.kind.to_string(),
-                location: f.location,
-                bytes: f.bytes,
-                waiting_lines: f.waiting_lines,
-                written_lines: f.written_lines,
-                dropped_lines: f.dropped_lines,
-                failing: f.failing,
-                writes: f.writes,
-                write_seconds: f.write_seconds,
-                write_ms_last: f.write_ms_last,
-                write_ms_max: f.write_ms_max,
-            }),
+            store: self.storage.figures(),
         }
     }
 

@@ -9,7 +9,7 @@
 use super::{Delivery, MemberId, Room, Rooms, one};
 use crate::names;
 use crate::proto::{Event, HistoryLine};
-use crate::store::{Batch, NewLine, RoomRecord};
+use crate::store::{Batch, NewLine, RoomRecord, StoredLine};
 
 /// A room waiting for the store's answer.
 #[derive(Debug)]
@@ -29,6 +29,19 @@ pub(super) struct ToStore {
     /// Rooms made, to load: (key, generation).
     loads: Vec<(String, u64)>,
     generations: u64,
+}
+
+/// Stored lines as the protocol shows history.
+pub(in crate::broker) fn to_history(lines: Vec<StoredLine>) -> Vec<HistoryLine> {
+    lines
+        .into_iter()
+        .map(|line| HistoryLine {
+            at: line.at,
+            from: line.from,
+            action: line.action,
+            text: line.text,
+        })
+        .collect()
 }
 
 impl ToStore {
@@ -127,36 +140,24 @@ impl Rooms {
             return Vec::new();
         }
         let Some(loading) = room.loading.take() else { return Vec::new() };
-        let Some(record) = record else { return Vec::new() };
         let waiting: Vec<MemberId> =
             loading.waiting.into_iter().filter(|id| room.members.contains(id)).collect();
-        let mut out = Vec::new();
-        if room.topic.is_none() && record.topic.is_some() {
+        let record = record.unwrap_or_default();
+        if room.topic.is_none() {
             room.topic = record.topic;
-            for &id in &waiting {
-                out.push(one(
-                    id,
-                    Event::Topic { room: room.name.clone(), text: room.topic.clone() },
-                ));
-            }
         }
-        let stored: Vec<HistoryLine> = record
-            .lines
-            .into_iter()
-            .map(|line| HistoryLine {
-                at: line.at,
-                from: line.from,
-                action: line.action,
-                text: line.text,
-            })
-            .collect();
+        let stored = to_history(record.lines);
         let keep = history_lines.saturating_sub(room.history.len()).min(stored.len());
         let older = &stored[stored.len() - keep..];
         for line in older.iter().rev() {
             room.history.push_front(line.clone());
         }
-        if !older.is_empty() {
-            for &id in &waiting {
+        // What entering shows, which those who came meanwhile have not seen yet (the lines
+        // said since, they saw as they were said).
+        let mut out = Vec::new();
+        for &id in &waiting {
+            out.push(one(id, Event::Topic { room: room.name.clone(), text: room.topic.clone() }));
+            if !older.is_empty() {
                 out.push(one(
                     id,
                     Event::History { room: room.name.clone(), lines: older.to_vec() },
@@ -344,10 +345,27 @@ mod tests {
             generation,
             Some(RoomRecord { topic: Some("stale".into()), lines: vec![] }),
         );
-        assert!(out.is_empty(), "{out:?}");
+        // Who came meanwhile is told the topic in force, not the stored one.
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(matches!(&out[0].event, Event::Topic { text: Some(t), .. } if t == "fresh"));
         assert!(
             matches!(&rooms.topic(1, None)[0].event, Event::Topic { text: Some(t), .. } if t == "fresh")
         );
+    }
+
+    #[test]
+    fn a_room_the_store_could_not_load_still_shows_its_topic_to_who_came_meanwhile() {
+        let mut rooms = with_store();
+        rooms.take_loads();
+        rooms.login(1, 1001, "alice");
+        let entered = rooms.join(1, "rust");
+        assert!(
+            !entered.iter().any(|d| matches!(d.event, Event::Topic { .. } | Event::History { .. })),
+            "the topic waits for the store: {entered:?}"
+        );
+        let (key, generation) = rooms.take_loads()[0].clone();
+        let out = rooms.loaded(&key, generation, None);
+        assert_eq!(out, vec![one(1, Event::Topic { room: "rust".into(), text: None })]);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! migrations, errors at connect, passwords, a lost connection, and what only PostgreSQL's
 //! side does (the tsquery, the adjacency patterns, the location).
 
-
 use super::*;
 use crate::store::conformance;
 use crate::store::test_cluster::{self, Cluster};

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-
 use super::*;
 use crate::store::{NewLine, conformance};
 
