@@ -177,7 +177,7 @@ pub fn enter(client: &mut Client, nick: &str, room: &str) -> (String, Vec<String
 /// just entered `room` is shown. A room the store is still loading sends both when the store
 /// answers, possibly after later answers: first the topic notice itself (it always comes,
 /// once), then `/who`, behind which any history sent with the topic has come.
-fn shown_on_entry(client: &mut Client, room: &str) -> (String, Vec<String>) {
+pub fn shown_on_entry(client: &mut Client, room: &str) -> (String, Vec<String>) {
     let before = lines_before_topic(client, room);
     let topic = client.seen.last().cloned().unwrap_or_default();
     client.send("/who");
@@ -272,6 +272,11 @@ pub enum Page {
 /// Sends `command` (`/history`, `/history 20`) in `room` and reads the answer.
 pub fn history(client: &mut Client, room: &str, command: &str) -> Page {
     client.send(command);
+    history_answer(client, room)
+}
+
+/// Reads the answer to a `/history` command sent in `room`.
+pub fn history_answer(client: &mut Client, room: &str) -> Page {
     let head = system_answer(client);
     if head.starts_with(&format!("*** No earlier lines in {room}")) {
         return Page::NoEarlier;

@@ -8,7 +8,7 @@ use super::full_text::search_finds_words_in_any_script;
 use super::operators::forget_deletes_a_persons_lines;
 use super::survival::{
     every_echoed_line_survives_a_stop, history_pages_back_through_the_room,
-    lines_and_topic_survive_restarts,
+    lines_and_topic_survive_restarts, talking_while_a_room_loads,
 };
 use super::{
     Backend, Found, Page, history, say, search, start, store_line, store_status, wait_stored,
@@ -32,6 +32,11 @@ fn postgres_lines_and_topic_survive_restarts() {
 #[test]
 fn postgres_every_echoed_line_survives_a_stop() {
     on_a_cluster(every_echoed_line_survives_a_stop);
+}
+
+#[test]
+fn postgres_talking_while_a_room_loads() {
+    on_a_cluster(talking_while_a_room_loads);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! ones in `postgres.rs`.
 
 use super::{
-    Backend, Page, arrive, enter, history, numbers, restart, say, start, stored, wait_stored,
+    Backend, Page, arrive, enter, history, history_answer, numbers, restart, say, shown_on_entry,
+    start, stored, wait_stored,
 };
 use crate::reliability::NO_FLOOD_CONTROL;
 
@@ -81,6 +82,22 @@ pub fn every_echoed_line_survives_a_stop(backend: &Backend) {
     assert_eq!(arrive(&daemon, "carol").history, newest);
 }
 
+/// Entering a room the store is still loading and talking at once (pasted lines): the room's
+/// topic notice comes once, what the newcomer said after entering is never shown back to it
+/// as history "before you came", and `/history` right after a line includes it.
+pub fn talking_while_a_room_loads(backend: &Backend) {
+    let daemon = start(backend, "");
+    let mut bob = arrive(&daemon, "bob").client;
+    bob.send_raw(b"/join dev\r\nhello dev\r\n/topic Dev talk\r\n/history\r\n");
+    bob.expect("*** bob set the topic of dev to: Dev talk");
+    let paged = history_answer(&mut bob, "dev");
+    // The topic notice always comes, once, with any history; `/who` then marks the end.
+    let (_, shown) = shown_on_entry(&mut bob, "dev");
+    let own = shown.iter().any(|line| line == "<bob> hello dev");
+    assert!(!own, "bob's own line came back as history before he came: {:?}", bob.seen);
+    assert_eq!(paged, Page::Lines(lines(&["<bob> hello dev"])), "{:?}", bob.seen);
+}
+
 /// 45 lines; `/history 20` three times gives 20, 20 and 5 ever older lines, each page oldest
 /// first; then `No earlier lines`, after which `/history` starts again from the newest. A
 /// count outside 1..=200 is refused.
@@ -117,6 +134,11 @@ fn sqlite_lines_and_topic_survive_restarts() {
 #[test]
 fn sqlite_every_echoed_line_survives_a_stop() {
     every_echoed_line_survives_a_stop(&Backend::Sqlite);
+}
+
+#[test]
+fn sqlite_talking_while_a_room_loads() {
+    talking_while_a_room_loads(&Backend::Sqlite);
 }
 
 #[test]
