@@ -1,6 +1,7 @@
-//! What was said survives a restart of the whole daemon, and `/history` pages back through
-//! it. Each scenario takes the store it runs on; the SQLite tests are here, the PostgreSQL
-//! ones in `postgres.rs`.
+//! What was said survives a restart of the whole daemon (every line echoed before a SIGTERM,
+//! the topics, rooms entered after it), what entering a room the store is still loading
+//! shows, and `/history` paging back. Each scenario takes the store it runs on; the SQLite
+//! tests are here, the PostgreSQL ones in `postgres.rs`.
 
 use super::{
     Backend, Page, arrive, enter, history, history_answer, numbers, restart, say, shown_on_entry,
