@@ -112,3 +112,21 @@ fn postgres_password_file_backup_refusal_and_a_server_that_comes_back() {
     let everything = format!("{}\n{status}", daemon.log().join("\n"));
     assert!(!everything.contains(password), "the password was shown:\n{everything}");
 }
+
+/// A password in the URL itself (the settings file is the operator's) is used, and shown
+/// nowhere: not in the log, not in the status's location.
+#[test]
+fn postgres_a_password_in_the_url_is_used_and_never_shown() {
+    let password = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let cluster = Cluster::start_with_password(password);
+    let url =
+        cluster.url().replacen("postgres://chatd@", &format!("postgres://chatd:{password}@"), 1);
+    assert!(url.contains(password), "{url}");
+    let daemon = start(&Backend::Postgres(url), "");
+    let mut alice = daemon.login("alice");
+    say(&mut alice, "alice", "through a password in the URL");
+    wait_stored(&daemon, "lobby", "through a password in the URL");
+    let shown =
+        format!("{}\n{}\n{}", daemon.log().join("\n"), store_line(&daemon), store_status(&daemon));
+    assert!(!shown.contains(password), "the password was shown:\n{shown}");
+}
