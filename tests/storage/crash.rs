@@ -20,6 +20,9 @@ pub enum Kill {
     Broker,
     /// The master's whole process group: master, broker and sessions.
     Everything,
+    /// The master only: a new master adopts the broker, which goes on writing; then that
+    /// broker too, and the new master's own broker opens the database the first one wrote.
+    Master,
 }
 
 /// Lines committed before the kill: the first block, and the one it is waited for.
@@ -56,12 +59,18 @@ pub fn committed_lines_survive_a_kill(backend: &Backend, what: Kill) -> Daemon {
     });
     alice.expect(&format!("<alice> n {KILL_AFTER}"));
     let group = daemon.pid();
+    // With `Kill::Master`, the first master's daemon: its group holds the adopted broker
+    // and the sessions until the end, when the new master has stopped them.
+    let mut _first = None;
     match what {
         Kill::Broker => {
             kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
             daemon.broker_pid(2);
             // The sessions stayed: the writer's lines go on to the new broker and its store.
-            alice.expect(&format!("<alice> n {LAST}"));
+            let before_last = alice.expect(&format!("<alice> n {LAST}"));
+            let restarted = "*** The chat service restarted; you are still in lobby.";
+            // Else the broker had echoed everything before it died, and this tested nothing.
+            assert!(before_last.iter().any(|line| line == restarted), "killed mid-way");
             writer.join().expect("the writer");
             wait_stored(&daemon, "lobby", &format!("n {LAST}"));
         }
@@ -71,6 +80,20 @@ pub fn committed_lines_survive_a_kill(backend: &Backend, what: Kill) -> Daemon {
             wait_until("every process is gone", || processes_in_group(group).is_empty());
             writer.join().expect("the writer");
             daemon = daemon.start_sharing();
+        }
+        Kill::Master => {
+            let broker = daemon.broker_pid(1);
+            daemon.signal(Signal::SIGKILL);
+            daemon.wait_exit();
+            let second = daemon.start_sharing();
+            second.wait_for_log(&format!("adopting broker pid {broker}"));
+            alice.expect(&format!("<alice> n {LAST}"));
+            writer.join().expect("the writer");
+            wait_stored(&second, "lobby", &format!("n {LAST}"));
+            kill(Pid::from_raw(broker), Signal::SIGKILL).expect("kill the adopted broker");
+            second.wait_for_log("starting a broker of our own");
+            alice.expect("*** The chat service restarted; you are still in lobby.");
+            _first = Some(std::mem::replace(&mut daemon, second));
         }
     }
     drop((alice, bob));
@@ -84,11 +107,17 @@ pub fn committed_lines_survive_a_kill(backend: &Backend, what: Kill) -> Daemon {
     );
     let in_order = held.windows(2).all(|pair| pair[0] < pair[1]);
     assert!(in_order, "after {what:?}, stored twice or out of order: {}", disorder(&held));
+    if let Kill::Master = what {
+        // The adopted broker wrote everything before it was killed.
+        assert_eq!(held.len(), LAST as usize, "after {what:?}: {}", disorder(&held));
+    }
     if let Kill::Everything = what {
         // Batches commit in order and nothing writes after the kill: what is there is a
         // prefix of what was said.
         let all = held.len() as u32;
         assert_eq!(held.last().copied(), Some(all), "holes in {}", disorder(&held));
+        // Else the kill came after everything was written, and tested nothing.
+        assert!(all < LAST, "the kill came after the last line was stored");
     }
     stop(&mut daemon);
     daemon
@@ -125,6 +154,12 @@ fn sqlite_is_sound(daemon: &Daemon) {
     let db = db_path(daemon);
     assert_eq!(sqlite3(&db, &["-readonly"], "PRAGMA integrity_check"), "ok\n");
     held_once_in_order(&sqlite3(&db, &["-readonly"], "SELECT text FROM lines ORDER BY id"));
+}
+
+#[test]
+fn sqlite_committed_lines_survive_a_kill_of_the_master_and_then_its_broker() {
+    let daemon = committed_lines_survive_a_kill(&Backend::Sqlite, Kill::Master);
+    sqlite_is_sound(&daemon);
 }
 
 #[test]

@@ -21,6 +21,7 @@ mod postgres;
 mod refusals;
 mod retention;
 mod survival;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -173,18 +174,16 @@ pub fn enter(client: &mut Client, nick: &str, room: &str) -> (String, Vec<String
 }
 
 /// The topic notice and the history lines (without their `[HH:MM] ` time) a client that has
-/// just entered `room` is shown; `/who` afterwards marks the end, so that a missing history is
-/// seen as missing rather than waited for.
-fn shown_on_entry(client: &mut Client, room: &str) -> (String, Vec<String>) {
+/// just entered `room` is shown. A room the store is still loading sends both when the store
+/// answers, possibly after later answers: first the topic notice itself (it always comes,
+/// once), then `/who`, behind which any history sent with the topic has come.
+pub fn shown_on_entry(client: &mut Client, room: &str) -> (String, Vec<String>) {
+    let before = lines_before_topic(client, room);
+    let topic = client.seen.last().cloned().unwrap_or_default();
     client.send("/who");
     let shown = lines_before(client, &format!("*** In {room} ("));
-    let topic = shown
-        .iter()
-        .find(|line| {
-            line.starts_with(&format!("*** Topic for {room}")) || line.starts_with("*** No topic")
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("no topic notice on entering {room}: {shown:?}"));
+    let again = shown.iter().chain(&before).find(|line| is_topic_of(line, room));
+    assert!(again.is_none(), "a second topic notice in {room}: {again:?}");
     let mut history = Vec::new();
     if let Some(head) = shown.iter().position(|line| line.starts_with("*** Last ")) {
         let end = shown
@@ -204,7 +203,32 @@ fn shown_on_entry(client: &mut Client, room: &str) -> (String, Vec<String>) {
         let noun = if count == 1 { "line" } else { "lines" };
         assert_eq!(shown[head], format!("*** Last {count} {noun} in {room} before you came:"));
     }
+    let early = before.iter().find(|line| line.starts_with("*** Last "));
+    assert!(early.is_none(), "history before the topic notice in {room}: {before:?}");
     (topic, history)
+}
+
+/// A room's topic notice, shown on entering it.
+fn is_topic_notice(line: &str) -> bool {
+    line.starts_with("*** Topic for ") || line.starts_with("*** No topic is set for ")
+}
+
+/// `room`'s topic notice.
+fn is_topic_of(line: &str, room: &str) -> bool {
+    line.starts_with(&format!("*** Topic for {room}: "))
+        || line == format!("*** No topic is set for {room}")
+}
+
+/// Reads until `room`'s topic notice; returns the lines before it.
+fn lines_before_topic(client: &mut Client, room: &str) -> Vec<String> {
+    let mut before = Vec::new();
+    loop {
+        match client.next_line() {
+            Some(line) if is_topic_of(&line, room) => return before,
+            Some(line) => before.push(line),
+            None => panic!("closed before the topic of {room}; seen:\n{}", client.seen.join("\n")),
+        }
+    }
 }
 
 /// The line without its `[YYYY-MM-DD HH:MM] ` date, which it must have.
@@ -219,11 +243,16 @@ fn undated(line: &str) -> String {
     line[shape.len()..].to_string()
 }
 
-/// The system line that answers a command just sent (anything else on the way is skipped).
+/// The system line that answers a command just sent (anything else on the way is skipped,
+/// and so is what entering a room shows).
 fn system_answer(client: &mut Client) -> String {
+    let mut in_history = false;
     loop {
         let line = client.next_line().expect("connection open");
-        if line.starts_with("*** ") {
+        // What entering a room shows may come late, when the store answers: never an answer.
+        if in_history || line.starts_with("*** Last ") {
+            in_history = line != "*** End of history.";
+        } else if line.starts_with("*** ") && !is_topic_notice(&line) {
             return line;
         }
     }
@@ -243,6 +272,11 @@ pub enum Page {
 /// Sends `command` (`/history`, `/history 20`) in `room` and reads the answer.
 pub fn history(client: &mut Client, room: &str, command: &str) -> Page {
     client.send(command);
+    history_answer(client, room)
+}
+
+/// Reads the answer to a `/history` command sent in `room`.
+pub fn history_answer(client: &mut Client, room: &str) -> Page {
     let head = system_answer(client);
     if head.starts_with(&format!("*** No earlier lines in {room}")) {
         return Page::NoEarlier;

@@ -9,6 +9,7 @@ use super::{
     store_line, store_status, stored, wait_stored,
 };
 use crate::control::{fails, ok};
+use crate::reliability::NO_FLOOD_CONTROL;
 use crate::util::wait_until;
 
 /// `chatctl forget NICK` deletes that person's stored lines, whatever the case of the name,
@@ -71,6 +72,13 @@ fn backup_makes_a_sound_copy_of_the_live_database_and_never_overwrites() {
     let refused = fails(daemon.chatctl(&["backup", copy.to_str().expect("a UTF-8 path")]), 1);
     assert!(refused.contains(&copy.display().to_string()), "{refused}");
     assert_eq!(std::fs::metadata(&copy).expect("still there").len(), bytes, "left alone");
+    let state = db_path(&daemon).parent().map(std::fs::read_dir).expect("the state dir");
+    let leftovers: Vec<String> = state
+        .expect("list the state directory")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "left in the state directory: {leftovers:?}");
 }
 
 #[test]
@@ -137,4 +145,19 @@ fn history_status_and_metrics_show_the_store() {
     assert!(value("chatd_store_write_seconds_count") >= 1.0);
     assert!(value("chatd_store_write_seconds_sum") >= 0.0);
     assert_eq!(value("chatd_store_up"), 1.0);
+}
+
+#[test]
+fn chatctl_history_gives_at_most_10000_lines() {
+    let daemon = start(&Backend::Sqlite, NO_FLOOD_CONTROL);
+    let mut alice = daemon.login("alice");
+    let said: String = (1..=10_001).map(|n| format!("n {n}\r\n")).collect();
+    alice.send_raw(said.as_bytes());
+    alice.expect("<alice> n 10001");
+    wait_until("the store has written every line", || {
+        let metrics = ok(daemon.chatctl(&["status", "--prometheus"]));
+        metrics.lines().any(|line| line == "chatd_store_written_lines_total 10001")
+    });
+    let lines = chatctl_json(&daemon, &["history", "lobby"]);
+    assert_eq!(lines.as_array().map(Vec::len), Some(10_000));
 }

@@ -6,7 +6,10 @@
 use super::crash::{Kill, committed_lines_survive_a_kill, held_once_in_order};
 use super::full_text::search_finds_words_in_any_script;
 use super::operators::forget_deletes_a_persons_lines;
-use super::survival::{history_pages_back_through_the_room, lines_and_topic_survive_restarts};
+use super::survival::{
+    every_echoed_line_survives_a_stop, history_pages_back_through_the_room,
+    lines_and_topic_survive_restarts, talking_while_a_room_loads,
+};
 use super::{
     Backend, Found, Page, history, say, search, start, store_line, store_status, wait_stored,
     wait_until_it_works_again,
@@ -14,41 +17,54 @@ use super::{
 use crate::control::{fails, ok};
 use crate::util::postgres::Cluster;
 
+/// Runs `scenario` against a cluster of its own, and hands the cluster back for a look inside.
+fn on_a_cluster(scenario: impl FnOnce(&Backend)) -> Cluster {
+    let cluster = Cluster::start();
+    scenario(&Backend::Postgres(cluster.url()));
+    cluster
+}
+
 #[test]
 fn postgres_lines_and_topic_survive_restarts() {
-    let cluster = Cluster::start();
-    lines_and_topic_survive_restarts(&Backend::Postgres(cluster.url()));
+    on_a_cluster(lines_and_topic_survive_restarts);
+}
+
+#[test]
+fn postgres_every_echoed_line_survives_a_stop() {
+    on_a_cluster(every_echoed_line_survives_a_stop);
+}
+
+#[test]
+fn postgres_talking_while_a_room_loads() {
+    on_a_cluster(talking_while_a_room_loads);
 }
 
 #[test]
 fn postgres_history_pages_back_through_the_room() {
-    let cluster = Cluster::start();
-    history_pages_back_through_the_room(&Backend::Postgres(cluster.url()));
+    on_a_cluster(history_pages_back_through_the_room);
 }
 
 #[test]
 fn postgres_search_finds_words_in_any_script() {
-    let cluster = Cluster::start();
-    search_finds_words_in_any_script(&Backend::Postgres(cluster.url()));
+    on_a_cluster(search_finds_words_in_any_script);
 }
 
 #[test]
 fn postgres_forget_deletes_a_persons_lines() {
-    let cluster = Cluster::start();
-    forget_deletes_a_persons_lines(&Backend::Postgres(cluster.url()));
+    on_a_cluster(forget_deletes_a_persons_lines);
 }
 
 #[test]
 fn postgres_committed_lines_survive_a_kill_of_the_broker() {
-    let cluster = Cluster::start();
-    committed_lines_survive_a_kill(&Backend::Postgres(cluster.url()), Kill::Broker);
+    let cluster =
+        on_a_cluster(|backend| drop(committed_lines_survive_a_kill(backend, Kill::Broker)));
     held_once_in_order(&cluster.psql("SELECT text FROM lines ORDER BY id"));
 }
 
 #[test]
 fn postgres_committed_lines_survive_a_kill_of_everything() {
-    let cluster = Cluster::start();
-    committed_lines_survive_a_kill(&Backend::Postgres(cluster.url()), Kill::Everything);
+    let cluster =
+        on_a_cluster(|backend| drop(committed_lines_survive_a_kill(backend, Kill::Everything)));
     held_once_in_order(&cluster.psql("SELECT text FROM lines ORDER BY id"));
 }
 
@@ -95,4 +111,22 @@ fn postgres_password_file_backup_refusal_and_a_server_that_comes_back() {
     assert!(matches!(history(&mut bob, "lobby", "/history"), Page::Lines(..)));
     let everything = format!("{}\n{status}", daemon.log().join("\n"));
     assert!(!everything.contains(password), "the password was shown:\n{everything}");
+}
+
+/// A password in the URL itself (the settings file is the operator's) is used, and shown
+/// nowhere: not in the log, not in the status's location.
+#[test]
+fn postgres_a_password_in_the_url_is_used_and_never_shown() {
+    let password = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let cluster = Cluster::start_with_password(password);
+    let url =
+        cluster.url().replacen("postgres://chatd@", &format!("postgres://chatd:{password}@"), 1);
+    assert!(url.contains(password), "{url}");
+    let daemon = start(&Backend::Postgres(url), "");
+    let mut alice = daemon.login("alice");
+    say(&mut alice, "alice", "through a password in the URL");
+    wait_stored(&daemon, "lobby", "through a password in the URL");
+    let shown =
+        format!("{}\n{}\n{}", daemon.log().join("\n"), store_line(&daemon), store_status(&daemon));
+    assert!(!shown.contains(password), "the password was shown:\n{shown}");
 }

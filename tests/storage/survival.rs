@@ -1,8 +1,12 @@
-//! What was said survives a restart of the whole daemon, and `/history` pages back through
-//! it. Each scenario takes the store it runs on; the SQLite tests are here, the PostgreSQL
-//! ones in `postgres.rs`.
+//! What was said survives a restart of the whole daemon (every line echoed before a SIGTERM,
+//! the topics, rooms entered after it), what entering a room the store is still loading
+//! shows, and `/history` paging back. Each scenario takes the store it runs on; the SQLite
+//! tests are here, the PostgreSQL ones in `postgres.rs`.
 
-use super::{Backend, Page, arrive, enter, history, restart, say, start, stored, wait_stored};
+use super::{
+    Backend, Page, arrive, enter, history, history_answer, numbers, restart, say, shown_on_entry,
+    start, stored, wait_stored,
+};
 use crate::reliability::NO_FLOOD_CONTROL;
 
 /// Lines, an action and a topic; the whole daemon stopped and started again on the same
@@ -62,6 +66,39 @@ fn lines(texts: &[&str]) -> Vec<String> {
     texts.iter().map(|text| text.to_string()).collect()
 }
 
+/// A writer under load, and the daemon stopped (SIGTERM) as soon as the last line is echoed:
+/// every line its sender saw echoed is stored, once, in order; a newcomer after the restart
+/// sees the last `history_lines` of them.
+pub fn every_echoed_line_survives_a_stop(backend: &Backend) {
+    let daemon = start(backend, &format!("history_lines = 5\n{NO_FLOOD_CONTROL}"));
+    let mut alice = daemon.login("alice");
+    let said: String = (1..=2000).map(|n| format!("n {n}\r\n")).collect();
+    alice.send_raw(said.as_bytes());
+    alice.expect("<alice> n 2000");
+    drop(alice);
+    let daemon = restart(daemon);
+    let held = numbers(&stored(&daemon, "lobby"));
+    assert!(held.iter().copied().eq(1..=2000), "{} lines, the last {:?}", held.len(), held.last());
+    let newest: Vec<String> = (1996..=2000).map(|n| format!("<alice> n {n}")).collect();
+    assert_eq!(arrive(&daemon, "carol").history, newest);
+}
+
+/// Entering a room the store is still loading and talking at once (pasted lines): the room's
+/// topic notice comes once, what the newcomer said after entering is never shown back to it
+/// as history "before you came", and `/history` right after a line includes it.
+pub fn talking_while_a_room_loads(backend: &Backend) {
+    let daemon = start(backend, "");
+    let mut bob = arrive(&daemon, "bob").client;
+    bob.send_raw(b"/join dev\r\nhello dev\r\n/topic Dev talk\r\n/history\r\n");
+    bob.expect("*** bob set the topic of dev to: Dev talk");
+    let paged = history_answer(&mut bob, "dev");
+    // The topic notice always comes, once, with any history; `/who` then marks the end.
+    let (_, shown) = shown_on_entry(&mut bob, "dev");
+    let own = shown.iter().any(|line| line == "<bob> hello dev");
+    assert!(!own, "bob's own line came back as history before he came: {:?}", bob.seen);
+    assert_eq!(paged, Page::Lines(lines(&["<bob> hello dev"])), "{:?}", bob.seen);
+}
+
 /// 45 lines; `/history 20` three times gives 20, 20 and 5 ever older lines, each page oldest
 /// first; then `No earlier lines`, after which `/history` starts again from the newest. A
 /// count outside 1..=200 is refused.
@@ -93,6 +130,16 @@ pub fn history_pages_back_through_the_room(backend: &Backend) {
 #[test]
 fn sqlite_lines_and_topic_survive_restarts() {
     lines_and_topic_survive_restarts(&Backend::Sqlite);
+}
+
+#[test]
+fn sqlite_every_echoed_line_survives_a_stop() {
+    every_echoed_line_survives_a_stop(&Backend::Sqlite);
+}
+
+#[test]
+fn sqlite_talking_while_a_room_loads() {
+    talking_while_a_room_loads(&Backend::Sqlite);
 }
 
 #[test]
