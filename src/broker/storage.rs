@@ -2,9 +2,11 @@
 //! keeps for it — the lines waiting to be written, the writes and queries under way, the
 //! retention schedule, and the figures operators see.
 //!
-//! Writes: once per loop turn, the lines said (and topics set) that turn go to the thread as
-//! one batch, one transaction; while a write is under way, newer lines wait here and go as the
-//! next batch. At most [`MAX_WAITING_LINES`] wait: beyond that the oldest are not stored (they
+//! Writes: the lines said (and topics set) go to the thread as one batch, one transaction,
+//! every [`BATCH_EVERY`] (100 ms; sooner once [`MAX_BATCH_LINES`] wait); while a write is under
+//! way, newer lines wait here and go as the next batch. A transaction per loop turn cost the
+//! sessions' fan-out 5% on two cores (docs/PERFORMANCE.md, "The store"): each commit, and each
+//! FTS5 segment it makes, has a fixed price. At most [`MAX_WAITING_LINES`] wait: beyond that the oldest are not stored (they
 //! stay in the rooms' memory), counted, and warned of once per episode. A write that fails
 //! comes back and is tried again every [`RETRY_EVERY`], the failure logged once and its end
 //! once. Queries (a room's history when it is made, `/history`, `/search`, the operators'
@@ -29,8 +31,10 @@ use crate::store::{Batch, NewLine, Target};
 
 /// Most lines waiting for the store; the oldest beyond it are not stored.
 pub const MAX_WAITING_LINES: usize = 100_000;
-/// Most lines in one write.
+/// Most lines in one write; this many waiting are written without waiting for the interval.
 const MAX_BATCH_LINES: usize = 5_000;
+/// How long said lines gather before they are written (at most).
+pub const BATCH_EVERY: Duration = Duration::from_millis(100);
 /// Jobs queued for the thread at once.
 const JOBS_QUEUED: usize = 256;
 /// How often a failed write is tried again.
@@ -59,6 +63,8 @@ struct Link {
     /// Lines said, not yet sent to the thread, oldest first, and topics set.
     waiting: VecDeque<NewLine>,
     topics: Vec<(String, String)>,
+    /// Since when something waits (the next write is due [`BATCH_EVERY`] after).
+    gathering_since: Option<Instant>,
     /// Writes sent and not answered; the batches of failed ones, to go first again.
     writes_in_flight: usize,
     returned: Batch,
@@ -147,6 +153,10 @@ impl Storage {
     /// Lines and topics the rooms said this turn.
     pub fn keep(&mut self, batch: Batch) {
         let Some(link) = &mut self.link else { return };
+        if batch.is_empty() {
+            return;
+        }
+        link.gathering_since.get_or_insert_with(Instant::now);
         link.waiting.extend(batch.lines);
         link.topics.extend(batch.topics);
         link.limit_waiting();
@@ -194,15 +204,17 @@ impl Storage {
         }
     }
 
-    /// End of a loop turn: writes what waits, if no write is under way, and deletes old lines
-    /// when that is due.
+    /// End of a loop turn: writes what waits if it is due and no write is under way, and
+    /// deletes old lines when that is due.
     pub fn end_turn(&mut self, now: Instant, unix_now: u64) {
         let days = u64::from(self.history_days);
         let Some(link) = &mut self.link else { return };
         if link.retry_at.is_some_and(|at| now >= at) {
             link.retry_at = None;
         }
-        if link.writes_in_flight == 0 {
+        let due = link.gathering_since.is_some_and(|since| now >= since + BATCH_EVERY)
+            || link.waiting.len() >= MAX_BATCH_LINES;
+        if link.writes_in_flight == 0 && due {
             link.write_waiting(false);
         }
         if now >= link.next_expire {
@@ -213,10 +225,15 @@ impl Storage {
         }
     }
 
-    /// When the loop must wake for the store: a failed write's retry.
+    /// When the loop must wake for the store: the next write (none while one is under way:
+    /// its answer wakes the loop), or a failed write's retry.
     pub fn next_wake(&self) -> Option<Instant> {
         let link = self.link.as_ref()?;
-        link.retry_at.filter(|_| !link.waiting.is_empty() || !link.topics.is_empty())
+        if link.writes_in_flight > 0 {
+            return None;
+        }
+        let since = link.gathering_since?;
+        Some(link.retry_at.unwrap_or(since + BATCH_EVERY))
     }
 
     /// The thread's answers since the last call. Writes, retention and the store opening are
@@ -290,6 +307,7 @@ impl Link {
             outcomes,
             waiting: VecDeque::new(),
             topics: Vec::new(),
+            gathering_since: None,
             writes_in_flight: 0,
             returned: Batch::default(),
             retry_at: None,
@@ -324,10 +342,14 @@ impl Link {
                 Err(_) => return,
             }
         }
+        self.gathering_since = None;
     }
 
     /// Lines that were not written go back before those said since.
     fn put_back(&mut self, batch: Batch) {
+        if !batch.is_empty() {
+            self.gathering_since.get_or_insert_with(Instant::now);
+        }
         for line in batch.lines.into_iter().rev() {
             self.waiting.push_front(line);
         }
@@ -446,6 +468,11 @@ mod tests {
         (Storage { link: Some(link), history_days: 30 }, job_rx, outcome_tx)
     }
 
+    /// A moment when what waits now is due to be written.
+    fn due() -> Instant {
+        Instant::now() + BATCH_EVERY
+    }
+
     fn line(seq: u64) -> NewLine {
         NewLine {
             room: "lobby".into(),
@@ -498,22 +525,42 @@ mod tests {
         let (mut storage, jobs, answers) = storage(16);
         let now = Instant::now();
         storage.keep(said(1..4));
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         let first = written(jobs.try_recv().expect("a write"));
         assert_eq!(seqs(&first), [1, 2, 3]);
         // While it is under way, the next turns' lines gather.
         storage.keep(said(4..6));
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         storage.keep(said(6..7));
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         assert!(jobs.try_recv().is_err(), "one write at a time");
         assert_eq!(storage.figures().expect("on").waiting_lines, 3);
         answers.send(done(&first)).expect("sent");
         assert!(storage.take_answers(now).is_empty());
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         assert_eq!(seqs(&written(jobs.try_recv().expect("the next write"))), [4, 5, 6]);
         let figures = storage.figures().expect("on");
         assert_eq!((figures.written_lines, figures.bytes, figures.waiting_lines), (3, 4096, 0));
+    }
+
+    #[test]
+    fn lines_gather_for_the_interval_and_the_loop_is_told_when_to_write_them() {
+        let (mut storage, jobs, _answers) = storage(16);
+        assert_eq!(storage.next_wake(), None, "nothing waits");
+        let before = Instant::now();
+        storage.keep(said(1..3));
+        let at = storage.next_wake().expect("a write is due");
+        assert!(at >= before + BATCH_EVERY && at <= Instant::now() + BATCH_EVERY, "{at:?}");
+        storage.end_turn(Instant::now(), 100);
+        assert!(jobs.try_recv().is_err(), "not before the interval");
+        storage.end_turn(at, 100);
+        assert_eq!(seqs(&written(jobs.try_recv().expect("a write"))), [1, 2]);
+        assert_eq!(storage.next_wake(), None, "its answer wakes the loop");
+        // A full batch does not wait for the interval.
+        let (mut full, jobs, _answers) = self::storage(16);
+        full.keep(said(0..MAX_BATCH_LINES as u64));
+        full.end_turn(Instant::now(), 100);
+        assert_eq!(written(jobs.try_recv().expect("a full batch")).lines.len(), MAX_BATCH_LINES);
     }
 
     #[test]
@@ -521,7 +568,7 @@ mod tests {
         let (mut storage, jobs, answers) = storage(16);
         let now = Instant::now();
         storage.keep(said(1..3));
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         let first = written(jobs.try_recv().expect("a write"));
         storage.keep(said(3..4));
         answers.send(failed(first)).expect("sent");
@@ -543,7 +590,7 @@ mod tests {
         let (mut storage, jobs, answers) = storage(16);
         let now = Instant::now();
         storage.keep(said(0..1));
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         let first = written(jobs.try_recv().expect("a write"));
         let over = MAX_WAITING_LINES as u64 + 5;
         storage.keep(said(1..over + 1));
@@ -551,7 +598,7 @@ mod tests {
         assert_eq!((figures.waiting_lines, figures.dropped_lines), (MAX_WAITING_LINES as u64, 5));
         answers.send(done(&first)).expect("sent");
         storage.take_answers(now);
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         let next = written(jobs.try_recv().expect("the next write"));
         assert_eq!(next.lines.first().map(|line| line.seq), Some(6), "the oldest went");
         assert_eq!(next.lines.len(), MAX_BATCH_LINES, "at most a batch at once");
@@ -562,7 +609,7 @@ mod tests {
         let (mut storage, jobs, _answers) = storage(16);
         let now = Instant::now();
         storage.keep(said(1..2));
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         storage.keep(said(2..3));
         let page = Job::Page { asker: 9, room: "lobby".into(), before: None, count: 20 };
         assert_eq!(storage.ask(9, page), Ok(()));
@@ -582,7 +629,7 @@ mod tests {
         let (mut storage, jobs, answers) = storage(1);
         let now = Instant::now();
         storage.keep(said(1..2));
-        storage.end_turn(now, 100);
+        storage.end_turn(due(), 100);
         let search = |asker| Job::Forget { asker, nick: "x".into(), nick_key: "x".into() };
         assert!(storage.ask(1, search(1)).is_err_and(|why| why.contains("busy")));
         let first = written(jobs.try_recv().expect("a write"));

@@ -40,10 +40,14 @@ impl Query {
         for word in words.split_whitespace() {
             let mut tokens: Vec<String> = Vec::new();
             push_tokens(word, |token| tokens.push(token.to_string()));
-            match tokens.len() {
-                0 => {}
-                1 => terms.extend(tokens.pop().map(Term::Word)),
-                _ => terms.push(Term::Phrase(tokens)),
+            let term = match tokens.len() {
+                0 => continue,
+                1 => tokens.pop().map(Term::Word),
+                _ => Some(Term::Phrase(tokens)),
+            };
+            // A word typed twice asks for nothing more.
+            if let Some(term) = term.filter(|term| !terms.contains(term)) {
+                terms.push(term);
             }
         }
         if terms.is_empty() {
@@ -52,7 +56,6 @@ impl Query {
         if terms.len() > MAX_WORDS {
             return Err(format!("search for at most {MAX_WORDS} words"));
         }
-        terms.dedup();
         Ok(Query { terms })
     }
 
@@ -167,6 +170,11 @@ mod tests {
         assert_eq!(query.terms(), &[word("cafe"), phrase(&["世", "界"]), phrase(&["don", "t"])]);
         assert_eq!(query.tokens(), vec!["cafe", "世", "界", "don", "t"]);
         assert_eq!(Query::parse("CAFE cafe").expect("valid").terms(), &[word("cafe")]);
+        assert_eq!(
+            Query::parse("tea cafe TEA").expect("valid").terms(),
+            &[word("tea"), word("cafe")],
+            "a repeat anywhere is one term"
+        );
     }
 
     #[test]
