@@ -607,7 +607,6 @@ mod tests {
     #[test]
     fn a_query_follows_the_lines_said_before_it_and_one_at_a_time_per_asker() {
         let (mut storage, jobs, _answers) = storage(16);
-        let now = Instant::now();
         storage.keep(said(1..2));
         storage.end_turn(due(), 100);
         storage.keep(said(2..3));
