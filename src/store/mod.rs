@@ -17,6 +17,8 @@
 //! It owns the schema and the queries; it does not decide what is stored, when, or what
 //! happens when it fails (the broker's storage side does).
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod postgres;
 pub mod search;
 pub mod sqlite;
@@ -169,10 +171,7 @@ pub enum Target {
 /// Opens the store the settings name and brings its schema up to date.
 pub fn open(target: &Target) -> Result<Box<dyn Store>, StoreError> {
     match target {
-        Target::Sqlite(path) => {
-            sqlite::SqliteStore::open(path)?;
-            Err(StoreError::Unsupported("being written".into()))
-        }
+        Target::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
         Target::Postgres { url, password_file } => {
             postgres::PostgresStore::connect(url, password_file.as_deref())?;
             Err(StoreError::Unsupported("being written".into()))
