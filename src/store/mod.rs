@@ -173,8 +173,7 @@ pub fn open(target: &Target) -> Result<Box<dyn Store>, StoreError> {
     match target {
         Target::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
         Target::Postgres { url, password_file } => {
-            postgres::PostgresStore::connect(url, password_file.as_deref())?;
-            Err(StoreError::Unsupported("being written".into()))
+            Ok(Box::new(postgres::PostgresStore::connect(url, password_file.as_deref())?))
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::store::conformance;
 use crate::store::test_cluster::{self, Cluster};
 
 fn line(room: &str, from: &str, seq: u64, text: &str) -> NewLine {
@@ -76,6 +77,20 @@ fn an_empty_database_gets_the_whole_schema_and_works() {
     drop(store);
     let mut again = connect(&cluster);
     assert_eq!(texts(&again.page("lobby", None, 2).expect("page")), ["你好世界", "don't"]);
+}
+
+#[test]
+fn a_fresh_database_does_what_every_store_does() {
+    let cluster = Cluster::start();
+    conformance::run_all(&mut connect(&cluster));
+    // Each check alone too, each on a database of its own.
+    for (at, (name, check)) in conformance::CHECKS.iter().enumerate() {
+        cluster.psql(&format!("CREATE DATABASE alone_{at}"));
+        let url = cluster.url().replace("/chatd?", &format!("/alone_{at}?"));
+        let mut store = PostgresStore::connect(&url, None).expect("connect");
+        println!("conformance check alone: {name}");
+        check(&mut store);
+    }
 }
 
 #[test]
