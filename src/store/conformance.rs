@@ -180,6 +180,7 @@ pub(crate) fn check_search(store: &mut dyn Store) {
                 (room, RECENT + 4, "the CAFE is closed"),
                 (room, RECENT + 5, "red apple pie"),
                 ("conf-search-other", RECENT + 6, "cafe elsewhere"),
+                (room, RECENT + 7, "Привет, мир: straße"),
             ],
         ),
     );
@@ -198,8 +199,10 @@ pub(crate) fn check_search(store: &mut dyn Store) {
     assert!(search_texts(store, room, "elsewhere", 20).is_empty(), "another room's line");
     assert!(search_texts(store, room, "cafe missing", 20).is_empty());
     assert_eq!(search_texts(store, "conf-search-other", "cafe", 20), ["cafe elsewhere"]);
+    assert_eq!(search_texts(store, room, "ПРИВЕТ Straße", 20), ["Привет, мир: straße"]);
+    assert!(search_texts(store, room, "прив", 20).is_empty());
     // Words that look like search syntax are only words.
-    write_lines(store, vec![dave.say(room, RECENT + 7, "dave", "NOT and OR near")]);
+    write_lines(store, vec![dave.say(room, RECENT + 8, "dave", "NOT and OR near")]);
     assert_eq!(search_texts(store, room, "not OR \"near\"", 20), ["NOT and OR near"]);
 }
 

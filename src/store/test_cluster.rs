@@ -277,7 +277,13 @@ impl Drop for Cluster {
 
 /// The newest PostgreSQL's programs directory; fails the test if there is none.
 fn postgres_bin() -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    postgres_bin_in(Path::new("/usr/lib/postgresql"))
+}
+
+/// The programs directory of the newest version under `versions` (Debian's layout:
+/// `VERSIONS/N/bin/initdb`).
+pub fn postgres_bin_in(versions: &Path) -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(versions)
         .into_iter()
         .flatten()
         .flatten()
@@ -291,8 +297,9 @@ fn postgres_bin() -> PathBuf {
     match found.pop() {
         Some((_, bin)) => bin,
         None => panic!(
-            "this test needs PostgreSQL, and there is no /usr/lib/postgresql/*/bin/initdb: \
-             install the `postgresql` package (apt-get install postgresql; .ci/run does)"
+            "this test needs PostgreSQL, and there is no {}/*/bin/initdb: install the \
+             `postgresql` package (apt-get install postgresql; .ci/run does)",
+            versions.display()
         ),
     }
 }

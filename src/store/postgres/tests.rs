@@ -257,3 +257,21 @@ fn tokens_are_quoted_for_tsquery_and_escaped_for_like() {
     let long = "x".repeat(MAX_LEXEME_BYTES + 1);
     assert_eq!(indexed(&format!("keep {long} this")), "keep this");
 }
+
+#[test]
+#[should_panic(expected = "this test needs PostgreSQL, and there is no")]
+fn a_machine_without_postgresql_fails_the_test_saying_what_to_install() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    test_cluster::postgres_bin_in(empty.path());
+}
+
+#[test]
+fn the_test_cluster_takes_the_newest_postgresql() {
+    let versions = tempfile::tempdir().expect("temp dir");
+    for version in ["9", "15", "13"] {
+        let bin = versions.path().join(version).join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::write(bin.join("initdb"), "").expect("write");
+    }
+    assert_eq!(test_cluster::postgres_bin_in(versions.path()), versions.path().join("15/bin"));
+}
