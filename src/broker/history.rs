@@ -14,11 +14,9 @@ use super::room::stored::to_history;
 use super::room::{Audience, Delivery, MemberId};
 use super::store_thread::{Job, Outcome};
 use crate::proto::control::{ControlReply, StoredRow};
-use crate::proto::{Event, Failure};
+use crate::proto::{Event, Failure, MAX_HISTORY_PAGE};
 use crate::store::{Query, StoredLine};
 
-/// Most lines one `/history` shows.
-pub const MAX_HISTORY_PAGE: u16 = 200;
 /// Most results one `/search` shows.
 pub const SEARCH_RESULTS: usize = 20;
 
@@ -73,14 +71,16 @@ impl Broker {
         before: Option<i64>,
         count: u16,
     ) -> Vec<Delivery> {
-        let Some((key, name, in_memory)) = self.rooms.history_in_memory(id) else {
+        let Some((key, name)) = self.rooms.room_key_and_name_of(id) else {
             return to_one(id, Event::Failed(Failure::NotLoggedIn));
         };
         let count = count.clamp(1, MAX_HISTORY_PAGE);
         if !self.storage.is_on() {
-            let lines = if before.is_some() { Vec::new() } else { in_memory };
-            let skip = lines.len().saturating_sub(usize::from(count));
-            let lines = lines.into_iter().skip(skip).collect();
+            // One page: what memory keeps has nothing before it.
+            let lines = match before {
+                Some(_) => Vec::new(),
+                None => self.rooms.history_tail(&key, usize::from(count)),
+            };
             return to_one(id, Event::HistoryPage { room: name, lines, before: None });
         }
         let job = Job::Page { asker: id, room: key, before, count: usize::from(count) };
@@ -93,7 +93,7 @@ impl Broker {
 
     /// `/search WORDS`: a query of the store (there is nothing to search without one).
     pub(super) fn search_request(&mut self, id: MemberId, words: &str) -> Vec<Delivery> {
-        let Some((key, _, _)) = self.rooms.history_in_memory(id) else {
+        let Some((key, _)) = self.rooms.room_key_and_name_of(id) else {
             return to_one(id, Event::Failed(Failure::NotLoggedIn));
         };
         let query = match Query::parse(words) {

@@ -35,6 +35,9 @@ use serde::{Deserialize, Serialize};
 /// `HistoryPage`, `SearchResults`, `Failure::Unavailable`).
 pub const PROTOCOL_VERSION: u32 = 8;
 
+/// Most lines one [`Request::History`] gets (the session refuses more, the broker holds to it).
+pub const MAX_HISTORY_PAGE: u16 = 200;
+
 /// The first frame on every connection to `broker.sock`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Greeting {

@@ -10,7 +10,7 @@
 //! broker then decides is the broker's.
 
 use crate::names;
-use crate::proto::{Failure, Request};
+use crate::proto::{Failure, MAX_HISTORY_PAGE, Request};
 use crate::session::charset::{self, Charset};
 use crate::session::command::Command;
 use crate::session::render::{self, Shown, notice};
@@ -79,8 +79,6 @@ pub enum Action {
     Terminal { setting: Setting, shown: Shown },
 }
 
-/// Most lines one `/history` asks for (the broker holds to it too).
-pub const MAX_HISTORY_PAGE: u16 = 200;
 /// Lines one `/history` shows unless told.
 const HISTORY_PAGE: u16 = 20;
 

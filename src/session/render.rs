@@ -237,15 +237,13 @@ pub fn event(event: &Event) -> Vec<Shown> {
 /// A room's history as shown on entering it: marked as history, each line with its time.
 /// `hh_mm` gives a line's local time from its Unix time.
 pub fn history(room: &str, lines: &[HistoryLine], hh_mm: impl Fn(u64) -> String) -> Vec<Shown> {
-    let mut out = vec![system(&format!(
+    let heading = format!(
         "Last {} {} in {} before you came:",
         lines.len(),
         if lines.len() == 1 { "line" } else { "lines" },
         user_text(room)
-    ))];
-    out.extend(lines.iter().map(|line| history_line(line, &hh_mm(line.at))));
-    out.push(system("End of history."));
-    out
+    );
+    stored(&heading, lines, "End of history.", hh_mm)
 }
 
 /// How stored lines are framed: a heading and a footer around them, or one line alone when

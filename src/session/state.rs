@@ -101,11 +101,15 @@ impl SessionState {
         }
     }
 
+    /// `lines` without those of speakers this user ignores.
+    fn not_ignored(&self, lines: &[HistoryLine]) -> Vec<HistoryLine> {
+        lines.iter().filter(|line| !self.is_ignored(&line.from)).cloned().collect()
+    }
+
     /// Stored lines between the heading and footer `framing` gives, or its one line when there
     /// are none; the ignored speakers' lines left out.
     fn stored(&self, framing: render::Framing, lines: &[HistoryLine]) -> Reaction {
-        let lines: Vec<HistoryLine> =
-            lines.iter().filter(|line| !self.is_ignored(&line.from)).cloned().collect();
+        let lines = self.not_ignored(lines);
         match framing {
             render::Framing::Alone(line) => {
                 Reaction::Show { lines: vec![render::system(&line)], ring: false }
@@ -380,8 +384,7 @@ impl SessionState {
             self.last_private_from = Some(from.clone());
         }
         if let Event::History { room, lines } = event {
-            let lines: Vec<HistoryLine> =
-                lines.iter().filter(|line| !self.is_ignored(&line.from)).cloned().collect();
+            let lines = self.not_ignored(lines);
             if lines.is_empty() {
                 return Reaction::Nothing;
             }

@@ -167,11 +167,17 @@ impl Rooms {
         out
     }
 
-    /// The member's room (key and name) and the history it keeps in memory.
-    pub fn history_in_memory(&self, id: MemberId) -> Option<(String, String, Vec<HistoryLine>)> {
+    /// The key and name of the room a member is in.
+    pub fn room_key_and_name_of(&self, id: MemberId) -> Option<(String, String)> {
         let key = &self.members.get(&id)?.room;
         let room = self.rooms.get(key)?;
-        Some((key.clone(), room.name.clone(), room.history.iter().cloned().collect()))
+        Some((key.clone(), room.name.clone()))
+    }
+
+    /// The last `count` lines the room with key `key` keeps in memory, oldest first.
+    pub fn history_tail(&self, key: &str, count: usize) -> Vec<HistoryLine> {
+        let Some(room) = self.rooms.get(key) else { return Vec::new() };
+        room.history.iter().skip(room.history.len().saturating_sub(count)).cloned().collect()
     }
 
     /// Lines of history each room keeps for newcomers.
@@ -380,7 +386,7 @@ mod tests {
         let batch = rooms.take_said();
         assert_eq!(batch.lines.len(), 1);
         assert_eq!(batch.lines[0].from, "bob");
-        let (_, _, history) = rooms.history_in_memory(2).expect("in a room");
+        let history = rooms.history_tail("lobby", 10);
         assert_eq!(history.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), vec!["yours"]);
     }
 }
