@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::accounts::KdfCost;
+
 use crate::logging::{LogTarget, SyslogFormat, SyslogOptions};
 
 /// The group whose members may use chatctl, unless `admin_group` says otherwise.
@@ -153,7 +155,44 @@ pub struct Config {
     /// Members of this group may use `chatctl` (besides root and the daemon's user); `None`:
     /// nobody else.
     pub admin_group: Option<String>,
+    /// Where to listen for TLS clients (implicit TLS from the first byte). Unset: port 2324 on
+    /// the default addresses when `listen` is the default too, and nowhere when `listen` was
+    /// set (an operator who chose the plain addresses chooses these too). `[]`: nowhere.
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_listen_is_default: bool,
+    /// The certificate chain and key (PEM); `None` (both unset): a self-signed certificate
+    /// that chatd makes at first start and keeps in `state_dir` ([`SELF_SIGNED_CERT`]).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Who may or must have an account.
+    pub accounts: AccountsMode,
+    /// Passwords are refused on a plain connection (not loopback): they would cross the
+    /// network in clear text.
+    pub require_tls_for_passwords: bool,
+    /// The Argon2id cost of new passwords (and of rehashing weaker ones at login).
+    pub password_cost: crate::accounts::KdfCost,
+    /// The most private lines kept for one registered user while away.
+    pub kept_messages: usize,
 }
+
+/// Registered nicknames (`accounts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountsMode {
+    /// Guests welcome; registered nicks are their owners' only (the default).
+    Optional,
+    /// Only logged-in users may talk; a guest may `/register` or `/login`.
+    Required,
+    /// No accounts: every nick is anyone's, and the account commands say so.
+    Off,
+}
+
+/// The default TLS port (like IRC's 6697 beside 6667).
+pub const DEFAULT_TLS_PORT: u16 = 2324;
+
+/// The self-signed certificate and its key in `state_dir`, made when no `tls_cert` is set.
+pub const SELF_SIGNED_CERT: &str = "tls-cert.pem";
+pub const SELF_SIGNED_KEY: &str = "tls-key.pem";
 
 /// The largest room ring an operator may ask for (`ring_bytes`; the smallest is the ring's
 /// own, [`MIN_RING_BYTES`]): well below what a ring can be, for every room's ring is shared
@@ -228,6 +267,14 @@ struct FileConfig {
     database: Option<String>,
     database_password_file: Option<PathBuf>,
     admin_group: Option<String>,
+    tls_listen: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    accounts: Option<AccountsMode>,
+    require_tls_for_passwords: Option<bool>,
+    password_memory_kib: Option<u32>,
+    password_passes: Option<u32>,
+    kept_messages: Option<usize>,
 }
 
 /// Command-line values that override the file.
@@ -278,6 +325,9 @@ impl Config {
         }
         if (self.history_days == 0) != (new.history_days == 0) {
             keys.push("history_days (between 0 and another value)");
+        }
+        if self.tls_listen != new.tls_listen {
+            keys.push("tls_listen");
         }
         keys
     }
@@ -355,6 +405,45 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?,
             None => default_listen(),
         };
+        let tls_listen_is_default = parsed.tls_listen.is_none();
+        let tls_listen = match parsed.tls_listen {
+            Some(list) => list
+                .iter()
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        invalid(
+                            "tls_listen",
+                            format!("invalid address {s:?}: expected ADDR:PORT, like 0.0.0.0:2324 or [::]:2324"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None if listen_is_default => default_listen()
+                .into_iter()
+                .map(|addr| SocketAddr::new(addr.ip(), DEFAULT_TLS_PORT))
+                .collect(),
+            None => Vec::new(),
+        };
+        let tls_cert = absolute(parsed.tls_cert, "tls_cert").map_err(|m| invalid("tls_cert", m))?;
+        let tls_key = absolute(parsed.tls_key, "tls_key").map_err(|m| invalid("tls_key", m))?;
+        if tls_cert.is_some() != tls_key.is_some() {
+            let key = if tls_cert.is_some() { "tls_key" } else { "tls_cert" };
+            return Err(invalid(key, "tls_cert and tls_key are set together, or neither".into()));
+        }
+        let password_memory_kib = parsed.password_memory_kib.unwrap_or(KdfCost::DEFAULT.memory_kib);
+        if !(8..=crate::accounts::MAX_MEMORY_KIB).contains(&password_memory_kib) {
+            return Err(invalid(
+                "password_memory_kib",
+                format!("from 8 to {}", crate::accounts::MAX_MEMORY_KIB),
+            ));
+        }
+        let password_passes = parsed.password_passes.unwrap_or(KdfCost::DEFAULT.passes);
+        if !(1..=crate::accounts::MAX_PASSES).contains(&password_passes) {
+            return Err(invalid(
+                "password_passes",
+                format!("from 1 to {}", crate::accounts::MAX_PASSES),
+            ));
+        }
         let max_startups = match parsed.max_startups {
             Some(text) => text.parse().map_err(|message| invalid("max_startups", message))?,
             None => MaxStartups { start: 10, rate: 30, full: 100 },
@@ -486,6 +575,14 @@ impl Config {
                 Some(group) => Some(group),
                 None => Some(DEFAULT_ADMIN_GROUP.to_string()),
             },
+            tls_listen,
+            tls_listen_is_default,
+            tls_cert,
+            tls_key,
+            accounts: parsed.accounts.unwrap_or(AccountsMode::Optional),
+            require_tls_for_passwords: parsed.require_tls_for_passwords.unwrap_or(true),
+            password_cost: KdfCost { memory_kib: password_memory_kib, passes: password_passes },
+            kept_messages: positive_size("kept_messages", parsed.kept_messages, 50)?,
         })
     }
 }
@@ -510,12 +607,18 @@ fn wants(key: &str) -> Option<&'static str> {
         | "max_rooms"
         | "max_unterminated_bytes"
         | "history_lines"
-        | "history_days" => "a whole number, without quotes",
+        | "history_days"
+        | "password_memory_kib"
+        | "password_passes"
+        | "kept_messages" => "a whole number, without quotes",
         "penalty_trips" | "flood_burst" | "error_budget" => {
             "a whole number from 0 to 4294967295, without quotes"
         }
         "flood_lines_per_second" => "a number, without quotes (a decimal point is allowed)",
-        "telnet" => "true or false, without quotes",
+        "telnet" | "require_tls_for_passwords" => "true or false, without quotes",
+        "tls_listen" => "a list of \"ADDR:PORT\" strings in square brackets (`[]` for none)",
+        "tls_cert" | "tls_key" => "a path in double quotes",
+        "accounts" => "\"optional\", \"required\" or \"off\", in double quotes",
         "listen" => "a list of \"ADDR:PORT\" strings in square brackets",
         "log" => "\"syslog\" or \"stderr\", in double quotes",
         "syslog_format" => "\"rfc3164\" or \"rfc5424\", in double quotes",
@@ -580,6 +683,14 @@ fn one_line_error(text: &str, err: &toml::de::Error) -> String {
             format!("line {number}: {message} (in `{line}`)")
         }
         None => message,
+    }
+}
+
+/// An optional path that must be absolute (the daemon changes directory).
+fn absolute(path: Option<PathBuf>, key: &str) -> Result<Option<PathBuf>, String> {
+    match path {
+        Some(path) if !path.is_absolute() => Err(format!("{key} is an absolute path")),
+        path => Ok(path),
     }
 }
 
@@ -679,9 +790,13 @@ mod tests {
             config.database_password_file.take(),
             Some(PathBuf::from("/etc/chatd/db-password"))
         );
+        // And a certificate from a CA (none by default: a self-signed one).
+        assert_eq!(config.tls_cert.take(), Some(PathBuf::from("/etc/chatd/tls/fullchain.pem")));
+        assert_eq!(config.tls_key.take(), Some(PathBuf::from("/etc/chatd/tls/privkey.pem")));
         assert_eq!(
             Config {
                 listen_is_default: true,
+                tls_listen_is_default: true,
                 // Named in the file, the user must exist; by default it may fall back.
                 user_is_default: true,
                 runtime_dir: defaults.runtime_dir.clone(),
@@ -692,7 +807,7 @@ mod tests {
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 32, "packaging/chatd.toml should list all 32 keys");
+        assert_eq!(keys, 40, "packaging/chatd.toml should list all 40 keys");
     }
 
     #[test]

@@ -57,6 +57,7 @@
 //! room's ring) → every member's `session::feed` → `session::events` → `session::state` →
 //! `session::output` (`render`, `terminal`) → the transport → client. docs/ARCHITECTURE.md has the picture.
 
+pub mod accounts;
 #[cfg(test)]
 mod alloc_count;
 pub mod broker;

@@ -58,7 +58,7 @@ impl Broker {
                 self.peers.ring_read(id, position);
                 return true;
             }
-            Request::Login { nick } => {
+            Request::Login { nick, tls: _ } => {
                 if self.refuse_banned_nick(id, &nick, now) {
                     return true;
                 }
@@ -72,7 +72,7 @@ impl Broker {
                 }
                 deliveries
             }
-            Request::Resume { nick, room, topic } => {
+            Request::Resume { nick, room, topic, tls: _, token: _ } => {
                 if let Some(ban) = self.moderation.nick_ban(&nick, now) {
                     let reason = ban_reason(ban.reason.as_deref());
                     self.kick(id, Some(reason));
@@ -151,6 +151,10 @@ impl Broker {
                 self.peers.fell_behind(id);
                 return false;
             }
+            Request::Challenge { .. }
+            | Request::Prove { .. }
+            | Request::Logout
+            | Request::SaveSettings(_) => Vec::new(),
         };
         self.deliver(deliveries);
         self.peers.contains(id)

@@ -92,6 +92,10 @@ struct Member {
     /// When the client connected, and when it last said something (Unix seconds).
     connected_at: u64,
     last_spoke: u64,
+    /// Connected over TLS.
+    tls: bool,
+    /// The key of the account this member is logged in to.
+    account: Option<String>,
 }
 
 /// All rooms and members.
@@ -333,6 +337,8 @@ impl Rooms {
                 away: None,
                 connected_at: self.unix_now,
                 last_spoke: self.unix_now,
+                tls: false,
+                account: None,
             },
         );
     }
@@ -618,7 +624,11 @@ impl Rooms {
         let nicks = present.iter().map(|m| m.nick.clone()).collect();
         let away = present.iter().filter(|m| m.away.is_some()).map(|m| m.nick.clone()).collect();
         let idle = present.iter().map(|m| self.unix_now.saturating_sub(m.last_spoke)).collect();
-        vec![one(id, Event::Members { room: room.name.clone(), nicks, away, idle })]
+        let tls = present.iter().filter(|m| m.tls).map(|m| m.nick.clone()).collect();
+        let registered =
+            present.iter().filter(|m| m.account.is_some()).map(|m| m.nick.clone()).collect();
+        let room = room.name.clone();
+        vec![one(id, Event::Members { room, nicks, away, idle, tls, registered })]
     }
 
     /// `/whois NICK`.
@@ -638,6 +648,8 @@ impl Rooms {
                 connected_seconds: self.unix_now.saturating_sub(member.connected_at),
                 idle_seconds: self.unix_now.saturating_sub(member.last_spoke),
                 away: member.away.clone(),
+                tls: member.tls,
+                registered: member.account.is_some(),
             }),
         )]
     }
@@ -948,6 +960,8 @@ mod tests {
                     nicks: vec!["Amy".into(), "bob".into(), "zed".into()],
                     away: vec![],
                     idle: vec![0, 0, 0],
+                    tls: vec![],
+                    registered: vec![],
                 }
             )]
         );
@@ -1166,6 +1180,8 @@ mod tests {
                     connected_seconds: 90,
                     idle_seconds: 30,
                     away: Some("lunch".into()),
+                    tls: false,
+                    registered: false,
                 })
             )]
         );

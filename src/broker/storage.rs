@@ -327,6 +327,7 @@ impl Link {
         while !self.waiting.is_empty() || !self.topics.is_empty() {
             let take = self.waiting.len().min(MAX_BATCH_LINES);
             let batch = Batch {
+                accounts: Vec::new(),
                 lines: self.waiting.drain(..take).collect(),
                 topics: std::mem::take(&mut self.topics),
             };
@@ -487,7 +488,7 @@ mod tests {
     }
 
     fn said(seqs: std::ops::Range<u64>) -> Batch {
-        Batch { lines: seqs.map(line).collect(), topics: Vec::new() }
+        Batch { lines: seqs.map(line).collect(), topics: Vec::new(), accounts: Vec::new() }
     }
 
     fn written(job: Job) -> Batch {

@@ -61,6 +61,7 @@ fn json(reply: &ControlReply) -> String {
                 .collect(),
         )),
         ControlReply::BackedUp { bytes } => Ok(json!({ "ok": true, "bytes": bytes })),
+        ControlReply::Accounts(rows) => serde_json::to_value(rows),
     };
     match value.and_then(|value| serde_json::to_string_pretty(&value)) {
         Ok(text) => format!("{text}\n"),
@@ -91,6 +92,7 @@ fn human(reply: &ControlReply) -> String {
         ControlReply::VersionMismatch { broker } => format!("{}\n", version_mismatch(*broker)),
         ControlReply::Stored(rows) => stored_lines(rows),
         ControlReply::BackedUp { bytes } => format!("backed up ({bytes} bytes)\n"),
+        ControlReply::Accounts(rows) => format!("{rows:?}\n"),
     }
 }
 
@@ -486,6 +488,7 @@ mod tests {
                 refusals: vec![Counted { reason: "banned".into(), count: 1 }],
                 child_crashes: 0,
                 broker_restarts: 1,
+                tls: None,
             }),
             broker_pid: 11,
             broker_started_at: 1010,
@@ -524,6 +527,8 @@ mod tests {
             idle_seconds: 5,
             away: None,
             muted: true,
+            tls: false,
+            registered: false,
         }];
         let text = users_table(&users);
         let lines: Vec<&str> = text.lines().collect();
@@ -546,6 +551,8 @@ mod tests {
             idle_seconds: 5,
             away: None,
             muted: false,
+            tls: false,
+            registered: false,
         };
         let text = users_table(&[row("小明", "lobby"), row("alice", "大厅"), row("ｂｏｂ", "dev")]);
         let lines: Vec<&str> = text.lines().collect();

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::moderation::Ban;
 
 /// Version of the operator protocol. 2: the store (`Backup`, `History`, `Forget`, the
-/// store's figures in [`Status`]).
-pub const CONTROL_VERSION: u32 = 2;
+/// store's figures in [`Status`]). 3: accounts (`Accounts`), TLS (the certificate in
+/// [`Status`], `tls` and `account` in [`UserRow`]).
+pub const CONTROL_VERSION: u32 = 3;
 
 /// Largest request payload the broker reads on `control.sock`. Requests are a verb and a few
 /// words; the largest legitimate one is `motd --file`, which chatctl holds to
@@ -88,6 +89,62 @@ pub enum ControlRequest {
     Forget {
         nick: String,
     },
+    /// `chatctl accounts ...`
+    Accounts(AccountsRequest),
+}
+
+/// What an operator can do to accounts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AccountsRequest {
+    List,
+    Show {
+        nick: String,
+    },
+    /// Replace the password: chatctl drew a one-time password and derived its tag under
+    /// `kdf` (the broker never sees the password). The user must choose a new one at login.
+    ResetPassword {
+        nick: String,
+        kdf: crate::accounts::Kdf,
+        tag: Vec<u8>,
+    },
+    Delete {
+        nick: String,
+    },
+    /// Grant (`true`) or revoke the admin role.
+    Admin {
+        nick: String,
+        admin: bool,
+    },
+}
+
+/// One account, for `chatctl accounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRow {
+    pub nick: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// When its last session ended (Unix seconds); 0: never logged in since registering.
+    pub last_seen: u64,
+    /// Connected now.
+    pub online: bool,
+    pub admin: bool,
+    /// Its password was reset and must be changed at the next login.
+    pub must_change: bool,
+    /// Private lines kept for it.
+    pub kept_messages: u64,
+    pub memory_kib: u32,
+    pub passes: u32,
+}
+
+/// The certificate the TLS listeners present, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsStatus {
+    /// SHA-256 of the certificate (DER), as `AB:CD:...`.
+    pub fingerprint: String,
+    /// The certificate's file, or "self-signed (<file>)" for the one chatd made.
+    pub source: String,
+    /// Its expiry (Unix seconds).
+    pub not_after: u64,
 }
 
 /// broker → chatctl.
@@ -114,6 +171,8 @@ pub enum ControlReply {
     BackedUp {
         bytes: u64,
     },
+    /// Answer to `Accounts(List)` and `Accounts(Show)` (one row).
+    Accounts(Vec<AccountRow>),
 }
 
 /// A stored line, for `chatctl history`.
@@ -163,6 +222,10 @@ pub struct UserRow {
     /// The `/away` reason, while away.
     pub away: Option<String>,
     pub muted: bool,
+    /// Connected over TLS.
+    pub tls: bool,
+    /// Logged in to its registered account.
+    pub registered: bool,
 }
 
 /// One room, for `chatctl rooms`.
@@ -193,6 +256,8 @@ pub struct MasterFigures {
     /// Session children that ended by a signal or an error exit.
     pub child_crashes: u64,
     pub broker_restarts: u64,
+    /// The TLS listeners' certificate; `None` without TLS listeners.
+    pub tls: Option<TlsStatus>,
 }
 
 /// The fan-out latency histogram: from reading a line to having written it (or queued it, for a
@@ -231,4 +296,6 @@ pub struct Status {
     pub mutes: u64,
     pub fanout_latency: Histogram,
     pub store: Option<StoreStatus>,
+    /// Registered accounts (`None`: accounts are off, or the store is not loaded).
+    pub accounts: Option<u64>,
 }

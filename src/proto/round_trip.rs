@@ -146,8 +146,8 @@ fn greeting_like(sample: &Greeting) -> BoxedStrategy<Greeting> {
 fn request_samples() -> Vec<Request> {
     let text = String::new;
     vec![
-        Request::Login { nick: text() },
-        Request::Resume { nick: text(), room: text(), topic: None },
+        Request::Login { nick: text(), tls: false },
+        Request::Resume { nick: text(), room: text(), topic: None, tls: false, token: None },
         Request::Say { seq: 0, text: text() },
         Request::Act { seq: 0, text: text() },
         Request::ChangeNick { nick: text() },

@@ -396,10 +396,16 @@ mod tests {
             UnixStream::from_std(StdUnixStream::pair().expect("pair").0),
             MAX_BROKER_QUEUE,
         ));
-        let resume = Request::Resume { nick: "alice".into(), room: "lobby".into(), topic: None };
+        let resume = Request::Resume {
+            nick: "alice".into(),
+            room: "lobby".into(),
+            topic: None,
+            tls: false,
+            token: None,
+        };
         link.send(&resume).expect("queued");
         assert_eq!(link.answer_due, None, "a re-registration waits as long as the broker takes");
-        link.send(&Request::Login { nick: "alice".into() }).expect("queued");
+        link.send(&Request::Login { nick: "alice".into(), tls: false }).expect("queued");
         let due = link.answer_due.expect("an answer is awaited");
         assert_eq!(link.retry_at(), Some(due), "the session wakes when it is due");
         assert!(!link.gave_up());

@@ -141,6 +141,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
                     system(&format!("{nick} was removed by an operator ({})", user_text(why)))
                 }
                 LeaveReason::Kicked(None) => system(&format!("{nick} was removed by an operator")),
+                LeaveReason::Replaced => system(&format!("{nick} reconnected")),
             }
         }
         Event::NickChanged { old, new } => {
@@ -160,7 +161,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
         }
         Event::Private { from, text, .. } => said(Kind::Private, "*", from, "* ", text),
         Event::PrivateSent { to, text, .. } => said(Kind::PrivateSent, "-> *", to, "* ", text),
-        Event::Members { room, nicks, away, idle } => {
+        Event::Members { room, nicks, away, idle, .. } => {
             let names: Vec<String> = nicks
                 .iter()
                 .zip(idle.iter().chain(std::iter::repeat(&0)))
@@ -230,6 +231,13 @@ pub fn event(event: &Event) -> Vec<Shown> {
         Event::RingMark { .. } | Event::RingHandover { .. } => return Vec::new(),
         // Framed by the session's state (they change where the next /history starts).
         Event::HistoryPage { .. } | Event::SearchResults { .. } => return Vec::new(),
+        // Accounts: the session's state machine words them (`state`).
+        Event::Challenge(_)
+        | Event::Identified { .. }
+        | Event::Account(_)
+        | Event::WhileAway { .. }
+        | Event::PrivateKept { .. }
+        | Event::Replaced => return Vec::new(),
     };
     vec![line]
 }
@@ -341,6 +349,19 @@ pub fn failure(failure: &Failure) -> String {
                 why.replace_range(..1, &upper);
             }
             why
+        }
+        Failure::NickRegistered(nick) => format!(
+            "The nickname {} is registered; if it is yours, type /login {}",
+            user_text(nick),
+            user_text(nick)
+        ),
+        Failure::WrongPassword(nick) => format!("Wrong password for {}", user_text(nick)),
+        Failure::Throttled { seconds } => {
+            format!("Too many failed attempts; try again in {seconds} seconds")
+        }
+        Failure::AccountRefused(why) => user_text(why).into_owned(),
+        Failure::AccountRequired => {
+            "This server requires an account: /register to create one, or /login".to_string()
         }
     }
 }
@@ -548,6 +569,8 @@ mod tests {
                 nicks: vec!["a".into(), "b".into(), "c".into()],
                 away: vec!["b".into(), "c".into()],
                 idle: vec![5, 0, 3700],
+                tls: vec![],
+                registered: vec![],
             }),
             "*** In lobby (3): a, b (away), c (idle 1h 1m, away)"
         );

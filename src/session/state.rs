@@ -203,7 +203,9 @@ impl SessionState {
         }
         let request = match &self.phase {
             Phase::ChoosingNick { asked: None } => return,
-            Phase::ChoosingNick { asked: Some(nick) } => Request::Login { nick: nick.clone() },
+            Phase::ChoosingNick { asked: Some(nick) } => {
+                Request::Login { nick: nick.clone(), tls: false }
+            }
             Phase::Resuming { nick } | Phase::Chatting { nick, .. } => {
                 let room = match &self.phase {
                     Phase::Chatting { room, .. } => room.clone(),
@@ -211,7 +213,13 @@ impl SessionState {
                 };
                 let nick = nick.clone();
                 self.phase = Phase::Resuming { nick: nick.clone() };
-                Request::Resume { nick, room, topic: self.topic_set.clone() }
+                Request::Resume {
+                    nick,
+                    room,
+                    topic: self.topic_set.clone(),
+                    tls: false,
+                    token: None,
+                }
             }
         };
         self.reregistration = Some(request);
@@ -486,7 +494,7 @@ mod tests {
     #[test]
     fn a_login_answered_makes_the_session_chat_in_the_default_room() {
         let mut state = state(Phase::ChoosingNick { asked: Some("alice".into()) });
-        state.reregistration = Some(Request::Login { nick: "alice".into() });
+        state.reregistration = Some(Request::Login { nick: "alice".into(), tls: false });
         let event = Event::LoggedIn { nick: "alice".into() };
         let reaction = state.on_event(&event, &mut link(), true);
         assert_eq!(
@@ -508,7 +516,7 @@ mod tests {
     #[test]
     fn a_login_refused_while_choosing_asks_again_within_the_same_grace() {
         let mut state = state(Phase::ChoosingNick { asked: Some("alice".into()) });
-        state.reregistration = Some(Request::Login { nick: "alice".into() });
+        state.reregistration = Some(Request::Login { nick: "alice".into(), tls: false });
         let event = Event::Failed(Failure::NickInUse("alice".into()));
         let mut notices = render::event(&event);
         notices.push(notice::prompt());
@@ -571,8 +579,13 @@ mod tests {
     #[test]
     fn resumed_as_asked_says_so_and_goes_back_to_the_room() {
         let mut state = state(Phase::Resuming { nick: "alice".into() });
-        state.reregistration =
-            Some(Request::Resume { nick: "alice".into(), room: "rust".into(), topic: None });
+        state.reregistration = Some(Request::Resume {
+            nick: "alice".into(),
+            room: "rust".into(),
+            topic: None,
+            tls: false,
+            token: None,
+        });
         let event = Event::Resumed { nick: "Alice".into(), room: "rust".into() };
         assert_eq!(state.on_event(&event, &mut link(), true), resumed_in("rust"));
         assert_eq!(state.phase, Phase::Chatting { nick: "Alice".into(), room: "rust".into() });
@@ -598,7 +611,10 @@ mod tests {
 
         let mut asking = state(Phase::ChoosingNick { asked: Some("alice".into()) });
         asking.reconnected();
-        assert_eq!(asking.reregistration, Some(Request::Login { nick: "alice".into() }));
+        assert_eq!(
+            asking.reregistration,
+            Some(Request::Login { nick: "alice".into(), tls: false })
+        );
 
         let mut chatting = chatting();
         chatting.topic_set = Some("Rust only".into());
@@ -607,6 +623,8 @@ mod tests {
             nick: "alice".into(),
             room: "lobby".into(),
             topic: Some("Rust only".into()),
+            tls: false,
+            token: None,
         };
         assert_eq!(chatting.reregistration, Some(resume.clone()));
         assert_eq!(chatting.phase, Phase::Resuming { nick: "alice".into() });

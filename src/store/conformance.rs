@@ -70,7 +70,7 @@ impl Speaker {
 }
 
 fn write_lines(store: &mut dyn Store, lines: Vec<NewLine>) {
-    store.write(&Batch { lines, topics: Vec::new() }).unwrap();
+    store.write(&Batch { lines, topics: Vec::new(), accounts: Vec::new() }).unwrap();
 }
 
 fn texts(lines: &[StoredLine]) -> Vec<&str> {
@@ -99,7 +99,7 @@ pub(crate) fn check_write_and_load_room(store: &mut dyn Store) {
         alice.say(room, RECENT + 3, "Alice", "third ünïcödé 世界"),
     ];
     let topics = vec![(room.to_string(), "an old topic".to_string()), (room.into(), "set".into())];
-    store.write(&Batch { lines, topics }).unwrap();
+    store.write(&Batch { lines, topics, accounts: Vec::new() }).unwrap();
 
     let record = store.load_room(room, 10).unwrap();
     assert_eq!(record.topic.as_deref(), Some("set"));
@@ -114,7 +114,7 @@ pub(crate) fn check_write_and_load_room(store: &mut dyn Store) {
 
     // A topic alone, later: it replaces the room's.
     let topics = vec![(room.to_string(), "new topic".to_string())];
-    store.write(&Batch { lines: Vec::new(), topics }).unwrap();
+    store.write(&Batch { lines: Vec::new(), topics, accounts: Vec::new() }).unwrap();
     let record = store.load_room(room, 10).unwrap();
     assert_eq!(record.topic.as_deref(), Some("new topic"));
     assert_eq!(record.lines.len(), 3);

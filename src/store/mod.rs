@@ -49,18 +49,77 @@ pub struct NewLine {
     pub text: String,
 }
 
-/// What one transaction writes: lines, in the order they were said, and topics set.
+/// What one transaction writes: lines, in the order they were said, topics set, and changes
+/// to accounts, in the order they were made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     pub lines: Vec<NewLine>,
     /// (room key, topic); the last one for a room wins.
     pub topics: Vec<(String, String)>,
+    pub accounts: Vec<AccountChange>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty() && self.topics.is_empty()
+        self.lines.is_empty() && self.topics.is_empty() && self.accounts.is_empty()
     }
+}
+
+/// A registered nickname as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// The nick's lookalike key (`names::lookalike_key`): one account per key, so that no
+    /// confusable nick can be registered beside it.
+    pub key: String,
+    /// The nick as registered.
+    pub nick: String,
+    pub kdf: crate::accounts::Kdf,
+    /// SHA-256 of the tag (`accounts::verifier_of`); never the tag.
+    pub verifier: Vec<u8>,
+    pub admin: bool,
+    /// An operator reset the password: it must be changed at the next login.
+    pub must_change: bool,
+    pub settings: crate::accounts::AccountSettings,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// When its last session ended (Unix seconds; 0: none yet), and in which room (its key).
+    pub last_seen: u64,
+    pub last_room: String,
+}
+
+/// A private line kept for a registered user who was not connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptMessage {
+    /// The recipient's account key.
+    pub to: String,
+    /// Unix seconds.
+    pub at: u64,
+    pub from: String,
+    pub text: String,
+}
+
+/// A change to accounts, written with the batch it came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountChange {
+    /// Create or replace the account with this key.
+    Put(AccountRecord),
+    /// Delete the account with this key, and the messages kept for it.
+    Delete { key: String },
+    /// Keep a private line (the broker bounds how many one account has).
+    Keep(KeptMessage),
+    /// The messages kept for this key were delivered: delete them.
+    Delivered { to: String },
+}
+
+/// Everything the broker keeps of accounts in memory, read once when the store opens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountsRecord {
+    pub accounts: Vec<AccountRecord>,
+    /// Oldest first.
+    pub kept: Vec<KeptMessage>,
+    /// The key resume tokens are signed with (`accounts::TOKEN_KEY_BYTES`), made at the
+    /// first load of a new database and kept from then on.
+    pub token_key: Vec<u8>,
 }
 
 /// A stored line.
@@ -158,6 +217,12 @@ pub trait Store: Send {
 
     /// How many bytes the database takes.
     fn size(&mut self) -> Result<u64, StoreError>;
+
+    /// Every account, every kept message, and the token key (made and stored now if the
+    /// database has none).
+    fn load_accounts(&mut self) -> Result<AccountsRecord, StoreError> {
+        Err(StoreError::Unsupported("accounts: store helper".into()))
+    }
 }
 
 /// Which store the settings name.

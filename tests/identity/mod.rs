@@ -170,7 +170,7 @@ fn a_forged_sender_id_and_line_number_cannot_silence_anyone() {
     let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
     let mut forger = Forger::connect(&daemon);
     let forged = forger.hello("127.0.0.1:1");
-    forger.send(&Request::Login { nick: "mallory".into() });
+    forger.send(&Request::Login { nick: "mallory".into(), tls: false });
     forger.expect("LoggedIn", |event| matches!(event, Event::LoggedIn { .. }));
     alice.expect("*** mallory has joined lobby");
     // The forger learns alice's sender id from her lines...
@@ -229,11 +229,23 @@ fn a_forged_resume_is_held_to_the_login_rules_and_its_address_is_never_shown() {
     let forged_address = "203.0.113.66:6666";
     forger.hello(forged_address);
     // An invalid nick is refused, as at login.
-    forger.send(&Request::Resume { nick: "9lives".into(), room: "lobby".into(), topic: None });
+    forger.send(&Request::Resume {
+        nick: "9lives".into(),
+        room: "lobby".into(),
+        topic: None,
+        tls: false,
+        token: None,
+    });
     forger.expect("the refusal", |e| matches!(e, Event::Failed(Failure::InvalidNick { .. })));
     // A lookalike of someone online does not get that name: it enters as a variant that passes
     // for nobody, announced to the room.
-    forger.send(&Request::Resume { nick: "\u{430}lice".into(), room: "lobby".into(), topic: None });
+    forger.send(&Request::Resume {
+        nick: "\u{430}lice".into(),
+        room: "lobby".into(),
+        topic: None,
+        tls: false,
+        token: None,
+    });
     forger
         .expect("Resumed", |e| matches!(e, Event::Resumed { nick, .. } if nick == "\u{430}lice_2"));
     alice.expect("*** \u{430}lice_2 has joined lobby");
@@ -243,7 +255,13 @@ fn a_forged_resume_is_held_to_the_login_rules_and_its_address_is_never_shown() {
     forger.hello(forged_address);
     // Any other nick enters announced: this process started after the broker, so it cannot
     // have been registered with an earlier one.
-    forger.send(&Request::Resume { nick: "mallory".into(), room: "lobby".into(), topic: None });
+    forger.send(&Request::Resume {
+        nick: "mallory".into(),
+        room: "lobby".into(),
+        topic: None,
+        tls: false,
+        token: None,
+    });
     forger.expect("Resumed", |e| matches!(e, Event::Resumed { nick, .. } if nick == "mallory"));
     alice.expect("*** mallory has joined lobby");
     let who = daemon.chatctl(&["who"]);

@@ -262,7 +262,8 @@ fn the_broker_drops_a_session_that_does_not_read_and_the_room_carries_on() {
         connected_at: 0,
     });
     codec::encode_frame(&hello, &mut frames).expect("encode");
-    codec::encode_frame(&Request::Login { nick: "stuck".into() }, &mut frames).expect("encode");
+    codec::encode_frame(&Request::Login { nick: "stuck".into(), tls: false }, &mut frames)
+        .expect("encode");
     stuck.write_all(&frames).expect("register");
     alice.expect("*** stuck has joined lobby");
     let line = "z".repeat(500);

@@ -29,6 +29,7 @@ impl Broker {
     pub(super) fn answer(&mut self, id: u64, request: ControlRequest) -> Option<ControlReply> {
         let now = unix_now();
         let reply = match request {
+            ControlRequest::Accounts(_) => ControlReply::Failed("accounts: lead".into()),
             ControlRequest::Status => ControlReply::Status(Box::new(self.status())),
             ControlRequest::Who { room } => self.who(room.as_deref()),
             ControlRequest::Rooms => ControlReply::Rooms(self.rooms.room_rows()),
@@ -170,6 +171,7 @@ impl Broker {
             mutes: self.moderation.mutes.iter().filter(|mute| mute.in_force(now)).count() as u64,
             fanout_latency: self.stats.histogram(),
             store: self.storage.figures(),
+            accounts: None,
         }
     }
 
@@ -202,6 +204,8 @@ impl Broker {
                     idle_seconds: instant.saturating_duration_since(peer.last_active).as_secs(),
                     away: self.rooms.away_of(id).map(str::to_string),
                     muted: self.moderation.is_muted(nick, now),
+                    tls: false,
+                    registered: false,
                 })
             })
             .collect();

@@ -20,7 +20,7 @@ fn line(room: &str, from: &str, seq: u64, text: &str) -> NewLine {
 }
 
 fn batch(lines: Vec<NewLine>) -> Batch {
-    Batch { lines, topics: Vec::new() }
+    Batch { lines, topics: Vec::new(), accounts: Vec::new() }
 }
 
 fn texts(lines: &[StoredLine]) -> Vec<&str> {

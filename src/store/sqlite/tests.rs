@@ -25,7 +25,7 @@ fn line(room: &str, sender: u64, seq: u64, text: &str) -> NewLine {
 }
 
 fn batch(lines: Vec<NewLine>) -> Batch {
-    Batch { lines, topics: Vec::new() }
+    Batch { lines, topics: Vec::new(), accounts: Vec::new() }
 }
 
 fn user_version(store: &SqliteStore) -> i64 {
@@ -113,7 +113,13 @@ fn opening_again_migrates_nothing_and_keeps_everything() {
     {
         let mut store = SqliteStore::open(&path).unwrap();
         let topics = vec![("lobby".to_string(), "kept".to_string())];
-        store.write(&Batch { lines: vec![line("lobby", 1, 1, "said before")], topics }).unwrap();
+        store
+            .write(&Batch {
+                lines: vec![line("lobby", 1, 1, "said before")],
+                topics,
+                accounts: Vec::new(),
+            })
+            .unwrap();
     }
     let mut store = SqliteStore::open(&path).unwrap();
     let record = store.load_room("lobby", 10).unwrap();
@@ -276,7 +282,7 @@ fn store_to_back_up(dir: &Path) -> SqliteStore {
     let mut store = SqliteStore::open(&dir.join("chatd.db")).unwrap();
     let topics = vec![("lobby".to_string(), "backed up".to_string())];
     let lines = vec![line("lobby", 1, 1, "one"), line("lobby", 1, 2, "two")];
-    store.write(&Batch { lines, topics }).unwrap();
+    store.write(&Batch { lines, topics, accounts: Vec::new() }).unwrap();
     store
 }
 
