@@ -159,7 +159,8 @@ const ROLES: Roles = Roles { session: forked_session, broker: forked_broker };
 
 /// A session child of the master.
 fn forked_session(start: SessionStart) -> i32 {
-    let SessionStart { client, peer, broker_socket, limits, reporter } = start;
+    let SessionStart { client, peer, broker_socket, limits, reporter, tls: _, tls_notice: _ } =
+        start;
     let client = plain_transport(client, &limits);
     session::run(client, peer, SessionSettings { broker_socket, limits }, reporter)
 }

@@ -202,6 +202,11 @@ fn human_status(s: &Status) -> String {
     }
     row("moderation", format!("{} ban(s), {} mute(s)", s.bans, s.mutes));
     row("store", store_row(s.store.as_ref()));
+    if let Some(tls) = s.master.as_ref().and_then(|master| master.tls.as_ref()) {
+        let expires = crate::sys::local_date_time(tls.not_after);
+        let date = expires.split(' ').next().unwrap_or_default();
+        row("tls", format!("{} ({}), expires {date}", tls.fingerprint, tls.source));
+    }
     out
 }
 
