@@ -17,8 +17,10 @@ use crate::config::SessionLimits;
 use crate::config::{Config, ConfigSource};
 use crate::master::listen::{self, ListenError};
 use crate::master::privileges::{self, PrivilegeError};
+use crate::master::tls::TlsSettings;
 use crate::master::{self, BrokerStart, MasterError, Roles, SessionStart};
-use crate::session::transport::PlainTransport;
+use crate::session::tls::TlsTransport;
+use crate::session::transport::{ClientTransport, PlainTransport};
 use crate::session::{self, SessionSettings};
 use crate::sys;
 
@@ -96,6 +98,7 @@ pub fn inetd_session(config: &Config) -> Result<i32, StartError> {
     let settings = SessionSettings {
         broker_socket: config.runtime_dir.join(listen::BROKER_SOCKET),
         limits: config.session.clone(),
+        tls_notice: None,
     };
     let client = plain_transport(mio::net::TcpStream::from_std(connection), &settings.limits);
     Ok(session::run(client, peer, settings, None))
@@ -159,16 +162,36 @@ const ROLES: Roles = Roles { session: forked_session, broker: forked_broker };
 
 /// A session child of the master.
 fn forked_session(start: SessionStart) -> i32 {
-    let SessionStart { client, peer, broker_socket, limits, reporter, tls: _, tls_notice: _ } =
-        start;
-    let client = plain_transport(client, &limits);
-    session::run(client, peer, SessionSettings { broker_socket, limits }, reporter)
+    let SessionStart { client, peer, broker_socket, limits, reporter, tls, tls_notice } = start;
+    let client = match tls {
+        Some(tls) => match tls_transport(client, tls, &limits) {
+            Ok(client) => client,
+            Err(err) => {
+                error!("cannot start TLS for {peer}: {err}");
+                return 1;
+            }
+        },
+        None => plain_transport(client, &limits),
+    };
+    session::run(client, peer, SessionSettings { broker_socket, limits, tls_notice }, reporter)
 }
 
-/// A client on a plain TCP connection (a listener's, or inetd's standard input). TLS and
-/// WebSocket listeners will choose their own transports here.
-fn plain_transport(stream: mio::net::TcpStream, limits: &SessionLimits) -> Box<PlainTransport> {
+/// A client on a plain TCP connection (a listener's, or inetd's standard input).
+fn plain_transport(
+    stream: mio::net::TcpStream,
+    limits: &SessionLimits,
+) -> Box<dyn ClientTransport> {
     Box::new(PlainTransport::new(stream, limits.send_queue_bytes, limits.keepalive, limits.telnet))
+}
+
+/// A client on a TLS connection (a TLS listener's, or `chatd inetd --tls`).
+fn tls_transport(
+    stream: mio::net::TcpStream,
+    tls: TlsSettings,
+    limits: &SessionLimits,
+) -> Result<Box<dyn ClientTransport>, rustls::Error> {
+    let (queue, keepalive, telnet) = (limits.send_queue_bytes, limits.keepalive, limits.telnet);
+    Ok(Box::new(TlsTransport::new(stream, tls, queue, keepalive, telnet)?))
 }
 
 /// The broker child of the master.

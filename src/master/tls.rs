@@ -97,7 +97,11 @@ pub fn kept_self_signed(state_dir: &Path) -> Option<Result<TlsIdentity, TlsError
     })
 }
 
-fn self_signed(state_dir: &Path, owner: Option<&RunAs>) -> Result<TlsIdentity, TlsError> {
+/// The self-signed pair in `state_dir`, made now if it is not there.
+pub(crate) fn self_signed(
+    state_dir: &Path,
+    owner: Option<&RunAs>,
+) -> Result<TlsIdentity, TlsError> {
     if let Some(kept) = kept_self_signed(state_dir) {
         return kept;
     }
