@@ -58,11 +58,12 @@ impl Broker {
                 self.peers.ring_read(id, position);
                 return true;
             }
-            Request::Login { nick, tls: _ } => {
+            Request::Login { nick, tls } => {
                 if self.refuse_banned_nick(id, &nick, now) {
                     return true;
                 }
                 let mut deliveries = self.rooms.login(id, session, &nick);
+                self.rooms.set_tls(id, tls);
                 if matches!(deliveries.first().map(|d| &d.event), Some(Event::LoggedIn { .. }))
                     && let Some(motd) = &self.moderation.motd
                 {
@@ -72,7 +73,7 @@ impl Broker {
                 }
                 deliveries
             }
-            Request::Resume { nick, room, topic, tls: _, token: _ } => {
+            Request::Resume { nick, room, topic, tls, token: _ } => {
                 if let Some(ban) = self.moderation.nick_ban(&nick, now) {
                     let reason = ban_reason(ban.reason.as_deref());
                     self.kick(id, Some(reason));
@@ -88,6 +89,7 @@ impl Broker {
                 };
                 let deliveries =
                     self.rooms.resume(id, session, &nick, &room, topic.as_deref(), announce);
+                self.rooms.set_tls(id, tls);
                 match deliveries.first().map(|d| &d.event) {
                     Some(Event::Resumed { nick, room }) => {
                         info!("session pid {pid} ({client}) resumed as {nick} in {room}");

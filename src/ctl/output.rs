@@ -243,11 +243,18 @@ fn users_table(users: &[UserRow]) -> String {
                 u.pid.to_string(),
                 age(u.connected_seconds),
                 age(u.idle_seconds),
+                yes_no(u.tls),
+                yes_no(u.registered),
                 state(u),
             ]
         })
         .collect();
-    table(&["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "STATE"], rows)
+    let header = ["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "TLS", "ACCOUNT", "STATE"];
+    table(&header, rows)
+}
+
+fn yes_no(on: bool) -> String {
+    if on { "yes" } else { "no" }.to_string()
 }
 
 /// The last column of `who`: away (with the reason) and muted.

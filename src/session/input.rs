@@ -343,7 +343,7 @@ impl Session {
     fn act(&mut self, action: Action) {
         match action {
             Action::Login(nick) => {
-                let login = Request::Login { nick: nick.clone(), tls: false };
+                let login = Request::Login { nick: nick.clone(), tls: self.state.tls };
                 self.state.phase = Phase::ChoosingNick { asked: Some(nick) };
                 let sent = self.broker.send(&login);
                 self.check_sent(sent);

@@ -296,6 +296,7 @@ impl Session {
             first_line: true,
             greeted: false,
         };
+        session.state.tls = session.client.is_tls();
         session.update_title();
         session
             .poll

@@ -161,7 +161,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
         }
         Event::Private { from, text, .. } => said(Kind::Private, "*", from, "* ", text),
         Event::PrivateSent { to, text, .. } => said(Kind::PrivateSent, "-> *", to, "* ", text),
-        Event::Members { room, nicks, away, idle, .. } => {
+        Event::Members { room, nicks, away, idle, tls, registered } => {
             let names: Vec<String> = nicks
                 .iter()
                 .zip(idle.iter().chain(std::iter::repeat(&0)))
@@ -172,6 +172,12 @@ pub fn event(event: &Event) -> Vec<Shown> {
                     }
                     if away.contains(n) {
                         notes.push("away".to_string());
+                    }
+                    if tls.contains(n) {
+                        notes.push("tls".to_string());
+                    }
+                    if registered.contains(n) {
+                        notes.push("registered".to_string());
                     }
                     match notes.is_empty() {
                         true => user_text(n).into_owned(),
@@ -189,6 +195,12 @@ pub fn event(event: &Event) -> Vec<Shown> {
                 age(who.connected_seconds),
                 age(who.idle_seconds)
             );
+            if who.tls {
+                line.push_str(", over TLS");
+            }
+            if who.registered {
+                line.push_str(", registered");
+            }
             if let Some(reason) = &who.away {
                 line.push_str(&format!(", away: {}", user_text(reason)));
             }
@@ -573,6 +585,30 @@ mod tests {
                 registered: vec![],
             }),
             "*** In lobby (3): a, b (away), c (idle 1h 1m, away)"
+        );
+        assert_eq!(
+            one(Event::Members {
+                room: "lobby".into(),
+                nicks: vec!["alice".into(), "bob".into()],
+                away: vec![],
+                idle: vec![0, 300],
+                tls: vec!["alice".into()],
+                registered: vec!["alice".into()],
+            }),
+            "*** In lobby (2): alice (tls, registered), bob (idle 5m)"
+        );
+        let whois = crate::proto::WhoIs {
+            nick: "alice".into(),
+            room: "lobby".into(),
+            connected_seconds: 300,
+            idle_seconds: 60,
+            away: Some("lunch".into()),
+            tls: true,
+            registered: true,
+        };
+        assert_eq!(
+            one(Event::WhoIs(whois)),
+            "*** alice is in lobby, connected for 5m, idle 1m, over TLS, registered, away: lunch"
         );
         assert_eq!(
             one(Event::RoomList { rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }] }),

@@ -85,6 +85,8 @@ pub struct SessionState {
     pub history_before: Option<i64>,
     /// The client's address, for log lines.
     peer: SocketAddr,
+    /// The client is connected over TLS: the broker is told at login and resume.
+    pub tls: bool,
 }
 
 impl SessionState {
@@ -98,6 +100,7 @@ impl SessionState {
             last_private_from: None,
             history_before: None,
             peer,
+            tls: false,
         }
     }
 
@@ -204,7 +207,7 @@ impl SessionState {
         let request = match &self.phase {
             Phase::ChoosingNick { asked: None } => return,
             Phase::ChoosingNick { asked: Some(nick) } => {
-                Request::Login { nick: nick.clone(), tls: false }
+                Request::Login { nick: nick.clone(), tls: self.tls }
             }
             Phase::Resuming { nick } | Phase::Chatting { nick, .. } => {
                 let room = match &self.phase {
@@ -217,7 +220,7 @@ impl SessionState {
                     nick,
                     room,
                     topic: self.topic_set.clone(),
-                    tls: false,
+                    tls: self.tls,
                     token: None,
                 }
             }
