@@ -47,6 +47,8 @@ pub enum TlsError {
     Make(rcgen::Error),
     #[error("cannot keep the self-signed certificate in {path}: {source}")]
     Keep { path: PathBuf, source: io::Error },
+    #[error("cannot start a TLS connection: {0}")]
+    Session(rustls::Error),
 }
 
 /// A certificate ready to serve, and what operators are told about it.
