@@ -18,4 +18,5 @@ mod storage;
 mod storage_harness;
 mod syslog;
 mod terminals;
+mod tls;
 mod util;
