@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use crate::util::{Client, Daemon, PATIENCE};
+use crate::util::{Client, Daemon, PATIENCE, Spawned};
 
 /// The settings every test here starts from: one TLS listener on a loopback port.
 const TLS_LISTENER: &str = "tls_listen = [\"127.0.0.1:0\"]\n";
@@ -352,4 +352,64 @@ fn openssl_socat_telnet_ssl_and_gnutls_cli_each_exchange_a_line() {
         let _ = child.wait();
         watcher.expect("*** carol has left (connection lost)");
     }
+}
+
+/// `chatd broker` in `dir` (sockets in `dir/run`, settings in `config`), ready, and
+/// systemd-socket-activate starting `chatd inetd --tls` on `port` for each connection.
+fn inetd_over_tls(dir: &Path, config: &Path, port: u16) -> (Spawned, Spawned) {
+    let common = |command: &mut Command| {
+        command.args(["--log", "stderr", "--runtime-dir"]).arg(dir.join("run"));
+        command.arg("--config").arg(config);
+    };
+    let mut broker = Command::new(CHATD);
+    broker.arg("broker");
+    common(&mut broker);
+    let broker = Spawned::spawn(&mut broker);
+    broker.wait_for_log("broker ready");
+    let mut activator = Command::new("systemd-socket-activate");
+    activator.args(["-l", &format!("127.0.0.1:{port}"), "--inetd", "-a", CHATD, "inetd", "--tls"]);
+    common(&mut activator);
+    let activator = Spawned::spawn(&mut activator);
+    activator.wait_for_log("Listening on");
+    (broker, activator)
+}
+
+const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
+
+#[test]
+fn inetd_sessions_speak_tls_with_the_configured_certificate_and_refuse_without_one() {
+    let dir = crate::util::runtime_dir();
+    let (cert, key) = certificate(dir.path(), "inetd");
+    let config = dir.path().join("chatd.toml");
+    let state = dir.path().join("state");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            state.display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let port = crate::util::free_port();
+    let (_broker, activator) = inetd_over_tls(dir.path(), &config, port);
+    let mut alice = TlsClient::login(port, &[&cert], "alice");
+    assert_eq!(alice.server_certificate(), der(&cert));
+    let mut bob = TlsClient::login(port, &[&cert], "bob");
+    alice.expect("*** bob has joined lobby");
+    bob.send("hello through inetd over TLS");
+    alice.expect("<bob> hello through inetd over TLS");
+    alice.send("/who");
+    alice.expect("*** In lobby (2): alice (tls), bob (tls)");
+    drop(activator);
+
+    // No certificate configured and none kept in state_dir: refused, and said why.
+    let state = dir.path().join("second-state");
+    std::fs::write(&config, format!("state_dir = \"{}\"\n", state.display())).expect("config");
+    let port = crate::util::free_port();
+    let (_broker_two, activator) = inetd_over_tls(&dir.path().join("second"), &config, port);
+    let mut refused = Client::connect(port);
+    assert!(refused.is_closed());
+    activator.wait_for_log("chatd inetd --tls needs tls_cert and tls_key, or the self-signed");
 }
