@@ -16,6 +16,12 @@ use crate::logging::LogTarget;
 /// a restart too, and users type `/history [N]` for earlier pages and `/search WORDS` to find
 /// lines (`/help` lists every command). Operators use chatctl(1): `backup`, `history`,
 /// `forget`, `status`.
+///
+/// TLS: `tls_listen` (port 2324 by default, beside the default plain port) serves TLS from the
+/// first byte, with telnet inside. Without `tls_cert`/`tls_key`, chatd makes a self-signed
+/// certificate at first start, keeps it in <state-dir>/tls-cert.pem, and logs its SHA-256
+/// fingerprint (also in `chatctl status` and the plain port's greeting). SIGHUP reads the
+/// certificate again for new connections; a broken pair is refused and the old one kept.
 #[derive(Debug, Parser)]
 #[command(name = "chatd", version, about)]
 pub struct Cli {
