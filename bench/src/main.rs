@@ -7,6 +7,7 @@
 //! chatd echoes a line to its sender (N receivers per message); IRC does not (N - 1).
 
 mod measure;
+mod tls;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -101,6 +102,10 @@ struct Common {
     /// Clients registering at once while connecting, as a crowd arrives.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Connect over TLS (to a TLS listener, e.g. --addr 127.0.0.1:2324), trusting this
+    /// certificate for the name localhost (PEM: the daemon's state_dir/tls-cert.pem).
+    #[arg(long, value_name = "CERT")]
+    tls: Option<PathBuf>,
 }
 
 /// One client connection.
@@ -115,6 +120,8 @@ struct Client {
     last_seen: Vec<u64>,
     /// False once the server closed or reset the connection.
     alive: bool,
+    /// The client's TLS connection (`--tls`); `out` and `inbuf` stay plaintext.
+    tls: Option<rustls::ClientConnection>,
 }
 
 /// A message on its way: how many receivers still have to get it.
@@ -144,6 +151,8 @@ struct Load {
     gaps: u64,
     /// Clients the server disconnected.
     disconnected: u64,
+    /// Every client speaks TLS (`--tls`).
+    tls: Option<tls::TlsClients>,
 }
 
 const ROOM_IRC: &str = "#bench";
@@ -174,6 +183,7 @@ impl Load {
             duplicates_or_late: 0,
             gaps: 0,
             disconnected: 0,
+            tls: common.tls.as_deref().map(tls::TlsClients::trusting).transpose()?,
         })
     }
 
@@ -201,6 +211,7 @@ impl Load {
             admitted_at: None,
             last_seen: vec![0; senders],
             alive: true,
+            tls: self.tls.as_ref().map(tls::TlsClients::start).transpose()?,
         });
         Ok(())
     }
@@ -245,7 +256,12 @@ impl Load {
         }
         let mut chunk = [0u8; 64 * 1024];
         loop {
-            let n = match self.clients[id].stream.read(&mut chunk) {
+            let client = &mut self.clients[id];
+            let got = match &mut client.tls {
+                Some(session) => tls::read(session, &mut client.stream, &mut chunk),
+                None => client.stream.read(&mut chunk),
+            };
+            let n = match got {
                 Ok(0) => {
                     return Err(io::Error::other(format!(
                         "client {id}: the server closed the connection"
@@ -381,6 +397,9 @@ impl Load {
         let client = &mut self.clients[id];
         if !client.alive {
             return Ok(());
+        }
+        if let Some(session) = &mut client.tls {
+            return tls::write(session, &mut client.stream, &mut client.out);
         }
         while !client.out.is_empty() {
             match client.stream.write(&client.out) {
