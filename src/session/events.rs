@@ -326,6 +326,18 @@ impl Session {
             }
             Reaction::Welcome { sender, broker } => self.welcomed(sender, broker),
             Reaction::Close { last_words, why } => self.close(last_words, &why),
+            Reaction::AskPassword { prompt } => self.ask_password(prompt),
+            Reaction::Identified { nick, settings, lines, must_change } => {
+                self.apply_account_settings(&settings);
+                self.show_all(&lines);
+                if must_change {
+                    self.ask_for_a_new_password(nick);
+                }
+            }
+            Reaction::WhileAway { messages, mentions, room } => {
+                let lines = render::while_away(&messages, mentions, &room, sys::local_date_time);
+                self.show_all(&lines);
+            }
         }
     }
 

@@ -56,6 +56,8 @@ pub mod http;
 mod input;
 pub mod line;
 pub mod link;
+pub mod password;
+mod account;
 mod output;
 pub mod render;
 pub(crate) mod state;
@@ -250,6 +252,12 @@ impl Session {
         let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1])
             .map_err(SessionError::Signals)?;
         let now = Instant::now();
+        let mut state = SessionState::new(peer);
+        // TODO(h17-tls): `client.is_tls()`.
+        state.tls = false;
+        state.passwords_allowed =
+            state.tls || peer.ip().is_loopback() || !settings.limits.passwords_need_tls;
+        state.tls_port = settings.limits.tls_port;
         let mut session = Session {
             poll,
             client,
@@ -263,7 +271,7 @@ impl Session {
             telnet: Telnet::new(),
             splitter: LineSplitter::new(),
             lines: VecDeque::new(),
-            state: SessionState::new(peer),
+            state,
             flood: TokenBucket::new(
                 settings.limits.flood_burst,
                 settings.limits.flood_lines_per_second,
@@ -454,6 +462,12 @@ impl Session {
         }
         let limits = &self.settings.limits;
         if self.closing.is_none()
+            && matches!(self.state.phase, Phase::ChoosingNick { .. })
+            && self.state.password.is_some()
+            && self.started.elapsed() >= limits.login_grace
+        {
+            self.enter_as_guest();
+        } else if self.closing.is_none()
             && matches!(self.state.phase, Phase::ChoosingNick { .. })
             && self.started.elapsed() >= limits.login_grace
         {
