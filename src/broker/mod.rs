@@ -32,10 +32,12 @@
 //! the fan-out engine that encodes and queues what the rooms say (the one place that writes to
 //! sessions), and `control` serves operators.
 
+mod accounts;
 mod connections;
 mod control;
 mod dispatch;
 mod history;
+mod identity;
 mod link;
 mod peers;
 mod remembered;
@@ -190,6 +192,16 @@ struct Broker {
     identities: HashMap<u64, MemberId>,
     /// Vouches for sessions that have not said `Hello` yet.
     vouches: Remembered<Vouch>,
+    /// Registered nicknames: the registry, challenges and throttles.
+    accounts: accounts::Accounts,
+    /// Passwords are refused on plain connections from other hosts.
+    passwords_need_tls: bool,
+    /// Private lines kept for users who just logged in, until the store counts the lines
+    /// that mentioned them.
+    away_news: HashMap<MemberId, Vec<crate::proto::KeptMessage>>,
+    /// Sessions that resumed with a login token before the accounts were loaded: (nick,
+    /// sender id, token), checked once they are.
+    unchecked_tokens: HashMap<MemberId, (String, u64, Vec<u8>)>,
 }
 
 /// What the master vouched for about a session.
@@ -302,6 +314,14 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         vouching: link.is_some(),
         identities: HashMap::new(),
         vouches: Remembered::new(config.admission.max_clients + 1024),
+        accounts: accounts::Accounts::new(
+            config.password_cost,
+            config.accounts,
+            config.kept_messages,
+        ),
+        passwords_need_tls: config.session.passwords_need_tls,
+        away_news: HashMap::new(),
+        unchecked_tokens: HashMap::new(),
     };
     if let Some(link) = link {
         link.set_nonblocking(true).map_err(BrokerError::MasterLink)?;
@@ -407,6 +427,12 @@ impl Broker {
                             self.rooms.set_max_rooms(config.max_rooms);
                             self.peers.set_ring_bytes(config.ring_bytes);
                             self.storage.set_history_days(config.history_days);
+                            self.accounts.reconfigure(
+                                config.password_cost,
+                                config.accounts,
+                                config.kept_messages,
+                            );
+                            self.passwords_need_tls = config.session.passwords_need_tls;
                             self.access = Access::new(
                                 self.uid,
                                 self.access.service_user(),
@@ -497,6 +523,7 @@ impl Broker {
             }
             self.forget_link(id);
             let nick = self.rooms.nick(id).map(str::to_string);
+            self.member_leaving(id);
             let deliveries = self.rooms.leave(id, reason.clone());
             if let Some(nick) = nick {
                 debug!("{nick} (session pid {}) left: {reason:?}", peer.pid);

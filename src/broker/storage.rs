@@ -648,3 +648,20 @@ mod tests {
         assert!(storage.ask(1, page).is_err_and(|why| why.contains("history_days")));
     }
 }
+impl Storage {
+    pub fn keeps_accounts(&self) -> bool {
+        todo!()
+    }
+    pub fn account_change(&mut self, _change: crate::store::AccountChange) {
+        todo!()
+    }
+    pub fn mentions(
+        &mut self,
+        _asker: crate::broker::room::MemberId,
+        _room: &str,
+        _nick: &str,
+        _since: u64,
+    ) {
+        todo!()
+    }
+}

@@ -256,6 +256,9 @@ impl Master {
                     Some(Report::AnsweredHttp(pid)) => {
                         self.admission.answered_http(Pid::from_raw(pid));
                     }
+                    Some(Report::AuthFailed(pid)) => {
+                        self.admission.failed_authentication(Pid::from_raw(pid), Instant::now());
+                    }
                     None => {}
                 },
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

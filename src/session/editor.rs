@@ -273,7 +273,9 @@ impl LineEditor {
     /// Keeps a sent line for Up (not blank ones, nor the same line twice in a row).
     fn remember(&mut self, line: &str) {
         if self.secret
-            || line.trim().is_empty() || self.history.back().is_some_and(|last| last == line) {
+            || line.trim().is_empty()
+            || self.history.back().is_some_and(|last| last == line)
+        {
             return;
         }
         if self.history.len() == HISTORY_LINES {

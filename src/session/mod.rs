@@ -43,6 +43,7 @@
 //! - `feed`: the room's ring, its doorbell and the mark socket frames wait for;
 //! - `output`: rendering for the terminal, queueing, flushing, closing.
 
+mod account;
 pub mod charset;
 pub mod command;
 pub(crate) mod dispatch;
@@ -56,9 +57,8 @@ pub mod http;
 mod input;
 pub mod line;
 pub mod link;
-pub mod password;
-mod account;
 mod output;
+pub mod password;
 pub mod render;
 pub(crate) mod state;
 pub mod telnet;
@@ -172,8 +172,9 @@ struct Session {
     /// everything it owed this session, so the goodbye waits for that close.
     quit_sent: Option<Instant>,
     closing: Option<Closing>,
-    /// Where to report admission to the master; taken when used (it is reported once).
+    /// Where to report admission (once) and wrong passwords to the master.
     reporter: Option<StdUnixDatagram>,
+    admission_reported: bool,
     /// The phase the process title was last set for. Events that could rename the session
     /// (every join in its room, say) compare against it rather than format a title each time.
     titled: Option<Phase>,
@@ -290,6 +291,7 @@ impl Session {
             quit_sent: None,
             closing: None,
             reporter,
+            admission_reported: false,
             titled: None,
             traffic: Traffic::default(),
             terminal: Terminal::default(),

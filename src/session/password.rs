@@ -125,7 +125,9 @@ impl PasswordPrompt {
         match step {
             Step::Current => self.current = Some(normalised),
             Step::New => self.fresh = Some(normalised),
-            Step::Again if self.fresh.as_ref().map(|fresh| fresh.as_str()) != Some(normalised.as_str()) => {
+            Step::Again
+                if self.fresh.as_ref().map(|fresh| fresh.as_str()) != Some(normalised.as_str()) =>
+            {
                 return Next::Refused("The passwords differ; nothing changed".into());
             }
             Step::Again => {}
@@ -160,13 +162,13 @@ impl Entries {
             (Purpose::Login, _) => current.clone().filter(|_| challenge.fresh.is_some()),
             (_, fresh) => fresh,
         };
-        let tag = |password: &Option<Zeroizing<String>>, kdf: &Option<accounts::Kdf>| {
-            match (password, kdf) {
-                (Some(password), Some(kdf)) => {
-                    accounts::derive(password, kdf).map(|tag| Some(tag.to_vec()))
-                }
-                _ => Ok(None),
+        let tag = |password: &Option<Zeroizing<String>>, kdf: &Option<accounts::Kdf>| match (
+            password, kdf,
+        ) {
+            (Some(password), Some(kdf)) => {
+                accounts::derive(password, kdf).map(|tag| Some(tag.to_vec()))
             }
+            _ => Ok(None),
         };
         let current = tag(&current, &challenge.current)?;
         let fresh = tag(&fresh, &challenge.fresh)?;

@@ -149,8 +149,9 @@ impl SessionState {
     pub fn passwords_need_tls(&self) -> String {
         match self.tls_port {
             Some(port) => format!("passwords are accepted only over TLS (port {port})"),
-            None => "passwords are accepted only over TLS, which this server does not offer"
-                .to_string(),
+            None => {
+                "passwords are accepted only over TLS, which this server does not offer".to_string()
+            }
         }
     }
 
@@ -492,10 +493,7 @@ impl SessionState {
                     }
                     AccountNews::LoggedOut { guest } => {
                         self.account = None;
-                        format!(
-                            "You are logged out; you are now {}",
-                            crate::text::sanitize(guest)
-                        )
+                        format!("You are logged out; you are now {}", crate::text::sanitize(guest))
                     }
                 };
                 return Reaction::Show { lines: vec![render::system(&line)], ring: false };
