@@ -180,3 +180,107 @@ impl Entries {
         self.current.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::KdfCost;
+
+    /// A cheap cost: the arithmetic is `accounts`' to test; these are the steps.
+    fn kdf() -> accounts::Kdf {
+        KdfCost { memory_kib: 64, passes: 1 }.with_salt(b"0123456789abcdef".to_vec())
+    }
+
+    fn challenge(purpose: Purpose, current: bool, fresh: bool) -> Challenge {
+        Challenge {
+            nick: "alice".into(),
+            purpose,
+            nonce: 9,
+            current: current.then(kdf),
+            fresh: fresh.then(kdf),
+        }
+    }
+
+    fn ready(next: Next) -> Entries {
+        match next {
+            Next::Ready(entries) => entries,
+            other => panic!("not ready: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_login_asks_once_and_proves_the_current_password() {
+        let mut prompt = PasswordPrompt::new(challenge(Purpose::Login, true, false), None);
+        assert_eq!(prompt.prompt(), "Password for alice:");
+        let entries = ready(prompt.enter("correct horse"));
+        let Ok(Request::Prove { nonce, current, fresh }) = entries.prove() else {
+            panic!("no proof")
+        };
+        assert_eq!(nonce, 9);
+        let expected = accounts::derive("correct horse", &kdf()).expect("derives");
+        assert_eq!(current.as_deref(), Some(expected.as_slice()));
+        assert_eq!(fresh, None, "no rehash asked");
+    }
+
+    #[test]
+    fn a_login_whose_account_is_rehashed_derives_the_one_password_twice() {
+        let mut prompt = PasswordPrompt::new(challenge(Purpose::Login, true, true), None);
+        let Ok(Request::Prove { current, fresh, .. }) =
+            ready(prompt.enter("correct horse")).prove()
+        else {
+            panic!("no proof")
+        };
+        assert!(current.is_some() && current == fresh);
+    }
+
+    #[test]
+    fn a_registration_asks_twice_and_refuses_two_different_entries() {
+        let mut prompt = PasswordPrompt::new(challenge(Purpose::Register, false, true), None);
+        assert_eq!(prompt.prompt(), "Choose a password for alice:");
+        assert!(matches!(prompt.enter("correct horse"), Next::Ask(ref p) if p == "Type it again:"));
+        assert!(
+            matches!(prompt.enter("correct horsE"), Next::Refused(ref why) if why == "The passwords differ; nothing changed")
+        );
+
+        let mut prompt = PasswordPrompt::new(challenge(Purpose::Register, false, true), None);
+        assert!(
+            matches!(prompt.enter("short"), Next::Refused(ref why) if why.starts_with("A password has at least 8"))
+        );
+
+        let mut prompt = PasswordPrompt::new(challenge(Purpose::Register, false, true), None);
+        let _ = prompt.enter("ｃｏｒｒｅｃｔ horse");
+        // The same password typed in full-width letters: NFKC makes them one.
+        let Ok(Request::Prove { current, fresh, .. }) =
+            ready(prompt.enter("correct horse")).prove()
+        else {
+            panic!("no proof")
+        };
+        assert_eq!(current, None);
+        assert!(fresh.is_some());
+    }
+
+    #[test]
+    fn a_new_password_asks_for_the_current_one_unless_it_was_just_typed() {
+        let mut prompt = PasswordPrompt::new(challenge(Purpose::ChangePassword, true, true), None);
+        assert_eq!(prompt.prompt(), "Current password:");
+        assert!(matches!(prompt.enter("one-time-pass"), Next::Ask(ref p) if p == "New password:"));
+        assert!(matches!(prompt.enter("correct horse"), Next::Ask(_)));
+        let entries = ready(prompt.enter("correct horse"));
+        let Ok(Request::Prove { current: Some(current), fresh: Some(fresh), .. }) = entries.prove()
+        else {
+            panic!("no proof")
+        };
+        assert_ne!(current, fresh);
+
+        let known = Some(Zeroizing::new("one-time-pass".to_string()));
+        let prompt = PasswordPrompt::new(challenge(Purpose::ChangePassword, true, true), known);
+        assert_eq!(prompt.prompt(), "New password:", "a forced change skips the current one");
+    }
+
+    #[test]
+    fn unregistering_names_what_the_password_is_for() {
+        let prompt = PasswordPrompt::new(challenge(Purpose::Unregister, true, false), None);
+        assert_eq!(prompt.prompt(), "Password for alice, to delete the account:");
+        assert!(!format!("{prompt:?}").contains("horse"));
+    }
+}

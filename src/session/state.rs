@@ -1037,4 +1037,122 @@ mod tests {
                 && !state.is_ignored("carol")
         );
     }
+
+    fn challenge(purpose: Purpose) -> Event {
+        Event::Challenge(crate::proto::Challenge {
+            nick: "alice".into(),
+            purpose,
+            nonce: 1,
+            current: None,
+            fresh: None,
+        })
+    }
+
+    fn identified(must_change: bool) -> Event {
+        Event::Identified {
+            nick: "alice".into(),
+            token: vec![1, 2, 3],
+            settings: AccountSettings::default(),
+            admin: false,
+            must_change,
+        }
+    }
+
+    fn shown_text(reaction: &Reaction) -> Vec<String> {
+        match reaction {
+            Reaction::Show { lines, .. } | Reaction::Identified { lines, .. } => {
+                lines.iter().map(Shown::plain).collect()
+            }
+            other => panic!("nothing shown: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_login_at_the_prompt_asks_welcomes_and_keeps_the_token_for_a_resume() {
+        let mut state = state(Phase::ChoosingNick { asked: Some("alice".into()) });
+        let reaction = state.on_event(&challenge(Purpose::Login), &mut link(), true);
+        assert!(
+            matches!(reaction, Reaction::AskPassword { ref prompt } if prompt.plain() == "*** Password for alice:")
+        );
+        assert!(state.password.is_some());
+        state.password = None;
+        state.proving = Some(Purpose::Login);
+        let reaction = state.on_event(&identified(false), &mut link(), true);
+        assert_eq!(shown_text(&reaction), vec!["*** Welcome back, alice."]);
+        assert_eq!(state.account.as_ref().map(|a| a.token.clone()), Some(vec![1, 2, 3]));
+        state.phase = Phase::Chatting { nick: "alice".into(), room: "rust".into() };
+        state.reconnected();
+        assert!(matches!(
+            state.reregistration,
+            Some(Request::Resume { token: Some(ref token), .. }) if token == &vec![1, 2, 3]
+        ));
+    }
+
+    #[test]
+    fn a_reset_password_must_be_changed_and_the_one_typed_is_kept_for_that() {
+        let mut state = chatting();
+        state.proving = Some(Purpose::Login);
+        state.login_password = Some(Zeroizing::new("one-time-pass".into()));
+        let reaction = state.on_event(&identified(true), &mut link(), true);
+        assert!(matches!(reaction, Reaction::Identified { must_change: true, .. }));
+        assert!(
+            shown_text(&reaction).iter().any(|l| l.contains("An operator reset your password"))
+        );
+        assert!(state.login_password.is_some(), "kept for the forced change");
+        let reaction = state.on_event(&challenge(Purpose::ChangePassword), &mut link(), true);
+        assert!(
+            matches!(reaction, Reaction::AskPassword { ref prompt } if prompt.plain() == "*** New password:")
+        );
+        assert!(state.login_password.is_none());
+    }
+
+    #[test]
+    fn a_registered_nick_on_a_plain_connection_points_to_tls() {
+        let mut state = state(Phase::ChoosingNick { asked: Some("alice".into()) });
+        state.passwords_allowed = false;
+        state.tls_port = Some(2324);
+        let event = Event::Failed(Failure::NickRegistered("alice".into()));
+        let Reaction::Registered { notices, .. } = state.on_event(&event, &mut link(), true) else {
+            panic!("not answered as a login")
+        };
+        assert_eq!(
+            notices[0].plain(),
+            "*** alice is registered; passwords are accepted only over TLS (port 2324)"
+        );
+        assert_eq!(state.phase, Phase::ChoosingNick { asked: None });
+    }
+
+    #[test]
+    fn replaced_closes_and_kept_lines_acknowledge() {
+        let mut state = chatting();
+        assert!(matches!(
+            state.on_event(&Event::Replaced, &mut link(), true),
+            Reaction::Close { .. }
+        ));
+        let mut link = link();
+        let kept = Event::PrivateKept { seq: 4, to: "bob".into(), text: "hi".into() };
+        let reaction = state.on_event(&kept, &mut link, true);
+        assert_eq!(link.acked, 4);
+        assert_eq!(
+            shown_text(&reaction),
+            vec!["*** bob is not connected; the message is kept for their next login"]
+        );
+        assert_eq!(state.on_event(&kept, &mut link, true), Reaction::Nothing, "once");
+    }
+
+    #[test]
+    fn logging_out_and_unregistering_forget_the_account() {
+        let mut state = chatting();
+        state.account = Some(LoggedIn { token: vec![], admin: false });
+        let news = Event::Account(AccountNews::LoggedOut { guest: "Guest-00ff".into() });
+        assert_eq!(
+            shown_text(&state.on_event(&news, &mut link(), true)),
+            vec!["*** You are logged out; you are now Guest-00ff"]
+        );
+        assert!(state.account.is_none());
+        state.account = Some(LoggedIn { token: vec![], admin: false });
+        let news = Event::Account(AccountNews::Unregistered { nick: "alice".into() });
+        state.on_event(&news, &mut link(), true);
+        assert!(state.account.is_none());
+    }
 }
