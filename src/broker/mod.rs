@@ -32,6 +32,7 @@
 //! the fan-out engine that encodes and queues what the rooms say (the one place that writes to
 //! sessions), and `control` serves operators.
 
+pub mod accounts;
 mod connections;
 mod control;
 mod dispatch;
@@ -64,6 +65,7 @@ use crate::proto::control::MasterFigures;
 use crate::proto::{Event, Greeting, PROTOCOL_VERSION};
 use crate::signals::ChildSignals;
 use crate::sys;
+use accounts::Accounts;
 use control::{Access, ControlClient, Operators};
 use peers::Peers;
 use remembered::Remembered;
@@ -170,6 +172,8 @@ struct Broker {
     stats: Stats,
     /// The store and what waits for it.
     storage: Storage,
+    /// Registered nicks, password challenges and their throttles (loaded from the store).
+    accounts: Accounts,
     /// When chat lines handled this turn were read, for the fan-out latency.
     lines_this_turn: Vec<Instant>,
     started_at: u64,
@@ -291,6 +295,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         rings_due: None,
         stats: Stats::new(now),
         storage,
+        accounts: Accounts::new(config.password_cost, config.accounts, config.kept_messages),
         lines_this_turn: Vec::new(),
         started_at: crate::clock::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
