@@ -477,12 +477,13 @@ impl Accounts {
         Some((account.last_seen, account.last_room.clone()))
     }
 
-    /// Every account, by nick, for operators; `online` says whether a key is connected.
+    /// Every account, by nick, for operators; `online` says whether the nick (as registered)
+    /// is connected.
     pub fn rows(&self, online: impl Fn(&str) -> bool) -> Vec<AccountRow> {
         let mut rows: Vec<AccountRow> = self
             .accounts
             .values()
-            .map(|account| self.row_of(account, online(&account.key)))
+            .map(|account| self.row_of(account, online(&account.nick)))
             .collect();
         rows.sort_by(|a, b| a.nick.cmp(&b.nick));
         rows

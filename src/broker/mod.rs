@@ -32,7 +32,7 @@
 //! the fan-out engine that encodes and queues what the rooms say (the one place that writes to
 //! sessions), and `control` serves operators.
 
-mod accounts;
+pub mod accounts;
 mod connections;
 mod control;
 mod dispatch;
@@ -66,6 +66,7 @@ use crate::proto::control::MasterFigures;
 use crate::proto::{Event, Greeting, PROTOCOL_VERSION};
 use crate::signals::ChildSignals;
 use crate::sys;
+use accounts::Accounts;
 use control::{Access, ControlClient, Operators};
 use peers::Peers;
 use remembered::Remembered;
@@ -172,6 +173,8 @@ struct Broker {
     stats: Stats,
     /// The store and what waits for it.
     storage: Storage,
+    /// Registered nicks, password challenges and their throttles (loaded from the store).
+    accounts: Accounts,
     /// When chat lines handled this turn were read, for the fan-out latency.
     lines_this_turn: Vec<Instant>,
     started_at: u64,
@@ -192,8 +195,6 @@ struct Broker {
     identities: HashMap<u64, MemberId>,
     /// Vouches for sessions that have not said `Hello` yet.
     vouches: Remembered<Vouch>,
-    /// Registered nicknames: the registry, challenges and throttles.
-    accounts: accounts::Accounts,
     /// Passwords are refused on plain connections from other hosts.
     passwords_need_tls: bool,
     /// Private lines kept for users who just logged in, until the store counts the lines
@@ -303,6 +304,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         rings_due: None,
         stats: Stats::new(now),
         storage,
+        accounts: Accounts::new(config.password_cost, config.accounts, config.kept_messages),
         lines_this_turn: Vec::new(),
         started_at: crate::clock::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
@@ -314,11 +316,6 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         vouching: link.is_some(),
         identities: HashMap::new(),
         vouches: Remembered::new(config.admission.max_clients + 1024),
-        accounts: accounts::Accounts::new(
-            config.password_cost,
-            config.accounts,
-            config.kept_messages,
-        ),
         passwords_need_tls: config.session.passwords_need_tls,
         away_news: HashMap::new(),
         unchecked_tokens: HashMap::new(),

@@ -27,7 +27,7 @@ use log::{error, info, warn};
 
 use super::store_thread::{self, Asker, Job, Outcome};
 use crate::proto::control::StoreStatus;
-use crate::store::{Batch, NewLine, Target};
+use crate::store::{AccountChange, Batch, NewLine, Target};
 
 /// Most lines waiting for the store; the oldest beyond it are not stored.
 pub const MAX_WAITING_LINES: usize = 100_000;
@@ -63,6 +63,8 @@ struct Link {
     /// Lines said, not yet sent to the thread, oldest first, and topics set.
     waiting: VecDeque<NewLine>,
     topics: Vec<(String, String)>,
+    /// Changes to accounts, in the order they were made (written with the next batch).
+    accounts: Vec<AccountChange>,
     /// Since when something waits (the next write is due [`BATCH_EVERY`] after).
     gathering_since: Option<Instant>,
     /// Writes sent and not answered; the batches of failed ones, to go first again.
@@ -160,6 +162,14 @@ impl Storage {
         link.waiting.extend(batch.lines);
         link.topics.extend(batch.topics);
         link.limit_waiting();
+    }
+
+    /// A change to accounts (a registration, a new password, a kept message, ...): written
+    /// with the next batch, in order.
+    pub fn account_change(&mut self, change: AccountChange) {
+        let Some(link) = &mut self.link else { return };
+        link.gathering_since.get_or_insert_with(Instant::now);
+        link.accounts.push(change);
     }
 
     /// Asks the store for a room's history (a room was made): answered as [`Outcome::Loaded`].
@@ -307,6 +317,7 @@ impl Link {
             outcomes,
             waiting: VecDeque::new(),
             topics: Vec::new(),
+            accounts: Vec::new(),
             gathering_since: None,
             writes_in_flight: 0,
             returned: Batch::default(),
@@ -324,10 +335,10 @@ impl Link {
         if self.retry_at.is_some() || (self.writes_in_flight > 0 && !even_if_writing) {
             return;
         }
-        while !self.waiting.is_empty() || !self.topics.is_empty() {
+        while !self.waiting.is_empty() || !self.topics.is_empty() || !self.accounts.is_empty() {
             let take = self.waiting.len().min(MAX_BATCH_LINES);
             let batch = Batch {
-                accounts: Vec::new(),
+                accounts: std::mem::take(&mut self.accounts),
                 lines: self.waiting.drain(..take).collect(),
                 topics: std::mem::take(&mut self.topics),
             };
@@ -356,6 +367,8 @@ impl Link {
         }
         let newer = std::mem::replace(&mut self.topics, batch.topics);
         self.topics.extend(newer);
+        let newer = std::mem::replace(&mut self.accounts, batch.accounts);
+        self.accounts.extend(newer);
         self.limit_waiting();
     }
 
@@ -407,6 +420,7 @@ impl Link {
                     Err((why, batch)) => {
                         self.returned.lines.extend(batch.lines);
                         self.returned.topics.extend(batch.topics);
+                        self.returned.accounts.extend(batch.accounts);
                         self.failed(why);
                         self.retry_at = Some(now + RETRY_EVERY);
                     }
@@ -650,9 +664,6 @@ mod tests {
 }
 impl Storage {
     pub fn keeps_accounts(&self) -> bool {
-        todo!()
-    }
-    pub fn account_change(&mut self, _change: crate::store::AccountChange) {
         todo!()
     }
     pub fn mentions(
