@@ -198,8 +198,19 @@ impl Broker {
                     };
                     self.reply(asker, &reply);
                 }
+                Outcome::Accounts(record) => {
+                    // TODO(h17-lead): hand the accounts to the broker's accounts state.
+                    let _ = record;
+                }
+                Outcome::Mentions { asker, count } => {
+                    // TODO(h17-lead): "N lines in ROOM mentioned you since you left" (N > 0).
+                    let _ = (asker, count);
+                }
                 // The rest is storage's own, and never returned.
-                Outcome::Opened(_) | Outcome::Written { .. } | Outcome::Expired(_) => {}
+                Outcome::Opened(_)
+                | Outcome::Written { .. }
+                | Outcome::Expired(_)
+                | Outcome::AccountsFailed(_) => {}
             }
         }
     }
