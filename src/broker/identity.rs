@@ -252,9 +252,8 @@ impl Broker {
             self.storage.account_change(change);
         }
         let (since, room) = self.accounts.last_seen(key).unwrap_or((0, DEFAULT_ROOM.into()));
-        if since > 0 && self.storage.is_on() {
+        if since > 0 && self.storage.mentions(id, room, nick.to_string(), since) {
             self.away_news.insert(id, messages);
-            self.storage.mentions(id, &room, nick, since);
             return Vec::new();
         }
         if messages.is_empty() {

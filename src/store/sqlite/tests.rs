@@ -369,3 +369,89 @@ fn a_match_expression_quotes_every_term() {
     let query = Query::parse("Café 世界 x\"y").unwrap();
     assert_eq!(match_expression(&query).unwrap(), "\"cafe\" AND \"世 界\" AND \"x y\"");
 }
+
+/// A database of schema version 2 as that code left it: what it wrote through the same
+/// batches, with its search index.
+fn version_2_database(path: &Path) {
+    let mut old = SqliteStore::open_at_version(path, 2).unwrap();
+    assert_eq!(user_version(&old), 2);
+    let lines = (1..)
+        .zip(conformance::VERSION_2_LINES)
+        .map(|(seq, (room, at, from, text))| NewLine {
+            room: room.into(),
+            at,
+            from: from.into(),
+            from_key: crate::names::fold(from),
+            sender: 1,
+            seq,
+            action: false,
+            text: text.into(),
+        })
+        .collect();
+    old.write(&batch(lines)).unwrap();
+    let tables: i64 = old
+        .conn
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'accounts'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(tables, 0, "version 2 has no accounts");
+}
+
+#[test]
+fn migrating_from_version_two_keeps_the_lines_and_adds_the_accounts() {
+    let dir = temp_dir();
+    let path = dir.path().join("chatd.db");
+    version_2_database(&path);
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&store), 3);
+    conformance::check_migrated_from_version_2(&mut store);
+    // The accounts' foreign key is on: a kept message without its account cannot stay.
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let violations: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(violations, 0);
+}
+
+#[test]
+fn the_token_key_survives_opening_the_file_again() {
+    let dir = temp_dir();
+    let path = dir.path().join("chatd.db");
+    conformance::check_token_key_survives_reopen(&mut || {
+        Box::new(SqliteStore::open(&path).unwrap()) as Box<dyn Store>
+    });
+}
+
+#[test]
+fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
+    let dir = temp_dir();
+    let mut store = SqliteStore::open(&dir.path().join("chatd.db")).unwrap();
+    let record = |key: &str| crate::store::AccountRecord {
+        key: key.into(),
+        nick: key.into(),
+        kdf: crate::accounts::Kdf { salt: vec![1; 16], memory_kib: 1024, passes: 1, lanes: 1 },
+        verifier: vec![2; 32],
+        admin: false,
+        must_change: false,
+        settings: crate::accounts::AccountSettings { bell: Some(true), ..Default::default() },
+        created_at: 1,
+        last_seen: 2,
+        last_room: "lobby".into(),
+    };
+    let changes =
+        ["broken", "fine"].map(|key| crate::store::AccountChange::Put(record(key))).to_vec();
+    store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts: changes }).unwrap();
+    store
+        .conn
+        .execute("UPDATE accounts SET settings = '{not json' WHERE key = 'broken'", [])
+        .unwrap();
+    let loaded = store.load_accounts().unwrap();
+    let settings = |key: &str| {
+        loaded.accounts.iter().find(|account| account.key == key).unwrap().settings.clone()
+    };
+    assert_eq!(settings("broken"), Default::default());
+    assert_eq!(settings("fine").bell, Some(true));
+    assert_eq!(loaded.accounts.len(), 2, "the load did not fail");
+}
