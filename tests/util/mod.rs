@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod tls_client;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -516,7 +517,16 @@ pub struct Client {
 
 impl Client {
     pub fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to chatd");
+        Self::connect_to(([127, 0, 0, 1], port).into())
+    }
+
+    /// Connects to chatd at `address` (a listener on an address other than loopback).
+    pub fn connect_to(address: std::net::SocketAddr) -> Client {
+        Self::over(TcpStream::connect(address).expect("connect to chatd"))
+    }
+
+    /// A client on a connection made elsewhere (the plain side of a TLS bridge, ...).
+    pub fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone stream"));
         Client { stream, reader, seen: Vec::new(), bells: 0 }
@@ -547,10 +557,7 @@ impl Client {
         let [a, b, c, d] = source;
         bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).expect("bind the source address");
         connect(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).expect("connect to chatd");
-        let stream = TcpStream::from(fd);
-        stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
-        let reader = BufReader::new(stream.try_clone().expect("clone stream"));
-        Client { stream, reader, seen: Vec::new(), bells: 0 }
+        Self::over(TcpStream::from(fd))
     }
 
     /// Sends one line with a CR LF line end.
