@@ -58,15 +58,19 @@ fn wrong_passwords_are_throttled_logged_and_found_by_fail2ban() {
     let mut client = daemon.connect();
     client.expect_prefix("*** Please choose a nickname");
     let throttled = "*** Too many failed attempts; try again in ";
-    let mut wrong = 0;
-    let seconds: u64 = loop {
+    // What the nickname prompt answers to `alice`: the password prompt, or the throttle.
+    let answer_to_alice = |client: &mut Client| {
         client.send("alice");
-        let answer = loop {
+        loop {
             let line = client.next_line().expect("an answer to the nick");
             if line == "*** Password for alice:" || line.starts_with(throttled) {
-                break line;
+                return line;
             }
-        };
+        }
+    };
+    let mut wrong = 0;
+    let seconds: u64 = loop {
+        let answer = answer_to_alice(&mut client);
         if let Some(rest) = answer.strip_prefix(throttled) {
             let seconds = rest.strip_suffix(" seconds").and_then(|n| n.parse().ok());
             break seconds.unwrap_or_else(|| panic!("{answer:?}"));
@@ -82,8 +86,8 @@ fn wrong_passwords_are_throttled_logged_and_found_by_fail2ban() {
     assert!((1..=30).contains(&seconds), "a back-off of {seconds} seconds");
     // While it lasts, no password is asked for at all.
     client.expect_prefix("*** Please choose a nickname");
-    client.send("alice");
-    client.expect_prefix(throttled);
+    let answer = answer_to_alice(&mut client);
+    assert!(answer.starts_with(throttled), "a password was asked for while throttled");
 
     let logged =
         daemon.wait_for_log_count("authentication failure for alice from 127.0.0.1", wrong);
