@@ -648,39 +648,17 @@ fn any_counted() -> impl Strategy<Value = Vec<Counted>> {
 }
 
 fn any_figures() -> impl Strategy<Value = MasterFigures> {
-    (
-        any::<u32>(),
-        any::<u64>(),
-        any::<u64>(),
-        any::<u64>(),
-        any_counted(),
-        any::<u64>(),
-        any::<u64>(),
-        proptest::option::of(any_tls_status()),
-    )
-        .prop_map(
-            |(
-                pid,
-                started_at,
-                connections,
-                accepted,
-                refusals,
-                child_crashes,
-                broker_restarts,
-                tls,
-            )| {
-                MasterFigures {
-                    pid,
-                    started_at,
-                    connections,
-                    accepted,
-                    refusals,
-                    child_crashes,
-                    broker_restarts,
-                    tls,
-                }
-            },
-        )
+    (any::<u32>(), any::<[u64; 5]>(), any_counted(), proptest::option::of(any_tls_status()))
+        .prop_map(|(pid, n, refusals, tls)| MasterFigures {
+            pid,
+            started_at: n[0],
+            connections: n[1],
+            accepted: n[2],
+            refusals,
+            child_crashes: n[3],
+            broker_restarts: n[4],
+            tls,
+        })
 }
 
 fn any_tls_status() -> impl Strategy<Value = TlsStatus> {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::{FAST, PASSWORD, log_in_on, register, register_alone, self_signed_cert, tls_port};
 use crate::util::tls_client::connect_tls;
-use crate::util::{Client, Daemon, PATIENCE, wait_until};
+use crate::util::{Client, Daemon, PATIENCE, fail2ban_regex, wait_until};
 
 const IAC: u8 = 255;
 const WILL: u8 = 251;
@@ -20,36 +20,6 @@ const DO: u8 = 253;
 const DONT: u8 = 254;
 const ECHO: u8 = 1;
 const SGA: u8 = 3;
-
-/// Runs `fail2ban-regex` with the shipped filter over `log` (a file, or one line of text);
-/// returns how many lines matched and the report.
-fn fail2ban_regex(log: &str) -> (u64, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // fail2ban resolves the filter's `before = common.conf` next to it, as in /etc/fail2ban.
-    let filters = dir.path().join("filter.d");
-    std::fs::create_dir_all(&filters).expect("mkdir");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/fail2ban/filter.d/chatd.conf"),
-        filters.join("chatd.conf"),
-    )
-    .expect("copy the filter");
-    std::fs::copy("/etc/fail2ban/filter.d/common.conf", filters.join("common.conf"))
-        .expect("fail2ban's common.conf (apt-get install fail2ban)");
-    let output = Command::new("fail2ban-regex")
-        .arg(log)
-        .arg(filters.join("chatd.conf"))
-        .output()
-        .expect("run fail2ban-regex (apt-get install fail2ban)");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "{report}");
-    let matched = report
-        .lines()
-        .find(|line| line.starts_with("Lines:"))
-        .and_then(|line| line.split(", ").find_map(|part| part.strip_suffix(" matched")))
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no count of matched lines:\n{report}"));
-    (matched, report)
-}
 
 #[test]
 fn wrong_passwords_are_throttled_logged_and_found_by_fail2ban() {
