@@ -183,11 +183,6 @@ impl Storage {
         link.limit_account_changes();
     }
 
-    /// How many account changes were not stored because too many waited.
-    pub fn dropped_account_changes(&self) -> u64 {
-        self.link.as_ref().map_or(0, |link| link.dropped_account_changes)
-    }
-
     /// Asks how many lines of `room` said at or after `since` (Unix seconds) have the word
     /// `nick` (a login's "lines mentioned you since you left"), after the lines waiting:
     /// answered as [`Outcome::Mentions`] for `asker`, which may have other queries under way.
@@ -360,6 +355,7 @@ impl Storage {
         let link = self.link.as_ref()?;
         let mut figures = link.figures.clone();
         figures.waiting_lines = (link.waiting.len() + link.returned.lines.len()) as u64;
+        figures.dropped_account_changes = link.dropped_account_changes;
         Some(figures)
     }
 }

@@ -129,6 +129,10 @@ fn store_row(store: Option<&StoreStatus>) -> String {
     if store.dropped_lines > 0 {
         let _ = write!(text, ", {} lines not stored (too many waited)", store.dropped_lines);
     }
+    if store.dropped_account_changes > 0 {
+        let changes = store.dropped_account_changes;
+        let _ = write!(text, ", {changes} account changes not stored (too many waited)");
+    }
     if let Some(why) = &store.failing {
         text = format!("failing ({why}); {text}");
     }

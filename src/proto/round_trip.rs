@@ -905,7 +905,7 @@ fn any_store_status() -> impl Strategy<Value = StoreStatus> {
     (
         any_text(),
         any_text(),
-        any::<[u64; 5]>(),
+        any::<[u64; 6]>(),
         maybe_text(),
         (0.0..1e6f64, 0.0..1e6f64, 0.0..1e6f64),
     )
@@ -923,6 +923,7 @@ fn any_store_status() -> impl Strategy<Value = StoreStatus> {
                     write_seconds,
                     write_ms_last,
                     write_ms_max,
+                    dropped_account_changes: n[5],
                 }
             },
         )
