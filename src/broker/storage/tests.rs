@@ -181,6 +181,8 @@ fn a_full_queue_is_busy_at_once_and_a_failing_store_is_not_available() {
     answers.send(failed(first)).expect("sent");
     storage.take_answers(now);
     assert!(storage.ask(2, search(2)).is_err_and(|why| why.contains("not available")));
+    assert!(!storage.mentions(3, "lobby".into(), "alice".into(), 0), "nor a count of mentions");
+    assert!(jobs.try_recv().is_err());
 }
 
 #[test]

@@ -428,20 +428,8 @@ fn the_token_key_survives_opening_the_file_again() {
 fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
     let dir = temp_dir();
     let mut store = SqliteStore::open(&dir.path().join("chatd.db")).unwrap();
-    let record = |key: &str| crate::store::AccountRecord {
-        key: key.into(),
-        nick: key.into(),
-        kdf: crate::accounts::Kdf { salt: vec![1; 16], memory_kib: 1024, passes: 1, lanes: 1 },
-        verifier: vec![2; 32],
-        admin: false,
-        must_change: false,
-        settings: crate::accounts::AccountSettings { bell: Some(true), ..Default::default() },
-        created_at: 1,
-        last_seen: 2,
-        last_room: "lobby".into(),
-    };
-    let changes =
-        ["broken", "fine"].map(|key| crate::store::AccountChange::Put(record(key))).to_vec();
+    let put = |key: &str| crate::store::AccountChange::Put(conformance::account(key, key));
+    let changes = ["broken", "fine"].map(put).to_vec();
     store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts: changes }).unwrap();
     store
         .conn
@@ -452,6 +440,6 @@ fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
         loaded.accounts.iter().find(|account| account.key == key).unwrap().settings.clone()
     };
     assert_eq!(settings("broken"), Default::default());
-    assert_eq!(settings("fine").bell, Some(true));
+    assert_eq!(settings("fine"), conformance::account("fine", "fine").settings);
     assert_eq!(loaded.accounts.len(), 2, "the load did not fail");
 }
