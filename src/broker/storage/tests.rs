@@ -338,9 +338,11 @@ fn the_accounts_are_loaded_when_the_store_opens_and_again_after_a_failed_load() 
     storage.end_turn(now + RETRY_EVERY, 100);
     assert!(matches!(jobs.try_recv(), Ok(Job::LoadAccounts)));
     let record = AccountsRecord { token_key: vec![1; 32], ..AccountsRecord::default() };
+    assert_eq!(storage.figures().expect("on").failing.as_deref(), Some("locked"));
     answers.send(Outcome::Accounts(record.clone())).expect("sent");
     let handed = storage.take_answers(now + RETRY_EVERY);
     assert!(matches!(&handed[..], [Outcome::Accounts(got)] if *got == record));
+    assert_eq!(storage.figures().expect("on").failing, None, "it works again");
     assert_eq!(storage.next_wake(), None);
 }
 
