@@ -443,3 +443,49 @@ fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
     assert_eq!(settings("fine"), conformance::account("fine", "fine").settings);
     assert_eq!(loaded.accounts.len(), 2, "the load did not fail");
 }
+
+#[test]
+fn a_backup_keeps_the_accounts_and_the_token_key() {
+    let dir = temp_dir();
+    let mut store = store_to_back_up(dir.path());
+    let account = conformance::account("alice", "Alice");
+    let kept = crate::store::KeptMessage {
+        to: "alice".into(),
+        at: 5,
+        from: "bob".into(),
+        text: "while you were away".into(),
+    };
+    let accounts = vec![
+        crate::store::AccountChange::Put(account.clone()),
+        crate::store::AccountChange::Keep(kept.clone()),
+    ];
+    store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts }).unwrap();
+    let before = store.load_accounts().unwrap();
+    let copy = dir.path().join("copy.db");
+    std::fs::write(&copy, b"").unwrap();
+    let mut into = std::fs::File::options().write(true).open(&copy).unwrap();
+    store.backup(&mut into).unwrap();
+    let restored = SqliteStore::open(&copy).unwrap().load_accounts().unwrap();
+    assert_eq!(restored, before);
+    assert_eq!((restored.accounts, restored.kept), (vec![account], vec![kept]));
+}
+
+#[test]
+fn two_stores_loading_a_new_file_at_once_agree_on_the_token_key() {
+    let dir = temp_dir();
+    let path = dir.path().join("chatd.db");
+    let loads: Vec<_> = (0..2)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                SqliteStore::open(&path).unwrap().load_accounts().unwrap().token_key
+            })
+        })
+        .collect();
+    let keys: Vec<Vec<u8>> = loads.into_iter().map(|load| load.join().unwrap()).collect();
+    assert_eq!(keys[0], keys[1]);
+    let store = SqliteStore::open(&path).unwrap();
+    let rows: i64 =
+        store.conn.query_row("SELECT count(*) FROM secrets", [], |row| row.get(0)).unwrap();
+    assert_eq!(rows, 1);
+}
