@@ -493,6 +493,11 @@ impl Link {
                 self.load_accounts_at = Some(now + RETRY_EVERY);
                 None
             }
+            Outcome::Accounts(record) => {
+                // A load that failed before made the store failing: it works.
+                self.recovered();
+                Some(Outcome::Accounts(record))
+            }
             Outcome::Opened(Err((why, _))) => {
                 self.failed(why);
                 None

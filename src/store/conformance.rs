@@ -339,7 +339,7 @@ pub(crate) fn check_token_key_survives_reopen(open: &mut dyn FnMut() -> Box<dyn 
 }
 
 /// An account of `key` with every field other than its default.
-fn account(key: &str, nick: &str) -> AccountRecord {
+pub(crate) fn account(key: &str, nick: &str) -> AccountRecord {
     AccountRecord {
         key: key.into(),
         nick: nick.into(),

@@ -181,6 +181,8 @@ fn a_full_queue_is_busy_at_once_and_a_failing_store_is_not_available() {
     answers.send(failed(first)).expect("sent");
     storage.take_answers(now);
     assert!(storage.ask(2, search(2)).is_err_and(|why| why.contains("not available")));
+    assert!(!storage.mentions(3, "lobby".into(), "alice".into(), 0), "nor a count of mentions");
+    assert!(jobs.try_recv().is_err());
 }
 
 #[test]
@@ -340,9 +342,11 @@ fn the_accounts_are_loaded_when_the_store_opens_and_again_after_a_failed_load() 
     storage.end_turn(now + RETRY_EVERY, 100);
     assert!(matches!(jobs.try_recv(), Ok(Job::LoadAccounts)));
     let record = AccountsRecord { token_key: vec![1; 32], ..AccountsRecord::default() };
+    assert_eq!(storage.figures().expect("on").failing.as_deref(), Some("locked"));
     answers.send(Outcome::Accounts(record.clone())).expect("sent");
     let handed = storage.take_answers(now + RETRY_EVERY);
     assert!(matches!(&handed[..], [Outcome::Accounts(got)] if *got == record));
+    assert_eq!(storage.figures().expect("on").failing, None, "it works again");
     assert_eq!(storage.next_wake(), None);
 }
 

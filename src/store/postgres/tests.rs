@@ -327,17 +327,10 @@ fn the_token_key_survives_connecting_again_and_two_brokers_agree_on_it() {
 fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
     let cluster = Cluster::start();
     let mut store = connect(&cluster);
-    let account = |key: &str| crate::store::AccountRecord {
-        key: key.into(),
-        nick: key.into(),
-        kdf: crate::accounts::Kdf { salt: vec![0; 16], memory_kib: 1024, passes: 1, lanes: 1 },
-        verifier: vec![0; 32],
-        admin: false,
-        must_change: false,
-        settings: crate::accounts::AccountSettings { colour: Some(true), ..Default::default() },
-        created_at: 1,
-        last_seen: 2,
-        last_room: "lobby\0with a NUL".into(),
+    let account = |key: &str| {
+        let mut account = conformance::account(key, key);
+        account.last_room = "lobby\0with a NUL".into();
+        account
     };
     let accounts = ["broken", "fine"].map(|key| AccountChange::Put(account(key))).to_vec();
     store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts }).expect("write");
@@ -345,6 +338,6 @@ fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
     let loaded = store.load_accounts().expect("the load does not fail");
     let find = |key: &str| loaded.accounts.iter().find(|a| a.key == key).expect("loaded");
     assert_eq!(find("broken").settings, Default::default());
-    assert_eq!(find("fine").settings.colour, Some(true));
+    assert_eq!(find("fine").settings, conformance::account("fine", "fine").settings);
     assert_eq!(find("fine").last_room, "lobby\u{FFFD}with a NUL", "a NUL cannot be kept");
 }

@@ -428,20 +428,8 @@ fn the_token_key_survives_opening_the_file_again() {
 fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
     let dir = temp_dir();
     let mut store = SqliteStore::open(&dir.path().join("chatd.db")).unwrap();
-    let record = |key: &str| crate::store::AccountRecord {
-        key: key.into(),
-        nick: key.into(),
-        kdf: crate::accounts::Kdf { salt: vec![1; 16], memory_kib: 1024, passes: 1, lanes: 1 },
-        verifier: vec![2; 32],
-        admin: false,
-        must_change: false,
-        settings: crate::accounts::AccountSettings { bell: Some(true), ..Default::default() },
-        created_at: 1,
-        last_seen: 2,
-        last_room: "lobby".into(),
-    };
-    let changes =
-        ["broken", "fine"].map(|key| crate::store::AccountChange::Put(record(key))).to_vec();
+    let put = |key: &str| crate::store::AccountChange::Put(conformance::account(key, key));
+    let changes = ["broken", "fine"].map(put).to_vec();
     store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts: changes }).unwrap();
     store
         .conn
@@ -452,6 +440,52 @@ fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
         loaded.accounts.iter().find(|account| account.key == key).unwrap().settings.clone()
     };
     assert_eq!(settings("broken"), Default::default());
-    assert_eq!(settings("fine").bell, Some(true));
+    assert_eq!(settings("fine"), conformance::account("fine", "fine").settings);
     assert_eq!(loaded.accounts.len(), 2, "the load did not fail");
+}
+
+#[test]
+fn a_backup_keeps_the_accounts_and_the_token_key() {
+    let dir = temp_dir();
+    let mut store = store_to_back_up(dir.path());
+    let account = conformance::account("alice", "Alice");
+    let kept = crate::store::KeptMessage {
+        to: "alice".into(),
+        at: 5,
+        from: "bob".into(),
+        text: "while you were away".into(),
+    };
+    let accounts = vec![
+        crate::store::AccountChange::Put(account.clone()),
+        crate::store::AccountChange::Keep(kept.clone()),
+    ];
+    store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts }).unwrap();
+    let before = store.load_accounts().unwrap();
+    let copy = dir.path().join("copy.db");
+    std::fs::write(&copy, b"").unwrap();
+    let mut into = std::fs::File::options().write(true).open(&copy).unwrap();
+    store.backup(&mut into).unwrap();
+    let restored = SqliteStore::open(&copy).unwrap().load_accounts().unwrap();
+    assert_eq!(restored, before);
+    assert_eq!((restored.accounts, restored.kept), (vec![account], vec![kept]));
+}
+
+#[test]
+fn two_stores_loading_a_new_file_at_once_agree_on_the_token_key() {
+    let dir = temp_dir();
+    let path = dir.path().join("chatd.db");
+    let loads: Vec<_> = (0..2)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                SqliteStore::open(&path).unwrap().load_accounts().unwrap().token_key
+            })
+        })
+        .collect();
+    let keys: Vec<Vec<u8>> = loads.into_iter().map(|load| load.join().unwrap()).collect();
+    assert_eq!(keys[0], keys[1]);
+    let store = SqliteStore::open(&path).unwrap();
+    let rows: i64 =
+        store.conn.query_row("SELECT count(*) FROM secrets", [], |row| row.get(0)).unwrap();
+    assert_eq!(rows, 1);
 }
