@@ -71,6 +71,8 @@ impl KdfCost {
 /// What an account keeps of a user's preferences between logins. `None`: the user never chose
 /// (the session's own default applies).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+// A stored row from another chatd that lacks a field keeps the fields it has.
+#[serde(default)]
 pub struct AccountSettings {
     /// The charset's name as `/charset` takes it.
     pub charset: Option<String>,

@@ -268,8 +268,8 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
     // Before the clock is read: with LDAP or sssd the names can take a while.
     let access = Access::new(uid, service_user, config.admin_group.as_deref());
     // Its thread starts here, after ChildSignals blocked the signals: it inherits the mask.
-    let storage = match config.store_target() {
-        None => Storage::none(),
+    let (storage, loaded_accounts) = match config.store_target() {
+        None => (Storage::none(), None),
         Some(target) => Storage::start(target, config.history_days, helpers_done)
             .map_err(|unusable| BrokerError::Store(unusable.0))?,
     };
@@ -320,6 +320,9 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         away_news: HashMap::new(),
         unchecked_tokens: HashMap::new(),
     };
+    if let Some(record) = loaded_accounts {
+        broker.accounts_loaded(record);
+    }
     if let Some(link) = link {
         link.set_nonblocking(true).map_err(BrokerError::MasterLink)?;
         let pid = sys::peer_pid(&link).unwrap_or(0);

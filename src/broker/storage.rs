@@ -40,7 +40,7 @@ use log::{error, info, warn};
 
 use super::store_thread::{self, Asker, Job, Outcome};
 use crate::proto::control::StoreStatus;
-use crate::store::{AccountChange, Batch, NewLine, Target};
+use crate::store::{AccountChange, AccountsRecord, Batch, NewLine, Target};
 
 /// Most lines waiting for the store; the oldest beyond it are not stored.
 pub const MAX_WAITING_LINES: usize = 100_000;
@@ -116,7 +116,7 @@ impl Storage {
         target: Target,
         history_days: u32,
         wake: Arc<mio::Waker>,
-    ) -> Result<Storage, Unusable> {
+    ) -> Result<(Storage, Option<AccountsRecord>), Unusable> {
         let kind = match target {
             Target::Sqlite(_) => "sqlite",
             Target::Postgres { .. } => "postgres",
@@ -133,12 +133,28 @@ impl Storage {
             .map_err(|err| Unusable(format!("cannot start the database thread: {err}")))?;
         let now = Instant::now();
         let mut link = Link::new(jobs, outcomes, kind, now);
+        let mut accounts = None;
         match link.outcomes.recv_timeout(OPEN_WAIT) {
             Ok(Outcome::Opened(Ok((location, bytes)))) => {
                 info!("history is stored in {kind} {location}");
                 link.figures.location = location;
                 link.figures.bytes = bytes;
-                link.load_accounts_at = Some(now);
+                // The accounts too, before anyone is served: a client quick off the mark
+                // must not find them "not loaded yet", nor take a registered nick.
+                let left = OPEN_WAIT.saturating_sub(now.elapsed());
+                let loaded = match link.jobs.try_send(Job::LoadAccounts) {
+                    Ok(()) => link.outcomes.recv_timeout(left).ok(),
+                    Err(_) => None,
+                };
+                match loaded {
+                    Some(Outcome::Accounts(record)) => accounts = Some(record),
+                    Some(Outcome::AccountsFailed(why)) => {
+                        link.failed(why);
+                        link.load_accounts_at = Some(now + RETRY_EVERY);
+                    }
+                    // Not answered in time: the answer comes to the loop like any other.
+                    _ => {}
+                }
             }
             Ok(Outcome::Opened(Err((why, true)))) => return Err(Unusable(why)),
             Ok(Outcome::Opened(Err((why, false)))) => {
@@ -158,7 +174,7 @@ impl Storage {
         let mut storage = Storage { link: Some(link), history_days };
         // Old lines go before anything is read: the first rooms loaded show none of them.
         storage.end_turn(now, crate::clock::unix_now());
-        Ok(storage)
+        Ok((storage, accounts))
     }
 
     /// Whether there is a store.

@@ -161,7 +161,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
         }
         Event::Private { from, text, .. } => said(Kind::Private, "*", from, "* ", text),
         Event::PrivateSent { to, text, .. } => said(Kind::PrivateSent, "-> *", to, "* ", text),
-        Event::Members { room, nicks, away, idle, .. } => {
+        Event::Members { room, nicks, away, idle, tls, registered } => {
             let names: Vec<String> = nicks
                 .iter()
                 .zip(idle.iter().chain(std::iter::repeat(&0)))
@@ -172,6 +172,12 @@ pub fn event(event: &Event) -> Vec<Shown> {
                     }
                     if away.contains(n) {
                         notes.push("away".to_string());
+                    }
+                    if tls.contains(n) {
+                        notes.push("tls".to_string());
+                    }
+                    if registered.contains(n) {
+                        notes.push("registered".to_string());
                     }
                     match notes.is_empty() {
                         true => user_text(n).into_owned(),
@@ -189,6 +195,12 @@ pub fn event(event: &Event) -> Vec<Shown> {
                 age(who.connected_seconds),
                 age(who.idle_seconds)
             );
+            if who.tls {
+                line.push_str(", over TLS");
+            }
+            if who.registered {
+                line.push_str(", registered");
+            }
             if let Some(reason) = &who.away {
                 line.push_str(&format!(", away: {}", user_text(reason)));
             }
