@@ -31,8 +31,10 @@
 //!
 //! # Where the kernel has no Landlock
 //! A session goes on unconfined and says so only at debug: the daemon says it once, at warn,
-//! when it starts ([`check_at_start`], called by the master and by `chatd broker`, which
-//! inetd-style sessions use). That check builds the very ruleset a session applies, so that a
+//! when it starts, with the reason (no Landlock in the kernel, not enabled at boot, or a system
+//! call filter that refuses it: systemd's `@system-service` does not list Landlock's calls, so
+//! the shipped units add them) ([`check_at_start`], called by the master and by `chatd broker`,
+//! which inetd-style sessions use). That check builds the very ruleset a session applies, so that a
 //! kernel without Landlock, one that has it disabled, or a system call filter that refuses it
 //! shows there; only the last step, `landlock_restrict_self`, is a session's own, and its
 //! failure (which the check cannot foresee and should never happen) is logged by the session.
@@ -130,12 +132,32 @@ pub fn check_at_start() -> Confinement {
             SCOPE_ABI as i32
         ),
         Confinement::None => warn!(
-            "the kernel has no Landlock (or it is disabled): sessions are not confined, and \
-             one taken over through its client could read what the daemon's user may read, \
-             such as the state directory with the database"
+            "{}: sessions are not confined, and one taken over through its client could read \
+             what the daemon's user may read, such as the state directory with the database",
+            why_no_landlock(sys::landlock_abi().err())
         ),
     }
     expected
+}
+
+/// Why Landlock cannot be used, from the error the kernel gave for its version (`None`: it
+/// gave a version, which the crate did not take).
+fn why_no_landlock(error: Option<nix::errno::Errno>) -> String {
+    use nix::errno::Errno;
+    match error {
+        Some(Errno::EPERM) => "a system call filter refuses Landlock's calls (under systemd, add \
+             `SystemCallFilter=landlock_create_ruleset landlock_add_rule landlock_restrict_self` \
+             after `SystemCallFilter=@system-service`, as the shipped units do)"
+            .to_string(),
+        Some(Errno::EOPNOTSUPP) => "the kernel has Landlock but it is not enabled (add \
+             `landlock` to the `lsm=` boot parameter)"
+            .to_string(),
+        Some(Errno::ENOSYS) => {
+            "the kernel has no Landlock (Linux 5.13 and later, CONFIG_SECURITY_LANDLOCK)".into()
+        }
+        Some(errno) => format!("Landlock is not available ({errno})"),
+        None => "Landlock is not available".to_string(),
+    }
 }
 
 /// What [`confine_session`] would achieve here, without restricting the caller.

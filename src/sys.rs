@@ -239,6 +239,26 @@ pub fn load_time_zone() {
     let _ = local_time(0);
 }
 
+/// The Landlock ABI version this kernel offers, or why it offers none, as the kernel says:
+/// ENOSYS (not built in), EOPNOTSUPP (built in, not enabled at boot), EPERM (a system call
+/// filter refused the call, such as systemd's `SystemCallFilter=@system-service`, which does not
+/// list Landlock's calls).
+pub fn landlock_abi() -> Result<i64, nix::errno::Errno> {
+    /// `LANDLOCK_CREATE_RULESET_VERSION`: ask for the ABI version, create nothing.
+    const VERSION: u32 = 1;
+    // SAFETY: with a null attribute, a size of 0 and the VERSION flag the kernel reads no
+    // memory and creates no descriptor: it only returns the version.
+    let version = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            VERSION,
+        )
+    };
+    nix::errno::Errno::result(version)
+}
+
 /// The raw descriptor of anything that has one, for [`close_all_except`] lists.
 pub fn raw(fd: &impl AsRawFd) -> RawFd {
     fd.as_raw_fd()

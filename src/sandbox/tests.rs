@@ -202,3 +202,71 @@ fn the_check_at_start_expects_what_a_session_gets() {
     });
     assert_eq!(failed, None, "expected {expected:?}");
 }
+
+#[test]
+fn the_warning_says_why_sessions_are_not_confined_and_what_to_do() {
+    let filtered = why_no_landlock(Some(Errno::EPERM));
+    assert!(filtered.contains("SystemCallFilter=landlock_create_ruleset"), "{filtered}");
+    assert!(why_no_landlock(Some(Errno::EOPNOTSUPP)).contains("lsm="));
+    assert!(why_no_landlock(Some(Errno::ENOSYS)).contains("has no Landlock"));
+    // This kernel has it, and nothing here filters the call.
+    assert!(sys::landlock_abi().is_ok_and(|abi| abi >= 1), "{:?}", sys::landlock_abi());
+}
+
+/// Installs a seccomp filter in this (child) process that refuses Landlock's three calls with
+/// EPERM, as systemd's `SystemCallFilter=@system-service` does without the shipped addition.
+fn refuse_landlock_calls() -> bool {
+    use nix::libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
+        SECCOMP_RET_ERRNO, sock_filter, sock_fprog,
+    };
+    let statement = |code: u32, k: u32| sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jump_if = |k: i64, jt: u8| sock_filter {
+        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+        jt,
+        jf: 0,
+        k: k as u32,
+    };
+    let filter = [
+        // The system call's number (the first word of `struct seccomp_data`).
+        statement(BPF_LD | BPF_W | BPF_ABS, 0),
+        jump_if(nix::libc::SYS_landlock_create_ruleset, 3),
+        jump_if(nix::libc::SYS_landlock_add_rule, 2),
+        jump_if(nix::libc::SYS_landlock_restrict_self, 1),
+        statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        statement(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | Errno::EPERM as u32),
+    ];
+    let program = sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+    if nix::sys::prctl::set_no_new_privs().is_err() {
+        return false;
+    }
+    // SAFETY: `program` points at `filter`, both alive for the call, which copies them.
+    let installed = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_SET_SECCOMP,
+            nix::libc::SECCOMP_MODE_FILTER,
+            &program as *const sock_fprog,
+        )
+    };
+    installed == 0
+}
+
+/// Under a filter that refuses Landlock (the shipped units' `@system-service` alone), the check
+/// at start sees it and says why, and a session goes on unconfined instead of failing.
+#[test]
+fn under_a_filter_that_refuses_landlock_sessions_go_on_unconfined_and_the_check_says_why() {
+    let names = ["install the filter", "the kernel says EPERM", "expected: none", "go on"];
+    let failed = in_child(&names, || {
+        if !refuse_landlock_calls() {
+            return Some("install the filter");
+        }
+        if sys::landlock_abi() != Err(Errno::EPERM) {
+            return Some("the kernel says EPERM");
+        }
+        if expected_confinement().ok() != Some(Confinement::None) {
+            return Some("expected: none");
+        }
+        (confine_session().ok() != Some(Confinement::None)).then_some("go on")
+    });
+    assert_eq!(failed, None, "in a filtered child");
+}
