@@ -13,6 +13,7 @@ mod modes;
 mod packaging;
 mod reliability;
 mod ring;
+mod sandbox;
 mod soak;
 mod spoofing;
 mod storage;

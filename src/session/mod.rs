@@ -298,7 +298,10 @@ impl Session {
             http: None,
             first_line: true,
         };
+        // The title's area is found (reading /proc/self/stat, once) and the broker connected:
+        // from here on, before the first byte from the client, no file can be opened.
         session.update_title();
+        crate::sandbox::confine_session_or_log();
         session
             .poll
             .registry()

@@ -204,6 +204,16 @@ impl Daemon {
         Self::start_in(runtime, config, &[], &[])
     }
 
+    /// Starts chatd on a runtime directory the test prepared, through a launcher that execs it
+    /// (`setpriv --reuid=...`, to start it as another user than root).
+    pub fn start_on_through(
+        runtime: Arc<tempfile::TempDir>,
+        launcher: &[&str],
+        config: &str,
+    ) -> Daemon {
+        Self::start_in(runtime, config, launcher, &[])
+    }
+
     fn start_in(
         runtime: Arc<tempfile::TempDir>,
         config: &str,
