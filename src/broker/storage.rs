@@ -536,6 +536,23 @@ mod tests {
     }
 
     #[test]
+    fn account_changes_go_with_the_next_write_in_order_and_come_back_if_it_fails() {
+        let (mut storage, jobs, answers) = storage(16);
+        let delivered = |to: &str| AccountChange::Delivered { to: to.into() };
+        storage.account_change(delivered("alice"));
+        storage.account_change(delivered("bob"));
+        storage.end_turn(due(), 100);
+        let first = written(jobs.try_recv().expect("a write"));
+        assert_eq!(first.accounts, [delivered("alice"), delivered("bob")]);
+        storage.account_change(delivered("carol"));
+        answers.send(failed(first)).expect("answer");
+        storage.take_answers(Instant::now());
+        storage.end_turn(due() + RETRY_EVERY, 100);
+        let again = written(jobs.try_recv().expect("the retry"));
+        assert_eq!(again.accounts, [delivered("alice"), delivered("bob"), delivered("carol")]);
+    }
+
+    #[test]
     fn a_turns_lines_go_as_one_write_and_later_ones_wait_for_it() {
         let (mut storage, jobs, answers) = storage(16);
         let now = Instant::now();

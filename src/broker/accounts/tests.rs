@@ -526,3 +526,50 @@ fn operators_list_show_reset_delete_and_grant() {
     assert_eq!(accounts.delete("bob"), Err("no such account: bob".into()));
     assert_eq!(accounts.count(), 1);
 }
+
+#[test]
+fn a_corrupt_row_or_a_malformed_proof_is_refused_without_counting() {
+    let (mut accounts, now) = loaded();
+    let huge = Kdf { memory_kib: accounts::MAX_MEMORY_KIB + 1, ..weak_kdf() };
+    accounts.load(AccountsRecord {
+        accounts: vec![account("alice", huge, 1)],
+        ..AccountsRecord::default()
+    });
+    assert_eq!(
+        accounts.challenge(ALICE, HOME, "alice", Purpose::Login, None, now).map(|_| ()),
+        Err(Failure::Unavailable(
+            "the password of alice cannot be checked; an operator can reset it".into()
+        ))
+    );
+    let (mut accounts, now) = loaded();
+    let malformed =
+        Err(Denied::Failure(Failure::AccountRefused("that proof is not a password tag".into())));
+    for _ in 0..3 {
+        let challenge =
+            accounts.challenge(ALICE, HOME, "alice", Purpose::Login, None, now).unwrap();
+        assert_eq!(
+            accounts.prove(ALICE, HOME, challenge.nonce, Some(&[1; 31]), None, now, 1),
+            malformed
+        );
+    }
+    let challenge = accounts.challenge(ALICE, HOME, "alice", Purpose::Login, None, now).unwrap();
+    let missing =
+        Err(Denied::Failure(Failure::AccountRefused("the current password is missing".into())));
+    assert_eq!(accounts.prove(ALICE, HOME, challenge.nonce, None, None, now, 1), missing);
+    assert!(log_in(&mut accounts, "alice", 1, HOME, now).is_ok(), "none of those counted");
+}
+
+#[test]
+fn a_throttled_source_takes_no_registration() {
+    let (mut accounts, now) = loaded();
+    for n in 0..10 {
+        accounts.throttles.failed(&format!("user{n}"), &source_key(HOME), now);
+    }
+    let refused = accounts.challenge(BOB, HOME, "carol", Purpose::Register, None, now);
+    assert!(matches!(refused, Err(Failure::Throttled { .. })), "{refused:?}");
+    for n in 0..30 {
+        let challenge =
+            accounts.challenge(BOB, ELSEWHERE, &format!("new{n}"), Purpose::Register, None, now);
+        assert!(challenge.is_ok(), "{n}: {challenge:?}");
+    }
+}
