@@ -279,7 +279,8 @@ impl Accounts {
     /// `fresh` becomes the verifier. ChangePassword: `current` must match, `fresh` replaces
     /// it, `must_change` is cleared. Unregister: `current` must match → Delete (the kept
     /// messages go too). A wrong password counts for the account and for `source`; a right
-    /// one resets the account's count.
+    /// one resets the account's count. The throttles are asked again before comparing, so a
+    /// proof for a challenge handed out before they closed is refused `Throttled`.
     #[allow(clippy::too_many_arguments)]
     pub fn prove(
         &mut self,
@@ -309,9 +310,15 @@ impl Accounts {
         let Some(current) = current else {
             return deny("the current password is missing");
         };
+        // Again here: challenges gathered on many connections before the first failure must
+        // not buy more guesses than the throttles allow.
+        let source = source_key(source);
+        if let Some(seconds) = self.throttles.wait(&pending.key, &source, now) {
+            return Err(Denied::Failure(Failure::Throttled { seconds }));
+        }
         if !accounts::verifier_matches(current, &account.verifier) {
             let nick = account.nick.clone();
-            self.throttles.failed(&pending.key, &source_key(source), now);
+            self.throttles.failed(&pending.key, &source, now);
             return Err(Denied::WrongPassword { nick });
         }
         self.throttles.succeeded(&pending.key);

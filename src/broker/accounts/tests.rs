@@ -573,3 +573,25 @@ fn a_throttled_source_takes_no_registration() {
         assert!(challenge.is_ok(), "{n}: {challenge:?}");
     }
 }
+
+#[test]
+fn challenges_gathered_beforehand_buy_no_more_guesses() {
+    let (mut accounts, now) = loaded();
+    let members: Vec<MemberId> = (10..20).collect();
+    let nonces: Vec<u64> = members
+        .iter()
+        .map(|&member| {
+            let source = format!("10.0.0.{member}:1");
+            accounts.challenge(member, &source, "alice", Purpose::Login, None, now).unwrap().nonce
+        })
+        .collect();
+    for (n, (&member, &nonce)) in members.iter().zip(&nonces).enumerate() {
+        let source = format!("10.0.0.{member}:1");
+        let proved = accounts.prove(member, &source, nonce, Some(&tag(0)), None, now, 1);
+        if n < 3 {
+            assert_eq!(proved, wrong("alice"), "{n}");
+        } else {
+            assert_eq!(proved, throttled(30), "{n}");
+        }
+    }
+}
