@@ -13,7 +13,10 @@
 //! nobody can make sessions burn CPU for free.
 //!
 //! Accounts are keyed by the nick's lookalike key (`names::lookalike_key`): `аlice` with a
-//! Cyrillic а is `alice`'s account, and cannot be registered beside it.
+//! Cyrillic а is `alice`'s account, and cannot be registered beside it. A nick is also found
+//! by the lookalike key of its case fold ([`lookup_keys`]): the key of a nick as written reads
+//! a capital I as an l, so `ALICE` has another key than `alice` (`allce`), and would otherwise
+//! be free while `alice` is registered.
 //!
 //! [`challenge`]: Accounts::challenge
 //! [`prove`]: Accounts::prove
@@ -103,6 +106,8 @@ pub struct Accounts {
     loaded: bool,
     /// By lookalike key.
     accounts: HashMap<String, AccountRecord>,
+    /// Each of an account's [`lookup_keys`] → its key.
+    aliases: HashMap<String, String>,
     /// By recipient key, oldest first.
     kept: HashMap<String, Vec<store::KeptMessage>>,
     token_key: Vec<u8>,
@@ -130,6 +135,7 @@ impl Accounts {
             kept_limit,
             loaded: false,
             accounts: HashMap::new(),
+            aliases: HashMap::new(),
             kept: HashMap::new(),
             token_key: Vec::new(),
             pending: HashMap::new(),
@@ -156,8 +162,11 @@ impl Accounts {
 
     /// What the store holds (read once, at start).
     pub fn load(&mut self, record: store::AccountsRecord) {
-        self.accounts =
-            record.accounts.into_iter().map(|account| (account.key.clone(), account)).collect();
+        self.accounts.clear();
+        self.aliases.clear();
+        for account in record.accounts {
+            self.insert(account);
+        }
         self.kept.clear();
         for message in record.kept {
             self.kept.entry(message.to.clone()).or_default().push(message);
@@ -185,7 +194,21 @@ impl Accounts {
         if self.mode == AccountsMode::Off {
             return None;
         }
-        self.accounts.get(&names::lookalike_key(nick))
+        self.lookup(nick)
+    }
+
+    /// The account whose nick `nick` passes for (see [`lookup_keys`]).
+    fn lookup(&self, nick: &str) -> Option<&AccountRecord> {
+        let key = lookup_keys(nick).iter().find_map(|key| self.aliases.get(key))?;
+        self.accounts.get(key)
+    }
+
+    fn insert(&mut self, account: AccountRecord) {
+        for alias in lookup_keys(&account.nick) {
+            self.aliases.insert(alias, account.key.clone());
+        }
+        self.aliases.insert(account.key.clone(), account.key.clone());
+        self.accounts.insert(account.key.clone(), account);
     }
 
     /// A challenge for `member` (from `source`, "IP:port" or an IP) to prove a password for
@@ -213,14 +236,14 @@ impl Accounts {
         let (key, nick, current) = match purpose {
             Purpose::Register => {
                 let key = names::lookalike_key(nick);
-                if let Some(account) = self.accounts.get(&key) {
+                if let Some(account) = self.lookup(nick) {
                     return Err(refused(format!("{} is registered already", account.nick)));
                 }
                 (key, nick.to_string(), None)
             }
             Purpose::Login | Purpose::ChangePassword | Purpose::Unregister => {
                 let account = match purpose {
-                    Purpose::Login => self.accounts.get(&names::lookalike_key(nick)),
+                    Purpose::Login => self.lookup(nick),
                     _ => match logged_in {
                         Some(key) => self.accounts.get(key),
                         None => return Err(refused("You are not logged in")),
@@ -371,7 +394,7 @@ impl Accounts {
             return Err(Denied::Failure(refused("the new password is missing")));
         };
         // Someone else may have registered a lookalike since the challenge.
-        if let Some(account) = self.accounts.get(&pending.key) {
+        if let Some(account) = self.lookup(&pending.nick) {
             return Err(Denied::Failure(refused(format!(
                 "{} is registered already",
                 account.nick
@@ -389,7 +412,7 @@ impl Accounts {
             last_seen: 0,
             last_room: String::new(),
         };
-        self.accounts.insert(account.key.clone(), account.clone());
+        self.insert(account.clone());
         Ok(Proved {
             purpose: Purpose::Register,
             key: account.key.clone(),
@@ -520,12 +543,12 @@ impl Accounts {
         if !self.loaded {
             return Err(NOT_LOADED.into());
         }
-        self.accounts.get(&names::lookalike_key(nick)).ok_or_else(|| no_such_account(nick))
+        self.lookup(nick).ok_or_else(|| no_such_account(nick))
     }
 
     fn operated_mut(&mut self, nick: &str) -> Result<&mut AccountRecord, String> {
-        self.operated(nick)?;
-        self.accounts.get_mut(&names::lookalike_key(nick)).ok_or_else(|| no_such_account(nick))
+        let key = self.operated(nick)?.key.clone();
+        self.accounts.get_mut(&key).ok_or_else(|| no_such_account(nick))
     }
 
     /// An operator's new password (chatctl drew it and derived `tag` under `kdf`): it must be
@@ -567,10 +590,24 @@ impl Accounts {
     }
 
     fn forget_account(&mut self, key: &str) {
-        self.accounts.remove(key);
+        if let Some(account) = self.accounts.remove(key) {
+            for alias in lookup_keys(&account.nick) {
+                if self.aliases.get(&alias) == Some(&account.key) {
+                    self.aliases.remove(&alias);
+                }
+            }
+            self.aliases.remove(key);
+        }
         self.kept.remove(key);
         self.throttles.succeeded(key);
     }
+}
+
+/// The keys a nick is looked up by: its lookalike key, and that of its case fold. Each catches
+/// what the other misses: the first reads a capital I as an l (`AIice` passes for `Allce`),
+/// the second sees that `ALICE` is `alice` (the first makes it `allce`).
+fn lookup_keys(nick: &str) -> [String; 2] {
+    [names::lookalike_key(nick), names::lookalike_key(&names::fold(nick))]
 }
 
 fn no_such_account(nick: &str) -> String {

@@ -213,6 +213,14 @@ fn a_lookalike_of_a_registered_nick_cannot_be_registered() {
         accounts.challenge(BOB, HOME, "Alice", Purpose::Register, None, now).map(|_| ()),
         refusal
     );
+    // Capitals too, although the key of `ALICE` as written is `allce`.
+    assert_ne!(names::lookalike_key("ALICE"), names::lookalike_key("alice"));
+    assert_eq!(
+        accounts.challenge(BOB, HOME, "ALICE", Purpose::Register, None, now).map(|_| ()),
+        refusal
+    );
+    assert_eq!(accounts.find("ALICE").map(|account| account.nick.as_str()), Some("alice"));
+    assert_eq!(accounts.row("ALICE", false).map(|row| row.nick), Ok("alice".to_string()));
     // And the lookalike's owner is alice's.
     assert_eq!(accounts.find(cyrillic).map(|account| account.nick.as_str()), Some("alice"));
     // Two registering the same new nick at once: the second proof finds it taken.
@@ -594,4 +602,22 @@ fn challenges_gathered_beforehand_buy_no_more_guesses() {
             assert_eq!(proved, throttled(30), "{n}");
         }
     }
+}
+
+#[test]
+fn a_nick_with_a_capital_i_and_its_lowercase_lookalike_are_one_account() {
+    let (mut accounts, now) = loaded();
+    assert!(register(&mut accounts, BOB, "AIex", 3, now).is_ok());
+    for other in ["Alex", "aiex", "AIEX", "Aiex"] {
+        let refused = accounts.challenge(ALICE, HOME, other, Purpose::Register, None, now);
+        assert_eq!(
+            refused.map(|_| ()),
+            Err(Failure::AccountRefused("AIex is registered already".into())),
+            "{other}"
+        );
+    }
+    // Deleted, none of its keys is left behind.
+    assert!(accounts.delete("aiex").is_ok());
+    assert_eq!(accounts.find("AIex"), None);
+    assert!(register(&mut accounts, BOB, "Alex", 3, now).is_ok());
 }
