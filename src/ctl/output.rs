@@ -209,6 +209,11 @@ fn human_status(s: &Status) -> String {
     if let Some(accounts) = s.accounts {
         row("accounts", format!("{accounts} registered"));
     }
+    if let Some(tls) = s.master.as_ref().and_then(|master| master.tls.as_ref()) {
+        let expires = crate::sys::local_date_time(tls.not_after);
+        let date = expires.split(' ').next().unwrap_or_default();
+        row("tls", format!("{} ({}), expires {date}", tls.fingerprint, tls.source));
+    }
     out
 }
 
@@ -245,11 +250,18 @@ fn users_table(users: &[UserRow]) -> String {
                 u.pid.to_string(),
                 age(u.connected_seconds),
                 age(u.idle_seconds),
+                yes_no(u.tls),
+                yes_no(u.registered),
                 state(u),
             ]
         })
         .collect();
-    table(&["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "STATE"], rows)
+    let header = ["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "TLS", "ACCOUNT", "STATE"];
+    table(&header, rows)
+}
+
+fn yes_no(on: bool) -> String {
+    if on { "yes" } else { "no" }.to_string()
 }
 
 /// The last column of `who`: away (with the reason) and muted.
