@@ -115,6 +115,12 @@ pub struct SessionLimits {
     /// Offer telnet options as soon as a client connects, not only once it sent a telnet
     /// command: for telnet clients that wait for the server.
     pub telnet: bool,
+    /// Passwords are refused on plain connections from other hosts
+    /// (`require_tls_for_passwords`).
+    pub passwords_need_tls: bool,
+    /// The first TLS listener's port, to tell plain clients where to go (set by the master
+    /// once its listeners are bound; `None`: no TLS listener).
+    pub tls_port: Option<u16>,
 }
 
 /// Effective settings.
@@ -166,9 +172,6 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Who may or must have an account.
     pub accounts: AccountsMode,
-    /// Passwords are refused on a plain connection (not loopback): they would cross the
-    /// network in clear text.
-    pub require_tls_for_passwords: bool,
     /// The Argon2id cost of new passwords (and of rehashing weaker ones at login).
     pub password_cost: crate::accounts::KdfCost,
     /// The most private lines kept for one registered user while away.
@@ -527,6 +530,8 @@ impl Config {
                     10 * 1024 * 1024,
                 )?,
                 telnet: parsed.telnet.unwrap_or(false),
+                passwords_need_tls: parsed.require_tls_for_passwords.unwrap_or(true),
+                tls_port: None,
             },
             broker_queue_bytes: positive_size(
                 "broker_queue_bytes",
@@ -580,7 +585,6 @@ impl Config {
             tls_cert,
             tls_key,
             accounts: parsed.accounts.unwrap_or(AccountsMode::Optional),
-            require_tls_for_passwords: parsed.require_tls_for_passwords.unwrap_or(true),
             password_cost: KdfCost { memory_kib: password_memory_kib, passes: password_passes },
             kept_messages: positive_size("kept_messages", parsed.kept_messages, 50)?,
         })

@@ -42,6 +42,8 @@
 //!   by the master at accept;
 //! - [`store`]: what rooms said, on disk — the interface, SQLite and PostgreSQL, the search
 //!   tokens; used by the broker's database thread only (never the master or a session);
+//! - [`sandbox`]: the Landlock ruleset a session applies to itself once it has connected to
+//!   the broker (no state directory, database or key files afterwards);
 //! - [`clock`] (the wall clock), [`sys`] (fork, signal dispositions, peer credentials, process
 //!   titles; with [`ring`]'s mapping and [`fd_passing`]'s control messages, the only unsafe
 //!   code; callers write why each call is sound, `// SAFETY:`), [`signals`] (signalfd for children), [`logging`], [`config`]
@@ -75,6 +77,7 @@ pub mod names;
 pub mod outbuf;
 pub mod proto;
 pub mod ring;
+pub mod sandbox;
 pub mod session;
 pub mod signals;
 pub mod store;

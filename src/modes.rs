@@ -10,7 +10,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use crate::broker::{self, BrokerError};
 use crate::config::SessionLimits;
@@ -56,6 +56,10 @@ pub enum StartError {
 /// `chatd broker`: serves `<runtime-dir>/broker.sock` for sessions started by inetd or systemd,
 /// in the foreground, until SIGTERM.
 pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), StartError> {
+    // It holds the database and the token key.
+    if let Err(err) = sys::forbid_dumps() {
+        warn!("cannot make the broker undumpable: {err}");
+    }
     let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let (socket, path) = listen::bind_broker_socket(&config.runtime_dir)?;
@@ -76,6 +80,9 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), StartEr
     }
     listen::write_broker_pid(&config.runtime_dir, std::process::id() as i32)
         .map_err(StartError::BrokerPid)?;
+    // Said here, once, for the inetd-style sessions that use this broker (each says only at
+    // debug whether it could confine itself).
+    crate::sandbox::check_at_start();
     info!(
         "serving {} alone; operators: chatctl --runtime-dir {}",
         path.display(),
@@ -92,6 +99,10 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), StartEr
 /// `chatd inetd`: serves the one client on standard input with the running broker (over TLS
 /// with `tls`). Returns the exit status.
 pub fn inetd_session(config: &Config, tls: bool) -> Result<i32, StartError> {
+    // As a forked session: it will hold the TLS key and what its user types.
+    if let Err(err) = sys::forbid_dumps() {
+        warn!("cannot make this session undumpable: {err}");
+    }
     // SAFETY: the inetd mode takes standard input once, here, and nothing else owns it.
     let connection = unsafe { sys::stdin_tcp_connection() }.map_err(StartError::Connection)?;
     connection.set_nonblocking(true).map_err(StartError::Connection)?;

@@ -73,12 +73,12 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 /// The smallest data region (a request for less is rounded up).
 pub const MIN_RING_BYTES: usize = 64 * 1024;
-/// The largest data region: well inside a session's address-space limit (1 GiB), which has
-/// to hold its mapping beside everything else.
+/// The largest data region (a session's address-space limit makes room for two rings of the
+/// configured size: `master::children::session_address_space`).
 pub const MAX_RING_BYTES: usize = 1 << 28;
 
 /// The header page in front of the data region.
-const HEADER_BYTES: usize = 4096;
+pub(crate) const HEADER_BYTES: usize = 4096;
 const MAGIC: u64 = u64::from_le_bytes(*b"chatdrg1");
 const MAGIC_WORD: usize = 0;
 const CAPACITY_WORD: usize = 1;

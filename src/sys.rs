@@ -195,6 +195,9 @@ pub fn drop_privileges(uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> io::Resu
     nix::unistd::setresgid(gid, gid, gid).map_err(io::Error::from)?;
     nix::unistd::setresuid(uid, uid, uid).map_err(io::Error::from)?;
     nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
+    // Changing uids made the process as dumpable as `fs.suid_dumpable` says, which an
+    // operator may have set to 1: say it again.
+    forbid_dumps()?;
     if !uid.is_root() && nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
         return Err(io::Error::other("could still become root after dropping privileges"));
     }
@@ -214,6 +217,46 @@ pub fn limit_resources(open_files: u64, address_space: Option<u64>) -> io::Resul
         setrlimit(Resource::RLIMIT_AS, bytes.min(hard), hard).map_err(io::Error::from)?;
     }
     Ok(())
+}
+
+/// Makes this process not dumpable (`PR_SET_DUMPABLE` 0) and forbids core files
+/// (`RLIMIT_CORE` 0, soft and hard): every chatd process holds what nobody else may read (the
+/// TLS key, copied from the master into each session; the database and the token key in the
+/// broker; what people type). Not dumpable, its `/proc/PID/` files (`mem`, `environ`, `fd`)
+/// belong to root and no process of the same user may `ptrace` it; only root can look inside.
+/// Children inherit both across `fork`; a change of uid resets the first (to
+/// `fs.suid_dumpable`), so [`drop_privileges`] calls this again.
+pub fn forbid_dumps() -> io::Result<()> {
+    use nix::sys::resource::{Resource, setrlimit};
+    nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(io::Error::from)
+}
+
+/// Has the C library read the local time zone (`TZ`, `/etc/localtime`) now rather than at the
+/// first local time it formats, which a confined session could no longer open: glibc reads it
+/// once per process for `localtime_r`.
+pub fn load_time_zone() {
+    let _ = local_time(0);
+}
+
+/// The Landlock ABI version this kernel offers, or why it offers none, as the kernel says:
+/// ENOSYS (not built in), EOPNOTSUPP (built in, not enabled at boot), EPERM (a system call
+/// filter refused the call, such as systemd's `SystemCallFilter=@system-service`, which does not
+/// list Landlock's calls).
+pub fn landlock_abi() -> Result<i64, nix::errno::Errno> {
+    /// `LANDLOCK_CREATE_RULESET_VERSION`: ask for the ABI version, create nothing.
+    const VERSION: u32 = 1;
+    // SAFETY: with a null attribute, a size of 0 and the VERSION flag the kernel reads no
+    // memory and creates no descriptor: it only returns the version.
+    let version = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            VERSION,
+        )
+    };
+    nix::errno::Errno::result(version)
 }
 
 /// The raw descriptor of anything that has one, for [`close_all_except`] lists.

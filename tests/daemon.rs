@@ -1,6 +1,7 @@
 //! Behaviour tests: the real `chatd` binary on a loopback port, driven by real TCP clients.
 //! One binary (as ripgrep's `tests/tests.rs`): this root only names the modules.
 
+mod accounts;
 mod admission;
 mod bench;
 mod chat;
@@ -12,6 +13,7 @@ mod modes;
 mod packaging;
 mod reliability;
 mod ring;
+mod sandbox;
 mod soak;
 mod spoofing;
 mod storage;

@@ -62,18 +62,9 @@ impl Broker {
                 if self.refuse_banned_nick(id, &nick, now) {
                     return true;
                 }
-                let mut deliveries = self.rooms.login(id, session, &nick);
-                self.rooms.set_tls(id, tls);
-                if matches!(deliveries.first().map(|d| &d.event), Some(Event::LoggedIn { .. }))
-                    && let Some(motd) = &self.moderation.motd
-                {
-                    let lines = motd.lines().map(str::to_string).collect();
-                    deliveries
-                        .push(Delivery { to: Audience::One(id), event: Event::Motd { lines } });
-                }
-                deliveries
+                self.login_request(id, session, &nick, tls, Instant::now())
             }
-            Request::Resume { nick, room, topic, tls, token: _ } => {
+            Request::Resume { nick, room, topic, tls, token } => {
                 if let Some(ban) = self.moderation.nick_ban(&nick, now) {
                     let reason = ban_reason(ban.reason.as_deref());
                     self.kick(id, Some(reason));
@@ -87,9 +78,14 @@ impl Broker {
                     Ok(()) => room,
                     Err(_) => crate::names::DEFAULT_ROOM.to_string(),
                 };
+                if let Some(peer) = self.peers.get_mut(id) {
+                    peer.tls = tls;
+                }
+                let (nick, account) = self.resume_nick(id, session, &nick, token);
                 let deliveries =
                     self.rooms.resume(id, session, &nick, &room, topic.as_deref(), announce);
                 self.rooms.set_tls(id, tls);
+                self.rooms.set_account(id, account);
                 match deliveries.first().map(|d| &d.event) {
                     Some(Event::Resumed { nick, room }) => {
                         info!("session pid {pid} ({client}) resumed as {nick} in {room}");
@@ -107,6 +103,23 @@ impl Broker {
             {
                 return self.peers.contains(id);
             }
+            Request::Say { seq, .. } | Request::Act { seq, .. } | Request::Private { seq, .. }
+                if self.needs_an_account(id) =>
+            {
+                vec![Delivery {
+                    to: Audience::One(id),
+                    event: Event::Rejected { seq, failure: Failure::AccountRequired },
+                }]
+            }
+            Request::Join { .. } if self.needs_an_account(id) => vec![Delivery {
+                to: Audience::One(id),
+                event: Event::Failed(Failure::AccountRequired),
+            }],
+            Request::Private { seq, to, text }
+                if let Some(kept) = self.private_to_absent(id, seq, &to, &text) =>
+            {
+                kept
+            }
             Request::Say { seq, text } => {
                 return self.chat_line(id, now, |rooms| rooms.say(id, seq, &text));
             }
@@ -118,6 +131,13 @@ impl Broker {
             }
             Request::ChangeNick { nick } => {
                 if self.refuse_banned_nick(id, &nick, now) {
+                    return true;
+                }
+                if let Some(failure) = self.nick_reserved(id, &nick) {
+                    self.deliver(vec![Delivery {
+                        to: Audience::One(id),
+                        event: Event::Failed(failure),
+                    }]);
                     return true;
                 }
                 let deliveries = self.rooms.change_nick(id, &nick);
@@ -153,10 +173,22 @@ impl Broker {
                 self.peers.fell_behind(id);
                 return false;
             }
-            Request::Challenge { .. }
-            | Request::Prove { .. }
-            | Request::Logout
-            | Request::SaveSettings(_) => Vec::new(),
+            Request::Challenge { nick, purpose } => {
+                self.challenge_request(id, &nick, purpose, Instant::now())
+            }
+            Request::Prove { nonce, current, fresh } => self.prove_request(
+                id,
+                session,
+                nonce,
+                current.as_deref(),
+                fresh.as_deref(),
+                Instant::now(),
+            ),
+            Request::Logout => self.logout_request(id),
+            Request::SaveSettings(settings) => {
+                self.save_settings(id, settings);
+                return true;
+            }
         };
         self.deliver(deliveries);
         self.peers.contains(id)
@@ -314,6 +346,7 @@ impl Broker {
             to: Audience::One(id),
             event: Event::Kicked { reason: reason.clone() },
         }];
+        self.member_leaving(id);
         deliveries.extend(self.rooms.leave(id, LeaveReason::Kicked(reason)));
         self.deliver(deliveries);
     }

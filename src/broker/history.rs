@@ -198,8 +198,13 @@ impl Broker {
                     };
                     self.reply(asker, &reply);
                 }
+                Outcome::Accounts(record) => self.accounts_loaded(record),
+                Outcome::Mentions { asker, count } => self.mentions_counted(asker, count as u64),
                 // The rest is storage's own, and never returned.
-                Outcome::Opened(_) | Outcome::Written { .. } | Outcome::Expired(_) => {}
+                Outcome::Opened(_)
+                | Outcome::Written { .. }
+                | Outcome::Expired(_)
+                | Outcome::AccountsFailed(_) => {}
             }
         }
     }

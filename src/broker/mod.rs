@@ -32,10 +32,12 @@
 //! the fan-out engine that encodes and queues what the rooms say (the one place that writes to
 //! sessions), and `control` serves operators.
 
+pub mod accounts;
 mod connections;
 mod control;
 mod dispatch;
 mod history;
+mod identity;
 mod link;
 mod peers;
 mod remembered;
@@ -64,6 +66,7 @@ use crate::proto::control::MasterFigures;
 use crate::proto::{Event, Greeting, PROTOCOL_VERSION};
 use crate::signals::ChildSignals;
 use crate::sys;
+use accounts::Accounts;
 use control::{Access, ControlClient, Operators};
 use peers::Peers;
 use remembered::Remembered;
@@ -170,6 +173,8 @@ struct Broker {
     stats: Stats,
     /// The store and what waits for it.
     storage: Storage,
+    /// Registered nicks, password challenges and their throttles (loaded from the store).
+    accounts: Accounts,
     /// When chat lines handled this turn were read, for the fan-out latency.
     lines_this_turn: Vec<Instant>,
     started_at: u64,
@@ -190,6 +195,17 @@ struct Broker {
     identities: HashMap<u64, MemberId>,
     /// Vouches for sessions that have not said `Hello` yet.
     vouches: Remembered<Vouch>,
+    /// Passwords are refused on plain connections from other hosts.
+    passwords_need_tls: bool,
+    /// Private lines kept for users who just logged in, until the store counts the lines
+    /// that mentioned them.
+    away_news: HashMap<MemberId, Vec<crate::proto::KeptMessage>>,
+    /// Sessions that resumed with a login token before the accounts were loaded: (nick,
+    /// sender id, token), checked once they are.
+    unchecked_tokens: HashMap<MemberId, (String, u64, Vec<u8>)>,
+    /// Answers to account requests, each held until the account change it confirms (its
+    /// number from `Storage::account_change`) is on disk.
+    held_until_stored: std::collections::VecDeque<(u64, Vec<Delivery>)>,
 }
 
 /// What the master vouched for about a session.
@@ -255,8 +271,8 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
     // Before the clock is read: with LDAP or sssd the names can take a while.
     let access = Access::new(uid, service_user, config.admin_group.as_deref());
     // Its thread starts here, after ChildSignals blocked the signals: it inherits the mask.
-    let storage = match config.store_target() {
-        None => Storage::none(),
+    let (storage, loaded_accounts) = match config.store_target() {
+        None => (Storage::none(), None),
         Some(target) => Storage::start(target, config.history_days, helpers_done)
             .map_err(|unusable| BrokerError::Store(unusable.0))?,
     };
@@ -291,6 +307,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         rings_due: None,
         stats: Stats::new(now),
         storage,
+        accounts: Accounts::new(config.password_cost, config.accounts, config.kept_messages),
         lines_this_turn: Vec::new(),
         started_at: crate::clock::unix_now(),
         accept_trouble: FailureEpisode::new(ACCEPT_TROUBLE_QUIET),
@@ -302,7 +319,14 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         vouching: link.is_some(),
         identities: HashMap::new(),
         vouches: Remembered::new(config.admission.max_clients + 1024),
+        passwords_need_tls: config.session.passwords_need_tls,
+        away_news: HashMap::new(),
+        unchecked_tokens: HashMap::new(),
+        held_until_stored: std::collections::VecDeque::new(),
     };
+    if let Some(record) = loaded_accounts {
+        broker.accounts_loaded(record);
+    }
     if let Some(link) = link {
         link.set_nonblocking(true).map_err(BrokerError::MasterLink)?;
         let pid = sys::peer_pid(&link).unwrap_or(0);
@@ -338,6 +362,7 @@ impl Broker {
                     HELPERS => {
                         self.state_saved();
                         self.store_answers();
+                        self.release_stored();
                     }
                     Token(token) if self.controls.contains_key(&(token as MemberId)) => {
                         self.serve_control(token as MemberId, event);
@@ -407,6 +432,12 @@ impl Broker {
                             self.rooms.set_max_rooms(config.max_rooms);
                             self.peers.set_ring_bytes(config.ring_bytes);
                             self.storage.set_history_days(config.history_days);
+                            self.accounts.reconfigure(
+                                config.password_cost,
+                                config.accounts,
+                                config.kept_messages,
+                            );
+                            self.passwords_need_tls = config.session.passwords_need_tls;
                             self.access = Access::new(
                                 self.uid,
                                 self.access.service_user(),
@@ -497,6 +528,7 @@ impl Broker {
             }
             self.forget_link(id);
             let nick = self.rooms.nick(id).map(str::to_string);
+            self.member_leaving(id);
             let deliveries = self.rooms.leave(id, reason.clone());
             if let Some(nick) = nick {
                 debug!("{nick} (session pid {}) left: {reason:?}", peer.pid);

@@ -63,6 +63,8 @@ pub(super) struct Peer {
     pub(super) last_active: Instant,
     /// Removed by an operator: told so, out of its room, and ignored until it closes.
     pub(super) kicked: bool,
+    /// The client's connection is TLS (as the session said at login).
+    pub(super) tls: bool,
     /// Already on the dirty list this turn.
     dirty: bool,
     /// The ring this session reads (the one of the room it last entered).
@@ -101,6 +103,7 @@ impl Peer {
             connected_at,
             last_active: now,
             kicked: false,
+            tls: false,
             dirty: false,
             ring: None,
         }

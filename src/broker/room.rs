@@ -16,6 +16,7 @@
 //! once per loop turn) and take a room's stored topic and history when the store answers, after
 //! the room was made; this module still never waits for it.
 
+mod identity;
 pub(super) mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -160,7 +161,7 @@ fn history_line(event: &Event, at: u64) -> Option<HistoryLine> {
 }
 
 /// Cleans user text and refuses what is left empty or over the line limit.
-fn clean_text(raw: &str) -> Result<String, Failure> {
+pub(super) fn clean_text(raw: &str) -> Result<String, Failure> {
     let clean = text::sanitize(raw);
     if clean.trim().is_empty() {
         return Err(Failure::InvalidText("the message is empty".into()));

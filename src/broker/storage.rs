@@ -15,6 +15,19 @@
 //! full is answered "busy" at once. The loop never waits for the thread, except for the store
 //! opening at start and the last lines at a stop, both bounded.
 //!
+//! Accounts: they live in the store, so there are none without one ([`Storage::keeps_accounts`]
+//! is false when `history_days` is 0). When the store opens (at start, or later once it can be
+//! reached), the accounts are loaded ([`Job::LoadAccounts`], again every [`RETRY_EVERY`]
+//! until it works) and handed to the broker once as [`Outcome::Accounts`]. Changes to them
+//! ([`Storage::account_change`]) go with the next batch, in the order they were made, in the
+//! transaction of its lines. They are never dropped by the lines' bound: at most
+//! [`MAX_WAITING_ACCOUNT_CHANGES`] wait on their own, and beyond that the newest are not
+//! stored (the database then holds every change up to a moment, never a later change without
+//! an earlier one), counted and warned of once per episode. A batch with account changes is
+//! sent only while no other write is under way, and one that fails goes back before the
+//! changes made since: changes are never written out of order (a retried `Put` after a later
+//! `Delete` would bring an account back).
+//!
 //! It owns no room state and no connections: what an answer means for rooms, members and
 //! operators is the broker's (`mod.rs`, `dispatch`, `control`).
 
@@ -27,10 +40,12 @@ use log::{error, info, warn};
 
 use super::store_thread::{self, Asker, Job, Outcome};
 use crate::proto::control::StoreStatus;
-use crate::store::{Batch, NewLine, Target};
+use crate::store::{AccountChange, AccountsRecord, Batch, NewLine, Target};
 
 /// Most lines waiting for the store; the oldest beyond it are not stored.
 pub const MAX_WAITING_LINES: usize = 100_000;
+/// Most account changes waiting for the store; the newest beyond it are not stored.
+pub const MAX_WAITING_ACCOUNT_CHANGES: usize = 10_000;
 /// Most lines in one write; this many waiting are written without waiting for the interval.
 const MAX_BATCH_LINES: usize = 5_000;
 /// How long said lines gather before they are written (at most).
@@ -63,6 +78,8 @@ struct Link {
     /// Lines said, not yet sent to the thread, oldest first, and topics set.
     waiting: VecDeque<NewLine>,
     topics: Vec<(String, String)>,
+    /// Account changes not yet sent, in the order they were made.
+    account_changes: VecDeque<AccountChange>,
     /// Since when something waits (the next write is due [`BATCH_EVERY`] after).
     gathering_since: Option<Instant>,
     /// Writes sent and not answered; the batches of failed ones, to go first again.
@@ -75,6 +92,15 @@ struct Link {
     asking: HashSet<Asker>,
     /// Dropping waiting lines: warned once until the queue is empty again.
     dropping: bool,
+    /// The same for account changes, and how many were not stored.
+    dropping_account_changes: bool,
+    dropped_account_changes: u64,
+    /// Account changes made, and those on disk or dropped (the numbers of
+    /// [`Storage::account_change`]).
+    account_changes_made: u64,
+    account_changes_settled: u64,
+    /// The accounts are to be loaded (the store opened, or the last load failed) from then.
+    load_accounts_at: Option<Instant>,
     /// The figures operators see (`waiting_lines` is filled in when asked).
     figures: StoreStatus,
 }
@@ -94,7 +120,7 @@ impl Storage {
         target: Target,
         history_days: u32,
         wake: Arc<mio::Waker>,
-    ) -> Result<Storage, Unusable> {
+    ) -> Result<(Storage, Option<AccountsRecord>), Unusable> {
         let kind = match target {
             Target::Sqlite(_) => "sqlite",
             Target::Postgres { .. } => "postgres",
@@ -111,11 +137,28 @@ impl Storage {
             .map_err(|err| Unusable(format!("cannot start the database thread: {err}")))?;
         let now = Instant::now();
         let mut link = Link::new(jobs, outcomes, kind, now);
+        let mut accounts = None;
         match link.outcomes.recv_timeout(OPEN_WAIT) {
             Ok(Outcome::Opened(Ok((location, bytes)))) => {
                 info!("history is stored in {kind} {location}");
                 link.figures.location = location;
                 link.figures.bytes = bytes;
+                // The accounts too, before anyone is served: a client quick off the mark
+                // must not find them "not loaded yet", nor take a registered nick.
+                let left = OPEN_WAIT.saturating_sub(now.elapsed());
+                let loaded = match link.jobs.try_send(Job::LoadAccounts) {
+                    Ok(()) => link.outcomes.recv_timeout(left).ok(),
+                    Err(_) => None,
+                };
+                match loaded {
+                    Some(Outcome::Accounts(record)) => accounts = Some(record),
+                    Some(Outcome::AccountsFailed(why)) => {
+                        link.failed(why);
+                        link.load_accounts_at = Some(now + RETRY_EVERY);
+                    }
+                    // Not answered in time: the answer comes to the loop like any other.
+                    _ => {}
+                }
             }
             Ok(Outcome::Opened(Err((why, true)))) => return Err(Unusable(why)),
             Ok(Outcome::Opened(Err((why, false)))) => {
@@ -135,12 +178,55 @@ impl Storage {
         let mut storage = Storage { link: Some(link), history_days };
         // Old lines go before anything is read: the first rooms loaded show none of them.
         storage.end_turn(now, crate::clock::unix_now());
-        Ok(storage)
+        Ok((storage, accounts))
     }
 
     /// Whether there is a store.
     pub fn is_on(&self) -> bool {
         self.link.is_some()
+    }
+
+    /// Whether this server has accounts at all: they are kept in the store, and there is none
+    /// when `history_days` is 0. (With a store, they are usable once [`Outcome::Accounts`]
+    /// has come.)
+    pub fn keeps_accounts(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// A change to accounts, written with the next batch after the changes made before it.
+    /// Not stored (and counted) while [`MAX_WAITING_ACCOUNT_CHANGES`] wait; nothing without a
+    /// store.
+    ///
+    /// Returns the change's number: once [`account_changes_settled`] reaches it, it is on disk
+    /// (or was dropped, counted and warned about). Account changes do not wait out the lines'
+    /// gathering: they go with the next write the loop can start.
+    ///
+    /// [`account_changes_settled`]: Storage::account_changes_settled
+    pub fn account_change(&mut self, change: AccountChange) -> u64 {
+        let Some(link) = &mut self.link else { return 0 };
+        link.gathering_since.get_or_insert_with(Instant::now);
+        link.account_changes.push_back(change);
+        link.account_changes_made += 1;
+        let number = link.account_changes_made;
+        link.limit_account_changes();
+        number
+    }
+
+    /// How many account changes are on disk (or will never be: dropped); see
+    /// [`account_change`](Storage::account_change).
+    pub fn account_changes_settled(&self) -> u64 {
+        self.link.as_ref().map_or(u64::MAX, |link| link.account_changes_settled)
+    }
+
+    /// Asks how many lines of `room` said at or after `since` (Unix seconds) have the word
+    /// `nick` (a login's "lines mentioned you since you left"), after the lines waiting:
+    /// answered as [`Outcome::Mentions`] for `asker`, which may have other queries under way.
+    /// `false` if it cannot be asked now (no store, the store failing, the queue full).
+    pub fn mentions(&mut self, asker: Asker, room: String, nick: String, since: u64) -> bool {
+        if self.link.as_ref().is_some_and(|link| link.figures.failing.is_some()) {
+            return false;
+        }
+        self.submit(None, Job::Mentions { asker, room, nick, since }).is_ok()
     }
 
     /// Retention from now on (a change between 0 and not needs a restart).
@@ -213,9 +299,16 @@ impl Storage {
             link.retry_at = None;
         }
         let due = link.gathering_since.is_some_and(|since| now >= since + BATCH_EVERY)
-            || link.waiting.len() >= MAX_BATCH_LINES;
+            || link.waiting.len() >= MAX_BATCH_LINES
+            || !link.account_changes.is_empty();
         if link.writes_in_flight == 0 && due {
             link.write_waiting(false);
+        }
+        if link.load_accounts_at.is_some_and(|at| now >= at) {
+            link.load_accounts_at = match link.jobs.try_send(Job::LoadAccounts) {
+                Ok(()) => None,
+                Err(_) => Some(now + RETRY_EVERY),
+            };
         }
         if now >= link.next_expire {
             let cutoff = unix_now.saturating_sub(days * 86_400);
@@ -226,14 +319,20 @@ impl Storage {
     }
 
     /// When the loop must wake for the store: the next write (none while one is under way:
-    /// its answer wakes the loop), or a failed write's retry.
+    /// its answer wakes the loop), a failed write's retry, or the accounts' load.
     pub fn next_wake(&self) -> Option<Instant> {
         let link = self.link.as_ref()?;
-        if link.writes_in_flight > 0 {
-            return None;
-        }
-        let since = link.gathering_since?;
-        Some(link.retry_at.unwrap_or(since + BATCH_EVERY))
+        let write = match link.gathering_since {
+            // Account changes go at once; lines wait to gather.
+            Some(since) if link.writes_in_flight == 0 && !link.account_changes.is_empty() => {
+                Some(link.retry_at.unwrap_or(since))
+            }
+            Some(since) if link.writes_in_flight == 0 => {
+                Some(link.retry_at.unwrap_or(since + BATCH_EVERY))
+            }
+            _ => None,
+        };
+        [write, link.load_accounts_at].into_iter().flatten().min()
     }
 
     /// The thread's answers since the last call. Writes, retention and the store opening are
@@ -261,9 +360,13 @@ impl Storage {
     pub fn finish(&mut self) {
         let Some(link) = &mut self.link else { return };
         link.retry_at = None;
-        link.write_waiting(true);
         let deadline = Instant::now() + LAST_WRITE_WAIT;
-        while link.writes_in_flight > 0 {
+        loop {
+            // Account changes go only once the writes before them have ended: sent here.
+            link.write_waiting(true);
+            if link.writes_in_flight == 0 {
+                break;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match link.outcomes.recv_timeout(left) {
                 Ok(outcome) => {
@@ -276,13 +379,14 @@ impl Storage {
                 break;
             }
         }
+        let why = link.figures.failing.as_deref().unwrap_or("the database did not answer in time");
         let unwritten = link.waiting.len() + link.returned.lines.len();
         if unwritten > 0 {
-            error!(
-                "{} lines said before the stop were not stored ({})",
-                unwritten,
-                link.figures.failing.as_deref().unwrap_or("the database did not answer in time")
-            );
+            error!("{unwritten} lines said before the stop were not stored ({why})");
+        }
+        let changes = link.account_changes.len() + link.returned.accounts.len();
+        if changes > 0 {
+            error!("{changes} changes to accounts made before the stop were not stored ({why})");
         }
     }
 
@@ -291,6 +395,7 @@ impl Storage {
         let link = self.link.as_ref()?;
         let mut figures = link.figures.clone();
         figures.waiting_lines = (link.waiting.len() + link.returned.lines.len()) as u64;
+        figures.dropped_account_changes = link.dropped_account_changes;
         Some(figures)
     }
 }
@@ -307,6 +412,7 @@ impl Link {
             outcomes,
             waiting: VecDeque::new(),
             topics: Vec::new(),
+            account_changes: VecDeque::new(),
             gathering_since: None,
             writes_in_flight: 0,
             returned: Batch::default(),
@@ -314,20 +420,35 @@ impl Link {
             next_expire: now,
             asking: HashSet::new(),
             dropping: false,
+            dropping_account_changes: false,
+            dropped_account_changes: 0,
+            account_changes_made: 0,
+            account_changes_settled: 0,
+            load_accounts_at: None,
             figures: StoreStatus { kind: kind.to_string(), ..StoreStatus::default() },
         }
     }
 
     /// Sends the waiting lines as one write, unless a failed write is waiting for its retry
-    /// (or, without `now`, another write is under way: the lines gather for the next batch).
+    /// (or, without `even_if_writing`, another write is under way: the lines gather for the
+    /// next batch). Account changes go only when no write is under way (see the module docs);
+    /// until then they keep the next write due.
     fn write_waiting(&mut self, even_if_writing: bool) {
         if self.retry_at.is_some() || (self.writes_in_flight > 0 && !even_if_writing) {
             return;
         }
-        while !self.waiting.is_empty() || !self.topics.is_empty() {
+        let mut accounts_now = self.writes_in_flight == 0;
+        while !self.waiting.is_empty()
+            || !self.topics.is_empty()
+            || (accounts_now && !self.account_changes.is_empty())
+        {
             let take = self.waiting.len().min(MAX_BATCH_LINES);
+            let accounts = match std::mem::take(&mut accounts_now) {
+                true => self.account_changes.drain(..).collect(),
+                false => Vec::new(),
+            };
             let batch = Batch {
-                accounts: Vec::new(),
+                accounts,
                 lines: self.waiting.drain(..take).collect(),
                 topics: std::mem::take(&mut self.topics),
             };
@@ -343,10 +464,12 @@ impl Link {
                 Err(_) => return,
             }
         }
-        self.gathering_since = None;
+        if self.account_changes.is_empty() {
+            self.gathering_since = None;
+        }
     }
 
-    /// Lines that were not written go back before those said since.
+    /// Lines and account changes that were not written go back before those made since.
     fn put_back(&mut self, batch: Batch) {
         if !batch.is_empty() {
             self.gathering_since.get_or_insert_with(Instant::now);
@@ -354,9 +477,32 @@ impl Link {
         for line in batch.lines.into_iter().rev() {
             self.waiting.push_front(line);
         }
+        for change in batch.accounts.into_iter().rev() {
+            self.account_changes.push_front(change);
+        }
         let newer = std::mem::replace(&mut self.topics, batch.topics);
         self.topics.extend(newer);
         self.limit_waiting();
+        self.limit_account_changes();
+    }
+
+    /// Drops the newest account changes beyond [`MAX_WAITING_ACCOUNT_CHANGES`], warning once.
+    fn limit_account_changes(&mut self) {
+        let over = self.account_changes.len().saturating_sub(MAX_WAITING_ACCOUNT_CHANGES);
+        if over == 0 {
+            return;
+        }
+        self.account_changes.truncate(MAX_WAITING_ACCOUNT_CHANGES);
+        self.dropped_account_changes += over as u64;
+        // Never written, so never waited for: what waits on them is let go.
+        self.account_changes_settled += over as u64;
+        if !self.dropping_account_changes {
+            self.dropping_account_changes = true;
+            warn!(
+                "more than {MAX_WAITING_ACCOUNT_CHANGES} changes to accounts wait for the database {}: the newest are not stored (the accounts in memory have them until the broker restarts)",
+                self.figures.location
+            );
+        }
     }
 
     /// Drops the oldest waiting lines beyond [`MAX_WAITING_LINES`], warning once.
@@ -383,13 +529,24 @@ impl Link {
                 self.figures.location = location;
                 self.figures.bytes = bytes;
                 self.recovered();
+                self.load_accounts_at = Some(now);
                 None
+            }
+            Outcome::AccountsFailed(why) => {
+                self.failed(why);
+                self.load_accounts_at = Some(now + RETRY_EVERY);
+                None
+            }
+            Outcome::Accounts(record) => {
+                // A load that failed before made the store failing: it works.
+                self.recovered();
+                Some(Outcome::Accounts(record))
             }
             Outcome::Opened(Err((why, _))) => {
                 self.failed(why);
                 None
             }
-            Outcome::Written { result, took, lines, bytes } => {
+            Outcome::Written { result, took, lines, accounts, bytes } => {
                 self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
                 let ms = took.as_secs_f64() * 1000.0;
                 self.figures.write_ms_last = ms;
@@ -399,6 +556,7 @@ impl Link {
                         self.figures.writes += 1;
                         self.figures.write_seconds += took.as_secs_f64();
                         self.figures.written_lines += lines as u64;
+                        self.account_changes_settled += accounts as u64;
                         if let Some(bytes) = bytes {
                             self.figures.bytes = bytes;
                         }
@@ -407,6 +565,7 @@ impl Link {
                     Err((why, batch)) => {
                         self.returned.lines.extend(batch.lines);
                         self.returned.topics.extend(batch.topics);
+                        self.returned.accounts.extend(batch.accounts);
                         self.failed(why);
                         self.retry_at = Some(now + RETRY_EVERY);
                     }
@@ -420,6 +579,13 @@ impl Link {
                     info!(
                         "the database {} caught up; {} lines were not stored",
                         self.figures.location, self.figures.dropped_lines
+                    );
+                }
+                if self.dropping_account_changes && self.account_changes.is_empty() {
+                    self.dropping_account_changes = false;
+                    info!(
+                        "the database {} caught up; {} changes to accounts were not stored",
+                        self.figures.location, self.dropped_account_changes
                     );
                 }
                 None
@@ -456,195 +622,4 @@ impl Link {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A storage whose database thread is the test: it takes the jobs and sends the answers.
-    fn storage(queued: usize) -> (Storage, Receiver<Job>, mpsc::Sender<Outcome>) {
-        let (jobs, job_rx) = mpsc::sync_channel(queued);
-        let (outcome_tx, outcomes) = mpsc::channel();
-        let mut link = Link::new(jobs, outcomes, "sqlite", Instant::now());
-        // Retention is not what these tests are about.
-        link.next_expire = Instant::now() + Duration::from_secs(3600);
-        (Storage { link: Some(link), history_days: 30 }, job_rx, outcome_tx)
-    }
-
-    /// A moment when what waits now is due to be written.
-    fn due() -> Instant {
-        Instant::now() + BATCH_EVERY
-    }
-
-    fn line(seq: u64) -> NewLine {
-        NewLine {
-            room: "lobby".into(),
-            at: 1,
-            from: "alice".into(),
-            from_key: "alice".into(),
-            sender: 7,
-            seq,
-            action: false,
-            text: format!("line {seq}"),
-        }
-    }
-
-    fn said(seqs: std::ops::Range<u64>) -> Batch {
-        Batch { lines: seqs.map(line).collect(), topics: Vec::new(), accounts: Vec::new() }
-    }
-
-    fn written(job: Job) -> Batch {
-        match job {
-            Job::Write(batch) => batch,
-            _ => panic!("not a write"),
-        }
-    }
-
-    fn seqs(batch: &Batch) -> Vec<u64> {
-        batch.lines.iter().map(|line| line.seq).collect()
-    }
-
-    fn done(batch: &Batch) -> Outcome {
-        Outcome::Written {
-            result: Ok(()),
-            took: Duration::from_millis(1),
-            lines: batch.lines.len(),
-            bytes: Some(4096),
-        }
-    }
-
-    fn failed(batch: Batch) -> Outcome {
-        let lines = batch.lines.len();
-        Outcome::Written {
-            result: Err(("disk full".into(), batch)),
-            took: Duration::ZERO,
-            lines,
-            bytes: None,
-        }
-    }
-
-    #[test]
-    fn a_turns_lines_go_as_one_write_and_later_ones_wait_for_it() {
-        let (mut storage, jobs, answers) = storage(16);
-        let now = Instant::now();
-        storage.keep(said(1..4));
-        storage.end_turn(due(), 100);
-        let first = written(jobs.try_recv().expect("a write"));
-        assert_eq!(seqs(&first), [1, 2, 3]);
-        // While it is under way, the next turns' lines gather.
-        storage.keep(said(4..6));
-        storage.end_turn(due(), 100);
-        storage.keep(said(6..7));
-        storage.end_turn(due(), 100);
-        assert!(jobs.try_recv().is_err(), "one write at a time");
-        assert_eq!(storage.figures().expect("on").waiting_lines, 3);
-        answers.send(done(&first)).expect("sent");
-        assert!(storage.take_answers(now).is_empty());
-        storage.end_turn(due(), 100);
-        assert_eq!(seqs(&written(jobs.try_recv().expect("the next write"))), [4, 5, 6]);
-        let figures = storage.figures().expect("on");
-        assert_eq!((figures.written_lines, figures.bytes, figures.waiting_lines), (3, 4096, 0));
-    }
-
-    #[test]
-    fn lines_gather_for_the_interval_and_the_loop_is_told_when_to_write_them() {
-        let (mut storage, jobs, _answers) = storage(16);
-        assert_eq!(storage.next_wake(), None, "nothing waits");
-        let before = Instant::now();
-        storage.keep(said(1..3));
-        let at = storage.next_wake().expect("a write is due");
-        assert!(at >= before + BATCH_EVERY && at <= Instant::now() + BATCH_EVERY, "{at:?}");
-        storage.end_turn(Instant::now(), 100);
-        assert!(jobs.try_recv().is_err(), "not before the interval");
-        storage.end_turn(at, 100);
-        assert_eq!(seqs(&written(jobs.try_recv().expect("a write"))), [1, 2]);
-        assert_eq!(storage.next_wake(), None, "its answer wakes the loop");
-        // A full batch does not wait for the interval.
-        let (mut full, jobs, _answers) = self::storage(16);
-        full.keep(said(0..MAX_BATCH_LINES as u64));
-        full.end_turn(Instant::now(), 100);
-        assert_eq!(written(jobs.try_recv().expect("a full batch")).lines.len(), MAX_BATCH_LINES);
-    }
-
-    #[test]
-    fn a_failed_write_comes_back_first_and_is_tried_again_after_the_retry_time() {
-        let (mut storage, jobs, answers) = storage(16);
-        let now = Instant::now();
-        storage.keep(said(1..3));
-        storage.end_turn(due(), 100);
-        let first = written(jobs.try_recv().expect("a write"));
-        storage.keep(said(3..4));
-        answers.send(failed(first)).expect("sent");
-        storage.take_answers(now);
-        assert_eq!(storage.figures().expect("on").failing.as_deref(), Some("disk full"));
-        assert_eq!(storage.next_wake(), Some(now + RETRY_EVERY));
-        storage.end_turn(now + RETRY_EVERY / 2, 100);
-        assert!(jobs.try_recv().is_err(), "not before the retry time");
-        storage.end_turn(now + RETRY_EVERY, 100);
-        let again = written(jobs.try_recv().expect("the retry"));
-        assert_eq!(seqs(&again), [1, 2, 3], "the failed lines first, then the newer");
-        answers.send(done(&again)).expect("sent");
-        storage.take_answers(now + RETRY_EVERY);
-        assert_eq!(storage.figures().expect("on").failing, None, "it works again");
-    }
-
-    #[test]
-    fn past_the_bound_the_oldest_waiting_lines_are_not_stored_and_counted() {
-        let (mut storage, jobs, answers) = storage(16);
-        let now = Instant::now();
-        storage.keep(said(0..1));
-        storage.end_turn(due(), 100);
-        let first = written(jobs.try_recv().expect("a write"));
-        let over = MAX_WAITING_LINES as u64 + 5;
-        storage.keep(said(1..over + 1));
-        let figures = storage.figures().expect("on");
-        assert_eq!((figures.waiting_lines, figures.dropped_lines), (MAX_WAITING_LINES as u64, 5));
-        answers.send(done(&first)).expect("sent");
-        storage.take_answers(now);
-        storage.end_turn(due(), 100);
-        let next = written(jobs.try_recv().expect("the next write"));
-        assert_eq!(next.lines.first().map(|line| line.seq), Some(6), "the oldest went");
-        assert_eq!(next.lines.len(), MAX_BATCH_LINES, "at most a batch at once");
-    }
-
-    #[test]
-    fn a_query_follows_the_lines_said_before_it_and_one_at_a_time_per_asker() {
-        let (mut storage, jobs, _answers) = storage(16);
-        storage.keep(said(1..2));
-        storage.end_turn(due(), 100);
-        storage.keep(said(2..3));
-        let page = Job::Page { asker: 9, room: "lobby".into(), before: None, count: 20 };
-        assert_eq!(storage.ask(9, page), Ok(()));
-        assert_eq!(seqs(&written(jobs.try_recv().expect("first write"))), [1]);
-        // Sent even though a write is under way: the page must see line 2.
-        assert_eq!(seqs(&written(jobs.try_recv().expect("second write"))), [2]);
-        assert!(matches!(jobs.try_recv(), Ok(Job::Page { asker: 9, .. })));
-        let again = Job::Page { asker: 9, room: "lobby".into(), before: None, count: 20 };
-        assert!(storage.ask(9, again).is_err_and(|why| why.contains("wait")));
-        storage.answered(9);
-        let third = Job::Page { asker: 9, room: "lobby".into(), before: None, count: 20 };
-        assert_eq!(storage.ask(9, third), Ok(()));
-    }
-
-    #[test]
-    fn a_full_queue_is_busy_at_once_and_a_failing_store_is_not_available() {
-        let (mut storage, jobs, answers) = storage(1);
-        let now = Instant::now();
-        storage.keep(said(1..2));
-        storage.end_turn(due(), 100);
-        let search = |asker| Job::Forget { asker, nick: "x".into(), nick_key: "x".into() };
-        assert!(storage.ask(1, search(1)).is_err_and(|why| why.contains("busy")));
-        let first = written(jobs.try_recv().expect("a write"));
-        answers.send(failed(first)).expect("sent");
-        storage.take_answers(now);
-        assert!(storage.ask(2, search(2)).is_err_and(|why| why.contains("not available")));
-    }
-
-    #[test]
-    fn without_a_store_nothing_waits_and_queries_say_why() {
-        let mut storage = Storage::none();
-        storage.keep(said(1..3));
-        storage.end_turn(Instant::now(), 100);
-        assert_eq!(storage.figures(), None);
-        let page = Job::Page { asker: 1, room: "lobby".into(), before: None, count: 20 };
-        assert!(storage.ask(1, page).is_err_and(|why| why.contains("history_days")));
-    }
-}
+mod tests;

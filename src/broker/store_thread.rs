@@ -4,7 +4,8 @@
 //! serves [`Job`]s in the order the loop sent them, one at a time, and answers each with one
 //! [`Outcome`], waking the loop through a `mio::Waker`. A job that comes while the store is not
 //! open is answered at once with the reason, so that nothing waits on a database that is
-//! down. Jobs run in order, so a query sent after a write sees that write.
+//! down. Jobs run in order, so a query sent after a write sees that write. `storage` asks
+//! for the accounts ([`Job::LoadAccounts`]) as soon as the store has opened.
 //!
 //! It owns the connection and nothing else: it never touches room state or connections, and
 //! decides nothing about what is stored or what happens when a write fails (`storage` does).
@@ -15,7 +16,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use crate::store::{self, Batch, Query, RoomRecord, Store, StoreError, StoredLine, Target};
+use crate::store::{
+    self, AccountsRecord, Batch, Query, RoomRecord, Store, StoreError, StoredLine, Target,
+};
+
+/// Most lines a login's mention count looks at, and so the most it counts.
+pub const MAX_MENTIONS: usize = 1_000;
 
 /// How long the thread waits before trying again to open a store it could not open.
 pub const REOPEN_EVERY: Duration = Duration::from_secs(2);
@@ -64,6 +70,15 @@ pub enum Job {
     Expire {
         cutoff: u64,
     },
+    /// Every account, kept message and the token key (`Store::load_accounts`).
+    LoadAccounts,
+    /// How many lines of `room` said at or after `since` have the word `nick`.
+    Mentions {
+        asker: Asker,
+        room: String,
+        nick: String,
+        since: u64,
+    },
 }
 
 /// A job's answer. Errors are the store's words (they name the database).
@@ -76,6 +91,8 @@ pub enum Outcome {
         result: Result<(), (String, Batch)>,
         took: Duration,
         lines: usize,
+        /// The batch's account changes (written, or back in the batch).
+        accounts: usize,
         bytes: Option<u64>,
     },
     Loaded {
@@ -109,6 +126,15 @@ pub enum Outcome {
         result: Result<u64, String>,
     },
     Expired(Result<u64, String>),
+    /// The accounts, loaded.
+    Accounts(AccountsRecord),
+    /// They could not be loaded (`storage` asks again).
+    AccountsFailed(String),
+    /// At most [`MAX_MENTIONS`]; 0 when the store could not count.
+    Mentions {
+        asker: Asker,
+        count: usize,
+    },
 }
 
 /// The thread's body: runs until the loop drops its end of `jobs`.
@@ -165,13 +191,22 @@ fn serve(store: &mut dyn Store, job: Job) -> Outcome {
             let result = store.write(&batch);
             let took = started.elapsed();
             let lines = batch.lines.len();
+            let accounts = batch.accounts.len();
             match result {
-                Ok(()) => {
-                    Outcome::Written { result: Ok(()), took, lines, bytes: store.size().ok() }
-                }
-                Err(err) => {
-                    Outcome::Written { result: Err((said(err), batch)), took, lines, bytes: None }
-                }
+                Ok(()) => Outcome::Written {
+                    result: Ok(()),
+                    took,
+                    lines,
+                    accounts,
+                    bytes: store.size().ok(),
+                },
+                Err(err) => Outcome::Written {
+                    result: Err((said(err), batch)),
+                    took,
+                    lines,
+                    accounts,
+                    bytes: None,
+                },
             }
         }
         Job::Load { room, generation, lines } => {
@@ -196,6 +231,27 @@ fn serve(store: &mut dyn Store, job: Job) -> Outcome {
             Outcome::BackedUp { asker, result: store.backup(&mut file).map_err(said) }
         }
         Job::Expire { cutoff } => Outcome::Expired(store.expire(cutoff).map_err(said)),
+        Job::LoadAccounts => match store.load_accounts() {
+            Ok(record) => Outcome::Accounts(record),
+            Err(err) => Outcome::AccountsFailed(said(err)),
+        },
+        Job::Mentions { asker, room, nick, since } => {
+            Outcome::Mentions { asker, count: mentions(store, &room, &nick, since) }
+        }
+    }
+}
+
+/// How many of the newest [`MAX_MENTIONS`] lines of `room` with the word `nick` were said at
+/// or after `since`. A nick that is no query, or a store that fails, counts none: the count
+/// is a courtesy at login, not worth an error.
+fn mentions(store: &mut dyn Store, room: &str, nick: &str, since: u64) -> usize {
+    let Ok(query) = Query::parse(nick) else { return 0 };
+    match store.search(room, &query, MAX_MENTIONS) {
+        Ok(lines) => lines.iter().filter(|line| line.at >= since).count().min(MAX_MENTIONS),
+        Err(err) => {
+            log::debug!("mentions of {nick} in {room} not counted: {err}");
+            0
+        }
     }
 }
 
@@ -204,8 +260,9 @@ fn refuse(job: Job, why: &str) -> Outcome {
     let why = why.to_string();
     match job {
         Job::Write(batch) => {
-            let lines = batch.lines.len();
-            Outcome::Written { result: Err((why, batch)), took: Duration::ZERO, lines, bytes: None }
+            let (lines, accounts) = (batch.lines.len(), batch.accounts.len());
+            let took = Duration::ZERO;
+            Outcome::Written { result: Err((why, batch)), took, lines, accounts, bytes: None }
         }
         Job::Load { room, generation, .. } => {
             Outcome::Loaded { room, generation, result: Err(why) }
@@ -220,5 +277,80 @@ fn refuse(job: Job, why: &str) -> Outcome {
         Job::Forget { asker, nick, .. } => Outcome::Forgot { asker, nick, result: Err(why) },
         Job::Backup { asker, .. } => Outcome::BackedUp { asker, result: Err(why) },
         Job::Expire { .. } => Outcome::Expired(Err(why)),
+        Job::LoadAccounts => Outcome::AccountsFailed(why),
+        Job::Mentions { asker, .. } => Outcome::Mentions { asker, count: 0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::NewLine;
+    use crate::store::sqlite::SqliteStore;
+
+    #[test]
+    fn mentions_count_the_lines_of_the_room_since_then_with_the_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("chatd.db")).unwrap();
+        let said = [
+            ("lobby", 100, "alice: early"),
+            ("lobby", 200, "hello Alice"),
+            ("lobby", 300, "malice is no mention"),
+            ("other", 300, "alice elsewhere"),
+            ("lobby", 400, "ALICE, are you there?"),
+        ];
+        let lines = (1..)
+            .zip(said)
+            .map(|(seq, (room, at, text))| NewLine {
+                room: room.into(),
+                at,
+                from: "bob".into(),
+                from_key: "bob".into(),
+                sender: 1,
+                seq,
+                action: false,
+                text: text.into(),
+            })
+            .collect();
+        store.write(&Batch { lines, ..Batch::default() }).unwrap();
+        let count = |store: &mut SqliteStore, nick: &str, since| {
+            let job = Job::Mentions { asker: 5, room: "lobby".into(), nick: nick.into(), since };
+            match serve(store, job) {
+                Outcome::Mentions { asker: 5, count } => count,
+                _ => panic!("not a count for its asker"),
+            }
+        };
+        assert_eq!(count(&mut store, "alice", 150), 2);
+        assert_eq!(count(&mut store, "Alice", 0), 3);
+        assert_eq!(count(&mut store, "alice", 401), 0);
+        assert_eq!(count(&mut store, "nobody", 0), 0);
+        assert_eq!(count(&mut store, "", 0), 0, "no query");
+        let refused = refuse(
+            Job::Mentions { asker: 6, room: "lobby".into(), nick: "a".into(), since: 0 },
+            "closed",
+        );
+        assert!(matches!(refused, Outcome::Mentions { asker: 6, count: 0 }));
+    }
+
+    #[test]
+    fn the_mention_count_stops_at_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("chatd.db")).unwrap();
+        let lines = (1..=MAX_MENTIONS as u64 + 10)
+            .map(|seq| NewLine {
+                room: "lobby".into(),
+                at: 1_000 + seq,
+                from: "bob".into(),
+                from_key: "bob".into(),
+                sender: 1,
+                seq,
+                action: false,
+                text: format!("carol {seq}"),
+            })
+            .collect();
+        store.write(&Batch { lines, ..Batch::default() }).unwrap();
+        assert_eq!(mentions(&mut store, "lobby", "carol", 0), MAX_MENTIONS);
     }
 }

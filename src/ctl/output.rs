@@ -92,7 +92,7 @@ fn human(reply: &ControlReply) -> String {
         ControlReply::VersionMismatch { broker } => format!("{}\n", version_mismatch(*broker)),
         ControlReply::Stored(rows) => stored_lines(rows),
         ControlReply::BackedUp { bytes } => format!("backed up ({bytes} bytes)\n"),
-        ControlReply::Accounts(rows) => format!("{rows:?}\n"),
+        ControlReply::Accounts(rows) => super::accounts::table(rows),
     }
 }
 
@@ -128,6 +128,10 @@ fn store_row(store: Option<&StoreStatus>) -> String {
     );
     if store.dropped_lines > 0 {
         let _ = write!(text, ", {} lines not stored (too many waited)", store.dropped_lines);
+    }
+    if store.dropped_account_changes > 0 {
+        let changes = store.dropped_account_changes;
+        let _ = write!(text, ", {changes} account changes not stored (too many waited)");
     }
     if let Some(why) = &store.failing {
         text = format!("failing ({why}); {text}");
@@ -202,6 +206,9 @@ fn human_status(s: &Status) -> String {
     }
     row("moderation", format!("{} ban(s), {} mute(s)", s.bans, s.mutes));
     row("store", store_row(s.store.as_ref()));
+    if let Some(accounts) = s.accounts {
+        row("accounts", format!("{accounts} registered"));
+    }
     if let Some(tls) = s.master.as_ref().and_then(|master| master.tls.as_ref()) {
         let expires = crate::sys::local_date_time(tls.not_after);
         let date = expires.split(' ').next().unwrap_or_default();
@@ -212,7 +219,7 @@ fn human_status(s: &Status) -> String {
 
 /// Left-aligned columns, two spaces apart, measured in terminal columns (a CJK nick takes two
 /// per character, as the session's renderer counts them), not in characters.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| columns(h)).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -550,6 +557,9 @@ mod tests {
         let text = human_status(&status());
         assert!(text.contains("master       pid 10, up 1h 1m"), "{text}");
         assert!(text.contains("refusals     banned 1"), "{text}");
+        assert!(!text.contains("accounts"), "not loaded, or off: {text}");
+        let text = human_status(&Status { accounts: Some(3), ..status() });
+        assert!(text.contains("\naccounts     3 registered\n"), "{text}");
     }
 
     #[test]

@@ -294,6 +294,15 @@ impl Admission {
         }
     }
 
+    /// The session `pid`'s client proved a wrong password: a trip for its source, as a login
+    /// that timed out is (a password guesser reconnecting is slowed down like a scanner).
+    pub fn failed_authentication(&mut self, pid: Pid, now: Instant) {
+        if let Some(client) = self.clients.get(&pid) {
+            let source = client.source;
+            self.trip(source, now);
+        }
+    }
+
     /// The session `pid` is gone. Leaving before admission is a trip for its source.
     /// Returns whether its client had been admitted (`None`: not a session we counted).
     pub fn exited(&mut self, pid: Pid, now: Instant) -> Option<bool> {

@@ -23,6 +23,7 @@ use super::Master;
 use super::listen::{self, BrokerSocket, ListenError, ListenerKind};
 use super::supervision::{CRASH_LOOP_THRESHOLD, CrashLoop};
 use super::tls::TlsSettings;
+use crate::accounts::KdfCost;
 use crate::clock::unix_now;
 use crate::config::{Config, ConfigSource, EXIT_UNUSABLE_SETTINGS, SessionLimits};
 use crate::logging;
@@ -102,15 +103,33 @@ pub(super) struct SessionChild {
     pub(super) connected_at: u64,
 }
 
-/// Resource limits of a child process (core dumps are always off).
+/// Resource limits of a child process (core dumps are always off, and no child is dumpable).
 struct ChildLimits {
     open_files: u64,
     address_space: Option<u64>,
 }
 
-/// A session needs a handful of descriptors (client, broker, poller, signals, log, report) and
-/// little memory; the limits contain a session gone wrong.
-const SESSION_LIMITS: ChildLimits = ChildLimits { open_files: 64, address_space: Some(1 << 30) };
+/// A session needs a handful of descriptors (client, broker, poller, signals, log, report).
+const SESSION_OPEN_FILES: u64 = 64;
+
+/// The address space a session may use for itself, besides its room's ring and a password
+/// derivation: an idle session measures about 18 MiB (the program, the C library, its stack
+/// and heap), and its queues are bounded by their settings (`send_queue_bytes`, the broker's
+/// 64 KiB high water, 512-byte lines).
+const SESSION_OWN_ADDRESS_SPACE: u64 = 256 << 20;
+
+/// The address-space limit of a session child (`RLIMIT_AS`), which contains a session gone
+/// wrong: its own [`SESSION_OWN_ADDRESS_SPACE`], two rooms' rings of `ring_bytes` (on `/join`
+/// the new ring is mapped before the old one is let go), and one Argon2id derivation at the
+/// cost of new passwords (`password_memory_kib`, 19 MiB by default), which the session
+/// allocates whole for each login, registration or change of password. An account whose stored
+/// cost is above the setting (it was lowered since) needs more, which the own allowance's
+/// headroom covers for a while; beyond it the derivation fails (argon2 returns
+/// `OutOfMemory`; it does not abort).
+pub fn session_address_space(ring_bytes: usize, password_cost: KdfCost) -> u64 {
+    let ring = crate::ring::HEADER_BYTES as u64 + ring_bytes as u64;
+    SESSION_OWN_ADDRESS_SPACE + 2 * ring + u64::from(password_cost.memory_kib) * 1024
+}
 
 impl Master {
     pub(super) fn spawn_session(
@@ -143,8 +162,15 @@ impl Master {
                     tls,
                     tls_notice,
                 };
+                let limits = ChildLimits {
+                    open_files: SESSION_OPEN_FILES,
+                    address_space: Some(session_address_space(
+                        self.config.ring_bytes,
+                        self.config.password_cost,
+                    )),
+                };
                 let session = self.roles.session;
-                become_child(keep, SESSION_LIMITS, move || session(start))
+                become_child(keep, limits, move || session(start))
             }
             Ok(Forked::Parent(pid)) => {
                 debug!("session pid {pid} serves {peer}");
@@ -292,6 +318,9 @@ impl Master {
                     Some(Report::AnsweredHttp(pid)) => {
                         self.admission.answered_http(Pid::from_raw(pid));
                     }
+                    Some(Report::AuthFailed(pid)) => {
+                        self.admission.failed_authentication(Pid::from_raw(pid), Instant::now());
+                    }
                     None => {}
                 },
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -394,12 +423,18 @@ impl Master {
     }
 }
 
-/// Turns a freshly forked child into a role: reopens the log with the child's pid, closes
-/// every inherited descriptor except `keep` and the log's, applies `limits`, runs `role`, and
-/// exits with its status. A panic in the role ends the child; it never unwinds into the
-/// master's frames.
+/// Turns a freshly forked child into a role: makes it not dumpable, reopens the log with the
+/// child's pid, closes every inherited descriptor except `keep` and the log's, applies
+/// `limits`, runs `role`, and exits with its status. A panic in the role ends the child; it
+/// never unwinds into the master's frames.
 fn become_child(mut keep: Vec<i32>, limits: ChildLimits, role: impl FnOnce() -> i32) -> ! {
+    // First: a session holds the TLS key (copied from the master), the broker the database and
+    // the token key. Inherited from the master already; said again, for it costs nothing.
+    let undumpable = sys::forbid_dumps();
     logging::reopen_after_fork();
+    if let Err(err) = undumpable {
+        error!("cannot make this process undumpable: {err}");
+    }
     keep.extend(logging::descriptor());
     // SAFETY: this child never returns into the master's frames (it leaves through
     // `process::exit` below), so no object owning a closed descriptor is used or dropped.
@@ -411,4 +446,86 @@ fn become_child(mut keep: Vec<i32>, limits: ChildLimits, role: impl FnOnce() -> 
     }
     let status = panic::catch_unwind(AssertUnwindSafe(role)).unwrap_or(101);
     std::process::exit(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::tests::in_child;
+
+    /// This process's address space now (`VmSize`), in bytes.
+    fn address_space_in_use() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kib = status.lines().find_map(|line| line.strip_prefix("VmSize:"))?;
+        kib.trim().strip_suffix("kB")?.trim().parse::<u64>().ok().map(|kib| kib * 1024)
+    }
+
+    /// Derives a tag at `cost` in a forked child whose address space may grow by `room` beyond
+    /// what it uses when it starts; the name of the step that failed, if one did. The
+    /// derivation's memory is mapped here rather than by the allocator: in a child forked from a
+    /// test thread, glibc would take it from that thread's arena, whose address space is
+    /// reserved already, where a session (one thread, the main arena) needs new address space.
+    fn derive_with_room(room: u64, cost: KdfCost) -> Option<String> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+        let names = ["measure", "limit", "allocate", "derive"];
+        in_child(&names, move || {
+            let Some(in_use) = address_space_in_use() else { return Some("measure") };
+            if sys::limit_resources(SESSION_OPEN_FILES, Some(in_use + room)).is_err() {
+                return Some("limit");
+            }
+            let blocks = cost.memory_kib as usize;
+            let Some(length) = std::num::NonZeroUsize::new(blocks * argon2::Block::SIZE) else {
+                return Some("allocate");
+            };
+            let protection = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+            // SAFETY: a new private anonymous mapping, which nothing else refers to.
+            let Ok(memory) =
+                (unsafe { mmap_anonymous(None, length, protection, MapFlags::MAP_PRIVATE) })
+            else {
+                return Some("allocate");
+            };
+            // SAFETY: the mapping holds `blocks` blocks of Block::SIZE bytes, is page-aligned
+            // (more than a Block asks), zero-filled (a valid Block: it is plain u64s), and
+            // used through this slice only, until the child exits.
+            let memory = unsafe {
+                std::slice::from_raw_parts_mut(memory.as_ptr().cast::<argon2::Block>(), blocks)
+            };
+            let Ok(params) = argon2::Params::new(cost.memory_kib, cost.passes, 1, Some(32)) else {
+                return Some("derive");
+            };
+            let argon2 =
+                argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let mut tag = [0u8; 32];
+            let derived = argon2.hash_password_into_with_memory(
+                b"correct horse",
+                &[7u8; 16],
+                &mut tag,
+                memory,
+            );
+            derived.err().map(|_| "derive")
+        })
+    }
+
+    /// The limit leaves a session, beyond its own allowance, room for a derivation at the
+    /// default cost (19 MiB): a child allowed to grow by exactly that room derives a tag.
+    #[test]
+    fn a_session_at_the_default_cost_has_room_for_a_password_derivation() {
+        let cost = KdfCost::DEFAULT;
+        let limit = session_address_space(crate::ring::DEFAULT_RING_BYTES, cost);
+        let room = limit - SESSION_OWN_ADDRESS_SPACE;
+        assert!(room >= u64::from(cost.memory_kib) * 1024, "{room} bytes");
+        assert_eq!(derive_with_room(room, cost), None);
+        // And the test measures something: with half the derivation's memory, it fails.
+        let half = u64::from(cost.memory_kib) * 1024 / 2;
+        assert_eq!(derive_with_room(half, cost).as_deref(), Some("allocate"));
+    }
+
+    #[test]
+    fn the_limit_grows_with_the_cost_of_new_passwords_and_the_ring() {
+        let cheap = session_address_space(1 << 20, KdfCost { memory_kib: 8, passes: 1 });
+        let dear = session_address_space(1 << 20, KdfCost { memory_kib: 256 * 1024, passes: 1 });
+        assert_eq!(dear - cheap, (256 * 1024 - 8) * 1024);
+        let bigger_ring = session_address_space(64 << 20, KdfCost { memory_kib: 8, passes: 1 });
+        assert_eq!(bigger_ring - cheap, 2 * (63 << 20));
+    }
 }

@@ -67,7 +67,7 @@ use crate::proto::control::MasterFigures;
 use crate::sys;
 use admission::Admission;
 use children::SessionChild;
-pub use children::{BrokerStart, BrokerStartError, Roles, SessionStart};
+pub use children::{BrokerStart, BrokerStartError, Roles, SessionStart, session_address_space};
 use listen::{BrokerSocket, ListenError, ListenerKind};
 use privileges::PrivilegeError;
 use supervision::{BrokerChild, CrashLoop, Watchdog};
@@ -200,6 +200,11 @@ pub fn run(
     background: Option<Background>,
     roles: Roles,
 ) -> Result<(), MasterError> {
+    // Before anything secret is read (the TLS key): the master is not dumpable, and nor is any
+    // child it forks. Only root can then trace it or read its memory.
+    if let Err(err) = sys::forbid_dumps() {
+        warn!("cannot make the master undumpable: {err}");
+    }
     let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let mut fitted = config.clone();
@@ -319,6 +324,8 @@ pub fn run(
         // (the starting process's caller waits for it to close).
         sys::detach_stderr().map_err(MasterError::Detach)?;
     }
+    // Once, as the user sessions run as, before the first is forked.
+    crate::sandbox::check_at_start();
     match adopted {
         None => master.start_broker().map_err(MasterError::Broker)?,
         // The connection that found the orphaned broker becomes the link.

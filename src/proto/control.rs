@@ -206,6 +206,8 @@ pub struct StoreStatus {
     pub write_seconds: f64,
     pub write_ms_last: f64,
     pub write_ms_max: f64,
+    /// Changes to accounts not stored because too many waited.
+    pub dropped_account_changes: u64,
 }
 
 /// One user, for `chatctl who`.

@@ -1,5 +1,6 @@
-//! The admission report: the one datagram a session child sends the master, on the socket the
-//! master gave it, when its client stops waiting to log in.
+//! The admission report: the datagram a session child sends the master, on the socket the
+//! master gave it, when its client stops waiting to log in (once), and each time its client
+//! proves a wrong password (a penalty trip for its address).
 //!
 //! It owns the report's bytes (the sender's pid, little-endian, then an optional detail
 //! byte), shared by the session that writes it and the master that reads it, so that neither
@@ -9,6 +10,10 @@
 /// no longer waiting to log in, but it was not admitted either (its source's trips are not
 /// forgiven), and it did not leave "before choosing a nickname". No detail byte: admitted.
 pub const REPORT_HTTP_ANSWERED: u8 = 1;
+
+/// The detail byte for a wrong password: the client's address trips, as for a login that
+/// timed out.
+pub const REPORT_AUTH_FAILED: u8 = 2;
 
 /// The longest report; a longer datagram is cut to this when read, and then means nothing.
 pub const REPORT_MAX: usize = 5;
@@ -20,6 +25,8 @@ pub enum Report {
     Admitted(i32),
     /// The client was a web request, answered and gone.
     AnsweredHttp(i32),
+    /// The client proved a wrong password.
+    AuthFailed(i32),
 }
 
 /// Reads one report; `None` for a datagram that is no report.
@@ -28,6 +35,9 @@ pub fn decode(datagram: &[u8]) -> Option<Report> {
         [a, b, c, d] => Some(Report::Admitted(i32::from_le_bytes([a, b, c, d]))),
         [a, b, c, d, REPORT_HTTP_ANSWERED] => {
             Some(Report::AnsweredHttp(i32::from_le_bytes([a, b, c, d])))
+        }
+        [a, b, c, d, REPORT_AUTH_FAILED] => {
+            Some(Report::AuthFailed(i32::from_le_bytes([a, b, c, d])))
         }
         _ => None,
     }
@@ -43,6 +53,8 @@ mod tests {
         assert_eq!(decode(&pid), Some(Report::Admitted(123_456)));
         let http = [pid[0], pid[1], pid[2], pid[3], REPORT_HTTP_ANSWERED];
         assert_eq!(decode(&http), Some(Report::AnsweredHttp(123_456)));
+        let failed = [pid[0], pid[1], pid[2], pid[3], REPORT_AUTH_FAILED];
+        assert_eq!(decode(&failed), Some(Report::AuthFailed(123_456)));
         assert_eq!(decode(&[pid[0], pid[1], pid[2], pid[3], 9]), None, "an unknown detail");
         assert_eq!(decode(&pid[..3]), None);
         assert_eq!(decode(&[]), None);

@@ -22,12 +22,13 @@ use serde::de::{self, DeserializeOwned, Visitor};
 
 use super::codec::{decode_frame, frame};
 use super::control::{
-    ControlFrame, ControlReply, ControlRequest, Counted, Histogram, MasterFigures, RoomRow, Status,
-    StoreStatus, StoredRow, UserRow,
+    AccountRow, AccountsRequest, ControlFrame, ControlReply, ControlRequest, Counted, Histogram,
+    MasterFigures, RoomRow, Status, StoreStatus, StoredRow, TlsStatus, UserRow,
 };
 use super::master::{MasterEvent, MasterHello, MasterRequest};
 use super::{
-    Event, Failure, Greeting, HistoryLine, LeaveReason, Request, RoomInfo, SessionHello, WhoIs,
+    AccountNews, AccountSettings, Challenge, Event, Failure, Greeting, HistoryLine, Kdf,
+    KeptMessage, LeaveReason, Purpose, Request, RoomInfo, SessionHello, WhoIs,
 };
 use crate::moderation::{Ban, BanTarget};
 
@@ -117,6 +118,39 @@ fn texts() -> impl Strategy<Value = Vec<String>> {
     proptest::collection::vec(any_text(), 0..6)
 }
 
+fn any_bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..48)
+}
+
+fn maybe_bytes() -> impl Strategy<Value = Option<Vec<u8>>> {
+    proptest::option::of(any_bytes())
+}
+
+fn maybe_bool() -> impl Strategy<Value = Option<bool>> {
+    proptest::option::of(any::<bool>())
+}
+
+fn any_kdf() -> impl Strategy<Value = Kdf> {
+    (any_bytes(), any::<u32>(), any::<u32>(), any::<u32>())
+        .prop_map(|(salt, memory_kib, passes, lanes)| Kdf { salt, memory_kib, passes, lanes })
+}
+
+fn maybe_kdf() -> impl Strategy<Value = Option<Kdf>> {
+    proptest::option::of(any_kdf())
+}
+
+fn any_settings() -> impl Strategy<Value = AccountSettings> {
+    (maybe_text(), maybe_bool(), maybe_bool(), maybe_bool(), texts()).prop_map(
+        |(charset, colour, timestamps, bell, ignored)| AccountSettings {
+            charset,
+            colour,
+            timestamps,
+            bell,
+            ignored,
+        },
+    )
+}
+
 // --- Greeting -------------------------------------------------------------------------------
 
 fn greeting_samples() -> Vec<Greeting> {
@@ -165,15 +199,29 @@ fn request_samples() -> Vec<Request> {
         Request::RingRead { position: 0 },
         Request::History { before: None, count: 0 },
         Request::Search { words: text() },
+        Request::Challenge { nick: text(), purpose: Purpose::Login },
+        Request::Prove { nonce: 0, current: None, fresh: None },
+        Request::Logout,
+        Request::SaveSettings(AccountSettings::default()),
     ]
 }
 
 fn request_like(sample: &Request) -> BoxedStrategy<Request> {
     match sample {
-        Request::Login { .. } => any_text().prop_map(|nick| Request::Login { nick }).boxed(),
-        Request::Resume { .. } => (any_text(), any_text(), maybe_text())
-            .prop_map(|(nick, room, topic)| Request::Resume { nick, room, topic })
-            .boxed(),
+        Request::Login { .. } => {
+            (any_text(), any::<bool>()).prop_map(|(nick, tls)| Request::Login { nick, tls }).boxed()
+        }
+        Request::Resume { .. } => {
+            (any_text(), any_text(), maybe_text(), any::<bool>(), maybe_bytes())
+                .prop_map(|(nick, room, topic, tls, token)| Request::Resume {
+                    nick,
+                    room,
+                    topic,
+                    tls,
+                    token,
+                })
+                .boxed()
+        }
         Request::Say { .. } => {
             (any::<u64>(), any_text()).prop_map(|(seq, text)| Request::Say { seq, text }).boxed()
         }
@@ -205,6 +253,75 @@ fn request_like(sample: &Request) -> BoxedStrategy<Request> {
             .prop_map(|(before, count)| Request::History { before, count })
             .boxed(),
         Request::Search { .. } => any_text().prop_map(|words| Request::Search { words }).boxed(),
+        Request::Challenge { .. } => (any_text(), any_purpose())
+            .prop_map(|(nick, purpose)| Request::Challenge { nick, purpose })
+            .boxed(),
+        Request::Prove { .. } => (any::<u64>(), maybe_bytes(), maybe_bytes())
+            .prop_map(|(nonce, current, fresh)| Request::Prove { nonce, current, fresh })
+            .boxed(),
+        Request::Logout => Just(Request::Logout).boxed(),
+        Request::SaveSettings(_) => any_settings().prop_map(Request::SaveSettings).boxed(),
+    }
+}
+
+// --- Accounts (inside requests and events) --------------------------------------------------
+
+fn purpose_samples() -> Vec<Purpose> {
+    vec![Purpose::Login, Purpose::Register, Purpose::ChangePassword, Purpose::Unregister]
+}
+
+fn purpose_like(sample: &Purpose) -> BoxedStrategy<Purpose> {
+    match sample {
+        Purpose::Login => Just(Purpose::Login).boxed(),
+        Purpose::Register => Just(Purpose::Register).boxed(),
+        Purpose::ChangePassword => Just(Purpose::ChangePassword).boxed(),
+        Purpose::Unregister => Just(Purpose::Unregister).boxed(),
+    }
+}
+
+fn any_purpose() -> BoxedStrategy<Purpose> {
+    any_of(purpose_samples(), purpose_like)
+}
+
+fn any_challenge() -> impl Strategy<Value = Challenge> {
+    (any_text(), any_purpose(), any::<u64>(), maybe_kdf(), maybe_kdf()).prop_map(
+        |(nick, purpose, nonce, current, fresh)| Challenge { nick, purpose, nonce, current, fresh },
+    )
+}
+
+fn kept_messages() -> impl Strategy<Value = Vec<KeptMessage>> {
+    proptest::collection::vec(
+        (any::<u64>(), any_text(), any_text()).prop_map(|(at, from, text)| KeptMessage {
+            at,
+            from,
+            text,
+        }),
+        0..6,
+    )
+}
+
+fn news_samples() -> Vec<AccountNews> {
+    let text = String::new;
+    vec![
+        AccountNews::Registered { nick: text() },
+        AccountNews::PasswordChanged,
+        AccountNews::Unregistered { nick: text() },
+        AccountNews::LoggedOut { guest: text() },
+    ]
+}
+
+fn news_like(sample: &AccountNews) -> BoxedStrategy<AccountNews> {
+    match sample {
+        AccountNews::Registered { .. } => {
+            any_text().prop_map(|nick| AccountNews::Registered { nick }).boxed()
+        }
+        AccountNews::PasswordChanged => Just(AccountNews::PasswordChanged).boxed(),
+        AccountNews::Unregistered { .. } => {
+            any_text().prop_map(|nick| AccountNews::Unregistered { nick }).boxed()
+        }
+        AccountNews::LoggedOut { .. } => {
+            any_text().prop_map(|guest| AccountNews::LoggedOut { guest }).boxed()
+        }
     }
 }
 
@@ -217,6 +334,7 @@ fn reason_samples() -> Vec<LeaveReason> {
         LeaveReason::JoinedOther(String::new()),
         LeaveReason::TooSlow,
         LeaveReason::Kicked(None),
+        LeaveReason::Replaced,
     ]
 }
 
@@ -227,6 +345,7 @@ fn reason_like(sample: &LeaveReason) -> BoxedStrategy<LeaveReason> {
         LeaveReason::JoinedOther(_) => any_text().prop_map(LeaveReason::JoinedOther).boxed(),
         LeaveReason::TooSlow => Just(LeaveReason::TooSlow).boxed(),
         LeaveReason::Kicked(_) => maybe_text().prop_map(LeaveReason::Kicked).boxed(),
+        LeaveReason::Replaced => Just(LeaveReason::Replaced).boxed(),
     }
 }
 
@@ -250,6 +369,11 @@ fn failure_samples() -> Vec<Failure> {
         Failure::NickLookalike { nick: text(), existing: text() },
         Failure::OutOfSequence { seq: 0 },
         Failure::Unavailable(text()),
+        Failure::NickRegistered(text()),
+        Failure::WrongPassword(text()),
+        Failure::Throttled { seconds: 0 },
+        Failure::AccountRefused(text()),
+        Failure::AccountRequired,
     ]
 }
 
@@ -278,6 +402,13 @@ fn failure_like(sample: &Failure) -> BoxedStrategy<Failure> {
             any::<u64>().prop_map(|seq| Failure::OutOfSequence { seq }).boxed()
         }
         Failure::Unavailable(_) => any_text().prop_map(Failure::Unavailable).boxed(),
+        Failure::NickRegistered(_) => any_text().prop_map(Failure::NickRegistered).boxed(),
+        Failure::WrongPassword(_) => any_text().prop_map(Failure::WrongPassword).boxed(),
+        Failure::Throttled { .. } => {
+            any::<u64>().prop_map(|seconds| Failure::Throttled { seconds }).boxed()
+        }
+        Failure::AccountRefused(_) => any_text().prop_map(Failure::AccountRefused).boxed(),
+        Failure::AccountRequired => Just(Failure::AccountRequired).boxed(),
     }
 }
 
@@ -312,7 +443,14 @@ fn event_samples() -> Vec<Event> {
         Event::PrivateSent { seq: 0, to: text(), text: text() },
         Event::Resumed { nick: text(), room: text() },
         Event::Rejected { seq: 0, failure: Failure::NotLoggedIn },
-        Event::Members { room: text(), nicks: vec![], away: vec![], idle: vec![] },
+        Event::Members {
+            room: text(),
+            nicks: vec![],
+            away: vec![],
+            idle: vec![],
+            tls: vec![],
+            registered: vec![],
+        },
         Event::RoomList { rooms: vec![] },
         Event::Failed(Failure::NotLoggedIn),
         Event::Shutdown,
@@ -328,12 +466,32 @@ fn event_samples() -> Vec<Event> {
             connected_seconds: 0,
             idle_seconds: 0,
             away: None,
+            tls: false,
+            registered: false,
         }),
         Event::Dropped { reason: LeaveReason::TooSlow },
         Event::RingMark { position: 0 },
         Event::RingHandover { start: 0 },
         Event::HistoryPage { room: text(), lines: vec![], before: None },
         Event::SearchResults { room: text(), words: text(), lines: vec![] },
+        Event::Challenge(Challenge {
+            nick: text(),
+            purpose: Purpose::Login,
+            nonce: 0,
+            current: None,
+            fresh: None,
+        }),
+        Event::Identified {
+            nick: text(),
+            token: vec![],
+            settings: AccountSettings::default(),
+            admin: false,
+            must_change: false,
+        },
+        Event::Account(AccountNews::PasswordChanged),
+        Event::WhileAway { messages: vec![], mentions: 0, since: 0 },
+        Event::PrivateKept { seq: 0, to: text(), text: text() },
+        Event::Replaced,
     ]
 }
 
@@ -377,11 +535,23 @@ fn event_like(sample: &Event) -> BoxedStrategy<Event> {
         Event::Rejected { .. } => (any::<u64>(), any_failure())
             .prop_map(|(seq, failure)| Event::Rejected { seq, failure })
             .boxed(),
-        Event::Members { .. } => {
-            (any_text(), texts(), texts(), proptest::collection::vec(any::<u64>(), 0..6))
-                .prop_map(|(room, nicks, away, idle)| Event::Members { room, nicks, away, idle })
-                .boxed()
-        }
+        Event::Members { .. } => (
+            any_text(),
+            texts(),
+            texts(),
+            proptest::collection::vec(any::<u64>(), 0..6),
+            texts(),
+            texts(),
+        )
+            .prop_map(|(room, nicks, away, idle, tls, registered)| Event::Members {
+                room,
+                nicks,
+                away,
+                idle,
+                tls,
+                registered,
+            })
+            .boxed(),
         Event::RoomList { .. } => proptest::collection::vec((any_text(), any::<u32>()), 0..6)
             .prop_map(|rows| Event::RoomList {
                 rooms: rows.into_iter().map(|(name, members)| RoomInfo { name, members }).collect(),
@@ -409,9 +579,25 @@ fn event_like(sample: &Event) -> BoxedStrategy<Event> {
         Event::SearchResults { .. } => (any_text(), any_text(), history_lines())
             .prop_map(|(room, words, lines)| Event::SearchResults { room, words, lines })
             .boxed(),
-        Event::WhoIs(_) => (any_text(), any_text(), any::<u64>(), any::<u64>(), maybe_text())
-            .prop_map(|(nick, room, connected_seconds, idle_seconds, away)| {
-                Event::WhoIs(WhoIs { nick, room, connected_seconds, idle_seconds, away })
+        Event::WhoIs(_) => (
+            any_text(),
+            any_text(),
+            any::<u64>(),
+            any::<u64>(),
+            maybe_text(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(nick, room, connected_seconds, idle_seconds, away, tls, registered)| {
+                Event::WhoIs(WhoIs {
+                    nick,
+                    room,
+                    connected_seconds,
+                    idle_seconds,
+                    away,
+                    tls,
+                    registered,
+                })
             })
             .boxed(),
         Event::Dropped { .. } => any_reason().prop_map(|reason| Event::Dropped { reason }).boxed(),
@@ -421,6 +607,26 @@ fn event_like(sample: &Event) -> BoxedStrategy<Event> {
         Event::RingHandover { .. } => {
             any::<u64>().prop_map(|start| Event::RingHandover { start }).boxed()
         }
+        Event::Challenge(_) => any_challenge().prop_map(Event::Challenge).boxed(),
+        Event::Identified { .. } => {
+            (any_text(), any_bytes(), any_settings(), any::<bool>(), any::<bool>())
+                .prop_map(|(nick, token, settings, admin, must_change)| Event::Identified {
+                    nick,
+                    token,
+                    settings,
+                    admin,
+                    must_change,
+                })
+                .boxed()
+        }
+        Event::Account(_) => any_of(news_samples(), news_like).prop_map(Event::Account).boxed(),
+        Event::WhileAway { .. } => (kept_messages(), any::<u64>(), any::<u64>())
+            .prop_map(|(messages, mentions, since)| Event::WhileAway { messages, mentions, since })
+            .boxed(),
+        Event::PrivateKept { .. } => (any::<u64>(), any_text(), any_text())
+            .prop_map(|(seq, to, text)| Event::PrivateKept { seq, to, text })
+            .boxed(),
+        Event::Replaced => Just(Event::Replaced).boxed(),
     }
 }
 
@@ -442,28 +648,25 @@ fn any_counted() -> impl Strategy<Value = Vec<Counted>> {
 }
 
 fn any_figures() -> impl Strategy<Value = MasterFigures> {
-    (
-        any::<u32>(),
-        any::<u64>(),
-        any::<u64>(),
-        any::<u64>(),
-        any_counted(),
-        any::<u64>(),
-        any::<u64>(),
-    )
-        .prop_map(
-            |(pid, started_at, connections, accepted, refusals, child_crashes, broker_restarts)| {
-                MasterFigures {
-                    pid,
-                    started_at,
-                    connections,
-                    accepted,
-                    refusals,
-                    child_crashes,
-                    broker_restarts,
-                }
-            },
-        )
+    (any::<u32>(), any::<[u64; 5]>(), any_counted(), proptest::option::of(any_tls_status()))
+        .prop_map(|(pid, n, refusals, tls)| MasterFigures {
+            pid,
+            started_at: n[0],
+            connections: n[1],
+            accepted: n[2],
+            refusals,
+            child_crashes: n[3],
+            broker_restarts: n[4],
+            tls,
+        })
+}
+
+fn any_tls_status() -> impl Strategy<Value = TlsStatus> {
+    (any_text(), any_text(), any::<u64>()).prop_map(|(fingerprint, source, not_after)| TlsStatus {
+        fingerprint,
+        source,
+        not_after,
+    })
 }
 
 fn master_request_like(sample: &MasterRequest) -> BoxedStrategy<MasterRequest> {
@@ -514,6 +717,7 @@ fn control_request_samples() -> Vec<ControlRequest> {
         ControlRequest::Backup,
         ControlRequest::History { room: text(), since: 0, limit: 0 },
         ControlRequest::Forget { nick: text() },
+        ControlRequest::Accounts(AccountsRequest::List),
     ]
 }
 
@@ -561,7 +765,66 @@ fn control_request_like(sample: &ControlRequest) -> BoxedStrategy<ControlRequest
         ControlRequest::Forget { .. } => {
             any_text().prop_map(|nick| ControlRequest::Forget { nick }).boxed()
         }
+        ControlRequest::Accounts(_) => any_of(accounts_request_samples(), accounts_request_like)
+            .prop_map(ControlRequest::Accounts)
+            .boxed(),
     }
+}
+
+fn accounts_request_samples() -> Vec<AccountsRequest> {
+    let text = String::new;
+    vec![
+        AccountsRequest::List,
+        AccountsRequest::Show { nick: text() },
+        AccountsRequest::ResetPassword {
+            nick: text(),
+            kdf: Kdf { salt: vec![], memory_kib: 0, passes: 0, lanes: 0 },
+            tag: vec![],
+        },
+        AccountsRequest::Delete { nick: text() },
+        AccountsRequest::Admin { nick: text(), admin: false },
+    ]
+}
+
+fn accounts_request_like(sample: &AccountsRequest) -> BoxedStrategy<AccountsRequest> {
+    match sample {
+        AccountsRequest::List => Just(AccountsRequest::List).boxed(),
+        AccountsRequest::Show { .. } => {
+            any_text().prop_map(|nick| AccountsRequest::Show { nick }).boxed()
+        }
+        AccountsRequest::ResetPassword { .. } => (any_text(), any_kdf(), any_bytes())
+            .prop_map(|(nick, kdf, tag)| AccountsRequest::ResetPassword { nick, kdf, tag })
+            .boxed(),
+        AccountsRequest::Delete { .. } => {
+            any_text().prop_map(|nick| AccountsRequest::Delete { nick }).boxed()
+        }
+        AccountsRequest::Admin { .. } => (any_text(), any::<bool>())
+            .prop_map(|(nick, admin)| AccountsRequest::Admin { nick, admin })
+            .boxed(),
+    }
+}
+
+fn any_account_row() -> impl Strategy<Value = AccountRow> {
+    (any_text(), any::<[u64; 3]>(), any::<[bool; 3]>(), any::<[u32; 2]>()).prop_map(
+        |(
+            nick,
+            [created_at, last_seen, kept_messages],
+            [online, admin, must_change],
+            [memory_kib, passes],
+        )| {
+            AccountRow {
+                nick,
+                created_at,
+                last_seen,
+                online,
+                admin,
+                must_change,
+                kept_messages,
+                memory_kib,
+                passes,
+            }
+        },
+    )
 }
 
 /// A ban's target travels as its text (`serde(into = "String")`), so it has no variant names on
@@ -606,9 +869,10 @@ fn any_status() -> impl Strategy<Value = Status> {
         any_counted(),
         proptest::collection::vec(0.0..10.0f64, 0..4),
         proptest::option::of(any_store_status()),
+        proptest::option::of(any::<u64>()),
     );
     figures.prop_map(
-        |(version, protocol, master, broker_pid, n, (mps, dps), drops, bounds, store)| {
+        |(version, protocol, master, broker_pid, n, (mps, dps), drops, bounds, store, accounts)| {
             let counts = vec![n[0]; bounds.len() + 1];
             Status {
                 version,
@@ -631,6 +895,7 @@ fn any_status() -> impl Strategy<Value = Status> {
                 mutes: n[10],
                 fanout_latency: Histogram { bounds, counts, sum_seconds: mps.abs() },
                 store,
+                accounts,
             }
         },
     )
@@ -640,7 +905,7 @@ fn any_store_status() -> impl Strategy<Value = StoreStatus> {
     (
         any_text(),
         any_text(),
-        any::<[u64; 5]>(),
+        any::<[u64; 6]>(),
         maybe_text(),
         (0.0..1e6f64, 0.0..1e6f64, 0.0..1e6f64),
     )
@@ -658,6 +923,7 @@ fn any_store_status() -> impl Strategy<Value = StoreStatus> {
                     write_seconds,
                     write_ms_last,
                     write_ms_max,
+                    dropped_account_changes: n[5],
                 }
             },
         )
@@ -677,6 +943,7 @@ fn control_reply_samples() -> Vec<ControlReply> {
         ControlReply::VersionMismatch { broker: 0 },
         ControlReply::Stored(vec![]),
         ControlReply::BackedUp { bytes: 0 },
+        ControlReply::Accounts(vec![]),
     ]
 }
 
@@ -693,10 +960,18 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
                 any::<u32>(),
                 any::<[u64; 2]>(),
                 maybe_text(),
-                any::<bool>(),
+                any::<[bool; 3]>(),
             )
                 .prop_map(
-                    |(nick, room, peer, pid, [connected_seconds, idle_seconds], away, muted)| {
+                    |(
+                        nick,
+                        room,
+                        peer,
+                        pid,
+                        [connected_seconds, idle_seconds],
+                        away,
+                        [muted, tls, registered],
+                    )| {
                         UserRow {
                             nick,
                             room,
@@ -706,6 +981,8 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
                             idle_seconds,
                             away,
                             muted,
+                            tls,
+                            registered,
                         }
                     },
                 ),
@@ -742,6 +1019,9 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
         ControlReply::BackedUp { .. } => {
             any::<u64>().prop_map(|bytes| ControlReply::BackedUp { bytes }).boxed()
         }
+        ControlReply::Accounts(_) => proptest::collection::vec(any_account_row(), 0..4)
+            .prop_map(ControlReply::Accounts)
+            .boxed(),
     }
 }
 
@@ -754,9 +1034,12 @@ fn the_samples_name_every_variant_of_every_enum() {
     assert_samples_name_every_variant(&event_samples());
     assert_samples_name_every_variant(&reason_samples());
     assert_samples_name_every_variant(&failure_samples());
+    assert_samples_name_every_variant(&purpose_samples());
+    assert_samples_name_every_variant(&news_samples());
     assert_samples_name_every_variant(&master_request_samples());
     assert_samples_name_every_variant(&master_event_samples());
     assert_samples_name_every_variant(&control_request_samples());
+    assert_samples_name_every_variant(&accounts_request_samples());
     assert_samples_name_every_variant(&control_reply_samples());
 }
 

@@ -49,6 +49,16 @@ pub enum Command {
     Timestamps(bool),
     /// `/bell on|off`
     Bell(bool),
+    /// `/register`
+    Register,
+    /// `/login [NICK]`
+    Login(Option<String>),
+    /// `/password`
+    Password,
+    /// `/logout`
+    Logout,
+    /// `/unregister`
+    Unregister,
     /// A `/word` that is no command; carries the word as typed.
     Unknown(String),
     /// A known command used wrongly; carries its usage line.
@@ -132,6 +142,12 @@ pub fn parse(line: &str) -> Command {
         "/timestamps" => switch(Command::Timestamps),
         "/bell" => switch(Command::Bell),
         "/topic" => Command::Topic(optional(rest)),
+        "/register" => no_args(Command::Register),
+        "/login" if rest.is_empty() => Command::Login(None),
+        "/login" => one_word(|nick| Command::Login(Some(nick))),
+        "/password" => no_args(Command::Password),
+        "/logout" => no_args(Command::Logout),
+        "/unregister" => no_args(Command::Unregister),
         "/me" if !rest.is_empty() => Command::Me(rest.to_string()),
         "/msg" => match first_word(rest) {
             (to, text) if !to.is_empty() && !text.is_empty() => {
@@ -194,6 +210,14 @@ mod tests {
         assert_eq!(parse("/bell"), Command::Usage("/bell on|off"));
         assert_eq!(parse("/color blue"), Command::Usage("/color on|off"));
         assert_eq!(parse("/reply"), Command::Usage("/reply TEXT"));
+        assert_eq!(parse("/register"), Command::Register);
+        assert_eq!(parse("/register now"), Command::Usage("/register"));
+        assert_eq!(parse("/login"), Command::Login(None));
+        assert_eq!(parse("/LOGIN alice"), Command::Login(Some("alice".into())));
+        assert_eq!(parse("/login a b"), Command::Usage("/login [NICK]"));
+        assert_eq!(parse("/password"), Command::Password);
+        assert_eq!(parse("/logout"), Command::Logout);
+        assert_eq!(parse("/unregister"), Command::Unregister);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! broker then decides is the broker's.
 
 use crate::names;
-use crate::proto::{Failure, MAX_HISTORY_PAGE, Request};
+use crate::proto::{Failure, MAX_HISTORY_PAGE, Purpose, Request};
 use crate::session::charset::{self, Charset};
 use crate::session::command::Command;
 use crate::session::render::{self, Shown, notice};
@@ -106,7 +106,9 @@ pub fn dispatch(command: Command, view: &View) -> Action {
 
 fn before_login(command: Command, view: &View) -> Action {
     match command {
-        Command::Say(nick) | Command::Nick(nick) => login(names::normalize_nick(&nick)),
+        Command::Say(nick) | Command::Nick(nick) | Command::Login(Some(nick)) => {
+            login(names::normalize_nick(&nick))
+        }
         Command::Quit(_) => {
             Action::Close { last_words: notice::goodbye(), why: "quit before login" }
         }
@@ -194,6 +196,32 @@ fn chatting(command: Command, view: &View) -> Action {
         | Command::Colour(_)
         | Command::Timestamps(_)
         | Command::Bell(_)) => return terminal(command, view),
+        Command::Register | Command::Login(_) if !state.passwords_allowed => {
+            return shown(&state.passwords_need_tls());
+        }
+        Command::Register => {
+            let Phase::Chatting { nick, .. } = &state.phase else { return Action::Show(vec![]) };
+            Request::Challenge { nick: nick.clone(), purpose: Purpose::Register }
+        }
+        Command::Login(nick) => {
+            let nick = match nick {
+                Some(nick) => names::normalize_nick(&nick),
+                None => match &state.phase {
+                    Phase::Chatting { nick, .. } => nick.clone(),
+                    _ => return Action::Show(vec![]),
+                },
+            };
+            Request::Challenge { nick, purpose: Purpose::Login }
+        }
+        Command::Password | Command::Unregister => {
+            let Phase::Chatting { nick, .. } = &state.phase else { return Action::Show(vec![]) };
+            let purpose = match command {
+                Command::Password => Purpose::ChangePassword,
+                _ => Purpose::Unregister,
+            };
+            Request::Challenge { nick: nick.clone(), purpose }
+        }
+        Command::Logout => Request::Logout,
         Command::Help => return Action::Show(render::help()),
         Command::Unknown(word) => return Action::Show(vec![notice::unknown(&word)]),
         Command::Usage(usage) => return Action::Show(vec![notice::usage(usage)]),

@@ -94,6 +94,9 @@ pub struct LineEditor {
     history: VecDeque<String>,
     /// While recalling: which history line is shown, and the line being typed before.
     recalling: Option<(usize, String)>,
+    /// A password is being typed: nothing is echoed but the line end, and the line is not
+    /// kept for Up.
+    secret: bool,
 }
 
 impl std::fmt::Debug for LineEditor {
@@ -147,6 +150,7 @@ impl LineEditor {
             after_cr: false,
             escape: Escape::None,
             history: VecDeque::new(),
+            secret: false,
             recalling: None,
         }
     }
@@ -172,7 +176,17 @@ impl LineEditor {
             self.invalid = true;
         }
         for c in text.chars() {
-            self.key(c, typed, echo);
+            if self.secret {
+                // Only the line end shows; what a password's keys would echo does not.
+                let mut hidden = String::new();
+                let lines = typed.len();
+                self.key(c, typed, &mut hidden);
+                if typed.len() > lines {
+                    echo.push_str("\r\n");
+                }
+            } else {
+                self.key(c, typed, echo);
+            }
         }
     }
 
@@ -251,9 +265,17 @@ impl LineEditor {
         }
     }
 
+    /// A password is typed from now on (`true`), or ordinary lines again.
+    pub fn set_secret(&mut self, secret: bool) {
+        self.secret = secret;
+    }
+
     /// Keeps a sent line for Up (not blank ones, nor the same line twice in a row).
     fn remember(&mut self, line: &str) {
-        if line.trim().is_empty() || self.history.back().is_some_and(|last| last == line) {
+        if self.secret
+            || line.trim().is_empty()
+            || self.history.back().is_some_and(|last| last == line)
+        {
             return;
         }
         if self.history.len() == HISTORY_LINES {
@@ -378,7 +400,7 @@ impl LineEditor {
 
     /// Text that removes the line being typed from the screen, before a message is printed.
     pub fn hide(&self, echo: &mut String) {
-        if !self.line.is_empty() {
+        if !self.line.is_empty() && !self.secret {
             echo.push('\r');
             echo.extend(std::iter::repeat_n(' ', columns(&self.line)));
             echo.push('\r');
@@ -387,6 +409,9 @@ impl LineEditor {
 
     /// Text that puts the line being typed back, after a message was printed.
     pub fn show(&self, echo: &mut String) {
+        if self.secret {
+            return;
+        }
         echo.push_str(&self.line);
         back(columns(&self.line[self.cursor..]), echo);
     }

@@ -292,6 +292,9 @@ impl Session {
     /// One event: the state machine decides, this carries it out.
     fn handle_event(&mut self, event: Event) {
         self.broker.heard();
+        if let Event::Failed(crate::proto::Failure::WrongPassword(_)) = &event {
+            self.report_auth_failure();
+        }
         let reaction = self.state.on_event(&event, &mut self.broker, self.terminal.bell);
         if matches!(
             event,
@@ -326,6 +329,18 @@ impl Session {
             }
             Reaction::Welcome { sender, broker } => self.welcomed(sender, broker),
             Reaction::Close { last_words, why } => self.close(last_words, &why),
+            Reaction::AskPassword { prompt } => self.ask_password(prompt),
+            Reaction::Identified { nick, settings, lines, must_change } => {
+                self.apply_account_settings(&settings);
+                self.show_all(&lines);
+                if must_change {
+                    self.ask_for_a_new_password(nick);
+                }
+            }
+            Reaction::WhileAway { messages, mentions, room } => {
+                let lines = render::while_away(&messages, mentions, &room, sys::local_date_time);
+                self.show_all(&lines);
+            }
         }
     }
 
@@ -360,10 +375,21 @@ impl Session {
         self.report_to_master(&[]);
     }
 
-    /// The one report a session makes to the master's admission socket: its pid, then what
-    /// `detail` adds (nothing for an admission).
+    /// The report a session makes once to the master's admission socket, when its client
+    /// stops waiting to log in: its pid, then what `detail` adds (nothing for an admission).
     pub(super) fn report_to_master(&mut self, detail: &[u8]) {
-        if let Some(reporter) = self.reporter.take() {
+        if !std::mem::replace(&mut self.admission_reported, true) {
+            self.report(detail);
+        }
+    }
+
+    /// A wrong password: reported every time.
+    fn report_auth_failure(&mut self) {
+        self.report(&[crate::proto::report::REPORT_AUTH_FAILED]);
+    }
+
+    fn report(&self, detail: &[u8]) {
+        if let Some(reporter) = &self.reporter {
             let mut report = (std::process::id() as i32).to_le_bytes().to_vec();
             report.extend_from_slice(detail);
             let _ = reporter.send(&report);

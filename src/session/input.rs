@@ -133,7 +133,10 @@ impl Session {
                 Some(charset) => self.terminal.set_charset(charset),
                 None => info!("{}: telnet CHARSET {name} is not supported", self.peer),
             },
-            Signal::ServerEcho(on) => self.terminal.set_echo(on),
+            Signal::ServerEcho(on) => {
+                self.terminal.set_echo(on);
+                self.keep_password_secret();
+            }
             Signal::AreYouThere => self.show(render::system("Yes, chatd is here.")),
             Signal::Interrupt => lines.push(Line::Typed(Typed::EndOfInput)),
             Signal::EraseCharacter | Signal::EraseLine => {
@@ -158,7 +161,8 @@ impl Session {
             Line::Typed(Typed::Line(Ok(text) | Err(text))) => text.trim().is_empty(),
             Line::TooLong | Line::Typed(Typed::EndOfInput) => false,
         };
-        if blank {
+        // A blank line at a password prompt cancels it.
+        if blank && self.state.password.is_none() {
             return;
         }
         let limit = self.settings.limits.flood_queue.max(1);
@@ -229,6 +233,8 @@ impl Session {
     pub(super) fn handle_lines(&mut self) {
         while self.closing.is_none() && self.quit_sent.is_none() && self.broker.has_room() {
             match self.state.phase {
+                // A login's password is asked for while its nickname waits for an answer.
+                Phase::ChoosingNick { asked: Some(_) } if self.state.password.is_some() => {}
                 Phase::ChoosingNick { asked: Some(_) } | Phase::Resuming { .. } => return,
                 Phase::ChoosingNick { asked: None } | Phase::Chatting { .. } => {}
             }
@@ -315,6 +321,9 @@ impl Session {
 
     /// One decoded, cleaned line: counted against the error budget, dispatched, done.
     fn handle_text(&mut self, line: &str) {
+        if self.state.password.is_some() {
+            return self.password_entry(line);
+        }
         if line.trim().is_empty() {
             return;
         }
@@ -369,10 +378,12 @@ impl Session {
             Action::Ignore { nick, shown } => {
                 self.state.ignore(nick);
                 self.show(shown);
+                self.save_account_settings();
             }
             Action::Unignore { nick, shown } => {
                 self.state.unignore(&nick);
                 self.show(shown);
+                self.save_account_settings();
             }
             Action::Terminal { setting, shown } => {
                 match setting {
@@ -389,6 +400,7 @@ impl Session {
                     Setting::Bell(on) => self.terminal.bell = on,
                 }
                 self.show(shown);
+                self.save_account_settings();
             }
         }
     }

@@ -44,6 +44,7 @@
 //! - `feed`: the room's ring, its doorbell and the mark socket frames wait for;
 //! - `output`: rendering for the terminal, queueing, flushing, closing.
 
+mod account;
 pub mod charset;
 pub mod command;
 pub(crate) mod dispatch;
@@ -58,6 +59,7 @@ mod input;
 pub mod line;
 pub mod link;
 mod output;
+pub mod password;
 pub mod render;
 pub(crate) mod state;
 pub mod telnet;
@@ -174,8 +176,9 @@ struct Session {
     /// everything it owed this session, so the goodbye waits for that close.
     quit_sent: Option<Instant>,
     closing: Option<Closing>,
-    /// Where to report admission to the master; taken when used (it is reported once).
+    /// Where to report admission (once) and wrong passwords to the master.
     reporter: Option<StdUnixDatagram>,
+    admission_reported: bool,
     /// The phase the process title was last set for. Events that could rename the session
     /// (every join in its room, say) compare against it rather than format a title each time.
     titled: Option<Phase>,
@@ -257,6 +260,11 @@ impl Session {
         let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1])
             .map_err(SessionError::Signals)?;
         let now = Instant::now();
+        let mut state = SessionState::new(peer);
+        state.tls = client.is_tls();
+        state.passwords_allowed =
+            state.tls || peer.ip().is_loopback() || !settings.limits.passwords_need_tls;
+        state.tls_port = settings.limits.tls_port;
         let mut session = Session {
             poll,
             client,
@@ -270,7 +278,7 @@ impl Session {
             telnet: Telnet::new(),
             splitter: LineSplitter::new(),
             lines: VecDeque::new(),
-            state: SessionState::new(peer),
+            state,
             flood: TokenBucket::new(
                 settings.limits.flood_burst,
                 settings.limits.flood_lines_per_second,
@@ -289,6 +297,7 @@ impl Session {
             quit_sent: None,
             closing: None,
             reporter,
+            admission_reported: false,
             titled: None,
             traffic: Traffic::default(),
             terminal: Terminal::default(),
@@ -296,8 +305,10 @@ impl Session {
             first_line: true,
             greeted: false,
         };
-        session.state.tls = session.client.is_tls();
+        // The title's area is found (reading /proc/self/stat, once) and the broker connected:
+        // from here on, before the first byte from the client, no file can be opened.
         session.update_title();
+        crate::sandbox::confine_session_or_log();
         session
             .poll
             .registry()
@@ -498,6 +509,12 @@ impl Session {
         }
         let limits = &self.settings.limits;
         if self.closing.is_none()
+            && matches!(self.state.phase, Phase::ChoosingNick { .. })
+            && self.state.password.is_some()
+            && self.started.elapsed() >= limits.login_grace
+        {
+            self.enter_as_guest();
+        } else if self.closing.is_none()
             && matches!(self.state.phase, Phase::ChoosingNick { .. })
             && self.started.elapsed() >= limits.login_grace
         {

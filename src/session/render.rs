@@ -324,6 +324,35 @@ pub fn stored(
     out
 }
 
+/// What came while a user was away, at their login: the private lines kept for them (each
+/// with its date) and how many lines of `room` named them.
+pub fn while_away(
+    messages: &[crate::proto::KeptMessage],
+    mentions: u64,
+    room: &str,
+    when: impl Fn(u64) -> String,
+) -> Vec<Shown> {
+    let mut out = Vec::new();
+    if !messages.is_empty() {
+        let count = messages.len();
+        let noun = if count == 1 { "message" } else { "messages" };
+        out.push(system(&format!("{count} {noun} while you were away:")));
+        for message in messages {
+            let mut shown = said(Kind::Private, "*", &message.from, "* ", &message.text);
+            shown.before = format!("[{}] {}", when(message.at), shown.before);
+            out.push(shown);
+        }
+    }
+    if mentions > 0 {
+        let noun = if mentions == 1 { "line" } else { "lines" };
+        out.push(system(&format!(
+            "{mentions} {noun} in {} mentioned you since you left",
+            user_text(room)
+        )));
+    }
+    out
+}
+
 /// What a failed request tells its user.
 pub fn failure(failure: &Failure) -> String {
     match failure {

@@ -17,7 +17,12 @@ use log::{error, info, warn};
 
 use crate::names::{self, DEFAULT_ROOM};
 use crate::proto::broadcast::Said;
-use crate::proto::{Event, Failure, HistoryLine, Request};
+use zeroize::Zeroizing;
+
+use crate::proto::{
+    AccountNews, AccountSettings, Event, Failure, HistoryLine, KeptMessage, Purpose, Request,
+};
+use crate::session::password::PasswordPrompt;
 use crate::session::render::{self, Shown, notice};
 
 /// Where the conversation with the client stands.
@@ -62,6 +67,23 @@ pub enum Reaction {
     Welcome { sender: u64, broker: u64 },
     /// The session ends: the client gets `last_words`, the log `why`.
     Close { last_words: Option<Shown>, why: String },
+    /// Ask for a password ([`SessionState::password`] holds the prompt): turn echo off and
+    /// show `prompt`.
+    AskPassword { prompt: Shown },
+    /// Logged in to an account: apply its `settings` (silently), then show `lines`; with
+    /// `must_change`, ask the broker at once for a new password's challenge.
+    Identified { nick: String, settings: AccountSettings, lines: Vec<Shown>, must_change: bool },
+    /// Private lines kept while away, and the count of lines that mentioned this user, to be
+    /// shown with their dates.
+    WhileAway { messages: Vec<KeptMessage>, mentions: u64, room: String },
+}
+
+/// The account this session is logged in to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedIn {
+    /// Lets this session keep its login with a restarted broker.
+    pub token: Vec<u8>,
+    pub admin: bool,
 }
 
 /// The session's own state: everything its decisions about events and commands read.
@@ -85,8 +107,21 @@ pub struct SessionState {
     pub history_before: Option<i64>,
     /// The client's address, for log lines.
     peer: SocketAddr,
-    /// The client is connected over TLS: the broker is told at login and resume.
+    /// The client's connection is TLS.
     pub tls: bool,
+    /// Passwords may be typed on this connection (TLS, loopback, or the operator allows
+    /// them on plain connections); when not, the TLS port to tell the user (if any).
+    pub passwords_allowed: bool,
+    pub tls_port: Option<u16>,
+    /// The account this session is logged in to.
+    pub account: Option<LoggedIn>,
+    /// The password being asked for, while one is.
+    pub password: Option<PasswordPrompt>,
+    /// What the last proof sent was for, until the broker answers it.
+    pub proving: Option<Purpose>,
+    /// The password just logged in with, kept only until the broker says whether an
+    /// operator's reset forces a new one (then it answers the "current password" step).
+    pub login_password: Option<Zeroizing<String>>,
 }
 
 impl SessionState {
@@ -101,7 +136,29 @@ impl SessionState {
             history_before: None,
             peer,
             tls: false,
+            passwords_allowed: peer.ip().is_loopback(),
+            tls_port: None,
+            account: None,
+            password: None,
+            proving: None,
+            login_password: None,
         }
+    }
+
+    /// The line that refuses a password on this connection.
+    pub fn passwords_need_tls(&self) -> String {
+        match self.tls_port {
+            Some(port) => format!("passwords are accepted only over TLS (port {port})"),
+            None => {
+                "passwords are accepted only over TLS, which this server does not offer".to_string()
+            }
+        }
+    }
+
+    /// The preferences an account keeps that this state holds (the terminal's are added by
+    /// the session).
+    pub fn ignored(&self) -> Vec<String> {
+        self.ignored.clone()
     }
 
     /// `lines` without those of speakers this user ignores.
@@ -221,7 +278,7 @@ impl SessionState {
                     room,
                     topic: self.topic_set.clone(),
                     tls: self.tls,
-                    token: None,
+                    token: self.account.as_ref().map(|account| account.token.clone()),
                 }
             }
         };
@@ -269,10 +326,23 @@ impl SessionState {
                     lines: render::event(event),
                 };
             }
-            Event::Failed(_) if matches!(self.phase, Phase::ChoosingNick { asked: Some(_) }) => {
+            Event::Failed(failure)
+                if matches!(self.phase, Phase::ChoosingNick { asked: Some(_) }) =>
+            {
                 self.reregistration = None;
                 self.phase = Phase::ChoosingNick { asked: None };
-                let mut notices = render::event(event);
+                self.proving = None;
+                self.login_password = None;
+                let mut notices = match failure {
+                    Failure::NickRegistered(nick) if !self.passwords_allowed => {
+                        vec![render::system(&format!(
+                            "{} is registered; {}",
+                            crate::text::sanitize(nick),
+                            self.passwords_need_tls()
+                        ))]
+                    }
+                    _ => render::event(event),
+                };
                 notices.push(notice::prompt());
                 return Reaction::Registered {
                     admitted: false,
@@ -368,6 +438,106 @@ impl SessionState {
                         reason.as_deref().unwrap_or("no reason")
                     ),
                 };
+            }
+            Event::Challenge(challenge) => {
+                let prompt = PasswordPrompt::new(challenge.clone(), self.login_password.take());
+                let line = render::system(&prompt.prompt());
+                self.password = Some(prompt);
+                return Reaction::AskPassword { prompt: line };
+            }
+            Event::Identified { nick, token, settings, admin, must_change } => {
+                self.account = Some(LoggedIn { token: token.clone(), admin: *admin });
+                if !*must_change {
+                    self.login_password = None;
+                }
+                info!("{} logged in to the account {nick}", self.peer);
+                let mut lines = Vec::new();
+                match (self.proving.take(), &self.phase) {
+                    (Some(Purpose::Login), Phase::ChoosingNick { .. }) => {
+                        lines.push(render::system(&format!(
+                            "Welcome back, {}.",
+                            crate::text::sanitize(nick)
+                        )));
+                    }
+                    (Some(Purpose::Login), _) => lines.push(render::system(&format!(
+                        "You are logged in as {}",
+                        crate::text::sanitize(nick)
+                    ))),
+                    _ => {}
+                }
+                if *must_change {
+                    lines.push(render::system(
+                        "An operator reset your password; choose a new one now.",
+                    ));
+                }
+                return Reaction::Identified {
+                    nick: nick.clone(),
+                    settings: settings.clone(),
+                    lines,
+                    must_change: *must_change,
+                };
+            }
+            Event::Account(news) => {
+                self.proving = None;
+                let line = match news {
+                    AccountNews::Registered { nick } => {
+                        format!("{} is registered; you are logged in", crate::text::sanitize(nick))
+                    }
+                    AccountNews::PasswordChanged => {
+                        self.login_password = None;
+                        "Your password is changed".to_string()
+                    }
+                    AccountNews::Unregistered { nick } => {
+                        self.account = None;
+                        format!("{} is no longer registered", crate::text::sanitize(nick))
+                    }
+                    AccountNews::LoggedOut { guest } => {
+                        self.account = None;
+                        format!("You are logged out; you are now {}", crate::text::sanitize(guest))
+                    }
+                };
+                return Reaction::Show { lines: vec![render::system(&line)], ring: false };
+            }
+            Event::WhileAway { messages, mentions, .. } => {
+                let room = match &self.phase {
+                    Phase::Chatting { room, .. } => room.clone(),
+                    _ => DEFAULT_ROOM.to_string(),
+                };
+                if messages.is_empty() && *mentions == 0 {
+                    return Reaction::Nothing;
+                }
+                return Reaction::WhileAway {
+                    messages: messages
+                        .iter()
+                        .filter(|message| !self.is_ignored(&message.from))
+                        .cloned()
+                        .collect(),
+                    mentions: *mentions,
+                    room,
+                };
+            }
+            Event::PrivateKept { seq, to, .. } => {
+                deliveries.acknowledge(*seq);
+                if !deliveries.first_sight(me, *seq) {
+                    return Reaction::Nothing;
+                }
+                let line = format!(
+                    "{} is not connected; the message is kept for their next login",
+                    crate::text::sanitize(to)
+                );
+                return Reaction::Show { lines: vec![render::system(&line)], ring: false };
+            }
+            Event::Replaced => {
+                return Reaction::Close {
+                    last_words: Some(render::system(
+                        "You logged in from another connection; this one is closing.",
+                    )),
+                    why: "the account logged in from another connection".to_string(),
+                };
+            }
+            Event::Failed(_) if self.proving.is_some() => {
+                self.proving = None;
+                self.login_password = None;
             }
             Event::Failed(Failure::VersionMismatch { broker, session }) => {
                 error!("broker speaks protocol {broker}, this session {session}");
@@ -866,5 +1036,123 @@ mod tests {
                 && state.is_ignored("d\u{430}ve")
                 && !state.is_ignored("carol")
         );
+    }
+
+    fn challenge(purpose: Purpose) -> Event {
+        Event::Challenge(crate::proto::Challenge {
+            nick: "alice".into(),
+            purpose,
+            nonce: 1,
+            current: None,
+            fresh: None,
+        })
+    }
+
+    fn identified(must_change: bool) -> Event {
+        Event::Identified {
+            nick: "alice".into(),
+            token: vec![1, 2, 3],
+            settings: AccountSettings::default(),
+            admin: false,
+            must_change,
+        }
+    }
+
+    fn shown_text(reaction: &Reaction) -> Vec<String> {
+        match reaction {
+            Reaction::Show { lines, .. } | Reaction::Identified { lines, .. } => {
+                lines.iter().map(Shown::plain).collect()
+            }
+            other => panic!("nothing shown: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_login_at_the_prompt_asks_welcomes_and_keeps_the_token_for_a_resume() {
+        let mut state = state(Phase::ChoosingNick { asked: Some("alice".into()) });
+        let reaction = state.on_event(&challenge(Purpose::Login), &mut link(), true);
+        assert!(
+            matches!(reaction, Reaction::AskPassword { ref prompt } if prompt.plain() == "*** Password for alice:")
+        );
+        assert!(state.password.is_some());
+        state.password = None;
+        state.proving = Some(Purpose::Login);
+        let reaction = state.on_event(&identified(false), &mut link(), true);
+        assert_eq!(shown_text(&reaction), vec!["*** Welcome back, alice."]);
+        assert_eq!(state.account.as_ref().map(|a| a.token.clone()), Some(vec![1, 2, 3]));
+        state.phase = Phase::Chatting { nick: "alice".into(), room: "rust".into() };
+        state.reconnected();
+        assert!(matches!(
+            state.reregistration,
+            Some(Request::Resume { token: Some(ref token), .. }) if token == &vec![1, 2, 3]
+        ));
+    }
+
+    #[test]
+    fn a_reset_password_must_be_changed_and_the_one_typed_is_kept_for_that() {
+        let mut state = chatting();
+        state.proving = Some(Purpose::Login);
+        state.login_password = Some(Zeroizing::new("one-time-pass".into()));
+        let reaction = state.on_event(&identified(true), &mut link(), true);
+        assert!(matches!(reaction, Reaction::Identified { must_change: true, .. }));
+        assert!(
+            shown_text(&reaction).iter().any(|l| l.contains("An operator reset your password"))
+        );
+        assert!(state.login_password.is_some(), "kept for the forced change");
+        let reaction = state.on_event(&challenge(Purpose::ChangePassword), &mut link(), true);
+        assert!(
+            matches!(reaction, Reaction::AskPassword { ref prompt } if prompt.plain() == "*** New password:")
+        );
+        assert!(state.login_password.is_none());
+    }
+
+    #[test]
+    fn a_registered_nick_on_a_plain_connection_points_to_tls() {
+        let mut state = state(Phase::ChoosingNick { asked: Some("alice".into()) });
+        state.passwords_allowed = false;
+        state.tls_port = Some(2324);
+        let event = Event::Failed(Failure::NickRegistered("alice".into()));
+        let Reaction::Registered { notices, .. } = state.on_event(&event, &mut link(), true) else {
+            panic!("not answered as a login")
+        };
+        assert_eq!(
+            notices[0].plain(),
+            "*** alice is registered; passwords are accepted only over TLS (port 2324)"
+        );
+        assert_eq!(state.phase, Phase::ChoosingNick { asked: None });
+    }
+
+    #[test]
+    fn replaced_closes_and_kept_lines_acknowledge() {
+        let mut state = chatting();
+        assert!(matches!(
+            state.on_event(&Event::Replaced, &mut link(), true),
+            Reaction::Close { .. }
+        ));
+        let mut link = link();
+        let kept = Event::PrivateKept { seq: 4, to: "bob".into(), text: "hi".into() };
+        let reaction = state.on_event(&kept, &mut link, true);
+        assert_eq!(link.acked, 4);
+        assert_eq!(
+            shown_text(&reaction),
+            vec!["*** bob is not connected; the message is kept for their next login"]
+        );
+        assert_eq!(state.on_event(&kept, &mut link, true), Reaction::Nothing, "once");
+    }
+
+    #[test]
+    fn logging_out_and_unregistering_forget_the_account() {
+        let mut state = chatting();
+        state.account = Some(LoggedIn { token: vec![], admin: false });
+        let news = Event::Account(AccountNews::LoggedOut { guest: "Guest-00ff".into() });
+        assert_eq!(
+            shown_text(&state.on_event(&news, &mut link(), true)),
+            vec!["*** You are logged out; you are now Guest-00ff"]
+        );
+        assert!(state.account.is_none());
+        state.account = Some(LoggedIn { token: vec![], admin: false });
+        let news = Event::Account(AccountNews::Unregistered { nick: "alice".into() });
+        state.on_event(&news, &mut link(), true);
+        assert!(state.account.is_none());
     }
 }

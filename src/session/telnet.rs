@@ -187,6 +187,29 @@ impl Telnet {
         self.us[ECHO as usize] == Q::Yes
     }
 
+    /// Asks the client to stop echoing what it types (chatd "will echo", and shows nothing):
+    /// for a password typed on a client that echoes itself. Returns the bytes to send; none
+    /// when chatd echoes already or has asked.
+    pub fn offer_echo(&mut self) -> Vec<u8> {
+        if self.us[ECHO as usize] != Q::No {
+            return Vec::new();
+        }
+        self.us[ECHO as usize] = Q::WantYes;
+        vec![IAC, WILL, ECHO]
+    }
+
+    /// Gives echoing back to the client (after the password an [`offer_echo`] was for).
+    /// Returns the bytes to send.
+    ///
+    /// [`offer_echo`]: Telnet::offer_echo
+    pub fn withdraw_echo(&mut self) -> Vec<u8> {
+        if self.us[ECHO as usize] == Q::No {
+            return Vec::new();
+        }
+        self.us[ECHO as usize] = Q::No;
+        vec![IAC, WONT, ECHO]
+    }
+
     /// Whether the client's input showed a line-mode telnet client's mangling: a telnet
     /// command arrived inside a UTF-8 sequence (and was put back), or the client speaks telnet
     /// but has not (yet) agreed to character mode or 8-bit input.

@@ -4,12 +4,20 @@
 //!
 //! Each check takes `&mut dyn Store` and assumes only that the store has none of the lines the
 //! checks write: every check uses rooms, senders and nicks of its own, and times far from the
-//! others', so [`run_all`] can run them one after the other on one store. Tests only: it
+//! others', so [`run_all`] can run them one after the other on one store (the account checks
+//! use account keys of their own, and look only at those in what `load_accounts` returns).
+//! Two checks need what only a store's own tests can do, and take it as an argument: opening
+//! the same database again ([`check_token_key_survives_reopen`]), and a database of schema
+//! version 2 with [`VERSION_2_LINES`] in it ([`check_migrated_from_version_2`]). Tests only: it
 //! panics on a failure.
 
 #![allow(clippy::unwrap_used)]
 
-use super::{Batch, NewLine, Query, Store, StoredLine};
+use super::{
+    AccountChange, AccountRecord, AccountsRecord, Batch, KeptMessage, NewLine, Query, Store,
+    StoredLine,
+};
+use crate::accounts::{AccountSettings, Kdf, TOKEN_KEY_BYTES};
 use crate::names;
 
 /// A time in the recent past; every check but `check_expire` says its lines after it.
@@ -19,7 +27,7 @@ const RECENT: u64 = 1_790_000_000;
 pub(crate) type Check = fn(&mut dyn Store);
 
 /// Every check, by name. Each passes on an empty store, alone or after the others.
-pub(crate) const CHECKS: [(&str, Check); 8] = [
+pub(crate) const CHECKS: [(&str, Check); 13] = [
     ("write and load_room", check_write_and_load_room),
     ("duplicates are skipped", check_duplicates_are_skipped),
     ("paging to the end", check_paging_to_the_end),
@@ -28,6 +36,11 @@ pub(crate) const CHECKS: [(&str, Check); 8] = [
     ("expire", check_expire),
     ("forget", check_forget),
     ("size", check_size),
+    ("accounts round trip", check_accounts_round_trip),
+    ("delete cascades", check_delete_cascades),
+    ("keep and delivered", check_keep_and_delivered),
+    ("token key", check_token_key),
+    ("lookalike keys are keys", check_lookalike_keys_are_keys),
 ];
 
 /// Every check, one after the other on one store.
@@ -280,4 +293,238 @@ pub(crate) fn check_size(store: &mut dyn Store) {
     let mut ivan = Speaker::new(7_008);
     write_lines(store, vec![ivan.say("conf-size", RECENT, "ivan", "something")]);
     assert!(store.size().unwrap() > 0);
+}
+
+/// What a schema version 2 database holds for [`check_migrated_from_version_2`]: (room, at,
+/// nick, text), each line with sender 1 and its place in this list (from 1) as its seq.
+pub(crate) const VERSION_2_LINES: [(&str, u64, &str, &str); 3] = [
+    ("conf-v2", RECENT, "Zoë", "Crème brûlée before accounts"),
+    ("conf-v2", RECENT + 1, "Ann", "東京駅で会おう"),
+    ("conf-v2", RECENT + 2, "Zoë", "nothing special"),
+];
+
+/// A database of version 2 with [`VERSION_2_LINES`], opened by this code: the lines are
+/// there, searched and paged as before, new lines go after them, and accounts work.
+pub(crate) fn check_migrated_from_version_2(store: &mut dyn Store) {
+    let room = "conf-v2";
+    let before = store.page(room, None, 10).unwrap();
+    assert_eq!(texts(&before), VERSION_2_LINES.map(|(_, _, _, text)| text));
+    assert_eq!(search_texts(store, room, "creme", 10), ["Crème brûlée before accounts"]);
+    assert_eq!(search_texts(store, room, "東京", 10), ["東京駅で会おう"]);
+    let mut after = Speaker::new(7_100);
+    let account = account("conf-v2-zoe", "Zoë");
+    store
+        .write(&Batch {
+            lines: vec![after.say(room, RECENT + 3, "Zoë", "crème again")],
+            topics: Vec::new(),
+            accounts: vec![AccountChange::Put(account.clone())],
+        })
+        .unwrap();
+    assert_eq!(
+        search_texts(store, room, "creme", 10),
+        ["crème again", "Crème brûlée before accounts"]
+    );
+    let loaded = store.load_accounts().unwrap();
+    assert_eq!(own(&loaded, "conf-v2-"), [account]);
+    assert_eq!(loaded.token_key.len(), TOKEN_KEY_BYTES);
+}
+
+/// The token key is the same after the database is opened again; `open` opens it.
+pub(crate) fn check_token_key_survives_reopen(open: &mut dyn FnMut() -> Box<dyn Store>) {
+    let first = open().load_accounts().unwrap().token_key;
+    assert_eq!(first.len(), TOKEN_KEY_BYTES);
+    let mut again = open();
+    assert_eq!(again.load_accounts().unwrap().token_key, first);
+    assert_eq!(again.load_accounts().unwrap().token_key, first);
+}
+
+/// An account of `key` with every field other than its default.
+pub(crate) fn account(key: &str, nick: &str) -> AccountRecord {
+    AccountRecord {
+        key: key.into(),
+        nick: nick.into(),
+        kdf: Kdf { salt: vec![0, 1, 2, 255, 128, 7], memory_kib: 19 * 1024, passes: 2, lanes: 1 },
+        verifier: (0..32).map(|n| n * 7).collect(),
+        admin: false,
+        must_change: true,
+        settings: AccountSettings {
+            charset: Some("gbk".into()),
+            colour: Some(false),
+            timestamps: Some(true),
+            bell: None,
+            ignored: vec!["bob".into(), "Ζωή \"quoted\"".into()],
+        },
+        created_at: RECENT,
+        last_seen: RECENT + 60,
+        last_room: "#lobby".into(),
+    }
+}
+
+fn kept(to: &str, at: u64, text: &str) -> KeptMessage {
+    KeptMessage { to: to.into(), at, from: "Sender".into(), text: text.into() }
+}
+
+fn write_changes(store: &mut dyn Store, accounts: Vec<AccountChange>) {
+    store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts }).unwrap();
+}
+
+/// The accounts a check wrote: those whose key starts with `prefix`, by key.
+fn own(record: &AccountsRecord, prefix: &str) -> Vec<AccountRecord> {
+    let mut mine: Vec<AccountRecord> =
+        record.accounts.iter().filter(|a| a.key.starts_with(prefix)).cloned().collect();
+    mine.sort_by(|a, b| a.key.cmp(&b.key));
+    mine
+}
+
+/// The kept messages of the accounts a check wrote, in the order loaded.
+fn own_kept(record: &AccountsRecord, prefix: &str) -> Vec<(String, String)> {
+    let mine = record.kept.iter().filter(|k| k.to.starts_with(prefix));
+    mine.map(|k| (k.to.clone(), k.text.clone())).collect()
+}
+
+/// Every field comes back as put (the settings through their JSON); a second `Put` replaces
+/// the account and keeps its kept messages.
+pub(crate) fn check_accounts_round_trip(store: &mut dyn Store) {
+    let alice = account("conf-trip-alice", "Alice");
+    let mut zoe = account("conf-trip-zoë", "Zoë");
+    zoe.kdf = Kdf { salt: vec![9; 16], memory_kib: u32::MAX, passes: 16, lanes: 4 };
+    zoe.admin = true;
+    zoe.must_change = false;
+    zoe.settings = AccountSettings::default();
+    zoe.created_at = u64::from(u32::MAX) + 5;
+    zoe.last_seen = 0;
+    zoe.last_room = String::new();
+    write_changes(store, vec![AccountChange::Put(alice.clone()), AccountChange::Put(zoe.clone())]);
+    let loaded = store.load_accounts().unwrap();
+    assert_eq!(own(&loaded, "conf-trip-"), [alice.clone(), zoe.clone()]);
+
+    let mut changed = alice.clone();
+    changed.nick = "ALICE".into();
+    changed.verifier = vec![1; 32];
+    changed.kdf.salt = vec![3; 16];
+    changed.admin = true;
+    changed.settings.ignored.push("carol".into());
+    changed.settings.charset = None;
+    changed.last_seen = RECENT + 3600;
+    changed.last_room = "#elsewhere".into();
+    write_changes(
+        store,
+        vec![
+            AccountChange::Keep(kept(&alice.key, RECENT, "kept before the change")),
+            AccountChange::Put(changed.clone()),
+        ],
+    );
+    let loaded = store.load_accounts().unwrap();
+    assert_eq!(own(&loaded, "conf-trip-"), [changed, zoe]);
+    let kept_texts = [(alice.key.clone(), "kept before the change".to_string())];
+    assert_eq!(own_kept(&loaded, "conf-trip-"), kept_texts, "a Put keeps the kept messages");
+}
+
+/// Deleting an account deletes the messages kept for it, and nobody else's.
+pub(crate) fn check_delete_cascades(store: &mut dyn Store) {
+    let (gone, stays) = ("conf-del-gone", "conf-del-stays");
+    write_changes(
+        store,
+        vec![
+            AccountChange::Put(account(gone, "Gone")),
+            AccountChange::Put(account(stays, "Stays")),
+            AccountChange::Keep(kept(gone, RECENT, "for gone")),
+            AccountChange::Keep(kept(stays, RECENT + 1, "for stays")),
+            AccountChange::Keep(kept(gone, RECENT + 2, "for gone again")),
+        ],
+    );
+    assert_eq!(own_kept(&store.load_accounts().unwrap(), "conf-del-").len(), 3);
+    write_changes(store, vec![AccountChange::Delete { key: gone.into() }]);
+    let loaded = store.load_accounts().unwrap();
+    assert_eq!(own(&loaded, "conf-del-"), [account(stays, "Stays")]);
+    assert_eq!(own_kept(&loaded, "conf-del-"), [(stays.to_string(), "for stays".to_string())]);
+    // Deleting it again, or a key that never was, is nothing.
+    write_changes(store, vec![AccountChange::Delete { key: gone.into() }]);
+    write_changes(store, vec![AccountChange::Delete { key: "conf-del-never".into() }]);
+    assert_eq!(own(&store.load_accounts().unwrap(), "conf-del-").len(), 1);
+}
+
+/// Kept messages load oldest first with every field; `Delivered` deletes one account's; a
+/// `Keep` for a key without an account is skipped and the rest of its batch is written; the
+/// changes of a batch apply in order.
+pub(crate) fn check_keep_and_delivered(store: &mut dyn Store) {
+    let (ann, bob) = ("conf-keep-ann", "conf-keep-bob");
+    let mut speaker = Speaker::new(7_101);
+    store
+        .write(&Batch {
+            lines: vec![speaker.say("conf-keep", RECENT, "Sender", "a line in the same batch")],
+            topics: Vec::new(),
+            accounts: vec![
+                AccountChange::Put(account(ann, "Ann")),
+                AccountChange::Keep(kept(ann, RECENT + 10, "first ünï")),
+                AccountChange::Keep(kept("conf-keep-nobody", RECENT + 11, "to nobody")),
+                AccountChange::Put(account(bob, "Bob")),
+                AccountChange::Keep(kept(bob, RECENT + 12, "for bob")),
+                // Older by the clock, later in the batch: the order kept is the order made.
+                AccountChange::Keep(kept(ann, RECENT + 5, "second")),
+            ],
+        })
+        .unwrap();
+    assert_eq!(texts(&store.page("conf-keep", None, 10).unwrap()), ["a line in the same batch"]);
+    let loaded = store.load_accounts().unwrap();
+    let pair = |to: &str, text: &str| (to.to_string(), text.to_string());
+    assert_eq!(
+        own_kept(&loaded, "conf-keep-"),
+        [pair(ann, "first ünï"), pair(bob, "for bob"), pair(ann, "second")]
+    );
+    let first = loaded.kept.iter().find(|k| k.to == ann).unwrap();
+    assert_eq!(first, &kept(ann, RECENT + 10, "first ünï"));
+
+    write_changes(store, vec![AccountChange::Delivered { to: ann.into() }]);
+    assert_eq!(own_kept(&store.load_accounts().unwrap(), "conf-keep-"), [pair(bob, "for bob")]);
+    // In one batch: delivered, then a new one kept.
+    write_changes(
+        store,
+        vec![
+            AccountChange::Delivered { to: bob.into() },
+            AccountChange::Keep(kept(bob, RECENT + 20, "after delivery")),
+        ],
+    );
+    assert_eq!(
+        own_kept(&store.load_accounts().unwrap(), "conf-keep-"),
+        [pair(bob, "after delivery")]
+    );
+    // An account deleted and made again in one batch starts with nothing kept.
+    write_changes(
+        store,
+        vec![AccountChange::Delete { key: bob.into() }, AccountChange::Put(account(bob, "Bob"))],
+    );
+    let loaded = store.load_accounts().unwrap();
+    assert!(own_kept(&loaded, "conf-keep-").is_empty());
+    assert_eq!(own(&loaded, "conf-keep-").len(), 2);
+}
+
+/// The token key is made once, of the right length, and then always the same.
+pub(crate) fn check_token_key(store: &mut dyn Store) {
+    let first = store.load_accounts().unwrap().token_key;
+    assert_eq!(first.len(), TOKEN_KEY_BYTES);
+    assert!(first.iter().any(|&byte| byte != 0), "random, not zeros");
+    write_changes(store, vec![AccountChange::Put(account("conf-token", "Token"))]);
+    assert_eq!(store.load_accounts().unwrap().token_key, first);
+}
+
+/// The store keeps a key as the bytes it is given: keys that only look alike (another
+/// script's letter, another case) are other accounts; folding them is the broker's work.
+pub(crate) fn check_lookalike_keys_are_keys(store: &mut dyn Store) {
+    let keys = ["conf-look-alice", "conf-look-\u{430}lice", "conf-look-ALICE", "conf-look-alice "];
+    let accounts: Vec<AccountRecord> = keys.iter().map(|key| account(key, "Alice")).collect();
+    write_changes(store, accounts.iter().cloned().map(AccountChange::Put).collect());
+    write_changes(store, vec![AccountChange::Keep(kept(keys[1], RECENT, "for the Cyrillic one"))]);
+    let loaded = store.load_accounts().unwrap();
+    let mut expected = accounts.clone();
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(own(&loaded, "conf-look-"), expected);
+    assert_eq!(
+        own_kept(&loaded, "conf-look-"),
+        [(keys[1].to_string(), "for the Cyrillic one".into())]
+    );
+    write_changes(store, vec![AccountChange::Delete { key: keys[0].into() }]);
+    let loaded = store.load_accounts().unwrap();
+    assert_eq!(own(&loaded, "conf-look-").len(), 3);
+    assert_eq!(own_kept(&loaded, "conf-look-").len(), 1);
 }

@@ -17,6 +17,7 @@
 //! It owns the schema and the queries; it does not decide what is stored, when, or what
 //! happens when it fails (the broker's storage side does).
 
+mod accounts;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod postgres;
@@ -173,7 +174,9 @@ pub trait Store: Send {
     fn location(&self) -> &str;
 
     /// Writes a batch in one transaction: all of it or none. A line whose (sender, seq) is
-    /// already stored is left out; a topic replaces the room's.
+    /// already stored is left out; a topic replaces the room's; the account changes apply in
+    /// order (a `Put` keeps the account's kept messages, a `Keep` for a key with no account
+    /// is skipped: the account was deleted meanwhile).
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError>;
 
     /// A room's topic and its last `lines` lines, oldest first.
@@ -218,11 +221,9 @@ pub trait Store: Send {
     /// How many bytes the database takes.
     fn size(&mut self) -> Result<u64, StoreError>;
 
-    /// Every account, every kept message, and the token key (made and stored now if the
-    /// database has none).
-    fn load_accounts(&mut self) -> Result<AccountsRecord, StoreError> {
-        Err(StoreError::Unsupported("accounts: store helper".into()))
-    }
+    /// Every account, every kept message (oldest first), and the token key (made and stored
+    /// now if the database has none, so that every broker on one database gets the same).
+    fn load_accounts(&mut self) -> Result<AccountsRecord, StoreError>;
 }
 
 /// Which store the settings name.

@@ -14,7 +14,8 @@
 //!
 //! The schema, as the SQLite store's: version 1 has `lines` (an identity `id`: later is larger)
 //! and `topics`; version 2 adds `search_text` (the tokens), `tsv` (generated from it) and a GIN
-//! index, filling `search_text` for the lines already there. The version is the one row of
+//! index, filling `search_text` for the lines already there; version 3 the accounts
+//! ([`accounts`]: their tables and queries). The version is the one row of
 //! `chatd_schema`. Each migration is a transaction holding an advisory lock, so that two
 //! brokers starting at once migrate one after the other.
 
@@ -26,11 +27,14 @@ use postgres::config::Host;
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
+use super::accounts::SettingsReader;
 use super::search::{self, Term};
-use super::{Batch, NewLine, Query, RoomRecord, Store, StoreError, StoredLine};
+use super::{AccountsRecord, Batch, NewLine, Query, RoomRecord, Store, StoreError, StoredLine};
+
+mod accounts;
 
 /// The schema version this code reads and writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// How long connecting may take, unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long sent data may stay unacknowledged, unless the URL says (`tcp_user_timeout`): a
@@ -71,6 +75,7 @@ struct Statements {
     expire: Statement,
     forget: Statement,
     size: Statement,
+    accounts: accounts::AccountStatements,
 }
 
 impl PostgresStore {
@@ -184,6 +189,7 @@ impl Statements {
             expire: client.prepare("DELETE FROM lines WHERE at < $1")?,
             forget: client.prepare("DELETE FROM lines WHERE nick_key = $1")?,
             size: client.prepare("SELECT pg_database_size(current_database())")?,
+            accounts: accounts::AccountStatements::prepare(client)?,
         })
     }
 }
@@ -207,6 +213,7 @@ impl Store for PostgresStore {
             for (room, topic) in &batch.topics {
                 transaction.execute(&statements.set_topic, &[&clean(room), &clean(topic)])?;
             }
+            statements.accounts.apply(&mut transaction, &batch.accounts)?;
             transaction.commit()
         })
     }
@@ -298,6 +305,18 @@ impl Store for PostgresStore {
         })?;
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
+
+    fn load_accounts(&mut self) -> Result<AccountsRecord, StoreError> {
+        let (record, settings) = self.run(|connection| {
+            // A reader per try: a retried load must not name an account twice.
+            let mut settings = SettingsReader::default();
+            let record =
+                connection.statements.accounts.load(&mut connection.client, &mut settings)?;
+            Ok((record, settings))
+        })?;
+        settings.finish(&self.location);
+        Ok(record)
+    }
 }
 
 /// A batch's lines as one array per column, for the one `INSERT` that writes them.
@@ -369,7 +388,8 @@ fn migrate(client: &mut Client, location: &str, target: i64) -> Result<(), Store
         let step = format!("migrating the schema to version {next}");
         let migrated = match next {
             1 => create_tables(&mut transaction),
-            _ => add_search_index(&mut transaction),
+            2 => add_search_index(&mut transaction),
+            _ => accounts::create_accounts(&mut transaction),
         };
         migrated
             .and_then(|()| transaction.execute("UPDATE chatd_schema SET version = $1", &[&next]))

@@ -9,7 +9,8 @@
 //! [`search::index_text`] keyed by the line's id, with the `ascii` tokenizer: the indexed text
 //! is already tokens separated by spaces and the `ascii` tokenizer splits it at exactly those
 //! spaces (every non-ASCII character is a token character), so SQLite's Unicode tables decide
-//! nothing. A trigger deletes a line's index entry with the line.
+//! nothing. A trigger deletes a line's index entry with the line. Version 3 adds the accounts
+//! ([`accounts`]: their tables, the changes a batch writes, the load at start).
 //!
 //! It must not open, copy or close `chatd.db*` itself (closing any descriptor of the file
 //! would drop the process's POSIX locks): SQLite does all of it, `size` only `stat`s the WAL.
@@ -23,7 +24,9 @@ use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::search::{self, Term};
-use super::{Batch, Query, RoomRecord, Store, StoreError, StoredLine};
+use super::{AccountsRecord, Batch, Query, RoomRecord, Store, StoreError, StoredLine};
+
+mod accounts;
 
 /// How long a statement waits for another connection's lock (a second broker during a
 /// restart, an operator's `sqlite3` shell) before it fails.
@@ -33,7 +36,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[n]` brings a database from version n to version n + 1.
-const MIGRATIONS: [Migration; 2] = [create_lines_and_topics, create_search_index];
+const MIGRATIONS: [Migration; 3] =
+    [create_lines_and_topics, create_search_index, accounts::create_accounts];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -379,6 +383,10 @@ impl Store for SqliteStore {
         copied
     }
 
+    fn load_accounts(&mut self) -> Result<AccountsRecord, StoreError> {
+        accounts::load(&mut self.conn, &self.location)
+    }
+
     fn size(&mut self) -> Result<u64, StoreError> {
         let conn = &self.conn;
         let pages = (|| {
@@ -395,7 +403,8 @@ impl Store for SqliteStore {
 }
 
 /// The batch in one transaction: the lines in order, each with its index entry if it was
-/// stored (a line whose (sender, seq) is stored already is skipped), then the topics.
+/// stored (a line whose (sender, seq) is stored already is skipped), then the topics, then
+/// the account changes in order.
 fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
@@ -421,6 +430,7 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             topic.execute(params![room, text])?;
         }
     }
+    accounts::apply(&tx, &batch.accounts)?;
     tx.commit()
 }
 

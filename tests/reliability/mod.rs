@@ -138,7 +138,7 @@ fn a_login_in_progress_survives_a_broker_restart() {
 }
 
 /// A line of /proc/PID/status, without its label.
-fn status_field(pid: i32, label: &str) -> String {
+pub fn status_field(pid: i32, label: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -148,7 +148,7 @@ fn status_field(pid: i32, label: &str) -> String {
 }
 
 /// A soft limit from /proc/PID/limits.
-fn soft_limit(pid: i32, name: &str) -> String {
+pub fn soft_limit(pid: i32, name: &str) -> String {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
     limits
         .lines()
@@ -190,7 +190,11 @@ fn started_as_root_no_process_keeps_root_or_capabilities() {
         assert_eq!(soft_limit(pid, "Max core file size"), "0", "core dumps of {pid}");
     }
     assert_eq!(soft_limit(session, "Max open files"), "64");
-    assert_eq!(soft_limit(session, "Max address space"), (1u64 << 30).to_string());
+    let address_space = chatd::master::session_address_space(
+        chatd::ring::DEFAULT_RING_BYTES,
+        chatd::accounts::KdfCost::DEFAULT,
+    );
+    assert_eq!(soft_limit(session, "Max address space"), address_space.to_string());
 }
 
 #[test]

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod tls_client;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -201,6 +202,16 @@ impl Daemon {
     /// a file system mounted there).
     pub fn start_on(runtime: Arc<tempfile::TempDir>, config: &str) -> Daemon {
         Self::start_in(runtime, config, &[], &[])
+    }
+
+    /// Starts chatd on a runtime directory the test prepared, through a launcher that execs it
+    /// (`setpriv --reuid=...`, to start it as another user than root).
+    pub fn start_on_through(
+        runtime: Arc<tempfile::TempDir>,
+        launcher: &[&str],
+        config: &str,
+    ) -> Daemon {
+        Self::start_in(runtime, config, launcher, &[])
     }
 
     fn start_in(
@@ -516,7 +527,16 @@ pub struct Client {
 
 impl Client {
     pub fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to chatd");
+        Self::connect_to(([127, 0, 0, 1], port).into())
+    }
+
+    /// Connects to chatd at `address` (a listener on an address other than loopback).
+    pub fn connect_to(address: std::net::SocketAddr) -> Client {
+        Self::over(TcpStream::connect(address).expect("connect to chatd"))
+    }
+
+    /// A client on a connection made elsewhere (the plain side of a TLS bridge, ...).
+    pub fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone stream"));
         Client { stream, reader, seen: Vec::new(), bells: 0 }
@@ -547,10 +567,7 @@ impl Client {
         let [a, b, c, d] = source;
         bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).expect("bind the source address");
         connect(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).expect("connect to chatd");
-        let stream = TcpStream::from(fd);
-        stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
-        let reader = BufReader::new(stream.try_clone().expect("clone stream"));
-        Client { stream, reader, seen: Vec::new(), bells: 0 }
+        Self::over(TcpStream::from(fd))
     }
 
     /// Sends one line with a CR LF line end.
@@ -675,6 +692,36 @@ impl Client {
             }
         }
     }
+}
+
+/// Runs `fail2ban-regex` with the shipped filter over `log` (a file, or one line of text);
+/// returns how many lines matched and the report.
+pub fn fail2ban_regex(log: &str) -> (u64, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // fail2ban resolves the filter's `before = common.conf` next to it, as in /etc/fail2ban.
+    let filters = dir.path().join("filter.d");
+    std::fs::create_dir_all(&filters).expect("mkdir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/fail2ban/filter.d/chatd.conf"),
+        filters.join("chatd.conf"),
+    )
+    .expect("copy the filter");
+    std::fs::copy("/etc/fail2ban/filter.d/common.conf", filters.join("common.conf"))
+        .expect("fail2ban's common.conf (apt-get install fail2ban)");
+    let output = Command::new("fail2ban-regex")
+        .arg(log)
+        .arg(filters.join("chatd.conf"))
+        .output()
+        .expect("run fail2ban-regex (apt-get install fail2ban)");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{report}");
+    let matched = report
+        .lines()
+        .find(|line| line.starts_with("Lines:"))
+        .and_then(|line| line.split(", ").find_map(|part| part.strip_suffix(" matched")))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of matched lines:\n{report}"));
+    (matched, report)
 }
 
 /// Distinct values, for asserting that pids differ.

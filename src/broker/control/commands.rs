@@ -29,7 +29,7 @@ impl Broker {
     pub(super) fn answer(&mut self, id: u64, request: ControlRequest) -> Option<ControlReply> {
         let now = unix_now();
         let reply = match request {
-            ControlRequest::Accounts(_) => ControlReply::Failed("accounts: lead".into()),
+            ControlRequest::Accounts(request) => self.accounts_request(request),
             ControlRequest::Status => ControlReply::Status(Box::new(self.status())),
             ControlRequest::Who { room } => self.who(room.as_deref()),
             ControlRequest::Rooms => ControlReply::Rooms(self.rooms.room_rows()),
@@ -171,7 +171,7 @@ impl Broker {
             mutes: self.moderation.mutes.iter().filter(|mute| mute.in_force(now)).count() as u64,
             fanout_latency: self.stats.histogram(),
             store: self.storage.figures(),
-            accounts: None,
+            accounts: self.accounts.is_loaded().then(|| self.accounts.count() as u64),
         }
     }
 

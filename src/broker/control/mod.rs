@@ -20,11 +20,12 @@
 //! answer waits for the state file.
 //!
 //! This file accepts, reads, answers and expires the connections; its parts are
-//! [`access`] (who may connect, how many), [`client`] (one connection: its request, reply and
+//! [`access`] (who may connect, how many), [`accounts`] (`chatctl accounts`), [`client`] (one connection: its request, reply and
 //! deadlines), [`commands`] (the answer to each request) and [`state_writer`] (changes to the
 //! moderation state, in force once saved). It must not block the broker's loop.
 
 mod access;
+mod accounts;
 mod client;
 mod commands;
 mod state_writer;

@@ -3,8 +3,8 @@
 //! side does (the tsquery, the adjacency patterns, the location).
 
 use super::*;
-use crate::store::conformance;
 use crate::store::test_cluster::{self, Cluster};
+use crate::store::{AccountChange, conformance};
 
 fn line(room: &str, from: &str, seq: u64, text: &str) -> NewLine {
     NewLine {
@@ -109,7 +109,7 @@ fn a_database_of_version_1_is_migrated_and_its_lines_are_found() {
     assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), "1");
 
     let mut store = connect(&cluster);
-    assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), "2");
+    assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), SCHEMA_VERSION.to_string());
     assert_eq!(search(&mut store, "lobby", "Köln"), ["Grüße aus Köln"]);
     assert_eq!(search(&mut store, "lobby", "東京"), ["東京駅で会いましょう"]);
     let room = store.load_room("lobby", 10).expect("load_room");
@@ -134,17 +134,17 @@ fn two_brokers_starting_at_once_both_open_the_database() {
     for start in starts {
         start.join().expect("no panic").expect("connect");
     }
-    assert_eq!(cluster.psql("SELECT count(*) || ' ' || max(version) FROM chatd_schema"), "1 2");
+    assert_eq!(cluster.psql("SELECT count(*) || ' ' || max(version) FROM chatd_schema"), "1 3");
 }
 
 #[test]
 fn a_newer_schema_is_refused_naming_the_database() {
     let cluster = Cluster::start();
     cluster.psql(
-        "CREATE TABLE chatd_schema (version bigint NOT NULL); INSERT INTO chatd_schema VALUES (3)",
+        "CREATE TABLE chatd_schema (version bigint NOT NULL); INSERT INTO chatd_schema VALUES (4)",
     );
     let err = PostgresStore::connect(&cluster.url(), None).err().expect("refused");
-    assert!(matches!(err, StoreError::TooNew { found: 3, known: 2, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::TooNew { found: 4, known: 3, .. }), "{err:?}");
     assert!(err.to_string().contains(&cluster.socket_dir().display().to_string()), "{err}");
 }
 
@@ -274,4 +274,70 @@ fn the_test_cluster_takes_the_newest_postgresql() {
         std::fs::write(bin.join("initdb"), "").expect("write");
     }
     assert_eq!(test_cluster::postgres_bin_in(versions.path()), versions.path().join("15/bin"));
+}
+
+#[test]
+fn a_database_of_version_2_is_migrated_keeping_its_lines_and_gets_the_accounts() {
+    let cluster = Cluster::start();
+    let mut client = postgres::Client::connect(&cluster.url(), NoTls).expect("connect");
+    migrate(&mut client, "test", 2).expect("migrate to version 2");
+    // What the code of version 2 wrote: the line and its tokens.
+    for (seq, (room, at, from, text)) in (1i64..).zip(conformance::VERSION_2_LINES) {
+        client
+            .execute(
+                "INSERT INTO lines (room, at, nick, nick_key, sender, seq, action, text, search_text)
+                 VALUES ($1, $2, $3, $4, 1, $5, false, $6, $7)",
+                &[&room, &as_i64(at), &from, &crate::names::fold(from), &seq, &text, &indexed(text)],
+            )
+            .expect("a line of version 2");
+    }
+    drop(client);
+    assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), "2");
+    assert_eq!(cluster.psql("SELECT to_regclass('accounts') IS NULL"), "t");
+
+    let mut store = connect(&cluster);
+    assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), "3");
+    conformance::check_migrated_from_version_2(&mut store);
+}
+
+#[test]
+fn the_token_key_survives_connecting_again_and_two_brokers_agree_on_it() {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    // Two brokers loading a new database at once: one key, which both get.
+    let loads: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut store = PostgresStore::connect(&url, None).expect("connect");
+                store.load_accounts().expect("load").token_key
+            })
+        })
+        .collect();
+    let keys: Vec<Vec<u8>> = loads.into_iter().map(|load| load.join().expect("no panic")).collect();
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(cluster.psql("SELECT count(*) FROM secrets"), "1");
+    conformance::check_token_key_survives_reopen(&mut || {
+        Box::new(connect(&cluster)) as Box<dyn Store>
+    });
+    assert_eq!(connect(&cluster).load_accounts().expect("load").token_key, keys[0]);
+}
+
+#[test]
+fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
+    let cluster = Cluster::start();
+    let mut store = connect(&cluster);
+    let account = |key: &str| {
+        let mut account = conformance::account(key, key);
+        account.last_room = "lobby\0with a NUL".into();
+        account
+    };
+    let accounts = ["broken", "fine"].map(|key| AccountChange::Put(account(key))).to_vec();
+    store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts }).expect("write");
+    cluster.psql("UPDATE accounts SET settings = '[1, 2' WHERE key = 'broken'");
+    let loaded = store.load_accounts().expect("the load does not fail");
+    let find = |key: &str| loaded.accounts.iter().find(|a| a.key == key).expect("loaded");
+    assert_eq!(find("broken").settings, Default::default());
+    assert_eq!(find("fine").settings, conformance::account("fine", "fine").settings);
+    assert_eq!(find("fine").last_room, "lobby\u{FFFD}with a NUL", "a NUL cannot be kept");
 }

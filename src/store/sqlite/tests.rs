@@ -369,3 +369,123 @@ fn a_match_expression_quotes_every_term() {
     let query = Query::parse("Café 世界 x\"y").unwrap();
     assert_eq!(match_expression(&query).unwrap(), "\"cafe\" AND \"世 界\" AND \"x y\"");
 }
+
+/// A database of schema version 2 as that code left it: what it wrote through the same
+/// batches, with its search index.
+fn version_2_database(path: &Path) {
+    let mut old = SqliteStore::open_at_version(path, 2).unwrap();
+    assert_eq!(user_version(&old), 2);
+    let lines = (1..)
+        .zip(conformance::VERSION_2_LINES)
+        .map(|(seq, (room, at, from, text))| NewLine {
+            room: room.into(),
+            at,
+            from: from.into(),
+            from_key: crate::names::fold(from),
+            sender: 1,
+            seq,
+            action: false,
+            text: text.into(),
+        })
+        .collect();
+    old.write(&batch(lines)).unwrap();
+    let tables: i64 = old
+        .conn
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'accounts'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(tables, 0, "version 2 has no accounts");
+}
+
+#[test]
+fn migrating_from_version_two_keeps_the_lines_and_adds_the_accounts() {
+    let dir = temp_dir();
+    let path = dir.path().join("chatd.db");
+    version_2_database(&path);
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&store), 3);
+    conformance::check_migrated_from_version_2(&mut store);
+    // The accounts' foreign key is on: a kept message without its account cannot stay.
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let violations: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(violations, 0);
+}
+
+#[test]
+fn the_token_key_survives_opening_the_file_again() {
+    let dir = temp_dir();
+    let path = dir.path().join("chatd.db");
+    conformance::check_token_key_survives_reopen(&mut || {
+        Box::new(SqliteStore::open(&path).unwrap()) as Box<dyn Store>
+    });
+}
+
+#[test]
+fn an_account_whose_settings_do_not_parse_loads_with_the_defaults() {
+    let dir = temp_dir();
+    let mut store = SqliteStore::open(&dir.path().join("chatd.db")).unwrap();
+    let put = |key: &str| crate::store::AccountChange::Put(conformance::account(key, key));
+    let changes = ["broken", "fine"].map(put).to_vec();
+    store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts: changes }).unwrap();
+    store
+        .conn
+        .execute("UPDATE accounts SET settings = '{not json' WHERE key = 'broken'", [])
+        .unwrap();
+    let loaded = store.load_accounts().unwrap();
+    let settings = |key: &str| {
+        loaded.accounts.iter().find(|account| account.key == key).unwrap().settings.clone()
+    };
+    assert_eq!(settings("broken"), Default::default());
+    assert_eq!(settings("fine"), conformance::account("fine", "fine").settings);
+    assert_eq!(loaded.accounts.len(), 2, "the load did not fail");
+}
+
+#[test]
+fn a_backup_keeps_the_accounts_and_the_token_key() {
+    let dir = temp_dir();
+    let mut store = store_to_back_up(dir.path());
+    let account = conformance::account("alice", "Alice");
+    let kept = crate::store::KeptMessage {
+        to: "alice".into(),
+        at: 5,
+        from: "bob".into(),
+        text: "while you were away".into(),
+    };
+    let accounts = vec![
+        crate::store::AccountChange::Put(account.clone()),
+        crate::store::AccountChange::Keep(kept.clone()),
+    ];
+    store.write(&Batch { lines: Vec::new(), topics: Vec::new(), accounts }).unwrap();
+    let before = store.load_accounts().unwrap();
+    let copy = dir.path().join("copy.db");
+    std::fs::write(&copy, b"").unwrap();
+    let mut into = std::fs::File::options().write(true).open(&copy).unwrap();
+    store.backup(&mut into).unwrap();
+    let restored = SqliteStore::open(&copy).unwrap().load_accounts().unwrap();
+    assert_eq!(restored, before);
+    assert_eq!((restored.accounts, restored.kept), (vec![account], vec![kept]));
+}
+
+#[test]
+fn two_stores_loading_a_new_file_at_once_agree_on_the_token_key() {
+    let dir = temp_dir();
+    let path = dir.path().join("chatd.db");
+    let loads: Vec<_> = (0..2)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                SqliteStore::open(&path).unwrap().load_accounts().unwrap().token_key
+            })
+        })
+        .collect();
+    let keys: Vec<Vec<u8>> = loads.into_iter().map(|load| load.join().unwrap()).collect();
+    assert_eq!(keys[0], keys[1]);
+    let store = SqliteStore::open(&path).unwrap();
+    let rows: i64 =
+        store.conn.query_row("SELECT count(*) FROM secrets", [], |row| row.get(0)).unwrap();
+    assert_eq!(rows, 1);
+}
