@@ -208,13 +208,7 @@ impl Master {
     /// in force; `None` without TLS listeners.
     fn tls_notice(&self) -> Option<String> {
         let identity = self.tls.as_ref()?;
-        let port = self
-            .listeners
-            .iter()
-            .find(|(_, kind)| *kind == ListenerKind::Tls)
-            .and_then(|(listener, _)| listener.local_addr().ok())?
-            .port();
-        Some(identity.plain_greeting_notice(port))
+        Some(identity.plain_greeting_notice(self.config.session.tls_port?))
     }
 
     pub(super) fn start_broker(&mut self) -> Result<(), BrokerStartError> {

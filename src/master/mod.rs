@@ -284,6 +284,14 @@ pub fn run(
         .register(&mut admissions, ADMISSIONS, Interest::READABLE)
         .map_err(MasterError::EventLoop)?;
     let tls_status = tls.as_ref().map(|identity| identity.status.clone());
+    // Sessions name the first TLS listener's port to plain clients (greeting, passwords).
+    let mut config = config.clone();
+    config.session.tls_port = mio_listeners
+        .iter()
+        .filter(|(_, kind)| *kind == ListenerKind::Tls)
+        .find_map(|(listener, _)| listener.local_addr().ok())
+        .map(|addr| addr.port());
+    let config = &config;
     let mut master = Master {
         poll,
         service_user,

@@ -29,6 +29,7 @@ impl Master {
         }
         new.listen.clone_from(&self.config.listen);
         new.tls_listen.clone_from(&self.config.tls_listen);
+        new.session.tls_port = self.config.session.tls_port;
         new.runtime_dir.clone_from(&self.config.runtime_dir);
         new.log = self.config.log;
         new.user.clone_from(&self.config.user);
