@@ -348,6 +348,10 @@ impl Session {
         // What came with the handshake's last record is read now: the socket will not say so
         // again.
         self.client_readable = true;
+        if self.http.is_some() {
+            // A browser or curl: it gets an HTTP answer, never the chat's greeting.
+            return true;
+        }
         if self.client.is_telnet() {
             let offer = self.telnet.start();
             self.send_raw(&offer);
