@@ -62,7 +62,12 @@ pub enum Mode {
     Broker,
     /// Serve one client on standard input and output, as started by inetd, xinetd or a systemd
     /// socket with Accept=yes; the broker must be running.
-    Inetd,
+    Inetd {
+        /// The client speaks TLS from its first byte (a TLS port): the certificate is
+        /// tls_cert/tls_key, or the self-signed one a standalone chatd made in state_dir.
+        #[arg(long)]
+        tls: bool,
+    },
     /// One session; `chatd session --inetd` is `chatd inetd`.
     Session {
         /// The client is on standard input and output.

@@ -15,10 +15,13 @@ use log::{error, info, warn};
 use crate::broker::{self, BrokerError};
 use crate::config::SessionLimits;
 use crate::config::{Config, ConfigSource};
+use crate::config::{SELF_SIGNED_CERT, SELF_SIGNED_KEY};
 use crate::master::listen::{self, ListenError};
 use crate::master::privileges::{self, PrivilegeError};
+use crate::master::tls::{self, TlsError, TlsIdentity, TlsSettings};
 use crate::master::{self, BrokerStart, MasterError, Roles, SessionStart};
-use crate::session::transport::PlainTransport;
+use crate::session::tls::TlsTransport;
+use crate::session::transport::{ClientTransport, PlainTransport};
 use crate::session::{self, SessionSettings};
 use crate::sys;
 
@@ -40,6 +43,14 @@ pub enum StartError {
     /// `chatd inetd` was not given a TCP connection it can serve on standard input.
     #[error("{0}")]
     Connection(io::Error),
+    /// `chatd inetd --tls` has no certificate to present.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error(
+        "chatd inetd --tls needs tls_cert and tls_key, or the self-signed certificate a \
+         standalone chatd made in {0} ({SELF_SIGNED_CERT}, {SELF_SIGNED_KEY}); found neither"
+    )]
+    NoCertificate(String),
 }
 
 /// `chatd broker`: serves `<runtime-dir>/broker.sock` for sessions started by inetd or systemd,
@@ -85,9 +96,9 @@ pub fn broker_alone(config: &Config, source: ConfigSource) -> Result<(), StartEr
     result
 }
 
-/// `chatd inetd`: serves the one client on standard input with the running broker. Returns the
-/// exit status.
-pub fn inetd_session(config: &Config) -> Result<i32, StartError> {
+/// `chatd inetd`: serves the one client on standard input with the running broker (over TLS
+/// with `tls`). Returns the exit status.
+pub fn inetd_session(config: &Config, tls: bool) -> Result<i32, StartError> {
     // As a forked session: it will hold the TLS key and what its user types.
     if let Err(err) = sys::forbid_dumps() {
         warn!("cannot make this session undumpable: {err}");
@@ -100,6 +111,9 @@ pub fn inetd_session(config: &Config) -> Result<i32, StartError> {
         .ok()
         .or_else(remote_addr)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    // Read before privileges are dropped, like the standalone master does; once per
+    // connection, so the key must be readable by whoever inetd starts chatd as.
+    let tls = if tls { Some(inetd_certificate(config)?.settings) } else { None };
     if let Some(run_as) = privileges::resolve(config.user.as_deref(), config.user_is_default)? {
         sys::drop_privileges(run_as.uid, run_as.gid)
             .map_err(|source| PrivilegeError::Switch { user: run_as.name, source })?;
@@ -107,9 +121,26 @@ pub fn inetd_session(config: &Config) -> Result<i32, StartError> {
     let settings = SessionSettings {
         broker_socket: config.runtime_dir.join(listen::BROKER_SOCKET),
         limits: config.session.clone(),
+        tls_notice: None,
     };
-    let client = plain_transport(mio::net::TcpStream::from_std(connection), &settings.limits);
+    let stream = mio::net::TcpStream::from_std(connection);
+    let client = match tls {
+        Some(tls) => tls_transport(stream, tls, &settings.limits).map_err(TlsError::Session)?,
+        None => plain_transport(stream, &settings.limits),
+    };
     Ok(session::run(client, peer, settings, None))
+}
+
+/// The certificate `chatd inetd --tls` presents: the operator's, or the self-signed one a
+/// standalone chatd made (an inetd session never makes one: each connection would get its own).
+fn inetd_certificate(config: &Config) -> Result<TlsIdentity, StartError> {
+    if config.tls_cert.is_some() {
+        return Ok(tls::load(config, None)?);
+    }
+    match tls::kept_self_signed(&config.state_dir) {
+        Some(kept) => Ok(kept?),
+        None => Err(StartError::NoCertificate(config.state_dir.display().to_string())),
+    }
 }
 
 /// The peer as inetd-style launchers describe it when `getpeername` cannot (`REMOTE_ADDR`).
@@ -170,15 +201,36 @@ const ROLES: Roles = Roles { session: forked_session, broker: forked_broker };
 
 /// A session child of the master.
 fn forked_session(start: SessionStart) -> i32 {
-    let SessionStart { client, peer, broker_socket, limits, reporter } = start;
-    let client = plain_transport(client, &limits);
-    session::run(client, peer, SessionSettings { broker_socket, limits }, reporter)
+    let SessionStart { client, peer, broker_socket, limits, reporter, tls, tls_notice } = start;
+    let client = match tls {
+        Some(tls) => match tls_transport(client, tls, &limits) {
+            Ok(client) => client,
+            Err(err) => {
+                error!("cannot start TLS for {peer}: {err}");
+                return 1;
+            }
+        },
+        None => plain_transport(client, &limits),
+    };
+    session::run(client, peer, SessionSettings { broker_socket, limits, tls_notice }, reporter)
 }
 
-/// A client on a plain TCP connection (a listener's, or inetd's standard input). TLS and
-/// WebSocket listeners will choose their own transports here.
-fn plain_transport(stream: mio::net::TcpStream, limits: &SessionLimits) -> Box<PlainTransport> {
+/// A client on a plain TCP connection (a listener's, or inetd's standard input).
+fn plain_transport(
+    stream: mio::net::TcpStream,
+    limits: &SessionLimits,
+) -> Box<dyn ClientTransport> {
     Box::new(PlainTransport::new(stream, limits.send_queue_bytes, limits.keepalive, limits.telnet))
+}
+
+/// A client on a TLS connection (a TLS listener's, or `chatd inetd --tls`).
+fn tls_transport(
+    stream: mio::net::TcpStream,
+    tls: TlsSettings,
+    limits: &SessionLimits,
+) -> Result<Box<dyn ClientTransport>, rustls::Error> {
+    let (queue, keepalive, telnet) = (limits.send_queue_bytes, limits.keepalive, limits.telnet);
+    Ok(Box::new(TlsTransport::new(stream, tls, queue, keepalive, telnet)?))
 }
 
 /// The broker child of the master.

@@ -303,21 +303,23 @@ pub unsafe fn stdin_tcp_connection() -> io::Result<std::net::TcpStream> {
 }
 
 /// Listening sockets passed by systemd socket activation (`LISTEN_FDS`/`LISTEN_PID`), taken
-/// over by this process; the variables are removed so that children do not see them.
+/// over by this process, each with its name (`LISTEN_FDNAMES`: the socket unit's
+/// `FileDescriptorName=`, `unknown` without names); the variables are removed so that
+/// children do not see them.
 ///
 /// # Safety
 ///
 /// The calling process must be single-threaded (nothing may read or write the environment
 /// while the variables are removed), and nothing else in it may own the descriptors systemd
 /// passed (3 on): the ones returned become their only owners.
-pub unsafe fn systemd_listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
+pub unsafe fn systemd_listen_fds() -> io::Result<Vec<(std::os::fd::OwnedFd, String)>> {
     use std::os::fd::FromRawFd;
     // SAFETY: the caller promises a single-threaded process (see `# Safety`), so nothing reads
     // the environment concurrently with the removal.
-    let fds = unsafe { sd_notify::listen_fds_and_unset_env() }?;
+    let fds = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }?;
     // SAFETY: systemd passed these descriptors to this process (LISTEN_PID matched) and nothing
     // else in it owns them.
-    Ok(fds.map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }).collect())
+    Ok(fds.map(|(fd, name)| (unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }, name)).collect())
 }
 
 /// Turns the process into a classic SysV daemon: fork (the original process waits for the

@@ -20,4 +20,5 @@ mod storage;
 mod storage_harness;
 mod syslog;
 mod terminals;
+mod tls;
 mod util;

@@ -16,6 +16,9 @@ _chatctl() {
             ",$1")
                 cmd="chatctl"
                 ;;
+            chatctl,accounts)
+                cmd="chatctl__subcmd__accounts"
+                ;;
             chatctl,announce)
                 cmd="chatctl__subcmd__announce"
                 ;;
@@ -66,6 +69,51 @@ _chatctl() {
                 ;;
             chatctl,who)
                 cmd="chatctl__subcmd__who"
+                ;;
+            chatctl__subcmd__accounts,delete)
+                cmd="chatctl__subcmd__accounts__subcmd__delete"
+                ;;
+            chatctl__subcmd__accounts,grant)
+                cmd="chatctl__subcmd__accounts__subcmd__grant"
+                ;;
+            chatctl__subcmd__accounts,help)
+                cmd="chatctl__subcmd__accounts__subcmd__help"
+                ;;
+            chatctl__subcmd__accounts,list)
+                cmd="chatctl__subcmd__accounts__subcmd__list"
+                ;;
+            chatctl__subcmd__accounts,reset-password)
+                cmd="chatctl__subcmd__accounts__subcmd__reset__subcmd__password"
+                ;;
+            chatctl__subcmd__accounts,revoke)
+                cmd="chatctl__subcmd__accounts__subcmd__revoke"
+                ;;
+            chatctl__subcmd__accounts,show)
+                cmd="chatctl__subcmd__accounts__subcmd__show"
+                ;;
+            chatctl__subcmd__accounts__subcmd__help,delete)
+                cmd="chatctl__subcmd__accounts__subcmd__help__subcmd__delete"
+                ;;
+            chatctl__subcmd__accounts__subcmd__help,grant)
+                cmd="chatctl__subcmd__accounts__subcmd__help__subcmd__grant"
+                ;;
+            chatctl__subcmd__accounts__subcmd__help,help)
+                cmd="chatctl__subcmd__accounts__subcmd__help__subcmd__help"
+                ;;
+            chatctl__subcmd__accounts__subcmd__help,list)
+                cmd="chatctl__subcmd__accounts__subcmd__help__subcmd__list"
+                ;;
+            chatctl__subcmd__accounts__subcmd__help,reset-password)
+                cmd="chatctl__subcmd__accounts__subcmd__help__subcmd__reset__subcmd__password"
+                ;;
+            chatctl__subcmd__accounts__subcmd__help,revoke)
+                cmd="chatctl__subcmd__accounts__subcmd__help__subcmd__revoke"
+                ;;
+            chatctl__subcmd__accounts__subcmd__help,show)
+                cmd="chatctl__subcmd__accounts__subcmd__help__subcmd__show"
+                ;;
+            chatctl__subcmd__help,accounts)
+                cmd="chatctl__subcmd__help__subcmd__accounts"
                 ;;
             chatctl__subcmd__help,announce)
                 cmd="chatctl__subcmd__help__subcmd__announce"
@@ -118,6 +166,24 @@ _chatctl() {
             chatctl__subcmd__help,who)
                 cmd="chatctl__subcmd__help__subcmd__who"
                 ;;
+            chatctl__subcmd__help__subcmd__accounts,delete)
+                cmd="chatctl__subcmd__help__subcmd__accounts__subcmd__delete"
+                ;;
+            chatctl__subcmd__help__subcmd__accounts,grant)
+                cmd="chatctl__subcmd__help__subcmd__accounts__subcmd__grant"
+                ;;
+            chatctl__subcmd__help__subcmd__accounts,list)
+                cmd="chatctl__subcmd__help__subcmd__accounts__subcmd__list"
+                ;;
+            chatctl__subcmd__help__subcmd__accounts,reset-password)
+                cmd="chatctl__subcmd__help__subcmd__accounts__subcmd__reset__subcmd__password"
+                ;;
+            chatctl__subcmd__help__subcmd__accounts,revoke)
+                cmd="chatctl__subcmd__help__subcmd__accounts__subcmd__revoke"
+                ;;
+            chatctl__subcmd__help__subcmd__accounts,show)
+                cmd="chatctl__subcmd__help__subcmd__accounts__subcmd__show"
+                ;;
             *)
                 ;;
         esac
@@ -125,8 +191,246 @@ _chatctl() {
 
     case "${cmd}" in
         chatctl)
-            opts="-h -V --runtime-dir --json --help --version status who rooms kick ban unban bans mute unmute announce motd reload shutdown backup history forget help"
+            opts="-h -V --runtime-dir --json --help --version status who rooms kick ban unban bans mute unmute announce motd reload shutdown backup history forget accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts)
+            opts="-h --runtime-dir --json --help list show reset-password delete grant revoke help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__delete)
+            opts="-h --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__grant)
+            opts="-h --runtime-dir --json --help admin"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__help)
+            opts="list show reset-password delete grant revoke help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__help__subcmd__grant)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__help__subcmd__reset__subcmd__password)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__help__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__list)
+            opts="-h --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__reset__subcmd__password)
+            opts="-h --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__revoke)
+            opts="-h --runtime-dir --json --help admin"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__accounts__subcmd__show)
+            opts="-h --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -241,8 +545,106 @@ _chatctl() {
             return 0
             ;;
         chatctl__subcmd__help)
-            opts="status who rooms kick ban unban bans mute unmute announce motd reload shutdown backup history forget help"
+            opts="status who rooms kick ban unban bans mute unmute announce motd reload shutdown backup history forget accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__accounts)
+            opts="list show reset-password delete grant revoke"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__accounts__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__accounts__subcmd__grant)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__accounts__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__accounts__subcmd__reset__subcmd__password)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__accounts__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__help__subcmd__accounts__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -58,14 +58,15 @@ fn main() -> ExitCode {
             modes::standalone(&config, source, background).map(|()| 0)
         }
         Some(Mode::Broker) => modes::broker_alone(&config, source).map(|()| 0),
-        Some(Mode::Inetd | Mode::Session { .. }) => modes::inetd_session(&config),
+        Some(Mode::Inetd { tls }) => modes::inetd_session(&config, tls),
+        Some(Mode::Session { .. }) => modes::inetd_session(&config, false),
     };
     match result {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
         Err(err) => {
             log::error!("{err}");
             if config.log != LogTarget::Stderr
-                && !matches!(cli.mode, Some(Mode::Inetd | Mode::Session { .. }))
+                && !matches!(cli.mode, Some(Mode::Inetd { .. } | Mode::Session { .. }))
             {
                 eprintln!("chatd: {err}");
             }

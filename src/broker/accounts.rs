@@ -13,11 +13,18 @@
 //! nobody can make sessions burn CPU for free.
 //!
 //! Accounts are keyed by the nick's lookalike key (`names::lookalike_key`): `аlice` with a
-//! Cyrillic а is `alice`'s account, and cannot be registered beside it.
+//! Cyrillic а is `alice`'s account, and cannot be registered beside it. A nick is also found
+//! by the lookalike key of its case fold ([`lookup_keys`]): the key of a nick as written reads
+//! a capital I as an l, so `ALICE` has another key than `alice` (`allce`), and would otherwise
+//! be free while `alice` is registered.
+//!
+//! Parts: `throttle` (the limits, as arithmetic on instants), `operators` (`chatctl
+//! accounts`: rows and the changes an operator may make).
 //!
 //! [`challenge`]: Accounts::challenge
 //! [`prove`]: Accounts::prove
 
+mod operators;
 mod throttle;
 
 use std::collections::HashMap;
@@ -27,7 +34,7 @@ use crate::accounts::{self, AccountSettings, Kdf, KdfCost, NoRandomness, SALT_BY
 use crate::broker::room::MemberId;
 use crate::config::AccountsMode;
 use crate::names;
-use crate::proto::{self, Failure, Purpose, control::AccountRow};
+use crate::proto::{self, Failure, Purpose};
 use crate::store::{self, AccountChange, AccountRecord};
 
 use throttle::Throttles;
@@ -103,6 +110,8 @@ pub struct Accounts {
     loaded: bool,
     /// By lookalike key.
     accounts: HashMap<String, AccountRecord>,
+    /// Each of an account's [`lookup_keys`] → its key.
+    aliases: HashMap<String, String>,
     /// By recipient key, oldest first.
     kept: HashMap<String, Vec<store::KeptMessage>>,
     token_key: Vec<u8>,
@@ -116,7 +125,7 @@ fn refused(text: impl Into<String>) -> Failure {
     Failure::AccountRefused(text.into())
 }
 
-/// Operators' commands before the store answered.
+/// Challenges and operators' commands before the store answered.
 const NOT_LOADED: &str = "accounts are not loaded yet";
 
 impl Accounts {
@@ -130,6 +139,7 @@ impl Accounts {
             kept_limit,
             loaded: false,
             accounts: HashMap::new(),
+            aliases: HashMap::new(),
             kept: HashMap::new(),
             token_key: Vec::new(),
             pending: HashMap::new(),
@@ -156,8 +166,11 @@ impl Accounts {
 
     /// What the store holds (read once, at start).
     pub fn load(&mut self, record: store::AccountsRecord) {
-        self.accounts =
-            record.accounts.into_iter().map(|account| (account.key.clone(), account)).collect();
+        self.accounts.clear();
+        self.aliases.clear();
+        for account in record.accounts {
+            self.insert(account);
+        }
         self.kept.clear();
         for message in record.kept {
             self.kept.entry(message.to.clone()).or_default().push(message);
@@ -185,7 +198,21 @@ impl Accounts {
         if self.mode == AccountsMode::Off {
             return None;
         }
-        self.accounts.get(&names::lookalike_key(nick))
+        self.lookup(nick)
+    }
+
+    /// The account whose nick `nick` passes for (see [`lookup_keys`]).
+    fn lookup(&self, nick: &str) -> Option<&AccountRecord> {
+        let key = lookup_keys(nick).iter().find_map(|key| self.aliases.get(key))?;
+        self.accounts.get(key)
+    }
+
+    fn insert(&mut self, account: AccountRecord) {
+        for alias in lookup_keys(&account.nick) {
+            self.aliases.insert(alias, account.key.clone());
+        }
+        self.aliases.insert(account.key.clone(), account.key.clone());
+        self.accounts.insert(account.key.clone(), account);
     }
 
     /// A challenge for `member` (from `source`, "IP:port" or an IP) to prove a password for
@@ -213,14 +240,14 @@ impl Accounts {
         let (key, nick, current) = match purpose {
             Purpose::Register => {
                 let key = names::lookalike_key(nick);
-                if let Some(account) = self.accounts.get(&key) {
+                if let Some(account) = self.lookup(nick) {
                     return Err(refused(format!("{} is registered already", account.nick)));
                 }
                 (key, nick.to_string(), None)
             }
             Purpose::Login | Purpose::ChangePassword | Purpose::Unregister => {
                 let account = match purpose {
-                    Purpose::Login => self.accounts.get(&names::lookalike_key(nick)),
+                    Purpose::Login => self.lookup(nick),
                     _ => match logged_in {
                         Some(key) => self.accounts.get(key),
                         None => return Err(refused("You are not logged in")),
@@ -279,7 +306,8 @@ impl Accounts {
     /// `fresh` becomes the verifier. ChangePassword: `current` must match, `fresh` replaces
     /// it, `must_change` is cleared. Unregister: `current` must match → Delete (the kept
     /// messages go too). A wrong password counts for the account and for `source`; a right
-    /// one resets the account's count.
+    /// one resets the account's count. The throttles are asked again before comparing, so a
+    /// proof for a challenge handed out before they closed is refused `Throttled`.
     #[allow(clippy::too_many_arguments)]
     pub fn prove(
         &mut self,
@@ -309,9 +337,15 @@ impl Accounts {
         let Some(current) = current else {
             return deny("the current password is missing");
         };
+        // Again here: challenges gathered on many connections before the first failure must
+        // not buy more guesses than the throttles allow.
+        let source = source_key(source);
+        if let Some(seconds) = self.throttles.wait(&pending.key, &source, now) {
+            return Err(Denied::Failure(Failure::Throttled { seconds }));
+        }
         if !accounts::verifier_matches(current, &account.verifier) {
             let nick = account.nick.clone();
-            self.throttles.failed(&pending.key, &source_key(source), now);
+            self.throttles.failed(&pending.key, &source, now);
             return Err(Denied::WrongPassword { nick });
         }
         self.throttles.succeeded(&pending.key);
@@ -364,7 +398,7 @@ impl Accounts {
             return Err(Denied::Failure(refused("the new password is missing")));
         };
         // Someone else may have registered a lookalike since the challenge.
-        if let Some(account) = self.accounts.get(&pending.key) {
+        if let Some(account) = self.lookup(&pending.nick) {
             return Err(Denied::Failure(refused(format!(
                 "{} is registered already",
                 account.nick
@@ -382,7 +416,7 @@ impl Accounts {
             last_seen: 0,
             last_room: String::new(),
         };
-        self.accounts.insert(account.key.clone(), account.clone());
+        self.insert(account.clone());
         Ok(Proved {
             purpose: Purpose::Register,
             key: account.key.clone(),
@@ -477,97 +511,25 @@ impl Accounts {
         Some((account.last_seen, account.last_room.clone()))
     }
 
-    /// Every account, by nick, for operators; `online` says whether the nick (as registered)
-    /// is connected.
-    pub fn rows(&self, online: impl Fn(&str) -> bool) -> Vec<AccountRow> {
-        let mut rows: Vec<AccountRow> = self
-            .accounts
-            .values()
-            .map(|account| self.row_of(account, online(&account.nick)))
-            .collect();
-        rows.sort_by(|a, b| a.nick.cmp(&b.nick));
-        rows
-    }
-
-    /// One account, for operators.
-    pub fn row(&self, nick: &str, online: bool) -> Result<AccountRow, String> {
-        Ok(self.row_of(self.operated(nick)?, online))
-    }
-
-    fn row_of(&self, account: &AccountRecord, online: bool) -> AccountRow {
-        AccountRow {
-            nick: account.nick.clone(),
-            created_at: account.created_at,
-            last_seen: account.last_seen,
-            online,
-            admin: account.admin,
-            must_change: account.must_change,
-            kept_messages: self.kept.get(&account.key).map_or(0, Vec::len) as u64,
-            memory_kib: account.kdf.memory_kib,
-            passes: account.kdf.passes,
-        }
-    }
-
-    /// The account an operator names, or why there is none.
-    fn operated(&self, nick: &str) -> Result<&AccountRecord, String> {
-        if !self.loaded {
-            return Err(NOT_LOADED.into());
-        }
-        self.accounts.get(&names::lookalike_key(nick)).ok_or_else(|| no_such_account(nick))
-    }
-
-    fn operated_mut(&mut self, nick: &str) -> Result<&mut AccountRecord, String> {
-        self.operated(nick)?;
-        self.accounts.get_mut(&names::lookalike_key(nick)).ok_or_else(|| no_such_account(nick))
-    }
-
-    /// An operator's new password (chatctl drew it and derived `tag` under `kdf`): it must be
-    /// changed at the next login. The account's throttle is lifted (its owner may have been
-    /// kept out by someone guessing).
-    pub fn reset_password(
-        &mut self,
-        nick: &str,
-        kdf: Kdf,
-        tag: &[u8],
-    ) -> Result<AccountChange, String> {
-        accounts::check_kdf(&kdf).map_err(|err| err.to_string())?;
-        if tag.len() != TAG_BYTES {
-            return Err(format!("a password tag has {TAG_BYTES} bytes, not {}", tag.len()));
-        }
-        let account = self.operated_mut(nick)?;
-        account.kdf = kdf;
-        account.verifier = accounts::verifier_of(tag);
-        account.must_change = true;
-        let change = AccountChange::Put(account.clone());
-        let key = account.key.clone();
-        self.throttles.succeeded(&key);
-        Ok(change)
-    }
-
-    /// Deletes an account (and its kept messages); its owner, if connected, goes on as a
-    /// guest (the caller's business).
-    pub fn delete(&mut self, nick: &str) -> Result<AccountChange, String> {
-        let key = self.operated(nick)?.key.clone();
-        self.forget_account(&key);
-        Ok(AccountChange::Delete { key })
-    }
-
-    /// Grants or revokes the admin role.
-    pub fn set_admin(&mut self, nick: &str, admin: bool) -> Result<AccountChange, String> {
-        let account = self.operated_mut(nick)?;
-        account.admin = admin;
-        Ok(AccountChange::Put(account.clone()))
-    }
-
     fn forget_account(&mut self, key: &str) {
-        self.accounts.remove(key);
+        if let Some(account) = self.accounts.remove(key) {
+            for alias in lookup_keys(&account.nick) {
+                if self.aliases.get(&alias) == Some(&account.key) {
+                    self.aliases.remove(&alias);
+                }
+            }
+            self.aliases.remove(key);
+        }
         self.kept.remove(key);
         self.throttles.succeeded(key);
     }
 }
 
-fn no_such_account(nick: &str) -> String {
-    format!("no such account: {nick}")
+/// The keys a nick is looked up by: its lookalike key, and that of its case fold. Each catches
+/// what the other misses: the first reads a capital I as an l (`AIice` passes for `Allce`),
+/// the second sees that `ALICE` is `alice` (the first makes it `allce`).
+fn lookup_keys(nick: &str) -> [String; 2] {
+    [names::lookalike_key(nick), names::lookalike_key(&names::fold(nick))]
 }
 
 #[cfg(test)]

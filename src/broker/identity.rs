@@ -26,6 +26,9 @@ use crate::names::{self, DEFAULT_ROOM};
 use crate::proto::{AccountNews, AccountSettings, Event, Failure, Purpose};
 use crate::store::AccountsRecord;
 
+/// The answer to every account command when `accounts = "off"`.
+const ACCOUNTS_OFF: &str = "accounts are off on this server";
+
 fn to(id: MemberId, event: Event) -> Delivery {
     Delivery { to: Audience::One(id), event }
 }
@@ -107,7 +110,7 @@ impl Broker {
         now: Instant,
     ) -> Vec<Delivery> {
         if self.accounts.mode() == AccountsMode::Off {
-            return failed(id, Failure::AccountRefused("accounts are off on this server".into()));
+            return failed(id, Failure::AccountRefused(ACCOUNTS_OFF.into()));
         }
         if !self.storage.keeps_accounts() {
             return failed(
@@ -158,11 +161,14 @@ impl Broker {
                 return failed(id, Failure::WrongPassword(nick));
             }
         };
+        let mut stored_as = 0;
         for change in proved.changes.iter().cloned() {
-            self.storage.account_change(change);
+            stored_as = self.storage.account_change(change);
         }
-        match proved.purpose {
-            Purpose::Login => self.logged_in(id, session, proved),
+        // What the user is told of a registration, a new password or a deletion waits until
+        // it is on disk: a confirmed change must survive a crash of the broker.
+        let answer = match proved.purpose {
+            Purpose::Login => return self.logged_in(id, session, proved),
             Purpose::Register => {
                 info!("{} registered (session pid {})", proved.nick, self.pid_of(id));
                 self.rooms.set_account(id, Some(proved.key.clone()));
@@ -181,6 +187,18 @@ impl Broker {
                     self.rooms.set_account(id, None);
                 }
                 vec![to(id, Event::Account(AccountNews::Unregistered { nick: proved.nick }))]
+            }
+        };
+        self.held_until_stored.push_back((stored_as, answer));
+        Vec::new()
+    }
+
+    /// Answers held until the account changes they confirm are on disk, now that they are.
+    pub(super) fn release_stored(&mut self) {
+        let settled = self.storage.account_changes_settled();
+        while self.held_until_stored.front().is_some_and(|(number, _)| *number <= settled) {
+            if let Some((_, deliveries)) = self.held_until_stored.pop_front() {
+                self.deliver(deliveries);
             }
         }
     }
@@ -276,6 +294,9 @@ impl Broker {
     /// `Logout`: the session goes on as a guest; a nick that is the account's becomes a guest
     /// name.
     pub(super) fn logout_request(&mut self, id: MemberId) -> Vec<Delivery> {
+        if self.accounts.mode() == AccountsMode::Off {
+            return failed(id, Failure::AccountRefused(ACCOUNTS_OFF.into()));
+        }
         let Some(key) = self.rooms.account_of(id).map(str::to_string) else {
             return failed(id, Failure::AccountRefused("You are not logged in".into()));
         };
@@ -353,7 +374,9 @@ impl Broker {
         let muted = self.moderation.is_muted(&from, unix_now());
         if !muted {
             match self.accounts.keep(&key, &from, &text, unix_now()) {
-                Ok(change) => self.storage.account_change(change),
+                Ok(change) => {
+                    self.storage.account_change(change);
+                }
                 Err(failure) => return Some(rejected(failure)),
             }
         }

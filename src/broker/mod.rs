@@ -203,6 +203,9 @@ struct Broker {
     /// Sessions that resumed with a login token before the accounts were loaded: (nick,
     /// sender id, token), checked once they are.
     unchecked_tokens: HashMap<MemberId, (String, u64, Vec<u8>)>,
+    /// Answers to account requests, each held until the account change it confirms (its
+    /// number from `Storage::account_change`) is on disk.
+    held_until_stored: std::collections::VecDeque<(u64, Vec<Delivery>)>,
 }
 
 /// What the master vouched for about a session.
@@ -319,6 +322,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         passwords_need_tls: config.session.passwords_need_tls,
         away_news: HashMap::new(),
         unchecked_tokens: HashMap::new(),
+        held_until_stored: std::collections::VecDeque::new(),
     };
     if let Some(record) = loaded_accounts {
         broker.accounts_loaded(record);
@@ -358,6 +362,7 @@ impl Broker {
                     HELPERS => {
                         self.state_saved();
                         self.store_answers();
+                        self.release_stored();
                     }
                     Token(token) if self.controls.contains_key(&(token as MemberId)) => {
                         self.serve_control(token as MemberId, event);

@@ -312,6 +312,19 @@ impl Rooms {
         }
     }
 
+    /// Notes that member `id` (just logged in or resumed) is connected over TLS, for `/who`,
+    /// `/whois` and operators. Not a member: nothing.
+    pub fn set_tls(&mut self, id: MemberId, tls: bool) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.tls = tls;
+        }
+    }
+
+    /// Whether member `id` is connected over TLS.
+    pub fn is_tls(&self, id: MemberId) -> bool {
+        self.members.get(&id).is_some_and(|member| member.tls)
+    }
+
     /// Registers `id` (whose sender id is `session`) as `nick` and puts it in the default room.
     pub fn login(&mut self, id: MemberId, session: u64, nick: &str) -> Vec<Delivery> {
         if self.members.contains_key(&id) {

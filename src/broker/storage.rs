@@ -95,6 +95,10 @@ struct Link {
     /// The same for account changes, and how many were not stored.
     dropping_account_changes: bool,
     dropped_account_changes: u64,
+    /// Account changes made, and those on disk or dropped (the numbers of
+    /// [`Storage::account_change`]).
+    account_changes_made: u64,
+    account_changes_settled: u64,
     /// The accounts are to be loaded (the store opened, or the last load failed) from then.
     load_accounts_at: Option<Instant>,
     /// The figures operators see (`waiting_lines` is filled in when asked).
@@ -192,11 +196,26 @@ impl Storage {
     /// A change to accounts, written with the next batch after the changes made before it.
     /// Not stored (and counted) while [`MAX_WAITING_ACCOUNT_CHANGES`] wait; nothing without a
     /// store.
-    pub fn account_change(&mut self, change: AccountChange) {
-        let Some(link) = &mut self.link else { return };
+    ///
+    /// Returns the change's number: once [`account_changes_settled`] reaches it, it is on disk
+    /// (or was dropped, counted and warned about). Account changes do not wait out the lines'
+    /// gathering: they go with the next write the loop can start.
+    ///
+    /// [`account_changes_settled`]: Storage::account_changes_settled
+    pub fn account_change(&mut self, change: AccountChange) -> u64 {
+        let Some(link) = &mut self.link else { return 0 };
         link.gathering_since.get_or_insert_with(Instant::now);
         link.account_changes.push_back(change);
+        link.account_changes_made += 1;
+        let number = link.account_changes_made;
         link.limit_account_changes();
+        number
+    }
+
+    /// How many account changes are on disk (or will never be: dropped); see
+    /// [`account_change`](Storage::account_change).
+    pub fn account_changes_settled(&self) -> u64 {
+        self.link.as_ref().map_or(u64::MAX, |link| link.account_changes_settled)
     }
 
     /// Asks how many lines of `room` said at or after `since` (Unix seconds) have the word
@@ -280,7 +299,8 @@ impl Storage {
             link.retry_at = None;
         }
         let due = link.gathering_since.is_some_and(|since| now >= since + BATCH_EVERY)
-            || link.waiting.len() >= MAX_BATCH_LINES;
+            || link.waiting.len() >= MAX_BATCH_LINES
+            || !link.account_changes.is_empty();
         if link.writes_in_flight == 0 && due {
             link.write_waiting(false);
         }
@@ -303,6 +323,10 @@ impl Storage {
     pub fn next_wake(&self) -> Option<Instant> {
         let link = self.link.as_ref()?;
         let write = match link.gathering_since {
+            // Account changes go at once; lines wait to gather.
+            Some(since) if link.writes_in_flight == 0 && !link.account_changes.is_empty() => {
+                Some(link.retry_at.unwrap_or(since))
+            }
             Some(since) if link.writes_in_flight == 0 => {
                 Some(link.retry_at.unwrap_or(since + BATCH_EVERY))
             }
@@ -398,6 +422,8 @@ impl Link {
             dropping: false,
             dropping_account_changes: false,
             dropped_account_changes: 0,
+            account_changes_made: 0,
+            account_changes_settled: 0,
             load_accounts_at: None,
             figures: StoreStatus { kind: kind.to_string(), ..StoreStatus::default() },
         }
@@ -468,6 +494,8 @@ impl Link {
         }
         self.account_changes.truncate(MAX_WAITING_ACCOUNT_CHANGES);
         self.dropped_account_changes += over as u64;
+        // Never written, so never waited for: what waits on them is let go.
+        self.account_changes_settled += over as u64;
         if !self.dropping_account_changes {
             self.dropping_account_changes = true;
             warn!(
@@ -518,7 +546,7 @@ impl Link {
                 self.failed(why);
                 None
             }
-            Outcome::Written { result, took, lines, bytes } => {
+            Outcome::Written { result, took, lines, accounts, bytes } => {
                 self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
                 let ms = took.as_secs_f64() * 1000.0;
                 self.figures.write_ms_last = ms;
@@ -528,6 +556,7 @@ impl Link {
                         self.figures.writes += 1;
                         self.figures.write_seconds += took.as_secs_f64();
                         self.figures.written_lines += lines as u64;
+                        self.account_changes_settled += accounts as u64;
                         if let Some(bytes) = bytes {
                             self.figures.bytes = bytes;
                         }

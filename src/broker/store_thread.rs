@@ -91,6 +91,8 @@ pub enum Outcome {
         result: Result<(), (String, Batch)>,
         took: Duration,
         lines: usize,
+        /// The batch's account changes (written, or back in the batch).
+        accounts: usize,
         bytes: Option<u64>,
     },
     Loaded {
@@ -189,13 +191,22 @@ fn serve(store: &mut dyn Store, job: Job) -> Outcome {
             let result = store.write(&batch);
             let took = started.elapsed();
             let lines = batch.lines.len();
+            let accounts = batch.accounts.len();
             match result {
-                Ok(()) => {
-                    Outcome::Written { result: Ok(()), took, lines, bytes: store.size().ok() }
-                }
-                Err(err) => {
-                    Outcome::Written { result: Err((said(err), batch)), took, lines, bytes: None }
-                }
+                Ok(()) => Outcome::Written {
+                    result: Ok(()),
+                    took,
+                    lines,
+                    accounts,
+                    bytes: store.size().ok(),
+                },
+                Err(err) => Outcome::Written {
+                    result: Err((said(err), batch)),
+                    took,
+                    lines,
+                    accounts,
+                    bytes: None,
+                },
             }
         }
         Job::Load { room, generation, lines } => {
@@ -249,8 +260,9 @@ fn refuse(job: Job, why: &str) -> Outcome {
     let why = why.to_string();
     match job {
         Job::Write(batch) => {
-            let lines = batch.lines.len();
-            Outcome::Written { result: Err((why, batch)), took: Duration::ZERO, lines, bytes: None }
+            let (lines, accounts) = (batch.lines.len(), batch.accounts.len());
+            let took = Duration::ZERO;
+            Outcome::Written { result: Err((why, batch)), took, lines, accounts, bytes: None }
         }
         Job::Load { room, generation, .. } => {
             Outcome::Loaded { room, generation, result: Err(why) }

@@ -5,6 +5,7 @@
 //! broker decides who may ask, from the caller's credentials). Exit codes: 0 done, 1 the request
 //! failed, 2 usage, 3 the daemon cannot be reached or refused the caller.
 
+pub mod accounts;
 pub mod output;
 
 use std::io::{self, Read, Write};
@@ -136,6 +137,11 @@ pub enum Command {
     },
     /// Delete every stored line said under NICK (for a person who asks for it).
     Forget { nick: String },
+    /// Registered nicks: list, show, reset a password, delete, grant or revoke admin.
+    Accounts {
+        #[command(subcommand)]
+        action: Option<accounts::AccountsCommand>,
+    },
 }
 
 /// Most lines one `chatctl history` prints.
@@ -245,6 +251,9 @@ pub fn request(command: &Command) -> Result<ControlRequest, CtlError> {
             ControlRequest::History { room, since: since.unwrap_or(0), limit: HISTORY_LIMIT }
         }
         Command::Forget { nick } => ControlRequest::Forget { nick },
+        Command::Accounts { action } => {
+            ControlRequest::Accounts(accounts::request(action.as_ref())?)
+        }
     })
 }
 
@@ -323,7 +332,24 @@ fn create_backup_file(path: &Path) -> Result<std::fs::File, CtlError> {
 
 /// Runs chatctl; returns the exit status.
 pub fn run(ctl: Ctl) -> u8 {
-    let request = match request(&ctl.command) {
+    // A reset's one-time password is printed once the broker took its tag.
+    let reset = match &ctl.command {
+        Command::Accounts { action: Some(accounts::AccountsCommand::ResetPassword { nick }) } => {
+            match accounts::reset(nick.clone()) {
+                Ok(reset) => Some(reset),
+                Err(err) => {
+                    eprintln!("chatctl: {err}");
+                    return EXIT_FAILED;
+                }
+            }
+        }
+        _ => None,
+    };
+    let request = match &reset {
+        Some(reset) => Ok(ControlRequest::Accounts(reset.request.clone())),
+        None => request(&ctl.command),
+    };
+    let request = match request {
         Ok(request) => request,
         Err(err) => {
             eprintln!("chatctl: {err}");
@@ -384,6 +410,24 @@ pub fn run(ctl: Ctl) -> u8 {
         Command::Backup { file } if !ctl.json => {
             if let ControlReply::BackedUp { bytes } = reply {
                 println!("backed up to {} ({bytes} bytes)", file.display());
+            }
+        }
+        Command::Accounts { action: Some(accounts::AccountsCommand::ResetPassword { .. }) } => {
+            if let Some(reset) = &reset {
+                match ctl.json {
+                    true => print!("{}", accounts::reset_done_json(&reset.nick, &reset.password)),
+                    false => print!("{}", accounts::reset_done(&reset.nick, &reset.password)),
+                }
+            }
+        }
+        Command::Accounts { action: Some(accounts::AccountsCommand::Show { .. }) } => {
+            if let ControlReply::Accounts(rows) = &reply
+                && let [row] = rows.as_slice()
+            {
+                match ctl.json {
+                    true => print!("{}", accounts::details_json(row)),
+                    false => print!("{}", accounts::details(row)),
+                }
             }
         }
         _ => print!("{text}"),

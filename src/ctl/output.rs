@@ -92,7 +92,7 @@ fn human(reply: &ControlReply) -> String {
         ControlReply::VersionMismatch { broker } => format!("{}\n", version_mismatch(*broker)),
         ControlReply::Stored(rows) => stored_lines(rows),
         ControlReply::BackedUp { bytes } => format!("backed up ({bytes} bytes)\n"),
-        ControlReply::Accounts(rows) => format!("{rows:?}\n"),
+        ControlReply::Accounts(rows) => super::accounts::table(rows),
     }
 }
 
@@ -206,12 +206,20 @@ fn human_status(s: &Status) -> String {
     }
     row("moderation", format!("{} ban(s), {} mute(s)", s.bans, s.mutes));
     row("store", store_row(s.store.as_ref()));
+    if let Some(accounts) = s.accounts {
+        row("accounts", format!("{accounts} registered"));
+    }
+    if let Some(tls) = s.master.as_ref().and_then(|master| master.tls.as_ref()) {
+        let expires = crate::sys::local_date_time(tls.not_after);
+        let date = expires.split(' ').next().unwrap_or_default();
+        row("tls", format!("{} ({}), expires {date}", tls.fingerprint, tls.source));
+    }
     out
 }
 
 /// Left-aligned columns, two spaces apart, measured in terminal columns (a CJK nick takes two
 /// per character, as the session's renderer counts them), not in characters.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| columns(h)).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -242,11 +250,18 @@ fn users_table(users: &[UserRow]) -> String {
                 u.pid.to_string(),
                 age(u.connected_seconds),
                 age(u.idle_seconds),
+                yes_no(u.tls),
+                yes_no(u.registered),
                 state(u),
             ]
         })
         .collect();
-    table(&["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "STATE"], rows)
+    let header = ["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "TLS", "ACCOUNT", "STATE"];
+    table(&header, rows)
+}
+
+fn yes_no(on: bool) -> String {
+    if on { "yes" } else { "no" }.to_string()
 }
 
 /// The last column of `who`: away (with the reason) and muted.
@@ -542,6 +557,9 @@ mod tests {
         let text = human_status(&status());
         assert!(text.contains("master       pid 10, up 1h 1m"), "{text}");
         assert!(text.contains("refusals     banned 1"), "{text}");
+        assert!(!text.contains("accounts"), "not loaded, or off: {text}");
+        let text = human_status(&Status { accounts: Some(3), ..status() });
+        assert!(text.contains("\naccounts     3 registered\n"), "{text}");
     }
 
     #[test]

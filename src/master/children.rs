@@ -20,8 +20,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::Master;
-use super::listen::{self, BrokerSocket, ListenError};
+use super::listen::{self, BrokerSocket, ListenError, ListenerKind};
 use super::supervision::{CRASH_LOOP_THRESHOLD, CrashLoop};
+use super::tls::TlsSettings;
 use crate::accounts::KdfCost;
 use crate::clock::unix_now;
 use crate::config::{Config, ConfigSource, EXIT_UNUSABLE_SETTINGS, SessionLimits};
@@ -51,6 +52,11 @@ pub struct SessionStart {
     pub limits: SessionLimits,
     /// Where to send the admission report ([`report`]).
     pub reporter: Option<StdUnixDatagram>,
+    /// The client came to a TLS listener: the settings its TLS session starts from (shared
+    /// copy-on-write with the master, which may have replaced its own since).
+    pub tls: Option<TlsSettings>,
+    /// For a plain client, when TLS listeners exist: the greeting's line pointing to them.
+    pub tls_notice: Option<String>,
 }
 
 /// What a forked broker is given: the listening sockets, which the master keeps across broker
@@ -126,7 +132,20 @@ pub fn session_address_space(ring_bytes: usize, password_cost: KdfCost) -> u64 {
 }
 
 impl Master {
-    pub(super) fn spawn_session(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    pub(super) fn spawn_session(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        kind: ListenerKind,
+    ) {
+        let (tls, tls_notice) = match kind {
+            ListenerKind::Tls => match &self.tls {
+                Some(identity) => (Some(identity.settings.clone()), None),
+                // Not reached: TLS listeners exist only with an identity.
+                None => return,
+            },
+            ListenerKind::Plain => (None, self.tls_notice()),
+        };
         // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
         // and the master never starts one.
         match unsafe { sys::fork_with_signals_blocked() } {
@@ -140,6 +159,8 @@ impl Master {
                     broker_socket: self.broker_socket.clone(),
                     limits: self.config.session.clone(),
                     reporter,
+                    tls,
+                    tls_notice,
                 };
                 let limits = ChildLimits {
                     open_files: SESSION_OPEN_FILES,
@@ -175,10 +196,25 @@ impl Master {
                 // Dropping `stream` closes the master's copy; the child has its own.
             }
             Err(err) => {
-                let _ = stream.write(b"*** The server is busy; please try again later.\r\n");
+                if kind == ListenerKind::Plain {
+                    let _ = stream.write(b"*** The server is busy; please try again later.\r\n");
+                }
                 self.resource_trouble(&format!("cannot fork a session for {peer}: {err}"));
             }
         }
+    }
+
+    /// The plain greeting's line about TLS: the first TLS listener's port and the certificate
+    /// in force; `None` without TLS listeners.
+    fn tls_notice(&self) -> Option<String> {
+        let identity = self.tls.as_ref()?;
+        let port = self
+            .listeners
+            .iter()
+            .find(|(_, kind)| *kind == ListenerKind::Tls)
+            .and_then(|(listener, _)| listener.local_addr().ok())?
+            .port();
+        Some(identity.plain_greeting_notice(port))
     }
 
     pub(super) fn start_broker(&mut self) -> Result<(), BrokerStartError> {

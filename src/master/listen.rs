@@ -58,25 +58,39 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-/// The listening sockets systemd passed (socket activation), if any. Each must be a listening
-/// TCP socket; they are made non-blocking.
+/// What a listener's clients speak from their first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain TCP: telnet or netcat.
+    Plain,
+    /// Implicit TLS (`tls_listen`), with telnet inside.
+    Tls,
+}
+
+/// The name (systemd's `FileDescriptorName=`) that makes a passed socket a TLS listener.
+pub const SYSTEMD_TLS_NAME: &str = "tls";
+
+/// The listening sockets systemd passed (socket activation), if any, with their kind: a
+/// socket named [`SYSTEMD_TLS_NAME`] is a TLS listener, every other a plain one. Each must be
+/// a listening TCP socket; they are made non-blocking.
 ///
 /// # Safety
 ///
 /// As [`crate::sys::systemd_listen_fds`]: the process is single-threaded, this is called at
 /// most once, and nothing else uses the descriptors systemd passed.
-pub unsafe fn from_systemd() -> Result<Option<Vec<TcpListener>>, ListenError> {
+pub unsafe fn from_systemd() -> Result<Option<Vec<(TcpListener, ListenerKind)>>, ListenError> {
     // SAFETY: this function's own contract is that of `systemd_listen_fds`.
     let fds = unsafe { crate::sys::systemd_listen_fds() }.map_err(ListenError::Systemd)?;
     if fds.is_empty() {
         return Ok(None);
     }
     let mut listeners = Vec::new();
-    for fd in fds {
+    for (fd, name) in fds {
         let listener = TcpListener::from(fd);
         listener.set_nonblocking(true).map_err(ListenError::Systemd)?;
         listener.local_addr().map_err(ListenError::NotTcp)?;
-        listeners.push(listener);
+        let kind = if name == SYSTEMD_TLS_NAME { ListenerKind::Tls } else { ListenerKind::Plain };
+        listeners.push((listener, kind));
     }
     Ok(Some(listeners))
 }

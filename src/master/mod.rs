@@ -40,6 +40,7 @@ pub mod privileges;
 mod repair;
 mod settings;
 mod supervision;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
@@ -67,9 +68,10 @@ use crate::sys;
 use admission::Admission;
 use children::SessionChild;
 pub use children::{BrokerStart, BrokerStartError, Roles, SessionStart, session_address_space};
-use listen::{BrokerSocket, ListenError};
+use listen::{BrokerSocket, ListenError, ListenerKind};
 use privileges::PrivilegeError;
 use supervision::{BrokerChild, CrashLoop, Watchdog};
+use tls::{TlsError, TlsIdentity};
 
 /// How long children get to finish after SIGTERM before they are killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -92,6 +94,8 @@ pub enum MasterError {
     Listen(#[from] ListenError),
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("pid file {path}: {source}")]
     PidFile { path: PathBuf, source: io::Error },
     #[error("cannot become a daemon: {0}")]
@@ -137,7 +141,11 @@ struct Master {
     poll: Poll,
     /// chatd switched from root to a service user: the broker makes that user no operator.
     service_user: bool,
-    listeners: Vec<TcpListener>,
+    /// Each listener with what its clients speak; a listener's index is its token.
+    listeners: Vec<(TcpListener, ListenerKind)>,
+    /// The certificate TLS listeners present (`None` without TLS listeners); replaced on
+    /// reload, so that new connections get the new one and open ones keep theirs.
+    tls: Option<TlsIdentity>,
     signals: Signals,
     /// The listening `broker.sock` and `control.sock`, kept so that a restarted broker serves
     /// the same sockets (`None` while an adopted broker owns them).
@@ -209,7 +217,16 @@ pub fn run(
             info!("using {} listening socket(s) from systemd", listeners.len());
             listeners
         }
-        None => listen::bind_all(&config.listen, config.listen_is_default)?,
+        None => {
+            let plain = listen::bind_all(&config.listen, config.listen_is_default)?;
+            let mut listeners: Vec<_> =
+                plain.into_iter().map(|listener| (listener, ListenerKind::Plain)).collect();
+            if !config.tls_listen.is_empty() {
+                let tls = listen::bind_all(&config.tls_listen, config.tls_listen_is_default)?;
+                listeners.extend(tls.into_iter().map(|listener| (listener, ListenerKind::Tls)));
+            }
+            listeners
+        }
     };
     let (broker_socket_state, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
     let mut ready_channel = None;
@@ -228,6 +245,11 @@ pub fn run(
     // Again now that both exist: a directory someone made between the first check and its
     // creation (which accepts one that exists) is theirs, not ours, and is refused.
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
+    // The key is read (or made) while the master may still read what only root may.
+    let tls = match listeners.iter().any(|(_, kind)| *kind == ListenerKind::Tls) {
+        true => Some(tls::load(config, run_as.as_ref())?),
+        false => None,
+    };
     let service_user = run_as.is_some();
     if let Some(run_as) = run_as {
         privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
@@ -247,12 +269,12 @@ pub fn run(
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(MasterError::EventLoop)?;
     let mut mio_listeners = Vec::new();
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for (index, (listener, kind)) in listeners.into_iter().enumerate() {
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
             .register(&mut listener, Token(index), Interest::READABLE)
             .map_err(MasterError::EventLoop)?;
-        mio_listeners.push(listener);
+        mio_listeners.push((listener, kind));
     }
     let (reporter, admissions) = StdUnixDatagram::pair().map_err(MasterError::EventLoop)?;
     admissions.set_nonblocking(true).map_err(MasterError::EventLoop)?;
@@ -261,10 +283,12 @@ pub fn run(
     poll.registry()
         .register(&mut admissions, ADMISSIONS, Interest::READABLE)
         .map_err(MasterError::EventLoop)?;
+    let tls_status = tls.as_ref().map(|identity| identity.status.clone());
     let mut master = Master {
         poll,
         service_user,
         listeners: mio_listeners,
+        tls,
         signals,
         broker_listener,
         broker_socket,
@@ -276,6 +300,7 @@ pub fn run(
         figures: MasterFigures {
             pid: std::process::id(),
             started_at: unix_now(),
+            tls: tls_status,
             ..MasterFigures::default()
         },
         refusals: BTreeMap::new(),
@@ -306,8 +331,15 @@ pub fn run(
         // The connection that found the orphaned broker becomes the link.
         Some((watch, _)) => master.open_link(watch),
     }
-    for listener in &master.listeners {
-        info!("listening on {}", listener.local_addr().map_err(MasterError::ListenerAddress)?);
+    if let Some(identity) = &master.tls {
+        identity.log();
+    }
+    for (listener, kind) in &master.listeners {
+        let addr = listener.local_addr().map_err(MasterError::ListenerAddress)?;
+        match kind {
+            ListenerKind::Plain => info!("listening on {addr}"),
+            ListenerKind::Tls => info!("listening for TLS on {addr}"),
+        }
     }
     log_control_socket(&master.config.runtime_dir);
     // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
@@ -444,11 +476,12 @@ impl Master {
 
     fn accept_from(&mut self, index: usize) {
         while self.shutdown.is_none() && self.accept_paused_until.is_none() {
-            let Some(listener) = self.listeners.get(index) else {
+            let Some((listener, kind)) = self.listeners.get(index) else {
                 return;
             };
+            let kind = *kind;
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, kind),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -479,7 +512,10 @@ impl Master {
 
     /// Applies the admission limits to a new connection: a refused client gets one line and
     /// the connection closes, before any fork.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+        // A TLS client would take a refusal in clear text for a broken handshake: it gets
+        // the connection closed instead.
+        let mut stream = Refusable { stream, plain: kind == ListenerKind::Plain };
         // Admissions reported before this connection arrived must count.
         self.read_admissions();
         let now = Instant::now();
@@ -510,7 +546,7 @@ impl Master {
             return;
         }
         match self.admission.check(peer.ip(), now) {
-            Ok(()) => self.spawn_session(stream, peer),
+            Ok(()) => self.spawn_session(stream.stream, peer, kind),
             Err(refusal) => {
                 let _ = stream.write(format!("{}\r\n", refusal.message()).as_bytes());
                 *self.refusals.entry(refusal.key()).or_default() += 1;
@@ -542,7 +578,7 @@ impl Master {
     /// Stops accepting and asks every child to end; the loop ends once they have.
     pub(super) fn begin_shutdown(&mut self) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        for mut listener in self.listeners.drain(..) {
+        for (mut listener, _) in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         // The broker first, so that it does not announce the departures the shutdown causes.
@@ -569,6 +605,21 @@ impl Master {
         let for_sessions = if signal == Signal::SIGTERM { Signal::SIGUSR1 } else { signal };
         for &pid in self.sessions.keys() {
             let _ = kill(pid, for_sessions);
+        }
+    }
+}
+
+/// A connection that may be told why it is refused: only a plain one is, in its own words.
+struct Refusable {
+    stream: TcpStream,
+    plain: bool,
+}
+
+impl Refusable {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        match self.plain {
+            true => self.stream.write(line),
+            false => Ok(line.len()),
         }
     }
 }

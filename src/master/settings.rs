@@ -2,12 +2,14 @@
 //! reading the settings again on SIGHUP (or an operator's `chatctl reload`).
 //!
 //! It owns which settings a reload may change and which wait for a restart. It must not
-//! disconnect anyone: new limits apply to new connections; the broker reloads its own.
+//! disconnect anyone: new limits apply to new connections; the broker reloads its own. The
+//! TLS certificate is read again too: new connections get the new one, open ones keep theirs,
+//! and a broken or mismatched pair leaves the old one in force.
 
 use log::{error, info, warn};
 use nix::sys::signal::{Signal, kill};
 
-use super::{Master, MasterError, admission};
+use super::{Master, MasterError, admission, tls};
 use crate::config;
 
 impl Master {
@@ -26,6 +28,7 @@ impl Master {
             warn!("reload: {key} changed, which takes effect only after a restart");
         }
         new.listen.clone_from(&self.config.listen);
+        new.tls_listen.clone_from(&self.config.tls_listen);
         new.runtime_dir.clone_from(&self.config.runtime_dir);
         new.log = self.config.log;
         new.user.clone_from(&self.config.user);
@@ -41,7 +44,27 @@ impl Master {
         }
         self.config = new;
         info!("configuration reloaded");
-        Ok(())
+        self.reload_tls()
+    }
+
+    /// Reads the certificate and key again (TLS listeners only). The master may no longer be
+    /// root: a key it cannot read now is refused like a broken one.
+    fn reload_tls(&mut self) -> Result<(), String> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        match tls::load(&self.config, None) {
+            Ok(identity) => {
+                identity.log();
+                self.figures.tls = Some(identity.status.clone());
+                self.tls = Some(identity);
+                Ok(())
+            }
+            Err(err) => {
+                error!("TLS certificate not changed: {err}");
+                Err(format!("TLS certificate not changed: {err}"))
+            }
+        }
     }
 }
 

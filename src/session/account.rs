@@ -118,6 +118,8 @@ impl Session {
         info!("{}: no password within the login grace time; entering as {guest}", self.peer);
         let login = Request::Login { nick: guest.clone(), tls: self.state.tls };
         self.state.phase = Phase::ChoosingNick { asked: Some(guest) };
+        // The guest's login gets a grace of its own (the one that ran out was the user's).
+        self.started = std::time::Instant::now();
         let sent = self.broker.send(&login);
         self.check_sent(sent);
     }

@@ -213,9 +213,6 @@ fn chatting(command: Command, view: &View) -> Action {
             };
             Request::Challenge { nick, purpose: Purpose::Login }
         }
-        Command::Password | Command::Logout | Command::Unregister if state.account.is_none() => {
-            return shown("You are not logged in");
-        }
         Command::Password | Command::Unregister => {
             let Phase::Chatting { nick, .. } = &state.phase else { return Action::Show(vec![]) };
             let purpose = match command {

@@ -34,7 +34,8 @@
 //! # Layout
 //! This file is the loop: start-up, the poller, the timers (login grace, idle, quit, telnet
 //! NOP, traffic figures) and the process title. Each other step has a file of its own:
-//! - [`transport`]: the client connection ([`transport::ClientTransport`]; plain TCP today);
+//! - [`transport`]: the client connection ([`transport::ClientTransport`]: plain TCP, or
+//!   [`tls`]), whose opening (a TLS handshake) comes before the greeting;
 //! - `input`: reading it, telnet signals, lines, flood control, the error budget;
 //! - [`dispatch`]: what a command does, as a pure function of the session's state;
 //! - [`state`]: the phase machine and what each broker event does, pure;
@@ -63,6 +64,7 @@ pub mod render;
 pub(crate) mod state;
 pub mod telnet;
 pub mod terminal;
+pub mod tls;
 pub mod transport;
 
 use std::collections::VecDeque;
@@ -108,6 +110,8 @@ pub struct SessionSettings {
     pub broker_socket: PathBuf,
     /// Login grace, flood control, timeouts and queue sizes.
     pub limits: SessionLimits,
+    /// The greeting's line pointing a plain client to the TLS listeners (`None` without).
+    pub tls_notice: Option<String>,
 }
 
 /// A client that sent an HTTP request: its head is read (so that closing does not reset the
@@ -186,6 +190,9 @@ struct Session {
     http: Option<HttpRequest>,
     /// No line has been handled yet: an HTTP request line is recognised only as the first.
     first_line: bool,
+    /// The connection is open (a TLS handshake done) and the client greeted: its bytes are
+    /// read from now on.
+    greeted: bool,
 }
 
 /// Bytes to and from the client, reported to the broker for operators' figures.
@@ -254,8 +261,7 @@ impl Session {
             .map_err(SessionError::Signals)?;
         let now = Instant::now();
         let mut state = SessionState::new(peer);
-        // TODO(h17-tls): `client.is_tls()`.
-        state.tls = false;
+        state.tls = client.is_tls();
         state.passwords_allowed =
             state.tls || peer.ip().is_loopback() || !settings.limits.passwords_need_tls;
         state.tls_port = settings.limits.tls_port;
@@ -297,6 +303,7 @@ impl Session {
             terminal: Terminal::default(),
             http: None,
             first_line: true,
+            greeted: false,
         };
         // The title's area is found (reading /proc/self/stat, once) and the broker connected:
         // from here on, before the first byte from the client, no file can be opened.
@@ -316,12 +323,44 @@ impl Session {
             session.http = Some(HttpRequest { head: Vec::new(), head_only: sniffed.head_only });
             return Ok(session);
         }
-        if session.client.is_telnet() {
-            let offer = session.telnet.start();
-            session.send_raw(&offer);
+        if !session.open_client() {
+            session.closing = Some(Closing { deadline: now });
         }
-        session.show_all(&notice::greeting(env!("CARGO_PKG_VERSION")));
         Ok(session)
+    }
+
+    /// Greets the client once its connection is open: at once on a plain one, after the
+    /// handshake on a TLS one (the login grace covers it). Returns false if the opening
+    /// failed (logged here); the session then ends.
+    fn open_client(&mut self) -> bool {
+        if self.greeted {
+            return true;
+        }
+        match self.client.handshake() {
+            Ok(true) => {}
+            Ok(false) => return true,
+            Err(err) => {
+                info!("TLS handshake with {} failed: {err}", self.peer);
+                return false;
+            }
+        }
+        self.greeted = true;
+        // What came with the handshake's last record is read now: the socket will not say so
+        // again.
+        self.client_readable = true;
+        if self.client.is_telnet() {
+            let offer = self.telnet.start();
+            self.send_raw(&offer);
+        }
+        let mut greeting = notice::greeting(env!("CARGO_PKG_VERSION"));
+        if let Some(line) = &self.settings.tls_notice
+            && !self.client.is_tls()
+        {
+            // Before the nickname prompt, which ends the greeting.
+            greeting.insert(greeting.len().saturating_sub(1), render::system(line));
+        }
+        self.show_all(&greeting);
+        true
     }
 
     fn event_loop(&mut self) -> Result<(), SessionError> {
@@ -352,7 +391,10 @@ impl Session {
             }
             let pumped = self.pump_broker();
             self.reconnect_if_due();
-            if self.read_client() {
+            if self.closing.is_none() && !self.open_client() {
+                return Ok(());
+            }
+            if self.greeted && self.read_client() {
                 self.report_traffic();
                 if let Some(channel) = self.broker.channel() {
                     let _ = channel.flush();

@@ -616,6 +616,30 @@ mod tests {
             "*** In lobby (3): a, b (away), c (idle 1h 1m, away)"
         );
         assert_eq!(
+            one(Event::Members {
+                room: "lobby".into(),
+                nicks: vec!["alice".into(), "bob".into()],
+                away: vec![],
+                idle: vec![0, 300],
+                tls: vec!["alice".into()],
+                registered: vec!["alice".into()],
+            }),
+            "*** In lobby (2): alice (tls, registered), bob (idle 5m)"
+        );
+        let whois = crate::proto::WhoIs {
+            nick: "alice".into(),
+            room: "lobby".into(),
+            connected_seconds: 300,
+            idle_seconds: 60,
+            away: Some("lunch".into()),
+            tls: true,
+            registered: true,
+        };
+        assert_eq!(
+            one(Event::WhoIs(whois)),
+            "*** alice is in lobby, connected for 5m, idle 1m, over TLS, registered, away: lunch"
+        );
+        assert_eq!(
             one(Event::RoomList { rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }] }),
             "*** Rooms: lobby (3)"
         );

@@ -3,9 +3,10 @@
 //! Owns the one interface ([`ClientTransport`]) every client connection offers the session,
 //! and its plain implementation ([`PlainTransport`]): a non-blocking TCP stream (a listener's
 //! connection, or inetd's standard input, which is the same kind of socket) with its bounded
-//! output queue and its TCP options (keepalive, the send-buffer cap, no Nagle delay). TLS and
-//! WebSocket connections are further implementations; nothing above this file knows which one
-//! it has. It does not interpret the bytes (telnet, lines and HTTP answers are the session's)
+//! output queue and its TCP options (keepalive, the send-buffer cap, no Nagle delay). TLS
+//! ([`super::tls`]) and WebSocket connections are further implementations; above this file
+//! only the start of the session (a TLS handshake before the greeting) knows which one it
+//! has. It does not interpret the bytes (telnet, lines and HTTP answers are the session's)
 //! and decides nothing about who is disconnected for what: it reports, the session decides.
 
 use std::io::{self, Read};
@@ -58,6 +59,16 @@ pub trait ClientTransport {
     fn sniff_http(&self) -> Option<SniffedHttp>;
     /// The port the client connected to, for the HTTP answer's link (0 when unknown).
     fn local_port(&self) -> u16;
+    /// Whether the connection is encrypted (TLS), for `/who` and the broker.
+    fn is_tls(&self) -> bool {
+        false
+    }
+    /// Moves the connection's own opening (a TLS handshake) on with what the client sent:
+    /// `Ok(true)` once the session may greet the client and read its bytes, `Ok(false)` while
+    /// it waits for more, an error if it failed. Plain connections have none.
+    fn handshake(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// A plain TCP connection (or inetd's socket on standard input).
@@ -77,10 +88,7 @@ impl PlainTransport {
         keepalive: Duration,
         telnet: bool,
     ) -> PlainTransport {
-        // Small lines must leave at once; batching is done by the session, per loop turn.
-        let _ = stream.set_nodelay(true);
-        set_keepalive(&stream, keepalive);
-        cap_send_buffer(&stream, send_queue_bytes);
+        tune_socket(&stream, send_queue_bytes, keepalive);
         PlainTransport { stream, out: OutBuf::new(send_queue_bytes), telnet }
     }
 }
@@ -137,6 +145,15 @@ impl ClientTransport for PlainTransport {
     }
 }
 
+/// The TCP options of every client connection: no Nagle delay (small lines must leave at
+/// once; batching is done by the session, per loop turn), keepalive after `keepalive`, and a
+/// send buffer no larger than the session's own queue.
+pub(super) fn tune_socket(stream: &TcpStream, send_queue_bytes: usize, keepalive: Duration) {
+    let _ = stream.set_nodelay(true);
+    set_keepalive(stream, keepalive);
+    cap_send_buffer(stream, send_queue_bytes);
+}
+
 /// Waits up to [`HTTP_SNIFF`] for the client to speak first; an HTTP request if it did with
 /// one. Looks without reading (the bytes stay for the session's loop) and uses `poll(2)` on
 /// the socket, which leaves the session's edge-triggered registration as it was.
@@ -155,7 +172,7 @@ fn sniff_http(client: &TcpStream) -> Option<SniffedHttp> {
 }
 
 /// Reads and discards what the client still sends until it closes or `deadline` passes.
-fn drain_until_closed(client: &mut TcpStream, deadline: Instant) {
+pub(super) fn drain_until_closed(client: &mut TcpStream, deadline: Instant) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut chunk = [0u8; 4096];

@@ -213,6 +213,14 @@ fn a_lookalike_of_a_registered_nick_cannot_be_registered() {
         accounts.challenge(BOB, HOME, "Alice", Purpose::Register, None, now).map(|_| ()),
         refusal
     );
+    // Capitals too, although the key of `ALICE` as written is `allce`.
+    assert_ne!(names::lookalike_key("ALICE"), names::lookalike_key("alice"));
+    assert_eq!(
+        accounts.challenge(BOB, HOME, "ALICE", Purpose::Register, None, now).map(|_| ()),
+        refusal
+    );
+    assert_eq!(accounts.find("ALICE").map(|account| account.nick.as_str()), Some("alice"));
+    assert_eq!(accounts.row("ALICE", false).map(|row| row.nick), Ok("alice".to_string()));
     // And the lookalike's owner is alice's.
     assert_eq!(accounts.find(cyrillic).map(|account| account.nick.as_str()), Some("alice"));
     // Two registering the same new nick at once: the second proof finds it taken.
@@ -525,4 +533,91 @@ fn operators_list_show_reset_delete_and_grant() {
     assert_eq!(accounts.delete("BOB"), Ok(AccountChange::Delete { key: "bob".into() }));
     assert_eq!(accounts.delete("bob"), Err("no such account: bob".into()));
     assert_eq!(accounts.count(), 1);
+}
+
+#[test]
+fn a_corrupt_row_or_a_malformed_proof_is_refused_without_counting() {
+    let (mut accounts, now) = loaded();
+    let huge = Kdf { memory_kib: accounts::MAX_MEMORY_KIB + 1, ..weak_kdf() };
+    accounts.load(AccountsRecord {
+        accounts: vec![account("alice", huge, 1)],
+        ..AccountsRecord::default()
+    });
+    assert_eq!(
+        accounts.challenge(ALICE, HOME, "alice", Purpose::Login, None, now).map(|_| ()),
+        Err(Failure::Unavailable(
+            "the password of alice cannot be checked; an operator can reset it".into()
+        ))
+    );
+    let (mut accounts, now) = loaded();
+    let malformed =
+        Err(Denied::Failure(Failure::AccountRefused("that proof is not a password tag".into())));
+    for _ in 0..3 {
+        let challenge =
+            accounts.challenge(ALICE, HOME, "alice", Purpose::Login, None, now).unwrap();
+        assert_eq!(
+            accounts.prove(ALICE, HOME, challenge.nonce, Some(&[1; 31]), None, now, 1),
+            malformed
+        );
+    }
+    let challenge = accounts.challenge(ALICE, HOME, "alice", Purpose::Login, None, now).unwrap();
+    let missing =
+        Err(Denied::Failure(Failure::AccountRefused("the current password is missing".into())));
+    assert_eq!(accounts.prove(ALICE, HOME, challenge.nonce, None, None, now, 1), missing);
+    assert!(log_in(&mut accounts, "alice", 1, HOME, now).is_ok(), "none of those counted");
+}
+
+#[test]
+fn a_throttled_source_takes_no_registration() {
+    let (mut accounts, now) = loaded();
+    for n in 0..10 {
+        accounts.throttles.failed(&format!("user{n}"), &source_key(HOME), now);
+    }
+    let refused = accounts.challenge(BOB, HOME, "carol", Purpose::Register, None, now);
+    assert!(matches!(refused, Err(Failure::Throttled { .. })), "{refused:?}");
+    for n in 0..30 {
+        let challenge =
+            accounts.challenge(BOB, ELSEWHERE, &format!("new{n}"), Purpose::Register, None, now);
+        assert!(challenge.is_ok(), "{n}: {challenge:?}");
+    }
+}
+
+#[test]
+fn challenges_gathered_beforehand_buy_no_more_guesses() {
+    let (mut accounts, now) = loaded();
+    let members: Vec<MemberId> = (10..20).collect();
+    let nonces: Vec<u64> = members
+        .iter()
+        .map(|&member| {
+            let source = format!("10.0.0.{member}:1");
+            accounts.challenge(member, &source, "alice", Purpose::Login, None, now).unwrap().nonce
+        })
+        .collect();
+    for (n, (&member, &nonce)) in members.iter().zip(&nonces).enumerate() {
+        let source = format!("10.0.0.{member}:1");
+        let proved = accounts.prove(member, &source, nonce, Some(&tag(0)), None, now, 1);
+        if n < 3 {
+            assert_eq!(proved, wrong("alice"), "{n}");
+        } else {
+            assert_eq!(proved, throttled(30), "{n}");
+        }
+    }
+}
+
+#[test]
+fn a_nick_with_a_capital_i_and_its_lowercase_lookalike_are_one_account() {
+    let (mut accounts, now) = loaded();
+    assert!(register(&mut accounts, BOB, "AIex", 3, now).is_ok());
+    for other in ["Alex", "aiex", "AIEX", "Aiex"] {
+        let refused = accounts.challenge(ALICE, HOME, other, Purpose::Register, None, now);
+        assert_eq!(
+            refused.map(|_| ()),
+            Err(Failure::AccountRefused("AIex is registered already".into())),
+            "{other}"
+        );
+    }
+    // Deleted, none of its keys is left behind.
+    assert!(accounts.delete("aiex").is_ok());
+    assert_eq!(accounts.find("AIex"), None);
+    assert!(register(&mut accounts, BOB, "Alex", 3, now).is_ok());
 }

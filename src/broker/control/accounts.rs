@@ -5,13 +5,16 @@
 //! one-time password's tag itself.
 //!
 //! A user whose account is deleted or whose password is reset stays connected: a deletion
-//! leaves them a guest under the same nick, a reset takes effect at their next login.
+//! leaves them a guest under the same nick (their session is told, as after `/unregister`),
+//! a reset takes effect at their next login.
 
 use log::info;
 
 use super::super::Broker;
+use super::super::room::{Audience, Delivery};
 use crate::logging;
 use crate::proto::control::{AccountsRequest, ControlReply};
+use crate::proto::{AccountNews, Event};
 
 impl Broker {
     /// The answer to `chatctl accounts ...`.
@@ -44,10 +47,14 @@ impl Broker {
             }
             AccountsRequest::Delete { nick } => {
                 let registered = self.registered_nick(&nick);
-                self.accounts.delete(&nick).map(|change| {
+                let deleted = self.accounts.delete(&nick).map(|change| {
                     info!(target: logging::NOTICE, "an operator deleted the account {registered}");
                     (change, format!("{registered} is no longer registered"))
-                })
+                });
+                if deleted.is_ok() {
+                    self.tell_owner_unregistered(&registered);
+                }
+                deleted
             }
             AccountsRequest::Admin { nick, admin } => {
                 let registered = self.registered_nick(&nick);
@@ -65,6 +72,16 @@ impl Broker {
                 ControlReply::Done(text)
             }
             Err(why) => ControlReply::Failed(why),
+        }
+    }
+
+    /// A connected owner of a deleted account is told, as after `/unregister`, and goes on
+    /// as a guest under the same nick. (The broker's own note of who is logged in to what is
+    /// the lead's, in `identity`: it must let go of the key too.)
+    fn tell_owner_unregistered(&mut self, nick: &str) {
+        if let Some(member) = self.rooms.find(nick) {
+            let news = AccountNews::Unregistered { nick: nick.to_string() };
+            self.deliver(vec![Delivery { to: Audience::One(member), event: Event::Account(news) }]);
         }
     }
 

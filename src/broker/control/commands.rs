@@ -204,7 +204,7 @@ impl Broker {
                     idle_seconds: instant.saturating_duration_since(peer.last_active).as_secs(),
                     away: self.rooms.away_of(id).map(str::to_string),
                     muted: self.moderation.is_muted(nick, now),
-                    tls: false,
+                    tls: self.rooms.is_tls(id),
                     registered: false,
                 })
             })

@@ -10,17 +10,6 @@ use crate::names;
 use crate::proto::{Event, LeaveReason};
 
 impl Rooms {
-    /// Whether the member's client is connected over TLS.
-    pub fn set_tls(&mut self, id: MemberId, tls: bool) {
-        if let Some(member) = self.members.get_mut(&id) {
-            member.tls = tls;
-        }
-    }
-
-    pub fn is_tls(&self, id: MemberId) -> bool {
-        self.members.get(&id).is_some_and(|member| member.tls)
-    }
-
     /// The account (its key) the member is logged in to, or none.
     pub fn set_account(&mut self, id: MemberId, key: Option<String>) {
         if let Some(member) = self.members.get_mut(&id) {

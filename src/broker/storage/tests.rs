@@ -52,16 +52,18 @@ fn done(batch: &Batch) -> Outcome {
         result: Ok(()),
         took: Duration::from_millis(1),
         lines: batch.lines.len(),
+        accounts: batch.accounts.len(),
         bytes: Some(4096),
     }
 }
 
 fn failed(batch: Batch) -> Outcome {
-    let lines = batch.lines.len();
+    let (lines, accounts) = (batch.lines.len(), batch.accounts.len());
     Outcome::Written {
         result: Err(("disk full".into(), batch)),
         took: Duration::ZERO,
         lines,
+        accounts,
         bytes: None,
     }
 }
