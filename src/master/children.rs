@@ -157,7 +157,11 @@ impl Master {
                     client: stream,
                     peer,
                     broker_socket: self.broker_socket.clone(),
-                    limits: self.config.session.clone(),
+                    // The password refusal on a plain port names the TLS port.
+                    limits: SessionLimits {
+                        tls_port: self.first_tls_port(),
+                        ..self.config.session.clone()
+                    },
                     reporter,
                     tls,
                     tls_notice,
@@ -208,13 +212,16 @@ impl Master {
     /// in force; `None` without TLS listeners.
     fn tls_notice(&self) -> Option<String> {
         let identity = self.tls.as_ref()?;
-        let port = self
-            .listeners
+        Some(identity.plain_greeting_notice(self.first_tls_port()?))
+    }
+
+    /// The port of the first TLS listener, as bound; `None` without TLS listeners.
+    fn first_tls_port(&self) -> Option<u16> {
+        self.listeners
             .iter()
             .find(|(_, kind)| *kind == ListenerKind::Tls)
-            .and_then(|(listener, _)| listener.local_addr().ok())?
-            .port();
-        Some(identity.plain_greeting_notice(port))
+            .and_then(|(listener, _)| listener.local_addr().ok())
+            .map(|address| address.port())
     }
 
     pub(super) fn start_broker(&mut self) -> Result<(), BrokerStartError> {
