@@ -71,15 +71,12 @@ fn wrong_passwords_are_throttled_logged_and_found_by_fail2ban() {
     let lines = daemon.log();
     std::fs::write(&log_file, lines.join("\n") + "\n").expect("write the log");
     let failures = lines.iter().filter(|line| line.contains("authentication failure")).count();
-    let (matched, report) = fail2ban_regex(&log_file.to_string_lossy());
-    assert_eq!(matched, failures as u64, "{report}");
-    assert!(report.contains("127.0.0.1"), "{report}");
+    let found = fail2ban_regex(&log_file.to_string_lossy());
+    assert_eq!(found, vec!["127.0.0.1"; failures], "what fail2ban found");
     // And in syslog's form, for an IPv6 source.
     let syslog =
         "Dec  1 19:00:00 host chatd[4242]: authentication failure for bob from 2001:db8::7";
-    let (matched, report) = fail2ban_regex(syslog);
-    assert_eq!(matched, 1, "{report}");
-    assert!(report.contains("2001:db8::7"), "{report}");
+    assert_eq!(fail2ban_regex(syslog), ["2001:db8::7"], "what fail2ban found");
 }
 
 /// A line-mode telnet client (as Linux telnet is by default): it speaks telnet first, refuses

@@ -115,9 +115,8 @@ fn run_session_against_syslog(format: &str) {
     assert!(!everything.contains("secret"), "message contents reached the log:\n{everything}");
 
     // The packaged fail2ban filter finds the refused address.
-    let (matched, report) = fail2ban_regex(&dir.path().join("traditional").to_string_lossy());
-    assert!(report.contains("127.0.0.1"), "fail2ban did not find the address:\n{report}");
-    assert_eq!(matched, 1, "{report}");
+    let found = fail2ban_regex(&dir.path().join("traditional").to_string_lossy());
+    assert_eq!(found, ["127.0.0.1"], "what fail2ban found");
 }
 
 #[test]

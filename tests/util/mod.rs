@@ -695,8 +695,8 @@ impl Client {
 }
 
 /// Runs `fail2ban-regex` with the shipped filter over `log` (a file, or one line of text);
-/// returns how many lines matched and the report.
-pub fn fail2ban_regex(log: &str) -> (u64, String) {
+/// returns the address the filter took from each line it matched, in order.
+pub fn fail2ban_regex(log: &str) -> Vec<String> {
     let dir = tempfile::tempdir().expect("temp dir");
     // fail2ban resolves the filter's `before = common.conf` next to it, as in /etc/fail2ban.
     let filters = dir.path().join("filter.d");
@@ -709,19 +709,14 @@ pub fn fail2ban_regex(log: &str) -> (u64, String) {
     std::fs::copy("/etc/fail2ban/filter.d/common.conf", filters.join("common.conf"))
         .expect("fail2ban's common.conf (apt-get install fail2ban)");
     let output = Command::new("fail2ban-regex")
+        .args(["--out", "ip"])
         .arg(log)
         .arg(filters.join("chatd.conf"))
         .output()
         .expect("run fail2ban-regex (apt-get install fail2ban)");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "{report}");
-    let matched = report
-        .lines()
-        .find(|line| line.starts_with("Lines:"))
-        .and_then(|line| line.split(", ").find_map(|part| part.strip_suffix(" matched")))
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no count of matched lines:\n{report}"));
-    (matched, report)
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
+    report.lines().map(str::to_string).collect()
 }
 
 /// Distinct values, for asserting that pids differ.
