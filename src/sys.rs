@@ -232,6 +232,16 @@ pub fn forbid_dumps() -> io::Result<()> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(io::Error::from)
 }
 
+/// Puts this process at the lowest CPU priority (`SCHED_IDLE`: it runs only when nothing else
+/// wants the CPU). There is no way back for an unprivileged process: it is for a process that
+/// does one expensive thing and exits (a session's password derivation).
+pub fn lowest_cpu_priority() -> io::Result<()> {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 is this process.
+    let result = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &param) };
+    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Has the C library read the local time zone (`TZ`, `/etc/localtime`) now rather than at the
 /// first local time it formats, which a confined session could no longer open: glibc reads it
 /// once per process for `localtime_r`.

@@ -11,10 +11,13 @@
 
 use log::{info, warn};
 
-use super::Session;
+use mio::Interest;
+
+use super::derivation::{Derivation, Derived};
 use super::password::Next;
 use super::render::{self, Shown, notice};
 use super::state::Phase;
+use super::{DERIVATION, Session};
 use crate::proto::{AccountSettings, Purpose, Request};
 use crate::session::charset::Charset;
 
@@ -69,22 +72,54 @@ impl Session {
                 if purpose == Purpose::Login {
                     self.state.login_password = entries.current_password();
                 }
-                match entries.prove() {
-                    Ok(proof) => {
+                // SAFETY: a session is single-threaded: it never starts a thread.
+                match unsafe { Derivation::start(entries) } {
+                    Ok(derivation) => {
+                        let fd = derivation.source();
+                        let registered = self.poll.registry().register(
+                            &mut mio::unix::SourceFd(&fd),
+                            DERIVATION,
+                            Interest::READABLE,
+                        );
+                        if let Err(err) = registered {
+                            warn!("{}: cannot watch a password derivation: {err}", self.peer);
+                        }
                         self.state.proving = Some(purpose);
-                        let sent = self.broker.send(&proof);
-                        self.check_sent(sent);
+                        self.derivation = Some(derivation);
                     }
                     Err(err) => {
-                        // The broker's parameters are out of range: a corrupt account row.
-                        warn!("{}: cannot derive a password tag: {err}", self.peer);
+                        warn!("{}: cannot start a password derivation: {err}", self.peer);
                         self.state.login_password = None;
-                        self.show(render::system(
-                            "This account cannot be used now; please tell the operators",
-                        ));
+                        self.show(render::system("The server is busy; please try again."));
                         self.back_to_the_nickname_prompt();
                     }
                 }
+            }
+        }
+    }
+
+    /// A derivation under way: its proof goes to the broker once the child wrote it.
+    pub(super) fn finish_derivation(&mut self) {
+        let Some(derivation) = &mut self.derivation else { return };
+        let Some(derived) = derivation.poll() else { return };
+        let fd = derivation.source();
+        let _ = self.poll.registry().deregister(&mut mio::unix::SourceFd(&fd));
+        self.derivation = None;
+        match derived {
+            Derived::Proof(proof) => {
+                let sent = self.broker.send(&proof);
+                self.check_sent(sent);
+            }
+            Derived::Failed(why) => {
+                // The broker's parameters are out of range (a corrupt account row), or the
+                // child found no memory.
+                warn!("{}: cannot derive a password tag: {why}", self.peer);
+                self.state.proving = None;
+                self.state.login_password = None;
+                self.show(render::system(
+                    "This account cannot be used now; please tell the operators",
+                ));
+                self.back_to_the_nickname_prompt();
             }
         }
     }

@@ -47,6 +47,7 @@
 mod account;
 pub mod charset;
 pub mod command;
+mod derivation;
 pub(crate) mod dispatch;
 pub mod editor;
 mod error;
@@ -102,6 +103,8 @@ const MAX_HTTP_HEAD: usize = 8 * 1024;
 const CLIENT: Token = Token(0);
 const BROKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+/// The pipe of a password derivation under way (`derivation`).
+const DERIVATION: Token = Token(3);
 
 /// What a session needs to know from the daemon's settings.
 #[derive(Debug, Clone)]
@@ -176,6 +179,8 @@ struct Session {
     /// everything it owed this session, so the goodbye waits for that close.
     quit_sent: Option<Instant>,
     closing: Option<Closing>,
+    /// A password derivation under way, in a child at idle priority.
+    derivation: Option<derivation::Derivation>,
     /// Where to report admission (once) and wrong passwords to the master.
     reporter: Option<StdUnixDatagram>,
     admission_reported: bool,
@@ -298,6 +303,7 @@ impl Session {
             closing: None,
             reporter,
             admission_reported: false,
+            derivation: None,
             titled: None,
             traffic: Traffic::default(),
             terminal: Terminal::default(),
@@ -394,6 +400,7 @@ impl Session {
                 }
             }
             let pumped = self.pump_broker();
+            self.finish_derivation();
             self.reconnect_if_due();
             if self.closing.is_none() && !self.open_client() {
                 return Ok(());
