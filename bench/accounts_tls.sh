@@ -30,6 +30,8 @@ for rep in $(seq "$reps"); do
   echo "== repetition $rep" >&2
   run connect -n 500 --addr "127.0.0.1:$plain" --server plain
   run connect -n 500 --addr "127.0.0.1:$tls" --tls "$cert" --server tls
+  # The connect runs' sessions end after their clients close: their nicks are free again.
+  sleep 3
   run fanout -n 200 --senders 1 --window 8 --seconds 10 --addr "127.0.0.1:$plain" --server quiet
   # The same fan-out while 50 clients log in at once, round after round, for its 10 s.
   python3 bench/login_storm.py login "$plain" 25 "correct horse battery" 50 8 > "$out/storm-$rep.txt" &
