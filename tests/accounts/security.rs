@@ -348,3 +348,24 @@ fn the_database_keeps_a_verifier_of_the_tag_and_neither_the_tag_nor_the_password
         assert!(!contains(&bytes, &tag), "the tag is in {name}");
     }
 }
+
+/// Each wrong password is a penalty trip for the address in the master's admission: a guesser
+/// that goes on reconnecting is refused at connect, as a scanner is.
+#[test]
+fn wrong_passwords_earn_the_address_a_penalty() {
+    let config = format!("{FAST}penalty_trips = 2\npenalty_seconds = 60\n");
+    let daemon = Daemon::start_with_config(&config);
+    register_alone(&daemon, "alice", PASSWORD);
+    let mut guesser = daemon.connect();
+    for _ in 0..2 {
+        guesser.expect_prefix("*** Please choose a nickname");
+        guesser.send("alice");
+        guesser.expect("*** Password for alice:");
+        guesser.send("not the password");
+        guesser.expect("*** Wrong password for alice");
+    }
+    // The session reported each failure before its client was told; the master reads the
+    // reports before it decides on a new connection.
+    let mut next = daemon.connect();
+    next.expect_prefix("*** Your address is refused for");
+}
