@@ -174,6 +174,12 @@ impl Broker {
                 return false;
             }
             Request::Challenge { nick, purpose } => {
+                // `/login` to a banned nick is refused like `/nick` to it.
+                if purpose == crate::proto::Purpose::Login
+                    && self.refuse_banned_nick(id, &nick, now)
+                {
+                    return true;
+                }
                 self.challenge_request(id, &nick, purpose, Instant::now())
             }
             Request::Prove { nonce, current, fresh } => self.prove_request(

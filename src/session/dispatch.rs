@@ -175,8 +175,10 @@ fn chatting(command: Command, view: &View) -> Action {
         }
         Command::Ignore(Some(nick)) => {
             let nick = names::normalize_nick(&nick);
+            // A logged-in user's ignore list is kept with the account.
+            let scope = if state.account.is_some() { "from now on" } else { "in this session" };
             let shown = render::system(&format!(
-                "You will not see lines or messages from {nick} in this session. /unignore {nick} to undo."
+                "You will not see lines or messages from {nick} {scope}. /unignore {nick} to undo."
             ));
             return Action::Ignore { nick, shown };
         }
@@ -519,6 +521,17 @@ mod tests {
                     "You will not see lines or messages from bob in this session. /unignore bob to undo."
                 )
             }
+        );
+        state.account = Some(crate::session::state::LoggedIn { token: vec![], admin: false });
+        assert_eq!(
+            run(Command::Ignore(Some("dave".into())), &state),
+            Action::Ignore {
+                nick: "dave".into(),
+                shown: render::system(
+                    "You will not see lines or messages from dave from now on. /unignore dave to undo."
+                )
+            },
+            "a logged-in user's list is kept with the account"
         );
         state.ignore("bob".into());
         state.ignore("carol".into());

@@ -145,3 +145,20 @@ fn chatctl_lists_shows_grants_revokes_resets_and_deletes_accounts() {
     // The nick is anyone's again.
     daemon.login("alice");
 }
+
+/// A nick an operator banned cannot be had through `/login` either, registered or not.
+#[test]
+fn login_to_a_banned_nick_is_refused_like_a_nick_change() {
+    let daemon = Daemon::start_with_config(FAST);
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    register(&mut alice, "alice", PASSWORD);
+    alice.send("/quit");
+    bob.expect("*** alice has left (quit)");
+    ok(daemon.chatctl(&["ban", "alice"]));
+    bob.send("/login alice");
+    bob.expect("*** The nickname alice is banned here");
+    bob.send("/ignore carol");
+    bob.expect(
+        "*** You will not see lines or messages from carol in this session. /unignore carol to undo.",
+    );
+}
