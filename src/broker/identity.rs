@@ -112,7 +112,7 @@ impl Broker {
         if self.accounts.mode() == AccountsMode::Off {
             return failed(id, Failure::AccountRefused(ACCOUNTS_OFF.into()));
         }
-        if !self.storage.keeps_accounts() {
+        if !self.storage.is_on() {
             return failed(
                 id,
                 Failure::AccountRefused(
@@ -310,7 +310,7 @@ impl Broker {
         };
         let mut out = vec![to(id, Event::Account(AccountNews::LoggedOut { guest: guest.clone() }))];
         if guest != current {
-            out.extend(self.rooms.rename(id, &guest));
+            out.extend(self.rooms.change_nick(id, &guest));
         }
         out
     }
@@ -437,7 +437,7 @@ impl Broker {
         for (id, nick) in squatters {
             let guest = self.rooms.guest_name();
             warn!("{nick} is registered: its guest session goes on as {guest}");
-            let deliveries = self.rooms.rename(id, &guest);
+            let deliveries = self.rooms.change_nick(id, &guest);
             self.deliver(deliveries);
         }
     }

@@ -15,8 +15,8 @@
 //! full is answered "busy" at once. The loop never waits for the thread, except for the store
 //! opening at start and the last lines at a stop, both bounded.
 //!
-//! Accounts: they live in the store, so there are none without one ([`Storage::keeps_accounts`]
-//! is false when `history_days` is 0). When the store opens (at start, or later once it can be
+//! Accounts: they live in the store, so there are none without one ([`Storage::is_on`] is
+//! false when `history_days` is 0). When the store opens (at start, or later once it can be
 //! reached), the accounts are loaded ([`Job::LoadAccounts`], again every [`RETRY_EVERY`]
 //! until it works) and handed to the broker once as [`Outcome::Accounts`]. Changes to them
 //! ([`Storage::account_change`]) go with the next batch, in the order they were made, in the
@@ -183,13 +183,6 @@ impl Storage {
 
     /// Whether there is a store.
     pub fn is_on(&self) -> bool {
-        self.link.is_some()
-    }
-
-    /// Whether this server has accounts at all: they are kept in the store, and there is none
-    /// when `history_days` is 0. (With a store, they are usable once [`Outcome::Accounts`]
-    /// has come.)
-    pub fn keeps_accounts(&self) -> bool {
         self.link.is_some()
     }
 

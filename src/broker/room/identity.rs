@@ -5,7 +5,7 @@
 //! proofs, throttles are `broker::accounts`'); this file only records the outcome on the
 //! member and moves the nick.
 
-use super::{Delivery, MemberId, Rooms, one, room};
+use super::{Delivery, MemberId, Rooms, one};
 use crate::names;
 use crate::proto::{Event, LeaveReason};
 
@@ -116,18 +116,5 @@ impl Rooms {
             out.extend(self.change_nick(id, nick));
         }
         out
-    }
-
-    /// Renames `id` to `guest` (logging out of the account its nick belongs to).
-    pub fn rename(&mut self, id: MemberId, guest: &str) -> Vec<Delivery> {
-        self.change_nick(id, guest)
-    }
-
-    /// Tells the member's room `event` (an account's news that the room should see).
-    pub fn tell_room_of(&self, id: MemberId, event: Event) -> Vec<Delivery> {
-        match self.room_key_of(id) {
-            Some(key) => vec![room(key, event)],
-            None => Vec::new(),
-        }
     }
 }

@@ -370,12 +370,12 @@ fn a_mention_count_follows_the_lines_and_blocks_no_other_query() {
 #[test]
 fn without_a_store_there_are_no_accounts() {
     let mut storage = Storage::none();
-    assert!(!storage.keeps_accounts());
+    assert!(!storage.is_on());
     storage.account_change(change(1));
     assert!(!storage.mentions(1, "lobby".into(), "alice".into(), 0));
     assert_eq!(storage.figures().map_or(0, |f| f.dropped_account_changes), 0);
     let (with_store, _jobs, _answers) = self::storage(16);
-    assert!(with_store.keeps_accounts());
+    assert!(with_store.is_on());
 }
 
 #[test]
