@@ -59,6 +59,12 @@ pub struct Cli {
     /// the bad key and line if not. For ExecReload and packaging scripts.
     #[arg(long, value_name = "FILE", num_args = 0..=1, global = true)]
     pub check_config: Option<Option<PathBuf>>,
+
+    /// Check that this binary can take over a running chatd started with the same command
+    /// line: exit 0 printing the protocol versions it speaks, or 1 with the settings' error.
+    /// `chatctl upgrade` runs it first (its pre-flight).
+    #[arg(long, conflicts_with = "check_config")]
+    pub check_upgrade: bool,
 }
 
 /// What this process is.

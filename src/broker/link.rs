@@ -25,7 +25,7 @@ use crate::channel::{
 use crate::outbuf::Overflow;
 use crate::proto::codec::CodecError;
 use crate::proto::control::MasterFigures;
-use crate::proto::master::{MasterEvent, MasterHello, MasterRequest};
+use crate::proto::master::{MasterEvent, MasterHello, MasterRequest, UpgradeAnswer};
 use crate::proto::{Event, Greeting, LeaveReason, PROTOCOL_VERSION, Request};
 
 /// The broker's end of one connection on `broker.sock` (or of the inherited socket pair).
@@ -199,6 +199,7 @@ impl Broker {
         match request {
             MasterRequest::Figures(figures) => self.master_figures = Some(figures),
             MasterRequest::Reloaded { error } => self.reloaded(error),
+            MasterRequest::Upgrade(answer) => self.upgrade_answered(answer),
             MasterRequest::Vouch { identity, peer, connected_at } => {
                 let vouch = Vouch { peer: peer.chars().take(64).collect(), connected_at };
                 match self.identities.get(&identity).and_then(|&id| self.peers.get_mut(id)) {
@@ -259,6 +260,11 @@ impl Broker {
             self.master = None;
             self.master_figures = None;
             self.reloaded(Some("the master went away before answering".into()));
+            // An upgrading master closes the link as it executes the new binary: the operator
+            // learns the outcome from `status` (chatctl upgrade waits for it).
+            self.upgrade_answered(UpgradeAnswer::Refused(
+                "the master went away before answering".into(),
+            ));
         }
     }
 }

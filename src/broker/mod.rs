@@ -166,6 +166,8 @@ struct Broker {
     master_figures: Option<MasterFigures>,
     /// Operators waiting for the master's answer to a reload.
     pending_reloads: Vec<MemberId>,
+    /// Operators waiting for the master's answer to an upgrade.
+    pending_upgrades: Vec<MemberId>,
     /// When an operator's `shutdown --grace` is due.
     stop_at: Option<Instant>,
     /// When a room's ring, waiting out its quiet interval, is to be published.
@@ -303,6 +305,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         master: None,
         master_figures: None,
         pending_reloads: Vec::new(),
+        pending_upgrades: Vec::new(),
         stop_at: None,
         rings_due: None,
         stats: Stats::new(now),

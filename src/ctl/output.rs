@@ -508,6 +508,7 @@ mod tests {
                 child_crashes: 0,
                 broker_restarts: 1,
                 tls: None,
+                ..MasterFigures::default()
             }),
             broker_pid: 11,
             broker_started_at: 1010,

@@ -153,6 +153,12 @@ impl Master {
                             let _ = link.send(&MasterRequest::Reloaded { error });
                         }
                     }
+                    Ok(Some(MasterEvent::Upgrade { binary })) => {
+                        let answer = self.upgrade(binary.map(std::path::PathBuf::from));
+                        if let Some(link) = &mut self.link {
+                            let _ = link.send(&MasterRequest::Upgrade(answer));
+                        }
+                    }
                     Ok(Some(MasterEvent::Stop)) => {
                         info!("an operator asked for a shutdown");
                         if self.shutdown.is_none() {

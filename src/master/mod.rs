@@ -41,6 +41,7 @@ mod repair;
 mod settings;
 mod supervision;
 pub mod tls;
+mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};

@@ -12,8 +12,9 @@ use crate::moderation::Ban;
 
 /// Version of the operator protocol. 2: the store (`Backup`, `History`, `Forget`, the
 /// store's figures in [`Status`]). 3: accounts (`Accounts`), TLS (the certificate in
-/// [`Status`], `tls` and `account` in [`UserRow`]).
-pub const CONTROL_VERSION: u32 = 3;
+/// [`Status`], `tls` and `account` in [`UserRow`]). 4: in-place upgrades (`Upgrade`; the
+/// code that runs in [`MasterFigures`]).
+pub const CONTROL_VERSION: u32 = 4;
 
 /// Largest request payload the broker reads on `control.sock`. Requests are a verb and a few
 /// words; the largest legitimate one is `motd --file`, which chatctl holds to
@@ -91,6 +92,13 @@ pub enum ControlRequest {
     },
     /// `chatctl accounts ...`
     Accounts(AccountsRequest),
+    /// `chatctl upgrade [--binary PATH]`: run the new binary's pre-flight, then execute it in
+    /// place of the master (same pid) and replace the broker. Answered `Done` once the master
+    /// starts executing it, `Failed` if it refused; the outcome shows in `Status` (the master's
+    /// `generation`, or its `upgrade_failure`).
+    Upgrade {
+        binary: Option<String>,
+    },
 }
 
 /// What an operator can do to accounts.
@@ -260,6 +268,29 @@ pub struct MasterFigures {
     pub broker_restarts: u64,
     /// The TLS listeners' certificate; `None` without TLS listeners.
     pub tls: Option<TlsStatus>,
+    /// The master's code: its version string, and how many images this master pid has run
+    /// (1 at start, one more per in-place upgrade).
+    pub version: String,
+    pub generation: u32,
+    /// The binary an upgrade executes by default (the path the master was started from).
+    pub binary: String,
+    /// When the last upgrade came into force (Unix seconds); 0: never.
+    pub upgraded_at: u64,
+    /// Why the last upgrade attempt failed after its pre-flight passed (the new binary could
+    /// not be executed); `None` after a successful one.
+    pub upgrade_failure: Option<String>,
+    /// Live sessions by the code that forked them, oldest generation first.
+    pub sessions_by_code: Vec<CodeCount>,
+}
+
+/// Sessions forked by one generation of the master's code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeCount {
+    pub generation: u32,
+    pub version: String,
+    /// The session protocol that code speaks.
+    pub protocol: u32,
+    pub sessions: u64,
 }
 
 /// The fan-out latency histogram: from reading a line to having written it (or queued it, for a

@@ -33,6 +33,19 @@ pub enum MasterRequest {
     /// client at `peer`, accepted at `connected_at` (Unix seconds). Sent at every fork and, for
     /// every live session, whenever a link opens.
     Vouch { identity: u64, peer: String, connected_at: u64 },
+    /// The answer to [`MasterEvent::Upgrade`], sent before the master executes the new binary
+    /// (or instead of it).
+    Upgrade(UpgradeAnswer),
+}
+
+/// What the master says to an operator's upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpgradeAnswer {
+    /// Not attempted: the pre-flight failed, another upgrade is under way, the daemon is
+    /// stopping. The sentence says why.
+    Refused(String),
+    /// The pre-flight passed; the master executes `binary` now, which becomes `generation`.
+    Starting { binary: String, version: String, generation: u32 },
 }
 
 /// Broker → master: what operators ask of the daemon as a whole.
@@ -42,4 +55,7 @@ pub enum MasterEvent {
     Reload,
     /// Stop the daemon as on SIGTERM.
     Stop,
+    /// Replace the master's code in place with `binary` (`None`: the path the master was
+    /// started from), then the broker's; answer [`MasterRequest::Upgrade`].
+    Upgrade { binary: Option<String> },
 }

@@ -36,7 +36,24 @@ pub use crate::accounts::{AccountSettings, Kdf};
 /// fell behind. 8: `/history` and `/search` ask the broker's store (`History`, `Search`,
 /// `HistoryPage`, `SearchResults`, `Failure::Unavailable`). 9: TLS and accounts (`tls` in
 /// `Login` and `Resume`, `Challenge`/`Prove`, `Identified`, offline messages, `Replaced`).
-pub const PROTOCOL_VERSION: u32 = 9;
+/// 10: in-place upgrades: the master's link carries `Upgrade` and its answer, and the figures
+/// say which code runs; a session's frames are those of 9, so a broker of 10 serves sessions
+/// of 9 too ([`OLDEST_SESSION_PROTOCOL`]).
+pub const PROTOCOL_VERSION: u32 = 10;
+
+/// The oldest session protocol this broker serves. Sessions forked before an in-place upgrade
+/// keep running their old code until their clients leave, and must survive the broker the
+/// upgrade starts: a broker accepts every session version from this one to
+/// [`PROTOCOL_VERSION`], and refuses others with `Failure::VersionMismatch`. A version that
+/// changes a session's frames (`Request`, `Event`, [`SessionHello`], the ring records) must
+/// either keep serving the previous one's frames or raise this, which an upgrade's pre-flight
+/// then refuses while older sessions run (`chatd --check-upgrade`).
+pub const OLDEST_SESSION_PROTOCOL: u32 = 9;
+
+/// Whether a broker of this build serves a session that speaks `version`.
+pub fn serves_session_protocol(version: u32) -> bool {
+    (OLDEST_SESSION_PROTOCOL..=PROTOCOL_VERSION).contains(&version)
+}
 
 /// Most lines one [`Request::History`] gets (the session refuses more, the broker holds to it).
 pub const MAX_HISTORY_PAGE: u16 = 200;

@@ -22,10 +22,10 @@ use serde::de::{self, DeserializeOwned, Visitor};
 
 use super::codec::{decode_frame, frame};
 use super::control::{
-    AccountRow, AccountsRequest, ControlFrame, ControlReply, ControlRequest, Counted, Histogram,
-    MasterFigures, RoomRow, Status, StoreStatus, StoredRow, TlsStatus, UserRow,
+    AccountRow, AccountsRequest, CodeCount, ControlFrame, ControlReply, ControlRequest, Counted,
+    Histogram, MasterFigures, RoomRow, Status, StoreStatus, StoredRow, TlsStatus, UserRow,
 };
-use super::master::{MasterEvent, MasterHello, MasterRequest};
+use super::master::{MasterEvent, MasterHello, MasterRequest, UpgradeAnswer};
 use super::{
     AccountNews, AccountSettings, Challenge, Event, Failure, Greeting, HistoryLine, Kdf,
     KeptMessage, LeaveReason, Purpose, Request, RoomInfo, SessionHello, WhoIs,
@@ -637,6 +637,7 @@ fn master_request_samples() -> Vec<MasterRequest> {
         MasterRequest::Figures(MasterFigures::default()),
         MasterRequest::Reloaded { error: None },
         MasterRequest::Vouch { identity: 0, peer: String::new(), connected_at: 0 },
+        MasterRequest::Upgrade(UpgradeAnswer::Refused(String::new())),
     ]
 }
 
@@ -648,17 +649,42 @@ fn any_counted() -> impl Strategy<Value = Vec<Counted>> {
 }
 
 fn any_figures() -> impl Strategy<Value = MasterFigures> {
-    (any::<u32>(), any::<[u64; 5]>(), any_counted(), proptest::option::of(any_tls_status()))
-        .prop_map(|(pid, n, refusals, tls)| MasterFigures {
-            pid,
-            started_at: n[0],
-            connections: n[1],
-            accepted: n[2],
-            refusals,
-            child_crashes: n[3],
-            broker_restarts: n[4],
-            tls,
-        })
+    let counts = (any::<u32>(), any::<[u64; 6]>(), any_counted());
+    let code = (any_text(), any::<u32>(), any_text(), maybe_text(), any_code_counts());
+    (counts, proptest::option::of(any_tls_status()), code).prop_map(
+        |((pid, n, refusals), tls, (version, generation, binary, upgrade_failure, by_code))| {
+            MasterFigures {
+                pid,
+                started_at: n[0],
+                connections: n[1],
+                accepted: n[2],
+                refusals,
+                child_crashes: n[3],
+                broker_restarts: n[4],
+                tls,
+                version,
+                generation,
+                binary,
+                upgraded_at: n[5],
+                upgrade_failure,
+                sessions_by_code: by_code,
+            }
+        },
+    )
+}
+
+fn any_code_counts() -> impl Strategy<Value = Vec<CodeCount>> {
+    proptest::collection::vec(
+        (any::<u32>(), any_text(), any::<u32>(), any::<u64>()).prop_map(
+            |(generation, version, protocol, sessions)| CodeCount {
+                generation,
+                version,
+                protocol,
+                sessions,
+            },
+        ),
+        0..3,
+    )
 }
 
 fn any_tls_status() -> impl Strategy<Value = TlsStatus> {
@@ -682,17 +708,29 @@ fn master_request_like(sample: &MasterRequest) -> BoxedStrategy<MasterRequest> {
                 connected_at,
             })
             .boxed(),
+        // Both answers, from the one sample.
+        MasterRequest::Upgrade(_) => prop_oneof![
+            any_text().prop_map(UpgradeAnswer::Refused),
+            (any_text(), any_text(), any::<u32>()).prop_map(|(binary, version, generation)| {
+                UpgradeAnswer::Starting { binary, version, generation }
+            }),
+        ]
+        .prop_map(MasterRequest::Upgrade)
+        .boxed(),
     }
 }
 
 fn master_event_samples() -> Vec<MasterEvent> {
-    vec![MasterEvent::Reload, MasterEvent::Stop]
+    vec![MasterEvent::Reload, MasterEvent::Stop, MasterEvent::Upgrade { binary: None }]
 }
 
 fn master_event_like(sample: &MasterEvent) -> BoxedStrategy<MasterEvent> {
     match sample {
         MasterEvent::Reload => Just(MasterEvent::Reload).boxed(),
         MasterEvent::Stop => Just(MasterEvent::Stop).boxed(),
+        MasterEvent::Upgrade { .. } => {
+            maybe_text().prop_map(|binary| MasterEvent::Upgrade { binary }).boxed()
+        }
     }
 }
 
@@ -718,6 +756,7 @@ fn control_request_samples() -> Vec<ControlRequest> {
         ControlRequest::History { room: text(), since: 0, limit: 0 },
         ControlRequest::Forget { nick: text() },
         ControlRequest::Accounts(AccountsRequest::List),
+        ControlRequest::Upgrade { binary: None },
     ]
 }
 
@@ -752,6 +791,9 @@ fn control_request_like(sample: &ControlRequest) -> BoxedStrategy<ControlRequest
             maybe_text().prop_map(|text| ControlRequest::Motd { text }).boxed()
         }
         ControlRequest::Reload => Just(ControlRequest::Reload).boxed(),
+        ControlRequest::Upgrade { .. } => {
+            maybe_text().prop_map(|binary| ControlRequest::Upgrade { binary }).boxed()
+        }
         ControlRequest::Shutdown { .. } => (any::<u64>(), maybe_text())
             .prop_map(|(grace_seconds, message)| ControlRequest::Shutdown {
                 grace_seconds,
@@ -1046,7 +1088,7 @@ fn the_samples_name_every_variant_of_every_enum() {
 #[test]
 fn the_variant_names_come_from_the_type() {
     // The check above is only as good as this: the names are serde's, not a list kept here.
-    assert_eq!(variants_of::<MasterEvent>(), BTreeSet::from(["Reload", "Stop"]));
+    assert_eq!(variants_of::<MasterEvent>(), BTreeSet::from(["Reload", "Stop", "Upgrade"]));
     assert_eq!(variant_name(&Event::Failed(Failure::NotLoggedIn)), "Failed");
     assert_eq!(variant_name(&Request::Who), "Who");
 }

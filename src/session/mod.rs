@@ -362,7 +362,7 @@ impl Session {
             let offer = self.telnet.start();
             self.send_raw(&offer);
         }
-        let mut greeting = notice::greeting(env!("CARGO_PKG_VERSION"));
+        let mut greeting = notice::greeting(crate::release::version());
         if let Some(line) = &self.settings.tls_notice
             && !self.client.is_tls()
         {

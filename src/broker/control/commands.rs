@@ -17,7 +17,7 @@ use crate::logging;
 use crate::moderation::Ban;
 use crate::names;
 use crate::proto::control::{ControlReply, ControlRequest, Status, UserRow};
-use crate::proto::master::MasterEvent;
+use crate::proto::master::{MasterEvent, UpgradeAnswer};
 use crate::proto::{Event, PROTOCOL_VERSION};
 use crate::text;
 
@@ -62,6 +62,19 @@ impl Broker {
                 }
                 None => ControlReply::Failed(
                     "no master is linked to this broker; send SIGHUP to chatd instead".into(),
+                ),
+            },
+            ControlRequest::Upgrade { binary } => match self.master {
+                Some(_) => {
+                    info!(target: logging::NOTICE, "an operator asked for an upgrade");
+                    self.pending_upgrades.push(id);
+                    self.tell_master(&MasterEvent::Upgrade { binary });
+                    return None;
+                }
+                None => ControlReply::Failed(
+                    "no master is linked to this broker: start chatd again (it adopts this \
+                     broker) and upgrade then"
+                        .into(),
                 ),
             },
             ControlRequest::Backup => return self.backup(id),
@@ -151,7 +164,7 @@ impl Broker {
         let (messages_per_second, deliveries_per_second) = self.stats.rates(Instant::now());
         let now = unix_now();
         Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::release::version().to_string(),
             protocol: PROTOCOL_VERSION,
             master: self.master_figures.clone(),
             broker_pid: std::process::id(),
@@ -258,6 +271,19 @@ impl Broker {
             }
         };
         for id in std::mem::take(&mut self.pending_reloads) {
+            self.reply(id, &reply);
+        }
+    }
+
+    /// The master answered an upgrade (or went away): tell the operators who asked.
+    pub(in crate::broker) fn upgrade_answered(&mut self, answer: UpgradeAnswer) {
+        let reply = match answer {
+            UpgradeAnswer::Starting { binary, version, generation } => ControlReply::Done(format!(
+                "upgrading to chatd {version} from {binary} (generation {generation})"
+            )),
+            UpgradeAnswer::Refused(reason) => ControlReply::Failed(reason),
+        };
+        for id in std::mem::take(&mut self.pending_upgrades) {
             self.reply(id, &reply);
         }
     }

@@ -217,6 +217,7 @@ impl Broker {
             let _ = self.poll.registry().deregister(client.stream_mut());
         }
         self.pending_reloads.retain(|&waiting| waiting != id);
+        self.pending_upgrades.retain(|&waiting| waiting != id);
         self.operators.saving.waiting.retain(|(waiting, _)| *waiting != id);
     }
 
