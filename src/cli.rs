@@ -22,6 +22,10 @@ use crate::logging::LogTarget;
 /// certificate at first start, keeps it in <state-dir>/tls-cert.pem, and logs its SHA-256
 /// fingerprint (also in `chatctl status` and the plain port's greeting). SIGHUP reads the
 /// certificate again for new connections; a broken pair is refused and the old one kept.
+///
+/// Upgrades: `chatctl upgrade` (or SIGUSR2 to the master) runs the installed binary with
+/// --check-upgrade, then executes it in place of the master (the same pid) and replaces the
+/// broker; nobody is disconnected, and sessions keep their code until their clients leave.
 #[derive(Debug, Parser)]
 #[command(name = "chatd", version, about)]
 pub struct Cli {

@@ -670,4 +670,17 @@ mod tests {
         assert!(process_identity(0).is_err());
         assert!(!started_after(theirs | 1 << 63, me), "a random id says nothing about time");
     }
+
+    #[test]
+    fn a_sealed_memfd_reads_back_and_an_unsealed_one_is_refused() {
+        let memfd = super::sealed_memfd("test", b"state").expect("memfd");
+        // Nobody can write it any more, not even its maker.
+        let mut file = std::fs::File::from(memfd.try_clone().expect("clone"));
+        assert!(std::io::Write::write_all(&mut file, b"x").is_err());
+        assert_eq!(super::read_sealed_memfd(memfd).expect("reads"), b"state");
+        let plain = nix::sys::memfd::memfd_create("plain", nix::sys::memfd::MFdFlags::empty())
+            .expect("memfd");
+        let err = super::read_sealed_memfd(plain).expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
 }

@@ -67,6 +67,9 @@ _chatctl() {
             chatctl,unmute)
                 cmd="chatctl__subcmd__unmute"
                 ;;
+            chatctl,upgrade)
+                cmd="chatctl__subcmd__upgrade"
+                ;;
             chatctl,who)
                 cmd="chatctl__subcmd__who"
                 ;;
@@ -163,6 +166,9 @@ _chatctl() {
             chatctl__subcmd__help,unmute)
                 cmd="chatctl__subcmd__help__subcmd__unmute"
                 ;;
+            chatctl__subcmd__help,upgrade)
+                cmd="chatctl__subcmd__help__subcmd__upgrade"
+                ;;
             chatctl__subcmd__help,who)
                 cmd="chatctl__subcmd__help__subcmd__who"
                 ;;
@@ -191,7 +197,7 @@ _chatctl() {
 
     case "${cmd}" in
         chatctl)
-            opts="-h -V --runtime-dir --json --help --version status who rooms kick ban unban bans mute unmute announce motd reload shutdown backup history forget accounts help"
+            opts="-h -V --runtime-dir --json --help --version status who rooms kick ban unban bans mute unmute announce motd reload upgrade shutdown backup history forget accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -545,7 +551,7 @@ _chatctl() {
             return 0
             ;;
         chatctl__subcmd__help)
-            opts="status who rooms kick ban unban bans mute unmute announce motd reload shutdown backup history forget accounts help"
+            opts="status who rooms kick ban unban bans mute unmute announce motd reload upgrade shutdown backup history forget accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -880,6 +886,20 @@ _chatctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chatctl__subcmd__help__subcmd__upgrade)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chatctl__subcmd__help__subcmd__who)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1087,6 +1107,28 @@ _chatctl() {
                 return 0
             fi
             case "${prev}" in
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__upgrade)
+            opts="-h --binary --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --binary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --runtime-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
