@@ -1,6 +1,6 @@
 //! The `chatd` program: parse the command line and settings, start logging, run the chosen
 //! mode. `src/bin/chatd.rs` calls [`main`] with the build's version; a build with another
-//! version string (the upgrade tests' `examples/chatd_next.rs`) calls it with its own.
+//! version string (the upgrade tests' `tests/bin/chatd_next.rs`) calls it with its own.
 
 use std::process::ExitCode;
 
