@@ -100,7 +100,8 @@ impl Talker {
                         }
                         Err(_) => break,
                     }
-                    let text = line.trim_end();
+                    // A line that names the listener ends with a bell.
+                    let text = line.trim_end().trim_end_matches('\x07');
                     if text.starts_with("*** ") {
                         notices.lock().expect("lock").push(text.to_string());
                         continue;
