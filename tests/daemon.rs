@@ -21,4 +21,5 @@ mod storage_harness;
 mod syslog;
 mod terminals;
 mod tls;
+mod upgrade;
 mod util;

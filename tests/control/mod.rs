@@ -34,7 +34,7 @@ pub fn fails(output: Output, code: i32) -> String {
     String::from_utf8(output.stderr).expect("UTF-8 output")
 }
 
-fn json(daemon: &Daemon, args: &[&str]) -> Value {
+pub fn json(daemon: &Daemon, args: &[&str]) -> Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let text = ok(daemon.chatctl(&all));
@@ -42,7 +42,7 @@ fn json(daemon: &Daemon, args: &[&str]) -> Value {
 }
 
 /// The master's figures reach the broker once a second: wait for a condition on them.
-fn wait_for_status(daemon: &Daemon, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_for_status(daemon: &Daemon, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     wait_until(what, || {
         last = json(daemon, &["status"]);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::util::talkers::crowd;
 use crate::util::{Client, Daemon, process_state, wait_until};
 
 /// Settings that let a test client send as fast as it can.
@@ -41,17 +42,7 @@ fn clients_per_room(total: usize, rooms: usize, index: usize) -> usize {
 fn killing_the_broker_disconnects_nobody() {
     let daemon = Daemon::start_with_config("max_clients_per_ip = 50\n");
     let rooms = ["lobby", "rust", "tea"];
-    let mut clients: Vec<(Client, String, &str)> = Vec::new();
-    for i in 0..50 {
-        let nick = format!("u{i}");
-        let room = rooms[i % 3];
-        let mut client = daemon.login(&nick);
-        if room != "lobby" {
-            client.send(&format!("/join {room}"));
-            client.expect(&format!("*** {nick} has joined {room}"));
-        }
-        clients.push((client, nick, room));
-    }
+    let mut clients = crowd(daemon.port, 50, &rooms);
     sync_markers(&mut clients, "before");
     let seen_before: Vec<usize> = clients.iter().map(|(client, _, _)| client.seen.len()).collect();
 

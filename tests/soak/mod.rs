@@ -2,17 +2,15 @@
 //! checks that nothing leaked and that every line was delivered exactly once, in order, to
 //! everyone who was present for it. 60 s by default; `CHATD_SOAK_SECONDS` changes that.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::reliability::NO_FLOOD_CONTROL;
+use crate::util::talkers::Talker;
 use crate::util::{Client, Daemon, process_state, rss_kib, wait_until};
 
 /// Clients that stay for the whole soak; their sessions are never killed.
@@ -26,72 +24,6 @@ fn soak_duration() -> Duration {
 
 fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
-}
-
-/// Numbered lines received by one stable client: sender nick → numbers, in arrival order.
-type Received = Arc<Mutex<HashMap<String, Vec<u64>>>>;
-
-/// A stable client: a writer thread that says "NICK N" every few milliseconds and a reader
-/// thread that records every numbered line it hears.
-struct Stable {
-    nick: String,
-    sent: Arc<Mutex<u64>>,
-    received: Received,
-    writer: thread::JoinHandle<()>,
-    reader: thread::JoinHandle<()>,
-}
-
-/// Starts the threads of a logged-in stable client. All stable clients log in before any
-/// starts talking, so that no numbered line is read ahead by the login helper and lost here.
-fn start_stable(client: Client, nick: &str, stop: Arc<AtomicBool>) -> Stable {
-    let stream = client.stream;
-    let mut write_half = stream.try_clone().expect("clone");
-    let sent = Arc::new(Mutex::new(0u64));
-    let received: Received = Arc::default();
-    let writer = {
-        let sent = Arc::clone(&sent);
-        let nick = nick.to_string();
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let mut count = sent.lock().expect("lock");
-                *count += 1;
-                if write_half.write_all(format!("{nick} {}\r\n", *count).as_bytes()).is_err() {
-                    return;
-                }
-                drop(count);
-                thread::sleep(Duration::from_millis(40));
-            }
-            let _ = write_half.write_all(format!("done {nick}\r\n").as_bytes());
-        })
-    };
-    let reader = {
-        let received = Arc::clone(&received);
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                let text = line.trim_end();
-                // "<nick> nick N" is a numbered line; "<x> done x" ends x's stream.
-                let Some(rest) = text.strip_prefix('<') else { continue };
-                let Some((from, said)) = rest.split_once("> ") else { continue };
-                let mut map = received.lock().expect("lock");
-                if let Some(number) =
-                    said.strip_prefix(&format!("{from} ")).and_then(|n| n.parse().ok())
-                {
-                    map.entry(from.to_string()).or_default().push(number);
-                } else if said == format!("done {from}") {
-                    map.entry(format!("done {from}")).or_default().push(0);
-                }
-            }
-        })
-    };
-    Stable { nick: nick.to_string(), sent, received, writer, reader }
 }
 
 /// What happened to one churn client, for the delivery check.
@@ -114,9 +46,11 @@ fn soak_with_churn_and_kills_loses_and_duplicates_nothing() {
             (daemon.login(&nick), nick)
         })
         .collect();
-    let stable: Vec<Stable> = clients
+    let stable: Vec<Talker> = clients
         .into_iter()
-        .map(|(client, nick)| start_stable(client, &nick, Arc::clone(&stop)))
+        .map(|(client, nick)| {
+            Talker::start(client, &nick, Duration::from_millis(40), Arc::clone(&stop))
+        })
         .collect();
     let first_broker = daemon.broker_pid(1);
     let baseline_fds = fd_count(first_broker);
@@ -159,27 +93,14 @@ fn soak_with_churn_and_kills_loses_and_duplicates_nothing() {
     // Every stable client says "done", and waits to hear everyone's.
     stop.store(true, Ordering::Relaxed);
     wait_until("every stable client heard every other's last line", || {
-        stable.iter().all(|s| {
-            let map = s.received.lock().expect("lock");
-            stable.iter().all(|other| map.contains_key(&format!("done {}", other.nick)))
-        })
+        stable.iter().all(|s| stable.iter().all(|other| s.heard_done_from(&other.nick)))
     });
 
     for receiver in &stable {
-        let map = receiver.received.lock().expect("lock");
         for sender in &stable {
-            let sent = *sender.sent.lock().expect("lock");
-            let got = map.get(&sender.nick).cloned().unwrap_or_default();
-            let want: Vec<u64> = (1..=sent).collect();
-            assert!(
-                got == want,
-                "{} heard {} lines of {} (of {sent}); first difference at {:?}",
-                receiver.nick,
-                got.len(),
-                sender.nick,
-                got.iter().zip(&want).position(|(a, b)| a != b)
-            );
+            receiver.assert_heard_every_line_of(sender);
         }
+        let map = receiver.received.lock().expect("lock");
         for churn in &churned {
             let got = map.get(&churn.nick).cloned().unwrap_or_default();
             let want: Vec<u64> = (1..=churn.sent).collect();

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod talkers;
 pub mod tls_client;
 
 use std::collections::HashSet;
@@ -198,6 +199,16 @@ impl Daemon {
         Self::start_in(Arc::clone(&self.runtime), &config, &[], &[])
     }
 
+    /// Starts another daemon on this one's runtime directory and port, as an operator starts
+    /// chatd again after its master died (the port is free once the master is gone).
+    pub fn start_sharing_port(&self) -> Daemon {
+        let config =
+            std::fs::read_to_string(self.runtime.path().join("chatd.toml")).unwrap_or_default();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let process = spawn_chatd_listening(self.runtime.path(), &config, &[], &[], &listen);
+        Self::listening(process, Arc::clone(&self.runtime))
+    }
+
     /// Starts chatd on a runtime directory the test prepared (files planted in its `state/`,
     /// a file system mounted there).
     pub fn start_on(runtime: Arc<tempfile::TempDir>, config: &str) -> Daemon {
@@ -221,6 +232,11 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let process = spawn_chatd(runtime.path(), config, launcher, env);
+        Self::listening(process, runtime)
+    }
+
+    /// The daemon `process` once it says which port it listens on.
+    fn listening(process: Spawned, runtime: Arc<tempfile::TempDir>) -> Daemon {
         let line = process.wait_for_log("listening on 127.0.0.1:");
         let port = line
             .rsplit(':')
@@ -236,12 +252,14 @@ impl Daemon {
 
     /// Runs `chatctl --runtime-dir <this daemon's> ARGS` and returns its output.
     pub fn chatctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_chatctl"))
-            .arg("--runtime-dir")
-            .arg(self.runtime_dir())
-            .args(args)
-            .output()
-            .expect("run chatctl")
+        self.chatctl_command(args).output().expect("run chatctl")
+    }
+
+    /// `chatctl --runtime-dir <this daemon's> ARGS`, to start while the test does other things.
+    pub fn chatctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chatctl"));
+        command.arg("--runtime-dir").arg(self.runtime_dir()).args(args);
+        command
     }
 
     /// The pid of the broker started `nth` (1 for the first).
@@ -317,6 +335,17 @@ pub fn spawn_chatd(
     launcher: &[&str],
     env: &[(&str, &str)],
 ) -> Spawned {
+    spawn_chatd_listening(runtime, config, launcher, env, "127.0.0.1:0")
+}
+
+/// [`spawn_chatd`] listening on `listen` rather than on an ephemeral port.
+fn spawn_chatd_listening(
+    runtime: &std::path::Path,
+    config: &str,
+    launcher: &[&str],
+    env: &[(&str, &str)],
+    listen: &str,
+) -> Spawned {
     let config_path = runtime.join("chatd.toml");
     // Started as root, chatd becomes `chatd` if that user exists (the package creates it)
     // and `nobody` otherwise: pin it, so that tests do not depend on what is installed.
@@ -342,7 +371,7 @@ pub fn spawn_chatd(
     command
         .envs(env.iter().copied())
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--runtime-dir")
         .arg(runtime.join("run"))
         .arg("--log")
@@ -375,8 +404,9 @@ pub fn login_small_window_seen_by(port: u16, nick: &str, members: &mut [&mut Cli
     client
 }
 
-/// Logs in `nick` on `client`, as [`login`] does.
-fn login_on(mut client: Client, nick: &str) -> Client {
+/// Logs in `nick` on `client` (connected earlier, e.g. from another source address), as
+/// [`login`] does.
+pub fn login_on(mut client: Client, nick: &str) -> Client {
     client.expect_prefix("*** Please choose a nickname");
     client.send(nick);
     client.expect(&format!("*** You are now known as {nick}. Type /help for commands."));
