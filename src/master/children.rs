@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::net::TcpStream;
@@ -113,6 +113,10 @@ struct ChildLimits {
     open_files: u64,
     address_space: Option<u64>,
 }
+
+/// How long an adopted broker whose link closed may take to show as ended before it is taken
+/// for one that refused this master (a killed process closes its sockets first).
+pub(super) const ADOPTED_EXIT_GRACE: Duration = Duration::from_millis(500);
 
 /// A session needs a handful of descriptors (client, broker, poller, signals, log, report).
 const SESSION_OPEN_FILES: u64 = 64;
@@ -295,24 +299,38 @@ impl Master {
         if !self.broker.adopted || self.broker.replacing().is_some() {
             return;
         }
-        // An adopted broker that is still running closed the link on purpose: it refused this
-        // master's hello, for it speaks another protocol (a chatd of an older release, whose
-        // master died). It is replaced like the broker of an upgrade.
+        // A broker that was killed closes its sockets a moment before it shows as ended: look
+        // again shortly ([`Master::check_adopted_link`]) before taking it for one that refused.
         if let Some(pid) = self.broker.pid
             && self.shutdown.is_none()
-            && super::upgrade::process_is_running(pid)
         {
-            info!(
-                "the adopted broker (pid {pid}) speaks another protocol; replacing it with this \
-                 version's"
-            );
-            self.replace_broker(pid, Instant::now());
+            self.adopted_link_closed = Some((pid, Instant::now() + ADOPTED_EXIT_GRACE));
+            self.check_adopted_link(Instant::now());
+        }
+    }
+
+    /// After an adopted broker's link closed: once it has ended, a broker of our own starts;
+    /// if it is still running after [`ADOPTED_EXIT_GRACE`], it closed the link on purpose —
+    /// it refused this master's hello, for it speaks another protocol (a chatd of an older
+    /// release, whose master died) — and it is replaced like the broker of an upgrade.
+    pub(super) fn check_adopted_link(&mut self, now: Instant) {
+        let Some((pid, decide_at)) = self.adopted_link_closed else { return };
+        if super::upgrade::process_is_running(pid) {
+            if now >= decide_at {
+                self.adopted_link_closed = None;
+                info!(
+                    "the adopted broker (pid {pid}) speaks another protocol; replacing it with \
+                     this version's"
+                );
+                self.replace_broker(pid, now);
+            }
             return;
         }
+        self.adopted_link_closed = None;
         self.broker.adopted = false;
-        let pid = self.broker.pid.take();
+        self.broker.pid = None;
         if self.shutdown.is_none() {
-            error!("adopted broker {pid:?} is gone; starting a broker of our own");
+            error!("adopted broker {pid} is gone; starting a broker of our own");
             self.figures.broker_restarts += 1;
             if let Err(err) = self.start_broker() {
                 error!("cannot start the broker: {err}");

@@ -111,7 +111,10 @@ impl Master {
         }
         if self.link.is_none() {
             // A broker being replaced is left alone: its successor gets the link at its start.
-            if self.broker.pid.is_some() && self.broker.replacing().is_none() {
+            if self.broker.pid.is_some()
+                && self.broker.replacing().is_none()
+                && self.adopted_link_closed.is_none()
+            {
                 self.connect_link();
             }
             return;

@@ -199,6 +199,9 @@ struct Master {
     binary: PathBuf,
     /// An accepted upgrade, executed once its answer is written (`upgrade`).
     upgrade_due: Option<PathBuf>,
+    /// An adopted broker's link closed: its pid, and when a broker still running is taken for
+    /// one that refused this master (`children::check_adopted_link`).
+    adopted_link_closed: Option<(Pid, Instant)>,
 }
 
 /// Runs the daemon in the foreground until it is told to stop.
@@ -313,6 +316,7 @@ pub fn run(
         // /proc/self/exe names the deleted old one.
         binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/sbin/chatd")),
         upgrade_due: None,
+        adopted_link_closed: None,
     };
     master.watchdog =
         sd_notify::watchdog_enabled().map(|interval| Watchdog::new(interval, Instant::now()));
@@ -494,6 +498,7 @@ impl Master {
             self.broker.restart_at(),
             // An adopted broker being replaced is not our child: nothing wakes us when it ends.
             self.broker.replacing().map(|_| Instant::now() + REPLACEMENT_POLL),
+            self.adopted_link_closed.map(|_| Instant::now() + REPLACEMENT_POLL),
             Some(self.next_figures_at),
             self.throttle.next_due(),
             self.resource_trouble.due(),
@@ -551,6 +556,7 @@ impl Master {
             }
         }
         self.check_replacement(now);
+        self.check_adopted_link(now);
         if self.shutdown.is_none()
             && self.broker.take_due_restart(now)
             && let Err(err) = self.start_broker()

@@ -3,7 +3,7 @@
 //! happens when the new binary is missing, fails its pre-flight, or dies right after the exec.
 //!
 //! The binaries: the one under test, a byte-identical copy at another path, and
-//! examples/chatd_next (another version string), each copied into the test's own directory
+//! chatd-next (tests/bin/chatd_next.rs: another version string), each copied into the test's own directory
 //! under the name `chatd` (chatd knows its processes by that name).
 
 use std::path::{Path, PathBuf};
@@ -65,20 +65,10 @@ impl Binaries {
         path
     }
 
-    /// examples/chatd_next, whose version is `NEXT_VERSION`.
+    /// chatd-next (tests/bin/chatd_next.rs), whose version is `NEXT_VERSION`.
     fn next(&self) -> PathBuf {
-        let built = Path::new(CHATD)
-            .parent()
-            .map(|dir| dir.join("examples/chatd_next"))
-            .expect("chatd's directory");
-        assert!(
-            built.exists(),
-            "{} is missing: build the examples (cargo test or cargo build --examples; cargo test \
-             --all-targets builds them only as tests, elsewhere) before these tests",
-            built.display()
-        );
         let path = self.path("next");
-        std::fs::copy(&built, &path).expect("copy chatd_next");
+        std::fs::copy(env!("CARGO_BIN_EXE_chatd-next"), &path).expect("copy chatd-next");
         path
     }
 
