@@ -214,6 +214,18 @@ impl Daemon {
         Self::start_in(runtime, config, launcher, &[])
     }
 
+    /// Starts `program` (another build of chatd: an older version) on `runtime`, listening
+    /// on `listen` (`127.0.0.1:0` for any port, or the address a daemon before it served).
+    pub fn start_program(
+        program: &std::path::Path,
+        runtime: Arc<tempfile::TempDir>,
+        config: &str,
+        listen: &str,
+    ) -> Daemon {
+        let process = spawn_program(program, runtime.path(), config, &[], &[], listen);
+        Self::listening(process, runtime)
+    }
+
     fn start_in(
         runtime: Arc<tempfile::TempDir>,
         config: &str,
@@ -221,6 +233,11 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let process = spawn_chatd(runtime.path(), config, launcher, env);
+        Self::listening(process, runtime)
+    }
+
+    /// The daemon `process` once it says it listens.
+    fn listening(process: Spawned, runtime: Arc<tempfile::TempDir>) -> Daemon {
         let line = process.wait_for_log("listening on 127.0.0.1:");
         let port = line
             .rsplit(':')
@@ -317,6 +334,19 @@ pub fn spawn_chatd(
     launcher: &[&str],
     env: &[(&str, &str)],
 ) -> Spawned {
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_chatd"));
+    spawn_program(program, runtime, config, launcher, env, "127.0.0.1:0")
+}
+
+/// [`spawn_chatd`] with another build of chatd (`program`) listening on `listen`.
+fn spawn_program(
+    program: &std::path::Path,
+    runtime: &std::path::Path,
+    config: &str,
+    launcher: &[&str],
+    env: &[(&str, &str)],
+    listen: &str,
+) -> Spawned {
     let config_path = runtime.join("chatd.toml");
     // Started as root, chatd becomes `chatd` if that user exists (the package creates it)
     // and `nobody` otherwise: pin it, so that tests do not depend on what is installed.
@@ -334,15 +364,15 @@ pub fn spawn_chatd(
     let mut command = match launcher.split_first() {
         Some((program, args)) => {
             let mut command = Command::new(program);
-            command.args(args).arg(env!("CARGO_BIN_EXE_chatd"));
+            command.args(args).arg(program);
             command
         }
-        None => Command::new(env!("CARGO_BIN_EXE_chatd")),
+        None => Command::new(program),
     };
     command
         .envs(env.iter().copied())
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--runtime-dir")
         .arg(runtime.join("run"))
         .arg("--log")
