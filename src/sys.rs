@@ -10,7 +10,7 @@
 //! says in its own `// SAFETY:` why the condition holds there.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -27,8 +27,14 @@ pub enum Forked {
 
 /// Signals whose dispositions a child must not inherit from the master: the master's handlers
 /// write to the master's own self-pipe, which a child shares after `fork`.
-const HANDLED_BY_MASTER: [Signal; 5] =
-    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGQUIT];
+const HANDLED_BY_MASTER: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGCHLD,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR2,
+];
 
 /// Forks the calling process with every signal blocked across the `fork`.
 ///
@@ -520,6 +526,127 @@ fn local_time(unix_seconds: u64) -> Option<nix::libc::tm> {
         let mut tm: nix::libc::tm = std::mem::zeroed();
         (!nix::libc::localtime_r(&time, &mut tm).is_null()).then_some(tm)
     }
+}
+
+/// Sets or clears `FD_CLOEXEC` on `fd`: an in-place upgrade hands exactly the descriptors it
+/// names to the image it executes, and takes them back if the `execve` fails.
+pub fn set_close_on_exec(fd: RawFd, close: bool) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: `fd` is open for the duration of this call (the caller holds it); F_GETFD and
+    // F_SETFD do not take ownership.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD)?);
+    let flags = if close { flags | FdFlag::FD_CLOEXEC } else { flags - FdFlag::FD_CLOEXEC };
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
+    Ok(())
+}
+
+/// The seals a handed-over state carries: nobody can change it once written.
+fn handover_seals() -> nix::fcntl::SealFlag {
+    use nix::fcntl::SealFlag;
+    SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL
+}
+
+/// A memfd holding `bytes`, sealed against any change, its offset at the start: what an
+/// upgrading master hands to the image it executes.
+pub fn sealed_memfd(name: &str, bytes: &[u8]) -> io::Result<OwnedFd> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let memfd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let mut file = std::fs::File::from(memfd);
+    std::io::Write::write_all(&mut file, bytes)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(handover_seals()))?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Reads a memfd made by [`sealed_memfd`] from its start; refuses one that is not sealed so
+/// (someone else's descriptor, which could change under the reader).
+pub fn read_sealed_memfd(memfd: OwnedFd) -> io::Result<Vec<u8>> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    let seals = SealFlag::from_bits_truncate(fcntl(&memfd, FcntlArg::F_GET_SEALS)?);
+    if !seals.contains(handover_seals()) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the memfd is not sealed"));
+    }
+    let mut file = std::fs::File::from(memfd);
+    let mut bytes = Vec::new();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Executes `program` in place of this process (same pid, same children) with `args` and the
+/// current environment plus `extra_env`, every signal blocked across the `execve`: signals that
+/// arrive meanwhile stay pending for the new image, which unblocks them once it reads them.
+/// Returns only if `execve` failed, with the signal mask as it was.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded (the master): `execve` ends every thread at
+/// once, and the environment is read while the call is prepared.
+pub unsafe fn execute_in_place(
+    program: &std::path::Path,
+    args: &[std::ffi::OsString],
+    extra_env: &[(&str, String)],
+) -> io::Error {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c_string = |bytes: &[u8]| CString::new(bytes).map_err(io::Error::from);
+    let prepared = (|| -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
+        let path = c_string(program.as_os_str().as_bytes())?;
+        let argv = args.iter().map(|arg| c_string(arg.as_bytes())).collect::<Result<_, _>>()?;
+        let mut env = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            if extra_env.iter().any(|(extra, _)| key.as_bytes() == extra.as_bytes()) {
+                continue;
+            }
+            let mut pair = key.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            env.push(c_string(&pair)?);
+        }
+        for (key, value) in extra_env {
+            env.push(c_string(format!("{key}={value}").as_bytes())?);
+        }
+        Ok((path, argv, env))
+    })();
+    let (path, argv, env) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return err,
+    };
+    let mut previous = SigSet::empty();
+    if let Err(errno) = nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut previous),
+    ) {
+        return errno.into();
+    }
+    // `execve` returns only on failure.
+    let err = match nix::unistd::execve(&path, &argv, &env) {
+        Err(errno) => io::Error::from(errno),
+        Ok(never) => match never {},
+    };
+    restore_mask(&previous);
+    err
+}
+
+/// Removes `name` from the environment and returns its value, if it was set.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded: nothing may read or write the environment
+/// meanwhile.
+pub unsafe fn take_env(name: &str) -> Option<std::ffi::OsString> {
+    let value = std::env::var_os(name)?;
+    // SAFETY: the caller promises a single-threaded process.
+    unsafe { std::env::remove_var(name) };
+    Some(value)
+}
+
+/// Unblocks every signal: the first image after an in-place upgrade, once it reads its signals.
+pub fn unblock_all_signals() -> io::Result<()> {
+    set_blocked_signals(&SigSet::empty())
 }
 
 #[cfg(test)]

@@ -168,6 +168,8 @@ struct Broker {
     pending_reloads: Vec<MemberId>,
     /// Operators waiting for the master's answer to an upgrade.
     pending_upgrades: Vec<MemberId>,
+    /// SIGUSR2: an upgrade replaces this broker; it leaves without a word to the sessions.
+    replaced: bool,
     /// When an operator's `shutdown --grace` is due.
     stop_at: Option<Instant>,
     /// When a room's ring, waiting out its quiet interval, is to be published.
@@ -248,8 +250,9 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
         .map_err(sessions_socket)?;
-    let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])
-        .map_err(BrokerError::Signals)?;
+    let signals =
+        ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR2])
+            .map_err(BrokerError::Signals)?;
     signals.register(poll.registry(), SIGNALS).map_err(BrokerError::Signals)?;
     let mut control_listener = UnixListener::from_std(control);
     poll.registry()
@@ -306,6 +309,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         master_figures: None,
         pending_reloads: Vec::new(),
         pending_upgrades: Vec::new(),
+        replaced: false,
         stop_at: None,
         rings_due: None,
         stats: Stats::new(now),
@@ -352,8 +356,12 @@ impl Broker {
             if (signalled && self.stop_requested().map_err(BrokerError::Signals)?)
                 || self.stop_is_due()
             {
-                info!("broker stopping");
-                self.say_goodbye();
+                if self.replaced {
+                    self.leave_for_replacement();
+                } else {
+                    info!("broker stopping");
+                    self.say_goodbye();
+                }
                 return Ok(());
             }
             self.rooms.set_now(Instant::now(), crate::clock::unix_now());
@@ -427,6 +435,11 @@ impl Broker {
         while let Some(signal) = self.signals.take_pending()? {
             match signal {
                 Signal::SIGTERM | Signal::SIGINT => stop = true,
+                // An in-place upgrade: a broker of the new code takes over.
+                Signal::SIGUSR2 => {
+                    self.replaced = true;
+                    stop = true;
+                }
                 Signal::SIGHUP => {
                     match self.source.load() {
                         Ok(config) => {
@@ -458,6 +471,20 @@ impl Broker {
             }
         }
         Ok(stop)
+    }
+
+    /// Leaves for a broker of an upgrade's new code, which the master starts on the same
+    /// sockets once this process is gone: what the rooms said goes to the store and the rings,
+    /// queued frames are written while the sockets take them (briefly), and nobody is told
+    /// anything: each session sees its connection close, reconnects and resumes, as after any
+    /// broker restart.
+    fn leave_for_replacement(&mut self) {
+        info!("broker replaced by a new one; exiting without disconnecting anyone");
+        self.store_turn(Instant::now());
+        self.storage.finish();
+        self.peers.forget_doomed();
+        self.peers.publish_all_rings();
+        self.peers.flush();
     }
 
     /// Tells every session that the daemon is stopping and gives the news up to

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod output;
+mod upgrade;
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -116,6 +117,15 @@ pub enum Command {
     },
     /// Read the settings and the moderation state again (like SIGHUP).
     Reload,
+    /// Replace the running chatd's code without disconnecting anyone: the master executes the
+    /// new binary in place (after `--check-upgrade` passes), then the broker is replaced;
+    /// sessions keep their code until their clients leave. Waits for the outcome.
+    Upgrade {
+        /// The new binary. Default: the path chatd was started from (where a package
+        /// installs the new version).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Warn everyone, wait, then stop the daemon.
     Shutdown {
         /// Seconds between the warning and the stop.
@@ -243,6 +253,9 @@ pub fn request(command: &Command) -> Result<ControlRequest, CtlError> {
             ControlRequest::Motd { text }
         }
         Command::Reload => ControlRequest::Reload,
+        Command::Upgrade { binary } => {
+            ControlRequest::Upgrade { binary: binary.as_ref().map(|b| b.display().to_string()) }
+        }
         Command::Shutdown { grace, message } => {
             ControlRequest::Shutdown { grace_seconds: grace, message }
         }
@@ -332,6 +345,9 @@ fn create_backup_file(path: &Path) -> Result<std::fs::File, CtlError> {
 
 /// Runs chatctl; returns the exit status.
 pub fn run(ctl: Ctl) -> u8 {
+    if let Command::Upgrade { binary } = &ctl.command {
+        return upgrade::run(&control_socket(ctl.runtime_dir.as_deref()), binary.clone());
+    }
     // A reset's one-time password is printed once the broker took its tag.
     let reset = match &ctl.command {
         Command::Accounts { action: Some(accounts::AccountsCommand::ResetPassword { nick }) } => {

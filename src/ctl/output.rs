@@ -69,7 +69,7 @@ fn json(reply: &ControlReply) -> String {
     }
 }
 
-fn version_mismatch(broker: u32) -> String {
+pub(super) fn version_mismatch(broker: u32) -> String {
     format!(
         "chatd speaks control protocol {broker}, this chatctl {}; use the chatctl installed with chatd",
         crate::proto::control::CONTROL_VERSION
@@ -157,6 +157,23 @@ fn counted(list: &[Counted]) -> String {
     list.iter().map(|c| format!("{} {}", c.reason, c.count)).collect::<Vec<_>>().join(", ")
 }
 
+/// Sessions forked by an earlier generation than the master's: `none`, or how many, by code.
+fn older_code(master: &crate::proto::control::MasterFigures) -> String {
+    let older: Vec<_> =
+        master.sessions_by_code.iter().filter(|code| code.generation < master.generation).collect();
+    if older.is_empty() {
+        return "none".into();
+    }
+    let total: u64 = older.iter().map(|code| code.sessions).sum();
+    let each: Vec<String> = older
+        .iter()
+        .map(|code| {
+            format!("generation {}, chatd {}: {}", code.generation, code.version, code.sessions)
+        })
+        .collect();
+    format!("{total} session(s) ({})", each.join("; "))
+}
+
 fn human_status(s: &Status) -> String {
     let mut out = String::new();
     let mut row = |label: &str, value: String| {
@@ -165,10 +182,23 @@ fn human_status(s: &Status) -> String {
     row("chatd", format!("{} (protocol {})", s.version, s.protocol));
     match &s.master {
         Some(master) => {
-            row(
-                "master",
-                format!("pid {}, up {}", master.pid, age(s.now.saturating_sub(master.started_at))),
-            );
+            let mut text =
+                format!("pid {}, up {}", master.pid, age(s.now.saturating_sub(master.started_at)));
+            if master.generation > 0 {
+                text += &format!(", generation {} (chatd {})", master.generation, master.version);
+            }
+            if master.upgraded_at > 0 {
+                text +=
+                    &format!(", upgraded {} ago", age(s.now.saturating_sub(master.upgraded_at)));
+            }
+            row("master", text);
+            if !master.binary.is_empty() {
+                row("binary", master.binary.clone());
+            }
+            row("older code", older_code(master));
+            if let Some(failure) = &master.upgrade_failure {
+                row("upgrade", format!("failed: {failure}"));
+            }
         }
         None => {
             row("master", "not linked (stopped, starting, or chatd runs as `chatd broker`)".into())
@@ -403,6 +433,30 @@ fn prometheus(s: &Status) -> String {
                 "counter",
                 "Times the broker died and was restarted.",
                 one(master.broker_restarts),
+            ),
+            (
+                "chatd_master_generation",
+                "gauge",
+                "Images the master's pid has run: 1 at start, one more per in-place upgrade.",
+                one(u64::from(master.generation)),
+            ),
+            (
+                "chatd_sessions_by_code",
+                "gauge",
+                "Live sessions by the code that forked them.",
+                master
+                    .sessions_by_code
+                    .iter()
+                    .map(|code| {
+                        let labels = format!(
+                            "{{generation=\"{}\",version=\"{}\",protocol=\"{}\"}}",
+                            code.generation,
+                            label(&code.version),
+                            code.protocol
+                        );
+                        (labels, code.sessions as f64)
+                    })
+                    .collect(),
             ),
         ]);
     }

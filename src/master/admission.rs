@@ -20,6 +20,8 @@ use std::net::IpAddr;
 
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use nix::unistd::Pid;
 
 use crate::config::AdmissionLimits;
@@ -341,10 +343,122 @@ impl Admission {
     }
 }
 
+/// The counts and penalties, as an in-place upgrade hands them to the next image
+/// (`master::upgrade`): times are kept as durations from the moment of the snapshot, since an
+/// `Instant` means nothing in another process image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionSnapshot {
+    /// Every counted session: pid, source, whether its client chose a nickname.
+    pub clients: Vec<(i32, IpAddr, bool)>,
+    pub records: Vec<RecordSnapshot>,
+}
+
+/// One source's penalty record (see [`Record`]), times relative to the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordSnapshot {
+    pub source: IpAddr,
+    pub trips: u32,
+    pub last_penalty_ms: u64,
+    /// How long the current sentence still runs.
+    pub sentence_left_ms: Option<u64>,
+    /// How long ago the source last tripped.
+    pub last_trip_ago_ms: Option<u64>,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Admission {
+    /// What the next image needs to go on counting as this one would have.
+    pub fn snapshot(&self, now: Instant) -> AdmissionSnapshot {
+        let clients = self
+            .clients
+            .iter()
+            .map(|(pid, client)| (pid.as_raw(), client.source.0, client.admitted))
+            .collect();
+        let records = self
+            .records
+            .iter()
+            .map(|(source, record)| RecordSnapshot {
+                source: source.0,
+                trips: record.trips,
+                last_penalty_ms: millis(record.last_penalty),
+                sentence_left_ms: record
+                    .until
+                    .filter(|&until| until > now)
+                    .map(|until| millis(until - now)),
+                last_trip_ago_ms: record
+                    .last_trip
+                    .map(|at| millis(now.saturating_duration_since(at))),
+            })
+            .collect();
+        AdmissionSnapshot { clients, records }
+    }
+
+    /// The bookkeeping a previous image handed over, under `limits`.
+    pub fn restore(limits: AdmissionLimits, snapshot: &AdmissionSnapshot, now: Instant) -> Self {
+        let mut admission = Admission::new(limits);
+        for &(pid, source, admitted) in &snapshot.clients {
+            let pid = Pid::from_raw(pid);
+            admission.accepted(pid, source);
+            if admitted {
+                // As `admitted` does, but without forgiving the source's trips a second time.
+                if let Some(client) = admission.clients.get_mut(&pid) {
+                    client.admitted = true;
+                }
+                admission.unadmitted -= 1;
+                admission.no_longer_starting(Source::of(source));
+            }
+        }
+        for saved in &snapshot.records {
+            let record = Record {
+                trips: saved.trips,
+                last_penalty: Duration::from_millis(saved.last_penalty_ms),
+                until: saved.sentence_left_ms.map(|left| now + Duration::from_millis(left)),
+                last_trip: saved
+                    .last_trip_ago_ms
+                    .and_then(|ago| now.checked_sub(Duration::from_millis(ago))),
+            };
+            admission.records.insert(Source::of(saved.source), record);
+        }
+        admission
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::MaxStartups;
+
+    #[test]
+    fn a_snapshot_restores_the_counts_and_the_penalties() {
+        let mut admission = Admission::new(limits());
+        let now = Instant::now();
+        admission.accepted(Pid::from_raw(1), ip("10.0.0.1"));
+        admission.admitted(Pid::from_raw(1));
+        admission.accepted(Pid::from_raw(2), ip("10.0.0.1"));
+        // Three trips of another source: a sentence of 10 s.
+        for _ in 0..3 {
+            let _ = admission.check(ip("10.0.9.9"), now);
+            admission.trip(Source::of(ip("10.0.9.9")), now);
+        }
+        let later = now + Duration::from_secs(4);
+        let snapshot = admission.snapshot(later);
+        let json = serde_json::to_string(&snapshot).expect("encodes");
+        let back: AdmissionSnapshot = serde_json::from_str(&json).expect("decodes");
+        let mut restored = Admission::restore(limits(), &back, later);
+        assert_eq!(restored.check(ip("10.0.0.1"), later), Err(Refusal::PerSource));
+        assert_eq!(
+            restored.check(ip("10.0.9.9"), later),
+            Err(Refusal::Penalty { seconds_left: 6 })
+        );
+        // Pid 2 has not chosen a nickname: its leaving is a trip, pid 1's is not.
+        assert_eq!(restored.exited(Pid::from_raw(2), later), Some(false));
+        assert_eq!(restored.exited(Pid::from_raw(1), later), Some(true));
+        assert_eq!(restored.unadmitted, 0);
+        assert!(restored.per_source.is_empty());
+    }
 
     fn limits() -> AdmissionLimits {
         AdmissionLimits {

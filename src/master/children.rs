@@ -96,11 +96,16 @@ pub enum BrokerStartError {
 /// What the master remembers about a session child.
 pub(super) struct SessionChild {
     pub(super) peer: SocketAddr,
-    started: Instant,
+    pub(super) started: Instant,
     /// The child as the broker knows it ([`sys::process_identity`]), and when its client
     /// connected (Unix seconds): what the master vouches for over the link.
     pub(super) identity: Option<u64>,
     pub(super) connected_at: u64,
+    /// The code that forked it (sessions keep it after an upgrade): the master's generation,
+    /// its version string, the session protocol it speaks.
+    pub(super) generation: u32,
+    pub(super) version: String,
+    pub(super) protocol: u32,
 }
 
 /// Resource limits of a child process (core dumps are always off, and no child is dumpable).
@@ -190,6 +195,9 @@ impl Master {
                     started: Instant::now(),
                     identity,
                     connected_at: unix_now(),
+                    generation: self.generation,
+                    version: crate::release::version().to_string(),
+                    protocol: crate::proto::PROTOCOL_VERSION,
                 };
                 self.vouch_for(&child);
                 self.sessions.insert(pid, child);
@@ -284,7 +292,21 @@ impl Master {
     /// sessions re-register like after any broker restart.
     pub(super) fn link_lost(&mut self) {
         self.drop_link();
-        if !self.broker.adopted {
+        if !self.broker.adopted || self.broker.replacing().is_some() {
+            return;
+        }
+        // An adopted broker that is still running closed the link on purpose: it refused this
+        // master's hello, for it speaks another protocol (a chatd of an older release, whose
+        // master died). It is replaced like the broker of an upgrade.
+        if let Some(pid) = self.broker.pid
+            && self.shutdown.is_none()
+            && super::upgrade::process_is_running(pid)
+        {
+            info!(
+                "the adopted broker (pid {pid}) speaks another protocol; replacing it with this \
+                 version's"
+            );
+            self.replace_broker(pid, Instant::now());
             return;
         }
         self.broker.adopted = false;
@@ -343,7 +365,10 @@ impl Master {
                 WaitStatus::Signaled(pid, signal, _) => (pid, Some(format!("killed by {signal}"))),
                 _ => continue,
             };
-            if Some(pid) == self.broker.pid {
+            if self.broker.replacing().is_some_and(|(replaced, _)| replaced == pid) {
+                info!("the old broker (pid {pid}) left; starting this version's");
+                self.check_replacement(Instant::now());
+            } else if Some(pid) == self.broker.pid {
                 self.broker.pid = None;
                 self.drop_link();
                 if self.shutdown.is_none()

@@ -10,6 +10,7 @@
 //! master's). It never blocks: the link is non-blocking, and a link that cannot take a frame
 //! is dropped and opened again with the next figures.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::net::UnixStream as StdUnixStream;
 
@@ -21,7 +22,7 @@ use signal_hook::consts::SIGTERM;
 use super::{LINK, Master, SessionChild};
 use crate::channel::{Channel, MasterToBroker, ReadOutcome, SendError};
 use crate::proto::PROTOCOL_VERSION;
-use crate::proto::control::{Counted, MasterFigures};
+use crate::proto::control::{CodeCount, Counted, MasterFigures};
 use crate::proto::master::{MasterEvent, MasterHello, MasterRequest};
 
 /// Why a link could not be opened.
@@ -109,18 +110,33 @@ impl Master {
             return;
         }
         if self.link.is_none() {
-            if self.broker.pid.is_some() {
+            // A broker being replaced is left alone: its successor gets the link at its start.
+            if self.broker.pid.is_some() && self.broker.replacing().is_none() {
                 self.connect_link();
             }
             return;
+        }
+        let mut by_code: BTreeMap<u32, CodeCount> = BTreeMap::new();
+        for child in self.sessions.values() {
+            let count = by_code.entry(child.generation).or_insert_with(|| CodeCount {
+                generation: child.generation,
+                version: child.version.clone(),
+                protocol: child.protocol,
+                sessions: 0,
+            });
+            count.sessions += 1;
         }
         let figures = MasterFigures {
             connections: self.sessions.len() as u64,
             refusals: self
                 .refusals
                 .iter()
-                .map(|(reason, &count)| Counted { reason: reason.to_string(), count })
+                .map(|(reason, &count)| Counted { reason: reason.clone(), count })
                 .collect(),
+            version: crate::release::version().to_string(),
+            generation: self.generation,
+            binary: self.binary.display().to_string(),
+            sessions_by_code: by_code.into_values().collect(),
             ..self.figures.clone()
         };
         if let Some(link) = &mut self.link

@@ -59,7 +59,7 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// What a listener's clients speak from their first byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ListenerKind {
     /// Plain TCP: telnet or netcat.
     Plain,

@@ -55,7 +55,7 @@ use mio::net::{TcpListener, TcpStream, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::channel::MasterToBroker;
@@ -84,6 +84,9 @@ const LOG_WINDOW: Duration = Duration::from_secs(5);
 const SIGNALS: Token = Token(usize::MAX);
 const ADMISSIONS: Token = Token(usize::MAX - 1);
 const LINK: Token = Token(usize::MAX - 2);
+
+/// How often the master looks whether a broker it is replacing has left.
+const REPLACEMENT_POLL: Duration = Duration::from_millis(20);
 
 /// How often the master sends its figures to the broker (and retries a lost link).
 const FIGURES_INTERVAL: Duration = Duration::from_secs(1);
@@ -123,6 +126,8 @@ pub enum MasterError {
         "the broker cannot work with these settings (its error is logged above); chatd stopped"
     )]
     BrokerUnusable,
+    #[error("upgrade: {0}; the broker and the sessions carry on until a new chatd adopts them")]
+    HandOver(#[from] upgrade::HandOverError),
 }
 
 /// Running in the background (`--daemon`), for inits without systemd.
@@ -161,7 +166,7 @@ struct Master {
     /// What the master counts for operators (`connections` and `refusals` are filled in when
     /// sent), and the refusals by reason.
     figures: MasterFigures,
-    refusals: BTreeMap<&'static str, u64>,
+    refusals: BTreeMap<String, u64>,
     /// Address bans, read from the state file the broker writes.
     bans: BanFile,
     /// The settings in force, and where to read them again on SIGHUP.
@@ -188,6 +193,12 @@ struct Master {
     watchdog: Option<Watchdog>,
     /// What the children run.
     roles: Roles,
+    /// How many images this pid has run (1 at start, one more per in-place upgrade).
+    generation: u32,
+    /// The binary an upgrade executes by default: the one the master was first started from.
+    binary: PathBuf,
+    /// An accepted upgrade, executed once its answer is written (`upgrade`).
+    upgrade_due: Option<PathBuf>,
 }
 
 /// Runs the daemon in the foreground until it is told to stop.
@@ -206,78 +217,48 @@ pub fn run(
     if let Err(err) = sys::forbid_dumps() {
         warn!("cannot make the master undumpable: {err}");
     }
-    let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
-    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     let mut fitted = config.clone();
     settings::fit_clients_to_descriptors(&mut fitted.admission)?;
     let config = &fitted;
     // SAFETY: `run` is the master's start-up, called once, before it forks anything; the
-    // master never starts a thread, and nothing else reads LISTEN_FDS or owns those descriptors.
-    let listeners = match unsafe { listen::from_systemd() }? {
-        Some(listeners) => {
-            info!("using {} listening socket(s) from systemd", listeners.len());
-            listeners
+    // master never starts a thread, and nothing else owns the descriptors a predecessor handed.
+    let (start, handed) = match unsafe { upgrade::take_handed_state() }? {
+        Some((sockets, handed, started_at)) => {
+            let broker_socket = config.runtime_dir.join(listen::BROKER_SOCKET);
+            let start = Start { sockets, adopted: None, broker_socket, ready_channel: None };
+            (start, Some((handed, started_at)))
         }
-        None => {
-            let plain = listen::bind_all(&config.listen, config.listen_is_default)?;
-            let mut listeners: Vec<_> =
-                plain.into_iter().map(|listener| (listener, ListenerKind::Plain)).collect();
-            if !config.tls_listen.is_empty() {
-                let tls = listen::bind_all(&config.tls_listen, config.tls_listen_is_default)?;
-                listeners.extend(tls.into_iter().map(|listener| (listener, ListenerKind::Tls)));
-            }
-            listeners
-        }
+        None => (fresh_start(config, background.as_ref())?, None),
     };
-    let (broker_socket_state, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
-    let mut ready_channel = None;
-    if let Some(background) = &background {
-        // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
-        // and the master never starts one.
-        ready_channel = Some(unsafe { sys::daemonize() }.map_err(MasterError::Daemonize)?);
-        logging::reopen_after_fork();
-        if let Some(pid_file) = &background.pid_file {
-            std::fs::write(pid_file, format!("{}\n", std::process::id()))
-                .map_err(|source| MasterError::PidFile { path: pid_file.clone(), source })?;
-        }
-    }
+    let Start { sockets, adopted, broker_socket, ready_channel } = start;
+    let upgrade::HandedSockets {
+        listeners,
+        broker_sockets: broker_listener,
+        admissions,
+        service_user,
+        tls,
+    } = sockets;
     let poll = Poll::new().map_err(MasterError::EventLoop)?;
-    privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
-    // Again now that both exist: a directory someone made between the first check and its
-    // creation (which accepts one that exists) is theirs, not ours, and is refused.
-    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
-    // The key is read (or made) while the master may still read what only root may.
-    let tls = match listeners.iter().any(|(_, kind)| *kind == ListenerKind::Tls) {
-        true => Some(tls::load(config, run_as.as_ref())?),
-        false => None,
-    };
-    let service_user = run_as.is_some();
-    if let Some(run_as) = run_as {
-        privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
-    }
-    let (broker_listener, adopted) = match broker_socket_state {
-        BrokerSocket::Bound(listener) => {
-            (Some((listener, listen::bind_control_socket(&config.runtime_dir)?)), None)
-        }
-        BrokerSocket::Orphaned { watch, pid } => {
-            info!("adopting broker pid {pid}, whose master is gone; its sessions keep chatting");
-            (None, Some((watch, Pid::from_raw(pid))))
-        }
-    };
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT])
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT, SIGUSR2])
         .map_err(MasterError::EventLoop)?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(MasterError::EventLoop)?;
+    if handed.is_some() {
+        // The predecessor blocked every signal across `execve`; those that came meanwhile are
+        // pending and are read now.
+        sys::unblock_all_signals().map_err(MasterError::EventLoop)?;
+    }
     let mut mio_listeners = Vec::new();
     for (index, (listener, kind)) in listeners.into_iter().enumerate() {
+        listener.set_nonblocking(true).map_err(MasterError::EventLoop)?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
             .register(&mut listener, Token(index), Interest::READABLE)
             .map_err(MasterError::EventLoop)?;
         mio_listeners.push((listener, kind));
     }
-    let (reporter, admissions) = StdUnixDatagram::pair().map_err(MasterError::EventLoop)?;
+    let (admissions, reporter) = admissions;
     admissions.set_nonblocking(true).map_err(MasterError::EventLoop)?;
     reporter.set_nonblocking(true).map_err(MasterError::EventLoop)?;
     let mut admissions = UnixDatagram::from_std(admissions);
@@ -308,7 +289,7 @@ pub fn run(
         next_figures_at: Instant::now(),
         figures: MasterFigures {
             pid: std::process::id(),
-            started_at: unix_now(),
+            started_at: handed.as_ref().map_or_else(unix_now, |(_, started_at)| *started_at),
             tls: tls_status,
             ..MasterFigures::default()
         },
@@ -327,39 +308,18 @@ pub fn run(
         broker_unusable: false,
         watchdog: None,
         roles,
+        generation: 1,
+        // The installed path, resolved now: after a package upgrade replaced the file,
+        // /proc/self/exe names the deleted old one.
+        binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/sbin/chatd")),
+        upgrade_due: None,
     };
-    if background.is_some() {
-        // Nothing below reports to the terminal any more; children must not hold it either
-        // (the starting process's caller waits for it to close).
-        sys::detach_stderr().map_err(MasterError::Detach)?;
-    }
-    // Once, as the user sessions run as, before the first is forked.
-    crate::sandbox::check_at_start();
-    match adopted {
-        None => master.start_broker().map_err(MasterError::Broker)?,
-        // The connection that found the orphaned broker becomes the link.
-        Some((watch, _)) => master.open_link(watch),
-    }
-    if let Some(identity) = &master.tls {
-        identity.log();
-    }
-    for (listener, kind) in &master.listeners {
-        let addr = listener.local_addr().map_err(MasterError::ListenerAddress)?;
-        match kind {
-            ListenerKind::Plain => info!("listening on {addr}"),
-            ListenerKind::Tls => info!("listening for TLS on {addr}"),
-        }
-    }
-    log_control_socket(&master.config.runtime_dir);
-    // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    // Started with --daemon: the starting process may exit now.
-    if let Some(mut ready) = ready_channel {
-        use std::io::Write as _;
-        let _ = ready.write_all(b"!");
-    }
     master.watchdog =
         sd_notify::watchdog_enabled().map(|interval| Watchdog::new(interval, Instant::now()));
+    match handed {
+        Some((handed, _)) => master.take_over(handed),
+        None => master.first_start(background.is_some(), adopted, ready_channel)?,
+    }
     let result = master.event_loop();
     if let Some(pid_file) = background.as_ref().and_then(|b| b.pid_file.as_ref()) {
         let _ = std::fs::remove_file(pid_file);
@@ -370,7 +330,125 @@ pub fn run(
     result
 }
 
+/// What the master starts with: its sockets (bound now, or handed over by an upgrading
+/// predecessor), an orphaned broker to adopt, and the `--daemon` readiness channel.
+struct Start {
+    sockets: upgrade::HandedSockets,
+    adopted: Option<(std::os::unix::net::UnixStream, Pid)>,
+    broker_socket: PathBuf,
+    ready_channel: Option<std::os::unix::net::UnixStream>,
+}
+
+/// A first start (not an upgrade): binds the listeners (or takes systemd's) and
+/// `broker.sock`, becomes a daemon if asked, reads the TLS key and drops privileges.
+fn fresh_start(config: &Config, background: Option<&Background>) -> Result<Start, MasterError> {
+    let run_as = privileges::resolve(config.user.as_deref(), config.user_is_default)?;
+    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
+    // SAFETY: called once from `run`, before the master forks anything; the master never
+    // starts a thread, and nothing else reads LISTEN_FDS or owns those descriptors.
+    let listeners = match unsafe { listen::from_systemd() }? {
+        Some(listeners) => {
+            info!("using {} listening socket(s) from systemd", listeners.len());
+            listeners
+        }
+        None => {
+            let plain = listen::bind_all(&config.listen, config.listen_is_default)?;
+            let mut listeners: Vec<_> =
+                plain.into_iter().map(|listener| (listener, ListenerKind::Plain)).collect();
+            if !config.tls_listen.is_empty() {
+                let tls = listen::bind_all(&config.tls_listen, config.tls_listen_is_default)?;
+                listeners.extend(tls.into_iter().map(|listener| (listener, ListenerKind::Tls)));
+            }
+            listeners
+        }
+    };
+    let (broker_socket_state, broker_socket) = listen::bind_broker_socket(&config.runtime_dir)?;
+    let mut ready_channel = None;
+    if let Some(background) = background {
+        // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
+        // and the master never starts one.
+        ready_channel = Some(unsafe { sys::daemonize() }.map_err(MasterError::Daemonize)?);
+        logging::reopen_after_fork();
+        if let Some(pid_file) = &background.pid_file {
+            std::fs::write(pid_file, format!("{}\n", std::process::id()))
+                .map_err(|source| MasterError::PidFile { path: pid_file.clone(), source })?;
+        }
+    }
+    privileges::prepare_state_dir(&config.state_dir, run_as.as_ref());
+    // Again now that both exist: a directory someone made between the first check and its
+    // creation (which accepts one that exists) is theirs, not ours, and is refused.
+    privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
+    // The key is read (or made) while the master may still read what only root may.
+    let tls = match listeners.iter().any(|(_, kind)| *kind == ListenerKind::Tls) {
+        true => Some(tls::load(config, run_as.as_ref())?),
+        false => None,
+    };
+    let service_user = run_as.is_some();
+    if let Some(run_as) = run_as {
+        privileges::drop_to(&run_as, &config.runtime_dir, &broker_socket)?;
+    }
+    let (broker_sockets, adopted) = match broker_socket_state {
+        BrokerSocket::Bound(listener) => {
+            (Some((listener, listen::bind_control_socket(&config.runtime_dir)?)), None)
+        }
+        BrokerSocket::Orphaned { watch, pid } => {
+            info!("adopting broker pid {pid}, whose master is gone; its sessions keep chatting");
+            (None, Some((watch, Pid::from_raw(pid))))
+        }
+    };
+    let admissions = StdUnixDatagram::pair().map_err(MasterError::EventLoop)?;
+    let (reporter, receiver) = admissions;
+    let sockets = upgrade::HandedSockets {
+        listeners,
+        broker_sockets,
+        admissions: (receiver, reporter),
+        service_user,
+        tls,
+    };
+    Ok(Start { sockets, adopted, broker_socket, ready_channel })
+}
+
 impl Master {
+    /// The rest of a first start, once the loop exists: the broker (started, or the orphan
+    /// adopted), the start-up lines, and readiness.
+    fn first_start(
+        &mut self,
+        background: bool,
+        adopted: Option<(std::os::unix::net::UnixStream, Pid)>,
+        ready_channel: Option<std::os::unix::net::UnixStream>,
+    ) -> Result<(), MasterError> {
+        if background {
+            // Nothing below reports to the terminal any more; children must not hold it either
+            // (the starting process's caller waits for it to close).
+            sys::detach_stderr().map_err(MasterError::Detach)?;
+        }
+        // Once, as the user sessions run as, before the first is forked.
+        crate::sandbox::check_at_start();
+        match adopted {
+            None => self.start_broker().map_err(MasterError::Broker)?,
+            // The connection that found the orphaned broker becomes the link.
+            Some((watch, _)) => self.open_link(watch),
+        }
+        if let Some(identity) = &self.tls {
+            identity.log();
+        }
+        for (listener, kind) in &self.listeners {
+            let addr = listener.local_addr().map_err(MasterError::ListenerAddress)?;
+            match kind {
+                ListenerKind::Plain => info!("listening on {addr}"),
+                ListenerKind::Tls => info!("listening for TLS on {addr}"),
+            }
+        }
+        log_control_socket(&self.config.runtime_dir);
+        // Under systemd (Type=notify): started, and, if a watchdog is set, alive.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        // Started with --daemon: the starting process may exit now.
+        if let Some(mut ready) = ready_channel {
+            let _ = ready.write_all(b"!");
+        }
+        Ok(())
+    }
+
     fn event_loop(&mut self) -> Result<(), MasterError> {
         let mut events = Events::with_capacity(256);
         loop {
@@ -387,6 +465,7 @@ impl Master {
             }
             self.reap();
             self.run_timers();
+            self.execute_due_upgrade();
             if let Some(shutdown) = &self.shutdown {
                 if self.sessions.is_empty() && self.broker.pid.is_none() {
                     info!("all children gone; exiting");
@@ -413,6 +492,8 @@ impl Master {
             shutdown,
             self.accept_paused_until,
             self.broker.restart_at(),
+            // An adopted broker being replaced is not our child: nothing wakes us when it ends.
+            self.broker.replacing().map(|_| Instant::now() + REPLACEMENT_POLL),
             Some(self.next_figures_at),
             self.throttle.next_due(),
             self.resource_trouble.due(),
@@ -432,6 +513,7 @@ impl Master {
                 SIGHUP => {
                     let _ = self.reload();
                 }
+                SIGUSR2 => self.upgrade_on_signal(),
                 _ => {} // SIGCHLD: reaping happens after every wake-up.
             }
         }
@@ -468,6 +550,7 @@ impl Master {
                 self.accept_from(index);
             }
         }
+        self.check_replacement(now);
         if self.shutdown.is_none()
             && self.broker.take_due_restart(now)
             && let Err(err) = self.start_broker()
@@ -538,7 +621,7 @@ impl Master {
             let reason = ban.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
             let _ = stream
                 .write(format!("*** You are banned from this server{reason}.\r\n").as_bytes());
-            *self.refusals.entry("banned").or_default() += 1;
+            *self.refusals.entry("banned".into()).or_default() += 1;
             if self.throttle.allow("banned", now) {
                 info!(target: logging::NOTICE, "refused {peer}: banned ({})", ban.target);
             }
@@ -548,7 +631,7 @@ impl Master {
             // A session could not reach the broker: say so now rather than fork one to fail.
             let _ =
                 stream.write(b"*** The chat service is unavailable; please try again later.\r\n");
-            *self.refusals.entry("unavailable").or_default() += 1;
+            *self.refusals.entry("unavailable".into()).or_default() += 1;
             if self.throttle.allow("unavailable", now) {
                 info!(target: logging::NOTICE, "refused {peer}: broker.sock is missing");
             }
@@ -558,7 +641,7 @@ impl Master {
             Ok(()) => self.spawn_session(stream.stream, peer, kind),
             Err(refusal) => {
                 let _ = stream.write(format!("{}\r\n", refusal.message()).as_bytes());
-                *self.refusals.entry(refusal.key()).or_default() += 1;
+                *self.refusals.entry(refusal.key().into()).or_default() += 1;
                 if self.throttle.allow(refusal.reason(), now) {
                     info!(target: logging::NOTICE, "refused {peer}: {}", refusal.reason());
                 }

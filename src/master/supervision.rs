@@ -35,6 +35,9 @@ pub struct BrokerChild {
     /// The delay before the next restart after this one.
     backoff: Duration,
     restart_at: Option<Instant>,
+    /// An upgrade asked this broker to leave for one of the new code: its pid, and when it is
+    /// killed if it has not left.
+    replacing: Option<(Pid, Instant)>,
 }
 
 impl BrokerChild {
@@ -46,7 +49,23 @@ impl BrokerChild {
             started: now,
             backoff: Duration::ZERO,
             restart_at: None,
+            replacing: None,
         }
+    }
+
+    /// The broker `pid` was asked to leave; it is killed at `kill_at` if it has not.
+    pub fn replacing_started(&mut self, pid: Pid, kill_at: Instant) {
+        self.replacing = Some((pid, kill_at));
+    }
+
+    /// The broker being replaced, if one is, and when it is killed.
+    pub fn replacing(&self) -> Option<(Pid, Instant)> {
+        self.replacing
+    }
+
+    /// The broker being replaced is gone.
+    pub fn replaced(&mut self) {
+        self.replacing = None;
     }
 
     /// A broker of ours was forked.

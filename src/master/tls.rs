@@ -20,6 +20,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::privileges::RunAs;
 use crate::config::{Config, SELF_SIGNED_CERT, SELF_SIGNED_KEY};
@@ -56,6 +57,21 @@ pub enum TlsError {
 pub struct TlsIdentity {
     pub settings: TlsSettings,
     pub status: TlsStatus,
+    /// The PEM it was built from, handed to the image an in-place upgrade executes.
+    pub pem: Arc<PemPair>,
+}
+
+/// A certificate chain and its key, as PEM. The key is wiped when the last copy goes.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct PemPair {
+    pub cert: Vec<u8>,
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PemPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemPair").field("cert_bytes", &self.cert.len()).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for TlsIdentity {
@@ -185,8 +201,21 @@ fn write_owned(
 /// Reads a PEM certificate chain and key and builds the server settings from them;
 /// `source` is how operators are told where they came from.
 fn from_files(cert: &Path, key: &Path, source: String) -> Result<TlsIdentity, TlsError> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|source| read_error(cert, source))?
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|err| read_error(path, rustls::pki_types::pem::Error::Io(err)))
+    };
+    let pem = PemPair { cert: read(cert)?, key: Zeroizing::new(read(key)?) };
+    from_pem(pem, cert, key, source)
+}
+
+/// Builds the identity from a PEM pair (read from `cert` and `key`, which errors name).
+fn from_pem(
+    pem: PemPair,
+    cert: &Path,
+    key: &Path,
+    source: String,
+) -> Result<TlsIdentity, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(&pem.cert)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| read_error(cert, source))?;
     let Some(leaf) = chain.first() else {
@@ -195,13 +224,21 @@ fn from_files(cert: &Path, key: &Path, source: String) -> Result<TlsIdentity, Tl
     let not_after = not_after(leaf).map_err(|why| TlsError::Parse { path: cert.into(), why })?;
     let fingerprint = fingerprint(leaf);
     let private_key =
-        PrivateKeyDer::from_pem_file(key).map_err(|source| read_error(key, source))?;
+        PrivateKeyDer::from_pem_slice(&pem.key).map_err(|source| read_error(key, source))?;
     let settings = server_settings(chain, private_key).map_err(|source| TlsError::Pair {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
         source,
     })?;
-    Ok(TlsIdentity { settings, status: TlsStatus { fingerprint, source, not_after } })
+    let status = TlsStatus { fingerprint, source, not_after };
+    Ok(TlsIdentity { settings, status, pem: Arc::new(pem) })
+}
+
+/// The identity an upgraded master was handed (`master::upgrade`): the PEM pair the previous
+/// image had read, which the new one, no longer root, may not be able to read again.
+pub fn from_handed_over(pem: PemPair, source: String) -> Result<TlsIdentity, TlsError> {
+    let here = Path::new("(handed over by the previous image)");
+    from_pem(pem, here, here, source)
 }
 
 fn read_error(path: &Path, source: rustls::pki_types::pem::Error) -> TlsError {

@@ -262,8 +262,11 @@ impl Session {
             }
         };
         // SIGTERM is an operator's `kill PID`; the master says the daemon stops with SIGUSR1.
-        let signals = ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1])
-            .map_err(SessionError::Signals)?;
+        // SIGUSR2 asks the master to upgrade: a session that gets it too (`systemctl kill`
+        // signals the whole unit) ignores it rather than die by its default action.
+        let signals =
+            ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2])
+                .map_err(SessionError::Signals)?;
         let now = Instant::now();
         let mut state = SessionState::new(peer);
         state.tls = client.is_tls();
@@ -438,6 +441,9 @@ impl Session {
         while let Some(signal) = self.signals.take_pending().map_err(SessionError::ReadSignals)? {
             match signal {
                 _ if self.closing.is_some() => {}
+                Signal::SIGUSR2 => {
+                    log::debug!("session for {}: ignoring SIGUSR2 (for the master)", self.peer)
+                }
                 Signal::SIGUSR1 => {
                     self.close(Some(notice::shutting_down()), "server shutting down")
                 }

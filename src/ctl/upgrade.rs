@@ -1,0 +1,130 @@
+//! `chatctl upgrade`: asks the master to execute a new binary in place, then follows the
+//! outcome in `status`, since the broker that took the request is itself replaced.
+//!
+//! It owns the waiting and the sentences the operator reads. It must not decide anything about
+//! the upgrade: the master's pre-flight does, and its answer or its figures say how it went.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, exchange};
+use crate::proto::control::{ControlReply, ControlRequest, MasterFigures};
+
+/// How long chatctl follows an upgrade before it gives up saying so.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often it reads `status` meanwhile.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// No master linked for this long after the exec: the new image did not start.
+const MASTER_GONE_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs `chatctl upgrade [--binary PATH]` against the control socket at `path`.
+pub fn run(path: &Path, binary: Option<PathBuf>) -> u8 {
+    let before = match master(path) {
+        Ok(Some(master)) => master,
+        Ok(None) => {
+            eprintln!(
+                "chatctl: upgrade refused: no master is linked to the broker (start chatd again \
+                 to adopt it, then upgrade)"
+            );
+            return EXIT_FAILED;
+        }
+        Err(why) => {
+            eprintln!("chatctl: {why}");
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let binary = binary.map(|path| absolute(&path).display().to_string());
+    match exchange(path, ControlRequest::Upgrade { binary }, None) {
+        Ok(ControlReply::Failed(why)) => {
+            eprintln!("chatctl: upgrade refused: {why}");
+            return EXIT_FAILED;
+        }
+        Ok(ControlReply::Done(_)) => {}
+        Ok(ControlReply::Denied(why)) => {
+            eprintln!("chatctl: {why}");
+            return EXIT_UNREACHABLE;
+        }
+        Ok(other) => {
+            eprintln!("chatctl: unexpected answer to upgrade: {other:?}");
+            return EXIT_FAILED;
+        }
+        // The broker can be replaced before its answer is written: follow the status.
+        Err(_) => {}
+    }
+    follow(path, &before)
+}
+
+/// Reads `status` until the master's generation moves past `before`'s, its upgrade failed, or
+/// it has been gone for [`MASTER_GONE_AFTER`].
+fn follow(path: &Path, before: &MasterFigures) -> u8 {
+    let deadline = Instant::now() + FOLLOW_TIMEOUT;
+    let mut unlinked_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        match master(path) {
+            Ok(Some(now)) if now.generation > before.generation => {
+                let older: u64 = now
+                    .sessions_by_code
+                    .iter()
+                    .filter(|code| code.generation < now.generation)
+                    .map(|code| code.sessions)
+                    .sum();
+                let same = if now.pid == before.pid { "unchanged" } else { "changed" };
+                println!(
+                    "upgraded: chatd {}, generation {}, master pid {} ({same}); {older} \
+                     session(s) run older code until their clients leave",
+                    now.version, now.generation, now.pid
+                );
+                return EXIT_OK;
+            }
+            Ok(Some(now)) => {
+                unlinked_since = None;
+                if let Some(failure) = now.upgrade_failure {
+                    eprintln!("chatctl: upgrade failed: {failure}; the running chatd carries on");
+                    return EXIT_FAILED;
+                }
+            }
+            // Between the old broker and the new one, or the master is gone.
+            Ok(None) | Err(_) => {
+                let since = *unlinked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= MASTER_GONE_AFTER && master_gone(path) {
+                    eprintln!(
+                        "chatctl: upgrade failed: the master is gone (the new binary did not \
+                         start); the broker and the sessions carry on: start chatd again to \
+                         adopt them"
+                    );
+                    return EXIT_FAILED;
+                }
+            }
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+    eprintln!(
+        "chatctl: the upgrade did not finish within {} s; see the daemon's log and `chatctl \
+         status`",
+        FOLLOW_TIMEOUT.as_secs()
+    );
+    EXIT_FAILED
+}
+
+/// A broker answers and says no master is linked.
+fn master_gone(path: &Path) -> bool {
+    matches!(master(path), Ok(None))
+}
+
+/// The master's figures in `status` (`None`: no master linked).
+fn master(path: &Path) -> Result<Option<MasterFigures>, String> {
+    match exchange(path, ControlRequest::Status, None) {
+        Ok(ControlReply::Status(status)) => Ok(status.master),
+        Ok(ControlReply::Denied(why)) => Err(why),
+        Ok(ControlReply::VersionMismatch { broker }) => {
+            Err(super::output::version_mismatch(broker))
+        }
+        Ok(other) => Err(format!("unexpected answer to status: {other:?}")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// `path` as the master will find it (it runs elsewhere, from `/`).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
