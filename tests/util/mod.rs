@@ -362,8 +362,8 @@ fn spawn_program(
     }
     std::fs::write(&config_path, config).expect("write config");
     let mut command = match launcher.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
+        Some((launcher, args)) => {
+            let mut command = Command::new(launcher);
             command.args(args).arg(program);
             command
         }
