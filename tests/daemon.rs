@@ -5,6 +5,7 @@ mod accounts;
 mod admission;
 mod bench;
 mod chat;
+mod compat;
 mod control;
 mod identity;
 mod input;

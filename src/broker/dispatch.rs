@@ -13,7 +13,10 @@ use log::{debug, info, warn};
 
 use super::Broker;
 use super::room::{Audience, Delivery, MemberId, Rooms};
-use crate::proto::{Event, Failure, LeaveReason, PROTOCOL_VERSION, Request, SessionHello};
+use crate::proto::{
+    Event, Failure, LeaveReason, OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION, Request, SessionHello,
+    serves_session_protocol,
+};
 use crate::sys;
 
 /// Sessions re-register within seconds of a broker (re)start; a `Resume` later than this is
@@ -210,16 +213,19 @@ impl Broker {
             return false;
         };
         let (identity, pid) = (peer.identity, peer.pid);
-        if version != PROTOCOL_VERSION {
-            warn!(
-                "dropping session pid {pid}: protocol version {version}, broker speaks {PROTOCOL_VERSION}"
-            );
-            let refusal = Failure::VersionMismatch { broker: PROTOCOL_VERSION, session: version };
-            self.deliver(vec![Delivery { to: Audience::One(id), event: Event::Failed(refusal) }]);
-            self.peers.flush();
-            self.peers.doom(id, LeaveReason::ConnectionLost);
-            return false;
-        }
+        let version = match served_version(version) {
+            Ok(version) => version,
+            Err(refusal) => {
+                warn!(
+                    "dropping session pid {pid}: protocol version {version}, broker serves {OLDEST_SESSION_PROTOCOL}-{PROTOCOL_VERSION}"
+                );
+                let refused = Event::Failed(refusal);
+                self.deliver(vec![Delivery { to: Audience::One(id), event: refused }]);
+                self.peers.flush();
+                self.peers.doom(id, LeaveReason::ConnectionLost);
+                return false;
+            }
+        };
         if let Some(reason) = self.peers.take_dropped(identity) {
             // The drop was logged when it happened; its sequel is routine.
             debug!("session pid {pid} came back after being dropped; told it is over");
@@ -255,8 +261,7 @@ impl Broker {
             .find_map(|addr| self.moderation.address_ban(addr.ip(), crate::clock::unix_now()))
             .map(|ban| ban.reason.clone());
         self.greeted_as_session(id);
-        let welcome =
-            Event::Welcome { version: PROTOCOL_VERSION, sender: identity, broker: self.instance };
+        let welcome = Event::Welcome { version, sender: identity, broker: self.instance };
         self.deliver(vec![Delivery { to: Audience::One(id), event: welcome }]);
         if let Some(reason) = banned {
             // Sessions the master did not vet (inetd-style) meet the address bans here.
@@ -359,6 +364,19 @@ impl Broker {
 }
 
 /// Whether line number `seq` may follow `last` (the previous one accepted on the connection).
+/// The protocol a session that says `version` in its hello is served in, which `Welcome`
+/// tells it: its own, since a session speaks exactly the version it was built with (sessions
+/// forked before an in-place upgrade keep their old code, and their frames are the same as
+/// this version's: `proto::OLDEST_SESSION_PROTOCOL`). Any other version is refused, naming
+/// this broker's own.
+fn served_version(version: u32) -> Result<u32, Failure> {
+    if serves_session_protocol(version) {
+        Ok(version)
+    } else {
+        Err(Failure::VersionMismatch { broker: PROTOCOL_VERSION, session: version })
+    }
+}
+
 fn follows(last: Option<u64>, seq: u64) -> bool {
     match last {
         None => seq <= MAX_FIRST_SEQ,
@@ -400,6 +418,27 @@ mod tests {
         assert!(!follows(Some(10), 10));
         assert!(!follows(Some(10), 9));
         assert!(!follows(Some(0), 0));
+    }
+
+    #[test]
+    fn a_session_of_the_previous_protocol_is_welcomed_in_its_own() {
+        // Sessions forked before an in-place upgrade still run protocol 9's code.
+        assert_eq!(served_version(9), Ok(9));
+        assert_eq!(served_version(OLDEST_SESSION_PROTOCOL), Ok(OLDEST_SESSION_PROTOCOL));
+        assert_eq!(served_version(PROTOCOL_VERSION), Ok(PROTOCOL_VERSION));
+    }
+
+    #[test]
+    fn sessions_older_than_the_range_or_newer_are_refused() {
+        for version in [0, 8, 11, u32::MAX] {
+            assert_eq!(
+                served_version(version),
+                Err(Failure::VersionMismatch { broker: PROTOCOL_VERSION, session: version }),
+                "version {version}"
+            );
+        }
+        // The range these cases assume: a change to it revisits them.
+        assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 10));
     }
 
     #[test]

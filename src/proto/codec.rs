@@ -161,6 +161,46 @@ mod tests {
         assert_eq!(bytes, expected, "\nexpected: {expected:?}\n     got: {bytes:?}");
     }
 
+    /// Fixes the bytes of a protocol-9 session's hello, as chatd 9 (af9ddd2) encoded it: a
+    /// broker of 10 serves such sessions (`OLDEST_SESSION_PROTOCOL`), which keep running
+    /// across an in-place upgrade, so it must read them as they are.
+    #[test]
+    fn a_protocol_9_session_hello_has_the_bytes_it_had() {
+        let expected: Vec<u8> = vec![
+            0, 0, 0, 23, // payload length, big-endian
+            0,  // variant 0: Session
+            9,  // version 9 (varint)
+            15, b'1', b'2', b'7', b'.', b'0', b'.', b'0', b'.', b'1', b':', b'4', b'0', b'0', b'0',
+            b'0', // peer: length 15, bytes
+            252, 0x00, 0xd2, 0x49, 0x6b, // connected_at 1_800_000_000: marker 252, u32 LE
+        ];
+        let hello = SessionHello {
+            version: 9,
+            peer: "127.0.0.1:40000".to_string(),
+            connected_at: 1_800_000_000,
+        };
+        let bytes = frame(&Greeting::Session(hello.clone())).expect("encodes");
+        assert_eq!(bytes, expected, "\nexpected: {expected:?}\n     got: {bytes:?}");
+        let decoded = decode_frame::<Greeting>(&expected).expect("decodes");
+        assert_eq!(decoded, Some((Greeting::Session(hello), expected.len())));
+    }
+
+    /// Fixes the bytes of the `Welcome` a protocol-9 session gets from a broker of 10, as
+    /// chatd 9 encoded it: the session must read it to be served again.
+    #[test]
+    fn the_welcome_of_a_protocol_9_session_has_the_bytes_it_had() {
+        let welcome = Event::Welcome { version: 9, sender: 0x0102_0304_0506_0708, broker: 300 };
+        let bytes = frame(&welcome).expect("encodes");
+        let expected: Vec<u8> = vec![
+            0, 0, 0, 14, // payload length, big-endian
+            0,  // variant 0: Welcome
+            9,  // version 9
+            253, 8, 7, 6, 5, 4, 3, 2, 1, // sender: marker 253, u64 LE
+            251, 44, 1, // broker 300: marker 251, u16 LE
+        ];
+        assert_eq!(bytes, expected, "\nexpected: {expected:?}\n     got: {bytes:?}");
+    }
+
     /// Fixes the wire bytes of the refusal an older (or newer) session gets, so that it can
     /// read it and say why it cannot go on.
     #[test]

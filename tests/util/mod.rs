@@ -225,6 +225,18 @@ impl Daemon {
         Self::start_in(runtime, config, launcher, &[])
     }
 
+    /// Starts `program` (another build of chatd: an older version) on `runtime`, listening
+    /// on `listen` (`127.0.0.1:0` for any port, or the address a daemon before it served).
+    pub fn start_program(
+        program: &std::path::Path,
+        runtime: Arc<tempfile::TempDir>,
+        config: &str,
+        listen: &str,
+    ) -> Daemon {
+        let process = spawn_program(program, runtime.path(), config, &[], &[], listen);
+        Self::listening(process, runtime)
+    }
+
     fn start_in(
         runtime: Arc<tempfile::TempDir>,
         config: &str,
@@ -346,6 +358,19 @@ fn spawn_chatd_listening(
     env: &[(&str, &str)],
     listen: &str,
 ) -> Spawned {
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_chatd"));
+    spawn_program(program, runtime, config, launcher, env, listen)
+}
+
+/// [`spawn_chatd`] with another build of chatd (`program`) listening on `listen`.
+fn spawn_program(
+    program: &std::path::Path,
+    runtime: &std::path::Path,
+    config: &str,
+    launcher: &[&str],
+    env: &[(&str, &str)],
+    listen: &str,
+) -> Spawned {
     let config_path = runtime.join("chatd.toml");
     // Started as root, chatd becomes `chatd` if that user exists (the package creates it)
     // and `nobody` otherwise: pin it, so that tests do not depend on what is installed.
@@ -361,12 +386,12 @@ fn spawn_chatd_listening(
     }
     std::fs::write(&config_path, config).expect("write config");
     let mut command = match launcher.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(env!("CARGO_BIN_EXE_chatd"));
+        Some((launcher, args)) => {
+            let mut command = Command::new(launcher);
+            command.args(args).arg(program);
             command
         }
-        None => Command::new(env!("CARGO_BIN_EXE_chatd")),
+        None => Command::new(program),
     };
     command
         .envs(env.iter().copied())
