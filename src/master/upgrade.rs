@@ -243,7 +243,10 @@ impl Master {
             binary.display()
         );
         self.upgrade_due = Some(binary.clone());
+        // Before the answer, on the same link: an operator who then reads `status` never sees
+        // the failure of an earlier attempt as this one's.
         self.figures.upgrade_failure = None;
+        self.send_figures();
         UpgradeAnswer::Starting {
             binary: binary.display().to_string(),
             version: new.version,

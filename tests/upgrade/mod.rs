@@ -515,3 +515,45 @@ fn sigusr2_upgrades_in_place_with_the_default_binary() {
     newcomer.expect("<newbie> hello");
     chat.finish(&["*** newbie has joined lobby".to_string()]);
 }
+
+#[test]
+fn an_exec_that_fails_after_the_pre_flight_leaves_the_old_image_serving_and_upgradable() {
+    let (daemon, chat) = small_chat("");
+    let binaries = Binaries::new();
+    // It answers the pre-flight (the real chatd does) and removes itself on the way out, so
+    // that the master's `execve` of the same path fails. Its directory is one the daemon's
+    // user (not the test's) may write.
+    let place = binaries.path("vanishing");
+    let dir = place.parent().expect("the script's directory");
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let vanishing = binaries
+        .script("vanishing", &format!("{CHATD} \"$@\"\nstatus=$?\nrm -f \"$0\"\nexit $status\n"));
+    let name = vanishing.display().to_string();
+    let master = daemon.pid();
+    let broker = daemon.broker_pid(1);
+    let said = fails(daemon.chatctl(&["upgrade", "--binary", &name]), 1);
+    assert_eq!(
+        said.trim_end(),
+        format!(
+            "chatctl: upgrade failed: cannot execute {name}: No such file or directory (os error \
+             2); the running chatd carries on"
+        )
+    );
+    let logged = daemon.wait_for_log(&format!("upgrade failed: cannot execute {name}"));
+    assert!(logged.contains(": error: "), "logged as an error: {logged}");
+    assert_alive(master, "the master");
+    let status = json(&daemon, &["status"]);
+    assert_eq!(status["master"]["pid"], master);
+    assert_eq!(status["master"]["generation"], 1);
+    assert_eq!(status["broker_pid"], broker, "the broker was not replaced");
+    // The old image took its descriptors and its signals back: the next upgrade works.
+    let ok = daemon.chatctl(&["upgrade"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    daemon.wait_for_log("upgraded to chatd ");
+    let status = json(&daemon, &["status"]);
+    assert_eq!(status["master"]["pid"], master);
+    assert_eq!(status["master"]["generation"], 2);
+    assert_eq!(status["master"]["upgrade_failure"], Value::Null);
+    chat.finish(&[]);
+}
