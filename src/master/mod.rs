@@ -34,6 +34,7 @@
 
 pub mod admission;
 mod children;
+mod fdstore;
 mod link;
 pub mod listen;
 pub mod privileges;
@@ -226,6 +227,7 @@ pub fn run(
                 let tls = listen::bind_all(&config.tls_listen, config.tls_listen_is_default)?;
                 listeners.extend(tls.into_iter().map(|listener| (listener, ListenerKind::Tls)));
             }
+            fdstore::store(&listeners);
             listeners
         }
     };
