@@ -20,6 +20,7 @@ mod spoofing;
 mod storage;
 mod storage_harness;
 mod syslog;
+mod systemd_notify;
 mod terminals;
 mod tls;
 mod upgrade;

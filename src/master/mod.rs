@@ -34,6 +34,7 @@
 
 pub mod admission;
 mod children;
+mod fdstore;
 mod link;
 pub mod listen;
 pub mod privileges;
@@ -363,6 +364,7 @@ fn fresh_start(config: &Config, background: Option<&Background>) -> Result<Start
                 let tls = listen::bind_all(&config.tls_listen, config.tls_listen_is_default)?;
                 listeners.extend(tls.into_iter().map(|listener| (listener, ListenerKind::Tls)));
             }
+            fdstore::store(&listeners);
             listeners
         }
     };
