@@ -195,6 +195,9 @@ fn readiness_watchdog_and_stopping_are_reported_to_systemd() {
         let n = notify.recv(&mut buf).expect("a notification from chatd");
         String::from_utf8_lossy(&buf[..n]).trim().to_string()
     };
+    // First the listener it bound, for systemd's fd store (its descriptor, passed along, is
+    // dropped by `recv`), then readiness.
+    assert_eq!(next(), "FDSTORE=1\nFDNAME=plain");
     assert_eq!(next(), "READY=1");
     assert_eq!(next(), "WATCHDOG=1");
     assert_eq!(next(), "WATCHDOG=1", "the watchdog is fed again within the interval");
