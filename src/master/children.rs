@@ -315,7 +315,7 @@ impl Master {
     /// release, whose master died) — and it is replaced like the broker of an upgrade.
     pub(super) fn check_adopted_link(&mut self, now: Instant) {
         let Some((pid, decide_at)) = self.adopted_link_closed else { return };
-        if super::upgrade::process_is_running(pid) {
+        if super::listen::process_is_running(pid) {
             if now >= decide_at {
                 self.adopted_link_closed = None;
                 info!(

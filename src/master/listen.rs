@@ -163,9 +163,14 @@ pub fn bind_broker_socket(runtime_dir: &Path) -> Result<(BrokerSocket, PathBuf),
 /// Whether `pid` is a live chatd process (not a zombie).
 fn is_chatd(pid: i32) -> bool {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    comm.trim() == "chatd" && process_is_running(nix::unistd::Pid::from_raw(pid))
+}
+
+/// Whether `pid` is a process that has not ended (a zombie has).
+pub(super) fn process_is_running(pid: nix::unistd::Pid) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    comm.trim() == "chatd" && !matches!(state, Some("Z" | "X"))
+    !matches!(state, Some("Z" | "X") | None)
 }
 
 /// Name of the file in the runtime directory that holds the broker's pid.

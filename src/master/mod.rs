@@ -227,10 +227,10 @@ pub fn run(
     // SAFETY: `run` is the master's start-up, called once, before it forks anything; the
     // master never starts a thread, and nothing else owns the descriptors a predecessor handed.
     let (start, handed) = match unsafe { upgrade::take_handed_state() }? {
-        Some((sockets, handed, started_at)) => {
+        Some((sockets, handed)) => {
             let broker_socket = config.runtime_dir.join(listen::BROKER_SOCKET);
             let start = Start { sockets, adopted: None, broker_socket, ready_channel: None };
-            (start, Some((handed, started_at)))
+            (start, Some(handed))
         }
         None => (fresh_start(config, background.as_ref())?, None),
     };
@@ -293,7 +293,7 @@ pub fn run(
         next_figures_at: Instant::now(),
         figures: MasterFigures {
             pid: std::process::id(),
-            started_at: handed.as_ref().map_or_else(unix_now, |(_, started_at)| *started_at),
+            started_at: unix_now(),
             tls: tls_status,
             ..MasterFigures::default()
         },
@@ -322,7 +322,7 @@ pub fn run(
     master.watchdog =
         sd_notify::watchdog_enabled().map(|interval| Watchdog::new(interval, Instant::now()));
     match handed {
-        Some((handed, _)) => master.take_over(handed),
+        Some(handed) => master.take_over(handed),
         None => master.first_start(background.is_some(), adopted, ready_channel)?,
     }
     let result = master.event_loop();

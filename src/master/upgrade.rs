@@ -109,7 +109,10 @@ pub(super) struct Handed {
     pub sessions: Vec<HandedSession>,
     pub admission: AdmissionSnapshot,
     pub broker: Option<(i32, bool)>,
-    pub counts: (u64, u64, u64, u64),
+    pub started_at: u64,
+    pub accepted: u64,
+    pub child_crashes: u64,
+    pub broker_restarts: u64,
     pub refusals: BTreeMap<String, u64>,
 }
 
@@ -146,8 +149,7 @@ pub enum HandOverError {
 /// The process is single-threaded (the environment is changed), this is called once, and the
 /// descriptors the state names are owned by nothing else in this image: they become the
 /// only owners.
-pub(super) unsafe fn take_handed_state()
--> Result<Option<(HandedSockets, Handed, u64)>, HandOverError> {
+pub(super) unsafe fn take_handed_state() -> Result<Option<(HandedSockets, Handed)>, HandOverError> {
     // SAFETY: the caller promises a single-threaded process.
     let Some(variable) = (unsafe { sys::take_env(UPGRADE_FD_VARIABLE) }) else {
         return Ok(None);
@@ -195,10 +197,13 @@ pub(super) unsafe fn take_handed_state()
         sessions: state.sessions,
         admission: state.admission,
         broker: state.broker,
-        counts: (state.accepted, state.child_crashes, state.broker_restarts, 0),
+        started_at: state.started_at,
+        accepted: state.accepted,
+        child_crashes: state.child_crashes,
+        broker_restarts: state.broker_restarts,
         refusals: state.refusals,
     };
-    Ok(Some((sockets, handed, state.started_at)))
+    Ok(Some((sockets, handed)))
 }
 
 impl Master {
@@ -365,10 +370,10 @@ impl Master {
             &handed.admission,
             now,
         );
-        let (accepted, child_crashes, broker_restarts, _) = handed.counts;
-        self.figures.accepted = accepted;
-        self.figures.child_crashes = child_crashes;
-        self.figures.broker_restarts = broker_restarts;
+        self.figures.started_at = handed.started_at;
+        self.figures.accepted = handed.accepted;
+        self.figures.child_crashes = handed.child_crashes;
+        self.figures.broker_restarts = handed.broker_restarts;
         self.figures.upgraded_at = crate::clock::unix_now();
         self.refusals = handed.refusals;
         for session in handed.sessions {
@@ -426,7 +431,7 @@ impl Master {
     /// Starts the new broker once the one being replaced is gone; kills it if it is late.
     pub(super) fn check_replacement(&mut self, now: Instant) {
         let Some((pid, kill_at)) = self.broker.replacing() else { return };
-        if process_is_running(pid) {
+        if super::listen::process_is_running(pid) {
             if now >= kill_at {
                 warn!(
                     "the old broker (pid {pid}) did not leave within {} s; killing it",
@@ -458,13 +463,6 @@ fn restore_close_on_exec(fds: &[RawFd]) {
     for &fd in fds {
         let _ = sys::set_close_on_exec(fd, true);
     }
-}
-
-/// Whether `pid` is a process that has not ended (a zombie has).
-pub(super) fn process_is_running(pid: Pid) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z" | "X") | None)
 }
 
 /// Runs `binary <the master's arguments> --check-upgrade`: what it speaks, or why not.
