@@ -121,6 +121,9 @@ pub struct SessionLimits {
     /// The first TLS listener's port, to tell plain clients where to go (set by the master
     /// once its listeners are bound; `None`: no TLS listener).
     pub tls_port: Option<u16>,
+    /// The first web listener's port, for the answer to a browser on the telnet port (set by
+    /// the master once its listeners are bound; `None`: no web listener).
+    pub web_port: Option<u16>,
 }
 
 /// Effective settings.
@@ -176,6 +179,17 @@ pub struct Config {
     pub password_cost: crate::accounts::KdfCost,
     /// The most private lines kept for one registered user while away.
     pub kept_messages: usize,
+    /// Where to listen for web browsers (`web_listen`, `--web-listen`): the page, the
+    /// dashboard and the WebSocket. Unset: the web port on the default addresses when
+    /// `listen` is the default too, nowhere when `listen` was set. `[]`: nowhere.
+    pub web_listen: Vec<SocketAddr>,
+    pub web_listen_is_default: bool,
+    /// Web listeners speak HTTPS (and WSS), on the TLS certificate.
+    pub web_tls: bool,
+    /// `Origin`s a WebSocket may come from besides the host the page was served from.
+    pub web_allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (addresses or networks).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Registered nicknames (`accounts`).
@@ -532,6 +546,7 @@ impl Config {
                 telnet: parsed.telnet.unwrap_or(false),
                 passwords_need_tls: parsed.require_tls_for_passwords.unwrap_or(true),
                 tls_port: None,
+                web_port: None,
             },
             broker_queue_bytes: positive_size(
                 "broker_queue_bytes",
@@ -587,6 +602,12 @@ impl Config {
             accounts: parsed.accounts.unwrap_or(AccountsMode::Optional),
             password_cost: KdfCost { memory_kib: password_memory_kib, passes: password_passes },
             kept_messages: positive_size("kept_messages", parsed.kept_messages, 50)?,
+            // INTERFACE #19: the plumbing helper parses these.
+            web_listen: Vec::new(),
+            web_listen_is_default: true,
+            web_tls: false,
+            web_allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         })
     }
 }

@@ -201,7 +201,8 @@ const ROLES: Roles = Roles { session: forked_session, broker: forked_broker };
 
 /// A session child of the master.
 fn forked_session(start: SessionStart) -> i32 {
-    let SessionStart { client, peer, broker_socket, limits, reporter, tls, tls_notice } = start;
+    let SessionStart { client, peer, broker_socket, limits, reporter, tls, tls_notice, web } =
+        start;
     let client = match tls {
         Some(tls) => match tls_transport(client, tls, &limits) {
             Ok(client) => client,
@@ -212,7 +213,11 @@ fn forked_session(start: SessionStart) -> i32 {
         },
         None => plain_transport(client, &limits),
     };
-    session::run(client, peer, SessionSettings { broker_socket, limits, tls_notice }, reporter)
+    let settings = SessionSettings { broker_socket, limits, tls_notice };
+    match web {
+        Some(web) => session::web::run(client, peer, settings, reporter, web),
+        None => session::run(client, peer, settings, reporter),
+    }
 }
 
 /// A client on a plain TCP connection (a listener's, or inetd's standard input).

@@ -13,6 +13,7 @@ use log::{debug, info, warn};
 
 use super::Broker;
 use super::room::{Audience, Delivery, MemberId, Rooms};
+use crate::proto::control::ControlReply;
 use crate::proto::{
     Event, Failure, LeaveReason, OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION, Request, SessionHello,
     serves_session_protocol,
@@ -52,6 +53,11 @@ impl Broker {
         }
         let now = crate::clock::unix_now();
         let deliveries = match request {
+            // INTERFACE #19: the lead's broker side checks the role and runs the command.
+            Request::Admin(_) => vec![Delivery {
+                to: Audience::One(id),
+                event: Event::AdminReply(Box::new(ControlReply::Denied("not yet".into()))),
+            }],
             Request::Traffic { received, sent } => {
                 self.stats.bytes_received += received;
                 self.stats.bytes_sent += sent;

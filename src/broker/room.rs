@@ -46,7 +46,7 @@ pub enum Audience {
 }
 
 /// One event for one audience.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub to: Audience,
     pub event: Event,

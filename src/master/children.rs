@@ -57,6 +57,20 @@ pub struct SessionStart {
     pub tls: Option<TlsSettings>,
     /// For a plain client, when TLS listeners exist: the greeting's line pointing to them.
     pub tls_notice: Option<String>,
+    /// The client came to a web listener (`web_listen`): it speaks HTTP (HTTPS when `tls` is
+    /// set too), and may upgrade to a WebSocket.
+    pub web: Option<WebStart>,
+}
+
+/// What a web client's session is given besides a chat client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebStart {
+    /// The client's TCP peer is one of `trusted_proxies`: its `X-Forwarded-For` is believed
+    /// (the master decided, and believes the address the session then reports only from such a
+    /// child).
+    pub trusted_proxy: bool,
+    /// `web_allowed_origins`: the `Origin`s a WebSocket may come from besides the page's own.
+    pub allowed_origins: Vec<String>,
 }
 
 /// What a forked broker is given: the listening sockets, which the master keeps across broker
@@ -154,7 +168,11 @@ impl Master {
                 None => return,
             },
             ListenerKind::Plain => (None, self.tls_notice()),
+            // INTERFACE #19: the plumbing helper gives web listeners TLS when `web_tls`.
+            ListenerKind::Web => (None, None),
         };
+        let web = (kind == ListenerKind::Web)
+            .then(|| WebStart { trusted_proxy: false, allowed_origins: Vec::new() });
         // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
         // and the master never starts one.
         match unsafe { sys::fork_with_signals_blocked() } {
@@ -170,6 +188,7 @@ impl Master {
                     reporter,
                     tls,
                     tls_notice,
+                    web,
                 };
                 let limits = ChildLimits {
                     open_files: SESSION_OPEN_FILES,
@@ -355,6 +374,8 @@ impl Master {
                     Some(Report::AuthFailed(pid)) => {
                         self.admission.failed_authentication(Pid::from_raw(pid), Instant::now());
                     }
+                    // INTERFACE #19: the proxy helper believes it from trusted proxies.
+                    Some(Report::Forwarded(..)) => {}
                     None => {}
                 },
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

@@ -27,6 +27,8 @@ pub fn name_of(kind: ListenerKind) -> &'static str {
     match kind {
         ListenerKind::Plain => PLAIN_NAME,
         ListenerKind::Tls => listen::SYSTEMD_TLS_NAME,
+        // INTERFACE #19: the plumbing helper names web listeners.
+        ListenerKind::Web => "web",
     }
 }
 

@@ -65,6 +65,8 @@ pub enum ListenerKind {
     Plain,
     /// Implicit TLS (`tls_listen`), with telnet inside.
     Tls,
+    /// HTTP (`web_listen`): the page, the dashboard and the WebSocket; HTTPS when `web_tls`.
+    Web,
 }
 
 /// The name (systemd's `FileDescriptorName=`) that makes a passed socket a TLS listener.

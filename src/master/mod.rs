@@ -69,7 +69,9 @@ use crate::proto::control::MasterFigures;
 use crate::sys;
 use admission::Admission;
 use children::SessionChild;
-pub use children::{BrokerStart, BrokerStartError, Roles, SessionStart, session_address_space};
+pub use children::{
+    BrokerStart, BrokerStartError, Roles, SessionStart, WebStart, session_address_space,
+};
 use listen::{BrokerSocket, ListenError, ListenerKind};
 use privileges::PrivilegeError;
 use supervision::{BrokerChild, CrashLoop, Watchdog};
@@ -443,6 +445,7 @@ impl Master {
             match kind {
                 ListenerKind::Plain => info!("listening on {addr}"),
                 ListenerKind::Tls => info!("listening for TLS on {addr}"),
+                ListenerKind::Web => info!("listening for web browsers on {addr}"),
             }
         }
         log_control_socket(&self.config.runtime_dir);

@@ -38,8 +38,10 @@ pub use crate::accounts::{AccountSettings, Kdf};
 /// `Login` and `Resume`, `Challenge`/`Prove`, `Identified`, offline messages, `Replaced`).
 /// 10: in-place upgrades: the master's link carries `Upgrade` and its answer, and the figures
 /// say which code runs; a session's frames are those of 9, so a broker of 10 serves sessions
-/// of 9 too ([`OLDEST_SESSION_PROTOCOL`]).
-pub const PROTOCOL_VERSION: u32 = 10;
+/// of 9 too ([`OLDEST_SESSION_PROTOCOL`]). 11: `Request::Admin` and `Event::AdminReply` (the
+/// operators' commands from an account with the admin role); appended variants only, so 9's
+/// and 10's frames are unchanged and a broker of 11 still serves them.
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// The oldest session protocol this broker serves. Sessions forked before an in-place upgrade
 /// keep running their old code until their clients leave, and must survive the broker the
@@ -150,6 +152,49 @@ pub enum Request {
     Logout,
     /// A logged-in user changed a preference the account keeps.
     SaveSettings(AccountSettings),
+    /// `/admin ...`, or the web dashboard: one of the operators' commands, carried out only for
+    /// a logged-in account with the admin role, on TLS or from loopback; answered with
+    /// [`Event::AdminReply`]. Protocol 11.
+    Admin(AdminRequest),
+}
+
+/// What an account with the admin role may ask from a chat connection: the moderation and the
+/// figures of `chatctl`, never what stops, reloads or copies the daemon (those stay with the
+/// control socket's Unix permissions). Each is the [`ControlRequest`](control::ControlRequest)
+/// of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    Status,
+    Who,
+    Rooms,
+    Kick {
+        nick: String,
+        reason: Option<String>,
+    },
+    Ban {
+        target: String,
+        seconds: Option<u64>,
+        reason: Option<String>,
+    },
+    Unban {
+        target: String,
+    },
+    Bans,
+    Mute {
+        nick: String,
+        seconds: Option<u64>,
+    },
+    Unmute {
+        nick: String,
+    },
+    Announce {
+        room: Option<String>,
+        text: String,
+    },
+    /// Show (`None`) or set (`Some("")` clears) the message of the day.
+    Motd {
+        text: Option<String>,
+    },
 }
 
 /// What a password is proved for.
@@ -205,7 +250,7 @@ pub enum AccountNews {
 }
 
 /// Broker → session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// Answer to a session's [`Greeting`]: the broker accepted this session. `sender` is the id the broker
     /// stamps on this session's lines (derived from what the kernel says about the caller, so
@@ -312,6 +357,9 @@ pub enum Event {
     /// The account logged in from another connection, which now has the nick: show it and
     /// close; do not re-register.
     Replaced,
+    /// The answer to [`Request::Admin`]: what chatctl would have been answered (`Denied` for
+    /// a session that may not ask). Protocol 11; sent only to a session that asked.
+    AdminReply(Box<control::ControlReply>),
 }
 
 /// A line of a room's history.

@@ -27,8 +27,8 @@ use super::control::{
 };
 use super::master::{MasterEvent, MasterHello, MasterRequest, UpgradeAnswer};
 use super::{
-    AccountNews, AccountSettings, Challenge, Event, Failure, Greeting, HistoryLine, Kdf,
-    KeptMessage, LeaveReason, Purpose, Request, RoomInfo, SessionHello, WhoIs,
+    AccountNews, AccountSettings, AdminRequest, Challenge, Event, Failure, Greeting, HistoryLine,
+    Kdf, KeptMessage, LeaveReason, Purpose, Request, RoomInfo, SessionHello, WhoIs,
 };
 use crate::moderation::{Ban, BanTarget};
 
@@ -203,7 +203,56 @@ fn request_samples() -> Vec<Request> {
         Request::Prove { nonce: 0, current: None, fresh: None },
         Request::Logout,
         Request::SaveSettings(AccountSettings::default()),
+        Request::Admin(AdminRequest::Status),
     ]
+}
+
+fn admin_request_samples() -> Vec<AdminRequest> {
+    let text = String::new;
+    vec![
+        AdminRequest::Status,
+        AdminRequest::Who,
+        AdminRequest::Rooms,
+        AdminRequest::Kick { nick: text(), reason: None },
+        AdminRequest::Ban { target: text(), seconds: None, reason: None },
+        AdminRequest::Unban { target: text() },
+        AdminRequest::Bans,
+        AdminRequest::Mute { nick: text(), seconds: None },
+        AdminRequest::Unmute { nick: text() },
+        AdminRequest::Announce { room: None, text: text() },
+        AdminRequest::Motd { text: None },
+    ]
+}
+
+fn admin_request_like(sample: &AdminRequest) -> BoxedStrategy<AdminRequest> {
+    let seconds = || proptest::option::of(any::<u64>());
+    match sample {
+        AdminRequest::Status => Just(AdminRequest::Status).boxed(),
+        AdminRequest::Who => Just(AdminRequest::Who).boxed(),
+        AdminRequest::Rooms => Just(AdminRequest::Rooms).boxed(),
+        AdminRequest::Kick { .. } => (any_text(), maybe_text())
+            .prop_map(|(nick, reason)| AdminRequest::Kick { nick, reason })
+            .boxed(),
+        AdminRequest::Ban { .. } => (any_text(), seconds(), maybe_text())
+            .prop_map(|(target, seconds, reason)| AdminRequest::Ban { target, seconds, reason })
+            .boxed(),
+        AdminRequest::Unban { .. } => {
+            any_text().prop_map(|target| AdminRequest::Unban { target }).boxed()
+        }
+        AdminRequest::Bans => Just(AdminRequest::Bans).boxed(),
+        AdminRequest::Mute { .. } => (any_text(), seconds())
+            .prop_map(|(nick, seconds)| AdminRequest::Mute { nick, seconds })
+            .boxed(),
+        AdminRequest::Unmute { .. } => {
+            any_text().prop_map(|nick| AdminRequest::Unmute { nick }).boxed()
+        }
+        AdminRequest::Announce { .. } => (maybe_text(), any_text())
+            .prop_map(|(room, text)| AdminRequest::Announce { room, text })
+            .boxed(),
+        AdminRequest::Motd { .. } => {
+            maybe_text().prop_map(|text| AdminRequest::Motd { text }).boxed()
+        }
+    }
 }
 
 fn request_like(sample: &Request) -> BoxedStrategy<Request> {
@@ -261,6 +310,9 @@ fn request_like(sample: &Request) -> BoxedStrategy<Request> {
             .boxed(),
         Request::Logout => Just(Request::Logout).boxed(),
         Request::SaveSettings(_) => any_settings().prop_map(Request::SaveSettings).boxed(),
+        Request::Admin(_) => {
+            any_of(admin_request_samples(), admin_request_like).prop_map(Request::Admin).boxed()
+        }
     }
 }
 
@@ -492,6 +544,7 @@ fn event_samples() -> Vec<Event> {
         Event::WhileAway { messages: vec![], mentions: 0, since: 0 },
         Event::PrivateKept { seq: 0, to: text(), text: text() },
         Event::Replaced,
+        Event::AdminReply(Box::new(ControlReply::Done(text()))),
     ]
 }
 
@@ -627,6 +680,9 @@ fn event_like(sample: &Event) -> BoxedStrategy<Event> {
             .prop_map(|(seq, to, text)| Event::PrivateKept { seq, to, text })
             .boxed(),
         Event::Replaced => Just(Event::Replaced).boxed(),
+        Event::AdminReply(_) => any_of(control_reply_samples(), control_reply_like)
+            .prop_map(|reply| Event::AdminReply(Box::new(reply)))
+            .boxed(),
     }
 }
 
@@ -1083,6 +1139,7 @@ fn the_samples_name_every_variant_of_every_enum() {
     assert_samples_name_every_variant(&control_request_samples());
     assert_samples_name_every_variant(&accounts_request_samples());
     assert_samples_name_every_variant(&control_reply_samples());
+    assert_samples_name_every_variant(&admin_request_samples());
 }
 
 #[test]

@@ -67,6 +67,7 @@ pub mod telnet;
 pub mod terminal;
 pub mod tls;
 pub mod transport;
+pub mod web;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -250,6 +250,8 @@ pub fn event(event: &Event) -> Vec<Shown> {
         | Event::WhileAway { .. }
         | Event::PrivateKept { .. }
         | Event::Replaced => return Vec::new(),
+        // INTERFACE #19: the lead renders admin replies.
+        Event::AdminReply(_) => return Vec::new(),
     };
     vec![line]
 }

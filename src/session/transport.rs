@@ -63,6 +63,12 @@ pub trait ClientTransport {
     fn is_tls(&self) -> bool {
         false
     }
+    /// Whether this is a browser's WebSocket: each [`queue`](ClientTransport::queue) is then
+    /// one message (the session writes one JSON object per event, `session::web::json`), and
+    /// each message the browser sends is one typed line.
+    fn is_web(&self) -> bool {
+        false
+    }
     /// Moves the connection's own opening (a TLS handshake) on with what the client sent:
     /// `Ok(true)` once the session may greet the client and read its bytes, `Ok(false)` while
     /// it waits for more, an error if it failed. Plain connections have none.

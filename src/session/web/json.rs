@@ -1,0 +1,1 @@
+//! What the session sends a browser: one JSON object per event. INTERFACE #19: the lead.
