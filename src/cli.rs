@@ -36,6 +36,10 @@ pub struct Cli {
     /// Ignored when systemd passes listening sockets (LISTEN_FDS).
     #[arg(long = "listen", value_name = "ADDR:PORT", global = true)]
     pub listen: Vec<String>,
+    /// Address to serve web browsers on (the page, the dashboard, the WebSocket), as ADDR:PORT
+    /// (repeatable). Default: port 8023 beside the default plain addresses.
+    #[arg(long = "web-listen", value_name = "ADDR:PORT", global = true)]
+    pub web_listen: Vec<String>,
 
     /// Directory for broker.sock. Default: /run/chatd as root, else $XDG_RUNTIME_DIR/chatd.
     #[arg(long, value_name = "DIR", global = true)]

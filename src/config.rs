@@ -207,6 +207,9 @@ pub enum AccountsMode {
 /// The default TLS port (like IRC's 6697 beside 6667).
 pub const DEFAULT_TLS_PORT: u16 = 2324;
 
+/// The default port of the web listener (the page, the dashboard, the WebSocket).
+pub const DEFAULT_WEB_PORT: u16 = 8023;
+
 /// The self-signed certificate and its key in `state_dir`, made when no `tls_cert` is set.
 pub const SELF_SIGNED_CERT: &str = "tls-cert.pem";
 pub const SELF_SIGNED_KEY: &str = "tls-key.pem";
@@ -292,12 +295,17 @@ struct FileConfig {
     password_memory_kib: Option<u32>,
     password_passes: Option<u32>,
     kept_messages: Option<usize>,
+    web_listen: Option<Vec<String>>,
+    web_tls: Option<bool>,
+    web_allowed_origins: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// Command-line values that override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Vec<String>,
+    pub web_listen: Vec<String>,
     pub runtime_dir: Option<PathBuf>,
     pub log: Option<LogTarget>,
 }
@@ -345,6 +353,12 @@ impl Config {
         }
         if self.tls_listen != new.tls_listen {
             keys.push("tls_listen");
+        }
+        if self.web_listen != new.web_listen {
+            keys.push("web_listen");
+        }
+        if self.web_tls != new.web_tls {
+            keys.push("web_tls");
         }
         keys
     }
@@ -409,38 +423,57 @@ impl Config {
             if overrides.listen.is_empty() { parsed.listen } else { Some(overrides.listen) };
         let listen_is_default = listen_strings.is_none();
         let listen = match listen_strings {
-            Some(list) => list
-                .iter()
-                .map(|s| {
-                    s.parse().map_err(|_| {
-                        invalid(
-                            "listen",
-                            format!("invalid address {s:?}: expected ADDR:PORT, like 0.0.0.0:2323 or [::]:2323"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
+            Some(list) => addresses(invalid, "listen", &list, DEFAULT_PORT)?,
             None => default_listen(),
+        };
+        let on_default_addresses = |port: u16| -> Vec<SocketAddr> {
+            match listen_is_default {
+                true => {
+                    default_listen().into_iter().map(|a| SocketAddr::new(a.ip(), port)).collect()
+                }
+                // An operator who chose the plain addresses chooses these too.
+                false => Vec::new(),
+            }
         };
         let tls_listen_is_default = parsed.tls_listen.is_none();
         let tls_listen = match parsed.tls_listen {
-            Some(list) => list
-                .iter()
-                .map(|s| {
-                    s.parse().map_err(|_| {
+            Some(list) => addresses(invalid, "tls_listen", &list, DEFAULT_TLS_PORT)?,
+            None => on_default_addresses(DEFAULT_TLS_PORT),
+        };
+        let web_strings = if overrides.web_listen.is_empty() {
+            parsed.web_listen
+        } else {
+            Some(overrides.web_listen)
+        };
+        let web_listen_is_default = web_strings.is_none();
+        let web_listen = match web_strings {
+            Some(list) => addresses(invalid, "web_listen", &list, DEFAULT_WEB_PORT)?,
+            None => on_default_addresses(DEFAULT_WEB_PORT),
+        };
+        let web_allowed_origins = parsed.web_allowed_origins.unwrap_or_default();
+        if let Some(origin) = web_allowed_origins.iter().find(|o| !is_origin(o)) {
+            return Err(invalid(
+                "web_allowed_origins",
+                format!(
+                    "invalid origin {origin:?}: expected SCHEME://HOST[:PORT], like https://chat.example.org"
+                ),
+            ));
+        }
+        let trusted_proxies = parsed
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
                         invalid(
-                            "tls_listen",
-                            format!("invalid address {s:?}: expected ADDR:PORT, like 0.0.0.0:2324 or [::]:2324"),
+                            "trusted_proxies",
+                            format!("invalid address {text:?}: expected an address or a network, like 127.0.0.1 or 10.0.0.0/8"),
                         )
                     })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            None if listen_is_default => default_listen()
-                .into_iter()
-                .map(|addr| SocketAddr::new(addr.ip(), DEFAULT_TLS_PORT))
-                .collect(),
-            None => Vec::new(),
-        };
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let tls_cert = absolute(parsed.tls_cert, "tls_cert").map_err(|m| invalid("tls_cert", m))?;
         let tls_key = absolute(parsed.tls_key, "tls_key").map_err(|m| invalid("tls_key", m))?;
         if tls_cert.is_some() != tls_key.is_some() {
@@ -602,12 +635,11 @@ impl Config {
             accounts: parsed.accounts.unwrap_or(AccountsMode::Optional),
             password_cost: KdfCost { memory_kib: password_memory_kib, passes: password_passes },
             kept_messages: positive_size("kept_messages", parsed.kept_messages, 50)?,
-            // INTERFACE #19: the plumbing helper parses these.
-            web_listen: Vec::new(),
-            web_listen_is_default: true,
-            web_tls: false,
-            web_allowed_origins: Vec::new(),
-            trusted_proxies: Vec::new(),
+            web_listen,
+            web_listen_is_default,
+            web_tls: parsed.web_tls.unwrap_or(false),
+            web_allowed_origins,
+            trusted_proxies,
         })
     }
 }
@@ -640,8 +672,12 @@ fn wants(key: &str) -> Option<&'static str> {
             "a whole number from 0 to 4294967295, without quotes"
         }
         "flood_lines_per_second" => "a number, without quotes (a decimal point is allowed)",
-        "telnet" | "require_tls_for_passwords" => "true or false, without quotes",
-        "tls_listen" => "a list of \"ADDR:PORT\" strings in square brackets (`[]` for none)",
+        "telnet" | "require_tls_for_passwords" | "web_tls" => "true or false, without quotes",
+        "tls_listen" | "web_listen" => {
+            "a list of \"ADDR:PORT\" strings in square brackets (`[]` for none)"
+        }
+        "web_allowed_origins" => "a list of \"https://HOST\" strings in square brackets",
+        "trusted_proxies" => "a list of addresses or networks (\"10.0.0.0/8\") in square brackets",
         "tls_cert" | "tls_key" => "a path in double quotes",
         "accounts" => "\"optional\", \"required\" or \"off\", in double quotes",
         "listen" => "a list of \"ADDR:PORT\" strings in square brackets",
@@ -717,6 +753,36 @@ fn absolute(path: Option<PathBuf>, key: &str) -> Result<Option<PathBuf>, String>
         Some(path) if !path.is_absolute() => Err(format!("{key} is an absolute path")),
         path => Ok(path),
     }
+}
+
+/// A list of listen addresses, each `ADDR:PORT`; `key` names the setting in errors.
+fn addresses(
+    invalid: impl Fn(&'static str, String) -> ConfigError,
+    key: &'static str,
+    list: &[String],
+    example_port: u16,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    list.iter()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                invalid(
+                    key,
+                    format!(
+                        "invalid address {s:?}: expected ADDR:PORT, like 0.0.0.0:{example_port} or [::]:{example_port}"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Whether `text` is a web origin as browsers send it: `http://` or `https://`, a host, maybe
+/// a port, and nothing after (no path, no trailing slash).
+fn is_origin(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")) else {
+        return false;
+    };
+    !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '@'])
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -822,6 +888,7 @@ mod tests {
             Config {
                 listen_is_default: true,
                 tls_listen_is_default: true,
+                web_listen_is_default: true,
                 // Named in the file, the user must exist; by default it may fall back.
                 user_is_default: true,
                 runtime_dir: defaults.runtime_dir.clone(),
@@ -832,7 +899,7 @@ mod tests {
         );
         let keys =
             example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 40, "packaging/chatd.toml should list all 40 keys");
+        assert_eq!(keys, 44, "packaging/chatd.toml should list all 44 keys");
     }
 
     #[test]

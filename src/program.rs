@@ -21,7 +21,12 @@ pub fn main(version: &'static str) -> ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    let overrides = Overrides { listen: cli.listen, runtime_dir: cli.runtime_dir, log: cli.log };
+    let overrides = Overrides {
+        listen: cli.listen,
+        web_listen: cli.web_listen,
+        runtime_dir: cli.runtime_dir,
+        log: cli.log,
+    };
     if let Some(file) = cli.check_config {
         let file = file.or(cli.config);
         let shown = file

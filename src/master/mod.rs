@@ -279,6 +279,12 @@ pub fn run(
         .filter(|(_, kind)| *kind == ListenerKind::Tls)
         .find_map(|(listener, _)| listener.local_addr().ok())
         .map(|addr| addr.port());
+    // And a browser on the telnet port to the web client.
+    config.session.web_port = mio_listeners
+        .iter()
+        .filter(|(_, kind)| *kind == ListenerKind::Web)
+        .find_map(|(listener, _)| listener.local_addr().ok())
+        .map(|addr| addr.port());
     let config = &config;
     let mut master = Master {
         poll,
@@ -366,6 +372,10 @@ fn fresh_start(config: &Config, background: Option<&Background>) -> Result<Start
                 let tls = listen::bind_all(&config.tls_listen, config.tls_listen_is_default)?;
                 listeners.extend(tls.into_iter().map(|listener| (listener, ListenerKind::Tls)));
             }
+            if !config.web_listen.is_empty() {
+                let web = listen::bind_all(&config.web_listen, config.web_listen_is_default)?;
+                listeners.extend(web.into_iter().map(|listener| (listener, ListenerKind::Web)));
+            }
             fdstore::store(&listeners);
             listeners
         }
@@ -387,7 +397,12 @@ fn fresh_start(config: &Config, background: Option<&Background>) -> Result<Start
     // creation (which accepts one that exists) is theirs, not ours, and is refused.
     privileges::check_directories(&config.runtime_dir, &config.state_dir, run_as.as_ref())?;
     // The key is read (or made) while the master may still read what only root may.
-    let tls = match listeners.iter().any(|(_, kind)| *kind == ListenerKind::Tls) {
+    let speaks_tls = |kind: ListenerKind| match kind {
+        ListenerKind::Tls => true,
+        ListenerKind::Web => config.web_tls,
+        ListenerKind::Plain => false,
+    };
+    let tls = match listeners.iter().any(|(_, kind)| speaks_tls(*kind)) {
         true => Some(tls::load(config, run_as.as_ref())?),
         false => None,
     };

@@ -30,6 +30,9 @@ impl Master {
         new.listen.clone_from(&self.config.listen);
         new.tls_listen.clone_from(&self.config.tls_listen);
         new.session.tls_port = self.config.session.tls_port;
+        new.web_listen.clone_from(&self.config.web_listen);
+        new.web_tls = self.config.web_tls;
+        new.session.web_port = self.config.session.web_port;
         new.runtime_dir.clone_from(&self.config.runtime_dir);
         new.log = self.config.log;
         new.user.clone_from(&self.config.user);

@@ -209,7 +209,7 @@ fn settings_man_page(example: &str) -> String {
 fn the_chatd_toml_5_man_page_matches_the_settings_file() {
     let example = include_str!("../../packaging/chatd.toml");
     let page = settings_man_page(example);
-    assert_eq!(page.matches(".TP").count(), 40, "every key is documented");
+    assert_eq!(page.matches(".TP").count(), 44, "every key is documented");
     check_generated("packaging/man/chatd.toml.5", &page);
 }
 
