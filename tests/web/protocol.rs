@@ -49,12 +49,6 @@ fn the_page_comes_with_its_headers_and_head_without_its_body() {
     let admin = web.http("GET /admin HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(admin.status, 200);
     assert!(admin.header("content-security-policy").is_some());
-    // A page view is no client that gave up logging in: nothing for the penalty box.
-    assert!(
-        !web.daemon.log().iter().any(|line| line.contains("penalty")),
-        "{:#?}",
-        web.daemon.log()
-    );
 }
 
 #[test]
@@ -241,4 +235,37 @@ fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
         "{:#?}",
         web.daemon.log()
     );
+}
+
+#[test]
+fn a_browser_on_the_chat_port_is_sent_to_the_web_listener() {
+    let web = WebDaemon::start("");
+    let mut stream = TcpStream::connect(("127.0.0.1", web.daemon.port)).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let request = format!("GET / HTTP/1.1\r\nHost: localhost:{}\r\n\r\n", web.daemon.port);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{answer}");
+    let link = format!("<a href=\"http://localhost:{}/\">", web.web_port);
+    assert!(answer.contains(&link), "{link} in {answer}");
+}
+
+#[test]
+fn page_views_and_unused_connections_put_nobody_in_the_penalty_box() {
+    let web = WebDaemon::start("penalty_trips = 2\npenalty_seconds = 60\n");
+    for _ in 0..4 {
+        // A browser's speculative connection, never used.
+        drop(web.connect());
+        assert_eq!(web.http("GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n").status, 404);
+        assert_eq!(web.http("GET / HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    }
+    // A penalised source would be refused here (two trips would do).
+    let mut alice = web.websocket();
+    login(&mut alice, "alice");
+    let log = web.daemon.log();
+    let trouble =
+        |line: &&String| line.contains("repeated trips") || line.contains("cannot confine");
+    assert!(!log.iter().any(|line| trouble(&line)), "{log:#?}");
 }

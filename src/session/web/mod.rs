@@ -60,6 +60,13 @@ pub fn run(
     reporter: Option<StdUnixDatagram>,
     web: WebStart,
 ) -> i32 {
+    // The title's area is found now (reading /proc/self/stat, once): from here on no file can
+    // be opened. The request is read confined, as a telnet client's first byte is; the chat
+    // session confines itself again (a second Landlock layer, the same rules).
+    // SAFETY: a session starts no thread, and it began as the copy of the thread-less master:
+    // it is single-threaded.
+    unsafe { sys::set_process_title(&format!("chatd: (web) [{peer}]")) };
+    crate::sandbox::confine_session_or_log();
     let mut poll = match Poll::new() {
         Ok(poll) => poll,
         Err(err) => {
