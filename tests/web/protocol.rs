@@ -269,3 +269,23 @@ fn page_views_and_unused_connections_put_nobody_in_the_penalty_box() {
         |line: &&String| line.contains("repeated trips") || line.contains("cannot confine");
     assert!(!log.iter().any(|line| trouble(&line)), "{log:#?}");
 }
+
+#[test]
+fn a_request_still_being_read_ends_when_the_daemon_stops() {
+    let mut web = WebDaemon::start("");
+    let mut stream = web.connect();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").expect("half a head");
+    // A request being read logs nothing: wait for its session child (beside master and broker).
+    crate::util::wait_until("a session child serves the request", || {
+        web.daemon.processes().len() >= 3
+    });
+    let started = Instant::now();
+    web.daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut rest);
+    // Well before the master's 5 s grace ends in SIGKILL: the session itself stopped.
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+    assert!(rest.is_empty(), "no 408 for a stopping daemon: {:?}", String::from_utf8_lossy(&rest));
+    web.daemon.wait_exit();
+}
