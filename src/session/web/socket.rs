@@ -577,4 +577,68 @@ mod tests {
             other => panic!("no Close: {other:?}"),
         }
     }
+
+    #[test]
+    fn messages_go_both_ways_over_tls() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let identity = crate::master::tls::self_signed(dir.path(), None).expect("certificate");
+        let cert_path = dir.path().join(crate::config::SELF_SIGNED_CERT);
+        let cert: rustls::pki_types::CertificateDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_file(&cert_path).expect("cert");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        // The browser: a rustls client and tungstenite's client side, blocking, in a thread.
+        let browser = std::thread::spawn(move || {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert).expect("trust anchor");
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let tls = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+            let socket = StdTcpStream::connect(address).expect("connect");
+            socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            let stream = rustls::StreamOwned::new(tls, socket);
+            let mut client = WebSocket::from_raw_socket(stream, Role::Client, None);
+            client.send(Message::Text("over tls".into())).expect("send");
+            let answer = loop {
+                match client.read().expect("a message") {
+                    Message::Text(text) => break text.to_string(),
+                    _ => continue,
+                }
+            };
+            let _ = client.close(None);
+            answer
+        });
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("nonblocking");
+        let stream = mio::net::TcpStream::from_std(accepted);
+        let keepalive = Duration::from_secs(60);
+        let mut tls = crate::session::tls::TlsTransport::new(
+            stream,
+            identity.settings,
+            4096,
+            keepalive,
+            false,
+        )
+        .expect("server connection");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !tls.handshake().expect("handshake") {
+            assert!(Instant::now() < deadline, "no handshake within 5 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut transport =
+            WebSocketTransport::pinging_every(Box::new(tls), Vec::new(), 4096, PING_EVERY);
+        assert!(transport.is_tls() && transport.is_web());
+        let mut got = [0u8; 64];
+        let n = read_soon(&mut transport, &mut got).expect("read");
+        assert_eq!(&got[..n], b"over tls\n");
+        transport.queue(b"back over tls").expect("room");
+        transport.flush().expect("flush");
+        assert_eq!(browser.join().expect("browser"), "back over tls");
+    }
 }
