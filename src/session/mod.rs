@@ -180,7 +180,7 @@ struct Session {
     /// everything it owed this session, so the goodbye waits for that close.
     quit_sent: Option<Instant>,
     closing: Option<Closing>,
-    /// A password derivation under way, in a child at idle priority.
+    /// A password derivation under way, in a child at the lowest priority (nice 19).
     derivation: Option<derivation::Derivation>,
     /// Where to report admission (once) and wrong passwords to the master.
     reporter: Option<StdUnixDatagram>,
