@@ -224,7 +224,8 @@ impl Session {
         // What waits for the client goes: it is behind anyway, and the news must fit. A line
         // the client got part of is ended first.
         let told = render::event(&Event::Dropped { reason: LeaveReason::TooSlow });
-        let cut = self.client.queued() > 0;
+        // (A browser's messages are whole: there is no line to end.)
+        let cut = self.client.queued() > 0 && !self.is_browser();
         self.client.drop_backlog();
         if cut {
             self.send_raw(b"\r\n");
