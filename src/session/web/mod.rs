@@ -11,7 +11,8 @@
 //! client is reported by its own address before the session starts. What a request gets is
 //! decided in `request`, pure; this file only does the I/O, with its deadlines.
 //!
-//! INTERFACE #19: the lead writes `json` (what the session sends a browser).
+//! What the session then sends the browser is [`json`] (one object per message), written by
+//! [`view`] where a terminal client gets rendered lines.
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram as StdUnixDatagram;
@@ -32,6 +33,7 @@ pub mod json;
 pub mod pages;
 pub mod request;
 pub mod socket;
+pub(in crate::session) mod view;
 
 use pages::Status;
 use request::{Answer, Parsed, Site};
