@@ -289,3 +289,38 @@ fn a_request_still_being_read_ends_when_the_daemon_stops() {
     assert!(rest.is_empty(), "no 408 for a stopping daemon: {:?}", String::from_utf8_lossy(&rest));
     web.daemon.wait_exit();
 }
+
+/// Needs web listeners with TLS (`web_tls`), which h19-plumbing gives them: passes on lead19
+/// once that is merged (checked on a trial merge).
+#[test]
+fn over_https_the_page_and_the_socket_work_and_the_origin_is_https() {
+    use crate::util::tls_client::connect_tls;
+    let web = WebDaemon::start("web_tls = true\n");
+    let cert = web.daemon.runtime.path().join("state").join("tls-cert.pem");
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], web.web_port));
+    let mut page = connect_tls(address, &cert);
+    page.stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let got = read_response(&mut page.stream);
+    assert_eq!(got.status, 200, "{}", got.head);
+    assert!(got.header("content-security-policy").is_some());
+    let port = web.web_port;
+    for (origin, status) in [("http", "403"), ("https", "101")] {
+        let mut socket = connect_tls(address, &cert);
+        let request = upgrade_request(
+            port,
+            &format!(
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\
+                 Origin: {origin}://127.0.0.1:{port}\r\n"
+            ),
+        );
+        socket.stream.write_all(request.as_bytes()).expect("send");
+        let head = read_head(&mut socket.stream);
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{origin}: {head}");
+    }
+    let mut bob = crate::util::login(web.daemon.port, "bob");
+    let secure = connect_tls(address, &cert);
+    let mut alice = super::websocket_over(secure.stream.try_clone().expect("clone"), port);
+    login(&mut alice, "alice");
+    send(&mut alice, "a secure hello");
+    bob.expect("<alice> a secure hello");
+}
