@@ -124,6 +124,8 @@ pub struct SessionLimits {
     /// The first web listener's port, for the answer to a browser on the telnet port (set by
     /// the master once its listeners are bound; `None`: no web listener).
     pub web_port: Option<u16>,
+    /// The web listeners speak HTTPS (`web_tls`), for the same answer's link.
+    pub web_tls: bool,
 }
 
 /// Effective settings.
@@ -580,6 +582,7 @@ impl Config {
                 passwords_need_tls: parsed.require_tls_for_passwords.unwrap_or(true),
                 tls_port: None,
                 web_port: None,
+                web_tls: parsed.web_tls.unwrap_or(false),
             },
             broker_queue_bytes: positive_size(
                 "broker_queue_bytes",

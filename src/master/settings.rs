@@ -33,6 +33,7 @@ impl Master {
         new.web_listen.clone_from(&self.config.web_listen);
         new.web_tls = self.config.web_tls;
         new.session.web_port = self.config.session.web_port;
+        new.session.web_tls = self.config.session.web_tls;
         new.runtime_dir.clone_from(&self.config.runtime_dir);
         new.log = self.config.log;
         new.user.clone_from(&self.config.user);

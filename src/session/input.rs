@@ -411,11 +411,10 @@ impl Session {
         let head_only = self.http.as_ref().is_some_and(|request| request.head_only);
         let port = self.client.local_port();
         let head = self.http.as_ref().map(|request| request.head.as_slice()).unwrap_or_default();
-        // INTERFACE #19: the session does not know whether the web listener speaks HTTPS.
         let web = self.settings.limits.web_port.map(|web_port| http::WebClient {
             host: http::host_header(head),
             port: web_port,
-            tls: false,
+            tls: self.settings.limits.web_tls,
         });
         let answer = http::response(head_only, port, web);
         self.send_raw(&answer);
