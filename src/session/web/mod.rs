@@ -133,7 +133,11 @@ pub fn run(
             return 0;
         }
     };
-    let site = Site { tls: connection.client.is_tls(), allowed_origins: &web.allowed_origins };
+    // A trusted proxy that terminates TLS says so: the page was then served over https (its
+    // Origin says https), and passwords and /admin are as safe as on our own TLS.
+    let proxied_tls = web.trusted_proxy && request.forwarded_proto.as_deref() == Some("https");
+    let tls = connection.client.is_tls() || proxied_tls;
+    let site = Site { tls, allowed_origins: &web.allowed_origins };
     let head_only = request.head_only();
     let accept = match request::answer(&request, site) {
         Answer::Page(page) => {
@@ -191,7 +195,10 @@ pub fn run(
     drop(poll);
     let leftover = head[head_length..].to_vec();
     let send_queue_bytes = settings.limits.send_queue_bytes;
-    let socket = socket::WebSocketTransport::new(client, leftover, send_queue_bytes);
+    let mut socket = socket::WebSocketTransport::new(client, leftover, send_queue_bytes);
+    if proxied_tls {
+        socket.encrypted_by_proxy();
+    }
     crate::session::run(Box::new(socket), peer, settings, reporter)
 }
 

@@ -44,6 +44,9 @@ pub struct Request {
     pub websocket_key: Option<String>,
     /// Every `X-Forwarded-For` line, in order, joined with commas.
     pub forwarded_for: Option<String>,
+    /// `X-Forwarded-Proto`: the scheme the browser used to reach the proxy (`https` when the
+    /// proxy terminates TLS). Believed, like `forwarded_for`, only from a trusted proxy.
+    pub forwarded_proto: Option<String>,
 }
 
 impl Request {
@@ -92,6 +95,8 @@ fn request(parsed: &httparse::Request<'_, '_>) -> Request {
             request.websocket_version = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             request.websocket_key = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            request.forwarded_proto = Some(value.trim().to_ascii_lowercase());
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             let joined = match request.forwarded_for.take() {
                 Some(before) => format!("{before}, {value}"),
@@ -350,9 +355,10 @@ mod tests {
     fn headers_are_read_case_insensitively_and_forwarded_for_lines_join() {
         let request = complete(
             "GET / HTTP/1.1\r\nhOsT: a.example\r\nX-Forwarded-For: 198.51.100.1\r\n\
-             x-forwarded-for: 203.0.113.7\r\n\r\n",
+             x-forwarded-for: 203.0.113.7\r\nX-Forwarded-Proto: HTTPS\r\n\r\n",
         );
         assert_eq!(request.host.as_deref(), Some("a.example"));
+        assert_eq!(request.forwarded_proto.as_deref(), Some("https"));
         let forwarded = request.forwarded_for.expect("forwarded");
         assert_eq!(forwarded, "198.51.100.1, 203.0.113.7");
         assert_eq!(forwarded_client(&forwarded), Some("203.0.113.7".parse().expect("ip")));

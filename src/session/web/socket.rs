@@ -96,6 +96,12 @@ impl WebSocketTransport {
         Self::pinging_every(inner, leftover, send_queue_bytes, PING_EVERY)
     }
 
+    /// A trusted proxy terminated TLS for this client (`X-Forwarded-Proto: https`): the
+    /// connection counts as encrypted, for passwords and `/admin`.
+    pub fn encrypted_by_proxy(&mut self) {
+        self.tls = true;
+    }
+
     fn pinging_every(
         inner: Box<dyn ClientTransport>,
         leftover: Vec<u8>,
