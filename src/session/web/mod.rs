@@ -298,7 +298,7 @@ impl Connection<'_> {
                     match request::parse(&bytes) {
                         Parsed::Partial => {}
                         Parsed::Complete(request, length) => {
-                            return Head::Complete { request: Box::new(request), length, bytes };
+                            return Head::Complete { request, length, bytes };
                         }
                         Parsed::Refused(status) => return Head::Refused(status),
                     }

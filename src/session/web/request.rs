@@ -25,7 +25,7 @@ pub enum Parsed {
     Partial,
     /// The whole head, and how many bytes of the input it took (what follows is the client's
     /// first WebSocket frames, if it did not wait for the answer).
-    Complete(Request, usize),
+    Complete(Box<Request>, usize),
     /// No head within the limits: `431`, or `400` for what is no HTTP.
     Refused(Status),
 }
@@ -61,7 +61,7 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(bytes) {
         Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD => {
-            Parsed::Complete(request(&parsed), length)
+            Parsed::Complete(Box::new(request(&parsed)), length)
         }
         Ok(httparse::Status::Complete(_)) => Parsed::Refused(Status::HeaderFieldsTooLarge),
         Ok(httparse::Status::Partial) if bytes.len() >= MAX_HEAD => {
@@ -224,7 +224,7 @@ mod tests {
         match parse(head.as_bytes()) {
             Parsed::Complete(request, length) => {
                 assert_eq!(length, head.len());
-                request
+                *request
             }
             other => panic!("{other:?} for {head:?}"),
         }
