@@ -109,6 +109,7 @@ fn the_password_prompt_is_secret_and_admin_answers_are_json() {
     let rows = users["reply"]["Users"].as_array().cloned().unwrap_or_default();
     assert_eq!(rows.len(), 1, "{users}");
     assert_eq!(rows[0]["nick"], "alice");
+    assert_eq!(rows[0]["registered"], true, "logged in to her account: {users}");
     assert!(rows[0]["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "{users}");
     send(&mut alice, "/admin status");
     let status = until(&mut alice, "the figures", |m| m["t"] == "admin");

@@ -218,7 +218,7 @@ impl Broker {
                     away: self.rooms.away_of(id).map(str::to_string),
                     muted: self.moderation.is_muted(nick, now),
                     tls: self.rooms.is_tls(id),
-                    registered: false,
+                    registered: self.rooms.account_of(id).is_some(),
                 })
             })
             .collect();
