@@ -359,6 +359,9 @@ function renderMembers() {
     button.type = "button";
     button.className = "member" + (member.away ? " away" : "");
     button.appendChild(nickSpan(member.nick));
+    if (state.me && foldNick(member.nick) === foldNick(state.me)) {
+      button.appendChild(span("note", " (you)"));
+    }
     if (member.away) {
       button.appendChild(span("note", " away"));
     }
