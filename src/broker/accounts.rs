@@ -201,6 +201,11 @@ impl Accounts {
         self.lookup(nick)
     }
 
+    /// The account with the lookalike key `key` (what a member is logged in to).
+    pub fn by_key(&self, key: &str) -> Option<&AccountRecord> {
+        self.accounts.get(key)
+    }
+
     /// The account whose nick `nick` passes for (see [`lookup_keys`]).
     fn lookup(&self, nick: &str) -> Option<&AccountRecord> {
         let key = lookup_keys(nick).iter().find_map(|key| self.aliases.get(key))?;

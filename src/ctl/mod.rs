@@ -174,7 +174,7 @@ fn parse_since(text: &str) -> Result<u64, String> {
 }
 
 /// `30`, `90s`, `10m`, `12h`, `7d`, `1h 30m`: seconds.
-fn parse_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     if let Ok(seconds) = text.trim().parse::<u64>() {
         return Ok(seconds);
     }

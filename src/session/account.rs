@@ -24,6 +24,9 @@ use crate::session::charset::Charset;
 impl Session {
     /// A challenge came: echo goes off and the prompt is shown.
     pub(super) fn ask_password(&mut self, prompt: Shown) {
+        if self.is_browser() {
+            return self.ask_browser_for_a_secret(prompt);
+        }
         if let Some(editor) = &mut self.terminal.editor {
             editor.set_secret(true);
         } else if self.telnet.spoke_telnet() {

@@ -6,7 +6,12 @@
 //! arguments (missing or extra) becomes [`Command::Usage`] naming its correct form. It does not
 //! decide whether a command is allowed now (that is the session's state) or what it does.
 
+use crate::proto::AdminRequest;
 use crate::session::help::HELP;
+
+/// The forms of `/admin`, for its usage line.
+pub const ADMIN_USAGE: &str = "/admin status | who | rooms | bans | kick NICK [WHY] | ban WHO [FOR] [WHY] | \
+     unban WHO | mute NICK [FOR] | unmute NICK | announce [#ROOM] TEXT | motd [TEXT | -]";
 
 /// A parsed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +64,8 @@ pub enum Command {
     Logout,
     /// `/unregister`
     Unregister,
+    /// `/admin ...`: one of the operators' commands (the broker decides whether this user may).
+    Admin(AdminRequest),
     /// A `/word` that is no command; carries the word as typed.
     Unknown(String),
     /// A known command used wrongly; carries its usage line.
@@ -156,8 +163,59 @@ pub fn parse(line: &str) -> Command {
             _ => Command::Usage(usage(&name)),
         },
         "/me" => Command::Usage(usage(&name)),
+        "/admin" => admin(rest).map_or(Command::Usage(ADMIN_USAGE), Command::Admin),
         _ => Command::Unknown(format!("/{word}")),
     }
+}
+
+/// `/admin`'s arguments, as chatctl takes them: a duration (`30m`, `12h`, `7d`) where one
+/// may be, a reason or a text for the rest.
+fn admin(rest: &str) -> Option<AdminRequest> {
+    let (what, rest) = first_word(rest);
+    let (first, after) = first_word(rest);
+    let one = |make: fn(String) -> AdminRequest| {
+        (!first.is_empty() && after.is_empty()).then(|| make(first.to_string()))
+    };
+    // The next word, if it is a duration, and what follows it.
+    let duration = |text: &str| -> (Option<u64>, String) {
+        let (word, tail) = first_word(text);
+        match crate::ctl::parse_duration(word) {
+            Ok(seconds) if !word.is_empty() => (Some(seconds), tail.to_string()),
+            _ => (None, text.to_string()),
+        }
+    };
+    let request = match what.to_ascii_lowercase().as_str() {
+        "status" if rest.is_empty() => AdminRequest::Status,
+        "who" if rest.is_empty() => AdminRequest::Who,
+        "rooms" if rest.is_empty() => AdminRequest::Rooms,
+        "bans" if rest.is_empty() => AdminRequest::Bans,
+        "kick" if !first.is_empty() => {
+            AdminRequest::Kick { nick: first.to_string(), reason: optional(after) }
+        }
+        "ban" if !first.is_empty() => {
+            let (seconds, reason) = duration(after);
+            AdminRequest::Ban { target: first.to_string(), seconds, reason: optional(&reason) }
+        }
+        "unban" => one(|target| AdminRequest::Unban { target })?,
+        "mute" if !first.is_empty() => match duration(after) {
+            (seconds, tail) if tail.is_empty() => {
+                AdminRequest::Mute { nick: first.to_string(), seconds }
+            }
+            _ => return None,
+        },
+        "unmute" => one(|nick| AdminRequest::Unmute { nick })?,
+        "announce" if first.starts_with('#') && !after.is_empty() => {
+            AdminRequest::Announce { room: Some(first.to_string()), text: after.to_string() }
+        }
+        "announce" if !rest.is_empty() => {
+            AdminRequest::Announce { room: None, text: rest.to_string() }
+        }
+        "motd" if rest.is_empty() => AdminRequest::Motd { text: None },
+        "motd" if rest == "-" => AdminRequest::Motd { text: Some(String::new()) },
+        "motd" => AdminRequest::Motd { text: Some(rest.to_string()) },
+        _ => return None,
+    };
+    Some(request)
 }
 
 #[cfg(test)]
@@ -243,6 +301,60 @@ mod tests {
         assert_eq!(parse("/usr/bin/env python3"), Command::Say("/usr/bin/env python3".into()));
         assert_eq!(parse("/etc/"), Command::Say("/etc/".into()));
         assert_eq!(parse("/usr"), Command::Unknown("/usr".into()));
+    }
+
+    #[test]
+    fn admin_commands_take_chatctl_arguments() {
+        let admin = |line: &str| match parse(line) {
+            Command::Admin(request) => Some(request),
+            _ => None,
+        };
+        assert_eq!(admin("/admin status"), Some(AdminRequest::Status));
+        assert_eq!(admin("/ADMIN who"), Some(AdminRequest::Who));
+        assert_eq!(
+            admin("/admin kick bob flooding again"),
+            Some(AdminRequest::Kick { nick: "bob".into(), reason: Some("flooding again".into()) })
+        );
+        assert_eq!(
+            admin("/admin ban 10.0.0.0/8 2h spam bots"),
+            Some(AdminRequest::Ban {
+                target: "10.0.0.0/8".into(),
+                seconds: Some(7200),
+                reason: Some("spam bots".into())
+            })
+        );
+        assert_eq!(
+            admin("/admin ban bob spam"),
+            Some(AdminRequest::Ban {
+                target: "bob".into(),
+                seconds: None,
+                reason: Some("spam".into())
+            })
+        );
+        assert_eq!(
+            admin("/admin mute bob 10m"),
+            Some(AdminRequest::Mute { nick: "bob".into(), seconds: Some(600) })
+        );
+        assert_eq!(
+            admin("/admin announce #ops back in 5"),
+            Some(AdminRequest::Announce { room: Some("#ops".into()), text: "back in 5".into() })
+        );
+        assert_eq!(
+            admin("/admin announce maintenance at 10"),
+            Some(AdminRequest::Announce { room: None, text: "maintenance at 10".into() })
+        );
+        assert_eq!(admin("/admin motd"), Some(AdminRequest::Motd { text: None }));
+        assert_eq!(admin("/admin motd -"), Some(AdminRequest::Motd { text: Some(String::new()) }));
+        assert_eq!(admin("/admin unban bob"), Some(AdminRequest::Unban { target: "bob".into() }));
+        for wrong in [
+            "/admin",
+            "/admin shutdown",
+            "/admin kick",
+            "/admin mute bob 10m x",
+            "/admin status now",
+        ] {
+            assert_eq!(parse(wrong), Command::Usage(ADMIN_USAGE), "{wrong}");
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! compete with every other process for the CPU at normal priority, so that fifty people
 //! logging in at once would slow down the chat of everyone else on the machine; and the
 //! session would serve nothing meanwhile. So the session forks a child for it: the child sets
-//! itself `SCHED_IDLE` (it gets only the CPU nothing else wants), derives, writes the proof to
-//! a pipe as one frame, and exits; the session's loop reads the pipe like its other sources.
+//! itself to nice 19 (a small share of a contended core, but always some: see
+//! [`sys::lowest_cpu_priority`]), derives, writes the proof to a pipe as one frame, and exits; the session's loop reads the pipe like its other sources.
 //! An unprivileged process may lower its priority but not raise it again, which is why the
 //! derivation has a process of its own rather than lowering the session's.
 //!
@@ -106,7 +106,7 @@ impl Derivation {
     }
 }
 
-/// The child's whole life: idle priority, the derivation, one frame, exit. It never returns
+/// The child's whole life: the lowest priority, the derivation, one frame, exit. It never returns
 /// into the session's code (whose objects own descriptors and a connection to the broker).
 fn derive_and_exit(entries: Entries, answer: OwnedFd) -> ! {
     let _ = sys::lowest_cpu_priority();

@@ -156,6 +156,7 @@ fn chatting(command: Command, view: &View) -> Action {
         }
         Command::Back => Request::Back,
         Command::Whois(nick) => Request::Whois { nick },
+        Command::Admin(request) => Request::Admin(request),
         Command::History(count) => match history_count(count.as_deref()) {
             Some(count) => Request::History { before: state.history_before, count },
             None => return shown(&format!("Show 1 to {MAX_HISTORY_PAGE} lines: /history [N]")),

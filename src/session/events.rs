@@ -224,7 +224,8 @@ impl Session {
         // What waits for the client goes: it is behind anyway, and the news must fit. A line
         // the client got part of is ended first.
         let told = render::event(&Event::Dropped { reason: LeaveReason::TooSlow });
-        let cut = self.client.queued() > 0;
+        // (A browser's messages are whole: there is no line to end.)
+        let cut = self.client.queued() > 0 && !self.is_browser();
         self.client.drop_backlog();
         if cut {
             self.send_raw(b"\r\n");
@@ -296,6 +297,8 @@ impl Session {
             self.report_auth_failure();
         }
         let reaction = self.state.on_event(&event, &mut self.broker, self.terminal.bell);
+        // A browser gets the event's structure first; some answers only update its lists.
+        let shown = !self.is_browser() || self.event_to_browser(&event);
         if matches!(
             event,
             Event::LoggedIn { .. }
@@ -308,9 +311,16 @@ impl Session {
         }
         match reaction {
             Reaction::Nothing => {}
-            Reaction::Show { lines, ring } => self.write_lines(&lines, ring),
+            Reaction::Show { lines, ring } if shown => self.write_lines(&lines, ring),
+            Reaction::Show { .. } => {}
+            Reaction::History { lines, .. } if self.is_browser() => {
+                self.send_history_to_browser(None, &lines, None);
+            }
             Reaction::History { room, lines } => {
                 self.show_all(&render::history(&room, &lines, sys::local_hh_mm));
+            }
+            Reaction::Stored { heading, lines, footer } if self.is_browser() => {
+                self.send_history_to_browser(Some(&heading), &lines, Some(&footer));
             }
             Reaction::Stored { heading, lines, footer } => {
                 self.show_all(&render::stored(&heading, &lines, &footer, sys::local_date_time));
@@ -341,6 +351,9 @@ impl Session {
                 let lines = render::while_away(&messages, mentions, &room, sys::local_date_time);
                 self.show_all(&lines);
             }
+        }
+        if self.is_browser() {
+            self.update_browser();
         }
     }
 

@@ -30,6 +30,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("/password", "change your password"),
     ("/logout", "log out; you go on under a guest name"),
     ("/unregister", "delete your account (your password is asked)"),
+    ("/admin COMMAND", "for administrators: status, who, kick, ban, mute, motd"),
     ("/quit [REASON]", "leave the chat"),
     ("/help", "show this list"),
     ("//TEXT", "send TEXT that starts with a /"),

@@ -180,7 +180,7 @@ struct Session {
     /// everything it owed this session, so the goodbye waits for that close.
     quit_sent: Option<Instant>,
     closing: Option<Closing>,
-    /// A password derivation under way, in a child at idle priority.
+    /// A password derivation under way, in a child at the lowest priority (nice 19).
     derivation: Option<derivation::Derivation>,
     /// Where to report admission (once) and wrong passwords to the master.
     reporter: Option<StdUnixDatagram>,
@@ -199,6 +199,8 @@ struct Session {
     /// The connection is open (a TLS handshake done) and the client greeted: its bytes are
     /// read from now on.
     greeted: bool,
+    /// The client is a web browser on a WebSocket: it gets JSON, not rendered lines.
+    browser: Option<web::view::BrowserView>,
 }
 
 /// Bytes to and from the client, reported to the broker for operators' figures.
@@ -274,6 +276,7 @@ impl Session {
         state.passwords_allowed =
             state.tls || peer.ip().is_loopback() || !settings.limits.passwords_need_tls;
         state.tls_port = settings.limits.tls_port;
+        let browser = client.is_web().then(web::view::BrowserView::default);
         let mut session = Session {
             poll,
             client,
@@ -312,8 +315,10 @@ impl Session {
             traffic: Traffic::default(),
             terminal: Terminal::default(),
             http: None,
-            first_line: true,
+            // A browser's first line is its nickname, never an HTTP request on the chat port.
+            first_line: browser.is_none(),
             greeted: false,
+            browser,
         };
         // The title's area is found (reading /proc/self/stat, once) and the broker connected:
         // from here on, before the first byte from the client, no file can be opened.

@@ -71,6 +71,9 @@ impl Session {
         if lines.is_empty() {
             return;
         }
+        if self.is_browser() {
+            return self.send_lines_to_browser(lines, ring);
+        }
         // Taken for the call (rendering and queueing need the session) and put back: the
         // buffers keep their capacity from line to line.
         let mut scratch = std::mem::take(&mut self.terminal.output);
@@ -89,6 +92,11 @@ impl Session {
         else {
             return;
         };
+        if self.is_browser() {
+            let message =
+                crate::session::web::json::said(said, action, crate::clock::unix_now(), ring);
+            return self.send_raw(message.as_bytes());
+        }
         let mut scratch = std::mem::take(&mut self.terminal.output);
         let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
         self.terminal.write_said(said, action, hh_mm, ring, &mut scratch.bytes);
@@ -138,6 +146,9 @@ impl Session {
     pub(super) fn close(&mut self, last_words: Option<Shown>, why: &str) {
         if self.closing.is_some() {
             return;
+        }
+        if self.is_browser() {
+            self.browser_closing(last_words.as_ref());
         }
         if let Some(line) = last_words {
             self.show(line);

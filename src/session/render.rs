@@ -103,6 +103,13 @@ pub fn history_line(line: &HistoryLine, hh_mm: &str) -> Shown {
     shown
 }
 
+/// The answer to `/admin`, as chatctl prints it (tables aligned), one system line per row.
+/// Nicks, reasons and topics in it came from users: every row is cleaned and defused.
+pub fn admin_reply(reply: &crate::proto::control::ControlReply) -> Vec<Shown> {
+    let text = crate::ctl::output::render(reply, crate::ctl::output::Format::Human);
+    text.lines().map(|row| system(&user_text(row))).collect()
+}
+
 /// The lines shown for one event (history lines need the clock: see [`history_line`]).
 pub fn event(event: &Event) -> Vec<Shown> {
     let line = match event {
@@ -250,8 +257,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
         | Event::WhileAway { .. }
         | Event::PrivateKept { .. }
         | Event::Replaced => return Vec::new(),
-        // INTERFACE #19: the lead renders admin replies.
-        Event::AdminReply(_) => return Vec::new(),
+        Event::AdminReply(reply) => return admin_reply(reply),
     };
     vec![line]
 }

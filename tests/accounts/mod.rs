@@ -9,6 +9,7 @@
 //! ([`FAST`]) except the first, which keeps the default (so that the session's memory limit is
 //! seen to leave room for it). They never sleep: each waits for a line, a log line or a state.
 
+mod admin;
 mod operators;
 mod security;
 

@@ -20,12 +20,14 @@
 //! answer waits for the state file.
 //!
 //! This file accepts, reads, answers and expires the connections; its parts are
-//! [`access`] (who may connect, how many), [`accounts`] (`chatctl accounts`), [`client`] (one connection: its request, reply and
+//! [`access`] (who may connect, how many), [`accounts`] (`chatctl accounts`), [`admin`] (the same
+//! commands from a chat connection, `/admin`), [`client`] (one connection: its request, reply and
 //! deadlines), [`commands`] (the answer to each request) and [`state_writer`] (changes to the
 //! moderation state, in force once saved). It must not block the broker's loop.
 
 mod access;
 mod accounts;
+mod admin;
 mod client;
 mod commands;
 mod state_writer;
@@ -194,7 +196,13 @@ impl Broker {
 
     /// Queues the one reply of an operator's connection; it closes once written.
     pub(super) fn reply(&mut self, id: u64, reply: &ControlReply) {
-        let Some(client) = self.controls.get_mut(&id) else { return };
+        let Some(client) = self.controls.get_mut(&id) else {
+            // Or a member's `/admin` (the ids are one sequence), if it is still here.
+            if self.peers.contains(id) {
+                self.deliver(vec![admin::admin_reply(id, reply.clone())]);
+            }
+            return;
+        };
         if let Err(err) = client.queue_reply(reply) {
             error!("cannot answer an operator: {err}");
             self.close_control(id);

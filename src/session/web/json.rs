@@ -1,1 +1,207 @@
-//! What the session sends a browser: one JSON object per event. INTERFACE #19: the lead.
+//! What the session sends a browser: one JSON object per WebSocket message, structured, not
+//! rendered text, so that the page shows nicks, system lines, actions, private messages and
+//! history each in their own style, and keeps its member list and room list without parsing
+//! what a terminal would have shown.
+//!
+//! Every object has `"t"`:
+//! - `line`: one line a terminal would show (`kind`: system, chat, private, sent, history;
+//!   `nick`, `text`, `action`, `at` in Unix seconds, `mention` when a terminal would ring);
+//! - `prompt`: the session waits for a nickname or (`secret`) a password;
+//! - `you`: this user's nick, room, account and admin role, whenever one of them changes;
+//! - `joined`, `left`, `renamed`, `topic`, `members`, `rooms`: the structure behind some lines
+//!   (the page shows only `line` objects as text);
+//! - `admin`: the answer to `/admin` (the reply chatctl would get, as serde writes it);
+//! - `closed`: the server is about to close the connection, and why.
+//!
+//! Text is cleaned exactly as for a terminal (`render::user_text`); the page must still insert
+//! it as text (`textContent`), never as HTML. Pure functions; no I/O.
+
+use serde_json::{Value, json};
+
+use crate::proto::broadcast::Said;
+use crate::proto::control::ControlReply;
+use crate::proto::{Event, HistoryLine};
+use crate::session::render::{Kind, Shown, user_text};
+
+/// One line as a terminal would show it, said (or shown) at `at`.
+pub fn line(shown: &Shown, at: u64, mention: bool) -> String {
+    let (kind, action) = match shown.kind {
+        Kind::System => ("system", false),
+        Kind::Chat => ("chat", shown.before == "* "),
+        Kind::Private => ("private", shown.before.ends_with("* ")),
+        Kind::PrivateSent => ("sent", false),
+        Kind::History => ("history", shown.before.ends_with("* ")),
+    };
+    let text = match shown.kind {
+        // The server's own lines keep their `*** `, which marks them in a copy and paste too.
+        Kind::System => shown.plain(),
+        _ => shown.text.clone(),
+    };
+    let mut object = json!({
+        "t": "line", "kind": kind, "nick": shown.nick, "text": text, "action": action, "at": at,
+    });
+    if mention {
+        object["mention"] = Value::Bool(true);
+    }
+    object.to_string()
+}
+
+/// A line or action said in the room, from its ring record.
+pub fn said(said: &Said<'_>, action: bool, at: u64, mention: bool) -> String {
+    let mut object = json!({
+        "t": "line",
+        "kind": "chat",
+        "nick": user_text(said.from),
+        "text": user_text(said.text),
+        "action": action,
+        "at": at,
+    });
+    if mention {
+        object["mention"] = Value::Bool(true);
+    }
+    object.to_string()
+}
+
+/// A line from before this user came (a room's recent lines, `/history`, `/search`).
+pub fn history(line: &HistoryLine) -> String {
+    json!({
+        "t": "line",
+        "kind": "history",
+        "nick": user_text(&line.from),
+        "text": user_text(&line.text),
+        "action": line.action,
+        "at": line.at,
+    })
+    .to_string()
+}
+
+/// The session waits for a nickname, or (`secret`) a password.
+pub fn prompt(secret: bool) -> String {
+    json!({ "t": "prompt", "secret": secret }).to_string()
+}
+
+/// Who this user is now.
+pub fn you(nick: &str, room: &str, account: bool, admin: bool) -> String {
+    json!({
+        "t": "you",
+        "nick": user_text(nick),
+        "room": user_text(room),
+        "account": account,
+        "admin": admin,
+    })
+    .to_string()
+}
+
+/// The structure behind an event's line, for the page's lists and header; `None` for events
+/// that have none.
+pub fn structure(event: &Event) -> Option<String> {
+    let object = match event {
+        Event::Joined { nick, room } => {
+            json!({ "t": "joined", "nick": user_text(nick), "room": user_text(room) })
+        }
+        Event::Left { nick, room, .. } => {
+            json!({ "t": "left", "nick": user_text(nick), "room": user_text(room) })
+        }
+        Event::NickChanged { old, new } => {
+            json!({ "t": "renamed", "old": user_text(old), "new": user_text(new) })
+        }
+        Event::TopicChanged { room, text, .. } => {
+            json!({ "t": "topic", "room": user_text(room), "text": user_text(text) })
+        }
+        Event::Topic { room, text } => json!({
+            "t": "topic",
+            "room": user_text(room),
+            "text": text.as_deref().map(user_text),
+        }),
+        Event::Members { room, nicks, away, .. } => json!({
+            "t": "members",
+            "room": user_text(room),
+            "members": nicks
+                .iter()
+                .map(|nick| json!({ "nick": user_text(nick), "away": away.contains(nick) }))
+                .collect::<Vec<_>>(),
+        }),
+        Event::RoomList { rooms } => json!({
+            "t": "rooms",
+            "rooms": rooms
+                .iter()
+                .map(|room| json!({ "name": user_text(&room.name), "members": room.members, "topic": null }))
+                .collect::<Vec<_>>(),
+        }),
+        _ => return None,
+    };
+    Some(object.to_string())
+}
+
+/// The answer to `/admin`.
+pub fn admin(reply: &ControlReply) -> String {
+    let reply = serde_json::to_value(reply)
+        .unwrap_or_else(|err| json!({ "Failed": format!("cannot encode the answer: {err}") }));
+    json!({ "t": "admin", "reply": reply }).to_string()
+}
+
+/// The server closes the connection after this, for `reason`.
+pub fn closed(reason: &str) -> String {
+    json!({ "t": "closed", "reason": reason }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::render;
+
+    fn parsed(text: &str) -> Value {
+        serde_json::from_str(text).unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn a_system_line_keeps_its_mark_and_a_user_line_its_nick() {
+        let system = parsed(&line(&render::system("alice has joined #lobby"), 7, false));
+        assert_eq!(system["t"], "line");
+        assert_eq!(system["kind"], "system");
+        assert_eq!(system["text"], "*** alice has joined #lobby");
+        assert_eq!(system["at"], 7);
+        assert!(system.get("mention").is_none());
+        let said = Said { from: "bob", sender: 1, seq: 2, text: "hi \u{1b}[2J alice" };
+        let chat = parsed(&super::said(&said, false, 9, true));
+        assert_eq!((chat["kind"].clone(), chat["nick"].clone()), ("chat".into(), "bob".into()));
+        assert!(!chat["text"].as_str().unwrap_or("\u{1b}").contains('\u{1b}'), "{chat}");
+        assert_eq!(chat["mention"], true);
+        let action = parsed(&super::said(&said, true, 9, false));
+        assert_eq!(action["action"], true);
+    }
+
+    #[test]
+    fn history_lines_carry_when_they_were_said() {
+        let old = HistoryLine {
+            at: 1_700_000_000,
+            from: "carol".into(),
+            action: true,
+            text: "waves".into(),
+        };
+        let object = parsed(&history(&old));
+        assert_eq!(object["kind"], "history");
+        assert_eq!(object["at"], 1_700_000_000u64);
+        assert_eq!(object["action"], true);
+    }
+
+    #[test]
+    fn events_with_structure_have_it_and_others_none() {
+        let joined = Event::Joined { nick: "alice".into(), room: "#lobby".into() };
+        assert_eq!(parsed(&structure(&joined).unwrap_or_default())["t"], "joined");
+        let members = Event::Members {
+            room: "#lobby".into(),
+            nicks: vec!["alice".into(), "bob".into()],
+            away: vec!["bob".into()],
+            idle: vec![0, 0],
+            tls: vec![],
+            registered: vec![],
+        };
+        let object = parsed(&structure(&members).unwrap_or_default());
+        assert_eq!(object["members"][1], json!({ "nick": "bob", "away": true }));
+        assert_eq!(structure(&Event::Shutdown), None);
+        let reply = parsed(&admin(&ControlReply::Done("kicked bob".into())));
+        assert_eq!(reply["reply"], json!({ "Done": "kicked bob" }));
+        assert_eq!(parsed(&prompt(true))["secret"], true);
+    }
+}

@@ -12,6 +12,7 @@ use crate::session::SessionSettings;
 use crate::session::transport::ClientTransport;
 
 pub mod json;
+pub(in crate::session) mod view;
 
 /// Serves one web connection: reads its request, answers it, and runs a chat session on its
 /// WebSocket if it asked for one. Returns the exit status of the session child.
