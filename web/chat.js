@@ -118,16 +118,28 @@ function atBottom() {
   return logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 40;
 }
 
-function append(row) {
-  const follow = atBottom();
-  logEl.appendChild(row);
-  while (logEl.childElementCount > LOG_KEEP) {
-    logEl.firstElementChild.remove();
-  }
+// The log follows new lines unless the reader scrolled up (decided when they scroll, not when a
+// line comes: a hidden tab does not lay out, so its position then says nothing).
+let follow = true;
+logEl.addEventListener("scroll", () => {
+  follow = atBottom();
+});
+
+function toBottom() {
   if (follow) {
     logEl.scrollTop = logEl.scrollHeight;
   }
 }
+
+function append(row) {
+  logEl.appendChild(row);
+  while (logEl.childElementCount > LOG_KEEP) {
+    logEl.firstElementChild.remove();
+  }
+  toBottom();
+}
+
+window.addEventListener("resize", toBottom);
 
 // A line the server's own (not a user's): `*** ` kept in the text, so colour is never the only
 // difference, as on a terminal.
@@ -180,11 +192,10 @@ function showRow(line) {
 // ---- reconnect overlap ---------------------------------------------------------------------
 
 // After a reconnect (or a resume) the session sends the room's last lines as history. Those
-// already shown are dropped: the incoming history is lined up with the tail of what is shown
-// (compared by nick, text and action) where its first lines run longest along it, and from
-// there every history line found again, in order, is the overlap; the rest is what was
-// missed. The heading and footer around the history are held until then, and dropped with it
-// when nothing was missed.
+// already shown are dropped: an incoming history line equal (by nick, text and action) to a
+// line among the last ones shown in the room was shown; the rest was missed, and is shown in
+// the order it came. The heading and footer around the history are held until then, and
+// dropped with it when nothing was missed.
 function armDedup(waitMs) {
   const dedup = state.dedup;
   if (dedup) {
@@ -198,8 +209,8 @@ function armDedup(waitMs) {
   state.dedup = { history: [], held: [], timer: setTimeout(flushDedup, waitMs || 3000) };
 }
 
-function sameLine(a, b) {
-  return a.nick === b.nick && a.text === b.text && !!a.action === !!b.action;
+function lineKey(line) {
+  return JSON.stringify([line.nick, line.text, !!line.action]);
 }
 
 function flushDedup() {
@@ -210,33 +221,21 @@ function flushDedup() {
   clearTimeout(dedup.timer);
   state.dedup = null;
   const incoming = dedup.history;
-  const tail = state.tail.filter((entry) => entry.room === state.room);
-  // Where the history's first lines run along what is shown: usually they end where the
-  // shown lines end, but lines the history does not carry may follow them on the page.
-  let overlap = 0;
-  let from = tail.length;
-  for (let start = tail.length - 1; start >= 0; start--) {
-    let run = 0;
-    while (run < incoming.length && start + run < tail.length && sameLine(incoming[run], tail[start + run])) {
-      run += 1;
-    }
-    if (run > overlap) {
-      overlap = run;
-      from = start;
+  // A line (nick, text, action) shown among the last ones in this room is not shown again,
+  // nor twice within one batch: a restarted broker's history may hold a line twice, and in
+  // another order than the page showed it. (The price: the same words said twice by the same
+  // nick while the page was away show once.)
+  const shown = new Set();
+  for (const entry of state.tail) {
+    if (entry.room === state.room) {
+      shown.add(lineKey(entry));
     }
   }
-  // From there on, each history line found further along the shown lines (in order) was
-  // shown; the others were missed.
   const missed = [];
-  let next = from;
   for (const line of incoming) {
-    let at = next;
-    while (at < tail.length && !sameLine(line, tail[at])) {
-      at += 1;
-    }
-    if (at < tail.length) {
-      next = at + 1;
-    } else {
+    const key = lineKey(line);
+    if (!shown.has(key)) {
+      shown.add(key);
       missed.push(line);
     }
   }
@@ -301,6 +300,7 @@ document.addEventListener("visibilitychange", () => {
     state.unread = 0;
     state.mentions = 0;
     updateTitle();
+    toBottom();
   }
 });
 
@@ -498,7 +498,8 @@ function onEvent(event) {
     case "rooms":
       state.rooms = event.rooms;
       for (const room of event.rooms) {
-        if (room.name === state.room) {
+        // A list without topics (null) leaves the header's topic as the topic events set it.
+        if (room.name === state.room && typeof room.topic === "string") {
           setTopic(room.topic);
         }
       }

@@ -180,6 +180,13 @@ def check_chat(page, args):
         ),
     )
 
+    # The topic, in the header.
+    page.type("/topic Release 0.9 on Friday; be nice")
+    page.wait(
+        "the topic in the header",
+        lambda: driver.find_element(By.ID, "topic").text == "Release 0.9 on Friday; be nice",
+    )
+
     # Both ways, as lines, as /me and as private lines.
     page.type("hello from the browser")
     ask("bob-expect", "<alice> hello from the browser")
@@ -304,6 +311,28 @@ def check_admin(page, args, chat_tab):
     for label in ("Connections", "Users", "Broker restarts", "Fan-out p50"):
         assert label in figures, f"no {label} in the figures: {figures}"
 
+    # Some traffic, so that the charts show it: bob talks between the dashboard's polls.
+    def points():
+        chart = driver.find_element(By.CSS_SELECTOR, "#chart-lines polyline")
+        return len((chart.get_attribute("points") or "").split())
+
+    bursts = [
+        ["is the web client live yet?"],
+        ["it is: port 8023", "works on my phone too"],
+        ["the dashboard draws the traffic", "nice", "and kicks, apparently"],
+    ]
+    for burst in bursts:
+        seen = points()
+        for line in burst:
+            ask("bob-say", line)
+        page.wait("the next point on the chart", lambda: points() > seen)
+    page.wait("the last burst charted", lambda: points() > seen + 1)
+    top = driver.find_element(By.CSS_SELECTOR, "#chart-lines .now").text
+    assert " max 0.00 " not in top, f"the chart saw no lines: {top!r}"
+    driver.set_window_size(1200, 1000)
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(os.path.join(args.screenshots, "admin.png"))
+
     driver.find_element(By.ID, "kick-nick").send_keys("bob")
     driver.find_element(By.ID, "kick-reason").send_keys("from the dashboard")
     driver.find_element(By.CSS_SELECTOR, "#kick-form button[type=submit]").click()
@@ -321,17 +350,6 @@ def check_admin(page, args, chat_tab):
             if tr.find_elements(By.TAG_NAME, "td")
         ],
     )
-    # Two more answers, so that the charts have a few points.
-    page.wait(
-        "three points on the chart",
-        lambda: len(
-            (driver.find_element(By.CSS_SELECTOR, "#chart-lines polyline").get_attribute("points") or "").split()
-        )
-        >= 3,
-    )
-    driver.execute_script("window.scrollTo(0, 0)")
-    driver.set_window_size(1200, 1000)
-    driver.save_screenshot(os.path.join(args.screenshots, "admin.png"))
 
     # The room saw it.
     driver.switch_to.window(chat_tab)
@@ -386,6 +404,11 @@ def main():
             driver.save_screenshot(os.path.join(args.screenshots, "chat-narrow.png"))
         except BaseException:
             log(traceback.format_exc())
+            try:
+                for entry in driver.get_log("browser"):
+                    log("console:", entry["level"], entry["message"])
+            except Exception:
+                pass
             try:
                 driver.save_screenshot(os.path.join(args.screenshots, "failure.png"))
                 log("what the browser showed:", os.path.join(args.screenshots, "failure.png"))
