@@ -76,6 +76,9 @@ const state = {
   rooms: [],
   // The tail of the chat lines shown, for de-duplicating the history sent after a reconnect.
   tail: [],
+  // The private lines shown (nick, text, at), and a held "N messages while you were away:".
+  privates: [],
+  awayHeading: null,
   dedup: null,
   hidden: document.hidden,
   unread: 0,
@@ -182,6 +185,12 @@ function showRow(line) {
     state.tail.push({ room: state.room, nick: line.nick, text: line.text, action: !!line.action });
     if (state.tail.length > TAIL_KEEP) {
       state.tail.splice(0, state.tail.length - TAIL_KEEP);
+    }
+  }
+  if (kind === "private") {
+    state.privates.push({ nick: line.nick, text: line.text, at: line.at || 0 });
+    if (state.privates.length > 100) {
+      state.privates.shift();
     }
   }
   if (kind !== "history") {
@@ -473,6 +482,12 @@ function onEvent(event) {
   }
   switch (event.t) {
     case "line":
+      if (event.kind === "system") {
+        afterSecret(event.text);
+      }
+      if (!keptAgain(event)) {
+        return;
+      }
       if (state.reconnecting && !state.greeted && event.kind === "system") {
         state.preLogin.push(event);
         return;
@@ -538,6 +553,49 @@ function onEvent(event) {
     default:
       return;
   }
+}
+
+// After a password was typed, the session's next line says what comes next: another
+// password step ("Type it again:", like every password prompt, ends with a colon) keeps the
+// field secret; anything else ("registered", "wrong password") makes it a plain field again.
+function afterSecret(text) {
+  if (state.phase !== "secret" || state.secretPending) {
+    return;
+  }
+  if (/:\s*$/.test(text)) {
+    state.secretPending = true;
+  } else {
+    setPhase(state.me ? "chat" : "nick");
+  }
+}
+
+// Private lines kept for an account are delivered at its next login, and after a broker
+// restart a line the page already showed can come again that way: the same sender, text and
+// time (within seconds) is not shown twice. The "N messages while you were away:" before
+// them is held until one of them is new. Returns whether `event` is to be shown now.
+const REPLAY_SECONDS = 5;
+
+function keptAgain(event) {
+  if (event.kind === "system" && /while you were away:$/.test(event.text)) {
+    state.awayHeading = event;
+    return false;
+  }
+  if (event.kind === "private") {
+    const again = state.privates.some(
+      (shown) =>
+        shown.nick === event.nick && shown.text === event.text &&
+        Math.abs(shown.at - (event.at || 0)) <= REPLAY_SECONDS,
+    );
+    if (again) {
+      return false;
+    }
+  }
+  const heading = state.awayHeading;
+  state.awayHeading = null;
+  if (heading && event.kind === "private") {
+    showRow(heading);
+  }
+  return true;
 }
 
 function showPreLogin() {
@@ -611,14 +669,14 @@ function onYou(you) {
 // Up/Down list and is remembered (in memory) only to log in again after a reconnect.
 function typeLine(line, options) {
   const automatic = options && options.automatic;
-  if (state.phase === "secret" && state.secretPending) {
+  if (state.phase === "secret") {
     state.secretPending = false;
     if (!automatic) {
       state.password = line;
     }
+    // The field stays a password field until the server's next line says what comes next
+    // (see `afterSecret`).
     send(line);
-    // Back to a plain field until the server asks for another password.
-    setPhase(state.me ? "chat" : "nick");
     return;
   }
   if (state.phase === "nick" && !automatic) {

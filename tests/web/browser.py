@@ -28,6 +28,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT = 15
 # The terminal's nick colours in order (src/session/terminal.rs NICK_COLOURS).
 ANSI_NICK_COLOURS = ["31", "32", "34", "36", "91", "92", "94", "96"]
+# alice registers from the page with this.
+PAGE_PASSWORD = "tea at four, every day"
 
 
 def log(*words):
@@ -234,6 +236,20 @@ def check_chat(page, args):
         got = page.js("return chatdNickColour(arguments[0])", nick)
         assert got == nick_colour(nick), f"{nick}: the page says {got}, the terminal {nick_colour(nick)}"
     ask("bob-say", "/color off")
+
+    # An account, registered from the page: the field turns into a password field while the
+    # session asks for one, and back. (The reconnect below then logs in with the password.)
+    page.type("/register")
+    field = driver.find_element(By.ID, "input")
+    page.wait("a password field", lambda: field.get_attribute("type") == "password")
+    assert driver.find_element(By.ID, "input-label").text == "Password"
+    page.type(PAGE_PASSWORD)
+    page.row_with("Type it again", "system")
+    page.wait("a password field again", lambda: field.get_attribute("type") == "password")
+    page.type(PAGE_PASSWORD)
+    page.row_with("alice is registered; you are logged in", "system")
+    page.wait("a text field after the password", lambda: field.get_attribute("type") == "text")
+    assert PAGE_PASSWORD not in page.describe(), "the password shows on the page"
 
 
 def check_broker_restart(page):
