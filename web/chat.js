@@ -616,7 +616,9 @@ function onPrompt(secret) {
       showPreLogin();
     }
   } else {
-    setPhase(state.phase === "chat" ? "chat" : "nick");
+    // A plain prompt after login ends a password step (a /nick to a registered nick, a
+    // /register); before it, the session asks for a nickname.
+    setPhase(state.greeted ? "chat" : "nick");
     if (state.phase === "nick" && state.reconnecting && state.nick && state.autoNickTries < 5) {
       // The old session may still hold the nick for a moment: try again a few times.
       const delay = state.autoNickTries === 0 ? 0 : 2000;

@@ -63,7 +63,13 @@ impl Session {
             return;
         }
         match prompt.enter(line) {
-            Next::Ask(next) => self.show(render::system(&next)),
+            Next::Ask(next) => {
+                if self.is_browser() {
+                    self.ask_browser_for_a_secret(render::system(&next));
+                } else {
+                    self.show(render::system(&next));
+                }
+            }
             Next::Refused(why) => {
                 self.end_password_prompt();
                 self.show(render::system(&why));
@@ -130,6 +136,9 @@ impl Session {
     /// The prompt is over: echo comes back as it was.
     fn end_password_prompt(&mut self) {
         let Some(prompt) = self.state.password.take() else { return };
+        if self.is_browser() {
+            self.browser_input_is_plain();
+        }
         if let Some(editor) = &mut self.terminal.editor {
             editor.set_secret(false);
         }

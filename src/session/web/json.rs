@@ -6,7 +6,8 @@
 //! Every object has `"t"`:
 //! - `line`: one line a terminal would show (`kind`: system, chat, private, sent, history;
 //!   `nick`, `text`, `action`, `at` in Unix seconds, `mention` when a terminal would ring);
-//! - `prompt`: the session waits for a nickname or (`secret`) a password;
+//! - `prompt`: the session waits for a nickname, or (`secret`) a password; `secret: false`
+//!   also ends a password prompt (the page shows what is typed again);
 //! - `you`: this user's nick, room, account and admin role, whenever one of them changes;
 //! - `joined`, `left`, `renamed`, `topic`, `members`, `rooms`: the structure behind some lines
 //!   (the page shows only `line` objects as text);

@@ -75,6 +75,11 @@ impl Session {
         self.send_lines_to_browser(std::slice::from_ref(&prompt), false);
     }
 
+    /// The password prompt is over: what the user types next is shown again.
+    pub(in crate::session) fn browser_input_is_plain(&mut self) {
+        self.send_message(&json::prompt(false));
+    }
+
     /// Before an event's lines: its structure, and whether its lines are shown (`false` for
     /// the answer to a member or room list the session asked for itself).
     pub(in crate::session) fn event_to_browser(&mut self, event: &Event) -> bool {
