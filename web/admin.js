@@ -17,6 +17,7 @@ const state = {
   nick: null,
   password: null,
   passwordSent: false,
+  plainAfterPassword: 0,
   loggedIn: false,
   denied: false,
   pollTimer: null,
@@ -107,6 +108,7 @@ function send(line) {
 function connect() {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
   state.passwordSent = false;
+  state.plainAfterPassword = 0;
   setStatus("connecting…");
   const socket = new WebSocket(scheme + location.host + "/ws");
   state.socket = socket;
@@ -155,8 +157,12 @@ function onEvent(event) {
     case "prompt":
       if (!event.secret) {
         if (state.passwordSent) {
-          // Asked for a nickname again: the password was refused.
-          fail(state.lastSystem || "Login failed.");
+          // The first plain prompt after the password ends the password step; a second one
+          // asks for a nickname again: the password was refused.
+          state.plainAfterPassword += 1;
+          if (state.plainAfterPassword > 1) {
+            fail(state.lastSystem || "Login failed.");
+          }
           return;
         }
         send(state.nick);
@@ -178,7 +184,8 @@ function onEvent(event) {
       }
       return;
     case "line":
-      if (event.kind === "system") {
+      // The last thing the server said that is not a prompt: why a login failed.
+      if (event.kind === "system" && !/:\s*$/.test(event.text)) {
         state.lastSystem = event.text;
       }
       return;

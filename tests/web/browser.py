@@ -252,18 +252,26 @@ def check_chat(page, args):
     assert PAGE_PASSWORD not in page.describe(), "the password shows on the page"
 
 
+def still_whole(page, before, event):
+    """After `event`, alice's next line reaches bob, and the page shows every line it showed
+    before, in order, and none twice."""
+    line = f"browser after the {event}"
+    page.type(line)
+    ask("bob-expect", f"<alice> {line}")
+    page.row_with(line, "chat")
+    after = chat_lines(page)
+    assert after[: len(before)] == before, f"lines changed across the {event}\n{page.describe()}"
+    assert_no_duplicates(page, f"after the {event}")
+
+
 def check_broker_restart(page):
+    """The broker is killed -9: the socket stays, the session resumes with a new broker."""
     before = chat_lines(page)
     ask("kill-broker")
     page.row_with("The chat service restarted", "system")
     ask("bob-say", "said after the restart")
     page.row_with("said after the restart", "chat")
-    page.type("browser after the restart")
-    ask("bob-expect", "<alice> browser after the restart")
-    page.row_with("browser after the restart", "chat")
-    after = chat_lines(page)
-    assert after[: len(before)] == before, f"lines changed across the restart\n{page.describe()}"
-    assert_no_duplicates(page, "after the broker restart")
+    still_whole(page, before, "restart")
 
 
 def check_reconnect(page):
@@ -276,12 +284,7 @@ def check_reconnect(page):
     page.row_with("reconnected", "system")
     page.wait("alice back in the chat", lambda: page.phase() == "chat")
     page.row_with("said while alice was away")
-    page.type("browser after the reconnect")
-    ask("bob-expect", "<alice> browser after the reconnect")
-    page.row_with("browser after the reconnect", "chat")
-    after = chat_lines(page)
-    assert after[: len(before)] == before, f"lines changed across the reconnect\n{page.describe()}"
-    assert_no_duplicates(page, "after the reconnect")
+    still_whole(page, before, "reconnect")
 
 
 def admin_login(page, args, nick, password):
@@ -302,6 +305,16 @@ def check_admin(page, args, chat_tab):
     text = driver.find_element(By.ID, "denied").text
     assert "This account is not an administrator" in text, text
     assert not driver.find_element(By.ID, "dashboard").is_displayed(), "a dashboard for carol"
+
+    # A wrong password: the form says so and stays.
+    admin_login(page, args, args.admin, "not the password")
+    message = driver.find_element(By.ID, "login-message")
+    page.wait(
+        "the login refused",
+        lambda: "error" in (message.get_attribute("class") or "") and message.text != "",
+    )
+    log("a wrong password on the dashboard:", message.text)
+    assert not driver.find_element(By.ID, "dashboard").is_displayed(), "a dashboard without a password"
 
     admin_login(page, args, args.admin, args.admin_password)
     page.wait("the dashboard", lambda: driver.find_element(By.ID, "dashboard").is_displayed())
@@ -329,8 +342,11 @@ def check_admin(page, args, chat_tab):
 
     # Some traffic, so that the charts show it: bob talks between the dashboard's polls.
     def points():
-        chart = driver.find_element(By.CSS_SELECTOR, "#chart-lines polyline")
-        return len((chart.get_attribute("points") or "").split())
+        # Read in the page: the chart is drawn anew on each answer (no stale element).
+        return page.js(
+            "const p = document.querySelector('#chart-lines polyline');"
+            "return p ? p.getAttribute('points').split(' ').length : 0;"
+        )
 
     bursts = [
         ["is the web client live yet?"],
