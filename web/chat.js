@@ -44,7 +44,8 @@ const notifyButton = $("notify");
 
 const state = {
   socket: null,
-  // "connecting", "nick" (asked for a nickname), "secret" (asked for a password), "chat".
+  // "connecting", "nick" (asked for a nickname), "secret" (asked for a password), "waiting"
+  // (a password is being checked), "chat", "closed" (no reconnect by itself).
   phase: "connecting",
   me: null,
   room: null,
@@ -437,6 +438,9 @@ function setPhase(phase) {
     } else if (phase === "chat") {
       inputLabel.textContent = "Message";
       input.placeholder = "say something, or /help";
+    } else if (phase === "waiting") {
+      inputLabel.textContent = "Logging in";
+      input.placeholder = "";
     } else if (phase === "closed") {
       inputLabel.textContent = "Disconnected";
       input.placeholder = "press Enter to connect again";
@@ -616,7 +620,13 @@ function onPrompt(secret) {
       showPreLogin();
     }
   } else {
-    // A plain prompt after login ends a password step (a /nick to a registered nick, a
+    if (state.phase === "secret" && !state.secretPending) {
+      // The plain prompt that ends a password step: the session is checking the password
+      // (which can take a moment); nothing is to be typed for it.
+      setPhase(state.greeted ? "chat" : "waiting");
+      return;
+    }
+    // After login a plain prompt ends a password step (a /nick to a registered nick, a
     // /register); before it, the session asks for a nickname.
     setPhase(state.greeted ? "chat" : "nick");
     if (state.phase === "nick" && state.reconnecting && state.nick && state.autoNickTries < 5) {
