@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
 
 use crate::master::WebStart;
 use crate::proto::report::{REPORT_HTTP_ANSWERED, forwarded};
 use crate::session::SessionSettings;
 use crate::session::transport::ClientTransport;
+use crate::signals::ChildSignals;
 use crate::sys;
 
 pub mod json;
@@ -52,6 +54,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const CHUNK: usize = 16 * 1024;
 
 const CLIENT: Token = Token(0);
+const SIGNALS: Token = Token(1);
 
 /// Serves one web connection: reads its request, answers it, and runs a chat session on its
 /// WebSocket if it asked for one. Returns the exit status of the session child.
@@ -62,6 +65,13 @@ pub fn run(
     reporter: Option<StdUnixDatagram>,
     web: WebStart,
 ) -> i32 {
+    // The title's area is found now (reading /proc/self/stat, once): from here on no file can
+    // be opened. The request is read confined, as a telnet client's first byte is; the chat
+    // session confines itself again (a second Landlock layer, the same rules).
+    // SAFETY: a session starts no thread, and it began as the copy of the thread-less master:
+    // it is single-threaded.
+    unsafe { sys::set_process_title(&format!("chatd: (web) [{peer}]")) };
+    crate::sandbox::confine_session_or_log();
     let mut poll = match Poll::new() {
         Ok(poll) => poll,
         Err(err) => {
@@ -74,11 +84,25 @@ pub fn run(
         log::error!("cannot start a web session for {peer}: {err}");
         return 1;
     }
+    // A kick (SIGTERM) or the daemon stopping (SIGUSR1) ends a request still being read at
+    // once, as it ends a chat session; the chat session takes the signals over after `101`.
+    let signals =
+        ChildSignals::new(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2])
+            .and_then(|signals| signals.register(poll.registry(), SIGNALS).map(|()| signals));
+    let signals = match signals {
+        Ok(signals) => signals,
+        Err(err) => {
+            log::error!("cannot start a web session for {peer}: {err}");
+            return 1;
+        }
+    };
     let mut connection = Connection {
         client: &mut *client,
         poll: &mut poll,
         events: Events::with_capacity(4),
         chunk: settings.limits.send_queue_bytes.clamp(1, CHUNK),
+        signals,
+        stopped: false,
     };
     let deadline = Instant::now() + HEAD_TIMEOUT;
     if !connection.open(peer, deadline) {
@@ -98,8 +122,13 @@ pub fn run(
             debug!("web client {peer} left before its request was complete");
             return 0;
         }
+        Head::Stopped => {
+            debug!("web connection from {peer} ended by a signal before its request");
+            connection.client.close(None);
+            return 0;
+        }
         Head::Refused(status) => {
-            info!("web request from {peer} refused: {} ", status.code());
+            info!("web request from {peer} refused: {}", status.code());
             connection.answer(&pages::status_response(status, false));
             return 0;
         }
@@ -155,7 +184,9 @@ pub fn run(
         return 0;
     }
     let _ = connection.client.flush();
-    // The session's own poller registers the connection again.
+    // The session's own poller registers the connection again, and its own signal
+    // descriptor takes the signals (still blocked: one that comes now waits for it).
+    drop(connection);
     let _ = poll.registry().deregister(client.source());
     drop(poll);
     let leftover = head[head_length..].to_vec();
@@ -187,6 +218,8 @@ enum Head {
     Nothing,
     /// The client closed in the middle of its head, or the connection failed.
     Gone,
+    /// A signal ended the session (a kick, the daemon stopping).
+    Stopped,
     /// `431`, `400`, or `408` (too slow).
     Refused(Status),
 }
@@ -197,17 +230,30 @@ struct Connection<'a> {
     poll: &'a mut Poll,
     events: Events,
     chunk: usize,
+    signals: ChildSignals,
+    /// A signal asked the session to end.
+    stopped: bool,
 }
 
 impl Connection<'_> {
-    /// Waits until the connection is ready or `deadline`; false once it has passed.
+    /// Waits until the connection is ready or `deadline`; false once it has passed, or if a
+    /// signal ended the session (then `stopped`).
     fn wait(&mut self, deadline: Instant) -> bool {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || self.stopped {
             return false;
         }
-        sys::wait(self.poll, &mut self.events, Some(left)).is_ok()
-            && Instant::now() < deadline + Duration::from_millis(1)
+        if sys::wait(self.poll, &mut self.events, Some(left)).is_err() {
+            return false;
+        }
+        if self.events.iter().any(|event| event.token() == SIGNALS) {
+            while let Ok(Some(signal)) = self.signals.take_pending() {
+                // SIGUSR2 is for the master (an upgrade), as in a chat session.
+                self.stopped |= signal != Signal::SIGUSR2;
+            }
+        }
+        // Woken at the deadline: the caller tries once more, and the next wait says it passed.
+        !self.stopped
     }
 
     /// Finishes the connection's own opening (TLS); false if it failed or took too long.
@@ -222,7 +268,10 @@ impl Connection<'_> {
                 }
             }
             if !self.wait(deadline) {
-                info!("TLS handshake with {peer} timed out");
+                match self.stopped {
+                    true => debug!("TLS handshake with {peer} ended by a signal"),
+                    false => info!("TLS handshake with {peer} timed out"),
+                }
                 self.client.close(None);
                 return false;
             }
@@ -250,9 +299,10 @@ impl Connection<'_> {
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                     if !self.wait(deadline) {
-                        return match bytes.is_empty() {
-                            true => Head::Nothing,
-                            false => Head::Refused(Status::RequestTimeout),
+                        return match (self.stopped, bytes.is_empty()) {
+                            (true, _) => Head::Stopped,
+                            (false, true) => Head::Nothing,
+                            (false, false) => Head::Refused(Status::RequestTimeout),
                         };
                     }
                 }

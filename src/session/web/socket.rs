@@ -93,10 +93,20 @@ impl WebSocketTransport {
         leftover: Vec<u8>,
         send_queue_bytes: usize,
     ) -> WebSocketTransport {
+        Self::pinging_every(inner, leftover, send_queue_bytes, PING_EVERY)
+    }
+
+    fn pinging_every(
+        inner: Box<dyn ClientTransport>,
+        leftover: Vec<u8>,
+        send_queue_bytes: usize,
+        every: Duration,
+    ) -> WebSocketTransport {
         let tls = inner.is_tls();
         let socket = WebSocketContext::from_partially_read(leftover, Role::Server, Some(config()));
-        let ping =
-            ping_timer().map_err(|err| log::debug!("no ping timer for a web socket: {err}")).ok();
+        let ping = ping_timer(every)
+            .map_err(|err| log::debug!("no ping timer for a web socket: {err}"))
+            .ok();
         WebSocketTransport {
             inner,
             socket,
@@ -181,10 +191,10 @@ fn framed_len(len: usize) -> usize {
     header + len
 }
 
-fn ping_timer() -> nix::Result<TimerFd> {
+fn ping_timer(every: Duration) -> nix::Result<TimerFd> {
     let timer =
         TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
-    let every = TimeSpec::from_duration(PING_EVERY);
+    let every = TimeSpec::from_duration(every);
     timer.set(Expiration::Interval(every), TimerSetTimeFlags::empty())?;
     Ok(timer)
 }
@@ -403,7 +413,60 @@ impl ClientTransport for WebSocketTransport {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{TcpListener, TcpStream as StdTcpStream};
+
+    use tungstenite::protocol::WebSocket;
+
     use super::*;
+    use crate::session::transport::PlainTransport;
+
+    /// A WebSocket transport on one end of a loopback connection (over a plain transport),
+    /// tungstenite's client side on the other.
+    fn connected(limit: usize, ping: Duration) -> (WebSocketTransport, WebSocket<StdTcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let client = StdTcpStream::connect(("127.0.0.1", port)).expect("connect");
+        client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let stream = mio::net::TcpStream::from_std(server);
+        let plain = PlainTransport::new(stream, limit, Duration::from_secs(60), false);
+        let transport = WebSocketTransport::pinging_every(Box::new(plain), Vec::new(), limit, ping);
+        (transport, WebSocket::from_raw_socket(client, Role::Client, None))
+    }
+
+    /// Reads what the transport has, waiting on its readiness (5 s at most) while it would
+    /// block.
+    fn read_soon(transport: &mut WebSocketTransport, buf: &mut [u8]) -> io::Result<usize> {
+        let mut poll = mio::Poll::new()?;
+        poll.registry().register(transport, Token(0), Interest::READABLE)?;
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let read = loop {
+            match transport.read(buf) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break Err(err);
+                    }
+                    poll.poll(&mut events, Some(left))?;
+                }
+                other => break other,
+            }
+        };
+        let _ = poll.registry().deregister(transport);
+        read
+    }
+
+    fn text(client: &mut WebSocket<StdTcpStream>) -> String {
+        loop {
+            match client.read().expect("a message") {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("not text: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn the_configuration_is_valid_and_small() {
@@ -424,5 +487,158 @@ mod tests {
         assert_eq!(framed_len(126), 130);
         assert_eq!(framed_len(65535), 65539);
         assert_eq!(framed_len(65536), 65546);
+    }
+
+    #[test]
+    fn each_queue_is_one_message_and_each_message_one_line() {
+        let (mut transport, mut client) = connected(4096, PING_EVERY);
+        assert!(transport.is_web() && !transport.is_telnet() && !transport.is_tls());
+        assert_eq!(transport.sniff_http(), None);
+        transport.queue(b"{\"t\":\"line\"}").expect("room");
+        transport.queue("héllo".as_bytes()).expect("room");
+        assert_eq!(transport.queued(), 14 + 8);
+        assert!(transport.flush().expect("flush") > 0);
+        assert_eq!(transport.queued(), 0);
+        assert_eq!(text(&mut client), "{\"t\":\"line\"}");
+        assert_eq!(text(&mut client), "héllo");
+        client.send(Message::Text("hi there".into())).expect("send");
+        client.send(Message::Text("two\nlines".into())).expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4];
+        while got.len() < "hi there\ntwo\nlines\n".len() {
+            let n = read_soon(&mut transport, &mut buf).expect("read");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"hi there\ntwo\nlines\n", "small reads take a message in parts");
+        client.close(None).expect("close");
+        assert_eq!(read_soon(&mut transport, &mut buf).expect("read"), 0, "the browser left");
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_its_backlog_drops_whole_messages() {
+        let (mut transport, mut client) = connected(64, PING_EVERY);
+        transport.queue(&[b'a'; 40]).expect("room");
+        assert!(transport.queue(&[b'b'; 30]).is_err(), "42 + 32 > 64");
+        transport.queue(&[b'c'; 20]).expect("room");
+        transport.drop_backlog();
+        assert_eq!(transport.queued(), 0);
+        transport.queue(b"after").expect("room");
+        transport.flush().expect("flush");
+        assert_eq!(text(&mut client), "after", "nothing of the dropped backlog");
+        transport.discard_output();
+        assert!(transport.queue(b"x").is_err(), "a discarded queue takes nothing more");
+    }
+
+    #[test]
+    fn a_binary_message_is_refused_with_1003_and_a_big_one_with_1009() {
+        for (message, code) in [
+            (Message::Binary(vec![1, 2, 3].into()), CloseCode::Unsupported),
+            (Message::Text("x".repeat(MAX_MESSAGE + 1).into()), CloseCode::Size),
+        ] {
+            let (mut transport, mut client) = connected(4096, PING_EVERY);
+            client.send(message).expect("send");
+            let mut buf = [0u8; 64];
+            assert_eq!(read_soon(&mut transport, &mut buf).expect("read"), 0);
+            match client.read() {
+                Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, code),
+                other => panic!("no Close {code:?}: {other:?}"),
+            }
+            assert!(transport.queue(b"late").is_err(), "nothing after the Close");
+        }
+    }
+
+    #[test]
+    fn an_open_socket_is_pinged() {
+        let (mut transport, mut client) = connected(4096, Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut peek = [0u8; 1];
+        client.get_mut().set_nonblocking(true).expect("nonblocking");
+        while !matches!(client.get_ref().peek(&mut peek), Ok(1)) {
+            assert!(Instant::now() < deadline, "no ping within 5 s");
+            let _ = transport.read(&mut [0u8; 16]);
+            transport.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        client.get_mut().set_nonblocking(false).expect("blocking");
+        assert!(matches!(client.read(), Ok(Message::Ping(_))));
+    }
+
+    #[test]
+    fn the_server_closes_with_a_normal_close() {
+        let (mut transport, mut client) = connected(4096, PING_EVERY);
+        transport.queue(b"bye").expect("room");
+        transport.flush().expect("flush");
+        assert_eq!(text(&mut client), "bye");
+        // The client answers the Close (tungstenite does) while the transport drains.
+        let answer = std::thread::spawn(move || client.read());
+        transport.close(None);
+        match answer.join().expect("thread") {
+            Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
+            other => panic!("no Close: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_go_both_ways_over_tls() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let identity = crate::master::tls::self_signed(dir.path(), None).expect("certificate");
+        let cert_path = dir.path().join(crate::config::SELF_SIGNED_CERT);
+        let cert: rustls::pki_types::CertificateDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_file(&cert_path).expect("cert");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        // The browser: a rustls client and tungstenite's client side, blocking, in a thread.
+        let browser = std::thread::spawn(move || {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert).expect("trust anchor");
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let tls = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+            let socket = StdTcpStream::connect(address).expect("connect");
+            socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            let stream = rustls::StreamOwned::new(tls, socket);
+            let mut client = WebSocket::from_raw_socket(stream, Role::Client, None);
+            client.send(Message::Text("over tls".into())).expect("send");
+            let answer = loop {
+                match client.read().expect("a message") {
+                    Message::Text(text) => break text.to_string(),
+                    _ => continue,
+                }
+            };
+            let _ = client.close(None);
+            answer
+        });
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("nonblocking");
+        let stream = mio::net::TcpStream::from_std(accepted);
+        let keepalive = Duration::from_secs(60);
+        let mut tls = crate::session::tls::TlsTransport::new(
+            stream,
+            identity.settings,
+            4096,
+            keepalive,
+            false,
+        )
+        .expect("server connection");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !tls.handshake().expect("handshake") {
+            assert!(Instant::now() < deadline, "no handshake within 5 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut transport =
+            WebSocketTransport::pinging_every(Box::new(tls), Vec::new(), 4096, PING_EVERY);
+        assert!(transport.is_tls() && transport.is_web());
+        let mut got = [0u8; 64];
+        let n = read_soon(&mut transport, &mut got).expect("read");
+        assert_eq!(&got[..n], b"over tls\n");
+        transport.queue(b"back over tls").expect("room");
+        transport.flush().expect("flush");
+        assert_eq!(browser.join().expect("browser"), "back over tls");
     }
 }
