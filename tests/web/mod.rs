@@ -2,6 +2,7 @@
 //! for the WebSocket. `protocol`: requests, their limits and errors, the handshake's checks,
 //! and a browser's chat session beside a telnet user's.
 
+mod browser;
 mod json;
 mod protocol;
 
