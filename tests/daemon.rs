@@ -25,3 +25,4 @@ mod terminals;
 mod tls;
 mod upgrade;
 mod util;
+mod web;

@@ -1,0 +1,2 @@
+mod listener;
+mod proxy;
