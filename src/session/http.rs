@@ -2,7 +2,8 @@
 //!
 //! Owns the recognition of an HTTP request (by its first bytes before the greeting, or by its
 //! request line as the first line after it) and the short answer: `400 Bad Request`, a plain
-//! text body saying what chatd is and how to connect. The session sends it, closes, and tells
+//! text body saying what chatd is and how to connect, or, when chatd has a web listener, a
+//! short page linking to the web client there. The session sends it, closes, and tells
 //! the master that this was a probe answered, not a client that left before choosing a
 //! nickname: a web browser on the wrong port must not put its address (and everyone behind its
 //! NAT) in the penalty box. No I/O here.
@@ -42,15 +43,33 @@ pub fn head_complete(bytes: &[u8]) -> bool {
     bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
 }
 
-/// The answer to any request: `400 Bad Request` with a plain text body (none for `HEAD`).
-pub fn response(head_only: bool, port: u16) -> Vec<u8> {
-    let body = format!(
-        "This is chatd, a chat server for telnet and netcat clients, not a web server.\r\n\
-         Connect with: telnet <this host> {port}   (or: nc <this host> {port})\r\n"
-    );
+/// Where the web client is, for the answer's link: the web listener's port, and the host the
+/// browser asked for (its `Host` header without the port; `None` when it sent none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebClient<'a> {
+    pub host: Option<&'a str>,
+    pub port: u16,
+    /// The web listener speaks HTTPS.
+    pub tls: bool,
+}
+
+/// The answer to any request: `400 Bad Request` (none of the body for `HEAD`). With a web
+/// listener, a short HTML page linking to it; without, plain text saying how to connect.
+pub fn response(head_only: bool, port: u16, web: Option<WebClient<'_>>) -> Vec<u8> {
+    let (content_type, body) = match web {
+        Some(web) => ("text/html; charset=utf-8", web_page(port, web)),
+        None => (
+            "text/plain; charset=utf-8",
+            format!(
+                "This is chatd, a chat server for telnet and netcat clients, not a web server.\r\n\
+                 Connect with: telnet <this host> {port}   (or: nc <this host> {port})\r\n"
+            ),
+        ),
+    };
     let mut response = format!(
-        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.0 400 Bad Request\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n\
+         Content-Security-Policy: default-src 'none'\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -58,6 +77,55 @@ pub fn response(head_only: bool, port: u16) -> Vec<u8> {
         response.extend_from_slice(body.as_bytes());
     }
     response
+}
+
+/// The page that sends a browser to the web client. The host comes from the request: it is
+/// used only if it is a plain host name or address (so nothing of it can be markup).
+fn web_page(port: u16, web: WebClient<'_>) -> String {
+    let scheme = if web.tls { "https" } else { "http" };
+    let telnet = format!("telnet &lt;this host&gt; {port}");
+    match web.host.filter(|host| plain_host(host)) {
+        Some(host) => {
+            let url = format!("{scheme}://{host}:{}/", web.port);
+            format!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>chatd</title>\
+                 <p>This is chatd's port for telnet and netcat clients ({telnet}).</p>\
+                 <p>The web client is at <a href=\"{url}\">{url}</a>.</p></html>\n"
+            )
+        }
+        None => format!(
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>chatd</title>\
+             <p>This is chatd's port for telnet and netcat clients ({telnet}).</p>\
+             <p>The web client is on port {} of this host ({scheme}).</p></html>\n",
+            web.port
+        ),
+    }
+}
+
+/// A host name, an IPv4 address or a bracketed IPv6 address, and nothing else.
+fn plain_host(host: &str) -> bool {
+    let bracketed = host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']'));
+    match bracketed {
+        Some(v6) => {
+            !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        }
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }
+    }
+}
+
+/// The `Host` header of what was read of a request head, without its port.
+pub fn host_header(head: &[u8]) -> Option<&str> {
+    let head = std::str::from_utf8(head).ok()?;
+    let value = head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("host").then(|| value.trim())
+    })?;
+    let host = crate::session::web::request::host_without_port(value);
+    (!host.is_empty()).then_some(host)
 }
 
 #[cfg(test)]
@@ -82,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_answer_is_well_formed_http() {
-        let response = String::from_utf8(response(false, 2323)).unwrap_or_default();
+        let response = String::from_utf8(response(false, 2323, None)).unwrap_or_default();
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
         assert!(head.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{head}");
         assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
@@ -92,7 +160,7 @@ mod tests {
     }
 
     fn response_head_only() -> String {
-        String::from_utf8(response(true, 2323)).unwrap_or_default()
+        String::from_utf8(response(true, 2323, None)).unwrap_or_default()
     }
 
     #[test]
@@ -100,5 +168,33 @@ mod tests {
         assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n"));
         assert!(head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(head_complete(b"GET / HTTP/1.0\n\n"));
+    }
+
+    #[test]
+    fn with_a_web_listener_the_answer_links_to_it() {
+        let web = WebClient { host: Some("chat.example.org"), port: 8023, tls: false };
+        let answer = String::from_utf8(response(false, 2323, Some(web))).unwrap_or_default();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.contains("Content-Type: text/html; charset=utf-8"), "{head}");
+        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+        assert!(body.contains("<a href=\"http://chat.example.org:8023/\">"), "{body}");
+        let tls = WebClient { host: Some("[::1]"), port: 8443, tls: true };
+        let answer = String::from_utf8(response(false, 2323, Some(tls))).unwrap_or_default();
+        assert!(answer.contains("https://[::1]:8443/"), "{answer}");
+        let evil = WebClient { host: Some("<script>x</script>"), port: 8023, tls: false };
+        let answer = String::from_utf8(response(false, 2323, Some(evil))).unwrap_or_default();
+        assert!(!answer.contains("<script>"), "{answer}");
+        assert!(answer.contains("port 8023 of this host"), "{answer}");
+    }
+
+    #[test]
+    fn the_host_is_read_from_the_head_without_its_port() {
+        assert_eq!(
+            host_header(b"GET / HTTP/1.1\r\nhost: a.example:2323\r\n\r\n"),
+            Some("a.example")
+        );
+        assert_eq!(host_header(b"GET / HTTP/1.1\r\nHost: [::1]:2323\r\n"), Some("[::1]"));
+        assert_eq!(host_header(b"GET / HTTP/1.0\r\n\r\n"), None);
+        assert_eq!(host_header(b""), None);
     }
 }

@@ -410,7 +410,15 @@ impl Session {
     pub(super) fn answer_http(&mut self) {
         let head_only = self.http.as_ref().is_some_and(|request| request.head_only);
         let port = self.client.local_port();
-        self.send_raw(&http::response(head_only, port));
+        let head = self.http.as_ref().map(|request| request.head.as_slice()).unwrap_or_default();
+        // INTERFACE #19: the session does not know whether the web listener speaks HTTPS.
+        let web = self.settings.limits.web_port.map(|web_port| http::WebClient {
+            host: http::host_header(head),
+            port: web_port,
+            tls: false,
+        });
+        let answer = http::response(head_only, port, web);
+        self.send_raw(&answer);
         self.report_to_master(&[REPORT_HTTP_ANSWERED]);
         self.close(None, "an HTTP request on the chat port, answered");
     }

@@ -1,0 +1,1 @@
+// chatd admin: placeholder until the page helper's script is merged.

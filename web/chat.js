@@ -1,0 +1,1 @@
+// chatd: placeholder until the page helper's script is merged.
