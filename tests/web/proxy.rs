@@ -28,7 +28,9 @@ fn through(web: &WebDaemon, proxy: [u8; 4], client: &str) -> Result<WebSocket<Tc
     request.headers_mut().insert("X-Forwarded-For", client.parse().expect("a header value"));
     match tungstenite::client::client(request, stream) {
         Ok((socket, _)) => Ok(socket),
-        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            Err(response.status().as_u16())
+        }
         Err(_) => Err(0),
     }
 }
@@ -93,7 +95,7 @@ fn a_trusted_proxys_forwarded_address_is_the_one_who_limits_and_bans_see() {
 }
 
 #[test]
-fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
+fn an_untrusted_peers_forwarded_address_is_not_what_who_shows_or_limits_count() {
     let web = behind_a_proxy();
     // 127.0.0.2 is no trusted proxy: its header is anyone's word.
     let mut mallory = through(&web, [127, 0, 0, 2], "198.51.100.66").expect("an upgrade");
