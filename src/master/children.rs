@@ -426,7 +426,9 @@ impl Master {
         }
         // The proxy tells no port: 0 keeps the "IP:port" form the broker reads addresses in.
         let real = SocketAddr::new(addr.to_canonical(), 0);
-        info!("session {pid}: client {} forwarded by proxy {}", real.ip(), proxy.ip());
+        // The proxy as it is written in trusted_proxies (not `::ffff:127.0.0.1`).
+        let proxy_ip = proxy.ip().to_canonical();
+        info!("session {pid}: client {} forwarded by proxy {proxy_ip}", real.ip());
         child.peer = real;
         // Counted under the real address first, so that the end of a refused child below trips
         // that address and not the proxy's.
@@ -448,8 +450,7 @@ impl Master {
             if self.throttle.allow(key, now) {
                 info!(
                     target: logging::NOTICE,
-                    "refused {real} (forwarded by proxy {}): {reason}",
-                    proxy.ip()
+                    "refused {real} (forwarded by proxy {proxy_ip}): {reason}"
                 );
             }
             self.log_sentence(real, now);

@@ -12,7 +12,7 @@ use tungstenite::protocol::WebSocket;
 use super::listener::connect_from;
 use super::{WebDaemon, login};
 use crate::control::ok;
-use crate::util::{Client, login_on, wait_until};
+use crate::util::{Client, Spawned, free_port, login_on, runtime_dir, wait_until};
 
 /// A proxy on 127.0.0.1 is trusted; one address may hold one connection.
 fn behind_a_proxy() -> WebDaemon {
@@ -22,8 +22,13 @@ fn behind_a_proxy() -> WebDaemon {
 /// A WebSocket from `proxy` whose `X-Forwarded-For` says `client`; `Err` with the answer's
 /// status when the server does not upgrade (0: it closed without one).
 fn through(web: &WebDaemon, proxy: [u8; 4], client: &str) -> Result<WebSocket<TcpStream>, u16> {
-    let stream = connect_from(web.web_port, proxy);
-    let url = format!("ws://127.0.0.1:{}/ws", web.web_port);
+    through_port(web.web_port, proxy, client)
+}
+
+/// [`through`] to the web listener on `port`.
+fn through_port(port: u16, proxy: [u8; 4], client: &str) -> Result<WebSocket<TcpStream>, u16> {
+    let stream = connect_from(port, proxy);
+    let url = format!("ws://127.0.0.1:{port}/ws");
     let mut request = url.into_client_request().expect("a request");
     request.headers_mut().insert("X-Forwarded-For", client.parse().expect("a header value"));
     match tungstenite::client::client(request, stream) {
@@ -108,4 +113,31 @@ fn an_untrusted_peers_forwarded_address_is_not_what_who_shows_or_limits_count() 
     // Its per-address limit is its own: a second connection from 127.0.0.2 is refused before
     // a session is forked, in HTTP.
     assert_eq!(through(&web, [127, 0, 0, 2], "198.51.100.67").err(), Some(503));
+}
+
+/// A socket systemd binds on `[::]` for both families (BindIPv6Only=both, as chatd-web.socket
+/// does) shows its IPv4 clients as `::ffff:127.0.0.1`: still the trusted `127.0.0.1/32`.
+#[test]
+fn an_ipv4_proxy_on_a_dual_stack_socket_from_systemd_is_trusted() {
+    let dir = runtime_dir();
+    let port = free_port();
+    let config = dir.path().join("chatd.toml");
+    let settings = format!(
+        "user = \"nobody\"\nstate_dir = \"{}\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+        dir.path().join("state").display()
+    );
+    std::fs::write(&config, settings).expect("write the settings");
+    let daemon = Spawned::spawn(
+        std::process::Command::new("systemd-socket-activate")
+            .args(["-l", &format!("[::]:{port}"), "--fdname=web"])
+            .args([env!("CARGO_BIN_EXE_chatd"), "--log", "stderr", "--runtime-dir"])
+            .arg(dir.path().join("run"))
+            .arg("--config")
+            .arg(&config),
+    );
+    daemon.wait_for_log("Listening on");
+    let mut alice = through_port(port, [127, 0, 0, 1], "198.51.100.7").expect("an upgrade");
+    let line = daemon.wait_for_log("forwarded by proxy");
+    assert!(line.contains(": client 198.51.100.7 forwarded by proxy 127.0.0.1"), "{line}");
+    login(&mut alice, "alice");
 }
