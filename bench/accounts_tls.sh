@@ -13,16 +13,10 @@ rm -rf "$out" && mkdir -p "$out" && chmod 777 "$out"
 results=$out/results.jsonl
 reps=${REPS:-3}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-plain=$((26000 + RANDOM % 1000)); tls=$((plain + 1000))
-{ cat bench/chatd.toml; echo "state_dir = \"$out/state\""; echo "tls_listen = [\"127.0.0.1:$tls\"]"; } \
-  > "$out/chatd.toml"
-target/release/chatd --config "$out/chatd.toml" --listen "127.0.0.1:$plain" \
-  --runtime-dir "$out/run" --log stderr 2>"$out/chatd.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-for port in "$plain" "$tls"; do
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+plain=$((26000 + RANDOM % 1000)); tls=$((plain + 1000)); second=$tls
+# shellcheck source=bench/one_chatd.sh
+. bench/one_chatd.sh
+start_one_chatd "tls_listen = [\"127.0.0.1:$tls\"]"
 cert=$out/state/tls-cert.pem
 run() { "$bench" "$@" --pid "$pid" --json "$results" >&2; }
 python3 bench/login_storm.py register "$plain" 25 "correct horse battery" >&2

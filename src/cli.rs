@@ -37,7 +37,8 @@ pub struct Cli {
     #[arg(long = "listen", value_name = "ADDR:PORT", global = true)]
     pub listen: Vec<String>,
     /// Address to serve web browsers on (the page, the dashboard, the WebSocket), as ADDR:PORT
-    /// (repeatable). Default: port 8023 beside the default plain addresses.
+    /// (repeatable). Default: 0.0.0.0:8023 and [::]:8023, and none when --listen is given.
+    /// Ignored when systemd passes listening sockets (one named "web" is a web listener).
     #[arg(long = "web-listen", value_name = "ADDR:PORT", global = true)]
     pub web_listen: Vec<String>,
 

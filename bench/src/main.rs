@@ -8,6 +8,7 @@
 
 mod measure;
 mod tls;
+mod web;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -75,6 +76,8 @@ enum Scenario {
 enum Protocol {
     Chatd,
     Irc,
+    /// chatd's web listener: a WebSocket to `/ws`, one text message per line.
+    Web,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +125,8 @@ struct Client {
     alive: bool,
     /// The client's TLS connection (`--tls`); `out` and `inbuf` stay plaintext.
     tls: Option<rustls::ClientConnection>,
+    /// A web client still waiting for the answer to its upgrade request.
+    upgrading: bool,
 }
 
 /// A message on its way: how many receivers still have to get it.
@@ -162,7 +167,7 @@ impl Load {
         raise_open_files(common.clients as u64 + 64);
         let poll = Poll::new()?;
         let fanout = match common.protocol {
-            Protocol::Chatd => common.clients as u32,
+            Protocol::Chatd | Protocol::Web => common.clients as u32,
             Protocol::Irc => common.clients.saturating_sub(1) as u32,
         };
         Ok(Load {
@@ -199,19 +204,25 @@ impl Load {
         )?;
         let nick = format!("b{id}");
         let out = match self.protocol {
-            Protocol::Chatd => format!("{nick}\r\n"),
-            Protocol::Irc => format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n"),
+            Protocol::Chatd => format!("{nick}\r\n").into_bytes(),
+            Protocol::Irc => format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").into_bytes(),
+            Protocol::Web => {
+                let mut out = web::upgrade_request(addr);
+                web::frame(&mut out, 1, nick.as_bytes());
+                out
+            }
         };
         self.clients.push(Client {
             stream,
             inbuf: Vec::with_capacity(4096),
-            out: out.into_bytes(),
+            out,
             nick,
             connected_at: Instant::now(),
             admitted_at: None,
             last_seen: vec![0; senders],
             alive: true,
             tls: self.tls.as_ref().map(tls::TlsClients::start).transpose()?,
+            upgrading: self.protocol == Protocol::Web,
         });
         Ok(())
     }
@@ -273,6 +284,10 @@ impl Load {
                 Err(err) => return Err(err),
             };
             self.clients[id].inbuf.extend_from_slice(&chunk[..n]);
+            if self.protocol == Protocol::Web {
+                self.messages(id)?;
+                continue;
+            }
             let buffer = std::mem::take(&mut self.clients[id].inbuf);
             let mut start = 0;
             while let Some(end) = buffer[start..].iter().position(|&b| b == b'\n') {
@@ -287,10 +302,40 @@ impl Load {
         }
     }
 
+    /// A web client's input: the upgrade's answer, then frames, each text message as the
+    /// terminal lines it stands for; pings are answered.
+    fn messages(&mut self, id: usize) -> io::Result<()> {
+        let client = &mut self.clients[id];
+        if client.upgrading {
+            match web::take_head(&mut client.inbuf) {
+                None => return Ok(()),
+                Some(Ok(())) => client.upgrading = false,
+                Some(Err(status)) => {
+                    return Err(io::Error::other(format!(
+                        "client {id}: upgrade refused: {status}"
+                    )));
+                }
+            }
+        }
+        while let Some((opcode, payload)) = web::take_frame(&mut self.clients[id].inbuf) {
+            match opcode {
+                1 => {
+                    for line in web::terminal_lines(&String::from_utf8_lossy(&payload)) {
+                        self.line(id, line.as_bytes());
+                    }
+                }
+                8 => return Err(io::Error::other(format!("client {id}: the server closed"))),
+                9 => web::frame(&mut self.clients[id].out, 10, &payload),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn line(&mut self, id: usize, line: &[u8]) {
         let Ok(line) = std::str::from_utf8(line) else { return };
         let message = match self.protocol {
-            Protocol::Chatd => {
+            Protocol::Chatd | Protocol::Web => {
                 line.strip_prefix('<').and_then(|rest| rest.split_once("> ")).map(|(_, m)| m)
             }
             Protocol::Irc => line
@@ -311,7 +356,7 @@ impl Load {
         }
         let nick = &self.clients[id].nick;
         let admitted = match self.protocol {
-            Protocol::Chatd => line == format!("*** {nick} has joined lobby"),
+            Protocol::Chatd | Protocol::Web => line == format!("*** {nick} has joined lobby"),
             Protocol::Irc => {
                 let code = line.split_whitespace().nth(1);
                 if code == Some("001") {
@@ -381,11 +426,15 @@ impl Load {
         self.next_seq[s] += 1;
         let now_ns = self.started.elapsed().as_nanos() as u64;
         let text = format!("m {s} {seq} {now_ns}");
-        let line = match self.protocol {
-            Protocol::Chatd => format!("{text}\r\n"),
-            Protocol::Irc => format!("PRIVMSG {ROOM_IRC} :{text}\r\n"),
-        };
-        self.clients[s].out.extend_from_slice(line.as_bytes());
+        match self.protocol {
+            Protocol::Chatd => {
+                self.clients[s].out.extend_from_slice(format!("{text}\r\n").as_bytes())
+            }
+            Protocol::Irc => self.clients[s]
+                .out
+                .extend_from_slice(format!("PRIVMSG {ROOM_IRC} :{text}\r\n").as_bytes()),
+            Protocol::Web => web::frame(&mut self.clients[s].out, 1, text.as_bytes()),
+        }
         self.in_flight.insert((s as u32, seq), InFlight { remaining: self.fanout });
         self.pending[s] += 1;
         if self.measuring {
@@ -515,6 +564,15 @@ fn server_figures(result: &mut Map<String, Value>, pid: Option<i32>, clients: us
     put(result, "server_processes", tree.len());
     put(result, "pss_total_kib", pss);
     put(result, "pss_per_client_kib", pss as f64 / clients.max(1) as f64);
+    // The session children alone (neither the master nor the broker): with one client, the
+    // PSS of its one session process.
+    let broker = measure::broker_of(pid, &tree);
+    let sessions: Vec<i32> =
+        tree.iter().copied().filter(|&p| p != pid && Some(p) != broker).collect();
+    if !sessions.is_empty() {
+        let session_pss: u64 = sessions.iter().map(|&p| measure::pss_kib(p)).sum();
+        put(result, "pss_per_session_kib", session_pss as f64 / sessions.len() as f64);
+    }
 }
 
 fn milliseconds(us: u64) -> f64 {

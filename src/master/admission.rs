@@ -14,8 +14,15 @@
 //! put it in the penalty box for `penalty`, doubling with each further sentence up to
 //! `penalty_max`; sentences expire by themselves, and so does the doubling once a source has
 //! behaved for `penalty_max`.
+//!
+//! Behind a reverse proxy (`trusted_proxies`): a connection from a trusted proxy meets only the
+//! totals at accept (the proxy's address holds everyone's connections, so per-source limits and
+//! penalties on it would shut out every user at once), and its leaving before it is forwarded
+//! is no trip. Once its session reports the client's own address ([`Admission::forwarded`]),
+//! the client counts under that source like a direct one, and the per-source limits and the
+//! penalty box apply to it there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use std::time::{Duration, Instant};
@@ -36,6 +43,14 @@ pub const BROKER_SPARE_FILES: u64 = 24;
 pub fn clients_within(limit: u64, wanted: usize) -> usize {
     let room = limit.saturating_sub(BROKER_SPARE_FILES);
     wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// Whether `peer` is one of `trusted_proxies`, whose `X-Forwarded-For` is believed. An
+/// IPv4-mapped IPv6 peer (an IPv4 client of a dual-stack `[::]` socket, as systemd binds one)
+/// is matched as the IPv4 address it is.
+pub fn is_trusted_proxy(trusted_proxies: &[ipnet::IpNet], peer: IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    trusted_proxies.iter().any(|net| net.contains(&peer))
 }
 
 /// An IPv4 address, or the /64 of an IPv6 address.
@@ -154,6 +169,11 @@ pub struct Admission {
     /// Clients still choosing a nickname, per source (only sources that have some).
     unadmitted_per_source: HashMap<Source, usize>,
     records: HashMap<Source, Record>,
+    /// Clients whose leaving before admission is no trip: a trusted proxy's connection not yet
+    /// forwarded (the trip would be its real client's, who is unknown), and a client refused
+    /// once forwarded (the refusal tripped already). Not handed over by an upgrade: such a
+    /// client then trips its source as any would.
+    exempt: HashSet<Pid>,
     rng: fastrand::Rng,
 }
 
@@ -166,6 +186,7 @@ impl Admission {
             unadmitted: 0,
             unadmitted_per_source: HashMap::new(),
             records: HashMap::new(),
+            exempt: HashSet::new(),
             rng: fastrand::Rng::new(),
         }
     }
@@ -178,7 +199,7 @@ impl Admission {
     /// Decides on a new connection from `addr`. A refusal counts as a trip for its source.
     pub fn check(&mut self, addr: IpAddr, now: Instant) -> Result<(), Refusal> {
         let source = Source::of(addr);
-        let refusal = self.refusal(source, now);
+        let refusal = self.refusal(Some(source), now);
         if let Some(refusal) = refusal {
             if !matches!(refusal, Refusal::Penalty { .. }) {
                 self.trip(source, now);
@@ -188,25 +209,37 @@ impl Admission {
         Ok(())
     }
 
-    fn refusal(&mut self, source: Source, now: Instant) -> Option<Refusal> {
-        if let Some(until) = self.records.get(&source).and_then(|r| r.until)
-            && until > now
-        {
-            let seconds_left = until.saturating_duration_since(now).as_secs_f64().ceil() as u64;
-            return Some(Refusal::Penalty { seconds_left });
+    /// Decides on a new connection from a trusted proxy: only the totals (`max_clients`,
+    /// MaxStartups) apply, and a refusal is no trip; the client's own source is checked when
+    /// it is known ([`Admission::forwarded`]).
+    pub fn check_proxied(&mut self, now: Instant) -> Result<(), Refusal> {
+        match self.refusal(None, now) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    }
+
+    /// Why a connection from `source` (`None`: one from a trusted proxy, whose source is not
+    /// known yet) is refused, if it is.
+    fn refusal(&mut self, source: Option<Source>, now: Instant) -> Option<Refusal> {
+        if let Some(refusal) = source.and_then(|source| self.penalty(source, now)) {
+            return Some(refusal);
         }
         if self.clients.len() >= self.limits.max_clients {
             return Some(Refusal::Full);
         }
-        if self.per_source.get(&source).copied().unwrap_or(0) >= self.limits.max_clients_per_ip {
+        let count = |counts: &HashMap<Source, usize>| {
+            source.and_then(|source| counts.get(&source).copied()).unwrap_or(0)
+        };
+        if source.is_some() && count(&self.per_source) >= self.limits.max_clients_per_ip {
             return Some(Refusal::PerSource);
         }
         let startups = self.limits.max_startups;
         if self.unadmitted >= startups.full {
             return Some(Refusal::Startups);
         }
-        let held = self.unadmitted_per_source.get(&source).copied().unwrap_or(0);
-        if held >= self.limits.max_startups_per_ip {
+        let held = count(&self.unadmitted_per_source);
+        if source.is_some() && held >= self.limits.max_startups_per_ip {
             return Some(Refusal::StartupsPerSource);
         }
         if self.unadmitted >= startups.start {
@@ -219,15 +252,26 @@ impl Admission {
             let over = (self.unadmitted - startups.start) as u64;
             let rate = u64::from(startups.rate);
             let probability = rate + (100 - rate) * over / span;
+            // A proxy's connection, whose source is unknown, is refused at sshd's rate.
             let sources = self.unadmitted_per_source.len().max(1) as u64;
-            let weighted = (probability * (held as u64 + 1) * sources
-                / self.unadmitted.max(1) as u64)
-                .min(probability);
+            let weighted = match source {
+                Some(_) => (probability * (held as u64 + 1) * sources
+                    / self.unadmitted.max(1) as u64)
+                    .min(probability),
+                None => probability,
+            };
             if self.rng.u64(0..100) < weighted {
                 return Some(Refusal::Startups);
             }
         }
         None
+    }
+
+    /// The penalty `source` is serving at `now`, if it is.
+    fn penalty(&self, source: Source, now: Instant) -> Option<Refusal> {
+        let until = self.records.get(&source).and_then(|r| r.until)?;
+        let seconds_left = until.checked_duration_since(now)?.as_secs_f64().ceil() as u64;
+        (until > now).then_some(Refusal::Penalty { seconds_left })
     }
 
     fn trip(&mut self, source: Source, now: Instant) {
@@ -265,6 +309,60 @@ impl Admission {
         self.unadmitted += 1;
         *self.unadmitted_per_source.entry(source).or_default() += 1;
         self.clients.insert(pid, Client { source, admitted: false });
+    }
+
+    /// A session was forked for a connection from a trusted proxy at `proxy`: counted under the
+    /// proxy's address until [`Admission::forwarded`] moves it, and its leaving before then is
+    /// no trip.
+    pub fn accepted_from_proxy(&mut self, pid: Pid, proxy: IpAddr) {
+        self.accepted(pid, proxy);
+        self.exempt.insert(pid);
+    }
+
+    /// The session `pid`'s trusted proxy says its client is `addr`: from now on the client
+    /// counts under its own source, as if it had connected directly, and that source's limits
+    /// apply to it there. `Err`: the source was already at `max_clients_per_ip` (or at
+    /// `max_startups_per_ip` with clients still logging in) or is in the penalty box; the
+    /// caller ends the session. Such a refusal trips the source as one at accept does (not for
+    /// a penalty), and the session's leaving then trips it no further.
+    pub fn forwarded(&mut self, pid: Pid, addr: IpAddr, now: Instant) -> Result<(), Refusal> {
+        let Some(client) = self.clients.get_mut(&pid) else { return Ok(()) };
+        let (old, admitted) = (client.source, client.admitted);
+        let new = Source::of(addr);
+        client.source = new;
+        self.exempt.remove(&pid);
+        if old != new {
+            if let Some(count) = self.per_source.get_mut(&old) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_source.remove(&old);
+                }
+            }
+            *self.per_source.entry(new).or_default() += 1;
+            if !admitted {
+                self.no_longer_starting(old);
+                *self.unadmitted_per_source.entry(new).or_default() += 1;
+            }
+        }
+        // The counts include this client now: over the limit means it is one too many.
+        let refusal = self.penalty(new, now).or_else(|| {
+            if self.per_source.get(&new).copied().unwrap_or(0) > self.limits.max_clients_per_ip {
+                Some(Refusal::PerSource)
+            } else if !admitted
+                && self.unadmitted_per_source.get(&new).copied().unwrap_or(0)
+                    > self.limits.max_startups_per_ip
+            {
+                Some(Refusal::StartupsPerSource)
+            } else {
+                None
+            }
+        });
+        let Some(refusal) = refusal else { return Ok(()) };
+        if !matches!(refusal, Refusal::Penalty { .. }) {
+            self.trip(new, now);
+        }
+        self.exempt.insert(pid);
+        Err(refusal)
     }
 
     /// The session `pid` chose a nickname.
@@ -315,10 +413,13 @@ impl Admission {
                 self.per_source.remove(&client.source);
             }
         }
+        let exempt = self.exempt.remove(&pid);
         if !client.admitted {
             self.unadmitted -= 1;
             self.no_longer_starting(client.source);
-            self.trip(client.source, now);
+            if !exempt {
+                self.trip(client.source, now);
+            }
         }
         self.forget_old_records(now);
         Some(client.admitted)
@@ -676,5 +777,98 @@ mod tests {
         admission.accepted(Pid::from_raw(23), addr);
         admission.exited(Pid::from_raw(23), now);
         assert!(admission.check(addr, now).is_err());
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_matched_by_network_and_as_ipv4_when_mapped() {
+        let proxies: Vec<ipnet::IpNet> = ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+            .iter()
+            .map(|n| n.parse().expect("net"))
+            .collect();
+        for trusted in ["127.0.0.1", "10.20.30.40", "::1", "::ffff:127.0.0.1", "::ffff:10.0.0.9"] {
+            assert!(is_trusted_proxy(&proxies, ip(trusted)), "{trusted}");
+        }
+        for untrusted in ["127.0.0.2", "192.0.2.1", "::2", "::ffff:192.0.2.1", "2001:db8::1"] {
+            assert!(!is_trusted_proxy(&proxies, ip(untrusted)), "{untrusted}");
+        }
+        assert!(!is_trusted_proxy(&[], ip("127.0.0.1")), "no proxies: nobody is trusted");
+    }
+
+    #[test]
+    fn a_proxy_meets_only_the_totals_and_its_clients_count_by_their_own_address() {
+        let mut admission = Admission::new(limits());
+        let now = Instant::now();
+        let (proxy, alice, bob) = (ip("127.0.0.1"), ip("198.51.100.1"), ip("198.51.100.2"));
+        // More connections through the proxy than one address may hold (2).
+        for pid in 1..=3 {
+            assert_eq!(admission.check_proxied(now), Ok(()), "connection {pid}");
+            admission.accepted_from_proxy(Pid::from_raw(pid), proxy);
+        }
+        // Three still logging in: MaxStartups (full at 3) is a total, and holds for proxies too.
+        assert_eq!(admission.check_proxied(now), Err(Refusal::Startups));
+        assert_eq!(admission.forwarded(Pid::from_raw(1), alice, now), Ok(()));
+        assert_eq!(admission.forwarded(Pid::from_raw(2), alice, now), Ok(()));
+        assert_eq!(admission.forwarded(Pid::from_raw(3), bob, now), Ok(()));
+        assert!(!admission.per_source.contains_key(&Source::of(proxy)), "moved off the proxy");
+        assert_eq!(admission.per_source[&Source::of(alice)], 2);
+        assert_eq!(admission.unadmitted_per_source[&Source::of(alice)], 2);
+        // Alice's address is full now, for direct connections as for proxied ones.
+        assert_eq!(admission.check(alice, now), Err(Refusal::PerSource));
+        admission.admitted(Pid::from_raw(1));
+        admission.accepted_from_proxy(Pid::from_raw(4), proxy);
+        assert_eq!(admission.forwarded(Pid::from_raw(4), alice, now), Err(Refusal::PerSource));
+        // The refusal is a trip (pid 1's admission forgave the direct check's), and the
+        // refused client's end is no second one.
+        assert_eq!(admission.exited(Pid::from_raw(4), now), Some(false));
+        assert_eq!(admission.records[&Source::of(alice)].trips, 1);
+        assert!(admission.records[&Source::of(alice)].until.is_none());
+        // Bob leaves before choosing a nickname: his trip, not the proxy's.
+        admission.exited(Pid::from_raw(3), now);
+        assert_eq!(admission.records[&Source::of(bob)].trips, 1);
+        assert!(!admission.records.contains_key(&Source::of(proxy)));
+        assert_eq!(admission.exited(Pid::from_raw(2), now), Some(false));
+        assert_eq!(admission.exited(Pid::from_raw(1), now), Some(true));
+        assert_eq!(admission.unadmitted, 0);
+        assert!(admission.per_source.is_empty() && admission.unadmitted_per_source.is_empty());
+    }
+
+    #[test]
+    fn a_proxied_connection_that_is_never_forwarded_trips_nobody() {
+        let mut admission = Admission::new(limits());
+        let now = Instant::now();
+        let proxy = ip("127.0.0.1");
+        for pid in 1..=5 {
+            admission.accepted_from_proxy(Pid::from_raw(pid), proxy);
+            assert_eq!(admission.exited(Pid::from_raw(pid), now), Some(false));
+        }
+        assert!(admission.records.is_empty());
+        assert_eq!(admission.check_proxied(now), Ok(()));
+    }
+
+    #[test]
+    fn a_penalised_address_is_refused_behind_the_proxy_too() {
+        let mut admission = Admission::new(limits());
+        let now = Instant::now();
+        let (proxy, mallory) = (ip("127.0.0.1"), ip("203.0.113.66"));
+        for _ in 0..3 {
+            admission.trip(Source::of(mallory), now);
+        }
+        // The proxy itself is no penalised source.
+        assert_eq!(admission.check_proxied(now), Ok(()));
+        admission.accepted_from_proxy(Pid::from_raw(1), proxy);
+        assert_eq!(
+            admission.forwarded(Pid::from_raw(1), mallory, now),
+            Err(Refusal::Penalty { seconds_left: 10 })
+        );
+        // Ending the refused client does not lengthen the sentence.
+        admission.exited(Pid::from_raw(1), now);
+        assert_eq!(admission.records[&Source::of(mallory)].trips, 0);
+        assert_eq!(admission.records[&Source::of(mallory)].last_penalty, Duration::from_secs(10));
+        // A wrong password behind the proxy trips the client's own address.
+        admission.accepted_from_proxy(Pid::from_raw(2), proxy);
+        let later = now + Duration::from_secs(11);
+        assert_eq!(admission.forwarded(Pid::from_raw(2), ip("198.51.100.9"), later), Ok(()));
+        admission.failed_authentication(Pid::from_raw(2), later);
+        assert_eq!(admission.records[&Source::of(ip("198.51.100.9"))].trips, 1);
     }
 }

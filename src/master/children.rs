@@ -7,7 +7,7 @@
 //! here names `broker` or `session`. After `fork`, the child side runs only [`become_child`].
 //! The restart and crash-loop arithmetic is in `supervision`.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
@@ -19,10 +19,11 @@ use mio::net::TcpStream;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::Master;
+use super::admission::is_trusted_proxy;
 use super::listen::{self, BrokerSocket, ListenError, ListenerKind};
 use super::supervision::{CRASH_LOOP_THRESHOLD, CrashLoop};
 use super::tls::TlsSettings;
+use super::{Master, Refusable, Refused};
 use crate::accounts::KdfCost;
 use crate::clock::unix_now;
 use crate::config::{Config, ConfigSource, EXIT_UNUSABLE_SETTINGS, SessionLimits};
@@ -120,6 +121,9 @@ pub(super) struct SessionChild {
     pub(super) generation: u32,
     pub(super) version: String,
     pub(super) protocol: u32,
+    /// The child sent its `Forwarded` report (believed or not): a client has one address, so
+    /// a second report is ignored, and an untrusted peer's is warned about once.
+    pub(super) forward_reported: bool,
 }
 
 /// Resource limits of a child process (core dumps are always off, and no child is dumpable).
@@ -157,7 +161,7 @@ pub fn session_address_space(ring_bytes: usize, password_cost: KdfCost) -> u64 {
 impl Master {
     pub(super) fn spawn_session(
         &mut self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         peer: SocketAddr,
         kind: ListenerKind,
     ) {
@@ -168,11 +172,17 @@ impl Master {
                 None => return,
             },
             ListenerKind::Plain => (None, self.tls_notice()),
-            // INTERFACE #19: the plumbing helper gives web listeners TLS when `web_tls`.
+            ListenerKind::Web if self.config.web_tls => match &self.tls {
+                Some(identity) => (Some(identity.settings.clone()), None),
+                // Not reached: with `web_tls`, web listeners exist only with an identity.
+                None => return,
+            },
             ListenerKind::Web => (None, None),
         };
-        let web = (kind == ListenerKind::Web)
-            .then(|| WebStart { trusted_proxy: false, allowed_origins: Vec::new() });
+        let web = (kind == ListenerKind::Web).then(|| WebStart {
+            trusted_proxy: is_trusted_proxy(&self.config.trusted_proxies, peer.ip()),
+            allowed_origins: self.config.web_allowed_origins.clone(),
+        });
         // SAFETY: the master is single-threaded: `main` starts no thread before the mode runs
         // and the master never starts one.
         match unsafe { sys::fork_with_signals_blocked() } {
@@ -204,7 +214,10 @@ impl Master {
                 debug!("session pid {pid} serves {peer}");
                 self.resource_recovered();
                 self.figures.accepted += 1;
-                self.admission.accepted(pid, peer.ip());
+                match web.as_ref().is_some_and(|web| web.trusted_proxy) {
+                    true => self.admission.accepted_from_proxy(pid, peer.ip()),
+                    false => self.admission.accepted(pid, peer.ip()),
+                }
                 // The child exists from here on, so its start time can be read.
                 let identity = match sys::process_identity(pid.as_raw()) {
                     Ok(identity) => Some(identity),
@@ -221,15 +234,18 @@ impl Master {
                     generation: self.generation,
                     version: crate::release::version().to_string(),
                     protocol: crate::proto::PROTOCOL_VERSION,
+                    forward_reported: false,
                 };
                 self.vouch_for(&child);
                 self.sessions.insert(pid, child);
                 // Dropping `stream` closes the master's copy; the child has its own.
             }
             Err(err) => {
-                if kind == ListenerKind::Plain {
-                    let _ = stream.write(b"*** The server is busy; please try again later.\r\n");
-                }
+                let speaks = Refusable::speech(kind, self.config.web_tls);
+                Refusable { stream, speaks }.refuse(
+                    Refused::Unavailable,
+                    "*** The server is busy; please try again later.",
+                );
                 self.resource_trouble(&format!("cannot fork a session for {peer}: {err}"));
             }
         }
@@ -374,13 +390,77 @@ impl Master {
                     Some(Report::AuthFailed(pid)) => {
                         self.admission.failed_authentication(Pid::from_raw(pid), Instant::now());
                     }
-                    // INTERFACE #19: the proxy helper believes it from trusted proxies.
-                    Some(Report::Forwarded(..)) => {}
+                    Some(Report::Forwarded(pid, addr)) => {
+                        self.forwarded(Pid::from_raw(pid), addr);
+                    }
                     None => {}
                 },
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
             }
+        }
+    }
+
+    /// The session `pid` says its client is `addr`, as the reverse proxy it came through said
+    /// (`X-Forwarded-For`). Believed only when the child's TCP peer is one of
+    /// `trusted_proxies` (anyone can send the header; only the master knows the peer), and once
+    /// per child. Then the real address is what counts: it is the child's peer from now on
+    /// (logs, `chatctl who`, an upgrade's hand-over), admission counts the client under it, and
+    /// the broker is vouched to again, so that its bans, throttles and loopback checks see it.
+    /// An address that is banned, penalised or over its per-address limits is refused as at
+    /// accept, except that the child exists already: it is ended with SIGTERM (its client is
+    /// simply disconnected) and the refusal is counted.
+    fn forwarded(&mut self, pid: Pid, addr: std::net::IpAddr) {
+        let now = Instant::now();
+        let Some(child) = self.sessions.get_mut(&pid) else { return };
+        let proxy = child.peer;
+        if std::mem::replace(&mut child.forward_reported, true) {
+            debug!("session pid {pid}: a second forwarded address ({addr}) ignored");
+            return;
+        }
+        if !is_trusted_proxy(&self.config.trusted_proxies, proxy.ip()) {
+            warn!(
+                "session pid {pid}: client {proxy} sent a forwarded address ({addr}) but is                  not one of trusted_proxies; ignored"
+            );
+            return;
+        }
+        // The proxy tells no port: 0 keeps the "IP:port" form the broker reads addresses in.
+        let real = SocketAddr::new(addr.to_canonical(), 0);
+        // The proxy as it is written in trusted_proxies (not `::ffff:127.0.0.1`).
+        let proxy_ip = proxy.ip().to_canonical();
+        info!("session {pid}: client {} forwarded by proxy {proxy_ip}", real.ip());
+        child.peer = real;
+        // Counted under the real address first, so that the end of a refused child below trips
+        // that address and not the proxy's.
+        let admitted = self.admission.forwarded(pid, real.ip(), now);
+        let (ban, trouble) = self.bans.check(real.ip());
+        if let Some(err) = trouble
+            && self.throttle.allow("state file", now)
+        {
+            error!("{err}; enforcing the bans read before");
+        }
+        let refusal = match (ban, admitted) {
+            (Some(ban), _) => Some(("banned", format!("banned ({})", ban.target))),
+            (None, Err(refusal)) => Some((refusal.key(), refusal.reason().to_string())),
+            (None, Ok(())) => None,
+        };
+        if let Some((key, reason)) = refusal {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            *self.refusals.entry(key.to_string()).or_default() += 1;
+            if self.throttle.allow(key, now) {
+                info!(
+                    target: logging::NOTICE,
+                    "refused {real} (forwarded by proxy {proxy_ip}): {reason}"
+                );
+            }
+            self.log_sentence(real, now);
+            return;
+        }
+        // A second vouch for the same identity replaces the first in the broker, whether the
+        // session has said Hello yet or not.
+        if let Some(child) = self.sessions.remove(&pid) {
+            self.vouch_for(&child);
+            self.sessions.insert(pid, child);
         }
     }
 

@@ -4,8 +4,8 @@
 //! `EADDRINUSE`, and connections made meanwhile wait in the backlog.
 //!
 //! It owns only the names the stored sockets carry, which must round-trip through
-//! [`listen::from_systemd`]: a TLS listener is stored as [`listen::SYSTEMD_TLS_NAME`], a plain
-//! one as [`PLAIN_NAME`]. It must not store sockets the master got from systemd (systemd holds
+//! [`listen::from_systemd`]: a TLS listener is stored as [`listen::SYSTEMD_TLS_NAME`], a web
+//! one as [`listen::SYSTEMD_WEB_NAME`], a plain one as [`PLAIN_NAME`]. It must not store sockets the master got from systemd (systemd holds
 //! them already: a socket unit's, or the store's own after a restart), must not fail the
 //! start (a store that refuses is logged once, and the daemon runs as without one), and does
 //! nothing without `NOTIFY_SOCKET` (sd-notify returns at once). The store needs
@@ -19,7 +19,7 @@ use sd_notify::NotifyState;
 
 use super::listen::{self, ListenerKind};
 
-/// The name a plain listener is stored under (any name but the TLS one means plain).
+/// The name a plain listener is stored under (any name but the TLS and web ones means plain).
 pub const PLAIN_NAME: &str = "plain";
 
 /// The store name for a listener of `kind`.
@@ -27,15 +27,14 @@ pub fn name_of(kind: ListenerKind) -> &'static str {
     match kind {
         ListenerKind::Plain => PLAIN_NAME,
         ListenerKind::Tls => listen::SYSTEMD_TLS_NAME,
-        // INTERFACE #19: the plumbing helper names web listeners.
-        ListenerKind::Web => "web",
+        ListenerKind::Web => listen::SYSTEMD_WEB_NAME,
     }
 }
 
 /// Pushes `listeners` to systemd's store, one message per kind (systemd gives every
 /// descriptor of a message that message's `FDNAME`). A failure is logged once, at warning.
 pub fn store(listeners: &[(TcpListener, ListenerKind)]) {
-    for kind in [ListenerKind::Plain, ListenerKind::Tls] {
+    for kind in [ListenerKind::Plain, ListenerKind::Tls, ListenerKind::Web] {
         let fds: Vec<_> = listeners
             .iter()
             .filter(|(_, listener_kind)| *listener_kind == kind)
@@ -61,8 +60,10 @@ mod tests {
 
     #[test]
     fn names_round_trip_through_from_systemd() {
-        // from_systemd: the TLS name is TLS, every other name plain.
-        assert_eq!(name_of(ListenerKind::Tls), listen::SYSTEMD_TLS_NAME);
-        assert_ne!(name_of(ListenerKind::Plain), listen::SYSTEMD_TLS_NAME);
+        for kind in [ListenerKind::Plain, ListenerKind::Tls, ListenerKind::Web] {
+            assert_eq!(listen::kind_named(name_of(kind)), kind, "{kind:?}");
+        }
+        // A socket unit's own name (systemd's default FileDescriptorName) is a plain listener.
+        assert_eq!(listen::kind_named("chatd.socket"), ListenerKind::Plain);
     }
 }

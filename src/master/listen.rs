@@ -72,9 +72,25 @@ pub enum ListenerKind {
 /// The name (systemd's `FileDescriptorName=`) that makes a passed socket a TLS listener.
 pub const SYSTEMD_TLS_NAME: &str = "tls";
 
-/// The listening sockets systemd passed (socket activation), if any, with their kind: a
-/// socket named [`SYSTEMD_TLS_NAME`] is a TLS listener, every other a plain one. Each must be
-/// a listening TCP socket; they are made non-blocking.
+/// The name (systemd's `FileDescriptorName=`) that makes a passed socket a web listener
+/// (HTTP, or HTTPS when `web_tls`). A socket unit's `ListenStream=8023` binds `[::]` for both
+/// families unless `BindIPv6Only=ipv6-only`: its IPv4 clients then show as IPv4-mapped IPv6
+/// addresses, which admission, bans and `trusted_proxies` read as the IPv4 address.
+pub const SYSTEMD_WEB_NAME: &str = "web";
+
+/// The kind of listener a socket systemd passed under `name` is: [`SYSTEMD_TLS_NAME`] a TLS
+/// one, [`SYSTEMD_WEB_NAME`] a web one, every other name (systemd's default is the socket
+/// unit's name) a plain one.
+pub fn kind_named(name: &str) -> ListenerKind {
+    match name {
+        SYSTEMD_TLS_NAME => ListenerKind::Tls,
+        SYSTEMD_WEB_NAME => ListenerKind::Web,
+        _ => ListenerKind::Plain,
+    }
+}
+
+/// The listening sockets systemd passed (socket activation), if any, with their kind (by name:
+/// [`kind_named`]). Each must be a listening TCP socket; they are made non-blocking.
 ///
 /// # Safety
 ///
@@ -91,8 +107,7 @@ pub unsafe fn from_systemd() -> Result<Option<Vec<(TcpListener, ListenerKind)>>,
         let listener = TcpListener::from(fd);
         listener.set_nonblocking(true).map_err(ListenError::Systemd)?;
         listener.local_addr().map_err(ListenError::NotTcp)?;
-        let kind = if name == SYSTEMD_TLS_NAME { ListenerKind::Tls } else { ListenerKind::Plain };
-        listeners.push((listener, kind));
+        listeners.push((listener, kind_named(&name)));
     }
     Ok(Some(listeners))
 }

@@ -631,9 +631,7 @@ impl Master {
     /// Applies the admission limits to a new connection: a refused client gets one line and
     /// the connection closes, before any fork.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, kind: ListenerKind) {
-        // A TLS client would take a refusal in clear text for a broken handshake: it gets
-        // the connection closed instead.
-        let mut stream = Refusable { stream, plain: kind == ListenerKind::Plain };
+        let mut stream = Refusable { stream, speaks: Refusable::speech(kind, self.config.web_tls) };
         // Admissions reported before this connection arrived must count.
         self.read_admissions();
         let now = Instant::now();
@@ -645,8 +643,8 @@ impl Master {
         }
         if let Some(ban) = ban {
             let reason = ban.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-            let _ = stream
-                .write(format!("*** You are banned from this server{reason}.\r\n").as_bytes());
+            stream
+                .refuse(Refused::Banned, &format!("*** You are banned from this server{reason}."));
             *self.refusals.entry("banned".into()).or_default() += 1;
             if self.throttle.allow("banned", now) {
                 info!(target: logging::NOTICE, "refused {peer}: banned ({})", ban.target);
@@ -655,18 +653,28 @@ impl Master {
         }
         if self.runtime_lost.is_some() {
             // A session could not reach the broker: say so now rather than fork one to fail.
-            let _ =
-                stream.write(b"*** The chat service is unavailable; please try again later.\r\n");
+            stream.refuse(
+                Refused::Unavailable,
+                "*** The chat service is unavailable; please try again later.",
+            );
             *self.refusals.entry("unavailable".into()).or_default() += 1;
             if self.throttle.allow("unavailable", now) {
                 info!(target: logging::NOTICE, "refused {peer}: broker.sock is missing");
             }
             return;
         }
-        match self.admission.check(peer.ip(), now) {
+        // A trusted proxy's web connections are counted by their clients' own addresses once
+        // the session reports them (`children::forwarded`): at accept, only the totals apply.
+        let proxied = kind == ListenerKind::Web
+            && admission::is_trusted_proxy(&self.config.trusted_proxies, peer.ip());
+        let decision = match proxied {
+            true => self.admission.check_proxied(now),
+            false => self.admission.check(peer.ip(), now),
+        };
+        match decision {
             Ok(()) => self.spawn_session(stream.stream, peer, kind),
             Err(refusal) => {
-                let _ = stream.write(format!("{}\r\n", refusal.message()).as_bytes());
+                stream.refuse(Refused::Unavailable, &refusal.message());
                 *self.refusals.entry(refusal.key().into()).or_default() += 1;
                 if self.throttle.allow(refusal.reason(), now) {
                     info!(target: logging::NOTICE, "refused {peer}: {}", refusal.reason());
@@ -676,7 +684,7 @@ impl Master {
         }
     }
 
-    fn log_sentence(&self, peer: SocketAddr, now: Instant) {
+    pub(super) fn log_sentence(&self, peer: SocketAddr, now: Instant) {
         if let Some(sentence) = self.admission.sentence(peer.ip(), now) {
             info!(
                 target: logging::NOTICE,
@@ -727,19 +735,85 @@ impl Master {
     }
 }
 
-/// A connection that may be told why it is refused: only a plain one is, in its own words.
-struct Refusable {
-    stream: TcpStream,
-    plain: bool,
+/// A connection refused before fork, told why in its own protocol: a telnet line to a plain
+/// client, a minimal HTTP answer to a web one. A TLS client (a TLS listener, or a web one with
+/// `web_tls`) would take clear text for a broken handshake: its connection is just closed.
+pub(super) struct Refusable {
+    pub(super) stream: TcpStream,
+    pub(super) speaks: Speech,
 }
 
+/// How a refused client is told (see [`Refusable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Speech {
+    Telnet,
+    Http,
+    Nothing,
+}
+
+/// What kind of refusal, for the HTTP status a web client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// An address ban: `403 Forbidden`.
+    Banned,
+    /// A limit, a penalty, a missing broker, a failed fork: `503 Service Unavailable` (the
+    /// client may try again later).
+    Unavailable,
+}
+
+/// The most a refused client's request is read before the answer (see [`Refusable::refuse`]).
+const REFUSED_REQUEST_DRAIN: usize = 8192;
+
 impl Refusable {
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        match self.plain {
-            true => self.stream.write(line),
-            false => Ok(line.len()),
+    /// How a client of a `kind` listener is told of a refusal.
+    pub(super) fn speech(kind: ListenerKind, web_tls: bool) -> Speech {
+        match kind {
+            ListenerKind::Plain => Speech::Telnet,
+            ListenerKind::Web if !web_tls => Speech::Http,
+            ListenerKind::Web | ListenerKind::Tls => Speech::Nothing,
         }
     }
+
+    /// Tells the client `line` (a telnet `*** ...` line) in its protocol, in one non-blocking
+    /// write that a fresh socket's buffer takes whole. An HTTP client's request, as far as it
+    /// has arrived, is read first: a socket closed with unread bytes sends a reset, after which
+    /// a browser shows a network error instead of the answer.
+    pub(super) fn refuse(&mut self, refused: Refused, line: &str) {
+        let answer = match self.speaks {
+            Speech::Telnet => format!("{line}\r\n").into_bytes(),
+            Speech::Http => {
+                let mut scratch = [0u8; 1024];
+                let mut drained = 0;
+                while drained < REFUSED_REQUEST_DRAIN {
+                    match io::Read::read(&mut self.stream, &mut scratch) {
+                        Ok(0) | Err(_) => break,
+                        Ok(len) => drained += len,
+                    }
+                }
+                http_refusal(refused, line)
+            }
+            Speech::Nothing => return,
+        };
+        let _ = self.stream.write(&answer);
+        // FIN after the answer, so that the client reads it to its end.
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// The whole HTTP answer a refused web client gets: the status, then the telnet line without
+/// its `*** ` as a short text body.
+pub(super) fn http_refusal(refused: Refused, line: &str) -> Vec<u8> {
+    let status = match refused {
+        Refused::Banned => "403 Forbidden",
+        Refused::Unavailable => "503 Service Unavailable",
+    };
+    let body = format!("{}\n", line.strip_prefix("*** ").unwrap_or(line));
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Connection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Says where operators reach the daemon, and how, when it is not the system's default place.

@@ -385,6 +385,8 @@ impl Master {
                 generation: session.generation,
                 version: session.version,
                 protocol: session.protocol,
+                // Not handed over: a report that comes after the upgrade is taken once more.
+                forward_reported: false,
             };
             self.sessions.insert(Pid::from_raw(session.pid), child);
         }
@@ -526,7 +528,11 @@ mod tests {
             generation: 3,
             binary: "/usr/sbin/chatd".into(),
             service_user: true,
-            listeners: vec![(5, ListenerKind::Plain), (6, ListenerKind::Tls)],
+            listeners: vec![
+                (5, ListenerKind::Plain),
+                (6, ListenerKind::Tls),
+                (7, ListenerKind::Web),
+            ],
             broker_sockets: Some((7, 8)),
             admissions: (9, 10),
             broker: Some((1234, false)),

@@ -63,6 +63,24 @@ fn the_benchmark_runs_against_chatd_and_reports_its_figures() {
 /// The floor (`chatd-floor`, bench/floor/main.rs) serves the load generator as chatd does:
 /// it starts, every client is admitted, every line reaches every client once.
 #[test]
+fn the_benchmark_drives_web_clients_over_websockets() {
+    let config =
+        format!("{}web_listen = [\"127.0.0.1:0\"]\n", include_str!("../../bench/chatd.toml"));
+    let daemon = Daemon::start_with_config(&config);
+    let line = daemon.wait_for_log("listening for web browsers on 127.0.0.1:");
+    let web: u16 = line.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("a port");
+    let one = bench_against(web, daemon.pid(), &["connect", "-n", "1", "--protocol", "web"]);
+    assert!(one["pss_per_session_kib"].as_f64() > Some(0.0), "{one}");
+    let connect = bench_against(web, daemon.pid(), &["connect", "-n", "20", "--protocol", "web"]);
+    assert!(connect["admissions_per_second"].as_f64() > Some(0.0), "{connect}");
+    let args = ["fanout", "-n", "10", "--seconds", "2", "--window", "4", "--protocol", "web"];
+    let fanout = bench_against(web, daemon.pid(), &args);
+    assert_eq!(fanout["lost"], 0, "{fanout}");
+    assert_eq!(fanout["disconnected"], 0, "{fanout}");
+    assert!(fanout["deliveries_per_second"].as_f64() > Some(0.0), "{fanout}");
+}
+
+#[test]
 fn the_floor_serves_the_load_generator() {
     let mut floor = Spawned::spawn(
         Command::new(env!("CARGO_BIN_EXE_chatd-floor")).args(["--listen", "127.0.0.1:0"]),

@@ -187,7 +187,7 @@ fn readiness_watchdog_and_stopping_are_reported_to_systemd() {
     notify.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let notify_socket = path.display().to_string();
     let mut daemon = Daemon::start_with_env(
-        "",
+        "web_listen = [\"127.0.0.1:0\"]\n",
         &[("NOTIFY_SOCKET", &notify_socket), ("WATCHDOG_USEC", "200000")],
     );
     let mut buf = [0u8; 256];
@@ -195,9 +195,11 @@ fn readiness_watchdog_and_stopping_are_reported_to_systemd() {
         let n = notify.recv(&mut buf).expect("a notification from chatd");
         String::from_utf8_lossy(&buf[..n]).trim().to_string()
     };
-    // First the listener it bound, for systemd's fd store (its descriptor, passed along, is
-    // dropped by `recv`), then readiness.
+    // First the listeners it bound, for systemd's fd store (their descriptors, passed along,
+    // are dropped by `recv`), one message per kind, each named as `from_systemd` reads it back;
+    // then readiness.
     assert_eq!(next(), "FDSTORE=1\nFDNAME=plain");
+    assert_eq!(next(), "FDSTORE=1\nFDNAME=web");
     assert_eq!(next(), "READY=1");
     assert_eq!(next(), "WATCHDOG=1");
     assert_eq!(next(), "WATCHDOG=1", "the watchdog is fed again within the interval");

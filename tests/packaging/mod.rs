@@ -31,7 +31,7 @@ fn units_for_this_build() -> (tempfile::TempDir, Vec<PathBuf>) {
 #[test]
 fn systemd_units_pass_verify() {
     let (_dir, units) = units_for_this_build();
-    assert_eq!(units.len(), 8, "{units:?}");
+    assert_eq!(units.len(), 9, "{units:?}");
     // The man page comes with the package, not with a build tree.
     let output = Command::new("systemd-analyze")
         .arg("verify")

@@ -1,10 +1,14 @@
 //! The web listener, driven by real clients: raw HTTP over TCP, and tungstenite's client side
 //! for the WebSocket. `protocol`: requests, their limits and errors, the handshake's checks,
-//! and a browser's chat session beside a telnet user's.
+//! and a browser's chat session beside a telnet user's. `listener`: the master's side (refusals
+//! in HTTP, socket activation, upgrades). `proxy`: `X-Forwarded-For` from `trusted_proxies`.
+//! `json`: what a browser is sent. `browser`: the page and the dashboard in a real Chromium.
 
 mod browser;
 mod json;
+mod listener;
 mod protocol;
+mod proxy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
