@@ -141,3 +141,50 @@ fn an_ipv4_proxy_on_a_dual_stack_socket_from_systemd_is_trusted() {
     assert!(line.contains(": client 198.51.100.7 forwarded by proxy 127.0.0.1"), "{line}");
     login(&mut alice, "alice");
 }
+
+/// A WebSocket through a trusted proxy that ended the browser's TLS: `X-Forwarded-Proto:
+/// https`, and the `Origin` of the page the browser had over https.
+fn through_tls_proxy(
+    web: &WebDaemon,
+    client: &str,
+    proto: &str,
+) -> Result<WebSocket<TcpStream>, u16> {
+    let stream = connect_from(web.web_port, [127, 0, 0, 1]);
+    let url = format!("ws://127.0.0.1:{}/ws", web.web_port);
+    let mut request = url.into_client_request().expect("a request");
+    let headers = request.headers_mut();
+    headers.insert("X-Forwarded-For", client.parse().expect("a header value"));
+    headers.insert("X-Forwarded-Proto", proto.parse().expect("a header value"));
+    let origin = format!("https://127.0.0.1:{}", web.web_port);
+    headers.insert("Origin", origin.parse().expect("a header value"));
+    match tungstenite::client::client(request, stream) {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            Err(response.status().as_u16())
+        }
+        Err(_) => Err(0),
+    }
+}
+
+#[test]
+fn behind_a_proxy_that_ends_tls_the_origin_is_https_and_passwords_and_admin_work() {
+    let web = WebDaemon::start(&format!(
+        "trusted_proxies = [\"127.0.0.1/32\"]\n{}",
+        crate::accounts::FAST
+    ));
+    // Over http, the page's https origin is a foreign one.
+    assert_eq!(through_tls_proxy(&web, "198.51.100.30", "http").err(), Some(403));
+    let mut alice = through_tls_proxy(&web, "198.51.100.30", "https").expect("an upgrade");
+    login(&mut alice, "alice");
+    // A password from another host is taken: the proxy says the browser used TLS.
+    super::send(&mut alice, "/register");
+    super::expect_message(&mut alice, "the password prompt", |m| m.contains("Choose a password"));
+    super::send(&mut alice, crate::accounts::PASSWORD);
+    super::expect_message(&mut alice, "the second prompt", |m| m.contains("Type it again"));
+    super::send(&mut alice, crate::accounts::PASSWORD);
+    super::expect_message(&mut alice, "the registration", |m| m.contains("is registered"));
+    ok(web.daemon.chatctl(&["accounts", "grant", "alice", "admin"]));
+    super::send(&mut alice, "/admin who");
+    let users = super::expect_message(&mut alice, "the who-list", |m| m.contains("\"admin\""));
+    assert!(users.contains("198.51.100.30") && users.contains("\"tls\":true"), "{users}");
+}
