@@ -17,12 +17,38 @@
 //! Text is cleaned exactly as for a terminal (`render::user_text`); the page must still insert
 //! it as text (`textContent`), never as HTML. Pure functions; no I/O.
 
-use serde_json::{Value, json};
+use std::borrow::Cow;
+
+use serde::Serialize;
 
 use crate::proto::broadcast::Said;
 use crate::proto::control::ControlReply;
 use crate::proto::{Event, HistoryLine};
 use crate::session::render::{Kind, Shown, user_text};
+
+// Every object is written from a borrowed, typed struct: no `serde_json::Value` tree, whose
+// small maps a session would allocate by the hundred for a room's member list and keep.
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    t: &'static str,
+    kind: &'static str,
+    nick: Cow<'a, str>,
+    text: Cow<'a, str>,
+    action: bool,
+    at: u64,
+    #[serde(skip_serializing_if = "is_false")]
+    mention: bool,
+}
+
+fn write(object: &impl Serialize) -> String {
+    // Only strings, numbers and booleans: serialising cannot fail.
+    serde_json::to_string(object).unwrap_or_default()
+}
 
 /// One line as a terminal would show it, said (or shown) at `at`.
 pub fn line(shown: &Shown, at: u64, mention: bool) -> String {
@@ -35,119 +61,177 @@ pub fn line(shown: &Shown, at: u64, mention: bool) -> String {
     };
     let text = match shown.kind {
         // The server's own lines keep their `*** `, which marks them in a copy and paste too.
-        Kind::System => shown.plain(),
-        _ => shown.text.clone(),
+        Kind::System => Cow::Owned(shown.plain()),
+        _ => Cow::Borrowed(shown.text.as_str()),
     };
-    let mut object = json!({
-        "t": "line", "kind": kind, "nick": shown.nick, "text": text, "action": action, "at": at,
-    });
-    if mention {
-        object["mention"] = Value::Bool(true);
-    }
-    object.to_string()
+    let nick = Cow::Borrowed(shown.nick.as_str());
+    write(&Line { t: "line", kind, nick, text, action, at, mention })
 }
 
 /// A line or action said in the room, from its ring record.
 pub fn said(said: &Said<'_>, action: bool, at: u64, mention: bool) -> String {
-    let mut object = json!({
-        "t": "line",
-        "kind": "chat",
-        "nick": user_text(said.from),
-        "text": user_text(said.text),
-        "action": action,
-        "at": at,
-    });
-    if mention {
-        object["mention"] = Value::Bool(true);
-    }
-    object.to_string()
+    let (nick, text) = (user_text(said.from), user_text(said.text));
+    write(&Line { t: "line", kind: "chat", nick, text, action, at, mention })
 }
 
 /// A line from before this user came (a room's recent lines, `/history`, `/search`).
 pub fn history(line: &HistoryLine) -> String {
-    json!({
-        "t": "line",
-        "kind": "history",
-        "nick": user_text(&line.from),
-        "text": user_text(&line.text),
-        "action": line.action,
-        "at": line.at,
+    write(&Line {
+        t: "line",
+        kind: "history",
+        nick: user_text(&line.from),
+        text: user_text(&line.text),
+        action: line.action,
+        at: line.at,
+        mention: false,
     })
-    .to_string()
+}
+
+#[derive(Serialize)]
+struct Prompt {
+    t: &'static str,
+    secret: bool,
 }
 
 /// The session waits for a nickname, or (`secret`) a password.
 pub fn prompt(secret: bool) -> String {
-    json!({ "t": "prompt", "secret": secret }).to_string()
+    write(&Prompt { t: "prompt", secret })
+}
+
+#[derive(Serialize)]
+struct You<'a> {
+    t: &'static str,
+    nick: Cow<'a, str>,
+    room: Cow<'a, str>,
+    account: bool,
+    admin: bool,
 }
 
 /// Who this user is now.
 pub fn you(nick: &str, room: &str, account: bool, admin: bool) -> String {
-    json!({
-        "t": "you",
-        "nick": user_text(nick),
-        "room": user_text(room),
-        "account": account,
-        "admin": admin,
-    })
-    .to_string()
+    write(&You { t: "you", nick: user_text(nick), room: user_text(room), account, admin })
+}
+
+#[derive(Serialize)]
+struct InRoom<'a> {
+    t: &'static str,
+    nick: Cow<'a, str>,
+    room: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct Renamed<'a> {
+    t: &'static str,
+    old: Cow<'a, str>,
+    new: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct Topic<'a> {
+    t: &'static str,
+    room: Cow<'a, str>,
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct Member<'a> {
+    nick: Cow<'a, str>,
+    away: bool,
+}
+
+#[derive(Serialize)]
+struct Members<'a> {
+    t: &'static str,
+    room: Cow<'a, str>,
+    members: Vec<Member<'a>>,
+}
+
+#[derive(Serialize)]
+struct RoomEntry<'a> {
+    name: Cow<'a, str>,
+    members: u32,
+    topic: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Rooms<'a> {
+    t: &'static str,
+    rooms: Vec<RoomEntry<'a>>,
 }
 
 /// The structure behind an event's line, for the page's lists and header; `None` for events
 /// that have none.
 pub fn structure(event: &Event) -> Option<String> {
-    let object = match event {
+    let text = match event {
         Event::Joined { nick, room } => {
-            json!({ "t": "joined", "nick": user_text(nick), "room": user_text(room) })
+            write(&InRoom { t: "joined", nick: user_text(nick), room: user_text(room) })
         }
         Event::Left { nick, room, .. } => {
-            json!({ "t": "left", "nick": user_text(nick), "room": user_text(room) })
+            write(&InRoom { t: "left", nick: user_text(nick), room: user_text(room) })
         }
         Event::NickChanged { old, new } => {
-            json!({ "t": "renamed", "old": user_text(old), "new": user_text(new) })
+            write(&Renamed { t: "renamed", old: user_text(old), new: user_text(new) })
         }
         Event::TopicChanged { room, text, .. } => {
-            json!({ "t": "topic", "room": user_text(room), "text": user_text(text) })
+            write(&Topic { t: "topic", room: user_text(room), text: Some(user_text(text)) })
         }
-        Event::Topic { room, text } => json!({
-            "t": "topic",
-            "room": user_text(room),
-            "text": text.as_deref().map(user_text),
+        Event::Topic { room, text } => write(&Topic {
+            t: "topic",
+            room: user_text(room),
+            text: text.as_deref().map(user_text),
         }),
-        Event::Members { room, nicks, away, .. } => json!({
-            "t": "members",
-            "room": user_text(room),
-            "members": nicks
+        Event::Members { room, nicks, away, .. } => write(&Members {
+            t: "members",
+            room: user_text(room),
+            members: nicks
                 .iter()
-                .map(|nick| json!({ "nick": user_text(nick), "away": away.contains(nick) }))
-                .collect::<Vec<_>>(),
+                .map(|nick| Member { nick: user_text(nick), away: away.contains(nick) })
+                .collect(),
         }),
-        Event::RoomList { rooms } => json!({
-            "t": "rooms",
-            "rooms": rooms
+        Event::RoomList { rooms } => write(&Rooms {
+            t: "rooms",
+            rooms: rooms
                 .iter()
-                .map(|room| json!({ "name": user_text(&room.name), "members": room.members, "topic": null }))
-                .collect::<Vec<_>>(),
+                .map(|room| RoomEntry {
+                    name: user_text(&room.name),
+                    members: room.members,
+                    topic: None,
+                })
+                .collect(),
         }),
         _ => return None,
     };
-    Some(object.to_string())
+    Some(text)
+}
+
+#[derive(Serialize)]
+struct Admin<'a> {
+    t: &'static str,
+    reply: &'a ControlReply,
 }
 
 /// The answer to `/admin`.
 pub fn admin(reply: &ControlReply) -> String {
-    let reply = serde_json::to_value(reply)
-        .unwrap_or_else(|err| json!({ "Failed": format!("cannot encode the answer: {err}") }));
-    json!({ "t": "admin", "reply": reply }).to_string()
+    serde_json::to_string(&Admin { t: "admin", reply }).unwrap_or_else(|err| {
+        format!("{{\"t\":\"admin\",\"reply\":{{\"Failed\":\"cannot encode the answer: {err}\"}}}}")
+    })
+}
+
+#[derive(Serialize)]
+struct Closed<'a> {
+    t: &'static str,
+    reason: &'a str,
 }
 
 /// The server closes the connection after this, for `reason`.
 pub fn closed(reason: &str) -> String {
-    json!({ "t": "closed", "reason": reason }).to_string()
+    write(&Closed { t: "closed", reason })
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
     use crate::session::render;
 
