@@ -192,6 +192,39 @@ pub struct Config {
     pub web_allowed_origins: Vec<String>,
     /// Reverse proxies whose `X-Forwarded-For` is believed (addresses or networks).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[cluster]`: this host is one chat node of several on one Redis and one PostgreSQL
+    /// (`None`: one host on its own, as always).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// The `[cluster]` table: where the shared stream lives and what this node is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://[:PASSWORD@]HOST:PORT/DB` (or `rediss://` for TLS to Redis).
+    pub redis: String,
+    /// A file whose first line is Redis's password (instead of one in the URL).
+    pub redis_password_file: Option<PathBuf>,
+    /// This node's name, unique in the cluster (default: the host name).
+    pub node: String,
+}
+
+/// The longest node name: it is shown beside nicknames and is part of Redis keys.
+pub const MAX_NODE_NAME: usize = 32;
+
+/// Whether `name` can name a node: 1 to [`MAX_NODE_NAME`] ASCII letters, digits, `-`, `_` or
+/// `.` (a host name's characters; nothing that needs quoting in a key or a line).
+pub fn is_node_name(name: &str) -> bool {
+    (1..=MAX_NODE_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `[cluster]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    redis: Option<String>,
+    redis_password_file: Option<PathBuf>,
+    node: Option<String>,
 }
 
 /// Registered nicknames (`accounts`).
@@ -301,6 +334,7 @@ struct FileConfig {
     web_tls: Option<bool>,
     web_allowed_origins: Option<Vec<String>>,
     trusted_proxies: Option<Vec<String>>,
+    cluster: Option<ClusterFile>,
 }
 
 /// Command-line values that override the file.
@@ -516,7 +550,7 @@ impl Config {
             Some(user) => Some(user),
             None => Some("chatd".to_string()),
         };
-        Ok(Config {
+        let mut config = Config {
             listen,
             listen_is_default,
             runtime_dir: overrides
@@ -643,8 +677,57 @@ impl Config {
             web_tls: parsed.web_tls.unwrap_or(false),
             web_allowed_origins,
             trusted_proxies,
-        })
+            cluster: None,
+        };
+        config.cluster =
+            cluster_settings(parsed.cluster, config.database.as_ref(), config.history_days)
+                .map_err(|(key, message)| invalid(key, message))?;
+        Ok(config)
     }
+}
+
+/// Checks `[cluster]`: a Redis URL, an absolute password file, a node name (the host name by
+/// default), and a PostgreSQL `database`, without which the nodes would keep separate
+/// accounts and histories.
+fn cluster_settings(
+    file: Option<ClusterFile>,
+    database: Option<&Database>,
+    history_days: u32,
+) -> Result<Option<ClusterSettings>, (&'static str, String)> {
+    let Some(file) = file else { return Ok(None) };
+    let redis = match file.redis {
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => url,
+        Some(_) => return Err(("redis", "a redis:// or rediss:// URL".into())),
+        None => return Err(("redis", "is required in [cluster] (redis://HOST:PORT/DB)".into())),
+    };
+    if let Some(path) = &file.redis_password_file
+        && !path.is_absolute()
+    {
+        return Err(("redis_password_file", "an absolute path".into()));
+    }
+    let node = match file.node {
+        Some(node) => node,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .map(|name| name.split('.').next().unwrap_or_default().to_string())
+            .unwrap_or_default(),
+    };
+    if !is_node_name(&node) {
+        return Err((
+            "node",
+            format!(
+                "{node:?} cannot name a node: 1 to {MAX_NODE_NAME} letters, digits, '-', '_' or '.'"
+            ),
+        ));
+    }
+    if !matches!(database, Some(Database::Postgres(_))) || history_days == 0 {
+        return Err((
+            "database",
+            "a cluster needs database = \"postgres://...\" (shared accounts and history) and history_days above 0".into(),
+        ));
+    }
+    Ok(Some(ClusterSettings { redis, redis_password_file: file.redis_password_file, node }))
 }
 
 /// What each key wants, in the words an operator would use (the rest of a wrong-type or empty
@@ -688,9 +771,13 @@ fn wants(key: &str) -> Option<&'static str> {
         "syslog_format" => "\"rfc3164\" or \"rfc5424\", in double quotes",
         "max_startups" => "\"start:rate:full\" in double quotes",
         "user" | "admin_group" => "a name in double quotes (\"\" for none)",
-        "runtime_dir" | "state_dir" | "syslog_socket" | "database_password_file" => {
-            "a path in double quotes"
-        }
+        "redis" => "a redis:// or rediss:// URL in double quotes",
+        "node" => "a name in double quotes (letters, digits, '-', '_', '.')",
+        "runtime_dir"
+        | "state_dir"
+        | "syslog_socket"
+        | "database_password_file"
+        | "redis_password_file" => "a path in double quotes",
         "database" => "a postgres:// URL or an absolute file path, in double quotes",
         _ => return None,
     })

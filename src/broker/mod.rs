@@ -33,6 +33,7 @@
 //! sessions), and `control` serves operators.
 
 pub mod accounts;
+mod cluster;
 mod connections;
 mod control;
 mod dispatch;

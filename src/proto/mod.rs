@@ -18,6 +18,7 @@
 //! messages *do* lives in `broker::room`.
 
 pub mod broadcast;
+pub mod cluster;
 pub mod codec;
 pub mod control;
 pub mod master;
