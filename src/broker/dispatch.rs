@@ -21,7 +21,7 @@ use crate::sys;
 
 /// Sessions re-register within seconds of a broker (re)start; a `Resume` later than this is
 /// announced to the room like a login, since the room has no reason to believe it was there.
-const RESUME_WINDOW: Duration = Duration::from_secs(60);
+pub(super) const RESUME_WINDOW: Duration = Duration::from_secs(60);
 
 /// The first line number a connection may use: a session re-sends what it kept, so it starts
 /// wherever its counter is, but no session says 2^40 lines in its life.
@@ -36,6 +36,12 @@ const UNVOUCHED: &str = "unvouched";
 impl Broker {
     /// Applies one request. Returns false if the peer is gone afterwards.
     pub(super) fn handle(&mut self, id: MemberId, request: Request) -> bool {
+        // In a cluster a nick is first claimed in Redis; the request comes back when it is.
+        if let Request::Login { nick, .. } | Request::ChangeNick { nick } = &request
+            && self.waits_for_claim(id, &nick.clone(), &request)
+        {
+            return true;
+        }
         let Some(peer) = self.peers.get_mut(id) else {
             return false;
         };
@@ -119,6 +125,11 @@ impl Broker {
                 to: Audience::One(id),
                 event: Event::Failed(Failure::AccountRequired),
             }],
+            Request::Private { seq, ref to, ref text }
+                if self.private_elsewhere(id, seq, &to.clone(), &text.clone()) =>
+            {
+                return self.peers.contains(id);
+            }
             Request::Private { seq, to, text }
                 if let Some(kept) = self.private_to_absent(id, seq, &to, &text) =>
             {
@@ -163,9 +174,12 @@ impl Broker {
             },
             Request::Away { reason } => self.rooms.set_away(id, Some(&reason)),
             Request::Back => self.rooms.set_away(id, None),
-            Request::Who => self.rooms.who(id),
-            Request::Whois { nick } => self.rooms.whois(id, &nick),
-            Request::Rooms => self.rooms.list_rooms(id),
+            Request::Who => self.with_other_nodes(id, self.rooms.who(id)),
+            Request::Whois { nick } => match self.whois_elsewhere(id, &nick) {
+                Some(remote) => vec![remote],
+                None => self.rooms.whois(id, &nick),
+            },
+            Request::Rooms => self.with_other_nodes(id, self.rooms.list_rooms(id)),
             Request::Topic { text } => self.rooms.topic(id, text.as_deref()),
             Request::History { before, count } => self.history_request(id, before, count),
             Request::Search { words } => self.search_request(id, &words),
@@ -255,6 +269,7 @@ impl Broker {
             }
         }
         peer.session = Some(identity);
+        peer.protocol = version;
         self.identities.insert(identity, id);
         let banned = [peer.client.as_str(), claimed.as_str()]
             .iter()
@@ -439,7 +454,7 @@ mod tests {
             );
         }
         // The range these cases assume: a change to it revisits them.
-        assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 11));
+        assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 12));
     }
 
     #[test]

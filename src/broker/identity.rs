@@ -196,6 +196,7 @@ impl Broker {
     /// Answers held until the account changes they confirm are on disk, now that they are.
     pub(super) fn release_stored(&mut self) {
         let settled = self.storage.account_changes_settled();
+        self.accounts_settled(settled);
         while self.held_until_stored.front().is_some_and(|(number, _)| *number <= settled) {
             if let Some((_, deliveries)) = self.held_until_stored.pop_front() {
                 self.deliver(deliveries);

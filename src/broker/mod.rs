@@ -122,6 +122,9 @@ pub enum BrokerError {
     /// must not run and lose what people say.
     #[error("{0}; chatd does not start without it (fix or move the file, or set history_days = 0)")]
     Store(String),
+    /// The `[cluster]` settings cannot be used (a password file that cannot be read).
+    #[error("cannot join the cluster: {0}")]
+    Cluster(String),
 }
 
 impl BrokerError {
@@ -129,7 +132,9 @@ impl BrokerError {
     /// a broker whose settings cannot work, it stops.
     pub fn exit_status(&self) -> i32 {
         match self {
-            BrokerError::Store(_) => crate::config::EXIT_UNUSABLE_SETTINGS,
+            BrokerError::Store(_) | BrokerError::Cluster(_) => {
+                crate::config::EXIT_UNUSABLE_SETTINGS
+            }
             _ => 1,
         }
     }
@@ -211,6 +216,8 @@ struct Broker {
     /// Answers to account requests, each held until the account change it confirms (its
     /// number from `Storage::account_change`) is on disk.
     held_until_stored: std::collections::VecDeque<(u64, Vec<Delivery>)>,
+    /// `[cluster]`: this node's side of the other nodes (`cluster`).
+    cluster: Option<cluster::Cluster>,
 }
 
 /// What the master vouched for about a session.
@@ -279,10 +286,19 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
     // Its thread starts here, after ChildSignals blocked the signals: it inherits the mask.
     let (storage, loaded_accounts) = match config.store_target() {
         None => (Storage::none(), None),
-        Some(target) => Storage::start(target, config.history_days, helpers_done)
+        Some(target) => Storage::start(target, config.history_days, helpers_done.clone())
             .map_err(|unusable| BrokerError::Store(unusable.0))?,
     };
     let now = Instant::now();
+    // Its threads start here too, after the signals were blocked. A restarted broker's
+    // sessions resume within the resume window: only then is the node's roster whole.
+    let cluster = match &config.cluster {
+        None => None,
+        Some(settings) => {
+            let due = now + dispatch::RESUME_WINDOW.min(Duration::from_secs(10));
+            Some(cluster::serve::start(settings, helpers_done, due).map_err(BrokerError::Cluster)?)
+        }
+    };
     let mut broker = Broker {
         poll,
         listener,
@@ -331,6 +347,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         away_news: HashMap::new(),
         unchecked_tokens: HashMap::new(),
         held_until_stored: std::collections::VecDeque::new(),
+        cluster,
     };
     if let Some(record) = loaded_accounts {
         broker.accounts_loaded(record);
@@ -375,6 +392,7 @@ impl Broker {
                         self.state_saved();
                         self.store_answers();
                         self.release_stored();
+                        self.cluster_turn(Instant::now());
                     }
                     Token(token) if self.controls.contains_key(&(token as MemberId)) => {
                         self.serve_control(token as MemberId, event);
@@ -391,6 +409,9 @@ impl Broker {
                     }
                 }
                 self.remove_doomed();
+            }
+            if self.cluster.as_ref().is_some_and(|c| Instant::now() >= c.next_wake()) {
+                self.cluster_turn(Instant::now());
             }
             // Before the flush: a room's stored history is delivered in the same turn.
             self.store_turn(Instant::now());
@@ -411,7 +432,8 @@ impl Broker {
     /// The next moment the loop must wake without I/O: an operator's shutdown, or a control
     /// connection's time limit.
     fn next_deadline(&self) -> Option<Instant> {
-        [self.stop_at, self.control_deadline(), self.rings_due, self.storage.next_wake()]
+        let cluster = self.cluster.as_ref().map(cluster::Cluster::next_wake);
+        [self.stop_at, self.control_deadline(), self.rings_due, self.storage.next_wake(), cluster]
             .into_iter()
             .flatten()
             .min()
@@ -528,9 +550,10 @@ impl Broker {
         }
     }
 
-    /// Hands deliveries to the fan-out engine (rooms resolved as they are now) and counts
-    /// what it dropped. Returns how many copies were queued.
-    fn deliver(&mut self, deliveries: Vec<Delivery>) -> u64 {
+    /// Hands deliveries to this node's fan-out engine (rooms resolved as they are now) and
+    /// counts what it dropped. Returns how many copies were queued. (`deliver`, in
+    /// `cluster::serve`, first sends a cluster's room broadcasts through its stream.)
+    fn deliver_here(&mut self, deliveries: Vec<Delivery>) -> u64 {
         let copies = self.peers.deliver(&mut self.rooms, deliveries);
         self.count_too_slow();
         copies

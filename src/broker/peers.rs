@@ -52,6 +52,9 @@ pub(super) struct Peer {
     /// The sender id, once `Hello` arrived (every other request must come after it); `None`
     /// before and for the master's link.
     pub(super) session: Option<u64>,
+    /// The protocol the session is served in (from `Hello`): newer events go only to
+    /// sessions that know them.
+    pub(super) protocol: u32,
     /// The last line number accepted on this connection, and whether a refused one was logged.
     pub(super) last_seq: Option<u64>,
     pub(super) out_of_sequence_logged: bool,
@@ -97,6 +100,7 @@ impl Peer {
             identity,
             client: String::new(),
             session: None,
+            protocol: crate::proto::OLDEST_SESSION_PROTOCOL,
             last_seq: None,
             out_of_sequence_logged: false,
             too_slow: false,

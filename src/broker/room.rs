@@ -16,6 +16,7 @@
 //! once per loop turn) and take a room's stored topic and history when the store answers, after
 //! the room was made; this module still never waits for it.
 
+mod elsewhere;
 mod identity;
 pub(super) mod stored;
 
@@ -67,6 +68,17 @@ struct Room {
 }
 
 impl Room {
+    /// Keeps a chat line for replay to resuming sessions, dropping what is too old or too
+    /// many.
+    fn keep_recent(&mut self, now: Instant, event: &Event) {
+        while self.recent.front().is_some_and(|(at, _)| {
+            self.recent.len() >= RECENT_LINES || now.saturating_duration_since(*at) > RECENT_AGE
+        }) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, event.clone()));
+    }
+
     fn new(name: &str) -> Room {
         Room {
             name: name.to_string(),
@@ -122,6 +134,9 @@ pub struct Rooms {
     vanished: Vec<String>,
     /// What the store is to keep, and rooms it is to load (`stored`).
     store: stored::ToStore,
+    /// Nicks that members of other nodes of a cluster hold: folded → as written
+    /// (`elsewhere`).
+    elsewhere: HashMap<String, String>,
 }
 
 /// What changed in the rooms' membership since it was last asked (see [`Rooms::take_changes`]).
@@ -193,6 +208,7 @@ impl Rooms {
             entered: Vec::new(),
             vanished: Vec::new(),
             store: stored::ToStore::default(),
+            elsewhere: HashMap::new(),
         }
     }
 
@@ -417,7 +433,7 @@ impl Rooms {
 
     /// `nick` if it is free and passes for nobody online, else the first such `nick_N` that
     /// is still a valid nickname.
-    fn free_variant(&self, nick: &str) -> Option<String> {
+    pub fn free_variant(&self, nick: &str) -> Option<String> {
         if self.check_free_nick(nick, None).is_ok() {
             return Some(nick.to_string());
         }
@@ -429,6 +445,11 @@ impl Rooms {
         })
     }
 
+    /// Whether `nick` is free for `current` (a login: `None`), or why not.
+    pub fn nick_free(&self, nick: &str, current: Option<MemberId>) -> Result<(), Failure> {
+        self.check_free_nick(nick, current)
+    }
+
     fn check_free_nick(&self, nick: &str, current: Option<MemberId>) -> Result<(), Failure> {
         names::check_nick(nick)
             .map_err(|why| Failure::InvalidNick { nick: text::sanitize(nick), why })?;
@@ -436,7 +457,16 @@ impl Rooms {
             Some(&owner) if Some(owner) != current => Err(Failure::NickInUse(nick.to_string())),
             _ => match self.lookalike_of(nick, current) {
                 Some(existing) => Err(Failure::NickLookalike { nick: nick.to_string(), existing }),
-                None => Ok(()),
+                None => match self.held_elsewhere(nick) {
+                    Some(held) if names::fold(held) == names::fold(nick) => {
+                        Err(Failure::NickInUse(nick.to_string()))
+                    }
+                    Some(held) => Err(Failure::NickLookalike {
+                        nick: nick.to_string(),
+                        existing: held.into(),
+                    }),
+                    None => Ok(()),
+                },
             },
         }
     }
@@ -557,13 +587,7 @@ impl Rooms {
         member.last_spoke = self.unix_now;
         let key = member.room.clone();
         if let Some(room) = self.rooms.get_mut(&key) {
-            let now = self.now;
-            while room.recent.front().is_some_and(|(at, _)| {
-                room.recent.len() >= RECENT_LINES || now.saturating_duration_since(*at) > RECENT_AGE
-            }) {
-                room.recent.pop_front();
-            }
-            room.recent.push_back((now, event.clone()));
+            room.keep_recent(self.now, &event);
             if let Some(line) = history_line(&event, self.unix_now) {
                 self.store.keep_line(&key, &event, &line);
                 if self.history_lines > 0 {

@@ -283,6 +283,14 @@ impl Storage {
         }
     }
 
+    /// Reads the accounts again (another node of a cluster changed one in the shared
+    /// database).
+    pub fn reload_accounts(&mut self) {
+        if let Some(link) = &mut self.link {
+            link.load_accounts_at = Some(Instant::now());
+        }
+    }
+
     /// End of a loop turn: writes what waits if it is due and no write is under way, and
     /// deletes old lines when that is due.
     pub fn end_turn(&mut self, now: Instant, unix_now: u64) {

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::moderation::Ban;
 use crate::proto::control::{
-    ControlReply, Counted, RoomRow, Status, StoreStatus, StoredRow, UserRow,
+    ClusterStatus, ControlReply, Counted, RoomRow, Status, StoreStatus, StoredRow, UserRow,
 };
 use crate::text::{age, columns};
 
@@ -110,6 +110,48 @@ fn stored_lines(rows: &[StoredRow]) -> String {
         let _ = writeln!(out, "{} {before}{}{after}{}", utc(row.at), row.from, row.text);
     }
     out
+}
+
+/// The `cluster` row of `chatctl status`: this node, its contact with Redis, every node
+/// with the age of its heartbeat, and the stream's figures.
+fn cluster_row(cluster: &ClusterStatus) -> String {
+    let contact = match (&cluster.lost, cluster.connected) {
+        (_, true) => "in contact".to_string(),
+        (Some(why), false) => format!("out of contact ({why})"),
+        (None, false) => "connecting".to_string(),
+    };
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let age = node.heartbeat_age_ms as f64 / 1000.0;
+            match node.name == cluster.node {
+                true => format!("{} (this one, heartbeat {age:.1} s ago)", node.name),
+                false => {
+                    format!("{} ({} member(s), heartbeat {age:.1} s ago)", node.name, node.members)
+                }
+            }
+        })
+        .collect();
+    let mut text = format!(
+        "node {}, {contact}; nodes: {}; stream at {}, round trip {:.1} ms (max {:.1}); {} published, {} read, {} skipped; {} queued",
+        cluster.node,
+        if nodes.is_empty() { "none seen yet".to_string() } else { nodes.join(", ") },
+        if cluster.last_id.is_empty() { "-" } else { &cluster.last_id },
+        cluster.round_trip_ms_last,
+        cluster.round_trip_ms_max,
+        cluster.published,
+        cluster.read,
+        cluster.skipped,
+        cluster.queued,
+    );
+    if cluster.dropped > 0 {
+        let _ = write!(text, ", {} dropped (too many waited)", cluster.dropped);
+    }
+    if cluster.lost_episodes > 0 {
+        let _ = write!(text, "; contact lost {} time(s)", cluster.lost_episodes);
+    }
+    text
 }
 
 /// The `store` row of `chatctl status`.
@@ -236,6 +278,9 @@ fn human_status(s: &Status) -> String {
     }
     row("moderation", format!("{} ban(s), {} mute(s)", s.bans, s.mutes));
     row("store", store_row(s.store.as_ref()));
+    if let Some(cluster) = &s.cluster {
+        row("cluster", cluster_row(cluster));
+    }
     if let Some(accounts) = s.accounts {
         row("accounts", format!("{accounts} registered"));
     }
@@ -457,6 +502,69 @@ fn prometheus(s: &Status) -> String {
                         (labels, code.sessions as f64)
                     })
                     .collect(),
+            ),
+        ]);
+    }
+    if let Some(cluster) = &s.cluster {
+        let node = |name: &str| format!("{{node=\"{}\"}}", label(name));
+        metrics.extend([
+            (
+                "chatd_cluster_up",
+                "gauge",
+                "Whether this node is in contact with the cluster's Redis (1) or not (0).",
+                vec![(node(&cluster.node), if cluster.connected { 1.0 } else { 0.0 })],
+            ),
+            (
+                "chatd_cluster_heartbeat_age_seconds",
+                "gauge",
+                "Age of each node's last heartbeat, by Redis's clock.",
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| (node(&n.name), n.heartbeat_age_ms as f64 / 1000.0))
+                    .collect(),
+            ),
+            (
+                "chatd_cluster_round_trip_seconds",
+                "gauge",
+                "From publishing this node's last broadcast to reading it back from the stream.",
+                vec![(String::new(), cluster.round_trip_ms_last / 1000.0)],
+            ),
+            (
+                "chatd_cluster_queued_entries",
+                "gauge",
+                "Entries waiting for Redis.",
+                one(cluster.queued),
+            ),
+            (
+                "chatd_cluster_dropped_entries_total",
+                "counter",
+                "Entries never sent because too many waited for Redis.",
+                one(cluster.dropped),
+            ),
+            (
+                "chatd_cluster_published_entries_total",
+                "counter",
+                "Entries this node added to the stream.",
+                one(cluster.published),
+            ),
+            (
+                "chatd_cluster_read_entries_total",
+                "counter",
+                "Stream entries this node read (every node's).",
+                one(cluster.read),
+            ),
+            (
+                "chatd_cluster_skipped_entries_total",
+                "counter",
+                "Stream entries skipped (garbage, or a newer version).",
+                one(cluster.skipped),
+            ),
+            (
+                "chatd_cluster_lost_total",
+                "counter",
+                "Times contact with Redis was lost.",
+                one(cluster.lost_episodes),
             ),
         ]);
     }

@@ -13,8 +13,8 @@ use crate::moderation::Ban;
 /// Version of the operator protocol. 2: the store (`Backup`, `History`, `Forget`, the
 /// store's figures in [`Status`]). 3: accounts (`Accounts`), TLS (the certificate in
 /// [`Status`], `tls` and `account` in [`UserRow`]). 4: in-place upgrades (`Upgrade`; the
-/// code that runs in [`MasterFigures`]).
-pub const CONTROL_VERSION: u32 = 4;
+/// code that runs in [`MasterFigures`]). 5: a cluster's figures ([`ClusterStatus`]).
+pub const CONTROL_VERSION: u32 = 5;
 
 /// Largest request payload the broker reads on `control.sock`. Requests are a verb and a few
 /// words; the largest legitimate one is `motd --file`, which chatctl holds to
@@ -331,4 +331,41 @@ pub struct Status {
     pub store: Option<StoreStatus>,
     /// Registered accounts (`None`: accounts are off, or the store is not loaded).
     pub accounts: Option<u64>,
+    /// `[cluster]`: this node and the others (`None`: one host on its own).
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// A cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node: String,
+    /// Both Redis connections (the stream's reader and writer) work.
+    pub connected: bool,
+    /// Why not, while not.
+    pub lost: Option<String>,
+    /// Every node seen in Redis (this one too): its name, the age of its last heartbeat
+    /// (ms, by Redis's clock) and how many of its members this node knows.
+    pub nodes: Vec<NodeRow>,
+    /// The last stream ID read.
+    pub last_id: String,
+    /// The time from publishing this node's last broadcast to reading it back (ms), the
+    /// stream's lag as this node's members feel it.
+    pub round_trip_ms_last: f64,
+    pub round_trip_ms_max: f64,
+    /// Entries waiting for Redis now, and dropped because too many waited.
+    pub queued: u64,
+    pub dropped: u64,
+    pub published: u64,
+    pub read: u64,
+    pub skipped: u64,
+    /// Times contact with Redis was lost since the broker started.
+    pub lost_episodes: u64,
+}
+
+/// One node of [`ClusterStatus::nodes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRow {
+    pub name: String,
+    pub heartbeat_age_ms: u64,
+    pub members: u64,
 }

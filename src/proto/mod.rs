@@ -41,8 +41,9 @@ pub use crate::accounts::{AccountSettings, Kdf};
 /// say which code runs; a session's frames are those of 9, so a broker of 10 serves sessions
 /// of 9 too ([`OLDEST_SESSION_PROTOCOL`]). 11: `Request::Admin` and `Event::AdminReply` (the
 /// operators' commands from an account with the admin role); appended variants only, so 9's
-/// and 10's frames are unchanged and a broker of 11 still serves them.
-pub const PROTOCOL_VERSION: u32 = 11;
+/// and 10's frames are unchanged and a broker of 11 still serves them. 12: a cluster's
+/// `Event::Cluster`, `MemberNodes` and `WhoIsOn`, appended too, sent only to sessions of 12.
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// The oldest session protocol this broker serves. Sessions forked before an in-place upgrade
 /// keep running their old code until their clients leave, and must survive the broker the
@@ -361,6 +362,42 @@ pub enum Event {
     /// The answer to [`Request::Admin`]: what chatctl would have been answered (`Denied` for
     /// a session that may not ask). Protocol 11; sent only to a session that asked.
     AdminReply(Box<control::ControlReply>),
+    /// What this node's contact with the rest of a cluster became, told to each of its
+    /// members. Protocol 12; a session of an older one is sent an `Announcement` instead.
+    Cluster(ClusterNews),
+    /// After `Members`, for a session of protocol 12: which of those members are on other
+    /// nodes of a cluster, and on which (`nodes[i]` is the node of `nicks[i]`).
+    MemberNodes { room: String, nicks: Vec<String>, nodes: Vec<String> },
+    /// `/whois` of a member of another node (protocol 12; older sessions get `WhoIs`).
+    WhoIsOn { who: WhoIs, node: String },
+}
+
+/// [`Event::Cluster`]: this node and the other servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterNews {
+    /// Redis is out of reach: chat in this node's rooms goes on; what is said here reaches
+    /// the other servers when contact is back.
+    Lost,
+    /// Contact is back; `undelivered` lines said here meanwhile did not fit the queue and
+    /// never reached the other servers.
+    Back { undelivered: u64 },
+    /// The stream moved on past what this node had read: lines from other servers were
+    /// missed.
+    Missed,
+}
+
+impl ClusterNews {
+    /// The words a terminal shows (after `*** `), and an older session's announcement.
+    pub fn words(&self) -> String {
+        match self {
+            ClusterNews::Lost => "Lost contact with the other servers; local chat goes on".into(),
+            ClusterNews::Back { undelivered: 0 } => "Contact with the other servers is back".into(),
+            ClusterNews::Back { undelivered } => format!(
+                "Contact with the other servers is back; {undelivered} line(s) said here meanwhile did not reach them"
+            ),
+            ClusterNews::Missed => "Some lines from other servers were missed".into(),
+        }
+    }
 }
 
 /// A line of a room's history.

@@ -22,13 +22,14 @@ use serde::de::{self, DeserializeOwned, Visitor};
 
 use super::codec::{decode_frame, frame};
 use super::control::{
-    AccountRow, AccountsRequest, CodeCount, ControlFrame, ControlReply, ControlRequest, Counted,
-    Histogram, MasterFigures, RoomRow, Status, StoreStatus, StoredRow, TlsStatus, UserRow,
+    AccountRow, AccountsRequest, ClusterStatus, CodeCount, ControlFrame, ControlReply,
+    ControlRequest, Counted, Histogram, MasterFigures, NodeRow, RoomRow, Status, StoreStatus,
+    StoredRow, TlsStatus, UserRow,
 };
 use super::master::{MasterEvent, MasterHello, MasterRequest, UpgradeAnswer};
 use super::{
-    AccountNews, AccountSettings, AdminRequest, Challenge, Event, Failure, Greeting, HistoryLine,
-    Kdf, KeptMessage, LeaveReason, Purpose, Request, RoomInfo, SessionHello, WhoIs,
+    AccountNews, AccountSettings, AdminRequest, Challenge, ClusterNews, Event, Failure, Greeting,
+    HistoryLine, Kdf, KeptMessage, LeaveReason, Purpose, Request, RoomInfo, SessionHello, WhoIs,
 };
 use crate::moderation::{Ban, BanTarget};
 
@@ -545,6 +546,20 @@ fn event_samples() -> Vec<Event> {
         Event::PrivateKept { seq: 0, to: text(), text: text() },
         Event::Replaced,
         Event::AdminReply(Box::new(ControlReply::Done(text()))),
+        Event::Cluster(ClusterNews::Lost),
+        Event::MemberNodes { room: text(), nicks: vec![], nodes: vec![] },
+        Event::WhoIsOn {
+            who: WhoIs {
+                nick: text(),
+                room: text(),
+                connected_seconds: 0,
+                idle_seconds: 0,
+                away: None,
+                tls: false,
+                registered: false,
+            },
+            node: text(),
+        },
     ]
 }
 
@@ -651,6 +666,30 @@ fn event_like(sample: &Event) -> BoxedStrategy<Event> {
                     tls,
                     registered,
                 })
+            })
+            .boxed(),
+        Event::Cluster(_) => prop_oneof![
+            Just(ClusterNews::Lost),
+            Just(ClusterNews::Missed),
+            any::<u64>().prop_map(|undelivered| ClusterNews::Back { undelivered }),
+        ]
+        .prop_map(Event::Cluster)
+        .boxed(),
+        Event::MemberNodes { .. } => (any_text(), texts(), texts())
+            .prop_map(|(room, nicks, nodes)| Event::MemberNodes { room, nicks, nodes })
+            .boxed(),
+        Event::WhoIsOn { .. } => (any_text(), any_text(), any_text(), any::<u64>())
+            .prop_map(|(nick, room, node, connected_seconds)| Event::WhoIsOn {
+                who: WhoIs {
+                    nick,
+                    room,
+                    connected_seconds,
+                    idle_seconds: 0,
+                    away: None,
+                    tls: false,
+                    registered: false,
+                },
+                node,
             })
             .boxed(),
         Event::Dropped { .. } => any_reason().prop_map(|reason| Event::Dropped { reason }).boxed(),
@@ -968,9 +1007,22 @@ fn any_status() -> impl Strategy<Value = Status> {
         proptest::collection::vec(0.0..10.0f64, 0..4),
         proptest::option::of(any_store_status()),
         proptest::option::of(any::<u64>()),
+        proptest::option::of(any_cluster_status()),
     );
     figures.prop_map(
-        |(version, protocol, master, broker_pid, n, (mps, dps), drops, bounds, store, accounts)| {
+        |(
+            version,
+            protocol,
+            master,
+            broker_pid,
+            n,
+            (mps, dps),
+            drops,
+            bounds,
+            store,
+            accounts,
+            cluster,
+        )| {
             let counts = vec![n[0]; bounds.len() + 1];
             Status {
                 version,
@@ -994,9 +1046,44 @@ fn any_status() -> impl Strategy<Value = Status> {
                 fanout_latency: Histogram { bounds, counts, sum_seconds: mps.abs() },
                 store,
                 accounts,
+                cluster,
             }
         },
     )
+}
+
+fn any_cluster_status() -> impl Strategy<Value = ClusterStatus> {
+    (
+        any_text(),
+        any::<bool>(),
+        maybe_text(),
+        proptest::collection::vec(
+            (any_text(), any::<u64>(), any::<u64>()).prop_map(|(name, age, members)| NodeRow {
+                name,
+                heartbeat_age_ms: age,
+                members,
+            }),
+            0..3,
+        ),
+        any_text(),
+        (0.0..1e6f64, 0.0..1e6f64),
+        any::<[u64; 6]>(),
+    )
+        .prop_map(|(node, connected, lost, nodes, last_id, (last, max), n)| ClusterStatus {
+            node,
+            connected,
+            lost,
+            nodes,
+            last_id,
+            round_trip_ms_last: last,
+            round_trip_ms_max: max,
+            queued: n[0],
+            dropped: n[1],
+            published: n[2],
+            read: n[3],
+            skipped: n[4],
+            lost_episodes: n[5],
+        })
 }
 
 fn any_store_status() -> impl Strategy<Value = StoreStatus> {

@@ -194,24 +194,16 @@ pub fn event(event: &Event) -> Vec<Shown> {
                 .collect();
             system(&format!("In {} ({}): {}", user_text(room), names.len(), names.join(", ")))
         }
-        Event::WhoIs(who) => {
-            let mut line = format!(
-                "{} is in {}, connected for {}, idle {}",
-                user_text(&who.nick),
-                user_text(&who.room),
-                age(who.connected_seconds),
-                age(who.idle_seconds)
-            );
-            if who.tls {
-                line.push_str(", over TLS");
-            }
-            if who.registered {
-                line.push_str(", registered");
-            }
-            if let Some(reason) = &who.away {
-                line.push_str(&format!(", away: {}", user_text(reason)));
-            }
-            system(&line)
+        Event::WhoIs(who) => system(&whois_line(who, None)),
+        Event::WhoIsOn { who, node } => system(&whois_line(who, Some(node))),
+        Event::Cluster(news) => system(&news.words()),
+        Event::MemberNodes { nicks, nodes, .. } => {
+            let names: Vec<String> = nicks
+                .iter()
+                .zip(nodes)
+                .map(|(nick, node)| format!("{} (on {})", user_text(nick), user_text(node)))
+                .collect();
+            system(&format!("On other servers: {}", names.join(", ")))
         }
         // Needs the clock for each line's time: the session renders it with `history`.
         Event::History { .. } => return Vec::new(),
@@ -529,6 +521,28 @@ pub mod notice {
     pub fn service_lost() -> Shown {
         system("Lost contact with the chat service; please reconnect.")
     }
+}
+
+/// `/whois` in words: where the member is (and on which server, in a cluster), for how long.
+fn whois_line(who: &crate::proto::WhoIs, node: Option<&str>) -> String {
+    let mut line = format!(
+        "{} is in {}{}, connected for {}, idle {}",
+        user_text(&who.nick),
+        user_text(&who.room),
+        node.map(|node| format!(" on server {}", user_text(node))).unwrap_or_default(),
+        age(who.connected_seconds),
+        age(who.idle_seconds)
+    );
+    if who.tls {
+        line.push_str(", over TLS");
+    }
+    if who.registered {
+        line.push_str(", registered");
+    }
+    if let Some(reason) = &who.away {
+        line.push_str(&format!(", away: {}", user_text(reason)));
+    }
+    line
 }
 
 #[cfg(test)]

@@ -182,6 +182,7 @@ impl Bridge {
 
     /// Hands a job to the writer without waiting; `Err` gives it back when the writer's queue
     /// is full or the thread is gone.
+    #[allow(clippy::result_large_err)] // The job comes back whole, as from `try_send`.
     pub fn send(&self, job: Outgoing) -> Result<(), Outgoing> {
         self.to_writer.try_send(job).map_err(|err| match err {
             TrySendError::Full(job) | TrySendError::Disconnected(job) => job,

@@ -39,7 +39,10 @@ impl Broker {
                     self.kick(member, clean(reason));
                     ControlReply::Done(format!("kicked {nick}"))
                 }
-                None => ControlReply::Failed(format!("no such nick: {nick}")),
+                None => match self.kick_elsewhere(&nick, clean(reason)) {
+                    Some(node) => ControlReply::Done(format!("asked node {node} to kick {nick}")),
+                    None => ControlReply::Failed(format!("no such nick: {nick}")),
+                },
             },
             ControlRequest::Bans => {
                 let mut bans: Vec<Ban> =
@@ -185,6 +188,7 @@ impl Broker {
             fanout_latency: self.stats.histogram(),
             store: self.storage.figures(),
             accounts: self.accounts.is_loaded().then(|| self.accounts.count() as u64),
+            cluster: self.cluster_status(),
         }
     }
 
@@ -236,7 +240,10 @@ impl Broker {
         match room {
             None => {
                 self.announce_everywhere(&text);
-                ControlReply::Done("announced in every room".into())
+                match self.announce_elsewhere(&text) {
+                    true => ControlReply::Done("announced in every room on every node".into()),
+                    false => ControlReply::Done("announced in every room".into()),
+                }
             }
             Some(name) => match self.rooms.room_key(name) {
                 None => ControlReply::Failed(format!("no such room: {name}")),

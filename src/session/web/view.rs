@@ -24,6 +24,8 @@ pub(in crate::session) struct BrowserView {
     /// Member lists and room lists the session asked for itself: their answers update the
     /// page's lists and are not shown as lines.
     quiet_members: u32,
+    /// The last member list was one of those: so is the `MemberNodes` after it.
+    quiet_nodes: bool,
     quiet_rooms: u32,
 }
 
@@ -94,8 +96,15 @@ impl Session {
         match event {
             Event::Members { .. } if view.quiet_members > 0 => {
                 view.quiet_members -= 1;
+                view.quiet_nodes = true;
                 false
             }
+            Event::Members { .. } => {
+                view.quiet_nodes = false;
+                true
+            }
+            // The nodes of the members just listed, as quiet as that list.
+            Event::MemberNodes { .. } => !std::mem::take(&mut view.quiet_nodes),
             Event::RoomList { .. } if view.quiet_rooms > 0 => {
                 view.quiet_rooms -= 1;
                 false

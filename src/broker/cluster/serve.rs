@@ -1,0 +1,634 @@
+//! Where the broker's requests and deliveries pass through the cluster: what goes to the
+//! stream instead of the rooms' rings, what the stream brings, nickname claims, and the
+//! other nodes' members in `/who`, `/whois`, `/rooms` and `/msg`.
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use super::bridge::{Bridge, BridgeSettings, Incoming, Outgoing, RosterChange, StreamEntry};
+use super::{Cluster, HEARTBEAT_EVERY, NODE_LAPSE, Parked};
+use crate::broker::Broker;
+use crate::broker::room::{Audience, Delivery, MemberId};
+use crate::config::ClusterSettings;
+use crate::names;
+use crate::proto::broadcast::Broadcast;
+use crate::proto::cluster::{CLUSTER_VERSION, EntryBody};
+use crate::proto::{ClusterNews, Event, Failure, LeaveReason, Request, RoomInfo, WhoIs, codec};
+
+/// The first protocol whose sessions know `Event::Cluster`, `MemberNodes` and `WhoIsOn`.
+const CLUSTER_EVENTS: u32 = 12;
+
+/// Starts the cluster's threads, or says why they cannot start (a password file that cannot
+/// be read, a URL the client refuses). `roster_due`: when the node's full roster is to be
+/// published (a restarted broker first lets its sessions resume).
+pub(in crate::broker) fn start(
+    settings: &ClusterSettings,
+    waker: std::sync::Arc<mio::Waker>,
+    roster_due: Instant,
+) -> Result<Cluster, String> {
+    let password = match &settings.redis_password_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.lines().next().unwrap_or_default().trim().to_string()),
+            Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+        },
+    };
+    let bridge = Bridge::start(
+        BridgeSettings { url: settings.redis.clone(), password, node: settings.node.clone() },
+        waker,
+    )
+    .map_err(|err| err.to_string())?;
+    Ok(Cluster::new(settings.node.clone(), bridge, roster_due))
+}
+
+impl Broker {
+    /// Hands deliveries on: a room broadcast goes to the stream (and is shown when it comes
+    /// back, in the stream's order) while Redis is in reach, and is shown at once and queued
+    /// while it is not; everything else is delivered here.
+    pub(in crate::broker) fn deliver(&mut self, deliveries: Vec<Delivery>) -> u64 {
+        if self.cluster.is_none() {
+            return self.deliver_here(deliveries);
+        }
+        let mut here = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let Audience::Room(key) = &delivery.to else {
+                here.push(delivery);
+                continue;
+            };
+            if Broadcast::of(&delivery.event).is_none() {
+                here.push(delivery);
+                continue;
+            }
+            self.publish_members_named(&delivery.event);
+            let Some(cluster) = &mut self.cluster else { break };
+            let connected = cluster.connected();
+            let body = EntryBody::Room {
+                room: key.clone(),
+                event: delivery.event.clone(),
+                shown_at_origin: !connected,
+            };
+            cluster.publish(&body, RosterChange::None);
+            if !connected {
+                here.push(delivery);
+            }
+        }
+        self.deliver_here(here)
+    }
+
+    /// The members a broadcast names, as the other nodes are to know them now: present
+    /// (joined, moved, renamed) or gone, with their roster rows and nick claims.
+    fn publish_members_named(&mut self, event: &Event) {
+        let (nick, previous) = match event {
+            Event::Joined { nick, .. } | Event::Left { nick, .. } => (nick, None),
+            Event::NickChanged { old, new } => (new, Some(names::fold(old))),
+            _ => return,
+        };
+        let Some(cluster) = &mut self.cluster else { return };
+        let key = names::fold(nick);
+        match self.rooms.find(nick).and_then(|id| self.rooms.row_of(id)) {
+            Some(member) => {
+                let roster =
+                    RosterChange::Set { key, member: member.clone(), previous: previous.clone() };
+                cluster.publish(&EntryBody::Present { member, previous: previous.clone() }, roster);
+                if let Some(previous) = previous {
+                    cluster.release(previous);
+                }
+            }
+            None => {
+                cluster.publish(
+                    &EntryBody::Gone { nick: key.clone() },
+                    RosterChange::Remove { key: key.clone() },
+                );
+                cluster.release(key);
+            }
+        }
+    }
+
+    /// What the Redis threads said, and what is due (heartbeat, roster); called when the
+    /// helpers wake the loop and at [`Cluster::next_wake`].
+    pub(in crate::broker) fn cluster_turn(&mut self, now: Instant) {
+        let Some(cluster) = &mut self.cluster else { return };
+        let news: Vec<Incoming> = cluster.bridge.take().collect();
+        for incoming in news {
+            self.cluster_news(incoming);
+        }
+        let Some(cluster) = &mut self.cluster else { return };
+        if now >= cluster.next_beat {
+            cluster.next_beat = now + HEARTBEAT_EVERY;
+            if cluster.writer_up {
+                let nicks = self
+                    .rooms
+                    .member_ids()
+                    .filter_map(|id| self.rooms.nick(id))
+                    .map(names::fold)
+                    .collect();
+                // A full writer queue skips a beat; the next one comes in 5 s.
+                let _ = cluster.bridge.send(Outgoing::Heartbeat { nicks });
+            }
+        }
+        if cluster.connected() && cluster.roster_due.is_some_and(|due| now >= due) {
+            cluster.roster_due = None;
+            let rows =
+                self.rooms.member_ids().filter_map(|id| self.rooms.row_of(id)).collect::<Vec<_>>();
+            let (body, roster) = Cluster::roster_job(rows);
+            cluster.publish(&body, roster);
+        }
+        cluster.pump();
+    }
+
+    fn cluster_news(&mut self, incoming: Incoming) {
+        let Some(cluster) = &mut self.cluster else { return };
+        match incoming {
+            Incoming::ReaderUp { from_id, rosters, missed } => {
+                info!("cluster: connected to Redis as node {}", cluster.node);
+                cluster.reader_up = true;
+                cluster.last_id = from_id;
+                let own = cluster.node.clone();
+                for (node, members) in rosters {
+                    if node != own {
+                        self.roster_of(&node, members);
+                    }
+                }
+                if missed {
+                    self.tell_everyone(ClusterNews::Missed);
+                }
+                self.contact_back();
+            }
+            Incoming::WriterUp => {
+                cluster.writer_up = true;
+                self.contact_back();
+            }
+            Incoming::Lost { reader, why } => {
+                let was_connected = cluster.connected();
+                if reader {
+                    cluster.reader_up = false;
+                } else {
+                    cluster.writer_up = false;
+                }
+                if was_connected || !cluster.told_lost {
+                    warn!("cluster: lost Redis: {why}");
+                }
+                let why = crate::text::sanitize(&why);
+                cluster.lost_why = Some(why);
+                cluster.sent_at.clear();
+                if !cluster.told_lost {
+                    cluster.told_lost = true;
+                    cluster.figures.lost_episodes += 1;
+                    self.show_waiting_here();
+                    self.tell_everyone(ClusterNews::Lost);
+                }
+            }
+            Incoming::Entries(entries) => {
+                for entry in entries {
+                    self.stream_entry(entry);
+                }
+            }
+            Incoming::Published(tags) => cluster.figures.published += tags.len() as u64,
+            Incoming::Unsent(jobs) => {
+                for job in jobs.into_iter().rev() {
+                    if matches!(job, Outgoing::Publish { .. }) {
+                        cluster.waiting.push_front(job);
+                    }
+                }
+                if !cluster.connected() {
+                    self.show_waiting_here();
+                }
+            }
+            Incoming::Claimed { ticket, granted, unreachable } => {
+                self.claimed(ticket, granted, unreachable);
+            }
+            Incoming::Beat { redis_ms, nodes, lost } => self.beat(redis_ms, nodes, lost),
+        }
+    }
+
+    /// Both threads are back after an outage: the queue goes out, the roster is sent again,
+    /// and the members are told.
+    fn contact_back(&mut self) {
+        let Some(cluster) = &mut self.cluster else { return };
+        if !cluster.connected() {
+            return;
+        }
+        if cluster.roster_due.is_none() {
+            // After an outage: what the others know of this node is made whole again.
+            cluster.roster_due = Some(Instant::now());
+        }
+        cluster.pump();
+        cluster.lost_why = None;
+        if std::mem::take(&mut cluster.told_lost) {
+            info!("cluster: contact with Redis is back");
+            let undelivered = std::mem::take(&mut cluster.undelivered);
+            self.tell_everyone(ClusterNews::Back { undelivered });
+        }
+    }
+
+    /// Redis went away with room broadcasts that were never shown here (they were to be
+    /// shown when read back): they are shown now, and marked so for when they are sent.
+    fn show_waiting_here(&mut self) {
+        let Some(cluster) = &mut self.cluster else { return };
+        let mut show = Vec::new();
+        for job in cluster.waiting.iter_mut() {
+            let Outgoing::Publish { body, .. } = job else { continue };
+            let Ok(EntryBody::Room { room, event, shown_at_origin: false }) =
+                codec::decode_payload::<EntryBody>(body)
+            else {
+                continue;
+            };
+            let marked =
+                EntryBody::Room { room: room.clone(), event: event.clone(), shown_at_origin: true };
+            let mut bytes = Vec::new();
+            if codec::encode_payload(&marked, &mut bytes).is_ok() {
+                *body = bytes;
+            }
+            show.push(Delivery { to: Audience::Room(room), event });
+        }
+        self.deliver_here(show);
+    }
+
+    /// Tells every member of this node what became of the contact with the others.
+    fn tell_everyone(&mut self, news: ClusterNews) {
+        let members: Vec<MemberId> = self.rooms.member_ids().collect();
+        let (new, old): (Vec<MemberId>, Vec<MemberId>) = members
+            .into_iter()
+            .partition(|&id| self.peers.get(id).is_some_and(|p| p.protocol >= CLUSTER_EVENTS));
+        let words = news.words();
+        self.send_to(new, &Event::Cluster(news));
+        self.send_to(old, &Event::Announcement { text: words });
+    }
+
+    /// One entry of the stream, in the stream's order.
+    fn stream_entry(&mut self, entry: StreamEntry) {
+        let Some(cluster) = &mut self.cluster else { return };
+        cluster.figures.read += 1;
+        cluster.last_id.clone_from(&entry.id);
+        let StreamEntry { id, node, version, body, problem } = entry;
+        if let Some(problem) = problem {
+            cluster.skipped(&id, &node, &problem);
+            return;
+        }
+        if version > CLUSTER_VERSION {
+            let why = format!("version {version}, newer than this node's {CLUSTER_VERSION}");
+            cluster.skipped(&id, &node, &why);
+            return;
+        }
+        let body = match body.as_deref().map(codec::decode_payload::<EntryBody>) {
+            Some(Ok(body)) => body,
+            Some(Err(err)) => {
+                return cluster.skipped(&id, &node, &format!("does not decode: {err}"));
+            }
+            None => return cluster.skipped(&id, &node, "no body"),
+        };
+        if node == cluster.node {
+            cluster.read_back();
+            // What this node said: shown now, unless it was shown when it was said.
+            if let EntryBody::Room { room, event, shown_at_origin: false } = body {
+                self.deliver_here(vec![Delivery { to: Audience::Room(room), event }]);
+            }
+            return;
+        }
+        match body {
+            EntryBody::Room { room, event, .. } => {
+                if Broadcast::of(&event).is_none() {
+                    return cluster.skipped(&id, &node, "not a room broadcast");
+                }
+                if let Some(remote_nick) = said_by(&event)
+                    && self.rooms.find(remote_nick).is_some()
+                {
+                    return cluster.skipped(&id, &node, "names a member of this node");
+                }
+                self.rooms.said_elsewhere(&room, &event);
+                self.deliver_here(vec![Delivery { to: Audience::Room(room), event }]);
+            }
+            EntryBody::Private { to, event } => {
+                if !matches!(event, Event::Private { .. }) {
+                    return cluster.skipped(&id, &node, "not a private line");
+                }
+                if let Some(target) = self.rooms.find(&to) {
+                    self.deliver_here(vec![Delivery { to: Audience::One(target), event }]);
+                }
+            }
+            EntryBody::Present { member, previous } => {
+                let nick = member.nick.clone();
+                for old in cluster.replica.set(&node, member, previous.as_deref()) {
+                    self.rooms.set_elsewhere(&old.member.nick, false);
+                }
+                self.rooms.set_elsewhere(&nick, true);
+            }
+            EntryBody::Gone { nick } => {
+                if let Some(gone) = cluster.replica.remove(&node, &names::fold(&nick)) {
+                    self.rooms.set_elsewhere(&gone.member.nick, false);
+                }
+            }
+            EntryBody::Roster { members } => self.roster_of(&node, members),
+            EntryBody::Announce { text } => {
+                let everyone: Vec<MemberId> = self.rooms.member_ids().collect();
+                self.send_to(everyone, &Event::Announcement { text });
+            }
+            EntryBody::Kick { nick, reason } => {
+                if let Some(target) = self.rooms.find(&nick) {
+                    info!("cluster: node {node} kicks {}", crate::text::sanitize(&nick));
+                    self.kick(target, reason);
+                }
+            }
+            EntryBody::AccountsChanged => self.storage.reload_accounts(),
+        }
+    }
+
+    /// Everything `node` says it has: the replica follows; members it no longer lists left
+    /// while this node was not looking, and their rooms here are told.
+    fn roster_of(&mut self, node: &str, members: Vec<crate::proto::cluster::RemoteMember>) {
+        let Some(cluster) = &mut self.cluster else { return };
+        let (gone, present) = cluster.replica.replace_node(node, members);
+        for remote in &present {
+            self.rooms.set_elsewhere(&remote.member.nick, true);
+        }
+        self.remotes_left(gone, LeaveReason::ConnectionLost);
+    }
+
+    /// Members of other nodes who are gone: their nicks are free here, and this node's
+    /// members in their rooms see them leave.
+    fn remotes_left(&mut self, gone: Vec<super::replica::Remote>, reason: LeaveReason) {
+        let mut told = Vec::new();
+        for remote in gone {
+            self.rooms.set_elsewhere(&remote.member.nick, false);
+            let key = names::fold(&remote.member.room);
+            if self.rooms.exists(&key) {
+                told.push(Delivery {
+                    to: Audience::Room(key),
+                    event: Event::Left {
+                        nick: remote.member.nick,
+                        room: remote.member.room,
+                        reason: reason.clone(),
+                    },
+                });
+            }
+        }
+        self.deliver_here(told);
+    }
+
+    /// A heartbeat's answer: nodes whose heartbeat lapsed are gone; nicks this node lost
+    /// to another (claimed there while this node was out of contact) are given up here.
+    fn beat(&mut self, redis_ms: u64, nodes: Vec<(String, u64)>, lost: Vec<String>) {
+        let Some(cluster) = &mut self.cluster else { return };
+        cluster.redis_ms = redis_ms;
+        cluster.nodes = nodes.into_iter().collect();
+        let lapse = NODE_LAPSE.as_millis() as u64;
+        let mut lapsed: Vec<String> = cluster
+            .nodes
+            .iter()
+            .filter(|(node, beat)| {
+                **node != cluster.node && redis_ms.saturating_sub(**beat) > lapse
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        // A node with members here but no heartbeat at all was forgotten by another node.
+        for node in cluster.replica.per_node().keys() {
+            if !cluster.nodes.contains_key(*node) && !lapsed.iter().any(|n| n == node) {
+                lapsed.push(node.to_string());
+            }
+        }
+        for node in lapsed {
+            let Some(cluster) = &mut self.cluster else { return };
+            let age =
+                cluster.nodes.get(&node).map_or(0, |beat| redis_ms.saturating_sub(*beat) / 1000);
+            warn!("cluster: node {node} is gone (no heartbeat for {age} s)");
+            cluster.nodes.remove(&node);
+            let gone = cluster.replica.forget_node(&node);
+            let _ = cluster.bridge.send(Outgoing::ForgetNode { node: node.clone() });
+            self.remotes_left(gone, LeaveReason::Quit(Some(format!("server {node} lost"))));
+        }
+        for key in lost {
+            let Some(id) = self.rooms.find(&key) else { continue };
+            let Some(nick) = self.rooms.nick(id).map(str::to_string) else { continue };
+            let Some(variant) = self.rooms.free_variant(&nick) else { continue };
+            warn!(
+                "cluster: {} is held by another node (claimed while out of contact); renamed {}",
+                crate::text::sanitize(&nick),
+                crate::text::sanitize(&variant)
+            );
+            let deliveries = self.rooms.change_nick(id, &variant);
+            self.deliver(deliveries);
+        }
+    }
+
+    /// A login or `/nick` to `nick`: true when the request waits for the nick's claim in
+    /// Redis (it is applied when the answer comes). A nick the rooms refuse anyway, and any
+    /// nick while Redis is out of reach, goes on at once (the heartbeat claims it later).
+    pub(in crate::broker) fn waits_for_claim(
+        &mut self,
+        id: MemberId,
+        nick: &str,
+        request: &Request,
+    ) -> bool {
+        let Some(cluster) = &mut self.cluster else { return false };
+        let key = names::fold(nick);
+        if let Some(at) = cluster.granted.iter().position(|granted| *granted == (id, key.clone())) {
+            cluster.granted.swap_remove(at);
+            return false;
+        }
+        if !cluster.writer_up || self.rooms.nick_free(nick, Some(id)).is_err() {
+            return false;
+        }
+        cluster.next_ticket += 1;
+        let ticket = cluster.next_ticket;
+        match cluster.bridge.send(Outgoing::Claim { ticket, key: key.clone() }) {
+            Ok(()) => {
+                cluster.claims.insert(ticket, Parked { id, key, request: request.clone() });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn claimed(&mut self, ticket: u64, granted: bool, unreachable: bool) {
+        let Some(cluster) = &mut self.cluster else { return };
+        let Some(Parked { id, key, request }) = cluster.claims.remove(&ticket) else { return };
+        if !self.peers.contains(id) {
+            if granted {
+                cluster.release(key);
+            }
+            return;
+        }
+        if granted || unreachable {
+            // Unreachable: as for any login while Redis is away, the heartbeat claims it.
+            cluster.granted.push((id, key));
+            self.handle(id, request);
+            return;
+        }
+        let nick = match &request {
+            Request::Login { nick, .. } | Request::ChangeNick { nick } => nick.clone(),
+            _ => key,
+        };
+        debug!("cluster: {} is held by another node", crate::text::sanitize(&nick));
+        self.deliver_here(vec![Delivery {
+            to: Audience::One(id),
+            event: Event::Failed(Failure::NickInUse(nick)),
+        }]);
+    }
+
+    /// `/msg` to a member of another node: true when it was (the line goes through the
+    /// stream; the sender is answered at once).
+    pub(in crate::broker) fn private_elsewhere(
+        &mut self,
+        id: MemberId,
+        seq: u64,
+        to: &str,
+        text: &str,
+    ) -> bool {
+        let Some(cluster) = &mut self.cluster else { return false };
+        if self.rooms.find(to).is_some() {
+            return false;
+        }
+        let Some(remote) = cluster.replica.get(to) else { return false };
+        let nick = remote.member.nick.clone();
+        let (line, answer) = self.rooms.private_elsewhere(id, seq, &nick, text);
+        if let Some(event) = line {
+            let body = EntryBody::Private { to: names::fold(&nick), event };
+            cluster.publish(&body, RosterChange::None);
+        }
+        self.deliver_here(answer);
+        true
+    }
+
+    /// `/who`, `/whois` and `/rooms` with the other nodes' members.
+    pub(in crate::broker) fn with_other_nodes(
+        &self,
+        id: MemberId,
+        mut deliveries: Vec<Delivery>,
+    ) -> Vec<Delivery> {
+        let Some(cluster) = &self.cluster else { return deliveries };
+        let knows_nodes = self.peers.get(id).is_some_and(|p| p.protocol >= CLUSTER_EVENTS);
+        let now = crate::clock::unix_now();
+        let mut extra = Vec::new();
+        for delivery in &mut deliveries {
+            match &mut delivery.event {
+                Event::Members { room, nicks, away, idle, tls, registered } => {
+                    let remotes = cluster.replica.in_room(&names::fold(room));
+                    if remotes.is_empty() {
+                        continue;
+                    }
+                    for remote in &remotes {
+                        let member = &remote.member;
+                        nicks.push(member.nick.clone());
+                        idle.push(now.saturating_sub(member.last_spoke));
+                        if member.away.is_some() {
+                            away.push(member.nick.clone());
+                        }
+                        if member.tls {
+                            tls.push(member.nick.clone());
+                        }
+                        if member.account.is_some() {
+                            registered.push(member.nick.clone());
+                        }
+                    }
+                    if knows_nodes {
+                        extra.push(Delivery {
+                            to: Audience::One(id),
+                            event: Event::MemberNodes {
+                                room: room.clone(),
+                                nicks: remotes.iter().map(|r| r.member.nick.clone()).collect(),
+                                nodes: remotes.iter().map(|r| r.node.clone()).collect(),
+                            },
+                        });
+                    }
+                }
+                Event::RoomList { rooms } => {
+                    for (key, (name, count)) in cluster.replica.rooms() {
+                        match rooms.iter_mut().find(|room| names::fold(&room.name) == key) {
+                            Some(room) => room.members = room.members.saturating_add(count),
+                            None => rooms.push(RoomInfo { name, members: count }),
+                        }
+                    }
+                    rooms.sort_by_cached_key(|room| names::fold(&room.name));
+                }
+                _ => {}
+            }
+        }
+        deliveries.extend(extra);
+        deliveries
+    }
+
+    /// `/whois` of a member of another node, when there is one by that nick.
+    pub(in crate::broker) fn whois_elsewhere(&self, id: MemberId, nick: &str) -> Option<Delivery> {
+        let cluster = self.cluster.as_ref()?;
+        if self.rooms.find(nick).is_some() {
+            return None;
+        }
+        let remote = cluster.replica.get(nick)?;
+        let member = &remote.member;
+        let now = crate::clock::unix_now();
+        let who = WhoIs {
+            nick: member.nick.clone(),
+            room: member.room.clone(),
+            connected_seconds: now.saturating_sub(member.connected_at),
+            idle_seconds: now.saturating_sub(member.last_spoke),
+            away: member.away.clone(),
+            tls: member.tls,
+            registered: member.account.is_some(),
+        };
+        let knows_nodes = self.peers.get(id).is_some_and(|p| p.protocol >= CLUSTER_EVENTS);
+        let event = match knows_nodes {
+            true => Event::WhoIsOn { who, node: remote.node.clone() },
+            false => Event::WhoIs(who),
+        };
+        Some(Delivery { to: Audience::One(id), event })
+    }
+}
+
+impl Broker {
+    /// The account changes up to number `settled` are in the shared database: the other
+    /// nodes read the accounts again.
+    pub(in crate::broker) fn accounts_settled(&mut self, settled: u64) {
+        let Some(cluster) = &mut self.cluster else { return };
+        if settled > cluster.accounts_settled {
+            cluster.accounts_settled = settled;
+            cluster.publish(&EntryBody::AccountsChanged, RosterChange::None);
+        }
+    }
+}
+
+impl Broker {
+    /// `chatctl kick` of a member of another node: its node is asked (through the stream)
+    /// and does it. Returns that node.
+    pub(in crate::broker) fn kick_elsewhere(
+        &mut self,
+        nick: &str,
+        reason: Option<String>,
+    ) -> Option<String> {
+        let cluster = self.cluster.as_mut()?;
+        let node = cluster.replica.get(nick)?.node.clone();
+        cluster.publish(&EntryBody::Kick { nick: names::fold(nick), reason }, RosterChange::None);
+        Some(node)
+    }
+
+    /// `chatctl announce` to everyone: the other nodes announce it to theirs. False without
+    /// a cluster.
+    pub(in crate::broker) fn announce_elsewhere(&mut self, text: &str) -> bool {
+        let Some(cluster) = &mut self.cluster else { return false };
+        cluster.publish(&EntryBody::Announce { text: text.to_string() }, RosterChange::None);
+        true
+    }
+
+    pub(in crate::broker) fn cluster_status(&self) -> Option<crate::proto::control::ClusterStatus> {
+        self.cluster.as_ref().map(Cluster::status)
+    }
+}
+
+impl Cluster {
+    /// Gives up a nick this node no longer uses.
+    fn release(&mut self, key: String) {
+        if self.writer_up {
+            let _ = self.bridge.send(Outgoing::Release { key });
+        }
+    }
+}
+
+/// The nick whose words or doing a broadcast is (a line, a join, a departure, a rename).
+fn said_by(event: &Event) -> Option<&str> {
+    match event {
+        Event::Chat { from, .. } | Event::Action { from, .. } => Some(from),
+        Event::Joined { nick, .. } | Event::Left { nick, .. } => Some(nick),
+        Event::NickChanged { new, .. } => Some(new),
+        _ => None,
+    }
+}
