@@ -296,8 +296,10 @@ impl Broker {
                 {
                     return cluster.skipped(&id, &node, "names a member of this node");
                 }
-                self.rooms.said_elsewhere(&room, &event);
-                self.deliver_here(vec![Delivery { to: Audience::Room(room), event }]);
+                if self.rooms.exists(&room) {
+                    self.rooms.said_elsewhere(&room, &event);
+                    self.deliver_here(vec![Delivery { to: Audience::Room(room), event }]);
+                }
             }
             EntryBody::Private { to, event } => {
                 if !matches!(event, Event::Private { .. }) {
