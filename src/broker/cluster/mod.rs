@@ -4,6 +4,8 @@
 //! Written by the loop's side; `bridge` owns the Redis threads.
 
 pub mod bridge;
+#[cfg(test)]
+pub mod test_redis;
 
 use std::time::Duration;
 
