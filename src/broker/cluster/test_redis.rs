@@ -125,6 +125,19 @@ impl TestRedis {
             .unwrap_or_else(|err| panic!("a test connection to Redis on {}: {err}", self.port))
     }
 
+    /// Waits until `done` holds, asking it again every few milliseconds on one connection;
+    /// fails the test after a while, naming `what`.
+    pub fn wait_until(&self, what: &str, mut done: impl FnMut(&mut redis::Connection) -> bool) {
+        let mut connection = self.connection();
+        let deadline = Instant::now() + PATIENCE;
+        while !done(&mut connection) {
+            if Instant::now() > deadline {
+                panic!("waited {PATIENCE:?} for {what} in Redis on port {}", self.port);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The server's log, for a failing test to show.
     pub fn log(&self) -> String {
         let mut text = String::new();
