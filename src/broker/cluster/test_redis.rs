@@ -14,6 +14,7 @@
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ pub struct TestRedis {
     /// The server: its pid is its process group's.
     child: Child,
     port: u16,
+    /// Where it also takes TLS connections (`rediss://`), when asked to.
+    tls_port: Option<u16>,
     password: String,
     /// The server's working directory (and its log); removed after the server is gone.
     dir: tempfile::TempDir,
@@ -43,7 +46,7 @@ impl TestRedis {
         // A free port can be taken by someone else before the server binds it: try again.
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::try_start(free_port(), &password) {
+            match Self::try_start(free_port(), &password, None) {
                 Ok(server) => return server,
                 Err(why) => last = why,
             }
@@ -54,12 +57,30 @@ impl TestRedis {
     /// Starts a server on this port (one a test knows is free, or that a server it dropped
     /// had), wanting this password.
     pub fn start_on(port: u16, password: &str) -> TestRedis {
-        Self::try_start(port, password)
+        Self::try_start(port, password, None)
             .unwrap_or_else(|why| panic!("redis-server did not start on port {port}: {why}"))
     }
 
-    fn try_start(port: u16, password: &str) -> Result<TestRedis, String> {
-        if !std::path::Path::new(SERVER).is_file() {
+    /// Starts a server that also takes TLS connections on [`tls_port`](Self::tls_port), with
+    /// this certificate and key (PEM files); it does not ask clients for certificates.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> TestRedis {
+        let password = random_password();
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(free_port(), &password, Some((free_port(), cert, key))) {
+                Ok(server) => return server,
+                Err(why) => last = why,
+            }
+        }
+        panic!("redis-server with TLS did not start: {last}")
+    }
+
+    fn try_start(
+        port: u16,
+        password: &str,
+        tls: Option<(u16, &Path, &Path)>,
+    ) -> Result<TestRedis, String> {
+        if !Path::new(SERVER).is_file() {
             panic!(
                 "this test needs Redis, and there is no {SERVER}: install the `redis-server` \
                  package (apt-get install redis-server; .ci/run does)"
@@ -70,7 +91,13 @@ impl TestRedis {
             .tempdir()
             .unwrap_or_else(|err| panic!("a temporary directory for Redis: {err}"));
         let log = dir.path().join("server.log");
-        let child = Command::new(SERVER)
+        let mut command = Command::new(SERVER);
+        if let Some((tls_port, cert, key)) = tls {
+            command.args(["--tls-port", &tls_port.to_string(), "--tls-auth-clients", "no"]);
+            command.arg("--tls-cert-file").arg(cert).arg("--tls-key-file").arg(key);
+            command.arg("--tls-ca-cert-file").arg(cert);
+        }
+        let child = command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--requirepass", password])
             .args(["--save", "", "--appendonly", "no"])
@@ -84,7 +111,8 @@ impl TestRedis {
             .process_group(0)
             .spawn()
             .map_err(|err| format!("cannot run {SERVER}: {err}"))?;
-        let mut server = TestRedis { child, port, password: password.to_string(), dir };
+        let tls_port = tls.map(|(tls_port, _, _)| tls_port);
+        let mut server = TestRedis { child, port, tls_port, password: password.to_string(), dir };
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -102,6 +130,12 @@ impl TestRedis {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `rediss://:PASSWORD@localhost:TLS_PORT/0`, for a server started with TLS.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.unwrap_or_else(|| panic!("this Redis was started without TLS"));
+        format!("rediss://:{}@localhost:{port}/0", self.password)
     }
 
     pub fn password(&self) -> &str {

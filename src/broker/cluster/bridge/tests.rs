@@ -576,3 +576,64 @@ fn both_threads_end_when_the_bridge_is_dropped() {
         dropped.elapsed()
     );
 }
+
+/// A certificate for `localhost`, self-signed, in `dir`: (cert.pem, key.pem).
+fn localhost_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
+
+#[test]
+fn rediss_to_a_certificate_nobody_trusts_is_lost_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = localhost_certificate(dir.path());
+    let redis = TestRedis::start_with_tls(&cert, &key);
+    let mut a = Node::start(&redis.tls_url(), None, "a");
+    let why = a.first("a lost", |said| match said {
+        Incoming::Lost { why, .. } => Some(why.clone()),
+        _ => None,
+    });
+    assert!(why.contains("certificate") || why.contains("Certificate"), "{why}");
+}
+
+/// Where [`rediss_works_with_a_trusted_certificate`] tells its child process the server is.
+const REDISS_URL_VARIABLE: &str = "CHATD_TEST_REDISS_URL";
+
+/// The trusted roots are read from `SSL_CERT_FILE` (rustls-native-certs), which a test
+/// cannot set in its own process (other tests' threads read the environment): this one runs
+/// [`rediss_child`] in a process of its own, with the test's certificate as the only root.
+#[test]
+fn rediss_works_with_a_trusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = localhost_certificate(dir.path());
+    let redis = TestRedis::start_with_tls(&cert, &key);
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "broker::cluster::bridge::tests::rediss_child", "--ignored"])
+        .args(["--nocapture", "--test-threads", "1"])
+        .env("SSL_CERT_FILE", &cert)
+        .env_remove("SSL_CERT_DIR")
+        .env(REDISS_URL_VARIABLE, redis.tls_url())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success() && said.contains("1 passed"), "{said}");
+}
+
+#[test]
+#[ignore = "run by rediss_works_with_a_trusted_certificate, in a process of its own"]
+fn rediss_child() {
+    let Ok(url) = std::env::var(REDISS_URL_VARIABLE) else { return };
+    let mut a = Node::up(&url, "a");
+    a.send(publish(1));
+    a.wait("the entry read back", |heard| entries_in(heard).len() == 1);
+    assert_eq!(body_text(&a.entries()[0]), "entry 1");
+}
