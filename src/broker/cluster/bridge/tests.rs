@@ -282,12 +282,16 @@ fn a_nick_is_one_nodes_until_released_and_heartbeats_keep_them() {
             as u64;
     assert!(redis_ms.abs_diff(now_ms) < 60_000, "Redis's clock in ms: {redis_ms} vs {now_ms}");
 
-    b.send(Outgoing::Heartbeat { nicks: vec!["alice".into()] });
+    // A nick key that is not chatd's (another type) is someone else's, and no error.
+    let _: i64 =
+        redis::cmd("HSET").arg(&["chatd:nick:odd", "x", "y"]).query(&mut connection).unwrap();
+    assert_eq!(claimed(&mut b, 6, "odd"), (false, false));
+    b.send(Outgoing::Heartbeat { nicks: vec!["alice".into(), "odd".into()] });
     let (nodes, lost) = b.first("b's beat", |said| match said {
         Incoming::Beat { nodes, lost, .. } => Some((nodes.clone(), lost.clone())),
         _ => None,
     });
-    assert!(lost.is_empty());
+    assert_eq!(lost, ["odd"]);
     let mut names: Vec<&str> = nodes.iter().map(|(node, _)| node.as_str()).collect();
     names.sort();
     assert_eq!(names, ["a", "b"]);

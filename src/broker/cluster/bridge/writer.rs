@@ -31,7 +31,7 @@ const CLAIM: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 1
 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
@@ -40,7 +40,7 @@ return 0
 
 /// `KEYS[1]` the nick's key, `ARGV[1]` this node: deleted only if it is this node's.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -57,7 +57,7 @@ redis.call('HSET', KEYS[1], ARGV[1], ms)
 local lost = {}
 for i = 2, #KEYS do
   if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  elseif redis.call('GET', KEYS[i]) == ARGV[1] then
+  elseif redis.pcall('GET', KEYS[i]) == ARGV[1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
   else
     lost[#lost + 1] = ARGV[i + 1]
@@ -65,6 +65,9 @@ for i = 2, #KEYS do
 end
 return {ms, redis.call('HGETALL', KEYS[1]), lost}
 ";
+
+// The scripts read a nick's key with `pcall`: a key of another type (not chatd's) is then
+// someone else's nick, not an error that would cost the writer its connection each time.
 
 /// The scripts, hashed once.
 struct Scripts {
