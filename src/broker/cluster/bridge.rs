@@ -21,7 +21,16 @@
 //! its signals are blocked, so they inherit that mask; they end when the loop drops the
 //! [`Bridge`] (the writer when its channel closes, the reader within one `BLOCK`).
 
+mod link;
+mod reader;
+mod values;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -159,6 +168,9 @@ pub enum Incoming {
 pub struct Bridge {
     to_writer: SyncSender<Outgoing>,
     from_threads: Receiver<Incoming>,
+    /// Set when the bridge is dropped: the reader, mostly blocked in `XREAD`, looks at it
+    /// between reads (the writer sees its channel close).
+    stop: Arc<AtomicBool>,
 }
 
 /// Why the threads cannot be started at all (not a Redis that is down: that is retried).
@@ -176,13 +188,38 @@ impl Bridge {
     /// first reads from the stream's last ID at that moment (not `$`, so nothing published
     /// between that and the first `XREAD` is lost).
     pub fn start(settings: BridgeSettings, waker: Arc<mio::Waker>) -> Result<Bridge, BridgeError> {
-        let _ = (settings, waker);
-        unimplemented!("written by the bridge's helper")
+        let client = link::client(&settings)?;
+        let (to_writer, jobs) = std::sync::mpsc::sync_channel(WRITER_QUEUE);
+        let (to_loop, from_threads) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (client, node) = (client.clone(), settings.node.clone());
+            let tell = link::Tell::new(to_loop.clone(), Arc::clone(&waker));
+            move || writer::run(client, node, jobs, tell)
+        };
+        std::thread::Builder::new()
+            .name("chatd-redis-w".into())
+            .spawn(writer)
+            .map_err(BridgeError::Thread)?;
+        let reader = {
+            let tell = link::Tell::new(to_loop, waker);
+            let stop = Arc::clone(&stop);
+            move || reader::run(client, settings.node, tell, stop)
+        };
+        // Failing here drops `to_writer`, which ends the writer.
+        std::thread::Builder::new()
+            .name("chatd-redis-r".into())
+            .spawn(reader)
+            .map_err(BridgeError::Thread)?;
+        Ok(Bridge { to_writer, from_threads, stop })
     }
 
     /// Hands a job to the writer without waiting; `Err` gives it back when the writer's queue
     /// is full or the thread is gone.
-    #[allow(clippy::result_large_err)] // The job comes back whole, as from `try_send`.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the job itself comes back, to be queued: boxing it would cost every send"
+    )]
     pub fn send(&self, job: Outgoing) -> Result<(), Outgoing> {
         self.to_writer.try_send(job).map_err(|err| match err {
             TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
@@ -192,5 +229,12 @@ impl Bridge {
     /// What the threads said since the last call, oldest first.
     pub fn take(&self) -> impl Iterator<Item = Incoming> + '_ {
         self.from_threads.try_iter()
+    }
+}
+
+impl Drop for Bridge {
+    /// Tells the reader to end (the writer ends as its channel closes).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

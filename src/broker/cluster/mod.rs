@@ -23,10 +23,11 @@
 //! and deliveries pass through it) is `serve`. It never talks to Redis itself and never
 //! waits.
 
-#[allow(dead_code)] // The bridge's threads land from their own branch.
 pub mod bridge;
 mod replica;
 pub(super) mod serve;
+#[cfg(test)]
+pub mod test_redis;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};

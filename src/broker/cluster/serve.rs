@@ -141,7 +141,6 @@ impl Broker {
         let Some(cluster) = &mut self.cluster else { return };
         match incoming {
             Incoming::ReaderUp { from_id, rosters, missed } => {
-                info!("cluster: connected to Redis as node {}", cluster.node);
                 cluster.reader_up = true;
                 cluster.last_id = from_id;
                 let own = cluster.node.clone();
@@ -160,14 +159,10 @@ impl Broker {
                 self.contact_back();
             }
             Incoming::Lost { reader, why } => {
-                let was_connected = cluster.connected();
                 if reader {
                     cluster.reader_up = false;
                 } else {
                     cluster.writer_up = false;
-                }
-                if was_connected || !cluster.told_lost {
-                    warn!("cluster: lost Redis: {why}");
                 }
                 let why = crate::text::sanitize(&why);
                 cluster.lost_why = Some(why);
@@ -216,7 +211,6 @@ impl Broker {
         cluster.pump();
         cluster.lost_why = None;
         if std::mem::take(&mut cluster.told_lost) {
-            info!("cluster: contact with Redis is back");
             let undelivered = std::mem::take(&mut cluster.undelivered);
             self.tell_everyone(ClusterNews::Back { undelivered });
         }
