@@ -85,6 +85,8 @@ pub(super) struct Cluster {
     /// Every node's last heartbeat (Redis's clock, ms), and Redis's clock at the last beat.
     nodes: BTreeMap<String, u64>,
     redis_ms: u64,
+    /// Nodes with members here and no heartbeat in Redis: since when (Redis's clock).
+    unbeaten_since: HashMap<String, u64>,
     next_beat: Instant,
     /// This node's full roster is to be published then (after a broker restart, once the
     /// sessions have had time to resume).
@@ -122,6 +124,7 @@ impl Cluster {
             replica: Replica::default(),
             nodes: BTreeMap::new(),
             redis_ms: 0,
+            unbeaten_since: HashMap::new(),
             next_beat: Instant::now(),
             roster_due: Some(roster_due),
             next_ticket: 0,

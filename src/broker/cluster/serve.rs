@@ -377,10 +377,20 @@ impl Broker {
             })
             .map(|(node, _)| node.clone())
             .collect();
-        // A node with members here but no heartbeat at all was forgotten by another node.
-        for node in cluster.replica.per_node().keys() {
-            if !cluster.nodes.contains_key(*node) && !lapsed.iter().any(|n| n == node) {
-                lapsed.push(node.to_string());
+        // A node with members here but no heartbeat in Redis (forgotten by another node, or
+        // a Redis that restarted empty) has as long as any to beat again.
+        let missing: Vec<String> = cluster
+            .replica
+            .per_node()
+            .keys()
+            .filter(|node| !cluster.nodes.contains_key(**node))
+            .map(|node| node.to_string())
+            .collect();
+        cluster.unbeaten_since.retain(|node, _| missing.contains(node));
+        for node in missing {
+            let since = *cluster.unbeaten_since.entry(node.clone()).or_insert(redis_ms);
+            if redis_ms.saturating_sub(since) > lapse && !lapsed.contains(&node) {
+                lapsed.push(node);
             }
         }
         for node in lapsed {
@@ -389,6 +399,7 @@ impl Broker {
                 cluster.nodes.get(&node).map_or(0, |beat| redis_ms.saturating_sub(*beat) / 1000);
             warn!("cluster: node {node} is gone (no heartbeat for {age} s)");
             cluster.nodes.remove(&node);
+            cluster.unbeaten_since.remove(&node);
             let gone = cluster.replica.forget_node(&node);
             let _ = cluster.bridge.send(Outgoing::ForgetNode { node: node.clone() });
             self.remotes_left(gone, LeaveReason::Quit(Some(format!("server {node} lost"))));
@@ -503,10 +514,11 @@ impl Broker {
                     if remotes.is_empty() {
                         continue;
                     }
+                    let mut rows: Vec<(String, u64)> =
+                        nicks.drain(..).zip(idle.drain(..).chain(std::iter::repeat(0))).collect();
                     for remote in &remotes {
                         let member = &remote.member;
-                        nicks.push(member.nick.clone());
-                        idle.push(now.saturating_sub(member.last_spoke));
+                        rows.push((member.nick.clone(), now.saturating_sub(member.last_spoke)));
                         if member.away.is_some() {
                             away.push(member.nick.clone());
                         }
@@ -517,6 +529,8 @@ impl Broker {
                             registered.push(member.nick.clone());
                         }
                     }
+                    rows.sort_by_cached_key(|(nick, _)| names::fold(nick));
+                    (*nicks, *idle) = rows.into_iter().unzip();
                     if knows_nodes {
                         extra.push(Delivery {
                             to: Audience::One(id),
