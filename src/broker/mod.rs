@@ -410,7 +410,12 @@ impl Broker {
                 }
                 self.remove_doomed();
             }
-            if self.cluster.as_ref().is_some_and(|c| Instant::now() >= c.next_wake()) {
+            if self
+                .cluster
+                .as_ref()
+                .and_then(cluster::Cluster::next_wake)
+                .is_some_and(|at| Instant::now() >= at)
+            {
                 self.cluster_turn(Instant::now());
             }
             // Before the flush: a room's stored history is delivered in the same turn.
@@ -432,7 +437,7 @@ impl Broker {
     /// The next moment the loop must wake without I/O: an operator's shutdown, or a control
     /// connection's time limit.
     fn next_deadline(&self) -> Option<Instant> {
-        let cluster = self.cluster.as_ref().map(cluster::Cluster::next_wake);
+        let cluster = self.cluster.as_ref().and_then(cluster::Cluster::next_wake);
         [self.stop_at, self.control_deadline(), self.rings_due, self.storage.next_wake(), cluster]
             .into_iter()
             .flatten()

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Event;
+use super::control::ControlRequest;
 
 /// Version of [`EntryBody`]: bumped when its bytes change. Variants are only ever appended,
 /// so a node reads every version up to its own; it skips newer ones, saying so once.
@@ -61,6 +62,12 @@ pub enum EntryBody {
     /// An account was registered, changed or dropped on the writing node: the others read
     /// the accounts again from the shared database.
     AccountsChanged,
+    /// An operator's ban, unban, mute, unmute or message of the day, saved on the writing
+    /// node: every node applies it to its own state (a cluster-wide ban or mute).
+    Moderation { request: ControlRequest },
+    /// The writing node found `node`'s heartbeat lapsed and forgot its members. Every node
+    /// does the same; `node` itself, if it is alive after all, publishes its roster again.
+    NodeGone { node: String },
 }
 
 #[cfg(test)]
@@ -95,6 +102,10 @@ mod tests {
             EntryBody::Announce { text: "maintenance".into() },
             EntryBody::Kick { nick: "bob".into(), reason: None },
             EntryBody::AccountsChanged,
+            EntryBody::NodeGone { node: "b".into() },
+            EntryBody::Moderation {
+                request: ControlRequest::Mute { nick: "bob".into(), seconds: Some(60) },
+            },
         ];
         for entry in entries {
             let mut bytes = Vec::new();

@@ -146,12 +146,12 @@ impl Cluster {
         self.reader_up && self.writer_up
     }
 
-    /// When the loop must wake for the cluster (a heartbeat, the roster).
-    pub(super) fn next_wake(&self) -> Instant {
-        match self.roster_due {
-            Some(due) if self.connected() => due.min(self.next_beat),
-            _ => self.next_beat,
-        }
+    /// When the loop must wake for the cluster: a heartbeat, the roster (both wait for
+    /// Redis; its return wakes the loop anyway).
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        let beat = self.writer_up.then_some(self.next_beat);
+        let roster = self.roster_due.filter(|_| self.connected());
+        beat.into_iter().chain(roster).min()
     }
 
     /// Publishes `body` with `roster`, or queues it while Redis is away or the writer is

@@ -114,18 +114,18 @@ impl Broker {
             self.cluster_news(incoming);
         }
         let Some(cluster) = &mut self.cluster else { return };
-        if now >= cluster.next_beat {
+        // The first beat goes as soon as the writer is in contact: a heartbeat older than
+        // the lapse (this node's previous life) must not outlive this start.
+        if cluster.writer_up && now >= cluster.next_beat {
             cluster.next_beat = now + HEARTBEAT_EVERY;
-            if cluster.writer_up {
-                let nicks = self
-                    .rooms
-                    .member_ids()
-                    .filter_map(|id| self.rooms.nick(id))
-                    .map(names::fold)
-                    .collect();
-                // A full writer queue skips a beat; the next one comes in 5 s.
-                let _ = cluster.bridge.send(Outgoing::Heartbeat { nicks });
-            }
+            let nicks = self
+                .rooms
+                .member_ids()
+                .filter_map(|id| self.rooms.nick(id))
+                .map(names::fold)
+                .collect();
+            // A full writer queue skips a beat; the next one comes in 5 s.
+            let _ = cluster.bridge.send(Outgoing::Heartbeat { nicks });
         }
         if cluster.connected() && cluster.roster_due.is_some_and(|due| now >= due) {
             cluster.roster_due = None;
@@ -272,6 +272,12 @@ impl Broker {
             }
             None => return cluster.skipped(&id, &node, "no body"),
         };
+        if let EntryBody::NodeGone { node: gone } = &body
+            && *gone == cluster.node
+        {
+            warn!("cluster: node {node} took this node for gone; its roster goes out again");
+            cluster.roster_due = Some(Instant::now());
+        }
         if node == cluster.node {
             cluster.read_back();
             // What this node said: shown now, unless it was shown when it was said.
@@ -327,6 +333,29 @@ impl Broker {
                 }
             }
             EntryBody::AccountsChanged => self.storage.reload_accounts(),
+            EntryBody::NodeGone { node: gone } => {
+                if gone != cluster.node {
+                    self.node_gone(&gone);
+                }
+            }
+            EntryBody::Moderation { request } => {
+                use crate::proto::control::ControlRequest as Asked;
+                if !matches!(
+                    request,
+                    Asked::Ban { .. }
+                        | Asked::Unban { .. }
+                        | Asked::Mute { .. }
+                        | Asked::Unmute { .. }
+                        | Asked::Motd { text: Some(_) }
+                ) {
+                    return cluster.skipped(&id, &node, "not a moderation change");
+                }
+                info!("cluster: node {node}'s operator: {request:?}");
+                let from_cluster = crate::broker::control::FROM_CLUSTER;
+                if let Some(reply) = self.change(from_cluster, request, crate::clock::unix_now()) {
+                    debug!("cluster: node {node}'s change not applied here: {reply:?}");
+                }
+            }
         }
     }
 
@@ -398,11 +427,9 @@ impl Broker {
             let age =
                 cluster.nodes.get(&node).map_or(0, |beat| redis_ms.saturating_sub(*beat) / 1000);
             warn!("cluster: node {node} is gone (no heartbeat for {age} s)");
-            cluster.nodes.remove(&node);
-            cluster.unbeaten_since.remove(&node);
-            let gone = cluster.replica.forget_node(&node);
             let _ = cluster.bridge.send(Outgoing::ForgetNode { node: node.clone() });
-            self.remotes_left(gone, LeaveReason::Quit(Some(format!("server {node} lost"))));
+            cluster.publish(&EntryBody::NodeGone { node: node.clone() }, RosterChange::None);
+            self.node_gone(&node);
         }
         for key in lost {
             let Some(id) = self.rooms.find(&key) else { continue };
@@ -416,6 +443,15 @@ impl Broker {
             let deliveries = self.rooms.change_nick(id, &variant);
             self.deliver(deliveries);
         }
+    }
+
+    /// `node` is gone (its heartbeat lapsed): its members leave, told to this node's members.
+    fn node_gone(&mut self, node: &str) {
+        let Some(cluster) = &mut self.cluster else { return };
+        cluster.nodes.remove(node);
+        cluster.unbeaten_since.remove(node);
+        let gone = cluster.replica.forget_node(node);
+        self.remotes_left(gone, LeaveReason::Quit(Some(format!("server {node} lost"))));
     }
 
     /// A login or `/nick` to `nick`: true when the request waits for the nick's claim in
@@ -598,6 +634,15 @@ impl Broker {
 }
 
 impl Broker {
+    /// An operator's moderation change is in force here: the other nodes apply it too.
+    pub(in crate::broker) fn moderation_elsewhere(
+        &mut self,
+        request: crate::proto::control::ControlRequest,
+    ) {
+        let Some(cluster) = &mut self.cluster else { return };
+        cluster.publish(&EntryBody::Moderation { request }, RosterChange::None);
+    }
+
     /// `chatctl kick` of a member of another node: its node is asked (through the stream)
     /// and does it. Returns that node.
     pub(in crate::broker) fn kick_elsewhere(

@@ -52,6 +52,7 @@ pub use access::Access;
 use access::{Busy, CONNECTIONS_PER_UID};
 pub use client::ControlClient;
 use client::Unreadable;
+pub(super) use state_writer::FROM_CLUSTER;
 use state_writer::{Saving, check_state_dir};
 
 /// Refusals of one kind are logged once per window, then counted in one summary line.

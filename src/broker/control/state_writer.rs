@@ -49,10 +49,16 @@ impl Saving {
     }
 }
 
+/// The id of a change a cluster's other node made: nobody here waits for its answer, and it
+/// is not sent back to the others.
+pub(in crate::broker) const FROM_CLUSTER: u64 = u64::MAX;
+
 /// An operator's change on its way to disk.
 struct InFlight {
-    /// The control connection waiting for the answer.
+    /// The control connection waiting for the answer ([`FROM_CLUSTER`]: none).
     id: u64,
+    /// What was asked, for the other nodes of a cluster once it is in force.
+    request: ControlRequest,
     generation: u64,
     change: Change,
     /// The state in force with the change applied: in force once saved.
@@ -78,7 +84,7 @@ impl Broker {
     /// in force (and answered) once saved. `None`: the answer comes when the save is done.
     /// One change is saved at a time; others wait their turn, so that each answer says
     /// whether that change is on disk.
-    pub(super) fn change(
+    pub(in crate::broker) fn change(
         &mut self,
         id: u64,
         request: ControlRequest,
@@ -88,6 +94,7 @@ impl Broker {
             self.operators.saving.waiting.push_back((id, request));
             return None;
         }
+        let asked = request.clone();
         let (change, done) = match prepare(&self.moderation, &self.rooms, request, now) {
             Ok(prepared) => prepared,
             Err(why) => return Some(ControlReply::Failed(why)),
@@ -101,7 +108,8 @@ impl Broker {
         let mut staged = self.moderation.clone();
         staged.apply(&change);
         let generation = self.operators.saving.writer.submit(staged.clone());
-        self.operators.saving.in_flight = Some(InFlight { id, generation, change, staged, done });
+        self.operators.saving.in_flight =
+            Some(InFlight { id, request: asked, generation, change, staged, done });
         None
     }
 
@@ -134,6 +142,9 @@ impl Broker {
             let reply = match result {
                 Ok(()) => {
                     self.moderation = flight.staged;
+                    if flight.id != FROM_CLUSTER {
+                        self.moderation_elsewhere(flight.request);
+                    }
                     ControlReply::Done(self.changed(&flight.change, flight.done))
                 }
                 Err(err) => {
@@ -292,8 +303,11 @@ fn prepare(
             (Change::Unban(target.clone()), format!("lifted the ban on {target}"))
         }
         ControlRequest::Mute { nick, seconds } => {
-            let member = rooms.find(&nick).ok_or(format!("no such nick: {nick}"))?;
-            let nick = rooms.nick(member).unwrap_or(&nick).to_string();
+            // In a cluster, a member of another node is muted there and here alike.
+            let nick = match rooms.find(&nick) {
+                Some(member) => rooms.nick(member).unwrap_or(&nick).to_string(),
+                None => rooms.held_elsewhere_as(&nick).ok_or(format!("no such nick: {nick}"))?,
+            };
             let until = seconds.map(|s| now.saturating_add(s));
             let done = format!("muted {nick}{}", for_how_long(seconds));
             (Change::Mute(Mute { nick, since: now, until }), done)

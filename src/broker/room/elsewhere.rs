@@ -29,6 +29,11 @@ impl Rooms {
         self.elsewhere.values().find(|held| names::is_lookalike(nick, held)).map(String::as_str)
     }
 
+    /// The nick as written of a member of another node that `nick` names (folded alike).
+    pub fn held_elsewhere_as(&self, nick: &str) -> Option<String> {
+        self.elsewhere.get(&names::fold(nick)).cloned()
+    }
+
     /// A room broadcast said on another node, shown here through the room's ring by the
     /// caller: a line is kept in the room's history and recent lines (its own node stores
     /// it), a topic becomes the room's.
