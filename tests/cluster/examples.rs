@@ -5,8 +5,9 @@
 
 use std::process::Command;
 
+use super::redis::free_port;
 use super::redis::{Connection, Reply};
-use crate::util::{PATIENCE, Spawned, free_port};
+use crate::util::{PATIENCE, Spawned};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/cluster");
 

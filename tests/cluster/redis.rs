@@ -1,30 +1,29 @@
-//! A throwaway Redis for the cluster tests: Debian's `redis-server` as a child of the test, in
-//! its own process group, on a loopback port of its own, with a password, no persistence and
-//! its files in a temporary directory. Dropping it kills it and waits until nothing of it is
-//! left. It can be stopped and started again on the same port (an outage), and every client
-//! connection but the test's own can be cut (`CLIENT KILL TYPE normal`).
-//!
-//! SPEC18 names `src/broker/cluster/test_redis.rs` (the bridge's `cfg(test)` helper) as the one
-//! way to run a test Redis; until it is in main this file does the same with the same
-//! command line, and talks to Redis in RESP itself rather than through `redis-cli`.
+//! The test Redis of the cluster tests: the bridge's own (`src/broker/cluster/test_redis.rs`,
+//! Debian's `redis-server` as a child of the test in its own process group, on a loopback port
+//! of its own, with a password and no persistence), which can here also be stopped and started
+//! again on the same port (an outage), or not be started yet, and have every client connection
+//! but the test's own cut (`CLIENT KILL TYPE normal`). Commands go in RESP on a connection of
+//! their own, so that a test sees Redis's replies, errors included, as Redis said them.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{PATIENCE, Spawned, free_port, processes_in_group};
+use crate::util::PATIENCE;
+
+#[path = "../../src/broker/cluster/test_redis.rs"]
+#[allow(dead_code, reason = "the bridge's unit tests use the rest (TLS, its own connections)")]
+mod test_redis;
+
+use test_redis::TestRedis;
+pub use test_redis::free_port;
 
 /// A running (or stopped, between [`Redis::stop`] and [`Redis::start_again`]) test Redis.
 pub struct Redis {
-    /// Where Redis may write (`--dir`) and its log is.
-    dir: tempfile::TempDir,
+    /// The server; `None` while stopped.
+    server: Option<TestRedis>,
     pub port: u16,
     pub password: String,
-    /// The server, in a process group of its own; `None` while stopped.
-    process: Option<Spawned>,
-    /// Every process group the server had, for the check that nothing is left.
-    groups: Vec<i32>,
 }
 
 /// A Redis reply.
@@ -57,22 +56,17 @@ impl Reply {
 }
 
 impl Redis {
-    /// Starts a Redis that wants a fresh password from every client.
+    /// Starts a Redis that wants a password of its own from every client.
     pub fn start() -> Redis {
-        let dir = tempfile::Builder::new().prefix("chatd-redis-").tempdir().expect("a temp dir");
-        let password = format!("{:032x}", fastrand::u128(..));
-        let mut redis =
-            Redis { dir, port: free_port(), password, process: None, groups: Vec::new() };
-        redis.start_again();
-        redis
+        let server = TestRedis::start();
+        let (port, password) = (server.port(), server.password().to_string());
+        Redis { server: Some(server), port, password }
     }
 
     /// A port nobody listens on, with the password a Redis started there later will want:
     /// for "Redis is unreachable at start", then [`start_again`](Self::start_again).
     pub fn not_started() -> Redis {
-        let dir = tempfile::Builder::new().prefix("chatd-redis-").tempdir().expect("a temp dir");
-        let password = format!("{:032x}", fastrand::u128(..));
-        Redis { dir, port: free_port(), password, process: None, groups: Vec::new() }
+        Redis { server: None, port: free_port(), password: format!("{:032x}", fastrand::u128(..)) }
     }
 
     /// The URL a chat node is given: `redis://:PASSWORD@127.0.0.1:PORT/0`.
@@ -82,49 +76,14 @@ impl Redis {
 
     /// Starts the server (again) on its port, and waits until it answers.
     pub fn start_again(&mut self) {
-        assert!(self.process.is_none(), "Redis is already running");
-        let log = self.dir.path().join("redis.log");
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--requirepass", &self.password])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--logfile")
-            .arg(&log);
-        if Command::new("redis-server").arg("--version").output().is_err() {
-            panic!(
-                "this test needs redis-server: install the `redis-server` package \
-                 (apt-get install redis-server; .ci/run does)"
-            );
-        }
-        let process = Spawned::spawn(&mut command);
-        self.groups.push(process.pid());
-        self.process = Some(process);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(reply) = self.try_command(&["PING"])
-                && reply == Reply::Status("PONG".into())
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not answer within {PATIENCE:?}; its log:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(self.server.is_none(), "Redis is already running");
+        self.server = Some(TestRedis::start_on(self.port, &self.password));
     }
 
-    /// Stops the server (SIGTERM: without persistence it keeps nothing) and waits until it is
-    /// gone; every connection to it is lost, and what it held with it.
+    /// Stops the server (killed: without persistence it keeps nothing) and waits until it is
+    /// gone; every connection to it is lost, and everything it held.
     pub fn stop(&mut self) {
-        let process = self.process.take().expect("Redis is running");
-        // Spawned's drop: SIGTERM, then its process group killed and waited for.
-        drop(process);
+        drop(self.server.take().expect("Redis is running"));
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
             assert!(Instant::now() < deadline, "port {} still answers after the stop", self.port);
@@ -144,35 +103,16 @@ impl Redis {
     /// Runs one command (after AUTH) on a connection of its own; fails the test if Redis
     /// cannot be reached. An error reply is returned, not a failure.
     pub fn command(&self, args: &[&str]) -> Reply {
-        self.try_command(args).unwrap_or_else(|err| {
-            panic!("Redis on port {}: {args:?}: {err}; its log:\n{}", self.port, self.log())
-        })
-    }
-
-    fn try_command(&self, args: &[&str]) -> std::io::Result<Reply> {
-        let mut connection = Connection::open(self.port)?;
-        let auth = connection.call(&["AUTH", &self.password])?;
-        if auth != Reply::Status("OK".into()) {
-            return Err(std::io::Error::other(format!("AUTH answered {auth:?}")));
-        }
-        connection.call(args)
+        let mut connection = Connection::open(self.port)
+            .unwrap_or_else(|err| panic!("Redis on port {}: {err}; {}", self.port, self.log()));
+        let auth = connection.call(&["AUTH", &self.password]).expect("AUTH");
+        assert_eq!(auth, Reply::Status("OK".into()), "AUTH");
+        connection.call(args).unwrap_or_else(|err| panic!("{args:?}: {err}; {}", self.log()))
     }
 
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
-    /// Processes of this Redis still running (none once dropped).
-    pub fn processes(&self) -> Vec<i32> {
-        self.groups.iter().flat_map(|&group| processes_in_group(group)).collect()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        // Spawned's drop stops the server and kills its group; nothing else is left.
-        drop(self.process.take());
+        self.server.as_ref().map(TestRedis::log).unwrap_or_else(|| "(stopped)".into())
     }
 }
 
