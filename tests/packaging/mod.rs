@@ -209,7 +209,7 @@ fn settings_man_page(example: &str) -> String {
 fn the_chatd_toml_5_man_page_matches_the_settings_file() {
     let example = include_str!("../../packaging/chatd.toml");
     let page = settings_man_page(example);
-    assert_eq!(page.matches(".TP").count(), 44, "every key is documented");
+    assert_eq!(page.matches(".TP").count(), 47, "every key is documented");
     check_generated("packaging/man/chatd.toml.5", &page);
 }
 
@@ -262,6 +262,14 @@ fn the_deb_is_lintian_clean_installs_serves_and_purges() {
             && Path::new("/lib/systemd/system/chatd.service").exists()
     );
     run(Command::new("/usr/sbin/chatd").args(["--check-config", "/etc/chatd/chatd.toml"]));
+    // The cluster's example files, and a node's settings among them valid as they stand.
+    for example in ["redis.conf", "pg_hba.conf", "chatd.toml"] {
+        let path = Path::new("/usr/share/doc/chatd/examples/cluster").join(example);
+        assert!(path.exists(), "{} is not installed", path.display());
+    }
+    assert!(Path::new("/usr/share/doc/chatd/CLUSTER.md").exists());
+    run(Command::new("/usr/sbin/chatd")
+        .args(["--check-config", "/usr/share/doc/chatd/examples/cluster/chatd.toml"]));
 
     // The installed daemon with the packaged settings, started as root, serving on loopback.
     let port = crate::util::free_port();
@@ -344,6 +352,14 @@ fn the_rpm_builds_with_rpmbuild_and_rpmlint_finds_no_errors() {
         assert!(
             files.lines().any(|line| line == expected),
             "{expected} missing from the rpm:\n{files}"
+        );
+    }
+    // The documentation directory is chatd or chatd-VERSION, as the distribution's macros say.
+    for doc in ["CLUSTER.md", "cluster/redis.conf", "cluster/pg_hba.conf", "cluster/chatd.toml"] {
+        assert!(
+            files.lines().any(|line| line.starts_with("/usr/share/doc/chatd")
+                && line.ends_with(&format!("/{doc}"))),
+            "{doc} missing from the rpm's documentation:\n{files}"
         );
     }
     let lint = Command::new("rpmlint")
