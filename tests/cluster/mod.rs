@@ -236,27 +236,26 @@ fn redis_away_and_back_local_chat_goes_on_and_queued_lines_cross() {
     alice.expect("<dave> me too");
 }
 
-/// One nickname, one person, over availability: while Redis is away a node cannot reserve a
-/// new nickname (another node might grant it too), so a newcomer is told and asked again
-/// (SPEC18, "Nicks").
+/// While Redis is away a node admits a new nickname on what it knows (its own chat goes
+/// on), and claims it when contact is back: two nodes that both admitted `erin` meanwhile end
+/// up with one `erin` and one `erin_2` (the heartbeat's claim decides), and the rooms see
+/// the rename.
 #[test]
-fn a_new_nickname_cannot_be_reserved_while_redis_is_away() {
+fn a_nickname_given_on_two_nodes_while_redis_was_away_is_made_unique_when_it_is_back() {
     let mut nodes = TwoNodes::start();
-    let mut alice = nodes.a.login("alice");
+    let [mut alice] = nodes.room([(Node::A, "alice")]);
     nodes.redis.stop();
     alice.expect("*** Lost contact with the other servers; local chat goes on");
-    let mut erin = nodes.a.connect();
-    erin.expect_prefix("*** Please choose a nickname");
-    erin.send("erin");
-    let told = erin.expect_prefix("*** Please choose a nickname");
-    assert!(
-        !erin.seen.iter().any(|l| l.starts_with("*** You are now known as erin")),
-        "erin got a nickname without Redis: {told}; {:?}",
-        erin.seen
-    );
-    alice.send("/nick alicia");
-    let refused = alice.next_line().unwrap_or_default();
-    assert!(!refused.contains("is now known as alicia"), "renamed without Redis: {refused}");
+    let _erin_on_a = nodes.a.login("erin");
+    let _erin_on_b = nodes.b.login("erin");
+    nodes.redis.start_again();
+    alice.expect("*** Contact with the other servers is back");
+    alice.expect("*** erin is now known as erin_2");
+    alice.send("/who");
+    let who = alice.expect_prefix("*** In lobby");
+    for nick in ["alice", "erin", "erin_2"] {
+        assert!(who.split([' ', ',']).any(|word| word == nick), "{nick} not in {who}");
+    }
 }
 
 fn assert_no_departure(lines: &[String]) {
@@ -352,10 +351,11 @@ fn a_wrong_redis_password_is_logged_and_the_node_keeps_serving() {
     assert!(!lost.contains(&nodes.redis.password), "the password was logged: {lost}");
     // Node b, with the right one, is not troubled.
     nodes.b.wait_for_log("cluster: connected to Redis as node b");
-    // Node a serves: a newcomer is greeted and asked for a nickname (whether it may have one
-    // without Redis is a_new_nickname_cannot_be_reserved_while_redis_is_away).
-    let mut client = nodes.a.connect();
-    client.expect_prefix("*** Please choose a nickname");
+    // Node a serves its own rooms: two newcomers get their nicknames and talk.
+    let [mut carol, mut dave] = nodes.a.room(["carol", "dave"]);
+    carol.send("anyone here?");
+    dave.expect("<carol> anyone here?");
+    carol.expect("<carol> anyone here?");
     assert!(nodes.a.log().iter().all(|l| !l.contains("panicked")), "{:?}", nodes.a.log());
 }
 

@@ -78,6 +78,8 @@ pub(super) struct Cluster {
     told_lost: bool,
     /// Publish jobs waiting for the writer (Redis away, or its queue full), oldest first.
     waiting: VecDeque<Outgoing>,
+    /// How many jobs at the front of `waiting` the writer gave back.
+    given_back: usize,
     /// Lines dropped from `waiting` since the members were last told.
     undelivered: u64,
     next_tag: u64,
@@ -119,6 +121,7 @@ impl Cluster {
             writer_up: false,
             told_lost: false,
             waiting: VecDeque::new(),
+            given_back: 0,
             undelivered: 0,
             next_tag: 0,
             replica: Replica::default(),
@@ -177,6 +180,7 @@ impl Cluster {
     /// Queues a job for later, dropping the oldest past [`WAITING_MAX`].
     fn wait(&mut self, job: Outgoing) {
         if self.waiting.len() >= WAITING_MAX && self.waiting.pop_front().is_some() {
+            self.given_back = self.given_back.saturating_sub(1);
             if self.undelivered == 0 {
                 warn!(
                     "cluster: {WAITING_MAX} entries wait for Redis; the oldest are dropped and never reach the other servers"
@@ -186,6 +190,20 @@ impl Cluster {
             self.figures.dropped += 1;
         }
         self.waiting.push_back(job);
+    }
+
+    /// Jobs the writer gives back (Redis went away under them), in the order they were
+    /// sent: they go after those it gave back before and before everything queued here
+    /// since, which came later (a job is queued here only once nothing goes to the writer).
+    /// Sessions drop a line numbered below one they showed, so the order of a sender's
+    /// lines must hold.
+    fn unsent(&mut self, jobs: Vec<Outgoing>) {
+        for job in jobs {
+            if matches!(job, Outgoing::Publish { .. }) {
+                self.waiting.insert(self.given_back.min(self.waiting.len()), job);
+                self.given_back += 1;
+            }
+        }
     }
 
     /// Hands queued jobs to the writer while it takes them.
@@ -198,6 +216,7 @@ impl Cluster {
                 self.waiting.push_front(job);
                 break;
             }
+            self.given_back = self.given_back.saturating_sub(1);
             self.sent_at.push_back(Instant::now());
         }
     }

@@ -181,11 +181,7 @@ impl Broker {
             }
             Incoming::Published(tags) => cluster.figures.published += tags.len() as u64,
             Incoming::Unsent(jobs) => {
-                for job in jobs.into_iter().rev() {
-                    if matches!(job, Outgoing::Publish { .. }) {
-                        cluster.waiting.push_front(job);
-                    }
-                }
+                cluster.unsent(jobs);
                 if !cluster.connected() {
                     self.show_waiting_here();
                 }
