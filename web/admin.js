@@ -510,7 +510,9 @@ function showUsers(users) {
     actions.appendChild(user.muted
       ? button("Unmute " + user.nick, "Unmute", () => admin("/admin unmute " + user.nick))
       : button("Mute " + user.nick, "Mute", () => admin("/admin mute " + user.nick)));
-    const tr = row([user.nick, user.room, user.peer, user.tls ? "yes" : "no", seconds(user.idle_seconds),
+    // In a cluster, the node the user is on goes with the address.
+    const where = user.node ? user.peer + " on " + user.node : user.peer;
+    const tr = row([user.nick, user.room, where, user.tls ? "yes" : "no", seconds(user.idle_seconds),
       seconds(user.connected_seconds), flags.join(", "), actions]);
     tr.children[5].className = "num hide-narrow";
     tr.children[4].className = "num";

@@ -315,12 +315,16 @@ pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 fn users_table(users: &[UserRow]) -> String {
+    // A cluster's `who` says which node each user is on.
+    let clustered = users.iter().any(|u| u.node.is_some());
     let rows = users
         .iter()
         .map(|u| {
-            vec![
-                u.nick.clone(),
-                u.room.clone(),
+            let mut row = vec![u.nick.clone(), u.room.clone()];
+            if clustered {
+                row.push(u.node.clone().unwrap_or_default());
+            }
+            row.extend([
                 u.peer.clone(),
                 u.pid.to_string(),
                 age(u.connected_seconds),
@@ -328,10 +332,15 @@ fn users_table(users: &[UserRow]) -> String {
                 yes_no(u.tls),
                 yes_no(u.registered),
                 state(u),
-            ]
+            ]);
+            row
         })
         .collect();
-    let header = ["NICK", "ROOM", "ADDRESS", "PID", "CONNECTED", "IDLE", "TLS", "ACCOUNT", "STATE"];
+    let mut header = vec!["NICK", "ROOM"];
+    if clustered {
+        header.push("NODE");
+    }
+    header.extend(["ADDRESS", "PID", "CONNECTED", "IDLE", "TLS", "ACCOUNT", "STATE"]);
     table(&header, rows)
 }
 
@@ -711,6 +720,7 @@ mod tests {
             muted: true,
             tls: false,
             registered: false,
+            node: None,
         }];
         let text = users_table(&users);
         let lines: Vec<&str> = text.lines().collect();
@@ -726,6 +736,29 @@ mod tests {
     }
 
     #[test]
+    fn a_clusters_who_has_a_node_column() {
+        let row = |nick: &str, node: &str| UserRow {
+            nick: nick.into(),
+            room: "lobby".into(),
+            peer: "-".into(),
+            pid: 0,
+            connected_seconds: 5,
+            idle_seconds: 5,
+            away: None,
+            muted: false,
+            tls: false,
+            registered: false,
+            node: Some(node.into()),
+        };
+        let text = users_table(&[row("alice", "east"), row("bob", "west")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("NODE"), "{text}");
+        assert_eq!(lines[0].find("NODE"), lines[2].find("west"), "{text}");
+        let alone = users_table(&[UserRow { node: None, ..row("alice", "a") }]);
+        assert!(!alone.contains("NODE"), "{alone}");
+    }
+
+    #[test]
     fn who_pads_by_display_width_so_cjk_nicks_keep_the_columns_straight() {
         let row = |nick: &str, room: &str| UserRow {
             nick: nick.into(),
@@ -738,6 +771,7 @@ mod tests {
             muted: false,
             tls: false,
             registered: false,
+            node: None,
         };
         let text = users_table(&[row("小明", "lobby"), row("alice", "大厅"), row("ｂｏｂ", "dev")]);
         let lines: Vec<&str> = text.lines().collect();

@@ -13,7 +13,8 @@ use crate::moderation::Ban;
 /// Version of the operator protocol. 2: the store (`Backup`, `History`, `Forget`, the
 /// store's figures in [`Status`]). 3: accounts (`Accounts`), TLS (the certificate in
 /// [`Status`], `tls` and `account` in [`UserRow`]). 4: in-place upgrades (`Upgrade`; the
-/// code that runs in [`MasterFigures`]). 5: a cluster's figures ([`ClusterStatus`]).
+/// code that runs in [`MasterFigures`]). 5: a cluster's figures ([`ClusterStatus`]) and
+/// each user's node ([`UserRow::node`]).
 pub const CONTROL_VERSION: u32 = 5;
 
 /// Largest request payload the broker reads on `control.sock`. Requests are a verb and a few
@@ -236,6 +237,9 @@ pub struct UserRow {
     pub tls: bool,
     /// Logged in to its registered account.
     pub registered: bool,
+    /// In a cluster, the node the user is on (`None`: one host on its own). A user of
+    /// another node has no address or pid here.
+    pub node: Option<String>,
 }
 
 /// One room, for `chatctl rooms`.

@@ -1146,6 +1146,7 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
                 any::<[u64; 2]>(),
                 maybe_text(),
                 any::<[bool; 3]>(),
+                maybe_text(),
             )
                 .prop_map(
                     |(
@@ -1156,6 +1157,7 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
                         [connected_seconds, idle_seconds],
                         away,
                         [muted, tls, registered],
+                        node,
                     )| {
                         UserRow {
                             nick,
@@ -1168,6 +1170,7 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
                             muted,
                             tls,
                             registered,
+                            node,
                         }
                     },
                 ),

@@ -90,6 +90,11 @@ impl Replica {
         found
     }
 
+    /// Every member of another node.
+    pub fn all(&self) -> impl Iterator<Item = &Remote> {
+        self.by_key.values()
+    }
+
     /// Every room another node has members in: (its name, how many).
     pub fn rooms(&self) -> HashMap<String, (String, u32)> {
         let mut rooms: HashMap<String, (String, u32)> = HashMap::new();

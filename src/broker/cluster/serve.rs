@@ -660,6 +660,42 @@ impl Broker {
         true
     }
 
+    /// This node's name in a cluster.
+    pub(in crate::broker) fn cluster_node(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|cluster| cluster.node.as_str())
+    }
+
+    /// `chatctl who`'s rows for the other nodes' members (of the room with key `room`, or
+    /// all).
+    pub(in crate::broker) fn users_elsewhere(
+        &self,
+        room: Option<&str>,
+        now: u64,
+    ) -> Vec<crate::proto::control::UserRow> {
+        let Some(cluster) = &self.cluster else { return Vec::new() };
+        cluster
+            .replica
+            .all()
+            .filter(|remote| room.is_none_or(|key| names::fold(&remote.member.room) == key))
+            .map(|remote| {
+                let member = &remote.member;
+                crate::proto::control::UserRow {
+                    nick: member.nick.clone(),
+                    room: member.room.clone(),
+                    peer: "-".to_string(),
+                    pid: 0,
+                    connected_seconds: now.saturating_sub(member.connected_at),
+                    idle_seconds: now.saturating_sub(member.last_spoke),
+                    away: member.away.clone(),
+                    muted: self.moderation.is_muted(&member.nick, now),
+                    tls: member.tls,
+                    registered: member.account.is_some(),
+                    node: Some(remote.node.clone()),
+                }
+            })
+            .collect()
+    }
+
     pub(in crate::broker) fn cluster_status(&self) -> Option<crate::proto::control::ClusterStatus> {
         self.cluster.as_ref().map(Cluster::status)
     }

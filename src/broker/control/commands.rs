@@ -223,9 +223,11 @@ impl Broker {
                     muted: self.moderation.is_muted(nick, now),
                     tls: self.rooms.is_tls(id),
                     registered: self.rooms.account_of(id).is_some(),
+                    node: self.cluster_node().map(str::to_string),
                 })
             })
             .collect();
+        rows.extend(self.users_elsewhere(key.as_deref(), now));
         rows.sort_by(|a, b| {
             (names::fold(&a.room), names::fold(&a.nick))
                 .cmp(&(names::fold(&b.room), names::fold(&b.nick)))
