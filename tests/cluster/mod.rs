@@ -8,6 +8,7 @@
 //! Each test has its own PostgreSQL and Redis (nextest runs tests in parallel), and waits for
 //! lines and log lines, never for a fixed time.
 
+mod accounts;
 mod examples;
 mod harness;
 mod redis;
