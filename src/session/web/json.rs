@@ -213,7 +213,9 @@ struct Admin<'a> {
 /// The answer to `/admin`.
 pub fn admin(reply: &ControlReply) -> String {
     serde_json::to_string(&Admin { t: "admin", reply }).unwrap_or_else(|err| {
-        format!("{{\"t\":\"admin\",\"reply\":{{\"Failed\":\"cannot encode the answer: {err}\"}}}}")
+        // The error's words go through the encoder too: they may hold a quote.
+        let failed = ControlReply::Failed(format!("cannot encode the answer: {err}"));
+        write(&Admin { t: "admin", reply: &failed })
     })
 }
 
