@@ -39,7 +39,8 @@ use crate::proto::codec;
 use bridge::{Bridge, Outgoing, RosterChange};
 use replica::Replica;
 
-use super::room::MemberId;
+use super::room::{Audience, Delivery, MemberId};
+use crate::proto::Event;
 
 /// How often a node renews its heartbeat and its nicknames.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -49,6 +50,21 @@ pub const NODE_LAPSE: Duration = Duration::from_secs(15);
 pub const WAITING_MAX: usize = 10_000;
 /// Skipped stream entries are logged at most this often per writing node.
 const SKIP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A publish job not yet handed to the writer: its number (rising, in the order things
+/// were said), and the room broadcast it carries while that is not shown here yet.
+struct Pending {
+    tag: u64,
+    job: Outgoing,
+    unshown: Option<Delivery>,
+}
+
+/// A publish job in the writer's hands.
+struct InFlight {
+    tag: u64,
+    sent: Instant,
+    unshown: Option<Delivery>,
+}
 
 /// A request waiting for its nickname's claim.
 struct Parked {
@@ -76,10 +92,16 @@ pub(super) struct Cluster {
     writer_up: bool,
     /// The members were told contact is lost, and not yet that it is back.
     told_lost: bool,
-    /// Publish jobs waiting for the writer (Redis away, or its queue full), oldest first.
-    waiting: VecDeque<Outgoing>,
-    /// How many jobs at the front of `waiting` the writer gave back.
-    given_back: usize,
+    /// Publish jobs waiting for the writer (Redis away, or its queue full), by number.
+    waiting: VecDeque<Pending>,
+    /// Jobs handed to the writer and not yet in the stream, or (room broadcasts) not yet
+    /// read back, by number.
+    in_flight: VecDeque<InFlight>,
+    /// This node's room broadcasts numbered up to this are shown here already.
+    shown_through: u64,
+    /// The writer answered since contact was last lost (a writer can hang on a cut network
+    /// without knowing it).
+    writer_answers: bool,
     /// Lines dropped from `waiting` since the members were last told.
     undelivered: u64,
     next_tag: u64,
@@ -104,9 +126,6 @@ pub(super) struct Cluster {
     last_id: String,
     /// Why Redis is out of reach, while it is.
     lost_why: Option<String>,
-    /// When each of this node's entries in the writer's hands was handed over, oldest first:
-    /// read back in that order, they give the stream's round trip.
-    sent_at: VecDeque<Instant>,
     round_trip_ms_last: f64,
     round_trip_ms_max: f64,
     figures: ClusterFigures,
@@ -121,7 +140,9 @@ impl Cluster {
             writer_up: false,
             told_lost: false,
             waiting: VecDeque::new(),
-            given_back: 0,
+            in_flight: VecDeque::new(),
+            shown_through: 0,
+            writer_answers: false,
             undelivered: 0,
             next_tag: 0,
             replica: Replica::default(),
@@ -137,16 +158,16 @@ impl Cluster {
             accounts_settled: 0,
             last_id: String::new(),
             lost_why: None,
-            sent_at: VecDeque::new(),
             round_trip_ms_last: 0.0,
             round_trip_ms_max: 0.0,
             figures: ClusterFigures::default(),
         }
     }
 
-    /// Both threads are in contact with Redis: broadcasts go through the stream.
+    /// Both threads are in contact with Redis, and the writer has answered since contact
+    /// was last lost: broadcasts go through the stream.
     fn connected(&self) -> bool {
-        self.reader_up && self.writer_up
+        self.reader_up && self.writer_up && self.writer_answers
     }
 
     /// When the loop must wake for the cluster: a heartbeat, the roster (both wait for
@@ -157,30 +178,74 @@ impl Cluster {
         beat.into_iter().chain(roster).min()
     }
 
+    /// Publishes a room broadcast: through the stream while in contact (then it is shown
+    /// here when read back), else queued and to be shown here at once (returned).
+    fn publish_room(&mut self, room: String, event: Event) -> Option<Delivery> {
+        let number = self.next_tag + 1;
+        let connected = self.connected();
+        let body = EntryBody::Room {
+            room: room.clone(),
+            event: event.clone(),
+            shown_at_origin: !connected,
+            number,
+        };
+        let delivery = Delivery { to: Audience::Room(room), event };
+        match connected {
+            true => {
+                self.publish_with(&body, RosterChange::None, Some(delivery));
+                None
+            }
+            false => {
+                self.publish_with(&body, RosterChange::None, None);
+                self.shown_through = number;
+                Some(delivery)
+            }
+        }
+    }
+
     /// Publishes `body` with `roster`, or queues it while Redis is away or the writer is
     /// busy; queued jobs keep their order.
     fn publish(&mut self, body: &EntryBody, roster: RosterChange) {
+        self.publish_with(body, roster, None);
+    }
+
+    /// [`publish`](Self::publish), with the room broadcast it carries when it is not shown
+    /// here yet.
+    fn publish_with(&mut self, body: &EntryBody, roster: RosterChange, unshown: Option<Delivery>) {
         let mut bytes = Vec::new();
         if let Err(err) = codec::encode_payload(body, &mut bytes) {
             warn!("cluster: cannot encode an entry: {err}");
             return;
         }
         self.next_tag += 1;
-        let job = Outgoing::Publish { tag: self.next_tag, body: bytes, roster };
-        let refused = match self.connected() && self.waiting.is_empty() {
-            true => self.bridge.send(job).err(),
-            false => Some(job),
-        };
-        match refused {
-            Some(job) => self.wait(job),
-            None => self.sent_at.push_back(Instant::now()),
+        let tag = self.next_tag;
+        let pending = Pending { tag, job: Outgoing::Publish { tag, body: bytes, roster }, unshown };
+        if self.connected() && self.waiting.is_empty() {
+            self.hand_over(pending);
+        } else {
+            self.wait(pending);
+        }
+    }
+
+    /// Hands a job to the writer, or puts it back first in the queue when the writer's
+    /// queue is full (false).
+    fn hand_over(&mut self, pending: Pending) -> bool {
+        let Pending { tag, job, unshown } = pending;
+        match self.bridge.send(job) {
+            Ok(()) => {
+                self.in_flight.push_back(InFlight { tag, sent: Instant::now(), unshown });
+                true
+            }
+            Err(job) => {
+                self.waiting.push_front(Pending { tag, job, unshown });
+                false
+            }
         }
     }
 
     /// Queues a job for later, dropping the oldest past [`WAITING_MAX`].
-    fn wait(&mut self, job: Outgoing) {
+    fn wait(&mut self, pending: Pending) {
         if self.waiting.len() >= WAITING_MAX && self.waiting.pop_front().is_some() {
-            self.given_back = self.given_back.saturating_sub(1);
             if self.undelivered == 0 {
                 warn!(
                     "cluster: {WAITING_MAX} entries wait for Redis; the oldest are dropped and never reach the other servers"
@@ -189,21 +254,44 @@ impl Cluster {
             self.undelivered += 1;
             self.figures.dropped += 1;
         }
-        self.waiting.push_back(job);
+        self.waiting.push_back(pending);
     }
 
-    /// Jobs the writer gives back (Redis went away under them), in the order they were
-    /// sent: they go after those it gave back before and before everything queued here
-    /// since, which came later (a job is queued here only once nothing goes to the writer).
-    /// Sessions drop a line numbered below one they showed, so the order of a sender's
-    /// lines must hold.
+    /// Jobs the writer gives back (Redis went away under them): back in the queue in the
+    /// order of their numbers, which is the order they were said in. (Sessions drop a line
+    /// numbered below one they showed, so a sender's lines must keep their order.)
     fn unsent(&mut self, jobs: Vec<Outgoing>) {
         for job in jobs {
-            if matches!(job, Outgoing::Publish { .. }) {
-                self.waiting.insert(self.given_back.min(self.waiting.len()), job);
-                self.given_back += 1;
-            }
+            let Outgoing::Publish { tag, .. } = job else { continue };
+            let unshown = match self.in_flight.iter().position(|sent| sent.tag == tag) {
+                Some(at) => self.in_flight.remove(at).and_then(|sent| sent.unshown),
+                None => None,
+            };
+            let at = self.waiting.partition_point(|waiting| waiting.tag < tag);
+            self.waiting.insert(at, Pending { tag, job, unshown });
         }
+    }
+
+    /// The writer has these in the stream: what needs no reading back is done.
+    fn published(&mut self, tags: &[u64]) {
+        self.figures.published += tags.len() as u64;
+        self.in_flight.retain(|sent| sent.unshown.is_some() || !tags.contains(&sent.tag));
+    }
+
+    /// Contact was lost with room broadcasts not shown here yet (in the writer's hands, or
+    /// queued): they are shown now, in the order they were said, and numbered as shown, so
+    /// that reading them back later shows them no second time.
+    fn take_unshown(&mut self) -> Vec<Delivery> {
+        let mut unshown: Vec<(u64, Delivery)> = Vec::new();
+        for sent in self.in_flight.iter_mut() {
+            unshown.extend(sent.unshown.take().map(|delivery| (sent.tag, delivery)));
+        }
+        for waiting in self.waiting.iter_mut() {
+            unshown.extend(waiting.unshown.take().map(|delivery| (waiting.tag, delivery)));
+        }
+        unshown.sort_by_key(|(tag, _)| *tag);
+        self.shown_through = self.next_tag;
+        unshown.into_iter().map(|(_, delivery)| delivery).collect()
     }
 
     /// Hands queued jobs to the writer while it takes them.
@@ -211,14 +299,26 @@ impl Cluster {
         if !self.connected() {
             return;
         }
-        while let Some(job) = self.waiting.pop_front() {
-            if let Err(job) = self.bridge.send(job) {
-                self.waiting.push_front(job);
+        while let Some(pending) = self.waiting.pop_front() {
+            if !self.hand_over(pending) {
                 break;
             }
-            self.given_back = self.given_back.saturating_sub(1);
-            self.sent_at.push_back(Instant::now());
         }
+    }
+
+    /// This node's room broadcast number `number` came back from the stream: whether to
+    /// show it now (not if it was shown when contact was lost).
+    fn read_back(&mut self, number: u64) -> bool {
+        while self.in_flight.front().is_some_and(|sent| sent.tag <= number) {
+            if let Some(sent) = self.in_flight.pop_front()
+                && sent.tag == number
+            {
+                let ms = sent.sent.elapsed().as_secs_f64() * 1000.0;
+                self.round_trip_ms_last = ms;
+                self.round_trip_ms_max = self.round_trip_ms_max.max(ms);
+            }
+        }
+        number > self.shown_through
     }
 
     /// A stream entry from `node` could not be used: logged at most once per
@@ -241,15 +341,6 @@ impl Cluster {
         let keyed =
             rows.iter().map(|member| (crate::names::fold(&member.nick), member.clone())).collect();
         (EntryBody::Roster { members: rows }, RosterChange::Replace(keyed))
-    }
-
-    /// One of this node's entries came back from the stream.
-    fn read_back(&mut self) {
-        if let Some(sent) = self.sent_at.pop_front() {
-            let ms = sent.elapsed().as_secs_f64() * 1000.0;
-            self.round_trip_ms_last = ms;
-            self.round_trip_ms_max = self.round_trip_ms_max.max(ms);
-        }
     }
 
     /// The figures `chatctl status` shows.

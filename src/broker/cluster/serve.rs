@@ -52,25 +52,15 @@ impl Broker {
         }
         let mut here = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            let Audience::Room(key) = &delivery.to else {
-                here.push(delivery);
-                continue;
-            };
-            if Broadcast::of(&delivery.event).is_none() {
+            if !matches!(delivery.to, Audience::Room(_)) || Broadcast::of(&delivery.event).is_none()
+            {
                 here.push(delivery);
                 continue;
             }
             self.publish_members_named(&delivery.event);
             let Some(cluster) = &mut self.cluster else { break };
-            let connected = cluster.connected();
-            let body = EntryBody::Room {
-                room: key.clone(),
-                event: delivery.event.clone(),
-                shown_at_origin: !connected,
-            };
-            cluster.publish(&body, RosterChange::None);
-            if !connected {
-                here.push(delivery);
+            if let Delivery { to: Audience::Room(key), event } = delivery {
+                here.extend(cluster.publish_room(key, event));
             }
         }
         self.deliver_here(here)
@@ -156,21 +146,28 @@ impl Broker {
             }
             Incoming::WriterUp => {
                 cluster.writer_up = true;
+                cluster.writer_answers = true;
                 self.contact_back();
             }
             Incoming::Lost { reader, why } => {
                 if reader {
                     cluster.reader_up = false;
+                    // The writer may hang on the same cut network without knowing it: until
+                    // it answers again, nothing counts on it, and a heartbeat asks now.
+                    cluster.next_beat = Instant::now();
                 } else {
                     cluster.writer_up = false;
                 }
+                cluster.writer_answers = false;
                 let why = crate::text::sanitize(&why);
                 cluster.lost_why = Some(why);
-                cluster.sent_at.clear();
-                if !cluster.told_lost {
-                    cluster.told_lost = true;
+                let unshown = cluster.take_unshown();
+                let first = !std::mem::replace(&mut cluster.told_lost, true);
+                if first {
                     cluster.figures.lost_episodes += 1;
-                    self.show_waiting_here();
+                }
+                self.deliver_here(unshown);
+                if first {
                     self.tell_everyone(ClusterNews::Lost);
                 }
             }
@@ -179,27 +176,48 @@ impl Broker {
                     self.stream_entry(entry);
                 }
             }
-            Incoming::Published(tags) => cluster.figures.published += tags.len() as u64,
+            Incoming::Published(tags) => {
+                cluster.published(&tags);
+                self.writer_answered();
+            }
             Incoming::Unsent(jobs) => {
                 cluster.unsent(jobs);
                 if !cluster.connected() {
-                    self.show_waiting_here();
+                    let unshown = cluster.take_unshown();
+                    self.deliver_here(unshown);
                 }
             }
             Incoming::Claimed { ticket, granted, unreachable } => {
+                if !unreachable {
+                    self.writer_answered();
+                }
                 self.claimed(ticket, granted, unreachable);
             }
-            Incoming::Beat { redis_ms, nodes, lost } => self.beat(redis_ms, nodes, lost),
+            Incoming::Beat { redis_ms, nodes, lost } => {
+                self.writer_answered();
+                self.beat(redis_ms, nodes, lost);
+            }
+        }
+    }
+
+    /// The writer did something in Redis: it is in contact.
+    fn writer_answered(&mut self) {
+        let Some(cluster) = &mut self.cluster else { return };
+        if !cluster.writer_answers && cluster.writer_up {
+            cluster.writer_answers = true;
+            self.contact_back();
         }
     }
 
     /// Both threads are back after an outage: the queue goes out, the roster is sent again,
-    /// and the members are told.
+    /// the heartbeat goes at once (the outage may have come close to the lapse), and the
+    /// members are told.
     fn contact_back(&mut self) {
         let Some(cluster) = &mut self.cluster else { return };
         if !cluster.connected() {
             return;
         }
+        cluster.next_beat = Instant::now();
         if cluster.roster_due.is_none() {
             // After an outage: what the others know of this node is made whole again.
             cluster.roster_due = Some(Instant::now());
@@ -210,29 +228,6 @@ impl Broker {
             let undelivered = std::mem::take(&mut cluster.undelivered);
             self.tell_everyone(ClusterNews::Back { undelivered });
         }
-    }
-
-    /// Redis went away with room broadcasts that were never shown here (they were to be
-    /// shown when read back): they are shown now, and marked so for when they are sent.
-    fn show_waiting_here(&mut self) {
-        let Some(cluster) = &mut self.cluster else { return };
-        let mut show = Vec::new();
-        for job in cluster.waiting.iter_mut() {
-            let Outgoing::Publish { body, .. } = job else { continue };
-            let Ok(EntryBody::Room { room, event, shown_at_origin: false }) =
-                codec::decode_payload::<EntryBody>(body)
-            else {
-                continue;
-            };
-            let marked =
-                EntryBody::Room { room: room.clone(), event: event.clone(), shown_at_origin: true };
-            let mut bytes = Vec::new();
-            if codec::encode_payload(&marked, &mut bytes).is_ok() {
-                *body = bytes;
-            }
-            show.push(Delivery { to: Audience::Room(room), event });
-        }
-        self.deliver_here(show);
     }
 
     /// Tells every member of this node what became of the contact with the others.
@@ -275,9 +270,11 @@ impl Broker {
             cluster.roster_due = Some(Instant::now());
         }
         if node == cluster.node {
-            cluster.read_back();
-            // What this node said: shown now, unless it was shown when it was said.
-            if let EntryBody::Room { room, event, shown_at_origin: false } = body {
+            // What this node said: shown now, unless it was shown when it was said (or when
+            // contact was lost with it in the writer's hands).
+            if let EntryBody::Room { room, event, number, .. } = body
+                && cluster.read_back(number)
+            {
                 self.deliver_here(vec![Delivery { to: Audience::Room(room), event }]);
             }
             return;

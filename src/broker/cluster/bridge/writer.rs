@@ -256,7 +256,31 @@ impl Writer<'_> {
                 .ignore();
             add_roster_change(&mut pipe, &roster_key, roster);
         }
-        pipe.exec(connection)
+        // Not `pipe.exec`: after a first error it still waits for every other reply, each up
+        // to the read timeout (a batch of 256 on a cut network would take 21 minutes). Here
+        // the first error ends the batch, and the connection with it.
+        connection.send_packed_command(&pipe.get_packed_pipeline())?;
+        // MULTI's OK, one QUEUED per command, then EXEC's array.
+        for _ in 0..pipe.len() + 1 {
+            if let Value::ServerError(err) = connection.recv_response()? {
+                return Err(err.into());
+            }
+        }
+        match connection.recv_response()? {
+            Value::Array(replies) => match replies.into_iter().find_map(|reply| match reply {
+                Value::ServerError(err) => Some(err),
+                _ => None,
+            }) {
+                Some(err) => Err(err.into()),
+                None => Ok(()),
+            },
+            Value::ServerError(err) => Err(err.into()),
+            other => Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "EXEC did not answer with the replies",
+                format!("{other:?}"),
+            ))),
+        }
     }
 
     /// A job other than a publish; the answer for the loop, if it wants one.
