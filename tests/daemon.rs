@@ -5,6 +5,7 @@ mod accounts;
 mod admission;
 mod bench;
 mod chat;
+mod cluster_netns;
 mod compat;
 mod control;
 mod identity;
