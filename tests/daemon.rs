@@ -6,6 +6,7 @@ mod admission;
 mod bench;
 mod chat;
 mod cluster;
+mod cluster_netns;
 mod compat;
 mod control;
 mod identity;
