@@ -147,6 +147,30 @@ cpu_snapshot() {
   done
 }
 
+# profile NAME: (PROFILE=1, perf installed) records the whole machine during the middle of
+# the next run's measured window, in the background, with the processes then running (for
+# report_profile: CPU samples by daemon and role, everything else by name).
+profile() {
+  [ -n "${PROFILE:-}" ] && command -v perf >/dev/null || return 0
+  (
+    sleep 3
+    ps -eL -o lwp=,pid=,ppid=,comm= > "$out/ps-$1.txt"
+    perf record -a -q -F 499 -o "$out/perf-$1.data" -- sleep $((seconds > 6 ? seconds - 4 : 2))
+  ) >/dev/null 2>&1 &
+  profiling=$!
+}
+report_profile() {
+  local data name
+  for data in "$out"/perf-*.data; do
+    [ -f "$data" ] || continue
+    name=$(basename "$data" .data); name=${name#perf-}
+    echo; echo "perf record -a during the $name fan-out (share of all samples, both cores):"; echo
+    perf report -i "$data" --sort pid --stdio 2>/dev/null \
+      | python3 bench/cluster_profile.py "$out/ps-$name.txt" one="$pid_one" a="$pid_a" b="$pid_b" \
+        redis="$redis_pid" postgres="$(head -1 "$pg_dir/data/postmaster.pid")"
+  done
+}
+
 latency=(rate -n $((listeners + 1)) --senders 1 --rate "$rate" --seconds "$seconds")
 throughput=(fanout -n $((senders + receivers)) --senders "$senders" --window "$window" --seconds "$seconds")
 A=127.0.0.1:$port_a; B=127.0.0.1:$port_b; ONE=127.0.0.1:$port_one
@@ -157,10 +181,14 @@ for rep in $(seq "$reps"); do
   run cluster-a-a "$pid_a" "$A" -- "${latency[@]}"
   # The round trip of node a's last entry at light load (the leaves that end the run).
   target/release/chatctl --runtime-dir "$out/a/run" status > "$out/chatctl-status-a-light-$rep.txt" 2>&1 || true
+  [ "$rep" = "$reps" ] && profile standalone
   run standalone "$pid_one" "$ONE" -- "${throughput[@]}"
+  [ -n "${profiling:-}" ] && wait "$profiling"
+  [ "$rep" = "$reps" ] && profile cluster-a-b
   cpu_snapshot > "$out/cpu-before-$rep"
   run cluster-a-b "$pid_a" "$A" "$B" -- "${throughput[@]}"
   cpu_snapshot > "$out/cpu-after-$rep"
+  [ -n "${profiling:-}" ] && wait "$profiling"
   run cluster-a-a "$pid_a" "$A" -- "${throughput[@]}"
 done
 rcli --latency --csv -i 5 > "$out/redis-latency.csv" 2>&1 || true
@@ -267,4 +295,5 @@ for light in sorted(glob.glob(os.path.join(out, "chatctl-status-a-light-*.txt"))
 print(cluster_rows("chatctl-status-a.txt"))
 print("```")
 PY
+report_profile >> "$out/table.md"
 cat "$out/table.md"
