@@ -1,7 +1,7 @@
 """Sums `perf report --sort pid --stdio` (stdin) by daemon and role, for bench/cluster.sh.
 
 Arguments: a `ps -eL -o lwp=,pid=,ppid=,comm=` taken during the recording, then NAME=PID for each
-daemon's master (and redis). A master's children are its broker (the one still called chatd)
+daemon's master (and redis, postgres). A master's children are its broker (the one still called chatd)
 and its sessions (retitled `chatd: NICK@ROOM`), the broker's threads by their names; a process
 not in the ps is named by its command in the samples.
 """
