@@ -15,6 +15,8 @@
 # too). Needs root (chatd drops to nobody; initdb runs as postgres), redis-server and
 # PostgreSQL from Debian, python3.
 #   REPS=1 SECONDS_RUN=3 bash bench/cluster.sh      # a quick look
+#   PROFILE=1 bash bench/cluster.sh                 # plus perf record -a of the last standalone
+#                                                 # and cluster a -> b fan-out, by process
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for program in redis-server redis-cli redis-benchmark python3 runuser; do
