@@ -102,6 +102,10 @@ struct Common {
     /// IRC operator name and password, to set user mode +F (relaxed flood protection).
     #[arg(long, value_name = "NAME:PASSWORD")]
     oper: Option<String>,
+    /// The receivers (every client after the senders) connect here instead of `--addr`: the
+    /// senders on one node of a cluster, the receivers on another.
+    #[arg(long, value_name = "ADDR")]
+    receive_addr: Option<SocketAddr>,
     /// Clients registering at once while connecting, as a crowd arrives.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -480,8 +484,11 @@ impl Load {
             }
             let registering = self.clients.len() - self.admitted();
             for _ in registering..common.concurrency {
-                if self.clients.len() < common.clients {
-                    self.open(common.addr, senders)?;
+                let id = self.clients.len();
+                if id < common.clients {
+                    let receiver = id >= senders;
+                    let addr = common.receive_addr.filter(|_| receiver).unwrap_or(common.addr);
+                    self.open(addr, senders)?;
                 }
             }
             self.turn(Duration::from_millis(5), &mut events)?;
