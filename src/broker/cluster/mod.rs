@@ -109,6 +109,8 @@ pub(super) struct Cluster {
     /// Every node's last heartbeat (Redis's clock, ms), and Redis's clock at the last beat.
     nodes: BTreeMap<String, u64>,
     redis_ms: u64,
+    /// When that beat was answered: the ages shown are as of now, not of the beat.
+    beat_at: Instant,
     /// Nodes with members here and no heartbeat in Redis: since when (Redis's clock).
     unbeaten_since: HashMap<String, u64>,
     next_beat: Instant,
@@ -148,6 +150,7 @@ impl Cluster {
             replica: Replica::default(),
             nodes: BTreeMap::new(),
             redis_ms: 0,
+            beat_at: Instant::now(),
             unbeaten_since: HashMap::new(),
             next_beat: Instant::now(),
             roster_due: Some(roster_due),
@@ -352,7 +355,8 @@ impl Cluster {
             .iter()
             .map(|(name, beat)| NodeRow {
                 name: name.clone(),
-                heartbeat_age_ms: self.redis_ms.saturating_sub(*beat),
+                heartbeat_age_ms: (self.redis_ms + self.beat_at.elapsed().as_millis() as u64)
+                    .saturating_sub(*beat),
                 members: per_node.get(name.as_str()).copied().unwrap_or_default() as u64,
             })
             .collect();

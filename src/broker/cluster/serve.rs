@@ -389,6 +389,7 @@ impl Broker {
     fn beat(&mut self, redis_ms: u64, nodes: Vec<(String, u64)>, lost: Vec<String>) {
         let Some(cluster) = &mut self.cluster else { return };
         cluster.redis_ms = redis_ms;
+        cluster.beat_at = Instant::now();
         cluster.nodes = nodes.into_iter().collect();
         let lapse = NODE_LAPSE.as_millis() as u64;
         let mut lapsed: Vec<String> = cluster
