@@ -377,3 +377,84 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::bridge::BridgeSettings;
+    use super::*;
+
+    /// A cluster whose Redis is nowhere (a port nothing listens on): its threads try and
+    /// fail, and the loop's side is all there is to look at.
+    fn out_of_contact() -> (Cluster, mio::Poll) {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let settings = BridgeSettings {
+            url: "redis://127.0.0.1:1/0".into(),
+            password: None,
+            node: "a".into(),
+        };
+        let bridge = Bridge::start(settings, waker).expect("bridge");
+        (Cluster::new("a".into(), bridge, Instant::now()), poll)
+    }
+
+    fn line(n: u64) -> Event {
+        Event::Chat { from: "alice".into(), sender: 1, seq: n, text: format!("line {n}") }
+    }
+
+    #[test]
+    fn out_of_contact_a_line_is_shown_at_once_and_queued() {
+        let (mut cluster, _poll) = out_of_contact();
+        let shown = cluster.publish_room("lobby".into(), line(1));
+        assert_eq!(shown.map(|d| d.event), Some(line(1)));
+        assert_eq!(cluster.waiting.len(), 1);
+        // Shown here: read back later, it is not shown again.
+        assert!(!cluster.read_back(1));
+    }
+
+    #[test]
+    fn the_queue_keeps_the_newest_and_counts_what_it_dropped() {
+        let (mut cluster, _poll) = out_of_contact();
+        for n in 1..=(WAITING_MAX as u64 + 3) {
+            cluster.publish_room("lobby".into(), line(n));
+        }
+        assert_eq!(cluster.waiting.len(), WAITING_MAX);
+        assert_eq!(cluster.undelivered, 3);
+        assert_eq!(cluster.figures.dropped, 3);
+        assert_eq!(cluster.waiting.front().map(|p| p.tag), Some(4), "the oldest went");
+    }
+
+    #[test]
+    fn lines_given_back_go_before_what_was_queued_since_and_are_shown_once_in_order() {
+        let (mut cluster, _poll) = out_of_contact();
+        // Two lines in the writer's hands, not shown yet (as while in contact).
+        for n in 1..=2 {
+            cluster.next_tag += 1;
+            let tag = cluster.next_tag;
+            let delivery = Delivery { to: Audience::Room("lobby".into()), event: line(n) };
+            cluster.in_flight.push_back(InFlight {
+                tag,
+                sent: Instant::now(),
+                unshown: Some(delivery),
+            });
+        }
+        // Contact lost: a third is said (shown at once, queued).
+        let shown_at_loss = cluster.take_unshown();
+        assert_eq!(
+            shown_at_loss.iter().map(|d| d.event.clone()).collect::<Vec<_>>(),
+            [line(1), line(2)]
+        );
+        assert!(cluster.publish_room("lobby".into(), line(3)).is_some());
+        // The writer gives the two back: they go first, and nothing is left to show.
+        let given_back = (1..=2)
+            .map(|tag| Outgoing::Publish { tag, body: Vec::new(), roster: RosterChange::None })
+            .collect();
+        cluster.unsent(given_back);
+        assert_eq!(cluster.waiting.iter().map(|p| p.tag).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(cluster.take_unshown().is_empty());
+        // Read back once contact is back: none of the three is shown a second time.
+        assert!((1..=3).all(|number| !cluster.read_back(number)));
+        assert!(cluster.read_back(4), "a line said after that is shown when read back");
+    }
+}
