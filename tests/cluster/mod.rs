@@ -10,6 +10,7 @@
 
 mod examples;
 mod harness;
+mod operations;
 mod redis;
 
 use std::sync::{Arc, Barrier};
