@@ -11,6 +11,7 @@
 mod accounts;
 mod examples;
 mod harness;
+mod operations;
 mod redis;
 
 use std::sync::{Arc, Barrier};
