@@ -200,28 +200,50 @@ fn redis_away_and_back_local_chat_goes_on_and_queued_lines_cross() {
     let [mut alice, mut carol, mut bob, mut dave] =
         nodes.room([(Node::A, "alice"), (Node::A, "carol"), (Node::B, "bob"), (Node::B, "dave")]);
     nodes.redis.stop();
+    let stopped = std::time::Instant::now();
     let lost = "*** Lost contact with the other servers; local chat goes on";
     for client in [&mut alice, &mut carol, &mut bob, &mut dave] {
         client.expect(lost);
     }
     nodes.a.wait_for_log("cluster: lost Redis");
     nodes.b.wait_for_log("cluster: lost Redis");
-    alice.send("said on a meanwhile");
-    alice.expect("<alice> said on a meanwhile");
-    carol.expect("<alice> said on a meanwhile");
-    bob.send("said on b meanwhile");
-    bob.expect("<bob> said on b meanwhile");
-    dave.expect("<bob> said on b meanwhile");
+    // Redis stays away for 10 s (the outage: longer than the connections' 5 s read
+    // timeout, shorter than the 15 s lapse), while both nodes' users talk among themselves.
+    let mut said = 0;
+    while stopped.elapsed() < Duration::from_secs(10) {
+        said += 1;
+        alice.send(&format!("said on a meanwhile {said}"));
+        for client in [&mut alice, &mut carol] {
+            client.expect(&format!("<alice> said on a meanwhile {said}"));
+        }
+        bob.send(&format!("said on b meanwhile {said}"));
+        for client in [&mut bob, &mut dave] {
+            client.expect(&format!("<bob> said on b meanwhile {said}"));
+        }
+        std::thread::sleep(Duration::from_millis(500)); // the pace of the talk, not a wait
+    }
 
     nodes.redis.start_again();
     let back = "*** Contact with the other servers is back";
-    for client in [&mut alice, &mut carol] {
-        let others = client.expect_all(&[back, "<bob> said on b meanwhile"]);
-        assert_no_departure(&others);
-    }
-    for client in [&mut bob, &mut dave] {
-        let others = client.expect_all(&[back, "<alice> said on a meanwhile"]);
-        assert_no_departure(&others);
+    // Each side gets the other's lines of the outage, in the order they were said.
+    for (client, other) in
+        [(&mut alice, "bob"), (&mut carol, "bob"), (&mut bob, "alice"), (&mut dave, "alice")]
+    {
+        let mut before = client.expect(back);
+        for n in 1..=said {
+            let node = if other == "bob" { "b" } else { "a" };
+            let line = format!("<{other}> said on {node} meanwhile {n}");
+            if !before.iter().any(|seen| *seen == line) {
+                before.extend(client.expect(&line));
+            }
+        }
+        assert_no_departure(&before);
+        let prefix = format!("<{other}> said on");
+        let got: Vec<&String> = client.seen.iter().filter(|l| l.starts_with(&prefix)).collect();
+        let node = if other == "bob" { "b" } else { "a" };
+        let expected: Vec<String> =
+            (1..=said).map(|n| format!("<{other}> said on {node} meanwhile {n}")).collect();
+        assert_eq!(got, expected.iter().collect::<Vec<_>>(), "once each, in order");
     }
     nodes.a.wait_for_log_count("cluster: connected to Redis as node a", 2);
     nodes.b.wait_for_log_count("cluster: connected to Redis as node b", 2);
