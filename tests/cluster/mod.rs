@@ -233,7 +233,7 @@ fn redis_away_and_back_local_chat_goes_on_and_queued_lines_cross() {
         for n in 1..=said {
             let node = if other == "bob" { "b" } else { "a" };
             let line = format!("<{other}> said on {node} meanwhile {n}");
-            if !before.iter().any(|seen| *seen == line) {
+            if !before.contains(&line) {
                 before.extend(client.expect(&line));
             }
         }
