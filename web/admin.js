@@ -383,6 +383,20 @@ function showStatus(status) {
   } else {
     list.push(figure("Store", "off"));
   }
+  if (status.cluster) {
+    // A cluster's health: this node's contact with Redis, the other nodes and their
+    // heartbeats, the trip through the stream and what waits for Redis.
+    const cluster = status.cluster;
+    list.push(figure("Cluster (node " + cluster.node + ")", cluster.connected ? "in contact" : "out of contact", !cluster.connected));
+    const others = cluster.nodes.filter((node) => node.name !== cluster.node);
+    list.push(figure("Other nodes", others.length
+      ? others.map((node) => node.name + " " + (node.heartbeat_age_ms / 1000).toFixed(1) + " s").join(", ")
+      : "none seen", others.some((node) => node.heartbeat_age_ms > 15000)));
+    list.push(figure("Stream round trip", cluster.round_trip_ms_last.toFixed(1) + " ms"));
+    if (cluster.queued > 0 || cluster.dropped > 0) {
+      list.push(figure("Waiting for Redis", cluster.queued + (cluster.dropped ? " (" + cluster.dropped + " dropped)" : ""), true));
+    }
+  }
   if (!master) {
     list.push(figure("Master", "not linked", true));
   }
