@@ -953,7 +953,9 @@ mod tests {
     #[test]
     fn the_shipped_example_documents_every_key_with_its_default() {
         let example = include_str!("../packaging/chatd.toml");
-        let uncommented: String = example
+        // The [cluster] table comes last, and needs a PostgreSQL database: checked below.
+        let (top, cluster) = example.split_once("\n#[cluster]\n").expect("a [cluster] table");
+        let uncommented: String = top
             .lines()
             .filter_map(|line| {
                 line.strip_prefix('#').filter(|rest| !rest.starts_with(' ') && !rest.is_empty())
@@ -987,9 +989,45 @@ mod tests {
             },
             defaults
         );
-        let keys =
-            example.lines().filter(|line| line.starts_with('#') && line.contains(" = ")).count();
-        assert_eq!(keys, 44, "packaging/chatd.toml should list all 44 keys");
+        let keys = example
+            .lines()
+            .filter(|line| {
+                line.strip_prefix('#').is_some_and(|rest| !rest.starts_with(' '))
+                    && line.contains(" = ")
+            })
+            .count();
+        assert_eq!(keys, 47, "packaging/chatd.toml should list all 47 keys");
+        // The [cluster] table, uncommented below a PostgreSQL database, parses as written.
+        let cluster_keys: String = cluster
+            .lines()
+            .filter_map(|line| line.strip_prefix('#').filter(|rest| rest.contains(" = ")))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let f = file(&format!("database = \"postgres://chatd@/chatd\"\n[cluster]\n{cluster_keys}"));
+        let config = Config::load(Some(f.path()), Overrides::default()).expect("cluster parses");
+        assert_eq!(
+            config.cluster,
+            Some(ClusterSettings {
+                redis: "redis://10.0.0.10:6379/0".into(),
+                redis_password_file: Some(PathBuf::from("/etc/chatd/redis.password")),
+                node: "a".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_cluster_needs_postgresql_and_a_node_name() {
+        let sqlite = file("[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\nnode = \"a\"\n");
+        let err = Config::load(Some(sqlite.path()), Overrides::default()).expect_err("sqlite");
+        assert!(err.to_string().contains("a cluster needs database"), "{err}");
+        let bad_node = file(
+            "database = \"postgres://x@/y\"\n[cluster]\nredis = \"redis://h:1/0\"\nnode = \"a b\"\n",
+        );
+        let err = Config::load(Some(bad_node.path()), Overrides::default()).expect_err("node");
+        assert!(err.to_string().contains("cannot name a node"), "{err}");
+        let no_url = file("database = \"postgres://x@/y\"\n[cluster]\nnode = \"a\"\n");
+        let err = Config::load(Some(no_url.path()), Overrides::default()).expect_err("redis");
+        assert!(err.to_string().contains("redis"), "{err}");
     }
 
     #[test]
