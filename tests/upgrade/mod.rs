@@ -324,7 +324,10 @@ impl Load {
                 .unwrap_or_else(|| panic!("no row {label:?} in\n{human}"))
                 .to_string()
         };
-        assert_eq!(row("chatd"), format!("{version} (protocol 11)"));
+        assert_eq!(
+            row("chatd"),
+            format!("{version} (protocol {})", chatd::proto::PROTOCOL_VERSION)
+        );
         let master_row = row("master");
         assert!(
             master_row.starts_with(&format!("pid {master}, up "))
