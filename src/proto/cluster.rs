@@ -40,11 +40,11 @@ pub struct RemoteMember {
 pub enum EntryBody {
     /// A room broadcast (a line, an action, a join, a departure, a nick or topic change, an
     /// announcement to a room): every node shows it to its own members of `room` (a folded
-    /// room key), the writer included, in the stream's order. `shown_at_origin`: the writer
-    /// already showed it to its own members (it was said while the node had lost Redis and
-    /// is sent now). `number`: the writer's own count of what it published, rising, by
-    /// which it knows what it showed already when it reads its entries back.
-    Room { room: String, event: Event, shown_at_origin: bool, number: u64 },
+    /// room key), the writer included, in the stream's order. `number`: the writer's own
+    /// count of what it published, rising, by which it knows what it showed already (said
+    /// while out of contact, or in the writer's hands when contact was lost) when it reads
+    /// its entries back.
+    Room { room: String, event: Event, number: u64 },
     /// A private line (`Event::Private`) for the member whose folded nick is `to`, on
     /// whichever node has it.
     Private { to: String, event: Event },
@@ -91,7 +91,6 @@ mod tests {
             EntryBody::Room {
                 room: "lobby".into(),
                 event: Event::Chat { from: "a".into(), sender: 1, seq: 2, text: "hi".into() },
-                shown_at_origin: false,
                 number: 7,
             },
             EntryBody::Private {

@@ -276,7 +276,7 @@ impl Drop for Cluster {
 }
 
 /// The newest PostgreSQL's programs directory; fails the test if there is none.
-fn postgres_bin() -> PathBuf {
+pub fn postgres_bin() -> PathBuf {
     postgres_bin_in(Path::new("/usr/lib/postgresql"))
 }
 

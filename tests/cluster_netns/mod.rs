@@ -713,7 +713,7 @@ struct NsPostgres {
 
 impl NsPostgres {
     fn start(namespaces: &Namespaces) -> NsPostgres {
-        let bin = postgres_bin();
+        let bin = crate::util::postgres::postgres_bin();
         let dir = tempfile::Builder::new().prefix("chatd-netns-pg-").tempdir().expect("temp dir");
         let owner = nix::unistd::User::from_name("postgres")
             .ok()
@@ -788,24 +788,6 @@ impl Drop for NsPostgres {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// The newest PostgreSQL's programs (`/usr/lib/postgresql/N/bin`).
-fn postgres_bin() -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
-        panic!("this test needs PostgreSQL: install the `postgresql` package (apt-get install postgresql)")
-    })
 }
 
 /// A chat client in a node's namespace; a thread reads everything it is sent, with the

@@ -11,4 +11,4 @@
 #[path = "../../src/store/test_cluster.rs"]
 mod cluster;
 
-pub use cluster::{Cluster, is_running};
+pub use cluster::{Cluster, is_running, postgres_bin};

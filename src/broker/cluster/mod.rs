@@ -186,12 +186,7 @@ impl Cluster {
     fn publish_room(&mut self, room: String, event: Event) -> Option<Delivery> {
         let number = self.next_tag + 1;
         let connected = self.connected();
-        let body = EntryBody::Room {
-            room: room.clone(),
-            event: event.clone(),
-            shown_at_origin: !connected,
-            number,
-        };
+        let body = EntryBody::Room { room: room.clone(), event: event.clone(), number };
         let delivery = Delivery { to: Audience::Room(room), event };
         match connected {
             true => {
