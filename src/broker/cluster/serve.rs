@@ -19,6 +19,10 @@ use crate::proto::{ClusterNews, Event, Failure, LeaveReason, Request, RoomInfo, 
 /// The first protocol whose sessions know `Event::Cluster`, `MemberNodes` and `WhoIsOn`.
 const CLUSTER_EVENTS: u32 = 12;
 
+/// Why a login or `/nick` is refused while no nickname can be claimed in Redis.
+const NO_CLAIM_NOW: &str =
+    "new nicknames cannot be checked with the other servers right now; try again in a moment";
+
 /// Starts the cluster's threads, or says why they cannot start (a password file that cannot
 /// be read, a URL the client refuses). `roster_due`: when the node's full roster is to be
 /// published (a restarted broker first lets its sessions resume).
@@ -385,7 +389,9 @@ impl Broker {
     }
 
     /// A heartbeat's answer: nodes whose heartbeat lapsed are gone; nicks this node lost
-    /// to another (claimed there while this node was out of contact) are given up here.
+    /// to another are given up here. That happens only after an outage longer than a
+    /// claim's life (30 s): the others saw this node's users leave, and one of theirs may
+    /// have taken the nick meanwhile; this node's user is renamed.
     fn beat(&mut self, redis_ms: u64, nodes: Vec<(String, u64)>, lost: Vec<String>) {
         let Some(cluster) = &mut self.cluster else { return };
         cluster.redis_ms = redis_ms;
@@ -430,7 +436,7 @@ impl Broker {
             let Some(nick) = self.rooms.nick(id).map(str::to_string) else { continue };
             let Some(variant) = self.rooms.free_variant(&nick) else { continue };
             warn!(
-                "cluster: {} is held by another node (claimed while out of contact); renamed {}",
+                "cluster: {} is held by another node (its claim lapsed while out of contact); renamed {}",
                 crate::text::sanitize(&nick),
                 crate::text::sanitize(&variant)
             );
@@ -449,8 +455,13 @@ impl Broker {
     }
 
     /// A login or `/nick` to `nick`: true when the request waits for the nick's claim in
-    /// Redis (it is applied when the answer comes). A nick the rooms refuse anyway, and any
-    /// nick while Redis is out of reach, goes on at once (the heartbeat claims it later).
+    /// Redis (it is applied when the answer comes) or was refused because no claim can be
+    /// made now. A nick the rooms refuse anyway goes on at once, to be refused there.
+    ///
+    /// Out of contact, no new nick is given out (the writer answers such a claim as
+    /// unreachable): the nodes in contact with Redis may give it to someone else meanwhile,
+    /// and two nodes must never both admit `alice`. Who is already here keeps their nick
+    /// (see `beat` for a claim that lapsed meanwhile).
     pub(in crate::broker) fn waits_for_claim(
         &mut self,
         id: MemberId,
@@ -463,18 +474,19 @@ impl Broker {
             cluster.granted.swap_remove(at);
             return false;
         }
-        if !cluster.writer_up || self.rooms.nick_free(nick, Some(id)).is_err() {
+        if self.rooms.nick_free(nick, Some(id)).is_err() {
             return false;
         }
+        // Sent even while the writer is out of contact: it answers a claim it cannot make
+        // as unreachable, and one made before its first connection when it connects.
         cluster.next_ticket += 1;
         let ticket = cluster.next_ticket;
-        match cluster.bridge.send(Outgoing::Claim { ticket, key: key.clone() }) {
-            Ok(()) => {
-                cluster.claims.insert(ticket, Parked { id, key, request: request.clone() });
-                true
-            }
-            Err(_) => false,
+        if cluster.bridge.send(Outgoing::Claim { ticket, key: key.clone() }).is_ok() {
+            cluster.claims.insert(ticket, Parked { id, key, request: request.clone() });
+        } else {
+            self.refuse_unclaimed(id, nick);
         }
+        true
     }
 
     fn claimed(&mut self, ticket: u64, granted: bool, unreachable: bool) {
@@ -486,20 +498,33 @@ impl Broker {
             }
             return;
         }
-        if granted || unreachable {
-            // Unreachable: as for any login while Redis is away, the heartbeat claims it.
+        let nick = match &request {
+            Request::Login { nick, .. } | Request::ChangeNick { nick } => nick.clone(),
+            _ => key.clone(),
+        };
+        if unreachable {
+            self.refuse_unclaimed(id, &nick);
+            return;
+        }
+        if granted {
             cluster.granted.push((id, key));
             self.handle(id, request);
             return;
         }
-        let nick = match &request {
-            Request::Login { nick, .. } | Request::ChangeNick { nick } => nick.clone(),
-            _ => key,
-        };
         debug!("cluster: {} is held by another node", crate::text::sanitize(&nick));
         self.deliver_here(vec![Delivery {
             to: Audience::One(id),
             event: Event::Failed(Failure::NickInUse(nick)),
+        }]);
+    }
+
+    /// No claim could be made for `nick` (Redis out of reach, or the writer's queue full):
+    /// the login or `/nick` is refused, in words that say to try again.
+    fn refuse_unclaimed(&mut self, id: MemberId, nick: &str) {
+        debug!("cluster: {} refused, no claim can be made now", crate::text::sanitize(nick));
+        self.deliver_here(vec![Delivery {
+            to: Audience::One(id),
+            event: Event::Failed(Failure::Unavailable(NO_CLAIM_NOW.into())),
         }]);
     }
 
