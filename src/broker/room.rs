@@ -65,6 +65,10 @@ struct Room {
     history: VecDeque<HistoryLine>,
     /// The store has not yet said what this room had (`stored`).
     loading: Option<stored::Loading>,
+    /// Sender id → the last line number the store had of it when this room was loaded
+    /// (`stored`): a line at or below it is one a session sends again after a broker
+    /// restart, stored already, which the history must not take twice.
+    stored_through: HashMap<u64, u64>,
 }
 
 impl Room {
@@ -87,6 +91,27 @@ impl Room {
             recent: VecDeque::new(),
             history: VecDeque::new(),
             loading: None,
+            stored_through: HashMap::new(),
+        }
+    }
+
+    /// Whether the store had line `seq` of `sender` when the room was loaded.
+    fn stored_already(&self, sender: u64, seq: u64) -> bool {
+        self.stored_through.get(&sender).is_some_and(|&last| seq <= last)
+    }
+
+    /// Keeps `line`, line `said_by.1` of sender `said_by.0`, in the history shown to
+    /// newcomers (at most `history_lines`).
+    fn remember(&mut self, history_lines: usize, line: HistoryLine, said_by: (u64, u64)) {
+        if history_lines == 0 {
+            return;
+        }
+        if self.history.len() >= history_lines {
+            self.history.pop_front();
+        }
+        self.history.push_back(line);
+        if let Some(loading) = &mut self.loading {
+            loading.said_meanwhile(history_lines, said_by);
         }
     }
 }
@@ -579,6 +604,7 @@ impl Rooms {
             Ok(text) => text,
             Err(failure) => return rejected(id, seq, failure),
         };
+        let said_by = (member.session, seq);
         let event = make(member.nick.clone(), member.session, text);
         if member.muted {
             // Shown to its author as usual, to nobody else, and never replayed.
@@ -588,14 +614,14 @@ impl Rooms {
         let key = member.room.clone();
         if let Some(room) = self.rooms.get_mut(&key) {
             room.keep_recent(self.now, &event);
-            if let Some(line) = history_line(&event, self.unix_now) {
+            // A line sent again after a broker restart that the store had is in the room's
+            // history already, loaded with it; it is still shown (members drop it by its
+            // number if they saw it).
+            if let Some(line) = history_line(&event, self.unix_now)
+                && !room.stored_already(said_by.0, said_by.1)
+            {
                 self.store.keep_line(&key, &event, &line);
-                if self.history_lines > 0 {
-                    if room.history.len() >= self.history_lines {
-                        room.history.pop_front();
-                    }
-                    room.history.push_back(line);
-                }
+                room.remember(self.history_lines, line, said_by);
             }
         }
         vec![room(&key, event)]

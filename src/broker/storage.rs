@@ -56,6 +56,11 @@ const JOBS_QUEUED: usize = 256;
 pub const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// How often old lines are deleted.
 const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+/// How far back a line a session sends again can have been said: a session keeps its lines
+/// for `session::link::RETAIN` (5 s) and resumes within `dispatch::RESUME_WINDOW` (60 s) of
+/// a broker's start. A room loaded from the store learns its senders' last stored line
+/// numbers this far back, and takes no line it already stored as new (`room::stored`).
+const REPLAYS_REACH: Duration = Duration::from_secs(120);
 /// How long the broker waits at start for the store to open before it serves without it.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
 /// How long a stopping broker waits for its last lines to be written.
@@ -244,7 +249,8 @@ impl Storage {
     /// Asks the store for a room's history (a room was made): answered as [`Outcome::Loaded`].
     /// `false` if it cannot be asked now.
     pub fn load(&mut self, room: String, generation: u64, lines: usize) -> bool {
-        self.submit(None, Job::Load { room, generation, lines }).is_ok()
+        let senders_since = crate::clock::unix_now().saturating_sub(REPLAYS_REACH.as_secs());
+        self.submit(None, Job::Load { room, generation, lines, senders_since }).is_ok()
     }
 
     /// Sends a query for `asker` (one at a time each) after the lines waiting. `Err`: the

@@ -32,11 +32,13 @@ pub type Asker = u64;
 /// What the loop asks of the store.
 pub enum Job {
     Write(Batch),
-    /// A room was created: its topic and last lines.
+    /// A room was created: its topic, last lines, and its senders' last line numbers
+    /// since `senders_since` ([`crate::store::RoomRecord`]).
     Load {
         room: String,
         generation: u64,
         lines: usize,
+        senders_since: u64,
     },
     Page {
         asker: Asker,
@@ -209,8 +211,8 @@ fn serve(store: &mut dyn Store, job: Job) -> Outcome {
                 },
             }
         }
-        Job::Load { room, generation, lines } => {
-            let result = store.load_room(&room, lines).map_err(said);
+        Job::Load { room, generation, lines, senders_since } => {
+            let result = store.load_room(&room, lines, senders_since).map_err(said);
             Outcome::Loaded { room, generation, result }
         }
         Job::Page { asker, room, before, count } => {

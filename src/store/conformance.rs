@@ -27,8 +27,9 @@ const RECENT: u64 = 1_790_000_000;
 pub(crate) type Check = fn(&mut dyn Store);
 
 /// Every check, by name. Each passes on an empty store, alone or after the others.
-pub(crate) const CHECKS: [(&str, Check); 13] = [
+pub(crate) const CHECKS: [(&str, Check); 14] = [
     ("write and load_room", check_write_and_load_room),
+    ("last line numbers", check_last_seqs),
     ("duplicates are skipped", check_duplicates_are_skipped),
     ("paging to the end", check_paging_to_the_end),
     ("search", check_search),
@@ -99,7 +100,7 @@ fn search_texts(store: &mut dyn Store, room: &str, words: &str, limit: usize) ->
 /// Lines come back as written, in order, with their topic; the last topic written wins.
 pub(crate) fn check_write_and_load_room(store: &mut dyn Store) {
     let room = "conf-load";
-    assert_eq!(store.load_room(room, 10).unwrap(), Default::default(), "an unknown room");
+    assert_eq!(store.load_room(room, 10, u64::MAX).unwrap(), Default::default(), "an unknown room");
 
     // A sender id with the top bit set: stored as the same 64 bits.
     let mut alice = Speaker::new(u64::MAX - 1);
@@ -114,7 +115,7 @@ pub(crate) fn check_write_and_load_room(store: &mut dyn Store) {
     let topics = vec![(room.to_string(), "an old topic".to_string()), (room.into(), "set".into())];
     store.write(&Batch { lines, topics, accounts: Vec::new() }).unwrap();
 
-    let record = store.load_room(room, 10).unwrap();
+    let record = store.load_room(room, 10, u64::MAX).unwrap();
     assert_eq!(record.topic.as_deref(), Some("set"));
     assert_eq!(texts(&record.lines), ["first", "waves", "third ünïcödé 世界"]);
     let [first, waves, third] = &record.lines[..] else { panic!("three lines") };
@@ -122,16 +123,37 @@ pub(crate) fn check_write_and_load_room(store: &mut dyn Store) {
     assert_eq!((first.at, first.from.as_str(), first.action), (RECENT + 1, "Alice", false));
     assert_eq!((waves.at, waves.action), (RECENT + 2, true));
 
-    let last_two = store.load_room(room, 2).unwrap();
+    let last_two = store.load_room(room, 2, u64::MAX).unwrap();
     assert_eq!(texts(&last_two.lines), ["waves", "third ünïcödé 世界"]);
 
     // A topic alone, later: it replaces the room's.
     let topics = vec![(room.to_string(), "new topic".to_string())];
     store.write(&Batch { lines: Vec::new(), topics, accounts: Vec::new() }).unwrap();
-    let record = store.load_room(room, 10).unwrap();
+    let record = store.load_room(room, 10, u64::MAX).unwrap();
     assert_eq!(record.topic.as_deref(), Some("new topic"));
     assert_eq!(record.lines.len(), 3);
-    assert_eq!(store.load_room("conf-load-other", 10).unwrap().topic, None);
+    assert_eq!(store.load_room("conf-load-other", 10, u64::MAX).unwrap().topic, None);
+}
+
+/// A room's record says each sender's last stored line number among the room's lines said
+/// since the time asked for (other rooms' lines and older ones do not count).
+pub(crate) fn check_last_seqs(store: &mut dyn Store) {
+    let room = "conf-seqs";
+    let mut erin = Speaker::new(7_010);
+    let mut frank = Speaker::new(u64::MAX - 7);
+    let mut gina = Speaker::new(7_012);
+    let mut lines = vec![gina.say(room, RECENT, "gina", "long ago")];
+    lines.extend(erin.says("erin", &[(room, RECENT + 10, "one"), (room, RECENT + 11, "two")]));
+    lines.push(frank.say(room, RECENT + 12, "frank", "hi"));
+    lines.push(erin.say("conf-seqs-other", RECENT + 13, "erin", "elsewhere"));
+    write_lines(store, lines);
+
+    let mut last = store.load_room(room, 1, RECENT + 5).unwrap().last_seqs;
+    last.sort();
+    assert_eq!(last, [(7_010, 2), (u64::MAX - 7, 1)], "the top bit survives, gina is too old");
+    let all = store.load_room(room, 0, RECENT).unwrap().last_seqs;
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(store.load_room(room, 10, RECENT + 20).unwrap().last_seqs.is_empty());
 }
 
 /// A line whose (sender, seq) is stored already is left out, in a later batch or the same.
@@ -146,7 +168,7 @@ pub(crate) fn check_duplicates_are_skipped(store: &mut dyn Store) {
     let next = bob.say(room, RECENT + 1, "bob", "next");
     write_lines(store, vec![repeated.clone(), next.clone(), next, repeated]);
 
-    let lines = store.load_room(room, 10).unwrap().lines;
+    let lines = store.load_room(room, 10, u64::MAX).unwrap().lines;
     assert_eq!(texts(&lines), ["original", "next"]);
     assert!(search_texts(store, room, "repeated", 10).is_empty(), "no index entry either");
 }

@@ -134,12 +134,20 @@ pub struct StoredLine {
     pub text: String,
 }
 
+/// Most senders [`Store::load_room`] tells the last line number of; a room with more in the
+/// time asked for is told of some of them.
+pub const LAST_SEQS_MAX: usize = 100_000;
+
 /// What a room had when it was last used: its topic and last lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomRecord {
     pub topic: Option<String>,
     /// Oldest first.
     pub lines: Vec<StoredLine>,
+    /// (sender, the last line number stored) for each sender of a line said in the room at
+    /// or after the time asked for, in no order: a restarted broker tells by it a line a
+    /// session sends again (stored already) from a new one.
+    pub last_seqs: Vec<(u64, u64)>,
 }
 
 /// Why a store cannot do something. Each names the database (file or address, never a
@@ -179,8 +187,14 @@ pub trait Store: Send {
     /// is skipped: the account was deleted meanwhile).
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError>;
 
-    /// A room's topic and its last `lines` lines, oldest first.
-    fn load_room(&mut self, room: &str, lines: usize) -> Result<RoomRecord, StoreError>;
+    /// A room's topic, its last `lines` lines, oldest first, and the last line number of
+    /// each sender heard in it since `senders_since` (see [`RoomRecord::last_seqs`]).
+    fn load_room(
+        &mut self,
+        room: &str,
+        lines: usize,
+        senders_since: u64,
+    ) -> Result<RoomRecord, StoreError>;
 
     /// Up to `count` lines of `room` said before the line `before` (`None`: the newest
     /// ones), oldest first.

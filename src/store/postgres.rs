@@ -29,7 +29,9 @@ use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 use super::accounts::SettingsReader;
 use super::search::{self, Term};
-use super::{AccountsRecord, Batch, NewLine, Query, RoomRecord, Store, StoreError, StoredLine};
+use super::{
+    AccountsRecord, Batch, LAST_SEQS_MAX, NewLine, Query, RoomRecord, Store, StoreError, StoredLine,
+};
 
 mod accounts;
 
@@ -70,6 +72,7 @@ struct Statements {
     set_topic: Statement,
     topic: Statement,
     page: Statement,
+    last_seqs: Statement,
     search: Statement,
     since: Statement,
     expire: Statement,
@@ -175,6 +178,10 @@ impl Statements {
                      ORDER BY id DESC LIMIT $3
                  ) AS newest ORDER BY id"
             ))?,
+            last_seqs: client.prepare(
+                "SELECT sender, MAX(seq) FROM lines WHERE room = $1 AND at >= $2
+                 GROUP BY sender LIMIT $3",
+            )?,
             // The tsquery finds the lines with every token (through the index); the patterns
             // check that each phrase's tokens are adjacent.
             search: client.prepare(&format!(
@@ -218,12 +225,28 @@ impl Store for PostgresStore {
         })
     }
 
-    fn load_room(&mut self, room: &str, lines: usize) -> Result<RoomRecord, StoreError> {
+    fn load_room(
+        &mut self,
+        room: &str,
+        lines: usize,
+        senders_since: u64,
+    ) -> Result<RoomRecord, StoreError> {
         let topic = self.run(|connection| {
             let row = connection.client.query_opt(&connection.statements.topic, &[&room])?;
             row.map(|row| row.try_get::<_, String>(0)).transpose()
         })?;
-        Ok(RoomRecord { topic, lines: self.page(room, None, lines)? })
+        let lines = self.page(room, None, lines)?;
+        let (since, limit) = (as_i64(senders_since), as_i64(LAST_SEQS_MAX));
+        let last_seqs = self.run(|connection| {
+            let rows = connection
+                .client
+                .query(&connection.statements.last_seqs, &[&room, &since, &limit])?;
+            // The same 64 bits as written (see `NewLine::sender`).
+            rows.iter()
+                .map(|row| Ok((row.try_get::<_, i64>(0)? as u64, row.try_get::<_, i64>(1)? as u64)))
+                .collect()
+        })?;
+        Ok(RoomRecord { topic, lines, last_seqs })
     }
 
     fn page(

@@ -24,7 +24,9 @@ use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::search::{self, Term};
-use super::{AccountsRecord, Batch, Query, RoomRecord, Store, StoreError, StoredLine};
+use super::{
+    AccountsRecord, Batch, LAST_SEQS_MAX, Query, RoomRecord, Store, StoreError, StoredLine,
+};
 
 mod accounts;
 
@@ -293,14 +295,32 @@ impl Store for SqliteStore {
         write_batch(&mut self.conn, batch).map_err(|err| failed(&self.location, err))
     }
 
-    fn load_room(&mut self, room: &str, lines: usize) -> Result<RoomRecord, StoreError> {
+    fn load_room(
+        &mut self,
+        room: &str,
+        lines: usize,
+        senders_since: u64,
+    ) -> Result<RoomRecord, StoreError> {
         let topic = self
             .conn
             .prepare_cached("SELECT text FROM topics WHERE room = ?1")
             .and_then(|mut select| select.query_row([room], |row| row.get(0)).optional())
             .map_err(|err| failed(&self.location, err))?;
         let lines = self.page(room, None, lines)?;
-        Ok(RoomRecord { topic, lines })
+        let last_seqs = (|| {
+            let mut select = self.conn.prepare_cached(
+                "SELECT sender, MAX(seq) FROM lines WHERE room = ?1 AND at >= ?2
+                 GROUP BY sender LIMIT ?3",
+            )?;
+            let params = params![room, sql_time(senders_since), sql_count(LAST_SEQS_MAX)];
+            // The same 64 bits as written (see `NewLine::sender`).
+            let rows = select.query_map(params, |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<(u64, u64)>>>()
+        })()
+        .map_err(|err| failed(&self.location, err))?;
+        Ok(RoomRecord { topic, lines, last_seqs })
     }
 
     fn page(

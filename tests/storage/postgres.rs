@@ -8,7 +8,8 @@ use super::full_text::search_finds_words_in_any_script;
 use super::operators::forget_deletes_a_persons_lines;
 use super::survival::{
     every_echoed_line_survives_a_stop, history_pages_back_through_the_room,
-    lines_and_topic_survive_restarts, talking_while_a_room_loads,
+    lines_and_topic_survive_restarts, lines_sent_again_after_a_broker_restart_are_kept_once,
+    talking_while_a_room_loads,
 };
 use super::{
     Backend, Found, Page, history, say, search, start, store_line, store_status, wait_stored,
@@ -27,6 +28,11 @@ fn on_a_cluster(scenario: impl FnOnce(&Backend)) -> Cluster {
 #[test]
 fn postgres_lines_and_topic_survive_restarts() {
     on_a_cluster(lines_and_topic_survive_restarts);
+}
+
+#[test]
+fn postgres_lines_sent_again_after_a_broker_restart_are_kept_once() {
+    on_a_cluster(lines_sent_again_after_a_broker_restart_are_kept_once);
 }
 
 #[test]

@@ -8,6 +8,8 @@ use super::{
     wait_stored,
 };
 use crate::reliability::NO_FLOOD_CONTROL;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// Lines, an action and a topic; the whole daemon stopped and started again on the same
 /// state, twice; each time a newcomer sees the topic and every line once, in order.
@@ -148,6 +150,39 @@ pub fn history_pages_back_through_the_room(backend: &Backend) {
     // The default is 20; after the oldest page, paging starts again from the newest.
     assert_eq!(history(&mut alice, "lobby", "/history"), page(26..=45));
     assert_eq!(history(&mut alice, "lobby", "/history 200"), page(1..=25));
+}
+
+/// The broker killed -9 after lines were stored: the sessions send their last lines again
+/// to the new broker (nothing is lost), and yet a newcomer's history, `/history` and the
+/// store each hold every line once, in order, with the lines said after the restart.
+pub fn lines_sent_again_after_a_broker_restart_are_kept_once(backend: &Backend) {
+    let daemon = start(backend, "");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    for n in 1..=5 {
+        say(&mut alice, "alice", &format!("n {n}"));
+    }
+    wait_stored(&daemon, "lobby", "n 5");
+    kill(Pid::from_raw(daemon.broker_pid(1)), Signal::SIGKILL).expect("kill the broker");
+    daemon.broker_pid(2);
+    for client in [&mut alice, &mut bob] {
+        client.expect("*** The chat service restarted; you are still in lobby.");
+    }
+    // The lines sent again come before this one on alice's connection.
+    say(&mut alice, "alice", "n 6");
+    bob.expect("<alice> n 6");
+    wait_stored(&daemon, "lobby", "n 6");
+    let mut carol = arrive(&daemon, "carol");
+    let shown: Vec<String> = (1..=6).map(|n| format!("<alice> n {n}")).collect();
+    assert_eq!(carol.history, shown, "log:\n{}", daemon.log().join("\n"));
+    assert_eq!(history(&mut carol.client, "lobby", "/history"), Page::Lines(shown));
+    assert_eq!(numbers(&stored(&daemon, "lobby")), [1, 2, 3, 4, 5, 6]);
+    let bob_saw = bob.seen.iter().filter(|line| line.starts_with("<alice> n ")).count();
+    assert_eq!(bob_saw, 6, "bob saw a line twice or missed one: {:?}", bob.seen);
+}
+
+#[test]
+fn sqlite_lines_sent_again_after_a_broker_restart_are_kept_once() {
+    lines_sent_again_after_a_broker_restart_are_kept_once(&Backend::Sqlite);
 }
 
 #[test]

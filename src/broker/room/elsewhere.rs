@@ -41,15 +41,12 @@ impl Rooms {
         let (now, unix_now, history_lines) = (self.now, self.unix_now, self.history_lines);
         let Some(room) = self.rooms.get_mut(key) else { return };
         match event {
-            Event::Chat { .. } | Event::Action { .. } => {
+            Event::Chat { sender, seq, .. } | Event::Action { sender, seq, .. } => {
                 room.keep_recent(now, event);
                 if let Some(line) = history_line(event, unix_now)
-                    && history_lines > 0
+                    && !room.stored_already(*sender, *seq)
                 {
-                    if room.history.len() >= history_lines {
-                        room.history.pop_front();
-                    }
-                    room.history.push_back(line);
+                    room.remember(history_lines, line, (*sender, *seq));
                 }
             }
             Event::TopicChanged { text, .. } => room.topic = Some(text.clone()),

@@ -6,6 +6,8 @@
 //! Pure, like the rest of `room`: it never calls the store; the broker's `storage` does, off the
 //! loop, and hands the answer back here.
 
+use std::collections::VecDeque;
+
 use super::{Delivery, MemberId, Room, Rooms, one};
 use crate::names;
 use crate::proto::{Event, HistoryLine};
@@ -18,6 +20,19 @@ pub(super) struct Loading {
     generation: u64,
     /// Members who entered meanwhile: they are shown the stored history when it comes.
     pub(super) waiting: Vec<MemberId>,
+    /// (sender, seq) of the lines the room's history took meanwhile, oldest first, as many
+    /// as the history holds: those the store turns out to have had are dropped again.
+    said: VecDeque<(u64, u64)>,
+}
+
+impl Loading {
+    /// The room's history took line `said_by` (and holds at most `history_lines`).
+    pub(super) fn said_meanwhile(&mut self, history_lines: usize, said_by: (u64, u64)) {
+        if self.said.len() >= history_lines {
+            self.said.pop_front();
+        }
+        self.said.push_back(said_by);
+    }
 }
 
 /// What the rooms have for the store since it was last asked.
@@ -109,7 +124,7 @@ impl Rooms {
         self.store.generations += 1;
         let generation = self.store.generations;
         if let Some(room) = self.rooms.get_mut(key) {
-            room.loading = Some(Loading { generation, waiting: Vec::new() });
+            room.loading = Some(Loading { generation, waiting: Vec::new(), said: VecDeque::new() });
             self.store.loads.push((key.to_string(), generation));
         }
     }
@@ -146,6 +161,23 @@ impl Rooms {
         if room.topic.is_none() {
             room.topic = record.topic;
         }
+        // Lines sessions sent again after a broker restart, taken meanwhile, that the store
+        // had: they are among the stored lines below (or older), not new. The history's last
+        // entries are the lines said meanwhile, as many as `said` still names.
+        room.stored_through = record.last_seqs.into_iter().collect();
+        let meanwhile = loading.said.len().min(room.history.len());
+        let first_meanwhile = room.history.len() - meanwhile;
+        let said = &loading.said;
+        let through = &room.stored_through;
+        let mut place = 0;
+        room.history.retain(|_| {
+            let index = place;
+            place += 1;
+            index < first_meanwhile
+                || said
+                    .get(said.len() - meanwhile + (index - first_meanwhile))
+                    .is_none_or(|(sender, seq)| through.get(sender).is_none_or(|last| seq > last))
+        });
         let stored = to_history(record.lines);
         let keep = history_lines.saturating_sub(room.history.len()).min(stored.len());
         let older = &stored[stored.len() - keep..];
@@ -198,6 +230,12 @@ impl Rooms {
         for room in self.rooms.values_mut() {
             let before = room.history.len();
             room.history.retain(|line| names::fold(&line.from) != key);
+            if let Some(loading) = &mut room.loading
+                && room.history.len() != before
+            {
+                // No longer in step with the history's last entries: none is dropped.
+                loading.said.clear();
+            }
             dropped += before - room.history.len();
             room.recent.retain(|(_, event)| match event {
                 Event::Chat { from, .. } | Event::Action { from, .. } => names::fold(from) != key,
@@ -283,6 +321,39 @@ mod tests {
         assert!(rooms.take_loads().is_empty());
     }
 
+    fn history_texts(rooms: &Rooms, key: &str) -> Vec<String> {
+        rooms.history_tail(key, 100).into_iter().map(|line| line.text).collect()
+    }
+
+    /// After a broker restart, sessions send their last lines again: those the store had
+    /// (by sender and number) are neither remembered twice nor stored again, whether they
+    /// come before the room's stored lines are loaded or after; new ones are kept.
+    #[test]
+    fn lines_sent_again_that_the_store_had_are_not_remembered_twice() {
+        let mut rooms = with_store();
+        rooms.set_history_lines(10);
+        let (key, generation) = rooms.take_loads()[0].clone();
+        rooms.login(1, 1001, "alice");
+        // Before the answer: line 2 the store had, line 3 it did not.
+        rooms.say(1, 2, "two");
+        rooms.say(1, 3, "three");
+        let record = RoomRecord {
+            topic: None,
+            lines: vec![stored(1, "alice", "one"), stored(2, "alice", "two")],
+            last_seqs: vec![(1001, 2), (2002, 9)],
+        };
+        rooms.loaded(&key, generation, Some(record));
+        assert_eq!(history_texts(&rooms, &key), ["one", "two", "three"]);
+        // After it: line 1 again (stored), then a new line 4.
+        let shown = rooms.say(1, 1, "one");
+        assert_eq!(shown.len(), 1, "a line sent again is still shown: {shown:?}");
+        rooms.say(1, 4, "four");
+        assert_eq!(history_texts(&rooms, &key), ["one", "two", "three", "four"]);
+        let stored_seqs: Vec<u64> = rooms.take_said().lines.iter().map(|l| l.seq).collect();
+        // Line 2 went to the store before the answer said it had it; the store skips it.
+        assert_eq!(stored_seqs, [2, 3, 4]);
+    }
+
     #[test]
     fn a_loaded_room_shows_its_stored_lines_to_who_came_meanwhile_and_to_newcomers() {
         let mut rooms = with_store();
@@ -295,6 +366,7 @@ mod tests {
         let record = RoomRecord {
             topic: Some("stored topic".into()),
             lines: vec![stored(1, "x", "one"), stored(2, "y", "two"), stored(3, "z", "three")],
+            last_seqs: Vec::new(),
         };
         let out = rooms.loaded(&key, generation, Some(record));
         assert_eq!(out.len(), 2, "{out:?}");
@@ -331,8 +403,13 @@ mod tests {
         rooms.join(1, "lobby");
         rooms.join(1, "rust");
         let loads = rooms.take_loads();
-        let record =
-            || Some(RoomRecord { topic: Some("old".into()), lines: vec![stored(1, "x", "a")] });
+        let record = || {
+            Some(RoomRecord {
+                topic: Some("old".into()),
+                lines: vec![stored(1, "x", "a")],
+                last_seqs: vec![],
+            })
+        };
         assert!(rooms.loaded(&loads[0].0, loads[0].1, record()).is_empty());
         assert!(rooms.loaded("nowhere", 99, record()).is_empty());
         assert_eq!(rooms.loaded(&loads[1].0, loads[1].1, record()).len(), 2);
@@ -349,7 +426,7 @@ mod tests {
         let out = rooms.loaded(
             &key,
             generation,
-            Some(RoomRecord { topic: Some("stale".into()), lines: vec![] }),
+            Some(RoomRecord { topic: Some("stale".into()), lines: vec![], last_seqs: vec![] }),
         );
         // Who came meanwhile is told the topic in force, not the stored one.
         assert_eq!(out.len(), 1, "{out:?}");

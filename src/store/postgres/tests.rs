@@ -58,10 +58,10 @@ fn an_empty_database_gets_the_whole_schema_and_works() {
         .write(&batch(vec![line("lobby", "Ann", 1, "a repeat"), line("lobby", "Cy", 4, "don't")]))
         .expect("write");
 
-    let room = store.load_room("lobby", 10).expect("load_room");
+    let room = store.load_room("lobby", 10, u64::MAX).expect("load_room");
     assert_eq!(room.topic.as_deref(), Some("the topic"));
     assert_eq!(texts(&room.lines), ["Café crème", "你好世界", "don't"]);
-    assert_eq!(store.load_room("nowhere", 10).expect("load_room"), RoomRecord::default());
+    assert_eq!(store.load_room("nowhere", 10, u64::MAX).expect("load_room"), RoomRecord::default());
     assert_eq!(search(&mut store, "lobby", "CAFE"), ["Café crème"]);
     assert_eq!(search(&mut store, "lobby", "世界"), ["你好世界"]);
     assert_eq!(search(&mut store, "lobby", "界世"), Vec::<String>::new(), "a phrase is in order");
@@ -112,7 +112,7 @@ fn a_database_of_version_1_is_migrated_and_its_lines_are_found() {
     assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), SCHEMA_VERSION.to_string());
     assert_eq!(search(&mut store, "lobby", "Köln"), ["Grüße aus Köln"]);
     assert_eq!(search(&mut store, "lobby", "東京"), ["東京駅で会いましょう"]);
-    let room = store.load_room("lobby", 10).expect("load_room");
+    let room = store.load_room("lobby", 10, u64::MAX).expect("load_room");
     assert_eq!(room.topic.as_deref(), Some("kept"));
     assert_eq!(room.lines.len(), 3);
     assert!(room.lines[1].action);

@@ -122,7 +122,7 @@ fn opening_again_migrates_nothing_and_keeps_everything() {
             .unwrap();
     }
     let mut store = SqliteStore::open(&path).unwrap();
-    let record = store.load_room("lobby", 10).unwrap();
+    let record = store.load_room("lobby", 10, u64::MAX).unwrap();
     assert_eq!(record.topic.as_deref(), Some("kept"));
     assert_eq!(record.lines.len(), 1);
     assert_eq!(record.lines[0].text, "said before");
@@ -271,7 +271,10 @@ fn check_backup(store: &mut SqliteStore, copy: &Path) {
     assert_eq!(restored.integrity_check().unwrap(), "ok");
     assert_eq!(texts(&restored.page("lobby", None, 10).unwrap()), ["one", "two"]);
     assert_eq!(search_texts(&mut restored, "lobby", "two"), ["two"]);
-    assert_eq!(restored.load_room("lobby", 0).unwrap().topic.as_deref(), Some("backed up"));
+    assert_eq!(
+        restored.load_room("lobby", 0, u64::MAX).unwrap().topic.as_deref(),
+        Some("backed up")
+    );
 }
 
 fn texts(lines: &[StoredLine]) -> Vec<&str> {
