@@ -601,34 +601,44 @@ mod tests {
         (numbered(index) == bytes).then_some(index)
     }
 
+    /// A reader racing a writer sees whole records in order, or is told it was lapped; how
+    /// often is the scheduler's. Then, the race over and the reader caught up, what the
+    /// writer appends is read whole, every record: a liveness check that no load can break.
     #[test]
     fn a_reader_racing_the_writer_sees_whole_records_in_order_or_is_lapped() {
         use std::sync::atomic::AtomicBool;
         use std::sync::{Arc, Barrier};
+        const RACED: u64 = 30_000;
+        const CALM: u64 = 10;
         let mut writer = RingWriter::create("race", 1).expect("ring");
         let (memfd, doorbell) = writer.descriptors();
         let memfd = memfd.try_clone_to_owned().expect("dup");
         let doorbell = doorbell.try_clone_to_owned().expect("dup");
         let done = Arc::new(AtomicBool::new(false));
         let started = Arc::new(Barrier::new(2));
+        let caught_up = Arc::new(Barrier::new(2));
         let reader = {
-            let (done, started) = (Arc::clone(&done), Arc::clone(&started));
+            let (done, started, caught_up) =
+                (Arc::clone(&done), Arc::clone(&started), Arc::clone(&caught_up));
             std::thread::spawn(move || {
                 let open = || {
                     let fds = (memfd.try_clone().expect("dup"), doorbell.try_clone().expect("dup"));
                     RingReader::open(fds.0, fds.1, 0).expect("a ring")
                 };
                 let mut reader = open();
-                let (mut whole, mut lapped, mut last) = (0u64, 0u64, None);
+                let (mut raced, mut lapped, mut last) = (0u64, 0u64, None);
                 let mut record = Vec::new();
+                let take = |record: &[u8], last: &mut Option<u64>| {
+                    let index = is_whole(record).expect("a whole record");
+                    assert!(last.is_none_or(|last| index > last), "{index} after {last:?}");
+                    *last = Some(index);
+                };
                 started.wait();
                 while !done.load(Ordering::Relaxed) || reader.position() < reader.committed() {
                     match reader.next(u64::MAX, &mut record) {
                         Ok(true) => {
-                            let index = is_whole(&record).expect("a whole record");
-                            assert!(last.is_none_or(|last| index > last), "{index} after {last:?}");
-                            last = Some(index);
-                            whole += 1;
+                            take(&record, &mut last);
+                            raced += 1;
                         }
                         Ok(false) => std::thread::yield_now(),
                         Err(RingError::Lapped { .. }) => {
@@ -641,11 +651,23 @@ mod tests {
                         Err(err) => panic!("{err}"),
                     }
                 }
-                (whole, lapped)
+                caught_up.wait();
+                let mut calm = 0;
+                while last != Some(RACED + CALM - 1) {
+                    match reader.next(u64::MAX, &mut record) {
+                        Ok(true) => {
+                            take(&record, &mut last);
+                            calm += 1;
+                        }
+                        Ok(false) => std::thread::yield_now(),
+                        Err(err) => panic!("after the race: {err}"),
+                    }
+                }
+                (raced, lapped, calm)
             })
         };
         started.wait();
-        for index in 0..30_000 {
+        for index in 0..RACED {
             writer.append(&numbered(index)).expect("fits");
             if index % 4 == 0 {
                 writer.publish();
@@ -653,8 +675,13 @@ mod tests {
         }
         writer.publish();
         done.store(true, Ordering::Relaxed);
-        let (whole, lapped) = reader.join().expect("the reader");
-        assert!(whole > 0, "read nothing ({lapped} laps)");
+        caught_up.wait();
+        for index in RACED..RACED + CALM {
+            writer.append(&numbered(index)).expect("fits");
+        }
+        writer.publish();
+        let (raced, lapped, calm) = reader.join().expect("the reader");
+        assert_eq!(calm, CALM, "in the race: {raced} read, {lapped} laps");
     }
 
     #[test]
