@@ -16,7 +16,7 @@ import traceback
 import unicodedata
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -62,9 +62,14 @@ class Page:
 
     def wait(self, what, condition, timeout=WAIT):
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
-                lambda _: condition()
-            )
+            # The dashboard draws its tables anew on each poll: a condition that read an
+            # element just replaced is asked again at the next round, not failed.
+            return WebDriverWait(
+                self.driver,
+                timeout,
+                poll_frequency=0.1,
+                ignored_exceptions=[StaleElementReferenceException],
+            ).until(lambda _: condition())
         except TimeoutException:
             raise AssertionError(f"not within {timeout} s: {what}\n{self.describe()}") from None
 

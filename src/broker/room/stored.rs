@@ -166,18 +166,15 @@ impl Rooms {
         // entries are the lines said meanwhile, as many as `said` still names.
         room.stored_through = record.last_seqs.into_iter().collect();
         let meanwhile = loading.said.len().min(room.history.len());
-        let first_meanwhile = room.history.len() - meanwhile;
-        let said = &loading.said;
-        let through = &room.stored_through;
-        let mut place = 0;
-        room.history.retain(|_| {
-            let index = place;
-            place += 1;
-            index < first_meanwhile
-                || said
-                    .get(said.len() - meanwhile + (index - first_meanwhile))
-                    .is_none_or(|(sender, seq)| through.get(sender).is_none_or(|last| seq > last))
-        });
+        let tail = room.history.split_off(room.history.len() - meanwhile);
+        let said = loading.said.iter().skip(loading.said.len() - meanwhile);
+        let new: Vec<HistoryLine> = tail
+            .into_iter()
+            .zip(said)
+            .filter(|(_, (sender, seq))| !room.stored_already(*sender, *seq))
+            .map(|(line, _)| line)
+            .collect();
+        room.history.extend(new);
         let stored = to_history(record.lines);
         let keep = history_lines.saturating_sub(room.history.len()).min(stored.len());
         let older = &stored[stored.len() - keep..];
