@@ -1,5 +1,5 @@
 // chatd's operator dashboard: the same WebSocket conversation as the chat page (log in with a
-// nick and its password), then `/admin status|who|rooms|bans` every 2 s and the moderation
+// nick and its password), then `/admin status|who|rooms|bans|mutes` every 2 s and the moderation
 // forms, each sent as the `/admin ...` line an operator could type. The broker checks the
 // account's admin role on every request; a `Denied` answer ends the dashboard. Server text
 // goes into the page with textContent only.
@@ -247,8 +247,8 @@ function poll() {
     return;
   }
   state.polledAt = now;
-  state.waiting = 4;
-  for (const line of ["/admin status", "/admin who", "/admin rooms", "/admin bans"]) {
+  state.waiting = 5;
+  for (const line of ["/admin status", "/admin who", "/admin rooms", "/admin bans", "/admin mutes"]) {
     send(line);
   }
 }
@@ -259,7 +259,7 @@ function onReply(reply) {
   }
   const [kind] = Object.keys(reply);
   const value = reply[kind];
-  if (["Status", "Users", "Rooms", "Bans", "Denied"].includes(kind) && state.waiting > 0) {
+  if (["Status", "Users", "Rooms", "Bans", "Mutes", "Denied"].includes(kind) && state.waiting > 0) {
     state.waiting -= 1;
   }
   switch (kind) {
@@ -279,6 +279,9 @@ function onReply(reply) {
       return;
     case "Bans":
       showBans(value);
+      return;
+    case "Mutes":
+      showMutes(value);
       return;
     case "Done":
       outcome(value, false);
@@ -406,7 +409,9 @@ function showStatus(status) {
     "chatd " + status.version + " · protocol " + status.protocol + " · broker pid " + status.broker_pid +
     ", up " + seconds(uptime) + (master && master.refusals.length
       ? " · refusals: " + master.refusals.map((r) => r.reason + " " + r.count).join(", ")
-      : "");
+      : "") +
+    // When these figures came: a dashboard whose connection stalled shows its age.
+    " · updated " + new Date().toLocaleTimeString();
   // Rates from the counters' differences since the last answer, over the page's clock.
   const sample = { t: performance.now() / 1000, messages: status.messages, deliveries: status.deliveries };
   const previous = state.samples.length ? state.samples[state.samples.length - 1].sample : null;
@@ -534,18 +539,23 @@ function showUsers(users) {
   });
   body.replaceChildren(...(rows.length ? rows : [emptyRow(8, "nobody is connected")]));
   $("users-count").textContent = String(users.length);
-  const muted = users.filter((user) => user.muted);
-  const mutes = $("mutes");
-  mutes.replaceChildren(...muted.map((user) => {
+}
+
+// Every mute in force, connected or not (a mute outlives its user's connection).
+function showMutes(mutes) {
+  const list = $("mutes");
+  list.replaceChildren(...mutes.map((mute) => {
     const item = el("li");
-    item.appendChild(el("span", null, user.nick));
-    item.appendChild(button("Unmute " + user.nick, "Unmute", () => admin("/admin unmute " + user.nick)));
+    const until = mute.until ? " (until " + when(mute.until) + ")" : " (until lifted)";
+    item.appendChild(el("span", "mute-nick", mute.nick));
+    item.appendChild(el("span", null, until + " "));
+    item.appendChild(button("Unmute " + mute.nick, "Unmute", () => admin("/admin unmute " + mute.nick)));
     return item;
   }));
-  if (!muted.length) {
-    mutes.appendChild(el("li", "empty", "no connected user is muted"));
+  if (!mutes.length) {
+    list.appendChild(el("li", "empty", "nobody is muted"));
   }
-  $("mutes-count").textContent = String(muted.length);
+  $("mutes-count").textContent = String(mutes.length);
 }
 
 function showRooms(rooms) {

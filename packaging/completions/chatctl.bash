@@ -49,6 +49,9 @@ _chatctl() {
             chatctl,mute)
                 cmd="chatctl__subcmd__mute"
                 ;;
+            chatctl,mutes)
+                cmd="chatctl__subcmd__mutes"
+                ;;
             chatctl,reload)
                 cmd="chatctl__subcmd__reload"
                 ;;
@@ -148,6 +151,9 @@ _chatctl() {
             chatctl__subcmd__help,mute)
                 cmd="chatctl__subcmd__help__subcmd__mute"
                 ;;
+            chatctl__subcmd__help,mutes)
+                cmd="chatctl__subcmd__help__subcmd__mutes"
+                ;;
             chatctl__subcmd__help,reload)
                 cmd="chatctl__subcmd__help__subcmd__reload"
                 ;;
@@ -197,7 +203,7 @@ _chatctl() {
 
     case "${cmd}" in
         chatctl)
-            opts="-h -V --runtime-dir --json --help --version status who rooms kick ban unban bans mute unmute announce motd reload upgrade shutdown backup history forget accounts help"
+            opts="-h -V --runtime-dir --json --help --version status who rooms kick ban unban bans mute unmute mutes announce motd reload upgrade shutdown backup history forget accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -551,7 +557,7 @@ _chatctl() {
             return 0
             ;;
         chatctl__subcmd__help)
-            opts="status who rooms kick ban unban bans mute unmute announce motd reload upgrade shutdown backup history forget accounts help"
+            opts="status who rooms kick ban unban bans mute unmute mutes announce motd reload upgrade shutdown backup history forget accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -802,6 +808,20 @@ _chatctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chatctl__subcmd__help__subcmd__mutes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chatctl__subcmd__help__subcmd__reload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -987,6 +1007,24 @@ _chatctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatctl__subcmd__mutes)
+            opts="-h --runtime-dir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --runtime-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -99,6 +99,8 @@ pub enum Command {
     },
     /// Lift a mute.
     Unmute { nick: String },
+    /// Mutes in force, whether or not their user is connected.
+    Mutes,
     /// Send a system message to every room, or to one.
     Announce {
         #[arg(long, value_name = "ROOM")]
@@ -230,6 +232,7 @@ pub fn request(command: &Command) -> Result<ControlRequest, CtlError> {
         Command::Bans => ControlRequest::Bans,
         Command::Mute { nick, duration } => ControlRequest::Mute { nick, seconds: duration },
         Command::Unmute { nick } => ControlRequest::Unmute { nick },
+        Command::Mutes => ControlRequest::Mutes,
         Command::Announce { room, text } => ControlRequest::Announce { room, text: text.join(" ") },
         Command::Motd { text, file, clear } => {
             let text = if clear {
@@ -276,13 +279,24 @@ pub fn exchange(
     request: ControlRequest,
     attached: Option<&std::fs::File>,
 ) -> Result<ControlReply, CtlError> {
+    exchange_in(path, CONTROL_VERSION, request, attached)
+}
+
+/// [`exchange`] in the frame of control protocol `version`: only for a request whose bytes
+/// that version reads as this one's (`Upgrade`, see `upgrade`).
+fn exchange_in(
+    path: &Path,
+    version: u32,
+    request: ControlRequest,
+    attached: Option<&std::fs::File>,
+) -> Result<ControlReply, CtlError> {
     let mut stream = UnixStream::connect(path)
         .map_err(|source| CtlError::Connect { path: path.to_path_buf(), source })?;
     let exchange_error = |source| CtlError::Exchange { path: path.to_path_buf(), source };
     // A backup takes as long as copying the database does.
     let timeout = if attached.is_some() { BACKUP_ANSWER_TIMEOUT } else { ANSWER_TIMEOUT };
     stream.set_read_timeout(Some(timeout)).map_err(exchange_error)?;
-    let frame = codec::frame(&ControlFrame { version: CONTROL_VERSION, request })
+    let frame = codec::frame(&ControlFrame { version, request })
         .map_err(|err| exchange_error(io::Error::other(err)))?;
     if frame.len() > codec::HEADER_LEN + MAX_REQUEST_LEN {
         return Err(CtlError::Usage(format!(

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::moderation::Ban;
+use crate::moderation::{Ban, Mute};
 use crate::proto::control::{
     ClusterStatus, ControlReply, Counted, RoomRow, Status, StoreStatus, StoredRow, UserRow,
 };
@@ -38,6 +38,7 @@ fn json(reply: &ControlReply) -> String {
         ControlReply::Users(users) => serde_json::to_value(users),
         ControlReply::Rooms(rooms) => serde_json::to_value(rooms),
         ControlReply::Bans(bans) => serde_json::to_value(bans),
+        ControlReply::Mutes(mutes) => serde_json::to_value(mutes),
         ControlReply::Motd(motd) => Ok(json!({ "motd": motd })),
         ControlReply::Done(message) => Ok(json!({ "ok": true, "message": message })),
         ControlReply::Failed(message) | ControlReply::Denied(message) => {
@@ -82,6 +83,7 @@ fn human(reply: &ControlReply) -> String {
         ControlReply::Users(users) => users_table(users),
         ControlReply::Rooms(rooms) => rooms_table(rooms),
         ControlReply::Bans(bans) => bans_table(bans),
+        ControlReply::Mutes(mutes) => mutes_table(mutes),
         ControlReply::Motd(Some(motd)) => format!("{motd}\n"),
         ControlReply::Motd(None) => "no message of the day is set\n".to_string(),
         ControlReply::Done(message)
@@ -379,14 +381,35 @@ fn bans_table(bans: &[Ban]) -> String {
             vec![
                 b.target.to_string(),
                 format!("{} ago", age(now.saturating_sub(b.since))),
-                b.until.map_or("never".into(), |until| {
-                    format!("in {}", age(until.saturating_sub(now)))
-                }),
+                expiry(b.until, now),
                 b.reason.clone().unwrap_or_default(),
             ]
         })
         .collect();
     table(&["TARGET", "SET", "EXPIRES", "REASON"], rows)
+}
+
+fn mutes_table(mutes: &[Mute]) -> String {
+    if mutes.is_empty() {
+        return "no mutes\n".to_string();
+    }
+    let now = crate::clock::unix_now();
+    let rows = mutes
+        .iter()
+        .map(|m| {
+            vec![
+                m.nick.clone(),
+                format!("{} ago", age(now.saturating_sub(m.since))),
+                expiry(m.until, now),
+            ]
+        })
+        .collect();
+    table(&["NICK", "SET", "EXPIRES"], rows)
+}
+
+/// When a ban or a mute ends, as the tables say it.
+fn expiry(until: Option<u64>, now: u64) -> String {
+    until.map_or("never".into(), |until| format!("in {}", age(until.saturating_sub(now))))
 }
 
 /// A label value, escaped as the exposition format asks.

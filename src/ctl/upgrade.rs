@@ -3,12 +3,19 @@
 //!
 //! It owns the waiting and the sentences the operator reads. It must not decide anything about
 //! the upgrade: the master's pre-flight does, and its answer or its figures say how it went.
+//!
+//! A package's postinst runs the new chatctl against the daemon still running the old code,
+//! which speaks an older control protocol whenever the version moved. The protocol keeps
+//! `Upgrade` and the replies `Done`, `Failed`, `Denied` and `VersionMismatch` at their places
+//! (requests and replies are only appended, and a unit test pins their bytes), so chatctl asks
+//! an older (or newer) broker in that broker's version, and knows the upgrade came into force
+//! when a broker answers `status` in its own.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, exchange};
-use crate::proto::control::{ControlReply, ControlRequest, MasterFigures};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, exchange, exchange_in};
+use crate::proto::control::{CONTROL_VERSION, ControlReply, ControlRequest, MasterFigures};
 
 /// How long chatctl follows an upgrade before it gives up saying so.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
@@ -16,12 +23,33 @@ const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// No master linked for this long after the exec: the new image did not start.
 const MASTER_GONE_AFTER: Duration = Duration::from_secs(5);
+/// The control protocol that brought `Upgrade`: an older broker cannot be asked.
+const FIRST_WITH_UPGRADE: u32 = 4;
+
+/// What `status` says of the master.
+enum Master {
+    Linked(Box<MasterFigures>),
+    /// A broker answers, and no master is linked to it.
+    Unlinked,
+    /// The broker speaks control protocol `broker`, not this chatctl's.
+    OtherProtocol {
+        broker: u32,
+    },
+}
 
 /// Runs `chatctl upgrade [--binary PATH]` against the control socket at `path`.
 pub fn run(path: &Path, binary: Option<PathBuf>) -> u8 {
-    let before = match master(path) {
-        Ok(Some(master)) => master,
-        Ok(None) => {
+    let (version, before) = match master(path) {
+        Ok(Master::Linked(master)) => (CONTROL_VERSION, Some(master)),
+        Ok(Master::OtherProtocol { broker }) if broker >= FIRST_WITH_UPGRADE => (broker, None),
+        Ok(Master::OtherProtocol { broker }) => {
+            eprintln!(
+                "chatctl: upgrade refused: the running chatd speaks control protocol {broker}, \
+                 which has no in-place upgrade; restart it to run the new version"
+            );
+            return EXIT_FAILED;
+        }
+        Ok(Master::Unlinked) => {
             eprintln!(
                 "chatctl: upgrade refused: no master is linked to the broker (start chatd again \
                  to adopt it, then upgrade)"
@@ -34,7 +62,7 @@ pub fn run(path: &Path, binary: Option<PathBuf>) -> u8 {
         }
     };
     let binary = binary.map(|path| absolute(&path).display().to_string());
-    match exchange(path, ControlRequest::Upgrade { binary }, None) {
+    match exchange_in(path, version, ControlRequest::Upgrade { binary }, None) {
         Ok(ControlReply::Failed(why)) => {
             eprintln!("chatctl: upgrade refused: {why}");
             return EXIT_FAILED;
@@ -51,40 +79,54 @@ pub fn run(path: &Path, binary: Option<PathBuf>) -> u8 {
         // The broker can be replaced before its answer is written: follow the status.
         Err(_) => {}
     }
-    follow(path, &before)
+    follow(path, before.as_deref())
 }
 
-/// Reads `status` until the master's generation moves past `before`'s, its upgrade failed, or
-/// it has been gone for [`MASTER_GONE_AFTER`].
-fn follow(path: &Path, before: &MasterFigures) -> u8 {
+/// Reads `status` until the master's generation moves past `before`'s (or, from a broker of
+/// another protocol, `before` being `None`, until a broker answers in this chatctl's), its
+/// upgrade failed, or it has been gone for [`MASTER_GONE_AFTER`].
+fn follow(path: &Path, before: Option<&MasterFigures>) -> u8 {
     let deadline = Instant::now() + FOLLOW_TIMEOUT;
     let mut unlinked_since: Option<Instant> = None;
+    let mut old_protocol = None;
     while Instant::now() < deadline {
         match master(path) {
-            Ok(Some(now)) if now.generation > before.generation => {
+            Ok(Master::Linked(now))
+                if before.is_none_or(|before| now.generation > before.generation) =>
+            {
                 let older: u64 = now
                     .sessions_by_code
                     .iter()
                     .filter(|code| code.generation < now.generation)
                     .map(|code| code.sessions)
                     .sum();
-                let same = if now.pid == before.pid { "unchanged" } else { "changed" };
+                let same = match before {
+                    Some(before) if now.pid != before.pid => " (changed)",
+                    Some(_) => " (unchanged)",
+                    None => "",
+                };
                 println!(
-                    "upgraded: chatd {}, generation {}, master pid {} ({same}); {older} \
+                    "upgraded: chatd {}, generation {}, master pid {}{same}; {older} \
                      session(s) run older code until their clients leave",
                     now.version, now.generation, now.pid
                 );
                 return EXIT_OK;
             }
-            Ok(Some(now)) => {
+            Ok(Master::Linked(now)) => {
                 unlinked_since = None;
                 if let Some(failure) = now.upgrade_failure {
                     eprintln!("chatctl: upgrade failed: {failure}; the running chatd carries on");
                     return EXIT_FAILED;
                 }
             }
+            // The old broker of another protocol, which tells no failure this chatctl can
+            // read: the time-out below says where to look.
+            Ok(Master::OtherProtocol { broker }) => {
+                unlinked_since = None;
+                old_protocol = Some(broker);
+            }
             // Between the old broker and the new one, or the master is gone.
-            Ok(None) | Err(_) => {
+            Ok(Master::Unlinked) | Err(_) => {
                 let since = *unlinked_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= MASTER_GONE_AFTER && master_gone(path) {
                     eprintln!(
@@ -98,27 +140,34 @@ fn follow(path: &Path, before: &MasterFigures) -> u8 {
         }
         std::thread::sleep(FOLLOW_POLL);
     }
-    eprintln!(
-        "chatctl: the upgrade did not finish within {} s; see the daemon's log and `chatctl \
-         status`",
-        FOLLOW_TIMEOUT.as_secs()
-    );
+    match old_protocol {
+        Some(broker) => eprintln!(
+            "chatctl: the upgrade did not come into force within {} s: the running chatd still \
+             speaks control protocol {broker}; see the daemon's log",
+            FOLLOW_TIMEOUT.as_secs()
+        ),
+        None => eprintln!(
+            "chatctl: the upgrade did not finish within {} s; see the daemon's log and `chatctl \
+             status`",
+            FOLLOW_TIMEOUT.as_secs()
+        ),
+    }
     EXIT_FAILED
 }
 
 /// A broker answers and says no master is linked.
 fn master_gone(path: &Path) -> bool {
-    matches!(master(path), Ok(None))
+    matches!(master(path), Ok(Master::Unlinked))
 }
 
-/// The master's figures in `status` (`None`: no master linked).
-fn master(path: &Path) -> Result<Option<MasterFigures>, String> {
+/// The master as `status` shows it.
+fn master(path: &Path) -> Result<Master, String> {
     match exchange(path, ControlRequest::Status, None) {
-        Ok(ControlReply::Status(status)) => Ok(status.master),
-        Ok(ControlReply::Denied(why)) => Err(why),
-        Ok(ControlReply::VersionMismatch { broker }) => {
-            Err(super::output::version_mismatch(broker))
+        Ok(ControlReply::Status(status)) => {
+            Ok(status.master.map_or(Master::Unlinked, |master| Master::Linked(Box::new(master))))
         }
+        Ok(ControlReply::Denied(why)) => Err(why),
+        Ok(ControlReply::VersionMismatch { broker }) => Ok(Master::OtherProtocol { broker }),
         Ok(other) => Err(format!("unexpected answer to status: {other:?}")),
         Err(err) => Err(err.to_string()),
     }

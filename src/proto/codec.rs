@@ -216,6 +216,39 @@ mod tests {
         assert_eq!(bytes, expected, "\nexpected: {expected:?}\n     got: {bytes:?}");
     }
 
+    /// Fixes the bytes of `Upgrade` and of the answers chatctl reads to it, as control
+    /// protocol 4 (which brought it) encoded them: a package's new chatctl asks the running,
+    /// older broker in that broker's version (`ctl::upgrade`), which must read the same request.
+    #[test]
+    fn the_upgrade_request_and_its_answers_have_the_bytes_of_control_protocol_4() {
+        use crate::proto::control::{ControlFrame, ControlReply, ControlRequest};
+        let upgrade = ControlFrame {
+            version: 4,
+            request: ControlRequest::Upgrade { binary: Some("/x".into()) },
+        };
+        let expected: Vec<u8> = vec![
+            0, 0, 0, 6,  // payload length, big-endian
+            4,  // control protocol 4
+            17, // variant 17: Upgrade
+            1, 2, b'/', b'x', // Some, the path's length and bytes
+        ];
+        assert_eq!(frame(&upgrade).expect("encodes"), expected);
+        let answers = [
+            (ControlReply::Done("ok".into()), 5),
+            (ControlReply::Failed("ok".into()), 6),
+            (ControlReply::Denied("ok".into()), 7),
+        ];
+        for (reply, variant) in answers {
+            let expected: Vec<u8> = vec![0, 0, 0, 4, variant, 2, b'o', b'k'];
+            assert_eq!(frame(&reply).expect("encodes"), expected, "{reply:?}");
+        }
+        let mismatch = ControlReply::VersionMismatch { broker: 4 };
+        assert_eq!(frame(&mismatch).expect("encodes"), vec![0, 0, 0, 2, 8, 4]);
+        // Status is asked first, to learn the broker's version: variant 0, no fields.
+        let status = ControlFrame { version: 4, request: ControlRequest::Status };
+        assert_eq!(frame(&status).expect("encodes"), vec![0, 0, 0, 2, 4, 0]);
+    }
+
     #[test]
     fn oversize_header_is_refused_before_the_payload_arrives() {
         let header = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();

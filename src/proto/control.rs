@@ -8,14 +8,19 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::moderation::Ban;
+use crate::moderation::{Ban, Mute};
 
 /// Version of the operator protocol. 2: the store (`Backup`, `History`, `Forget`, the
 /// store's figures in [`Status`]). 3: accounts (`Accounts`), TLS (the certificate in
 /// [`Status`], `tls` and `account` in [`UserRow`]). 4: in-place upgrades (`Upgrade`; the
 /// code that runs in [`MasterFigures`]). 5: a cluster's figures ([`ClusterStatus`]) and
-/// each user's node ([`UserRow::node`]).
-pub const CONTROL_VERSION: u32 = 5;
+/// each user's node ([`UserRow::node`]). 6: the mutes in force (`Mutes`, answered
+/// [`ControlReply::Mutes`]), appended.
+///
+/// New requests and replies are appended, never inserted: `Upgrade` and the replies `Done`,
+/// `Failed`, `Denied` and `VersionMismatch` keep their bytes across versions, so that a newer
+/// chatctl can ask an older broker to upgrade (see `ctl::upgrade`).
+pub const CONTROL_VERSION: u32 = 6;
 
 /// Largest request payload the broker reads on `control.sock`. Requests are a verb and a few
 /// words; the largest legitimate one is `motd --file`, which chatctl holds to
@@ -100,6 +105,8 @@ pub enum ControlRequest {
     Upgrade {
         binary: Option<String>,
     },
+    /// The mutes in force, oldest first, whether or not their nick is connected. Protocol 6.
+    Mutes,
 }
 
 /// What an operator can do to accounts.
@@ -182,6 +189,8 @@ pub enum ControlReply {
     },
     /// Answer to `Accounts(List)` and `Accounts(Show)` (one row).
     Accounts(Vec<AccountRow>),
+    /// Answer to `Mutes`. Protocol 6.
+    Mutes(Vec<Mute>),
 }
 
 /// A stored line, for `chatctl history`.

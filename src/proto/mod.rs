@@ -43,7 +43,9 @@ pub use crate::accounts::{AccountSettings, Kdf};
 /// operators' commands from an account with the admin role); appended variants only, so 9's
 /// and 10's frames are unchanged and a broker of 11 still serves them. 12: a cluster's
 /// `Event::Cluster`, `MemberNodes` and `WhoIsOn`, appended too, sent only to sessions of 12.
-pub const PROTOCOL_VERSION: u32 = 12;
+/// 13: `AdminRequest::Mutes` appended (asked only by sessions of 13; the answer is an
+/// `AdminReply` as before).
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// The oldest session protocol this broker serves. Sessions forked before an in-place upgrade
 /// keep running their old code until their clients leave, and must survive the broker the
@@ -197,6 +199,8 @@ pub enum AdminRequest {
     Motd {
         text: Option<String>,
     },
+    /// The mutes in force. Protocol 13.
+    Mutes,
 }
 
 /// What a password is proved for.

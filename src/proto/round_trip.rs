@@ -31,7 +31,7 @@ use super::{
     AccountNews, AccountSettings, AdminRequest, Challenge, ClusterNews, Event, Failure, Greeting,
     HistoryLine, Kdf, KeptMessage, LeaveReason, Purpose, Request, RoomInfo, SessionHello, WhoIs,
 };
-use crate::moderation::{Ban, BanTarget};
+use crate::moderation::{Ban, BanTarget, Mute};
 
 fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(message: &T) {
     let bytes = frame(message).expect("encodes");
@@ -222,6 +222,7 @@ fn admin_request_samples() -> Vec<AdminRequest> {
         AdminRequest::Unmute { nick: text() },
         AdminRequest::Announce { room: None, text: text() },
         AdminRequest::Motd { text: None },
+        AdminRequest::Mutes,
     ]
 }
 
@@ -253,6 +254,7 @@ fn admin_request_like(sample: &AdminRequest) -> BoxedStrategy<AdminRequest> {
         AdminRequest::Motd { .. } => {
             maybe_text().prop_map(|text| AdminRequest::Motd { text }).boxed()
         }
+        AdminRequest::Mutes => Just(AdminRequest::Mutes).boxed(),
     }
 }
 
@@ -852,6 +854,7 @@ fn control_request_samples() -> Vec<ControlRequest> {
         ControlRequest::Forget { nick: text() },
         ControlRequest::Accounts(AccountsRequest::List),
         ControlRequest::Upgrade { binary: None },
+        ControlRequest::Mutes,
     ]
 }
 
@@ -886,6 +889,7 @@ fn control_request_like(sample: &ControlRequest) -> BoxedStrategy<ControlRequest
             maybe_text().prop_map(|text| ControlRequest::Motd { text }).boxed()
         }
         ControlRequest::Reload => Just(ControlRequest::Reload).boxed(),
+        ControlRequest::Mutes => Just(ControlRequest::Mutes).boxed(),
         ControlRequest::Upgrade { .. } => {
             maybe_text().prop_map(|binary| ControlRequest::Upgrade { binary }).boxed()
         }
@@ -1129,6 +1133,7 @@ fn control_reply_samples() -> Vec<ControlReply> {
         ControlReply::Stored(vec![]),
         ControlReply::BackedUp { bytes: 0 },
         ControlReply::Accounts(vec![]),
+        ControlReply::Mutes(vec![]),
     ]
 }
 
@@ -1210,6 +1215,13 @@ fn control_reply_like(sample: &ControlReply) -> BoxedStrategy<ControlReply> {
         ControlReply::Accounts(_) => proptest::collection::vec(any_account_row(), 0..4)
             .prop_map(ControlReply::Accounts)
             .boxed(),
+        ControlReply::Mutes(_) => proptest::collection::vec(
+            (any_text(), any::<u64>(), proptest::option::of(any::<u64>()))
+                .prop_map(|(nick, since, until)| Mute { nick, since, until }),
+            0..4,
+        )
+        .prop_map(ControlReply::Mutes)
+        .boxed(),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::proto::AdminRequest;
 use crate::session::help::HELP;
 
 /// The forms of `/admin`, for its usage line.
-pub const ADMIN_USAGE: &str = "/admin status | who | rooms | bans | kick NICK [WHY] | ban WHO [FOR] [WHY] | \
+pub const ADMIN_USAGE: &str = "/admin status | who | rooms | bans | mutes | kick NICK [WHY] | ban WHO [FOR] [WHY] | \
      unban WHO | mute NICK [FOR] | unmute NICK | announce [#ROOM] TEXT | motd [TEXT | -]";
 
 /// A parsed line.
@@ -189,6 +189,7 @@ fn admin(rest: &str) -> Option<AdminRequest> {
         "who" if rest.is_empty() => AdminRequest::Who,
         "rooms" if rest.is_empty() => AdminRequest::Rooms,
         "bans" if rest.is_empty() => AdminRequest::Bans,
+        "mutes" if rest.is_empty() => AdminRequest::Mutes,
         "kick" if !first.is_empty() => {
             AdminRequest::Kick { nick: first.to_string(), reason: optional(after) }
         }
@@ -311,6 +312,8 @@ mod tests {
         };
         assert_eq!(admin("/admin status"), Some(AdminRequest::Status));
         assert_eq!(admin("/ADMIN who"), Some(AdminRequest::Who));
+        assert_eq!(admin("/admin mutes"), Some(AdminRequest::Mutes));
+        assert_eq!(admin("/admin mutes bob"), None, "mutes takes no argument");
         assert_eq!(
             admin("/admin kick bob flooding again"),
             Some(AdminRequest::Kick { nick: "bob".into(), reason: Some("flooding again".into()) })

@@ -1,18 +1,22 @@
-//! Compatibility with the previous version: sessions forked before an in-place upgrade keep
-//! running their old code, so this version's broker must serve the previous session protocol
-//! (`proto::OLDEST_SESSION_PROTOCOL`) as well as its own.
+//! Compatibility with earlier versions.
 //!
-//! The old sessions here are real: chatd built at the commit named in `PREVIOUS` (by
-//! `build-previous.sh`, which `.ci/run` calls before the tests and [`previous_chatd`] calls
+//! Sessions forked before an in-place upgrade keep running their old code, so this version's
+//! broker must serve the previous session protocol (`proto::OLDEST_SESSION_PROTOCOL`) as well
+//! as its own. The old sessions here are real: chatd built at the commit named in `PREVIOUS`
+//! (by `build-previous.sh`, which `.ci/run` calls before the tests and [`previous_chatd`] calls
 //! when it has not been). That binary cannot upgrade itself in place, so its sessions come
 //! from an old daemon whose master is killed and replaced by this version's, which replaces
 //! the old broker with its own.
+//!
+//! A package upgrade runs this version's `chatctl upgrade` against the last release's running
+//! daemon (the commit named in `RELEASE`, built the same way), whose control protocol is older.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+use chatd::proto::control::CONTROL_VERSION;
 use chatd::proto::{Event, Failure, Greeting, OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION, codec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -25,27 +29,37 @@ use crate::util::{
 /// What a session prints when the broker it talks to was replaced and it resumed.
 const RESUMED: &str = "*** The chat service restarted; you are still in lobby.";
 
-/// The previous version's chatd, built once per test run (the script reuses a build of the
-/// same commit at once, and makes a second caller wait for the first one's build).
+/// The previous version's chatd (tests/compat/PREVIOUS), built once per test run.
 fn previous_chatd() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/build-previous.sh");
-        let output = Command::new(script)
-            .output()
-            .unwrap_or_else(|err| panic!("cannot run {script}: {err}"));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        // Never skipped: without the previous version, nothing here is tested.
-        assert!(
-            output.status.success(),
-            "{script} could not build the previous chatd ({}):\n{stderr}",
-            output.status
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let binary = PathBuf::from(stdout.trim());
-        assert!(binary.is_file(), "{script} printed {stdout:?}, which is no file:\n{stderr}");
-        binary
-    })
+    BUILT.get_or_init(|| built("PREVIOUS"))
+}
+
+/// The last release's chatd (tests/compat/RELEASE), built once per test run.
+fn release_chatd() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| built("RELEASE"))
+}
+
+/// chatd as of the commit the file `name` of tests/compat names (the script reuses a build of
+/// the same commit at once, and makes a second caller wait for the first one's build).
+fn built(name: &str) -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/build-previous.sh");
+    let output = Command::new(script)
+        .arg(name)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {script} {name}: {err}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Never skipped: without the earlier version, nothing here is tested.
+    assert!(
+        output.status.success(),
+        "{script} could not build the {name} chatd ({}):\n{stderr}",
+        output.status
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let binary = PathBuf::from(stdout.trim());
+    assert!(binary.is_file(), "{script} printed {stdout:?}, which is no file:\n{stderr}");
+    binary
 }
 
 /// The binary a process runs.
@@ -210,6 +224,62 @@ fn sessions_of_the_previous_version_are_served_by_this_versions_brokers() {
     transcript.assert_once_each(&[&alice, &bob, &carol, &dave]);
 }
 
+/// What a package upgrade does: this version's chatctl, against the last release's running
+/// daemon, whose control protocol is older. It cannot read that daemon's `status`, but asks it
+/// to upgrade in that daemon's protocol, and follows the upgrade until a broker answers in its
+/// own; nobody is disconnected.
+#[test]
+fn this_chatctl_upgrades_the_last_releases_daemon_in_place_across_control_protocols() {
+    let release = release_chatd();
+    let ours = Path::new(env!("CARGO_BIN_EXE_chatd"));
+    let daemon = Daemon::start_program(release, Arc::new(runtime_dir()), "", "127.0.0.1:0");
+    let [mut alice, mut bob] = daemon.room(["alice", "bob"]);
+    let master = daemon.pid();
+
+    let status = daemon.chatctl(&["status"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(status.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains(&format!("chatd speaks control protocol 5, this chatctl {CONTROL_VERSION}")),
+        "the release speaks an older control protocol: {said}"
+    );
+
+    let upgrade = daemon.chatctl(&["upgrade", "--binary", ours.to_str().expect("a path")]);
+    let said = String::from_utf8_lossy(&upgrade.stdout);
+    assert!(upgrade.status.success(), "{said}{}", String::from_utf8_lossy(&upgrade.stderr));
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        said,
+        format!(
+            "upgraded: chatd {version}, generation 2, master pid {master}; 2 session(s) run \
+             older code until their clients leave\n"
+        )
+    );
+    daemon.wait_for_log("broker replaced by a new one; exiting without disconnecting anyone");
+
+    // This chatctl reads the status now: the same master, this version's code.
+    let status = crate::control::json(&daemon, &["status"]);
+    assert_eq!(status["master"]["pid"], master, "{status}");
+    assert_eq!(status["master"]["generation"], 2, "{status}");
+    assert_eq!(status["version"], version, "{status}");
+    assert_eq!(status["protocol"], PROTOCOL_VERSION, "{status}");
+
+    // Nobody was disconnected: the release's sessions chat on with this version's broker.
+    for client in [&alice, &bob] {
+        served_by(&daemon, client, release);
+    }
+    alice.send("still here after the upgrade");
+    bob.expect("<alice> still here after the upgrade");
+    bob.send("me too");
+    alice.expect("<bob> me too");
+    let mutes = crate::control::ok(daemon.chatctl(&["mutes"]));
+    assert_eq!(mutes, "no mutes\n", "this version's requests are served");
+}
+
 /// The first frame a session of protocol `version` sends, as every version since 6 encodes
 /// it (`proto::codec` fixes these bytes): variant 0, the version, the peer, the time.
 fn hello_bytes(version: u8) -> Vec<u8> {
@@ -243,23 +313,23 @@ fn broker_answers(daemon: &Daemon, hello: &[u8]) -> Event {
 
 #[test]
 fn the_broker_welcomes_each_session_in_its_own_protocol_and_refuses_the_rest() {
-    assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 12), "the cases below");
+    assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 13), "the cases below");
     let daemon = Daemon::start();
     // The library's encoding of a hello is the one these bytes fix.
     let hello = chatd::proto::SessionHello { version: 9, peer: "test".into(), connected_at: 0 };
     assert_eq!(codec::frame(&Greeting::Session(hello)).expect("encode"), hello_bytes(9));
-    for version in [9, 10, 11, 12] {
+    for version in [9, 10, 11, 12, 13] {
         match broker_answers(&daemon, &hello_bytes(version)) {
             Event::Welcome { version: welcomed, .. } => assert_eq!(welcomed, u32::from(version)),
             other => panic!("a hello of protocol {version} was answered {other:?}"),
         }
     }
-    for version in [8, 13] {
+    for version in [8, 14] {
         let answer = broker_answers(&daemon, &hello_bytes(version));
         let refusal =
-            Event::Failed(Failure::VersionMismatch { broker: 12, session: u32::from(version) });
+            Event::Failed(Failure::VersionMismatch { broker: 13, session: u32::from(version) });
         assert_eq!(answer, refusal, "the answer to a hello of protocol {version}");
-        daemon.wait_for_log(&format!("protocol version {version}, broker serves 9-12"));
+        daemon.wait_for_log(&format!("protocol version {version}, broker serves 9-13"));
     }
 }
 

@@ -216,11 +216,30 @@ fn a_muted_user_sees_its_own_lines_and_nobody_else_does() {
     bob.expect("*** bob is now known as robert");
     bob.send("still here");
     bob.expect("<robert> still here");
+    // The list of mutes has every mute in force, whether or not its user is connected.
+    ok(daemon.chatctl(&["mute", "carol"]));
+    carol.send("/quit");
+    alice.expect("*** carol has left (quit)");
+    let mutes = json(&daemon, &["mutes"]);
+    let listed: Vec<(&str, bool)> = mutes
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|mute| (mute["nick"].as_str().unwrap_or("?"), mute["until"].is_null()))
+        .collect();
+    assert_eq!(listed, [("robert", false), ("carol", true)], "oldest first: {mutes}");
+    let table = ok(daemon.chatctl(&["mutes"]));
+    let rows: Vec<Vec<&str>> = table.lines().map(|row| row.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NICK", "SET", "EXPIRES"], "{table}");
+    assert!(rows[1][0] == "robert" && rows[1].contains(&"in"), "{table}");
+    assert_eq!((rows[2][0], rows[2].last()), ("carol", Some(&"never")), "{table}");
     ok(daemon.chatctl(&["unmute", "robert"]));
     fails(daemon.chatctl(&["unmute", "robert"]), 1);
     bob.send("sorry");
     let before = alice.expect("<robert> sorry");
     assert!(before.iter().all(|line| !line.contains("still here")), "{before:?}");
+    ok(daemon.chatctl(&["unmute", "carol"]));
+    assert_eq!(ok(daemon.chatctl(&["mutes"])), "no mutes\n");
 }
 
 #[test]

@@ -370,6 +370,20 @@ def check_admin(page, args, chat_tab):
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(os.path.join(args.screenshots, "admin.png"))
 
+    # Mute bob from the form: the mutes list shows him.
+    def outcome_says(words):
+        outcome = driver.find_element(By.ID, "outcome")
+        return words in outcome.text and "failed" not in (outcome.get_attribute("class") or "")
+
+    def listed_mutes():
+        # Read in the page: the list is drawn anew on each poll.
+        return page.js("return [...document.querySelectorAll('#mutes .mute-nick')].map((n) => n.textContent);")
+
+    driver.find_element(By.ID, "mute-nick").send_keys("bob")
+    driver.find_element(By.CSS_SELECTOR, "#mute-form button[type=submit]").click()
+    page.wait("the mute carried out", lambda: outcome_says("muted bob"))
+    page.wait("bob in the mutes list", lambda: listed_mutes() == ["bob"])
+
     driver.find_element(By.ID, "kick-nick").send_keys("bob")
     driver.find_element(By.ID, "kick-reason").send_keys("from the dashboard")
     driver.find_element(By.CSS_SELECTOR, "#kick-form button[type=submit]").click()
@@ -386,6 +400,27 @@ def check_admin(page, args, chat_tab):
             for tr in driver.find_elements(By.CSS_SELECTOR, "#users tbody tr")
             if tr.find_elements(By.TAG_NAME, "td")
         ],
+    )
+
+    # A mute outlives its user's connection: two polls after bob left, it is still listed.
+    def updated():
+        return driver.find_element(By.ID, "meta").text.rsplit(" · updated ", 1)[-1]
+
+    stamps = {updated()}
+
+    def two_more_polls():
+        stamps.add(updated())
+        return len(stamps) >= 3
+
+    page.wait("two more polls", two_more_polls)
+    assert listed_mutes() == ["bob"], f"the mutes list after bob left: {listed_mutes()}"
+    log("the mutes list with bob gone:", driver.find_element(By.ID, "mutes").text)
+    # Lifted from the list.
+    driver.find_element(By.CSS_SELECTOR, "#mutes button").click()
+    page.wait("the unmute carried out", lambda: outcome_says("unmuted bob"))
+    page.wait(
+        "the mutes list empty",
+        lambda: listed_mutes() == [] and "nobody is muted" in driver.find_element(By.ID, "mutes").text,
     )
 
     # The room saw it.

@@ -89,6 +89,7 @@ fn control_request(request: AdminRequest) -> ControlRequest {
         AdminRequest::Unmute { nick } => ControlRequest::Unmute { nick },
         AdminRequest::Announce { room, text } => ControlRequest::Announce { room, text },
         AdminRequest::Motd { text } => ControlRequest::Motd { text },
+        AdminRequest::Mutes => ControlRequest::Mutes,
     }
 }
 
@@ -98,7 +99,11 @@ fn change_of(request: &AdminRequest) -> Option<String> {
         |reason: &Option<String>| reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
     let seconds = |s: &Option<u64>| s.map(|s| format!(" for {s} s")).unwrap_or_default();
     Some(match request {
-        AdminRequest::Status | AdminRequest::Who | AdminRequest::Rooms | AdminRequest::Bans => {
+        AdminRequest::Status
+        | AdminRequest::Who
+        | AdminRequest::Rooms
+        | AdminRequest::Bans
+        | AdminRequest::Mutes => {
             return None;
         }
         AdminRequest::Motd { text: None } => return None,

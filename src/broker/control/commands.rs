@@ -14,7 +14,7 @@ use super::super::room::{Audience, Delivery};
 use super::super::store_thread::Job;
 use crate::clock::unix_now;
 use crate::logging;
-use crate::moderation::Ban;
+use crate::moderation::{Ban, Mute};
 use crate::names;
 use crate::proto::control::{ControlReply, ControlRequest, Status, UserRow};
 use crate::proto::master::{MasterEvent, UpgradeAnswer};
@@ -49,6 +49,17 @@ impl Broker {
                     self.moderation.bans.iter().filter(|ban| ban.in_force(now)).cloned().collect();
                 bans.sort_by_key(|ban| ban.since);
                 ControlReply::Bans(bans)
+            }
+            ControlRequest::Mutes => {
+                let mut mutes: Vec<Mute> = self
+                    .moderation
+                    .mutes
+                    .iter()
+                    .filter(|mute| mute.in_force(now))
+                    .cloned()
+                    .collect();
+                mutes.sort_by_key(|mute| mute.since);
+                ControlReply::Mutes(mutes)
             }
             ControlRequest::Motd { text: None } => ControlReply::Motd(self.moderation.motd.clone()),
             change @ (ControlRequest::Ban { .. }
