@@ -77,6 +77,13 @@ const state = {
   rooms: [],
   // The tail of the chat lines shown, for de-duplicating the history sent after a reconnect.
   tail: [],
+  // The ids ("SENDER.SEQ") of the room lines shown, oldest first, and the last one of the
+  // current room: after a reconnect the page asks for what was said after it (`/missed`).
+  seen: new Set(),
+  seenOrder: [],
+  lastId: null,
+  // While a reconnect catches up: { room, after, asked, rounds, held, timer } (see below).
+  catchUp: null,
   // The private lines shown (nick, text, at), and a held "N messages while you were away:".
   privates: [],
   awayHeading: null,
@@ -88,6 +95,8 @@ const state = {
 };
 
 const TAIL_KEEP = 500;
+// Pages of missed lines asked for after one reconnect (the server sends up to 200 a page).
+const MISSED_ROUNDS = 10;
 const LOG_KEEP = 2000;
 const BACKOFF_SECONDS = [1, 2, 5, 10, 20, 30];
 
@@ -182,6 +191,9 @@ function showRow(line) {
     row.title = "history";
   }
   append(row);
+  if (line.id) {
+    noteSeen(line.id);
+  }
   if (kind === "chat" || kind === "history") {
     state.tail.push({ room: state.room, nick: line.nick, text: line.text, action: !!line.action });
     if (state.tail.length > TAIL_KEEP) {
@@ -200,6 +212,96 @@ function showRow(line) {
 }
 
 // ---- reconnect overlap ---------------------------------------------------------------------
+
+// Lines said in a room carry an id: one shown is never shown again (a resume after a broker
+// restart replays the last seconds; a catch-up can overlap the live lines).
+function noteSeen(id) {
+  state.lastId = id;
+  if (state.seen.has(id)) {
+    return;
+  }
+  state.seen.add(id);
+  state.seenOrder.push(id);
+  if (state.seenOrder.length > LOG_KEEP) {
+    state.seen.delete(state.seenOrder.shift());
+  }
+}
+
+// After a reconnect into the room it was in, the page asks for the lines said after the last
+// one it showed (`/missed ID`), in pages, and shows each once, in order: the room's history
+// that the login brings is held meanwhile and dropped when the server knew the line (it is
+// contained in the answer); if it did not (too old, no store), the history is shown as
+// before, less what was shown already. Lines that come while the answer is awaited are held
+// and shown after it. A login that lands in another room (the default one) first goes back
+// to the room the page was in. Given up after a while, or if the page ends up elsewhere.
+function startCatchUp() {
+  if (!state.lastId || !state.room) {
+    return;
+  }
+  state.catchUp = {
+    room: state.room,
+    after: state.lastId,
+    asked: false,
+    rounds: 0,
+    held: [],
+    timer: setTimeout(endCatchUp, 15000),
+  };
+}
+
+function askMissed(after) {
+  const catchUp = state.catchUp;
+  catchUp.asked = true;
+  clearTimeout(catchUp.timer);
+  catchUp.timer = setTimeout(endCatchUp, 10000);
+  send("/missed " + after);
+}
+
+// The catch-up is over: what waited is shown (the held history through its de-duplication,
+// unless `dropHistory`), then the lines held meanwhile.
+function endCatchUp(dropHistory) {
+  const catchUp = state.catchUp;
+  if (!catchUp) {
+    return;
+  }
+  clearTimeout(catchUp.timer);
+  state.catchUp = null;
+  if (dropHistory === true && state.dedup) {
+    clearTimeout(state.dedup.timer);
+    state.dedup = null;
+  }
+  flushDedup();
+  for (const event of catchUp.held) {
+    onEvent(event);
+  }
+}
+
+function onMissed(answer) {
+  const catchUp = state.catchUp;
+  if (!catchUp || !catchUp.asked || answer.room !== catchUp.room) {
+    return;
+  }
+  if (!answer.found) {
+    // Not known any more: the history the login brought is all there is to show.
+    endCatchUp(false);
+    systemLine("Lines said while you were away may be missing: /history shows the room's past");
+    return;
+  }
+  for (const line of answer.lines) {
+    if (!state.seen.has(line.id)) {
+      showRow(line);
+    }
+  }
+  const last = answer.lines.length > 0 ? answer.lines[answer.lines.length - 1].id : null;
+  if (answer.more && last && catchUp.rounds + 1 < MISSED_ROUNDS) {
+    catchUp.rounds += 1;
+    askMissed(last);
+    return;
+  }
+  endCatchUp(true);
+  if (answer.more) {
+    systemLine("More was said while you were away: /history shows it");
+  }
+}
 
 // After a reconnect (or a resume) the session sends the room's last lines as history. Those
 // already shown are dropped: an incoming history line equal (by nick, text and action) to a
@@ -225,7 +327,8 @@ function lineKey(line) {
 
 function flushDedup() {
   const dedup = state.dedup;
-  if (!dedup) {
+  if (!dedup || state.catchUp) {
+    // A catch-up decides what becomes of the held history when it ends.
     return;
   }
   clearTimeout(dedup.timer);
@@ -464,6 +567,14 @@ function send(line) {
 }
 
 function onEvent(event) {
+  if (event.t === "line" && event.id && state.seen.has(event.id)) {
+    return;
+  }
+  if (state.catchUp && state.catchUp.asked && event.t === "line" && event.kind !== "history" &&
+      !isHistoryFrame(event)) {
+    state.catchUp.held.push(event);
+    return;
+  }
   const dedup = state.dedup;
   if (dedup) {
     if (event.t === "line" && (event.kind === "history" || isHistoryFrame(event))) {
@@ -507,6 +618,9 @@ function onEvent(event) {
       return;
     case "you":
       onYou(event);
+      return;
+    case "missed":
+      onMissed(event);
       return;
     case "members":
       if (event.room === state.room) {
@@ -660,6 +774,7 @@ function onYou(you) {
   roomEl.textContent = you.room;
   setStatus("connected as " + you.nick + (you.account ? " (account)" : ""));
   if (wasRoom !== you.room) {
+    state.lastId = null;
     state.members = new Map();
     renderMembers();
     setTopic("");
@@ -673,6 +788,17 @@ function onYou(you) {
   // A resume after a broker restart, or a reconnect, brings the room's last lines again.
   if (wasRoom === you.room && state.tail.length > 0) {
     armDedup(3000);
+  }
+  const catchUp = state.catchUp;
+  if (catchUp && !catchUp.asked) {
+    if (you.room === catchUp.room) {
+      askMissed(catchUp.after);
+    } else if (firstOfConnection) {
+      // A new connection starts in the default room: back to the one the page was in.
+      typeLine("/join " + catchUp.room, { automatic: true });
+    } else {
+      endCatchUp(false);
+    }
   }
   renderRooms();
 }
@@ -731,6 +857,10 @@ function connect() {
     // The history may come before the session says who I am: hold it from the start.
     armDedup(15000);
   }
+  endCatchUp(false);
+  if (state.reconnecting) {
+    startCatchUp();
+  }
   socket.addEventListener("open", () => {
     setStatus(state.reconnecting ? "reconnecting…" : "connected");
   });
@@ -749,6 +879,7 @@ function connect() {
     if (state.socket !== socket) {
       return;
     }
+    endCatchUp(false);
     flushDedup();
     state.socket = null;
     if (state.closedOnPurpose) {

@@ -183,6 +183,7 @@ impl Broker {
             Request::Topic { text } => self.rooms.topic(id, text.as_deref()),
             Request::History { before, count } => self.history_request(id, before, count),
             Request::Search { words } => self.search_request(id, &words),
+            Request::Missed { sender, seq } => self.missed_request(id, sender, seq),
             Request::Quit { reason } => {
                 self.peers.doom(id, LeaveReason::Quit(reason));
                 return false;
@@ -454,7 +455,7 @@ mod tests {
             );
         }
         // The range these cases assume: a change to it revisits them.
-        assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 13));
+        assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 14));
     }
 
     #[test]

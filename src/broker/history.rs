@@ -10,15 +10,39 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::Broker;
-use super::room::stored::to_history;
+use super::room::stored::{to_history, to_identified};
 use super::room::{Audience, Delivery, MemberId};
 use super::store_thread::{Job, Outcome};
 use crate::proto::control::{ControlReply, StoredRow};
-use crate::proto::{Event, Failure, MAX_HISTORY_PAGE};
+use crate::proto::{Event, Failure, IdentifiedLine, MAX_HISTORY_PAGE};
 use crate::store::{Query, StoredLine};
 
 /// Most results one `/search` shows.
 pub const SEARCH_RESULTS: usize = 20;
+
+/// The most text one answer to a reconnecting page carries (besides [`MAX_HISTORY_PAGE`]
+/// lines): half a session's default output queue (`send_queue_bytes`), so that a page of long
+/// lines is not taken for a client that does not read. The page asks again for the rest.
+const MISSED_BYTES: usize = 32 * 1024;
+
+/// The first of `lines` that one answer carries, and whether there are more after them
+/// (`more`: there were more than `lines` to begin with).
+fn missed_page(mut lines: Vec<IdentifiedLine>, more: bool) -> (Vec<IdentifiedLine>, bool) {
+    let mut bytes = 0;
+    let fit = lines
+        .iter()
+        .take(usize::from(MAX_HISTORY_PAGE))
+        .take_while(|said| {
+            // The JSON around a line is about 80 bytes.
+            bytes += said.line.from.len() + said.line.text.len() + 80;
+            bytes <= MISSED_BYTES
+        })
+        .count()
+        .max(1);
+    let more = more || lines.len() > fit;
+    lines.truncate(fit);
+    (lines, more)
+}
 
 /// What a member is told when the store cannot answer.
 const NOT_AVAILABLE: &str = "the history database is not available now";
@@ -91,6 +115,40 @@ impl Broker {
         }
     }
 
+    /// A page that reconnected asks for the lines said after the last one it showed: from
+    /// memory when the room still holds that line, else from the store after the lines
+    /// waiting for it. Where neither has it, the answer says so, with what a newcomer is shown.
+    pub(super) fn missed_request(&mut self, id: MemberId, sender: u64, seq: u64) -> Vec<Delivery> {
+        let Some((key, name)) = self.rooms.room_key_and_name_of(id) else {
+            return to_one(id, Event::Failed(Failure::NotLoggedIn));
+        };
+        if let Some(lines) = self.rooms.history_after(&key, sender, seq) {
+            let (lines, more) = missed_page(lines, false);
+            return to_one(id, Event::Missed { room: name, lines, found: true, more });
+        }
+        if !self.storage.is_on() {
+            return self.not_missed(id, &key, name);
+        }
+        // One more than a page: whether there are more after it.
+        let count = usize::from(MAX_HISTORY_PAGE) + 1;
+        let job = Job::After { asker: id, room: key.clone(), sender, seq, count };
+        self.hand_to_store();
+        match self.storage.ask(id, job) {
+            Ok(()) => Vec::new(),
+            Err(why) => {
+                debug!("lines missed by a reconnecting page are not looked up: {why}");
+                self.not_missed(id, &key, name)
+            }
+        }
+    }
+
+    /// The answer to a page whose last line is not known: the room's history as a newcomer
+    /// sees it.
+    fn not_missed(&self, id: MemberId, key: &str, room: String) -> Vec<Delivery> {
+        let lines = self.rooms.history_identified(key);
+        to_one(id, Event::Missed { room, lines, found: false, more: false })
+    }
+
     /// `/search WORDS`: a query of the store (there is nothing to search without one).
     pub(super) fn search_request(&mut self, id: MemberId, words: &str) -> Vec<Delivery> {
         let Some((key, _)) = self.rooms.room_key_and_name_of(id) else {
@@ -146,6 +204,22 @@ impl Broker {
                         Err(why) => {
                             debug!("a /history failed: {why}");
                             unavailable(asker, NOT_AVAILABLE)
+                        }
+                    };
+                    self.answer_member(asker, deliveries);
+                }
+                Outcome::After { asker, room, result } => {
+                    self.storage.answered(asker);
+                    let name = self.rooms.room_name(&room).unwrap_or(&room).to_string();
+                    let deliveries = match result {
+                        Ok(Some(lines)) => {
+                            let (lines, more) = missed_page(to_identified(lines), false);
+                            to_one(asker, Event::Missed { room: name, lines, found: true, more })
+                        }
+                        Ok(None) => self.not_missed(asker, &room, name),
+                        Err(why) => {
+                            debug!("lines missed by a reconnecting page: {why}");
+                            self.not_missed(asker, &room, name)
                         }
                     };
                     self.answer_member(asker, deliveries);
@@ -219,4 +293,32 @@ impl Broker {
 
 fn stored_row(line: StoredLine) -> StoredRow {
     StoredRow { id: line.id, at: line.at, from: line.from, action: line.action, text: line.text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::HistoryLine;
+
+    fn lines(count: u64, text_bytes: usize) -> Vec<IdentifiedLine> {
+        let text = "x".repeat(text_bytes);
+        let line = HistoryLine { at: 1, from: "bob".into(), action: false, text };
+        (1..=count).map(|seq| IdentifiedLine { sender: 7, seq, line: line.clone() }).collect()
+    }
+
+    #[test]
+    fn an_answer_to_a_reconnecting_page_holds_a_page_of_lines_or_of_bytes() {
+        let (page, more) = missed_page(lines(201, 10), false);
+        assert_eq!((page.len(), more), (usize::from(MAX_HISTORY_PAGE), true));
+        let (page, more) = missed_page(lines(200, 10), false);
+        assert_eq!((page.len(), more), (200, false));
+        // 512-byte lines: about 32 KiB of them, the rest asked for again.
+        let (page, more) = missed_page(lines(200, 512), false);
+        assert_eq!((page.len(), more), (MISSED_BYTES / (3 + 512 + 80), true));
+        assert_eq!(page.last().map(|l| l.seq), Some(page.len() as u64), "the oldest first");
+        // One line always goes, however long: the page must get on.
+        let (page, more) = missed_page(lines(2, MISSED_BYTES), false);
+        assert_eq!((page.len(), more), (1, true));
+        assert_eq!(missed_page(Vec::new(), false), (Vec::new(), false));
+    }
 }

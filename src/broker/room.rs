@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::names::{self, DEFAULT_ROOM};
 use crate::proto::control::RoomRow;
-use crate::proto::{Event, Failure, HistoryLine, LeaveReason, RoomInfo, WhoIs};
+use crate::proto::{Event, Failure, HistoryLine, IdentifiedLine, LeaveReason, RoomInfo, WhoIs};
 use crate::text;
 
 /// The broker's handle for one logged-in session.
@@ -61,8 +61,9 @@ struct Room {
     members: BTreeSet<MemberId>,
     /// The latest chat and action lines, oldest first.
     recent: VecDeque<(Instant, Event)>,
-    /// The last `history_lines` lines, shown to whoever enters.
-    history: VecDeque<HistoryLine>,
+    /// The last `history_lines` lines, shown to whoever enters, and what a page that
+    /// reconnects is sent after the last line it showed (`missed`).
+    history: VecDeque<IdentifiedLine>,
     /// The store has not yet said what this room had (`stored`).
     loading: Option<stored::Loading>,
     /// Sender id → the last line number the store had of it when this room was loaded
@@ -100,9 +101,8 @@ impl Room {
         self.stored_through.get(&sender).is_some_and(|&last| seq <= last)
     }
 
-    /// Keeps `line`, line `said_by.1` of sender `said_by.0`, in the history shown to
-    /// newcomers (at most `history_lines`).
-    fn remember(&mut self, history_lines: usize, line: HistoryLine, said_by: (u64, u64)) {
+    /// Keeps `line` in the history shown to newcomers (at most `history_lines`).
+    fn remember(&mut self, history_lines: usize, line: IdentifiedLine) {
         if history_lines == 0 {
             return;
         }
@@ -111,8 +111,13 @@ impl Room {
         }
         self.history.push_back(line);
         if let Some(loading) = &mut self.loading {
-            loading.said_meanwhile(history_lines, said_by);
+            loading.said_meanwhile(history_lines);
         }
+    }
+
+    /// The history as a newcomer is shown it.
+    fn history_shown(&self) -> Vec<HistoryLine> {
+        self.history.iter().map(|said| said.line.clone()).collect()
     }
 }
 
@@ -191,13 +196,14 @@ fn rejected(id: MemberId, seq: u64, failure: Failure) -> Vec<Delivery> {
 }
 
 /// A chat or action line as a room's history keeps it.
-fn history_line(event: &Event, at: u64) -> Option<HistoryLine> {
-    let (from, text, action) = match event {
-        Event::Chat { from, text, .. } => (from, text, false),
-        Event::Action { from, text, .. } => (from, text, true),
+fn history_line(event: &Event, at: u64) -> Option<IdentifiedLine> {
+    let (from, sender, seq, text, action) = match event {
+        Event::Chat { from, sender, seq, text } => (from, sender, seq, text, false),
+        Event::Action { from, sender, seq, text } => (from, sender, seq, text, true),
         _ => return None,
     };
-    Some(HistoryLine { at, from: from.clone(), action, text: text.clone() })
+    let line = HistoryLine { at, from: from.clone(), action, text: text.clone() };
+    Some(IdentifiedLine { sender: *sender, seq: *seq, line })
 }
 
 /// Cleans user text and refuses what is left empty or over the line limit.
@@ -550,8 +556,7 @@ impl Rooms {
         }
         let mut out = vec![joined, one(id, Event::Topic { room: room_name.clone(), text: topic })];
         if !room.history.is_empty() {
-            let lines = room.history.iter().cloned().collect();
-            out.push(one(id, Event::History { room: room_name, lines }));
+            out.push(one(id, Event::History { room: room_name, lines: room.history_shown() }));
         }
         out
     }
@@ -620,8 +625,8 @@ impl Rooms {
             if let Some(line) = history_line(&event, self.unix_now)
                 && !room.stored_already(said_by.0, said_by.1)
             {
-                self.store.keep_line(&key, &event, &line);
-                room.remember(self.history_lines, line, said_by);
+                self.store.keep_line(&key, &line);
+                room.remember(self.history_lines, line);
             }
         }
         vec![room(&key, event)]

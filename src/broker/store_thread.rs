@@ -46,6 +46,14 @@ pub enum Job {
         before: Option<i64>,
         count: usize,
     },
+    /// The lines after line `seq` of `sender` (a reconnecting page's last line).
+    After {
+        asker: Asker,
+        room: String,
+        sender: u64,
+        seq: u64,
+        count: usize,
+    },
     Search {
         asker: Asker,
         room: String,
@@ -107,6 +115,12 @@ pub enum Outcome {
         room: String,
         count: usize,
         result: Result<Vec<StoredLine>, String>,
+    },
+    /// `None`: the room has no such line stored.
+    After {
+        asker: Asker,
+        room: String,
+        result: Result<Option<Vec<StoredLine>>, String>,
     },
     Search {
         asker: Asker,
@@ -219,6 +233,10 @@ fn serve(store: &mut dyn Store, job: Job) -> Outcome {
             let result = store.page(&room, before, count).map_err(said);
             Outcome::Page { asker, room, count, result }
         }
+        Job::After { asker, room, sender, seq, count } => {
+            let result = store.after(&room, sender, seq, count).map_err(said);
+            Outcome::After { asker, room, result }
+        }
         Job::Search { asker, room, words, query, limit } => {
             let result = store.search(&room, &query, limit).map_err(said);
             Outcome::Search { asker, room, words, result }
@@ -272,6 +290,7 @@ fn refuse(job: Job, why: &str) -> Outcome {
         Job::Page { asker, room, count, .. } => {
             Outcome::Page { asker, room, count, result: Err(why) }
         }
+        Job::After { asker, room, .. } => Outcome::After { asker, room, result: Err(why) },
         Job::Search { asker, room, words, .. } => {
             Outcome::Search { asker, room, words, result: Err(why) }
         }

@@ -44,8 +44,10 @@ pub use crate::accounts::{AccountSettings, Kdf};
 /// and 10's frames are unchanged and a broker of 11 still serves them. 12: a cluster's
 /// `Event::Cluster`, `MemberNodes` and `WhoIsOn`, appended too, sent only to sessions of 12.
 /// 13: `AdminRequest::Mutes` appended (asked only by sessions of 13; the answer is an
-/// `AdminReply` as before).
-pub const PROTOCOL_VERSION: u32 = 13;
+/// `AdminReply` as before). 14: `Request::Missed` and `Event::Missed` appended (a page that
+/// reconnects asks for the lines said after the last one it showed; asked only by sessions of
+/// 14, answered only to the asker).
+pub const PROTOCOL_VERSION: u32 = 14;
 
 /// The oldest session protocol this broker serves. Sessions forked before an in-place upgrade
 /// keep running their old code until their clients leave, and must survive the broker the
@@ -160,6 +162,10 @@ pub enum Request {
     /// a logged-in account with the admin role, on TLS or from loopback; answered with
     /// [`Event::AdminReply`]. Protocol 11.
     Admin(AdminRequest),
+    /// The lines of the current room said after line `seq` of `sender` (the last one a page
+    /// showed before its connection dropped), at most [`MAX_HISTORY_PAGE`]; answered with
+    /// [`Event::Missed`]. Protocol 14.
+    Missed { sender: u64, seq: u64 },
 }
 
 /// What an account with the admin role may ask from a chat connection: the moderation and the
@@ -374,6 +380,11 @@ pub enum Event {
     MemberNodes { room: String, nicks: Vec<String>, nodes: Vec<String> },
     /// `/whois` of a member of another node (protocol 12; older sessions get `WhoIs`).
     WhoIsOn { who: WhoIs, node: String },
+    /// The answer to [`Request::Missed`]. `found`: the room has the line asked after, and
+    /// `lines` are those said after it, oldest first (`more`: and there are more after
+    /// these: ask again after the last). Not found (too old, forgotten, no store): `lines` are
+    /// what the room shows a newcomer, and what was said between is not known. Protocol 14.
+    Missed { room: String, lines: Vec<IdentifiedLine>, found: bool, more: bool },
 }
 
 /// [`Event::Cluster`]: this node and the other servers.
@@ -413,6 +424,15 @@ pub struct HistoryLine {
     /// A `/me` action rather than a line.
     pub action: bool,
     pub text: String,
+}
+
+/// A line of a room's history with its name: line `seq` of `sender`, as its [`Event::Chat`]
+/// or [`Event::Action`] carried them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifiedLine {
+    pub sender: u64,
+    pub seq: u64,
+    pub line: HistoryLine,
 }
 
 /// What `/whois` tells about a user.

@@ -29,7 +29,8 @@ use super::control::{
 use super::master::{MasterEvent, MasterHello, MasterRequest, UpgradeAnswer};
 use super::{
     AccountNews, AccountSettings, AdminRequest, Challenge, ClusterNews, Event, Failure, Greeting,
-    HistoryLine, Kdf, KeptMessage, LeaveReason, Purpose, Request, RoomInfo, SessionHello, WhoIs,
+    HistoryLine, IdentifiedLine, Kdf, KeptMessage, LeaveReason, Purpose, Request, RoomInfo,
+    SessionHello, WhoIs,
 };
 use crate::moderation::{Ban, BanTarget, Mute};
 
@@ -205,6 +206,7 @@ fn request_samples() -> Vec<Request> {
         Request::Logout,
         Request::SaveSettings(AccountSettings::default()),
         Request::Admin(AdminRequest::Status),
+        Request::Missed { sender: 0, seq: 0 },
     ]
 }
 
@@ -305,6 +307,9 @@ fn request_like(sample: &Request) -> BoxedStrategy<Request> {
             .prop_map(|(before, count)| Request::History { before, count })
             .boxed(),
         Request::Search { .. } => any_text().prop_map(|words| Request::Search { words }).boxed(),
+        Request::Missed { .. } => (any::<u64>(), any::<u64>())
+            .prop_map(|(sender, seq)| Request::Missed { sender, seq })
+            .boxed(),
         Request::Challenge { .. } => (any_text(), any_purpose())
             .prop_map(|(nick, purpose)| Request::Challenge { nick, purpose })
             .boxed(),
@@ -482,6 +487,18 @@ fn history_lines() -> BoxedStrategy<Vec<HistoryLine>> {
     .boxed()
 }
 
+fn identified_lines() -> BoxedStrategy<Vec<IdentifiedLine>> {
+    (history_lines(), any::<u64>(), any::<u64>())
+        .prop_map(|(lines, sender, seq)| {
+            let name = |n: u64| (sender.wrapping_add(n), seq.wrapping_mul(n));
+            (0..)
+                .zip(lines)
+                .map(|(n, line)| IdentifiedLine { sender: name(n).0, seq: name(n).1, line })
+                .collect()
+        })
+        .boxed()
+}
+
 fn event_samples() -> Vec<Event> {
     let text = String::new;
     vec![
@@ -562,6 +579,7 @@ fn event_samples() -> Vec<Event> {
             },
             node: text(),
         },
+        Event::Missed { room: text(), lines: vec![], found: false, more: false },
     ]
 }
 
@@ -646,6 +664,9 @@ fn event_like(sample: &Event) -> BoxedStrategy<Event> {
                 .prop_map(|(room, lines, before)| Event::HistoryPage { room, lines, before })
                 .boxed()
         }
+        Event::Missed { .. } => (any_text(), identified_lines(), any::<bool>(), any::<bool>())
+            .prop_map(|(room, lines, found, more)| Event::Missed { room, lines, found, more })
+            .boxed(),
         Event::SearchResults { .. } => (any_text(), any_text(), history_lines())
             .prop_map(|(room, words, lines)| Event::SearchResults { room, words, lines })
             .boxed(),

@@ -66,6 +66,12 @@ pub enum Command {
     Unregister,
     /// `/admin ...`: one of the operators' commands (the broker decides whether this user may).
     Admin(AdminRequest),
+    /// `/missed SENDER.SEQ`: the web page's own, sent when it reconnects: the lines said after
+    /// the last one it showed (its `id`, `session::web::json`). No terminal command.
+    Missed {
+        sender: u64,
+        seq: u64,
+    },
     /// A `/word` that is no command; carries the word as typed.
     Unknown(String),
     /// A known command used wrongly; carries its usage line.
@@ -138,6 +144,10 @@ pub fn parse(line: &str) -> Command {
         "/history" => one_word(|count| Command::History(Some(count))),
         "/search" if !rest.is_empty() => Command::Search(rest.to_string()),
         "/search" => Command::Usage(usage(&name)),
+        "/missed" => match rest.split_once('.').map(|(s, q)| (s.parse(), q.parse())) {
+            Some((Ok(sender), Ok(seq))) => Command::Missed { sender, seq },
+            _ => Command::Unknown(name),
+        },
         "/reply" if !rest.is_empty() => Command::Reply(rest.to_string()),
         "/reply" => Command::Usage(usage(&name)),
         "/ignore" if rest.is_empty() => Command::Ignore(None),

@@ -23,6 +23,8 @@ pub struct View<'a> {
     pub state: &'a SessionState,
     /// The client's character set, for `/charset` without a name.
     pub charset: Charset,
+    /// The client is the web page (which alone sends `/missed`).
+    pub browser: bool,
 }
 
 /// A line the broker numbers (its echo acknowledges it).
@@ -162,6 +164,8 @@ fn chatting(command: Command, view: &View) -> Action {
             None => return shown(&format!("Show 1 to {MAX_HISTORY_PAGE} lines: /history [N]")),
         },
         Command::Search(words) => Request::Search { words },
+        Command::Missed { sender, seq } if view.browser => Request::Missed { sender, seq },
+        Command::Missed { .. } => return Action::Show(vec![notice::unknown("/missed")]),
         Command::Reply(text) => {
             return match &state.last_private_from {
                 Some(to) => Action::SendNumbered(Numbered::Private { to: to.clone(), text }),
@@ -286,7 +290,7 @@ mod tests {
     }
 
     fn run(command: Command, state: &SessionState) -> Action {
-        dispatch(command, &View { state, charset: Charset::default() })
+        dispatch(command, &View { state, charset: Charset::default(), browser: false })
     }
 
     fn said(line: &str) -> Action {

@@ -319,6 +319,14 @@ impl Session {
             Reaction::History { room, lines } => {
                 self.show_all(&render::history(&room, &lines, sys::local_hh_mm));
             }
+            Reaction::Missed { room, lines, found, more } if self.is_browser() => {
+                self.send_missed_to_browser(&room, &lines, found, more);
+            }
+            // Only the page asks; a terminal would be shown them as the room's history.
+            Reaction::Missed { room, lines, .. } => {
+                let lines: Vec<_> = lines.into_iter().map(|said| said.line).collect();
+                self.show_all(&render::history(&room, &lines, sys::local_hh_mm));
+            }
             Reaction::Stored { heading, lines, footer } if self.is_browser() => {
                 self.send_history_to_browser(Some(&heading), &lines, Some(&footer));
             }

@@ -343,7 +343,8 @@ impl Session {
                     .close(Some(notice::too_many_errors(budget)), "too many invalid commands");
             }
         }
-        let view = View { state: &self.state, charset: self.terminal.charset };
+        let browser = self.is_browser();
+        let view = View { state: &self.state, charset: self.terminal.charset, browser };
         let action = dispatch::dispatch(command, &view);
         self.act(action);
     }

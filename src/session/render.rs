@@ -242,6 +242,8 @@ pub fn event(event: &Event) -> Vec<Shown> {
         Event::RingMark { .. } | Event::RingHandover { .. } => return Vec::new(),
         // Framed by the session's state (they change where the next /history starts).
         Event::HistoryPage { .. } | Event::SearchResults { .. } => return Vec::new(),
+        // The page's own request: the session sends it whole (`session::web`).
+        Event::Missed { .. } => return Vec::new(),
         // Accounts: the session's state machine words them (`state`).
         Event::Challenge(_)
         | Event::Identified { .. }

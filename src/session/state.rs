@@ -20,7 +20,8 @@ use crate::proto::broadcast::Said;
 use zeroize::Zeroizing;
 
 use crate::proto::{
-    AccountNews, AccountSettings, Event, Failure, HistoryLine, KeptMessage, Purpose, Request,
+    AccountNews, AccountSettings, Event, Failure, HistoryLine, IdentifiedLine, KeptMessage,
+    Purpose, Request,
 };
 use crate::session::password::PasswordPrompt;
 use crate::session::render::{self, Shown, notice};
@@ -56,6 +57,9 @@ pub enum Reaction {
     Show { lines: Vec<Shown>, ring: bool },
     /// A room's recent lines (the ignored already left out), rendered with the local time.
     History { room: String, lines: Vec<HistoryLine> },
+    /// The answer to the page's `/missed` (the ignored already left out): see
+    /// [`Event::Missed`].
+    Missed { room: String, lines: Vec<IdentifiedLine>, found: bool, more: bool },
     /// Stored lines asked for (`/history`, `/search`), between a heading and a footer,
     /// rendered with their dates.
     Stored { heading: String, lines: Vec<HistoryLine>, footer: String },
@@ -572,6 +576,14 @@ impl SessionState {
             return Reaction::History { room: room.clone(), lines };
         }
         match event {
+            Event::Missed { room, lines, found, more } => {
+                let lines = lines
+                    .iter()
+                    .filter(|said| !self.is_ignored(&said.line.from))
+                    .cloned()
+                    .collect();
+                return Reaction::Missed { room: room.clone(), lines, found: *found, more: *more };
+            }
             Event::HistoryPage { room, lines, before } => {
                 self.history_before = match (lines.is_empty(), before) {
                     (true, _) => None,

@@ -27,11 +27,12 @@ const RECENT: u64 = 1_790_000_000;
 pub(crate) type Check = fn(&mut dyn Store);
 
 /// Every check, by name. Each passes on an empty store, alone or after the others.
-pub(crate) const CHECKS: [(&str, Check); 14] = [
+pub(crate) const CHECKS: [(&str, Check); 15] = [
     ("write and load_room", check_write_and_load_room),
     ("last line numbers", check_last_seqs),
     ("duplicates are skipped", check_duplicates_are_skipped),
     ("paging to the end", check_paging_to_the_end),
+    ("lines after a line", check_lines_after_a_line),
     ("search", check_search),
     ("since", check_since),
     ("expire", check_expire),
@@ -196,6 +197,36 @@ pub(crate) fn check_paging_to_the_end(store: &mut dyn Store) {
     assert!(store.page(room, Some(oldest[0].id), 10).unwrap().is_empty());
     assert_eq!(store.page(room, None, 100).unwrap().len(), 25);
     assert!(store.page("conf-page-nowhere", None, 10).unwrap().is_empty());
+}
+
+/// The lines after a line named by (sender, seq) come in pages forward, in the room's order
+/// (other senders' and other rooms' lines in between counted right); a line the room does not
+/// have is `None`, while the newest line has nothing after it.
+pub(crate) fn check_lines_after_a_line(store: &mut dyn Store) {
+    let room = "conf-after";
+    let mut hana = Speaker::new(u64::MAX - 9);
+    let mut ivan = Speaker::new(7_013);
+    let mut lines = Vec::new();
+    for n in 0..12 {
+        let speaker = if n % 3 == 0 { &mut ivan } else { &mut hana };
+        lines.push(speaker.say(room, RECENT + n, "x", &format!("line {n}")));
+        lines.push(hana.say("conf-after-other", RECENT + n, "hana", "other room"));
+    }
+    write_lines(store, lines);
+    let first = &store.page(room, None, 100).unwrap()[0];
+    assert_eq!((first.sender, first.seq, first.text.as_str()), (7_013, 1, "line 0"));
+
+    let page = store.after(room, 7_013, 1, 5).unwrap().expect("ivan's first line is stored");
+    assert_eq!(texts(&page), ["line 1", "line 2", "line 3", "line 4", "line 5"]);
+    let last = page.last().unwrap();
+    assert_eq!((last.sender, last.seq), (u64::MAX - 9, 9), "the top bit survives");
+    let rest = store.after(room, last.sender, last.seq, 100).unwrap().unwrap();
+    assert_eq!(texts(&rest), ["line 6", "line 7", "line 8", "line 9", "line 10", "line 11"]);
+    let newest = rest.last().unwrap();
+    assert_eq!(store.after(room, newest.sender, newest.seq, 10).unwrap(), Some(Vec::new()));
+    // hana's first line was said in the other room; ivan never said a fifth line.
+    assert_eq!(store.after(room, u64::MAX - 9, 1, 10).unwrap(), None);
+    assert_eq!(store.after(room, 7_013, 5, 10).unwrap(), None);
 }
 
 /// Search: accents and case ignored, CJK inside a longer run but in order, every word

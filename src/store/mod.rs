@@ -130,6 +130,10 @@ pub struct StoredLine {
     pub id: i64,
     pub at: u64,
     pub from: String,
+    /// Who said it and which of their lines it was (`NewLine::sender`, `NewLine::seq`): the
+    /// line's name outside the store, which a page that reconnects asks [`Store::after`] by.
+    pub sender: u64,
+    pub seq: u64,
     pub action: bool,
     pub text: String,
 }
@@ -204,6 +208,16 @@ pub trait Store: Send {
         before: Option<i64>,
         count: usize,
     ) -> Result<Vec<StoredLine>, StoreError>;
+
+    /// Up to `count` lines of `room` said after its line `seq` of `sender`, oldest first;
+    /// `None` when the room has no such line stored (never stored, expired or forgotten).
+    fn after(
+        &mut self,
+        room: &str,
+        sender: u64,
+        seq: u64,
+        count: usize,
+    ) -> Result<Option<Vec<StoredLine>>, StoreError>;
 
     /// Lines of `room` that match `query`, newest first, at most `limit`.
     fn search(

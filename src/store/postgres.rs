@@ -72,6 +72,8 @@ struct Statements {
     set_topic: Statement,
     topic: Statement,
     page: Statement,
+    line_id: Statement,
+    after: Statement,
     last_seqs: Statement,
     search: Statement,
     since: Statement,
@@ -154,7 +156,7 @@ impl PostgresStore {
 
 impl Statements {
     fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
-        const COLUMNS: &str = "id, at, nick, action, text";
+        const COLUMNS: &str = "id, at, nick, action, text, sender, seq";
         Ok(Statements {
             // One statement for the whole batch, in batch order (ids follow it).
             insert_lines: client.prepare(
@@ -177,6 +179,11 @@ impl Statements {
                      SELECT {COLUMNS} FROM lines WHERE room = $1 AND id < $2
                      ORDER BY id DESC LIMIT $3
                  ) AS newest ORDER BY id"
+            ))?,
+            line_id: client
+                .prepare("SELECT id FROM lines WHERE sender = $1 AND seq = $2 AND room = $3")?,
+            after: client.prepare(&format!(
+                "SELECT {COLUMNS} FROM lines WHERE room = $1 AND id > $2 ORDER BY id LIMIT $3"
             ))?,
             last_seqs: client.prepare(
                 "SELECT sender, MAX(seq) FROM lines WHERE room = $1 AND at >= $2
@@ -261,6 +268,27 @@ impl Store for PostgresStore {
             let rows =
                 connection.client.query(&connection.statements.page, &[&room, &before, &count])?;
             stored_lines(&rows)
+        })
+    }
+
+    fn after(
+        &mut self,
+        room: &str,
+        sender: u64,
+        seq: u64,
+        count: usize,
+    ) -> Result<Option<Vec<StoredLine>>, StoreError> {
+        let (sender, seq, count) = (sender as i64, seq as i64, as_i64(count));
+        self.run(|connection| {
+            let statements = &connection.statements;
+            let Some(row) =
+                connection.client.query_opt(&statements.line_id, &[&sender, &seq, &room])?
+            else {
+                return Ok(None);
+            };
+            let id: i64 = row.try_get(0)?;
+            let rows = connection.client.query(&statements.after, &[&room, &id, &count])?;
+            stored_lines(&rows).map(Some)
         })
     }
 
@@ -536,6 +564,9 @@ fn stored_lines(rows: &[Row]) -> Result<Vec<StoredLine>, postgres::Error> {
                 from: row.try_get(2)?,
                 action: row.try_get(3)?,
                 text: row.try_get(4)?,
+                // The same 64 bits as written (see `NewLine::sender`).
+                sender: row.try_get::<_, i64>(5)? as u64,
+                seq: row.try_get::<_, i64>(6)? as u64,
             })
         })
         .collect()

@@ -105,7 +105,8 @@ const UPSERT_TOPIC: &str = "INSERT INTO topics (room, text, set_at) VALUES (?1, 
      ON CONFLICT (room) DO UPDATE SET text = excluded.text, set_at = excluded.set_at";
 
 /// The columns [`stored_line`] reads, in its order.
-const LINE_COLUMNS: &str = "lines.id, lines.at, lines.nick, lines.action, lines.text";
+const LINE_COLUMNS: &str =
+    "lines.id, lines.at, lines.nick, lines.action, lines.text, lines.sender, lines.seq";
 
 /// The embedded store. See the module docs.
 pub struct SqliteStore {
@@ -339,6 +340,29 @@ impl Store for SqliteStore {
         Ok(lines)
     }
 
+    fn after(
+        &mut self,
+        room: &str,
+        sender: u64,
+        seq: u64,
+        count: usize,
+    ) -> Result<Option<Vec<StoredLine>>, StoreError> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM lines WHERE sender = ?1 AND seq = ?2 AND room = ?3")
+            .and_then(|mut select| {
+                select
+                    .query_row(params![sender as i64, seq as i64, room], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(|err| failed(&self.location, err))?;
+        let Some(id) = found else { return Ok(None) };
+        let sql = format!(
+            "SELECT {LINE_COLUMNS} FROM lines WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        );
+        self.lines(&sql, params![room, id, sql_count(count)]).map(Some)
+    }
+
     fn search(
         &mut self,
         room: &str,
@@ -463,6 +487,9 @@ fn stored_line(row: &Row<'_>) -> rusqlite::Result<StoredLine> {
         from: row.get(2)?,
         action: row.get(3)?,
         text: row.get(4)?,
+        // The same 64 bits as written (see `NewLine::sender`).
+        sender: row.get::<_, i64>(5)? as u64,
+        seq: row.get::<_, i64>(6)? as u64,
     })
 }
 

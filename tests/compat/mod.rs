@@ -313,23 +313,23 @@ fn broker_answers(daemon: &Daemon, hello: &[u8]) -> Event {
 
 #[test]
 fn the_broker_welcomes_each_session_in_its_own_protocol_and_refuses_the_rest() {
-    assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 13), "the cases below");
+    assert_eq!((OLDEST_SESSION_PROTOCOL, PROTOCOL_VERSION), (9, 14), "the cases below");
     let daemon = Daemon::start();
     // The library's encoding of a hello is the one these bytes fix.
     let hello = chatd::proto::SessionHello { version: 9, peer: "test".into(), connected_at: 0 };
     assert_eq!(codec::frame(&Greeting::Session(hello)).expect("encode"), hello_bytes(9));
-    for version in [9, 10, 11, 12, 13] {
+    for version in [9, 10, 11, 12, 13, 14] {
         match broker_answers(&daemon, &hello_bytes(version)) {
             Event::Welcome { version: welcomed, .. } => assert_eq!(welcomed, u32::from(version)),
             other => panic!("a hello of protocol {version} was answered {other:?}"),
         }
     }
-    for version in [8, 14] {
+    for version in [8, 15] {
         let answer = broker_answers(&daemon, &hello_bytes(version));
         let refusal =
-            Event::Failed(Failure::VersionMismatch { broker: 13, session: u32::from(version) });
+            Event::Failed(Failure::VersionMismatch { broker: 14, session: u32::from(version) });
         assert_eq!(answer, refusal, "the answer to a hello of protocol {version}");
-        daemon.wait_for_log(&format!("protocol version {version}, broker serves 9-13"));
+        daemon.wait_for_log(&format!("protocol version {version}, broker serves 9-14"));
     }
 }
 

@@ -292,6 +292,45 @@ def check_reconnect(page):
     still_whole(page, before, "reconnect")
 
 
+def check_catch_up(page):
+    """The socket is down while bob says 30 lines in the room `tea`, more than the 20 the room
+    shows a newcomer: the page reconnects, goes back to `tea` from the default room, asks for
+    what was said after the last line it showed, and shows all 30 once, in order, as chat
+    lines (not as history), and nothing it had shown again."""
+    driver = page.driver
+    page.type("/join tea")
+    page.wait("alice in tea", lambda: driver.find_element(By.ID, "room").text == "tea")
+    ask("bob-say", "/join tea")
+    page.row_with("bob has joined tea", "system")
+    page.type("tea for two")
+    ask("bob-expect", "<alice> tea for two")
+    before = chat_lines(page)
+    # The page stays away until told: its next try would be 30 s away, and is called off.
+    page.js("state.attempt = BACKOFF_SECONDS.length; state.socket.close()")
+    page.wait("the page noticing", lambda: page.phase() == "connecting")
+    page.js("clearTimeout(state.reconnectTimer)")
+    missed = [f"missed line {n:02}" for n in range(1, 31)]
+    for line in missed:
+        ask("bob-say", line)
+    ask("bob-expect", f"<bob> {missed[-1]}")
+    page.js("connect()")
+    page.row_with("reconnected", "system")
+    page.row_with(missed[-1], "chat")
+    page.wait("alice back in the chat", lambda: page.phase() == "chat")
+    assert driver.find_element(By.ID, "room").text == "tea", "the page is not back in tea"
+    shown = [text for nick, text in chat_lines(page) if text.startswith("missed line")]
+    assert shown == missed, f"the missed lines as shown: {shown}\n{page.describe()}"
+    for row in page.rows():
+        if row["text"].startswith("missed line"):
+            assert "chat" in row["cls"].split(), f"a missed line shown as {row['cls']!r}"
+        assert "may be missing" not in row["text"], f"the page gave up: {row}"
+    still_whole(page, before, "catch-up")
+    page.type("/join lobby")
+    page.wait("alice in the lobby", lambda: driver.find_element(By.ID, "room").text == "lobby")
+    ask("bob-say", "/join lobby")
+    page.row_with("bob has joined lobby", "system")
+
+
 def admin_login(page, args, nick, password):
     driver = page.driver
     driver.get(args.url.rstrip("/") + "/admin")
@@ -463,6 +502,7 @@ def main():
             check_chat(page, args)
             check_broker_restart(page)
             check_reconnect(page)
+            check_catch_up(page)
             check_console(driver)
             chat_tab = driver.current_window_handle
             driver.switch_to.new_window("tab")

@@ -120,3 +120,69 @@ fn the_password_prompt_is_secret_and_admin_answers_are_json() {
     let closed = until(&mut alice, "the goodbye", |m| m["t"] == "closed");
     assert!(closed["reason"].is_string(), "{closed}");
 }
+
+/// The ids of a `missed` answer's lines, and their texts.
+fn missed_lines(answer: &Value) -> (Vec<String>, Vec<String>) {
+    let lines = answer["lines"].as_array().cloned().unwrap_or_default();
+    let field = |name: &str| -> Vec<String> {
+        lines.iter().map(|line| line[name].as_str().unwrap_or_default().to_string()).collect()
+    };
+    (field("id"), field("text"))
+}
+
+/// What the page asks after a reconnect (`/missed ID`): the lines said after ID, from memory
+/// while the room still holds ID, from the store after that, in pages of at most 200; an ID
+/// the room does not know is answered `found: false` with the room's last lines. A terminal
+/// has no such command.
+#[test]
+fn the_lines_said_after_a_line_come_in_pages_from_memory_and_then_the_store() {
+    let web = WebDaemon::start("flood_burst = 300\n");
+    let mut bob = crate::util::login(web.daemon.port, "bob");
+    let mut alice = web.websocket();
+    super::login(&mut alice, "alice");
+    bob.send("first");
+    let first = until(&mut alice, "bob's first line", line_with("chat", "first"));
+    let first_id = first["id"].as_str().expect("a room line has an id").to_string();
+    let (sender, seq) = first_id.split_once('.').expect("SENDER.SEQ");
+    assert!(sender.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok(), "{first}");
+
+    // Nothing said since: the line is in memory, and nothing follows it.
+    send(&mut alice, &format!("/missed {first_id}"));
+    let nothing = until(&mut alice, "the answer", |m| m["t"] == "missed");
+    assert_eq!((nothing["found"].as_bool(), nothing["more"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(missed_lines(&nothing).0.len(), 0, "{nothing}");
+
+    // 250 lines: the room keeps the last 20 in memory, the store has them all.
+    for n in 1..=250 {
+        bob.send(&format!("line {n}"));
+    }
+    bob.expect("<bob> line 250");
+    until(&mut alice, "the last line live", line_with("chat", "line 250"));
+    send(&mut alice, &format!("/missed {first_id}"));
+    let page = until(&mut alice, "the first page", |m| m["t"] == "missed");
+    assert_eq!((page["found"].as_bool(), page["more"].as_bool()), (Some(true), Some(true)));
+    let (ids, texts) = missed_lines(&page);
+    let expected: Vec<String> = (1..=200).map(|n| format!("line {n}")).collect();
+    assert_eq!(texts, expected, "oldest first, from the store");
+    send(&mut alice, &format!("/missed {}", ids[199]));
+    let rest = until(&mut alice, "the second page", |m| m["t"] == "missed");
+    assert_eq!((rest["found"].as_bool(), rest["more"].as_bool()), (Some(true), Some(false)));
+    let expected: Vec<String> = (201..=250).map(|n| format!("line {n}")).collect();
+    assert_eq!(missed_lines(&rest).1, expected, "{rest}");
+    // From memory: line 240 is among the last 20.
+    let (ids, _) = missed_lines(&rest);
+    send(&mut alice, &format!("/missed {}", ids[39]));
+    let tail = until(&mut alice, "the tail", |m| m["t"] == "missed");
+    let expected: Vec<String> = (241..=250).map(|n| format!("line {n}")).collect();
+    assert_eq!(missed_lines(&tail).1, expected, "{tail}");
+
+    // An id nobody said: not found, and what a newcomer is shown comes instead.
+    send(&mut alice, "/missed 1.1");
+    let unknown = until(&mut alice, "the unknown line's answer", |m| m["t"] == "missed");
+    assert_eq!((unknown["found"].as_bool(), unknown["more"].as_bool()), (Some(false), Some(false)));
+    let expected: Vec<String> = (231..=250).map(|n| format!("line {n}")).collect();
+    assert_eq!(missed_lines(&unknown).1, expected, "{unknown}");
+
+    bob.send(&format!("/missed {first_id}"));
+    bob.expect("*** Unknown command /missed; try /help");
+}

@@ -46,7 +46,7 @@ impl Rooms {
                 if let Some(line) = history_line(event, unix_now)
                     && !room.stored_already(*sender, *seq)
                 {
-                    room.remember(history_lines, line, (*sender, *seq));
+                    room.remember(history_lines, line);
                 }
             }
             Event::TopicChanged { text, .. } => room.topic = Some(text.clone()),

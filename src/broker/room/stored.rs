@@ -6,11 +6,9 @@
 //! Pure, like the rest of `room`: it never calls the store; the broker's `storage` does, off the
 //! loop, and hands the answer back here.
 
-use std::collections::VecDeque;
-
 use super::{Delivery, MemberId, Room, Rooms, one};
 use crate::names;
-use crate::proto::{Event, HistoryLine};
+use crate::proto::{Event, HistoryLine, IdentifiedLine};
 use crate::store::{Batch, NewLine, RoomRecord, StoredLine};
 
 /// A room waiting for the store's answer.
@@ -20,18 +18,15 @@ pub(super) struct Loading {
     generation: u64,
     /// Members who entered meanwhile: they are shown the stored history when it comes.
     pub(super) waiting: Vec<MemberId>,
-    /// (sender, seq) of the lines the room's history took meanwhile, oldest first, as many
-    /// as the history holds: those the store turns out to have had are dropped again.
-    said: VecDeque<(u64, u64)>,
+    /// How many of the history's last lines it took meanwhile (at most all it holds): those
+    /// the store turns out to have had are dropped again.
+    meanwhile: usize,
 }
 
 impl Loading {
-    /// The room's history took line `said_by` (and holds at most `history_lines`).
-    pub(super) fn said_meanwhile(&mut self, history_lines: usize, said_by: (u64, u64)) {
-        if self.said.len() >= history_lines {
-            self.said.pop_front();
-        }
-        self.said.push_back(said_by);
+    /// The room's history took a line (and holds at most `history_lines`).
+    pub(super) fn said_meanwhile(&mut self, history_lines: usize) {
+        self.meanwhile = (self.meanwhile + 1).min(history_lines);
     }
 }
 
@@ -48,31 +43,38 @@ pub(super) struct ToStore {
 
 /// Stored lines as the protocol shows history.
 pub(in crate::broker) fn to_history(lines: Vec<StoredLine>) -> Vec<HistoryLine> {
+    to_identified(lines).into_iter().map(|said| said.line).collect()
+}
+
+/// Stored lines with their names, as the protocol shows them.
+pub(in crate::broker) fn to_identified(lines: Vec<StoredLine>) -> Vec<IdentifiedLine> {
     lines
         .into_iter()
-        .map(|line| HistoryLine {
-            at: line.at,
-            from: line.from,
-            action: line.action,
-            text: line.text,
+        .map(|line| IdentifiedLine {
+            sender: line.sender,
+            seq: line.seq,
+            line: HistoryLine {
+                at: line.at,
+                from: line.from,
+                action: line.action,
+                text: line.text,
+            },
         })
         .collect()
 }
 
 impl ToStore {
     /// A chat or action line said in the room with key `room`.
-    pub(super) fn keep_line(&mut self, room: &str, event: &Event, line: &HistoryLine) {
-        let (Event::Chat { sender, seq, .. } | Event::Action { sender, seq, .. }) = event else {
-            return;
-        };
+    pub(super) fn keep_line(&mut self, room: &str, said: &IdentifiedLine) {
         if self.on {
+            let line = &said.line;
             self.said.lines.push(NewLine {
                 room: room.to_string(),
                 at: line.at,
                 from: line.from.clone(),
                 from_key: names::fold(&line.from),
-                sender: *sender,
-                seq: *seq,
+                sender: said.sender,
+                seq: said.seq,
                 action: line.action,
                 text: line.text.clone(),
             });
@@ -124,7 +126,7 @@ impl Rooms {
         self.store.generations += 1;
         let generation = self.store.generations;
         if let Some(room) = self.rooms.get_mut(key) {
-            room.loading = Some(Loading { generation, waiting: Vec::new(), said: VecDeque::new() });
+            room.loading = Some(Loading { generation, waiting: Vec::new(), meanwhile: 0 });
             self.store.loads.push((key.to_string(), generation));
         }
     }
@@ -163,34 +165,26 @@ impl Rooms {
         }
         // Lines sessions sent again after a broker restart, taken meanwhile, that the store
         // had: they are among the stored lines below (or older), not new. The history's last
-        // entries are the lines said meanwhile, as many as `said` still names.
+        // `meanwhile` entries are the lines said meanwhile.
         room.stored_through = record.last_seqs.into_iter().collect();
-        let meanwhile = loading.said.len().min(room.history.len());
-        let tail = room.history.split_off(room.history.len() - meanwhile);
-        let said = loading.said.iter().skip(loading.said.len() - meanwhile);
-        let new: Vec<HistoryLine> = tail
-            .into_iter()
-            .zip(said)
-            .filter(|(_, (sender, seq))| !room.stored_already(*sender, *seq))
-            .map(|(line, _)| line)
-            .collect();
-        room.history.extend(new);
-        let stored = to_history(record.lines);
+        let meanwhile = loading.meanwhile.min(room.history.len());
+        let mut tail = room.history.split_off(room.history.len() - meanwhile);
+        tail.retain(|said| !room.stored_already(said.sender, said.seq));
+        room.history.extend(tail);
+        let stored = to_identified(record.lines);
         let keep = history_lines.saturating_sub(room.history.len()).min(stored.len());
         let older = &stored[stored.len() - keep..];
         for line in older.iter().rev() {
             room.history.push_front(line.clone());
         }
+        let older: Vec<HistoryLine> = older.iter().map(|said| said.line.clone()).collect();
         // What entering shows, which those who came meanwhile have not seen yet (the lines
         // said since, they saw as they were said).
         let mut out = Vec::new();
         for &id in &waiting {
             out.push(one(id, Event::Topic { room: room.name.clone(), text: room.topic.clone() }));
             if !older.is_empty() {
-                out.push(one(
-                    id,
-                    Event::History { room: room.name.clone(), lines: older.to_vec() },
-                ));
+                out.push(one(id, Event::History { room: room.name.clone(), lines: older.clone() }));
             }
         }
         out
@@ -206,7 +200,21 @@ impl Rooms {
     /// The last `count` lines the room with key `key` keeps in memory, oldest first.
     pub fn history_tail(&self, key: &str, count: usize) -> Vec<HistoryLine> {
         let Some(room) = self.rooms.get(key) else { return Vec::new() };
-        room.history.iter().skip(room.history.len().saturating_sub(count)).cloned().collect()
+        let skip = room.history.len().saturating_sub(count);
+        room.history.iter().skip(skip).map(|said| said.line.clone()).collect()
+    }
+
+    /// The lines the room with key `key` keeps in memory after line `seq` of `sender`, oldest
+    /// first, if it keeps that line (in order: they are every line said there since).
+    pub fn history_after(&self, key: &str, sender: u64, seq: u64) -> Option<Vec<IdentifiedLine>> {
+        let room = self.rooms.get(key)?;
+        let at = room.history.iter().position(|said| said.sender == sender && said.seq == seq)?;
+        Some(room.history.iter().skip(at + 1).cloned().collect())
+    }
+
+    /// Every line the room with key `key` keeps in memory, with their names, oldest first.
+    pub fn history_identified(&self, key: &str) -> Vec<IdentifiedLine> {
+        self.rooms.get(key).map(|room| room.history.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Lines of history each room keeps for newcomers.
@@ -226,12 +234,12 @@ impl Rooms {
         let mut dropped = 0;
         for room in self.rooms.values_mut() {
             let before = room.history.len();
-            room.history.retain(|line| names::fold(&line.from) != key);
+            room.history.retain(|said| names::fold(&said.line.from) != key);
             if let Some(loading) = &mut room.loading
                 && room.history.len() != before
             {
                 // No longer in step with the history's last entries: none is dropped.
-                loading.said.clear();
+                loading.meanwhile = 0;
             }
             dropped += before - room.history.len();
             room.recent.retain(|(_, event)| match event {
@@ -253,7 +261,8 @@ mod tests {
     use crate::store::StoredLine;
 
     fn stored(id: i64, from: &str, text: &str) -> StoredLine {
-        StoredLine { id, at: 100 + id as u64, from: from.into(), action: false, text: text.into() }
+        let (at, sender, seq) = (100 + id as u64, 9_000, id as u64);
+        StoredLine { id, at, from: from.into(), sender, seq, action: false, text: text.into() }
     }
 
     fn with_store() -> Rooms {
@@ -349,6 +358,37 @@ mod tests {
         let stored_seqs: Vec<u64> = rooms.take_said().lines.iter().map(|l| l.seq).collect();
         // Line 2 went to the store before the answer said it had it; the store skips it.
         assert_eq!(stored_seqs, [2, 3, 4]);
+    }
+
+    /// The history keeps each line's name, stored lines' too: the lines after one it holds
+    /// are every line said since, and one it dropped (or never had) is not found.
+    #[test]
+    fn the_history_tells_the_lines_said_after_one_it_holds() {
+        let mut rooms = with_store();
+        rooms.set_history_lines(3);
+        let (key, generation) = rooms.take_loads()[0].clone();
+        rooms.login(1, 1001, "alice");
+        let record = RoomRecord {
+            topic: None,
+            lines: vec![stored(1, "x", "one"), stored(2, "y", "two")],
+            last_seqs: Vec::new(),
+        };
+        rooms.loaded(&key, generation, Some(record));
+        rooms.say(1, 1, "three");
+        rooms.say(1, 2, "four");
+        let names = |lines: Option<Vec<IdentifiedLine>>| -> Option<Vec<(u64, u64, String)>> {
+            lines.map(|l| l.into_iter().map(|s| (s.sender, s.seq, s.line.text)).collect())
+        };
+        assert_eq!(
+            names(rooms.history_after(&key, 9_000, 2)),
+            Some(vec![(1001, 1, "three".into()), (1001, 2, "four".into())])
+        );
+        assert_eq!(names(rooms.history_after(&key, 1001, 2)), Some(Vec::new()));
+        assert_eq!(rooms.history_after(&key, 9_000, 1), None, "dropped: the history holds 3");
+        assert_eq!(rooms.history_after(&key, 1001, 3), None, "never said");
+        assert_eq!(rooms.history_after("nowhere", 1001, 1), None);
+        let all: Vec<u64> = rooms.history_identified(&key).iter().map(|s| s.seq).collect();
+        assert_eq!(all, [2, 1, 2]);
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //!
 //! Every object has `"t"`:
 //! - `line`: one line a terminal would show (`kind`: system, chat, private, sent, history;
-//!   `nick`, `text`, `action`, `at` in Unix seconds, `mention` when a terminal would ring);
+//!   `nick`, `text`, `action`, `at` in Unix seconds, `mention` when a terminal would ring; a
+//!   line said in the room also has its `id`, `"SENDER.SEQ"`, the same on every page);
+//! - `missed`: the answer to the page's `/missed ID` after it reconnected: `lines` (chat
+//!   lines with their ids) said after line ID, oldest first; `found: false` when the room no
+//!   longer knows ID (then `lines` are only its last ones), `more` when there are more after
+//!   these (the page asks again after the last);
 //! - `prompt`: the session waits for a nickname, or (`secret`) a password; `secret: false`
 //!   also ends a password prompt (the page shows what is typed again);
 //! - `you`: this user's nick, room, account and admin role, whenever one of them changes;
@@ -23,7 +28,7 @@ use serde::Serialize;
 
 use crate::proto::broadcast::Said;
 use crate::proto::control::ControlReply;
-use crate::proto::{Event, HistoryLine};
+use crate::proto::{Event, HistoryLine, IdentifiedLine};
 use crate::session::render::{Kind, Shown, user_text};
 
 // Every object is written from a borrowed, typed struct: no `serde_json::Value` tree, whose
@@ -43,6 +48,21 @@ struct Line<'a> {
     at: u64,
     #[serde(skip_serializing_if = "is_false")]
     mention: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<LineId>,
+}
+
+/// A room line's name on the page: `"SENDER.SEQ"`, a string (JavaScript's numbers hold 53
+/// bits of a sender's 64), written straight into the message.
+struct LineId {
+    sender: u64,
+    seq: u64,
+}
+
+impl Serialize for LineId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}.{}", self.sender, self.seq))
+    }
 }
 
 fn write(object: &impl Serialize) -> String {
@@ -65,13 +85,14 @@ pub fn line(shown: &Shown, at: u64, mention: bool) -> String {
         _ => Cow::Borrowed(shown.text.as_str()),
     };
     let nick = Cow::Borrowed(shown.nick.as_str());
-    write(&Line { t: "line", kind, nick, text, action, at, mention })
+    write(&Line { t: "line", kind, nick, text, action, at, mention, id: None })
 }
 
 /// A line or action said in the room, from its ring record.
 pub fn said(said: &Said<'_>, action: bool, at: u64, mention: bool) -> String {
     let (nick, text) = (user_text(said.from), user_text(said.text));
-    write(&Line { t: "line", kind: "chat", nick, text, action, at, mention })
+    let id = Some(LineId { sender: said.sender, seq: said.seq });
+    write(&Line { t: "line", kind: "chat", nick, text, action, at, mention, id })
 }
 
 /// A line from before this user came (a room's recent lines, `/history`, `/search`).
@@ -84,7 +105,35 @@ pub fn history(line: &HistoryLine) -> String {
         action: line.action,
         at: line.at,
         mention: false,
+        id: None,
     })
+}
+
+#[derive(Serialize)]
+struct Missed<'a> {
+    t: &'static str,
+    room: Cow<'a, str>,
+    found: bool,
+    more: bool,
+    lines: Vec<Line<'a>>,
+}
+
+/// The answer to the page's `/missed`: the lines as they would have come, with their ids.
+pub fn missed(room: &str, lines: &[IdentifiedLine], found: bool, more: bool) -> String {
+    let lines = lines
+        .iter()
+        .map(|said| Line {
+            t: "line",
+            kind: "chat",
+            nick: user_text(&said.line.from),
+            text: user_text(&said.line.text),
+            action: said.line.action,
+            at: said.line.at,
+            mention: false,
+            id: Some(LineId { sender: said.sender, seq: said.seq }),
+        })
+        .collect();
+    write(&Missed { t: "missed", room: user_text(room), found, more, lines })
 }
 
 #[derive(Serialize)]
@@ -256,6 +305,30 @@ mod tests {
         assert_eq!(chat["mention"], true);
         let action = parsed(&super::said(&said, true, 9, false));
         assert_eq!(action["action"], true);
+        assert_eq!((chat["id"].clone(), action["id"].clone()), ("1.2".into(), "1.2".into()));
+        assert!(system.get("id").is_none(), "only lines said in a room have an id");
+    }
+
+    #[test]
+    fn missed_lines_come_in_one_message_with_their_ids() {
+        let said = |sender, seq, text: &str| IdentifiedLine {
+            sender,
+            seq,
+            line: HistoryLine { at: 5, from: "bob".into(), action: false, text: text.into() },
+        };
+        let lines = [said(u64::MAX, 1, "one \u{1b}[2J"), said(7, 30, "two")];
+        let object = parsed(&missed("#lobby", &lines, true, false));
+        assert_eq!(object["t"], "missed");
+        assert_eq!((object["found"].clone(), object["more"].clone()), (true.into(), false.into()));
+        let ids: Vec<&str> = object["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .filter_map(|l| l["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["18446744073709551615.1", "7.30"], "all 64 bits, as a string");
+        assert_eq!(object["lines"][0]["kind"], "chat");
+        assert!(!object["lines"][0]["text"].as_str().expect("text").contains('\u{1b}'), "{object}");
     }
 
     #[test]

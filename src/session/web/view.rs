@@ -9,7 +9,7 @@
 
 use crate::clock::unix_now;
 use crate::proto::control::ControlReply;
-use crate::proto::{Event, HistoryLine, Request};
+use crate::proto::{Event, HistoryLine, IdentifiedLine, Request};
 use crate::session::Session;
 use crate::session::render::{Shown, notice};
 use crate::session::state::Phase;
@@ -69,6 +69,17 @@ impl Session {
         if let Some(footer) = footer {
             self.send_message(&json::line(&crate::session::render::system(footer), now, false));
         }
+    }
+
+    /// The answer to the page's `/missed`, in one message.
+    pub(in crate::session) fn send_missed_to_browser(
+        &mut self,
+        room: &str,
+        lines: &[IdentifiedLine],
+        found: bool,
+        more: bool,
+    ) {
+        self.send_message(&json::missed(room, lines, found, more));
     }
 
     /// A password is asked for: the page hides what is typed next.
