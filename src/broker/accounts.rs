@@ -452,19 +452,26 @@ impl Accounts {
         accounts::token_matches(&self.token_key, &account.key, sender, token).then_some(account)
     }
 
-    /// Keeps a private line for the registered user `to_key` who is not connected; refused
-    /// beyond `kept_limit`.
+    /// Keeps private line `said_by` (its sender's id and number) for the registered user
+    /// `to_key` who is not connected; refused beyond `kept_limit`. `None`: that line is kept
+    /// already (sent again after a broker restart).
     pub fn keep(
         &mut self,
         to_key: &str,
         from: &str,
         text: &str,
+        (sender, seq): (u64, u64),
         unix_now: u64,
-    ) -> Result<AccountChange, Failure> {
+    ) -> Result<Option<AccountChange>, Failure> {
         let Some(account) = self.accounts.get(to_key) else {
             return Err(Failure::NoSuchNick(to_key.to_string()));
         };
         let kept = self.kept.entry(to_key.to_string()).or_default();
+        // (0, 0) names no line: messages kept before the store kept names.
+        if sender != 0 && kept.iter().any(|message| (message.sender, message.seq) == (sender, seq))
+        {
+            return Ok(None);
+        }
         if kept.len() >= self.kept_limit {
             return Err(refused(format!("{} has too many messages waiting", account.nick)));
         }
@@ -473,9 +480,11 @@ impl Accounts {
             at: unix_now,
             from: from.to_string(),
             text: text.to_string(),
+            sender,
+            seq,
         };
         kept.push(message.clone());
-        Ok(AccountChange::Keep(message))
+        Ok(Some(AccountChange::Keep(message)))
     }
 
     /// Takes the kept messages of `key` (oldest first) and the change that deletes them

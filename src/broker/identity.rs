@@ -373,10 +373,16 @@ impl Broker {
             Err(failure) => return Some(rejected(failure)),
         };
         let muted = self.moderation.is_muted(&from, unix_now());
-        if !muted {
-            match self.accounts.keep(&key, &from, &text, unix_now()) {
+        // Every session has its sender id once its `Hello` came, before any line.
+        let sender = self.peers.get(id).and_then(|peer| peer.session).unwrap_or(0);
+        if !muted && self.may_hold_private(id) {
+            self.hold_private((key, registered.clone()), from, (sender, seq), text.clone());
+        } else if !muted {
+            match self.accounts.keep(&key, &from, &text, (sender, seq), unix_now()) {
                 Ok(change) => {
-                    self.storage.account_change(change);
+                    if let Some(change) = change {
+                        self.storage.account_change(change);
+                    }
                 }
                 Err(failure) => return Some(rejected(failure)),
             }

@@ -37,6 +37,7 @@ mod cluster;
 mod connections;
 mod control;
 mod dispatch;
+mod held_privates;
 mod history;
 mod identity;
 mod link;
@@ -216,6 +217,8 @@ struct Broker {
     /// Answers to account requests, each held until the account change it confirms (its
     /// number from `Storage::account_change`) is on disk.
     held_until_stored: std::collections::VecDeque<(u64, Vec<Delivery>)>,
+    /// Private lines that may be re-sent ones, held for their recipients (`held_privates`).
+    held_privates: Vec<held_privates::HeldPrivate>,
     /// `[cluster]`: this node's side of the other nodes (`cluster`).
     cluster: Option<cluster::Cluster>,
 }
@@ -347,6 +350,7 @@ pub fn run(listeners: Listeners, config: &Config, source: ConfigSource) -> Resul
         away_news: HashMap::new(),
         unchecked_tokens: HashMap::new(),
         held_until_stored: std::collections::VecDeque::new(),
+        held_privates: Vec::new(),
         cluster,
     };
     if let Some(record) = loaded_accounts {
@@ -418,6 +422,7 @@ impl Broker {
             {
                 self.cluster_turn(Instant::now());
             }
+            self.release_held_privates();
             // Before the flush: a room's stored history is delivered in the same turn.
             self.store_turn(Instant::now());
             self.peers.flush();
@@ -438,10 +443,18 @@ impl Broker {
     /// connection's time limit.
     fn next_deadline(&self) -> Option<Instant> {
         let cluster = self.cluster.as_ref().and_then(cluster::Cluster::next_wake);
-        [self.stop_at, self.control_deadline(), self.rings_due, self.storage.next_wake(), cluster]
-            .into_iter()
-            .flatten()
-            .min()
+        let held = self.held_privates_due();
+        [
+            self.stop_at,
+            self.control_deadline(),
+            self.rings_due,
+            self.storage.next_wake(),
+            cluster,
+            held,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// An operator's `shutdown --grace` is over: the master stops the daemon (the broker

@@ -27,7 +27,7 @@ const RECENT: u64 = 1_790_000_000;
 pub(crate) type Check = fn(&mut dyn Store);
 
 /// Every check, by name. Each passes on an empty store, alone or after the others.
-pub(crate) const CHECKS: [(&str, Check); 15] = [
+pub(crate) const CHECKS: [(&str, Check); 16] = [
     ("write and load_room", check_write_and_load_room),
     ("last line numbers", check_last_seqs),
     ("duplicates are skipped", check_duplicates_are_skipped),
@@ -41,6 +41,7 @@ pub(crate) const CHECKS: [(&str, Check); 15] = [
     ("accounts round trip", check_accounts_round_trip),
     ("delete cascades", check_delete_cascades),
     ("keep and delivered", check_keep_and_delivered),
+    ("a kept line is kept once", check_a_kept_line_is_kept_once),
     ("token key", check_token_key),
     ("lookalike keys are keys", check_lookalike_keys_are_keys),
 ];
@@ -382,6 +383,26 @@ pub(crate) fn check_migrated_from_version_2(store: &mut dyn Store) {
     assert_eq!(loaded.token_key.len(), TOKEN_KEY_BYTES);
 }
 
+/// What a schema version 3 database holds for [`check_migrated_from_version_3`]: the account
+/// `conf-v3-dan` and one message kept for it, without a name.
+pub(crate) const VERSION_3_KEPT: (&str, &str) = ("conf-v3-dan", "kept before names");
+
+/// After the migration to version 4 the message kept before is there, without a name, and
+/// new ones are kept under theirs.
+pub(crate) fn check_migrated_from_version_3(store: &mut dyn Store) {
+    let (dan, text) = VERSION_3_KEPT;
+    let loaded = store.load_accounts().unwrap();
+    let before: Vec<_> = loaded.kept.iter().filter(|k| k.to == dan).collect();
+    assert_eq!(before.len(), 1, "{:?}", loaded.kept);
+    assert_eq!((before[0].text.as_str(), before[0].sender, before[0].seq), (text, 0, 0));
+    let named = kept(dan, RECENT, "kept with a name");
+    let changes = vec![AccountChange::Keep(named.clone()), AccountChange::Keep(named)];
+    write_changes(store, changes);
+    let pair = |text: &str| (dan.to_string(), text.to_string());
+    let loaded = store.load_accounts().unwrap();
+    assert_eq!(own_kept(&loaded, "conf-v3-"), [pair(text), pair("kept with a name")]);
+}
+
 /// The token key is the same after the database is opened again; `open` opens it.
 pub(crate) fn check_token_key_survives_reopen(open: &mut dyn FnMut() -> Box<dyn Store>) {
     let first = open().load_accounts().unwrap().token_key;
@@ -413,8 +434,41 @@ pub(crate) fn account(key: &str, nick: &str) -> AccountRecord {
     }
 }
 
+/// A kept message named by what it is (the same arguments, the same name; others, another).
 fn kept(to: &str, at: u64, text: &str) -> KeptMessage {
-    KeptMessage { to: to.into(), at, from: "Sender".into(), text: text.into() }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (to, at, text).hash(&mut hasher);
+    let (sender, seq) = (7_200, hasher.finish() >> 1);
+    KeptMessage { to: to.into(), at, from: "Sender".into(), text: text.into(), sender, seq }
+}
+
+/// A private line kept again under its name (sent again after a broker restart) is kept once,
+/// in the same batch or a later one; messages without a name (kept before schema version 4)
+/// are all kept.
+pub(crate) fn check_a_kept_line_is_kept_once(store: &mut dyn Store) {
+    let cleo = "conf-once-cleo";
+    let named = kept(cleo, RECENT, "said once");
+    let unnamed = |text: &str| KeptMessage { sender: 0, seq: 0, ..kept(cleo, RECENT + 1, text) };
+    write_changes(
+        store,
+        vec![
+            AccountChange::Put(account(cleo, "Cleo")),
+            AccountChange::Keep(named.clone()),
+            AccountChange::Keep(named.clone()),
+            AccountChange::Keep(unnamed("old one")),
+            AccountChange::Keep(unnamed("old two")),
+        ],
+    );
+    write_changes(store, vec![AccountChange::Keep(named.clone())]);
+    let loaded = store.load_accounts().unwrap();
+    let pair = |text: &str| (cleo.to_string(), text.to_string());
+    assert_eq!(
+        own_kept(&loaded, "conf-once-"),
+        [pair("said once"), pair("old one"), pair("old two")]
+    );
+    let first = loaded.kept.iter().find(|k| k.to == cleo).unwrap();
+    assert_eq!((first.sender, first.seq), (named.sender, named.seq), "the name is kept");
 }
 
 fn write_changes(store: &mut dyn Store, accounts: Vec<AccountChange>) {

@@ -97,6 +97,10 @@ pub struct KeptMessage {
     pub at: u64,
     pub from: String,
     pub text: String,
+    /// The private line's name (its sender's id and number): a line sent again after a
+    /// broker restart is kept once. (0, 0) for a message kept before schema version 4.
+    pub sender: u64,
+    pub seq: u64,
 }
 
 /// A change to accounts, written with the batch it came in.

@@ -15,7 +15,7 @@
 //! The schema, as the SQLite store's: version 1 has `lines` (an identity `id`: later is larger)
 //! and `topics`; version 2 adds `search_text` (the tokens), `tsv` (generated from it) and a GIN
 //! index, filling `search_text` for the lines already there; version 3 the accounts
-//! ([`accounts`]: their tables and queries). The version is the one row of
+//! ([`accounts`]: their tables and queries), version 4 the kept messages' names. The version is the one row of
 //! `chatd_schema`. Each migration is a transaction holding an advisory lock, so that two
 //! brokers starting at once migrate one after the other.
 
@@ -36,7 +36,7 @@ use super::{
 mod accounts;
 
 /// The schema version this code reads and writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// How long connecting may take, unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long sent data may stay unacknowledged, unless the URL says (`tcp_user_timeout`): a
@@ -440,7 +440,8 @@ fn migrate(client: &mut Client, location: &str, target: i64) -> Result<(), Store
         let migrated = match next {
             1 => create_tables(&mut transaction),
             2 => add_search_index(&mut transaction),
-            _ => accounts::create_accounts(&mut transaction),
+            3 => accounts::create_accounts(&mut transaction),
+            _ => accounts::name_kept_messages(&mut transaction),
         };
         migrated
             .and_then(|()| transaction.execute("UPDATE chatd_schema SET version = $1", &[&next]))

@@ -10,7 +10,8 @@
 //! is already tokens separated by spaces and the `ascii` tokenizer splits it at exactly those
 //! spaces (every non-ASCII character is a token character), so SQLite's Unicode tables decide
 //! nothing. A trigger deletes a line's index entry with the line. Version 3 adds the accounts
-//! ([`accounts`]: their tables, the changes a batch writes, the load at start).
+//! ([`accounts`]: their tables, the changes a batch writes, the load at start), version 4
+//! the kept messages' names (sender, seq), unique where given.
 //!
 //! It must not open, copy or close `chatd.db*` itself (closing any descriptor of the file
 //! would drop the process's POSIX locks): SQLite does all of it, `size` only `stat`s the WAL.
@@ -38,8 +39,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[n]` brings a database from version n to version n + 1.
-const MIGRATIONS: [Migration; 3] =
-    [create_lines_and_topics, create_search_index, accounts::create_accounts];
+const MIGRATIONS: [Migration; 4] = [
+    create_lines_and_topics,
+    create_search_index,
+    accounts::create_accounts,
+    accounts::name_kept_messages,
+];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -376,7 +376,7 @@ fn changing_the_password_needs_the_current_one_and_clears_must_change() {
 #[test]
 fn unregistering_deletes_the_account_and_its_kept_messages() {
     let (mut accounts, now) = loaded();
-    accounts.keep("alice", "bob", "hi", 5).unwrap();
+    accounts.keep("alice", "bob", "hi", (7, 1), 5).unwrap();
     let challenge =
         accounts.challenge(ALICE, HOME, "alice", Purpose::Unregister, Some("alice"), now).unwrap();
     assert_eq!(challenge.fresh, None);
@@ -415,19 +415,24 @@ fn nothing_before_the_store_answered_and_nothing_when_accounts_are_off() {
 fn kept_messages_are_bounded_and_delivered_once_oldest_first() {
     let (mut accounts, _) = loaded();
     for n in 0..3 {
-        let change = accounts.keep("alice", "bob", &format!("line {n}"), 10 + n).unwrap();
+        let change =
+            accounts.keep("alice", "bob", &format!("line {n}"), (7, n + 1), 10 + n).unwrap();
         assert_eq!(
             change,
-            AccountChange::Keep(store::KeptMessage {
+            Some(AccountChange::Keep(store::KeptMessage {
                 to: "alice".into(),
                 at: 10 + n,
                 from: "bob".into(),
                 text: format!("line {n}"),
-            })
+                sender: 7,
+                seq: n + 1,
+            }))
         );
     }
+    // A line sent again after a broker restart is kept already: nothing to write, no refusal.
+    assert_eq!(accounts.keep("alice", "bob", "line 1", (7, 2), 30), Ok(None));
     assert_eq!(
-        accounts.keep("alice", "bob", "one too many", 20),
+        accounts.keep("alice", "bob", "one too many", (7, 9), 20),
         Err(Failure::AccountRefused("alice has too many messages waiting".into()))
     );
     assert_eq!(accounts.row("alice", false).map(|row| row.kept_messages), Ok(3));
@@ -440,7 +445,7 @@ fn kept_messages_are_bounded_and_delivered_once_oldest_first() {
     );
     assert_eq!(change, Some(AccountChange::Delivered { to: "alice".into() }));
     assert_eq!(accounts.take_kept("alice"), (Vec::new(), None));
-    assert!(accounts.keep("alice", "bob", "room again", 21).is_ok());
+    assert!(accounts.keep("alice", "bob", "room again", (7, 10), 21).is_ok());
     // Kept messages load with the accounts.
     let mut reloaded = Accounts::new(COST, AccountsMode::Optional, 3);
     let kept = (0..2)
@@ -449,6 +454,8 @@ fn kept_messages_are_bounded_and_delivered_once_oldest_first() {
             at: n,
             from: "alice".into(),
             text: format!("{n}"),
+            sender: 8,
+            seq: n + 1,
         })
         .collect();
     reloaded.load(AccountsRecord {
@@ -456,6 +463,7 @@ fn kept_messages_are_bounded_and_delivered_once_oldest_first() {
         kept,
         token_key: vec![1],
     });
+    assert_eq!(reloaded.keep("bob", "alice", "1", (8, 2), 40), Ok(None), "loaded with its name");
     assert_eq!(reloaded.take_kept("bob").0.len(), 2);
 }
 

@@ -1,5 +1,5 @@
 //! The PostgreSQL store's accounts: schema version 3 (`accounts`, `kept_messages`,
-//! `secrets`), the statements that write a batch's account changes, and the load at start.
+//! `secrets`) and 4 (each kept message's name, `sender` and `seq`, unique where given), the statements that write a batch's account changes, and the load at start.
 //!
 //! It owns these tables' SQL and nothing else: the connection and its retries are the
 //! store's, a batch's transaction is the caller's. The token key is made with `INSERT ... ON
@@ -48,6 +48,17 @@ pub(super) fn create_accounts(transaction: &mut Transaction<'_>) -> Result<(), p
     )
 }
 
+/// Version 4: a kept message's name, so that a private line sent again after a broker restart
+/// is kept once. Messages kept before have none (0, 0), and are left out of the index.
+pub(super) fn name_kept_messages(transaction: &mut Transaction<'_>) -> Result<(), postgres::Error> {
+    transaction.batch_execute(
+        "ALTER TABLE kept_messages ADD COLUMN sender bigint NOT NULL DEFAULT 0;
+         ALTER TABLE kept_messages ADD COLUMN seq bigint NOT NULL DEFAULT 0;
+         CREATE UNIQUE INDEX kept_messages_by_line ON kept_messages (sender, seq)
+             WHERE sender <> 0;",
+    )
+}
+
 /// The account statements, prepared once per connection.
 pub(super) struct AccountStatements {
     put: Statement,
@@ -75,10 +86,13 @@ impl AccountStatements {
                      last_seen = excluded.last_seen, last_room = excluded.last_room",
             )?,
             delete: client.prepare("DELETE FROM accounts WHERE key = $1")?,
-            // Kept only while the account exists: it may have been deleted meanwhile.
+            // Kept only while the account exists (it may have been deleted meanwhile), and
+            // once (the index on its name).
             keep: client.prepare(
-                "INSERT INTO kept_messages (to_key, at, from_nick, text)
-                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM accounts WHERE key = $1)",
+                "INSERT INTO kept_messages (to_key, at, from_nick, text, sender, seq)
+                 SELECT $1, $2, $3, $4, $5, $6
+                 WHERE EXISTS (SELECT 1 FROM accounts WHERE key = $1)
+                 ON CONFLICT DO NOTHING",
             )?,
             delivered: client.prepare("DELETE FROM kept_messages WHERE to_key = $1")?,
             token_key: client.prepare("SELECT value FROM secrets WHERE name = $1")?,
@@ -90,8 +104,9 @@ impl AccountStatements {
                      must_change, settings, created_at, last_seen, last_room
                  FROM accounts ORDER BY key",
             )?,
-            kept: client
-                .prepare("SELECT to_key, at, from_nick, text FROM kept_messages ORDER BY id")?,
+            kept: client.prepare(
+                "SELECT to_key, at, from_nick, text, sender, seq FROM kept_messages ORDER BY id",
+            )?,
         })
     }
 
@@ -111,11 +126,15 @@ impl AccountStatements {
                     transaction.execute(&self.delete, &[&clean(key)])?;
                 }
                 AccountChange::Keep(kept) => {
-                    let params: [&(dyn ToSql + Sync); 4] = [
+                    // The same 64 bits as written (see `NewLine::sender`).
+                    let (sender, seq) = (kept.sender as i64, kept.seq as i64);
+                    let params: [&(dyn ToSql + Sync); 6] = [
                         &clean(&kept.to),
                         &as_i64(kept.at),
                         &clean(&kept.from),
                         &clean(&kept.text),
+                        &sender,
+                        &seq,
                     ];
                     transaction.execute(&self.keep, &params)?;
                 }
@@ -247,5 +266,7 @@ fn kept_message(row: &Row) -> Result<KeptMessage, postgres::Error> {
         at: u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
         from: row.try_get(2)?,
         text: row.try_get(3)?,
+        sender: row.try_get::<_, i64>(4)? as u64,
+        seq: row.try_get::<_, i64>(5)? as u64,
     })
 }

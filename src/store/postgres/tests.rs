@@ -134,17 +134,17 @@ fn two_brokers_starting_at_once_both_open_the_database() {
     for start in starts {
         start.join().expect("no panic").expect("connect");
     }
-    assert_eq!(cluster.psql("SELECT count(*) || ' ' || max(version) FROM chatd_schema"), "1 3");
+    assert_eq!(cluster.psql("SELECT count(*) || ' ' || max(version) FROM chatd_schema"), "1 4");
 }
 
 #[test]
 fn a_newer_schema_is_refused_naming_the_database() {
     let cluster = Cluster::start();
     cluster.psql(
-        "CREATE TABLE chatd_schema (version bigint NOT NULL); INSERT INTO chatd_schema VALUES (4)",
+        "CREATE TABLE chatd_schema (version bigint NOT NULL); INSERT INTO chatd_schema VALUES (5)",
     );
     let err = PostgresStore::connect(&cluster.url(), None).err().expect("refused");
-    assert!(matches!(err, StoreError::TooNew { found: 4, known: 3, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::TooNew { found: 5, known: 4, .. }), "{err:?}");
     assert!(err.to_string().contains(&cluster.socket_dir().display().to_string()), "{err}");
 }
 
@@ -296,8 +296,36 @@ fn a_database_of_version_2_is_migrated_keeping_its_lines_and_gets_the_accounts()
     assert_eq!(cluster.psql("SELECT to_regclass('accounts') IS NULL"), "t");
 
     let mut store = connect(&cluster);
-    assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), "3");
+    assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), SCHEMA_VERSION.to_string());
     conformance::check_migrated_from_version_2(&mut store);
+}
+
+#[test]
+fn a_database_of_version_3_is_migrated_keeping_its_kept_messages() {
+    let cluster = Cluster::start();
+    let mut client = postgres::Client::connect(&cluster.url(), NoTls).expect("connect");
+    migrate(&mut client, "test", 3).expect("migrate to version 3");
+    let (dan, text) = conformance::VERSION_3_KEPT;
+    // What the code of version 3 wrote.
+    client
+        .execute(
+            "INSERT INTO accounts VALUES ($1, 'Dan', '\\x00', 64, 1, 1, '\\x00', false, false,
+             '{}', 1, 1, 'lobby')",
+            &[&dan],
+        )
+        .expect("an account of version 3");
+    client
+        .execute(
+            "INSERT INTO kept_messages (to_key, at, from_nick, text) VALUES ($1, 5, 'eve', $2)",
+            &[&dan, &text],
+        )
+        .expect("a kept message of version 3");
+    drop(client);
+    assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), "3");
+
+    let mut store = connect(&cluster);
+    assert_eq!(cluster.psql("SELECT version FROM chatd_schema"), "4");
+    conformance::check_migrated_from_version_3(&mut store);
 }
 
 #[test]

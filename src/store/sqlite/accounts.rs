@@ -1,4 +1,5 @@
-//! The SQLite store's accounts: schema version 3 (`accounts`, `kept_messages`, `secrets`),
+//! The SQLite store's accounts: schema version 3 (`accounts`, `kept_messages`, `secrets`) and
+//! 4 (each kept message's name, `sender` and `seq`, unique where given: 0 before version 4),
 //! the account changes a batch writes, and the load of everything at start.
 //!
 //! It owns these tables' SQL and nothing else: the transaction is the caller's (a batch's
@@ -46,6 +47,17 @@ pub(super) fn create_accounts(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 4: a kept message's name, so that a private line sent again after a broker restart
+/// is kept once. Messages kept before have none (0, 0), and are left out of the index.
+pub(super) fn name_kept_messages(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE kept_messages ADD COLUMN sender INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE kept_messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+         CREATE UNIQUE INDEX kept_messages_by_line ON kept_messages (sender, seq)
+             WHERE sender <> 0;",
+    )
+}
+
 const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (key, nick, salt, memory_kib, passes, lanes,
          verifier, admin, must_change, settings, created_at, last_seen, last_room)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
@@ -58,9 +70,11 @@ const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (key, nick, salt, memory_kib,
 
 const DELETE_ACCOUNT: &str = "DELETE FROM accounts WHERE key = ?1";
 
-/// Kept only while the account exists: it may have been deleted after the line was kept.
-const KEEP_MESSAGE: &str = "INSERT INTO kept_messages (to_key, at, from_nick, text)
-     SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM accounts WHERE key = ?1)";
+/// Kept only while the account exists (it may have been deleted after the line was kept),
+/// and once (`OR IGNORE`: the index on its name).
+const KEEP_MESSAGE: &str =
+    "INSERT OR IGNORE INTO kept_messages (to_key, at, from_nick, text, sender, seq)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM accounts WHERE key = ?1)";
 
 const DELIVERED: &str = "DELETE FROM kept_messages WHERE to_key = ?1";
 
@@ -68,7 +82,8 @@ const ACCOUNT_COLUMNS: &str = "SELECT key, nick, salt, memory_kib, passes, lanes
          admin, must_change, settings, created_at, last_seen, last_room
      FROM accounts ORDER BY key";
 
-const KEPT_COLUMNS: &str = "SELECT to_key, at, from_nick, text FROM kept_messages ORDER BY id";
+const KEPT_COLUMNS: &str =
+    "SELECT to_key, at, from_nick, text, sender, seq FROM kept_messages ORDER BY id";
 
 const TOKEN_KEY: &str = "SELECT value FROM secrets WHERE name = ?1";
 
@@ -104,7 +119,9 @@ pub(super) fn apply(tx: &Transaction<'_>, changes: &[AccountChange]) -> rusqlite
                     kept.to,
                     sql_time(kept.at),
                     kept.from,
-                    kept.text
+                    kept.text,
+                    kept.sender as i64, // the same 64 bits (see `NewLine::sender`)
+                    kept.seq as i64,
                 ])?;
             }
             AccountChange::Delivered { to } => {
@@ -174,7 +191,14 @@ fn account(row: &Row<'_>, settings: &mut SettingsReader) -> rusqlite::Result<Acc
 }
 
 fn kept_message(row: &Row<'_>) -> rusqlite::Result<KeptMessage> {
-    Ok(KeptMessage { to: row.get(0)?, at: time(row.get(1)?), from: row.get(2)?, text: row.get(3)? })
+    Ok(KeptMessage {
+        to: row.get(0)?,
+        at: time(row.get(1)?),
+        from: row.get(2)?,
+        text: row.get(3)?,
+        sender: row.get::<_, i64>(4)? as u64,
+        seq: row.get::<_, i64>(5)? as u64,
+    })
 }
 
 fn parameter(stored: i64) -> u32 {

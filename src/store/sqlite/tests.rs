@@ -407,7 +407,7 @@ fn migrating_from_version_two_keeps_the_lines_and_adds_the_accounts() {
     let path = dir.path().join("chatd.db");
     version_2_database(&path);
     let mut store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&store), 3);
+    assert_eq!(user_version(&store), SCHEMA_VERSION);
     conformance::check_migrated_from_version_2(&mut store);
     // The accounts' foreign key is on: a kept message without its account cannot stay.
     assert_eq!(store.integrity_check().unwrap(), "ok");
@@ -416,6 +416,33 @@ fn migrating_from_version_two_keeps_the_lines_and_adds_the_accounts() {
         .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| row.get(0))
         .unwrap();
     assert_eq!(violations, 0);
+}
+
+#[test]
+fn migrating_from_version_three_keeps_the_kept_messages_and_names_new_ones() {
+    let dir = temp_dir();
+    let path = dir.path().join("chatd.db");
+    {
+        let old = SqliteStore::open_at_version(&path, 3).unwrap();
+        let (dan, text) = conformance::VERSION_3_KEPT;
+        // What a chatd of schema version 3 wrote.
+        old.conn
+            .execute(
+                "INSERT INTO accounts VALUES (?1, 'Dan', X'00', 64, 1, 1, X'00', 0, 0, '{}', 1, 1,
+                 'lobby')",
+                [dan],
+            )
+            .unwrap();
+        old.conn
+            .execute(
+                "INSERT INTO kept_messages (to_key, at, from_nick, text) VALUES (?1, 5, 'eve', ?2)",
+                [dan, text],
+            )
+            .unwrap();
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&store), 4);
+    conformance::check_migrated_from_version_3(&mut store);
 }
 
 #[test]
@@ -457,6 +484,8 @@ fn a_backup_keeps_the_accounts_and_the_token_key() {
         at: 5,
         from: "bob".into(),
         text: "while you were away".into(),
+        sender: 9,
+        seq: 1,
     };
     let accounts = vec![
         crate::store::AccountChange::Put(account.clone()),
