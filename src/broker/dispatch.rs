@@ -90,6 +90,7 @@ impl Broker {
                 };
                 if let Some(peer) = self.peers.get_mut(id) {
                     peer.tls = tls;
+                    peer.resumed = true;
                 }
                 let (nick, account) = self.resume_nick(id, session, &nick, token);
                 let deliveries =

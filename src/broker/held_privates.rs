@@ -1,5 +1,5 @@
 //! Private lines to a registered user who is not connected, said in a restarted broker's
-//! first minute by a session older than the broker: the sessions re-send their last seconds of
+//! first minute by a session that resumed (its broker had died): the sessions re-send their last seconds of
 //! lines after a restart, so such a line may be one its recipient was shown already, by the
 //! broker that died, and whose session has not resumed yet. Kept as an offline message it would
 //! come again at their next login, where nothing can tell it from a new one. Held instead: when
@@ -19,7 +19,6 @@ use super::Broker;
 use super::dispatch::RESUME_WINDOW;
 use super::room::{Audience, Delivery, MemberId};
 use crate::proto::Event;
-use crate::sys;
 
 /// Most private lines held at once; one more is kept for the next login at once.
 pub(super) const MOST_HELD: usize = 1_000;
@@ -39,14 +38,13 @@ pub(super) struct HeldPrivate {
 
 impl Broker {
     /// Whether member `id`'s private line to an absent registered user may be a re-sent one
-    /// (see the module docs), and there is room to hold it.
+    /// (see the module docs), and there is room to hold it. Only a session that resumed sends
+    /// lines again; telling sessions apart by their start time would not do, as it counts in
+    /// clock ticks and a session forked in the broker's tick would look older.
     pub(super) fn may_hold_private(&self, id: MemberId) -> bool {
         self.held_privates.len() < MOST_HELD
             && self.started.elapsed() < RESUME_WINDOW
-            && self
-                .peers
-                .get(id)
-                .is_some_and(|peer| !sys::started_after(peer.identity, self.instance))
+            && self.peers.get(id).is_some_and(|peer| peer.resumed)
     }
 
     /// Holds line `seq` of sender `sender` to the account `to_key` (nick `to_nick`).

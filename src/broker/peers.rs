@@ -68,6 +68,9 @@ pub(super) struct Peer {
     pub(super) kicked: bool,
     /// The client's connection is TLS (as the session said at login).
     pub(super) tls: bool,
+    /// It came back with `Resume` (its broker had died), not with a login: the last lines it
+    /// sends may be ones that broker handled already.
+    pub(super) resumed: bool,
     /// Already on the dirty list this turn.
     dirty: bool,
     /// The ring this session reads (the one of the room it last entered).
@@ -108,6 +111,7 @@ impl Peer {
             last_active: now,
             kicked: false,
             tls: false,
+            resumed: false,
             dirty: false,
             ring: None,
         }

@@ -336,9 +336,8 @@ impl Master {
         }
         // A broker that was killed closes its sockets a moment before it shows as ended: look
         // again shortly ([`Master::check_adopted_link`]) before taking it for one that refused.
-        if let Some(pid) = self.broker.pid
-            && self.shutdown.is_none()
-        {
+        // In a shutdown too: nothing else tells this master that a broker it did not fork ended.
+        if let Some(pid) = self.broker.pid {
             self.adopted_link_closed = Some((pid, Instant::now() + ADOPTED_EXIT_GRACE));
             self.check_adopted_link(Instant::now());
         }
@@ -347,11 +346,12 @@ impl Master {
     /// After an adopted broker's link closed: once it has ended, a broker of our own starts;
     /// if it is still running after [`ADOPTED_EXIT_GRACE`], it closed the link on purpose —
     /// it refused this master's hello, for it speaks another protocol (a chatd of an older
-    /// release, whose master died) — and it is replaced like the broker of an upgrade.
+    /// release, whose master died) — and it is replaced like the broker of an upgrade. In a
+    /// shutdown it is only watched until it has ended (the shutdown's timers kill it if need be).
     pub(super) fn check_adopted_link(&mut self, now: Instant) {
         let Some((pid, decide_at)) = self.adopted_link_closed else { return };
         if super::listen::process_is_running(pid) {
-            if now >= decide_at {
+            if now >= decide_at && self.shutdown.is_none() {
                 self.adopted_link_closed = None;
                 info!(
                     "the adopted broker (pid {pid}) speaks another protocol; replacing it with \
