@@ -126,7 +126,7 @@ fn refused(text: impl Into<String>) -> Failure {
 }
 
 /// Challenges and operators' commands before the store answered.
-const NOT_LOADED: &str = "accounts are not loaded yet";
+pub(super) const NOT_LOADED: &str = "accounts are not loaded yet";
 
 impl Accounts {
     /// Accounts not loaded yet: every challenge is answered `Unavailable` until [`load`].

@@ -17,7 +17,7 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::Broker;
-use super::accounts::{Denied, Proved};
+use super::accounts::{Denied, NOT_LOADED, Proved};
 use super::room::{Audience, Delivery, MemberId};
 use crate::clock::unix_now;
 use crate::config::AccountsMode;
@@ -365,9 +365,22 @@ impl Broker {
         if self.rooms.find(recipient).is_some() {
             return None;
         }
+        let rejected = |failure| vec![to(id, Event::Rejected { seq, failure })];
+        // A store that did not answer at start: whether the recipient is registered cannot be
+        // told, and "no such nick" could be wrong. Refused as what it is, so the sender (and a
+        // line sent again after a restart, whose first answer never came) knows it is not sent.
+        if self.storage.is_on()
+            && self.accounts.mode() != AccountsMode::Off
+            && !self.accounts.is_loaded()
+        {
+            let why = format!(
+                "not sent: {recipient} is not connected, and whether they are registered cannot \
+                 be told yet ({NOT_LOADED})"
+            );
+            return Some(rejected(Failure::Unavailable(why)));
+        }
         let (key, registered) = self.registered(recipient)?;
         let from = self.rooms.nick(id)?.to_string();
-        let rejected = |failure| vec![to(id, Event::Rejected { seq, failure })];
         let text = match super::room::clean_text(raw) {
             Ok(text) => text,
             Err(failure) => return Some(rejected(failure)),

@@ -77,6 +77,14 @@ fn an_unreachable_postgresql_at_start_is_logged_and_chat_goes_on_from_memory() {
         Page::Refused(line) => assert!(line.contains("not available"), "{line}"),
         other => panic!("/history without a database gave {other:?}"),
     }
+    // Without the accounts, "no such nick" could be wrong: the line is refused as not sent.
+    alice.send("/msg carol are you registered");
+    alice.expect(
+        "*** Not sent: carol is not connected, and whether they are registered cannot be told \
+         yet (accounts are not loaded yet)",
+    );
+    alice.send("/msg bob you are here");
+    bob.expect("*alice* you are here");
     let store = store_line(&daemon);
     assert!(store.starts_with("failing"), "store: {store}");
     let status = ok(daemon.chatctl(&["status"]));
