@@ -97,16 +97,22 @@ pub fn said(said: &Said<'_>, action: bool, at: u64, mention: bool) -> String {
 
 /// A line from before this user came (a room's recent lines, `/history`, `/search`).
 pub fn history(line: &HistoryLine) -> String {
-    write(&Line {
+    write(&said_line(line, "history", None))
+}
+
+/// A line said earlier, at the time it was said: as history, or (with its id) as a chat line
+/// the page missed.
+fn said_line<'a>(line: &'a HistoryLine, kind: &'static str, id: Option<LineId>) -> Line<'a> {
+    Line {
         t: "line",
-        kind: "history",
+        kind,
         nick: user_text(&line.from),
         text: user_text(&line.text),
         action: line.action,
         at: line.at,
         mention: false,
-        id: None,
-    })
+        id,
+    }
 }
 
 #[derive(Serialize)]
@@ -122,15 +128,9 @@ struct Missed<'a> {
 pub fn missed(room: &str, lines: &[IdentifiedLine], found: bool, more: bool) -> String {
     let lines = lines
         .iter()
-        .map(|said| Line {
-            t: "line",
-            kind: "chat",
-            nick: user_text(&said.line.from),
-            text: user_text(&said.line.text),
-            action: said.line.action,
-            at: said.line.at,
-            mention: false,
-            id: Some(LineId { sender: said.sender, seq: said.seq }),
+        .map(|said| {
+            let id = LineId { sender: said.sender, seq: said.seq };
+            said_line(&said.line, "chat", Some(id))
         })
         .collect();
     write(&Missed { t: "missed", room: user_text(room), found, more, lines })
