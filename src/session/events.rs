@@ -296,9 +296,19 @@ impl Session {
         if let Event::Failed(crate::proto::Failure::WrongPassword(_)) = &event {
             self.report_auth_failure();
         }
-        let reaction = self.state.on_event(&event, &mut self.broker, self.terminal.bell);
         // A browser gets the event's structure first; some answers only update its lists.
         let shown = !self.is_browser() || self.event_to_browser(&event);
+        // A list only the page's own lists show is not rendered as lines to be dropped: for a
+        // full room that is hundreds of strings, whose pages the session would keep dirty.
+        let listed_only = matches!(
+            event,
+            Event::Members { .. } | Event::MemberNodes { .. } | Event::RoomList { .. }
+        );
+        let reaction = if !shown && listed_only {
+            Reaction::Nothing
+        } else {
+            self.state.on_event(&event, &mut self.broker, self.terminal.bell)
+        };
         if matches!(
             event,
             Event::LoggedIn { .. }

@@ -10,11 +10,14 @@
 //! client that left. It does not interpret the lines (the session does) and decides nothing
 //! about disconnecting for slowness: it reports, the session decides.
 //!
-//! Output: whole messages wait here, bounded by `send_queue_bytes` like a telnet client's
-//! queue, and are framed (by tungstenite) into the inner transport's queue only as that one
-//! drains; the inner queue then holds whole frames, so dropping a fallen-behind client's
-//! backlog drops messages, never half a frame. What tungstenite writes by itself (pongs,
-//! the Close) goes the same way.
+//! Output: whole messages are framed as they are queued (the header by tungstenite's
+//! `FrameHeader`) and wait here, bounded by `send_queue_bytes` like a telnet client's queue;
+//! they move to the inner transport's queue only as that one drains, so the inner queue holds
+//! whole frames and dropping a fallen-behind client's backlog drops messages, never half a
+//! frame. They do not go through `WebSocketContext::write`: its output buffer keeps the
+//! capacity of the largest frame it ever wrote (a 500-member list, a page of missed lines)
+//! for the rest of the session's life. What tungstenite writes by itself (pongs, the Close)
+//! goes through it, and first: nothing of ours passes a frame it holds, nor follows a Close.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -26,7 +29,8 @@ use mio::{Interest, Registry, Token};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use tungstenite::error::{CapacityError, ProtocolError};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error, Message};
 
@@ -67,7 +71,7 @@ pub struct WebSocketTransport {
     inner: Box<dyn ClientTransport>,
     socket: WebSocketContext,
     tls: bool,
-    /// Messages queued by the session and not yet framed into `inner`, and their framed size.
+    /// Messages queued by the session, framed, and not yet in `inner`; their bytes.
     pending: VecDeque<Vec<u8>>,
     pending_bytes: usize,
     /// `send_queue_bytes`: what may wait here and in `inner` together.
@@ -160,30 +164,43 @@ impl WebSocketTransport {
         self.inner.close(Some(Instant::now() + CLOSE_WAIT));
     }
 
-    /// Frames waiting messages into the inner queue while it has room for them.
+    /// Moves waiting frames into the inner queue while it has room for them, after whatever
+    /// tungstenite holds; none once a Close was sent or received.
     fn frame_pending(&mut self) -> io::Result<bool> {
+        let mut wire = Wire { inner: &mut *self.inner };
+        match self.socket.flush(&mut wire) {
+            Ok(()) => {}
+            Err(Error::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(Error::ConnectionClosed | Error::AlreadyClosed) => return Ok(false),
+            Err(Error::Io(err)) => return Err(err),
+            Err(err) => return Err(io::Error::other(err)),
+        }
+        if !self.socket.can_write() {
+            return Ok(false);
+        }
         let mut moved = false;
-        while let Some(next) = self.pending.front() {
-            let framed = framed_len(next.len());
-            if self.inner.queued() + framed > self.limit {
+        while let Some(frame) = self.pending.front() {
+            if self.inner.queued() + frame.len() > self.limit || self.inner.queue(frame).is_err() {
                 break;
             }
-            let message = self.pending.pop_front().unwrap_or_default();
-            self.pending_bytes = self.pending_bytes.saturating_sub(framed);
-            // The session writes UTF-8 (JSON, or text lines before it speaks JSON): lossless.
-            let text = String::from_utf8(message)
-                .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
-            let mut wire = Wire { inner: &mut *self.inner };
-            match self.socket.write(&mut wire, Message::Text(text.into())) {
-                Ok(()) => moved = true,
-                // Framed, and held by tungstenite until the inner queue takes it.
-                Err(Error::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(Error::Io(err)) => return Err(err),
-                Err(err) => return Err(io::Error::other(err)),
-            }
+            self.pending_bytes = self.pending_bytes.saturating_sub(frame.len());
+            self.pending.pop_front();
+            moved = true;
         }
         Ok(moved)
     }
+}
+
+/// `payload` as one text frame (a server's: unmasked, final).
+fn text_frame(payload: &[u8]) -> Vec<u8> {
+    // The session writes UTF-8 (JSON, or text lines before it speaks JSON): borrowed as is.
+    let text = String::from_utf8_lossy(payload);
+    let header = FrameHeader { opcode: OpCode::Data(Data::Text), ..FrameHeader::default() };
+    let mut frame = Vec::with_capacity(framed_len(text.len()));
+    // Formatting into a Vec cannot fail.
+    let _ = header.format(text.len() as u64, &mut frame);
+    frame.extend_from_slice(text.as_bytes());
+    frame
 }
 
 /// A server frame's size for a payload of `len` bytes: the header (2, 4 or 10 bytes, no mask)
@@ -340,8 +357,9 @@ impl ClientTransport for WebSocketTransport {
         if self.discarded || self.ended || queued + framed > self.limit {
             return Err(Overflow { queued, limit: self.limit });
         }
-        self.pending.push_back(bytes.to_vec());
-        self.pending_bytes += framed;
+        let frame = text_frame(bytes);
+        self.pending_bytes += frame.len();
+        self.pending.push_back(frame);
         Ok(())
     }
 
@@ -518,6 +536,31 @@ mod tests {
         assert_eq!(got, b"hi there\ntwo\nlines\n", "small reads take a message in parts");
         client.close(None).expect("close");
         assert_eq!(read_soon(&mut transport, &mut buf).expect("read"), 0, "the browser left");
+    }
+
+    #[test]
+    fn messages_of_every_header_length_arrive_whole_and_in_order() {
+        let lengths = [0, 1, 125, 126, 4096, 65535, 65536, 100_000];
+        let (mut transport, mut client) = connected(400_000, PING_EVERY);
+        let reader = std::thread::spawn(move || {
+            lengths.map(|_| text(&mut client)).into_iter().collect::<Vec<_>>()
+        });
+        for (index, &length) in lengths.iter().enumerate() {
+            let letter = b'a' + index as u8;
+            transport.queue(&vec![letter; length]).expect("room");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while transport.queued() > 0 {
+            assert!(Instant::now() < deadline, "still {} bytes queued", transport.queued());
+            transport.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let got = reader.join().expect("reader");
+        for (index, (message, &length)) in got.iter().zip(&lengths).enumerate() {
+            let letter = char::from(b'a' + index as u8);
+            assert_eq!(message.len(), length, "message {index}");
+            assert!(message.chars().all(|c| c == letter), "message {index}");
+        }
     }
 
     #[test]
