@@ -192,7 +192,25 @@ struct Member<'a> {
 struct Members<'a> {
     t: &'static str,
     room: Cow<'a, str>,
-    members: Vec<Member<'a>>,
+    members: MemberList<'a>,
+}
+
+/// A room's members, written one by one as they are read: a list of 500 is not first made
+/// into a second list of 500.
+struct MemberList<'a> {
+    nicks: &'a [String],
+    away: &'a [String],
+}
+
+impl Serialize for MemberList<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let away = self.away;
+        serializer.collect_seq(
+            self.nicks
+                .iter()
+                .map(|nick| Member { nick: user_text(nick), away: away.contains(nick) }),
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -232,10 +250,7 @@ pub fn structure(event: &Event) -> Option<String> {
         Event::Members { room, nicks, away, .. } => write(&Members {
             t: "members",
             room: user_text(room),
-            members: nicks
-                .iter()
-                .map(|nick| Member { nick: user_text(nick), away: away.contains(nick) })
-                .collect(),
+            members: MemberList { nicks, away },
         }),
         Event::RoomList { rooms } => write(&Rooms {
             t: "rooms",
