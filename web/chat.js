@@ -487,6 +487,13 @@ function renderMembers() {
     membersEl.appendChild(item);
   }
   memberCountEl.textContent = String(nicks.length);
+  // The room list's count of this room follows its members; the other rooms' counts come
+  // with the next room list (at the next join).
+  const current = state.rooms.find((room) => room.name === state.room);
+  if (current && current.members !== nicks.length) {
+    current.members = nicks.length;
+    renderRooms();
+  }
 }
 
 function renderRooms() {

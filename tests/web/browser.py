@@ -469,6 +469,14 @@ def check_admin(page, args, chat_tab):
         "bob gone from the member list",
         lambda: "bob" not in [el.text for el in driver.find_elements(By.CSS_SELECTOR, "#members .nick")],
     )
+    # The room list's count of the user's room follows its members (oper came, bob went).
+    page.wait(
+        "the lobby's count in the room list equal to its members",
+        lambda: page.js(
+            "const count = document.querySelector('#rooms [aria-current] .count');"
+            "return count && count.textContent === String(document.querySelectorAll('#members .nick').length);"
+        ),
+    )
 
 
 def check_console(driver):
