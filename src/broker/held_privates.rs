@@ -1,7 +1,7 @@
 //! Private lines to a registered user who is not connected, said in a restarted broker's
-//! first minute by a session that resumed (its broker had died): the sessions re-send their last seconds of
-//! lines after a restart, so such a line may be one its recipient was shown already, by the
-//! broker that died, and whose session has not resumed yet. Kept as an offline message it would
+//! first minute by a session that resumed (its broker had died): the sessions re-send their
+//! last seconds of lines after a restart, so such a line may be one its recipient was shown
+//! already, by the broker that died, and whose session has not resumed yet. Kept as an offline message it would
 //! come again at their next login, where nothing can tell it from a new one. Held instead: when
 //! the recipient is back within the resume window it is delivered as the private line it is
 //! (`Event::Private` with its sender and number, which the recipient's session drops if it saw
