@@ -1,11 +1,12 @@
 //! Private lines to a registered user who is not connected, said in a restarted broker's
 //! first minute by a session that resumed (its broker had died): the sessions re-send their
 //! last seconds of lines after a restart, so such a line may be one its recipient was shown
-//! already, by the broker that died, and whose session has not resumed yet. Kept as an offline message it would
-//! come again at their next login, where nothing can tell it from a new one. Held instead: when
-//! the recipient is back within the resume window it is delivered as the private line it is
-//! (`Event::Private` with its sender and number, which the recipient's session drops if it saw
-//! it), and what is still held when the window closes is kept for the next login as before.
+//! already, by the broker that died, and whose session has not resumed yet. Kept as an offline
+//! message it would come again at their next login, where nothing can tell it from a new one.
+//! Held instead: when the recipient is back within the resume window it is delivered as the
+//! private line it is (`Event::Private` with its sender and number, which the recipient's
+//! session drops if it saw it), and what is still held when the window closes is kept for the
+//! next login as before.
 //!
 //! The sender is answered at once, as for a kept line (`PrivateKept`). At most [`MOST_HELD`]
 //! are held; beyond that a line is kept at once. Owns the held lines only; it asks `accounts`

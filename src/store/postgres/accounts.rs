@@ -1,5 +1,6 @@
 //! The PostgreSQL store's accounts: schema version 3 (`accounts`, `kept_messages`,
-//! `secrets`) and 4 (each kept message's name, `sender` and `seq`, unique where given), the statements that write a batch's account changes, and the load at start.
+//! `secrets`) and 4 (each kept message's name, `sender` and `seq`, unique where given), the
+//! statements that write a batch's account changes, and the load at start.
 //!
 //! It owns these tables' SQL and nothing else: the connection and its retries are the
 //! store's, a batch's transaction is the caller's. The token key is made with `INSERT ... ON
