@@ -131,6 +131,12 @@ struct Client {
     tls: Option<rustls::ClientConnection>,
     /// A web client still waiting for the answer to its upgrade request.
     upgrading: bool,
+    /// What the server sent before the client was admitted (its first KiB), for the error
+    /// that says why a client was not.
+    read_before_admission: String,
+    /// When to ask for the nickname again: it was in use, most likely by the client of the
+    /// same name in the run before, whose session had not yet seen its connection close.
+    nick_again_at: Option<Instant>,
 }
 
 /// A message on its way: how many receivers still have to get it.
@@ -160,11 +166,25 @@ struct Load {
     gaps: u64,
     /// Clients the server disconnected.
     disconnected: u64,
+    /// Times a client's nickname was refused as in use while it registered.
+    nicks_in_use: u64,
     /// Every client speaks TLS (`--tls`).
     tls: Option<tls::TlsClients>,
 }
 
 const ROOM_IRC: &str = "#bench";
+
+/// How long a client whose nickname was in use waits before it asks for it again.
+const NICK_RETRY: Duration = Duration::from_millis(50);
+
+/// Appends the request for `nick` in `protocol` to `out`.
+fn push_nick(protocol: Protocol, nick: &str, out: &mut Vec<u8>) {
+    match protocol {
+        Protocol::Chatd => out.extend_from_slice(format!("{nick}\r\n").as_bytes()),
+        Protocol::Irc => out.extend_from_slice(format!("NICK {nick}\r\n").as_bytes()),
+        Protocol::Web => web::frame(out, 1, nick.as_bytes()),
+    }
+}
 
 impl Load {
     fn connect(common: &Common, senders: usize) -> io::Result<Load> {
@@ -192,6 +212,7 @@ impl Load {
             duplicates_or_late: 0,
             gaps: 0,
             disconnected: 0,
+            nicks_in_use: 0,
             tls: common.tls.as_deref().map(tls::TlsClients::trusting).transpose()?,
         })
     }
@@ -207,15 +228,14 @@ impl Load {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let nick = format!("b{id}");
-        let out = match self.protocol {
-            Protocol::Chatd => format!("{nick}\r\n").into_bytes(),
-            Protocol::Irc => format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").into_bytes(),
-            Protocol::Web => {
-                let mut out = web::upgrade_request(addr);
-                web::frame(&mut out, 1, nick.as_bytes());
-                out
-            }
+        let mut out = match self.protocol {
+            Protocol::Chatd | Protocol::Irc => Vec::new(),
+            Protocol::Web => web::upgrade_request(addr),
         };
+        push_nick(self.protocol, &nick, &mut out);
+        if self.protocol == Protocol::Irc {
+            out.extend_from_slice(format!("USER {nick} 0 * :{nick}\r\n").as_bytes());
+        }
         self.clients.push(Client {
             stream,
             inbuf: Vec::with_capacity(4096),
@@ -227,8 +247,25 @@ impl Load {
             alive: true,
             tls: self.tls.as_ref().map(tls::TlsClients::start).transpose()?,
             upgrading: self.protocol == Protocol::Web,
+            read_before_admission: String::new(),
+            nick_again_at: None,
         });
         Ok(())
+    }
+
+    /// Sends the nickname again for every client whose wait after "in use" is over.
+    fn ask_nicks_again(&mut self) {
+        let now = Instant::now();
+        for id in 0..self.clients.len() {
+            let client = &mut self.clients[id];
+            if client.nick_again_at.is_some_and(|at| at <= now) {
+                client.nick_again_at = None;
+                push_nick(self.protocol, &client.nick, &mut client.out);
+                if let Err(err) = self.flush(id) {
+                    self.lose(id, &err);
+                }
+            }
+        }
     }
 
     fn admitted(&self) -> usize {
@@ -359,6 +396,20 @@ impl Load {
             return;
         }
         let nick = &self.clients[id].nick;
+        let in_use = match self.protocol {
+            Protocol::Chatd | Protocol::Web => {
+                line == format!("*** The nickname {nick} is already in use")
+            }
+            Protocol::Irc => line.split_whitespace().nth(1) == Some("433"),
+        };
+        if in_use {
+            if self.nicks_in_use == 0 {
+                eprintln!("chatd-bench: the nickname {nick} is in use; asking again every 50 ms");
+            }
+            self.nicks_in_use += 1;
+            self.clients[id].nick_again_at = Some(Instant::now() + NICK_RETRY);
+        }
+        let nick = &self.clients[id].nick;
         let admitted = match self.protocol {
             Protocol::Chatd | Protocol::Web => line == format!("*** {nick} has joined lobby"),
             Protocol::Irc => {
@@ -378,6 +429,12 @@ impl Load {
         };
         if admitted {
             self.clients[id].admitted_at = Some(Instant::now());
+        } else {
+            let seen = &mut self.clients[id].read_before_admission;
+            if seen.len() < 1024 {
+                seen.push_str(" | ");
+                seen.push_str(line);
+            }
         }
     }
 
@@ -492,9 +549,14 @@ impl Load {
                 }
             }
             self.turn(Duration::from_millis(5), &mut events)?;
+            self.ask_nicks_again();
             if Instant::now() > until {
+                let waiting = self.clients.iter().find(|c| c.admitted_at.is_none());
+                let last = waiting.map_or(String::new(), |c| {
+                    format!("; {} read {:?}", c.nick, c.read_before_admission)
+                });
                 return Err(io::Error::other(format!(
-                    "only {} of {} clients admitted within {deadline:?}",
+                    "only {} of {} clients admitted within {deadline:?}{last}",
                     self.admitted(),
                     common.clients
                 )));
@@ -608,6 +670,7 @@ fn run(scenario: Scenario) -> io::Result<Map<String, Value>> {
             put(&mut result, "admissions_per_second", common.clients as f64 / took);
             put(&mut result, "admission_p50_ms", milliseconds(measure::quantile(&times, 0.5)));
             put(&mut result, "admission_p99_ms", milliseconds(measure::quantile(&times, 0.99)));
+            put(&mut result, "nicks_in_use", load.nicks_in_use);
             load.settle()?;
             server_figures(&mut result, common.pid, common.clients);
             finish(&mut result, &common, floor);
@@ -738,6 +801,7 @@ fn rates(result: &mut Map<String, Value>, load: &mut Load, elapsed: f64) {
     put(result, "duplicates_or_late", load.duplicates_or_late);
     put(result, "gaps", load.gaps);
     put(result, "disconnected", load.disconnected);
+    put(result, "nicks_in_use", load.nicks_in_use);
 }
 
 fn finish(

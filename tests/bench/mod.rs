@@ -60,6 +60,25 @@ fn the_benchmark_runs_against_chatd_and_reports_its_figures() {
     assert!(table.contains("| fanout n=50 s=1 w=4 | deliveries/s |"), "{table}");
 }
 
+/// A nickname still held when a run starts (in a suite, by the run before, whose sessions
+/// have not all seen their clients close yet) is asked for again until it is free: the run
+/// does not wait out its deadline for an admission that cannot come.
+#[test]
+fn a_nickname_in_use_when_the_benchmark_connects_is_asked_for_again() {
+    let daemon = Daemon::start_with_config(include_str!("../../bench/chatd.toml"));
+    let holder = daemon.login("b1");
+    let mut bench = Spawned::spawn(Command::new(env!("CARGO_BIN_EXE_chatd-bench")).args([
+        "connect",
+        "-n",
+        "3",
+        "--addr",
+        &format!("127.0.0.1:{}", daemon.port),
+    ]));
+    bench.wait_for_log("the nickname b1 is in use; asking again");
+    drop(holder);
+    assert!(bench.wait_exit().success(), "{:?}", bench.log());
+}
+
 /// The floor (`chatd-floor`, bench/floor/main.rs) serves the load generator as chatd does:
 /// it starts, every client is admitted, every line reaches every client once.
 #[test]
