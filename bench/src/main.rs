@@ -253,6 +253,17 @@ impl Load {
         Ok(())
     }
 
+    /// Whether `line`, read by client `id` while it registers, refuses its nickname as in use.
+    fn refuses_nick(&self, id: usize, line: &str) -> bool {
+        match self.protocol {
+            Protocol::Chatd | Protocol::Web => line
+                .strip_prefix("*** The nickname ")
+                .and_then(|rest| rest.strip_suffix(" is already in use"))
+                .is_some_and(|nick| nick == self.clients[id].nick),
+            Protocol::Irc => line.split_whitespace().nth(1) == Some("433"),
+        }
+    }
+
     /// Sends the nickname again for every client whose wait after "in use" is over.
     fn ask_nicks_again(&mut self) {
         let now = Instant::now();
@@ -395,16 +406,13 @@ impl Load {
             }
             return;
         }
-        let nick = &self.clients[id].nick;
-        let in_use = match self.protocol {
-            Protocol::Chatd | Protocol::Web => {
-                line == format!("*** The nickname {nick} is already in use")
-            }
-            Protocol::Irc => line.split_whitespace().nth(1) == Some("433"),
-        };
-        if in_use {
+        if self.refuses_nick(id, line) {
             if self.nicks_in_use == 0 {
-                eprintln!("chatd-bench: the nickname {nick} is in use; asking again every 50 ms");
+                eprintln!(
+                    "chatd-bench: the nickname {} is in use; asking again every {} ms",
+                    self.clients[id].nick,
+                    NICK_RETRY.as_millis()
+                );
             }
             self.nicks_in_use += 1;
             self.clients[id].nick_again_at = Some(Instant::now() + NICK_RETRY);
@@ -428,7 +436,9 @@ impl Load {
             }
         };
         if admitted {
-            self.clients[id].admitted_at = Some(Instant::now());
+            let client = &mut self.clients[id];
+            client.admitted_at = Some(Instant::now());
+            client.read_before_admission = String::new();
         } else {
             let seen = &mut self.clients[id].read_before_admission;
             if seen.len() < 1024 {

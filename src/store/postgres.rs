@@ -16,8 +16,8 @@
 //! and `topics`; version 2 adds `search_text` (the tokens), `tsv` (generated from it) and a GIN
 //! index, filling `search_text` for the lines already there; version 3 the accounts
 //! ([`accounts`]: their tables and queries), version 4 the kept messages' names. The version
-//! is the one row of `chatd_schema`. Each migration is a transaction holding an advisory lock, so that two
-//! brokers starting at once migrate one after the other.
+//! is the one row of `chatd_schema`. Each migration is a transaction holding an advisory lock,
+//! so that two brokers starting at once migrate one after the other.
 
 use std::path::Path;
 use std::str::FromStr;
