@@ -82,7 +82,8 @@ const state = {
   seen: new Set(),
   seenOrder: [],
   lastId: null,
-  // While a reconnect catches up: { room, after, asked, rounds, held, timer } (see below).
+  // While a reconnect catches up: { room, after, asked, wentBack, rounds, held,
+  // timer } (see below).
   catchUp: null,
   // The private lines shown (nick, text, at), and a held "N messages while you were away:".
   privates: [],
@@ -234,14 +235,17 @@ function noteSeen(id) {
 // before, less what was shown already. Lines that come while the answer is awaited are held
 // and shown after it. A login that lands in another room (the default one) first goes back
 // to the room the page was in. Given up after a while, or if the page ends up elsewhere.
+// `after` is null when the page showed no line in the room (just joined, nobody spoke): it
+// still goes back there, and the history the join brings is all there is to show.
 function startCatchUp() {
-  if (!state.lastId || !state.room) {
+  if (!state.room) {
     return;
   }
   state.catchUp = {
     room: state.room,
     after: state.lastId,
     asked: false,
+    wentBack: false,
     rounds: 0,
     held: [],
     timer: setTimeout(endCatchUp, 15000),
@@ -798,10 +802,14 @@ function onYou(you) {
   }
   const catchUp = state.catchUp;
   if (catchUp && !catchUp.asked) {
-    if (you.room === catchUp.room) {
+    if (you.room === catchUp.room && catchUp.after) {
       askMissed(catchUp.after);
+    } else if (you.room === catchUp.room) {
+      // Nothing to ask after. Back from the default room, the history held is that room's.
+      endCatchUp(catchUp.wentBack);
     } else if (firstOfConnection) {
       // A new connection starts in the default room: back to the one the page was in.
+      catchUp.wentBack = true;
       typeLine("/join " + catchUp.room, { automatic: true });
     } else {
       endCatchUp(false);

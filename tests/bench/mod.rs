@@ -76,7 +76,7 @@ fn a_nickname_in_use_when_the_benchmark_connects_is_asked_for_again() {
     ]));
     bench.wait_for_log("the nickname b1 is in use; asking again");
     drop(holder);
-    assert!(bench.wait_exit().success(), "{:?}", bench.log());
+    assert!(bench.wait_exit().success(), "{:?}", bench.whole_log());
 }
 
 /// The floor (`chatd-floor`, bench/floor/main.rs) serves the load generator as chatd does:

@@ -376,7 +376,7 @@ fn chatctl_shutdown_logs_no_warning_for_the_pipes_it_closes() {
             client.expect_closed();
         }
         assert!(daemon.wait_exit().success());
-        let log = daemon.log();
+        let log = daemon.whole_log();
         // From the operator's request on (the start may warn, e.g. about running as nobody).
         assert!(log.iter().any(|l| l.contains("operator asked for a shutdown")), "{log:#?}");
         let warnings: Vec<&String> = log

@@ -535,7 +535,7 @@ fn start_through(
     } else {
         assert!(!daemon.wait_exit().success(), "a refusal is a failure exit");
     }
-    (listened, daemon.log().join("\n"))
+    (listened, daemon.whole_log().join("\n"))
 }
 
 #[test]

@@ -61,7 +61,11 @@ pub fn stop(daemon: &mut Daemon) {
     let group = daemon.pid();
     daemon.signal(Signal::SIGTERM);
     let status = daemon.wait_exit();
-    assert!(status.success(), "the master exited with {status}; log:\n{}", daemon.log().join("\n"));
+    assert!(
+        status.success(),
+        "the master exited with {status}; log:\n{}",
+        daemon.whole_log().join("\n")
+    );
     wait_until("every process of the daemon is gone", || processes_in_group(group).is_empty());
 }
 

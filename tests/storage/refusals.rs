@@ -32,7 +32,7 @@ fn start_on_planted(plant: impl FnOnce(&Path)) -> Ended {
     give_to_nobody(&state);
     let mut chatd = spawn_chatd(runtime.path(), "", &[], &[]);
     let status = chatd.wait_exit();
-    Ended { status, log: chatd.log().join("\n"), db, _runtime: runtime }
+    Ended { status, log: chatd.whole_log().join("\n"), db, _runtime: runtime }
 }
 
 #[test]

@@ -159,7 +159,7 @@ fn a_restarted_master_gets_its_stored_listener_back_and_adopts_the_broker() {
     assert!(second.wait_exit().success());
     // It saw the adopted broker end (not its child: no SIGCHLD tells it), rather than waiting
     // out the grace and killing what it took for a survivor.
-    let log = second.log();
+    let log = second.whole_log();
     assert!(log.iter().any(|line| line.contains("all children gone; exiting")), "{log:#?}");
     let orphans = first.pid();
     wait_until("the orphans are gone", || crate::util::processes_in_group(orphans).is_empty());

@@ -33,6 +33,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 struct LogLines {
     lines: Mutex<Vec<String>>,
     grew: Condvar,
+    /// Every process that shared standard error has closed it: no line is still to come.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// A process started by a test in its own process group, whose standard error is collected
@@ -62,6 +64,10 @@ impl Spawned {
                 lines.push(line);
                 sink.grew.notify_all();
             }
+            let lines = sink.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            sink.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            sink.grew.notify_all();
+            drop(lines);
         });
         Spawned { child: Some(child), log }
     }
@@ -73,6 +79,23 @@ impl Spawned {
     /// Every line of standard error so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lines.lock().expect("log lock").clone()
+    }
+
+    /// Every line of standard error, once every process that shared it has closed it (after
+    /// [`Spawned::wait_exit`]: the exit of the process does not mean its last lines were read).
+    pub fn whole_log(&self) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = self.log.lines.lock().expect("log lock");
+        while !self.log.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "standard error is still open after {PATIENCE:?}; so far:\n{}",
+                lines.join("\n")
+            );
+            lines = self.log.grew.wait_timeout(lines, left).expect("log lock").0;
+        }
+        lines.clone()
     }
 
     /// Waits for a line of standard error containing `needle` and returns it.

@@ -292,6 +292,35 @@ def check_reconnect(page):
     still_whole(page, before, "reconnect")
 
 
+def check_quiet_room(page):
+    """The socket drops while alice is in a room where nothing was said yet, and bob says a
+    line there: the page goes back to that room, not to the default one it logs in to, and
+    shows that line as the room's history, and nothing of the default room's again."""
+    driver = page.driver
+
+    def count(text):
+        return sum(text in row["whole"] for row in page.rows())
+
+    page.type("/join quiet")
+    page.row_with("alice has joined quiet", "system")
+    reconnects, joins = count("reconnected"), count("alice has joined quiet")
+    # The page stays away until told (its next try would be 1 s away, and is called off).
+    page.js("state.socket.close()")
+    page.wait("the page noticing", lambda: page.phase() == "connecting")
+    page.js("clearTimeout(state.reconnectTimer)")
+    ask("bob-say", "/join quiet")
+    ask("bob-say", "said in quiet while alice was away")
+    ask("bob-expect", "<bob> said in quiet while alice was away")
+    page.js("connect()")
+    page.wait("the page reconnected", lambda: count("reconnected") > reconnects)
+    page.wait("alice back in quiet", lambda: count("alice has joined quiet") > joins)
+    page.wait("alice back in the chat", lambda: page.phase() == "chat")
+    assert driver.find_element(By.ID, "room").text == "quiet", "the page is not back in quiet"
+    page.row_with("said in quiet while alice was away", "history")
+    assert_no_duplicates(page, "back in quiet")
+    # The next check goes on from here: back in the lobby, its history would show again.
+
+
 def check_catch_up(page):
     """The socket is down while bob says 30 lines in the room `tea`, more than the 20 the room
     shows a newcomer: the page reconnects, goes back to `tea` from the default room, asks for
@@ -304,6 +333,8 @@ def check_catch_up(page):
     page.row_with("bob has joined tea", "system")
     page.type("tea for two")
     ask("bob-expect", "<alice> tea for two")
+    # Shown before the socket drops: the page asks for what was said after it.
+    page.row_with("tea for two", "chat")
     before = chat_lines(page)
     # The page stays away until told: its next try would be 30 s away, and is called off.
     page.js("state.attempt = BACKOFF_SECONDS.length; state.socket.close()")
@@ -510,6 +541,7 @@ def main():
             check_chat(page, args)
             check_broker_restart(page)
             check_reconnect(page)
+            check_quiet_room(page)
             check_catch_up(page)
             check_console(driver)
             chat_tab = driver.current_window_handle
