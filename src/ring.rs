@@ -247,6 +247,11 @@ impl RingWriter {
         self.head
     }
 
+    /// Whether records were appended since the last [`RingWriter::publish`].
+    pub fn has_unpublished(&self) -> bool {
+        self.head != self.published
+    }
+
     /// Makes everything appended visible; true if anything was new since the last call.
     pub fn publish(&mut self) -> bool {
         if self.head == self.published {

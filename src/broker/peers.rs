@@ -7,8 +7,9 @@
 //! appended once to its room's ring, whatever the room's size; an event for one session is
 //! queued on its socket, preceded by a `RingMark` when that session's ring moved since the last
 //! one, so that the session shows both in the broker's order. A member that enters a room is
-//! handed the room's ring (`RingHandover`, with the ring's descriptors) before anything that
-//! room is told. Sockets are written once per peer per loop turn ([`Peers::flush`]); rings are
+//! handed the room's ring (`RingHandover`, with the ring's descriptors) before anything else
+//! that room is told: just after the record of its own arrival, which it is sent on its socket
+//! (so that its topic and history wait for no publishing of the ring). Sockets are written once per peer per loop turn ([`Peers::flush`]); rings are
 //! published after that ([`Peers::end_turn`]). A peer whose socket queue would overflow is
 //! dropped as too slow, once; a session that a ring lapped says so itself
 //! ([`Peers::fell_behind`]).
@@ -27,7 +28,7 @@ use mio::Registry;
 
 use super::link::PeerChannel;
 use super::remembered::Remembered;
-use super::rings::{RingId, Rings};
+use super::rings::{Pace, RingId, Rings};
 use super::room::{Audience, Changes, Delivery, MemberId, Rooms};
 use crate::channel::{Frames, SendError};
 use crate::outbuf::Overflow;
@@ -209,10 +210,12 @@ impl Peers {
 
     /// Delivers what a change of the rooms produced: first every member who entered a room is
     /// handed its ring, then each event goes to its audience — a room's once to its ring, one
-    /// session's to its socket. Returns how many members each event reached (a room's members
-    /// count one each).
+    /// session's to its socket. A member whose own arrival the room is told is handed the ring
+    /// just after that record, and told it on its socket: nothing it is sent next waits behind
+    /// a mark for the room to publish its arrival (which may take a while, see `Pace`).
+    /// Returns how many members each event reached (a room's members count one each).
     pub(super) fn deliver(&mut self, rooms: &mut Rooms, deliveries: Vec<Delivery>) -> u64 {
-        self.apply_changes(rooms);
+        let mut arriving = self.apply_changes(rooms, &deliveries);
         let mut copies = 0;
         for delivery in deliveries {
             match &delivery.to {
@@ -223,10 +226,24 @@ impl Peers {
                     }
                 }
                 Audience::Room(key) => {
+                    let newcomer =
+                        arrival_of(rooms, key, &delivery.event).filter(|id| arriving.contains(id));
                     if self.broadcast(key, &delivery.event) {
                         copies += rooms.members_in(key) as u64;
                     }
+                    if let Some(id) = newcomer {
+                        arriving.retain(|&other| other != id);
+                        self.hand_over(id, key);
+                        if self.encode(&delivery.event) {
+                            self.queue_frame(id);
+                        }
+                    }
                 }
+            }
+        }
+        for id in arriving {
+            if let Some(room) = rooms.room_of(id) {
+                self.hand_over(id, room);
             }
         }
         self.check_readers(rooms);
@@ -274,13 +291,24 @@ impl Peers {
         self.to_check = due;
     }
 
-    /// Hands every member who entered a room since the last call that room's ring, and lets
-    /// vanished rooms' rings go at the end of the turn.
-    fn apply_changes(&mut self, rooms: &mut Rooms) {
+    /// Hands every member who entered a room since the last call that room's ring — except
+    /// those whose arrival `deliveries` tell the room: they leave their old ring now and are
+    /// returned, to be handed the new one after that record — and lets vanished rooms' rings
+    /// go at the end of the turn.
+    fn apply_changes(&mut self, rooms: &mut Rooms, deliveries: &[Delivery]) -> Vec<MemberId> {
         let mut changes = std::mem::take(&mut self.changes);
         rooms.take_changes(&mut changes);
+        let mut arriving = Vec::new();
         for &id in &changes.entered {
-            if let Some(room) = rooms.room_of(id) {
+            let Some(room) = rooms.room_of(id) else { continue };
+            let announced = deliveries.iter().any(|delivery| {
+                matches!(&delivery.to, Audience::Room(key) if key == room)
+                    && arrival_of(rooms, room, &delivery.event) == Some(id)
+            });
+            if announced {
+                self.leave_ring(id);
+                arriving.push(id);
+            } else {
                 self.hand_over(id, room);
             }
         }
@@ -288,6 +316,18 @@ impl Peers {
             self.rings.room_vanished(key);
         }
         self.changes = changes;
+        arriving
+    }
+
+    /// `id` is leaving the room whose ring it reads: what that ring said before now still
+    /// comes first (a mark), and nothing after is for it.
+    fn leave_ring(&mut self, id: MemberId) {
+        let Some(peer) = self.table.get_mut(&id) else { return };
+        let marked = mark_ring_position(&mut self.rings, peer);
+        peer.ring = None;
+        if marked.is_err() {
+            self.after_queueing(id, marked);
+        }
     }
 
     /// Gives `id` the ring of the room with key `room` (made if it has none), from its head:
@@ -307,6 +347,8 @@ impl Peers {
             self.doom(id, LeaveReason::ConnectionLost);
             return;
         }
+        let Some(peer) = self.table.get_mut(&id) else { return };
+        let marked = queued_or_overflow(mark_ring_position(&mut self.rings, peer));
         let (Some(peer), Some(ring)) = (self.table.get_mut(&id), self.rings.get(room)) else {
             return;
         };
@@ -314,7 +356,7 @@ impl Peers {
         let held = HeldRing { room: room.to_string(), id: ring.id, marked: start, read: start };
         let (memfd, doorbell) = ring.writer.descriptors();
         let handover = Event::RingHandover { start };
-        let sent = queued_or_overflow(mark_ring_position(&self.rings, peer)).and_then(|()| {
+        let sent = marked.and_then(|()| {
             let mut sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
             if matches!(sent, Err(SendError::TooManyDescriptors { .. })) {
                 // Earlier handovers' descriptors still wait (a paste of /joins): they go now,
@@ -374,7 +416,11 @@ impl Peers {
             error!("cannot encode a broadcast: {err}");
             return false;
         }
-        self.rings.append(key, &self.record)
+        let pace = match broadcast {
+            Broadcast::Joined { .. } | Broadcast::Left { .. } => Pace::Presence,
+            _ => Pace::Prompt,
+        };
+        self.rings.append(key, &self.record, pace)
     }
 
     /// Encodes `event` once and queues it for each of `ids` (every session, for an
@@ -421,7 +467,7 @@ impl Peers {
         if peer.too_slow {
             return;
         }
-        let sent = mark_ring_position(&self.rings, peer).and_then(|()| send(&mut peer.channel));
+        let sent = mark_ring_position(&mut self.rings, peer).and_then(|()| send(&mut peer.channel));
         self.after_queueing(id, sent);
     }
 
@@ -566,8 +612,9 @@ impl Peers {
 }
 
 /// Queues a `RingMark` for `peer` if its ring's head moved since the last one: what follows on
-/// its socket comes after every record before that position.
-fn mark_ring_position(rings: &Rings, peer: &mut Peer) -> Result<(), Overflow> {
+/// its socket comes after every record before that position. The ring is hurried: that frame
+/// waits until the records before the mark are published.
+fn mark_ring_position(rings: &mut Rings, peer: &mut Peer) -> Result<(), Overflow> {
     let Some(held) = &mut peer.ring else { return Ok(()) };
     let Some(head) = rings.head_of(&held.room, held.id) else { return Ok(()) };
     if head == held.marked {
@@ -575,7 +622,14 @@ fn mark_ring_position(rings: &Rings, peer: &mut Peer) -> Result<(), Overflow> {
     }
     queued(peer.channel.send_event(&Event::RingMark { position: head }, &[]))?;
     held.marked = head;
+    rings.hurry(&held.room);
     Ok(())
+}
+
+/// The member whose arrival in room `key` `event` tells, if it does.
+fn arrival_of(rooms: &Rooms, key: &str, event: &Event) -> Option<MemberId> {
+    let Event::Joined { nick, .. } = event else { return None };
+    rooms.find(nick).filter(|&id| rooms.room_of(id).is_some_and(|room| room == key))
 }
 
 /// A mark's overflow as a send's error, so that a handover can follow it in one chain.
@@ -734,40 +788,79 @@ mod tests {
         let (mut peers, mut one_end, mut two_end) = two_peers(1 << 16);
         let mut rooms = lobby();
         peers.deliver(&mut rooms, vec![to_room("before")]);
+        // As the broker does before a `/join`.
+        peers.prepare_ring("rust").expect("a ring");
+        let moved = rooms.join(2, "rust");
+        peers.deliver(&mut rooms, moved);
         let moved = rooms.join(1, "rust");
         peers.deliver(&mut rooms, moved);
         peers.flush();
         peers.end_turn(&rooms, Instant::now());
         let events = received(&mut one_end);
-        // The topic follows her own arrival in the new ring: marked.
+        // Her own arrival comes on her socket, and the new ring starts after it: the topic
+        // waits behind no mark.
         let [
             Event::RingHandover { start: 0 },
             Event::RingMark { position },
-            Event::RingHandover { start: 0 },
-            Event::RingMark { .. },
+            Event::RingHandover { start },
+            Event::Joined { nick, .. },
             Event::Topic { .. },
         ] = &events[..]
         else {
             panic!("{events:?}");
         };
+        assert_eq!(nick, "alice");
         let mut lobby_ring = handed_ring(&mut one_end, 0);
-        let mut rust_ring = handed_ring(&mut one_end, 0);
+        let mut rust_ring = handed_ring(&mut one_end, *start);
         let lobby_records = records(&mut lobby_ring);
         assert_eq!(lobby_records[0], Event::Announcement { text: "before".into() });
         assert!(
-            matches!(&lobby_records[1..], [Event::Left { nick, .. }] if nick == "alice"),
+            matches!(lobby_records.last(), Some(Event::Left { nick, .. }) if nick == "alice"),
             "her departure went to the lobby after her mark: {lobby_records:?}"
         );
         assert!(0 < *position && *position < lobby_ring.position());
-        assert!(
-            matches!(&records(&mut rust_ring)[..], [Event::Joined { nick, .. }] if nick == "alice"),
-            "the newcomer's own arrival is in its new ring"
+        assert_eq!(records(&mut rust_ring), vec![], "nothing after her own arrival yet");
+        // Bob, in the room already, reads her arrival in its ring.
+        let bob_events = received(&mut two_end);
+        let Some(Event::RingHandover { start: bob_start }) = bob_events.get(2) else {
+            panic!("{bob_events:?}");
+        };
+        let _lobby = handed_ring(&mut two_end, 0);
+        let mut bob_ring = handed_ring(&mut two_end, *bob_start);
+        assert_eq!(
+            records(&mut bob_ring),
+            vec![Event::Joined { nick: "alice".into(), room: "rust".into() }]
         );
-        // Bob still reads the lobby, where alice's departure went after her mark.
-        let _ = received(&mut two_end);
-        let mut bob_ring = handed_ring(&mut two_end, 0);
-        let bob_records = records(&mut bob_ring);
-        assert!(matches!(bob_records.last(), Some(Event::Left { nick, .. }) if nick == "alice"));
+    }
+
+    #[test]
+    fn arrivals_and_departures_wait_longer_than_lines_and_a_mark_hurries_them() {
+        let (mut peers, mut one_end, _two_end) = two_peers(1 << 16);
+        let mut rooms = lobby();
+        let start = Instant::now();
+        peers.deliver(&mut rooms, vec![to_room("first")]);
+        assert_eq!(peers.end_turn(&rooms, start), None, "after a quiet spell: at once");
+        rooms.login(3, 1003, "carol");
+        let arrival = || Delivery {
+            to: Audience::Room("lobby".into()),
+            event: Event::Joined { nick: "carol".into(), room: "lobby".into() },
+        };
+        peers.deliver(&mut rooms, vec![arrival()]);
+        let due = peers.end_turn(&rooms, start).expect("the arrival waits");
+        assert_eq!(due - start, Duration::from_micros(300), "100 µs per member");
+        // A line said meanwhile is published at its own pace, the arrival with it.
+        peers.deliver(&mut rooms, vec![to_room("a line")]);
+        let due = peers.end_turn(&rooms, start).expect("the line waits");
+        assert_eq!(due - start, Duration::from_micros(30), "10 µs per member");
+        assert_eq!(peers.end_turn(&rooms, due), None);
+        peers.flush();
+        let _ = received(&mut one_end);
+        let mut ring = handed_ring(&mut one_end, 0);
+        assert_eq!(records(&mut ring).len(), 3, "the first line, the arrival, the line");
+        // A frame behind a mark does not wait for an arrival's pace.
+        peers.deliver(&mut rooms, vec![arrival(), to_one(1, "a reply")]);
+        let due = peers.end_turn(&rooms, due).expect("waits");
+        assert_eq!(due - start, Duration::from_micros(60), "hurried by the mark");
     }
 
     #[test]

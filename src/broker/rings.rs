@@ -27,21 +27,45 @@ pub(super) struct RoomRing {
     pub(super) writer: RingWriter,
     /// Got records this turn: published and rung at the end of it.
     dirty: bool,
+    /// What its unpublished records may wait for (see [`Pace`]).
+    pace: Pace,
     /// The head when its members' reading was last checked (every quarter of the ring).
     checked_at: u64,
     /// When its doorbell last rang.
     rung_at: Option<Instant>,
 }
 
-/// How long a room's doorbell stays quiet after it rang, by the room's size: 10 µs per member,
-/// at most 50 ms. Each ring wakes every member that sleeps, and a woken member writes to its
-/// client: a room flooded with lines (or with the join lines of a crowd arriving) would
-/// otherwise wake each member once per line, N² wake-ups for N logins. A line that comes after
+/// How long a room's doorbell stays quiet after it rang while a line or other news waits, by
+/// the room's size: 10 µs per member, at most 50 ms. Each ring wakes every member that sleeps,
+/// and a woken member writes to its client: a room flooded with lines would otherwise wake
+/// each member once per line. A line that comes after
 /// a quiet spell is published at once (at 50 lines/s, a room of 1,000 waits for nothing); those
 /// that follow it within the interval are published together when it ends.
 fn quiet_interval(members: usize) -> Duration {
     const PER_MEMBER: Duration = Duration::from_micros(10);
     const LONGEST: Duration = Duration::from_millis(50);
+    PER_MEMBER.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX)).min(LONGEST)
+}
+
+/// How long a ring's unpublished records may wait after its doorbell last rang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Pace {
+    /// Arrivals and departures only: [`presence_interval`].
+    Presence,
+    /// A line, any other room news, or a member's socket frame waiting behind a mark (see
+    /// `Peers::queue_with`): [`quiet_interval`].
+    Prompt,
+}
+
+/// How long a room's doorbell stays quiet after it rang when all that waits is arrivals and
+/// departures: 100 µs per member, at most 250 ms. Ten times the [`quiet_interval`]: every
+/// member is told every arrival, so a crowd of N logging in is N² lines to show; woken at
+/// most 10,000 times a second in all (rather than 100,000), members show them in batches
+/// (measured in docs/PERFORMANCE.md). Nobody waits on an arrival, and a line said meanwhile
+/// brings the room's waiting news with it at its own, shorter, interval.
+fn presence_interval(members: usize) -> Duration {
+    const PER_MEMBER: Duration = Duration::from_micros(100);
+    const LONGEST: Duration = Duration::from_millis(250);
     PER_MEMBER.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX)).min(LONGEST)
 }
 
@@ -84,7 +108,14 @@ impl Rings {
             let writer = RingWriter::create(&format!("chatd room {key}"), self.capacity)?;
             let id = self.next_id;
             self.next_id += 1;
-            let ring = RoomRing { id, writer, dirty: false, checked_at: 0, rung_at: None };
+            let ring = RoomRing {
+                id,
+                writer,
+                dirty: false,
+                pace: Pace::Presence,
+                checked_at: 0,
+                rung_at: None,
+            };
             self.by_room.insert(key.to_string(), ring);
             self.vanished.push(key.to_string());
         }
@@ -101,14 +132,16 @@ impl Rings {
         self.by_room.get(key).filter(|ring| ring.id == id).map(|ring| ring.writer.head())
     }
 
-    /// Appends one record to room `key`'s ring. A room without a ring has no member who could
-    /// read it: nothing is appended. False if the record could not be (logged).
-    pub(super) fn append(&mut self, key: &str, record: &[u8]) -> bool {
+    /// Appends one record to room `key`'s ring, to be published at `pace` (or sooner). A room
+    /// without a ring has no member who could read it: nothing is appended. False if the
+    /// record could not be (logged).
+    pub(super) fn append(&mut self, key: &str, record: &[u8], pace: Pace) -> bool {
         let Some(ring) = self.by_room.get_mut(key) else {
             return true;
         };
         match ring.writer.append(record) {
             Ok(_) => {
+                ring.pace = ring.pace.max(pace);
                 if !ring.dirty {
                     ring.dirty = true;
                     self.dirty.push(key.to_string());
@@ -127,6 +160,16 @@ impl Rings {
         }
     }
 
+    /// A member of room `key` was sent a mark ahead of what its ring has published: the
+    /// frame behind it waits for the ring, which is published at the prompt pace.
+    pub(super) fn hurry(&mut self, key: &str) {
+        if let Some(ring) = self.by_room.get_mut(key)
+            && ring.writer.has_unpublished()
+        {
+            ring.pace = Pace::Prompt;
+        }
+    }
+
     /// Takes the keys of rings whose members' reading is due for a check (see
     /// `Peers::check_readers`); `into` is cleared first.
     pub(super) fn take_due_for_check(&mut self, into: &mut Vec<String>) {
@@ -141,8 +184,8 @@ impl Rings {
     }
 
     /// The end of a turn: every ring with new records is published and its doorbell rung
-    /// once, unless it rang less than its quiet interval ago (see [`quiet_interval`]; a ring
-    /// whose room is gone is published at once, for the members reading up to a mark in it);
+    /// once, unless it rang less than its interval ago (see [`Pace`]; a ring whose room is
+    /// gone is published at once, for the members reading up to a mark in it);
     /// then rings of vanished rooms are dropped. `members_in` and `exists` say how many a
     /// room has and whether it is (again). Returns when the next waiting ring is due.
     pub(super) fn end_turn(
@@ -155,12 +198,17 @@ impl Rings {
         let mut waiting = std::mem::take(&mut self.dirty);
         waiting.retain(|key| {
             let Some(ring) = self.by_room.get_mut(key) else { return false };
-            let due = ring.rung_at.map(|at| at + quiet_interval(members_in(key)));
+            let interval = match ring.pace {
+                Pace::Presence => presence_interval(members_in(key)),
+                Pace::Prompt => quiet_interval(members_in(key)),
+            };
+            let due = ring.rung_at.map(|at| at + interval);
             if let Some(due) = due.filter(|&due| now < due && exists(key)) {
                 next_due = Some(next_due.map_or(due, |next| next.min(due)));
                 return true;
             }
             ring.dirty = false;
+            ring.pace = Pace::Presence;
             ring.rung_at = Some(now);
             if ring.writer.publish()
                 && let Err(err) = ring.writer.ring_doorbell()
@@ -184,6 +232,7 @@ impl Rings {
         for key in self.dirty.drain(..) {
             if let Some(ring) = self.by_room.get_mut(&key) {
                 ring.dirty = false;
+                ring.pace = Pace::Presence;
                 if ring.writer.publish() {
                     let _ = ring.writer.ring_doorbell();
                 }

@@ -175,7 +175,8 @@ impl Session {
         }
     }
 
-    /// One record of the ring: a line goes the allocation-free way, anything else as an event.
+    /// One record of the ring: a line, or someone else's arrival, goes the allocation-free
+    /// way, anything else as an event.
     fn handle_record(&mut self, record: &[u8]) {
         match codec::decode_payload::<Broadcast<'_>>(record) {
             Ok(Broadcast::Chat(said)) => {
@@ -185,6 +186,14 @@ impl Session {
             Ok(Broadcast::Action(said)) => {
                 self.broker.heard();
                 self.show_said(&said, true);
+            }
+            // Someone else's arrival changes nothing but the screen: shown without allocating.
+            // (A page gets its structure too, and its own arrival moves this session.)
+            Ok(Broadcast::Joined { nick, room })
+                if !self.is_browser() && self.state.is_someone_else(nick) =>
+            {
+                self.broker.heard();
+                self.show_arrival(nick, room);
             }
             Ok(broadcast) => self.handle_event(broadcast.to_event()),
             Err(err) => {

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use super::render::Shown;
+use super::render::{self, Shown};
 use super::state::Phase;
 use super::telnet;
 use super::{CLOSE_GRACE, Closing, Session, TRAFFIC_REPORT};
@@ -100,6 +100,20 @@ impl Session {
         let mut scratch = std::mem::take(&mut self.terminal.output);
         let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
         self.terminal.write_said(said, action, hh_mm, ring, &mut scratch.bytes);
+        self.send_text(&scratch.bytes);
+        scratch.bytes.clear();
+        self.terminal.output = scratch;
+    }
+
+    /// Shows that someone else has joined the room (a ring record's, decoded borrowed), as
+    /// `write_lines` shows its event, without allocating: in a room a crowd logs in to, every
+    /// member is told every arrival, and allocating per arrival was most of what a session did
+    /// (see docs/PERFORMANCE.md).
+    pub(super) fn show_arrival(&mut self, nick: &str, room: &str) {
+        let (nick, room) = (render::user_text(nick), render::user_text(room));
+        let mut scratch = std::mem::take(&mut self.terminal.output);
+        let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
+        self.terminal.write_system(&render::arrival(&nick, &room), hh_mm, &mut scratch.bytes);
         self.send_text(&scratch.bytes);
         scratch.bytes.clear();
         self.terminal.output = scratch;

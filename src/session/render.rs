@@ -67,6 +67,13 @@ pub fn user_text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The pieces of the system line telling that `nick` has joined `room` (both cleaned with
+/// [`user_text`]): `Terminal::write_system` puts them together without allocating, for the
+/// arrivals of a crowd in a room.
+pub fn arrival<'a>(nick: &'a str, room: &'a str) -> [&'a str; 3] {
+    [nick, " has joined ", room]
+}
+
 /// A system line.
 pub fn system(text: &str) -> Shown {
     Shown {
@@ -126,7 +133,7 @@ pub fn event(event: &Event) -> Vec<Shown> {
             said(Kind::Chat, before, from, after, text)
         }
         Event::Joined { nick, room } => {
-            system(&format!("{} has joined {}", user_text(nick), user_text(room)))
+            system(&arrival(&user_text(nick), &user_text(room)).concat())
         }
         Event::Left { nick, room, reason } => {
             let nick = user_text(nick);

@@ -184,6 +184,12 @@ impl SessionState {
         }
     }
 
+    /// Whether `nick` is someone else's, in a session that is chatting (whose own arrivals and
+    /// renames change its state; others' change nothing here).
+    pub fn is_someone_else(&self, nick: &str) -> bool {
+        matches!(&self.phase, Phase::Chatting { nick: mine, .. } if !names::same(mine, nick))
+    }
+
     /// Whether this user asked not to see `nick`'s lines: `nick` is one of the ignored, in any
     /// case, or would pass for one on screen (so a lookalike nick does not dodge `/ignore`).
     pub fn is_ignored(&self, nick: &str) -> bool {

@@ -80,6 +80,8 @@ pub struct Terminal {
     /// Where lines are put together before they are encoded; reused, so that rendering a line
     /// allocates nothing once it has grown to the longest line.
     text: String,
+    /// Where a system line's text is put together from its pieces (see [`Terminal::write_system`]).
+    system_text: String,
     /// The session's reused buffers for what it writes (see `output`); kept here, with the
     /// rest of the client's output side.
     pub(super) output: OutputScratch,
@@ -120,6 +122,7 @@ impl Default for Terminal {
             charset_hinted: false,
             editor: None,
             text: String::new(),
+            system_text: String::new(),
             output: OutputScratch::default(),
             input: InputScratch::default(),
         }
@@ -184,6 +187,27 @@ impl Terminal {
         let (before, after) = render::said_frame(action);
         let parts = Parts { kind: Kind::Chat, before, nick: &nick, after, text: &text };
         self.write_with(ring, out, |terminal, text| terminal.format(&parts, hh_mm, text));
+    }
+
+    /// Appends the system line whose text is `pieces` one after the other to `out`, exactly
+    /// as [`write_lines`] writes `render::system` of the same text, without allocating once
+    /// the reused buffers have grown: a room's arrivals are shown this way, one per member
+    /// of a crowd that logs in (the pieces are cleaned by the caller, as `render` cleans them).
+    ///
+    /// [`write_lines`]: Terminal::write_lines
+    pub fn write_system(&mut self, pieces: &[&str], hh_mm: &str, out: &mut Vec<u8>) {
+        let mut system_text = std::mem::take(&mut self.system_text);
+        system_text.clear();
+        system_text.extend(pieces.iter().copied());
+        let parts = Parts {
+            kind: Kind::System,
+            before: render::SYSTEM_PREFIX,
+            nick: "",
+            after: "",
+            text: &system_text,
+        };
+        self.write_with(false, out, |terminal, text| terminal.format(&parts, hh_mm, text));
+        self.system_text = system_text;
     }
 
     /// Puts together what `lines` writes, between taking the line being typed off the screen
@@ -762,6 +786,24 @@ mod tests {
                     let mut now = Vec::new();
                     terminal.write_lines(&lines, "09:41", ring, &mut now);
                     assert_eq!(now, before, "{lines:?} on {terminal:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_arrival_is_written_byte_for_byte_as_its_event_is() {
+        use crate::proto::Event;
+        for mut terminal in terminals() {
+            for nick in SAID_NICKS {
+                for room in ["lobby", "\x1b[2Jr\u{F6}\u{F6}m", "*** \u{5C0F}\u{660E}"] {
+                    let event = Event::Joined { nick: nick.into(), room: room.into() };
+                    let mut before = b"queued ".to_vec();
+                    terminal.write_lines(&render::event(&event), "09:41", false, &mut before);
+                    let (nick, room) = (render::user_text(nick), render::user_text(room));
+                    let mut now = b"queued ".to_vec();
+                    terminal.write_system(&render::arrival(&nick, &room), "09:41", &mut now);
+                    assert_eq!(now, before, "{event:?} on {terminal:?}");
                 }
             }
         }
