@@ -175,8 +175,8 @@ impl Session {
         }
     }
 
-    /// One record of the ring: a line, or someone else's arrival, goes the allocation-free
-    /// way, anything else as an event.
+    /// One record of the ring: a line, or someone else's arrival or departure, goes the
+    /// allocation-free way, anything else as an event.
     fn handle_record(&mut self, record: &[u8]) {
         match codec::decode_payload::<Broadcast<'_>>(record) {
             Ok(Broadcast::Chat(said)) => {
@@ -187,13 +187,19 @@ impl Session {
                 self.broker.heard();
                 self.show_said(&said, true);
             }
-            // Someone else's arrival changes nothing but the screen: shown without allocating.
-            // (A page gets its structure too, and its own arrival moves this session.)
+            // Someone else's arrival or departure changes nothing but the screen: shown without
+            // allocating. (A page gets its structure too; its own arrival moves this session.)
             Ok(Broadcast::Joined { nick, room })
                 if !self.is_browser() && self.state.is_someone_else(nick) =>
             {
                 self.broker.heard();
-                self.show_arrival(nick, room);
+                self.show_room_news(|text| render::arrival_text(nick, room, text));
+            }
+            Ok(Broadcast::Left { nick, room, reason })
+                if !self.is_browser() && self.state.is_someone_else(nick) =>
+            {
+                self.broker.heard();
+                self.show_room_news(|text| render::departure_text(nick, room, &reason, text));
             }
             Ok(broadcast) => self.handle_event(broadcast.to_event()),
             Err(err) => {

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use super::render::{self, Shown};
+use super::render::Shown;
 use super::state::Phase;
 use super::telnet;
 use super::{CLOSE_GRACE, Closing, Session, TRAFFIC_REPORT};
@@ -105,15 +105,14 @@ impl Session {
         self.terminal.output = scratch;
     }
 
-    /// Shows that someone else has joined the room (a ring record's, decoded borrowed), as
-    /// `write_lines` shows its event, without allocating: in a room a crowd logs in to, every
-    /// member is told every arrival, and allocating per arrival was most of what a session did
-    /// (see docs/PERFORMANCE.md).
-    pub(super) fn show_arrival(&mut self, nick: &str, room: &str) {
-        let (nick, room) = (render::user_text(nick), render::user_text(room));
+    /// Shows a system line whose text `fill` appends (someone else's arrival or departure, from
+    /// a ring record decoded borrowed), as `write_lines` shows its event, without allocating:
+    /// every member of a room is told every arrival and departure of a crowd, and allocating
+    /// for each was a third of what a session did then (see docs/PERFORMANCE.md).
+    pub(super) fn show_room_news(&mut self, fill: impl FnOnce(&mut String)) {
         let mut scratch = std::mem::take(&mut self.terminal.output);
         let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
-        self.terminal.write_system(&render::arrival(&nick, &room), hh_mm, &mut scratch.bytes);
+        self.terminal.write_system(fill, hh_mm, &mut scratch.bytes);
         self.send_text(&scratch.bytes);
         scratch.bytes.clear();
         self.terminal.output = scratch;
@@ -349,6 +348,56 @@ mod tests {
             assert_eq!(shown, 500, "{terminal:?}");
             assert!(rang > 0 || !terminal.bell, "mentions by others ring: {rang}");
             assert_eq!(seen.acknowledged, 1020, "this user's own lines are acknowledged");
+        }
+    }
+
+    #[test]
+    fn a_crowd_arriving_and_leaving_reaches_the_queue_without_allocating() {
+        use crate::proto::LeaveReason;
+        use crate::session::render;
+        use std::borrow::Cow;
+        let reasons = [LeaveReason::ConnectionLost, LeaveReason::Quit(None), LeaveReason::TooSlow];
+        let records: Vec<Vec<u8>> = (0..600)
+            .map(|n| {
+                let nick = format!("guest{n}");
+                let broadcast = if n % 2 == 0 {
+                    Broadcast::Joined { nick: &nick, room: "lobby" }
+                } else {
+                    let reason = Cow::Borrowed(&reasons[n % 3]);
+                    Broadcast::Left { nick: &nick, room: "lobby", reason }
+                };
+                let mut record = Vec::new();
+                codec::encode_payload(&broadcast, &mut record).expect("encodes");
+                record
+            })
+            .collect();
+        // As `handle_record` and `show_room_news` do with each.
+        let show = |records: &[Vec<u8>], terminal: &mut Terminal, out: &mut Vec<u8>| {
+            for record in records {
+                match codec::decode_payload::<Broadcast<'_>>(record) {
+                    Ok(Broadcast::Joined { nick, room }) => terminal.write_system(
+                        |text| render::arrival_text(nick, room, text),
+                        "09:41",
+                        out,
+                    ),
+                    Ok(Broadcast::Left { nick, room, reason }) => terminal.write_system(
+                        |text| render::departure_text(nick, room, &reason, text),
+                        "09:41",
+                        out,
+                    ),
+                    other => panic!("{other:?}"),
+                }
+                out.clear();
+            }
+        };
+        for mut terminal in terminals() {
+            let mut out = Vec::new();
+            show(&records[..24], &mut terminal, &mut out);
+            let ((), allocations) = allocations_in(|| show(&records, &mut terminal, &mut out));
+            assert_eq!(
+                allocations, 0,
+                "allocations for 600 arrivals and departures on {terminal:?}"
+            );
         }
     }
 

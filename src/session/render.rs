@@ -11,6 +11,7 @@
 //! No I/O, no state.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 
 use crate::proto::{Event, Failure, HistoryLine, LeaveReason};
 use crate::session::help::HELP;
@@ -67,11 +68,38 @@ pub fn user_text(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// The pieces of the system line telling that `nick` has joined `room` (both cleaned with
-/// [`user_text`]): `Terminal::write_system` puts them together without allocating, for the
-/// arrivals of a crowd in a room.
-pub fn arrival<'a>(nick: &'a str, room: &'a str) -> [&'a str; 3] {
-    [nick, " has joined ", room]
+/// Appends the text of the system line telling that `nick` has joined `room` to `text`.
+/// Appending, not returning, is what lets `Terminal::write_system` show the arrivals of a
+/// crowd in a room without allocating (cleaning copies only what it changes).
+pub fn arrival_text(nick: &str, room: &str, text: &mut String) {
+    let _ = write!(text, "{} has joined {}", user_text(nick), user_text(room));
+}
+
+/// Appends the text of the system line telling that `nick` has left `room` for `reason` to
+/// `text` (see [`arrival_text`]: a crowd leaves the same way).
+pub fn departure_text(nick: &str, room: &str, reason: &LeaveReason, text: &mut String) {
+    let nick = user_text(nick);
+    let _ = match reason {
+        LeaveReason::JoinedOther(to) => {
+            write!(text, "{nick} has left {} (joined {})", user_text(room), user_text(to))
+        }
+        LeaveReason::Quit(Some(why)) => write!(text, "{nick} has left ({})", user_text(why)),
+        LeaveReason::Quit(None) => write!(text, "{nick} has left (quit)"),
+        LeaveReason::ConnectionLost => write!(text, "{nick} has left (connection lost)"),
+        LeaveReason::TooSlow => write!(text, "{nick} has left (too slow)"),
+        LeaveReason::Kicked(Some(why)) => {
+            write!(text, "{nick} was removed by an operator ({})", user_text(why))
+        }
+        LeaveReason::Kicked(None) => write!(text, "{nick} was removed by an operator"),
+        LeaveReason::Replaced => write!(text, "{nick} reconnected"),
+    };
+}
+
+/// A system line whose text `fill` appends.
+fn system_with(fill: impl FnOnce(&mut String)) -> Shown {
+    let mut text = String::new();
+    fill(&mut text);
+    Shown { text, ..system("") }
 }
 
 /// A system line.
@@ -132,31 +160,9 @@ pub fn event(event: &Event) -> Vec<Shown> {
             let (before, after) = said_frame(true);
             said(Kind::Chat, before, from, after, text)
         }
-        Event::Joined { nick, room } => {
-            system(&arrival(&user_text(nick), &user_text(room)).concat())
-        }
+        Event::Joined { nick, room } => system_with(|text| arrival_text(nick, room, text)),
         Event::Left { nick, room, reason } => {
-            let nick = user_text(nick);
-            match reason {
-                LeaveReason::JoinedOther(to) => system(&format!(
-                    "{nick} has left {} (joined {})",
-                    user_text(room),
-                    user_text(to)
-                )),
-                LeaveReason::Quit(Some(why)) => {
-                    system(&format!("{nick} has left ({})", user_text(why)))
-                }
-                LeaveReason::Quit(None) => system(&format!("{nick} has left (quit)")),
-                LeaveReason::ConnectionLost => {
-                    system(&format!("{nick} has left (connection lost)"))
-                }
-                LeaveReason::TooSlow => system(&format!("{nick} has left (too slow)")),
-                LeaveReason::Kicked(Some(why)) => {
-                    system(&format!("{nick} was removed by an operator ({})", user_text(why)))
-                }
-                LeaveReason::Kicked(None) => system(&format!("{nick} was removed by an operator")),
-                LeaveReason::Replaced => system(&format!("{nick} reconnected")),
-            }
+            system_with(|text| departure_text(nick, room, reason, text))
         }
         Event::NickChanged { old, new } => {
             system(&format!("{} is now known as {}", user_text(old), user_text(new)))

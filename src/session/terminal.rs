@@ -189,16 +189,16 @@ impl Terminal {
         self.write_with(ring, out, |terminal, text| terminal.format(&parts, hh_mm, text));
     }
 
-    /// Appends the system line whose text is `pieces` one after the other to `out`, exactly
-    /// as [`write_lines`] writes `render::system` of the same text, without allocating once
-    /// the reused buffers have grown: a room's arrivals are shown this way, one per member
-    /// of a crowd that logs in (the pieces are cleaned by the caller, as `render` cleans them).
+    /// Appends the system line whose text `fill` appends (e.g. `render::arrival_text`) to
+    /// `out`, exactly as [`write_lines`] writes `render::system` of the same text, without
+    /// allocating once the reused buffers have grown: a room's arrivals and departures are
+    /// shown this way, one per member of a crowd that logs in or drops out.
     ///
     /// [`write_lines`]: Terminal::write_lines
-    pub fn write_system(&mut self, pieces: &[&str], hh_mm: &str, out: &mut Vec<u8>) {
+    pub fn write_system(&mut self, fill: impl FnOnce(&mut String), hh_mm: &str, out: &mut Vec<u8>) {
         let mut system_text = std::mem::take(&mut self.system_text);
         system_text.clear();
-        system_text.extend(pieces.iter().copied());
+        fill(&mut system_text);
         let parts = Parts {
             kind: Kind::System,
             before: render::SYSTEM_PREFIX,
@@ -792,18 +792,43 @@ mod tests {
     }
 
     #[test]
-    fn an_arrival_is_written_byte_for_byte_as_its_event_is() {
-        use crate::proto::Event;
+    fn arrivals_and_departures_are_written_byte_for_byte_as_their_events_are() {
+        use crate::proto::{Event, LeaveReason};
+        let why = || Some("<bob> \x1b[31mbye\u{5C0F}".to_string());
+        let reasons = [
+            LeaveReason::JoinedOther("*** \u{F6}ther".into()),
+            LeaveReason::Quit(why()),
+            LeaveReason::Quit(None),
+            LeaveReason::ConnectionLost,
+            LeaveReason::TooSlow,
+            LeaveReason::Kicked(why()),
+            LeaveReason::Kicked(None),
+            LeaveReason::Replaced,
+        ];
         for mut terminal in terminals() {
             for nick in SAID_NICKS {
                 for room in ["lobby", "\x1b[2Jr\u{F6}\u{F6}m", "*** \u{5C0F}\u{660E}"] {
-                    let event = Event::Joined { nick: nick.into(), room: room.into() };
+                    let joined = Event::Joined { nick: nick.into(), room: room.into() };
                     let mut before = b"queued ".to_vec();
-                    terminal.write_lines(&render::event(&event), "09:41", false, &mut before);
-                    let (nick, room) = (render::user_text(nick), render::user_text(room));
+                    terminal.write_lines(&render::event(&joined), "09:41", false, &mut before);
                     let mut now = b"queued ".to_vec();
-                    terminal.write_system(&render::arrival(&nick, &room), "09:41", &mut now);
-                    assert_eq!(now, before, "{event:?} on {terminal:?}");
+                    let arrival = |text: &mut String| render::arrival_text(nick, room, text);
+                    terminal.write_system(arrival, "09:41", &mut now);
+                    assert_eq!(now, before, "{joined:?} on {terminal:?}");
+                    for reason in &reasons {
+                        let left = Event::Left {
+                            nick: nick.into(),
+                            room: room.into(),
+                            reason: reason.clone(),
+                        };
+                        let mut before = Vec::new();
+                        terminal.write_lines(&render::event(&left), "09:41", false, &mut before);
+                        let mut now = Vec::new();
+                        let departure =
+                            |text: &mut String| render::departure_text(nick, room, reason, text);
+                        terminal.write_system(departure, "09:41", &mut now);
+                        assert_eq!(now, before, "{left:?} on {terminal:?}");
+                    }
                 }
             }
         }

@@ -227,3 +227,54 @@ fn a_room_the_system_cannot_give_a_ring_is_refused_and_nobody_is_dropped() {
     clients[0].send("/rooms");
     clients[0].expect_prefix("*** Rooms: ");
 }
+
+#[test]
+fn a_crowd_logging_in_at_once_is_told_each_arrival_once_and_before_its_lines() {
+    // Arrivals wait for the room's slower pace; a line said meanwhile brings them with it.
+    let daemon = Daemon::start_with_config(&format!(
+        "max_clients_per_ip = 20\nmax_startups_per_ip = 20\nmax_startups = \"20\"\n{NO_FLOOD_CONTROL}"
+    ));
+    let mut host = daemon.login("host");
+    host.expect("*** No topic is set for lobby");
+    let mut crowd: Vec<Client> = (0..12)
+        .map(|_| {
+            let mut client = daemon.connect();
+            client.expect_prefix("*** Please choose a nickname");
+            client
+        })
+        .collect();
+    // Every nick at once, then each says a line as soon as it is in.
+    for (n, client) in crowd.iter_mut().enumerate() {
+        client.send(&format!("guest{n}"));
+    }
+    for (n, client) in crowd.iter_mut().enumerate() {
+        let nick = format!("guest{n}");
+        client.expect(&format!("*** You are now known as {nick}. Type /help for commands."));
+        // Its own arrival, and then its topic: nothing of the room comes between.
+        assert_eq!(client.next_line(), Some(format!("*** {nick} has joined lobby")));
+        assert_eq!(client.next_line().as_deref(), Some("*** No topic is set for lobby"));
+        client.send(&format!("hello from {nick}"));
+    }
+    let mut seen = Vec::new();
+    while (0..12).any(|n| !seen.contains(&format!("<guest{n}> hello from guest{n}"))) {
+        seen.push(host.next_line().expect("the room's lines"));
+    }
+    for n in 0..12 {
+        let arrival = format!("*** guest{n} has joined lobby");
+        let arrivals: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == arrival).collect();
+        assert_eq!(arrivals.len(), 1, "{arrival} once: {seen:?}");
+        let line = seen.iter().position(|l| *l == format!("<guest{n}> hello from guest{n}"));
+        assert!(line > Some(arrivals[0]), "guest{n} was seen arriving before its line: {seen:?}");
+    }
+    assert_eq!(seen.len(), 24, "nothing but the arrivals and the lines: {seen:?}");
+    // Nobody is told its own arrival twice (once on its socket, once more from the ring).
+    for (n, client) in crowd.iter_mut().enumerate() {
+        let nick = format!("guest{n}");
+        let before = client.expect(&format!("<{nick}> hello from {nick}"));
+        let own = format!("*** {nick} has joined lobby");
+        assert!(!before.contains(&own), "{own} again: {before:?}");
+    }
+    // And everyone is in.
+    host.send("/who");
+    host.expect_prefix("*** In lobby (13): ");
+}
