@@ -9,8 +9,9 @@
 //! one, so that the session shows both in the broker's order. A member that enters a room is
 //! handed the room's ring (`RingHandover`, with the ring's descriptors) before anything else
 //! that room is told: just after the record of its own arrival, which it is sent on its socket
-//! (so that its topic and history wait for no publishing of the ring). Sockets are written once per peer per loop turn ([`Peers::flush`]); rings are
-//! published after that ([`Peers::end_turn`]). A peer whose socket queue would overflow is
+//! (so that its topic and history wait for no publishing of the ring). Sockets are written
+//! once per peer per loop turn ([`Peers::flush`]); rings are published after that
+//! ([`Peers::end_turn`]). A peer whose socket queue would overflow is
 //! dropped as too slow, once; a session that a ring lapped says so itself
 //! ([`Peers::fell_behind`]).
 //!

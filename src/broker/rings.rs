@@ -59,7 +59,7 @@ pub(super) enum Pace {
 
 /// How long a room's doorbell stays quiet after it rang when all that waits is arrivals and
 /// departures: 100 µs per member, at most 250 ms. Ten times the [`quiet_interval`]: every
-/// member is told every arrival, so a crowd of N logging in is N² lines to show; woken at
+/// member is told every arrival, so a crowd of N logging in is N²/2 lines to show; woken at
 /// most 10,000 times a second in all (rather than 100,000), members show them in batches
 /// (measured in docs/PERFORMANCE.md). Nobody waits on an arrival, and a line said meanwhile
 /// brings the room's waiting news with it at its own, shorter, interval.
