@@ -216,9 +216,9 @@ impl Peers {
     /// a mark for the room to publish its arrival (which may take a while, see `Pace`).
     /// Returns how many members each event reached (a room's members count one each).
     pub(super) fn deliver(&mut self, rooms: &mut Rooms, deliveries: Vec<Delivery>) -> u64 {
-        let mut arriving = self.apply_changes(rooms, &deliveries);
+        let arrivals = self.apply_changes(rooms, &deliveries);
         let mut copies = 0;
-        for delivery in deliveries {
+        for (index, delivery) in deliveries.into_iter().enumerate() {
             match &delivery.to {
                 Audience::One(id) => {
                     if self.encode(&delivery.event) {
@@ -227,24 +227,16 @@ impl Peers {
                     }
                 }
                 Audience::Room(key) => {
-                    let newcomer =
-                        arrival_of(rooms, key, &delivery.event).filter(|id| arriving.contains(id));
                     if self.broadcast(key, &delivery.event) {
                         copies += rooms.members_in(key) as u64;
                     }
-                    if let Some(id) = newcomer {
-                        arriving.retain(|&other| other != id);
+                    if let Some(&(_, id)) = arrivals.iter().find(|&&(at, _)| at == index) {
                         self.hand_over(id, key);
                         if self.encode(&delivery.event) {
                             self.queue_frame(id);
                         }
                     }
                 }
-            }
-        }
-        for id in arriving {
-            if let Some(room) = rooms.room_of(id) {
-                self.hand_over(id, room);
             }
         }
         self.check_readers(rooms);
@@ -293,23 +285,30 @@ impl Peers {
     }
 
     /// Hands every member who entered a room since the last call that room's ring — except
-    /// those whose arrival `deliveries` tell the room: they leave their old ring now and are
-    /// returned, to be handed the new one after that record — and lets vanished rooms' rings
-    /// go at the end of the turn.
-    fn apply_changes(&mut self, rooms: &mut Rooms, deliveries: &[Delivery]) -> Vec<MemberId> {
+    /// those whose arrival `deliveries` tell the room: they leave their old ring now, to be
+    /// handed the new one after that record, and are returned with the index of the delivery
+    /// that tells it — and lets vanished rooms' rings go at the end of the turn.
+    fn apply_changes(
+        &mut self,
+        rooms: &mut Rooms,
+        deliveries: &[Delivery],
+    ) -> Vec<(usize, MemberId)> {
         let mut changes = std::mem::take(&mut self.changes);
         rooms.take_changes(&mut changes);
-        let mut arriving = Vec::new();
+        let mut arrivals: Vec<(usize, MemberId)> = Vec::new();
+        for (index, delivery) in deliveries.iter().enumerate() {
+            let Audience::Room(key) = &delivery.to else { continue };
+            if let Some(id) = arrival_of(rooms, key, &delivery.event)
+                && changes.entered.contains(&id)
+                && !arrivals.iter().any(|&(_, arriving)| arriving == id)
+            {
+                arrivals.push((index, id));
+            }
+        }
         for &id in &changes.entered {
-            let Some(room) = rooms.room_of(id) else { continue };
-            let announced = deliveries.iter().any(|delivery| {
-                matches!(&delivery.to, Audience::Room(key) if key == room)
-                    && arrival_of(rooms, room, &delivery.event) == Some(id)
-            });
-            if announced {
+            if arrivals.iter().any(|&(_, arriving)| arriving == id) {
                 self.leave_ring(id);
-                arriving.push(id);
-            } else {
+            } else if let Some(room) = rooms.room_of(id) {
                 self.hand_over(id, room);
             }
         }
@@ -317,13 +316,14 @@ impl Peers {
             self.rings.room_vanished(key);
         }
         self.changes = changes;
-        arriving
+        arrivals
     }
 
     /// `id` is leaving the room whose ring it reads: what that ring said before now still
-    /// comes first (a mark), and nothing after is for it.
+    /// comes first (a mark), and nothing after is for it. A peer whose queue is full is
+    /// dropped as too slow.
     fn leave_ring(&mut self, id: MemberId) {
-        let Some(peer) = self.table.get_mut(&id) else { return };
+        let Some(peer) = self.table.get_mut(&id).filter(|peer| !peer.too_slow) else { return };
         let marked = mark_ring_position(&mut self.rings, peer);
         peer.ring = None;
         if marked.is_err() {
@@ -333,7 +333,7 @@ impl Peers {
 
     /// Gives `id` the ring of the room with key `room` (made if it has none), from its head:
     /// what the room is told from now on. Whatever its old ring said before now still comes
-    /// first (the handover is queued after a mark of the old ring).
+    /// first (the handover is queued after it left that ring: [`Peers::leave_ring`]).
     fn hand_over(&mut self, id: MemberId, room: &str) {
         if self.table.get(&id).is_none_or(|peer| peer.too_slow) {
             return;
@@ -348,25 +348,24 @@ impl Peers {
             self.doom(id, LeaveReason::ConnectionLost);
             return;
         }
-        let Some(peer) = self.table.get_mut(&id) else { return };
-        let marked = queued_or_overflow(mark_ring_position(&mut self.rings, peer));
+        self.leave_ring(id);
         let (Some(peer), Some(ring)) = (self.table.get_mut(&id), self.rings.get(room)) else {
             return;
         };
+        if peer.too_slow {
+            return;
+        }
         let start = ring.writer.head();
         let held = HeldRing { room: room.to_string(), id: ring.id, marked: start, read: start };
         let (memfd, doorbell) = ring.writer.descriptors();
         let handover = Event::RingHandover { start };
-        let sent = marked.and_then(|()| {
-            let mut sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
-            if matches!(sent, Err(SendError::TooManyDescriptors { .. })) {
-                // Earlier handovers' descriptors still wait (a paste of /joins): they go now,
-                // as far as the socket takes them, rather than the member as too slow.
-                let _ = peer.channel.flush();
-                sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
-            }
-            sent
-        });
+        let mut sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
+        if matches!(sent, Err(SendError::TooManyDescriptors { .. })) {
+            // Earlier handovers' descriptors still wait (a paste of /joins): they go now, as
+            // far as the socket takes them, rather than the member as too slow.
+            let _ = peer.channel.flush();
+            sent = peer.channel.send_event(&handover, &[memfd, doorbell]);
+        }
         peer.ring = Some(held);
         if let Err(SendError::Descriptor { source, .. }) = &sent {
             // Without its ring the member would wait for its room for ever: it goes.
@@ -631,11 +630,6 @@ fn mark_ring_position(rings: &mut Rings, peer: &mut Peer) -> Result<(), Overflow
 fn arrival_of(rooms: &Rooms, key: &str, event: &Event) -> Option<MemberId> {
     let Event::Joined { nick, .. } = event else { return None };
     rooms.find(nick).filter(|&id| rooms.room_of(id).is_some_and(|room| room == key))
-}
-
-/// A mark's overflow as a send's error, so that a handover can follow it in one chain.
-fn queued_or_overflow(marked: Result<(), Overflow>) -> Result<(), SendError> {
-    marked.map_err(|source| SendError::Overflow { message: "Event", source })
 }
 
 /// What a send means for the peer: queued, or its queue is full. An event that cannot be

@@ -35,38 +35,34 @@ pub(super) struct RoomRing {
     rung_at: Option<Instant>,
 }
 
-/// How long a room's doorbell stays quiet after it rang while a line or other news waits, by
-/// the room's size: 10 µs per member, at most 50 ms. Each ring wakes every member that sleeps,
-/// and a woken member writes to its client: a room flooded with lines would otherwise wake
-/// each member once per line. A line that comes after
-/// a quiet spell is published at once (at 50 lines/s, a room of 1,000 waits for nothing); those
-/// that follow it within the interval are published together when it ends.
-fn quiet_interval(members: usize) -> Duration {
-    const PER_MEMBER: Duration = Duration::from_micros(10);
-    const LONGEST: Duration = Duration::from_millis(50);
-    PER_MEMBER.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX)).min(LONGEST)
-}
-
-/// How long a ring's unpublished records may wait after its doorbell last rang.
+/// How long a ring's doorbell stays quiet after it rang, by what its unpublished records are
+/// ([`Pace::interval`]). Each ring wakes every member that sleeps, and a woken member writes
+/// to its client: a room flooded with lines would otherwise wake each member once per line. A
+/// record that comes after a quiet spell is published at once (at 50 lines/s, a room of 1,000
+/// waits for nothing); those that follow it within the interval are published together when
+/// it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Pace {
-    /// Arrivals and departures only: [`presence_interval`].
+    /// Arrivals and departures only: 100 µs per member, at most 250 ms. Every member is told
+    /// every arrival, so a crowd of N logging in is N²/2 lines to show; woken at most 10,000
+    /// times a second in all (rather than the 100,000 of the prompt pace), members show them
+    /// in batches (measured in docs/PERFORMANCE.md). Nobody waits on an arrival, and a line
+    /// said meanwhile brings the room's waiting news with it at its own pace.
     Presence,
     /// A line, any other room news, or a member's socket frame waiting behind a mark (see
-    /// `Peers::queue_with`): [`quiet_interval`].
+    /// `Rings::hurry`): 10 µs per member, at most 50 ms.
     Prompt,
 }
 
-/// How long a room's doorbell stays quiet after it rang when all that waits is arrivals and
-/// departures: 100 µs per member, at most 250 ms. Ten times the [`quiet_interval`]: every
-/// member is told every arrival, so a crowd of N logging in is N²/2 lines to show; woken at
-/// most 10,000 times a second in all (rather than 100,000), members show them in batches
-/// (measured in docs/PERFORMANCE.md). Nobody waits on an arrival, and a line said meanwhile
-/// brings the room's waiting news with it at its own, shorter, interval.
-fn presence_interval(members: usize) -> Duration {
-    const PER_MEMBER: Duration = Duration::from_micros(100);
-    const LONGEST: Duration = Duration::from_millis(250);
-    PER_MEMBER.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX)).min(LONGEST)
+impl Pace {
+    /// How long a ring of a room of `members` stays quiet after its doorbell rang.
+    fn interval(self, members: usize) -> Duration {
+        let (per_member, longest) = match self {
+            Pace::Presence => (Duration::from_micros(100), Duration::from_millis(250)),
+            Pace::Prompt => (Duration::from_micros(10), Duration::from_millis(50)),
+        };
+        per_member.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX)).min(longest)
+    }
 }
 
 /// Every room's ring, by room key.
@@ -198,11 +194,7 @@ impl Rings {
         let mut waiting = std::mem::take(&mut self.dirty);
         waiting.retain(|key| {
             let Some(ring) = self.by_room.get_mut(key) else { return false };
-            let interval = match ring.pace {
-                Pace::Presence => presence_interval(members_in(key)),
-                Pace::Prompt => quiet_interval(members_in(key)),
-            };
-            let due = ring.rung_at.map(|at| at + interval);
+            let due = ring.rung_at.map(|at| at + ring.pace.interval(members_in(key)));
             if let Some(due) = due.filter(|&due| now < due && exists(key)) {
                 next_due = Some(next_due.map_or(due, |next| next.min(due)));
                 return true;

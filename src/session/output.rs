@@ -15,6 +15,7 @@ use log::{debug, info, warn};
 use super::render::Shown;
 use super::state::Phase;
 use super::telnet;
+use super::terminal::Terminal;
 use super::{CLOSE_GRACE, Closing, Session, TRAFFIC_REPORT};
 use crate::proto::broadcast::Said;
 use crate::sys;
@@ -74,11 +75,18 @@ impl Session {
         if self.is_browser() {
             return self.send_lines_to_browser(lines, ring);
         }
-        // Taken for the call (rendering and queueing need the session) and put back: the
-        // buffers keep their capacity from line to line.
+        self.queue_rendered(|terminal, hh_mm, bytes| {
+            terminal.write_lines(lines, hh_mm, ring, bytes);
+        });
+    }
+
+    /// Queues what `render` writes for the terminal (given the time of day for timestamps)
+    /// into the session's reused output buffer. The buffer is taken for the call (rendering
+    /// and queueing need the session) and put back: it keeps its capacity from line to line.
+    fn queue_rendered(&mut self, render: impl FnOnce(&mut Terminal, &str, &mut Vec<u8>)) {
         let mut scratch = std::mem::take(&mut self.terminal.output);
         let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
-        self.terminal.write_lines(lines, hh_mm, ring, &mut scratch.bytes);
+        render(&mut self.terminal, hh_mm, &mut scratch.bytes);
         self.send_text(&scratch.bytes);
         scratch.bytes.clear();
         self.terminal.output = scratch;
@@ -97,12 +105,9 @@ impl Session {
                 crate::session::web::json::said(said, action, crate::clock::unix_now(), ring);
             return self.send_raw(message.as_bytes());
         }
-        let mut scratch = std::mem::take(&mut self.terminal.output);
-        let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
-        self.terminal.write_said(said, action, hh_mm, ring, &mut scratch.bytes);
-        self.send_text(&scratch.bytes);
-        scratch.bytes.clear();
-        self.terminal.output = scratch;
+        self.queue_rendered(|terminal, hh_mm, bytes| {
+            terminal.write_said(said, action, hh_mm, ring, bytes);
+        });
     }
 
     /// Shows a system line whose text `fill` appends (someone else's arrival or departure, from
@@ -110,12 +115,7 @@ impl Session {
     /// every member of a room is told every arrival and departure of a crowd, and allocating
     /// for each was a third of what a session did then (see docs/PERFORMANCE.md).
     pub(super) fn show_room_news(&mut self, fill: impl FnOnce(&mut String)) {
-        let mut scratch = std::mem::take(&mut self.terminal.output);
-        let hh_mm = scratch.clock.hh_mm(self.terminal.timestamps);
-        self.terminal.write_system(fill, hh_mm, &mut scratch.bytes);
-        self.send_text(&scratch.bytes);
-        scratch.bytes.clear();
-        self.terminal.output = scratch;
+        self.queue_rendered(|terminal, hh_mm, bytes| terminal.write_system(fill, hh_mm, bytes));
     }
 
     /// Queues what the line editor echoes, in the client's character set.

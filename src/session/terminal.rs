@@ -80,7 +80,8 @@ pub struct Terminal {
     /// Where lines are put together before they are encoded; reused, so that rendering a line
     /// allocates nothing once it has grown to the longest line.
     text: String,
-    /// Where a system line's text is put together from its pieces (see [`Terminal::write_system`]).
+    /// Where a system line's text is put together (see [`Terminal::write_system`]); apart from
+    /// `text`, which the line is formatted into.
     system_text: String,
     /// The session's reused buffers for what it writes (see `output`); kept here, with the
     /// rest of the client's output side.
